@@ -1,0 +1,101 @@
+"""The Plan: what enforcing a Snapshot on one node means, for the kernel and for Envoy.
+
+These types are the contract between compile and the enforcers: ``meshcore.datapath``
+consumes :class:`BpfPlan`, ``meshcore.proxy`` consumes :class:`EnvoyPlan`. They hold no
+model objects' internals beyond references, so enforcers never need the adapters.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+
+import attrs
+
+from ..model import BackendState, ServiceRef, Source
+
+
+class Datapath(enum.StrEnum):
+    """Where a service port is enforced."""
+
+    EBPF = "ebpf"
+    ENVOY = "envoy"
+
+
+@attrs.frozen(order=True)
+class BpfBackend:
+    """One backend as the kernel sees it: address, port, weight and state."""
+
+    address: str
+    port: int
+    weight: int = 1
+    state: BackendState = BackendState.ACTIVE
+
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return ipaddress.ip_address(self.address).version
+
+
+@attrs.frozen(order=True)
+class BpfService:
+    """One (VIP, port, transport) frontend and its backends.
+
+    When ``proxy_port`` is set the kernel sends new connections to the node proxy on that
+    port instead of choosing a backend (the L7 hand-off).
+    """
+
+    vip: str
+    port: int
+    protocol: str  # "TCP" or "UDP"
+    service: ServiceRef
+    backends: tuple[BpfBackend, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+    proxy_port: int | None = None
+    port_name: str = ""
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """The frontend key (vip, port, protocol)."""
+        return (self.vip, self.port, self.protocol)
+
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return ipaddress.ip_address(self.vip).version
+
+
+@attrs.frozen
+class BpfPlan:
+    """Everything the socket-level datapath enforces, sorted by frontend."""
+
+    services: tuple[BpfService, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v, key=lambda s: s.key)))
+
+
+@attrs.frozen(order=True)
+class Decision:
+    """Why a service port is handled by eBPF alone or by the node Envoy."""
+
+    service: ServiceRef
+    port: int
+    protocol: str
+    datapath: Datapath
+    reason: str
+    source: Source = attrs.field(default=Source(), eq=False, order=False)
+
+
+@attrs.frozen
+class EnvoyPlan:
+    """The node Envoy's configuration (filled by the proxy work; empty means no Envoy)."""
+
+    listeners: tuple[object, ...] = ()
+
+
+@attrs.frozen
+class Plan:
+    """A compiled plan for one node."""
+
+    node: str
+    snapshot_hash: str
+    bpf: BpfPlan
+    envoy: EnvoyPlan
+    decisions: tuple[Decision, ...] = ()

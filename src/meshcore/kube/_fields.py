@@ -1,0 +1,185 @@
+"""Typed access to an object's fields, raising :class:`FieldError` with the field path.
+
+Translators read input through :class:`Fields` so that a wrong type, a missing required
+field or an out-of-range value becomes one precise diagnostic (file:line, object, field
+path, what would be valid) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import Diagnostic, ModelError, Severity
+from ._objects import KubeObject
+
+_MISSING = object()
+
+
+class FieldError(Exception):
+    """A field of an input object is missing, of the wrong type, or out of range."""
+
+    def __init__(self, path: str, message: str, code: str = "MC0100") -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+        self.code = code
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, Mapping):
+        return "mapping"
+    return type(value).__name__
+
+
+class Fields:
+    """A cursor over a mapping at ``path`` inside an object's body."""
+
+    def __init__(self, data: Mapping[str, Any], path: str = "") -> None:
+        self.data = data
+        self.path = path
+
+    @classmethod
+    def of(cls, obj: KubeObject) -> Fields:
+        """A cursor over the whole object body."""
+        return cls(obj.body)
+
+    def _child(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                raise FieldError(self._child(key), "required field is missing", "MC0101")
+            return _MISSING
+        return value
+
+    def str(self, key: str, default: str | None = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> str | None:
+        """A string field; numbers are not coerced (Kubernetes would reject them)."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            raise FieldError(self._child(key), f"expected a string, got {_type_name(value)} {value!r}", "MC0102")
+        if choices is not None and value not in choices:
+            raise FieldError(self._child(key), f"{value!r} is not one of {', '.join(choices)}", "MC0103")
+        return value
+
+    def req_str(self, key: str, *, choices: tuple[str, ...] | None = None) -> str:
+        """A required string field."""
+        value = self.str(key, required=True, choices=choices)
+        assert value is not None
+        return value
+
+    def int(self, key: str, default: int | None = None, *, required: bool = False,
+            minimum: int | None = None, maximum: int | None = None) -> int | None:
+        """An integer field within optional bounds."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(self._child(key), f"expected an integer, got {_type_name(value)} {value!r}", "MC0102")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            lo = "" if minimum is None else str(minimum)
+            hi = "" if maximum is None else str(maximum)
+            raise FieldError(self._child(key), f"{value} is out of range ({lo}..{hi})", "MC0104")
+        return value
+
+    def port(self, key: str, *, required: bool = False) -> int | None:
+        """A port number 1..65535."""
+        return self.int(key, required=required, minimum=1, maximum=65535)
+
+    def int_or_str(self, key: str, *, required: bool = False) -> int | str | None:
+        """An IntOrString field (e.g. targetPort)."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise FieldError(self._child(key), f"expected an integer or a string, got {_type_name(value)}", "MC0102")
+        return value
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        """A boolean field."""
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            raise FieldError(self._child(key), f"expected true or false, got {_type_name(value)} {value!r}", "MC0102")
+        return value
+
+    def map(self, key: str, *, required: bool = False) -> Fields:
+        """A nested mapping as a cursor (empty when absent and not required)."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return Fields({}, self._child(key))
+        if not isinstance(value, Mapping):
+            raise FieldError(self._child(key), f"expected a mapping, got {_type_name(value)}", "MC0102")
+        return Fields(value, self._child(key))
+
+    def has(self, key: str) -> bool:
+        """True when the key is present and not null."""
+        return self.data.get(key) is not None
+
+    def list(self, key: str, *, required: bool = False) -> list[Any]:
+        """A list field (empty when absent)."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list):
+            raise FieldError(self._child(key), f"expected a list, got {_type_name(value)}", "MC0102")
+        return value
+
+    def maps(self, key: str, *, required: bool = False) -> list[Fields]:
+        """A list of mappings as cursors."""
+        out = []
+        for i, item in enumerate(self.list(key, required=required)):
+            path = f"{self._child(key)}[{i}]"
+            if not isinstance(item, Mapping):
+                raise FieldError(path, f"expected a mapping, got {_type_name(item)}", "MC0102")
+            out.append(Fields(item, path))
+        return out
+
+    def strs(self, key: str) -> list[str]:
+        """A list of strings."""
+        out = []
+        for i, item in enumerate(self.list(key)):
+            if not isinstance(item, str):
+                raise FieldError(f"{self._child(key)}[{i}]", f"expected a string, got {_type_name(item)}", "MC0102")
+            out.append(item)
+        return out
+
+    def str_map(self, key: str) -> dict[str, str]:
+        """A mapping of strings to strings (e.g. labels, selectors)."""
+        value = self._get(key, False)
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, Mapping):
+            raise FieldError(self._child(key), f"expected a mapping of strings, got {_type_name(value)}", "MC0102")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise FieldError(f"{self._child(key)}.{k}", f"expected a string, got {_type_name(v)} {v!r}", "MC0102")
+            out[str(k)] = v
+        return out
+
+
+def field_diagnostic(obj: KubeObject, error: FieldError | ModelError, prefix: str = "") -> Diagnostic:
+    """Turn a field or model error into an error diagnostic pointing at the field's line."""
+    if isinstance(error, FieldError):
+        path, code, message = error.path, error.code, error.message
+    else:
+        path = f"{prefix}.{error.field}" if prefix else error.field
+        code, message = "MC0105", error.message
+    return Diagnostic(code, Severity.ERROR, message, obj.source_at(path), path)

@@ -1,0 +1,67 @@
+"""The abstract mesh model: identities, workloads, services, routes and policies.
+
+Every object is immutable (``attrs`` frozen), validated on construction (a
+:class:`ModelError` names the field) and records the :class:`Source` it came from.
+This package imports nothing from the rest of meshcore.
+"""
+
+from ._errors import ModelError
+from ._labels import Labels
+from ._serialize import to_data
+from ._source import Source
+from .diagnostics import Diagnostic, Severity, has_errors
+from .envoy import ENVOY_RESOURCE_TYPES, EnvoyConfig, EnvoyResource, ServiceListener
+from .identity import DEFAULT_TRUST_DOMAIN, FIRST_ALLOCATED_IDENTITY, Identity, ReservedIdentity
+from .namespace import Namespace
+from .policy import (
+    AuthorizationPolicy,
+    Condition,
+    Direction,
+    IpBlock,
+    Operation,
+    PeerAuthentication,
+    PeerAuthMode,
+    PeerSelector,
+    PolicyAction,
+    PolicyRule,
+    PortMode,
+    PortRange,
+    WorkloadSelector,
+)
+from .route import (
+    CorsPolicy,
+    Destination,
+    DirectResponse,
+    FaultInjection,
+    HeaderMatch,
+    HeaderModifier,
+    HttpMatch,
+    HttpRoute,
+    MatchKind,
+    Mirror,
+    QueryMatch,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+    RouteKind,
+    RouteTable,
+    StringMatch,
+    TcpRoute,
+)
+from .service import Backend, BackendState, LbPolicy, Service, ServicePort, ServiceRef
+from .snapshot import Snapshot
+from .workload import Protocol, ProxyMode, Workload, WorkloadPort, WorkloadRef
+
+__all__ = [
+    "DEFAULT_TRUST_DOMAIN", "ENVOY_RESOURCE_TYPES", "FIRST_ALLOCATED_IDENTITY",
+    "AuthorizationPolicy", "Backend", "BackendState", "Condition", "CorsPolicy", "Destination",
+    "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
+    "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HttpRoute", "Identity",
+    "IpBlock", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace",
+    "Operation", "PeerAuthMode", "PeerAuthentication", "PeerSelector", "PolicyAction",
+    "PolicyRule", "PortMode", "PortRange", "Protocol", "ProxyMode", "QueryMatch", "Redirect",
+    "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
+    "ServiceListener", "ServicePort", "ServiceRef", "Severity", "Snapshot", "Source",
+    "StringMatch", "TcpRoute", "Workload", "WorkloadPort", "WorkloadRef", "WorkloadSelector",
+    "has_errors", "to_data",
+]

@@ -1,0 +1,119 @@
+"""attrs validators that raise :class:`ModelError` naming the offending field."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from ._errors import ModelError
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$|^\*$")
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def dns_label(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A Kubernetes DNS-1123 label: lower-case alphanumerics and '-', at most 63."""
+    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+        raise ModelError(
+            attribute.name,
+            f"{value!r} is not a valid name (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)",
+        )
+
+
+def dns_subdomain(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A Kubernetes DNS-1123 subdomain: like a label but with '.', at most 253."""
+    if not isinstance(value, str) or not _DNS_SUBDOMAIN.match(value):
+        raise ModelError(
+            attribute.name,
+            f"{value!r} is not a valid name (lower-case letters, digits, '-' and '.', "
+            "at most 253 characters)",
+        )
+
+
+def hostname(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    """Each entry is a DNS name, optionally with a leading '*.' wildcard, or '*'."""
+    for i, host in enumerate(value):
+        if not isinstance(host, str) or not _HOSTNAME.match(host):
+            raise ModelError(
+                f"{attribute.name}[{i}]",
+                f"{host!r} is not a valid hostname (a DNS name, '*.' + DNS name, or '*')",
+            )
+
+
+def port(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    """A TCP/UDP port in 1..65535."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ModelError(attribute.name, f"{value!r} is not a valid port (1..65535)")
+
+
+def optional_port(inst: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    """``None`` or a valid port."""
+    if value is not None:
+        port(inst, attribute, value)
+
+
+def non_negative(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    """An integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ModelError(attribute.name, f"{value!r} must be an integer >= 0")
+
+
+def in_range(lo: float, hi: float) -> Validator:
+    """A number in ``lo..hi`` inclusive."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise ModelError(attribute.name, f"{value!r} must be between {lo} and {hi}")
+
+    return check
+
+
+def ip_addresses(_: Any, attribute: attrs.Attribute[Any], value: Iterable[str]) -> None:
+    """Each entry is an IPv4 or IPv6 address in canonical text form."""
+    for i, text in enumerate(value):
+        try:
+            addr = ipaddress.ip_address(text)
+        except (ValueError, TypeError):
+            raise ModelError(
+                f"{attribute.name}[{i}]", f"{text!r} is not an IPv4 or IPv6 address"
+            ) from None
+        if str(addr) != text:
+            raise ModelError(f"{attribute.name}[{i}]", f"{text!r} is not canonical; use {addr}")
+
+
+def cidrs(_: Any, attribute: attrs.Attribute[Any], value: Iterable[str]) -> None:
+    """Each entry is an IPv4 or IPv6 network in CIDR form with no host bits set."""
+    for i, text in enumerate(value):
+        try:
+            ipaddress.ip_network(text, strict=True)
+        except (ValueError, TypeError) as exc:
+            raise ModelError(
+                f"{attribute.name}[{i}]", f"{text!r} is not a CIDR block ({exc})"
+            ) from None
+
+
+def non_empty(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """The value is not empty."""
+    if not value:
+        raise ModelError(attribute.name, "must not be empty")
+
+
+def regex(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """The value compiles as a regular expression (RE2 syntax is close to Python's)."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ModelError(attribute.name, f"{value!r} is not a valid regular expression: {exc}") from None
+
+
+def canonical_ip(text: str) -> str:
+    """Return the canonical text form of an IP address (raises ``ValueError``)."""
+    return str(ipaddress.ip_address(text))

@@ -1,0 +1,65 @@
+"""Raw Envoy resources attached to the mesh (the escape hatch for what no API expresses)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._labels import Labels, to_labels
+from ._source import UNKNOWN, Source
+from .service import ServiceRef
+
+#: The resource types an EnvoyConfig may carry, by their ``@type`` URL.
+ENVOY_RESOURCE_TYPES = (
+    "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+)
+
+
+def _canonical_json(value: Mapping[str, Any] | str) -> str:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@attrs.frozen(order=True)
+class EnvoyResource:
+    """One Envoy resource: its type URL, (qualified) name and body as canonical JSON."""
+
+    type_url: str = attrs.field(validator=attrs.validators.in_(ENVOY_RESOURCE_TYPES))
+    name: str
+    body_json: str = attrs.field(converter=_canonical_json)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The resource as a JSON object."""
+        result: dict[str, Any] = json.loads(self.body_json)
+        return result
+
+
+@attrs.frozen(order=True)
+class ServiceListener:
+    """Redirect a service's ports to an Envoy listener of the config."""
+
+    service: ServiceRef
+    listener: str = ""
+    ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen(order=True)
+class EnvoyConfig:
+    """A set of raw Envoy resources, the services redirected to them, and their nodes."""
+
+    name: str
+    namespace: str | None
+    resources: tuple[EnvoyResource, ...] = attrs.field(default=(), converter=tuple)
+    services: tuple[ServiceListener, ...] = attrs.field(default=(), converter=tuple)
+    backend_services: tuple[ServiceRef, ...] = attrs.field(default=(), converter=tuple)
+    node_selector: Labels = attrs.field(factory=Labels, converter=to_labels)
+    source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)

@@ -1,0 +1,297 @@
+"""Ordered L4 and L7 route tables per service port, with matches and actions.
+
+Precedence is resolved by the adapter according to its own API's rules: a route table's
+routes are already in evaluation order (first match wins).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ._errors import ModelError
+from ._source import UNKNOWN, Source
+from ._validate import in_range, non_negative, optional_port, port, regex
+from .service import ServiceRef
+
+
+class MatchKind(enum.StrEnum):
+    """How a string is matched."""
+
+    EXACT = "Exact"
+    PREFIX = "Prefix"
+    SUFFIX = "Suffix"
+    REGEX = "RegularExpression"
+    PRESENT = "Present"
+
+
+def _match_value(inst: StringMatch, attribute: attrs.Attribute[str], value: str) -> None:
+    if inst.kind is MatchKind.REGEX:
+        regex(inst, attribute, value)
+    elif inst.kind is not MatchKind.PRESENT and inst.kind is not MatchKind.SUFFIX and not value:
+        if inst.kind is MatchKind.EXACT:
+            return
+        raise ModelError(attribute.name, f"a {inst.kind.value} match needs a value")
+
+
+@attrs.frozen(order=True)
+class StringMatch:
+    """A string condition: exact, prefix, suffix, regular expression, or presence."""
+
+    kind: MatchKind = attrs.field(converter=MatchKind)
+    value: str = attrs.field(default="", validator=_match_value)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+
+@attrs.frozen(order=True)
+class HeaderMatch:
+    """Match a request header by name (case-insensitive); ``invert`` negates it."""
+
+    name: str = attrs.field(converter=str.lower)
+    match: StringMatch
+    invert: bool = False
+
+
+@attrs.frozen(order=True)
+class QueryMatch:
+    """Match a query parameter by name (case-sensitive)."""
+
+    name: str
+    match: StringMatch
+
+
+def _path_kind(_: object, attribute: attrs.Attribute[object], value: StringMatch | None) -> None:
+    if value is None:
+        return
+    if value.kind not in (MatchKind.EXACT, MatchKind.PREFIX, MatchKind.REGEX):
+        raise ModelError(attribute.name, f"path match must be Exact, Prefix or RegularExpression, not {value.kind.value}")
+    if value.kind is not MatchKind.REGEX and not value.value.startswith("/"):
+        raise ModelError(attribute.name, f"path {value.value!r} must start with '/'")
+
+
+@attrs.frozen(order=True)
+class HttpMatch:
+    """All conditions must hold (AND); a route's matches are alternatives (OR)."""
+
+    path: StringMatch | None = attrs.field(default=None, validator=_path_kind)
+    headers: tuple[HeaderMatch, ...] = attrs.field(default=(), converter=tuple)
+    query: tuple[QueryMatch, ...] = attrs.field(default=(), converter=tuple)
+    method: str | None = None
+    authority: StringMatch | None = None
+
+    @property
+    def needs_l7(self) -> bool:
+        """True when any condition looks at more than the destination port."""
+        return bool(self.path or self.headers or self.query or self.method or self.authority)
+
+
+@attrs.frozen(order=True)
+class Destination:
+    """A weighted destination: a service port, optionally a subset of its backends."""
+
+    service: ServiceRef
+    port: int | None = attrs.field(default=None, validator=optional_port)
+    weight: int = attrs.field(default=1, validator=non_negative)
+    subset: str = ""
+    #: Labels the subset selects, resolved by the adapter (e.g. DestinationRule subsets).
+    subset_labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(dict(v).items())))
+
+
+@attrs.frozen(order=True)
+class HeaderModifier:
+    """Set (replace), add (append) and remove headers."""
+
+    set: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
+    add: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
+    remove: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+@attrs.frozen(order=True)
+class Redirect:
+    """Answer with an HTTP redirect; unset fields keep the request's value."""
+
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = attrs.field(default=None, validator=optional_port)
+    path: str | None = None
+    prefix_replace: str | None = None
+    status: int = attrs.field(default=302, validator=in_range(300, 399))
+
+
+@attrs.frozen(order=True)
+class Rewrite:
+    """Rewrite the request before forwarding: host, full path or matched prefix."""
+
+    host: str | None = None
+    path: str | None = None
+    prefix: str | None = None
+
+
+@attrs.frozen(order=True)
+class Mirror:
+    """Send a copy of a share of requests to another destination, ignoring its answers."""
+
+    destination: Destination
+    percent: float = attrs.field(default=100.0, validator=in_range(0, 100))
+
+
+@attrs.frozen(order=True)
+class RetryPolicy:
+    """Retry failed requests; ``retry_on`` uses Envoy's condition names (e.g. ``5xx``)."""
+
+    attempts: int = attrs.field(default=1, validator=non_negative)
+    per_try_timeout_ms: int | None = None
+    retry_on: tuple[str, ...] = attrs.field(default=("5xx",), converter=tuple)
+    status_codes: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen(order=True)
+class FaultInjection:
+    """Delay and/or abort a share of requests."""
+
+    delay_ms: int | None = None
+    delay_percent: float = attrs.field(default=100.0, validator=in_range(0, 100))
+    abort_status: int | None = None
+    abort_grpc_status: int | None = None
+    abort_percent: float = attrs.field(default=100.0, validator=in_range(0, 100))
+
+
+@attrs.frozen(order=True)
+class DirectResponse:
+    """Answer directly with a status and body."""
+
+    status: int = attrs.field(validator=in_range(100, 599))
+    body: str = ""
+
+
+@attrs.frozen(order=True)
+class CorsPolicy:
+    """Cross-origin resource sharing answers."""
+
+    allow_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allow_methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allow_headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    expose_headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allow_credentials: bool = False
+    max_age_s: int | None = None
+
+
+@attrs.frozen(order=True)
+class HttpRoute:
+    """One L7 rule: matches (OR) and what to do with a matching request.
+
+    Exactly one of ``destinations``, ``redirect`` or ``direct_response`` decides the
+    outcome; the other actions modify the forwarded request or its response.
+    """
+
+    name: str = ""
+    matches: tuple[HttpMatch, ...] = attrs.field(default=(), converter=tuple)
+    destinations: tuple[Destination, ...] = attrs.field(default=(), converter=tuple)
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderModifier = attrs.field(factory=HeaderModifier)
+    response_headers: HeaderModifier = attrs.field(factory=HeaderModifier)
+    mirrors: tuple[Mirror, ...] = attrs.field(default=(), converter=tuple)
+    timeout_ms: int | None = None
+    retries: RetryPolicy | None = None
+    fault: FaultInjection | None = None
+    cors: CorsPolicy | None = None
+    source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
+
+    def __attrs_post_init__(self) -> None:
+        outcomes = sum(bool(x) for x in (self.destinations, self.redirect, self.direct_response))
+        if outcomes != 1:
+            raise ModelError(
+                "destinations",
+                "an HTTP route needs exactly one of destinations, redirect or direct_response",
+            )
+
+    @property
+    def needs_l7(self) -> bool:
+        """True when anything beyond weighted forwarding by port is asked for."""
+        return bool(
+            any(m.needs_l7 for m in self.matches)
+            or self.redirect or self.direct_response or self.rewrite
+            or self.request_headers or self.response_headers or self.mirrors
+            or self.timeout_ms or self.retries or self.fault or self.cors
+        )
+
+
+@attrs.frozen(order=True)
+class TcpRoute:
+    """One L4 rule: optional SNI match (TLS passthrough) and weighted destinations."""
+
+    name: str = ""
+    sni: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    destinations: tuple[Destination, ...] = attrs.field(default=(), converter=tuple)
+    source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
+
+
+class RouteKind(enum.StrEnum):
+    """Whether a table holds L4 (TCP/TLS/UDP) or L7 (HTTP/gRPC) routes."""
+
+    L4 = "L4"
+    L7 = "L7"
+
+
+@attrs.frozen(order=True)
+class RouteTable:
+    """The ordered routes for one service port (or a listener port with hostnames)."""
+
+    service: ServiceRef
+    port: int = attrs.field(validator=port)
+    kind: RouteKind = attrs.field(converter=RouteKind)
+    http: tuple[HttpRoute, ...] = attrs.field(default=(), converter=tuple)
+    tcp: tuple[TcpRoute, ...] = attrs.field(default=(), converter=tuple)
+    hostnames: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind is RouteKind.L4 and self.http:
+            raise ModelError("http", "an L4 route table cannot hold HTTP routes")
+        if self.kind is RouteKind.L7 and self.tcp:
+            raise ModelError("tcp", "an L7 route table cannot hold TCP routes")
+
+    @property
+    def needs_l7(self) -> bool:
+        """True when any route in the table needs Envoy."""
+        if self.kind is RouteKind.L4:
+            return any(r.sni for r in self.tcp)
+        return any(r.needs_l7 for r in self.http)
+
+    def l7_reason(self) -> str | None:
+        """A short reason naming the first route that needs Envoy, or ``None``."""
+        for i, r in enumerate(self.http):
+            if r.needs_l7:
+                return f"route {i} ({r.name or 'unnamed'}) {_why(r)}"
+        for i, t in enumerate(self.tcp):
+            if t.sni:
+                return f"route {i} ({t.name or 'unnamed'}) matches on SNI"
+        return None
+
+
+def _why(r: HttpRoute) -> str:
+    for m in r.matches:
+        if m.path:
+            return f"matches on path {m.path}"
+        if m.headers:
+            return f"matches on header {m.headers[0].name}"
+        if m.query:
+            return f"matches on query parameter {m.query[0].name}"
+        if m.method:
+            return f"matches on method {m.method}"
+        if m.authority:
+            return "matches on authority"
+    for attr in ("redirect", "direct_response", "rewrite", "mirrors", "timeout_ms", "retries", "fault", "cors"):
+        if getattr(r, attr):
+            return f"uses {attr.replace('_ms', '').replace('_', ' ')}"
+    if r.request_headers or r.response_headers:
+        return "modifies headers"
+    return "needs L7"

@@ -1,0 +1,110 @@
+"""Services: named, addressable sets of backends with ports and a load-balancing policy."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+
+import attrs
+
+from ._errors import ModelError
+from ._source import UNKNOWN, Source
+from ._validate import dns_label, hostname, ip_addresses, non_negative, port
+from .workload import Protocol, WorkloadRef
+
+
+class LbPolicy(enum.StrEnum):
+    """How a backend is chosen for a new connection or request."""
+
+    RANDOM = "RANDOM"
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    CONSISTENT_HASH = "CONSISTENT_HASH"
+
+
+class BackendState(enum.StrEnum):
+    """Lifecycle of a backend: terminating backends take no new connections."""
+
+    ACTIVE = "active"
+    TERMINATING = "terminating"
+
+
+@attrs.frozen(order=True)
+class ServiceRef:
+    """A reference to a service by namespace and name."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@attrs.frozen(order=True)
+class Backend:
+    """One endpoint of a service port: an address and port, with a weight and state."""
+
+    address: str = attrs.field(validator=lambda i, a, v: ip_addresses(i, a, (v,)))
+    port: int = attrs.field(validator=port)
+    weight: int = attrs.field(default=1, validator=non_negative)
+    workload: WorkloadRef | None = None
+    state: BackendState = attrs.field(default=BackendState.ACTIVE, converter=BackendState)
+
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return ipaddress.ip_address(self.address).version
+
+
+@attrs.frozen(order=True)
+class ServicePort:
+    """A port of a service with its protocol and backends (already resolved to endpoints)."""
+
+    port: int = attrs.field(validator=port)
+    protocol: Protocol = attrs.field(default=Protocol.TCP, converter=Protocol)
+    name: str = ""
+    backends: tuple[Backend, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+
+    @property
+    def key(self) -> str:
+        """``name`` if set, else the port number as text."""
+        return self.name or str(self.port)
+
+
+def _unique_ports(_: object, attribute: attrs.Attribute[object], value: tuple[ServicePort, ...]) -> None:
+    seen: set[tuple[int, str]] = set()
+    for i, p in enumerate(value):
+        key = (p.port, p.protocol.transport)
+        if key in seen:
+            raise ModelError(
+                f"{attribute.name}[{i}]", f"duplicate port {p.port}/{p.protocol.transport}"
+            )
+        seen.add(key)
+
+
+@attrs.frozen(order=True)
+class Service:
+    """A service: hostnames, virtual IPs (v4/v6), ports with backends, LB policy."""
+
+    name: str = attrs.field(validator=dns_label)
+    namespace: str = attrs.field(validator=dns_label)
+    vips: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=ip_addresses)
+    ports: tuple[ServicePort, ...] = attrs.field(
+        default=(), converter=lambda v: tuple(sorted(v, key=lambda p: (p.port, p.protocol))),
+        validator=_unique_ports,
+    )
+    hostnames: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=hostname)
+    lb_policy: LbPolicy = attrs.field(default=LbPolicy.RANDOM, converter=LbPolicy)
+    source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
+
+    @property
+    def ref(self) -> ServiceRef:
+        """This service's reference."""
+        return ServiceRef(self.namespace, self.name)
+
+    def port(self, number: int, transport: str = "TCP") -> ServicePort | None:
+        """The service port with this number and transport, if any."""
+        return next(
+            (p for p in self.ports if p.port == number and p.protocol.transport == transport),
+            None,
+        )

@@ -1,0 +1,86 @@
+"""The Snapshot: the whole mesh configuration, immutable, with a stable content hash."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from ._errors import ModelError
+from ._serialize import to_data
+from .envoy import EnvoyConfig
+from .identity import Identity
+from .namespace import Namespace
+from .policy import AuthorizationPolicy, PeerAuthentication
+from .route import RouteTable
+from .service import Service, ServiceRef
+from .workload import Workload
+
+
+def _sorted(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(sorted(items))
+
+
+def _unique(key: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+        seen: dict[Any, Any] = {}
+        for i, item in enumerate(value):
+            k = getattr(item, key)
+            if k in seen:
+                first = seen[k]
+                raise ModelError(
+                    f"{attribute.name}[{i}]",
+                    f"duplicate {type(item).__name__} {k} (also defined at {first.source})",
+                )
+            seen[k] = item
+
+    return check
+
+
+def _ns_name(obj: Any) -> tuple[str, str]:
+    return (obj.namespace or "", obj.name)
+
+
+@attrs.frozen
+class Snapshot:
+    """An immutable, validated configuration; collections are kept sorted.
+
+    Two snapshots built from the same objects in any order are equal and have the same
+    :attr:`content_hash`.
+    """
+
+    namespaces: tuple[Namespace, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("name"))
+    workloads: tuple[Workload, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("ref"))
+    services: tuple[Service, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("ref"))
+    routes: tuple[RouteTable, ...] = attrs.field(default=(), converter=_sorted)
+    policies: tuple[AuthorizationPolicy, ...] = attrs.field(default=(), converter=_sorted)
+    peer_authentications: tuple[PeerAuthentication, ...] = attrs.field(default=(), converter=_sorted)
+    envoy_configs: tuple[EnvoyConfig, ...] = attrs.field(default=(), converter=_sorted)
+
+    @property
+    def identities(self) -> tuple[Identity, ...]:
+        """The distinct identities of all workloads, sorted."""
+        return tuple(sorted({w.identity for w in self.workloads}))
+
+    def service(self, ref: ServiceRef) -> Service | None:
+        """The service with this reference, if present."""
+        return self._service_index.get(ref)
+
+    @functools.cached_property
+    def _service_index(self) -> dict[ServiceRef, Service]:
+        return {s.ref: s for s in self.services}
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """SHA-256 over the canonical content, ignoring sources and input order."""
+        data = json.dumps(to_data(self, with_sources=False), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(data.encode()).hexdigest()
+
+    def to_data(self, *, with_sources: bool = True) -> dict[str, Any]:
+        """The snapshot as JSON-compatible data."""
+        result: dict[str, Any] = to_data(self, with_sources=with_sources)
+        return result
