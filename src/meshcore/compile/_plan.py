@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Iterable
 
 import attrs
 
@@ -37,6 +38,10 @@ class BpfBackend:
         return ipaddress.ip_address(self.address).version
 
 
+def _sorted_backends(value: Iterable[BpfBackend]) -> tuple[BpfBackend, ...]:
+    return tuple(sorted(value))
+
+
 @attrs.frozen(order=True)
 class BpfService:
     """One (VIP, port, transport) frontend and its backends.
@@ -49,7 +54,7 @@ class BpfService:
     port: int
     protocol: str  # "TCP" or "UDP"
     service: ServiceRef
-    backends: tuple[BpfBackend, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+    backends: tuple[BpfBackend, ...] = attrs.field(default=(), converter=_sorted_backends)
     proxy_port: int | None = None
     port_name: str = ""
 
@@ -64,11 +69,15 @@ class BpfService:
         return ipaddress.ip_address(self.vip).version
 
 
+def _by_key(value: Iterable[BpfService]) -> tuple[BpfService, ...]:
+    return tuple(sorted(value, key=lambda s: s.key))
+
+
 @attrs.frozen
 class BpfPlan:
     """Everything the socket-level datapath enforces, sorted by frontend."""
 
-    services: tuple[BpfService, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v, key=lambda s: s.key)))
+    services: tuple[BpfService, ...] = attrs.field(default=(), converter=_by_key)
 
 
 @attrs.frozen(order=True)

@@ -4,11 +4,16 @@ Core kinds (Namespace, Pod, Deployment, Service, EndpointSlice, ServiceAccount) 
 translated here into the model's inventory that every adapter needs.
 """
 
+from ._codes import KUBE_CODES
+from ._core import CORE_KINDS, translate_core
+from ._deployment import expand_deployment
 from ._fields import FieldError, Fields, field_diagnostic
+from ._inventory import Inventory
 from ._load import CLUSTER_SCOPED_KINDS, load_objects, load_paths, load_text
 from ._objects import KubeObject, make_object
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "FieldError", "Fields", "KubeObject", "field_diagnostic",
-    "load_objects", "load_paths", "load_text", "make_object",
+    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
+    "KubeObject", "expand_deployment", "field_diagnostic", "load_objects", "load_paths",
+    "load_text", "make_object", "translate_core",
 ]

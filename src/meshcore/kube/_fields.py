@@ -15,6 +15,13 @@ from ._objects import KubeObject
 
 _MISSING = object()
 
+# The reader methods are named after the types they return; these aliases keep the
+# builtin types nameable in their signatures inside the class body.
+_Str = str
+_Int = int
+_Bool = bool
+_List = list
+
 
 class FieldError(Exception):
     """A field of an input object is missing, of the wrong type, or out of range."""
@@ -77,14 +84,14 @@ class Fields:
             raise FieldError(self._child(key), f"{value!r} is not one of {', '.join(choices)}", "MC0103")
         return value
 
-    def req_str(self, key: str, *, choices: tuple[str, ...] | None = None) -> str:
+    def req_str(self, key: _Str, *, choices: tuple[_Str, ...] | None = None) -> _Str:
         """A required string field."""
         value = self.str(key, required=True, choices=choices)
         assert value is not None
         return value
 
-    def int(self, key: str, default: int | None = None, *, required: bool = False,
-            minimum: int | None = None, maximum: int | None = None) -> int | None:
+    def int(self, key: _Str, default: _Int | None = None, *, required: _Bool = False,
+            minimum: _Int | None = None, maximum: _Int | None = None) -> _Int | None:
         """An integer field within optional bounds."""
         value = self._get(key, required)
         if value is _MISSING:
@@ -97,11 +104,11 @@ class Fields:
             raise FieldError(self._child(key), f"{value} is out of range ({lo}..{hi})", "MC0104")
         return value
 
-    def port(self, key: str, *, required: bool = False) -> int | None:
+    def port(self, key: _Str, *, required: _Bool = False) -> _Int | None:
         """A port number 1..65535."""
         return self.int(key, required=required, minimum=1, maximum=65535)
 
-    def int_or_str(self, key: str, *, required: bool = False) -> int | str | None:
+    def int_or_str(self, key: _Str, *, required: _Bool = False) -> _Int | _Str | None:
         """An IntOrString field (e.g. targetPort)."""
         value = self._get(key, required)
         if value is _MISSING:
@@ -110,7 +117,7 @@ class Fields:
             raise FieldError(self._child(key), f"expected an integer or a string, got {_type_name(value)}", "MC0102")
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: _Str, default: _Bool = False) -> _Bool:
         """A boolean field."""
         value = self._get(key, False)
         if value is _MISSING:
@@ -119,7 +126,7 @@ class Fields:
             raise FieldError(self._child(key), f"expected true or false, got {_type_name(value)} {value!r}", "MC0102")
         return value
 
-    def map(self, key: str, *, required: bool = False) -> Fields:
+    def map(self, key: _Str, *, required: _Bool = False) -> Fields:
         """A nested mapping as a cursor (empty when absent and not required)."""
         value = self._get(key, required)
         if value is _MISSING:
@@ -128,11 +135,11 @@ class Fields:
             raise FieldError(self._child(key), f"expected a mapping, got {_type_name(value)}", "MC0102")
         return Fields(value, self._child(key))
 
-    def has(self, key: str) -> bool:
+    def has(self, key: _Str) -> _Bool:
         """True when the key is present and not null."""
         return self.data.get(key) is not None
 
-    def list(self, key: str, *, required: bool = False) -> list[Any]:
+    def list(self, key: _Str, *, required: _Bool = False) -> _List[Any]:
         """A list field (empty when absent)."""
         value = self._get(key, required)
         if value is _MISSING:
@@ -141,7 +148,7 @@ class Fields:
             raise FieldError(self._child(key), f"expected a list, got {_type_name(value)}", "MC0102")
         return value
 
-    def maps(self, key: str, *, required: bool = False) -> list[Fields]:
+    def maps(self, key: _Str, *, required: _Bool = False) -> _List[Fields]:
         """A list of mappings as cursors."""
         out = []
         for i, item in enumerate(self.list(key, required=required)):
@@ -151,7 +158,7 @@ class Fields:
             out.append(Fields(item, path))
         return out
 
-    def strs(self, key: str) -> list[str]:
+    def strs(self, key: _Str) -> _List[_Str]:
         """A list of strings."""
         out = []
         for i, item in enumerate(self.list(key)):
@@ -160,7 +167,7 @@ class Fields:
             out.append(item)
         return out
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: _Str) -> dict[_Str, _Str]:
         """A mapping of strings to strings (e.g. labels, selectors)."""
         value = self._get(key, False)
         if value is _MISSING:

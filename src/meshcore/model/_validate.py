@@ -89,6 +89,22 @@ def ip_addresses(_: Any, attribute: attrs.Attribute[Any], value: Iterable[str]) 
             raise ModelError(f"{attribute.name}[{i}]", f"{text!r} is not canonical; use {addr}")
 
 
+def ip_address(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """One IPv4 or IPv6 address in canonical text form."""
+    try:
+        ip_addresses(inst, attribute, (value,))
+    except ModelError as exc:
+        raise ModelError(attribute.name, exc.message) from None
+
+
+def cidr(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """One CIDR block with no host bits set."""
+    try:
+        cidrs(inst, attribute, (value,))
+    except ModelError as exc:
+        raise ModelError(attribute.name, exc.message) from None
+
+
 def cidrs(_: Any, attribute: attrs.Attribute[Any], value: Iterable[str]) -> None:
     """Each entry is an IPv4 or IPv6 network in CIDR form with no host bits set."""
     for i, text in enumerate(value):
@@ -117,3 +133,18 @@ def regex(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
 def canonical_ip(text: str) -> str:
     """Return the canonical text form of an IP address (raises ``ValueError``)."""
     return str(ipaddress.ip_address(text))
+
+
+def to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    """Converter: any iterable → tuple (lists from adapters become immutable)."""
+    return tuple(value)
+
+
+def sorted_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    """Converter: any iterable → sorted tuple (order-independent collections)."""
+    return tuple(sorted(value))
+
+
+def sorted_pairs(value: Iterable[tuple[str, str]] | dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Converter: a mapping or pairs → sorted tuple of (key, value) pairs."""
+    return tuple(sorted(dict(value).items()))

@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from ._validate import to_tuple
+
 from ._labels import Labels, to_labels
 from ._source import UNKNOWN, Source
 from .service import ServiceRef
@@ -49,7 +51,7 @@ class ServiceListener:
 
     service: ServiceRef
     listener: str = ""
-    ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    ports: tuple[int, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen(order=True)
@@ -58,8 +60,8 @@ class EnvoyConfig:
 
     name: str
     namespace: str | None
-    resources: tuple[EnvoyResource, ...] = attrs.field(default=(), converter=tuple)
-    services: tuple[ServiceListener, ...] = attrs.field(default=(), converter=tuple)
-    backend_services: tuple[ServiceRef, ...] = attrs.field(default=(), converter=tuple)
+    resources: tuple[EnvoyResource, ...] = attrs.field(default=(), converter=to_tuple)
+    services: tuple[ServiceListener, ...] = attrs.field(default=(), converter=to_tuple)
+    backend_services: tuple[ServiceRef, ...] = attrs.field(default=(), converter=to_tuple)
     node_selector: Labels = attrs.field(factory=Labels, converter=to_labels)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)

@@ -14,7 +14,7 @@ import attrs
 
 from ._labels import Labels, to_labels
 from ._source import UNKNOWN, Source
-from ._validate import cidrs, dns_label, port
+from ._validate import cidr, cidrs, dns_label, port, to_tuple
 
 
 class PolicyAction(enum.StrEnum):
@@ -36,8 +36,8 @@ class Direction(enum.StrEnum):
 class IpBlock:
     """A CIDR with optional exceptions."""
 
-    cidr: str = attrs.field(validator=lambda i, a, v: cidrs(i, a, (v,)))
-    except_: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=cidrs)
+    cidr: str = attrs.field(validator=cidr)
+    except_: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, validator=cidrs)
 
 
 @attrs.frozen(order=True)
@@ -49,15 +49,15 @@ class PeerSelector:
     by name. ``not_*`` fields exclude.
     """
 
-    principals: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    not_principals: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    namespaces: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    not_namespaces: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    principals: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_principals: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    namespaces: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_namespaces: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     namespace_labels: Labels | None = attrs.field(default=None, converter=attrs.converters.optional(to_labels))
     workload_labels: Labels | None = attrs.field(default=None, converter=attrs.converters.optional(to_labels))
-    ip_blocks: tuple[IpBlock, ...] = attrs.field(default=(), converter=tuple)
-    not_ip_blocks: tuple[IpBlock, ...] = attrs.field(default=(), converter=tuple)
-    request_principals: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    ip_blocks: tuple[IpBlock, ...] = attrs.field(default=(), converter=to_tuple)
+    not_ip_blocks: tuple[IpBlock, ...] = attrs.field(default=(), converter=to_tuple)
+    request_principals: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
     @property
     def needs_l7(self) -> bool:
@@ -83,14 +83,14 @@ class PortRange:
 class Operation:
     """What is being done: ports (L4) and, for HTTP, methods, paths and hosts (L7)."""
 
-    ports: tuple[PortRange, ...] = attrs.field(default=(), converter=tuple)
-    not_ports: tuple[PortRange, ...] = attrs.field(default=(), converter=tuple)
-    methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    not_methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    paths: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    not_paths: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    not_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    ports: tuple[PortRange, ...] = attrs.field(default=(), converter=to_tuple)
+    not_ports: tuple[PortRange, ...] = attrs.field(default=(), converter=to_tuple)
+    methods: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_methods: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    paths: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_paths: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    hosts: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_hosts: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
     @property
     def needs_l7(self) -> bool:
@@ -103,17 +103,17 @@ class Condition:
     """An extra condition on a request attribute (e.g. ``request.headers[x-user]``)."""
 
     key: str
-    values: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    not_values: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    values: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_values: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen(order=True)
 class PolicyRule:
     """Sources (OR), operations (OR) and conditions (AND); an empty list matches all."""
 
-    sources: tuple[PeerSelector, ...] = attrs.field(default=(), converter=tuple)
-    operations: tuple[Operation, ...] = attrs.field(default=(), converter=tuple)
-    conditions: tuple[Condition, ...] = attrs.field(default=(), converter=tuple)
+    sources: tuple[PeerSelector, ...] = attrs.field(default=(), converter=to_tuple)
+    operations: tuple[Operation, ...] = attrs.field(default=(), converter=to_tuple)
+    conditions: tuple[Condition, ...] = attrs.field(default=(), converter=to_tuple)
 
     @property
     def needs_l7(self) -> bool:
@@ -145,7 +145,7 @@ class AuthorizationPolicy:
     namespace: str = attrs.field(validator=dns_label)
     selector: WorkloadSelector
     action: PolicyAction = attrs.field(converter=PolicyAction)
-    rules: tuple[PolicyRule, ...] = attrs.field(default=(), converter=tuple)
+    rules: tuple[PolicyRule, ...] = attrs.field(default=(), converter=to_tuple)
     direction: Direction = attrs.field(default=Direction.INGRESS, converter=Direction)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
@@ -180,7 +180,7 @@ class PeerAuthentication:
     namespace: str = attrs.field(validator=dns_label)
     selector: WorkloadSelector
     mode: PeerAuthMode = attrs.field(default=PeerAuthMode.UNSET, converter=PeerAuthMode)
-    port_modes: tuple[PortMode, ...] = attrs.field(default=(), converter=tuple)
+    port_modes: tuple[PortMode, ...] = attrs.field(default=(), converter=to_tuple)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
 

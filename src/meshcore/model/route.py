@@ -7,12 +7,13 @@ routes are already in evaluation order (first match wins).
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import attrs
 
 from ._errors import ModelError
 from ._source import UNKNOWN, Source
-from ._validate import in_range, non_negative, optional_port, port, regex
+from ._validate import in_range, non_negative, optional_port, port, regex, sorted_pairs, to_tuple
 from .service import ServiceRef
 
 
@@ -26,7 +27,7 @@ class MatchKind(enum.StrEnum):
     PRESENT = "Present"
 
 
-def _match_value(inst: StringMatch, attribute: attrs.Attribute[str], value: str) -> None:
+def _match_value(inst: Any, attribute: attrs.Attribute[str], value: str) -> None:
     if inst.kind is MatchKind.REGEX:
         regex(inst, attribute, value)
     elif inst.kind is not MatchKind.PRESENT and inst.kind is not MatchKind.SUFFIX and not value:
@@ -46,11 +47,15 @@ class StringMatch:
         return f"{self.kind.value}:{self.value}"
 
 
+def _lower(value: str) -> str:
+    return value.lower()
+
+
 @attrs.frozen(order=True)
 class HeaderMatch:
     """Match a request header by name (case-insensitive); ``invert`` negates it."""
 
-    name: str = attrs.field(converter=str.lower)
+    name: str = attrs.field(converter=_lower)
     match: StringMatch
     invert: bool = False
 
@@ -63,7 +68,7 @@ class QueryMatch:
     match: StringMatch
 
 
-def _path_kind(_: object, attribute: attrs.Attribute[object], value: StringMatch | None) -> None:
+def _path_kind(_: Any, attribute: "attrs.Attribute[StringMatch | None]", value: StringMatch | None) -> None:
     if value is None:
         return
     if value.kind not in (MatchKind.EXACT, MatchKind.PREFIX, MatchKind.REGEX):
@@ -77,8 +82,8 @@ class HttpMatch:
     """All conditions must hold (AND); a route's matches are alternatives (OR)."""
 
     path: StringMatch | None = attrs.field(default=None, validator=_path_kind)
-    headers: tuple[HeaderMatch, ...] = attrs.field(default=(), converter=tuple)
-    query: tuple[QueryMatch, ...] = attrs.field(default=(), converter=tuple)
+    headers: tuple[HeaderMatch, ...] = attrs.field(default=(), converter=to_tuple)
+    query: tuple[QueryMatch, ...] = attrs.field(default=(), converter=to_tuple)
     method: str | None = None
     authority: StringMatch | None = None
 
@@ -97,16 +102,16 @@ class Destination:
     weight: int = attrs.field(default=1, validator=non_negative)
     subset: str = ""
     #: Labels the subset selects, resolved by the adapter (e.g. DestinationRule subsets).
-    subset_labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(dict(v).items())))
+    subset_labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=sorted_pairs)
 
 
 @attrs.frozen(order=True)
 class HeaderModifier:
     """Set (replace), add (append) and remove headers."""
 
-    set: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
-    add: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
-    remove: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    set: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=to_tuple)
+    add: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=to_tuple)
+    remove: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
     def __bool__(self) -> bool:
         return bool(self.set or self.add or self.remove)
@@ -147,8 +152,8 @@ class RetryPolicy:
 
     attempts: int = attrs.field(default=1, validator=non_negative)
     per_try_timeout_ms: int | None = None
-    retry_on: tuple[str, ...] = attrs.field(default=("5xx",), converter=tuple)
-    status_codes: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    retry_on: tuple[str, ...] = attrs.field(default=("5xx",), converter=to_tuple)
+    status_codes: tuple[int, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen(order=True)
@@ -174,10 +179,10 @@ class DirectResponse:
 class CorsPolicy:
     """Cross-origin resource sharing answers."""
 
-    allow_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    allow_methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    allow_headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    expose_headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allow_origins: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    allow_methods: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    allow_headers: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    expose_headers: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     allow_credentials: bool = False
     max_age_s: int | None = None
 
@@ -191,14 +196,14 @@ class HttpRoute:
     """
 
     name: str = ""
-    matches: tuple[HttpMatch, ...] = attrs.field(default=(), converter=tuple)
-    destinations: tuple[Destination, ...] = attrs.field(default=(), converter=tuple)
+    matches: tuple[HttpMatch, ...] = attrs.field(default=(), converter=to_tuple)
+    destinations: tuple[Destination, ...] = attrs.field(default=(), converter=to_tuple)
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
     rewrite: Rewrite | None = None
     request_headers: HeaderModifier = attrs.field(factory=HeaderModifier)
     response_headers: HeaderModifier = attrs.field(factory=HeaderModifier)
-    mirrors: tuple[Mirror, ...] = attrs.field(default=(), converter=tuple)
+    mirrors: tuple[Mirror, ...] = attrs.field(default=(), converter=to_tuple)
     timeout_ms: int | None = None
     retries: RetryPolicy | None = None
     fault: FaultInjection | None = None
@@ -229,8 +234,8 @@ class TcpRoute:
     """One L4 rule: optional SNI match (TLS passthrough) and weighted destinations."""
 
     name: str = ""
-    sni: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    destinations: tuple[Destination, ...] = attrs.field(default=(), converter=tuple)
+    sni: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    destinations: tuple[Destination, ...] = attrs.field(default=(), converter=to_tuple)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
 
@@ -248,9 +253,9 @@ class RouteTable:
     service: ServiceRef
     port: int = attrs.field(validator=port)
     kind: RouteKind = attrs.field(converter=RouteKind)
-    http: tuple[HttpRoute, ...] = attrs.field(default=(), converter=tuple)
-    tcp: tuple[TcpRoute, ...] = attrs.field(default=(), converter=tuple)
-    hostnames: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    http: tuple[HttpRoute, ...] = attrs.field(default=(), converter=to_tuple)
+    tcp: tuple[TcpRoute, ...] = attrs.field(default=(), converter=to_tuple)
+    hostnames: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
     def __attrs_post_init__(self) -> None:

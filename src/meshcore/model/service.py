@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Iterable
 
 import attrs
 
 from ._errors import ModelError
 from ._source import UNKNOWN, Source
-from ._validate import dns_label, hostname, ip_addresses, non_negative, port
+from ._validate import dns_label, hostname, ip_address, ip_addresses, non_negative, port, sorted_tuple, to_tuple
 from .workload import Protocol, WorkloadRef
 
 
@@ -44,7 +45,7 @@ class ServiceRef:
 class Backend:
     """One endpoint of a service port: an address and port, with a weight and state."""
 
-    address: str = attrs.field(validator=lambda i, a, v: ip_addresses(i, a, (v,)))
+    address: str = attrs.field(validator=ip_address)
     port: int = attrs.field(validator=port)
     weight: int = attrs.field(default=1, validator=non_negative)
     workload: WorkloadRef | None = None
@@ -63,7 +64,7 @@ class ServicePort:
     port: int = attrs.field(validator=port)
     protocol: Protocol = attrs.field(default=Protocol.TCP, converter=Protocol)
     name: str = ""
-    backends: tuple[Backend, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+    backends: tuple[Backend, ...] = attrs.field(default=(), converter=sorted_tuple)
 
     @property
     def key(self) -> str:
@@ -71,7 +72,11 @@ class ServicePort:
         return self.name or str(self.port)
 
 
-def _unique_ports(_: object, attribute: attrs.Attribute[object], value: tuple[ServicePort, ...]) -> None:
+def _by_port(value: Iterable[ServicePort]) -> tuple[ServicePort, ...]:
+    return tuple(sorted(value, key=lambda p: (p.port, p.protocol)))
+
+
+def _unique_ports(_: object, attribute: attrs.Attribute[tuple[ServicePort, ...]], value: tuple[ServicePort, ...]) -> None:
     seen: set[tuple[int, str]] = set()
     for i, p in enumerate(value):
         key = (p.port, p.protocol.transport)
@@ -88,12 +93,12 @@ class Service:
 
     name: str = attrs.field(validator=dns_label)
     namespace: str = attrs.field(validator=dns_label)
-    vips: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=ip_addresses)
+    vips: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, validator=ip_addresses)
     ports: tuple[ServicePort, ...] = attrs.field(
-        default=(), converter=lambda v: tuple(sorted(v, key=lambda p: (p.port, p.protocol))),
+        default=(), converter=_by_port,
         validator=_unique_ports,
     )
-    hostnames: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=hostname)
+    hostnames: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, validator=hostname)
     lb_policy: LbPolicy = attrs.field(default=LbPolicy.RANDOM, converter=LbPolicy)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 

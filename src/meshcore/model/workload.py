@@ -8,7 +8,7 @@ import attrs
 
 from ._labels import Labels, to_labels
 from ._source import UNKNOWN, Source
-from ._validate import dns_label, dns_subdomain, ip_addresses, port
+from ._validate import dns_label, dns_subdomain, ip_addresses, port, to_tuple
 from .identity import Identity
 
 
@@ -69,9 +69,9 @@ class Workload:
     name: str = attrs.field(validator=dns_subdomain)
     namespace: str = attrs.field(validator=dns_label)
     identity: Identity
-    addresses: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=ip_addresses)
+    addresses: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, validator=ip_addresses)
     labels: Labels = attrs.field(factory=Labels, converter=to_labels)
-    ports: tuple[WorkloadPort, ...] = attrs.field(default=(), converter=tuple)
+    ports: tuple[WorkloadPort, ...] = attrs.field(default=(), converter=to_tuple)
     node: str = ""
     proxy_mode: ProxyMode = attrs.field(default=ProxyMode.MESH, converter=ProxyMode)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)

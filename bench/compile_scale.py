@@ -1,0 +1,102 @@
+"""Scale of translation and compile: a synthetic cluster of N Services × M endpoints.
+
+Prints, for one run: YAML load, translate (core kinds → inventory → Snapshot), Snapshot
+hash, compile, and peak memory (max RSS of a fresh process per stage set). The ratio
+lines compare this size against a 10× smaller cluster measured in the same run, which
+shows whether any stage grows worse than linearly.
+
+    .venv/bin/python bench/compile_scale.py [--services 10000] [--endpoints 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def synthetic_yaml(services: int, endpoints: int) -> str:
+    """Services with EndpointSlices (as a controller would see them) in 100 namespaces."""
+    docs = []
+    for ns in range(min(100, services)):
+        docs.append(f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-{ns}\n")
+    for i in range(services):
+        ns = f"ns-{i % 100}"
+        a, b = divmod(i, 250)
+        docs.append(
+            f"apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: {ns}\n"
+            f"spec:\n  clusterIP: 10.96.{a}.{b + 1}\n  ports:\n  - name: http\n    port: 80\n"
+            f"    targetPort: 8080\n    protocol: TCP\n"
+        )
+        eps = "".join(
+            f"- addresses: [\"10.{100 + i // 6500}.{(i // 25) % 256}.{(i % 25) * 10 + e}\"]\n"
+            f"  conditions: {{ready: true}}\n"
+            for e in range(endpoints)
+        )
+        docs.append(
+            f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-abcde\n"
+            f"  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: svc-{i}\n"
+            f"addressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n{eps}"
+        )
+    return "---\n".join(docs)
+
+
+def measure(services: int, endpoints: int) -> dict[str, float]:
+    """Run every stage once in this process and return seconds and peak MiB."""
+    import meshcore
+    from meshcore.kube import load_text
+
+    text = synthetic_yaml(services, endpoints)
+    t0 = time.perf_counter()
+    objects, diags = load_text(text, "synthetic.yaml")
+    t1 = time.perf_counter()
+    result = meshcore.translate(objects=objects)
+    t2 = time.perf_counter()
+    digest = result.snapshot.content_hash
+    t3 = time.perf_counter()
+    plan = meshcore.compile_plan(result.snapshot, "node-1")
+    t4 = time.perf_counter()
+    assert not diags and result.ok, (diags[:3], result.errors[:3])
+    assert len(result.snapshot.services) == services and digest
+    assert len(plan.bpf.services) == services
+    return {
+        "yaml_s": t1 - t0, "translate_s": t2 - t1, "hash_s": t3 - t2, "compile_s": t4 - t3,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "mib_of_yaml": len(text) / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.services, args.endpoints)))
+        return
+
+    def run(n: int) -> dict[str, float]:
+        out = subprocess.run([sys.executable, __file__, "--child", "--services", str(n), "--endpoints",
+                              str(args.endpoints)], check=True, capture_output=True, text=True)
+        result: dict[str, float] = json.loads(out.stdout)
+        return result
+
+    small = run(max(1, args.services // 10))
+    big = run(args.services)
+    print(f"compile_scale: {args.services} services × {args.endpoints} endpoints "
+          f"({big['mib_of_yaml']:.1f} MiB of YAML)")
+    for key, label in (("yaml_s", "YAML load"), ("translate_s", "translate → Snapshot"),
+                       ("hash_s", "Snapshot content hash"), ("compile_s", "compile → Plan")):
+        print(f"  {label:<24} {big[key]:7.2f} s   (×{big[key] / max(small[key], 1e-9):5.1f} vs 1/10 size; linear = ×10)")
+    total = big["yaml_s"] + big["translate_s"]
+    print(f"  {'load + translate':<24} {total:7.2f} s   target ≤ 3 s: {'met' if total <= 3 else 'not met'}")
+    print(f"  {'peak memory (max RSS)':<24} {big['peak_mib']:7.0f} MiB (×{big['peak_mib'] / small['peak_mib']:.1f} vs 1/10 size)"
+          f"   target ≤ 300 MiB: {'met' if big['peak_mib'] <= 300 else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()

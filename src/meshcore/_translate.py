@@ -1,0 +1,227 @@
+"""Input objects → Snapshot + diagnostics, through the core kinds and the adapters."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .adapter import Adapter, ApiKind, Fragment
+from .kube import CORE_KINDS, Inventory, KubeObject, load_objects, load_paths, load_text, translate_core
+from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
+from .registry import AdapterInfo, LoadError, discover, wrap
+
+#: API groups (and a few kinds) of well-known control planes → the adapter that handles them,
+#: so an unknown kind can say which distribution to install.
+KNOWN_GROUPS: Mapping[str, tuple[str, str]] = {
+    "networking.istio.io": ("istio", "meshcore-istio"),
+    "security.istio.io": ("istio", "meshcore-istio"),
+    "gateway.networking.k8s.io": ("gateway", "meshcore-gateway"),
+    "gateway.networking.x-k8s.io": ("gateway", "meshcore-gateway"),
+    "cilium.io": ("envoycrd", "meshcore-envoycrd"),
+}
+KNOWN_KINDS: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("networking.k8s.io", "Ingress"): ("gateway", "meshcore-gateway"),
+    ("networking.k8s.io", "IngressClass"): ("gateway", "meshcore-gateway"),
+}
+#: Core kinds that carry nothing the mesh enforces; they are skipped without a warning.
+IGNORED_CORE_KINDS = frozenset({
+    "ConfigMap", "Secret", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+    "CustomResourceDefinition", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
+    "HorizontalPodAutoscaler", "PodDisruptionBudget", "Endpoints", "LimitRange", "ResourceQuota",
+    "PersistentVolumeClaim", "Node",
+})
+
+
+@attrs.frozen
+class Translation:
+    """The result of translating input: the Snapshot, every diagnostic, the objects read."""
+
+    snapshot: Snapshot
+    diagnostics: tuple[Diagnostic, ...]
+    objects: tuple[KubeObject, ...] = attrs.field(default=(), repr=False)
+    adapter_errors: tuple[LoadError, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no diagnostic is an error."""
+        return not has_errors(self.diagnostics)
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        """The error diagnostics."""
+        return tuple(d for d in self.diagnostics if d.severity is Severity.ERROR)
+
+
+def load(
+    files: Iterable[str | Path] = (),
+    *,
+    text: str | None = None,
+    objects: Iterable[Mapping[str, Any] | KubeObject] = (),
+    text_name: str = "<text>",
+) -> tuple[list[KubeObject], list[Diagnostic]]:
+    """Read input from files/directories/``-``, YAML text and parsed objects."""
+    result, diagnostics = load_paths(files)
+    if text is not None:
+        o, d = load_text(text, text_name)
+        result += o
+        diagnostics += d
+    dicts = []
+    for item in objects:
+        if isinstance(item, KubeObject):
+            result.append(item)
+        else:
+            dicts.append(item)
+    if dicts:
+        o, d = load_objects(dicts, "<objects>")
+        result += o
+        diagnostics += d
+    return result, diagnostics
+
+
+def _unknown_kind(obj: KubeObject, by_kind: Mapping[str, list[AdapterInfo]], loaded: Sequence[AdapterInfo],
+                  failed: Sequence[LoadError]) -> Diagnostic:
+    group = obj.group
+    others = by_kind.get(obj.kind, [])
+    if others:
+        versions = sorted({k.api_version for a in others for k in a.kinds if k.kind == obj.kind})
+        message = (f"{obj.kind} in apiVersion {obj.api_version!r} is not handled; adapter "
+                   f"{others[0].name!r} handles {obj.kind} in {', '.join(versions)}")
+    else:
+        hint = KNOWN_KINDS.get((group, obj.kind)) or KNOWN_GROUPS.get(group)
+        if hint:
+            name, dist = hint
+            if any(e.name == name for e in failed):
+                why = "failed to load (see `meshcore adapters`)"
+            elif name in {a.name for a in loaded}:
+                why = "is installed but does not handle this kind"
+            else:
+                from .registry import disabled_names
+                why = ("is disabled by MESHCORE_DISABLE_ADAPTERS" if name in disabled_names()
+                       else f"is not installed (pip install {dist})")
+            message = f"{obj.kind}.{obj.api_version} is handled by adapter {name!r}, which {why}"
+        else:
+            message = f"unknown kind {obj.kind}.{obj.api_version}: no installed adapter handles it"
+    return Diagnostic("MC0200", Severity.WARNING, message, obj.source, "kind")
+
+
+def _dedupe(items: Iterable[Any], label: str, diagnostics: list[Diagnostic]) -> list[Any]:
+    seen: dict[Any, Any] = {}
+    for item in items:
+        if item.ref in seen:
+            diagnostics.append(Diagnostic(
+                "MC0210", Severity.ERROR,
+                f"{label} {item.ref} is defined twice (first at {seen[item.ref].source}); the second is ignored",
+                item.source,
+            ))
+            continue
+        seen[item.ref] = item
+    return list(seen.values())
+
+
+def translate(
+    files: Iterable[str | Path] = (),
+    *,
+    text: str | None = None,
+    objects: Iterable[Mapping[str, Any] | KubeObject] = (),
+    adapters: Iterable[Adapter] | None = None,
+) -> Translation:
+    """Translate Kubernetes objects into a Snapshot through the installed (or given) adapters.
+
+    Input comes from ``files`` (files, directories, ``-``), YAML/JSON ``text`` and parsed
+    ``objects``. Never raises for bad input: every problem is a diagnostic, and an object
+    with an error contributes nothing.
+    """
+    kube_objects, diagnostics = load(files, text=text, objects=objects)
+    if adapters is None:
+        infos, load_errors = discover()
+    else:
+        infos, load_errors = wrap(adapters), []
+    return translate_objects(kube_objects, infos, diagnostics, load_errors)
+
+
+def translate_objects(
+    kube_objects: Sequence[KubeObject],
+    infos: Sequence[AdapterInfo],
+    diagnostics: list[Diagnostic] | None = None,
+    load_errors: Sequence[LoadError] = (),
+) -> Translation:
+    """Route objects to the core translation and to adapters, and build the Snapshot."""
+    diagnostics = list(diagnostics or [])
+    handlers: dict[ApiKind, AdapterInfo] = {}
+    by_kind: dict[str, list[AdapterInfo]] = defaultdict(list)
+    for info in infos:
+        for k in info.kinds:
+            handlers.setdefault(k, info)
+            by_kind[k.kind].append(info)
+
+    core: list[KubeObject] = []
+    routed: dict[str, list[KubeObject]] = defaultdict(list)
+    for obj in kube_objects:
+        key = ApiKind(obj.api_version, obj.kind)
+        if (obj.api_version, obj.kind) in CORE_KINDS:
+            core.append(obj)
+        elif key in handlers:
+            routed[handlers[key].name].append(obj)
+        elif obj.group == "" or obj.group == "apps" or obj.group == "batch":
+            if obj.kind not in IGNORED_CORE_KINDS:
+                diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
+        else:
+            diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
+
+    inventory, core_diags = translate_core(core)
+    diagnostics += core_diags
+
+    fragments: list[Fragment] = []
+    for info in infos:
+        objs = routed.get(info.name, [])
+        if not objs:
+            continue
+        try:
+            fragment = info.adapter.translate(objs, inventory)
+            if not isinstance(fragment, Fragment):
+                raise TypeError(f"translate returned {type(fragment).__name__}, expected Fragment")
+        except Exception as exc:  # an adapter bug must not take the whole translation down
+            diagnostics.append(Diagnostic(
+                "MC0300", Severity.ERROR,
+                f"adapter {info.name!r} ({info.distribution}) failed: {type(exc).__name__}: {exc}; "
+                f"its {len(objs)} object(s) were not translated",
+                Source(kind=objs[0].kind),
+            ))
+            continue
+        fragments.append(fragment)
+        diagnostics += fragment.diagnostics
+
+    services: list[Service] = _dedupe(
+        [*inventory.services, *(s for f in fragments for s in f.services)], "Service", diagnostics)
+    workloads: list[Workload] = _dedupe(
+        [*inventory.workloads, *(w for f in fragments for w in f.workloads)], "Workload", diagnostics)
+    try:
+        snapshot = Snapshot(
+            namespaces=inventory.namespaces,
+            workloads=workloads,
+            services=services,
+            routes=[r for f in fragments for r in f.routes],
+            policies=[p for f in fragments for p in f.policies],
+            peer_authentications=[p for f in fragments for p in f.peer_authentications],
+            envoy_configs=[e for f in fragments for e in f.envoy_configs],
+        )
+    except ModelError as exc:
+        diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))
+        snapshot = Snapshot(namespaces=inventory.namespaces)
+    return Translation(
+        snapshot=snapshot,
+        diagnostics=tuple(sorted(diagnostics, key=_diag_order)),
+        objects=tuple(kube_objects),
+        adapter_errors=tuple(load_errors),
+    )
+
+
+def _diag_order(d: Diagnostic) -> tuple[str, int, int, str, str]:
+    return (d.source.file, d.source.line, d.source.column, d.code, d.message)
+
+
+__all__ = ["Translation", "Inventory", "load", "translate", "translate_objects"]

@@ -1,0 +1,209 @@
+"""The ``meshcore`` command: one client of the public API."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from . import _output as out
+from ._translate import Translation, translate
+from .compile import CompileOptions, Plan, compile_plan
+from .model import Severity, to_data
+from .registry import disabled_names, discover
+
+_output_option = click.option(
+    "-o", "--output", "fmt", type=click.Choice(out.FORMATS), default="table", show_default=True,
+    help="Output format: a readable table, or JSON/YAML for machines.",
+)
+_files_option = click.option(
+    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
+    help="A file, a directory (read recursively) or '-' for standard input; repeatable.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="meshcore")
+def cli() -> None:
+    """meshcore: a sidecar-free service-mesh data plane (eBPF where possible, Envoy where necessary)."""
+
+
+@cli.command()
+@_output_option
+def adapters(fmt: str) -> None:
+    """List installed adapters: name, distribution, version and the kinds they handle."""
+    infos, errors = discover()
+    off = sorted(disabled_names())
+    if fmt != "table":
+        out.dump({
+            "adapters": [
+                {"name": i.name, "distribution": i.distribution, "version": i.version,
+                 "kinds": [{"apiVersion": k.api_version, "kind": k.kind} for k in i.kinds]}
+                for i in infos
+            ],
+            "disabled": off,
+            "errors": [{"name": e.name, "distribution": e.distribution, "message": e.message} for e in errors],
+        }, fmt)
+        return
+    rows = []
+    for i in infos:
+        groups: dict[str, list[str]] = {}
+        for k in i.kinds:
+            groups.setdefault(k.kind, []).append(k.api_version.rpartition("/")[2])
+        kinds = ", ".join(f"{kind} ({'/'.join(v)})" for kind, v in groups.items())
+        rows.append((i.name, i.distribution, i.version, kinds))
+    con = out.console()
+    con.print(out.table("Adapters", ("name", "distribution", "version", "kinds"), rows))
+    if off:
+        con.print(f"disabled by MESHCORE_DISABLE_ADAPTERS: {', '.join(off)}")
+    for e in errors:
+        con.print(f"[bold red]adapter {e.name!r} ({e.distribution}) could not be loaded:[/] {e.message}")
+
+
+def _run_translate(files: Sequence[str]) -> Translation:
+    return translate(files)
+
+
+def _print_diagnostics(result: Translation, fmt: str) -> None:
+    if fmt == "table" and result.diagnostics:
+        out.console(stderr=True).print(out.diagnostics_table(result.diagnostics))
+
+
+@cli.command("translate")
+@_files_option
+@_output_option
+@click.option("--no-sources", is_flag=True, help="Leave out where each object came from.")
+def translate_cmd(files: tuple[str, ...], fmt: str, no_sources: bool) -> None:
+    """Translate Kubernetes YAML/JSON into the mesh model (the Snapshot)."""
+    result = _run_translate(files)
+    snap = result.snapshot
+    if fmt != "table":
+        out.dump({
+            "hash": snap.content_hash,
+            "snapshot": snap.to_data(with_sources=not no_sources),
+            "diagnostics": [out.diagnostic_data(d) for d in result.diagnostics],
+        }, fmt)
+    else:
+        con = out.console()
+        con.print(out.table("Services", ("namespace", "name", "vips", "ports", "backends", "source"), (
+            (s.namespace, s.name, ", ".join(s.vips) or "-",
+             ", ".join(f"{p.port}/{p.protocol.value}" for p in s.ports),
+             sum(len(p.backends) for p in s.ports), s.source)
+            for s in snap.services)))
+        con.print(out.table("Workloads", ("namespace", "name", "addresses", "identity", "labels"), (
+            (w.namespace, w.name, ", ".join(w.addresses) or "-", w.identity.spiffe_id,
+             ",".join(f"{k}={v}" for k, v in w.labels.items()))
+            for w in snap.workloads)))
+        for title, items in (("Route tables", snap.routes), ("Authorization policies", snap.policies)):
+            if items:
+                con.print(out.table(title, ("object", "source"), ((type(i).__name__, i.source) for i in items)))
+        con.print(f"snapshot {snap.content_hash[:16]}: {len(snap.namespaces)} namespaces, "
+                  f"{len(snap.workloads)} workloads, {len(snap.services)} services, "
+                  f"{len(snap.routes)} route tables, {len(snap.policies)} policies")
+    _print_diagnostics(result, fmt)
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@_files_option
+@_output_option
+def analyze(files: tuple[str, ...], fmt: str) -> None:
+    """Report problems in the input; exit status 1 when any is an error."""
+    result = _run_translate(files)
+    if fmt != "table":
+        out.dump({"diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
+    else:
+        con = out.console()
+        if result.diagnostics:
+            con.print(out.diagnostics_table(result.diagnostics))
+        counts = {s: sum(d.severity is s for d in result.diagnostics) for s in Severity}
+        con.print(f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s), "
+                  f"{counts[Severity.INFO]} info; {len(result.objects)} object(s) read")
+    sys.exit(0 if result.ok else 1)
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    """A plan as plain data."""
+    return {
+        "node": plan.node,
+        "snapshot": plan.snapshot_hash,
+        "decisions": [
+            {"service": str(d.service), "port": d.port, "protocol": d.protocol,
+             "datapath": d.datapath.value, "reason": d.reason, "source": str(d.source)}
+            for d in plan.decisions
+        ],
+        "bpf": {"services": [
+            {"service": str(s.service), "vip": s.vip, "port": s.port, "protocol": s.protocol,
+             "proxy_port": s.proxy_port,
+             "backends": [to_data(b) for b in s.backends]}
+            for s in plan.bpf.services
+        ]},
+    }
+
+
+@cli.command()
+@_files_option
+@_output_option
+@click.option("--node", default="", help="The node to compile for.")
+def plan(files: tuple[str, ...], fmt: str, node: str) -> None:
+    """Show what compile would do: frontends, backends with weights, eBPF or Envoy and why."""
+    result = _run_translate(files)
+    compiled = compile_plan(result.snapshot, node, CompileOptions())
+    if fmt != "table":
+        out.dump(plan_data(compiled), fmt)
+    else:
+        con = out.console()
+        decisions = {(d.service, d.port, d.protocol): d for d in compiled.decisions}
+        rows = []
+        for s in compiled.bpf.services:
+            d = decisions[(s.service, s.port, s.protocol)]
+            backends = " ".join(
+                f"{b.address}:{b.port}" + (f"×{b.weight}" if b.weight != 1 else "")
+                + ("(terminating)" if b.state.value == "terminating" else "")
+                for b in s.backends
+            ) or "(none: connections are refused)"
+            rows.append((str(s.service), f"{s.vip}:{s.port}/{s.protocol}", d.datapath.value, backends, d.reason))
+        con.print(out.table("Plan", ("service", "frontend", "datapath", "backends", "reason"), rows))
+        without_vip = [d for d in compiled.decisions
+                       if not any(s.service == d.service for s in compiled.bpf.services)]
+        if without_vip:
+            con.print(f"{len(without_vip)} service port(s) have no VIP (headless) and get no frontend")
+    _print_diagnostics(result, fmt)
+    sys.exit(0 if result.ok else 1)
+
+
+def _register_optional_groups() -> None:
+    """Add command groups whose modules need more than the core (the lab, the demo)."""
+    try:
+        from .lab.cli import demo, lab  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    cli.add_command(lab)
+    cli.add_command(demo)
+
+
+_register_optional_groups()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI; internal errors are reported without a traceback."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="meshcore", standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: no traceback reaches the user
+        if os.environ.get("MESHCORE_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"meshcore: internal error: {type(exc).__name__}: {exc} "
+                   "(set MESHCORE_DEBUG=1 for the traceback)", err=True)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The eBPF-or-Envoy decision for one service port, with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..model import AuthorizationPolicy, RouteTable, Service, ServicePort, Snapshot
+from ._plan import Datapath, Decision
+
+
+def _policies_needing_l7(snapshot: Snapshot, service: Service, port: ServicePort) -> list[AuthorizationPolicy]:
+    """L7 authorization policies that select a backend workload of this port."""
+    backend_refs = {b.workload for b in port.backends if b.workload is not None}
+    if not backend_refs:
+        return []
+    workloads = [w for w in snapshot.workloads if w.ref in backend_refs]
+    found = []
+    for policy in snapshot.policies:
+        if not policy.needs_l7:
+            continue
+        sel = policy.selector
+        if any((sel.namespace is None or sel.namespace == w.namespace) and w.labels.matches(sel.labels) for w in workloads):
+            found.append(policy)
+    return found
+
+
+def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
+    """Decide whether ``port`` of ``service`` needs the node Envoy, and say why."""
+    transport = port.protocol.transport
+    for table in tables:
+        reason = table.l7_reason()
+        if reason:
+            return Decision(service.ref, port.port, transport, Datapath.ENVOY, reason, table.source)
+    policies = _policies_needing_l7(snapshot, service, port)
+    if policies:
+        p = policies[0]
+        return Decision(
+            service.ref, port.port, transport, Datapath.ENVOY,
+            f"authorization policy {p.namespace}/{p.name} matches on HTTP attributes", p.source,
+        )
+    if tables:
+        return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                        "routes only split traffic by weight at L4", tables[0].source)
+    return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                    "no route or policy needs L7", service.source)

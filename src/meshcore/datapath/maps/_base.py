@@ -1,0 +1,129 @@
+"""Typed access to one BPF map through its file descriptor, and address packing helpers."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+import attrs
+
+from .. import _libbpf
+
+__all__ = [
+    "BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "BpfMap", "MapSpec",
+    "get_addr", "pack_addr", "set_addr", "unpack_addr",
+]
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+K = TypeVar("K", bound="ctypes.Structure | ctypes.c_uint32")
+V = TypeVar("V", bound="ctypes.Structure | ctypes.c_uint32")
+
+_V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+@attrs.frozen
+class MapSpec(Generic[K, V]):
+    """A map as the BPF object declares it: its name and the ctypes mirrors of key and value."""
+
+    name: str
+    key: type[K]
+    value: type[V]
+
+
+class BpfMap(Generic[K, V]):
+    """One open map; lookups, updates and deletes go straight to bpf(2)."""
+
+    def __init__(self, spec: MapSpec[K, V], fd: int) -> None:
+        self.spec = spec
+        self.fd = fd
+
+    @property
+    def name(self) -> str:
+        """The map's name in the BPF object."""
+        return self.spec.name
+
+    def close(self) -> None:
+        """Close this handle; a pinned map lives on."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def lookup(self, key: K) -> V | None:
+        """The value stored under ``key``, or None."""
+        value = self.spec.value()
+        ret = _libbpf.lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
+        if ret == -2:  # -ENOENT
+            return None
+        if ret < 0:
+            raise _libbpf.BpfError(-ret, f"looking up an entry of map {self.name}")
+        return value
+
+    def update(self, key: K, value: V, flags: int = BPF_ANY) -> None:
+        """Create or replace one entry (atomically, as the kernel sees it)."""
+        _libbpf.call_int(
+            f"writing an entry of map {self.name}",
+            _libbpf.lib.bpf_map_update_elem, self.fd, ctypes.byref(key), ctypes.byref(value), flags,
+        )
+
+    def delete(self, key: K) -> bool:
+        """Remove one entry; False if it was not there."""
+        ret = _libbpf.lib.bpf_map_delete_elem(self.fd, ctypes.byref(key))
+        if ret == -2:
+            return False
+        if ret < 0:
+            raise _libbpf.BpfError(-ret, f"deleting an entry of map {self.name}")
+        return True
+
+    def keys(self) -> list[K]:
+        """All keys, read before returning so callers may delete while iterating."""
+        out: list[K] = []
+        cur: K | None = None
+        while True:
+            nxt = self.spec.key()
+            ret = _libbpf.lib.bpf_map_get_next_key(
+                self.fd, ctypes.byref(cur) if cur is not None else None, ctypes.byref(nxt)
+            )
+            if ret == -2:
+                return out
+            if ret < 0:
+                raise _libbpf.BpfError(-ret, f"listing map {self.name}")
+            out.append(nxt)
+            cur = nxt
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """(key, value) pairs; entries deleted meanwhile are skipped."""
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+
+def pack_addr(address: str) -> bytes:
+    """16 bytes in network order; IPv4 becomes v4-mapped IPv6 as the BPF side expects."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return _V4_MAPPED_PREFIX + ip.packed
+    return ip.packed
+
+
+def unpack_addr(raw: bytes) -> tuple[str, int]:
+    """(address text, family 4 or 6) from 16 packed bytes."""
+    if raw[:12] == _V4_MAPPED_PREFIX:
+        return str(ipaddress.IPv4Address(raw[12:])), 4
+    return str(ipaddress.IPv6Address(raw)), 6
+
+
+def set_addr(field: ctypes.Array[ctypes.c_uint32], address: str) -> None:
+    """Fill a ``__u32 addr[4]`` member from an address."""
+    ctypes.memmove(field, pack_addr(address), 16)
+
+
+def get_addr(field: ctypes.Array[ctypes.c_uint32]) -> tuple[str, int]:
+    """Read a ``__u32 addr[4]`` member as (address text, family)."""
+    return unpack_addr(bytes(field))

@@ -1,0 +1,237 @@
+"""Translate the core Kubernetes kinds into the model's :class:`Inventory`.
+
+Kinds: v1 Namespace, v1 Pod, apps/v1 Deployment, v1 Service, discovery.k8s.io/v1
+EndpointSlice, v1 ServiceAccount. They behave as in a cluster:
+
+- Namespaces carry ``kubernetes.io/metadata.name``; a namespace used but not declared
+  exists implicitly, and every namespace has the ``default`` service account.
+- A Pod is a Workload (identity from ``spec.serviceAccountName``); finished pods
+  (Succeeded/Failed) are left out; a pod being deleted serves as TERMINATING; a pod whose
+  Ready condition is not True serves only when ``publishNotReadyAddresses`` is set.
+- A Deployment creates ``spec.replicas`` pods named ``<name>-<hash>-<i>``, unless the
+  input already holds its pods (annotated ``meshcore.io/owner: Deployment/<name>``, or
+  owned by its ReplicaSet): then those pods, which carry addresses, stand for it.
+- A Service's backends come from its EndpointSlices when any exist, else from its
+  selector over the pods of its namespace.
+
+Diagnostic codes are listed in :mod:`meshcore.kube._codes` (block MC1xxx). An object
+with an error contributes nothing but never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ..model import Diagnostic, ModelError, Namespace, Service, Source, Workload
+from ._backends import PodIndex, build_service
+from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNKNOWN_SERVICE
+from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
+from ._endpointslice import SliceInfo, translate_slice
+from ._fields import FieldError, field_diagnostic
+from ._inventory import Inventory
+from ._namespace import implied_namespace, translate_namespace
+from ._objects import KubeObject
+from ._pod import PodInfo, translate_pod
+from ._service import ServiceSpec, read_service
+from ._serviceaccount import translate_service_account
+from ._values import Findings, object_error
+
+T = TypeVar("T")
+
+#: The (apiVersion, kind) pairs :func:`translate_core` handles.
+CORE_KINDS: frozenset[tuple[str, str]] = frozenset({
+    ("v1", "Namespace"),
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+    ("v1", "ServiceAccount"),
+})
+
+
+class _Run:
+    """Collects diagnostics; runs each object's translation so an error drops only that object."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def __call__(self, obj: KubeObject, translate: Callable[[KubeObject, Findings], T]) -> T | None:
+        findings = Findings(obj)
+        try:
+            result = translate(obj, findings)
+        except (FieldError, ModelError) as exc:
+            # Warnings about an object that is dropped would only distract from its error.
+            self.diagnostics.append(field_diagnostic(obj, exc))
+            return None
+        self.diagnostics.extend(findings.items)
+        return result
+
+    def error(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
+        self.diagnostics.append(object_error(obj, code, message, path))
+
+    def warn(self, obj: KubeObject, code: str, message: str, path: str) -> None:
+        findings = Findings(obj)
+        findings.warn(code, message, path)
+        self.diagnostics.extend(findings.items)
+
+
+def _ns_name(item: Workload | Service) -> tuple[str, str]:
+    return (item.namespace, item.name)
+
+
+def _where(source: Source) -> str:
+    return source.location or str(source)
+
+
+def _realized_deployments(pods: Sequence[PodInfo]) -> set[tuple[str, str]]:
+    """(namespace, Deployment name) of Deployments whose pods are part of the input."""
+    realized = set()
+    for pod in pods:
+        namespace = pod.workload.namespace
+        kind, _, name = pod.owner.partition("/")
+        if kind == "Deployment" and name:
+            realized.add((namespace, name))
+        digest = pod.labels.get(TEMPLATE_HASH_LABEL)
+        if pod.replica_set and digest and pod.replica_set.endswith(f"-{digest}"):
+            realized.add((namespace, pod.replica_set[: -len(digest) - 1]))
+    return realized
+
+
+def _check_pod_ips(run: _Run, objects: Sequence[tuple[KubeObject, PodInfo]]) -> None:
+    owners: dict[str, KubeObject] = {}
+    for obj, pod in objects:
+        if pod.host_network:
+            continue  # host-network pods share their node's addresses by design
+        for address in pod.workload.addresses:
+            first = owners.setdefault(address, obj)
+            if first is not obj:
+                run.warn(obj, DUPLICATE_POD_IP,
+                         f"address {address} is also the address of {first.ref} ({_where(first.source)})",
+                         "status.podIPs" if "status.podIPs" in obj.positions else "status.podIP")
+
+
+def translate_core(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnostic]]:
+    """Translate core-kind objects into an :class:`Inventory` and diagnostics."""
+    run = _Run()
+    defined: dict[tuple[str, str, str], Source] = {}
+    by_kind: dict[str, list[KubeObject]] = defaultdict(list)
+    for obj in objects:
+        if (obj.api_version, obj.kind) not in CORE_KINDS:
+            run.error(obj, NOT_CORE_KIND, f"{obj.kind} {obj.api_version} is not a core kind "
+                      f"(core kinds: {', '.join(sorted(f'{k} {v}' for v, k in CORE_KINDS))})")
+            continue
+        key = (obj.kind, obj.namespace, obj.name)
+        first = defined.get(key)
+        if first is not None:
+            run.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice; the first definition "
+                      f"(used) is at {_where(first)}", "metadata.name")
+            continue
+        defined[key] = obj.source
+        by_kind[obj.kind].append(obj)
+
+    namespaces: dict[str, Namespace] = {}
+    for obj in by_kind["Namespace"]:
+        namespace = run(obj, translate_namespace)
+        if namespace is not None:
+            namespaces[namespace.name] = namespace
+    used: set[str] = set()
+
+    accounts: set[tuple[str, str]] = set()
+    for obj in by_kind["ServiceAccount"]:
+        account = run(obj, translate_service_account)
+        if account is not None:
+            accounts.add(account)
+            used.add(obj.namespace)
+
+    pods: list[PodInfo] = []
+    explicit: list[tuple[KubeObject, PodInfo]] = []
+    for obj in by_kind["Pod"]:
+        pod = run(obj, translate_pod)
+        if pod is not None:
+            pods.append(pod)
+            explicit.append((obj, pod))
+            used.add(obj.namespace)
+    _check_pod_ips(run, explicit)
+
+    realized = _realized_deployments(pods)
+    for obj in by_kind["Deployment"]:
+        deployment = run(obj, read_deployment)
+        if deployment is None:
+            continue
+        used.add(obj.namespace)
+        if (obj.namespace, obj.name) in realized:
+            continue
+        generated = run(obj, _generator(deployment, defined))
+        if generated is not None:
+            pods.extend(generated)
+
+    slices: dict[tuple[str, str], list[SliceInfo]] = defaultdict(list)
+    slice_objects: list[tuple[KubeObject, SliceInfo]] = []
+    for obj in by_kind["EndpointSlice"]:
+        info = run(obj, translate_slice)
+        if info is not None:
+            used.add(obj.namespace)
+            slices[(info.namespace, info.service)].append(info)
+            slice_objects.append((obj, info))
+
+    index = PodIndex(pods)
+    services: list[Service] = []
+    for obj in by_kind["Service"]:
+        service = run(obj, _service_builder(slices, index))
+        if service is not None:
+            services.append(service)
+            used.add(obj.namespace)
+
+    for obj, info in slice_objects:
+        if ("Service", info.namespace, info.service) not in defined:
+            run.warn(obj, SLICE_UNKNOWN_SERVICE, f"Service {info.namespace}/{info.service} is not "
+                      "defined; this EndpointSlice is ignored", "metadata.labels")
+
+    for name in sorted(used - namespaces.keys()):
+        namespaces[name] = implied_namespace(name)
+    accounts.update((name, "default") for name in namespaces)
+    workloads: list[Workload] = [p.workload for p in pods]
+    workloads.sort(key=_ns_name)
+    services.sort(key=_ns_name)
+    inventory = Inventory(
+        namespaces=tuple(namespaces[n] for n in sorted(namespaces)),
+        workloads=tuple(workloads),
+        services=tuple(services),
+        service_accounts=tuple(sorted(accounts)),
+    )
+    return inventory, run.diagnostics
+
+
+def _generator(deployment: DeploymentSpec, defined: dict[tuple[str, str, str], Source],
+               ) -> Callable[[KubeObject, Findings], list[PodInfo]]:
+    """A translation step creating a Deployment's pods, refusing names already taken."""
+
+    def generate(obj: KubeObject, _: Findings) -> list[PodInfo]:
+        generated = deployment_pods(obj, deployment)
+        for pod in generated:
+            key = ("Pod", pod.workload.namespace, pod.workload.name)
+            if key in defined:
+                raise FieldError(
+                    "metadata.name",
+                    f"would create Pod {pod.workload.ref}, which is already defined at "
+                    f"{_where(defined[key])}",
+                    DUPLICATE_OBJECT,
+                )
+        for pod in generated:
+            defined[("Pod", pod.workload.namespace, pod.workload.name)] = obj.source
+        return generated
+
+    return generate
+
+
+def _service_builder(slices: dict[tuple[str, str], list[SliceInfo]], index: PodIndex,
+                     ) -> Callable[[KubeObject, Findings], Service]:
+    """A translation step reading a Service and resolving its backends."""
+
+    def service(obj: KubeObject, findings: Findings) -> Service:
+        spec: ServiceSpec = read_service(obj, findings)
+        return build_service(spec, slices.get((spec.namespace, spec.name)), index, findings)
+
+    return service

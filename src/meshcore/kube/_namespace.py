@@ -1,0 +1,26 @@
+"""Namespace → model Namespace, with the name label Kubernetes adds to every namespace."""
+
+from __future__ import annotations
+
+from ..model import Namespace
+from ._fields import Fields
+from ._objects import KubeObject
+from ._values import Findings, build, read_metadata
+
+#: The label the API server sets on every namespace to its own name.
+NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def translate_namespace(obj: KubeObject, findings: Findings | None = None) -> Namespace:
+    """The namespace with its labels plus ``kubernetes.io/metadata.name: <name>``."""
+    meta = read_metadata(obj, Fields.of(obj))
+    labels = meta.str_map("labels")
+    # The API server overwrites this label, whatever the user wrote.
+    labels[NAME_LABEL] = obj.name
+    return build({"name": "metadata.name", "labels": "metadata.labels"}, "metadata",
+                 lambda: Namespace(name=obj.name, labels=labels, source=obj.source))
+
+
+def implied_namespace(name: str) -> Namespace:
+    """A namespace referenced by objects but not declared (it exists implicitly)."""
+    return Namespace(name=name, labels={NAME_LABEL: name})

@@ -1,0 +1,65 @@
+"""Kubernetes label selectors (``matchLabels`` and ``matchExpressions``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from ._codes import INVALID_VALUE
+from ._fields import FieldError, Fields
+
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+@attrs.frozen
+class Requirement:
+    """One ``matchExpressions`` entry: a key, an operator and its values."""
+
+    key: str
+    operator: str
+    values: frozenset[str]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """True when ``labels`` satisfy this requirement."""
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@attrs.frozen
+class LabelSelector:
+    """A parsed label selector; an empty one selects everything."""
+
+    match_labels: Mapping[str, str]
+    expressions: tuple[Requirement, ...]
+
+    @property
+    def empty(self) -> bool:
+        """True when the selector has no terms."""
+        return not self.match_labels and not self.expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """True when ``labels`` satisfy every term."""
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            r.matches(labels) for r in self.expressions
+        )
+
+
+def read_selector(fields: Fields) -> LabelSelector:
+    """Read a ``LabelSelector`` at ``fields``, validating operators and values."""
+    requirements = []
+    for expr in fields.maps("matchExpressions"):
+        key = expr.req_str("key")
+        operator = expr.req_str("operator", choices=OPERATORS)
+        values = expr.strs("values")
+        if operator in ("In", "NotIn") and not values:
+            raise FieldError(f"{expr.path}.values", f"must not be empty for operator {operator}", INVALID_VALUE)
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise FieldError(f"{expr.path}.values", f"must be empty for operator {operator}", INVALID_VALUE)
+        requirements.append(Requirement(key, operator, frozenset(values)))
+    return LabelSelector(fields.str_map("matchLabels"), tuple(requirements))

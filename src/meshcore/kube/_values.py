@@ -1,0 +1,125 @@
+"""Shared readers for the core kinds: names, IP addresses, protocols, findings, model errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from ..model import Diagnostic, ModelError, Protocol, Severity
+from ._codes import INVALID_VALUE, SCTP_UNSUPPORTED
+from ._fields import FieldError, Fields
+from ._objects import KubeObject
+
+T = TypeVar("T")
+
+#: The ``protocol`` values Kubernetes accepts on ports.
+PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class Findings:
+    """Warnings found while reading one object, attributed to that object's fields."""
+
+    __slots__ = ("obj", "items")
+
+    def __init__(self, obj: KubeObject) -> None:
+        self.obj = obj
+        self.items: list[Diagnostic] = []
+
+    def warn(self, code: str, message: str, path: str) -> None:
+        """Record a warning at ``path`` of the object."""
+        self.items.append(Diagnostic(code, Severity.WARNING, message, self.obj.source_at(path), path))
+
+
+def object_error(obj: KubeObject, code: str, message: str, path: str = "") -> Diagnostic:
+    """An error about a whole object (or one of its fields)."""
+    return Diagnostic(code, Severity.ERROR, message, obj.source_at(path) if path else obj.source, path)
+
+
+def read_metadata(obj: KubeObject, root: Fields | None = None) -> Fields:
+    """Check that ``metadata.name``/``metadata.namespace`` are strings; return the metadata cursor."""
+    meta = (root or Fields.of(obj)).map("metadata")
+    meta.str("name")
+    meta.str("namespace")
+    return meta
+
+
+def is_port_name(value: str) -> bool:
+    """True for an IANA service name: 1-15 lower-case letters, digits, '-', with a letter."""
+    return bool(_IANA_SVC_NAME.match(value)) and "--" not in value and any(c.isalpha() for c in value)
+
+
+def port_name(fields: Fields, key: str = "name") -> str:
+    """An optional port name, validated as Kubernetes does (IANA service name)."""
+    value = fields.str(key, "") or ""
+    if value and not is_port_name(value):
+        raise FieldError(
+            f"{fields.path}.{key}",
+            f"{value!r} is not a valid port name (1-15 lower-case letters, digits and '-', "
+            "with at least one letter, no '--', not starting or ending with '-')",
+            INVALID_VALUE,
+        )
+    return value
+
+
+def service_name(name: str, path: str) -> None:
+    """Check a Service name: a DNS-1035 label (starts with a letter)."""
+    if not _DNS1035_LABEL.match(name):
+        raise FieldError(
+            path,
+            f"{name!r} is not a valid Service name (lower-case letters, digits and '-', "
+            "starting with a letter, ending with a letter or digit, at most 63 characters)",
+            INVALID_VALUE,
+        )
+
+
+def ip_address(text: str, path: str, family: int | None = None) -> str:
+    """The canonical form of an IP address (of ``family`` 4 or 6 when given)."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise FieldError(path, f"{text!r} is not an IPv4 or IPv6 address", INVALID_VALUE) from None
+    if family is not None and addr.version != family:
+        raise FieldError(path, f"{text!r} is not an IPv{family} address", INVALID_VALUE)
+    return str(addr)
+
+
+def dual_stack(addresses: list[str], path: str) -> None:
+    """Check that a list of addresses holds at most one IPv4 and one IPv6 address."""
+    if len(addresses) > 2 or (len(addresses) == 2
+                              and ipaddress.ip_address(addresses[0]).version
+                              == ipaddress.ip_address(addresses[1]).version):
+        raise FieldError(
+            path, f"{addresses} must hold at most one IPv4 and one IPv6 address (dual-stack)",
+            INVALID_VALUE,
+        )
+
+
+def transport(fields: Fields, findings: Findings) -> Protocol | None:
+    """The ``protocol`` of a port as TCP or UDP; ``None`` (with a warning) for SCTP."""
+    value = fields.str("protocol", "TCP", choices=PORT_PROTOCOLS)
+    if value == "SCTP":
+        findings.warn(
+            SCTP_UNSUPPORTED,
+            "SCTP is not supported by the datapath; this port is left out",
+            f"{fields.path}.protocol",
+        )
+        return None
+    return Protocol.UDP if value == "UDP" else Protocol.TCP
+
+
+def build(paths: Mapping[str, str], default: str, make: Callable[[], T]) -> T:
+    """Construct a model object, turning a :class:`ModelError` into a :class:`FieldError`.
+
+    ``paths`` maps the model attribute named by the error to the input field it came
+    from, so the diagnostic points at the user's line rather than at a model attribute.
+    """
+    try:
+        return make()
+    except ModelError as exc:
+        head = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
+        raise FieldError(paths.get(head, default), exc.message, "MC0105") from None

@@ -1,0 +1,83 @@
+"""Facts about this machine the lab depends on: mount points, tools, state locations."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ._errors import LabError
+
+#: Where each lab keeps its state, logs and the objects handed to its agent.
+DEFAULT_STATE_ROOT = Path("/run/meshcore/lab")
+#: ``ip netns exec NAME`` bind-mounts the files under this directory over /etc.
+NETNS_ETC = Path("/etc/netns")
+#: Named network namespaces live here (as ``ip netns`` creates them).
+NETNS_RUN = Path("/run/netns")
+#: Datapath pins are kept under ``<bpffs>/meshcore/<node>``.
+BPF_PIN_PARENT = "meshcore"
+
+_LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
+
+
+def state_root() -> Path:
+    """The directory holding one sub-directory per lab (``MESHCORE_LAB_STATE_ROOT`` overrides)."""
+    return Path(os.environ.get("MESHCORE_LAB_STATE_ROOT") or DEFAULT_STATE_ROOT)
+
+
+def check_lab_name(name: str) -> str:
+    """Return ``name`` if it is a valid lab name, else raise :class:`LabError`."""
+    if not _LAB_NAME.match(name):
+        raise LabError(
+            f"invalid lab name {name!r}: use 1-16 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount of this process."""
+    out = []
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                # Mount points escape spaces as \040.
+                out.append((parts[1].replace("\\040", " "), parts[2]))
+    return out
+
+
+def cgroup2_mount() -> Path:
+    """The mount point of the cgroup v2 hierarchy (read from /proc/self/mounts)."""
+    for point, fstype in _mounts():
+        if fstype == "cgroup2":
+            return Path(point)
+    raise LabError("no cgroup v2 hierarchy is mounted (looked for type cgroup2 in /proc/self/mounts); "
+                   "mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`")
+
+
+def bpffs_mount() -> Path:
+    """The mount point of the BPF filesystem (read from /proc/self/mounts)."""
+    points = [Path(p) for p, fstype in _mounts() if fstype == "bpf"]
+    if Path("/sys/fs/bpf") in points:
+        return Path("/sys/fs/bpf")
+    if points:
+        return points[0]
+    raise LabError("the BPF filesystem is not mounted; mount it with `mount -t bpf bpf /sys/fs/bpf`")
+
+
+def tool(name: str) -> str:
+    """The absolute path of a system tool, searching the sbin directories too."""
+    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
+    found = shutil.which(name, path=path)
+    if found is None:
+        package = {"ip": "iproute2"}.get(name, name)
+        raise LabError(f"the lab needs `{name}`; install the Debian package {package}")
+    return found
+
+
+def require_root() -> None:
+    """Raise :class:`LabError` unless running as root (namespaces, cgroups and BPF need it)."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it creates network namespaces, cgroups and BPF programs")
