@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from .adapter import Adapter, ApiKind, Fragment
+from .kube._gc import gc_paused
 from .kube import CORE_KINDS, Inventory, KubeObject, load_objects, load_paths, load_text, translate_core
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
 from .registry import AdapterInfo, LoadError, discover, wrap
@@ -140,7 +141,8 @@ def translate(
         infos, load_errors = discover()
     else:
         infos, load_errors = wrap(adapters), []
-    return translate_objects(kube_objects, infos, diagnostics, load_errors)
+    with gc_paused():
+        return translate_objects(kube_objects, infos, diagnostics, load_errors)
 
 
 def translate_objects(

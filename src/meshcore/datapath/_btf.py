@@ -96,7 +96,7 @@ class Btf:
 
     def kind(self, type_id: int) -> int:
         """The BTF kind of a type."""
-        return (self._type(type_id).info >> 24) & 0x1F
+        return int(self._type(type_id).info >> 24) & 0x1F
 
     def name(self, type_id: int) -> str:
         """The type's name, '' when anonymous."""
@@ -219,9 +219,10 @@ def _check(btf: Btf, tid: int, mirror: Any, where: str, py_name: str) -> None:
         if kind != KIND_ARRAY:
             raise _fail(where, f"{py_name} is an array but the BPF object has {c_name} (kind {kind})")
         elem, nelems = btf.array(tid)
-        if nelems != mirror._length_:
-            raise _fail(where, f"{py_name} has {mirror._length_} elements but the BPF object has {nelems}")
-        _check(btf, btf.resolve(elem), mirror._type_, where, f"{py_name}[]")
+        length = int(getattr(mirror, "_length_"))
+        if nelems != length:
+            raise _fail(where, f"{py_name} has {length} elements but the BPF object has {nelems}")
+        _check(btf, btf.resolve(elem), getattr(mirror, "_type_"), where, f"{py_name}[]")
         return
     if kind not in (KIND_INT, KIND_ENUM, KIND_ENUM64):
         raise _fail(where, f"{py_name} is a scalar but the BPF object has {c_name} (kind {kind})")

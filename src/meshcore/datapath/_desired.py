@@ -6,7 +6,7 @@ import ipaddress
 import math
 from collections.abc import Sequence
 
-from ..compile._plan import BpfService
+from ..compile import BpfService
 from ..model import BackendState
 from ._errors import DatapathError
 from .maps.services import PROTOCOLS

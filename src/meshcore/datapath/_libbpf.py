@@ -26,7 +26,7 @@ class BpfError(DatapathError, OSError):
     """A libbpf or bpf(2) call failed; ``errno`` is set and the message includes libbpf's log."""
 
     def __init__(self, err: int, message: str, log: tuple[str, ...] = ()) -> None:
-        text = f"{message}: {os.strerror(err) if err else 'failed'}"
+        text = f"{message}: {_describe(err)}"
         if log:
             text += "\nlibbpf said:\n  " + "\n  ".join(log)
         super().__init__(err, text)
@@ -34,6 +34,19 @@ class BpfError(DatapathError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[1])
+
+
+_LIBBPF_ERRNO_BASE = 4000  # libbpf's own error codes (bad ELF, relocation, ...) start here
+
+
+def _describe(err: int) -> str:
+    if not err:
+        return "failed"
+    if err >= _LIBBPF_ERRNO_BASE and "lib" in globals():
+        buf = ctypes.create_string_buffer(256)
+        lib.libbpf_strerror(err, buf, len(buf))
+        return buf.value.decode(errors="replace")
+    return os.strerror(err)
 
 
 # libbpf 1.1's print callback: int (*)(enum libbpf_print_level, const char *, va_list).
@@ -113,6 +126,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, _P]),
     "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, _P, _P]),
+    "bpf_map_lookup_batch": (ctypes.c_int, [ctypes.c_int, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_uint32), _P]),
     "bpf_obj_get": (ctypes.c_int, [ctypes.c_char_p]),
     "bpf_map_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
     "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),

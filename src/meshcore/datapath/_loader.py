@@ -155,7 +155,8 @@ class BpfObject:
 
     def programs(self) -> list[str]:
         """Names of all programs in the object."""
-        out, cur = [], None
+        out: list[str] = []
+        cur = None
         while True:
             cur = _libbpf.lib.bpf_object__next_program(self._need_open(), cur)
             if not cur:
@@ -263,6 +264,10 @@ class MapInfo:
     name: str
 
 
+def _u32(raw: bytes, off: int) -> int:
+    return int.from_bytes(raw[off:off + 4], sys.byteorder)
+
+
 def _info(fd: int, size: int, what: str) -> bytes:
     buf = ctypes.create_string_buffer(size)
     length = ctypes.c_uint32(size)
@@ -273,20 +278,18 @@ def _info(fd: int, size: int, what: str) -> bytes:
 def link_info(fd: int) -> LinkInfo:
     """struct bpf_link_info: type, id, prog_id, then (8-aligned) cgroup_id, attach_type."""
     raw = _info(fd, 64, "reading link info")
-    u32 = lambda off: int.from_bytes(raw[off:off + 4], sys.byteorder)  # noqa: E731
     return LinkInfo(
-        id=u32(4), prog_id=u32(8),
-        cgroup_id=int.from_bytes(raw[16:24], sys.byteorder), attach_type=u32(24),
+        id=_u32(raw, 4), prog_id=_u32(raw, 8),
+        cgroup_id=int.from_bytes(raw[16:24], sys.byteorder), attach_type=_u32(raw, 24),
     )
 
 
 def map_info(fd: int) -> MapInfo:
     """struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name."""
     raw = _info(fd, 88, "reading map info")
-    u32 = lambda off: int.from_bytes(raw[off:off + 4], sys.byteorder)  # noqa: E731
     return MapInfo(
-        id=u32(4), type=u32(0), key_size=u32(8), value_size=u32(12), max_entries=u32(16),
-        flags=u32(20), name=raw[24:40].split(b"\0", 1)[0].decode(errors="replace"),
+        id=_u32(raw, 4), type=_u32(raw, 0), key_size=_u32(raw, 8), value_size=_u32(raw, 12),
+        max_entries=_u32(raw, 16), flags=_u32(raw, 20), name=raw[24:40].split(b"\0", 1)[0].decode(errors="replace"),
     )
 
 

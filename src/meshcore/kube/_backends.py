@@ -59,6 +59,14 @@ class _Backends:
                              and backend.state is BackendState.ACTIVE):
             self.items[key] = backend
 
+    def ordered(self) -> list[Backend]:
+        """The backends by (address, port): the model's order, given cheaply.
+
+        (address, port) is unique here, so this equals the model's full ordering, and the
+        model's own sort then only confirms it in linear time.
+        """
+        return [self.items[key] for key in sorted(self.items)]
+
 
 def _serving_state(pod: PodInfo, publish_not_ready: bool) -> BackendState | None:
     if pod.terminating:
@@ -150,7 +158,7 @@ def build_service(service: ServiceSpec, slices: Sequence[SliceInfo] | None, pods
     else:
         per_port = [_Backends() for _ in service.ports]
     ports = [
-        ServicePort(port=p.port, protocol=p.protocol, name=p.name, backends=b.items.values())
+        ServicePort(port=p.port, protocol=p.protocol, name=p.name, backends=b.ordered())
         for p, b in zip(service.ports, per_port, strict=True)
     ]
     return Service(

@@ -109,7 +109,7 @@ def _check_pod_ips(run: _Run, objects: Sequence[tuple[KubeObject, PodInfo]]) -> 
             if first is not obj:
                 run.warn(obj, DUPLICATE_POD_IP,
                          f"address {address} is also the address of {first.ref} ({_where(first.source)})",
-                         "status.podIPs" if "status.podIPs" in obj.positions else "status.podIP")
+                         "status.podIPs" if "podIPs" in (obj.body.get("status") or {}) else "status.podIP")
 
 
 def translate_core(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnostic]]:

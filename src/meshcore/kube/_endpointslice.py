@@ -7,6 +7,11 @@ left out. As kube-proxy does, only the first of an endpoint's (fungible) address
 
 from __future__ import annotations
 
+import socket
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
 import attrs
 
 from ..model import BackendState, Protocol, WorkloadRef
@@ -30,8 +35,7 @@ class SlicePort:
     port: int | None
 
 
-@attrs.frozen
-class SliceEndpoint:
+class SliceEndpoint(NamedTuple):
     """One usable endpoint: its address, state and the pod it belongs to."""
 
     address: str
@@ -49,22 +53,88 @@ class SliceInfo:
     endpoints: tuple[SliceEndpoint, ...]
 
 
-def _state(conditions: Fields) -> BackendState | None:
-    ready = conditions.bool("ready", True)
-    serving = conditions.bool("serving", True)
-    terminating = conditions.bool("terminating", False)
+def _state(ready: bool, serving: bool, terminating: bool) -> BackendState | None:
     if terminating:
         return BackendState.TERMINATING if serving or ready else None
     return BackendState.ACTIVE if ready else None
 
 
-def _target(endpoint: Fields, namespace: str) -> WorkloadRef | None:
+def _endpoint(endpoint: Fields, namespace: str, family: int) -> SliceEndpoint | None:
+    """Read one endpoint through :class:`Fields` (the reference reader, with precise errors)."""
+    addresses = [
+        ip_address(text, f"{endpoint.path}.addresses[{i}]", family)
+        for i, text in enumerate(endpoint.strs("addresses"))
+    ]
+    if not addresses:
+        raise FieldError(f"{endpoint.path}.addresses", "must hold at least one address", "MC0101")
+    conditions = endpoint.map("conditions")
+    state = _state(conditions.bool("ready", True), conditions.bool("serving", True),
+                   conditions.bool("terminating", False))
     ref = endpoint.map("targetRef")
-    kind = ref.str("kind")
-    name = ref.str("name")
-    if kind != "Pod" or not name:
+    kind, name, ref_namespace = ref.str("kind"), ref.str("name"), ref.str("namespace")
+    if state is None:
         return None
-    return WorkloadRef(ref.str("namespace") or namespace, name)
+    target = WorkloadRef(ref_namespace or namespace, name) if kind == "Pod" and name else None
+    return SliceEndpoint(addresses[0], state, target)
+
+
+_SLOW = object()
+
+
+def _flag(data: Mapping[str, Any], key: str, default: bool) -> Any:
+    value = data.get(key)
+    if value is None:
+        return default
+    return value if value is True or value is False else _SLOW
+
+
+def _fast_endpoint(raw: Any, namespace: str, family: int) -> SliceEndpoint | None | object:
+    """The common, well-formed endpoint read without cursors; ``_SLOW`` for anything else.
+
+    Large clusters have hundreds of thousands of endpoints: this path avoids per-field
+    cursor objects, and anything unusual (wrong types, IPv6, non-dict mappings) is left
+    to :func:`_endpoint`, which yields the same result or the precise error.
+    """
+    if type(raw) is not dict:
+        return _SLOW
+    addresses = raw.get("addresses")
+    if type(addresses) is not list or not addresses or family != 4:
+        return _SLOW
+    for text in addresses:
+        if type(text) is not str:
+            return _SLOW
+        try:
+            socket.inet_pton(socket.AF_INET, text)
+        except OSError:
+            return _SLOW
+    conditions = raw.get("conditions")
+    if conditions is None:
+        ready = serving = True
+        terminating = False
+    elif type(conditions) is dict:
+        ready = _flag(conditions, "ready", True)
+        serving = _flag(conditions, "serving", True)
+        terminating = _flag(conditions, "terminating", False)
+        if ready is _SLOW or serving is _SLOW or terminating is _SLOW:
+            return _SLOW
+    else:
+        return _SLOW
+    target = raw.get("targetRef")
+    ref = None
+    if target is not None:
+        if type(target) is not dict:
+            return _SLOW
+        kind, name, ref_namespace = target.get("kind"), target.get("name"), target.get("namespace")
+        for value in (kind, name, ref_namespace):
+            if value is not None and type(value) is not str:
+                return _SLOW
+        if kind == "Pod" and name:
+            ref = WorkloadRef(ref_namespace or namespace, name)
+    state = _state(ready, serving, terminating)
+    if state is None:
+        return None
+    first: str = addresses[0]
+    return SliceEndpoint(first, state, ref)
 
 
 def translate_slice(obj: KubeObject, findings: Findings) -> SliceInfo | None:
@@ -87,17 +157,16 @@ def translate_slice(obj: KubeObject, findings: Findings) -> SliceInfo | None:
         if protocol is not None:
             ports.append(SlicePort(name, protocol, number))
     endpoints = []
-    for endpoint in root.maps("endpoints"):
-        addresses = [
-            ip_address(text, f"{endpoint.path}.addresses[{i}]", family)
-            for i, text in enumerate(endpoint.strs("addresses"))
-        ]
-        if not addresses:
-            raise FieldError(f"{endpoint.path}.addresses", "must hold at least one address", "MC0101")
-        state = _state(endpoint.map("conditions"))
-        target = _target(endpoint, obj.namespace)
-        if state is not None:
-            endpoints.append(SliceEndpoint(addresses[0], state, target))
+    raw_endpoints = root.list("endpoints")
+    for index, raw in enumerate(raw_endpoints):
+        endpoint = _fast_endpoint(raw, obj.namespace, family)
+        if endpoint is _SLOW:
+            path = f"endpoints[{index}]"
+            if not isinstance(raw, Mapping):
+                raise FieldError(path, "expected a mapping", "MC0102")
+            endpoint = _endpoint(Fields(raw, path), obj.namespace, family)
+        if isinstance(endpoint, SliceEndpoint):
+            endpoints.append(endpoint)
     if service is None:
         findings.warn(
             SLICE_NO_SERVICE_LABEL,

@@ -7,18 +7,18 @@ returned as diagnostics and the offending document is left out whole.
 
 from __future__ import annotations
 
-import io
+import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+import yaml
+from yaml import nodes
 
 from ..model import Diagnostic, Severity, Source
-from ._objects import KubeObject, make_object
+from ._gc import gc_paused
+from ._objects import KubeObject, Locator, make_object
 
 #: Kinds that have no namespace.
 CLUSTER_SCOPED_KINDS = frozenset(
@@ -28,46 +28,131 @@ CLUSTER_SCOPED_KINDS = frozenset(
 
 INPUT_SUFFIXES = (".yaml", ".yml", ".json")
 
+# libyaml's parser and composer when available (much faster), the pure-Python ones otherwise.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
-def _plain(node: Any, path: str, positions: dict[str, tuple[int, int]]) -> Any:
-    """Convert ruamel nodes to plain data, recording each field's (line, column)."""
-    if isinstance(node, CommentedMap):
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, mark: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.mark = mark
+
+
+def _scalar(node: nodes.ScalarNode) -> Any:
+    tag, value = node.tag, node.value
+    if tag == _INT:
+        text = value.replace("_", "")
+        try:
+            if text.lower().startswith(("0x", "-0x", "+0x")):
+                return int(text, 16)
+            if text.lower().startswith(("0o", "-0o", "+0o")):
+                return int(text, 8)
+            return int(text, 10)
+        except ValueError:
+            return value
+    if tag == _FLOAT:
+        lowered = value.lower()
+        if lowered in (".inf", "+.inf"):
+            return float("inf")
+        if lowered == "-.inf":
+            return float("-inf")
+        if lowered == ".nan":
+            return float("nan")
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return value
+    if tag == _BOOL:
+        return value.lower() in ("true", "yes", "on")
+    if tag == _NULL:
+        return None
+    return value
+
+
+def _plain(node: nodes.Node) -> Any:
+    """Convert a composed YAML node to plain data (dicts, lists, scalars)."""
+    if isinstance(node, nodes.ScalarNode):
+        return _scalar(node)
+    if isinstance(node, nodes.SequenceNode):
+        return [_plain(item) for item in node.value]
+    if isinstance(node, nodes.MappingNode):
         out: dict[str, Any] = {}
-        for key, value in node.items():
-            child = f"{path}.{key}" if path else str(key)
-            try:
-                line, col = node.lc.key(key)
-                positions[child] = (line + 1, col + 1)
-            except (KeyError, TypeError, AttributeError):
-                pass
-            out[str(key)] = _plain(value, child, positions)
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged = _plain(value_node)
+                for part in merged if isinstance(merged, list) else [merged]:
+                    if isinstance(part, dict):
+                        for k, v in part.items():
+                            out.setdefault(k, v)
+                continue
+            key = _plain(key_node)
+            key = key if isinstance(key, str) else str(key).lower() if isinstance(key, bool) else str(key)
+            if key in out:
+                raise _DuplicateKey(key, key_node.start_mark)
+            out[key] = _plain(value_node)
         return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for i, value in enumerate(node):
-            child = f"{path}[{i}]"
-            try:
-                line, col = node.lc.item(i)
-                positions[child] = (line + 1, col + 1)
-            except (KeyError, TypeError, AttributeError, IndexError):
-                pass
-            items.append(_plain(value, child, positions))
-        return items
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
+    return None
+
+
+def _find(node: nodes.Node, path: str) -> nodes.Node | None:
+    """The node of a field path (``a.b[2].c``) in a document; for a key, the key's node."""
+    parts = _split_path(path)
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(node, nodes.SequenceNode) or part >= len(node.value):
+                return None
+            node = node.value[part]
+            continue
+        if not isinstance(node, nodes.MappingNode):
+            return None
+        for key_node, value_node in node.value:
+            if isinstance(key_node, nodes.ScalarNode) and key_node.value == part:
+                # a key points at its own line, as editors and kubectl do
+                node = key_node if last else value_node
+                break
+        else:
+            return None
     return node
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in path.split("."):
+        while "[" in chunk:
+            head, _, rest = chunk.partition("[")
+            if head:
+                parts.append(head)
+            index, _, chunk = rest.partition("]")
+            parts.append(int(index) if index.isdigit() else index)
+        if chunk:
+            parts.append(chunk)
+    return parts
+
+
+def _locator(text: str, start: int, first_line: int) -> Locator:
+    """Find field positions by composing the document again, only when asked."""
+    def locate(path: str) -> tuple[int, int] | None:
+        try:
+            end = text.find("\n---", start)
+            snippet = text[start: end if end >= 0 else len(text)]
+            doc = yaml.compose(snippet, Loader=_Loader)
+        except yaml.YAMLError:
+            return None
+        if doc is None:
+            return None
+        node = _find(doc, path)
+        if node is None:
+            return None
+        return (first_line + node.start_mark.line, node.start_mark.column + 1)
+    return locate
 
 
 def _error(code: str, message: str, file: str, line: int = 0, column: int = 0, field: str = "") -> Diagnostic:
@@ -75,58 +160,73 @@ def _error(code: str, message: str, file: str, line: int = 0, column: int = 0, f
 
 
 def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[Diagnostic]]:
-    """Parse multi-document YAML (JSON is YAML) into objects and diagnostics."""
+    """Parse multi-document YAML (JSON is YAML) into objects and diagnostics.
+
+    A syntax error anywhere drops the whole file: nothing in it is used.
+    """
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            pass  # not strict JSON: YAML's flow style, parsed (and diagnosed) below
+        else:
+            diagnostics: list[Diagnostic] = []
+            return _document(parsed, file, 1, 1, _locator(text, 0, 1), diagnostics), diagnostics
+    try:
+        with gc_paused():
+            return _compose(text, file)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        column = mark.column + 1 if mark else 0
+        problem = exc.problem or exc.context or "invalid YAML"
+        return [], [_error(
+            "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
+            "(nothing in this file was used)", file, line, column,
+        )]
+    except _DuplicateKey as dup:
+        return [], [_error(
+            "MC0005", f"duplicate key {dup.key!r} (Kubernetes rejects it; nothing in this file was used)",
+            file, dup.mark.line + 1, dup.mark.column + 1, dup.key,
+        )]
+    except (yaml.YAMLError, ValueError) as exc:
+        return [], [_error("MC0001", f"YAML error: {exc} (nothing in this file was used)", file)]
+
+
+def _compose(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
     objects: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
-    yaml = _yaml()
-    docs: Iterator[Any] = iter(yaml.load_all(io.StringIO(text)))
-    index = 0
-    while True:
-        try:
-            doc = next(docs)
-        except StopIteration:
-            break
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else 0
-            column = mark.column + 1 if mark else 0
-            problem = exc.problem or exc.context or "invalid YAML"
-            diagnostics.append(_error(
-                "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
-                "(nothing in this file was used)",
-                file, line, column,
-            ))
-            return [], diagnostics
-        except YAMLError as exc:
-            diagnostics.append(_error("MC0001", f"YAML error: {exc} (nothing in this file was used)", file))
-            return [], diagnostics
-        index += 1
+    for index, doc in enumerate(yaml.compose_all(text, Loader=_Loader), 1):
         if doc is None:
             continue
-        objects.extend(_document(doc, file, index, diagnostics))
+        line = doc.start_mark.line + 1
+        body = _plain(doc)
+        locate = _locator(text, doc.start_mark.index, line)
+        objects.extend(_document(body, file, index, line, locate, diagnostics, _item_lines(doc)))
     return objects, diagnostics
 
 
-def _document(doc: Any, file: str, index: int, diagnostics: list[Diagnostic]) -> list[KubeObject]:
-    line = (doc.lc.line + 1) if isinstance(doc, CommentedMap | CommentedSeq) else 0
-    if not isinstance(doc, CommentedMap):
+def _document(body: Any, file: str, index: int, line: int, locate: Locator,
+              diagnostics: list[Diagnostic], item_lines: list[int] | None = None) -> list[KubeObject]:
+    """Objects of one document; a ``*List`` yields its items (at ``item_lines`` when known)."""
+    if not isinstance(body, dict):
+        kind = "list" if isinstance(body, list) else type(body).__name__ if body is not None else "null"
         diagnostics.append(_error(
-            "MC0002", f"document {index} is a {type(doc).__name__}, expected a Kubernetes object (a mapping)",
+            "MC0002", f"document {index} is a {kind}, expected a Kubernetes object (a mapping)",
             file, line,
         ))
         return []
-    kind = doc.get("kind")
-    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
-        items = doc.get("items")
-        if not isinstance(items, CommentedSeq):
+    kind = body.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and "items" in body:
+        items = body.get("items")
+        if not isinstance(items, list):
             diagnostics.append(_error("MC0003", "a List needs 'items', a list of objects", file, line, field="items"))
             return []
         result: list[KubeObject] = []
-        for item in items:
-            result.extend(_document(item, file, index, diagnostics))
+        lines = item_lines or [line] * len(items)
+        for i, item in enumerate(items):
+            result.extend(_document(item, file, index, lines[i], _nested(locate, f"items[{i}]."), diagnostics))
         return result
-    positions: dict[str, tuple[int, int]] = {}
-    body = _plain(doc, "", positions)
     missing = [f for f in ("apiVersion", "kind") if not isinstance(body.get(f), str) or not body.get(f)]
     meta = body.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
@@ -140,9 +240,23 @@ def _document(doc: Any, file: str, index: int, diagnostics: list[Diagnostic]) ->
         ))
         return []
     return [make_object(
-        body, file=file, line=line, column=1, positions=positions,
+        body, file=file, line=line, column=1, locate=locate,
         cluster_scoped=body["kind"] in CLUSTER_SCOPED_KINDS,
     )]
+
+
+def _item_lines(doc: nodes.Node) -> list[int] | None:
+    """Lines of the entries of a top-level ``items`` sequence (for ``kind: List``)."""
+    if not isinstance(doc, nodes.MappingNode):
+        return None
+    for key, value in doc.value:
+        if isinstance(key, nodes.ScalarNode) and key.value == "items" and isinstance(value, nodes.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return None
+
+
+def _nested(locate: Locator, prefix: str) -> Locator:
+    return lambda path: locate(prefix + path)
 
 
 def iter_input_files(path: Path) -> Iterator[Path]:

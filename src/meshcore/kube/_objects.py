@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from ..model import Source
 
+#: Finds the 1-based (line, column) of a field path such as ``spec.ports[0].port``.
+Locator = Callable[[str], "tuple[int, int] | None"]
+
+
+def _nowhere(path: str) -> tuple[int, int] | None:
+    return None
+
 
 @attrs.frozen
 class KubeObject:
     """One Kubernetes object: apiVersion, kind, metadata and body, plus where it was read.
 
-    ``body`` is plain data (dicts, lists, scalars); ``positions`` maps a field path such as
-    ``spec.ports[0].port`` to its 1-based (line, column) in the input file.
+    ``body`` is plain data (dicts, lists, scalars). Field positions are found on demand
+    (only diagnostics need them), so reading large inputs stays fast and small.
     """
 
     api_version: str
@@ -24,7 +31,7 @@ class KubeObject:
     namespace: str
     body: Mapping[str, Any]
     source: Source
-    positions: Mapping[str, tuple[int, int]] = attrs.field(factory=dict, eq=False, repr=False)
+    locate: Locator = attrs.field(default=_nowhere, eq=False, repr=False)
 
     @property
     def group(self) -> str:
@@ -60,9 +67,9 @@ class KubeObject:
         """The source of this object pointing at the line of ``path`` (or the nearest parent)."""
         probe = path
         while probe:
-            if probe in self.positions:
-                line, column = self.positions[probe]
-                return attrs.evolve(self.source, line=line, column=column)
+            found = self.locate(probe)
+            if found is not None:
+                return attrs.evolve(self.source, line=found[0], column=found[1])
             cut = max(probe.rfind("."), probe.rfind("["))
             probe = probe[:cut] if cut > 0 else ""
         return self.source
@@ -74,13 +81,13 @@ def make_object(
     file: str = "",
     line: int = 0,
     column: int = 0,
-    positions: Mapping[str, tuple[int, int]] | None = None,
+    locate: Locator = _nowhere,
     default_namespace: str = "default",
     cluster_scoped: bool = False,
 ) -> KubeObject:
     """Build a :class:`KubeObject` from a parsed mapping (assumed to have apiVersion/kind)."""
-    meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-    assert isinstance(meta, Mapping)
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
     kind = str(body.get("kind", ""))
     name = str(meta.get("name", "") or "")
     namespace = "" if cluster_scoped else str(meta.get("namespace") or default_namespace)
@@ -92,5 +99,5 @@ def make_object(
         namespace=namespace,
         body=body,
         source=source,
-        positions=dict(positions or {}),
+        locate=locate,
     )

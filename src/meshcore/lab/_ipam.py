@@ -39,7 +39,7 @@ class LabRanges:
     service_ipv6: str = "fd00:10:96::/112"
 
     def __attrs_post_init__(self) -> None:
-        nets = [self.pod4, self.pod6, self.service4, self.service6]
+        nets: list[IPNetwork] = [self.pod4, self.pod6, self.service4, self.service6]
         for i, a in enumerate(nets):
             for b in nets[i + 1:]:
                 if a.version == b.version and a.overlaps(b):

@@ -6,14 +6,45 @@ checked again through a pidfd, so a pid the kernel has recycled is never signall
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import os
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ._errors import LabError
+
+_CLONE_NEWNET = 0x40000000
+
+
+_guarding = 0
+
+
+def _plain_signals_in_child() -> None:
+    if _guarding:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_plain_signals_in_child)
+
+
+@contextlib.contextmanager
+def forks_end_on_signals() -> Iterator[None]:
+    """While active, a forked child (e.g. a netlink helper) dies on SIGINT/SIGTERM.
+
+    Without this such a child would raise KeyboardInterrupt and unwind into the lab's
+    own code, running its clean-up a second time from a copy of the process.
+    """
+    global _guarding
+    _guarding += 1
+    try:
+        yield
+    finally:
+        _guarding -= 1
 
 
 def stat_fields(pid: int) -> tuple[str, int] | None:
@@ -49,11 +80,13 @@ def spawn(
     cwd: str,
     cgroup: str,
     log: str,
+    netns: str | None = None,
 ) -> tuple[int, int]:
     """Start ``argv`` detached (own session, re-parented to init) inside ``cgroup``.
 
     Output goes to ``log`` (appended), input is /dev/null. Returns (pid, start time).
-    The process joins the cgroup before it executes, so it never runs outside it.
+    The process joins the cgroup (and the network namespace file ``netns``, if given)
+    before it executes, so it never runs outside them.
     """
     env_list = {str(k): str(v) for k, v in env.items()}
     read_end, write_end = os.pipe()
@@ -65,7 +98,7 @@ def spawn(
             os.setsid()
             child = os.fork()
             if child == 0:
-                _exec(argv, env_list, cwd, cgroup, log)
+                _exec(argv, env_list, cwd, cgroup, log, netns)
             # The middle process is the parent: the pid cannot be recycled before this read.
             os.write(write_end, f"{child} {start_time(child)}".encode())
             code = 0
@@ -87,8 +120,9 @@ def spawn(
     return pid, started
 
 
-def _exec(argv: Sequence[str], env: dict[str, str], cwd: str, cgroup: str, log: str) -> None:  # pragma: no cover
-    """In the child: join the cgroup, set up stdio, execute; never returns."""
+def _exec(argv: Sequence[str], env: dict[str, str], cwd: str, cgroup: str, log: str,
+          netns: str | None) -> None:  # pragma: no cover
+    """In the child: join the cgroup and namespace, set up stdio, execute; never returns."""
     try:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
@@ -98,6 +132,8 @@ def _exec(argv: Sequence[str], env: dict[str, str], cwd: str, cgroup: str, log: 
         os.closerange(3, 65536)
         with open(Path(cgroup) / "cgroup.procs", "w") as f:
             f.write("0")
+        if netns is not None:
+            enter_netns(netns)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -108,6 +144,18 @@ def _exec(argv: Sequence[str], env: dict[str, str], cwd: str, cgroup: str, log: 
             os.write(2, f"meshcore lab: cannot start {' '.join(argv)}: {exc}\n".encode())
         finally:
             os._exit(127)
+
+
+def enter_netns(path: str) -> None:
+    """Move the calling thread into the network namespace bound at ``path``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns {path}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
 
 
 def signal_process(pid: int, started: int, sig: int) -> bool:

@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,26 @@ AGENT_STATUS_FILE = "agent.json"
 AGENT_LOG = "agent.log"
 
 
+def _pairs(value: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(a), str(b)) for a, b in value)
+
+
+def _ports(value: Iterable[Sequence[Any]]) -> tuple[tuple[int, str], ...]:
+    return tuple((int(a), str(b)) for a, b in value)
+
+
+def _strings(value: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
+
+
+def _procs(value: Iterable[ProcRecord]) -> tuple[ProcRecord, ...]:
+    return tuple(value)
+
+
+def _maps(value: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class ProcRecord:
     """A process the lab started: pid plus start time (clock ticks since boot) and argv."""
@@ -35,7 +55,7 @@ class ProcRecord:
     container: str
     pid: int
     start_time: int
-    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    argv: tuple[str, ...] = attrs.field(converter=_strings)
     log: str = ""
 
     def to_data(self) -> dict[str, Any]:
@@ -74,10 +94,12 @@ class PodRecord:
     uid: str = ""
     created_at: float = 0.0
     labels: Mapping[str, str] = attrs.field(factory=dict)
-    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=lambda v: tuple(tuple(p) for p in v))
-    processes: tuple[ProcRecord, ...] = attrs.field(default=(), converter=tuple)
+    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    processes: tuple[ProcRecord, ...] = attrs.field(default=(), converter=_procs)
     ready: bool = False
-    notes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: (port, TCP/UDP) the containers serve: the pod is ready once all are bound.
+    ports: tuple[tuple[int, str], ...] = attrs.field(default=(), converter=_ports)
+    notes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     @property
     def key(self) -> str:
@@ -96,6 +118,7 @@ class PodRecord:
         data["env"] = [list(p) for p in self.env]
         data["processes"] = [p.to_data() for p in self.processes]
         data["notes"] = list(self.notes)
+        data["ports"] = [list(p) for p in self.ports]
         return data
 
     @classmethod
@@ -113,7 +136,9 @@ class ServiceRecord:
 
     namespace: str
     name: str
-    cluster_ips: tuple[str, ...] = attrs.field(converter=tuple)
+    cluster_ips: tuple[str, ...] = attrs.field(converter=_strings)
+    #: The service's ports as given: name, port, protocol, targetPort.
+    ports: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_maps)
 
     @property
     def key(self) -> str:
@@ -122,12 +147,14 @@ class ServiceRecord:
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for the state file."""
-        return {"namespace": self.namespace, "name": self.name, "cluster_ips": list(self.cluster_ips)}
+        return {"namespace": self.namespace, "name": self.name, "cluster_ips": list(self.cluster_ips),
+                "ports": [dict(p) for p in self.ports]}
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> ServiceRecord:
         """Read back what :meth:`to_data` wrote."""
-        return cls(str(data["namespace"]), str(data["name"]), tuple(data.get("cluster_ips", ())))
+        return cls(str(data["namespace"]), str(data["name"]), tuple(data.get("cluster_ips", ())),
+                   tuple(data.get("ports", ())))
 
 
 @attrs.define
@@ -230,8 +257,8 @@ def write_json(path: Path, data: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=False)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+    # No fsync: the state lives on tmpfs (/run), which a reboot empties along with
+    # everything the state describes; the rename alone keeps it whole across crashes.
     os.replace(tmp, path)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import socket
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import attrs
 
@@ -97,11 +98,44 @@ class BpfMap(Generic[K, V]):
             cur = nxt
 
     def items(self) -> Iterator[tuple[K, V]]:
-        """(key, value) pairs; entries deleted meanwhile are skipped."""
+        """(key, value) pairs: batched reads where the kernel supports them, else key by key."""
+        batched = self._items_batched()
+        if batched is not None:
+            yield from batched
+            return
         for key in self.keys():
             value = self.lookup(key)
             if value is not None:
                 yield key, value
+
+    def _items_batched(self, chunk: int = 4096) -> list[tuple[K, V]] | None:
+        ksize, vsize = ctypes.sizeof(self.spec.key), ctypes.sizeof(self.spec.value)
+        keys = (ctypes.c_uint8 * (ksize * chunk))()
+        values = (ctypes.c_uint8 * (vsize * chunk))()
+        token_in = (ctypes.c_uint8 * max(ksize, 8))()
+        token_out = (ctypes.c_uint8 * max(ksize, 8))()
+        out: list[tuple[K, V]] = []
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            ret = _libbpf.lib.bpf_map_lookup_batch(
+                self.fd, None if first else token_in, token_out, keys, values, ctypes.byref(count), None
+            )
+            if ret < 0 and ret != -2:  # -ENOENT ends the walk; anything else: no batching here
+                return None if first else self._items_fallback()
+            raw_k, raw_v = bytes(keys), bytes(values)
+            for i in range(count.value):
+                out.append((
+                    cast(K, self.spec.key.from_buffer_copy(raw_k, i * ksize)),
+                    cast(V, self.spec.value.from_buffer_copy(raw_v, i * vsize)),
+                ))
+            if ret == -2:
+                return out
+            ctypes.memmove(token_in, token_out, len(token_in))
+            first = False
+
+    def _items_fallback(self) -> list[tuple[K, V]]:
+        return [(k, v) for k in self.keys() if (v := self.lookup(k)) is not None]
 
 
 def pack_addr(address: str) -> bytes:
@@ -115,7 +149,9 @@ def pack_addr(address: str) -> bytes:
 def unpack_addr(raw: bytes) -> tuple[str, int]:
     """(address text, family 4 or 6) from 16 packed bytes."""
     if raw[:12] == _V4_MAPPED_PREFIX:
-        return str(ipaddress.IPv4Address(raw[12:])), 4
+        return socket.inet_ntop(socket.AF_INET, raw[12:]), 4  # fast, and identical to ipaddress
+    # ipaddress, not inet_ntop: glibc prints ::a.b.c.d forms that ipaddress (and so the
+    # frontends computed from plans) never produces.
     return str(ipaddress.IPv6Address(raw)), 6
 
 

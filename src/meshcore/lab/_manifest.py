@@ -1,0 +1,251 @@
+"""From input objects to what the lab runs, and back to objects enriched with what it assigned.
+
+The lab plays API server, scheduler and IPAM: Deployments become pods, pods get
+addresses and a node, Services get ClusterIPs. The enriched objects (pods with
+``status.podIPs``, services with ``spec.clusterIPs``) are what the node agent translates,
+exactly as it would translate objects read from a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, expand_deployment
+from ..model import Diagnostic, Source
+from ._errors import LabError
+from ._ipam import LabRanges, allocate_service_ip
+from ._state import ServiceRecord
+
+#: Kinds the lab turns into running things; every other kind is passed to the agent as is.
+POD_KINDS = frozenset({("v1", "Pod"), ("apps/v1", "Deployment")})
+UNSUPPORTED_WORKLOADS = frozenset({"StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
+
+
+@attrs.frozen
+class DesiredPod:
+    """A pod the input asks for: its body (without status) and where it came from."""
+
+    namespace: str
+    name: str
+    body: Mapping[str, Any]
+    source: Source
+    owner: str = ""
+    ordinal: int = 0
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        """The pod spec."""
+        spec = self.body.get("spec")
+        return spec if isinstance(spec, Mapping) else {}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The pod's labels."""
+        meta = self.body.get("metadata")
+        labels = meta.get("labels") if isinstance(meta, Mapping) else None
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+
+    @property
+    def spec_hash(self) -> str:
+        """A digest of what decides the pod's processes (its spec); labels are not part of it."""
+        text = json.dumps({"name": self.name, "spec": self.spec}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@attrs.frozen
+class Desired:
+    """Everything the input asks for, split into pods, services and the rest."""
+
+    pods: tuple[DesiredPod, ...]
+    services: tuple[KubeObject, ...]
+    others: tuple[KubeObject, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _source_data(source: Source) -> dict[str, Any]:
+    return {"file": source.file, "line": source.line, "column": source.column}
+
+
+def desired_state(objects: Sequence[KubeObject]) -> Desired:
+    """Expand Deployments into pods and split the input by what the lab does with it."""
+    pods: list[DesiredPod] = []
+    services: list[KubeObject] = []
+    others: list[KubeObject] = []
+    diagnostics: list[Diagnostic] = []
+    for obj in objects:
+        key = (obj.api_version, obj.kind)
+        if key == ("v1", "Pod"):
+            pods.append(DesiredPod(obj.namespace, obj.name, obj.body, obj.source))
+        elif key == ("apps/v1", "Deployment"):
+            bodies, found = expand_deployment(obj)
+            diagnostics.extend(found)
+            for ordinal, body in enumerate(bodies):
+                name = str(body["metadata"]["name"])
+                pods.append(DesiredPod(obj.namespace, name, body, attrs.evolve(obj.source, kind="Pod", name=name),
+                                       owner=f"Deployment/{obj.name}", ordinal=ordinal))
+            others.append(obj)
+        elif key == ("v1", "Service"):
+            services.append(obj)
+        else:
+            if obj.kind in UNSUPPORTED_WORKLOADS and obj.group in ("apps", "batch"):
+                diagnostics.append(Diagnostic(
+                    "MC0400", "warning", f"the lab does not run {obj.kind}s (only Pods and "
+                    "Deployments); it was passed on unchanged", obj.source, "kind"))
+            others.append(obj)
+    seen: dict[str, DesiredPod] = {}
+    for pod in pods:
+        first = seen.setdefault(pod.key, pod)
+        if first is not pod:
+            raise LabError(f"pod {pod.key} is defined twice: {first.source} and {pod.source}")
+    return Desired(tuple(pods), tuple(services), tuple(others), tuple(diagnostics))
+
+
+def _families(spec: Mapping[str, Any], given: Sequence[str]) -> list[int]:
+    names = spec.get("ipFamilies") or []
+    families = [6 if str(n) == "IPv6" else 4 for n in names if str(n) in ("IPv4", "IPv6")]
+    if not families:
+        families = [ipaddress.ip_address(a).version for a in given] or [4]
+    policy = spec.get("ipFamilyPolicy") or ("RequireDualStack" if len(set(families)) > 1 else "SingleStack")
+    if policy in ("PreferDualStack", "RequireDualStack"):
+        families = families[:1] + [6 if families[0] == 4 else 4]
+    else:
+        families = families[:1]
+    return families
+
+
+def _given_ips(obj: KubeObject) -> list[str] | None:
+    """ClusterIPs given in the input; ``None`` for headless and ExternalName services."""
+    spec = obj.spec
+    if spec.get("type") == "ExternalName":
+        return None
+    many = [str(v) for v in spec.get("clusterIPs") or []]
+    single = str(spec.get("clusterIP") or "")
+    values = many or ([single] if single else [])
+    if values[:1] == ["None"]:
+        return None
+    return values
+
+
+def assign_cluster_ips(services: Sequence[KubeObject], existing: Mapping[str, ServiceRecord],
+                       ranges: LabRanges) -> dict[str, ServiceRecord]:
+    """ClusterIPs for every service: given ones kept, earlier ones reused, the rest allocated."""
+    taken: dict[str, str] = {}
+    given: dict[str, list[str]] = {}
+    for obj in services:
+        key = f"{obj.namespace}/{obj.name}"
+        values = _given_ips(obj)
+        if values is None:
+            continue
+        given[key] = values
+        for address in values:
+            if address in taken:
+                raise LabError(f"{obj.ref}: ClusterIP {address} is also given to Service {taken[address]}")
+            taken[address] = key
+    wanted: dict[str, dict[int, str]] = {}
+    pending: list[tuple[str, int]] = []
+    for obj in services:
+        key = f"{obj.namespace}/{obj.name}"
+        if key not in given:
+            wanted[key] = {}
+            continue
+        chosen: dict[int, str] = {ipaddress.ip_address(a).version: a for a in given[key]}
+        previous = existing.get(key)
+        for family in _families(obj.spec, given[key]):
+            if family in chosen:
+                continue
+            reuse = next((a for a in (previous.cluster_ips if previous else ())
+                          if ipaddress.ip_address(a).version == family and a not in taken), None)
+            if reuse is not None:
+                chosen[family] = reuse
+                taken[reuse] = key
+            else:
+                pending.append((key, family))
+        wanted[key] = chosen
+    for key, family in pending:
+        network = ranges.service4 if family == 4 else ranges.service6
+        address = allocate_service_ip(network, taken)
+        taken[address] = key
+        wanted[key][family] = address
+    records = {}
+    for obj in services:
+        key = f"{obj.namespace}/{obj.name}"
+        chosen = wanted[key]
+        order = _families(obj.spec, given.get(key, [])) if key in given else []
+        ips = [chosen[f] for f in order if f in chosen] + [a for f, a in chosen.items() if f not in order]
+        records[key] = ServiceRecord(obj.namespace, obj.name, tuple(ips), _ports(obj))
+    return records
+
+
+def _ports(obj: KubeObject) -> tuple[dict[str, Any], ...]:
+    out = []
+    for entry in obj.spec.get("ports") or []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("port"), int):
+            out.append({"name": str(entry.get("name") or ""), "port": entry["port"],
+                        "protocol": str(entry.get("protocol") or "TCP"),
+                        "targetPort": entry.get("targetPort") or entry["port"]})
+    return tuple(out)
+
+
+def enrich_service(obj: KubeObject, record: ServiceRecord) -> dict[str, Any]:
+    """The Service body with the ClusterIPs the lab assigned."""
+    body = copy.deepcopy(dict(obj.body))
+    spec = body.setdefault("spec", {})
+    if record.cluster_ips:
+        spec["clusterIP"] = record.cluster_ips[0]
+        spec["clusterIPs"] = list(record.cluster_ips)
+        spec["ipFamilies"] = [f"IPv{ipaddress.ip_address(a).version}" for a in record.cluster_ips]
+        spec["ipFamilyPolicy"] = "RequireDualStack" if len(record.cluster_ips) > 1 else "SingleStack"
+    return body
+
+
+def enrich_pod(pod: DesiredPod, *, uid: str, node_name: str, addresses: Sequence[str],
+               host_addresses: Sequence[str], phase: str, ready: bool, started: str) -> dict[str, Any]:
+    """The Pod body as a kubelet would report it: node, addresses, phase, readiness."""
+    body = copy.deepcopy(dict(pod.body))
+    meta = body.setdefault("metadata", {})
+    meta["namespace"] = pod.namespace
+    meta.setdefault("uid", uid)
+    spec = body.setdefault("spec", {})
+    spec["nodeName"] = node_name
+    body["status"] = {
+        "phase": phase,
+        "hostIP": host_addresses[0],
+        "hostIPs": [{"ip": a} for a in host_addresses],
+        "podIP": addresses[0],
+        "podIPs": [{"ip": a} for a in addresses],
+        "startTime": started,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    return body
+
+
+def object_entry(body: Mapping[str, Any], source: Source) -> dict[str, Any]:
+    """One entry of the objects file: the body plus the file and line it was read from."""
+    return {"body": body, "source": _source_data(source)}
+
+
+def objects_from_entries(entries: Sequence[Mapping[str, Any]]) -> list[KubeObject]:
+    """Rebuild objects (with their sources) from entries of the objects file."""
+    from ..kube import make_object  # noqa: PLC0415 - keeps this module's import surface small
+
+    out = []
+    for entry in entries:
+        body = entry["body"]
+        source = entry.get("source") or {}
+        kind = str(body.get("kind", ""))
+        out.append(make_object(body, file=str(source.get("file", "")), line=int(source.get("line", 0)),
+                               column=int(source.get("column", 0)),
+                               cluster_scoped=kind in CLUSTER_SCOPED_KINDS))
+    return out

@@ -1,0 +1,155 @@
+"""The lab's node agent: translate the lab's objects, compile them, apply the datapath.
+
+Run by `lab up` inside the lab's node namespace::
+
+    python -m meshcore.lab.agent --lab NAME [--state-dir DIR]
+
+It reads the enriched objects the lab writes (``objects.json``: pods with
+``status.podIPs``, services with ``spec.clusterIPs``), as it would read them from a
+cluster, and reloads when the file changes or on SIGHUP. A failed translate, compile or
+apply is logged and changes nothing: the previous datapath state keeps enforcing. It
+reports what it applied in ``agent.json`` next to the objects file. Stopping the agent
+leaves the pinned programs enforcing; only `lab down` removes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .. import _translate
+from ..compile import compile_plan
+from ..model import Severity
+from ._manifest import objects_from_entries
+from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, lab_dir, write_json
+
+log = logging.getLogger("meshcore.lab.agent")
+
+#: How often the objects file is checked for changes when no SIGHUP arrives.
+POLL_SECONDS = 1.0
+
+
+class NodeAgent:
+    """Applies the lab's objects to the node's datapath, keeping the last good state on failure."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.objects_path = state_dir / OBJECTS_FILE
+        self.status_path = state_dir / AGENT_STATUS_FILE
+        self._lb: Any = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seen: tuple[int, int] | None = None
+
+    def _file_key(self) -> tuple[int, int] | None:
+        try:
+            st = self.objects_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _report(self, generation: int, ok: bool, error: str = "", frontends: int = 0,
+                diagnostics: list[str] | None = None, summary: str = "") -> None:
+        write_json(self.status_path, {
+            "pid": os.getpid(), "generation": generation, "ok": ok, "error": error,
+            "frontends": frontends, "diagnostics": diagnostics or [], "summary": summary,
+            "updated": time.time(),
+        })
+
+    def _socket_lb(self, data: dict[str, Any]) -> Any:
+        if self._lb is None:
+            from ._datapath import socket_lb  # noqa: PLC0415 - needs libbpf; loaded on first use
+
+            ipv4, ipv6 = data["nodeIPs"]
+            lb = socket_lb(data["node"], data["cgroup"], data["pinDir"], ipv4, ipv6)
+            lb.open()
+            self._lb = lb
+        return self._lb
+
+    def reconcile(self) -> bool:
+        """Translate, compile and apply the current objects file; True when applied."""
+        key = self._file_key()
+        self._seen = key
+        try:
+            data = json.loads(self.objects_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s: %s; keeping the previous state", self.objects_path, exc)
+            return False
+        generation = int(data.get("generation", 0))
+        try:
+            objects = objects_from_entries(data["objects"])
+            result = _translate.translate(objects=objects)
+            found = [str(d) for d in result.diagnostics if d.severity is not Severity.INFO]
+            for line in found:
+                log.warning("%s", line)
+            plan = compile_plan(result.snapshot, data["node"])
+            report = self._socket_lb(data).apply(plan.bpf)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the previous state
+            if os.environ.get("MESHCORE_DEBUG"):
+                log.exception("generation %d failed", generation)
+            log.error("generation %d not applied (%s: %s); the previous state keeps enforcing",
+                      generation, type(exc).__name__, exc)
+            self._report(generation, False, f"{type(exc).__name__}: {exc}")
+            return False
+        summary = report.summary() if hasattr(report, "summary") else str(report)
+        log.info("generation %d applied: %d frontends; %s", generation, len(plan.bpf.services), summary)
+        self._report(generation, True, frontends=len(plan.bpf.services), diagnostics=found, summary=summary)
+        return True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._wake.set()
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        """Reconcile now and whenever the objects file changes or SIGHUP arrives, until stopped."""
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        log.info("node agent for %s started (pid %d)", self.state_dir, os.getpid())
+        self.reconcile()
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(POLL_SECONDS)
+                if self._stop.is_set():
+                    break
+                woken = self._wake.is_set()
+                self._wake.clear()
+                if not self.state_dir.exists():
+                    log.info("the lab's state directory is gone; stopping")
+                    break
+                if woken or self._file_key() != self._seen:
+                    self.reconcile()
+        finally:
+            if self._lb is not None:
+                # Closing releases our handles only: the pinned programs keep enforcing.
+                self._lb.close()
+        log.info("node agent stopped")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point of the node agent."""
+    parser = argparse.ArgumentParser(prog="python -m meshcore.lab.agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", required=True, help="the lab's name")
+    parser.add_argument("--state-dir", help="the lab's state directory (default: from the name)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    state_dir = Path(args.state_dir) if args.state_dir else lab_dir(args.lab)
+    return NodeAgent(state_dir).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

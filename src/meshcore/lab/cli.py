@@ -1,0 +1,184 @@
+"""The `lab` command group (`meshcore lab up|exec|status|down`) and `meshcore demo`.
+
+Until it is reached through `meshcore`, run it as ``python -m meshcore.lab.cli ...``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .. import _output as out
+from ._errors import LabError
+from ._ipam import LabRanges
+from ._lab import DEFAULT_LAB, Lab, LabInputError, LabStatus, UpResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_name_option = click.option(
+    "--name", default=None, metavar="NAME",
+    help="The lab's name (default: the only lab that is up).",
+)
+
+
+def _reporting(func: F) -> F:
+    """Turn lab errors into a message and exit status 1 (no traceback)."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LabInputError as exc:
+            out.console(stderr=True).print(out.diagnostics_table(exc.diagnostics))
+            click.echo(f"lab: the input has {len(exc.diagnostics)} error(s); nothing was changed", err=True)
+            sys.exit(1)
+        except LabError as exc:
+            click.echo(f"lab: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("lab: interrupted; what was created is recorded: run `lab up` again or `lab down`",
+                       err=True)
+            sys.exit(130)
+    return wrapper  # type: ignore[return-value]
+
+
+def _ranges(pod_cidrs: tuple[str, ...], service_cidrs: tuple[str, ...]) -> LabRanges | None:
+    if not pod_cidrs and not service_cidrs:
+        return None
+    values = LabRanges().to_data()
+    for cidr in pod_cidrs:
+        values["pod_ipv6" if ":" in cidr else "pod_ipv4"] = cidr
+    for cidr in service_cidrs:
+        values["service_ipv6" if ":" in cidr else "service_ipv4"] = cidr
+    return LabRanges.from_data(values)
+
+
+@click.group("lab", context_settings={"help_option_names": ["-h", "--help"]})
+def lab() -> None:
+    """A local multi-pod lab: Kubernetes YAML run as namespaces, veths, cgroups and processes."""
+
+
+@lab.command("up")
+@_name_option
+@click.option("-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
+              help="A file, a directory (read recursively) or '-' for standard input; repeatable.")
+@click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
+              help="Pod range, IPv4 and/or IPv6 (default 10.244.0.0/16, fd00:10:244::/64).")
+@click.option("--service-cidr", "service_cidrs", multiple=True, metavar="CIDR",
+              help="ClusterIP range, IPv4 and/or IPv6 (default 10.96.0.0/16, fd00:10:96::/112).")
+@click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for pods to serve their ports and for the agent to apply.")
+@_reporting
+def up(name: str | None, files: tuple[str, ...], pod_cidrs: tuple[str, ...], service_cidrs: tuple[str, ...],
+       timeout: float) -> None:
+    """Bring a lab up from Kubernetes YAML, or reconcile a lab that is up to these files."""
+    target = Lab.select(name, default=DEFAULT_LAB)
+    ranges = _ranges(pod_cidrs, service_cidrs)
+    err = out.console(stderr=True)
+    result = target.up(files, ranges=ranges, timeout=timeout, progress=lambda m: err.print(f"[dim]{m}[/]"))
+    _print_up(result)
+
+
+def _print_up(result: UpResult) -> None:
+    con = out.console()
+    err = out.console(stderr=True)
+    if result.diagnostics:
+        err.print(out.diagnostics_table(result.diagnostics))
+    parts = [f"{len(result.created)} created", f"{len(result.restarted)} restarted",
+             f"{len(result.removed)} removed", f"{len(result.kept)} unchanged"]
+    con.print(f"lab [bold]{result.name}[/] is up: pods {', '.join(parts)}")
+    for note in result.notes:
+        con.print(f"[cyan]note:[/] {note}")
+    if result.not_ready:
+        err.print(f"[yellow]not serving all their ports yet:[/] {', '.join(result.not_ready)}")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    if result.agent is not None and result.agent.ok:
+        con.print(f"node agent (pid {result.agent.pid}) applied {result.agent.frontends} service frontend(s)")
+    con.print(f"see `meshcore lab status --name {result.name}`")
+
+
+@lab.command("status")
+@_name_option
+@click.option("-o", "--output", "fmt", type=click.Choice(out.FORMATS), default="table", show_default=True,
+              help="Output format.")
+@_reporting
+def status(name: str | None, fmt: str) -> None:
+    """Show the lab's pods (addresses, phase), services (ClusterIPs, ports) and agent."""
+    current = Lab.select(name).status()
+    if fmt != "table":
+        out.dump(current.to_data(), fmt)
+        return
+    _print_status(current)
+
+
+def _print_status(current: LabStatus) -> None:
+    con = out.console()
+    con.print(f"lab [bold]{current.name}[/]: node {current.node} (netns {current.node_netns}), "
+              f"cgroup {current.cgroup}")
+    con.print(out.table("Pods", ("namespace", "name", "phase", "ready", "addresses", "labels", "owner"), (
+        (p.namespace, p.name, p.phase, "yes" if p.ready else "no", " ".join(p.addresses),
+         ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())), p.owner)
+        for p in current.pods
+    )))
+    con.print(out.table("Services", ("namespace", "name", "cluster IPs", "ports"), (
+        (s.namespace, s.name, " ".join(s.cluster_ips) or "None",
+         ", ".join(f"{p['name'] + ' ' if p.get('name') else ''}{p['port']}/{p['protocol']}"
+                   f"→{p['targetPort']}" for p in s.ports))
+        for s in current.services
+    )))
+    agent = current.agent
+    state = "running" if agent.running else "[red]not running[/]"
+    applied = (f"applied generation {agent.applied_generation} of {agent.wanted_generation}, "
+               f"{agent.frontends} frontend(s)")
+    con.print(f"node agent: {state} (pid {agent.pid}), {applied}"
+              + ("" if agent.ok or not agent.error else f", [red]error:[/] {agent.error}"))
+    con.print(f"agent log: {agent.log}")
+    for note in current.notes:
+        con.print(f"[cyan]note:[/] {note}")
+
+
+@lab.command("exec")
+@_name_option
+@click.option("-n", "--namespace", default="default", show_default=True, help="The pod's namespace.")
+@click.argument("target", metavar="POD|deploy/NAME")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- COMMAND...")
+@_reporting
+def exec_cmd(name: str | None, namespace: str, target: str, command: tuple[str, ...]) -> None:
+    """Run a command inside a pod (its network namespace, hosts file and cgroup).
+
+    Standard input, output and errors are the terminal's; the exit status is the command's.
+    """
+    code = Lab.select(name).exec(target, list(command), namespace=namespace)
+    sys.exit(code)
+
+
+@lab.command("down")
+@_name_option
+@_reporting
+def down(name: str | None) -> None:
+    """Remove everything the lab created: processes, namespaces, cgroups, pins, files."""
+    target = Lab.select(name)
+    if not target.dir.exists():
+        click.echo(f"lab {target.name} is not up")
+        return
+    removed = target.down()
+    click.echo(f"lab {target.name} is down (removed {', '.join(removed)})")
+
+
+@click.command("demo")
+@click.option("--requests", "count", default=20, show_default=True, help="Requests per service and address.")
+@click.option("--name", default="demo", show_default=True, help="Name of the lab the demo runs in.")
+@_reporting
+def demo(count: int, name: str) -> None:
+    """Run the bundled example app in a lab, show which pod answered, and tear it down."""
+    from .demo import run_demo  # noqa: PLC0415 - keeps `meshcore --help` fast
+
+    sys.exit(run_demo(requests=count, name=name))
+
+
+if __name__ == "__main__":
+    lab(prog_name="python -m meshcore.lab.cli")

@@ -1,0 +1,177 @@
+"""Helpers for end-to-end lab tests: unique lab names, manifests, running code in pods, clean-up checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from meshcore.lab import Lab
+from meshcore.lab._host import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
+from meshcore.lab._netns import NETNS_DIR
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def unique_name() -> str:
+    """A lab name no other test run uses: ``t`` and 8 hex digits."""
+    return f"t{secrets.token_hex(4)}"
+
+
+def meshcore_cli(*args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run the `meshcore` command as a user would."""
+    env = {**os.environ, "PYTHONPATH": SRC + (":" + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
+    return subprocess.run([sys.executable, "-m", "meshcore.cli", *args], input=input, capture_output=True,
+                          timeout=timeout, env=env, check=False)
+
+
+def run_python(lab: Lab, pod: str, code: str, *args: str, namespace: str = "default",
+               timeout: float = 60) -> Any:
+    """Run Python ``code`` (standard library only) inside a pod; its stdout parsed as JSON."""
+    result = lab.run(pod, [sys.executable, "-S", "-c", code, *args], namespace=namespace, timeout=timeout)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return json.loads(result.stdout)
+
+
+def leftovers(name: str, pids: list[tuple[int, int]]) -> list[str]:
+    """Everything of lab ``name`` still on the machine (empty when `lab down` was complete)."""
+    from meshcore.lab._procs import alive
+
+    found = []
+    found += [f"netns {n}" for n in os.listdir(NETNS_DIR) if n.startswith(f"mc-{name}.") or n == f"mc-{name}-node"] \
+        if NETNS_DIR.exists() else []
+    found += [f"/etc/netns/{n}" for n in os.listdir(NETNS_ETC) if n.startswith(f"mc-{name}.")] \
+        if NETNS_ETC.exists() else []
+    cgroup = cgroup2_mount() / "meshcore" / name
+    if cgroup.exists():
+        found.append(f"cgroup {cgroup}")
+    pins = bpffs_mount() / "meshcore" / f"lab-{name}"
+    if pins.exists():
+        found.append(f"pins {pins}")
+    if (state_root() / name).exists():
+        found.append(f"state {state_root() / name}")
+    if (state_root() / f".{name}.lock").exists():
+        found.append("lock file")
+    found += [f"process {pid}" for pid, started in pids if alive(pid, started)]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "cgroup").read_text()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "Z":
+                continue  # exited, waiting for init to collect it
+            if f"/meshcore/{name}/" in text or text.rstrip().endswith(f"/meshcore/{name}"):
+                found.append(f"process {entry.name} in the lab's cgroup")
+    return found
+
+
+def recorded_pids(lab: Lab) -> list[tuple[int, int]]:
+    """(pid, start time) of every process the lab recorded, the agent included."""
+    from meshcore.lab._state import LabState
+
+    state = LabState.load(lab.dir)
+    pids = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
+    if state.agent:
+        pids.append((state.agent.pid, state.agent.start_time))
+    return pids
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    """Write a manifest file."""
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+ECHO_APP = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: other
+  labels: {team: other}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      containers:
+      - name: echo
+        image: meshcore/echo
+        args: ["--http", "8080", "--tcp", "9000", "--udp", "9001"]
+        env:
+        - {name: GREETING, value: "hello $(POD_NAME)"}
+        ports:
+        - {name: http, containerPort: 8080}
+        - {name: tcp-echo, containerPort: 9000}
+        - {name: udp-echo, containerPort: 9001, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  ipFamilyPolicy: RequireDualStack
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: tcp-echo, port: 9000}
+  - {name: udp-echo, port: 9001, protocol: UDP}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: basic
+  namespace: other
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: basic}
+  template:
+    metadata:
+      labels: {app: basic}
+    spec:
+      containers:
+      - name: basic
+        image: gcr.io/k8s-staging-gateway-api/echo-basic:v20231214-v1.0.0-140-gf544a46e
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: basic
+  namespace: other
+spec:
+  clusterIP: 10.96.77.77
+  selector: {app: basic}
+  ports:
+  - {name: http, port: 8080, targetPort: 3000}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  labels: {app: client}
+spec:
+  containers:
+  - name: client
+    image: busybox
+    command: ["sleep", "infinity"]
+"""

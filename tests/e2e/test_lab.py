@@ -1,0 +1,375 @@
+"""The lab end to end: real namespaces, veths, cgroups, processes and the eBPF datapath."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshcore.lab import Lab, LabInputError
+from meshcore.lab._host import NETNS_ETC
+from meshcore.lab._netns import NETNS_DIR
+from meshcore.lab._procs import alive
+
+from _lab_support import (
+    ECHO_APP,
+    SRC,
+    leftovers,
+    meshcore_cli,
+    recorded_pids,
+    run_python,
+    unique_name,
+    write,
+)
+
+pytestmark = pytest.mark.root
+
+# Runs in a pod: HTTP GET through a fresh connection to each target; answers as JSON.
+HTTP_GET = r"""
+import http.client, json, sys
+out = []
+for host, port, path, headers in json.loads(sys.argv[1]):
+    c = http.client.HTTPConnection(host, port, timeout=3)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    out.append({"status": r.status, "headers": dict(r.getheaders()), "body": json.loads(r.read() or b"null")})
+    c.close()
+print(json.dumps(out))
+"""
+
+# Runs in a pod: one `whoami` per target over TCP or UDP; the pod that answered and the
+# address the answer came from (for UDP: the VIP, after reverse translation).
+WHOAMI = r"""
+import json, socket, sys
+out = []
+for host, port, proto in json.loads(sys.argv[1]):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM if proto == "UDP" else socket.SOCK_STREAM)
+    s.settimeout(3)
+    if proto == "UDP":
+        s.sendto(b"whoami", (host, port))
+        data, peer = s.recvfrom(4096)
+    else:
+        s.connect((host, port))
+        s.sendall(b"whoami\n")
+        data, peer = s.recv(4096), s.getpeername()
+    s.close()
+    out.append({"pod": json.loads(data)["pod"], "peer": peer[0]})
+print(json.dumps(out))
+"""
+
+# Runs in a pod or the node: connect to each address; how it failed and how fast.
+CONNECT = r"""
+import json, socket, sys, time
+out = []
+for host, port in json.loads(sys.argv[1]):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.settimeout(5)
+    t = time.monotonic()
+    try:
+        s.connect((host, port))
+        result = "connected"
+    except OSError as e:
+        result = e.__class__.__name__ + ":" + str(e.errno)
+    out.append({"host": host, "result": result, "seconds": time.monotonic() - t})
+    s.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def echo_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("echo-lab")
+    lab = Lab(unique_name())
+    try:
+        result = lab.up([write(tmp, "app.yaml", ECHO_APP)], timeout=30)
+        assert not result.not_ready, result
+        assert result.agent is not None and result.agent.ok, result.agent
+        yield lab
+    finally:
+        pids = recorded_pids(lab) if lab.is_up else []
+        lab.down()
+        assert leftovers(lab.name, pids) == []
+
+
+def _pods(lab: Lab, namespace: str = "default", owner: str = "") -> list[Any]:
+    return [p for p in lab.status().pods if p.namespace == namespace and (not owner or p.owner == owner)]
+
+
+def _service(lab: Lab, name: str, namespace: str = "default") -> Any:
+    return next(s for s in lab.status().services if s.name == name and s.namespace == namespace)
+
+
+def test_pods_reach_each_other_by_ipv4_and_ipv6(echo_lab: Lab) -> None:
+    echo = _pods(echo_lab, owner="Deployment/echo")
+    assert len(echo) == 2
+    targets = [[a, 8080, "/", {}] for p in echo for a in p.addresses]
+    answers = run_python(echo_lab, "client", HTTP_GET, json.dumps(targets))
+    expected = [p.name for p in echo for _ in p.addresses]
+    assert [a["body"]["pod"] for a in answers] == expected
+    families = {ipaddress.ip_address(t[0]).version for t in targets}
+    assert families == {4, 6}
+
+
+def test_addresses_and_cluster_ips_come_from_the_lab_ranges(echo_lab: Lab) -> None:
+    for pod in echo_lab.status().pods:
+        v4, v6 = pod.addresses
+        assert ipaddress.ip_address(v4) in ipaddress.ip_network("10.244.0.0/16")
+        assert ipaddress.ip_address(v6) in ipaddress.ip_network("fd00:10:244::/64")
+    echo = _service(echo_lab, "echo")
+    assert [ipaddress.ip_address(a).version for a in echo.cluster_ips] == [4, 6]
+    assert ipaddress.ip_address(echo.cluster_ips[0]) in ipaddress.ip_network("10.96.0.0/16")
+    assert ipaddress.ip_address(echo.cluster_ips[1]) in ipaddress.ip_network("fd00:10:96::/112")
+    assert _service(echo_lab, "basic", "other").cluster_ips == ("10.96.77.77",)  # given: kept
+
+
+def test_echo_server_reports_request_and_honours_failure_requests(echo_lab: Lab) -> None:
+    pod = _pods(echo_lab, owner="Deployment/echo")[0]
+    ip = pod.addresses[0]
+    targets = [
+        [ip, 8080, "/some/path?x=1", {"X-Custom": "yes", "Host": "example.test"}],
+        [ip, 8080, "/fail?echo_status=503", {}],
+        [ip, 8080, "/", {"x-echo-status": "418", "x-echo-set-header": "X-Extra: 1, X-Other: two"}],
+        [ip, 8080, "/slow", {"x-echo-delay-ms": "300"}],
+    ]
+    started = time.monotonic()
+    ok, by_query, by_header, slow = run_python(echo_lab, "client", HTTP_GET, json.dumps(targets))
+    assert time.monotonic() - started >= 0.3
+    body = ok["body"]
+    assert ok["status"] == 200
+    assert body["pod"] == pod.name and body["namespace"] == "default"
+    assert body["method"] == "GET" and body["path"] == "/some/path?x=1" and body["host"] == "example.test"
+    assert body["headers"]["X-Custom"] == ["yes"]
+    assert by_query["status"] == 503 and by_query["body"]["pod"] == pod.name
+    assert by_header["status"] == 418
+    assert by_header["headers"]["X-Extra"] == "1" and by_header["headers"]["X-Other"] == "two"
+    assert slow["status"] == 200
+
+
+def test_conformance_echo_image_runs_the_echo_server_on_its_port(echo_lab: Lab) -> None:
+    basic = _pods(echo_lab, "other")[0]
+    [answer] = run_python(echo_lab, "client", HTTP_GET, json.dumps([[basic.addresses[0], 3000, "/", {}]]))
+    # NAMESPACE comes from a fieldRef in the manifest, as the conformance manifests do it.
+    assert answer["body"]["pod"] == basic.name and answer["body"]["namespace"] == "other"
+
+
+def test_hosts_file_resolves_services_and_the_pod_itself(echo_lab: Lab) -> None:
+    code = r"""
+import json, socket, sys
+out = {}
+for name in json.loads(sys.argv[1]):
+    try:
+        out[name] = sorted({i[4][0] for i in socket.getaddrinfo(name, 80, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror:
+        out[name] = None
+print(json.dumps(out))
+"""
+    names = ["echo", "echo.default", "echo.default.svc.cluster.local", "basic.other",
+             "basic.other.svc.cluster.local", "basic", "client"]
+    found = run_python(echo_lab, "client", code, json.dumps(names))
+    echo = sorted(_service(echo_lab, "echo").cluster_ips)
+    assert found["echo"] == found["echo.default"] == found["echo.default.svc.cluster.local"] == echo
+    assert found["basic.other"] == found["basic.other.svc.cluster.local"] == ["10.96.77.77"]
+    assert found["basic"] is None  # the short name works only inside the service's namespace
+    client = next(p for p in echo_lab.status().pods if p.name == "client")
+    assert found["client"] == sorted(client.addresses)
+
+
+def test_environment_of_containers(echo_lab: Lab) -> None:
+    pod = _pods(echo_lab, owner="Deployment/echo")[0]
+    pid = pod.containers[0].pid
+    env = dict(line.split("=", 1) for line in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in line)
+    assert env["POD_NAME"] == pod.name and env["POD_NAMESPACE"] == "default"
+    assert env["POD_IP"] == pod.addresses[0]
+    assert env["GREETING"] == f"hello {pod.name}"  # $(VAR) expansion
+    assert env["ECHO_SERVICE_HOST"] == _service(echo_lab, "echo").cluster_ips[0]
+
+
+def test_exec_passes_stdin_and_exit_code(echo_lab: Lab) -> None:
+    result = meshcore_cli("lab", "exec", "--name", echo_lab.name, "client", "--",
+                          "sh", "-c", 'read x; echo "got $x from $POD_NAME"; exit 7', input=b"42\n")
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == b"got 42 from client\n"
+    result = meshcore_cli("lab", "exec", "--name", echo_lab.name, "deploy/echo", "--", "sh", "-c", "echo $POD_NAME")
+    first = min(_pods(echo_lab, owner="Deployment/echo"), key=lambda p: p.name)
+    assert result.returncode == 0 and result.stdout.decode().strip() == first.name
+    result = meshcore_cli("lab", "exec", "--name", echo_lab.name, "-n", "other", "deploy/basic", "--",
+                          "cat", "/proc/self/cgroup")
+    basic = _pods(echo_lab, "other")[0]
+    assert result.stdout.decode().strip().endswith(f"/meshcore/{echo_lab.name}/other/{basic.name}")
+    missing = meshcore_cli("lab", "exec", "--name", echo_lab.name, "nosuchpod", "--", "true")
+    assert missing.returncode == 1 and b"no pod default/nosuchpod" in missing.stderr
+
+
+def test_status_output(echo_lab: Lab) -> None:
+    result = meshcore_cli("lab", "status", "--name", echo_lab.name, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    pods = {(p["namespace"], p["name"]): p for p in data["pods"]}
+    assert len(pods) == 4
+    client = pods[("default", "client")]
+    assert client["labels"] == {"app": "client"} and client["phase"] == "Running" and len(client["addresses"]) == 2
+    services = {(s["namespace"], s["name"]): s for s in data["services"]}
+    assert services[("other", "basic")]["clusterIPs"] == ["10.96.77.77"]
+    assert {p["name"] for p in services[("default", "echo")]["ports"]} == {"http", "tcp-echo", "udp-echo"}
+    assert data["agent"]["running"] and data["agent"]["ok"]
+    table = meshcore_cli("lab", "status", "--name", echo_lab.name)
+    assert table.returncode == 0 and b"client" in table.stdout and b"10.96.77.77" in table.stdout
+
+
+def test_nothing_leaves_the_lab(echo_lab: Lab) -> None:
+    targets = [["8.8.8.8", 53], ["2001:4860:4860::8888", 53], ["10.96.200.200", 80], ["fd00:10:96::ffff", 80],
+               ["192.168.1.1", 22]]
+    for result in run_python(echo_lab, "client", CONNECT, json.dumps(targets)):
+        assert result["result"] == "OSError:101", result  # ENETUNREACH, at once
+        assert result["seconds"] < 0.5, result
+    state = json.loads((echo_lab.dir / "state.json").read_text())
+    node = state["node_netns"]
+    ran = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-S", "-c", CONNECT, json.dumps(targets[:2])],
+                         capture_output=True, timeout=30, check=True)
+    for result in json.loads(ran.stdout):
+        assert result["result"] == "OSError:101" and result["seconds"] < 0.5, result
+    links = subprocess.run(["ip", "-n", node, "-j", "link"], capture_output=True, check=True).stdout
+    names = {link["ifname"] for link in json.loads(links)}
+    assert names == {"lo"} | {f"mc{i}" for i in (p["index"] for p in state["pods"].values())}
+    for family in ("-4", "-6"):
+        routes = json.loads(subprocess.run(["ip", "-n", node, family, "-j", "route"], capture_output=True,
+                                           check=True).stdout)
+        assert not [r for r in routes if r["dst"] == "default"], routes
+
+
+def test_service_vips_balance_tcp_and_udp_over_ipv4_and_ipv6(echo_lab: Lab) -> None:
+    v4, v6 = _service(echo_lab, "echo").cluster_ips
+    names = {p.name for p in _pods(echo_lab, owner="Deployment/echo")}
+    targets = [[vip, port, proto] for vip in (v4, v6) for port, proto in ((9000, "TCP"), (9001, "UDP"))
+               for _ in range(12)]
+    answers = run_python(echo_lab, "client", WHOAMI, json.dumps(targets))
+    for (vip, _port, proto), answer in zip(targets, answers, strict=True):
+        assert answer["pod"] in names
+        # getpeername() and the UDP reply's source show the VIP, not the backend.
+        assert answer["peer"] == vip, (proto, answer)
+    for vip in (v4, v6):
+        for proto in ("TCP", "UDP"):
+            pods = {a["pod"] for t, a in zip(targets, answers, strict=True) if t[0] == vip and t[2] == proto}
+            assert pods == names, (vip, proto, pods)  # 12 tries reach both pods
+    http = run_python(echo_lab, "client", HTTP_GET, json.dumps([["echo", 80, "/", {}], [v6, 80, "/", {}],
+                                                                 ["basic.other", 8080, "/", {}]]))
+    assert [a["status"] for a in http] == [200, 200, 200]
+    assert http[2]["body"]["namespace"] == "other"
+
+
+def test_invalid_input_changes_nothing(echo_lab: Lab, tmp_path: Path) -> None:
+    before = recorded_pids(echo_lab)
+    bad = write(tmp_path, "bad.yaml", ECHO_APP + "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
+                "spec: {ports: [{port: 99999}]}\n")
+    with pytest.raises(LabInputError) as error:
+        echo_lab.up([bad])
+    assert any("99999" in d.message for d in error.value.diagnostics)
+    assert recorded_pids(echo_lab) == before
+
+
+RECONCILE_A = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: alpha}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: alpha}}
+  template:
+    metadata: {labels: {app: alpha}}
+    spec:
+      containers:
+      - {name: web, image: meshcore/echo, args: ["--http", "8080"], ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alpha}
+spec:
+  selector: {app: alpha}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, labels: {app: client}}
+spec:
+  containers:
+  - {name: main, image: python, command: ["python3", "-m", "http.server", "8000"], ports: [{containerPort: 8000}]}
+"""
+
+RECONCILE_B = RECONCILE_A.replace("alpha", "beta").replace("replicas: 2", "replicas: 1")
+
+
+def test_reconcile_adds_removes_and_keeps_and_down_leaves_nothing(lab_factory: Any, tmp_path: Path) -> None:
+    lab: Lab = lab_factory()
+    first = lab.up([write(tmp_path, "a.yaml", RECONCILE_A)])
+    assert len(first.created) == 3 and not first.not_ready
+    client_pid = next(p for p in lab.status().pods if p.name == "client").containers[0].pid
+    alpha_netns = [p.netns for p in _pods(lab, owner="Deployment/alpha")]
+    alpha_pids = [p for p in recorded_pids(lab) if p[0] != client_pid]
+
+    again = lab.up([tmp_path / "a.yaml"])
+    assert again.created == () and again.removed == () and len(again.kept) == 3
+
+    second = lab.up([write(tmp_path, "b.yaml", RECONCILE_B)])
+    assert len(second.created) == 1 and len(second.removed) == 2
+    status = lab.status()
+    assert {p.owner for p in status.pods} == {"Deployment/beta", ""}
+    client = next(p for p in status.pods if p.name == "client")
+    assert client.containers[0].pid == client_pid and client.phase == "Running"  # unchanged pod kept running
+    assert not any((NETNS_DIR / n).exists() for n in alpha_netns)
+    assert not any(alive(pid, started) for pid, started in alpha_pids if pid != lab.status().agent.pid)
+    assert [s.name for s in status.services] == ["beta"]
+    # python3 -m http.server, started as the container's command, serves; beta answers via its VIP.
+    answers = run_python(lab, "client", HTTP_GET, json.dumps([["beta", 80, "/", {}]]))
+    assert answers[0]["body"]["pod"] == _pods(lab, owner="Deployment/beta")[0].name
+    gone = run_python(lab, "client", CONNECT, json.dumps([["alpha", 80]]))
+    assert gone[0]["result"] == "gaierror:-2", gone  # the removed service's name is gone from hosts files
+
+    pids = recorded_pids(lab)
+    state = json.loads((lab.dir / "state.json").read_text())
+    removed = lab.down()
+    assert removed
+    assert leftovers(lab.name, pids) == []
+    assert not any((NETNS_ETC / r["netns"]).exists() for r in state["pods"].values())
+    assert lab.down() == []  # idempotent
+
+
+def test_down_after_a_crashed_up_removes_everything(lab_factory: Any, tmp_path: Path) -> None:
+    lab: Lab = lab_factory()
+    manifest = write(tmp_path, "a.yaml", RECONCILE_A.replace("replicas: 2", "replicas: 4"))
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+    proc = subprocess.Popen([sys.executable, "-m", "meshcore.cli", "lab", "up", "--name", lab.name, "-f",
+                             str(manifest)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = lab.dir / "state.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads(state_file.read_text()).get("pods", {})) >= 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert lab.is_up
+    pids = recorded_pids(lab)
+    result = meshcore_cli("lab", "down", "--name", lab.name)
+    assert result.returncode == 0, result.stderr
+    assert leftovers(lab.name, pids) == []
+
+
+def test_demo_runs_and_cleans_up() -> None:
+    name = unique_name()
+    result = meshcore_cli("demo", "--name", name, "--requests", "6", timeout=180)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output + result.stderr.decode()
+    assert "Which pod answered" in output and "web-" in output and "api-" in output
+    assert leftovers(name, []) == []
