@@ -1,155 +1,540 @@
-"""Socket-level load balancing: connection rate through a VIP, and endpoint-change latency.
+"""Socket-level load balancing vs kube-proxy's iptables rules: connection rates and update latency.
 
-(a) New TCP connections per second from a client in the LB's cgroup, to a service VIP vs
-    directly to the backend's IP, in alternating paired runs; the ratio is the median of
-    the pairs. The client opens and closes connections itself, closing with RST so
-    TIME_WAIT never caps the rate. A third line shows the direct rate from a process with
-    no programs attached at all (the cost of the hooks on traffic that is not a service).
-(c) Latency of one endpoint change reaching the kernel maps with N services installed,
-    p50 and p99: through ``apply_diff`` (the agent's fast path) and through a full
-    ``apply`` of the whole plan.
+(a) New TCP connections per second from a client in the socket LB's cgroup, to a service
+    VIP vs directly to a backend IP, on a node with no iptables rules. A third line is the
+    direct rate from a cgroup with no programs attached (the hooks' cost on traffic that is
+    not a service).
+(b) New TCP connections per second to a service VIP with 1, 1,000 and 10,000 services
+    installed: through the socket LB vs through iptables DNAT rules written the way
+    kube-proxy (iptables mode) writes them — KUBE-SERVICES jumping per service to a
+    KUBE-SVC-* chain that picks a KUBE-SEP-* chain with ``-m statistic --mode random``, which
+    DNATs; KUBE-MARK-MASQ, KUBE-POSTROUTING and the filter-table jumps included. One more
+    line shows the tax those rules put on a connection that is not to a service at all.
+(c) Latency of one endpoint change reaching the kernel maps with 10,000 services
+    installed, p50 and p99: ``apply_diff`` (the fast path), ``diff_bpf`` + ``apply_diff``,
+    and a full ``apply`` of the whole plan.
 
-Needs root; everything runs in namespaces and a cgroup of its own (prefix ``mcbench-``)
-that are removed at the end.
+Every configuration exists at once — one socket-LB node per size (a cgroup with its own
+pinned programs and maps, all in one network namespace without iptables rules) and one
+kube-proxy node per size (a network namespace of its own holding that many services'
+rules, loaded with one ``iptables-restore``) — so the measurements interleave: each round
+runs every configuration once, the order reversed every other round (ABBA), and every
+ratio is the median of per-round ratios, which cancels slow drift on a shared machine.
+The client is a small C program compiled here with the system ``cc``: it opens and
+closes connections itself, closing with RST (SO_LINGER 0) so TIME_WAIT never caps the
+rate; the server is the same program's accept-and-close loop.
 
-    sudo .venv/bin/python bench/socket_lb.py [--seconds 2] [--pairs 5] [--services 10000]
+Needs root. Everything lives in namespaces, cgroups and bpffs pins named
+``mcbench-<pid>-*``; they are removed at the end, on Ctrl-C or SIGTERM, and a later run
+removes what a run killed outright (SIGKILL) left behind. No rule touches the host's
+own network namespace.
+
+    sudo .venv/bin/python bench/socket_lb.py --quick     # under 2 minutes
+    sudo .venv/bin/python bench/socket_lb.py             # full, under 10 minutes
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import ipaddress
 import os
-import secrets
+import platform
+import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
+import attrs
 from pyroute2 import NetNS, netns
 
 from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
 from meshcore.datapath import SocketLB, cgroup2_mount
 from meshcore.model import ServiceRef
 
-VIP, BACKEND, PORT = "10.96.0.10", "10.78.0.2", 8080
+PREFIX = "mcbench"
+VIP, PORT = "10.96.0.10", 8080
+BACKENDS = ("10.78.1.2", "10.78.1.3")  # on the server namespace's loopback
+BACKEND_NET = "10.78.1.0/24"
+CLUSTER_CIDR = "10.78.0.0/16"  # the pod range: clients and backends are pods, so no SNAT
+SERVICE = ServiceRef("bench", "echo")
+MAX_ERROR_SHARE = 0.001  # failed connects tolerated in one run before it counts as invalid
 
-SERVER = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(4096)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.close()
+C_SOURCE = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Usage: conn NETNS_PATH PARENT_PID server PORT
+ *        conn NETNS_PATH PARENT_PID client HOST PORT SECONDS
+ * The client prints: rate connected failed first_errno. */
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int serve(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1, s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 65535)) {
+		perror("server");
+		return 1;
+	}
+	printf("ready\n");
+	fflush(stdout);
+	for (;;) {
+		int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
+		if (c >= 0)
+			close(c);
+	}
+}
+
+static int client(const char *host, int port, double seconds)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct linger rst = { .l_onoff = 1, .l_linger = 0 };
+	unsigned long long ok = 0, failed = 0, i = 0;
+	int first_errno = 0;
+	double start, end, t;
+
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+		fprintf(stderr, "bad address %s\n", host);
+		return 2;
+	}
+	start = now();
+	end = start + seconds;
+	for (t = start; t < end; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			perror("socket");
+			return 1;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			ok++;
+		} else {
+			failed++;
+			if (!first_errno)
+				first_errno = errno;
+		}
+		close(fd);
+		if ((i & 31) == 31)
+			t = now();
+	}
+	t = now();
+	printf("%.1f %llu %llu %d\n", ok / (t - start), ok, failed, first_errno);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int fd;
+
+	if (argc < 5)
+		return 2;
+	/* Die with the bench, even if it is killed outright. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != atoi(argv[2]))
+		return 3;
+	fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWNET)) {
+		perror(argv[1]);
+		return 1;
+	}
+	close(fd);
+	if (!strcmp(argv[3], "server") && argc == 5)
+		return serve(atoi(argv[4]));
+	if (!strcmp(argv[3], "client") && argc == 7)
+		return client(argv[4], atoi(argv[5]), atof(argv[6]));
+	return 2;
+}
 """
 
-CLIENT = """
-import socket, struct, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-linger = struct.pack("ii", 1, 0)
-n, errors = 0, 0
-end = time.perf_counter() + seconds
-start = time.perf_counter()
-while time.perf_counter() < end:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+
+# --- naming, stale leftovers, signals -------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
     try:
-        s.connect((host, port))
-        n += 1
-    except OSError:
-        errors += 1
-    s.close()
-print(n / (time.perf_counter() - start), errors)
-"""
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(name: str) -> int | None:
+    m = re.match(rf"^{PREFIX}-(\d+)-", name)
+    return int(m.group(1)) if m else None
+
+
+def sweep_stale() -> list[str]:
+    """Remove what runs of this bench that no longer exist left behind; names what went."""
+    gone: list[str] = []
+    pin_base = Path("/sys/fs/bpf")
+    for root in sorted(pin_base.glob(f"{PREFIX}-*")):
+        pid = _owner(root.name + "-")
+        if pid is None or _alive(pid):
+            continue
+        for node in sorted(p for p in root.iterdir() if p.is_dir()):
+            with contextlib.suppress(Exception):
+                SocketLB(node.name, "/", root).destroy()
+        with contextlib.suppress(OSError):
+            root.rmdir()
+        gone.append(str(root))
+    for name in sorted(netns.listnetns()):
+        pid = _owner(name)
+        if pid is not None and not _alive(pid):
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+                gone.append(f"netns {name}")
+    cg_root = cgroup2_mount()
+    for group in sorted(cg_root.glob(f"{PREFIX}-*")):
+        pid = _owner(group.name)
+        if pid is not None and not _alive(pid):
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                gone.append(str(group))
+    return gone
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP arrived: unwind and clean up like Ctrl-C does."""
 
 
 @contextlib.contextmanager
-def topology(tag: str) -> Iterator[tuple[str, str]]:
-    """A client and a server namespace joined by a veth; removed on exit."""
-    client, server = f"mcbench-{tag}-c", f"mcbench-{tag}-s"
-    made = []
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception so every cleanup runs."""
+    def raise_(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+    old = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        for name in (client, server):
-            netns.create(name)
-            made.append(name)
-        with NetNS(client) as ns:
-            ns.link("add", ifname="c0", kind="veth", peer={"ifname": "s0", "net_ns_fd": server})
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Let cleanup finish even if the user presses Ctrl-C again."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --- the pieces of the testbed --------------------------------------------------------------
+
+
+@attrs.frozen
+class Node:
+    """A client side: a network namespace and the cgroup its client runs in."""
+
+    label: str
+    netns: str
+    cgroup: Path
+
+
+@attrs.frozen
+class Config:
+    """One thing measured: a client on ``node`` connecting to ``host``."""
+
+    key: str
+    node: Node
+    host: str
+
+
+def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """A server namespace holding the backends, and one client namespace per name, each on
+    its own veth to the server with a route to the backends; removed when ``stack`` closes."""
+    server = f"{prefix}-srv"
+    netns.create(server)
+    stack.callback(netns.remove, server)
+    with NetNS(server) as ns:
+        lo = ns.link_lookup(ifname="lo")[0]
+        ns.link("set", index=lo, state="up")
+        for b in BACKENDS:
+            ns.addr("add", index=lo, address=b, prefixlen=32)
+    out: dict[str, str] = {}
+    for i, name in enumerate(clients):
+        full = f"{prefix}-{name}"
+        netns.create(full)
+        stack.callback(netns.remove, full)
+        net = ipaddress.IPv4Network(f"10.78.0.{4 * i}/30")
+        c_addr, s_addr = str(net[1]), str(net[2])
+        with NetNS(full) as ns:
+            ns.link("add", ifname="c0", kind="veth", peer={"ifname": f"s{i}", "net_ns_fd": server})
             idx = ns.link_lookup(ifname="c0")[0]
-            ns.addr("add", index=idx, address="10.78.0.1", prefixlen=24)
+            ns.addr("add", index=idx, address=c_addr, prefixlen=30)
             ns.link("set", index=idx, state="up")
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+            ns.route("add", dst=BACKEND_NET, gateway=s_addr)
         with NetNS(server) as ns:
-            idx = ns.link_lookup(ifname="s0")[0]
-            ns.addr("add", index=idx, address=BACKEND, prefixlen=24)
+            idx = ns.link_lookup(ifname=f"s{i}")[0]
+            ns.addr("add", index=idx, address=s_addr, prefixlen=30)
             ns.link("set", index=idx, state="up")
-        yield client, server
-    finally:
-        for name in made:
-            netns.remove(name)
+        out[name] = full
+    return server, out
 
 
-@contextlib.contextmanager
-def cgroup(tag: str) -> Iterator[Path]:
-    """A cgroup of our own; our clients have exited before it is removed."""
-    path = cgroup2_mount() / f"mcbench-{tag}"
+def make_cgroup(stack: contextlib.ExitStack, name: str) -> Path:
+    """A cgroup v2 directory of our own, removed (once its clients are gone) when ``stack`` closes."""
+    path = cgroup2_mount() / name
     path.mkdir()
-    try:
-        yield path
-    finally:
+
+    def remove() -> None:
+        for _ in range(50):  # a killed client may take a moment to leave
+            try:
+                path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
         path.rmdir()
+    stack.callback(remove)
+    return path
 
 
-def rate(client_ns: str, group: Path | None, host: str, seconds: float) -> float:
-    """Connections per second one client achieved."""
-    def join() -> None:
-        if group is not None:
-            (group / "cgroup.procs").write_text(str(os.getpid()))
-    out = subprocess.run(
-        ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, host, str(PORT), str(seconds)],
-        capture_output=True, text=True, check=True, preexec_fn=join,
-    ).stdout.split()
-    if int(out[1]):
-        raise SystemExit(f"{out[1]} connections to {host} failed: the measurement is not valid")
-    return float(out[0])
+def compile_tool(directory: Path) -> Path:
+    """Build the C client/server with the system compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise SystemExit("no C compiler (cc, gcc or clang) found: install gcc or clang")
+    src, exe = directory / "conn.c", directory / "conn"
+    src.write_text(C_SOURCE)
+    done = subprocess.run([cc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"compiling the bench client failed:\n{done.stderr}")
+    return exe
 
 
-def bench_rate(client_ns: str, group: Path, seconds: float, pairs: int) -> None:
-    """(a): VIP vs direct, paired and alternating."""
-    vip: list[float] = []
-    direct: list[float] = []
-    bare: list[float] = []
-    ratios: list[float] = []
-    rate(client_ns, group, VIP, 0.5)  # warm up caches and the accept loop
-    for i in range(pairs):
-        order = [(VIP, vip), (BACKEND, direct)] if i % 2 == 0 else [(BACKEND, direct), (VIP, vip)]
-        for host, sink in order:
-            sink.append(rate(client_ns, group, host, seconds))
-        ratios.append(vip[-1] / direct[-1])
-        bare.append(rate(client_ns, None, BACKEND, seconds))
-    print(f"(a) new TCP connections/s, {pairs} paired runs of {seconds:g}s (median):")
-    print(f"    to the service VIP                 {statistics.median(vip):10.0f}")
-    print(f"    directly to the backend IP         {statistics.median(direct):10.0f}")
-    print(f"    direct, no programs attached       {statistics.median(bare):10.0f}")
-    print(f"    VIP/direct ratio (median of pairs) {statistics.median(ratios):10.3f}   target >= 0.97")
-    print(f"    pairs: {' '.join(f'{r:.3f}' for r in ratios)}")
+def start_server(stack: contextlib.ExitStack, tool: Path, server_ns: str) -> None:
+    """The accept-and-close loop on every backend address; killed by pid when ``stack`` closes."""
+    proc = subprocess.Popen(
+        [str(tool), f"/run/netns/{server_ns}", str(os.getpid()), "server", str(PORT)],
+        stdout=subprocess.PIPE, text=True,
+    )
+
+    def stop() -> None:
+        proc.kill()
+        proc.wait()
+    stack.callback(stop)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit(f"the bench server did not start (exit code {proc.wait()})")
 
 
-def services(n: int) -> list[BpfService]:
-    """N services with two backends each (not reachable: only the maps matter here)."""
-    base_vip, base_be = ipaddress.IPv4Address("10.100.0.0"), ipaddress.IPv4Address("10.200.0.0")
-    return [
-        BpfService(
-            str(base_vip + i), 80, "TCP", ServiceRef("bench", f"s{i}"),
-            backends=[BpfBackend(str(base_be + 4 * i + j), PORT) for j in range(2)],
-        )
-        for i in range(n)
+def fillers(n: int) -> list[tuple[str, str, list[str]]]:
+    """``n`` other services (name, VIP, two backend addresses), unreachable: only their rules count."""
+    vip0, be0 = ipaddress.IPv4Address("10.100.0.0"), ipaddress.IPv4Address("10.200.0.0")
+    return [(f"s{i}", str(vip0 + i), [str(be0 + 4 * i + j) for j in range(2)]) for i in range(n)]
+
+
+def lb_plan(n: int) -> BpfPlan:
+    """The measured service plus ``n - 1`` others, two backends each."""
+    svcs = [BpfService(VIP, PORT, "TCP", SERVICE, backends=[BpfBackend(b, PORT) for b in BACKENDS])]
+    svcs += [
+        BpfService(vip, PORT, "TCP", ServiceRef("bench", name), backends=[BpfBackend(b, PORT) for b in bes])
+        for name, vip, bes in fillers(n - 1)
     ]
+    return BpfPlan(services=svcs)
+
+
+# --- kube-proxy's rules ---------------------------------------------------------------------
+
+
+def _chain(kind: str, text: str) -> str:
+    # kube-proxy names chains by a hash of what they stand for; any stable hash will do.
+    digest = hashlib.sha256(text.encode()).digest()
+    return f"KUBE-{kind}-{base64.b32encode(digest).decode()[:16]}"
+
+
+def kube_proxy_rules(n: int) -> str:
+    """An ``iptables-restore`` input with ``n`` ClusterIP services as kube-proxy (iptables
+    mode) writes them; the measured service sits in the middle of KUBE-SERVICES, where a
+    service lands on average (kube-proxy writes them in map order)."""
+    services = [(f"s{i}", vip, bes) for i, (_, vip, bes) in enumerate(fillers(n - 1))]
+    services.insert(len(services) // 2, ("echo", VIP, list(BACKENDS)))
+    nat_chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
+    jumps: list[str] = []
+    bodies: list[str] = []
+    for name, vip, bes in services:
+        port_name = f"bench/{name}:http"
+        svc = _chain("SVC", f"{port_name}tcp")
+        nat_chains.append(svc)
+        dst = f"-d {vip}/32 -p tcp -m comment --comment \"{port_name} cluster IP\" -m tcp --dport {PORT}"
+        jumps.append(f"-A KUBE-SERVICES {dst} -j {svc}")
+        bodies.append(f"-A {svc} ! -s {CLUSTER_CIDR} {dst} -j KUBE-MARK-MASQ")
+        for k, be in enumerate(bes):
+            sep = _chain("SEP", f"{port_name}tcp{be}:{PORT}")
+            nat_chains.append(sep)
+            left = len(bes) - k
+            pick = f"-m statistic --mode random --probability {1 / left:.11f} " if left > 1 else ""
+            bodies.append(f"-A {svc} -m comment --comment \"{port_name} -> {be}:{PORT}\" {pick}-j {sep}")
+            bodies.append(f"-A {sep} -s {be}/32 -m comment --comment \"{port_name}\" -j KUBE-MARK-MASQ")
+            bodies.append(
+                f"-A {sep} -p tcp -m comment --comment \"{port_name}\" -m tcp -j DNAT --to-destination {be}:{PORT}"
+            )
+    new = "-m conntrack --ctstate NEW"
+    fw = "-m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL"
+    ext = "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"
+    portals = "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+    lines = [
+        "*filter",
+        ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+        *(f":{c} - [0:0]" for c in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD",
+                                   "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")),
+        f"-A INPUT {new} {fw}",
+        "-A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS",
+        f"-A INPUT {new} {ext}",
+        f"-A FORWARD {new} {fw}",
+        "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
+        f"-A FORWARD {new} {portals}",
+        f"-A FORWARD {new} {ext}",
+        f"-A OUTPUT {new} {fw}",
+        f"-A OUTPUT {new} {portals}",
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT",
+        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" "
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "COMMIT",
+        "*nat",
+        ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]",
+        *(f":{c} - [0:0]" for c in nat_chains),
+        f"-A PREROUTING {portals}",
+        f"-A OUTPUT {portals}",
+        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" "
+        "-j MASQUERADE --random-fully",
+        "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000",
+        *jumps,
+        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last "
+        "rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS",
+        *bodies,
+        "COMMIT",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def iptables_tools(flavour: str) -> tuple[str, str]:
+    """The restore and save commands for ``flavour`` (system, nft or legacy), and a version line."""
+    restore = {"system": "iptables-restore", "nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}[flavour]
+    path = shutil.which(restore)
+    if path is None:
+        raise SystemExit(f"{restore} not found: install the Debian package iptables")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+    return path, version or restore
+
+
+def load_rules(restore: str, ns: str, n: int) -> tuple[float, int]:
+    """Load ``n`` services' rules into namespace ``ns`` with one restore: (seconds, rule count)."""
+    text = kube_proxy_rules(n)
+    t0 = time.perf_counter()
+    done = subprocess.run(["ip", "netns", "exec", ns, restore], input=text, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{restore} failed in namespace {ns}:\n{done.stderr.strip()[:2000]}")
+    return took, sum(1 for line in text.splitlines() if line.startswith("-A "))
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs the C client for one configuration and returns its connection rate."""
+
+    def __init__(self, tool: Path, seconds: float) -> None:
+        self.tool, self.seconds = tool, seconds
+
+    def rate(self, cfg: Config, seconds: float | None = None) -> float:
+        """Connections per second; a run with failed connects beyond a trace is an error."""
+        group = cfg.node.cgroup
+
+        def join() -> None:
+            (group / "cgroup.procs").write_text("0")
+        done = subprocess.run(
+            [str(self.tool), f"/run/netns/{cfg.node.netns}", str(os.getpid()), "client",
+             cfg.host, str(PORT), str(seconds or self.seconds)],
+            capture_output=True, text=True, preexec_fn=join, timeout=(seconds or self.seconds) + 30,
+        )
+        if done.returncode:
+            raise SystemExit(f"the bench client failed for {cfg.key} (exit {done.returncode}): {done.stderr.strip()}")
+        rate, ok, failed, err = done.stdout.split()
+        if int(failed) > MAX_ERROR_SHARE * (int(ok) + int(failed)):
+            raise SystemExit(
+                f"{cfg.key}: {failed} of {int(ok) + int(failed)} connections to {cfg.host} failed "
+                f"({os.strerror(int(err))}): the measurement is not valid"
+            )
+        return float(rate)
+
+
+def rounds(runner: Runner, configs: Sequence[Config], n: int, progress: Callable[[str], None]) -> dict[str, list[float]]:
+    """``n`` rounds, each running every configuration once; odd rounds in reverse order."""
+    out: dict[str, list[float]] = {c.key: [] for c in configs}
+    for c in configs:  # warm caches, conntrack, the accept loop
+        runner.rate(c, 0.2)
+    for i in range(n):
+        order = list(configs) if i % 2 == 0 else list(reversed(configs))
+        for c in order:
+            out[c.key].append(runner.rate(c))
+        progress(f"round {i + 1}/{n} done")
+    return out
+
+
+def per_round(a: list[float], b: list[float]) -> list[float]:
+    """Ratios a/b of the same round."""
+    return [x / y for x, y in zip(a, b)]
+
+
+def spread(values: list[float]) -> str:
+    """Min–max as a percentage around the median."""
+    m = statistics.median(values)
+    return f"±{50 * (max(values) - min(values)) / m:4.1f}%"
+
+
+def ratio_text(values: list[float]) -> str:
+    """Median of per-round ratios with their range."""
+    return f"{statistics.median(values):6.3f} [{min(values):.3f}–{max(values):.3f}]"
+
+
+def verdict(ok: bool) -> str:
+    """A word for a target."""
+    return "met" if ok else "MISSED"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -158,65 +543,191 @@ def pct(values: list[float], p: float) -> float:
     return 1e3 * ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
-def bench_latency(lb: SocketLB, n: int, changes: int) -> None:
-    """(c): one endpoint change at a time, with n services installed."""
-    svcs = services(n)
-    t0 = time.perf_counter()
-    lb.apply(BpfPlan(services=svcs))
-    initial = time.perf_counter() - t0
-    current = BpfPlan(services=svcs)
-    fast, full = [], []
+def bench_latency(lb: SocketLB, plan: BpfPlan, changes: int) -> None:
+    """(c): one endpoint change at a time on top of ``plan`` (already applied)."""
+    current = plan
+    n = len(plan.services)
+    fast, with_diff, full = [], [], []
     for k in range(changes):
-        i = (k * 7919) % n
+        i = 1 + (k * 7919) % (n - 1)  # a filler, never the measured service
         changed = list(current.services)
         s = changed[i]
         extra = BpfBackend(str(ipaddress.IPv4Address("10.250.0.0") + k), PORT)
         changed[i] = BpfService(s.vip, s.port, s.protocol, s.service, backends=(*s.backends[:2], extra))
         new = BpfPlan(services=changed)
-        diff = diff_bpf(current, new)
         t0 = time.perf_counter()
+        diff = diff_bpf(current, new)
+        t1 = time.perf_counter()
         report = lb.apply_diff(diff)
-        fast.append(time.perf_counter() - t0)
-        assert report.changed
-        # Put it back through the full-plan path.
+        t2 = time.perf_counter()
+        assert report.changed, "the endpoint change wrote nothing"
+        fast.append(t2 - t1)
+        with_diff.append(t2 - t0)
+        # Put it back through the full-plan path (what the lab agent does on every change).
         t0 = time.perf_counter()
         report = lb.apply(current)
         full.append(time.perf_counter() - t0)
-        assert report.changed
-    print(f"(c) one endpoint change reaching the maps, {n} services installed ({changes} changes each):")
-    print(f"    apply_diff  p50 {pct(fast, 50):7.3f} ms   p99 {pct(fast, 99):7.3f} ms   target p99 <= 5 ms")
-    print(f"    full apply  p50 {pct(full, 50):7.3f} ms   p99 {pct(full, 99):7.3f} ms")
-    print(f"    (initial apply of {n} services: {initial:.2f} s)")
+        assert report.changed, "the full apply wrote nothing"
+    p99_ok = pct(fast, 99) <= 5.0
+    print(f"(c) one endpoint change reaching the kernel maps, {n:,} services installed, {changes} changes:")
+    print(f"    apply_diff              p50 {pct(fast, 50):7.3f} ms   p99 {pct(fast, 99):7.3f} ms"
+          f"   target p99 <= 5 ms: {verdict(p99_ok)}")
+    print(f"    diff_bpf + apply_diff   p50 {pct(with_diff, 50):7.3f} ms   p99 {pct(with_diff, 99):7.3f} ms")
+    print(f"    full apply(plan)        p50 {pct(full, 50):7.3f} ms   p99 {pct(full, 99):7.3f} ms")
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def machine_line(ipt_version: str) -> str:
+    """What the numbers were measured on."""
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()} CPUs ({model or platform.machine()}), kernel {platform.release()}, "
+            f"{ipt_version}, load average {' '.join(load)} at start")
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    """Build the testbed on ``stack``, measure and print."""
+    sizes = sorted(set(args.sizes))
+    largest = sizes[-1]
+    prefix = f"{PREFIX}-{os.getpid()}"
+    restore, ipt_version = iptables_tools(args.iptables)
+    started = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"  [{time.perf_counter() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    print(f"socket_lb bench: {machine_line(ipt_version)}")
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{prefix}-")))
+    tool = compile_tool(tmp)
+    server_ns, client_ns = make_topology(stack, prefix, ["lb", *(f"kp{n}" for n in sizes)])
+    start_server(stack, tool, server_ns)
+
+    # Socket-LB nodes: one cgroup (with its own pinned programs and maps) per size.
+    pin_root = Path(f"/sys/fs/bpf/{prefix}")
+    stack.callback(lambda: pin_root.rmdir() if pin_root.exists() else None)
+    plain = Node("no programs", client_ns["lb"], make_cgroup(stack, f"{prefix}-plain"))
+    lb_nodes: dict[int, Node] = {}
+    lbs: dict[int, SocketLB] = {}
+    plans: dict[int, BpfPlan] = {}
+    for n in sizes:
+        group = make_cgroup(stack, f"{prefix}-lb{n}")
+        lb = SocketLB(f"{prefix}-lb{n}", group, pin_root)
+        stack.callback(lb.destroy)
+        lb.open()
+        plans[n] = lb_plan(n)
+        t0 = time.perf_counter()
+        lb.apply(plans[n])
+        progress(f"socket LB with {n:,} services applied in {time.perf_counter() - t0:.2f} s")
+        lb_nodes[n], lbs[n] = Node(f"socket LB, {n}", client_ns["lb"], group), lb
+
+    # kube-proxy nodes: one namespace per size, with that many services' rules.
+    kp_nodes: dict[int, Node] = {}
+    rule_counts: dict[int, int] = {}
+    for n in sizes:
+        took, rule_counts[n] = load_rules(restore, client_ns[f"kp{n}"], n)
+        progress(f"iptables: {n:,} services ({rule_counts[n]:,} rules) loaded in {took:.2f} s")
+        kp_nodes[n] = Node(f"iptables, {n}", client_ns[f"kp{n}"], plain.cgroup)
+
+    small = sizes[0]
+    configs = [
+        Config("vip", lb_nodes[small], VIP),
+        Config("direct", lb_nodes[small], BACKENDS[0]),
+        Config("bare", plain, BACKENDS[0]),
+        *(Config(f"lb{n}", lb_nodes[n], VIP) for n in sizes if n != small),
+        *(Config(f"kp{n}", kp_nodes[n], VIP) for n in sizes),
+        Config("kpdirect", kp_nodes[largest], BACKENDS[0]),
+    ]
+    runner = Runner(tool, args.seconds)
+    progress(f"{args.rounds} rounds x {len(configs)} runs of {args.seconds:g} s")
+    r = rounds(runner, configs, args.rounds, progress)
+    r[f"lb{small}"] = r["vip"]
+
+    print(f"\n{args.rounds} rounds, each running all {len(configs)} configurations for {args.seconds:g} s, "
+          "order reversed every other round;")
+    print("rates are medians over rounds (± half the min–max range), ratios are medians of per-round "
+          "ratios [min–max].")
+    vd = per_round(r["vip"], r["direct"])
+    print("\n(a) new TCP connections/s on a node without iptables rules, 1 service installed")
+    print(f"    to the service VIP (socket LB)    {statistics.median(r['vip']):9,.0f} {spread(r['vip'])}")
+    print(f"    directly to a backend IP          {statistics.median(r['direct']):9,.0f} {spread(r['direct'])}")
+    print(f"    direct, no programs attached      {statistics.median(r['bare']):9,.0f} {spread(r['bare'])}")
+    print(f"    VIP/direct                        {ratio_text(vd)}   target >= 0.97: "
+          f"{verdict(statistics.median(vd) >= 0.97)}")
+
+    head = "".join(f"{f'N={n:,}':>26}" for n in sizes)
+    print(f"\n(b) new TCP connections/s to a service VIP with N services installed ({ipt_version})")
+    print(f"    {'':28}{head}")
+    print(f"    {'socket LB':28}" + "".join(
+        f"{statistics.median(r[f'lb{n}']):>17,.0f} {spread(r[f'lb{n}'])}" for n in sizes))
+    print(f"    {'iptables (kube-proxy rules)':28}" + "".join(
+        f"{statistics.median(r[f'kp{n}']):>17,.0f} {spread(r[f'kp{n}'])}" for n in sizes))
+    ratios = {n: per_round(r[f"lb{n}"], r[f"kp{n}"]) for n in sizes}
+    print(f"    {'socket LB / iptables':28}" + "".join(f"{ratio_text(ratios[n]):>26}" for n in sizes))
+    flat = {n: per_round(r[f"lb{n}"], r[f"lb{small}"]) for n in sizes}
+    print(f"    {f'socket LB / socket LB N={small}':28}" + "".join(f"{ratio_text(flat[n]):>26}" for n in sizes))
+    print(f"    {'iptables rules loaded':28}" + "".join(f"{rule_counts[n]:>26,}" for n in sizes))
+    worst = max(abs(statistics.median(flat[n]) - 1) for n in sizes)
+    big = statistics.median(ratios[largest])
+    print(f"    at N={largest:,}: socket LB / iptables {big:.2f}x   target >= 4x: {verdict(big >= 4)}")
+    print(f"    socket LB rate across N: within {100 * worst:.1f}% of N={small}   target within 5%: "
+          f"{verdict(worst <= 0.05)}")
+    tax = per_round(r["kpdirect"], r["bare"])
+    print(f"    a connection to no service, iptables node with N={largest:,}: "
+          f"{statistics.median(r['kpdirect']):,.0f}/s {spread(r['kpdirect'])}; vs a node without rules "
+          f"{ratio_text(tax)}")
+    print()
+    progress("timing endpoint changes")
+    bench_latency(lbs[largest], plans[largest], args.changes)
+    progress("cleaning up")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command line; ``--quick`` sets shorter defaults."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (under 2 minutes)")
+    parser.add_argument("--seconds", type=float, help="length of one rate run (default 2, quick 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 9, quick 3)")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 1000, 10000],
+                        help="service counts, comma-separated (default 1,1000,10000)")
+    parser.add_argument("--changes", type=int, help="endpoint changes timed for (c) (default 200, quick 50)")
+    parser.add_argument("--iptables", choices=["system", "nft", "legacy"], default="system",
+                        help="iptables backend for (b): the system's iptables-restore (default), nft or legacy")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (1.0 if args.quick else 2.0)
+    args.rounds = args.rounds or (3 if args.quick else 9)
+    args.changes = args.changes or (50 if args.quick else 200)
+    if min(args.sizes) < 1 or args.seconds <= 0 or args.rounds < 1 or args.changes < 1:
+        parser.error("--sizes, --seconds, --rounds and --changes must be positive")
+    if max(args.sizes) < 2:
+        parser.error("--sizes needs a size of at least 2 (endpoint changes go to the other services)")
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of one rate run")
-    parser.add_argument("--pairs", type=int, default=5, help="paired VIP/direct runs")
-    parser.add_argument("--services", type=int, default=10000, help="services installed for (c)")
-    parser.add_argument("--changes", type=int, default=200, help="endpoint changes timed for (c)")
-    args = parser.parse_args()
+    args = parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("bench/socket_lb.py needs root (namespaces, cgroups, BPF)")
-    tag = secrets.token_hex(3)
-    pin_root = Path(f"/sys/fs/bpf/mcbench-{tag}")
-    with topology(tag) as (client_ns, server_ns), cgroup(tag) as group:
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", server_ns, sys.executable, "-c", SERVER, BACKEND, str(PORT)],
-            stdout=subprocess.PIPE, text=True,
-        )
-        lb = SocketLB(f"mcbench-{tag}", group, pin_root)
-        try:
-            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-            with lb:
-                lb.apply(BpfPlan(services=[BpfService(VIP, PORT, "TCP", ServiceRef("bench", "echo"),
-                                                      backends=[BpfBackend(BACKEND, PORT)])]))
-                bench_rate(client_ns, group, args.seconds, args.pairs)
-                bench_latency(lb, args.services, args.changes)
-        finally:
-            lb.destroy()
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()
+        raise SystemExit("bench/socket_lb.py needs root (network namespaces, cgroups, BPF, iptables)")
+    for what in sweep_stale():
+        print(f"removed a leftover of an earlier run: {what}", file=sys.stderr)
+    stack = contextlib.ExitStack()
+    try:
+        with signals_interrupt():
+            run(args, stack)
+    except (KeyboardInterrupt, Interrupted) as e:
+        print(f"\ninterrupted ({e or 'SIGINT'}): cleaning up", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        with signals_ignored():
+            stack.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -10,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from ruamel.yaml import YAML
+import yaml
 
 from .model import Diagnostic, Severity
 
@@ -28,13 +27,13 @@ def dump(data: Any, fmt: str, stream: Any = None) -> None:
 
 
 def to_yaml(data: Any) -> str:
-    """Block-style YAML text for plain data."""
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    buf = io.StringIO()
-    yaml.dump(data, buf)
-    return buf.getvalue()
+    """Block-style YAML text for plain data, keys in their given order."""
+    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                          allow_unicode=True, width=100)
+    return text
+
+
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def console(stderr: bool = False) -> Console:

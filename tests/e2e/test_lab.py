@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -264,6 +265,26 @@ def test_service_vips_balance_tcp_and_udp_over_ipv4_and_ipv6(echo_lab: Lab) -> N
                                                                  ["basic.other", 8080, "/", {}]]))
     assert [a["status"] for a in http] == [200, 200, 200]
     assert http[2]["body"]["namespace"] == "other"
+
+
+def test_agent_keeps_enforcing_when_a_configuration_fails(echo_lab: Lab) -> None:
+    objects = echo_lab.dir / "objects.json"
+    data = json.loads(objects.read_text())
+    broken = {**data, "generation": data["generation"] + 100, "objects": [{"body": "not an object"}]}
+    objects.write_text(json.dumps(broken))
+    agent = echo_lab.status().agent
+    os.kill(agent.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while echo_lab.status().agent.applied_generation < broken["generation"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = echo_lab.status().agent
+    assert after.applied_generation == broken["generation"] and not after.ok and after.error
+    assert after.pid == agent.pid
+    vip = _service(echo_lab, "echo").cluster_ips[0]
+    answers = run_python(echo_lab, "client", WHOAMI, json.dumps([[vip, 9000, "TCP"], [vip, 9001, "UDP"]]))
+    assert all(a["peer"] == vip for a in answers)  # the previous plan still enforces
+    result = echo_lab.up(list(echo_lab.status().files))
+    assert result.agent is not None and result.agent.ok and not result.warnings
 
 
 def test_invalid_input_changes_nothing(echo_lab: Lab, tmp_path: Path) -> None:

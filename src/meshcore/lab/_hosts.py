@@ -42,14 +42,20 @@ def render(lab: str, pod_namespace: str, pod_name: str, pod_addresses: Iterable[
     return "\n".join(lines) + "\n"
 
 
-def render_resolv(pod_namespace: str) -> str:
-    """A resolv.conf whose name server answers nothing at once: names come from the hosts file."""
-    return (
-        "# meshcore lab: names resolve through /etc/hosts; this server refuses immediately\n"
-        f"search {pod_namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n"
-        "nameserver 127.0.0.1\n"
-        "options timeout:1 attempts:1\n"
-    )
+def render_nsswitch(host_file: Path = Path("/etc/nsswitch.conf")) -> str:
+    """This machine's nsswitch.conf with host names looked up in the hosts file only.
+
+    The lab has no DNS server (and no way out): an unknown name then fails at once with
+    "Name or service not known" instead of a resolver timeout.
+    """
+    try:
+        lines = host_file.read_text().splitlines()
+    except OSError:
+        lines = ["passwd: files", "group: files", "shadow: files"]
+    out = ["# meshcore lab: host names come from /etc/hosts only"]
+    out += [line for line in lines if not line.split(":", 1)[0].strip() == "hosts"]
+    out.append("hosts: files")
+    return "\n".join(out) + "\n"
 
 
 def write_in_place(path: Path, text: str) -> None:

@@ -418,13 +418,14 @@ class Lab:
     def _write_hosts(self, state: LabState, desired: Desired) -> None:
         entries = [hosts.HostEntry(s.namespace, s.name, s.cluster_ips)
                    for s in state.services.values() if s.cluster_ips]
+        nsswitch = hosts.render_nsswitch()
         for record in state.pods.values():
             etc = Path(record.etc_dir)
             if not etc.is_dir():
                 continue
             text = hosts.render(self.name, record.namespace, record.name, record.addresses, entries)
             hosts.write_in_place(etc / "hosts", text)
-            hosts.write_in_place(etc / "resolv.conf", hosts.render_resolv(record.namespace))
+            hosts.write_in_place(etc / "nsswitch.conf", nsswitch)
 
     def _base_env(self, state: LabState, pod: DesiredPod, record: PodRecord) -> dict[str, str]:
         env = {
@@ -588,13 +589,13 @@ class Lab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self._agent_status(state)
-            if status.applied_generation >= generation or not status.running:
+            if status.applied_generation == generation or not status.running:
                 break
             time.sleep(0.05)
         status = self._agent_status(state)
         if not status.running:
             warnings.append(f"the node agent is not running; see {state.dir / AGENT_LOG}")
-        elif status.applied_generation < generation:
+        elif status.applied_generation != generation:
             warnings.append(f"the node agent has not applied this configuration within {timeout:.0f}s; "
                             f"see {state.dir / AGENT_LOG}")
         elif not status.ok:
