@@ -64,7 +64,6 @@ from meshcore.model import ServiceRef
 PREFIX = "mcbench"
 VIP, PORT = "10.96.0.10", 8080
 BACKENDS = ("10.78.1.2", "10.78.1.3")  # on the server namespace's loopback
-BACKEND_NET = "10.78.1.0/24"
 CLUSTER_CIDR = "10.78.0.0/16"  # the pod range: clients and backends are pods, so no SNAT
 SERVICE = ServiceRef("bench", "echo")
 MAX_ERROR_SHARE = 0.001  # failed connects tolerated in one run before it counts as invalid
@@ -232,7 +231,14 @@ class Interrupted(Exception):
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into an exception so every cleanup runs."""
+    owner = os.getpid()
+
     def raise_(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            # A forked helper (pyroute2 runs one per NetNS) must not run our cleanup.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise Interrupted(signal.Signals(signum).name)
     old = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -275,12 +281,18 @@ class Config:
     host: str
 
 
+def remove_netns(name: str) -> None:
+    """Remove a named network namespace if it is still there."""
+    with contextlib.suppress(FileNotFoundError):
+        netns.remove(name)
+
+
 def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[str]) -> tuple[str, dict[str, str]]:
     """A server namespace holding the backends, and one client namespace per name, each on
-    its own veth to the server with a route to the backends; removed when ``stack`` closes."""
+    its own veth to the server, routed through it; removed when ``stack`` closes."""
     server = f"{prefix}-srv"
     netns.create(server)
-    stack.callback(netns.remove, server)
+    stack.callback(remove_netns, server)
     with NetNS(server) as ns:
         lo = ns.link_lookup(ifname="lo")[0]
         ns.link("set", index=lo, state="up")
@@ -290,7 +302,7 @@ def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[st
     for i, name in enumerate(clients):
         full = f"{prefix}-{name}"
         netns.create(full)
-        stack.callback(netns.remove, full)
+        stack.callback(remove_netns, full)
         net = ipaddress.IPv4Network(f"10.78.0.{4 * i}/30")
         c_addr, s_addr = str(net[1]), str(net[2])
         with NetNS(full) as ns:
@@ -299,7 +311,10 @@ def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[st
             ns.addr("add", index=idx, address=c_addr, prefixlen=30)
             ns.link("set", index=idx, state="up")
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-            ns.route("add", dst=BACKEND_NET, gateway=s_addr)
+            # A default route, as a node has one: without it connect() to a VIP fails before
+            # kube-proxy's nat OUTPUT rules could DNAT it. It leads only to the server
+            # namespace, which forwards nothing.
+            ns.route("add", dst="0.0.0.0/0", gateway=s_addr)
         with NetNS(server) as ns:
             idx = ns.link_lookup(ifname=f"s{i}")[0]
             ns.addr("add", index=idx, address=s_addr, prefixlen=30)

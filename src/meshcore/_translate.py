@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from .adapter import Adapter, ApiKind, Fragment
+from .adapter import Adapter, ApiKind, Fragment, ObjectStatus
 from .kube._gc import gc_paused
 from .kube import CORE_KINDS, Inventory, KubeObject, load_objects, load_paths, load_text, translate_core
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
@@ -45,6 +45,8 @@ class Translation:
     diagnostics: tuple[Diagnostic, ...]
     objects: tuple[KubeObject, ...] = attrs.field(default=(), repr=False)
     adapter_errors: tuple[LoadError, ...] = ()
+    #: Status adapters computed for their input objects (e.g. Gateway API conditions).
+    statuses: tuple[ObjectStatus, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -219,6 +221,7 @@ def translate_objects(
         diagnostics=tuple(sorted(diagnostics, key=_diag_order)),
         objects=tuple(kube_objects),
         adapter_errors=tuple(load_errors),
+        statuses=tuple(st for f in fragments for st in f.statuses),
     )
 
 

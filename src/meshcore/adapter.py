@@ -33,7 +33,7 @@ Adapters may import :mod:`meshcore.model`, :mod:`meshcore.kube` and this module 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -43,6 +43,7 @@ from .model import (
     AuthorizationPolicy,
     Diagnostic,
     Severity,
+    Source,
     EnvoyConfig,
     PeerAuthentication,
     RouteTable,
@@ -74,6 +75,22 @@ def _to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
 
 
 @attrs.frozen
+class ObjectStatus:
+    """The status an adapter computed for one input object, ready to write back.
+
+    ``status`` is the object's ``status`` stanza as the API defines it (for the Gateway
+    API: ``conditions``, ``listeners``, ``parents`` with their reasons).
+    """
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    status: Mapping[str, Any]
+    source: Source = Source()
+
+
+@attrs.frozen
 class Fragment:
     """What an adapter contributes: model objects and diagnostics.
 
@@ -87,6 +104,7 @@ class Fragment:
     peer_authentications: tuple[PeerAuthentication, ...] = attrs.field(default=(), converter=_to_tuple)
     envoy_configs: tuple[EnvoyConfig, ...] = attrs.field(default=(), converter=_to_tuple)
     diagnostics: tuple[Diagnostic, ...] = attrs.field(default=(), converter=_to_tuple)
+    statuses: tuple[ObjectStatus, ...] = attrs.field(default=(), converter=_to_tuple)
 
 
 @runtime_checkable
@@ -116,6 +134,6 @@ def unsupported(adapter: str, objects: Sequence[KubeObject], what: str = "not ye
 
 __all__ = [
     "unsupported",
-    "GROUP", "Adapter", "ApiKind", "FieldError", "Fields", "Fragment", "Inventory",
+    "GROUP", "Adapter", "ApiKind", "ObjectStatus", "FieldError", "Fields", "Fragment", "Inventory",
     "KubeObject", "field_diagnostic",
 ]

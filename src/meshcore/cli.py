@@ -126,6 +126,47 @@ def analyze(files: tuple[str, ...], fmt: str) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@cli.command()
+@_files_option
+@_output_option
+def status(files: tuple[str, ...], fmt: str) -> None:
+    """Show the status adapters compute for their objects (conditions, as a controller writes back)."""
+    result = _run_translate(files)
+    statuses = [
+        {"apiVersion": s.api_version, "kind": s.kind, "namespace": s.namespace, "name": s.name,
+         "status": dict(s.status)}
+        for s in result.statuses
+    ]
+    if fmt != "table":
+        out.dump({"statuses": statuses}, fmt)
+    else:
+        rows = []
+        for s in result.statuses:
+            conds = _conditions(s.status)
+            rows.append((s.kind, f"{s.namespace}/{s.name}" if s.namespace else s.name, conds))
+        out.console().print(out.table("Status", ("kind", "object", "conditions"), rows))
+    _print_diagnostics(result, fmt)
+    sys.exit(0 if result.ok else 1)
+
+
+def _conditions(status: Any) -> str:
+    """``Type=Status(Reason)`` for every condition found anywhere in a status stanza."""
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for cond in node.get("conditions", []) or []:
+                if isinstance(cond, dict):
+                    found.append(f"{prefix}{cond.get('type')}={cond.get('status')}({cond.get('reason')})")
+            for key, value in node.items():
+                if key != "conditions" and isinstance(value, list):
+                    for item in value:
+                        label = item.get("name") or item.get("parentRef", {}).get("name", "") if isinstance(item, dict) else ""
+                        walk(item, f"{prefix}{label}: " if label else prefix)
+    walk(status, "")
+    return "; ".join(found) or "-"
+
+
 def plan_data(plan: Plan) -> dict[str, Any]:
     """A plan as plain data."""
     return {

@@ -287,6 +287,22 @@ def test_agent_keeps_enforcing_when_a_configuration_fails(echo_lab: Lab) -> None
     assert result.agent is not None and result.agent.ok and not result.warnings
 
 
+def test_killed_agent_leaves_the_datapath_enforcing_and_up_restarts_it(echo_lab: Lab) -> None:
+    agent = echo_lab.status().agent
+    os.kill(agent.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while echo_lab.status().agent.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not echo_lab.status().agent.running
+    v4, v6 = _service(echo_lab, "echo").cluster_ips
+    answers = run_python(echo_lab, "client", WHOAMI, json.dumps([[v4, 9000, "TCP"], [v6, 9001, "UDP"]]))
+    assert [a["peer"] for a in answers] == [v4, v6]  # pinned programs and maps keep working
+    result = echo_lab.up(list(echo_lab.status().files))
+    assert result.agent is not None and result.agent.ok and result.agent.pid != agent.pid
+    report = json.loads((echo_lab.dir / "agent.json").read_text())
+    assert "0 entries written" in report["summary"], report  # reconciled without rewriting anything
+
+
 def test_invalid_input_changes_nothing(echo_lab: Lab, tmp_path: Path) -> None:
     before = recorded_pids(echo_lab)
     bad = write(tmp_path, "bad.yaml", ECHO_APP + "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x}\n"

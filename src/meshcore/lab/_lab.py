@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from .. import _translate
+from .. import translate
 from ..kube import load_paths
 from ..model import Diagnostic, Severity
 from . import _cgroups as cgroups
@@ -42,6 +42,7 @@ from ._manifest import (
 from ._ready import bound_ports
 from ._state import (
     AGENT_LOG,
+    OBJECTS_VERSION,
     STATE_FILE,
     LabState,
     PodRecord,
@@ -55,8 +56,6 @@ from ._state import (
 
 #: The lab name used when none is given and no lab is up.
 DEFAULT_LAB = "lab"
-#: Objects-file format version (the agent refuses other versions).
-OBJECTS_VERSION = 1
 AGENT_CGROUP = "_agent"
 
 Progress = Callable[[str], None]
@@ -279,7 +278,7 @@ class Lab:
         objects, diagnostics = load_paths(files)
         if any(d.severity is Severity.ERROR for d in diagnostics):
             raise LabInputError([d for d in diagnostics if d.severity is Severity.ERROR])
-        checked = _translate.translate(objects=objects)
+        checked = translate(objects=objects)
         desired = desired_state(objects)
         found = _dedupe([*diagnostics, *checked.diagnostics, *desired.diagnostics])
         errors = [d for d in found if d.severity is Severity.ERROR]
@@ -349,7 +348,7 @@ class Lab:
             for pod in new:
                 say(f"creating pod {pod.key}")
                 self._create_pod(state, pod, net, ranges)
-            self._write_hosts(state, desired)
+            self._write_hosts(state)
             started = [p.key for p in new]
             restarted = self._start_containers(state, desired, ranges, new)
             self._wait_ready(state, [*started, *restarted], timeout)
@@ -415,7 +414,7 @@ class Lab:
         del state.pods[record.key]
         state.save()
 
-    def _write_hosts(self, state: LabState, desired: Desired) -> None:
+    def _write_hosts(self, state: LabState) -> None:
         entries = [hosts.HostEntry(s.namespace, s.name, s.cluster_ips)
                    for s in state.services.values() if s.cluster_ips]
         nsswitch = hosts.render_nsswitch()
@@ -551,7 +550,8 @@ class Lab:
             body = enrich_pod(
                 pod, uid=record.uid, node_name=state.node_name, addresses=record.addresses,
                 host_addresses=(ranges.node_ipv4, ranges.node_ipv6),
-                phase="Running" if running else "Failed", ready=record.ready and running,
+                # Ready as a kubelet without probes reports it: once the containers run.
+                phase="Running" if running else "Failed", ready=running,
                 started=datetime.datetime.fromtimestamp(record.created_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
             entries.append(object_entry(body, pod.source))
@@ -762,8 +762,10 @@ class Lab:
 
 
 def _phase(record: PodRecord, containers: Sequence[ContainerStatus]) -> str:
-    if record.setup != "ready" or not containers:
+    if record.setup != "ready":
         return "Pending"
+    if not containers:
+        return "Failed"  # no container could be started (see the pod's notes)
     running = sum(c.running for c in containers)
     if running == len(containers):
         return "Running"

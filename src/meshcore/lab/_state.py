@@ -22,6 +22,8 @@ from ._errors import LabError
 from ._host import state_root
 
 STATE_VERSION = 1
+#: Format version of the objects file the lab hands to its node agent.
+OBJECTS_VERSION = 1
 STATE_FILE = "state.json"
 OBJECTS_FILE = "objects.json"
 AGENT_STATUS_FILE = "agent.json"

@@ -26,11 +26,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .. import _translate
-from ..compile import compile_plan
+from .. import compile_plan, translate
 from ..model import Severity
 from ._manifest import objects_from_entries
-from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, lab_dir, write_json
+from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, OBJECTS_VERSION, lab_dir, write_json
 
 log = logging.getLogger("meshcore.lab.agent")
 
@@ -86,8 +85,11 @@ class NodeAgent:
             return False
         generation = int(data.get("generation", 0))
         try:
+            if data.get("version") != OBJECTS_VERSION:
+                raise ValueError(f"objects file version {data.get('version')!r}, this agent reads "
+                                 f"version {OBJECTS_VERSION}")
             objects = objects_from_entries(data["objects"])
-            result = _translate.translate(objects=objects)
+            result = translate(objects=objects)
             found = [str(d) for d in result.diagnostics if d.severity is not Severity.INFO]
             for line in found:
                 log.warning("%s", line)
