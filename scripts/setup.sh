@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(clang llvm libbpf-dev bpftool linux-libc-dev make iproute2 iptables iperf3 wrk curl procps)
+DEBIAN_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev make gcc iproute2 iptables iperf3 wrk curl procps)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
@@ -21,6 +21,7 @@ fi
 
 stamp=.venv/.meshcore-setup
 want=$(cat pyproject.toml src/adapters/*/pyproject.toml setup.py bpf/Makefile 2>/dev/null | sha256sum | cut -c1-16)
+make -s -C bpf
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

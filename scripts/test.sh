@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
+make -s -C bpf   # rebuild the BPF objects when their sources changed (incremental)
 echo "== import-linter (layering)"; lint-imports --no-cache
 echo "== mypy --strict"; mypy
 echo "== pytest"; pytest "$@"
