@@ -86,7 +86,9 @@ C_SOURCE = r"""
 
 /* Usage: conn NETNS_PATH PARENT_PID server PORT
  *        conn NETNS_PATH PARENT_PID client HOST PORT SECONDS
- * The client prints: rate connected failed first_errno. */
+ * The client prints: connected failed first_errno wall_seconds cpu_seconds, where
+ * cpu_seconds is the time it ran on a CPU, including the softirq work (both ends of the
+ * handshake over the veth) that the kernel does in its context. */
 
 static double now(void)
 {
@@ -120,12 +122,14 @@ static int client(const char *host, int port, double seconds)
 	struct linger rst = { .l_onoff = 1, .l_linger = 0 };
 	unsigned long long ok = 0, failed = 0, i = 0;
 	int first_errno = 0;
-	double start, end, t;
+	struct timespec cpu0, cpu1;
+	double start, end, t, cpu;
 
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
 		fprintf(stderr, "bad address %s\n", host);
 		return 2;
 	}
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
 	start = now();
 	end = start + seconds;
 	for (t = start; t < end; i++) {
@@ -147,7 +151,9 @@ static int client(const char *host, int port, double seconds)
 			t = now();
 	}
 	t = now();
-	printf("%.1f %llu %llu %d\n", ok / (t - start), ok, failed, first_errno);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+	cpu = (cpu1.tv_sec - cpu0.tv_sec) + (cpu1.tv_nsec - cpu0.tv_nsec) / 1e9;
+	printf("%llu %llu %d %.6f %.6f\n", ok, failed, first_errno, t - start, cpu);
 	return 0;
 }
 
@@ -490,32 +496,42 @@ def load_rules(restore: str, ns: str, n: int) -> tuple[float, int]:
 # --- measuring ------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class Sample:
+    """One run's result: connections per wall-clock second, and per second the client was on a CPU."""
+
+    wall: float
+    cpu: float
+
+
 class Runner:
-    """Runs the C client for one configuration and returns its connection rate."""
+    """Runs the C client for one configuration and returns its connection rates."""
 
     def __init__(self, tool: Path, seconds: float) -> None:
         self.tool, self.seconds = tool, seconds
 
-    def rate(self, cfg: Config, seconds: float | None = None) -> float:
-        """Connections per second; a run with failed connects beyond a trace is an error."""
+    def rate(self, cfg: Config, seconds: float | None = None) -> Sample:
+        """Both rates of one run; a run with failed connects beyond a trace is an error."""
         group = cfg.node.cgroup
+        length = seconds or self.seconds
 
         def join() -> None:
             (group / "cgroup.procs").write_text("0")
         done = subprocess.run(
             [str(self.tool), f"/run/netns/{cfg.node.netns}", str(os.getpid()), "client",
-             cfg.host, str(PORT), str(seconds or self.seconds)],
-            capture_output=True, text=True, preexec_fn=join, timeout=(seconds or self.seconds) + 30,
+             cfg.host, str(PORT), str(length)],
+            capture_output=True, text=True, preexec_fn=join, timeout=length + 30,
         )
         if done.returncode:
             raise SystemExit(f"the bench client failed for {cfg.key} (exit {done.returncode}): {done.stderr.strip()}")
-        rate, ok, failed, err = done.stdout.split()
-        if int(failed) > MAX_ERROR_SHARE * (int(ok) + int(failed)):
+        ok_s, failed_s, err, wall, cpu = done.stdout.split()
+        ok, failed = int(ok_s), int(failed_s)
+        if failed > MAX_ERROR_SHARE * (ok + failed) or ok == 0:
             raise SystemExit(
-                f"{cfg.key}: {failed} of {int(ok) + int(failed)} connections to {cfg.host} failed "
+                f"{cfg.key}: {failed} of {ok + failed} connections to {cfg.host} failed "
                 f"({os.strerror(int(err))}): the measurement is not valid"
             )
-        return float(rate)
+        return Sample(ok / float(wall), ok / float(cpu))
 
 
 def rounds(runner: Runner, configs: Sequence[Config], n: int, progress: Callable[[str], None]) -> dict[str, list[float]]:

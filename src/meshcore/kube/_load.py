@@ -210,9 +210,9 @@ def _document(body: Any, file: str, index: int, line: int, locate: Locator,
               diagnostics: list[Diagnostic], item_lines: list[int] | None = None) -> list[KubeObject]:
     """Objects of one document; a ``*List`` yields its items (at ``item_lines`` when known)."""
     if not isinstance(body, dict):
-        kind = "list" if isinstance(body, list) else type(body).__name__ if body is not None else "null"
+        shape = "list" if isinstance(body, list) else type(body).__name__ if body is not None else "null"
         diagnostics.append(_error(
-            "MC0002", f"document {index} is a {kind}, expected a Kubernetes object (a mapping)",
+            "MC0002", f"document {index} is a {shape}, expected a Kubernetes object (a mapping)",
             file, line,
         ))
         return []

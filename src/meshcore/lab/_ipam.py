@@ -109,11 +109,20 @@ def next_pod_index(ranges: LabRanges, used: Collection[int]) -> int:
     return index
 
 
-def allocate_service_ip(network: IPNetwork, taken: Iterable[str]) -> str:
-    """The lowest free address of ``network`` from the service offset up."""
-    used = {ipaddress.ip_address(a) for a in taken}
-    for offset in range(FIRST_SERVICE_OFFSET, network.num_addresses - 1):
-        candidate = network.network_address + offset
-        if candidate not in used:
-            return str(candidate)
-    raise LabError(f"the service range {network} is full")
+class ServiceIpAllocator:
+    """Hands out the lowest free addresses of a service network, in order, skipping taken ones."""
+
+    def __init__(self, network: IPNetwork, taken: Iterable[str]) -> None:
+        self.network = network
+        self.taken = {ipaddress.ip_address(a) for a in taken}
+        self.offset = FIRST_SERVICE_OFFSET
+
+    def allocate(self) -> str:
+        """The next free address (raises :class:`LabError` when the network is full)."""
+        while self.offset < self.network.num_addresses - 1:
+            candidate = self.network.network_address + self.offset
+            self.offset += 1
+            if candidate not in self.taken:
+                self.taken.add(candidate)
+                return str(candidate)
+        raise LabError(f"the service range {self.network} is full")

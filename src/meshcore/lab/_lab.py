@@ -141,7 +141,9 @@ class AgentStatus:
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for JSON/YAML output."""
-        return attrs.asdict(self)
+        return {"running": self.running, "pid": self.pid, "wantedGeneration": self.wanted_generation,
+                "appliedGeneration": self.applied_generation, "ok": self.ok, "error": self.error,
+                "frontends": self.frontends, "log": self.log}
 
 
 @attrs.frozen
@@ -288,7 +290,8 @@ class Lab:
         created_parents = [p for p in (root.parent, root) if not p.exists()]
         with locked(self.name), procs.forks_end_on_signals():
             state = self._load_or_init(ranges, created_parents)
-            return self._reconcile(state, desired, [str(f) for f in files], found, timeout, say)
+            given = [f if str(f) == "-" else Path(f).resolve() for f in files]
+            return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say)
 
     def _load_or_init(self, ranges: LabRanges | None, created_parents: Sequence[Path]) -> LabState:
         if self.is_up:

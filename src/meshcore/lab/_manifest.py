@@ -20,7 +20,7 @@ import attrs
 from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, expand_deployment
 from ..model import Diagnostic, Source
 from ._errors import LabError
-from ._ipam import LabRanges, allocate_service_ip
+from ._ipam import LabRanges, ServiceIpAllocator
 from ._state import ServiceRecord
 
 #: Kinds the lab turns into running things; every other kind is passed to the agent as is.
@@ -173,9 +173,9 @@ def assign_cluster_ips(services: Sequence[KubeObject], existing: Mapping[str, Se
             else:
                 pending.append((key, family))
         wanted[key] = chosen
+    allocators = {4: ServiceIpAllocator(ranges.service4, taken), 6: ServiceIpAllocator(ranges.service6, taken)}
     for key, family in pending:
-        network = ranges.service4 if family == 4 else ranges.service6
-        address = allocate_service_ip(network, taken)
+        address = allocators[family].allocate()
         taken[address] = key
         wanted[key][family] = address
     records = {}

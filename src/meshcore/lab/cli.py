@@ -161,6 +161,9 @@ def exec_cmd(name: str | None, namespace: str, target: str, command: tuple[str, 
 @_reporting
 def down(name: str | None) -> None:
     """Remove everything the lab created: processes, namespaces, cgroups, pins, files."""
+    if name is None and not Lab.names():
+        click.echo("no lab is up")
+        return
     target = Lab.select(name)
     if not target.dir.exists():
         click.echo(f"lab {target.name} is not up")
