@@ -379,6 +379,37 @@ def test_reconcile_adds_removes_and_keeps_and_down_leaves_nothing(lab_factory: A
     assert lab.down() == []  # idempotent
 
 
+INIT_PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: init-ok}
+spec:
+  initContainers:
+  - {name: prepare, image: busybox, command: ["sh", "-c", "echo prepared by $POD_NAME > marker"]}
+  containers:
+  - {name: main, image: busybox, command: ["sh", "-c", "cat marker; exec sleep infinity"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: init-fails}
+spec:
+  initContainers:
+  - {name: prepare, image: busybox, command: ["sh", "-c", "exit 3"]}
+  containers:
+  - {name: main, image: busybox, command: ["sleep", "infinity"]}
+"""
+
+
+def test_init_containers_run_first_and_a_failing_one_stops_the_pod(lab_factory: Any, tmp_path: Path) -> None:
+    lab: Lab = lab_factory()
+    result = lab.up([write(tmp_path, "init.yaml", INIT_PODS)])
+    pods = {p.name: p for p in lab.status().pods}
+    assert pods["init-ok"].phase == "Running"
+    assert Path(pods["init-ok"].containers[0].log).read_text() == "prepared by init-ok\n"
+    assert pods["init-fails"].phase == "Failed" and not pods["init-fails"].containers
+    assert any("init container prepare exited with status 3" in n for n in result.notes)
+
+
 def test_down_after_a_crashed_up_removes_everything(lab_factory: Any, tmp_path: Path) -> None:
     lab: Lab = lab_factory()
     manifest = write(tmp_path, "a.yaml", RECONCILE_A.replace("replicas: 2", "replicas: 4"))

@@ -2,9 +2,37 @@
 
 from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
 from ._diff import BpfDiff, diff_bpf
+from ._envoy_plan import (
+    RBAC_NEVER,
+    ClusterWeight,
+    EnvoyCluster,
+    EnvoyEndpoint,
+    EnvoyListener,
+    EnvoyRbac,
+    EnvoyRoute,
+    EnvoyRouteConfig,
+    EnvoyVirtualHost,
+    Origin,
+    RbacAction,
+    RbacAnd,
+    RbacAny,
+    RbacExpr,
+    RbacHeader,
+    RbacNot,
+    RbacOr,
+    RbacPath,
+    RbacPolicy,
+    RbacSourceIp,
+    RouteMirror,
+    TcpChain,
+    cluster_name,
+)
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
-    "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfPlan", "BpfService", "CompileOptions",
-    "Datapath", "Decision", "EnvoyPlan", "Plan", "compile_plan", "diff_bpf",
+    "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfPlan", "BpfService", "ClusterWeight",
+    "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyListener",
+    "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "Origin", "Plan",
+    "RbacAction", "RbacAnd", "RbacAny", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
+    "RbacPolicy", "RbacSourceIp", "RouteMirror", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
 ]

@@ -9,6 +9,7 @@ import attrs
 
 from ..model import Backend, BackendState, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot
 from ._decide import decide
+from ._envoy import ProxiedPort, build_envoy_plan
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 #: Backend weights written to the kernel are scaled so one frontend's weights sum to this.
@@ -25,9 +26,17 @@ class CompileOptions:
 
 def _l4_split(snapshot: Snapshot, table: RouteTable, port: ServicePort) -> tuple[Backend, ...] | None:
     """Backends for an L4 weighted split across services, or ``None`` when not applicable."""
-    if table.kind is not RouteKind.L4 or len(table.tcp) != 1 or table.tcp[0].sni:
-        return None
-    dests = [d for d in table.tcp[0].destinations if d.weight > 0]
+    if table.kind is RouteKind.L4:
+        if len(table.tcp) != 1 or table.tcp[0].sni:
+            return None
+        chosen = table.tcp[0].destinations
+    else:
+        # An L7 table that needs no L7 is a weighted split too: its first route matches
+        # every request, so it is the only one that ever applies.
+        if not table.http or table.needs_l7:
+            return None
+        chosen = table.http[0].destinations
+    dests = [d for d in chosen if d.weight > 0]
     total = sum(d.weight for d in dests)
     out: list[Backend] = []
     for dest in dests:
@@ -62,6 +71,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
 
     frontends: list[BpfService] = []
     decisions: list[Decision] = []
+    proxied: list[ProxiedPort] = []
     next_proxy_port = options.proxy_port_base
     for service in snapshot.services:
         for port in service.ports:
@@ -72,6 +82,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                 if options.proxy_enabled:
                     proxy_port = next_proxy_port
                     next_proxy_port += 1
+                    proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
                 else:
                     decision = attrs.evolve(
                         decision,
@@ -90,7 +101,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
         node=node,
         snapshot_hash=snapshot.content_hash,
         bpf=BpfPlan(frontends),
-        envoy=EnvoyPlan(),
+        envoy=build_envoy_plan(snapshot, proxied) if proxied else EnvoyPlan(),
         decisions=tuple(decisions),
     )
 

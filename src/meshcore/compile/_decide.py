@@ -24,6 +24,22 @@ def _policies_needing_l7(snapshot: Snapshot, service: Service, port: ServicePort
     return found
 
 
+def _policy_l7_reason(policy: AuthorizationPolicy) -> str:
+    """Which rule of ``policy`` needs Envoy, and on what."""
+    for i, rule in enumerate(policy.rules):
+        for op in rule.operations:
+            for field in ("methods", "not_methods", "paths", "not_paths", "hosts", "not_hosts"):
+                values = getattr(op, field)
+                if values:
+                    label = field.replace("not_", "excluded ").rstrip("s")
+                    return f"rule {i} matches on HTTP {label}s {', '.join(values)}"
+        if rule.conditions:
+            return f"rule {i} has a condition on {rule.conditions[0].key}"
+        if any(s.request_principals for s in rule.sources):
+            return f"rule {i} matches on request principals (JWT)"
+    return "matches on HTTP attributes"
+
+
 def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
     """Decide whether ``port`` of ``service`` needs the node Envoy, and say why."""
     transport = port.protocol.transport
@@ -36,7 +52,7 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
         p = policies[0]
         return Decision(
             service.ref, port.port, transport, Datapath.ENVOY,
-            f"authorization policy {p.namespace}/{p.name} matches on HTTP attributes", p.source,
+            f"authorization policy {p.namespace}/{p.name} {_policy_l7_reason(p)}", p.source,
         )
     if tables:
         return Decision(service.ref, port.port, transport, Datapath.EBPF,

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import attrs
 
 from ..model import BackendState, ServiceRef, Source
+from ._envoy_plan import EnvoyPlan
 
 
 class Datapath(enum.StrEnum):
@@ -90,13 +91,6 @@ class Decision:
     datapath: Datapath
     reason: str
     source: Source = attrs.field(default=Source(), eq=False, order=False)
-
-
-@attrs.frozen
-class EnvoyPlan:
-    """The node Envoy's configuration (filled by the proxy work; empty means no Envoy)."""
-
-    listeners: tuple[object, ...] = ()
 
 
 @attrs.frozen

@@ -11,9 +11,10 @@ from ._fields import FieldError, Fields, field_diagnostic
 from ._inventory import Inventory
 from ._load import CLUSTER_SCOPED_KINDS, load_objects, load_paths, load_text
 from ._objects import KubeObject, make_object
+from ._selector import LabelSelector, read_selector
 
 __all__ = [
     "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
-    "KubeObject", "expand_deployment", "field_diagnostic", "load_objects", "load_paths",
-    "load_text", "make_object", "translate_core",
+    "KubeObject", "LabelSelector", "expand_deployment", "field_diagnostic", "load_objects", "load_paths",
+    "load_text", "make_object", "read_selector", "translate_core",
 ]

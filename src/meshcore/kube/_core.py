@@ -30,6 +30,7 @@ from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNK
 from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
 from ._endpointslice import SliceInfo, translate_slice
 from ._fields import FieldError, field_diagnostic
+from ._gc import gc_paused
 from ._inventory import Inventory
 from ._namespace import implied_namespace, translate_namespace
 from ._objects import KubeObject
@@ -114,6 +115,11 @@ def _check_pod_ips(run: _Run, objects: Sequence[tuple[KubeObject, PodInfo]]) -> 
 
 def translate_core(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnostic]]:
     """Translate core-kind objects into an :class:`Inventory` and diagnostics."""
+    with gc_paused():
+        return _translate(objects)
+
+
+def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnostic]]:
     run = _Run()
     defined: dict[tuple[str, str, str], Source] = {}
     by_kind: dict[str, list[KubeObject]] = defaultdict(list)

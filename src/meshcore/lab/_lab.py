@@ -28,7 +28,7 @@ from . import _netns as netns
 from . import _procs as procs
 from ._containers import PodContext, ProcessSpec, container_process, python_env
 from ._errors import LabError
-from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, state_root, tool
+from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
 from ._ipam import LabRanges, next_pod_index
 from ._manifest import (
     Desired,
@@ -50,6 +50,7 @@ from ._state import (
     labs_up,
     lab_dir,
     locked,
+    remember_shared_dir,
     remove_lock,
     write_json,
 )
@@ -286,14 +287,12 @@ class Lab:
         errors = [d for d in found if d.severity is Severity.ERROR]
         if errors:
             raise LabInputError(errors)
-        root = state_root()
-        created_parents = [p for p in (root.parent, root) if not p.exists()]
         with locked(self.name), procs.forks_end_on_signals():
-            state = self._load_or_init(ranges, created_parents)
+            state = self._load_or_init(ranges)
             given = [f if str(f) == "-" else Path(f).resolve() for f in files]
             return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say)
 
-    def _load_or_init(self, ranges: LabRanges | None, created_parents: Sequence[Path]) -> LabState:
+    def _load_or_init(self, ranges: LabRanges | None) -> LabState:
         if self.is_up:
             state = LabState.load(self.dir)
             if ranges is not None and ranges.to_data() != state.ranges:
@@ -309,12 +308,9 @@ class Lab:
             cgroup_root=str(cgroup_parent / self.name),
             bpf_pin_dir=str(bpffs_mount() / "meshcore" / node), ranges=ranges.to_data(),
         )
-        for parent in created_parents:
-            state.remember_dir(parent)
-        if not cgroup_parent.exists():
-            state.remember_dir(cgroup_parent)
-        if not NETNS_ETC.exists():
-            state.remember_dir(NETNS_ETC)
+        for shared in (cgroup_parent, NETNS_ETC):
+            if not shared.exists():
+                remember_shared_dir(shared)
         state.save()
         return state
 
@@ -353,7 +349,7 @@ class Lab:
                 self._create_pod(state, pod, net, ranges)
             self._write_hosts(state)
             started = [p.key for p in new]
-            restarted = self._start_containers(state, desired, ranges, new)
+            restarted = self._start_containers(state, desired, new, timeout)
             self._wait_ready(state, [*started, *restarted], timeout)
             generation = self._write_objects(state, desired, ranges)
             agent = self._ensure_agent(state, generation, timeout, warnings)
@@ -460,7 +456,9 @@ class Lab:
                     env[f"{prefix}_SERVICE_PORT_{str(port['name']).upper().replace('-', '_')}"] = str(port["port"])
         return env
 
-    def _process_specs(self, state: LabState, pod: DesiredPod, record: PodRecord) -> list[ProcessSpec]:
+    def _process_specs(self, state: LabState, pod: DesiredPod, record: PodRecord,
+                       init: bool = False) -> list[ProcessSpec]:
+        """The pod's containers as processes (``init``: its run-to-completion init containers)."""
         ranges = LabRanges.from_data(state.ranges)
         meta = pod.body.get("metadata") or {}
         context = PodContext(
@@ -470,13 +468,36 @@ class Lab:
             service_account=str(pod.spec.get("serviceAccountName") or "default"),
         )
         base = self._base_env(state, pod, record)
-        containers = [c for c in pod.spec.get("containers") or [] if isinstance(c, Mapping)]
-        # Sidecar containers (init containers that keep running) run alongside the others.
-        containers += [c for c in pod.spec.get("initContainers") or []
-                       if isinstance(c, Mapping) and c.get("restartPolicy") == "Always"]
+        inits = [c for c in pod.spec.get("initContainers") or [] if isinstance(c, Mapping)]
+        if init:
+            containers = [c for c in inits if c.get("restartPolicy") != "Always"]
+        else:
+            containers = [c for c in pod.spec.get("containers") or [] if isinstance(c, Mapping)]
+            # Sidecar containers (init containers that keep running) run alongside the others.
+            containers += [c for c in inits if c.get("restartPolicy") == "Always"]
         return [container_process(c, context, base) for c in containers]
 
-    def _spawn(self, state: LabState, record: PodRecord, spec: ProcessSpec) -> tuple[ProcRecord | None, str]:
+    def _run_init_containers(self, state: LabState, pod: DesiredPod, record: PodRecord, timeout: float) -> str:
+        """Run the pod's init containers one after another; a problem ends the sequence."""
+        for spec in self._process_specs(state, pod, record, init=True):
+            env = dict(spec.env)
+            command = shutil.which(spec.argv[0], path=env.get("PATH")) if spec.argv else None
+            if command is None:
+                return f"init container {spec.container}: command {spec.argv[:1]} not found"
+            log = self.dir / "logs" / f"{record.namespace}_{record.name}_{spec.container}.log"
+            with open(log, "ab") as out:
+                try:
+                    result = subprocess.run([tool("ip"), "netns", "exec", record.netns, command, *spec.argv[1:]],
+                                            env=env, cwd=record.workdir, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=out, timeout=timeout, check=False,
+                                            preexec_fn=_joiner(record.cgroup))
+                except subprocess.TimeoutExpired:
+                    return f"init container {spec.container} did not finish within {timeout:.0f}s"
+            if result.returncode != 0:
+                return f"init container {spec.container} exited with status {result.returncode} (log: {log})"
+        return ""
+
+    def _spawn(self, record: PodRecord, spec: ProcessSpec) -> tuple[ProcRecord | None, str]:
         env = dict(spec.env)
         command = shutil.which(spec.argv[0], path=env.get("PATH")) if spec.argv else None
         if command is None:
@@ -486,13 +507,19 @@ class Lab:
         pid, started = procs.spawn(argv, env=env, cwd=record.workdir, cgroup=record.cgroup, log=log)
         return ProcRecord(spec.container, pid, started, tuple(spec.argv), log), ""
 
-    def _start_containers(self, state: LabState, desired: Desired, ranges: LabRanges,
-                          new: Sequence[DesiredPod]) -> list[str]:
+    def _start_containers(self, state: LabState, desired: Desired, new: Sequence[DesiredPod],
+                          timeout: float) -> list[str]:
         """Start the containers of new pods and restart dead ones (restartPolicy Always)."""
         new_keys = {p.key for p in new}
         restarted = []
         for pod in desired.pods:
             record = state.pods[pod.key]
+            if pod.key in new_keys or not record.processes:
+                problem = self._run_init_containers(state, pod, record, timeout)
+                if problem:
+                    state.pods[pod.key] = attrs.evolve(record, notes=(problem,))
+                    state.save()
+                    continue
             specs = self._process_specs(state, pod, record)
             running = {p.container: p for p in record.processes if procs.alive(p.pid, p.start_time)}
             if pod.key not in new_keys:
@@ -507,7 +534,7 @@ class Lab:
             for spec in specs:
                 if spec.container in running:
                     continue
-                process, problem = self._spawn(state, record, spec)
+                process, problem = self._spawn(record, spec)
                 if process is None:
                     notes.append(problem)
                     continue
@@ -659,9 +686,6 @@ class Lab:
             _remove_path(self.dir)
             removed.append(f"state {self.dir}")
             remove_lock(self.name)
-            for directory in sorted(state.created_dirs, key=lambda d: -d.count("/")):
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)  # only when empty: other labs may use it now
         leftovers = [n for n in [state.node_netns, *(r.netns for r in state.pods.values())] if netns.exists(n)]
         problems += [f"network namespace {n} still exists" for n in leftovers]
         if problems:

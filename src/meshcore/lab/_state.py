@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from ._errors import LabError
-from ._host import state_root
+from ._host import DEFAULT_STATE_ROOT, state_root
 
 STATE_VERSION = 1
 #: Format version of the objects file the lab hands to its node agent.
@@ -28,6 +28,8 @@ STATE_FILE = "state.json"
 OBJECTS_FILE = "objects.json"
 AGENT_STATUS_FILE = "agent.json"
 AGENT_LOG = "agent.log"
+#: In the state root: shared directories (/etc/netns, the cgroup parent) labs created.
+SHARED_DIRS_FILE = ".created-dirs"
 
 
 def _pairs(value: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
@@ -177,8 +179,6 @@ class LabState:
     agent: ProcRecord | None = None
     pods: dict[str, PodRecord] = attrs.field(factory=dict)
     services: dict[str, ServiceRecord] = attrs.field(factory=dict)
-    #: Shared parent directories this lab created (removed at `down` when empty).
-    created_dirs: list[str] = attrs.field(factory=list)
     #: Notes about the input (e.g. how a container image was mapped) from the last `up`.
     notes: list[str] = attrs.field(factory=list)
 
@@ -197,11 +197,6 @@ class LabState:
         """Where the node agent reports what it applied."""
         return self.dir / AGENT_STATUS_FILE
 
-    def remember_dir(self, path: Path | str) -> None:
-        """Record a shared parent directory this lab created."""
-        if str(path) not in self.created_dirs:
-            self.created_dirs.append(str(path))
-
     def save(self) -> None:
         """Write the state file atomically (write to a temporary file, then rename)."""
         data = {
@@ -219,7 +214,6 @@ class LabState:
             "agent": self.agent.to_data() if self.agent else None,
             "pods": {k: p.to_data() for k, p in sorted(self.pods.items())},
             "services": {k: s.to_data() for k, s in sorted(self.services.items())},
-            "created_dirs": self.created_dirs,
             "notes": self.notes,
         }
         write_json(self.path, data)
@@ -246,7 +240,6 @@ class LabState:
                 agent=ProcRecord.from_data(data["agent"]) if data.get("agent") else None,
                 pods={k: PodRecord.from_data(v) for k, v in data.get("pods", {}).items()},
                 services={k: ServiceRecord.from_data(v) for k, v in data.get("services", {}).items()},
-                created_dirs=list(data.get("created_dirs", [])),
                 notes=list(data.get("notes", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -256,8 +249,10 @@ class LabState:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: readers see the old or the new file, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Compact separators keep json on its C encoder (indenting is many times slower).
+    text = json.dumps(data, separators=(",", ":"))
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=False)
+        f.write(text)
         f.write("\n")
     # No fsync: the state lives on tmpfs (/run), which a reboot empties along with
     # everything the state describes; the rename alone keeps it whole across crashes.
@@ -281,9 +276,16 @@ def labs_up() -> list[str]:
 def locked(name: str) -> Iterator[None]:
     """Hold the lab's lock so two `up`/`down` runs never interleave."""
     root = state_root()
-    root.mkdir(parents=True, exist_ok=True)
     lock = root / f".{name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    for attempt in range(5):
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            break
+        except FileNotFoundError:
+            # Another lab's `down` removed the empty root just now: make it again.
+            if attempt == 4:
+                raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -295,7 +297,35 @@ def locked(name: str) -> Iterator[None]:
         os.close(fd)
 
 
+def remember_shared_dir(path: Path) -> None:
+    """Record that a lab created ``path``, a directory all labs share (e.g. /etc/netns)."""
+    root = state_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / SHARED_DIRS_FILE, "a", encoding="utf-8") as f:
+        f.write(f"{path}\n")
+
+
 def remove_lock(name: str) -> None:
-    """Remove the lab's lock file (at the end of `down`, while holding it)."""
+    """Remove the lab's lock file (at the end of `down`, while holding it).
+
+    When it was the last lab, the shared directories labs created (if empty) and the
+    state root itself go too: the machine is left as it was before the first lab.
+    """
+    root = state_root()
     with contextlib.suppress(FileNotFoundError):
-        (state_root() / f".{name}.lock").unlink()
+        (root / f".{name}.lock").unlink()
+    try:
+        others = [p.name for p in root.iterdir() if p.name != SHARED_DIRS_FILE]
+    except FileNotFoundError:
+        return
+    if others:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        created = [line for line in (root / SHARED_DIRS_FILE).read_text().splitlines() if line]
+        for shared in sorted(set(created), key=lambda d: -d.count("/")):
+            with contextlib.suppress(OSError):
+                os.rmdir(shared)  # only when empty
+        (root / SHARED_DIRS_FILE).unlink()
+    for directory in (root, root.parent) if root == DEFAULT_STATE_ROOT else (root,):
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -60,12 +60,11 @@ print(json.dumps(results))
 
 
 def demo_dir() -> Path:
-    """The bundled demo manifests: installed with the package, else in the source tree."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[1] / "examples" / "demo", here.parents[3] / "examples" / "demo"):
-        if candidate.is_dir():
-            return candidate
-    raise LabError("the demo manifests (examples/demo) are not installed with this meshcore")
+    """The demo manifests shipped inside the package (``meshcore/examples/demo``)."""
+    candidate = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    if not candidate.is_dir():
+        raise LabError(f"the demo manifests are missing from this installation ({candidate})")
+    return candidate
 
 
 def targets(status: LabStatus) -> list[dict[str, Any]]:

@@ -21,7 +21,11 @@ class MatchKind(enum.StrEnum):
     """How a string is matched."""
 
     EXACT = "Exact"
+    #: A plain string prefix: ``/abc`` matches ``/abcd``.
     PREFIX = "Prefix"
+    #: A path-element prefix (Gateway API ``PathPrefix``, Ingress ``Prefix``): ``/abc`` matches
+    #: ``/abc``, ``/abc/`` and ``/abc/def`` but not ``/abcd``; a trailing ``/`` is ignored.
+    PATH_PREFIX = "PathPrefix"
     SUFFIX = "Suffix"
     REGEX = "RegularExpression"
     PRESENT = "Present"
@@ -71,8 +75,11 @@ class QueryMatch:
 def _path_kind(_: Any, attribute: "attrs.Attribute[StringMatch | None]", value: StringMatch | None) -> None:
     if value is None:
         return
-    if value.kind not in (MatchKind.EXACT, MatchKind.PREFIX, MatchKind.REGEX):
-        raise ModelError(attribute.name, f"path match must be Exact, Prefix or RegularExpression, not {value.kind.value}")
+    if value.kind not in (MatchKind.EXACT, MatchKind.PREFIX, MatchKind.PATH_PREFIX, MatchKind.REGEX):
+        raise ModelError(
+            attribute.name,
+            f"path match must be Exact, Prefix, PathPrefix or RegularExpression, not {value.kind.value}",
+        )
     if value.kind is not MatchKind.REGEX and not value.value.startswith("/"):
         raise ModelError(attribute.name, f"path {value.value!r} must start with '/'")
 
@@ -131,7 +138,11 @@ class Redirect:
 
 @attrs.frozen(order=True)
 class Rewrite:
-    """Rewrite the request before forwarding: host, full path or matched prefix."""
+    """Rewrite the request before forwarding: host, full path or matched prefix.
+
+    After a ``PathPrefix`` match, ``prefix`` replaces whole path elements: ``/foo`` replaced
+    by ``/xyz`` turns ``/foo/bar`` into ``/xyz/bar``, and by ``""`` into ``/bar``.
+    """
 
     host: str | None = None
     path: str | None = None
@@ -187,12 +198,36 @@ class CorsPolicy:
     max_age_s: int | None = None
 
 
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(attribute.name, f"{value!r} must be an integer >= 1")
+
+
+def _optional_positive(inst: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None:
+        _positive(inst, attribute, value)
+
+
+@attrs.frozen(order=True)
+class InvalidBackends:
+    """The share of a route's traffic meant for backends that could not be resolved.
+
+    ``weight`` is on the scale of the route's destination weights; those requests are
+    answered with ``status`` instead of being forwarded (e.g. Gateway API answers 500, and
+    ``UNAVAILABLE`` for gRPC, which an HTTP 503 becomes).
+    """
+
+    weight: int = attrs.field(validator=_positive)
+    status: int = attrs.field(default=500, validator=in_range(100, 599))
+
+
 @attrs.frozen(order=True)
 class HttpRoute:
     """One L7 rule: matches (OR) and what to do with a matching request.
 
     Exactly one of ``destinations``, ``redirect`` or ``direct_response`` decides the
     outcome; the other actions modify the forwarded request or its response.
+    ``invalid_backends`` (only with ``destinations``) answers its share with an error.
     """
 
     name: str = ""
@@ -208,6 +243,7 @@ class HttpRoute:
     retries: RetryPolicy | None = None
     fault: FaultInjection | None = None
     cors: CorsPolicy | None = None
+    invalid_backends: InvalidBackends | None = None
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
     def __attrs_post_init__(self) -> None:
@@ -217,6 +253,8 @@ class HttpRoute:
                 "destinations",
                 "an HTTP route needs exactly one of destinations, redirect or direct_response",
             )
+        if self.invalid_backends is not None and not self.destinations:
+            raise ModelError("invalid_backends", "only a route with destinations can have invalid backends")
 
     @property
     def needs_l7(self) -> bool:
@@ -226,16 +264,23 @@ class HttpRoute:
             or self.redirect or self.direct_response or self.rewrite
             or self.request_headers or self.response_headers or self.mirrors
             or self.timeout_ms or self.retries or self.fault or self.cors
+            or self.invalid_backends
         )
 
 
 @attrs.frozen(order=True)
 class TcpRoute:
-    """One L4 rule: optional SNI match (TLS passthrough) and weighted destinations."""
+    """One L4 rule: optional SNI match (TLS passthrough) and weighted destinations.
+
+    ``invalid_weight`` is the share (on the destinations' weight scale) of connections
+    meant for backends that could not be resolved: they are refused. A route with no
+    destinations refuses every connection it matches.
+    """
 
     name: str = ""
     sni: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     destinations: tuple[Destination, ...] = attrs.field(default=(), converter=to_tuple)
+    invalid_weight: int | None = attrs.field(default=None, validator=_optional_positive)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
 
@@ -294,7 +339,8 @@ def _why(r: HttpRoute) -> str:
             return f"matches on method {m.method}"
         if m.authority:
             return "matches on authority"
-    for attr in ("redirect", "direct_response", "rewrite", "mirrors", "timeout_ms", "retries", "fault", "cors"):
+    for attr in ("redirect", "direct_response", "rewrite", "mirrors", "timeout_ms", "retries", "fault", "cors",
+                 "invalid_backends"):
         if getattr(r, attr):
             return f"uses {attr.replace('_ms', '').replace('_', ' ')}"
     if r.request_headers or r.response_headers:

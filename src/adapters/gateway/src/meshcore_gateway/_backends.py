@@ -1,0 +1,120 @@
+"""Backend references → weighted model destinations, or the reason they cannot be resolved.
+
+An unresolvable backend keeps its weight: that share of the traffic is answered with an
+error instead of being redistributed (as the Gateway API requires). The reasons are the
+standard ``ResolvedRefs`` reasons of route status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import attrs
+
+from meshcore.kube import Fields, Inventory, KubeObject
+from meshcore.model import Destination, ServiceRef
+
+from ._common import GATEWAY_GROUP
+from ._referencegrant import ReferenceGrants
+from ._refs import BackendRef
+
+REF_NOT_PERMITTED = "RefNotPermitted"
+BACKEND_NOT_FOUND = "BackendNotFound"
+INVALID_KIND = "InvalidKind"
+UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
+
+
+@attrs.frozen
+class Failure:
+    """Why one backend reference is invalid, in the words of the route status."""
+
+    path: str
+    reason: str
+    message: str
+
+
+@attrs.frozen
+class BackendContext:
+    """What resolving depends on: who refers (route kind/namespace), mesh or Gateway, grants.
+
+    Mesh routes may refer to Services in any namespace without a ReferenceGrant (GEP-1426);
+    Gateway-bound routes need one for every cross-namespace backend.
+    """
+
+    inventory: Inventory
+    grants: ReferenceGrants
+    route_kind: str
+    route_namespace: str
+    mesh: bool
+    #: Services (namespace, name) a BackendTLSPolicy asks to reach over TLS.
+    tls_services: Collection[tuple[str, str]] = ()
+
+
+def resolve(ref: BackendRef, ctx: BackendContext) -> Destination | Failure:
+    """The destination of one backend reference, or why it is invalid."""
+    if not ref.is_service:
+        return Failure(ref.path, INVALID_KIND, f"{ref.label}: only core Services are supported as backends")
+    if not ctx.mesh and not ctx.grants.allows(GATEWAY_GROUP, ctx.route_kind, ctx.route_namespace,
+                                              "", "Service", ref.namespace, ref.name):
+        return Failure(ref.path, REF_NOT_PERMITTED,
+                       f"{ref.label}: no ReferenceGrant in namespace {ref.namespace} allows "
+                       f"{ctx.route_kind}s from namespace {ctx.route_namespace} to refer to it")
+    service = ctx.inventory.service(ref.namespace, ref.name)
+    if service is None:
+        return Failure(ref.path, BACKEND_NOT_FOUND, f"{ref.label}: Service {ref.namespace}/{ref.name} not found")
+    assert ref.port is not None
+    if not any(p.port == ref.port for p in service.ports):
+        known = ", ".join(str(p.port) for p in service.ports) or "none"
+        return Failure(ref.path, BACKEND_NOT_FOUND,
+                       f"{ref.label}: Service {ref.namespace}/{ref.name} has no port {ref.port} (ports: {known})")
+    if (ref.namespace, ref.name) in ctx.tls_services:
+        return Failure(ref.path, UNSUPPORTED_PROTOCOL,
+                       f"{ref.label}: a BackendTLSPolicy asks for TLS to this Service, which is not supported yet")
+    if ref.has_filters:
+        return Failure(ref.path, UNSUPPORTED_PROTOCOL,
+                       f"{ref.label}: filters on a backendRef are not supported yet")
+    return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight)
+
+
+@attrs.frozen
+class Resolved:
+    """The outcome of a rule's backend references."""
+
+    destinations: tuple[Destination, ...]
+    #: Total weight of the invalid references (their share gets an error).
+    invalid_weight: int
+    failures: tuple[Failure, ...]
+
+    @property
+    def total_weight(self) -> int:
+        """Weight of valid and invalid references together."""
+        return sum(d.weight for d in self.destinations) + self.invalid_weight
+
+
+def resolve_all(refs: Sequence[BackendRef], ctx: BackendContext) -> Resolved:
+    """Resolve a rule's backend references, keeping the weight of the invalid ones."""
+    destinations: list[Destination] = []
+    failures: list[Failure] = []
+    invalid = 0
+    for ref in refs:
+        result = resolve(ref, ctx)
+        if isinstance(result, Failure):
+            failures.append(result)
+            invalid += ref.weight
+        else:
+            destinations.append(result)
+    return Resolved(tuple(destinations), invalid, tuple(failures))
+
+
+def read_tls_policy_targets(obj: KubeObject) -> list[tuple[str, str]]:
+    """The Services (namespace, name) a BackendTLSPolicy targets (``targetRefs`` or v1alpha2 ``targetRef``)."""
+    spec = Fields.of(obj).map("spec", required=True)
+    entries = spec.maps("targetRefs") or ([spec.map("targetRef")] if spec.has("targetRef") else [])
+    out = []
+    for entry in entries:
+        group = entry.str("group", "") or ""
+        kind = entry.req_str("kind")
+        name = entry.req_str("name")
+        if group in ("", "core") and kind == "Service":
+            out.append((obj.namespace, name))
+    return out

@@ -1,0 +1,173 @@
+"""Ingress (networking.k8s.io/v1) with IngressClass → a gateway-like Service with L7 tables.
+
+An Ingress is ours when its class (``spec.ingressClassName``, else the legacy
+``kubernetes.io/ingress.class`` annotation, else the IngressClass annotated
+``ingressclass.kubernetes.io/is-default-class: "true"``) is an IngressClass whose
+``spec.controller`` is :data:`INGRESS_CONTROLLER`. It becomes a Service of the Ingress's
+namespace and name with port 80 (and 443 when ``spec.tls`` is set) and one L7 table per
+rule host: paths ordered longest first, ``Exact`` before ``Prefix`` on ties
+(``ImplementationSpecific`` is a path-element prefix, like ``Prefix``), then the default
+backend as the last, catch-all route. A backend whose Service or port does not exist is
+answered with 503.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject
+from meshcore.model import (
+    Destination,
+    DirectResponse,
+    HttpMatch,
+    HttpRoute,
+    MatchKind,
+    Protocol,
+    RouteKind,
+    RouteTable,
+    ServicePort,
+    ServiceRef,
+    StringMatch,
+)
+
+from ._codes import INVALID_VALUE, UNRESOLVED_BACKEND
+from ._common import INGRESS_CONTROLLER, Report, annotations
+from ._hostnames import ANY, check_hostname
+from ._matches import path_prefix
+from ._precedence import L7Entry, l7_entry, ordered
+
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+#: Status of requests for a backend that cannot be resolved (what ingress controllers answer).
+UNAVAILABLE = 503
+
+
+@attrs.frozen
+class IngressClassInfo:
+    """An IngressClass: its controller and whether it is the default class."""
+
+    name: str
+    controller: str
+    default: bool
+
+    @property
+    def ours(self) -> bool:
+        """True when meshcore is its controller."""
+        return self.controller == INGRESS_CONTROLLER
+
+
+def read_ingress_class(obj: KubeObject) -> IngressClassInfo:
+    """Read an IngressClass."""
+    spec = Fields.of(obj).map("spec", required=True)
+    controller = spec.req_str("controller")
+    default = annotations(obj).get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true"
+    return IngressClassInfo(obj.name, controller, default)
+
+
+def ingress_class(obj: KubeObject, classes: Mapping[str, IngressClassInfo]) -> tuple[IngressClassInfo | None, str]:
+    """The class of an Ingress (or ``None``) and a phrase naming how it was chosen."""
+    name = Fields.of(obj).map("spec").str("ingressClassName") or annotations(obj).get(LEGACY_CLASS_ANNOTATION)
+    if name:
+        return classes.get(name), f"class {name}"
+    defaults = [c for c in classes.values() if c.default]
+    if len(defaults) == 1:
+        return defaults[0], f"default class {defaults[0].name}"
+    if len(defaults) > 1:
+        return None, f"no class set and several default classes ({', '.join(sorted(c.name for c in defaults))})"
+    return None, "no class set and no default IngressClass"
+
+
+@attrs.frozen
+class _Backend:
+    path: str
+    destination: Destination | None
+    problem: str = ""
+
+
+def _backend(entry: Fields, obj: KubeObject, inventory: Inventory) -> _Backend:
+    if entry.has("resource"):
+        return _Backend(entry.path, None, "resource backends are not supported")
+    service = entry.map("service", required=True)
+    name = service.req_str("name")
+    port = service.map("port", required=True)
+    number = port.port("number")
+    port_name = port.str("name")
+    if (number is None) == (not port_name):
+        raise FieldError(port.path, "exactly one of number or name must be set", INVALID_VALUE)
+    found = inventory.service(obj.namespace, name)
+    if found is None:
+        return _Backend(entry.path, None, f"Service {obj.namespace}/{name} not found")
+    matched = [p for p in found.ports if (p.port == number if number is not None else p.name == port_name)]
+    if not matched:
+        return _Backend(entry.path, None, f"Service {obj.namespace}/{name} has no port {number or port_name}")
+    return _Backend(entry.path, Destination(ServiceRef(obj.namespace, name), matched[0].port))
+
+
+def _path_match(entry: Fields) -> HttpMatch:
+    kind = entry.req_str("pathType", choices=PATH_TYPES)
+    value = entry.str("path", "/") or "/"
+    if not value.startswith("/"):
+        raise FieldError(f"{entry.path}.path", f"{value!r} must start with '/'", INVALID_VALUE)
+    if kind == "Exact":
+        return HttpMatch(path=StringMatch(MatchKind.EXACT, value))
+    prefix = path_prefix(value)
+    return HttpMatch() if prefix == "/" else HttpMatch(path=StringMatch(MatchKind.PATH_PREFIX, prefix))
+
+
+def _route(name: str, match: HttpMatch, backend: _Backend, obj: KubeObject) -> HttpRoute:
+    if backend.destination is None:
+        return HttpRoute(name=name, matches=(match,), direct_response=DirectResponse(UNAVAILABLE),
+                         source=obj.source_at(backend.path))
+    return HttpRoute(name=name, matches=(match,), destinations=(backend.destination,),
+                     source=obj.source_at(backend.path))
+
+
+@attrs.frozen
+class IngressResult:
+    """What one Ingress contributes: its Service ports and route tables."""
+
+    ports: tuple[ServicePort, ...]
+    tables: tuple[RouteTable, ...]
+    tls: bool
+
+
+def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> IngressResult:
+    """Translate one Ingress of ours (problems with backends are reported, not fatal)."""
+    spec = Fields.of(obj).map("spec", required=True)
+    ref = f"{obj.namespace}/{obj.name}"
+    by_host: dict[str, list[L7Entry]] = defaultdict(list)
+    unresolved: list[_Backend] = []
+    default = None
+    if spec.has("defaultBackend"):
+        backend = _backend(spec.map("defaultBackend"), obj, inventory)
+        unresolved += [backend] if backend.problem else []
+        default = _route(f"{ref}.defaultBackend", HttpMatch(), backend, obj)
+    for i, rule in enumerate(spec.maps("rules")):
+        host = rule.str("host") or ANY
+        if host:
+            check_hostname(host, f"{rule.path}.host")
+        by_host.setdefault(host, [])
+        for j, entry in enumerate(rule.map("http").maps("paths")):
+            match = _path_match(entry)
+            backend = _backend(entry.map("backend", required=True), obj, inventory)
+            unresolved += [backend] if backend.problem else []
+            route = _route(f"{ref}.rules[{i}].http.paths[{j}]", match, backend, obj)
+            by_host[host].append(l7_entry(route, ((0, 0.0), "", ""), i, j))
+    for backend in unresolved:
+        report.warn(obj, UNRESOLVED_BACKEND, f"{backend.problem}: requests for this backend are answered "
+                    f"with {UNAVAILABLE}", backend.path)
+    if default is not None:
+        by_host.setdefault(ANY, [])
+    tls = bool(spec.list("tls"))
+    ports = [ServicePort(80, Protocol.HTTP, "http")] + ([ServicePort(443, Protocol.TLS, "https")] if tls else [])
+    tables = []
+    for port in ports:
+        for host, entries in by_host.items():
+            routes: Sequence[HttpRoute] = ordered(entries) + ([default] if default is not None else [])
+            tables.append(RouteTable(ServiceRef(obj.namespace, obj.name), port.port, RouteKind.L7, http=routes,
+                                     hostnames=(host,) if host else (), source=obj.source))
+    return IngressResult(tuple(ports), tuple(tables), tls)

@@ -1,0 +1,281 @@
+"""Model route tables and policies → the EnvoyPlan for the ports handed to the node proxy.
+
+One listener per proxied (service, port) on the port compile allocated; HTTP ports get a
+route configuration (virtual hosts from the tables' hostnames, routes in table order, a
+model route with several alternative matches becomes one Envoy route per match) and RBAC
+filters; TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
+service port's active backends.
+
+Diagnostic codes: MC5104 a destination whose service or port does not exist (its
+cluster has no endpoints, so requests routed there get 503); MC5105 a route whose
+destinations all have weight 0 (answered with 500); see :mod:`._envoy_rbac` for the
+policy ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from ..model import (
+    Backend,
+    BackendState,
+    Destination,
+    Diagnostic,
+    DirectResponse,
+    HttpMatch,
+    HttpRoute,
+    MatchKind,
+    Protocol,
+    RouteKind,
+    RouteTable,
+    Service,
+    ServicePort,
+    Severity,
+    Snapshot,
+    Source,
+    Workload,
+    WorkloadRef,
+)
+from ._envoy_plan import (
+    ClusterWeight,
+    EnvoyCluster,
+    EnvoyEndpoint,
+    EnvoyListener,
+    EnvoyPlan,
+    EnvoyRoute,
+    EnvoyRouteConfig,
+    EnvoyVirtualHost,
+    Origin,
+    RouteMirror,
+    TcpChain,
+    cluster_name,
+)
+from ._envoy_rbac import listener_rbac
+from ._plan import Decision
+
+
+@attrs.frozen
+class ProxiedPort:
+    """A service port compile hands to the node proxy, with its tables and listener port."""
+
+    service: Service
+    port: ServicePort
+    proxy_port: int
+    tables: tuple[RouteTable, ...]
+    decision: Decision
+
+
+def _first_known(*sources: Source) -> Source:
+    return next((s for s in sources if s != Source()), Source())
+
+
+def _route_hints(route: HttpRoute) -> tuple[str, ...]:
+    """Strings Envoy may quote when it rejects this route (regexes, header names, paths)."""
+    hints: list[str] = []
+    for m in route.matches:
+        for sm in (m.path, m.authority, *(h.match for h in m.headers), *(q.match for q in m.query)):
+            if sm is not None and sm.kind is MatchKind.REGEX:
+                hints.append(sm.value)
+    for mod in (route.request_headers, route.response_headers):
+        hints.extend(name for name, _ in (*mod.set, *mod.add))
+        hints.extend(mod.remove)
+    if route.rewrite is not None:
+        hints.extend(v for v in (route.rewrite.host, route.rewrite.path, route.rewrite.prefix) if v)
+    return tuple(dict.fromkeys(h for h in hints if h))
+
+
+@attrs.define
+class _Builder:
+    snapshot: Snapshot
+    clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
+    warnings: list[Diagnostic] = attrs.field(factory=list)
+    workloads: dict[WorkloadRef, Workload] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.workloads = {w.ref: w for w in self.snapshot.workloads}
+
+    def cluster(self, dest: Destination, default_port: int, protocol: Protocol, origin: Origin) -> str:
+        """The cluster for a destination (created on first use)."""
+        number = dest.port or default_port
+        name = cluster_name(dest.service, number, dest.subset)
+        if name in self.clusters:
+            return name
+        service = self.snapshot.service(dest.service)
+        port = service.port(number) if service is not None else None
+        if service is None or port is None:
+            missing = f"service {dest.service}" if service is None else f"port {number} of service {dest.service}"
+            self.warnings.append(Diagnostic(
+                "MC5104", Severity.WARNING,
+                f"{origin.what} sends to {missing}, which does not exist; requests routed there get 503",
+                origin.source, "destinations",
+            ))
+            self.clusters[name] = EnvoyCluster(name, dest.service, number, protocol, subset=dest.subset, origins=(origin,))
+            return name
+        backends = [b for b in port.backends if self._in_subset(b, dest)]
+        self.clusters[name] = EnvoyCluster(
+            name, dest.service, number, port.protocol, service.lb_policy,
+            tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0),
+            dest.subset, (Origin(f"service {service.ref} port {number}", service.source),),
+        )
+        return name
+
+    def _in_subset(self, backend: Backend, dest: Destination) -> bool:
+        if not dest.subset_labels:
+            return True
+        workload = self.workloads.get(backend.workload) if backend.workload is not None else None
+        return workload is not None and all(workload.labels.get(k) == v for k, v in dest.subset_labels)
+
+    def own_cluster(self, item: ProxiedPort) -> str:
+        return self.cluster(
+            Destination(item.service.ref, item.port.port), item.port.port, item.port.protocol,
+            Origin(f"service {item.service.ref} port {item.port.port}", item.service.source),
+        )
+
+    def routes(self, item: ProxiedPort, table: RouteTable, listener: str) -> list[EnvoyRoute]:
+        out: list[EnvoyRoute] = []
+        for i, route in enumerate(table.http):
+            label = route.name or f"route-{i}"
+            origin = Origin(
+                f"HTTP route {i} ({route.name or 'unnamed'}) of {table.service}:{table.port}",
+                _first_known(route.source, table.source), _route_hints(route),
+            )
+            clusters = tuple(
+                ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                for d in route.destinations if d.weight > 0
+            )
+            direct = route.direct_response
+            if route.destinations and not clusters:
+                self.warnings.append(Diagnostic(
+                    "MC5105", Severity.WARNING, f"{origin.what}: every destination has weight 0; requests get 500",
+                    origin.source, "destinations",
+                ))
+                direct = DirectResponse(500, "no destination with a weight above 0\n")
+            mirrors = tuple(
+                RouteMirror(self.cluster(m.destination, table.port, item.port.protocol, origin), m.percent)
+                for m in route.mirrors
+            )
+            for match in route.matches or (HttpMatch(),):
+                out.append(EnvoyRoute(
+                    name=f"{listener}/{label}", match=match, clusters=clusters, redirect=route.redirect,
+                    direct_response=direct, rewrite=route.rewrite, request_headers=route.request_headers,
+                    response_headers=route.response_headers, mirrors=mirrors, timeout_ms=route.timeout_ms,
+                    retries=route.retries, fault=route.fault, cors=route.cors, origins=(origin,),
+                ))
+        return out
+
+    def default_route(self, item: ProxiedPort, listener: str) -> EnvoyRoute:
+        """Forward everything to the port's own backends (or its L4 weighted split)."""
+        origin = Origin(f"service {item.service.ref} port {item.port.port}", item.service.source)
+        clusters: tuple[ClusterWeight, ...] = ()
+        for table in item.tables:
+            if table.kind is RouteKind.L4 and table.tcp:
+                clusters = tuple(
+                    ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                    for d in table.tcp[0].destinations if d.weight > 0
+                )
+        if not clusters:
+            clusters = (ClusterWeight(self.own_cluster(item), 1),)
+        return EnvoyRoute(name=f"{listener}/default", clusters=clusters, origins=(origin,))
+
+    def http_listener(self, item: ProxiedPort, name: str) -> tuple[EnvoyListener, EnvoyRouteConfig]:
+        tables = [t for t in item.tables if t.kind is RouteKind.L7]
+        per_table = [(t, self.routes(item, t, name)) for t in tables]
+        # Per hostname: the routes of tables naming it, then those of tables for any host.
+        def any_host(t: RouteTable) -> bool:
+            return not t.hostnames or "*" in t.hostnames
+
+        anyhost = [r for t, rs in per_table if any_host(t) for r in rs]
+        by_host: dict[str, list[EnvoyRoute]] = {}
+        for t, rs in per_table:
+            for host in () if any_host(t) else t.hostnames:
+                by_host.setdefault(host, []).extend(rs)
+        groups: dict[tuple[EnvoyRoute, ...], list[str]] = {}
+        for host, rs in by_host.items():
+            groups.setdefault(tuple(rs + anyhost), []).append(host)
+        vhosts = [
+            EnvoyVirtualHost(f"{name}/{hosts[0]}", tuple(hosts), routes)
+            for routes, hosts in groups.items()
+        ]
+        if not tables:
+            vhosts.append(EnvoyVirtualHost(f"{name}/*", ("*",), (self.default_route(item, name),)))
+        elif anyhost or not by_host:
+            vhosts.append(EnvoyVirtualHost(f"{name}/*", ("*",), tuple(anyhost)))
+        table_origins = tuple(
+            Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables
+        )
+        route_config = EnvoyRouteConfig(
+            name, tuple(vhosts),
+            table_origins + tuple(o for v in vhosts for r in v.routes for o in r.origins),
+        )
+        rbac = listener_rbac(self.snapshot, item.port, self.warnings)
+        listener = EnvoyListener(
+            name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
+            route_config=name, rbac=rbac, origins=self._listener_origins(item, tables)
+            + tuple(o for f in rbac for p in f.policies for o in p.origins),
+        )
+        return listener, route_config
+
+    def tcp_listener(self, item: ProxiedPort, name: str) -> EnvoyListener:
+        chains: list[TcpChain] = []
+        taken: set[str] = set()
+        catch_all = False
+        tables = [t for t in item.tables if t.kind is RouteKind.L4]
+        for table in tables:
+            for i, route in enumerate(table.tcp):
+                origin = Origin(f"TCP route {i} ({route.name or 'unnamed'}) of {table.service}:{table.port}",
+                                _first_known(route.source, table.source), route.sni)
+                # First match wins: server names (or the catch-all) already taken by an
+                # earlier route are unreachable here, and Envoy refuses duplicates.
+                sni = tuple(s for s in route.sni if s not in taken)
+                if (route.sni and not sni) or (not route.sni and catch_all):
+                    continue
+                taken.update(sni)
+                catch_all = catch_all or not route.sni
+                clusters = tuple(
+                    ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                    for d in route.destinations if d.weight > 0
+                )
+                chains.append(TcpChain(f"{name}/{route.name or f'route-{i}'}", sni, clusters, (origin,)))
+        return EnvoyListener(
+            name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
+            tcp=tuple(chains), origins=self._listener_origins(item, tables),
+        )
+
+    def _listener_origins(self, item: ProxiedPort, tables: Sequence[RouteTable]) -> tuple[Origin, ...]:
+        own = Origin(f"service {item.service.ref} port {item.port.port} ({item.decision.reason})", item.service.source)
+        return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
+
+
+def _endpoint(backend: Backend) -> EnvoyEndpoint:
+    workload = str(backend.workload) if backend.workload is not None else ""
+    return EnvoyEndpoint(backend.address, backend.port, backend.weight, workload)
+
+
+def _is_tcp(item: ProxiedPort) -> bool:
+    """An L4 listener: TLS-by-SNI tables and no L7 table (HTTP attributes need HTTP)."""
+    kinds = {t.kind for t in item.tables}
+    return RouteKind.L7 not in kinds and any(t.kind is RouteKind.L4 and t.needs_l7 for t in item.tables)
+
+
+def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort]) -> EnvoyPlan:
+    """The node proxy's configuration for ``ports`` (the ones compile decided need Envoy)."""
+    builder = _Builder(snapshot)
+    listeners: list[EnvoyListener] = []
+    route_configs: list[EnvoyRouteConfig] = []
+    for item in ports:
+        name = cluster_name(item.service.ref, item.port.port)
+        if _is_tcp(item):
+            listeners.append(builder.tcp_listener(item, name))
+        else:
+            listener, route_config = builder.http_listener(item, name)
+            listeners.append(listener)
+            route_configs.append(route_config)
+    return EnvoyPlan(
+        listeners=tuple(sorted(listeners, key=lambda item: item.name)),
+        route_configs=tuple(sorted(route_configs, key=lambda item: item.name)),
+        clusters=tuple(sorted(builder.clusters.values(), key=lambda item: item.name)),
+        warnings=tuple(builder.warnings),
+    )

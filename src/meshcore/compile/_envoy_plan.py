@@ -1,0 +1,322 @@
+"""The EnvoyPlan: the node Envoy's listeners, routes, clusters and RBAC as plain data.
+
+Compile fills it for the service ports that need L7; ``meshcore.proxy`` turns it into
+Envoy xDS resources. Names follow one scheme so resources never collide: listeners,
+route configurations and clusters are named ``<ns>/<svc>:<port>`` (a cluster for a
+subset adds ``/<subset>``). Every resource (and every route) carries the :class:`Origin`
+of the model objects it came from, so an error Envoy reports can name them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+
+import attrs
+
+from ..model import (
+    CorsPolicy,
+    Diagnostic,
+    DirectResponse,
+    FaultInjection,
+    HeaderModifier,
+    HttpMatch,
+    LbPolicy,
+    Protocol,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+    ServiceRef,
+    Source,
+    StringMatch,
+)
+
+
+@attrs.frozen(order=True)
+class Origin:
+    """The model object behind an Envoy resource or part of one, for error messages.
+
+    ``hints`` are distinctive strings of that object (regular expressions, header names)
+    used to tell which part of a rejected resource Envoy complained about.
+    """
+
+    what: str
+    source: Source = attrs.field(factory=Source, order=False)
+    hints: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.source})"
+
+
+def _origins() -> tuple[Origin, ...]:
+    return ()
+
+
+def _sorted_endpoints(value: Iterable[EnvoyEndpoint]) -> tuple[EnvoyEndpoint, ...]:
+    return tuple(sorted(value))
+
+
+def cluster_name(service: ServiceRef, port: int, subset: str = "") -> str:
+    """``<ns>/<svc>:<port>``, with ``/<subset>`` for a subset of the backends."""
+    base = f"{service.namespace}/{service.name}:{port}"
+    return f"{base}/{subset}" if subset else base
+
+
+@attrs.frozen(order=True)
+class EnvoyEndpoint:
+    """One upstream endpoint of a cluster; ``workload`` is ``ns/name`` when known."""
+
+    address: str
+    port: int
+    weight: int = 1
+    workload: str = ""
+
+
+@attrs.frozen
+class EnvoyCluster:
+    """An EDS cluster: one service port (or a subset of it) and its endpoints."""
+
+    name: str
+    service: ServiceRef
+    port: int
+    protocol: Protocol = Protocol.HTTP
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    endpoints: tuple[EnvoyEndpoint, ...] = attrs.field(default=(), converter=_sorted_endpoints)
+    subset: str = ""
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+    @property
+    def http2(self) -> bool:
+        """True when the upstream speaks HTTP/2 (gRPC and HTTP2 ports)."""
+        return self.protocol in (Protocol.GRPC, Protocol.HTTP2)
+
+
+@attrs.frozen(order=True)
+class ClusterWeight:
+    """A weighted cluster of a route."""
+
+    cluster: str
+    weight: int
+
+
+@attrs.frozen(order=True)
+class RouteMirror:
+    """Copy ``percent`` of a route's requests to ``cluster``."""
+
+    cluster: str
+    percent: float = 100.0
+
+
+@attrs.frozen
+class EnvoyRoute:
+    """One Envoy route: a single match (the model's OR alternatives become several routes).
+
+    Exactly one of ``clusters``, ``redirect`` or ``direct_response`` is set.
+    """
+
+    name: str
+    match: HttpMatch = attrs.field(factory=HttpMatch)
+    clusters: tuple[ClusterWeight, ...] = ()
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderModifier = attrs.field(factory=HeaderModifier)
+    response_headers: HeaderModifier = attrs.field(factory=HeaderModifier)
+    mirrors: tuple[RouteMirror, ...] = ()
+    timeout_ms: int | None = None
+    retries: RetryPolicy | None = None
+    fault: FaultInjection | None = None
+    cors: CorsPolicy | None = None
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+
+@attrs.frozen
+class EnvoyVirtualHost:
+    """Routes for a set of request hosts (``("*",)`` for any host), in match order."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[EnvoyRoute, ...]
+
+
+@attrs.frozen
+class EnvoyRouteConfig:
+    """The route configuration of one HTTP listener (served over RDS)."""
+
+    name: str
+    virtual_hosts: tuple[EnvoyVirtualHost, ...]
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+    def routes(self) -> Iterator[EnvoyRoute]:
+        """Every route of every virtual host."""
+        for vhost in self.virtual_hosts:
+            yield from vhost.routes
+
+
+# --- RBAC -----------------------------------------------------------------------------
+
+
+@attrs.frozen(order=True)
+class RbacAny:
+    """Matches every request (or, negated, none)."""
+
+
+@attrs.frozen(order=True)
+class RbacAnd:
+    """All of ``items`` match."""
+
+    items: tuple[RbacExpr, ...]
+
+
+@attrs.frozen(order=True)
+class RbacOr:
+    """Any of ``items`` matches."""
+
+    items: tuple[RbacExpr, ...]
+
+
+@attrs.frozen(order=True)
+class RbacNot:
+    """``item`` does not match."""
+
+    item: RbacExpr
+
+
+@attrs.frozen(order=True)
+class RbacSourceIp:
+    """The connection's peer address is inside ``cidr`` (a principal)."""
+
+    cidr: str
+
+
+@attrs.frozen(order=True)
+class RbacHeader:
+    """A request header (``:method``, ``:authority`` included) matches."""
+
+    name: str
+    match: StringMatch
+
+
+@attrs.frozen(order=True)
+class RbacPath:
+    """The request path (without query) matches."""
+
+    match: StringMatch
+
+
+RbacExpr = RbacAny | RbacAnd | RbacOr | RbacNot | RbacSourceIp | RbacHeader | RbacPath
+
+#: Matches nothing.
+RBAC_NEVER: RbacExpr = RbacNot(RbacAny())
+
+
+def rbac_or(items: Iterable[RbacExpr]) -> RbacExpr:
+    """An OR that collapses trivial cases (no items matches nothing)."""
+    found = tuple(items)
+    if not found:
+        return RBAC_NEVER
+    if any(isinstance(i, RbacAny) for i in found):
+        return RbacAny()
+    return found[0] if len(found) == 1 else RbacOr(found)
+
+
+def rbac_and(items: Iterable[RbacExpr]) -> RbacExpr:
+    """An AND that collapses trivial cases (no items matches everything)."""
+    found = tuple(i for i in items if not isinstance(i, RbacAny))
+    if any(i == RBAC_NEVER for i in found):
+        return RBAC_NEVER
+    if not found:
+        return RbacAny()
+    return found[0] if len(found) == 1 else RbacAnd(found)
+
+
+class RbacAction(enum.StrEnum):
+    """What an RBAC filter does with requests its policies match."""
+
+    ALLOW = "ALLOW"  # only matching requests pass
+    DENY = "DENY"  # matching requests are refused with 403
+    LOG = "LOG"  # matching requests are marked for the access log (AUDIT)
+
+
+@attrs.frozen
+class RbacPolicy:
+    """One authorization rule: a request matches when ``principal`` and ``permission`` do."""
+
+    name: str
+    principal: RbacExpr
+    permission: RbacExpr
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+
+@attrs.frozen
+class EnvoyRbac:
+    """One RBAC filter; an ALLOW filter without policies refuses every request."""
+
+    action: RbacAction
+    policies: tuple[RbacPolicy, ...] = ()
+
+
+# --- listeners ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TcpChain:
+    """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty)."""
+
+    name: str
+    sni: tuple[str, ...]
+    clusters: tuple[ClusterWeight, ...]
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+
+@attrs.frozen
+class EnvoyListener:
+    """The node proxy's listener for one service port, on ``proxy_port``.
+
+    HTTP listeners carry ``route_config`` (fetched over RDS) and RBAC filters (applied in
+    order: audit, deny, allow); L4 listeners carry ``tcp`` chains (TLS by SNI).
+    """
+
+    name: str
+    service: ServiceRef
+    port: int
+    protocol: Protocol
+    proxy_port: int
+    route_config: str | None = None
+    rbac: tuple[EnvoyRbac, ...] = ()
+    tcp: tuple[TcpChain, ...] = ()
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+    @property
+    def is_http(self) -> bool:
+        """True for an HTTP connection manager listener."""
+        return self.route_config is not None
+
+
+@attrs.frozen
+class EnvoyPlan:
+    """The node Envoy's whole configuration; empty means the node needs no Envoy.
+
+    ``warnings`` are parts of the model the node proxy cannot express exactly, each
+    naming the source object and what was done instead (always the fail-closed choice).
+    """
+
+    listeners: tuple[EnvoyListener, ...] = ()
+    route_configs: tuple[EnvoyRouteConfig, ...] = ()
+    clusters: tuple[EnvoyCluster, ...] = ()
+    warnings: tuple[Diagnostic, ...] = attrs.field(default=(), eq=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)
+
+    def listener(self, name: str) -> EnvoyListener | None:
+        """The listener with this name, if any."""
+        return next((item for item in self.listeners if item.name == name), None)
+
+    def route_config(self, name: str) -> EnvoyRouteConfig | None:
+        """The route configuration with this name, if any."""
+        return next((item for item in self.route_configs if item.name == name), None)
+
+    def cluster(self, name: str) -> EnvoyCluster | None:
+        """The cluster with this name, if any."""
+        return next((item for item in self.clusters if item.name == name), None)

@@ -1,0 +1,553 @@
+"""EnvoyPlan → Envoy xDS resources (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment).
+
+Resources are first built as Envoy's JSON form (readable, and what the golden files
+show), then parsed into protobuf messages; a plan Envoy's API cannot express raises
+:class:`ProxyConfigError` naming the model object, before anything is served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import attrs
+from google.protobuf import json_format
+
+from ..compile import (
+    ClusterWeight,
+    EnvoyCluster,
+    EnvoyListener,
+    EnvoyPlan,
+    EnvoyRbac,
+    EnvoyRoute,
+    EnvoyRouteConfig,
+    Origin,
+    RbacAnd,
+    RbacAny,
+    RbacExpr,
+    RbacHeader,
+    RbacNot,
+    RbacOr,
+    RbacPath,
+    RbacSourceIp,
+    TcpChain,
+)
+from ..model import HeaderModifier, HttpMatch, LbPolicy, MatchKind, StringMatch
+from ._errors import ProxyConfigError
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+#: The xDS types in the order they are pushed: clusters before their endpoints, both
+#: before the listeners and routes that use them (make before break).
+TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+SHORT_TYPE = {LISTENER: "Listener", ROUTE: "RouteConfiguration", CLUSTER: "Cluster", ENDPOINT: "ClusterLoadAssignment"}
+
+#: The bootstrap's static cluster for meshcore's gRPC server (ADS and access logs).
+XDS_CLUSTER = "meshcore_xds"
+
+_T = "type.googleapis.com/"
+_HCM = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_RBAC = _T + "envoy.extensions.filters.http.rbac.v3.RBAC"
+_FAULT = _T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+_CORS = _T + "envoy.extensions.filters.http.cors.v3.Cors"
+_CORS_POLICY = _T + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+_ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
+_ALS = _T + "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
+_TCP_PROXY = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+_TLS_INSPECTOR = _T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+_HTTP_OPTIONS = _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_PREVIOUS_HOSTS = _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+
+# Importing the generated modules registers their types for Any fields in JSON parsing.
+_MODULES = (
+    "envoy.config.listener.v3.listener_pb2",
+    "envoy.config.route.v3.route_pb2",
+    "envoy.config.cluster.v3.cluster_pb2",
+    "envoy.config.endpoint.v3.endpoint_pb2",
+    "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
+    "envoy.extensions.filters.http.rbac.v3.rbac_pb2",
+    "envoy.extensions.filters.http.fault.v3.fault_pb2",
+    "envoy.extensions.filters.http.cors.v3.cors_pb2",
+    "envoy.extensions.filters.http.router.v3.router_pb2",
+    "envoy.extensions.access_loggers.grpc.v3.als_pb2",
+    "envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2",
+    "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
+    "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+    "envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2",
+)
+_MESSAGES: dict[str, Any] = {}
+
+
+def _message_class(type_url: str) -> Any:
+    if not _MESSAGES:
+        for module in _MODULES:
+            importlib.import_module(module)
+        from envoy.config.cluster.v3 import cluster_pb2
+        from envoy.config.endpoint.v3 import endpoint_pb2
+        from envoy.config.listener.v3 import listener_pb2
+        from envoy.config.route.v3 import route_pb2
+
+        _MESSAGES.update({
+            LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration,
+            CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+        })
+    return _MESSAGES[type_url]
+
+
+@attrs.frozen
+class ProxySettings:
+    """How plans become resources on a node: listener addresses, access logs, timeouts.
+
+    Listeners bind ``listen_ipv4`` and/or ``listen_ipv6`` (the node proxy's addresses the
+    socket-level LB sends proxied connections to) on each service port's proxy port.
+    """
+
+    listen_ipv4: str | None = "127.0.0.1"
+    listen_ipv6: str | None = None
+    access_log: bool = True
+    access_log_flush_ms: int = 1000
+    connect_timeout_ms: int = 1000
+
+    def __attrs_post_init__(self) -> None:
+        if not self.listen_ipv4 and not self.listen_ipv6:
+            raise ProxyConfigError("ProxySettings needs listen_ipv4 or listen_ipv6 (the node proxy's address)")
+
+
+@attrs.frozen
+class Resource:
+    """One xDS resource: JSON body, protobuf message, digest, and where it came from.
+
+    ``needs`` names the resources of the next type it depends on (a listener's route
+    configuration, a cluster's endpoints), which Envoy then subscribes to.
+    """
+
+    type_url: str
+    name: str
+    body: Mapping[str, Any] = attrs.field(eq=False, repr=False)
+    message: Any = attrs.field(eq=False, repr=False)
+    digest: str
+    origins: tuple[Origin, ...] = attrs.field(default=(), eq=False)
+    needs: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Resources:
+    """All resources for one node, by type URL and name."""
+
+    by_type: Mapping[str, Mapping[str, Resource]] = attrs.field(eq=False)
+
+    def of(self, type_url: str) -> Mapping[str, Resource]:
+        """The resources of one type, by name."""
+        return self.by_type.get(type_url, {})
+
+    def __iter__(self) -> Iterator[Resource]:
+        for type_url in TYPE_ORDER:
+            yield from self.of(type_url).values()
+
+    def digest(self) -> str:
+        """A digest over every resource (equal digests: nothing to push)."""
+        h = hashlib.sha256()
+        for r in self:
+            h.update(f"{r.type_url}\0{r.name}\0{r.digest}\n".encode())
+        return h.hexdigest()
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """``{short type name: {resource name: Envoy JSON}}`` for display and golden files."""
+        return {SHORT_TYPE[t]: {n: dict(r.body) for n, r in sorted(self.of(t).items())} for t in TYPE_ORDER}
+
+
+def _duration(ms: int | float) -> str:
+    return f"{ms / 1000:.3f}s"
+
+
+def _percent(value: float) -> dict[str, Any]:
+    return {"numerator": round(value * 10_000), "denominator": "MILLION"}
+
+
+def _string_matcher(match: StringMatch) -> dict[str, Any]:
+    if match.kind is MatchKind.EXACT:
+        return {"exact": match.value}
+    if match.kind is MatchKind.PREFIX:
+        return {"prefix": match.value}
+    if match.kind is MatchKind.SUFFIX:
+        return {"suffix": match.value}
+    if match.kind is MatchKind.REGEX:
+        return {"safe_regex": {"regex": match.value}}
+    raise ValueError(f"a {match.kind.value} match has no string matcher")
+
+
+def _header_matcher(name: str, match: StringMatch, invert: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if match.kind is MatchKind.PRESENT:
+        out["present_match"] = True
+    else:
+        out["string_match"] = _string_matcher(match)
+    if invert:
+        out["invert_match"] = True
+    return out
+
+
+def _route_match(match: HttpMatch) -> dict[str, Any]:
+    out: dict[str, Any]
+    path = match.path
+    if path is None:
+        out = {"prefix": "/"}
+    elif path.kind is MatchKind.EXACT:
+        out = {"path": path.value}
+    elif path.kind is MatchKind.PREFIX:
+        out = {"prefix": path.value}
+    else:
+        out = {"safe_regex": {"regex": path.value}}
+    headers = [_header_matcher(h.name, h.match, h.invert) for h in match.headers]
+    if match.method:
+        headers.append(_header_matcher(":method", StringMatch(MatchKind.EXACT, match.method)))
+    if match.authority is not None:
+        headers.append(_header_matcher(":authority", match.authority))
+    if headers:
+        out["headers"] = headers
+    if match.query:
+        out["query_parameters"] = [
+            {"name": q.name, "present_match": True} if q.match.kind is MatchKind.PRESENT
+            else {"name": q.name, "string_match": _string_matcher(q.match)}
+            for q in match.query
+        ]
+    return out
+
+
+def _header_options(mod: HeaderModifier) -> list[dict[str, Any]]:
+    return [
+        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in mod.set
+    ] + [
+        {"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"} for k, v in mod.add
+    ]
+
+
+_REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
+
+
+def _clusters(weights: tuple[ClusterWeight, ...]) -> dict[str, Any]:
+    if len(weights) == 1:
+        return {"cluster": weights[0].cluster}
+    return {"weighted_clusters": {"clusters": [{"name": w.cluster, "weight": w.weight} for w in weights]}}
+
+
+def _route(route: EnvoyRoute) -> dict[str, Any]:
+    where = route.origins[0] if route.origins else Origin(f"route {route.name}")
+    out: dict[str, Any] = {"name": route.name, "match": _route_match(route.match)}
+    if route.redirect is not None:
+        r = route.redirect
+        if r.status not in _REDIRECT_CODES:
+            raise ProxyConfigError(
+                f"redirect status {r.status} cannot be sent by Envoy (use one of {', '.join(map(str, _REDIRECT_CODES))})",
+                where,
+            )
+        redirect: dict[str, Any] = {"response_code": _REDIRECT_CODES[r.status]}
+        for key, value in (("scheme_redirect", r.scheme), ("host_redirect", r.host), ("port_redirect", r.port),
+                           ("path_redirect", r.path), ("prefix_rewrite", r.prefix_replace)):
+            if value is not None:
+                redirect[key] = value
+        out["redirect"] = redirect
+    elif route.direct_response is not None:
+        direct: dict[str, Any] = {"status": route.direct_response.status}
+        if route.direct_response.body:
+            direct["body"] = {"inline_string": route.direct_response.body}
+        out["direct_response"] = direct
+    else:
+        out["route"] = _route_action(route, where)
+    for direction, mod in (("request", route.request_headers), ("response", route.response_headers)):
+        if mod.set or mod.add:
+            out[f"{direction}_headers_to_add"] = _header_options(mod)
+        if mod.remove:
+            out[f"{direction}_headers_to_remove"] = list(mod.remove)
+    per_filter: dict[str, Any] = {}
+    if route.fault is not None:
+        per_filter[FAULT_FILTER] = _fault(route)
+    if route.cors is not None:
+        c = route.cors
+        cors: dict[str, Any] = {
+            "@type": _CORS_POLICY,
+            "allow_origin_string_match": [
+                {"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in c.allow_origins
+            ],
+        }
+        for key, values in (("allow_methods", c.allow_methods), ("allow_headers", c.allow_headers),
+                            ("expose_headers", c.expose_headers)):
+            if values:
+                cors[key] = ",".join(values)
+        if c.max_age_s is not None:
+            cors["max_age"] = str(c.max_age_s)
+        if c.allow_credentials:
+            cors["allow_credentials"] = True
+        per_filter[CORS_FILTER] = cors
+    if per_filter:
+        out["typed_per_filter_config"] = per_filter
+    return out
+
+
+def _route_action(route: EnvoyRoute, where: Origin) -> dict[str, Any]:
+    action = _clusters(route.clusters)
+    # No timeout unless the model sets one: Envoy's default (15 s) would cut streams.
+    action["timeout"] = _duration(route.timeout_ms or 0)
+    rewrite = route.rewrite
+    if rewrite is not None:
+        if rewrite.path is not None and rewrite.prefix is not None:
+            raise ProxyConfigError("a rewrite sets both a full path and a prefix; Envoy can do only one", where)
+        if rewrite.host:
+            action["host_rewrite_literal"] = rewrite.host
+        if rewrite.prefix is not None:
+            action["prefix_rewrite"] = rewrite.prefix
+        if rewrite.path is not None:
+            # The whole path (the query string is kept: Envoy rewrites only the path part).
+            action["regex_rewrite"] = {"pattern": {"regex": "^.*$"}, "substitution": rewrite.path}
+    if route.retries is not None:
+        r = route.retries
+        on = list(r.retry_on)
+        if r.status_codes and "retriable-status-codes" not in on:
+            on.append("retriable-status-codes")
+        retry: dict[str, Any] = {
+            "retry_on": ",".join(on),
+            "num_retries": r.attempts,
+            # Prefer another endpoint for each retry, as a mesh client would.
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                      "typed_config": {"@type": _PREVIOUS_HOSTS}}],
+            "host_selection_retry_max_attempts": 3,
+        }
+        if r.per_try_timeout_ms:
+            retry["per_try_timeout"] = _duration(r.per_try_timeout_ms)
+        if r.status_codes:
+            retry["retriable_status_codes"] = list(r.status_codes)
+        action["retry_policy"] = retry
+    if route.mirrors:
+        action["request_mirror_policies"] = [
+            {"cluster": m.cluster, "runtime_fraction": {"default_value": _percent(m.percent)}} for m in route.mirrors
+        ]
+    return action
+
+
+def _fault(route: EnvoyRoute) -> dict[str, Any]:
+    fault = route.fault
+    assert fault is not None
+    out: dict[str, Any] = {"@type": _FAULT}
+    if fault.delay_ms is not None:
+        out["delay"] = {"fixed_delay": _duration(fault.delay_ms), "percentage": _percent(fault.delay_percent)}
+    if fault.abort_status is not None or fault.abort_grpc_status is not None:
+        abort: dict[str, Any] = {"percentage": _percent(fault.abort_percent)}
+        if fault.abort_grpc_status is not None:
+            abort["grpc_status"] = fault.abort_grpc_status
+        else:
+            abort["http_status"] = fault.abort_status
+        out["abort"] = abort
+    return out
+
+
+def _rbac_expr(expr: RbacExpr, principal: bool, where: Origin) -> dict[str, Any]:
+    def sub(items: Iterable[RbacExpr]) -> list[dict[str, Any]]:
+        return [_rbac_expr(i, principal, where) for i in items]
+
+    if isinstance(expr, RbacAny):
+        return {"any": True}
+    if isinstance(expr, RbacAnd):
+        return {"and_ids": {"ids": sub(expr.items)}} if principal else {"and_rules": {"rules": sub(expr.items)}}
+    if isinstance(expr, RbacOr):
+        return {"or_ids": {"ids": sub(expr.items)}} if principal else {"or_rules": {"rules": sub(expr.items)}}
+    if isinstance(expr, RbacNot):
+        return {"not_id" if principal else "not_rule": _rbac_expr(expr.item, principal, where)}
+    if isinstance(expr, RbacHeader):
+        return {"header": _header_matcher(expr.name, expr.match)}
+    if isinstance(expr, RbacPath):
+        return {"url_path": {"path": _string_matcher(expr.match)}}
+    if not principal:
+        raise ProxyConfigError("a source address condition ended up among the request permissions", where)
+    address, _, length = expr.cidr.partition("/")
+    return {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
+
+
+def _rbac_filter(rbac: EnvoyRbac) -> dict[str, Any]:
+    policies = {}
+    for p in rbac.policies:
+        where = p.origins[0] if p.origins else Origin(f"RBAC policy {p.name}")
+        policies[p.name] = {
+            "permissions": [_rbac_expr(p.permission, False, where)],
+            "principals": [_rbac_expr(p.principal, True, where)],
+        }
+    rules: dict[str, Any] = {"action": rbac.action.value}
+    if policies:
+        rules["policies"] = policies
+    return {"name": f"meshcore.rbac.{rbac.action.value.lower()}", "typed_config": {"@type": _RBAC, "rules": rules}}
+
+
+#: One log name for every listener, so each Envoy worker keeps a single ALS stream; the
+#: listener of an entry is found from its local (proxy) address.
+ACCESS_LOG_NAME = "meshcore"
+
+
+def _access_log(settings: ProxySettings) -> list[dict[str, Any]]:
+    if not settings.access_log:
+        return []
+    return [{"name": "envoy.access_loggers.http_grpc", "typed_config": {
+        "@type": _ALS,
+        "common_config": {
+            "log_name": ACCESS_LOG_NAME,
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": XDS_CLUSTER}},
+            "buffer_flush_interval": _duration(settings.access_log_flush_ms),
+        },
+    }}]
+
+
+def _addresses(port: int, settings: ProxySettings) -> dict[str, Any]:
+    found = [a for a in (settings.listen_ipv4, settings.listen_ipv6) if a]
+    out: dict[str, Any] = {"address": {"socket_address": {"address": found[0], "port_value": port}}}
+    if len(found) > 1:
+        out["additional_addresses"] = [{"address": {"socket_address": {"address": found[1], "port_value": port}}}]
+    return out
+
+
+def _stat_prefix(name: str) -> str:
+    return name.replace("/", ".").replace(":", ".")
+
+
+def _http_listener(listener: EnvoyListener, route_config: EnvoyRouteConfig | None, settings: ProxySettings) -> dict[str, Any]:
+    routes = list(route_config.routes()) if route_config is not None else []
+    filters: list[dict[str, Any]] = []
+    # CORS first so browsers' preflights are answered before authorization, as they
+    # carry no credentials; then authorization; fault injection only for allowed requests.
+    if any(r.cors is not None for r in routes):
+        filters.append({"name": CORS_FILTER, "typed_config": {"@type": _CORS}})
+    filters.extend(_rbac_filter(f) for f in listener.rbac)
+    if any(r.fault is not None for r in routes):
+        filters.append({"name": FAULT_FILTER, "typed_config": {"@type": _FAULT}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
+    hcm: dict[str, Any] = {
+        "@type": _HCM,
+        "stat_prefix": _stat_prefix(listener.name),
+        "codec_type": "AUTO",
+        "rds": {"route_config_name": listener.route_config,
+                "config_source": {"ads": {}, "resource_api_version": "V3"}},
+        "http_filters": filters,
+        # Normalised paths, so path rules and policies cannot be side-stepped by spelling.
+        "normalize_path": True,
+        "merge_slashes": True,
+    }
+    access_log = _access_log(settings)
+    if access_log:
+        hcm["access_log"] = access_log
+    return {
+        "name": listener.name,
+        **_addresses(listener.proxy_port, settings),
+        "stat_prefix": _stat_prefix(listener.name),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
+    if not chain.clusters:
+        return None
+    proxy: dict[str, Any] = {"@type": _TCP_PROXY, "stat_prefix": _stat_prefix(chain.name), **_clusters(chain.clusters)}
+    out: dict[str, Any] = {"name": chain.name,
+                           "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
+    if chain.sni:
+        out["filter_chain_match"] = {"server_names": list(chain.sni)}
+    return out
+
+
+def _tcp_listener(listener: EnvoyListener, settings: ProxySettings) -> dict[str, Any]:
+    chains = [c for c in (_tcp_chain(chain) for chain in listener.tcp) if c is not None]
+    out: dict[str, Any] = {"name": listener.name, **_addresses(listener.proxy_port, settings),
+                           "stat_prefix": _stat_prefix(listener.name), "filter_chains": chains}
+    if any(c.sni for c in listener.tcp):
+        out["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
+                                    "typed_config": {"@type": _TLS_INSPECTOR}}]
+    return out
+
+
+_LB = {LbPolicy.RANDOM: "RANDOM", LbPolicy.ROUND_ROBIN: "ROUND_ROBIN",
+       LbPolicy.LEAST_REQUEST: "LEAST_REQUEST", LbPolicy.CONSISTENT_HASH: "RING_HASH"}
+_UNLIMITED = 4_294_967_295
+
+
+def _cluster(cluster: EnvoyCluster, settings: ProxySettings) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": cluster.name,
+        "type": "EDS",
+        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+        "connect_timeout": _duration(settings.connect_timeout_ms),
+        "lb_policy": _LB[cluster.lb_policy],
+        # A mesh proxy must not shed load on its own: no circuit-breaking defaults.
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": _UNLIMITED, "max_pending_requests": _UNLIMITED,
+            "max_requests": _UNLIMITED, "max_retries": _UNLIMITED,
+        }]},
+    }
+    if cluster.http2:
+        out["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}},
+        }}
+    return out
+
+
+def _load_assignment(cluster: EnvoyCluster) -> dict[str, Any]:
+    out: dict[str, Any] = {"cluster_name": cluster.name}
+    if cluster.endpoints:
+        out["endpoints"] = [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}},
+             "load_balancing_weight": max(1, e.weight)}
+            for e in cluster.endpoints
+        ]}]
+    return out
+
+
+def _resource(type_url: str, name: str, body: dict[str, Any], origins: tuple[Origin, ...],
+              needs: tuple[str, ...] = ()) -> Resource:
+    try:
+        message = json_format.ParseDict(body, _message_class(type_url)())
+    except json_format.ParseError as exc:
+        raise ProxyConfigError(f"{SHORT_TYPE[type_url]} {name} is not valid Envoy configuration: {exc}",
+                               origins[0] if origins else None) from None
+    digest = hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+    return Resource(type_url, name, body, message, digest, origins, needs)
+
+
+def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> Resources:
+    """Every xDS resource for ``plan``; raises :class:`ProxyConfigError` naming the model object."""
+    settings = settings or ProxySettings()
+    by_type: dict[str, dict[str, Resource]] = {t: {} for t in TYPE_ORDER}
+    for cluster in plan.clusters:
+        by_type[CLUSTER][cluster.name] = _resource(CLUSTER, cluster.name, _cluster(cluster, settings),
+                                                   cluster.origins, (cluster.name,))
+        by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster), cluster.origins)
+    route_configs = {rc.name: rc for rc in plan.route_configs}
+    for rc in plan.route_configs:
+        body = {
+            "name": rc.name,
+            "virtual_hosts": [
+                {"name": v.name, "domains": list(v.domains), "routes": [_route(r) for r in v.routes]}
+                for v in rc.virtual_hosts
+            ],
+            # The listener already identifies the service; a Host header with a port
+            # must match the same virtual host as one without.
+            "ignore_port_in_host_matching": True,
+        }
+        by_type[ROUTE][rc.name] = _resource(ROUTE, rc.name, body, rc.origins)
+    for listener in plan.listeners:
+        if listener.is_http:
+            assert listener.route_config is not None
+            body = _http_listener(listener, route_configs.get(listener.route_config), settings)
+            needs: tuple[str, ...] = (listener.route_config,)
+        else:
+            body = _tcp_listener(listener, settings)
+            needs = ()
+        by_type[LISTENER][listener.name] = _resource(LISTENER, listener.name, body, listener.origins, needs)
+    return Resources(by_type)
+
+
+def canonical_json(resources: Resources) -> str:
+    """The resources as stable, indented JSON."""
+    return json.dumps(resources.to_json(), indent=2, sort_keys=True) + "\n"

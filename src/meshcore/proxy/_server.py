@@ -1,0 +1,212 @@
+"""meshcore's gRPC server for node Envoys: ADS for configuration, ALS for access logs."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from ..compile import EnvoyPlan
+from ._als import AlsServicer, FlowHub, FlowRecord, FlowSubscription
+from ._errors import Nack, ProxyError
+from ._resources import ProxySettings, Resources, build_resources
+from ._xds import AdsServer, NodeStatus
+
+
+@attrs.frozen
+class XdsEndpoint:
+    """Where Envoy reaches the control plane: a Unix socket path, or host and port."""
+
+    path: str | None = None
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, address: str) -> XdsEndpoint:
+        """``unix:/path`` or ``host:port`` (``[v6]:port``)."""
+        if address.startswith("unix:"):
+            path = address.removeprefix("unix:").removeprefix("//")
+            if not path.startswith("/"):
+                raise ProxyError(f"control plane address {address!r}: give an absolute socket path (unix:/run/x.sock)")
+            return cls(path=path)
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ProxyError(f"control plane address {address!r}: expected unix:/path or host:port")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ProxyError(f"control plane address {address!r}: the host must be an IP address") from None
+        return cls(host=host, port=int(port))
+
+    @property
+    def grpc_target(self) -> str:
+        """The form grpcio binds and dials."""
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def envoy_address(self) -> dict[str, Any]:
+        """The endpoint as an Envoy ``config.core.v3.Address`` (JSON form)."""
+        if self.path is not None:
+            return {"pipe": {"path": self.path}}
+        return {"socket_address": {"address": self.host, "port_value": self.port}}
+
+
+@attrs.define
+class _NodeNames:
+    listeners: dict[str, str] = attrs.field(factory=dict)  # "ip:port" of a listener → its name
+    ports: dict[int, str] = attrs.field(factory=dict)  # proxy port → listener name
+    workloads: dict[str, str] = attrs.field(factory=dict)  # "ip:port" of an endpoint → "ns/name"
+
+
+class _Names:
+    """Address → listener / workload lookups for access-log entries, per node."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._nodes: dict[str, _NodeNames] = {}
+
+    def update(self, node: str, plan: EnvoyPlan) -> None:
+        names = _NodeNames()
+        for listener in plan.listeners:
+            names.ports[listener.proxy_port] = listener.name
+        for cluster in plan.clusters:
+            for e in cluster.endpoints:
+                if e.workload:
+                    host = f"[{e.address}]" if ":" in e.address else e.address
+                    names.workloads[f"{host}:{e.port}"] = e.workload
+        with self._lock:
+            self._nodes[node] = names
+
+    def listener(self, node: str, local_address: str) -> str:
+        port = local_address.rpartition(":")[2]
+        with self._lock:
+            names = self._nodes.get(node)
+        return names.ports.get(int(port), "") if names is not None and port.isdigit() else ""
+
+    def workload(self, node: str, address: str) -> str:
+        with self._lock:
+            names = self._nodes.get(node)
+        return names.workloads.get(address, "") if names is not None else ""
+
+
+class ControlPlane:
+    """The gRPC server node Envoys connect to (ADS and access logs), with per-node plans.
+
+    ``address`` is ``unix:/path`` (reachable from any network namespace on the machine)
+    or ``host:port`` (port 0 picks a free one). Use as a context manager, or call
+    :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, address: str, *, max_workers: int = 64) -> None:
+        self._requested = XdsEndpoint.parse(address)
+        self._max_workers = max_workers
+        self._server: Any = None
+        self._endpoint: XdsEndpoint | None = None
+        self.ads = AdsServer()
+        self.flows = FlowHub()
+        self._names = _Names()
+        self._als = AlsServicer(self.flows, self._names)
+
+    @property
+    def endpoint(self) -> XdsEndpoint:
+        """The bound endpoint (with the actual port when 0 was asked for)."""
+        if self._endpoint is None:
+            raise ProxyError("the control plane is not started")
+        return self._endpoint
+
+    def start(self) -> ControlPlane:
+        """Bind and serve; raises :class:`ProxyError` when the address cannot be bound."""
+        import grpc
+        from envoy.service.accesslog.v3 import als_pb2_grpc
+        from envoy.service.discovery.v3 import ads_pb2_grpc
+
+        if self._server is not None:
+            return self
+        wanted = self._requested
+        if wanted.path is not None:
+            Path(wanted.path).parent.mkdir(parents=True, exist_ok=True)
+            if os.path.exists(wanted.path):
+                os.unlink(wanted.path)  # a socket left by a previous run; binding needs the name
+        server = grpc.server(ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="meshcore-xds"))
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads.servicer(), server)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self._als.servicer(), server)
+        try:
+            port = server.add_insecure_port(wanted.grpc_target)
+        except RuntimeError as exc:
+            raise ProxyError(f"cannot serve xDS on {wanted.grpc_target}: {exc}") from None
+        if wanted.path is None and not port:
+            raise ProxyError(f"cannot serve xDS on {wanted.grpc_target}: the address is in use or not local")
+        server.start()
+        self._server = server
+        self._endpoint = wanted if wanted.path is not None else attrs.evolve(wanted, port=port)
+        return self
+
+    def stop(self, grace: float = 1.0) -> None:
+        """End every stream and stop serving (a Unix socket file is removed)."""
+        if self._server is None:
+            return
+        self.ads.stop()
+        self.flows.close()
+        self._server.stop(grace).wait()
+        self._server = None
+        if self._requested.path is not None and os.path.exists(self._requested.path):
+            os.unlink(self._requested.path)
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- plans ------------------------------------------------------------------------
+
+    def set_plan(self, node: str, plan: EnvoyPlan, settings: ProxySettings | None = None) -> int:
+        """Serve ``plan`` to ``node``'s Envoy; returns the snapshot version to wait for.
+
+        The whole plan is converted first: a part Envoy's API cannot express raises
+        :class:`ProxyConfigError` and the node keeps its previous snapshot.
+        """
+        resources = build_resources(plan, settings)
+        version = self.ads.set_resources(node, resources)
+        self._names.update(node, plan)
+        return version
+
+    def set_resources(self, node: str, resources: Resources) -> int:
+        """Serve already-built resources to ``node``'s Envoy; returns the snapshot version."""
+        return self.ads.set_resources(node, resources)
+
+    def wait_synced(self, node: str, version: int | None = None, timeout: float = 10.0) -> None:
+        """Block until ``node``'s Envoy acknowledged ``version``; see :meth:`AdsServer.wait_synced`."""
+        self.ads.wait_synced(node, version, timeout)
+
+    def status(self, node: str) -> NodeStatus:
+        """What ``node``'s Envoy acknowledged, and what it rejected."""
+        return self.ads.status(node)
+
+    def nacks(self, node: str) -> tuple[Nack, ...]:
+        """``node``'s recent rejections, oldest first."""
+        return self.ads.nacks(node)
+
+    def on_nack(self, callback: Callable[[Nack], None]) -> Callable[[], None]:
+        """Call ``callback`` for every rejection; returns a remover."""
+        return self.ads.on_nack(callback)
+
+    # --- flows ------------------------------------------------------------------------
+
+    def subscribe_flows(self, maxsize: int = 10_000) -> FlowSubscription:
+        """L7 flows from every node's access log, from now on."""
+        return self.flows.subscribe(maxsize)
+
+    def on_flow(self, callback: Callable[[FlowRecord], None]) -> Callable[[], None]:
+        """Call ``callback`` for every L7 flow; returns a remover."""
+        return self.flows.on_flow(callback)

@@ -1,0 +1,411 @@
+"""The ADS server: per-node versioned snapshots served over state-of-the-world xDS.
+
+Each node has one current snapshot. A stream pushes it type by type in the order
+clusters → endpoints → listeners → routes, sending a type only when everything before
+it is acknowledged (and, for endpoints and routes, once Envoy has subscribed to the
+names the acknowledged clusters and listeners need), so nothing ever refers to a
+resource Envoy does not have yet. Clusters a snapshot removes are kept until the new
+listeners and routes are acknowledged (make before break), then removed.
+
+A NACK stops the push of that snapshot: the rejected type keeps Envoy's previous
+resources, later types are not sent, and the NACK — with the model objects that
+produced the rejected resources — is recorded, reported to callbacks and raised by
+:meth:`AdsServer.wait_synced`. The same content is never sent again; a later snapshot
+that changes it is.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from ..compile import Origin
+from ._errors import Nack, NackError
+from ._resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_TYPE, TYPE_ORDER, Resource, Resources
+
+_EMPTY = Resources({})
+_PARENT = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
+
+
+def _digest(content: Mapping[str, Resource]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(content):
+        h.update(f"{name}\0{content[name].digest}\n".encode())
+    return h.hexdigest()
+
+
+@attrs.define
+class _TypeState:
+    """One xDS type on one stream: what Envoy asked for, what was sent and acknowledged."""
+
+    subscribed: bool = False
+    requested: frozenset[str] = frozenset()
+    sent: dict[str, Resource] = attrs.field(factory=dict)
+    sent_digest: str | None = None
+    sent_version: str = ""
+    sent_nonce: str = ""
+    pending: bool = False
+    acked: dict[str, Resource] = attrs.field(factory=dict)
+    acked_digest: str | None = None
+    acked_version: str = ""
+    nack: Nack | None = None
+
+
+@attrs.define(eq=False)
+class _Stream:
+    id: int
+    peer: str
+    node: str = ""
+    closed: bool = False
+    nonces: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
+    types: dict[str, _TypeState] = attrs.field(factory=lambda: {t: _TypeState() for t in TYPE_ORDER})
+
+
+@attrs.define(eq=False)
+class _Node:
+    name: str
+    version: int = 0
+    resources: Resources = _EMPTY
+    stream: _Stream | None = None
+    synced_version: int = -1
+    nack_log: collections.deque[Nack] = attrs.field(factory=lambda: collections.deque(maxlen=100))
+
+
+@attrs.frozen
+class TypeStatus:
+    """One xDS type as a node's Envoy holds it."""
+
+    acked_version: str
+    sent_version: str
+    pending: bool
+    resources: tuple[str, ...]
+    error: str = ""
+
+
+@attrs.frozen
+class NodeStatus:
+    """What the ADS server knows about one node."""
+
+    node: str
+    version: int
+    synced_version: int
+    connected: bool
+    types: Mapping[str, TypeStatus]
+    errors: tuple[Nack, ...]
+
+    @property
+    def synced(self) -> bool:
+        """True when Envoy acknowledged the current snapshot."""
+        return self.synced_version >= self.version
+
+
+class AdsServer:
+    """Aggregated discovery service state for every node, with ACK/NACK tracking.
+
+    :meth:`servicer` returns the grpcio servicer to register; snapshots are set with
+    :meth:`set_resources`; :meth:`wait_synced` blocks until a node acknowledged one.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._nodes: dict[str, _Node] = {}
+        self._stream_ids = itertools.count(1)
+        self._stopping = False
+        self._nack_callbacks: list[Callable[[Nack], None]] = []
+
+    # --- public API -------------------------------------------------------------------
+
+    def set_resources(self, node: str, resources: Resources) -> int:
+        """Make ``resources`` the node's snapshot; returns its version (unchanged content keeps it)."""
+        with self._cond:
+            state = self._node(node)
+            if state.version > 0 and resources.digest() == state.resources.digest():
+                return state.version
+            state.version += 1
+            state.resources = resources
+            self._cond.notify_all()
+            return state.version
+
+    def version(self, node: str) -> int:
+        """The node's current snapshot version (0: nothing set yet, Envoy gets an empty config)."""
+        with self._cond:
+            return self._node(node).version
+
+    def wait_synced(self, node: str, version: int | None = None, timeout: float = 10.0) -> None:
+        """Block until the node's Envoy acknowledged ``version`` (default: the current one).
+
+        Raises :class:`NackError` when Envoy rejected it and ``TimeoutError`` (saying
+        what is still missing) when ``timeout`` seconds pass first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            state = self._node(node)
+            target = state.version if version is None else version
+            while True:
+                if state.synced_version >= target:
+                    return
+                errors = self._errors(state)
+                if errors and state.version >= target:
+                    raise NackError(errors)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"node {node}: version {target} not acknowledged within {timeout:g}s: "
+                                       f"{self._describe(state)}")
+                self._cond.wait(remaining)
+
+    def status(self, node: str) -> NodeStatus:
+        """The node's snapshot version, what its Envoy acknowledged, and current rejections."""
+        with self._cond:
+            state = self._node(node)
+            types: dict[str, TypeStatus] = {}
+            if state.stream is not None:
+                for t, st in state.stream.types.items():
+                    types[SHORT_TYPE[t]] = TypeStatus(
+                        st.acked_version, st.sent_version, st.pending, tuple(sorted(st.acked)),
+                        st.nack.message if st.nack else "",
+                    )
+            return NodeStatus(node, state.version, state.synced_version, state.stream is not None,
+                              types, self._errors(state))
+
+    def nacks(self, node: str) -> tuple[Nack, ...]:
+        """The node's recent NACKs, oldest first (also those since fixed)."""
+        with self._cond:
+            return tuple(self._node(node).nack_log)
+
+    def on_nack(self, callback: Callable[[Nack], None]) -> Callable[[], None]:
+        """Call ``callback`` for every NACK (from a server thread); returns a remover."""
+        with self._cond:
+            self._nack_callbacks.append(callback)
+
+        def remove() -> None:
+            with self._cond:
+                if callback in self._nack_callbacks:
+                    self._nack_callbacks.remove(callback)
+        return remove
+
+    def stop(self) -> None:
+        """End every stream (Envoy reconnects to the next server)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    # --- the gRPC method --------------------------------------------------------------
+
+    def servicer(self) -> Any:
+        """A grpcio servicer for ``envoy.service.discovery.v3.AggregatedDiscoveryService``."""
+        from envoy.service.discovery.v3 import ads_pb2_grpc
+
+        server = self
+
+        class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+            def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+                return server._serve(request_iterator, context)
+
+            def DeltaAggregatedResources(self, request_iterator: Any, context: Any) -> Any:  # noqa: N802
+                import grpc
+
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, "meshcore serves state-of-the-world ADS only")
+
+        return _Servicer()
+
+    def _serve(self, requests: Any, context: Any) -> Iterator[Any]:
+        stream = _Stream(next(self._stream_ids), str(context.peer()))
+
+        def close() -> None:
+            with self._cond:
+                stream.closed = True
+                state = self._nodes.get(stream.node)
+                if state is not None and state.stream is stream:
+                    state.stream = None
+                    state.synced_version = -1
+                self._cond.notify_all()
+
+        def read() -> None:
+            try:
+                for request in requests:
+                    with self._cond:
+                        self._on_request(stream, request)
+                        self._cond.notify_all()
+            except Exception:  # the stream was cancelled or broke: Envoy reconnects
+                pass
+            finally:
+                close()
+
+        context.add_callback(close)
+        threading.Thread(target=read, name=f"ads-read-{stream.id}", daemon=True).start()
+        while True:
+            with self._cond:
+                while True:
+                    if stream.closed or self._stopping:
+                        return
+                    response = self._next_response(stream) if stream.node else None
+                    if response is not None:
+                        break
+                    if stream.node:
+                        self._check_synced(stream)
+                    self._cond.wait(1.0)
+            yield response
+
+    # --- protocol state machine (all under self._cond) --------------------------------
+
+    def _node(self, name: str) -> _Node:
+        state = self._nodes.get(name)
+        if state is None:
+            state = self._nodes[name] = _Node(name)
+        return state
+
+    def _on_request(self, stream: _Stream, request: Any) -> None:
+        if not stream.node:
+            if not request.node.id:
+                return  # Envoy always names its node on the first request; ignore strays
+            stream.node = request.node.id
+            state = self._node(stream.node)
+            state.stream = stream  # the newest stream of a node is the one that counts
+            state.synced_version = -1  # a new Envoy (or a restarted one) has nothing yet
+        st = stream.types.get(request.type_url)
+        if st is None:
+            return  # a type meshcore does not serve (e.g. secrets): Envoy waits for nothing
+        if request.response_nonce:
+            if request.response_nonce != st.sent_nonce:
+                return  # stale: answers an older response, superseded by one in flight
+            st.pending = False
+            if request.HasField("error_detail"):
+                self._on_nack(stream, request.type_url, st, request.error_detail.message)
+            else:
+                changed = any(n in st.acked and st.acked[n].digest != r.digest for n, r in st.sent.items())
+                st.acked, st.acked_digest, st.acked_version = st.sent, st.sent_digest, st.sent_version
+                st.nack = None
+                child = next((c for c, p in _PARENT.items() if p == request.type_url), None)
+                if changed and child is not None:
+                    # Envoy rebuilds a changed cluster (listener) and the new one waits for
+                    # its endpoints (routes) again, though their names did not change.
+                    stream.types[child].sent_digest = None
+        st.subscribed = True
+        st.requested = frozenset(request.resource_names)
+
+    def _on_nack(self, stream: _Stream, type_url: str, st: _TypeState, message: str) -> None:
+        changed = [n for n, r in st.sent.items() if n not in st.acked or st.acked[n].digest != r.digest]
+        changed = changed or list(st.sent)
+        quoted = [n for n in changed if n in message]
+        names = quoted or changed
+        origins: list[Origin] = []
+        for name in names:
+            resource = st.sent[name]
+            hinted = [o for o in resource.origins if any(h in message for h in o.hints)]
+            origins.extend(hinted or resource.origins)
+        nack = Nack(stream.node, type_url, st.sent_version, tuple(names), message,
+                    tuple(dict.fromkeys(origins)), datetime.now(UTC))
+        st.nack = nack
+        self._node(stream.node).nack_log.append(nack)
+        for callback in list(self._nack_callbacks):
+            try:
+                callback(nack)
+            except Exception:  # a callback's failure must not break the stream
+                pass
+
+    def _needed(self, stream: _Stream, type_url: str) -> frozenset[str]:
+        """Names of ``type_url`` the resources Envoy acknowledged (of the parent type) use."""
+        parent = stream.types[_PARENT[type_url]]
+        return frozenset(n for r in parent.acked.values() for n in r.needs)
+
+    def _target(self, stream: _Stream, type_url: str) -> dict[str, Resource]:
+        """The final content of a type for this stream (endpoints/routes: requested names)."""
+        resources = self._node(stream.node).resources.of(type_url)
+        if type_url in _PARENT:
+            return {n: r for n, r in resources.items() if n in stream.types[type_url].requested}
+        return dict(resources)
+
+    def _want(self, stream: _Stream, type_url: str) -> dict[str, Resource]:
+        """What to send now: the target, plus removed clusters still in use by listeners/routes."""
+        want = self._target(stream, type_url)
+        if type_url in (CLUSTER, ENDPOINT) and not (self._synced(stream, LISTENER) and self._synced(stream, ROUTE)):
+            st = stream.types[type_url]
+            final = self._node(stream.node).resources.of(type_url)
+            for name, resource in st.acked.items():
+                if name not in final and (type_url == CLUSTER or name in st.requested):
+                    want[name] = resource
+        return want
+
+    def _synced(self, stream: _Stream, type_url: str) -> bool:
+        st = stream.types[type_url]
+        if st.pending:
+            return False
+        final = self._node(stream.node).resources.of(type_url)
+        if type_url in _PARENT:
+            parent = self._node(stream.node).resources.of(_PARENT[type_url])
+            needed = {n for r in parent.values() for n in r.needs}
+            return all(n in st.requested and n in st.acked and n in final and st.acked[n].digest == final[n].digest
+                       for n in needed)
+        return st.acked_digest == _digest(final)
+
+    def _next_response(self, stream: _Stream) -> Any | None:
+        for type_url in TYPE_ORDER:
+            st = stream.types[type_url]
+            if st.pending:
+                return None
+            if type_url in _PARENT and not self._needed(stream, type_url) <= st.requested:
+                return None  # Envoy has not subscribed to what it needs yet
+            if not st.subscribed:
+                continue
+            want = self._want(stream, type_url)
+            digest = _digest(want)
+            if digest != st.sent_digest:
+                return self._respond(stream, type_url, want, digest)
+            if st.nack is not None:
+                return None  # rejected content stays rejected: push nothing that builds on it
+        return None
+
+    def _respond(self, stream: _Stream, type_url: str, want: dict[str, Resource], digest: str) -> Any:
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        state = self._node(stream.node)
+        st = stream.types[type_url]
+        kept = any(n not in state.resources.of(type_url) for n in want)
+        version = f"{state.version}-keep" if kept else str(state.version)
+        nonce = f"{stream.id}-{next(stream.nonces)}"
+        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
+        response.control_plane.identifier = "meshcore"
+        for name in sorted(want):
+            response.resources.add().Pack(want[name].message)
+        st.sent, st.sent_digest, st.sent_version, st.sent_nonce = want, digest, version, nonce
+        st.pending = True
+        st.nack = None
+        return response
+
+    def _check_synced(self, stream: _Stream) -> None:
+        state = self._node(stream.node)
+        if state.stream is not stream or state.synced_version >= state.version:
+            return
+        if all(self._synced(stream, t) for t in TYPE_ORDER):
+            state.synced_version = state.version
+            self._cond.notify_all()
+
+    def _errors(self, state: _Node) -> tuple[Nack, ...]:
+        if state.stream is None:
+            return ()
+        return tuple(st.nack for st in state.stream.types.values() if st.nack is not None)
+
+    def _describe(self, state: _Node) -> str:
+        stream = state.stream
+        if stream is None:
+            return "no Envoy is connected for this node"
+        parts = []
+        for t in TYPE_ORDER:
+            st = stream.types[t]
+            if self._synced(stream, t):
+                continue
+            if st.pending:
+                parts.append(f"{SHORT_TYPE[t]} {st.sent_version} sent, not yet acknowledged")
+            elif not st.subscribed:
+                parts.append(f"{SHORT_TYPE[t]} not subscribed")
+            else:
+                parts.append(f"{SHORT_TYPE[t]} waiting (acknowledged {st.acked_version or 'nothing'})")
+        return "; ".join(parts) or "acknowledged, not yet recorded"
