@@ -14,15 +14,25 @@
     installed, p50 and p99: ``apply_diff`` (the fast path), ``diff_bpf`` + ``apply_diff``,
     and a full ``apply`` of the whole plan.
 
-Every configuration exists at once — one socket-LB node per size (a cgroup with its own
-pinned programs and maps, all in one network namespace without iptables rules) and one
-kube-proxy node per size (a network namespace of its own holding that many services'
-rules, loaded with one ``iptables-restore``) — so the measurements interleave: each round
-runs every configuration once, the order reversed every other round (ABBA), and every
-ratio is the median of per-round ratios, which cancels slow drift on a shared machine.
+Every configuration exists at once, so the measurements interleave: one socket-LB node
+per size (a cgroup with its own pinned programs and maps, all in one network namespace
+without iptables rules) and one kube-proxy node per size (a network namespace of its own
+holding that many services' rules, loaded with one ``iptables-restore``), all routed to
+one server namespace. Each configuration has its own client process, idle until told to
+run; a round cycles through all of them in 50 ms slices, every other cycle in reverse
+order (ABBA), so they all see the same load of a shared machine. Each rate is reported
+per wall-clock second and per CPU-second of the client (connections divided by the time
+the client ran, which includes the handshake's softirq work done in its context: what an
+otherwise idle core would reach). Ratios are medians of per-round ratios, with their
+interquartile range.
+
 The client is a small C program compiled here with the system ``cc``: it opens and
 closes connections itself, closing with RST (SO_LINGER 0) so TIME_WAIT never caps the
-rate; the server is the same program's accept-and-close loop.
+rate. By default the server side is the kernel's backlog: the listener uses
+TCP_DEFER_ACCEPT, so a handshake completes without waking any process and the client's
+RST drops it; ``--server accept`` runs an accept-and-close loop instead. Before
+measuring, each socket LB's LRU reverse-translation map is filled by real connections,
+as on a node that has been running for a while.
 
 Needs root. Everything lives in namespaces, cgroups and bpffs pins named
 ``mcbench-<pid>-*``; they are removed at the end, on Ctrl-C or SIGTERM, and a later run
@@ -58,9 +68,10 @@ from types import FrameType
 
 import attrs
 from pyroute2 import NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
-from meshcore.datapath import SocketLB, cgroup2_mount
+from meshcore.datapath import BpfError, DatapathError, SocketLB, cgroup2_mount
 from meshcore.model import ServiceRef
 
 PREFIX = "mcbench"
@@ -299,7 +310,6 @@ def signals_ignored() -> Iterator[None]:
 class Node:
     """A client side: a network namespace and the cgroup its client runs in."""
 
-    label: str
     netns: str
     cgroup: Path
 
@@ -610,16 +620,13 @@ def rounds(workers: Sequence[Worker], n: int, seconds: float, slice_s: float,
     for w in workers:
         warm(w)
     for i in range(n):
-        total = {w.cfg.key: [0, 0.0, 0.0] for w in workers}
+        total = {w.cfg.key: [0.0, 0.0, 0.0] for w in workers}  # connections, wall s, CPU s
         for c in range(cycles):
             for w in (workers if c % 2 == 0 else list(reversed(workers))):
-                ok, wall, cpu = w.run(piece)
-                acc = total[w.cfg.key]
-                acc[0] += ok
-                acc[1] += wall
-                acc[2] += cpu
-        for key, (ok, wall, cpu) in total.items():
-            out[key].append(Sample(ok / wall, ok / cpu))
+                for k, x in enumerate(w.run(piece)):
+                    total[w.cfg.key][k] += x
+        for key, (conns, wall, cpu) in total.items():
+            out[key].append(Sample(conns / wall, conns / cpu))
         progress(f"round {i + 1}/{n} done")
     return out
 
@@ -808,7 +815,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     # one network namespace without iptables rules.
     pin_root = Path(f"/sys/fs/bpf/{prefix}")
     stack.callback(lambda: pin_root.rmdir() if pin_root.exists() else None)
-    plain = Node("no programs", client_ns["lb"], make_cgroup(stack, f"{prefix}-plain"))
+    plain = Node(client_ns["lb"], make_cgroup(stack, f"{prefix}-plain"))
     lb_nodes: dict[int, Node] = {}
     lbs: dict[int, SocketLB] = {}
     plans: dict[int, BpfPlan] = {}
@@ -821,7 +828,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         t0 = time.perf_counter()
         lb.apply(plans[n])
         print(f"setup: socket LB with {n:,} services applied in {time.perf_counter() - t0:.2f} s")
-        lb_nodes[n], lbs[n] = Node(f"socket LB, {n}", client_ns["lb"], group), lb
+        lb_nodes[n], lbs[n] = Node(client_ns["lb"], group), lb
 
     # kube-proxy nodes: one network namespace per size holding that many services' rules;
     # their clients run in the cgroup without programs.
@@ -829,27 +836,30 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     for n in sizes:
         took, count = load_rules(restore, client_ns[f"kp{n}"], n)
         print(f"setup: iptables with {n:,} services ({count:,} rules) loaded by one restore in {took:.2f} s")
-        kp_nodes[n] = Node(f"iptables, {n}", client_ns[f"kp{n}"], plain.cgroup)
+        kp_nodes[n] = Node(client_ns[f"kp{n}"], plain.cgroup)
 
     small = sizes[0]
-    # Pairs that are compared sit next to each other; ABBA order does the rest.
+    # The comparisons that need the finest resolution (VIP/direct, the socket LB across N)
+    # are between neighbours; ABBA order does the rest.
     configs = [
         Config("bare", plain, BACKENDS[0]),
         Config("direct", lb_nodes[small], BACKENDS[0]),
         Config("vip", lb_nodes[small], VIP, lru_size(lbs[small])),
-        Config(f"kp{small}", kp_nodes[small], VIP),
+        *(Config(f"lb{n}", lb_nodes[n], VIP, lru_size(lbs[n])) for n in sizes[1:]),
+        *(Config(f"kp{n}", kp_nodes[n], VIP) for n in sizes),
+        Config("kpdirect", kp_nodes[largest], BACKENDS[0]),
     ]
-    for n in sizes[1:]:
-        configs += [Config(f"lb{n}", lb_nodes[n], VIP, lru_size(lbs[n])), Config(f"kp{n}", kp_nodes[n], VIP)]
-    configs.append(Config("kpdirect", kp_nodes[largest], BACKENDS[0]))
     workers = [Worker(stack, tool, c) for c in configs]
     progress("warming up (filling each socket LB's LRU map)")
     progress(f"{args.rounds} rounds x {len(configs)} configurations x {args.seconds:g} s")
     r = rounds(workers, args.rounds, args.seconds, args.slice, progress)
     r[f"lb{small}"] = r["vip"]
+    server = ("the kernel's backlog (TCP_DEFER_ACCEPT, no server process)" if args.server == "backlog"
+              else "an accept-and-close loop")
     print(f"\n{args.rounds} rounds; in each, all {len(configs)} configurations ran {args.seconds:g} s in all, "
           f"in slices of {args.slice * 1e3:g} ms")
     print("cycling through them, every other cycle in reverse order (ABBA), so they share the machine's load.")
+    print(f"Server side: {server}. Socket LB LRU maps filled before measuring.")
     print("Rates: median over rounds, ± half the interquartile range. Ratios: median of the per-round "
           "ratios [interquartile range].")
     print("'per CPU-second of the client' divides by the time the client ran (its own work and the "
@@ -907,15 +917,20 @@ def main() -> None:
     for what in sweep_stale():
         print(f"removed a leftover of an earlier run: {what}", file=sys.stderr)
     stack = contextlib.ExitStack()
+    owner = os.getpid()
     try:
         with signals_interrupt():
             run(args, stack)
     except (KeyboardInterrupt, Interrupted) as e:
-        print(f"\ninterrupted ({e or 'SIGINT'}): cleaning up", file=sys.stderr)
+        print(f"\ninterrupted ({str(e) or 'SIGINT'}): cleaning up", file=sys.stderr)
         raise SystemExit(130) from None
+    except (DatapathError, BpfError, NetlinkError, OSError) as e:
+        print(f"\nbench/socket_lb.py failed: {e}; cleaning up", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
-        with signals_ignored():
-            stack.close()
+        if os.getpid() == owner:  # never in a forked helper that caught the same Ctrl-C
+            with signals_ignored():
+                stack.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Regenerate with ``pytest tests/golden --update-golden`` and read the diff before committing.
 Stages: ``plan`` compiles the translated input; every other stage shows the translation
-(the Snapshot and the diagnostics) of its input.
+(the Snapshot and the diagnostics) of its input, and the status adapters computed, if any.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def render(case: Path) -> str:
     else:
         data = {"snapshot": result.snapshot.to_data()}
     data["diagnostics"] = [diagnostic_data(d) for d in result.diagnostics]
+    if result.statuses:
+        data["statuses"] = [
+            {"apiVersion": s.api_version, "kind": s.kind, "namespace": s.namespace, "name": s.name,
+             "status": dict(s.status)}
+            for s in result.statuses
+        ]
     return to_yaml(data)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import attrs
 
 from ..model import BackendState, ServiceRef, Source
-from ._envoy_plan import EnvoyPlan
+from ._envoy_plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
 
 
 class Datapath(enum.StrEnum):

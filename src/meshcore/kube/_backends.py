@@ -14,7 +14,7 @@ from ._codes import SELECTOR_NO_PODS, TARGET_PORT_UNDECLARED
 from ._endpointslice import SliceInfo
 from ._pod import PodInfo
 from ._service import PortSpec, ServiceSpec
-from ._values import Findings
+from ._values import Findings, selector_text
 
 
 class PodIndex:
@@ -82,7 +82,7 @@ def _from_selector(service: ServiceSpec, selector: Mapping[str, str], pods: PodI
     if not selected:
         findings.warn(
             SELECTOR_NO_PODS,
-            f"selector {dict(selector)} selects no pods in namespace {service.namespace}; "
+            f"selector {selector_text(selector)} selects no pods in namespace {service.namespace}; "
             "the service has no backends",
             "spec.selector",
         )

@@ -182,10 +182,10 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             slices[(info.namespace, info.service)].append(info)
             slice_objects.append((obj, info))
 
-    index = PodIndex(pods)
+    build = _service_builder(slices, PodIndex(pods))
     services: list[Service] = []
     for obj in by_kind["Service"]:
-        service = run(obj, _service_builder(slices, index))
+        service = run(obj, build)
         if service is not None:
             services.append(service)
             used.add(obj.namespace)
@@ -207,6 +207,8 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
         services=tuple(services),
         service_accounts=tuple(sorted(accounts)),
     )
+    # Report in input order (file, then line), whatever order the kinds were processed in.
+    run.diagnostics.sort(key=lambda d: (d.source.file, d.source.line))
     return inventory, run.diagnostics
 
 

@@ -21,7 +21,7 @@ from ._fields import FieldError, Fields, field_diagnostic
 from ._objects import KubeObject
 from ._pod import OWNER_ANNOTATION, PodInfo, PodShape, read_shape
 from ._selector import read_selector
-from ._values import Findings, build, read_metadata
+from ._values import Findings, build, read_metadata, selector_text
 
 #: The label carrying the template hash on every generated pod.
 TEMPLATE_HASH_LABEL = "pod-template-hash"
@@ -74,8 +74,8 @@ def read_deployment(obj: KubeObject, findings: Findings) -> DeploymentSpec:
     if not selector.matches(labels):
         raise FieldError(
             "spec.selector",
-            f"does not match the template labels {labels} (spec.template.metadata.labels must "
-            "satisfy spec.selector)",
+            f"does not match the template labels {selector_text(labels)} "
+            "(spec.template.metadata.labels must satisfy spec.selector)",
             DEPLOYMENT_SELECTOR,
         )
     pod_spec = template.map("spec", required=True)

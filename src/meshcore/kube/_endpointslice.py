@@ -8,7 +8,6 @@ left out. As kube-proxy does, only the first of an endpoint's (fungible) address
 from __future__ import annotations
 
 import socket
-
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -18,7 +17,7 @@ from ..model import BackendState, Protocol, WorkloadRef
 from ._codes import SLICE_FQDN, SLICE_NO_SERVICE_LABEL
 from ._fields import FieldError, Fields
 from ._objects import KubeObject
-from ._values import Findings, ip_address, port_name, read_metadata, transport
+from ._values import Findings, Unusual, ip_address, opt, port_name, read_metadata, transport
 
 #: The label tying an EndpointSlice to its Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -78,59 +77,55 @@ def _endpoint(endpoint: Fields, namespace: str, family: int) -> SliceEndpoint | 
     return SliceEndpoint(addresses[0], state, target)
 
 
-_SLOW = object()
-
-
-def _flag(data: Mapping[str, Any], key: str, default: bool) -> Any:
-    value = data.get(key)
-    if value is None:
-        return default
-    return value if value is True or value is False else _SLOW
-
-
-def _fast_endpoint(raw: Any, namespace: str, family: int) -> SliceEndpoint | None | object:
-    """The common, well-formed endpoint read without cursors; ``_SLOW`` for anything else.
+def _fast_endpoint(raw: Any, namespace: str, family: int) -> SliceEndpoint | None:
+    """The common, well-formed endpoint read without cursors.
 
     Large clusters have hundreds of thousands of endpoints: this path avoids per-field
-    cursor objects, and anything unusual (wrong types, IPv6, non-dict mappings) is left
-    to :func:`_endpoint`, which yields the same result or the precise error.
+    cursor objects. Anything unusual (wrong types, IPv6, non-dict mappings) raises
+    :class:`Unusual` and is left to :func:`_endpoint`, which yields the same result or
+    the precise error.
     """
-    if type(raw) is not dict:
-        return _SLOW
+    if type(raw) is not dict or family != 4:
+        raise Unusual
     addresses = raw.get("addresses")
-    if type(addresses) is not list or not addresses or family != 4:
-        return _SLOW
+    if type(addresses) is not list or not addresses:
+        raise Unusual
     for text in addresses:
         if type(text) is not str:
-            return _SLOW
+            raise Unusual
         try:
             socket.inet_pton(socket.AF_INET, text)
         except OSError:
-            return _SLOW
+            raise Unusual from None
     conditions = raw.get("conditions")
+    state: BackendState | None
     if conditions is None:
-        ready = serving = True
-        terminating = False
+        state = BackendState.ACTIVE
     elif type(conditions) is dict:
-        ready = _flag(conditions, "ready", True)
-        serving = _flag(conditions, "serving", True)
-        terminating = _flag(conditions, "terminating", False)
-        if ready is _SLOW or serving is _SLOW or terminating is _SLOW:
-            return _SLOW
+        # Inlined: this runs once per endpoint of the cluster.
+        ready = conditions.get("ready")
+        serving = conditions.get("serving")
+        terminating = conditions.get("terminating")
+        if ready is None:
+            ready = True
+        if serving is None:
+            serving = True
+        if terminating is None:
+            terminating = False
+        if ready.__class__ is not bool or serving.__class__ is not bool or terminating.__class__ is not bool:
+            raise Unusual
+        state = _state(ready, serving, terminating)
     else:
-        return _SLOW
+        raise Unusual
     target = raw.get("targetRef")
     ref = None
     if target is not None:
         if type(target) is not dict:
-            return _SLOW
-        kind, name, ref_namespace = target.get("kind"), target.get("name"), target.get("namespace")
-        for value in (kind, name, ref_namespace):
-            if value is not None and type(value) is not str:
-                return _SLOW
+            raise Unusual
+        kind, name = opt(target, "kind", str), opt(target, "name", str)
+        ref_namespace = opt(target, "namespace", str)
         if kind == "Pod" and name:
             ref = WorkloadRef(ref_namespace or namespace, name)
-    state = _state(ready, serving, terminating)
     if state is None:
         return None
     first: str = addresses[0]
@@ -159,13 +154,14 @@ def translate_slice(obj: KubeObject, findings: Findings) -> SliceInfo | None:
     endpoints = []
     raw_endpoints = root.list("endpoints")
     for index, raw in enumerate(raw_endpoints):
-        endpoint = _fast_endpoint(raw, obj.namespace, family)
-        if endpoint is _SLOW:
+        try:
+            endpoint = _fast_endpoint(raw, obj.namespace, family)
+        except Unusual:
             path = f"endpoints[{index}]"
             if not isinstance(raw, Mapping):
-                raise FieldError(path, "expected a mapping", "MC0102")
+                raise FieldError(path, "expected a mapping", "MC0102") from None
             endpoint = _endpoint(Fields(raw, path), obj.namespace, family)
-        if isinstance(endpoint, SliceEndpoint):
+        if endpoint is not None:
             endpoints.append(endpoint)
     if service is None:
         findings.warn(

@@ -1,17 +1,36 @@
-"""Pod → model Workload, plus what services need to know about the pod (readiness, owner)."""
+"""Pod → model Workload, plus what services need to know about the pod (readiness, owner).
+
+A pod is read in two steps: its raw facts are extracted and type-checked, then checked for
+meaning (names, addresses, duplicates) and turned into a workload. The facts come from
+the :class:`Fields` reader, which names the exact field of any error, or — for the
+well-formed plain-dict pods that make up large inventories — from a direct reader that
+gives up (falling back to :class:`Fields`) on anything unusual.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import attrs
 
-from ..model import Identity, Labels, ProxyMode, Workload, WorkloadPort
-from ._codes import DUPLICATE_VALUE, INVALID_VALUE, PROXY_ANNOTATION
+from ..model import Identity, Labels, Protocol, ProxyMode, Workload, WorkloadPort
+from ._codes import DUPLICATE_VALUE, INVALID_VALUE, PROXY_ANNOTATION, SCTP_UNSUPPORTED
 from ._fields import FieldError, Fields
 from ._objects import KubeObject
-from ._values import Findings, build, dual_stack, ip_address, port_name, read_metadata, transport
+from ._values import (
+    PORT_PROTOCOLS,
+    Findings,
+    Unusual,
+    build,
+    dicts,
+    dual_stack,
+    ip_address,
+    is_port_name,
+    opt,
+    plain_str_map,
+)
 
 #: Annotation naming the object that generated a pod (``Deployment/<name>``).
 OWNER_ANNOTATION = "meshcore.io/owner"
@@ -51,78 +70,61 @@ class PodInfo:
     replica_set: str = ""
 
 
-@functools.lru_cache(maxsize=4096)
-def _identity(namespace: str, service_account: str) -> Identity:
-    # Identities repeat across thousands of pods; build each once.
-    return Identity(namespace=namespace, service_account=service_account)
+class PortFacts(NamedTuple):
+    """A container port as written: number, name, protocol and its input path."""
+
+    number: int
+    name: str
+    protocol: str
+    path: str
 
 
-def read_shape(
-    spec: Fields, annotations: Mapping[str, str], annotations_path: str, namespace: str,
-    findings: Findings,
-) -> PodShape:
-    """Read identity, ports, node and proxy mode from a pod spec at ``spec``."""
+class SpecFacts(NamedTuple):
+    """What the mesh reads from a pod spec, type-checked but not yet interpreted."""
+
+    account: str
+    host_network: bool
+    node: str
+    ports: list[PortFacts]
+
+
+class PodFacts(NamedTuple):
+    """What the mesh reads from a pod, type-checked but not yet interpreted."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    terminating: bool
+    replica_set: str
+    phase: str
+    pod_ips: list[str]
+    pod_ip: str | None
+    ready: bool
+    spec: SpecFacts
+
+
+# --- facts through Fields (precise errors) ---------------------------------------------
+
+
+def spec_facts(spec: Fields) -> SpecFacts:
+    """Read a pod spec at ``spec`` (a Pod's ``spec`` or a template's ``spec.template.spec``)."""
     account = spec.str("serviceAccountName") or spec.str("serviceAccount") or "default"
-    identity = build(
-        {"namespace": "metadata.namespace", "service_account": f"{spec.path}.serviceAccountName"},
-        spec.path, lambda: _identity(namespace, account),
-    )
     host_network = spec.bool("hostNetwork")
-    mode = annotations.get(PROXY_MODE_ANNOTATION, "mesh")
-    if mode not in ("mesh", "none"):
-        findings.warn(
-            PROXY_ANNOTATION,
-            f"{PROXY_MODE_ANNOTATION} is {mode!r}; valid values are 'mesh' and 'none' (using 'mesh')",
-            f"{annotations_path}.{PROXY_MODE_ANNOTATION}",
-        )
-        mode = "mesh"
-    proxy_mode = ProxyMode.NONE if host_network or mode == "none" else ProxyMode.MESH
-    return PodShape(identity, _ports(spec, findings), spec.str("nodeName", "") or "", proxy_mode, host_network)
-
-
-def _ports(spec: Fields, findings: Findings) -> tuple[WorkloadPort, ...]:
+    node = spec.str("nodeName", "") or ""
     containers = spec.maps("containers", required=True)
     if not containers:
         raise FieldError(f"{spec.path}.containers", "a pod needs at least one container", "MC0101")
     # Sidecar containers (init containers that keep running) serve ports too.
     sidecars = [c for c in spec.maps("initContainers") if c.str("restartPolicy") == "Always"]
-    ports: list[WorkloadPort] = []
-    names: dict[str, str] = {}
+    ports = []
     for container in containers + sidecars:
         container.str("name")
         for entry in container.maps("ports"):
             number = entry.port("containerPort", required=True)
-            name = port_name(entry)
-            protocol = transport(entry, findings)
-            if name:
-                if name in names:
-                    raise FieldError(
-                        f"{entry.path}.name", f"port name {name!r} is already used by {names[name]}",
-                        DUPLICATE_VALUE,
-                    )
-                names[name] = entry.path
-            if protocol is None:
-                continue
             assert number is not None
-            ports.append(WorkloadPort(port=number, name=name, protocol=protocol))
-    return tuple(ports)
-
-
-def _addresses(status: Fields) -> tuple[str, ...]:
-    addresses = [
-        ip_address(entry.req_str("ip"), f"{entry.path}.ip") for entry in status.maps("podIPs")
-    ]
-    single = status.str("podIP")
-    if single is not None and single != "":
-        ip = ip_address(single, f"{status.path}.podIP")
-        if not addresses:
-            addresses = [ip]
-        elif addresses[0] != ip:
-            raise FieldError(
-                f"{status.path}.podIPs[0].ip", f"must match status.podIP ({single})", INVALID_VALUE,
-            )
-    dual_stack(addresses, f"{status.path}.podIPs")
-    return tuple(addresses)
+            name = entry.str("name", "") or ""
+            protocol = entry.str("protocol", "TCP", choices=PORT_PROTOCOLS) or "TCP"
+            ports.append(PortFacts(number, name, protocol, entry.path))
+    return SpecFacts(account, host_network, node, ports)
 
 
 def _ready(status: Fields) -> bool:
@@ -140,35 +142,208 @@ def _replica_set(meta: Fields) -> str:
     return ""
 
 
-def translate_pod(obj: KubeObject, findings: Findings) -> PodInfo | None:
-    """The pod's workload and serving state; ``None`` for a pod that has finished."""
+def pod_facts(obj: KubeObject) -> PodFacts:
+    """Read a Pod through :class:`Fields`; a wrong field raises :class:`FieldError`."""
     root = Fields.of(obj)
-    meta = read_metadata(obj, root)
+    meta = root.map("metadata")
+    meta.str("name")
+    meta.str("namespace")
     labels = meta.str_map("labels")
     annotations = meta.str_map("annotations")
     terminating = meta.str("deletionTimestamp") is not None
     replica_set = _replica_set(meta)
     status = root.map("status")
-    phase = status.str("phase", "Pending", choices=_PHASES)
-    shape = read_shape(root.map("spec", required=True), annotations, "metadata.annotations",
-                       obj.namespace, findings)
-    addresses = _addresses(status)
+    phase = status.str("phase", "Pending", choices=_PHASES) or "Pending"
+    pod_ips = [entry.req_str("ip") for entry in status.maps("podIPs")]
+    pod_ip = status.str("podIP")
     ready = _ready(status)
-    if phase in _SKIPPED_PHASES:
+    spec = spec_facts(root.map("spec", required=True))
+    return PodFacts(labels, annotations, terminating, replica_set, phase, pod_ips, pod_ip, ready, spec)
+
+
+# --- facts read directly (the common case, fast) --------------------------------------
+
+
+def _fast_spec(spec: dict[str, Any]) -> SpecFacts:
+    account = opt(spec, "serviceAccountName", str) or opt(spec, "serviceAccount", str) or "default"
+    host_network = opt(spec, "hostNetwork", bool) or False
+    node = opt(spec, "nodeName", str) or ""
+    containers = dicts(spec, "containers")
+    if not containers:
+        raise Unusual
+    groups = [("spec.containers", containers)]
+    init = dicts(spec, "initContainers")
+    if init:
+        groups.append(("spec.initContainers", init))
+    ports = []
+    for prefix, group in groups:
+        for c_index, container in enumerate(group):
+            opt(container, "name", str)
+            if prefix == "spec.initContainers" and opt(container, "restartPolicy", str) != "Always":
+                continue
+            for p_index, entry in enumerate(dicts(container, "ports")):
+                number = entry.get("containerPort")
+                if type(number) is not int or not 1 <= number <= 65535:
+                    raise Unusual
+                protocol = opt(entry, "protocol", str) or "TCP"
+                if protocol not in PORT_PROTOCOLS:
+                    raise Unusual
+                ports.append(PortFacts(number, opt(entry, "name", str) or "", protocol,
+                                       f"{prefix}[{c_index}].ports[{p_index}]"))
+    return SpecFacts(account, host_network, node, ports)
+
+
+def _fast_facts(body: Mapping[str, Any]) -> PodFacts:
+    meta = body.get("metadata")
+    spec = body.get("spec")
+    status = body.get("status")
+    if status is None:
+        status = {}
+    if type(meta) is not dict or type(spec) is not dict or type(status) is not dict:
+        raise Unusual
+    opt(meta, "name", str)
+    opt(meta, "namespace", str)
+    replica_set = ""
+    for ref in dicts(meta, "ownerReferences"):
+        if opt(ref, "kind", str) == "ReplicaSet" and (opt(ref, "apiVersion", str) or "apps/v1") == "apps/v1":
+            name = ref.get("name")
+            if type(name) is not str:
+                raise Unusual
+            replica_set = name
+            break
+    phase = opt(status, "phase", str) or "Pending"
+    if phase not in _PHASES:
+        raise Unusual
+    pod_ips = []
+    for entry in dicts(status, "podIPs"):
+        ip = entry.get("ip")
+        if type(ip) is not str:
+            raise Unusual
+        pod_ips.append(ip)
+    ready = True
+    for condition in dicts(status, "conditions"):
+        kind = condition.get("type")
+        if type(kind) is not str:
+            raise Unusual
+        if kind == "Ready":
+            value = condition.get("status")
+            if value not in _CONDITION_STATUS:
+                raise Unusual
+            ready = value == "True"
+            break
+    return PodFacts(
+        plain_str_map(meta, "labels"), plain_str_map(meta, "annotations"),
+        opt(meta, "deletionTimestamp", str) is not None, replica_set, phase, pod_ips,
+        opt(status, "podIP", str), ready, _fast_spec(spec),
+    )
+
+
+# --- interpretation ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity(namespace: str, service_account: str) -> Identity:
+    # Identities repeat across thousands of pods; build each once.
+    return Identity(namespace=namespace, service_account=service_account)
+
+
+@functools.lru_cache(maxsize=4096)
+def _workload_port(number: int, name: str, protocol: Protocol) -> WorkloadPort:
+    # The same few container ports repeat across thousands of pods.
+    return WorkloadPort(port=number, name=name, protocol=protocol)
+
+
+def _ports(facts: list[PortFacts], findings: Findings) -> tuple[WorkloadPort, ...]:
+    ports: list[WorkloadPort] = []
+    names: dict[str, str] = {}
+    for port in facts:
+        if port.name:
+            if not is_port_name(port.name):
+                raise FieldError(
+                    f"{port.path}.name",
+                    f"{port.name!r} is not a valid port name (1-15 lower-case letters, digits and "
+                    "'-', with at least one letter, no '--', not starting or ending with '-')",
+                    INVALID_VALUE,
+                )
+            if port.name in names:
+                raise FieldError(f"{port.path}.name",
+                                 f"port name {port.name!r} is already used by {names[port.name]}",
+                                 DUPLICATE_VALUE)
+            names[port.name] = port.path
+        if port.protocol == "SCTP":
+            findings.warn(SCTP_UNSUPPORTED, "SCTP is not supported by the datapath; this port is left out",
+                          f"{port.path}.protocol")
+            continue
+        ports.append(_workload_port(port.number, port.name,
+                                    Protocol.UDP if port.protocol == "UDP" else Protocol.TCP))
+    return tuple(ports)
+
+
+def shape(facts: SpecFacts, spec_path: str, annotations: Mapping[str, str], annotations_path: str,
+          namespace: str, findings: Findings) -> PodShape:
+    """Interpret a pod spec: identity, ports, node and proxy mode."""
+    identity = build(
+        {"namespace": "metadata.namespace", "service_account": f"{spec_path}.serviceAccountName"},
+        spec_path, lambda: _identity(namespace, facts.account),
+    )
+    mode = annotations.get(PROXY_MODE_ANNOTATION, "mesh")
+    if mode not in ("mesh", "none"):
+        findings.warn(
+            PROXY_ANNOTATION,
+            f"{PROXY_MODE_ANNOTATION} is {mode!r}; valid values are 'mesh' and 'none' (using 'mesh')",
+            f"{annotations_path}.{PROXY_MODE_ANNOTATION}",
+        )
+        mode = "mesh"
+    proxy_mode = ProxyMode.NONE if facts.host_network or mode == "none" else ProxyMode.MESH
+    return PodShape(identity, _ports(facts.ports, findings), facts.node, proxy_mode, facts.host_network)
+
+
+def read_shape(spec: Fields, annotations: Mapping[str, str], annotations_path: str, namespace: str,
+               findings: Findings) -> PodShape:
+    """Read and interpret the pod spec at ``spec``."""
+    return shape(spec_facts(spec), spec.path, annotations, annotations_path, namespace, findings)
+
+
+def _addresses(facts: PodFacts) -> tuple[str, ...]:
+    addresses = [ip_address(text, f"status.podIPs[{i}].ip") for i, text in enumerate(facts.pod_ips)]
+    if facts.pod_ip:
+        ip = ip_address(facts.pod_ip, "status.podIP")
+        if not addresses:
+            addresses = [ip]
+        elif addresses[0] != ip:
+            raise FieldError("status.podIPs[0].ip", f"must match status.podIP ({facts.pod_ip})",
+                             INVALID_VALUE)
+    dual_stack(addresses, "status.podIPs")
+    return tuple(addresses)
+
+
+_WORKLOAD_PATHS = {
+    "name": "metadata.name", "namespace": "metadata.namespace", "addresses": "status.podIPs",
+    "labels": "metadata.labels", "ports": "spec.containers", "node": "spec.nodeName",
+}
+
+
+def translate_pod(obj: KubeObject, findings: Findings) -> PodInfo | None:
+    """The pod's workload and serving state; ``None`` for a pod that has finished."""
+    try:
+        facts = _fast_facts(obj.body)
+    except Unusual:
+        facts = pod_facts(obj)
+    pod_shape = shape(facts.spec, "spec", facts.annotations, "metadata.annotations", obj.namespace,
+                      findings)
+    addresses = _addresses(facts)
+    if facts.phase in _SKIPPED_PHASES:
         return None
     workload = build(
-        {"name": "metadata.name", "namespace": "metadata.namespace", "addresses": "status.podIPs",
-         "labels": "metadata.labels", "ports": "spec.containers", "node": "spec.nodeName"},
-        "metadata",
+        _WORKLOAD_PATHS, "metadata",
         lambda: Workload(
-            name=obj.name, namespace=obj.namespace, identity=shape.identity, addresses=addresses,
-            labels=Labels(labels), ports=shape.ports, node=shape.node,
-            proxy_mode=shape.proxy_mode, source=obj.source,
+            name=obj.name, namespace=obj.namespace, identity=pod_shape.identity, addresses=addresses,
+            labels=Labels(facts.labels), ports=pod_shape.ports, node=pod_shape.node,
+            proxy_mode=pod_shape.proxy_mode, source=obj.source,
         ),
     )
     return PodInfo(
-        workload=workload, labels=labels, ready=ready, terminating=terminating,
-        host_network=shape.host_network, owner=annotations.get(OWNER_ANNOTATION, ""),
-        replica_set=replica_set,
+        workload=workload, labels=facts.labels, ready=facts.ready, terminating=facts.terminating,
+        host_network=pod_shape.host_network, owner=facts.annotations.get(OWNER_ANNOTATION, ""),
+        replica_set=facts.replica_set,
     )
-

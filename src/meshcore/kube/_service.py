@@ -6,7 +6,6 @@ has any, else from its selector over the pods of its namespace.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import attrs
@@ -20,6 +19,7 @@ from ._values import (
     dual_stack,
     ip_address,
     is_port_name,
+    port_name,
     read_metadata,
     service_name,
     transport,
@@ -30,7 +30,6 @@ CLUSTER_DOMAIN = "cluster.local"
 
 _TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 _AFFINITY = ("None", "ClientIP")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 #: ``appProtocol`` values (compared in lower case) and the protocol they mean.
 APP_PROTOCOLS: Mapping[str, Protocol] = {
@@ -160,10 +159,7 @@ def _ports(spec: Fields, findings: Findings) -> tuple[PortSpec, ...]:
     for index, entry in enumerate(entries):
         number = entry.port("port", required=True)
         assert number is not None
-        name = entry.str("name", "") or ""
-        if name and not _DNS_LABEL.match(name):
-            raise FieldError(f"{entry.path}.name", f"{name!r} is not a valid port name (a DNS label: "
-                             "lower-case letters, digits and '-')", INVALID_VALUE)
+        name = port_name(entry)
         if not name and len(entries) > 1:
             raise FieldError(f"{entry.path}.name", "required when a Service has more than one port",
                              "MC0101")

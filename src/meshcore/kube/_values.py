@@ -7,7 +7,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..model import Diagnostic, ModelError, Protocol, Severity
 from ._codes import INVALID_VALUE, SCTP_UNSUPPORTED
@@ -21,6 +21,7 @@ PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _LETTER = re.compile(r"[a-z]")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -36,6 +37,11 @@ class Findings:
     def warn(self, code: str, message: str, path: str) -> None:
         """Record a warning at ``path`` of the object."""
         self.items.append(Diagnostic(code, Severity.WARNING, message, self.obj.source_at(path), path))
+
+
+def selector_text(labels: Mapping[str, str]) -> str:
+    """Labels or a selector as Kubernetes prints them: ``app=web,tier=front`` (or ``<none>``)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
 
 
 def object_error(obj: KubeObject, code: str, message: str, path: str = "") -> Diagnostic:
@@ -58,13 +64,13 @@ def is_port_name(value: str) -> bool:
 
 
 def port_name(fields: Fields, key: str = "name") -> str:
-    """An optional port name, validated as Kubernetes does (IANA service name)."""
+    """An optional Service or EndpointSlice port name: a DNS label, as Kubernetes requires."""
     value = fields.str(key, "") or ""
-    if value and not is_port_name(value):
+    if value and not _DNS_LABEL.match(value):
         raise FieldError(
             f"{fields.path}.{key}",
-            f"{value!r} is not a valid port name (1-15 lower-case letters, digits and '-', "
-            "with at least one letter, no '--', not starting or ending with '-')",
+            f"{value!r} is not a valid port name (a DNS label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)",
             INVALID_VALUE,
         )
     return value
@@ -143,3 +149,45 @@ def build(paths: Mapping[str, str], default: str, make: Callable[[], T]) -> T:
     except ModelError as exc:
         head = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
         raise FieldError(paths.get(head, default), exc.message, "MC0105") from None
+
+
+# Direct readers for the hot paths: they accept only plain, well-typed data and raise
+# Unusual for anything else, so the caller falls back to Fields and its precise errors.
+
+
+class Unusual(Exception):
+    """The direct reader met something it leaves to :class:`Fields`."""
+
+
+def opt(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    """``data[key]`` when absent, null or exactly of type ``kind``; else :class:`Unusual`."""
+    value = data.get(key)
+    if value is not None and type(value) is not kind:
+        raise Unusual
+    return value
+
+
+def plain_str_map(data: Mapping[str, Any], key: str) -> dict[str, str]:
+    """A copy of a plain ``str -> str`` dict at ``key`` ({} when absent); else :class:`Unusual`."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise Unusual
+    for k, v in value.items():
+        if type(k) is not str or type(v) is not str:
+            raise Unusual
+    return dict(value)
+
+
+def dicts(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """A plain list of plain dicts at ``key`` ([] when absent); else :class:`Unusual`."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise Unusual
+    for item in value:
+        if type(item) is not dict:
+            raise Unusual
+    return value

@@ -96,9 +96,11 @@ def decode_entry(entry: Any, node: str, resolver: Resolver | None = None) -> Flo
     common = entry.common_properties
     request = entry.request
     response = entry.response
-    flags = tuple(code for field, code in _FLAGS.items() if getattr(common.response_flags, field, False))
-    if common.response_flags.HasField("unauthorized_details"):
-        flags = tuple(f for f in flags if f != "UAEX") + ("UAEX",)
+    rf = common.response_flags
+    flags = tuple(
+        code for field, code in _FLAGS.items()
+        if (rf.HasField(field) if field == "unauthorized_details" else getattr(rf, field, False))
+    )
     upstream = _address(common.upstream_remote_address)
     local = _address(common.downstream_local_address)
     hint = common.metadata.filter_metadata.get("envoy.common")
@@ -166,7 +168,7 @@ class FlowSubscription:
 
     def drain(self) -> list[FlowRecord]:
         """Every flow waiting now, without blocking."""
-        out = []
+        out: list[FlowRecord] = []
         while True:
             try:
                 item = self._queue.get_nowait()

@@ -164,7 +164,7 @@ class Resources:
 
 
 def _duration(ms: int | float) -> str:
-    return f"{ms / 1000:.3f}s"
+    return f"{ms / 1000:g}s"
 
 
 def _percent(value: float) -> dict[str, Any]:

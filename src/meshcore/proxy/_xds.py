@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +54,7 @@ class _TypeState:
     sent_version: str = ""
     sent_nonce: str = ""
     pending: bool = False
+    force: bool = False  # send even if unchanged: Envoy rebuilt what uses these resources
     acked: dict[str, Resource] = attrs.field(factory=dict)
     acked_digest: str | None = None
     acked_version: str = ""
@@ -65,6 +67,7 @@ class _Stream:
     peer: str
     node: str = ""
     closed: bool = False
+    evaluated: int = -1  # the node's snapshot version this stream last looked at
     nonces: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
     types: dict[str, _TypeState] = attrs.field(factory=lambda: {t: _TypeState() for t in TYPE_ORDER})
 
@@ -280,14 +283,8 @@ class AdsServer:
             if request.HasField("error_detail"):
                 self._on_nack(stream, request.type_url, st, request.error_detail.message)
             else:
-                changed = any(n in st.acked and st.acked[n].digest != r.digest for n, r in st.sent.items())
                 st.acked, st.acked_digest, st.acked_version = st.sent, st.sent_digest, st.sent_version
                 st.nack = None
-                child = next((c for c, p in _PARENT.items() if p == request.type_url), None)
-                if changed and child is not None:
-                    # Envoy rebuilds a changed cluster (listener) and the new one waits for
-                    # its endpoints (routes) again, though their names did not change.
-                    stream.types[child].sent_digest = None
         st.subscribed = True
         st.requested = frozenset(request.resource_names)
 
@@ -296,10 +293,14 @@ class AdsServer:
         changed = changed or list(st.sent)
         quoted = [n for n in changed if n in message]
         names = quoted or changed
+        # Envoy quotes either a whole value (a header name) or the offending piece of it
+        # (RE2 says "invalid perl operator: (?="): either points at the model part.
+        pieces = [p.strip() for p in re.split(r": |'|\"|`", message) if len(p.strip()) >= 3]
         origins: list[Origin] = []
         for name in names:
             resource = st.sent[name]
-            hinted = [o for o in resource.origins if any(h in message for h in o.hints)]
+            hinted = [o for o in resource.origins
+                      if any(h in message or any(p in h for p in pieces) for h in o.hints)]
             origins.extend(hinted or resource.origins)
         nack = Nack(stream.node, type_url, st.sent_version, tuple(names), message,
                     tuple(dict.fromkeys(origins)), datetime.now(UTC))
@@ -347,20 +348,40 @@ class AdsServer:
         return st.acked_digest == _digest(final)
 
     def _next_response(self, stream: _Stream) -> Any | None:
+        stream.evaluated = self._node(stream.node).version
+        # While a type awaits its ACK only its child type may move: Envoy holds back a
+        # cluster's (listener's) ACK until the endpoints (routes) it subscribed to arrive.
+        waiting_on: str | None = None
         for type_url in TYPE_ORDER:
             st = stream.types[type_url]
-            if st.pending:
+            if waiting_on is not None and _PARENT.get(type_url) != waiting_on:
                 return None
-            if type_url in _PARENT and not self._needed(stream, type_url) <= st.requested:
-                return None  # Envoy has not subscribed to what it needs yet
-            if not st.subscribed:
+            if st.pending:
+                if waiting_on is not None:
+                    return None
+                waiting_on = type_url
                 continue
-            want = self._want(stream, type_url)
-            digest = _digest(want)
-            if digest != st.sent_digest:
-                return self._respond(stream, type_url, want, digest)
-            if st.nack is not None:
-                return None  # rejected content stays rejected: push nothing that builds on it
+            if type_url in _PARENT and waiting_on is None and not self._needed(stream, type_url) <= st.requested:
+                return None  # Envoy has not subscribed to what it needs yet
+            # Endpoints and routes go only to names Envoy asked for: with none asked for,
+            # Envoy holds no subscription and would leave a response unacknowledged.
+            if st.subscribed and (type_url not in _PARENT or st.requested):
+                want = self._want(stream, type_url)
+                digest = _digest(want)
+                if type_url in _PARENT:
+                    # A missing endpoint or route assignment deletes nothing in Envoy, so
+                    # only new or changed ones are worth a response; one that merely drops
+                    # names can reach Envoy after it unsubscribed, and stay unanswered.
+                    changed = st.force or any(
+                        n not in st.sent or st.sent[n].digest != r.digest for n, r in want.items())
+                else:
+                    changed = digest != st.sent_digest
+                if changed:
+                    return self._respond(stream, type_url, want, digest)
+                if st.nack is not None:
+                    return None  # rejected content stays rejected: push nothing that builds on it
+            if waiting_on is not None:
+                return None
         return None
 
     def _respond(self, stream: _Stream, type_url: str, want: dict[str, Resource], digest: str) -> Any:
@@ -375,7 +396,14 @@ class AdsServer:
         response.control_plane.identifier = "meshcore"
         for name in sorted(want):
             response.resources.add().Pack(want[name].message)
+        child = next((c for c, p in _PARENT.items() if p == type_url), None)
+        if child is not None and any(n in st.sent and st.sent[n].digest != r.digest for n, r in want.items()):
+            # Envoy rebuilds a changed cluster (listener), and the new one waits for its
+            # endpoints (routes) again although it subscribes to no new name: send them
+            # again right behind it.
+            stream.types[child].force = True
         st.sent, st.sent_digest, st.sent_version, st.sent_nonce = want, digest, version, nonce
+        st.force = False
         st.pending = True
         st.nack = None
         return response
@@ -389,7 +417,8 @@ class AdsServer:
             self._cond.notify_all()
 
     def _errors(self, state: _Node) -> tuple[Nack, ...]:
-        if state.stream is None:
+        """Rejections standing against the current snapshot (once its stream looked at it)."""
+        if state.stream is None or state.stream.evaluated != state.version:
             return ()
         return tuple(st.nack for st in state.stream.types.values() if st.nack is not None)
 

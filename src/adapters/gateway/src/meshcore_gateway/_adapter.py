@@ -1,20 +1,69 @@
-"""The gateway adapter object registered under the ``meshcore.adapters`` entry-point group."""
+"""The gateway adapter: Gateway API and Ingress objects → model Services, route tables, status.
+
+The steps: ReferenceGrants and BackendTLSPolicies are indexed; GatewayClasses and
+Gateways of meshcore's controller are validated; every route is read, attached to its
+parents (Gateway listeners, or Services for mesh routes), built into model routes per
+backend context, and merged into tables in precedence order; the status of every
+GatewayClass, Gateway and route parent meshcore owns is computed; Ingresses of
+meshcore's IngressClasses become their own Services. An object with an error contributes
+nothing and the others still translate.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
-from meshcore.adapter import ApiKind, Fragment, Inventory, KubeObject, unsupported
+from meshcore.adapter import ApiKind, Fragment, ObjectStatus
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, field_diagnostic
+from meshcore.model import ModelError, RouteTable, Service, ServicePort
 
+from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach_to_service, namespace_labels
+from ._backends import BackendContext, Failure, read_tls_policy_targets
+from ._build import Built, build
+from ._codes import (
+    CONSUMER_ROUTE,
+    DUPLICATE_OBJECT,
+    LISTENER_NOT_ACCEPTED,
+    NO_ADDRESS,
+    NOT_OUR_KIND,
+    OTHER_CONTROLLER,
+    PARENT_NOT_FOUND,
+    ROUTE_CONFLICT,
+    ROUTE_NOT_ACCEPTED,
+    SERVICE_NAME,
+    SHADOWED_L4_ROUTE,
+    TLS_NOT_CARRIED,
+    UNRESOLVED_BACKEND,
+    UNSUPPORTED_FEATURE,
+)
+from ._common import CONTROLLER_NAME, GATEWAY_GROUP, MESH_CONTROLLER_NAME, Report
+from ._gateway import PORT_PROTOCOL, ClassInfo, GatewayInfo, read_gateway, read_gateway_class
+from ._grpcroute import read_grpcroute
+from ._hostnames import covers
+from ._httproute import read_httproute
+from ._ingress import IngressClassInfo, ingress_class, read_ingress, read_ingress_class
+from ._l4routes import read_l4route
+from ._referencegrant import Grant, ReferenceGrants, read_reference_grant
+from ._refs import ParentRef, read_parent_refs
+from ._routes import RouteSpec
+from ._status import condition
+from ._tables import Placed, gateway_tables, mesh_tables
+
+
+#: Every (apiVersion, kind) this adapter handles: each Gateway API version still served.
 KINDS: tuple[ApiKind, ...] = (
     *(
-        ApiKind(f"gateway.networking.k8s.io/{version}", kind)
+        ApiKind(f"{GATEWAY_GROUP}/{version}", kind)
         for version, kinds in (
-            ("v1", ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "BackendTLSPolicy")),
+            ("v1", ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant", "TCPRoute", "TLSRoute",
+                    "BackendTLSPolicy")),
             ("v1beta1", ("GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant")),
-            ("v1alpha2", ("GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute", "ReferenceGrant")),
+            ("v1alpha2", ("GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute", "ReferenceGrant", "BackendTLSPolicy")),
             ("v1alpha3", ("BackendTLSPolicy", "TLSRoute")),
         )
         for kind in kinds
@@ -23,17 +72,474 @@ KINDS: tuple[ApiKind, ...] = (
     ApiKind("networking.k8s.io/v1", "IngressClass"),
 )
 
+ROUTE_READERS: dict[str, Callable[[KubeObject], RouteSpec]] = {
+    "HTTPRoute": read_httproute,
+    "GRPCRoute": read_grpcroute,
+    "TCPRoute": read_l4route,
+    "TLSRoute": read_l4route,
+    "UDPRoute": read_l4route,
+}
+CONFLICTED = "Conflicted"
+T = TypeVar("T")
+
+
+def _dedupe(objects: Sequence[KubeObject], report: Report) -> list[KubeObject]:
+    seen: dict[tuple[str, str, str], KubeObject] = {}
+    out = []
+    for obj in objects:
+        key = (obj.kind, obj.namespace, obj.name)
+        if key in seen:
+            first = seen[key].source.location or str(seen[key].source)
+            report.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice (first at {first}); the second "
+                         "is ignored")
+            continue
+        seen[key] = obj
+        out.append(obj)
+    return out
+
+
+def _run(obj: KubeObject, report: Report, fn: Callable[[KubeObject], T]) -> T | None:
+    """Run one object's translation; an error becomes a diagnostic and ``None``."""
+    try:
+        return fn(obj)
+    except (FieldError, ModelError) as exc:
+        report.items.append(field_diagnostic(obj, exc))
+        return None
+
+
+def _class_name(obj: KubeObject) -> str:
+    return Fields.of(obj).map("spec", required=True).req_str("gatewayClassName")
+
+
+def _status(obj: KubeObject, status: dict[str, Any]) -> ObjectStatus:
+    return ObjectStatus(obj.api_version, obj.kind, obj.namespace, obj.name, status, obj.source)
+
+
+@attrs.frozen
+class _Attached:
+    """A route with the results of all the parents meshcore owns."""
+
+    route: RouteSpec
+    results: list[ParentResult]
+
+
+class _Translation:
+    """One run of the adapter over its objects (kept in one place so steps share indexes)."""
+
+    def __init__(self, objects: Sequence[KubeObject], inventory: Inventory) -> None:
+        self.inventory = inventory
+        self.report = Report()
+        self.statuses: list[ObjectStatus] = []
+        self.services: list[Service] = []
+        self.tables: list[RouteTable] = []
+        self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
+        for obj in _dedupe(objects, self.report):
+            self.by_kind[obj.kind].append(obj)
+        self.grants = ReferenceGrants()
+        self.tls_services: set[tuple[str, str]] = set()
+        self.classes: dict[str, ClassInfo] = {}
+        self.gateways: dict[tuple[str, str], GatewayInfo] = {}
+        #: Gateways of our classes that had an error (routes to them get NoMatchingParent).
+        self.broken: set[tuple[str, str]] = set()
+        #: Gateways in the input that belong to other controllers (routes to them are not ours).
+        self.foreign: set[tuple[str, str]] = set()
+        self.built: dict[tuple[int, bool], Built] = {}
+
+    # -- indexes ---------------------------------------------------------------------------
+
+    def read_grants(self) -> None:
+        grants: list[Grant] = []
+        for obj in self.by_kind["ReferenceGrant"]:
+            grants += _run(obj, self.report, read_reference_grant) or []
+        self.grants = ReferenceGrants(grants)
+
+    def read_tls_policies(self) -> None:
+        for obj in self.by_kind["BackendTLSPolicy"]:
+            targets = _run(obj, self.report, read_tls_policy_targets)
+            if targets is None:
+                continue
+            self.tls_services.update(targets)
+            names = ", ".join(f"{ns}/{name}" for ns, name in targets) or "no Service"
+            self.report.warn(obj, UNSUPPORTED_FEATURE, f"TLS to backends is not supported yet: routes to {names} "
+                             "treat it as an invalid backend (its share is answered with an error)", "spec")
+
+    def read_classes(self) -> None:
+        for obj in self.by_kind["GatewayClass"]:
+            info = _run(obj, self.report, read_gateway_class)
+            if info is None:
+                continue
+            self.classes[obj.name] = info
+            if not info.ours:
+                self.report.info(obj, OTHER_CONTROLLER, f"GatewayClass {obj.name} is handled by "
+                                 f"{info.controller}, not {CONTROLLER_NAME}; ignored", "spec.controllerName")
+                continue
+            if not info.accepted:
+                self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"GatewayClass not accepted: {info.message}",
+                                 "spec.parametersRef")
+            self.statuses.append(_status(obj, info.status()))
+
+    def read_gateways(self) -> None:
+        for obj in self.by_kind["Gateway"]:
+            key = (obj.namespace, obj.name)
+            name = _run(obj, self.report, _class_name)
+            if name is None:
+                continue
+            cls = self.classes.get(name)
+            if cls is None:
+                self.report.warn(obj, PARENT_NOT_FOUND, f"GatewayClass {name} is not in the input; the Gateway "
+                                 "is ignored", "spec.gatewayClassName")
+                self.foreign.add(key)
+                continue
+            if not cls.ours:
+                self.report.info(obj, OTHER_CONTROLLER, f"GatewayClass {name} belongs to {cls.controller}; "
+                                 "the Gateway is ignored", "spec.gatewayClassName")
+                self.foreign.add(key)
+                continue
+            try:
+                info = read_gateway(obj, cls, self.grants)
+            except (FieldError, ModelError) as exc:
+                diag = field_diagnostic(obj, exc)
+                self.report.items.append(diag)
+                self.broken.add(key)
+                gen = obj.metadata.get("generation")
+                gen = gen if isinstance(gen, int) and not isinstance(gen, bool) else None
+                self.statuses.append(_status(obj, {"conditions": [
+                    condition("Accepted", False, "Invalid", f"{diag.field}: {diag.message}", gen),
+                    condition("Programmed", False, "Invalid", "the Gateway is not accepted", gen),
+                ]}))
+                continue
+            problem = self._service_problem(info)
+            if problem:
+                self.report.error(obj, SERVICE_NAME, problem, "metadata.name")
+                info = attrs.evolve(info, service_problem=problem)
+            self.gateways[key] = info
+            self._gateway_findings(info)
+
+    def _service_problem(self, info: GatewayInfo) -> str | None:
+        if self.inventory.service(info.namespace, info.name) is not None:
+            return (f"Gateway {info.namespace}/{info.name} is served as a Service of the same name, but Service "
+                    f"{info.namespace}/{info.name} already exists; rename the Gateway")
+        try:
+            Service(name=info.name, namespace=info.namespace)
+        except ModelError as exc:
+            return f"Gateway name cannot be a Service name: {exc.message}"
+        return None
+
+    def _gateway_findings(self, info: GatewayInfo) -> None:
+        obj = info.obj
+        if not info.accepted[0]:
+            self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"Gateway not accepted ({info.accepted[1]}): "
+                             f"{info.accepted[2]}", "spec")
+        for listener in info.listeners:
+            if listener.serving:
+                if listener.protocol == "HTTPS":
+                    self.report.info(obj, TLS_NOT_CARRIED, f"listener {listener.name}: routes are translated; "
+                                     "its TLS certificates are not carried by the model yet", f"{listener.path}.tls")
+                continue
+            problems = [c for c in (listener.accepted, listener.resolved) if not c[0]]
+            reason, message = (listener.conflict if listener.conflict else (problems[0][1], problems[0][2]))
+            self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"listener {listener.name} does not serve traffic "
+                             f"({reason}): {message}", listener.path)
+        if info.accepted[0] and not info.addresses and not info.service_problem:
+            self.report.info(obj, NO_ADDRESS, "no IPAddress in spec.addresses: the Gateway is translated but "
+                             "not programmed (meshcore does not assign gateway addresses yet)", "spec")
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def read_routes(self) -> list[_Attached]:
+        attached = []
+        for kind, reader in ROUTE_READERS.items():
+            for obj in self.by_kind[kind]:
+                try:
+                    route = reader(obj)
+                except (FieldError, ModelError) as exc:
+                    diag = field_diagnostic(obj, exc)
+                    self.report.items.append(diag)
+                    self._invalid_route_status(obj, f"{diag.field}: {diag.message}")
+                    continue
+                self._findings(route)
+                attached.append(_Attached(route, self._attach(route)))
+        return attached
+
+    def _invalid_route_status(self, obj: KubeObject, message: str) -> None:
+        """Best effort: tell the parents we own that the route is not accepted."""
+        try:
+            refs = read_parent_refs(Fields.of(obj).map("spec"), obj.namespace)
+        except FieldError:
+            return
+        parents = []
+        for ref in refs:
+            controller = self._owner(ref)
+            if controller:
+                gen = obj.metadata.get("generation")
+                gen = gen if isinstance(gen, int) and not isinstance(gen, bool) else None
+                parents.append({"parentRef": dict(ref.echo), "controllerName": controller,
+                                "conditions": [condition("Accepted", False, "UnsupportedValue", message, gen)]})
+        if parents:
+            self.statuses.append(_status(obj, {"parents": parents}))
+
+    def _owner(self, ref: ParentRef) -> str | None:
+        if ref.is_service:
+            return MESH_CONTROLLER_NAME
+        key = (ref.namespace, ref.name)
+        if ref.is_gateway and (key in self.gateways or key in self.broken):
+            return CONTROLLER_NAME
+        return None
+
+    def _findings(self, route: RouteSpec) -> None:
+        obj = route.obj
+        for rule in route.http:
+            for kind in rule.filters.failing:
+                if kind == "ExtensionRef":
+                    continue  # reported as an unresolvable reference (ResolvedRefs InvalidKind)
+                self.report.warn(obj, UNSUPPORTED_FEATURE, f"{kind} filters are not supported; requests matching "
+                                 "this rule are answered with 500", f"{rule.path}.filters")
+            if rule.timing.backoff_ignored:
+                self.report.warn(obj, UNSUPPORTED_FEATURE, "retry.backoff is not carried by the model; the "
+                                 "proxy's default backoff applies", f"{rule.path}.retry.backoff")
+        for i, raw in enumerate(obj.spec.get("rules") or []):
+            if isinstance(raw, dict) and raw.get("sessionPersistence") is not None:
+                self.report.warn(obj, UNSUPPORTED_FEATURE, "sessionPersistence is not supported yet; ignored",
+                                 f"spec.rules[{i}].sessionPersistence")
+
+    def _attach(self, route: RouteSpec) -> list[ParentResult]:
+        results = []
+        for ref in route.parents:
+            key = (ref.namespace, ref.name)
+            if ref.is_service:
+                results.append(attach_to_service(route, ref, self.inventory))
+            elif ref.is_gateway and key in self.gateways:
+                labels = namespace_labels(self.inventory, route.namespace)
+                results.append(attach_to_gateway(route, ref, self.gateways[key], labels))
+            elif ref.is_gateway and key in self.broken:
+                results.append(ParentResult(ref, CONTROLLER_NAME, False, "NoMatchingParent",
+                                            f"Gateway {ref.namespace}/{ref.name} is invalid"))
+            elif ref.is_gateway and key not in self.foreign:
+                self.route_warn(route, PARENT_NOT_FOUND, f"Gateway {ref.namespace}/{ref.name} is not in the input; "
+                                "the route is not attached to it", ref.path)
+        return results
+
+    def route_warn(self, route: RouteSpec, code: str, message: str, path: str) -> None:
+        self.report.warn(route.obj, code, message, path)
+
+    def built_for(self, route: RouteSpec, mesh: bool) -> Built:
+        key = (id(route), mesh)
+        if key not in self.built:
+            ctx = BackendContext(self.inventory, self.grants, route.kind, route.namespace, mesh,
+                                 frozenset(self.tls_services))
+            self.built[key] = build(route, ctx)
+        return self.built[key]
+
+    # -- conflicts -------------------------------------------------------------------------
+
+    def resolve_listener_conflicts(self, attached: list[_Attached]) -> None:
+        """HTTPRoute vs GRPCRoute with intersecting hostnames on one listener: the older one stays."""
+        per_listener: dict[tuple[str, str, str], list[tuple[_Attached, int, ListenerAttachment]]] = defaultdict(list)
+        for item in attached:
+            for i, res in enumerate(item.results):
+                if res.accepted and res.gateway is not None:
+                    for att in res.listeners:
+                        per_listener[(res.gateway.namespace, res.gateway.name, att.listener.name)].append(
+                            (item, i, att))
+        dropped: dict[tuple[int, int], list[tuple[ListenerAttachment, str]]] = defaultdict(list)
+        for entries in per_listener.values():
+            kept: list[tuple[_Attached, ListenerAttachment]] = []
+            for item, i, att in sorted(entries, key=lambda e: e[0].route.order_key):
+                rival = next((other for other, other_att in kept if other.route.kind != item.route.kind
+                              and item.route.kind in ("HTTPRoute", "GRPCRoute")
+                              and other.route.kind in ("HTTPRoute", "GRPCRoute")
+                              and _overlap(att.hostnames, other_att.hostnames)), None)
+                if rival is None:
+                    kept.append((item, att))
+                else:
+                    dropped[(id(item), i)].append((att, f"{rival.route.kind} {rival.route.ref}"))
+        for item in attached:
+            for i, res in enumerate(item.results):
+                lost = dropped.get((id(item), i))
+                if not lost:
+                    continue
+                remaining = tuple(a for a in res.listeners if all(a is not d for d, _ in lost))
+                rivals = ", ".join(sorted({who for _, who in lost}))
+                self.route_warn(item.route, ROUTE_CONFLICT, f"{item.route.kind} shares hostnames with the older "
+                                f"{rivals} on a listener of Gateway {res.ref.namespace}/{res.ref.name}; it is not "
+                                "attached there", res.ref.path)
+                item.results[i] = (attrs.evolve(res, listeners=remaining) if remaining else
+                                   res.reject(CONFLICTED, f"conflicts with {rivals}, which is older, on every "
+                                              "listener (an HTTPRoute and a GRPCRoute cannot share hostnames)"))
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def build_mesh(self, attached: list[_Attached]) -> None:
+        placed: dict[Any, list[Placed]] = defaultdict(list)
+        for item in attached:
+            for res in item.results:
+                if res.accepted and res.service is not None:
+                    for port in res.ports:
+                        placed[(res.service, port)].append(Placed(item.route, self.built_for(item.route, True)))
+        mesh = mesh_tables(placed)
+        self.tables += mesh.tables
+        for route, service, port in mesh.shadowed:
+            self.route_warn(route, SHADOWED_L4_ROUTE, f"an older {route.kind} on Service {service} port {port} "
+                            "takes every connection; this route never matches there", "spec.parentRefs")
+        for item in attached:
+            lost = mesh.lost.get((item.route.kind, item.route.namespace, item.route.name))
+            if not lost:
+                continue
+            lost_ports = {p for p, _ in lost}
+            for i, res in enumerate(item.results):
+                if res.accepted and res.service is not None and set(res.ports) <= lost_ports:
+                    winners = ", ".join(sorted({w for _, w in lost}))
+                    self.route_warn(item.route, ROUTE_CONFLICT, f"Service {res.service} has a {winners} on every "
+                                    f"port this {item.route.kind} selects; route kinds do not merge and "
+                                    f"{winners} takes precedence", res.ref.path)
+                    item.results[i] = res.reject(CONFLICTED, f"a {winners} attached to the same Service port takes "
+                                                 "precedence")
+
+    def build_gateways(self, attached: list[_Attached]) -> dict[tuple[str, str], dict[str, int]]:
+        placed: dict[tuple[str, str], dict[str, list[Placed]]] = defaultdict(lambda: defaultdict(list))
+        counts: dict[tuple[str, str], dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        for item in attached:
+            for res in item.results:
+                if not res.accepted or res.gateway is None:
+                    continue
+                key = (res.gateway.namespace, res.gateway.name)
+                for att in res.listeners:
+                    counts[key][att.listener.name].add(id(item))
+                    placed[key][att.listener.name].append(
+                        Placed(item.route, self.built_for(item.route, False), att.hostnames, att.origins))
+        for key, info in self.gateways.items():
+            if not info.accepted[0] or info.service_problem:
+                continue
+            tables, shadowed = gateway_tables(info, placed.get(key, {}))
+            self.tables += tables
+            for route, listener in shadowed:
+                self.route_warn(route, SHADOWED_L4_ROUTE, f"an older {route.kind} on listener {listener.name} of "
+                                f"Gateway {info.namespace}/{info.name} takes every connection; this route never "
+                                "matches there", "spec.parentRefs")
+            ports: dict[int, ServicePort] = {}
+            for listener in info.listeners:
+                if listener.serving and listener.port not in ports:
+                    ports[listener.port] = ServicePort(listener.port, PORT_PROTOCOL[listener.protocol], listener.name)
+            self.services.append(Service(name=info.name, namespace=info.namespace, vips=info.addresses,
+                                         ports=list(ports.values()), source=info.obj.source))
+        return {key: {name: len(ids) for name, ids in per.items()} for key, per in counts.items()}
+
+    # -- status ----------------------------------------------------------------------------
+
+    def route_statuses(self, attached: list[_Attached]) -> None:
+        for item in attached:
+            route = item.route
+            parents = []
+            reported: set[tuple[str, str]] = set()
+            for res in item.results:
+                gen = route.meta.generation
+                built = self.built_for(route, res.mesh)
+                resolved = _resolved_condition(built.failures, gen)
+                parents.append({"parentRef": dict(res.ref.echo), "controllerName": res.controller,
+                                "conditions": [condition("Accepted", res.accepted, res.reason, res.message, gen),
+                                               resolved]})
+                if not res.accepted and res.reason != CONFLICTED:
+                    code = CONSUMER_ROUTE if res.mesh and res.reason == "UnsupportedValue" else ROUTE_NOT_ACCEPTED
+                    self.route_warn(route, code, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
+                                    f"{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
+                if res.accepted:
+                    for failure in built.failures:
+                        if (failure.path, failure.message) in reported:
+                            continue
+                        reported.add((failure.path, failure.message))
+                        self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); "
+                                        f"{failure.effect or 'it is not used'}", failure.path)
+            if parents:
+                self.statuses.append(_status(route.obj, {"parents": parents}))
+
+    def gateway_statuses(self, attached_counts: dict[tuple[str, str], dict[str, int]]) -> None:
+        for key, info in self.gateways.items():
+            self.statuses.append(_status(info.obj, info.status(attached_counts.get(key, {}))))
+
+    # -- ingress ---------------------------------------------------------------------------
+
+    def translate_ingresses(self) -> None:
+        classes: dict[str, IngressClassInfo] = {}
+        for obj in self.by_kind["IngressClass"]:
+            info = _run(obj, self.report, read_ingress_class)
+            if info is not None:
+                classes[obj.name] = info
+        for obj in self.by_kind["Ingress"]:
+            chosen = _run(obj, self.report, functools.partial(ingress_class, classes=classes))
+            if chosen is None:
+                continue
+            cls, why = chosen
+            if cls is not None and not cls.ours:
+                why = f"its IngressClass {cls.name} belongs to {cls.controller}"
+            if cls is None or not cls.ours:
+                self.report.info(obj, OTHER_CONTROLLER, f"Ingress ignored: {why}", "spec")
+                continue
+            if self.inventory.service(obj.namespace, obj.name) is not None:
+                self.report.error(obj, SERVICE_NAME, f"Ingress {obj.ref} is served as a Service of the same name, "
+                                  f"but Service {obj.namespace}/{obj.name} already exists; rename the Ingress",
+                                  "metadata.name")
+                continue
+            sub = Report()
+            result = _run(obj, self.report, functools.partial(read_ingress, inventory=self.inventory, report=sub))
+            if result is None:
+                continue
+            ports = result.ports
+            service = _run(obj, self.report, lambda o: Service(name=o.name, namespace=o.namespace, ports=ports,
+                                                                source=o.source))
+            if service is None:
+                continue
+            self.report.items += sub.items
+            if result.tls:
+                self.report.info(obj, TLS_NOT_CARRIED, "routes are served on port 443 too; the TLS certificates "
+                                 "are not carried by the model yet", "spec.tls")
+            self.services.append(service)
+            self.tables += result.tables
+
+    # -- all -------------------------------------------------------------------------------
+
+    def run(self) -> Fragment:
+        handled = {k.kind for k in KINDS}
+        for kind, objs in self.by_kind.items():
+            if kind not in handled:
+                for obj in objs:
+                    self.report.error(obj, NOT_OUR_KIND, f"{obj.kind} is not handled by the gateway adapter", "kind")
+        self.read_grants()
+        self.read_tls_policies()
+        self.read_classes()
+        self.read_gateways()
+        attached = self.read_routes()
+        self.resolve_listener_conflicts(attached)
+        self.build_mesh(attached)
+        counts = self.build_gateways(attached)
+        self.route_statuses(attached)
+        self.gateway_statuses(counts)
+        self.translate_ingresses()
+        return Fragment(services=self.services, routes=self.tables, diagnostics=self.report.items,
+                        statuses=self.statuses)
+
+
+def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
+    return any(covers(x, y) or covers(y, x) for x in a for y in b)
+
+
+def _resolved_condition(failures: Sequence[Failure], generation: int | None) -> dict[str, Any]:
+    if not failures:
+        return condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation)
+    message = "; ".join(dict.fromkeys(f.message for f in failures))
+    return condition("ResolvedRefs", False, failures[0].reason, message, generation)
+
 
 @attrs.frozen
 class GatewayAdapter:
-    """Translates the Kubernetes Gateway API and Ingress into the meshcore model (translation lands in its own change)."""
+    """Translates the Kubernetes Gateway API (gateways and GAMMA mesh routes) and Ingress."""
 
     name: str = "gateway"
     kinds: tuple[ApiKind, ...] = KINDS
 
     def translate(self, objects: Sequence[KubeObject], inventory: Inventory) -> Fragment:
-        """Recognise this adapter's kinds; their translation is not written yet."""
-        return unsupported(self.name, objects)
+        """Translate Gateway API and Ingress objects into Services, route tables, diagnostics and status."""
+        return _Translation(objects, inventory).run()
 
 
 adapter = GatewayAdapter()
+

@@ -19,7 +19,7 @@ from meshcore.model import Service, ServiceRef
 
 from ._common import MESH_CONTROLLER_NAME, CONTROLLER_NAME
 from ._gateway import GatewayInfo, Listener
-from ._hostnames import intersect
+from ._hostnames import intersect_origins
 from ._refs import ParentRef
 from ._routes import RouteSpec
 
@@ -32,6 +32,8 @@ class ListenerAttachment:
 
     listener: Listener
     hostnames: tuple[str, ...]
+    #: For each of ``hostnames``, the route hostname it comes from (``""``: none set).
+    origins: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -86,11 +88,11 @@ def attach_to_gateway(route: RouteSpec, ref: ParentRef, gateway: GatewayInfo,
     attached = []
     for listener in allowed:
         if not _hostname_family(listener):
-            attached.append(ListenerAttachment(listener, ("",)))
+            attached.append(ListenerAttachment(listener, ("",), ("",)))
             continue
-        hosts = intersect(listener.hostname, route.hostnames)
-        if hosts:
-            attached.append(ListenerAttachment(listener, tuple(hosts)))
+        pairs = intersect_origins(listener.hostname, route.hostnames)
+        if pairs:
+            attached.append(ListenerAttachment(listener, tuple(h for h, _ in pairs), tuple(o for _, o in pairs)))
     if not attached:
         return result.reject("NoMatchingListenerHostname", f"no listener hostname of Gateway {gateway.namespace}/"
                              f"{gateway.name} intersects the route hostnames {', '.join(route.hostnames)}")

@@ -31,6 +31,8 @@ class Failure:
     path: str
     reason: str
     message: str
+    #: What happens to the traffic because of it (for diagnostics).
+    effect: str = ""
 
 
 @attrs.frozen
@@ -53,26 +55,28 @@ class BackendContext:
 def resolve(ref: BackendRef, ctx: BackendContext) -> Destination | Failure:
     """The destination of one backend reference, or why it is invalid."""
     if not ref.is_service:
-        return Failure(ref.path, INVALID_KIND, f"{ref.label}: only core Services are supported as backends")
+        return Failure(ref.path, INVALID_KIND, f"backend {ref.label} is not a Service (only core Services are "
+                       "supported)")
     if not ctx.mesh and not ctx.grants.allows(GATEWAY_GROUP, ctx.route_kind, ctx.route_namespace,
                                               "", "Service", ref.namespace, ref.name):
         return Failure(ref.path, REF_NOT_PERMITTED,
-                       f"{ref.label}: no ReferenceGrant in namespace {ref.namespace} allows "
+                       f"backend {ref.label}: no ReferenceGrant in namespace {ref.namespace} allows "
                        f"{ctx.route_kind}s from namespace {ctx.route_namespace} to refer to it")
     service = ctx.inventory.service(ref.namespace, ref.name)
     if service is None:
-        return Failure(ref.path, BACKEND_NOT_FOUND, f"{ref.label}: Service {ref.namespace}/{ref.name} not found")
+        return Failure(ref.path, BACKEND_NOT_FOUND, f"backend Service {ref.namespace}/{ref.name} not found")
     assert ref.port is not None
     if not any(p.port == ref.port for p in service.ports):
         known = ", ".join(str(p.port) for p in service.ports) or "none"
         return Failure(ref.path, BACKEND_NOT_FOUND,
-                       f"{ref.label}: Service {ref.namespace}/{ref.name} has no port {ref.port} (ports: {known})")
+                       f"backend Service {ref.namespace}/{ref.name} has no port {ref.port} (ports: {known})")
     if (ref.namespace, ref.name) in ctx.tls_services:
         return Failure(ref.path, UNSUPPORTED_PROTOCOL,
-                       f"{ref.label}: a BackendTLSPolicy asks for TLS to this Service, which is not supported yet")
+                       f"backend {ref.label}: a BackendTLSPolicy asks for TLS to this Service, which is not "
+                       "supported yet")
     if ref.has_filters:
         return Failure(ref.path, UNSUPPORTED_PROTOCOL,
-                       f"{ref.label}: filters on a backendRef are not supported yet")
+                       f"backend {ref.label}: filters on a backendRef are not supported yet")
     return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight)
 
 
@@ -96,10 +100,17 @@ def resolve_all(refs: Sequence[BackendRef], ctx: BackendContext) -> Resolved:
     destinations: list[Destination] = []
     failures: list[Failure] = []
     invalid = 0
+    total = sum(ref.weight for ref in refs)
     for ref in refs:
         result = resolve(ref, ctx)
         if isinstance(result, Failure):
-            failures.append(result)
+            if not ref.weight:
+                effect = "it has weight 0, so no traffic is affected"
+            elif ref.weight == total:
+                effect = "all traffic of the rule is answered with an error"
+            else:
+                effect = f"its share (weight {ref.weight} of {total}) is answered with an error"
+            failures.append(attrs.evolve(result, effect=effect))
             invalid += ref.weight
         else:
             destinations.append(result)

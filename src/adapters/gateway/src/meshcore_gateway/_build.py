@@ -19,7 +19,7 @@ import attrs
 
 from meshcore.model import Destination, DirectResponse, HttpRoute, InvalidBackends, Mirror, TcpRoute
 
-from ._backends import BackendContext, Failure, resolve, resolve_all
+from ._backends import INVALID_KIND, BackendContext, Failure, resolve, resolve_all
 from ._routes import L4Rule, L7Rule, RouteSpec
 
 
@@ -55,10 +55,13 @@ def _rule_routes(route: RouteSpec, rule: L7Rule, ctx: BackendContext) -> BuiltRu
     for spec in rule.filters.mirrors:
         result = resolve(spec.backend, ctx)
         if isinstance(result, Failure):
-            failures.append(result)
+            failures.append(attrs.evolve(result, effect="the mirror is dropped"))
         else:
             mirrors.append(Mirror(result, spec.percent))
     filters = rule.filters
+    if "ExtensionRef" in filters.failing:
+        failures.append(Failure(f"{rule.path}.filters", INVALID_KIND, "ExtensionRef filters are not supported",
+                                "requests matching this rule are answered with 500"))
     if filters.failing:
         # Fail closed: the filter cannot be applied, so nothing else about the rule is.
         return BuiltRule(rule, tuple(

@@ -22,8 +22,6 @@ CONTROLLER_NAME = "meshcore.io/gateway-controller"
 MESH_CONTROLLER_NAME = "meshcore.io/mesh-controller"
 #: The ``spec.controller`` of IngressClasses meshcore serves.
 INGRESS_CONTROLLER = "meshcore.io/ingress-controller"
-#: The cluster DNS domain used for the hostnames of the Services made for Gateways.
-CLUSTER_DOMAIN = "cluster.local"
 
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
@@ -108,7 +106,7 @@ def read_meta(obj: KubeObject) -> Meta:
     return Meta(created, generation)
 
 
-def annotations(obj: KubeObject) -> Mapping[str, str]:
+def object_annotations(obj: KubeObject) -> Mapping[str, str]:
     """``metadata.annotations`` with string values (others are ignored)."""
     raw = obj.metadata.get("annotations")
     if not isinstance(raw, Mapping):

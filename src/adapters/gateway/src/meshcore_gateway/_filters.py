@@ -18,7 +18,7 @@ from meshcore.model import CorsPolicy, HeaderModifier, Redirect, RetryPolicy, Re
 from ._codes import INVALID_VALUE
 from ._common import read_duration
 from ._hostnames import check_hostname
-from ._matches import METHODS, check_path, header_name, model
+from ._matches import METHODS, header_name, model
 from ._refs import BackendRef, read_backend_ref
 
 HTTP_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "RequestRedirect",
@@ -101,16 +101,22 @@ def _header_modifier(fields: Fields) -> HeaderModifier:
     return HeaderModifier(set=pairs["set"], add=pairs["add"], remove=remove)
 
 
+def _absolute(value: str, path: str) -> str:
+    # The proxy builds the new path from it, so it must be an absolute path.
+    if not value.startswith("/"):
+        raise FieldError(path, f"{value!r} must start with '/'", INVALID_VALUE)
+    return value
+
+
 def _path_modifier(fields: Fields) -> PathModifier:
     kind = fields.req_str("type", choices=_MODIFIER_TYPES)
     if kind == "ReplaceFullPath":
         full = fields.str("replaceFullPath", required=True) or ""
-        check_path(full, f"{fields.path}.replaceFullPath")
-        return PathModifier(full=full)
+        return PathModifier(full=_absolute(full, f"{fields.path}.replaceFullPath"))
     prefix = fields.str("replacePrefixMatch", required=True)
     assert prefix is not None
     if prefix:
-        check_path(prefix, f"{fields.path}.replacePrefixMatch")
+        _absolute(prefix, f"{fields.path}.replacePrefixMatch")
     return PathModifier(prefix=prefix)
 
 

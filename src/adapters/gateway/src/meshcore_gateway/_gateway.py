@@ -218,6 +218,9 @@ def _check_protocol(listener: Listener) -> Listener:
 def _check_certs(listener: Listener, gateway_namespace: str, grants: ReferenceGrants) -> Listener:
     if listener.protocol != "HTTPS" or not listener.resolved[0]:
         return listener
+    if listener.tls_mode is None:
+        return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef",
+                                                "an HTTPS listener needs tls.certificateRefs"))
     for ref in listener.cert_refs:
         if ref.group not in CORE_GROUPS or ref.kind != "Secret":
             return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef",
@@ -305,8 +308,10 @@ class GatewayInfo:
                       else condition("Accepted", False, listener.conflict[0], listener.conflict[1], gen)]
         if listener.serving and self.programmed[0]:
             conditions.append(condition("Programmed", True, "Programmed", "listener programmed", gen))
-        elif listener.serving:
+        elif listener.serving and self.accepted[0]:
             conditions.append(condition("Programmed", False, "Pending", self.programmed[2], gen))
+        elif listener.serving:
+            conditions.append(condition("Programmed", False, "Invalid", "the Gateway is not accepted", gen))
         else:
             reason = listener.conflict[0] if listener.conflict else "Invalid"
             conditions.append(condition("Programmed", False, reason, "the listener does not serve traffic", gen))

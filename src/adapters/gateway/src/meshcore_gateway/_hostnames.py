@@ -50,23 +50,32 @@ def covers(pattern: str, host: str) -> bool:
     return host.endswith(pattern[1:])
 
 
-def intersect(listener: str, route: Sequence[str]) -> list[str]:
-    """The hostnames a route serves on a listener; empty when they do not intersect.
+def intersect_origins(listener: str, route: Sequence[str]) -> list[tuple[str, str]]:
+    """The hostnames a route serves on a listener, each with the route hostname it comes from.
 
-    Route hostnames the listener does not match are ignored; a route wildcard that
-    covers a precise listener hostname yields the listener hostname.
+    Empty when they do not intersect. Route hostnames the listener does not match are
+    ignored; a route wildcard that covers a precise listener hostname yields the listener
+    hostname. A route without hostnames serves the listener's (its origin is "any host").
     """
     if not route:
-        return [listener]
-    if listener == ANY:
-        return list(dict.fromkeys(route))
-    out: list[str] = []
+        return [(listener, ANY)]
+    found: dict[str, str] = {}
     for host in route:
         if covers(listener, host):
-            out.append(host)
+            effective = host
         elif covers(host, listener):
-            out.append(listener)
-    return list(dict.fromkeys(out))
+            effective = listener
+        else:
+            continue
+        # Keep the most specific route hostname behind each served name (it decides precedence).
+        if effective not in found or specificity(host) < specificity(found[effective]):
+            found[effective] = host
+    return list(found.items())
+
+
+def intersect(listener: str, route: Sequence[str]) -> list[str]:
+    """The hostnames a route serves on a listener; empty when they do not intersect."""
+    return [effective for effective, _ in intersect_origins(listener, route)]
 
 
 def specificity(host: str) -> tuple[int, int, int]:

@@ -34,7 +34,7 @@ from meshcore.model import (
 )
 
 from ._codes import INVALID_VALUE, UNRESOLVED_BACKEND
-from ._common import INGRESS_CONTROLLER, Report, annotations
+from ._common import INGRESS_CONTROLLER, Report, object_annotations
 from ._hostnames import ANY, check_hostname
 from ._matches import path_prefix
 from ._precedence import L7Entry, l7_entry, ordered
@@ -64,21 +64,23 @@ def read_ingress_class(obj: KubeObject) -> IngressClassInfo:
     """Read an IngressClass."""
     spec = Fields.of(obj).map("spec", required=True)
     controller = spec.req_str("controller")
-    default = annotations(obj).get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true"
+    default = object_annotations(obj).get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true"
     return IngressClassInfo(obj.name, controller, default)
 
 
 def ingress_class(obj: KubeObject, classes: Mapping[str, IngressClassInfo]) -> tuple[IngressClassInfo | None, str]:
-    """The class of an Ingress (or ``None``) and a phrase naming how it was chosen."""
-    name = Fields.of(obj).map("spec").str("ingressClassName") or annotations(obj).get(LEGACY_CLASS_ANNOTATION)
+    """The class of an Ingress, or ``None`` and why it has none."""
+    name = Fields.of(obj).map("spec").str("ingressClassName") or object_annotations(obj).get(LEGACY_CLASS_ANNOTATION)
     if name:
-        return classes.get(name), f"class {name}"
+        found = classes.get(name)
+        return found, "" if found else f"its IngressClass {name} is not in the input"
     defaults = [c for c in classes.values() if c.default]
     if len(defaults) == 1:
-        return defaults[0], f"default class {defaults[0].name}"
+        return defaults[0], ""
     if len(defaults) > 1:
-        return None, f"no class set and several default classes ({', '.join(sorted(c.name for c in defaults))})"
-    return None, "no class set and no default IngressClass"
+        several = ", ".join(sorted(c.name for c in defaults))
+        return None, f"it sets no class and several classes are the default ({several})"
+    return None, "it sets no class and no IngressClass is the default"
 
 
 @attrs.frozen

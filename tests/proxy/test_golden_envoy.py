@@ -1,0 +1,90 @@
+"""Golden Envoy resources: model objects built here → ``tests/golden/envoy/<case>.json``.
+
+The files show exactly what the node Envoy receives for a plan. Regenerate with
+``pytest tests/proxy/test_golden_envoy.py --update-golden`` and read the diff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from meshcore import model as m
+from meshcore.compile import CompileOptions, compile_plan
+from meshcore.proxy import ProxySettings, build_resources, canonical_json
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "envoy"
+NS = "shop"
+
+
+def _workload(name: str, address: str, **labels: str) -> m.Workload:
+    return m.Workload(name, NS, m.Identity(NS, name), addresses=(address,), labels={"app": "web", **labels})
+
+
+def _http() -> m.Snapshot:
+    v1, v2 = _workload("web-v1", "10.244.1.1", version="v1"), _workload("web-v2", "10.244.1.2", version="v2")
+    client = m.Workload("client", NS, m.Identity(NS, "client"), addresses=("10.244.2.1",), labels={"app": "client"})
+    web = m.Service("web", NS, vips=("10.96.0.10",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.244.1.1", 8080, workload=v1.ref), m.Backend("10.244.1.2", 8080, 3, workload=v2.ref))),))
+    grpc = m.Service("ratings", NS, vips=("10.96.0.11",), ports=(m.ServicePort(9000, "GRPC", "grpc", backends=(
+        m.Backend("10.244.1.3", 9000),)),))
+    src = m.Source("HTTPRoute", NS, "web", file="web.yaml", line=1)
+    web_v = m.ServiceRef(NS, "web")
+    routes = m.RouteTable(web.ref, 80, "L7", source=src, http=[
+        m.HttpRoute("canary", matches=[m.HttpMatch(headers=[m.HeaderMatch("x-canary", m.StringMatch("Present"))])],
+                    destinations=[m.Destination(web_v, subset="v2", subset_labels={"version": "v2"})]),
+        m.HttpRoute("ratings", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/ratings/"))],
+                    destinations=[m.Destination(grpc.ref, port=9000)], rewrite=m.Rewrite(prefix="/"),
+                    retries=m.RetryPolicy(attempts=3, per_try_timeout_ms=500), timeout_ms=2000),
+        m.HttpRoute("old", matches=[m.HttpMatch(path=m.StringMatch("Exact", "/old"))],
+                    redirect=m.Redirect(path="/new", status=308)),
+        m.HttpRoute("health", matches=[m.HttpMatch(path=m.StringMatch("Exact", "/healthz"), method="GET")],
+                    direct_response=m.DirectResponse(200, "ok\n")),
+        m.HttpRoute("rest", destinations=[m.Destination(web_v, weight=90), m.Destination(web_v, weight=10, subset="v2",
+                                                                                       subset_labels={"version": "v2"})],
+                    mirrors=[m.Mirror(m.Destination(grpc.ref, port=9000), 5.0)],
+                    fault=m.FaultInjection(delay_ms=50, delay_percent=1.0),
+                    request_headers=m.HeaderModifier(set=[("x-mesh", "meshcore")]),
+                    response_headers=m.HeaderModifier(remove=["server"])),
+    ])
+    policies = [
+        m.AuthorizationPolicy("read-only", NS, m.WorkloadSelector(NS, {"app": "web"}), "ALLOW", [m.PolicyRule(
+            sources=[m.PeerSelector(workload_labels={"app": "client"})],
+            operations=[m.Operation(methods=["GET", "HEAD"])])]),
+        m.AuthorizationPolicy("no-admin", NS, m.WorkloadSelector(NS, {"app": "web"}), "DENY", [m.PolicyRule(
+            operations=[m.Operation(paths=["/admin*"])])]),
+    ]
+    return m.Snapshot(namespaces=(m.Namespace(NS),), workloads=(v1, v2, client), services=(web, grpc),
+                      routes=(routes,), policies=tuple(policies))
+
+
+def _tls() -> m.Snapshot:
+    tls = m.Service("edge", NS, vips=("10.96.0.20",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
+        m.Backend("10.244.3.1", 8443),)),))
+    other = m.Service("legacy", NS, vips=("10.96.0.21",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
+        m.Backend("10.244.3.2", 8443),)),))
+    routes = m.RouteTable(tls.ref, 443, "L4", tcp=[
+        m.TcpRoute("legacy", sni=["old.example.com"], destinations=[m.Destination(other.ref)]),
+        m.TcpRoute("edge", destinations=[m.Destination(tls.ref)]),
+    ])
+    return m.Snapshot(services=(tls, other), routes=(routes,))
+
+
+CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "tls-by-sni": _tls}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_envoy(case: str, request: pytest.FixtureRequest) -> None:
+    plan = compile_plan(CASES[case](), "node-1", CompileOptions(proxy_enabled=True, proxy_port_base=15001))
+    actual = canonical_json(build_resources(plan.envoy, ProxySettings(listen_ipv4="10.244.0.1")))
+    path = GOLDEN / f"{case}.json"
+    if request.config.getoption("--update-golden"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual)
+        return
+    assert path.exists(), f"{path.name} is missing: run pytest {__file__} --update-golden"
+    assert actual == path.read_text(), (
+        f"{case} no longer renders to {path.name}; if intended, regenerate with --update-golden and read the diff"
+    )
