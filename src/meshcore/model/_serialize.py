@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
 import attrs
 
 from ._labels import Labels
 from ._source import Source
+
+_SCALARS = (str, int, float, bool)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
+    """(attribute, output key) pairs of an attrs class, computed once per class."""
+    return tuple((f.name, f.name.rstrip("_")) for f in attrs.fields(cls))
 
 
 def to_data(value: Any, *, with_sources: bool = True) -> Any:
@@ -17,20 +26,30 @@ def to_data(value: Any, *, with_sources: bool = True) -> Any:
     Fields whose value is ``None`` or empty are left out so the output stays readable;
     ``source`` fields are dropped when ``with_sources`` is false.
     """
-    if attrs.has(type(value)):
+    cls = type(value)
+    if cls in _SCALARS or value is None:
+        return value
+    if attrs.has(cls):
         out: dict[str, Any] = {}
-        for field in attrs.fields(type(value)):
-            if field.name == "source" and not with_sources:
+        is_source = cls is Source
+        for name, key in _field_names(cls):
+            if name == "source" and not with_sources:
                 continue
-            item = getattr(value, field.name)
-            if item is None or (isinstance(item, tuple | Labels) and not item):
+            item = getattr(value, name)
+            if item is None:
                 continue
-            if isinstance(value, Source) and not item:
+            item_cls = type(item)
+            if item_cls in _SCALARS:
+                if is_source and not item:
+                    continue
+                out[key] = item
+                continue
+            if (item_cls is tuple or item_cls is Labels) and not item:
                 continue
             data = to_data(item, with_sources=with_sources)
-            if field.name == "source" and not data:
+            if name == "source" and not data:
                 continue
-            out[field.name.rstrip("_")] = data
+            out[key] = data
         return out
     if isinstance(value, Labels):
         return dict(value)
