@@ -102,39 +102,40 @@ def _plain(node: nodes.Node) -> Any:
 
 
 def _find(node: nodes.Node, path: str) -> nodes.Node | None:
-    """The node of a field path (``a.b[2].c``) in a document; for a key, the key's node."""
-    parts = _split_path(path)
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(part, int):
-            if not isinstance(node, nodes.SequenceNode) or part >= len(node.value):
+    """The node of a field path (``a.b[2].c``) in a document; for a key, the key's node.
+
+    Keys may themselves contain dots (``metadata.labels.app.kubernetes.io/name``): at each
+    mapping the longest key that the rest of the path starts with wins.
+    """
+    rest = path
+    while rest:
+        if rest.startswith("["):
+            index_text, _, rest = rest[1:].partition("]")
+            rest = rest[1:] if rest.startswith(".") else rest
+            if not isinstance(node, nodes.SequenceNode) or not index_text.isdigit():
                 return None
-            node = node.value[part]
+            index = int(index_text)
+            if index >= len(node.value):
+                return None
+            node = node.value[index]
             continue
         if not isinstance(node, nodes.MappingNode):
             return None
+        best: tuple[nodes.Node, nodes.Node] | None = None
+        best_len = -1
         for key_node, value_node in node.value:
-            if isinstance(key_node, nodes.ScalarNode) and key_node.value == part:
-                # a key points at its own line, as editors and kubectl do
-                node = key_node if last else value_node
-                break
-        else:
+            key = key_node.value if isinstance(key_node, nodes.ScalarNode) else None
+            if (isinstance(key, str) and len(key) > best_len
+                    and (rest == key or rest.startswith((key + ".", key + "[")))):
+                best, best_len = (key_node, value_node), len(key)
+        if best is None:
             return None
+        rest = rest[best_len:]
+        if not rest:
+            return best[0]  # a key points at its own line, as editors and kubectl do
+        rest = rest[1:] if rest.startswith(".") else rest
+        node = best[1]
     return node
-
-
-def _split_path(path: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for chunk in path.split("."):
-        while "[" in chunk:
-            head, _, rest = chunk.partition("[")
-            if head:
-                parts.append(head)
-            index, _, chunk = rest.partition("]")
-            parts.append(int(index) if index.isdigit() else index)
-        if chunk:
-            parts.append(chunk)
-    return parts
 
 
 def _locator(text: str, start: int, first_line: int) -> Locator:
@@ -197,8 +198,8 @@ def _compose(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
     objects: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
     for index, doc in enumerate(yaml.compose_all(text, Loader=_Loader), 1):
-        if doc is None:
-            continue
+        if doc is None or (isinstance(doc, nodes.ScalarNode) and doc.tag == _NULL and not doc.value):
+            continue  # an empty document, e.g. after a trailing '---'
         line = doc.start_mark.line + 1
         body = _plain(doc)
         locate = _locator(text, doc.start_mark.index, line)

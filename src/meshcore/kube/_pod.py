@@ -185,8 +185,10 @@ def _fast_spec(spec: dict[str, Any]) -> SpecFacts:
                 number = entry.get("containerPort")
                 if type(number) is not int or not 1 <= number <= 65535:
                     raise Unusual
-                protocol = opt(entry, "protocol", str) or "TCP"
-                if protocol not in PORT_PROTOCOLS:
+                protocol = opt(entry, "protocol", str)
+                if protocol is None:
+                    protocol = "TCP"
+                elif protocol not in PORT_PROTOCOLS:
                     raise Unusual
                 ports.append(PortFacts(number, opt(entry, "name", str) or "", protocol,
                                        f"{prefix}[{c_index}].ports[{p_index}]"))
@@ -211,8 +213,10 @@ def _fast_facts(body: Mapping[str, Any]) -> PodFacts:
                 raise Unusual
             replica_set = name
             break
-    phase = opt(status, "phase", str) or "Pending"
-    if phase not in _PHASES:
+    phase = opt(status, "phase", str)
+    if phase is None:
+        phase = "Pending"
+    elif phase not in _PHASES:
         raise Unusual
     pod_ips = []
     for entry in dicts(status, "podIPs"):

@@ -205,3 +205,22 @@ endpoints:
     (error,) = diagnostics
     assert (error.code, error.field) == ("MC0102", "endpoints[0].conditions.ready")
     assert error.source.line == line_of(text, 'ready: "yes"')
+
+
+def test_long_port_names_of_services_and_slices_match(translate_ok: Callable[[str], Inventory]) -> None:
+    # Service and slice port names are DNS labels (up to 63 characters), not container port names.
+    inventory = translate_ok("""
+        apiVersion: v1
+        kind: Service
+        metadata: {name: exporter}
+        spec: {ports: [{name: prometheus-metrics-endpoint, port: 9100}]}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: exporter-1, labels: {kubernetes.io/service-name: exporter}}
+        addressType: IPv4
+        ports: [{name: prometheus-metrics-endpoint, port: 9100}]
+        endpoints: [{addresses: [10.0.0.5]}]
+    """)
+    service = inventory.service("default", "exporter")
+    assert service is not None and [b.address for b in service.ports[0].backends] == ["10.0.0.5"]
