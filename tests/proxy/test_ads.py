@@ -19,7 +19,7 @@ from _proxy_support import NS, compile_for, snapshot
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from meshcore import model as m
-from meshcore.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, ControlPlane, NackError
+from meshcore.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, ControlPlane, Nack, NackError
 
 NODE = "fake-node"
 WEB, V2, B = "shop/web:80", "shop/v2:80", "shop/b:80"
@@ -179,7 +179,7 @@ def test_nack_names_the_route_and_stops_the_push(cp: ControlPlane, envoy: FakeEn
     version = cp.set_plan(NODE, _plan("v2", "web", "v2", regex="/x(?!y)", where=where))
     rds = envoy.recv()
     assert rds.type_url == ROUTE
-    seen = []
+    seen: list[Nack] = []
     cp.on_nack(seen.append)
     envoy.send(ROUTE, (WEB,), rds.nonce, "1", error="invalid perl operator: (?!")
     with pytest.raises(NackError) as raised:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 
 from meshcore import model as m
@@ -42,8 +44,8 @@ def to(name: str, weight: int = 1, **kw: Any) -> m.Destination:
     return m.Destination(m.ServiceRef(NS, name), weight=weight, **kw)
 
 
-def plan_for(services: list[m.Service], routes: list[m.RouteTable] = (), workloads: list[m.Workload] = (),  # type: ignore[assignment]
-             policies: list[m.AuthorizationPolicy] = (), namespaces: list[m.Namespace] = ()) -> Any:  # type: ignore[assignment]
+def plan_for(services: Sequence[m.Service], routes: Sequence[m.RouteTable] = (), workloads: Sequence[m.Workload] = (),
+             policies: Sequence[m.AuthorizationPolicy] = (), namespaces: Sequence[m.Namespace] = ()) -> Any:
     snap = m.Snapshot(namespaces=tuple(namespaces) or (m.Namespace(NS),), services=tuple(services),
                       routes=tuple(routes), workloads=tuple(workloads), policies=tuple(policies))
     return compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001))
@@ -62,9 +64,10 @@ def test_only_l7_ports_get_listeners_with_allocated_ports() -> None:
     assert [c.name for c in plan.envoy.clusters] == ["shop/web:80"]
     (cluster,) = plan.envoy.clusters
     assert [(e.address, e.port, e.workload) for e in cluster.endpoints] == [("10.0.0.1", 8080, "shop/a"), ("10.0.0.2", 8080, "shop/b")]
-    without = compile_plan(plan_snapshot := m.Snapshot(services=(web, api), routes=(rt,)), "n1")
+    without = compile_plan(m.Snapshot(services=(web, api), routes=(rt,)), "n1")
     assert without.envoy == EnvoyPlan() and not without.envoy
-    assert "no node proxy is running" in without.decisions[1].reason and plan_snapshot
+    assert without.decisions[1].reason == ("route 0 (r) matches on method GET; "
+                                           "no node proxy is running, so L7 features are not applied")
 
 
 def test_routes_expand_alternatives_and_resolve_destinations() -> None:
@@ -135,8 +138,8 @@ def test_sni_routes_become_filter_chains() -> None:
     assert body["filter_chains"][0]["filter_chain_match"] == {"server_names": ["a.example"]}
 
 
-def _rbac(policies: list[m.AuthorizationPolicy], workloads: list[m.Workload] | None = None,
-          namespaces: list[m.Namespace] = ()) -> Any:  # type: ignore[assignment]
+def _rbac(policies: Sequence[m.AuthorizationPolicy], workloads: Sequence[m.Workload] | None = None,
+          namespaces: Sequence[m.Namespace] = ()) -> Any:
     web = svc("web", A)
     plan = plan_for([web], [], workloads or [A, B, C], policies, namespaces)
     (listener,) = plan.envoy.listeners
@@ -275,7 +278,6 @@ def test_route_json_covers_the_vocabulary() -> None:
     (m.HttpRoute("r", destinations=[to("web")], rewrite=m.Rewrite(path="/a", prefix="/b")), "both a full path and a prefix"),
 ])
 def test_unexpressible_routes_name_their_source(route: m.HttpRoute, message: str) -> None:
-    import attrs
     with pytest.raises(ProxyConfigError, match=message) as raised:
         _resources(attrs.evolve(route, source=SRC))
     assert raised.value.origin is not None and raised.value.origin.source == SRC
@@ -285,3 +287,27 @@ def test_unexpressible_routes_name_their_source(route: m.HttpRoute, message: str
 def test_settings_need_an_address() -> None:
     with pytest.raises(ProxyConfigError, match="listen_ipv4 or listen_ipv6"):
         ProxySettings(listen_ipv4=None)
+
+
+def test_http_policies_leave_non_http_ports_in_the_kernel() -> None:
+    both = m.Service("db", NS, vips=("10.96.0.7",), ports=(
+        m.ServicePort(80, "HTTP", "http", backends=(m.Backend("10.0.0.1", 8080, workload=A.ref),)),
+        m.ServicePort(5432, "TCP", "pg", backends=(m.Backend("10.0.0.1", 5432, workload=A.ref),)),
+        m.ServicePort(53, "UDP", "dns", backends=(m.Backend("10.0.0.1", 53, workload=A.ref),)),
+    ))
+    policy = m.AuthorizationPolicy("get", NS, SEL, "ALLOW", [m.PolicyRule(operations=[m.Operation(methods=["GET"])])])
+    plan = plan_for([both], [], [A], [policy])
+    got = {(d.port, d.datapath) for d in plan.decisions}
+    assert got == {(80, Datapath.ENVOY), (5432, Datapath.EBPF), (53, Datapath.EBPF)}
+    pg = next(d for d in plan.decisions if d.port == 5432)
+    assert pg.reason == ("authorization policy shop/get rule 0 matches on HTTP methods GET, but the port speaks TCP, "
+                         "not HTTP, so the node proxy cannot check it there")
+    assert [x.name for x in plan.envoy.listeners] == ["shop/db:80"]
+
+
+def test_destinations_sharing_a_cluster_add_up() -> None:
+    web = svc("web", A)
+    rt = m.RouteTable(web.ref, 80, "L7", http=[m.HttpRoute("r", matches=[m.HttpMatch(method="GET")],
+                                                           destinations=[to("web", 1), to("web", 2)])])
+    (route,) = plan_for([web], [rt], [A]).envoy.route_configs[0].routes()
+    assert [(c.cluster, c.weight) for c in route.clusters] == [("shop/web:80", 3)]

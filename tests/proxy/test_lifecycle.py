@@ -30,7 +30,16 @@ from _proxy_support import (
 
 from meshcore import model as m
 from meshcore.compile import Plan
-from meshcore.proxy import ROUTE, ControlPlane, EnvoyOptions, EnvoySupervisor, NackError, ProxyConfigError, socket_in_netns
+from meshcore.proxy import (
+    ROUTE,
+    ControlPlane,
+    EnvoyOptions,
+    EnvoyStartError,
+    EnvoySupervisor,
+    NackError,
+    ProxyConfigError,
+    socket_in_netns,
+)
 
 pytestmark = pytest.mark.envoy
 Apply = Callable[[m.Snapshot], Plan]
@@ -107,6 +116,7 @@ def test_route_changes_under_load_lose_no_request(apply: Apply, load_factory: Ca
             before_end = len(load.answers)
         time.sleep(0.2)
         load.stop.set()
+        print(f"{len(load.answers)} requests across 4 plan changes, {len(load.failures)} failed")
         assert load.failures == []
         assert {"a", "b"} <= set(load.answers)
         assert set(load.answers[before_end:]) == {"a"}
@@ -234,3 +244,57 @@ def test_envoy_runs_in_a_network_namespace(control_plane: ControlPlane, proxy_en
         sup.stop(drain_timeout=0)
         subprocess.run(["ip", "netns", "del", netns], check=False)
     assert sup.pid is None and not Path(f"/run/netns/{netns}").exists()
+
+
+def test_emptied_and_restored_plan(apply: Apply) -> None:
+    """Envoy drops its subscriptions when everything goes, and gets all of it back after."""
+    with backends("web") as (web,):
+        svc = service("web", [web])
+        routes = table(svc, m.HttpRoute("r", destinations=[dest(svc)], timeout_ms=1000))
+        port = proxy_port(apply(snapshot([svc], [routes])), "web")
+        apply(snapshot([svc], []))
+        with pytest.raises(OSError):
+            request(port)
+        assert request(proxy_port(apply(snapshot([svc], [routes])), "web")).name == "web"
+
+
+def test_envoy_outlives_a_control_plane_restart(proxy_env: ProxyEnv) -> None:
+    """An agent restart: Envoy keeps serving its last configuration and resyncs from the new server."""
+    node = f"mcpx-cp-{os.getpid()}"
+    socket_path = proxy_env.work / "restart-cp.sock"
+    with backends("web") as (web,):
+        svc = service("web", [web])
+        plan = compile_for(snapshot([svc], [table(svc, m.HttpRoute("r", destinations=[dest(svc)], timeout_ms=2000))]),
+                           node, free_port_block(4))
+        port = proxy_port(plan, "web")
+        first = ControlPlane(f"unix:{socket_path}").start()
+        sup = EnvoySupervisor(EnvoyOptions(node, first.endpoint, proxy_env.work / "cp-restart", concurrency=1,
+                                           drain_time_s=1))
+        second = None
+        try:
+            version = first.set_plan(node, plan.envoy, SETTINGS)
+            sup.start()
+            first.wait_synced(node, version, timeout=10)
+            first.stop(grace=0)
+            assert request(port).name == "web"  # no control plane: Envoy keeps what it has
+            second = ControlPlane(f"unix:{socket_path}").start()
+            started = time.monotonic()
+            second.wait_synced(node, second.set_plan(node, plan.envoy, SETTINGS), timeout=15)
+            print(f"Envoy resynced from a restarted control plane in {(time.monotonic() - started) * 1000:.0f} ms")
+            assert request(port).name == "web" and sup.restarts == 0
+        finally:
+            sup.stop(drain_timeout=0)
+            first.stop()
+            if second is not None:
+                second.stop()
+
+
+def test_envoy_that_cannot_start_is_reported_with_its_log(control_plane: ControlPlane, proxy_env: ProxyEnv) -> None:
+    sup = EnvoySupervisor(EnvoyOptions("mcpx-broken", control_plane.endpoint, proxy_env.work / "broken",
+                                       extra_args=("--no-such-flag",)))
+    with pytest.raises(EnvoyStartError, match=r"(?s)exited \(status 1\) before it was ready.*no-such-flag"):
+        sup.start(timeout=10)
+    assert sup.pid is None and sup.log_path.exists()
+    with pytest.raises(EnvoyStartError, match="network namespace 'mcpx-absent' does not exist"):
+        EnvoySupervisor(EnvoyOptions("mcpx-broken", control_plane.endpoint, proxy_env.work / "broken",
+                                     netns="mcpx-absent")).start()

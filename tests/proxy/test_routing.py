@@ -220,7 +220,7 @@ def test_tls_passthrough_by_sni(apply: Apply) -> None:
         threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         svcs = [m.Service(name, "shop", vips=(f"10.96.0.{40 + i}",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
-            m.Backend(s.server_address[0], s.server_address[1]),)),)) for i, (name, s) in enumerate(zip(("edge", "old"), sinks))]
+            m.Backend(str(s.server_address[0]), int(s.server_address[1])),)),)) for i, (name, s) in enumerate(zip(("edge", "old"), sinks))]
         routes = m.RouteTable(svcs[0].ref, 443, "L4", tcp=[
             m.TcpRoute("old", sni=["old.example"], destinations=[m.Destination(svcs[1].ref)]),
             m.TcpRoute("rest", destinations=[m.Destination(svcs[0].ref)]),

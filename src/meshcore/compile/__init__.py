@@ -27,9 +27,26 @@ from ._envoy_plan import (
     TcpChain,
     cluster_name,
 )
+from ._policy import allocate_ids, compile_policy, identity_key, port_blocks
+from ._policy_plan import (
+    ANY_IDENTITY,
+    ANY_PROTOCOL,
+    CIDR_IDENTITY_BASE,
+    IpcacheEntry,
+    L7Handoff,
+    PolicyEndpoint,
+    PolicyEntry,
+    PolicyIdentity,
+    PolicyOrigin,
+    PolicyPlan,
+    PolicyVerdict,
+)
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
+    "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
+    "PolicyEntry", "PolicyIdentity", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
+    "compile_policy", "identity_key", "port_blocks",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfPlan", "BpfService", "ClusterWeight",
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyListener",
     "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "Origin", "Plan",

@@ -10,6 +10,7 @@ import attrs
 from ..model import Backend, BackendState, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot
 from ._decide import decide
 from ._envoy import ProxiedPort, build_envoy_plan
+from ._policy import compile_policy
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 #: Backend weights written to the kernel are scaled so one frontend's weights sum to this.
@@ -103,6 +104,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
         bpf=BpfPlan(frontends),
         envoy=build_envoy_plan(snapshot, proxied) if proxied else EnvoyPlan(),
         decisions=tuple(decisions),
+        policy=compile_policy(snapshot, node),
     )
 
 

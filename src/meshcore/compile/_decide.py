@@ -50,10 +50,13 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
     policies = _policies_needing_l7(snapshot, service, port)
     if policies:
         p = policies[0]
-        return Decision(
-            service.ref, port.port, transport, Datapath.ENVOY,
-            f"authorization policy {p.namespace}/{p.name} {_policy_l7_reason(p)}", p.source,
-        )
+        why = f"authorization policy {p.namespace}/{p.name} {_policy_l7_reason(p)}"
+        if not port.protocol.is_http:
+            # An HTTP listener would break a non-HTTP protocol (and UDP cannot be proxied).
+            return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                            f"{why}, but the port speaks {port.protocol.value}, not HTTP, so the node proxy "
+                            "cannot check it there", p.source)
+        return Decision(service.ref, port.port, transport, Datapath.ENVOY, why, p.source)
     if tables:
         return Decision(service.ref, port.port, transport, Datapath.EBPF,
                         "routes only split traffic by weight at L4", tables[0].source)

@@ -15,7 +15,7 @@ policy ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -36,8 +36,6 @@ from ..model import (
     Severity,
     Snapshot,
     Source,
-    Workload,
-    WorkloadRef,
 )
 from ._envoy_plan import (
     ClusterWeight,
@@ -53,7 +51,7 @@ from ._envoy_plan import (
     TcpChain,
     cluster_name,
 )
-from ._envoy_rbac import listener_rbac
+from ._envoy_rbac import RbacIndex, listener_rbac
 from ._plan import Decision
 
 
@@ -66,6 +64,14 @@ class ProxiedPort:
     proxy_port: int
     tables: tuple[RouteTable, ...]
     decision: Decision
+
+
+def _merged(weights: Iterable[ClusterWeight]) -> tuple[ClusterWeight, ...]:
+    """Weights per cluster, first appearance order (two destinations may share a cluster)."""
+    total: dict[str, int] = {}
+    for w in weights:
+        total[w.cluster] = total.get(w.cluster, 0) + w.weight
+    return tuple(ClusterWeight(c, w) for c, w in total.items())
 
 
 def _first_known(*sources: Source) -> Source:
@@ -92,10 +98,10 @@ class _Builder:
     snapshot: Snapshot
     clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
     warnings: list[Diagnostic] = attrs.field(factory=list)
-    workloads: dict[WorkloadRef, Workload] = attrs.field(factory=dict)
+    rbac_index: RbacIndex = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.workloads = {w.ref: w for w in self.snapshot.workloads}
+        self.rbac_index = RbacIndex(self.snapshot)
 
     def cluster(self, dest: Destination, default_port: int, protocol: Protocol, origin: Origin) -> str:
         """The cluster for a destination (created on first use)."""
@@ -125,7 +131,8 @@ class _Builder:
     def _in_subset(self, backend: Backend, dest: Destination) -> bool:
         if not dest.subset_labels:
             return True
-        workload = self.workloads.get(backend.workload) if backend.workload is not None else None
+        workloads = self.rbac_index.workloads
+        workload = workloads.get(backend.workload) if backend.workload is not None else None
         return workload is not None and all(workload.labels.get(k) == v for k, v in dest.subset_labels)
 
     def own_cluster(self, item: ProxiedPort) -> str:
@@ -142,7 +149,7 @@ class _Builder:
                 f"HTTP route {i} ({route.name or 'unnamed'}) of {table.service}:{table.port}",
                 _first_known(route.source, table.source), _route_hints(route),
             )
-            clusters = tuple(
+            clusters = _merged(
                 ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
                 for d in route.destinations if d.weight > 0
             )
@@ -172,7 +179,7 @@ class _Builder:
         clusters: tuple[ClusterWeight, ...] = ()
         for table in item.tables:
             if table.kind is RouteKind.L4 and table.tcp:
-                clusters = tuple(
+                clusters = _merged(
                     ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
                     for d in table.tcp[0].destinations if d.weight > 0
                 )
@@ -210,7 +217,7 @@ class _Builder:
             name, tuple(vhosts),
             table_origins + tuple(o for v in vhosts for r in v.routes for o in r.origins),
         )
-        rbac = listener_rbac(self.snapshot, item.port, self.warnings)
+        rbac = listener_rbac(self.rbac_index, item.port, self.warnings)
         listener = EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
             route_config=name, rbac=rbac, origins=self._listener_origins(item, tables)
@@ -234,7 +241,7 @@ class _Builder:
                     continue
                 taken.update(sni)
                 catch_all = catch_all or not route.sni
-                clusters = tuple(
+                clusters = _merged(
                     ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
                     for d in route.destinations if d.weight > 0
                 )

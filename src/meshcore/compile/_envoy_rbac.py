@@ -37,6 +37,7 @@ from ..model import (
     Snapshot,
     StringMatch,
     Workload,
+    WorkloadRef,
 )
 from ._envoy_plan import (
     RBAC_NEVER,
@@ -108,11 +109,46 @@ def _cidr(text: str) -> str:
     return str(ipaddress.ip_network(text, strict=False))
 
 
+class RbacIndex:
+    """Per-snapshot lookups shared by every listener: workloads by reference, their networks."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.workloads = {w.ref: w for w in snapshot.workloads}
+        self._nets: dict[WorkloadRef, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {}
+        self._peers: dict[frozenset[WorkloadRef], RbacExpr] = {}
+
+    def peers(self, workloads: Iterable[Workload]) -> RbacExpr:
+        """The workloads' addresses as few CIDR principals (contiguous addresses collapse)."""
+        chosen = list(workloads)
+        key = frozenset(w.ref for w in chosen)
+        found = self._peers.get(key)
+        if found is None:
+            found = self._peers[key] = self._collapse(chosen)
+        return found
+
+    def _collapse(self, workloads: Iterable[Workload]) -> RbacExpr:
+        v4: list[ipaddress.IPv4Network] = []
+        v6: list[ipaddress.IPv6Network] = []
+        for w in workloads:
+            nets = self._nets.get(w.ref)
+            if nets is None:
+                nets = self._nets[w.ref] = tuple(ipaddress.ip_network(a) for a in w.addresses)
+            for n in nets:
+                if isinstance(n, ipaddress.IPv4Network):
+                    v4.append(n)
+                else:
+                    v6.append(n)
+        return rbac_or(
+            RbacSourceIp(str(n)) for n in (*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6))
+        )
+
+
 @attrs.define
 class _Context:
     """What one rule is evaluated against, and where its warnings go."""
 
-    snapshot: Snapshot
+    index: RbacIndex
     policy: AuthorizationPolicy
     rule_index: int
     target_ports: frozenset[int]
@@ -125,10 +161,12 @@ class _Context:
             self.policy.source, f"rules[{self.rule_index}].{field}",
         ))
 
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.index.snapshot
+
     def workload_ips(self, workloads: Iterable[Workload]) -> RbacExpr:
-        return rbac_or(
-            RbacSourceIp(_cidr(a)) for w in sorted(workloads, key=lambda w: w.ref) for a in w.addresses
-        )
+        return self.index.peers(workloads)
 
     def port_in(self, ranges: Sequence[PortRange]) -> bool:
         return any(r.protocol == "TCP" and r.first <= p <= r.last for r in ranges for p in self.target_ports)
@@ -270,11 +308,11 @@ def _rule(ctx: _Context, rule: PolicyRule) -> RbacPolicy | None:
     return RbacPolicy(f"{policy.namespace}/{policy.name}[{ctx.rule_index}]", principal, permission, (origin,))
 
 
-def listener_rbac(snapshot: Snapshot, port: ServicePort, warnings: list[Diagnostic]) -> tuple[EnvoyRbac, ...]:
+def listener_rbac(index: RbacIndex, port: ServicePort, warnings: list[Diagnostic]) -> tuple[EnvoyRbac, ...]:
     """The RBAC filters (audit, deny, allow — in that order) for a proxied service port."""
+    snapshot = index.snapshot
     refs = [b.workload for b in port.backends]
-    by_ref = {w.ref: w for w in snapshot.workloads}
-    workloads = [by_ref[r] for r in refs if r is not None and r in by_ref]
+    workloads = [index.workloads[r] for r in refs if r is not None and r in index.workloads]
     target_ports = frozenset(b.port for b in port.backends)
     addresses = tuple(b.address for b in port.backends)
     grouped: dict[PolicyAction, list[RbacPolicy]] = {a: [] for a in PolicyAction}
@@ -294,7 +332,7 @@ def listener_rbac(snapshot: Snapshot, port: ServicePort, warnings: list[Diagnost
             ))
         present.add(policy.action)
         for i, rule in enumerate(policy.rules):
-            ctx = _Context(snapshot, policy, i, target_ports, addresses, warnings)
+            ctx = _Context(index, policy, i, target_ports, addresses, warnings)
             compiled = _rule(ctx, rule)
             if compiled is not None:
                 grouped[policy.action].append(compiled)

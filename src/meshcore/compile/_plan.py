@@ -15,6 +15,7 @@ import attrs
 
 from ..model import BackendState, ServiceRef, Source
 from ._envoy_plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
+from ._policy_plan import PolicyPlan
 
 
 class Datapath(enum.StrEnum):
@@ -102,3 +103,4 @@ class Plan:
     bpf: BpfPlan
     envoy: EnvoyPlan
     decisions: tuple[Decision, ...] = ()
+    policy: PolicyPlan = attrs.field(factory=PolicyPlan)

@@ -504,14 +504,27 @@ def _load_assignment(cluster: EnvoyCluster) -> dict[str, Any]:
     return out
 
 
+#: Parsed messages by (type, canonical JSON): consecutive plans share most resources, and
+#: parsing JSON into protobuf is the expensive step. Messages are never modified.
+_PARSED: dict[tuple[str, str], tuple[Any, str]] = {}
+_PARSED_MAX = 50_000
+
+
 def _resource(type_url: str, name: str, body: dict[str, Any], origins: tuple[Origin, ...],
               needs: tuple[str, ...] = ()) -> Resource:
-    try:
-        message = json_format.ParseDict(body, _message_class(type_url)())
-    except json_format.ParseError as exc:
-        raise ProxyConfigError(f"{SHORT_TYPE[type_url]} {name} is not valid Envoy configuration: {exc}",
-                               origins[0] if origins else None) from None
-    digest = hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+    key = (type_url, json.dumps(body, sort_keys=True, separators=(",", ":")))
+    cached = _PARSED.get(key)
+    if cached is None:
+        try:
+            message = json_format.ParseDict(body, _message_class(type_url)())
+        except json_format.ParseError as exc:
+            raise ProxyConfigError(f"{SHORT_TYPE[type_url]} {name} is not valid Envoy configuration: {exc}",
+                                   origins[0] if origins else None) from None
+        cached = (message, hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest())
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = cached
+    message, digest = cached
     return Resource(type_url, name, body, message, digest, origins, needs)
 
 

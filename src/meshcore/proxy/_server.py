@@ -146,6 +146,7 @@ class ControlPlane:
             raise ProxyError(f"cannot serve xDS on {wanted.grpc_target}: {exc}") from None
         if wanted.path is None and not port:
             raise ProxyError(f"cannot serve xDS on {wanted.grpc_target}: the address is in use or not local")
+        self.ads.resume()
         server.start()
         self._server = server
         self._endpoint = wanted if wanted.path is not None else attrs.evolve(wanted, port=port)

@@ -195,10 +195,15 @@ class AdsServer:
         return remove
 
     def stop(self) -> None:
-        """End every stream (Envoy reconnects to the next server)."""
+        """End every stream (Envoy reconnects to the next server); snapshots are kept."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def resume(self) -> None:
+        """Accept streams again after :meth:`stop`."""
+        with self._cond:
+            self._stopping = False
 
     # --- the gRPC method --------------------------------------------------------------
 
@@ -287,6 +292,10 @@ class AdsServer:
                 st.nack = None
         st.subscribed = True
         st.requested = frozenset(request.resource_names)
+        if request.type_url in _PARENT:
+            # Envoy forgets what it unsubscribes from: a name asked for again needs sending again.
+            st.sent = {n: r for n, r in st.sent.items() if n in st.requested}
+            st.acked = {n: r for n, r in st.acked.items() if n in st.requested}
 
     def _on_nack(self, stream: _Stream, type_url: str, st: _TypeState, message: str) -> None:
         changed = [n for n, r in st.sent.items() if n not in st.acked or st.acked[n].digest != r.digest]
