@@ -8,7 +8,6 @@ model objects' internals beyond references, so enforcers never need the adapters
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Iterable
 
 import attrs
@@ -37,11 +36,11 @@ class BpfBackend:
     @property
     def family(self) -> int:
         """4 or 6."""
-        return ipaddress.ip_address(self.address).version
+        return 6 if ":" in self.address else 4  # addresses are validated canonical text
 
 
 def _sorted_backends(value: Iterable[BpfBackend]) -> tuple[BpfBackend, ...]:
-    return tuple(sorted(value))
+    return tuple(sorted(value, key=lambda b: (b.address, b.port, b.weight, b.state.value)))
 
 
 @attrs.frozen(order=True)
@@ -68,7 +67,7 @@ class BpfService:
     @property
     def family(self) -> int:
         """4 or 6."""
-        return ipaddress.ip_address(self.vip).version
+        return 6 if ":" in self.vip else 4
 
 
 def _by_key(value: Iterable[BpfService]) -> tuple[BpfService, ...]:

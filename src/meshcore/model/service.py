@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Iterable
 
 import attrs
 
 from ._errors import ModelError
 from ._source import UNKNOWN, Source
-from ._validate import dns_label, hostname, ip_address, ip_addresses, non_negative, port, sorted_tuple, to_tuple
+from ._validate import dns_label, hostname, ip_address, ip_addresses, non_negative, port, to_tuple
 from .workload import Protocol, WorkloadRef
 
 
@@ -54,7 +53,18 @@ class Backend:
     @property
     def family(self) -> int:
         """4 or 6."""
-        return ipaddress.ip_address(self.address).version
+        return 6 if ":" in self.address else 4  # addresses are validated canonical text
+
+
+def _backend_key(b: Backend) -> tuple[str, int, int, str, str, str]:
+    ref = b.workload
+    return (b.address, b.port, b.weight, ref.namespace if ref else "", ref.name if ref else "", b.state.value)
+
+
+def _sorted_backends(value: Iterable[Backend]) -> tuple[Backend, ...]:
+    # A key function rather than attrs' generated ordering: it is ~10x faster, and
+    # services with many endpoints are sorted on every translation.
+    return tuple(sorted(value, key=_backend_key))
 
 
 @attrs.frozen(order=True)
@@ -64,7 +74,7 @@ class ServicePort:
     port: int = attrs.field(validator=port)
     protocol: Protocol = attrs.field(default=Protocol.TCP, converter=Protocol)
     name: str = ""
-    backends: tuple[Backend, ...] = attrs.field(default=(), converter=sorted_tuple)
+    backends: tuple[Backend, ...] = attrs.field(default=(), converter=_sorted_backends)
 
     @property
     def key(self) -> str:

@@ -1,5 +1,18 @@
-"""meshcore adapter for raw Envoy resources (CiliumEnvoyConfig-compatible)."""
+"""meshcore adapter for raw Envoy resources in CiliumEnvoyConfig-compatible form.
 
-from ._adapter import KINDS, adapter
+The adapter object :data:`adapter` is registered under the ``meshcore.adapters`` entry
+point ``envoycrd``. It reads ``cilium.io/v2`` CiliumEnvoyConfig (namespaced) and
+CiliumClusterwideEnvoyConfig objects: ``resources`` (Listener, RouteConfiguration,
+Cluster, ClusterLoadAssignment, Secret with ``@type``) are parsed into the real Envoy
+protobuf messages and checked against the Envoy API's constraints; names are qualified
+``<ns>/<config>/<name>`` with references rewritten; ``services`` become
+:class:`~meshcore.model.ServiceListener` redirects and ``backendServices`` the services
+whose endpoints Envoy needs. Each config gets an :class:`~meshcore.adapter.ObjectStatus`
+(Accepted, or the errors). Diagnostic codes: :data:`ENVOYCRD_CODES` (block MC8xxx).
+"""
 
-__all__ = ["KINDS", "adapter"]
+from ._adapter import KINDS, EnvoyCrdAdapter, adapter
+from ._codes import ENVOYCRD_CODES
+from ._config import CLUSTERWIDE_DEFAULT_NAMESPACE
+
+__all__ = ["CLUSTERWIDE_DEFAULT_NAMESPACE", "ENVOYCRD_CODES", "KINDS", "EnvoyCrdAdapter", "adapter"]

@@ -1,0 +1,225 @@
+"""CiliumEnvoyConfig translation: parse errors with field paths, names, references, status."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import meshcore
+from meshcore.model import Diagnostic, EnvoyConfig, Severity
+from meshcore_envoycrd import ENVOYCRD_CODES, adapter
+
+L = "type.googleapis.com/envoy.config.listener.v3.Listener"
+R = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+C = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+E = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80}]
+"""
+
+
+def config(resources: list[dict[str, object]], *, name: str = "cfg", namespace: str = "default",
+           clusterwide: bool = False, **spec: object) -> str:
+    """A config document (JSON is YAML) with ``resources`` and other spec fields."""
+    meta: dict[str, str] = {"name": name} if clusterwide else {"name": name, "namespace": namespace}
+    kind = "CiliumClusterwideEnvoyConfig" if clusterwide else "CiliumEnvoyConfig"
+    return json.dumps({"apiVersion": "cilium.io/v2", "kind": kind, "metadata": meta,
+                       "spec": {"resources": resources, **spec}})
+
+
+def translate(*docs: str) -> meshcore.Translation:
+    text = "\n---\n".join(textwrap.dedent(d).strip() for d in (SERVICE, *docs))
+    return meshcore.translate(text=text, adapters=[adapter])
+
+
+def http_listener(name: str = "l", route: str = "routes") -> dict[str, object]:
+    return {"@type": L, "name": name, "filter_chains": [{"filters": [{
+        "name": "hcm", "typed_config": {"@type": HCM, "stat_prefix": "s", "rds": {"route_config_name": route},
+                                        "http_filters": [{"name": "router", "typed_config": {"@type": ROUTER}}]}}]}]}
+
+
+def routes(name: str = "routes", cluster: str = "default/echo:80") -> dict[str, object]:
+    return {"@type": R, "name": name, "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]}
+
+
+def only_config(result: meshcore.Translation) -> EnvoyConfig:
+    assert len(result.snapshot.envoy_configs) == 1, result.diagnostics
+    return result.snapshot.envoy_configs[0]
+
+
+def bodies(cfg: EnvoyConfig) -> dict[str, dict[str, object]]:
+    return {r.name: r.body for r in cfg.resources}
+
+
+def ours(result: meshcore.Translation, severity: Severity | None = None) -> list[Diagnostic]:
+    return [d for d in result.diagnostics if d.code.startswith("MC8") or d.code.startswith("MC01")
+            if severity is None or d.severity is severity]
+
+
+def test_names_and_references_are_qualified_and_config_sources_point_at_ads() -> None:
+    result = translate(config([http_listener(), routes(cluster="local"),
+                               {"@type": C, "name": "local", "type": "EDS", "connect_timeout": "1s"},
+                               {"@type": E, "cluster_name": "local"}]))
+    cfg = only_config(result)
+    found = bodies(cfg)
+    assert set(found) == {"default/cfg/l", "default/cfg/routes", "default/cfg/local"}
+    listener = found["default/cfg/l"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[index]
+    assert hcm["rds"] == {"route_config_name": "default/cfg/routes",
+                          "config_source": {"ads": {}, "resource_api_version": "V3"}}
+    route = found["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]["route"]  # type: ignore[index]
+    assert route == {"cluster": "default/cfg/local"}
+    cluster = next(r.body for r in cfg.resources if r.type_url == C)
+    assert cluster["eds_cluster_config"] == {"eds_config": {"ads": {}, "resource_api_version": "V3"}}
+    assert next(r.name for r in cfg.resources if r.type_url == E) == "default/cfg/local"
+
+
+def test_mesh_cluster_references_are_left_as_they_are_and_need_the_service() -> None:
+    result = translate(config([http_listener(), routes(cluster="default/echo:80")]))
+    cfg = only_config(result)
+    route = bodies(cfg)["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]["route"]  # type: ignore[index]
+    assert route == {"cluster": "default/echo:80"}
+    assert [str(b) for b in cfg.backend_services] == ["default/echo"]
+    missing = translate(config([http_listener(), routes(cluster="default/echo:81")]))
+    [warn] = ours(missing, Severity.WARNING)
+    assert warn.code == "MC8008" and "no TCP port 81" in warn.message
+    assert warn.field.endswith("virtual_hosts[0].routes[0].route.cluster")
+
+
+def test_a_slash_reference_that_is_not_a_service_port_is_an_error() -> None:
+    result = translate(config([http_listener(), routes(cluster="other/cfg/c")]))
+    assert not result.snapshot.envoy_configs
+    [err] = ours(result, Severity.ERROR)
+    assert err.code == "MC8007"
+
+
+def test_parse_errors_name_the_resource_and_the_field_path() -> None:
+    bad = {"@type": L, "name": "l", "address": {"socket_adress": {"address": "127.0.0.1"}}}
+    result = translate(config([routes(), bad]))
+    [err] = ours(result, Severity.ERROR)
+    assert err.code == "MC8002"
+    assert err.field == "spec.resources[1].address.socket_adress"
+    assert "resource 1 (Listener l)" in err.message and "socket_address" in err.message
+    assert err.source.kind == "CiliumEnvoyConfig" and err.source.name == "cfg"
+
+
+def test_nested_typed_config_errors_have_paths_too() -> None:
+    listener = http_listener()
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = 7  # type: ignore[index]
+    result = translate(config([listener, routes()]))
+    [err] = ours(result, Severity.ERROR)
+    assert err.field == "spec.resources[0].filter_chains[0].filters[0].typed_config.stat_prefix"
+
+
+def test_unknown_and_misplaced_types_are_reported() -> None:
+    result = translate(config([{"@type": "type.googleapis.com/envoy.config.core.v3.Address"},
+                               {"name": "x"},
+                               {"@type": TCP.replace("tcp_proxy.v3.TcpProxy", "nope.v3.Nope"), "name": "y"}]))
+    errors = ours(result, Severity.ERROR)
+    assert [e.code for e in errors] == ["MC8003"] * 3
+    assert errors[0].field == "spec.resources[0].@type" and "not a resource" in errors[0].message
+    assert "no @type" in errors[1].message
+    assert "no message" in errors[2].message
+
+
+def test_extensions_are_loaded_on_demand() -> None:
+    lua = {"name": "lua", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                                           "default_source_code": {"inline_string": "function x() end"}}}
+    listener = http_listener()
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[index]
+    hcm["http_filters"].insert(0, lua)
+    result = translate(config([listener, routes()]))
+    assert only_config(result)
+
+
+def test_api_constraints_are_checked() -> None:
+    listener = http_listener()
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[index]
+    hcm["stat_prefix"] = ""
+    hcm["http_filters"].append({"name": "late", "typed_config": {"@type": ROUTER}})
+    result = translate(config([listener, routes(), {"@type": C, "name": "c", "connect_timeout": "0s"}]))
+    errors = {(e.code, e.field) for e in ours(result, Severity.ERROR)}
+    assert ("MC8004", "spec.resources[0].filter_chains[0].filters[0].typed_config.stat_prefix") in errors
+    assert ("MC8004", "spec.resources[0].filter_chains[0].filters[0].typed_config.http_filters[0]") in errors
+    assert ("MC8004", "spec.resources[2].connect_timeout") in errors
+
+
+def test_one_bad_resource_rejects_the_config_but_not_the_others() -> None:
+    bad = {"@type": R, "name": "r2", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "default/echo:80", "timeout": 5}}]}]}
+    result = translate(config([http_listener(), routes(), bad], name="bad"),
+                       config([http_listener(), routes()], name="good"))
+    assert [c.name for c in result.snapshot.envoy_configs] == ["good"]
+    status = {s.name: s.status for s in result.statuses}
+    assert status["good"]["conditions"][0]["status"] == "True"
+    assert status["bad"]["conditions"][0]["status"] == "False"
+    assert any("resources[2]" in e and "route.timeout" in e for e in status["bad"]["errors"])
+
+
+def test_clusterwide_names_and_default_namespace() -> None:
+    result = translate(config([http_listener(), routes()], clusterwide=True, name="cw",
+                              services=[{"name": "echo"}]))
+    cfg = only_config(result)
+    assert cfg.namespace is None
+    assert {r.name for r in cfg.resources} == {"/cw/l", "/cw/routes"}
+    [redirect] = cfg.services
+    assert str(redirect.service) == "default/echo" and redirect.listener == "/cw/l" and redirect.ports == ()
+
+
+def test_namespaced_config_cannot_redirect_another_namespace() -> None:
+    result = translate(config([http_listener(), routes()], namespace="team", services=[
+        {"name": "echo", "namespace": "default"}]))
+    assert not result.snapshot.envoy_configs
+    assert [e.code for e in ours(result, Severity.ERROR)] == ["MC8010"]
+
+
+def test_services_default_to_the_first_listener_and_check_ports() -> None:
+    result = translate(config([http_listener("first"), http_listener("second"), routes()],
+                              services=[{"name": "echo", "ports": [80]}, ]))
+    cfg = only_config(result)
+    assert cfg.services[0].listener == "default/cfg/first" and cfg.services[0].ports == (80,)
+    named = translate(config([http_listener(), routes()], services=[{"name": "echo", "listener": "nope"}]))
+    assert [e.code for e in ours(named, Severity.ERROR)] == ["MC8010"]
+
+
+def test_node_selector_labels_are_kept_and_expressions_rejected() -> None:
+    result = translate(config([http_listener(), routes()], nodeSelector={"matchLabels": {"role": "edge"}}))
+    assert dict(only_config(result).node_selector) == {"role": "edge"}
+    rejected = translate(config([http_listener(), routes()], nodeSelector={
+        "matchExpressions": [{"key": "role", "operator": "Exists"}]}))
+    assert [e.code for e in ours(rejected, Severity.ERROR)] == ["MC8012"]
+
+
+def test_addressless_listeners_are_left_for_the_proxy_to_bind() -> None:
+    result = translate(config([http_listener(), routes()]))
+    assert "address" not in bodies(only_config(result))["default/cfg/l"]
+    assert [d.code for d in ours(result, Severity.INFO)] == ["MC8011"]
+
+
+def test_own_names_with_a_slash_and_duplicates_are_errors() -> None:
+    result = translate(config([http_listener("a/b"), routes(), routes()]))
+    assert sorted(e.code for e in ours(result, Severity.ERROR)) == ["MC8005", "MC8006"]
+
+
+def test_a_cluster_named_after_a_service_port_customises_it() -> None:
+    result = translate(config([http_listener(), routes(),
+                               {"@type": C, "name": "default/echo:80", "connect_timeout": "1s"}]))
+    cluster = bodies(only_config(result))["default/cfg/default/echo:80"]
+    assert cluster["type"] == "EDS"
+    assert cluster["eds_cluster_config"]["service_name"] == "default/echo:80"  # type: ignore[index]
+    route = bodies(only_config(result))["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]  # type: ignore[index]
+    assert route["route"] == {"cluster": "default/cfg/default/echo:80"}
+
+
+def test_every_code_is_documented() -> None:
+    assert all(code.startswith("MC8") for code in ENVOYCRD_CODES)
