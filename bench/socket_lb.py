@@ -619,6 +619,7 @@ def rounds(workers: Sequence[Worker], n: int, seconds: float, slice_s: float,
     out: Results = {w.cfg.key: [] for w in workers}
     for w in workers:
         warm(w)
+    progress(f"{n} rounds x {len(workers)} configurations x {seconds:g} s")
     for i in range(n):
         total = {w.cfg.key: [0.0, 0.0, 0.0] for w in workers}  # connections, wall s, CPU s
         for c in range(cycles):
@@ -662,6 +663,11 @@ def ratio_text(xs: list[float]) -> str:
     """Median of per-round ratios with the interquartile range."""
     q1, m, q3 = quartiles(xs)
     return f"{m:5.3f} [{q1:.3f}-{q3:.3f}]"
+
+
+def services_text(n: int) -> str:
+    """'1 service', '1,000 services'."""
+    return f"{n:,} service{'' if n == 1 else 's'}"
 
 
 def verdict(ok: bool) -> str:
@@ -827,7 +833,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         plans[n] = lb_plan(n)
         t0 = time.perf_counter()
         lb.apply(plans[n])
-        print(f"setup: socket LB with {n:,} services applied in {time.perf_counter() - t0:.2f} s")
+        print(f"setup: socket LB with {services_text(n)} applied in {time.perf_counter() - t0:.2f} s")
         lb_nodes[n], lbs[n] = Node(client_ns["lb"], group), lb
 
     # kube-proxy nodes: one network namespace per size holding that many services' rules;
@@ -835,7 +841,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     kp_nodes: dict[int, Node] = {}
     for n in sizes:
         took, count = load_rules(restore, client_ns[f"kp{n}"], n)
-        print(f"setup: iptables with {n:,} services ({count:,} rules) loaded by one restore in {took:.2f} s")
+        print(f"setup: iptables with {services_text(n)} ({count:,} rules) loaded by one restore in {took:.2f} s")
         kp_nodes[n] = Node(client_ns[f"kp{n}"], plain.cgroup)
 
     small = sizes[0]
@@ -851,7 +857,6 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     ]
     workers = [Worker(stack, tool, c) for c in configs]
     progress("warming up (filling each socket LB's LRU map)")
-    progress(f"{args.rounds} rounds x {len(configs)} configurations x {args.seconds:g} s")
     r = rounds(workers, args.rounds, args.seconds, args.slice, progress)
     r[f"lb{small}"] = r["vip"]
     server = ("the kernel's backlog (TCP_DEFER_ACCEPT, no server process)" if args.server == "backlog"

@@ -209,7 +209,7 @@ def translate_objects(
             workloads=workloads,
             services=services,
             routes=[r for f in fragments for r in f.routes],
-            policies=[p for f in fragments for p in f.policies],
+            policies=[*inventory.policies, *(p for f in fragments for p in f.policies)],
             peer_authentications=[p for f in fragments for p in f.peer_authentications],
             envoy_configs=[e for f in fragments for e in f.envoy_configs],
         )

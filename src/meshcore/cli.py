@@ -225,6 +225,9 @@ def _register_optional_groups() -> None:
         return
     cli.add_command(lab)
     cli.add_command(demo)
+    from .lab._observe import observe  # type: ignore[import-not-found,unused-ignore]
+
+    cli.add_command(observe)
 
 
 _register_optional_groups()

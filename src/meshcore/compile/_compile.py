@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from fractions import Fraction
 
 import attrs
 
-from ..model import Backend, BackendState, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot
-from ._decide import decide
+from ..model import Backend, BackendState, Labels, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot
+from ._decide import decide, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
+from ._envoy_raw import raw_part
 from ._policy import compile_policy
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
@@ -17,12 +19,23 @@ from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPla
 WEIGHT_SCALE = 1000
 
 
+def _labels(value: Mapping[str, str]) -> Labels:
+    return value if isinstance(value, Labels) else Labels(dict(value))
+
+
 @attrs.frozen
 class CompileOptions:
-    """Knobs of compile; ``proxy_port_base`` is where node-proxy listener ports start."""
+    """Knobs of compile; ``proxy_port_base`` is where node-proxy listener ports start.
+
+    ``node_labels`` are the node's labels, matched against raw Envoy configs' node
+    selectors: a config with an empty selector applies to every node, one with a
+    selector only to nodes carrying all its labels (so with no labels given, only
+    configs without a selector apply — never more nodes than a selector intends).
+    """
 
     proxy_enabled: bool = False
     proxy_port_base: int = 15000
+    node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
 
 
 def _l4_split(snapshot: Snapshot, table: RouteTable, port: ServicePort) -> tuple[Backend, ...] | None:
@@ -33,8 +46,9 @@ def _l4_split(snapshot: Snapshot, table: RouteTable, port: ServicePort) -> tuple
         chosen = table.tcp[0].destinations
     else:
         # An L7 table that needs no L7 is a weighted split too: its first route matches
-        # every request, so it is the only one that ever applies.
-        if not table.http or table.needs_l7:
+        # every request, so it is the only one that ever applies (unless it is limited to
+        # some hostnames: then the port is a set of virtual hosts in the node proxy).
+        if not table.http or table.needs_l7 or virtual_hosts([table]):
             return None
         chosen = table.http[0].destinations
     dests = [d for d in chosen if d.weight > 0]
@@ -73,22 +87,34 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
     frontends: list[BpfService] = []
     decisions: list[Decision] = []
     proxied: list[ProxiedPort] = []
-    next_proxy_port = options.proxy_port_base
+    # Raw configs' address-less listeners get the first ports, then meshcore's own.
+    raw = raw_part(snapshot, options.node_labels, options.proxy_port_base)
+    next_proxy_port = raw.next_port
     for service in snapshot.services:
         for port in service.ports:
             port_tables = tables.get((service.ref, port.port), [])
-            decision = decide(snapshot, service, port, port_tables)
+            redirect = raw.redirects.get((service.ref, port.port))
             proxy_port = None
-            if decision.datapath is Datapath.ENVOY:
+            if redirect is not None:
+                decision = Decision(service.ref, port.port, port.protocol.transport, Datapath.ENVOY,
+                                    redirect.reason, redirect.config.source)
                 if options.proxy_enabled:
-                    proxy_port = next_proxy_port
-                    next_proxy_port += 1
-                    proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
+                    proxy_port = redirect.proxy_port
                 else:
                     decision = attrs.evolve(
-                        decision,
-                        reason=f"{decision.reason}; no node proxy is running, so L7 features are not applied",
-                    )
+                        decision, reason=f"{decision.reason}; no node proxy is running, so it is not applied")
+            else:
+                decision = decide(snapshot, service, port, port_tables)
+                if decision.datapath is Datapath.ENVOY:
+                    if options.proxy_enabled:
+                        proxy_port = next_proxy_port
+                        next_proxy_port += 1
+                        proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
+                    else:
+                        decision = attrs.evolve(
+                            decision,
+                            reason=f"{decision.reason}; no node proxy is running, so L7 features are not applied",
+                        )
             decisions.append(decision)
             backends = port.backends
             for table in port_tables:
@@ -102,7 +128,8 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
         node=node,
         snapshot_hash=snapshot.content_hash,
         bpf=BpfPlan(frontends),
-        envoy=build_envoy_plan(snapshot, proxied) if proxied else EnvoyPlan(),
+        envoy=build_envoy_plan(snapshot, proxied, raw) if options.proxy_enabled and (proxied or raw.resources)
+        else EnvoyPlan(),
         decisions=tuple(decisions),
         policy=compile_policy(snapshot, node),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import AuthorizationPolicy, RouteTable, Service, ServicePort, Snapshot
+from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot
 from ._plan import Datapath, Decision
 
 
@@ -40,6 +40,12 @@ def _policy_l7_reason(policy: AuthorizationPolicy) -> str:
     return "matches on HTTP attributes"
 
 
+def virtual_hosts(tables: Sequence[RouteTable]) -> list[str]:
+    """The request hostnames L7 tables of one port are limited to (empty: any host)."""
+    return list(dict.fromkeys(
+        h for t in tables if t.kind is RouteKind.L7 for h in t.hostnames if h != "*"))
+
+
 def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
     """Decide whether ``port`` of ``service`` needs the node Envoy, and say why."""
     transport = port.protocol.transport
@@ -47,6 +53,22 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
         reason = table.l7_reason()
         if reason:
             return Decision(service.ref, port.port, transport, Datapath.ENVOY, reason, table.source)
+    hosts = virtual_hosts(tables)
+    if hosts:
+        first = next(t for t in tables if t.kind is RouteKind.L7 and t.hostnames)
+        return Decision(service.ref, port.port, transport, Datapath.ENVOY,
+                        f"serves hostnames {', '.join(hosts)} (a virtual host per route table)", first.source)
+    for table in tables:
+        for i, route in enumerate(table.tcp if table.kind is RouteKind.L4 else ()):
+            if not route.invalid_weight:
+                continue
+            why = f"route {i} ({route.name or 'unnamed'}) refuses a share of connections (invalid backends)"
+            if transport == "UDP":
+                return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                                f"{why}, which neither the socket-level balancer nor the node proxy can do "
+                                "for UDP: that share goes to the valid backends", table.source)
+            return Decision(service.ref, port.port, transport, Datapath.ENVOY,
+                            f"{why}, which the socket-level balancer cannot express", table.source)
     policies = _policies_needing_l7(snapshot, service, port)
     if policies:
         p = policies[0]

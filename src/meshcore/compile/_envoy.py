@@ -7,10 +7,18 @@ filters; TLS-by-SNI tables become L4 filter chains. Every destination becomes an
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
 service port's active backends.
 
+Gateway API semantics: a route's ``invalid_backends`` share is answered with its
+status by an Envoy route placed before the route proper, with the same match and a
+``runtime_fraction`` of exactly that share (requests it does not take fall through to
+the forwarding route) — a weighted cluster without endpoints would answer 503, not the
+500 the specification asks for. A TCP route's ``invalid_weight`` is a weighted cluster
+``<ns>/<svc>:<port>/invalid-backends`` without endpoints: the TCP proxy closes those
+connections at once (the socket-level balancer has no way to refuse a share).
+
 Diagnostic codes: MC5104 a destination whose service or port does not exist (its
 cluster has no endpoints, so requests routed there get 503); MC5105 a route whose
 destinations all have weight 0 (answered with 500); see :mod:`._envoy_rbac` for the
-policy ones.
+policy ones and :mod:`._envoy_raw` for raw configs.
 """
 
 from __future__ import annotations
@@ -47,10 +55,16 @@ from ._envoy_plan import (
     EnvoyRouteConfig,
     EnvoyVirtualHost,
     Origin,
+    RawResource,
     RouteMirror,
     TcpChain,
     cluster_name,
 )
+
+#: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
+REFUSED_SUBSET = "invalid-backends"
+_INVALID_BODY = "the backend for this share of requests is invalid\n"
+from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_rbac import RbacIndex, listener_rbac
 from ._plan import Decision
 
@@ -154,17 +168,34 @@ class _Builder:
                 for d in route.destinations if d.weight > 0
             )
             direct = route.direct_response
+            invalid = route.invalid_backends
             if route.destinations and not clusters:
-                self.warnings.append(Diagnostic(
-                    "MC5105", Severity.WARNING, f"{origin.what}: every destination has weight 0; requests get 500",
-                    origin.source, "destinations",
-                ))
-                direct = DirectResponse(500, "no destination with a weight above 0\n")
+                if invalid is not None:
+                    direct = DirectResponse(invalid.status, _INVALID_BODY)
+                else:
+                    self.warnings.append(Diagnostic(
+                        "MC5105", Severity.WARNING, f"{origin.what}: every destination has weight 0; requests get 500",
+                        origin.source, "destinations",
+                    ))
+                    direct = DirectResponse(500, "no destination with a weight above 0\n")
+            share = None
+            if invalid is not None and clusters:
+                valid = sum(c.weight for c in clusters)
+                share = round(invalid.weight * 1_000_000 / (invalid.weight + valid))
             mirrors = tuple(
                 RouteMirror(self.cluster(m.destination, table.port, item.port.protocol, origin), m.percent)
                 for m in route.mirrors
             )
             for match in route.matches or (HttpMatch(),):
+                if invalid is not None and share:
+                    # The invalid share first, matching that many requests per million; the
+                    # rest fall through to the same match forwarding to the valid backends,
+                    # which keep their relative weights.
+                    out.append(EnvoyRoute(
+                        name=f"{listener}/{label}/invalid-backends", match=match,
+                        direct_response=DirectResponse(invalid.status, _INVALID_BODY), per_million=share,
+                        origins=(origin,),
+                    ))
                 out.append(EnvoyRoute(
                     name=f"{listener}/{label}", match=match, clusters=clusters, redirect=route.redirect,
                     direct_response=direct, rewrite=route.rewrite, request_headers=route.request_headers,
@@ -190,7 +221,8 @@ class _Builder:
     def http_listener(self, item: ProxiedPort, name: str) -> tuple[EnvoyListener, EnvoyRouteConfig]:
         tables = [t for t in item.tables if t.kind is RouteKind.L7]
         per_table = [(t, self.routes(item, t, name)) for t in tables]
-        # Per hostname: the routes of tables naming it, then those of tables for any host.
+        # One virtual host per hostname with the routes of the tables naming it (each is
+        # complete for its hostnames); tables without hostnames are the catch-all.
         def any_host(t: RouteTable) -> bool:
             return not t.hostnames or "*" in t.hostnames
 
@@ -201,7 +233,7 @@ class _Builder:
                 by_host.setdefault(host, []).extend(rs)
         groups: dict[tuple[EnvoyRoute, ...], list[str]] = {}
         for host, rs in by_host.items():
-            groups.setdefault(tuple(rs + anyhost), []).append(host)
+            groups.setdefault(tuple(rs), []).append(host)
         vhosts = [
             EnvoyVirtualHost(f"{name}/{hosts[0]}", tuple(hosts), routes)
             for routes, hosts in groups.items()
@@ -241,15 +273,26 @@ class _Builder:
                     continue
                 taken.update(sni)
                 catch_all = catch_all or not route.sni
-                clusters = _merged(
+                weights = [
                     ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
                     for d in route.destinations if d.weight > 0
-                )
+                ]
+                if route.invalid_weight:
+                    weights.append(ClusterWeight(self.refusing_cluster(table, item, origin), route.invalid_weight))
+                clusters = _merged(weights)
                 chains.append(TcpChain(f"{name}/{route.name or f'route-{i}'}", sni, clusters, (origin,)))
         return EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
             tcp=tuple(chains), origins=self._listener_origins(item, tables),
         )
+
+    def refusing_cluster(self, table: RouteTable, item: ProxiedPort, origin: Origin) -> str:
+        """A cluster without endpoints: the TCP proxy closes connections sent there at once."""
+        name = cluster_name(table.service, table.port, REFUSED_SUBSET)
+        if name not in self.clusters:
+            self.clusters[name] = EnvoyCluster(name, table.service, table.port, item.port.protocol,
+                                               subset=REFUSED_SUBSET, origins=(origin,))
+        return name
 
     def _listener_origins(self, item: ProxiedPort, tables: Sequence[RouteTable]) -> tuple[Origin, ...]:
         own = Origin(f"service {item.service.ref} port {item.port.port} ({item.decision.reason})", item.service.source)
@@ -261,14 +304,20 @@ def _endpoint(backend: Backend) -> EnvoyEndpoint:
     return EnvoyEndpoint(backend.address, backend.port, backend.weight, workload)
 
 
+def refuses_share(table: RouteTable) -> bool:
+    """True when an L4 table refuses a share of connections (invalid backends)."""
+    return table.kind is RouteKind.L4 and any(r.invalid_weight for r in table.tcp)
+
+
 def _is_tcp(item: ProxiedPort) -> bool:
-    """An L4 listener: TLS-by-SNI tables and no L7 table (HTTP attributes need HTTP)."""
+    """An L4 listener: TLS-by-SNI or refusing tables and no L7 table (HTTP attributes need HTTP)."""
     kinds = {t.kind for t in item.tables}
-    return RouteKind.L7 not in kinds and any(t.kind is RouteKind.L4 and t.needs_l7 for t in item.tables)
+    return RouteKind.L7 not in kinds and any(
+        t.kind is RouteKind.L4 and (t.needs_l7 or refuses_share(t)) for t in item.tables)
 
 
-def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort]) -> EnvoyPlan:
-    """The node proxy's configuration for ``ports`` (the ones compile decided need Envoy)."""
+def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawPart | None = None) -> EnvoyPlan:
+    """The node proxy's configuration for ``ports`` (the ones compile decided need Envoy) and raw configs."""
     builder = _Builder(snapshot)
     listeners: list[EnvoyListener] = []
     route_configs: list[EnvoyRouteConfig] = []
@@ -280,9 +329,22 @@ def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort]) -> EnvoyP
             listener, route_config = builder.http_listener(item, name)
             listeners.append(listener)
             route_configs.append(route_config)
+    raw_resources: tuple[RawResource, ...] = ()
+    raw_warnings: list[Diagnostic] = []
+    if raw is not None:
+        for ref, number, origin in raw.mesh_clusters:
+            if snapshot.service(ref) is not None:
+                builder.cluster(Destination(ref, number), number, Protocol.HTTP, origin)
+        generated = {
+            LISTENER_TYPE: {x.name for x in listeners}, ROUTE_TYPE: {x.name for x in route_configs},
+            CLUSTER_TYPE: set(builder.clusters), ENDPOINT_TYPE: set(builder.clusters),
+        }
+        raw_resources, raw_warnings = drop_collisions(raw.resources, generated)
+        raw_warnings = [*raw.warnings, *raw_warnings]
     return EnvoyPlan(
         listeners=tuple(sorted(listeners, key=lambda item: item.name)),
         route_configs=tuple(sorted(route_configs, key=lambda item: item.name)),
         clusters=tuple(sorted(builder.clusters.values(), key=lambda item: item.name)),
-        warnings=tuple(builder.warnings),
+        raw=raw_resources,
+        warnings=(*builder.warnings, *raw_warnings),
     )

@@ -127,6 +127,9 @@ class EnvoyRoute:
     retries: RetryPolicy | None = None
     fault: FaultInjection | None = None
     cors: CorsPolicy | None = None
+    #: Match only this many requests per million of those the match selects (the rest
+    #: fall through to the next route): how a share of a route is answered differently.
+    per_million: int | None = None
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
 
 
@@ -294,20 +297,38 @@ class EnvoyListener:
 
 
 @attrs.frozen
+class RawResource:
+    """A user-written Envoy resource served as it is; ``proxy_port`` binds an address-less listener.
+
+    ``body_json`` is the resource's canonical JSON without the top-level ``@type``; the
+    name is already qualified by namespace and config (``<ns>/<config>/<name>``).
+    """
+
+    type_url: str
+    name: str
+    body_json: str
+    origin: Origin = attrs.field(eq=False)
+    proxy_port: int | None = None
+
+
+@attrs.frozen
 class EnvoyPlan:
     """The node Envoy's whole configuration; empty means the node needs no Envoy.
 
-    ``warnings`` are parts of the model the node proxy cannot express exactly, each
-    naming the source object and what was done instead (always the fail-closed choice).
+    ``raw`` are the resources of the node's raw Envoy configs, served alongside the
+    generated ones. ``warnings`` are parts of the model the node proxy cannot express
+    exactly, each naming the source object and what was done instead (always the
+    fail-closed choice).
     """
 
     listeners: tuple[EnvoyListener, ...] = ()
     route_configs: tuple[EnvoyRouteConfig, ...] = ()
     clusters: tuple[EnvoyCluster, ...] = ()
+    raw: tuple[RawResource, ...] = ()
     warnings: tuple[Diagnostic, ...] = attrs.field(default=(), eq=False)
 
     def __bool__(self) -> bool:
-        return bool(self.listeners)
+        return bool(self.listeners or self.raw)
 
     def listener(self, name: str) -> EnvoyListener | None:
         """The listener with this name, if any."""

@@ -41,6 +41,7 @@ from ..model import (
     ReservedIdentity,
     Snapshot,
     Workload,
+    WorkloadRef,
 )
 from ._policy_plan import (
     ANY_IDENTITY,
@@ -284,7 +285,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         compiled.append((policy, rules))
 
     local = [w for w in snapshot.workloads if not node or not w.node or w.node == node]
-    endpoints: dict[int, PolicyEndpoint] = {}
+    endpoints: dict[WorkloadRef, PolicyEndpoint] = {}
     entries: list[PolicyEntry] = []
     done: set[int] = set()
     for w in local:
@@ -299,7 +300,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             verdict = PolicyVerdict.DENY if policy.action is PolicyAction.DENY else PolicyVerdict.ALLOW
             for index, rule in rules:
                 _contribute(per_dir[policy.direction], universe, rule, verdict, index)
-        endpoints[id(w)] = PolicyEndpoint(
+        endpoints[w.ref] = PolicyEndpoint(
             w.ref, ident, w.addresses, default_deny[Direction.INGRESS], default_deny[Direction.EGRESS]
         )
         if ident in done:

@@ -52,6 +52,12 @@ Requirements: Linux 5.18 or later (``bpf_set_retval`` in sock_addr programs; dev
 6.x), a cgroup v2 hierarchy, bpffs, libbpf.so.1 at run time. The object is built with
 clang, make, libbpf-dev and linux-libc-dev (``make -C bpf``, run by ``pip install``).
 
+L3/L4 policy: ``PolicyEnforcer(node, pin_root, *, netns=None)`` loads bpf/policy.bpf.c
+(maps pinned under ``<pin_root>/<node>/policy/``), ``attach(interface, workload)`` puts
+its tc programs on a pod's host-side veth, ``apply(plan.policy) -> PolicyReport`` writes
+the diff (refusing plans that do not fit), ``flows()`` yields :class:`Flow` records
+decoded from the verdict ring buffer.
+
 Lower layers, for other datapath parts: :class:`BpfObject` / :class:`BpfLink` (loader
 context managers), :func:`object_path`, :class:`BpfError` (errno + libbpf's log),
 :class:`MirrorMismatch` (a ctypes mirror in :mod:`meshcore.datapath.maps` disagrees with
@@ -61,14 +67,16 @@ the object's BTF), :func:`cgroup2_mount`.
 from ._cgroup import cgroup2_mount, resolve_cgroup
 from ._desired import MAX_SLOTS_PER_SERVICE, slot_counts
 from ._errors import DatapathError, MirrorMismatch
+from ._flows import Flow, FlowDecoder
 from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
+from ._policy import PolicyEnforcer, PolicyReport
 from ._socket_lb import DEFAULT_PIN_ROOT, SocketLB
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 
 __all__ = [
-    "DEFAULT_PIN_ROOT", "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "ApplyReport", "BackendEntry",
+    "DEFAULT_PIN_ROOT", "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "Flow", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
     "MirrorMismatch", "ServiceState", "SocketLB", "cgroup2_mount", "object_path",
     "resolve_cgroup", "slot_counts",

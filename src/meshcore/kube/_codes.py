@@ -23,6 +23,9 @@ MC1010   warning   EndpointSlice with ``addressType: FQDN``: not supported, igno
 MC1011   warning   SCTP port: not supported by the datapath, the port is left out.
 MC1012   warning   Unknown ``meshcore.io/proxy`` annotation value: treated as mesh.
 MC1013   warning   Two pods declare the same IP address (host-network pods aside).
+MC1014   error     NetworkPolicy ``podSelector`` with ``matchExpressions`` (the mesh
+                   selects workloads by labels only).
+MC1015   warning   NetworkPolicy named port declared by no pod: the entry matches nothing.
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -48,6 +51,8 @@ SLICE_FQDN = "MC1010"
 SCTP_UNSUPPORTED = "MC1011"
 PROXY_ANNOTATION = "MC1012"
 DUPLICATE_POD_IP = "MC1013"
+SELECTOR_EXPRESSIONS = "MC1014"
+NAMED_PORT_UNDECLARED = "MC1015"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 KUBE_CODES: Mapping[str, str] = {
@@ -65,4 +70,6 @@ KUBE_CODES: Mapping[str, str] = {
     SCTP_UNSUPPORTED: "SCTP port not supported by the datapath",
     PROXY_ANNOTATION: "unknown meshcore.io/proxy annotation value",
     DUPLICATE_POD_IP: "two pods declare the same IP address",
+    SELECTOR_EXPRESSIONS: "NetworkPolicy podSelector with matchExpressions not supported",
+    NAMED_PORT_UNDECLARED: "NetworkPolicy named port declared by no pod",
 }

@@ -13,6 +13,8 @@ EndpointSlice, v1 ServiceAccount. They behave as in a cluster:
   owned by its ReplicaSet): then those pods, which carry addresses, stand for it.
 - A Service's backends come from its EndpointSlices when any exist, else from its
   selector over the pods of its namespace.
+- A networking.k8s.io/v1 NetworkPolicy becomes ALLOW AuthorizationPolicies, one per
+  policy type (see ``_networkpolicy``).
 
 Diagnostic codes are listed in :mod:`meshcore.kube._codes` (block MC1xxx). An object
 with an error contributes nothing but never stops the others.
@@ -24,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..model import Diagnostic, ModelError, Namespace, Service, Source, Workload
+from ..model import AuthorizationPolicy, Diagnostic, ModelError, Namespace, Service, Source, Workload
 from ._backends import PodIndex, build_service
 from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNKNOWN_SERVICE
 from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
@@ -33,6 +35,7 @@ from ._fields import FieldError, field_diagnostic
 from ._gc import gc_paused
 from ._inventory import Inventory
 from ._namespace import implied_namespace, translate_namespace
+from ._networkpolicy import translate_network_policy
 from ._objects import KubeObject
 from ._pod import PodInfo, translate_pod
 from ._service import ServiceSpec, read_service
@@ -49,6 +52,7 @@ CORE_KINDS: frozenset[tuple[str, str]] = frozenset({
     ("v1", "Service"),
     ("discovery.k8s.io/v1", "EndpointSlice"),
     ("v1", "ServiceAccount"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 })
 
 
@@ -195,17 +199,25 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             run.warn(obj, SLICE_UNKNOWN_SERVICE, f"Service {info.namespace}/{info.service} is not "
                       "defined; this EndpointSlice is ignored", "metadata.labels")
 
+    for obj in by_kind["NetworkPolicy"]:
+        used.add(obj.namespace or "default")
     for name in sorted(used - namespaces.keys()):
         namespaces[name] = implied_namespace(name)
     accounts.update((name, "default") for name in namespaces)
     workloads: list[Workload] = [p.workload for p in pods]
     workloads.sort(key=_ns_name)
+    known = [namespaces[n] for n in sorted(namespaces)]
+    policies: list[AuthorizationPolicy] = []
+    for obj in by_kind["NetworkPolicy"]:
+        translated = run(obj, lambda o, f: translate_network_policy(o, f, known, workloads))
+        policies.extend(translated or ())
     services.sort(key=_ns_name)
     inventory = Inventory(
         namespaces=tuple(namespaces[n] for n in sorted(namespaces)),
         workloads=tuple(workloads),
         services=tuple(services),
         service_accounts=tuple(sorted(accounts)),
+        policies=tuple(policies),
     )
     # Report in input order (file, then line), whatever order the kinds were processed in.
     run.diagnostics.sort(key=lambda d: (d.source.file, d.source.line))

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..model import Namespace, Service, ServiceRef, Workload, WorkloadRef
+from ..model import AuthorizationPolicy, Namespace, Service, ServiceRef, Workload, WorkloadRef
 
 
 def _namespaces(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
@@ -36,6 +36,8 @@ class Inventory:
     services: tuple[Service, ...] = attrs.field(default=(), converter=_services)
     #: Service accounts as (namespace, name) pairs, for diagnostics about principals.
     service_accounts: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_accounts)
+    #: Policies of core kinds (NetworkPolicy), in input order.
+    policies: tuple[AuthorizationPolicy, ...] = ()
 
     @functools.cached_property
     def _services(self) -> dict[ServiceRef, Service]:

@@ -139,12 +139,14 @@ class AgentStatus:
     error: str
     frontends: int
     log: str
+    #: The node proxy as the agent reports it (``running``, ``pid``, ``listeners``, ...).
+    proxy: Mapping[str, Any] = attrs.field(factory=dict)
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for JSON/YAML output."""
         return {"running": self.running, "pid": self.pid, "wantedGeneration": self.wanted_generation,
                 "appliedGeneration": self.applied_generation, "ok": self.ok, "error": self.error,
-                "frontends": self.frontends, "log": self.log}
+                "frontends": self.frontends, "log": self.log, "proxy": dict(self.proxy)}
 
 
 @attrs.frozen
@@ -645,7 +647,7 @@ class Lab:
             running=running, pid=agent_pid, wanted_generation=state.generation,
             applied_generation=int(data.get("generation", 0)), ok=bool(data.get("ok", False)),
             error=str(data.get("error", "")), frontends=int(data.get("frontends", 0)),
-            log=str(state.dir / AGENT_LOG),
+            log=str(state.dir / AGENT_LOG), proxy=dict(data.get("proxy") or {}) if running else {},
         )
 
     # ------------------------------------------------------------------ down
@@ -670,6 +672,8 @@ class Lab:
             processes = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
             if state.agent:
                 processes.append((state.agent.pid, state.agent.start_time))
+            from ._proxy import recorded_processes  # noqa: PLC0415 - the node Envoy the agent started
+            processes += recorded_processes(self.dir)
             procs.stop(processes)
             if not cgroups.kill(Path(state.cgroup_root)):
                 problems.append(f"processes in {state.cgroup_root} did not exit")

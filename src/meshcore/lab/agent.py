@@ -10,6 +10,12 @@ cluster, and reloads when the file changes or on SIGHUP. A failed translate, com
 apply is logged and changes nothing: the previous datapath state keeps enforcing. It
 reports what it applied in ``agent.json`` next to the objects file. Stopping the agent
 leaves the pinned programs enforcing; only `lab down` removes them.
+
+Service ports that need L7 are compiled with the node proxy enabled: the first plan with
+Envoy listeners starts meshcore's control plane and a supervised Envoy in the node
+namespace (see :mod:`meshcore.lab._proxy`); they stop with the agent. A plan Envoy
+rejects (NACK) or cannot express fails its generation, reported with the model source
+that produced it, and the previous kernel and Envoy state keep serving.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 from .. import compile_plan, translate
+from ..compile import CompileOptions
 from ..model import Severity
 from ._manifest import objects_from_entries
 from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, OBJECTS_VERSION, lab_dir, write_json
@@ -45,9 +52,11 @@ class NodeAgent:
         self.objects_path = state_dir / OBJECTS_FILE
         self.status_path = state_dir / AGENT_STATUS_FILE
         self._lb: Any = None
+        self._proxy: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._seen: tuple[int, int] | None = None
+        self._last_report: dict[str, Any] = {}
 
     def _file_key(self) -> tuple[int, int] | None:
         try:
@@ -58,11 +67,12 @@ class NodeAgent:
 
     def _report(self, generation: int, ok: bool, error: str = "", frontends: int = 0,
                 diagnostics: list[str] | None = None, summary: str = "") -> None:
-        write_json(self.status_path, {
+        self._last_report = {
             "pid": os.getpid(), "generation": generation, "ok": ok, "error": error,
             "frontends": frontends, "diagnostics": diagnostics or [], "summary": summary,
-            "updated": time.time(),
-        })
+            "updated": time.time(), "proxy": self._proxy_status(),
+        }
+        write_json(self.status_path, self._last_report)
 
     def _socket_lb(self, data: dict[str, Any]) -> Any:
         if self._lb is None:
@@ -73,6 +83,43 @@ class NodeAgent:
             lb.open()
             self._lb = lb
         return self._lb
+
+    def _apply(self, data: dict[str, Any], plan: Any) -> Any:
+        """Apply the kernel part, and the Envoy part through the node proxy in the safe order."""
+        lb = self._socket_lb(data)
+        if self._proxy is None:
+            if not plan.envoy.listeners:
+                return lb.apply(plan.bpf)
+            from ._proxy import NodeProxy  # noqa: PLC0415 - grpcio and Envoy only when L7 is needed
+
+            ipv4, ipv6 = data["nodeIPs"]
+            self._proxy = NodeProxy(self.state_dir, data["node"], ipv4, ipv6)
+        return self._proxy.apply(plan, lb.apply)
+
+    def _proxy_status(self) -> dict[str, Any]:
+        """The node proxy's state for ``agent.json`` (``running: false`` until a plan needs it)."""
+        if self._proxy is None:
+            return {"running": False}
+        try:
+            status: dict[str, Any] = self._proxy.status()
+        except Exception as exc:  # noqa: BLE001 - status must never break reporting
+            return {"running": False, "error": str(exc)}
+        return status
+
+    def _watch_proxy(self) -> None:
+        """Record a restarted Envoy's pid and refresh the proxy state in ``agent.json``."""
+        if self._proxy is None or not self._last_report:
+            return
+        self._proxy.record()
+        status = self._proxy_status()
+        if status != self._last_report.get("proxy"):
+            self._last_report = {**self._last_report, "proxy": status}
+            write_json(self.status_path, self._last_report)
+
+    def _stop_proxy(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
 
     def reconcile(self) -> bool:
         """Translate, compile and apply the current objects file; True when applied."""
@@ -93,14 +140,15 @@ class NodeAgent:
             found = [str(d) for d in result.diagnostics if d.severity is not Severity.INFO]
             for line in found:
                 log.warning("%s", line)
-            plan = compile_plan(result.snapshot, data["node"])
-            report = self._socket_lb(data).apply(plan.bpf)
+            plan = compile_plan(result.snapshot, data["node"], CompileOptions(proxy_enabled=True))
+            found += [str(d) for d in plan.envoy.warnings]
+            report = self._apply(data, plan)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the previous state
             if os.environ.get("MESHCORE_DEBUG"):
                 log.exception("generation %d failed", generation)
             log.error("generation %d not applied (%s: %s); the previous state keeps enforcing",
                       generation, type(exc).__name__, exc)
-            self._report(generation, False, f"{type(exc).__name__}: {exc}")
+            self._report(generation, False, f"{type(exc).__name__}: {exc}", diagnostics=_proxy_diagnostics(exc))
             return False
         summary = report.summary() if hasattr(report, "summary") else str(report)
         log.info("generation %d applied: %d frontends; %s", generation, len(plan.bpf.services), summary)
@@ -133,12 +181,25 @@ class NodeAgent:
                     break
                 if woken or self._file_key() != self._seen:
                     self.reconcile()
+                self._watch_proxy()
         finally:
+            self._stop_proxy()
             if self._lb is not None:
                 # Closing releases our handles only: the pinned programs keep enforcing.
                 self._lb.close()
         log.info("node agent stopped")
         return 0
+
+
+def _proxy_diagnostics(exc: Exception) -> list[str]:
+    """A rejected or inexpressible Envoy plan as diagnostics naming the model source behind it."""
+    from ..proxy import NackError, ProxyConfigError  # noqa: PLC0415 - only reached once the proxy ran
+
+    if isinstance(exc, NackError):
+        return [str(d) for nack in exc.nacks for d in nack.diagnostics()]
+    if isinstance(exc, ProxyConfigError):
+        return [str(exc.diagnostic())]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

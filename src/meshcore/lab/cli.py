@@ -136,6 +136,14 @@ def _print_status(current: LabStatus) -> None:
                f"{agent.frontends} frontend(s)")
     con.print(f"node agent: {state} (pid {agent.pid}), {applied}"
               + ("" if agent.ok or not agent.error else f", [red]error:[/] {agent.error}"))
+    proxy = agent.proxy
+    if proxy.get("running"):
+        con.print(f"node proxy: Envoy running (pid {proxy.get('pid')}), {proxy.get('listeners', 0)} listener(s), "
+                  f"{proxy.get('restarts', 0)} restart(s)")
+    elif proxy.get("listeners"):
+        con.print("node proxy: [red]not running[/] (Envoy is being restarted)")
+    else:
+        con.print("node proxy: not running (no service port needs L7)")
     con.print(f"agent log: {agent.log}")
     for note in current.notes:
         con.print(f"[cyan]note:[/] {note}")

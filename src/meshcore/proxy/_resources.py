@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import pkgutil
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
 
 from ..compile import (
     ClusterWeight,
@@ -33,6 +34,7 @@ from ..compile import (
     RbacOr,
     RbacPath,
     RbacSourceIp,
+    RawResource,
     TcpChain,
 )
 from ..model import HeaderModifier, HttpMatch, LbPolicy, MatchKind, StringMatch
@@ -42,10 +44,14 @@ LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 #: The xDS types in the order they are pushed: clusters before their endpoints, both
 #: before the listeners and routes that use them (make before break).
 TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-SHORT_TYPE = {LISTENER: "Listener", ROUTE: "RouteConfiguration", CLUSTER: "Cluster", ENDPOINT: "ClusterLoadAssignment"}
+#: Every type served: secrets (only raw configs have them) go whenever Envoy asks for them.
+ALL_TYPES = (*TYPE_ORDER, SECRET)
+SHORT_TYPE = {LISTENER: "Listener", ROUTE: "RouteConfiguration", CLUSTER: "Cluster", ENDPOINT: "ClusterLoadAssignment",
+              SECRET: "Secret"}
 
 #: The bootstrap's static cluster for meshcore's gRPC server (ADS and access logs).
 XDS_CLUSTER = "meshcore_xds"
@@ -81,7 +87,11 @@ _MODULES = (
     "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.secret_pb2",
 )
+# Packages whose messages a raw resource's ``@type`` may name (imported on first use).
+_TYPE_ROOTS = ("envoy.", "xds.", "udpa.", "google.protobuf.", "validate.")
+_imported_packages: set[str] = set()
 _MESSAGES: dict[str, Any] = {}
 
 
@@ -93,12 +103,59 @@ def _message_class(type_url: str) -> Any:
         from envoy.config.endpoint.v3 import endpoint_pb2
         from envoy.config.listener.v3 import listener_pb2
         from envoy.config.route.v3 import route_pb2
+        from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
         _MESSAGES.update({
             LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration,
             CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+            SECRET: secret_pb2.Secret,
         })
     return _MESSAGES[type_url]
+
+
+def _type_urls(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "@type" and isinstance(item, str):
+                yield item
+            else:
+                yield from _type_urls(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _type_urls(item)
+
+
+def _register_types(body: Mapping[str, Any]) -> None:
+    """Import the generated modules of the Envoy API packages a raw resource's ``@type``s name.
+
+    JSON parsing resolves ``Any`` fields through the default descriptor pool, which knows
+    a message only once its module is imported.
+    """
+    pool = descriptor_pool.Default()
+    for url in set(_type_urls(body)):
+        name = url.rpartition("/")[2]
+        if not name.startswith(_TYPE_ROOTS):
+            continue
+        try:
+            pool.FindMessageTypeByName(name)
+            continue
+        except KeyError:
+            pass
+        package = name.rpartition(".")[0]
+        while package and package not in _imported_packages:
+            _imported_packages.add(package)
+            try:
+                module = importlib.import_module(package)
+            except ImportError:
+                package = package.rpartition(".")[0]  # a nested message: its package is shorter
+                continue
+            for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+                if info.name.endswith("_pb2"):
+                    try:
+                        importlib.import_module(f"{package}.{info.name}")
+                    except ImportError:
+                        pass
+            break
 
 
 @attrs.frozen
@@ -148,7 +205,7 @@ class Resources:
         return self.by_type.get(type_url, {})
 
     def __iter__(self) -> Iterator[Resource]:
-        for type_url in TYPE_ORDER:
+        for type_url in ALL_TYPES:
             yield from self.of(type_url).values()
 
     def digest(self) -> str:
@@ -160,7 +217,8 @@ class Resources:
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """``{short type name: {resource name: Envoy JSON}}`` for display and golden files."""
-        return {SHORT_TYPE[t]: {n: dict(r.body) for n, r in sorted(self.of(t).items())} for t in TYPE_ORDER}
+        return {SHORT_TYPE[t]: {n: dict(r.body) for n, r in sorted(self.of(t).items())}
+                for t in ALL_TYPES if t in TYPE_ORDER or self.of(t)}
 
 
 def _duration(ms: int | float) -> str:
@@ -203,6 +261,12 @@ def _route_match(match: HttpMatch) -> dict[str, Any]:
         out = {"path": path.value}
     elif path.kind is MatchKind.PREFIX:
         out = {"prefix": path.value}
+    elif path.kind is MatchKind.PATH_PREFIX:
+        # Whole path elements: /v2 matches /v2, /v2/ and /v2/x, not /v2x (Gateway API
+        # PathPrefix). A trailing "/" is ignored and "/" matches every path (Envoy refuses
+        # both in path_separated_prefix).
+        value = path.value.rstrip("/")
+        out = {"path_separated_prefix": value} if value else {"prefix": "/"}
     else:
         out = {"safe_regex": {"regex": path.value}}
     headers = [_header_matcher(h.name, h.match, h.invert) for h in match.headers]
@@ -241,6 +305,9 @@ def _clusters(weights: tuple[ClusterWeight, ...]) -> dict[str, Any]:
 def _route(route: EnvoyRoute) -> dict[str, Any]:
     where = route.origins[0] if route.origins else Origin(f"route {route.name}")
     out: dict[str, Any] = {"name": route.name, "match": _route_match(route.match)}
+    if route.per_million is not None:
+        out["match"]["runtime_fraction"] = {
+            "default_value": {"numerator": route.per_million, "denominator": "MILLION"}}
     if route.redirect is not None:
         r = route.redirect
         if r.status not in _REDIRECT_CODES:
@@ -558,7 +625,45 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
             body = _tcp_listener(listener, settings)
             needs = ()
         by_type[LISTENER][listener.name] = _resource(LISTENER, listener.name, body, listener.origins, needs)
+    if plan.raw:
+        by_type.setdefault(SECRET, {})
+        for raw in plan.raw:
+            if raw.name in by_type[raw.type_url]:
+                raise ProxyConfigError(f"{SHORT_TYPE[raw.type_url]} {raw.name} is defined twice", raw.origin)
+            by_type[raw.type_url][raw.name] = _raw_resource(raw, settings)
     return Resources(by_type)
+
+
+def _rds_names(value: Any) -> Iterator[str]:
+    """Route configuration names of the RDS blocks inside a listener's JSON."""
+    if isinstance(value, dict):
+        rds = value.get("rds")
+        if isinstance(rds, dict) and isinstance(rds.get("route_config_name"), str):
+            yield rds["route_config_name"]
+        for item in value.values():
+            yield from _rds_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _rds_names(item)
+
+
+def _raw_needs(type_url: str, body: Mapping[str, Any]) -> tuple[str, ...]:
+    """What Envoy subscribes to for a raw resource: a listener's RDS names, an EDS cluster's endpoints."""
+    if type_url == LISTENER:
+        return tuple(dict.fromkeys(_rds_names(body)))
+    if type_url == CLUSTER and (body.get("type") == "EDS" or "eds_cluster_config" in body):
+        eds = body.get("eds_cluster_config") or {}
+        return (str(eds.get("service_name") or body.get("name", "")),)
+    return ()
+
+
+def _raw_resource(raw: RawResource, settings: ProxySettings) -> Resource:
+    """A raw config's resource as served; an address-less listener is bound on its proxy port."""
+    body = json.loads(raw.body_json)
+    if raw.type_url == LISTENER and raw.proxy_port is not None:
+        body.update(_addresses(raw.proxy_port, settings))
+    _register_types(body)
+    return _resource(raw.type_url, raw.name, body, (raw.origin,), _raw_needs(raw.type_url, body))
 
 
 def canonical_json(resources: Resources) -> str:

@@ -1,36 +1,281 @@
-"""The istio adapter object registered under the ``meshcore.adapters`` entry-point group."""
+"""The istio adapter: Istio networking and security objects → model services, routes, policies.
+
+The steps: every object's ``spec`` is checked against the Istio API schema (unknown
+fields and wrong types are errors naming the field path); ServiceEntries and
+WorkloadEntries add services and workloads; DestinationRules are indexed by host;
+VirtualServices on the mesh gateway become route tables for the ports of the services
+their hosts name; AuthorizationPolicies and PeerAuthentications become model policies.
+An object with an error contributes nothing and the others still translate.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
-from meshcore.adapter import ApiKind, Fragment, Inventory, KubeObject, unsupported
+from meshcore.adapter import ApiKind, Fragment
+from meshcore.kube import FieldError, Inventory, KubeObject, field_diagnostic
+from meshcore.model import (
+    AuthorizationPolicy,
+    LbPolicy,
+    ModelError,
+    Protocol,
+    RouteKind,
+    RouteTable,
+    Service,
+    ServiceRef,
+    Workload,
+)
 
+from ._codes import (
+    CONFLICT,
+    DUPLICATE_OBJECT,
+    HOST_NOT_FOUND,
+    NO_MATCHING_PORT,
+    NOT_CARRIED,
+    NOT_SUPPORTED,
+    SUBSET_NO_PODS,
+    VS_CONFLICT,
+    VS_HOST_UNMATCHED,
+)
+from ._common import ROOT_NAMESPACE, Report, age_key
+from ._destinationrule import DestRule, read_destination_rule
+from ._destinations import Resolver
+from ._hosts import HostIndex, Known
+from ._schema import check_spec
+from ._security import read_authorization_policy, read_peer_authentications
+from ._serviceentry import read_service_entry, read_workload_entry
+from ._virtualservice import VirtualService, check_shadowing, read_virtual_service, tables_for
+
+NETWORKING = "networking.istio.io"
+SECURITY = "security.istio.io"
+
+#: Every (apiVersion, kind) this adapter handles: each version Istio still serves.
 KINDS: tuple[ApiKind, ...] = tuple(
     ApiKind(f"{group}/{version}", kind)
     for group, versions, kinds in (
-        ("networking.istio.io", ("v1", "v1beta1", "v1alpha3"),
+        (NETWORKING, ("v1", "v1beta1", "v1alpha3"),
          ("VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "WorkloadEntry", "Sidecar")),
-        ("security.istio.io", ("v1", "v1beta1"),
+        (SECURITY, ("v1", "v1beta1"),
          ("AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication")),
     )
     for version in versions
     for kind in kinds
 )
 
+T = TypeVar("T")
+
+
+def _dedupe(objects: Sequence[KubeObject], report: Report) -> list[KubeObject]:
+    seen: dict[tuple[str, str, str], KubeObject] = {}
+    out = []
+    for obj in objects:
+        key = (obj.kind, obj.namespace, obj.name)
+        if key in seen:
+            first = seen[key].source.location or str(seen[key].source)
+            report.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice (first at {first}); the second "
+                         "is ignored")
+            continue
+        seen[key] = obj
+        out.append(obj)
+    return out
+
+
+def _run(obj: KubeObject, report: Report, fn: Callable[..., T], *args: Any) -> T | None:
+    """Run ``fn(*args)`` for one object; an error becomes a diagnostic and ``None``."""
+    try:
+        return fn(*args)
+    except (FieldError, ModelError) as exc:
+        report.items.append(field_diagnostic(obj, exc))
+        return None
+
+
+def _sidecar(obj: KubeObject, report: Report) -> None:
+    spec = obj.spec
+    egress = spec.get("egress")
+    simple = (not spec.get("ingress") and not spec.get("outboundTrafficPolicy")
+              and not spec.get("inboundConnectionPool")
+              and (not egress or egress == [{"hosts": ["*/*"]}]))
+    if simple:
+        report.info(obj, NOT_CARRIED, "this Sidecar keeps Istio's defaults; it has no effect here")
+    else:
+        report.warn(obj, NOT_SUPPORTED, "Sidecar is not supported yet (there are no sidecars: ingress, egress "
+                    "and outbound traffic policy are not enforced)", "spec")
+
+
+def _checked(obj: KubeObject) -> bool:
+    check_spec(obj.kind, obj.body.get("spec") or {})
+    return True
+
+
+class _Translation:
+    """One run of the adapter over its objects (kept in one place so steps share indexes)."""
+
+    def __init__(self, objects: Sequence[KubeObject], inventory: Inventory, root: str) -> None:
+        self.inventory = inventory
+        self.root = root
+        self.report = Report()
+        self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
+        for obj in _dedupe(objects, self.report):
+            if not _run(obj, self.report, _checked, obj):
+                continue
+            self.by_kind[obj.kind].append(obj)
+        self.services: list[Service] = []
+        self.workloads: list[Workload] = []
+        self.tables: list[RouteTable] = []
+
+    def run(self) -> Fragment:
+        report = self.report
+        for obj in self.by_kind["WorkloadEntry"]:
+            w = _run(obj, report, read_workload_entry, obj, report)
+            if w is not None:
+                self.workloads.append(w)
+        rules = [r for obj in self.by_kind["DestinationRule"]
+                 if (r := _run(obj, report, read_destination_rule, obj, report)) is not None]
+        known = [Known(s, s.hostnames) for s in self.inventory.services]
+        taken = {s.ref for s in self.inventory.services}
+        for obj in self.by_kind["ServiceEntry"]:
+            entry = _run(obj, report, read_service_entry, obj, self.inventory, self.workloads,
+                         self._se_lb(obj, rules), report)
+            if entry is None:
+                continue
+            if entry.known.service.ref in taken:
+                report.error(obj, DUPLICATE_OBJECT, f"the service {entry.known.service.ref} this ServiceEntry "
+                             "would define already exists; rename the ServiceEntry")
+                continue
+            taken.add(entry.known.service.ref)
+            self.services.append(entry.known.service)
+            known.append(entry.known)
+        hosts = HostIndex(known)
+        self._check_rules(rules, hosts)
+        self._virtual_services(hosts, rules)
+        policies = self._policies()
+        errors: list[KubeObject] = []
+        peer = read_peer_authentications(self.by_kind["PeerAuthentication"], report, errors, self.root)
+        for obj in self.by_kind["RequestAuthentication"]:
+            report.warn(obj, NOT_SUPPORTED, "RequestAuthentication (JWT validation) is not enforced yet", "spec")
+        for obj in self.by_kind["Gateway"]:
+            report.warn(obj, NOT_SUPPORTED, "Istio Gateways are not supported yet; use the Gateway API "
+                        "(meshcore-gateway) for ingress", "spec")
+        for obj in self.by_kind["Sidecar"]:
+            _sidecar(obj, report)
+        return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
+                        policies=policies, peer_authentications=peer, diagnostics=report.items)
+
+    def _se_lb(self, obj: KubeObject, rules: list[DestRule]) -> LbPolicy | None:
+        hosts = obj.spec.get("hosts")
+        if not isinstance(hosts, list):
+            return None
+        for r in rules:
+            if r.host in hosts and r.lb_policy is not None and not r.selector:
+                return r.lb_policy
+        return None
+
+    def _check_rules(self, rules: list[DestRule], hosts: HostIndex) -> None:
+        report = self.report
+        by_host: dict[tuple[str, str], DestRule] = {}
+        for r in sorted(rules, key=lambda x: age_key(x.obj)):
+            found = hosts.lookup(r.host, r.obj.namespace)
+            if not found and not r.selector:
+                report.warn(r.obj, HOST_NOT_FOUND, f"host {r.host} matches no Service or ServiceEntry visible "
+                            "from this namespace", "spec.host")
+            key = (r.obj.namespace, r.host)
+            if key in by_host and not r.selector:
+                first = by_host[key].obj
+                report.warn(r.obj, CONFLICT, f"DestinationRule {first.namespace}/{first.name} for host {r.host} "
+                            "in this namespace is older; this one is ignored", "spec.host")
+                rules.remove(r)
+                continue
+            by_host[key] = r
+            if r.lb_policy is not None and found and any(s.ref not in {x.ref for x in self.services}
+                                                         for s in found):
+                report.info(r.obj, NOT_CARRIED, "load balancing of Kubernetes Services is not carried yet "
+                            "(the model's policy belongs to the Service)", "spec.trafficPolicy.loadBalancer")
+            workloads = {w.ref: w for w in (*self.inventory.workloads, *self.workloads)}
+            for subset in r.subsets:
+                for service in found:
+                    backing = {b.workload for p in service.ports for b in p.backends if b.workload is not None}
+                    if not backing:
+                        continue  # a service without backends is reported where it is defined
+                    labels = dict(subset.labels)
+                    selected = [ref for ref in backing if ref in workloads and workloads[ref].labels.matches(labels)]
+                    if not selected:
+                        report.warn(r.obj, SUBSET_NO_PODS, f"subset {subset.name!r} selects no workload of "
+                                    f"{service.ref}", f"{subset.path}.labels")
+
+    def _virtual_services(self, hosts: HostIndex, rules: list[DestRule]) -> None:
+        report = self.report
+        read: list[VirtualService] = []
+        for obj in sorted(self.by_kind["VirtualService"], key=age_key):
+            resolver = Resolver(obj, hosts, rules, self.inventory, report)
+            vs = _run(obj, report, read_virtual_service, obj, resolver, self._gateways, report)
+            if vs is not None:
+                read.append(vs)
+        owners: dict[ServiceRef, VirtualService] = {}
+        for vs in read:
+            if not vs.mesh:
+                continue
+            check_shadowing(vs, report)
+            if "*" not in vs.exported:
+                report.info(vs.obj, NOT_CARRIED, "exportTo is not carried for routes: they apply to every "
+                            "client of the service", "spec.exportTo")
+            for i, host in enumerate(vs.hosts):
+                services = hosts.lookup(host, vs.obj.namespace)
+                if not services:
+                    report.warn(vs.obj, VS_HOST_UNMATCHED, f"host {host} matches no Service or ServiceEntry: "
+                                "nothing is routed for it on the mesh", f"spec.hosts[{i}]")
+                for service in services:
+                    first = owners.get(service.ref)
+                    if first is None:
+                        owners[service.ref] = vs
+                    elif first is not vs:
+                        report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} "
+                                    f"is older and also routes {service.ref}; this one is ignored for it",
+                                    f"spec.hosts[{i}]")
+        by_ref = {s.ref: s for s in (*self.inventory.services, *self.services)}
+        for ref, vs in sorted(owners.items()):
+            tables = _run(vs.obj, report, tables_for, vs, by_ref[ref]) or []
+            self.tables += tables
+            self._unused_rules(vs, by_ref[ref])
+
+    def _unused_rules(self, vs: VirtualService, service: Service) -> None:
+        kinds = {RouteKind.L7 if p.protocol.is_http else RouteKind.L4
+                 for p in service.ports if p.protocol is not Protocol.UDP}
+        for key, rules, kind, what in (("http", vs.http, RouteKind.L7, "HTTP"),
+                                       ("tcp", (*vs.tls, *vs.tcp), RouteKind.L4, "TCP or TLS")):
+            if rules and kind not in kinds:
+                self.report.warn(vs.obj, NO_MATCHING_PORT, f"service {service.ref} has no {what} port these "
+                                 f"rules apply to (name the port {'http-*' if kind is RouteKind.L7 else 'tcp-*'} "
+                                 "or set appProtocol)", f"spec.{key}")
+
+    @property
+    def _gateways(self) -> dict[tuple[str, str], KubeObject]:
+        return {(o.namespace, o.name): o for o in self.by_kind["Gateway"]}
+
+    def _policies(self) -> list[AuthorizationPolicy]:
+        out = []
+        for obj in self.by_kind["AuthorizationPolicy"]:
+            p = _run(obj, self.report, read_authorization_policy, obj, self.inventory, self.report, self.root)
+            if p is not None:
+                out.append(p)
+        return out
+
 
 @attrs.frozen
 class IstioAdapter:
-    """Translates Istio (networking.istio.io, security.istio.io) into the meshcore model (translation lands in its own change)."""
+    """Translates Istio (networking.istio.io, security.istio.io) into the meshcore model."""
 
     name: str = "istio"
     kinds: tuple[ApiKind, ...] = KINDS
+    #: Istio's ``rootNamespace``: its policies apply mesh-wide.
+    root_namespace: str = ROOT_NAMESPACE
 
     def translate(self, objects: Sequence[KubeObject], inventory: Inventory) -> Fragment:
-        """Recognise this adapter's kinds; their translation is not written yet."""
-        return unsupported(self.name, objects)
+        """Translate the Istio objects given against the inventory (see the module documentation)."""
+        return _Translation(objects, inventory, self.root_namespace).run()
 
 
 adapter = IstioAdapter()

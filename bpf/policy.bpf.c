@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * L3/L4 identity policy on tc hooks of each pod's host-side veth.
+ *
+ * pol_from_pod runs on the veth's ingress (packets the pod sends: its egress policy and
+ * anti-spoofing); pol_to_pod on its egress (packets to the pod: its ingress policy).
+ * The first packet of a flow (and every TCP SYN) is judged against the policy map; an
+ * allowed flow is remembered so its packets and replies pass. Every verdict on a new flow
+ * and every drop goes to the ring buffer. An interface without an endpoint entry drops
+ * everything (fail closed).
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "policy.h"
+#include "lib/addr.h"
+#include "lib/pkt.h"
+#include "lib/pol_maps.h"
+#include "lib/ipcache.h"
+#include "lib/pol_lookup.h"
+#include "lib/conntrack.h"
+#include "lib/events.h"
+
+/* Keeps struct pol_event in the object's BTF, where user space checks its mirror. */
+struct pol_event *pol_event_btf_anchor __attribute__((unused));
+
+static __always_inline int addr_eq(const __u32 a[4], const __u32 b[4])
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct pol_endpoint_value *ep;
+	struct pkt p;
+	__u32 remote, index = 0;
+	__u8 reason;
+	int rc;
+
+	rc = pkt_parse(skb, &p);
+	if (rc == PKT_NOT_IP)
+		return TC_ACT_OK;
+	if (rc == PKT_BAD)
+		return TC_ACT_SHOT;
+	if (pkt_is_link_local_control(&p))
+		return TC_ACT_OK;
+
+	ep = bpf_map_lookup_elem(&pol_endpoints, &ifindex);
+	if (!ep) {
+		event_emit(&p, ifindex, 0, 0, dir, POL_DROPPED, POL_R_UNKNOWN_ENDPOINT, 0);
+		return TC_ACT_SHOT;
+	}
+	if (dir == POL_DIR_EGRESS) {
+		int own = p.family == 4 ? (ep->flags & POL_EP_HAS_V4) && addr_eq(p.saddr, ep->addr4)
+					: (ep->flags & POL_EP_HAS_V6) && addr_eq(p.saddr, ep->addr6);
+		if (!own) {
+			event_emit(&p, ifindex, ep->identity, ipcache_identity(p.daddr), dir, POL_DROPPED,
+				   POL_R_SPOOFED, 0);
+			return TC_ACT_SHOT;
+		}
+	}
+	if (pkt_is_multicast(&p))
+		return TC_ACT_OK;
+
+	/* A bare SYN opens a new connection even over a remembered tuple: judge it again. */
+	if (!(p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && ct_known(&p, ifindex, dir))
+		return TC_ACT_OK;
+
+	remote = ipcache_identity(dir == POL_DIR_EGRESS ? p.daddr : p.saddr);
+	reason = pol_decide(ep, dir, p.proto, remote, p.dport, &index);
+	if (reason == POL_R_POLICY_DENY || reason == POL_R_DEFAULT_DENY) {
+		event_emit(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
+			   dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_DROPPED, reason, index);
+		return TC_ACT_SHOT;
+	}
+	ct_create(&p, ifindex, dir, index);
+	event_emit(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
+		   dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_FORWARDED, reason, index);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int pol_from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, POL_DIR_EGRESS);
+}
+
+SEC("tc")
+int pol_to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, POL_DIR_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

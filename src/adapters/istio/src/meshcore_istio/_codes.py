@@ -1,0 +1,96 @@
+"""Diagnostic codes of the Istio adapter (block MC7xxx), in the spirit of ``istioctl analyze``.
+
+=======  ========  ===============================================================
+Code     Severity  Meaning
+=======  ========  ===============================================================
+MC7001   error     Duplicate object (same kind, namespace and name): the later one
+                   is dropped; the message names where the first was defined.
+MC7002   error     Invalid value Istio's validation rejects (host, duration, port,
+                   percentage, header name, wildcard placement, condition key).
+MC7003   error     Unknown field in ``spec`` (the message lists the valid fields).
+MC7004   warning   A referenced host (route destination, mirror, DestinationRule
+                   host) matches no Service or ServiceEntry visible from the
+                   object's namespace: its share of traffic is answered with 503
+                   (TCP/TLS connections refused).
+MC7005   warning   A route destination names a subset that no DestinationRule
+                   for its host defines: its share is answered with 503.
+MC7006   warning   A VirtualService names a Gateway that is not in the input.
+MC7007   warning   A DestinationRule subset selects no workload.
+MC7008   warning   A match can never be reached: an earlier rule or match of the
+                   same VirtualService matches everything it does.
+MC7009   error     Invalid regular expression.
+MC7010   error     Invalid field combination Istio's validation rejects (redirect
+                   with route, weights not adding up to 100, ``portLevelMtls``
+                   without a selector, ``values`` and ``notValues`` both empty...).
+MC7011   warning   A VirtualService host matches no Service or ServiceEntry: it
+                   configures nothing for the mesh.
+MC7012   warning   Several VirtualServices for one host on the mesh gateway: the
+                   oldest applies, the others are ignored for that host.
+MC7013   info      A setting the model does not carry yet: accepted and reported,
+                   not enforced (connection pool, outlier detection, TLS origination,
+                   load balancing of Kubernetes Services, exportTo client scoping).
+MC7014   warning   A kind or feature recognised but not supported yet: Gateway,
+                   Sidecar, RequestAuthentication, CUSTOM authorization, routes on
+                   gateways other than ``mesh``.
+MC7015   warning   A condition the model cannot express: the match or rule is left
+                   out (ALLOW) or widened (DENY), so that traffic is never allowed
+                   that Istio would refuse.
+MC7016   warning   Conflicting objects where Istio uses only one (DestinationRules
+                   for one host, namespace- or mesh-wide PeerAuthentications): the
+                   oldest applies.
+MC7017   info      A principal or namespace in a policy names a service account or
+                   namespace that is not in the input.
+MC7018   warning   A VirtualService has HTTP (or TCP/TLS) rules but the service has no
+                   port of that protocol: those rules apply nowhere (name the port
+                   ``http-*`` or set ``appProtocol``).
+=======  ========  ===============================================================
+
+Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
+(MC0101 missing, MC0102 wrong type, MC0103 not one of the allowed values, MC0104 out of
+range, MC0105 rejected by the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+DUPLICATE_OBJECT = "MC7001"
+INVALID_VALUE = "MC7002"
+UNKNOWN_FIELD = "MC7003"
+HOST_NOT_FOUND = "MC7004"
+SUBSET_NOT_FOUND = "MC7005"
+GATEWAY_NOT_FOUND = "MC7006"
+SUBSET_NO_PODS = "MC7007"
+SHADOWED_MATCH = "MC7008"
+INVALID_REGEX = "MC7009"
+INVALID_COMBINATION = "MC7010"
+VS_HOST_UNMATCHED = "MC7011"
+VS_CONFLICT = "MC7012"
+NOT_CARRIED = "MC7013"
+NOT_SUPPORTED = "MC7014"
+NOT_EXPRESSIBLE = "MC7015"
+CONFLICT = "MC7016"
+UNKNOWN_REFERENCE = "MC7017"
+NO_MATCHING_PORT = "MC7018"
+
+#: Every code of this block with a one-line meaning, for documentation and tooling.
+ISTIO_CODES: Mapping[str, str] = {
+    DUPLICATE_OBJECT: "duplicate object",
+    INVALID_VALUE: "invalid value Istio's validation rejects",
+    UNKNOWN_FIELD: "unknown field in spec",
+    HOST_NOT_FOUND: "referenced host matches no visible service; its share is answered 503",
+    SUBSET_NOT_FOUND: "referenced subset not defined; its share is answered 503",
+    GATEWAY_NOT_FOUND: "referenced Gateway not in the input",
+    SUBSET_NO_PODS: "DestinationRule subset selects no workload",
+    SHADOWED_MATCH: "match unreachable behind an earlier match",
+    INVALID_REGEX: "invalid regular expression",
+    INVALID_COMBINATION: "invalid field combination",
+    VS_HOST_UNMATCHED: "VirtualService host matches no service",
+    VS_CONFLICT: "several VirtualServices for one host; the oldest applies",
+    NOT_CARRIED: "setting accepted but not enforced yet",
+    NOT_SUPPORTED: "kind or feature recognised but not supported yet",
+    NOT_EXPRESSIBLE: "condition the model cannot express; left out or widened",
+    CONFLICT: "conflicting objects; the oldest applies",
+    UNKNOWN_REFERENCE: "policy names a service account or namespace not in the input",
+    NO_MATCHING_PORT: "rules of a protocol no port of the service speaks",
+}

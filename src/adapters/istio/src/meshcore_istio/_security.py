@@ -1,0 +1,300 @@
+"""AuthorizationPolicy and PeerAuthentication → model policies.
+
+AuthorizationPolicy: a policy in the root namespace without a selector applies to every
+workload of the mesh; with a selector, to the matching workloads of every namespace.
+``spec: {}`` (ALLOW, no rules) allows nothing; ``rules: [{}]`` matches every request.
+CUSTOM has no external authorizer here: its rules become a DENY (requests it would send
+to the authorizer are refused — fail closed). Fields the model cannot express are
+handled as Istio handles fields a rule cannot check: an ALLOW (or AUDIT) rule holding
+one is left out, a DENY rule is kept without it.
+
+PeerAuthentication: precedence is workload (selector) over namespace over mesh (root
+namespace, no selector); ``UNSET`` inherits from the next level, and the adapter
+resolves that inheritance, so each emitted policy carries its effective mode. Of several
+namespace- or mesh-wide policies the oldest applies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, field_diagnostic
+from meshcore.model import (
+    AuthorizationPolicy,
+    Condition,
+    IpBlock,
+    ModelError,
+    Operation,
+    PeerAuthentication,
+    PeerAuthMode,
+    PeerSelector,
+    PolicyAction,
+    PolicyRule,
+    PortMode,
+    PortRange,
+    WorkloadSelector,
+)
+
+from ._codes import (
+    CONFLICT,
+    INVALID_COMBINATION,
+    INVALID_VALUE,
+    NOT_EXPRESSIBLE,
+    NOT_SUPPORTED,
+    UNKNOWN_REFERENCE,
+)
+from ._common import ROOT_NAMESPACE, Report, age_key, model
+
+ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
+MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+#: Attribute keys of ``when`` conditions Istio accepts (``[name]`` keys take any name).
+CONDITION_KEYS = (
+    "source.ip", "remote.ip", "source.namespace", "source.principal", "request.auth.principal",
+    "request.auth.audiences", "request.auth.presenter", "destination.ip", "destination.port",
+    "connection.sni",
+)
+CONDITION_PREFIXES = ("request.headers[", "request.auth.claims[", "experimental.envoy.filters.")
+_PRINCIPAL = re.compile(r"^([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+
+
+def _pattern(value: str, path: str) -> str:
+    """An exact, ``prefix*``, ``*suffix`` or ``*`` value; ``*`` elsewhere is rejected."""
+    if value == "*":
+        return value
+    inner = value[1:] if value.startswith("*") else value
+    inner = inner[:-1] if inner.endswith("*") and not value.startswith("*") else inner
+    if "*" in inner or value == "":
+        raise FieldError(path, f"{value!r}: '*' may only be the whole value, its first or its last character, "
+                         "and values must not be empty", INVALID_VALUE)
+    return value
+
+
+def _patterns(fields: Fields, key: str) -> tuple[str, ...]:
+    return tuple(_pattern(v, f"{fields.path}.{key}[{i}]") for i, v in enumerate(fields.strs(key)))
+
+
+def _blocks(fields: Fields, key: str) -> tuple[IpBlock, ...]:
+    out = []
+    for i, text in enumerate(fields.strs(key)):
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise FieldError(f"{fields.path}.{key}[{i}]", f"{text!r} is not an IP address or CIDR",
+                             INVALID_VALUE) from None
+        out.append(IpBlock(str(net)))
+    return tuple(out)
+
+
+def _ports(fields: Fields, key: str) -> tuple[PortRange, ...]:
+    out = []
+    for i, text in enumerate(fields.strs(key)):
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise FieldError(f"{fields.path}.{key}[{i}]", f"{text!r} is not a port (a string of 1..65535)",
+                             INVALID_VALUE)
+        out.append(PortRange.single(int(text)))
+    return tuple(out)
+
+
+class _Rules:
+    """Reads the rules of one AuthorizationPolicy."""
+
+    def __init__(self, obj: KubeObject, action: str, inventory: Inventory, report: Report) -> None:
+        self.obj = obj
+        self.allowing = action in ("ALLOW", "AUDIT")
+        self.inventory = inventory
+        self.report = report
+
+    def _unexpressible(self, path: str, what: str) -> bool:
+        """Report a field the model cannot carry; True when the whole rule must be left out."""
+        if self.allowing:
+            self.report.warn(self.obj, NOT_EXPRESSIBLE, f"{what} cannot be expressed yet: this rule is left "
+                             "out, so it allows nothing", path)
+            return True
+        self.report.warn(self.obj, NOT_EXPRESSIBLE, f"{what} cannot be expressed yet: the rule is kept "
+                         "without it, so it denies more", path)
+        return False
+
+    def _references(self, src: Fields, principals: tuple[str, ...], namespaces: tuple[str, ...]) -> None:
+        for i, p in enumerate(principals):
+            m = _PRINCIPAL.match(p)
+            if m and "*" not in p and self.inventory.namespace(m.group(2)) is not None \
+                    and not self.inventory.has_service_account(m.group(2), m.group(3)):
+                self.report.info(self.obj, UNKNOWN_REFERENCE, f"service account {m.group(2)}/{m.group(3)} "
+                                 "is not in the input", f"{src.path}.principals[{i}]")
+        for i, ns in enumerate(namespaces):
+            if "*" not in ns and self.inventory.namespaces and self.inventory.namespace(ns) is None:
+                self.report.info(self.obj, UNKNOWN_REFERENCE, f"namespace {ns} is not in the input",
+                                 f"{src.path}.namespaces[{i}]")
+
+    def source(self, src: Fields) -> PeerSelector | None:
+        principals = _patterns(src, "principals")
+        namespaces = _patterns(src, "namespaces")
+        self._references(src, principals, namespaces)
+        for key in ("notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"):
+            if src.has(key):
+                _patterns(src, key) if "Principals" in key else _blocks(src, key)
+                if self._unexpressible(f"{src.path}.{key}", key):
+                    return None
+        for key in ("serviceAccounts", "notServiceAccounts"):
+            if src.has(key):
+                if self._unexpressible(f"{src.path}.{key}", key):
+                    return None
+        return model(src.path, lambda: PeerSelector(
+            principals=principals, not_principals=_patterns(src, "notPrincipals"),
+            namespaces=namespaces, not_namespaces=_patterns(src, "notNamespaces"),
+            ip_blocks=_blocks(src, "ipBlocks"), not_ip_blocks=_blocks(src, "notIpBlocks"),
+            request_principals=_patterns(src, "requestPrincipals"),
+        ))
+
+    def operation(self, op: Fields) -> Operation:
+        for key in ("methods", "notMethods"):
+            for i, method in enumerate(op.strs(key)):
+                if "*" in method:
+                    raise FieldError(f"{op.path}.{key}[{i}]", "methods are matched exactly; '*' is not allowed",
+                                     INVALID_VALUE)
+        return Operation(
+            ports=_ports(op, "ports"), not_ports=_ports(op, "notPorts"),
+            methods=tuple(op.strs("methods")), not_methods=tuple(op.strs("notMethods")),
+            paths=_patterns(op, "paths"), not_paths=_patterns(op, "notPaths"),
+            hosts=_patterns(op, "hosts"), not_hosts=_patterns(op, "notHosts"),
+        )
+
+    def condition(self, when: Fields) -> Condition:
+        key = when.req_str("key")
+        if key not in CONDITION_KEYS and not (any(key.startswith(p) for p in CONDITION_PREFIXES[:2])
+                                              and key.endswith("]") and len(key) > key.index("[") + 2) \
+                and not key.startswith(CONDITION_PREFIXES[2]):
+            raise FieldError(f"{when.path}.key", f"{key!r} is not a condition key Istio accepts (e.g. "
+                             "request.headers[x-user], source.ip, request.auth.claims[iss], destination.port)",
+                             INVALID_VALUE)
+        values = when.strs("values")
+        not_values = when.strs("notValues")
+        if not values and not not_values:
+            raise FieldError(when.path, "at least one of values or notValues is required", INVALID_COMBINATION)
+        if key in ("source.ip", "remote.ip", "destination.ip"):
+            for name, items in (("values", values), ("notValues", not_values)):
+                for i, v in enumerate(items):
+                    try:
+                        ipaddress.ip_network(v, strict=False)
+                    except ValueError:
+                        raise FieldError(f"{when.path}.{name}[{i}]", f"{v!r} is not an IP address or CIDR",
+                                         INVALID_VALUE) from None
+        if key == "destination.port":
+            for name, items in (("values", values), ("notValues", not_values)):
+                for i, v in enumerate(items):
+                    if not v.isdigit() or not 1 <= int(v) <= 65535:
+                        raise FieldError(f"{when.path}.{name}[{i}]", f"{v!r} is not a port", INVALID_VALUE)
+        return Condition(key, tuple(values), tuple(not_values))
+
+    def rule(self, rule: Fields) -> PolicyRule | None:
+        sources = []
+        for f in rule.maps("from"):
+            s = self.source(f.map("source", required=True))
+            if s is None:
+                return None
+            sources.append(s)
+        operations = [self.operation(t.map("operation", required=True)) for t in rule.maps("to")]
+        conditions = [self.condition(w) for w in rule.maps("when")]
+        return PolicyRule(tuple(sources), tuple(operations), tuple(conditions))
+
+
+def read_authorization_policy(obj: KubeObject, inventory: Inventory, report: Report,
+                              root: str = ROOT_NAMESPACE) -> AuthorizationPolicy:
+    """Read one AuthorizationPolicy (see the module documentation)."""
+    spec = Fields.of(obj).map("spec")
+    action = spec.str("action", "ALLOW", choices=ACTIONS) or "ALLOW"
+    if spec.has("targetRef") or spec.has("targetRefs"):
+        key = "targetRef" if spec.has("targetRef") else "targetRefs"
+        report.warn(obj, NOT_SUPPORTED, "targetRef policies (waypoints, gateways) are not supported yet; the "
+                    "policy applies to the workloads of its selector", f"spec.{key}")
+    if spec.has("provider") and action != "CUSTOM":
+        raise FieldError("spec.provider", "provider is only allowed with action CUSTOM", INVALID_COMBINATION)
+    if action == "CUSTOM":
+        if not spec.has("provider"):
+            raise FieldError("spec.provider", "action CUSTOM needs a provider", INVALID_COMBINATION)
+        report.warn(obj, NOT_SUPPORTED, "CUSTOM (external authorization) is not supported yet: requests its "
+                    "rules match are denied (fail closed)", "spec.action")
+    labels = spec.map("selector").str_map("matchLabels")
+    selector = WorkloadSelector(None if obj.namespace == root else obj.namespace, labels)
+    reader = _Rules(obj, action, inventory, report)
+    rules = []
+    for r in spec.maps("rules"):
+        rule = reader.rule(r)
+        if rule is not None:
+            rules.append(rule)
+    model_action = PolicyAction.DENY if action == "CUSTOM" else PolicyAction(action)
+    return model("spec", lambda: AuthorizationPolicy(obj.name, obj.namespace, selector, model_action, tuple(rules),
+                                                     source=obj.source))
+
+
+def _mode(fields: Fields) -> PeerAuthMode:
+    return PeerAuthMode(fields.str("mode", "UNSET", choices=MODES) or "UNSET")
+
+
+def read_peer_authentications(objects: list[KubeObject], report: Report, errors: list[KubeObject],
+                              root: str = ROOT_NAMESPACE) -> list[PeerAuthentication]:
+    """Read every PeerAuthentication and resolve the mesh → namespace → workload inheritance."""
+    read: list[tuple[KubeObject, dict[str, str], PeerAuthMode, tuple[PortMode, ...]]] = []
+    for obj in sorted(objects, key=age_key):
+        try:
+            spec = Fields.of(obj).map("spec")
+            labels = spec.map("selector").str_map("matchLabels")
+            mode = _mode(spec.map("mtls"))
+            ports: list[PortMode] = []
+            for name in spec.map("portLevelMtls").data:
+                path = f"spec.portLevelMtls.{name}"
+                if not str(name).isdigit() or not 1 <= int(str(name)) <= 65535:
+                    raise FieldError(path, f"{name!r} is not a port (1..65535)", INVALID_VALUE)
+                ports.append(PortMode(int(str(name)), _mode(spec.map("portLevelMtls").map(str(name)))))
+            if ports and not labels:
+                raise FieldError("spec.portLevelMtls", "portLevelMtls needs a selector with matchLabels",
+                                 INVALID_COMBINATION)
+        except FieldError as exc:
+            report.items.append(field_diagnostic(obj, exc))
+            errors.append(obj)
+            continue
+        read.append((obj, labels, mode, tuple(sorted(ports))))
+
+    mesh_mode = PeerAuthMode.UNSET
+    namespace_modes: dict[str, PeerAuthMode] = {}
+    winners: dict[str, KubeObject] = {}
+    for obj, labels, mode, _ in read:
+        if labels:
+            continue
+        scope = "" if obj.namespace == root else obj.namespace
+        if scope in winners:
+            first = winners[scope]
+            what = "mesh-wide" if not scope else f"namespace-wide (namespace {scope})"
+            report.warn(obj, CONFLICT, f"another {what} PeerAuthentication applies: {first.namespace}/"
+                        f"{first.name} is older; this one is ignored")
+            continue
+        winners[scope] = obj
+        if scope:
+            namespace_modes[scope] = mode
+        else:
+            mesh_mode = mode
+
+    def effective(namespace: str, mode: PeerAuthMode) -> PeerAuthMode:
+        if mode is not PeerAuthMode.UNSET:
+            return mode
+        inherited = namespace_modes.get(namespace, PeerAuthMode.UNSET)
+        return inherited if inherited is not PeerAuthMode.UNSET else mesh_mode
+
+    out = []
+    for obj, labels, mode, port_modes in read:
+        if not labels and winners.get("" if obj.namespace == root else obj.namespace) is not obj:
+            continue
+        if not labels and obj.namespace == root:
+            selector = WorkloadSelector(None)
+            resolved = mode
+        else:
+            selector = WorkloadSelector(obj.namespace, labels)
+            resolved = effective(obj.namespace, mode) if labels else (mode if mode is not PeerAuthMode.UNSET
+                                                                     else mesh_mode)
+        try:
+            out.append(PeerAuthentication(obj.name, obj.namespace, selector, resolved, port_modes,
+                                          source=obj.source))
+        except ModelError as exc:
+            report.items.append(field_diagnostic(obj, exc, "metadata"))
+    return out

@@ -1,0 +1,197 @@
+"""VirtualService → ordered route tables for the ports of the services its hosts name.
+
+Hosts are expanded against the VirtualService's namespace and matched against the
+Kubernetes Services and ServiceEntries visible from it. On the ``mesh`` gateway (the
+default) one VirtualService applies per service: the oldest; the others are reported.
+HTTP rules fill an L7 table on each HTTP/HTTP2/gRPC port; TLS rules (by SNI) then TCP
+rules fill an L4 table on each TCP/TLS port. Rules keep their order and a rule's matches
+become consecutive routes, so the first match wins as in Istio.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import attrs
+
+from meshcore.kube import FieldError, Fields, KubeObject
+from meshcore.model import HttpMatch, HttpRoute, MatchKind, Protocol, RouteKind, RouteTable, Service, TcpRoute
+
+from ._codes import (
+    GATEWAY_NOT_FOUND,
+    INVALID_VALUE,
+    NOT_EXPRESSIBLE,
+    NOT_SUPPORTED,
+    SHADOWED_MATCH,
+)
+from ._common import Report, export_to, fqdn
+from ._destinations import Resolver, Target
+from ._http import HttpRule, Match, read_http_rule
+
+MESH = "mesh"
+_HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$|^\*$")
+
+
+@attrs.frozen
+class L4Rule:
+    """One TLS or TCP rule: per match the port, SNI hosts, and whether it applies to the mesh."""
+
+    path: str
+    matches: tuple[tuple[int | None, tuple[str, ...], bool], ...]
+    never: bool
+    targets: tuple[Target, ...]
+
+    def routes(self, table_port: int, label: str) -> list[TcpRoute]:
+        """The model routes of this rule for a table on ``table_port``."""
+        if self.never:
+            return []
+        chosen = [m for m in self.matches if m[2] and m[0] in (None, table_port)] if self.matches else [
+            (None, (), True)]
+        out = []
+        for _, sni, _ in chosen:
+            destinations = []
+            invalid = 0
+            for t in self.targets:
+                d = t.resolve(table_port)
+                if d is None:
+                    invalid += t.weight
+                elif d.weight > 0 or len(self.targets) == 1:
+                    destinations.append(d)
+            out.append(TcpRoute(f"{label}.{self.path.removeprefix('spec.')}", sni, tuple(destinations), invalid or None))
+        return out
+
+
+@attrs.frozen
+class VirtualService:
+    """A VirtualService, read and validated."""
+
+    obj: KubeObject
+    hosts: tuple[str, ...]
+    mesh: bool
+    exported: tuple[str, ...]
+    http: tuple[HttpRule, ...]
+    tls: tuple[L4Rule, ...]
+    tcp: tuple[L4Rule, ...]
+
+
+def _gateways(spec: Fields, obj: KubeObject, gateways: Mapping[tuple[str, str], KubeObject],
+              report: Report) -> tuple[str, ...]:
+    names = tuple(spec.strs("gateways")) or (MESH,)
+    for i, name in enumerate(names):
+        if name == MESH:
+            continue
+        ns, _, gw = name.rpartition("/")
+        key = (ns or obj.namespace, gw)
+        if key not in gateways:
+            report.warn(obj, GATEWAY_NOT_FOUND, f"Gateway {key[0]}/{key[1]} is not in the input",
+                        f"spec.gateways[{i}]")
+        else:
+            report.warn(obj, NOT_SUPPORTED, f"routes on Gateway {key[0]}/{key[1]} are not applied yet "
+                        "(Istio Gateways are not supported); only the mesh gateway is", f"spec.gateways[{i}]")
+    return names
+
+
+def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, vs_gateways: tuple[str, ...],
+             tls: bool) -> L4Rule:
+    matches = []
+    raw = rule.maps("match")
+    for m in raw:
+        sni = tuple(m.strs("sniHosts"))
+        if tls and not sni:
+            raise FieldError(f"{m.path}.sniHosts", "a TLS match needs at least one SNI host", INVALID_VALUE)
+        port = m.port("port")
+        gateways = tuple(m.strs("gateways")) or vs_gateways
+        dropped = [k for k in ("destinationSubnets", "sourceLabels", "sourceNamespace", "sourceSubnet")
+                   if m.has(k)]
+        if dropped:
+            report.warn(obj, NOT_EXPRESSIBLE, f"{dropped[0]} cannot be expressed yet: this match is left out",
+                        f"{m.path}.{dropped[0]}")
+            continue
+        matches.append((port, sni, MESH in gateways))
+    if not rule.list("route"):
+        raise FieldError(f"{rule.path}.route", "at least one destination is required", INVALID_VALUE)
+    targets = tuple(resolver.weighted(rule))
+    return L4Rule(rule.path, tuple(matches), bool(raw) and not matches, targets)
+
+
+def read_virtual_service(obj: KubeObject, resolver: Resolver, gateways: Mapping[tuple[str, str], KubeObject],
+                         report: Report) -> VirtualService:
+    """Read and validate one VirtualService."""
+    spec = Fields.of(obj).map("spec", required=True)
+    hosts = spec.strs("hosts")
+    if not hosts:
+        raise FieldError("spec.hosts", "at least one host is required", INVALID_VALUE)
+    for i, h in enumerate(hosts):
+        if not _HOST.match(h):
+            raise FieldError(f"spec.hosts[{i}]", f"{h!r} is not a host name, '*.' + host name, or '*'",
+                             INVALID_VALUE)
+    names = _gateways(spec, obj, gateways, report)
+    if MESH in names and "*" in hosts:
+        raise FieldError("spec.hosts", "'*' is not allowed for the mesh gateway", INVALID_VALUE)
+    exported = export_to(spec)
+    http = tuple(read_http_rule(r, obj, resolver, report, names) for r in spec.maps("http"))
+    tls = tuple(_l4_rule(r, obj, resolver, report, names, True) for r in spec.maps("tls"))
+    tcp = tuple(_l4_rule(r, obj, resolver, report, names, False) for r in spec.maps("tcp"))
+    if not (http or tls or tcp):
+        raise FieldError("spec", "a VirtualService needs http, tls or tcp rules", INVALID_VALUE)
+    return VirtualService(obj, tuple(fqdn(h, obj.namespace) for h in hosts), MESH in names, exported,
+                          http, tls, tcp)
+
+
+def _catch_all(m: HttpMatch | None) -> bool:
+    if m is None:
+        return True
+    rest = attrs.evolve(m, path=None)
+    path_all = m.path is None or (m.path.kind is MatchKind.PREFIX and m.path.value == "/")
+    return path_all and rest == HttpMatch()
+
+
+def check_shadowing(vs: VirtualService, report: Report) -> None:
+    """Warn about HTTP matches an earlier match of the same VirtualService always takes first."""
+    seen: set[tuple[int | None, HttpMatch]] = set()
+    catch_all: set[int | None] = set()
+    for rule in vs.http:
+        if rule.never:
+            continue
+        items: list[tuple[Match | None, str]] = [(m, m.path) for m in rule.matches if m.mesh] or (
+            [] if rule.matches else [(None, rule.path)])
+        for m, path in items:
+            port = m.port if m is not None else None
+            if None in catch_all or port in catch_all:
+                report.warn(vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier rule matches "
+                            "every request", path)
+                continue
+            if m is not None and ((port, m.match) in seen or (None, m.match) in seen):
+                report.warn(vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier match has the "
+                            "same conditions", path)
+                continue
+            if _catch_all(m.match if m is not None else None):
+                catch_all.add(port)
+            if m is not None:
+                seen.add((port, m.match))
+
+
+def tables_for(vs: VirtualService, service: Service) -> list[RouteTable]:
+    """The route tables a (mesh) VirtualService gives each port of ``service``."""
+    label = f"{vs.obj.namespace}/{vs.obj.name}"
+    tables = []
+    for port in service.ports:
+        if port.protocol is Protocol.UDP:
+            continue
+        if port.protocol.is_http:
+            http: list[HttpRoute] = []
+            for rule in vs.http:
+                http += [attrs.evolve(r, source=vs.obj.source_at(m.path if m is not None else rule.path))
+                         for r, m in rule.routes(port.port, label)]
+            if http:
+                tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
+                                         source=vs.obj.source))
+        else:
+            tcp: list[TcpRoute] = []
+            for l4 in (*vs.tls, *vs.tcp):
+                tcp += [attrs.evolve(r, source=vs.obj.source_at(l4.path)) for r in l4.routes(port.port, label)]
+            if tcp:
+                tables.append(RouteTable(service.ref, port.port, RouteKind.L4, tcp=tuple(tcp),
+                                         source=vs.obj.source))
+    return tables

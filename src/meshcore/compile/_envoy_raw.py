@@ -1,0 +1,158 @@
+"""Raw Envoy configs (CiliumEnvoyConfig-style) → raw resources, redirects and mesh clusters.
+
+A node takes the configs whose ``node_selector`` its labels match (an empty selector
+matches every node; a node without labels gets only those). Their resources are served
+as written (names are already qualified ``<ns>/<config>/<name>``, so they cannot collide
+with meshcore's ``<ns>/<svc>:<port>``); a Listener without an address is bound by the node
+proxy on a port compile allocates. Every port of each backend service, and every
+``<ns>/<svc>:<port>`` a resource mentions, becomes one of meshcore's EDS clusters. A
+service port a config redirects is handed to its listener through the same eBPF hand-off
+as meshcore's own L7 ports.
+
+Diagnostic codes: MC5106 a raw resource whose name meshcore's generated config already
+uses (the raw one is left out); MC5107 a redirect to a listener without a port, or a
+service port redirected by two configs (the first, by namespace/name, wins).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from ..model import Diagnostic, EnvoyConfig, Labels, ServiceRef, Severity, Snapshot
+from ._envoy_plan import Origin, RawResource
+
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+_MESH_CLUSTER = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?):([0-9]{1,5})$")
+
+
+@attrs.frozen
+class Redirect:
+    """A service port handed to a raw listener on ``proxy_port``, with the decision's reason."""
+
+    listener: str
+    proxy_port: int
+    reason: str
+    config: EnvoyConfig = attrs.field(eq=False)
+
+
+@attrs.frozen
+class RawPart:
+    """What the node's raw configs add to a plan."""
+
+    resources: tuple[RawResource, ...] = ()
+    redirects: Mapping[tuple[ServiceRef, int], Redirect] = attrs.field(factory=dict)
+    #: Mesh clusters the configs need: (service, port, origin), in first-use order.
+    mesh_clusters: tuple[tuple[ServiceRef, int, Origin], ...] = ()
+    warnings: tuple[Diagnostic, ...] = ()
+    next_port: int = 0
+
+
+def config_label(config: EnvoyConfig) -> str:
+    """``CiliumEnvoyConfig ns/name`` (the input kind when known)."""
+    kind = config.source.kind or ("EnvoyConfig" if config.namespace else "clusterwide EnvoyConfig")
+    return f"{kind} {config.namespace}/{config.name}" if config.namespace else f"{kind} {config.name}"
+
+
+def selected_configs(snapshot: Snapshot, node_labels: Mapping[str, str]) -> list[EnvoyConfig]:
+    """The configs whose node selector ``node_labels`` match (empty selectors match every node)."""
+    labels = Labels(dict(node_labels))
+    return [c for c in snapshot.envoy_configs if labels.matches(c.node_selector)]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _listener_port(body: Mapping[str, Any]) -> int | None:
+    address = body.get("address")
+    if not isinstance(address, dict):
+        return None
+    port = address.get("socket_address", {}).get("port_value")
+    return int(port) if isinstance(port, int | str) and str(port).isdigit() else None
+
+
+def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], port_base: int) -> RawPart:
+    """Raw resources of the node's configs, listener ports from ``port_base``, redirects and clusters."""
+    next_port = port_base
+    resources: list[RawResource] = []
+    redirects: dict[tuple[ServiceRef, int], Redirect] = {}
+    mesh: dict[tuple[ServiceRef, int], Origin] = {}
+    warnings: list[Diagnostic] = []
+    for config in selected_configs(snapshot, node_labels):
+        label = config_label(config)
+        ports: dict[str, int | None] = {}
+        for i, res in enumerate(config.resources):
+            kind = res.type_url.rpartition(".")[2]
+            origin = Origin(f"{label} resource {i} ({kind} {res.name})", config.source, (res.name,))
+            body = res.body
+            proxy_port = None
+            if res.type_url == LISTENER_TYPE:
+                ports[res.name] = _listener_port(body)
+                if ports[res.name] is None:
+                    proxy_port = ports[res.name] = next_port
+                    next_port += 1
+            resources.append(RawResource(res.type_url, res.name, res.body_json, origin, proxy_port))
+            for text in _strings(body):
+                found = _MESH_CLUSTER.match(text)
+                if found is not None and 1 <= int(found.group(5)) <= 65535:
+                    key = (ServiceRef(found.group(1), found.group(3)), int(found.group(5)))
+                    mesh.setdefault(key, Origin(f"{label} resource {i} ({kind} {res.name})", config.source))
+        for ref in (*config.backend_services, *(s.service for s in config.services)):
+            service = snapshot.service(ref)
+            for port in service.ports if service is not None else ():
+                mesh.setdefault((ref, port.port), Origin(f"{label} backend service {ref}", config.source))
+        for entry in config.services:
+            service = snapshot.service(entry.service)
+            if service is None:
+                continue
+            proxy_port = ports.get(entry.listener)
+            if proxy_port is None:
+                warnings.append(Diagnostic(
+                    "MC5107", Severity.WARNING, f"{label} redirects service {entry.service} to listener "
+                    f"{entry.listener}, which has no port on this node; the service is not redirected",
+                    config.source, "services"))
+                continue
+            for number in entry.ports or tuple(p.port for p in service.ports):
+                key = (entry.service, number)
+                if key in redirects:
+                    warnings.append(Diagnostic(
+                        "MC5107", Severity.WARNING, f"{label} redirects {entry.service}:{number}, already "
+                        f"redirected by {config_label(redirects[key].config)}; that one applies",
+                        config.source, "services"))
+                    continue
+                redirects[key] = Redirect(entry.listener, proxy_port,
+                                          f"redirected to Envoy listener {entry.listener} by {label}", config)
+    return RawPart(tuple(resources), redirects, tuple((s, p, o) for (s, p), o in mesh.items()), tuple(warnings),
+                   next_port)
+
+
+def drop_collisions(raw: tuple[RawResource, ...], generated: Mapping[str, set[str]]) -> tuple[
+        tuple[RawResource, ...], list[Diagnostic]]:
+    """Raw resources whose (type, name) meshcore does not generate, and a warning per dropped one."""
+    kept: list[RawResource] = []
+    warnings: list[Diagnostic] = []
+    seen: set[tuple[str, str]] = set()
+    for res in raw:
+        key = (res.type_url, res.name)
+        if res.name in generated.get(res.type_url, set()) or key in seen:
+            warnings.append(Diagnostic(
+                "MC5106", Severity.WARNING, f"{res.origin.what}: the name {res.name} is already used by the "
+                "node proxy's configuration; this resource is left out", res.origin.source, "resources"))
+            continue
+        seen.add(key)
+        kept.append(res)
+    return tuple(kept), warnings

@@ -1,0 +1,110 @@
+"""ServiceEntry, WorkloadEntry and DestinationRule traffic policy."""
+
+from __future__ import annotations
+
+from _istio_support import codes, find, http, istio, pod, service, translate
+from meshcore.model import LbPolicy, Protocol, ServiceRef
+
+
+def test_static_service_entry_becomes_a_service_with_backends() -> None:
+    result = translate(istio("ServiceEntry", "ext.api", """
+        hosts: [api.example.com]
+        addresses: [203.0.113.10]
+        resolution: STATIC
+        ports: [{number: 443, name: https, protocol: HTTPS, targetPort: 8443}]
+        endpoints:
+        - {address: 192.0.2.1}
+        - {address: 192.0.2.2, weight: 2, ports: {https: 9443}}
+    """))
+    svc = result.snapshot.service(ServiceRef("default", "ext-api"))
+    assert svc is not None and svc.vips == ("203.0.113.10",) and svc.hostnames == ("api.example.com",)
+    [port] = svc.ports
+    assert port.protocol is Protocol.TLS
+    assert sorted((b.address, b.port, b.weight) for b in port.backends) == [
+        ("192.0.2.1", 8443, 1), ("192.0.2.2", 9443, 2)]
+
+
+def test_dns_resolution_is_reported_without_backends() -> None:
+    result = translate(istio("ServiceEntry", "ext", """
+        hosts: [ext.example.com]
+        resolution: DNS
+        ports: [{number: 80, name: http}]
+    """))
+    svc = result.snapshot.service(ServiceRef("default", "ext"))
+    assert svc is not None and svc.ports[0].backends == () and svc.ports[0].protocol is Protocol.HTTP
+    assert find(result, "MC7013").field == "spec.resolution"
+
+
+def test_workload_entries_are_workloads_selected_by_service_entries() -> None:
+    result = translate(
+        istio("WorkloadEntry", "vm1", "address: 10.5.0.1\nlabels: {app: db}\nserviceAccount: db\nports: {pg: 6432}"),
+        istio("ServiceEntry", "db", """
+            hosts: [db.internal]
+            resolution: STATIC
+            location: MESH_INTERNAL
+            ports: [{number: 5432, name: pg, protocol: TCP}]
+            workloadSelector: {labels: {app: db}}
+        """))
+    [w] = result.snapshot.workloads
+    assert w.identity.service_account == "db" and w.addresses == ("10.5.0.1",)
+    svc = result.snapshot.service(ServiceRef("default", "db"))
+    assert svc is not None and [(b.address, b.port) for b in svc.ports[0].backends] == [("10.5.0.1", 6432)]
+
+
+def test_invalid_combinations_of_service_entries() -> None:
+    result = translate(istio("ServiceEntry", "a", """
+        hosts: [a.example.com]
+        resolution: NONE
+        ports: [{number: 80, name: http}]
+        endpoints: [{address: 192.0.2.1}]
+    """))
+    assert find(result, "MC7010").field == "spec.endpoints"
+
+
+def test_destination_rule_load_balancer_applies_to_service_entries() -> None:
+    result = translate(istio("ServiceEntry", "ext", """
+        hosts: [ext.example.com]
+        resolution: STATIC
+        ports: [{number: 80, name: http}]
+        endpoints: [{address: 192.0.2.1}]
+    """), istio("DestinationRule", "ext", """
+        host: ext.example.com
+        trafficPolicy:
+          loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+          outlierDetection: {consecutive5xxErrors: 5, interval: 10s}
+          tls: {mode: SIMPLE}
+    """))
+    svc = result.snapshot.service(ServiceRef("default", "ext"))
+    assert svc is not None and svc.lb_policy is LbPolicy.CONSISTENT_HASH
+    assert codes(result).count("MC7013") == 3
+
+
+def test_subset_selecting_no_backend_is_reported() -> None:
+    result = translate(service("app", selector="{app: app}"), pod("app-1", "{app: app, version: v1}", "10.1.0.1"),
+                       pod("other", "{app: other, version: v2}", "10.1.0.2"),
+                       istio("DestinationRule", "app", """
+        host: app
+        subsets:
+        - {name: v1, labels: {version: v1}}
+        - {name: v2, labels: {version: v2}}
+    """))
+    assert find(result, "MC7007").field == "spec.subsets[1].labels"
+
+
+def test_destination_rule_of_the_clients_namespace_is_preferred() -> None:
+    shared = istio("DestinationRule", "app", """
+        host: app.shop.svc.cluster.local
+        subsets: [{name: v1, labels: {track: shared}}]
+    """, namespace="shop")
+    local = istio("DestinationRule", "app", """
+        host: app.shop.svc.cluster.local
+        subsets: [{name: v1, labels: {track: local}}]
+    """, namespace="client")
+    vs = istio("VirtualService", "app", """
+        hosts: [app.shop.svc.cluster.local]
+        http:
+        - route: [{destination: {host: app.shop.svc.cluster.local, subset: v1}}]
+    """, namespace="client")
+    result = translate(service("app", namespace="shop"), shared, local, vs)
+    [route] = http(result, "app", namespace="shop")
+    assert dict(route.destinations[0].subset_labels) == {"track": "local"}

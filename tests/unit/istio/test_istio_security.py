@@ -1,0 +1,108 @@
+"""AuthorizationPolicy and PeerAuthentication → model policies."""
+
+from __future__ import annotations
+
+from _istio_support import find, istio, translate
+from meshcore.model import PeerAuthMode, PolicyAction
+
+SEC = "security.istio.io/v1"
+
+
+def _policy(spec: str, namespace: str = "default", name: str = "p") -> str:
+    return istio("AuthorizationPolicy", name, spec, namespace=namespace, version=SEC)
+
+
+def test_empty_spec_allows_nothing_and_empty_rule_allows_everything() -> None:
+    result = translate(_policy("{}", name="nothing"), _policy("rules: [{}]", name="everything"))
+    by_name = {p.name: p for p in result.snapshot.policies}
+    assert by_name["nothing"].action is PolicyAction.ALLOW and by_name["nothing"].rules == ()
+    assert len(by_name["everything"].rules) == 1 and by_name["everything"].rules[0].sources == ()
+
+
+def test_root_namespace_policies_apply_mesh_wide() -> None:
+    result = translate(_policy("action: DENY\nrules: [{from: [{source: {namespaces: [bad]}}]}]",
+                               namespace="istio-system"))
+    [p] = result.snapshot.policies
+    assert p.selector.namespace is None and p.action is PolicyAction.DENY
+
+
+def test_sources_operations_and_conditions() -> None:
+    result = translate(_policy("""
+        selector: {matchLabels: {app: ratings}}
+        rules:
+        - from:
+          - source:
+              principals: [cluster.local/ns/shop/sa/reviews, "*/sa/admin"]
+              notNamespaces: [test]
+              ipBlocks: [10.0.0.0/8]
+          to:
+          - operation: {ports: ["9080"], methods: [GET], paths: ["/api/*"], notHosts: ["*.internal"]}
+          when:
+          - {key: "request.headers[x-user]", values: [alice], notValues: [bob]}
+    """))
+    [p] = result.snapshot.policies
+    [rule] = p.rules
+    assert rule.sources[0].principals == ("cluster.local/ns/shop/sa/reviews", "*/sa/admin")
+    assert rule.sources[0].ip_blocks[0].cidr == "10.0.0.0/8"
+    assert rule.operations[0].ports[0].first == 9080 and rule.operations[0].paths == ("/api/*",)
+    assert rule.conditions[0].key == "request.headers[x-user]"
+    assert dict(p.selector.labels) == {"app": "ratings"}
+
+
+def test_custom_fails_closed_as_deny() -> None:
+    result = translate(_policy("action: CUSTOM\nprovider: {name: opa}\nrules: [{to: [{operation: {paths: [/admin]}}]}]"))
+    [p] = result.snapshot.policies
+    assert p.action is PolicyAction.DENY
+    assert find(result, "MC7014").field == "spec.action"
+
+
+def test_unexpressible_field_drops_allow_rule_and_widens_deny_rule() -> None:
+    allow = _policy("rules: [{from: [{source: {remoteIpBlocks: [192.0.2.0/24]}}]}]", name="allow")
+    deny = _policy("action: DENY\nrules: [{from: [{source: {remoteIpBlocks: [192.0.2.0/24]}}]}]", name="deny")
+    result = translate(allow, deny)
+    by_name = {p.name: p for p in result.snapshot.policies}
+    assert by_name["allow"].rules == ()
+    assert len(by_name["deny"].rules) == 1
+
+
+def test_invalid_values_are_errors_with_paths() -> None:
+    result = translate(_policy('rules: [{to: [{operation: {ports: ["http"]}}]}]', name="port"),
+                       _policy('rules: [{when: [{key: "request.nope", values: [x]}]}]', name="key"),
+                       _policy('rules: [{when: [{key: "source.ip"}]}]', name="empty"),
+                       _policy('rules: [{from: [{source: {principals: ["a*b"]}}]}]', name="mid"))
+    fields = {d.source.name: (d.code, d.field) for d in result.diagnostics}
+    assert fields["port"] == ("MC7002", "spec.rules[0].to[0].operation.ports[0]")
+    assert fields["key"] == ("MC7002", "spec.rules[0].when[0].key")
+    assert fields["empty"] == ("MC7010", "spec.rules[0].when[0]")
+    assert fields["mid"] == ("MC7002", "spec.rules[0].from[0].source.principals[0]")
+    assert not result.snapshot.policies
+
+
+def _peer(name: str, spec: str, namespace: str, stamp: str = "2024-01-01T00:00:00Z") -> str:
+    return istio("PeerAuthentication", name, spec, namespace=namespace, version=SEC,
+                 extra_meta=f'creationTimestamp: "{stamp}"')
+
+
+def test_peer_authentication_inherits_mesh_then_namespace() -> None:
+    result = translate(
+        _peer("mesh", "mtls: {mode: STRICT}", "istio-system"),
+        _peer("ns", "{}", "legacy"),
+        _peer("wl", "selector: {matchLabels: {app: db}}\nportLevelMtls: {'5432': {mode: DISABLE}}", "legacy"),
+    )
+    by_name = {p.name: p for p in result.snapshot.peer_authentications}
+    assert by_name["mesh"].selector.namespace is None and by_name["mesh"].mode is PeerAuthMode.STRICT
+    assert by_name["ns"].mode is PeerAuthMode.STRICT
+    assert by_name["wl"].mode is PeerAuthMode.STRICT
+    assert by_name["wl"].port_modes[0].port == 5432 and by_name["wl"].port_modes[0].mode is PeerAuthMode.DISABLE
+
+
+def test_oldest_namespace_wide_peer_authentication_wins() -> None:
+    result = translate(_peer("a", "mtls: {mode: PERMISSIVE}", "shop", "2024-01-01T00:00:00Z"),
+                       _peer("b", "mtls: {mode: DISABLE}", "shop", "2024-02-01T00:00:00Z"))
+    assert [p.name for p in result.snapshot.peer_authentications] == ["a"]
+    assert find(result, "MC7016").source.name == "b"
+
+
+def test_request_authentication_is_recognised() -> None:
+    result = translate(istio("RequestAuthentication", "jwt", "jwtRules: [{issuer: x}]", version=SEC))
+    assert find(result, "MC7014").source.kind == "RequestAuthentication"

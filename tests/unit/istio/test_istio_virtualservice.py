@@ -1,0 +1,285 @@
+"""VirtualService → route tables: order, matches, weights, subsets, hosts, conflicts."""
+
+from __future__ import annotations
+
+from _istio_support import codes, find, http, istio, pod, service, table, tcp, translate
+from meshcore.model import MatchKind, RouteKind, ServiceRef, Severity
+
+REVIEWS = [
+    service("reviews", selector="{app: reviews}"),
+    pod("reviews-v1", "{app: reviews, version: v1}", "10.1.0.1"),
+    pod("reviews-v2", "{app: reviews, version: v2}", "10.1.0.2"),
+    istio("DestinationRule", "reviews", """
+        host: reviews
+        subsets:
+        - {name: v1, labels: {version: v1}}
+        - {name: v2, labels: {version: v2}}
+    """),
+]
+
+
+def test_rules_keep_their_order_and_each_match_becomes_a_route() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - match:
+          - headers: {end-user: {exact: jason}}
+          - uri: {prefix: /v2}
+          route: [{destination: {host: reviews, subset: v2}}]
+        - route: [{destination: {host: reviews, subset: v1}}]
+    """))
+    routes = http(result, "reviews")
+    assert [r.destinations[0].subset for r in routes] == ["v2", "v2", "v1"]
+    assert routes[0].matches[0].headers[0].name == "end-user"
+    assert routes[1].matches[0].path is not None and routes[1].matches[0].path.kind is MatchKind.PREFIX
+    assert routes[2].matches == ()
+    assert dict(routes[0].destinations[0].subset_labels) == {"version": "v2"}
+    assert not [d for d in result.diagnostics if d.severity is Severity.ERROR]
+
+
+def test_conditions_of_one_match_are_anded_into_one_model_match() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - match:
+          - uri: {exact: /a}
+            method: {exact: POST}
+            authority: {prefix: api.}
+            queryParams: {v: {regex: "[0-9]+"}}
+          route: [{destination: {host: reviews}}]
+    """))
+    [route] = http(result, "reviews")
+    [m] = route.matches
+    assert m.method == "POST" and m.authority is not None and m.query[0].name == "v"
+
+
+def test_weights_split_between_subsets() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - route:
+          - {destination: {host: reviews, subset: v1}, weight: 75}
+          - {destination: {host: reviews, subset: v2}, weight: 25}
+    """))
+    [route] = http(result, "reviews")
+    assert [(d.subset, d.weight) for d in route.destinations] == [("v1", 75), ("v2", 25)]
+
+
+def test_weights_must_add_up_to_100() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - route:
+          - {destination: {host: reviews, subset: v1}, weight: 75}
+          - {destination: {host: reviews, subset: v2}, weight: 20}
+    """))
+    d = find(result, "MC7010")
+    assert d.field == "spec.http[0].route" and "95" in d.message
+    assert not result.snapshot.routes
+
+
+def test_missing_subset_share_is_answered_with_503() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - route:
+          - {destination: {host: reviews, subset: v1}, weight: 70}
+          - {destination: {host: reviews, subset: v9}, weight: 30}
+    """))
+    [route] = http(result, "reviews")
+    assert route.invalid_backends is not None and route.invalid_backends.weight == 30
+    assert route.invalid_backends.status == 503
+    assert find(result, "MC7005").field == "spec.http[0].route[1].destination.subset"
+
+
+def test_unknown_destination_host_alone_answers_503() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - route: [{destination: {host: nowhere}}]
+    """))
+    [route] = http(result, "reviews")
+    assert route.direct_response is not None and route.direct_response.status == 503
+    assert "nowhere.default.svc.cluster.local" in find(result, "MC7004").message
+
+
+def test_short_names_resolve_in_the_objects_namespace() -> None:
+    result = translate(service("app", namespace="shop"), service("app", namespace="other", vip="10.96.0.2"),
+                       istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - route: [{destination: {host: app}}]
+    """, namespace="shop"))
+    assert [t.service for t in result.snapshot.routes] == [ServiceRef("shop", "app")]
+    assert http(result, "app", namespace="shop")[0].destinations[0].service == ServiceRef("shop", "app")
+
+
+def test_match_port_limits_a_rule_to_one_port() -> None:
+    result = translate(service("app", ports="[{name: http, port: 80}, {name: http-admin, port: 8080}]"),
+                       istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - match: [{port: 8080, uri: {prefix: /admin}}]
+          directResponse: {status: 404}
+        - route: [{destination: {host: app}}]
+    """))
+    assert len(http(result, "app", 80)) == 1
+    admin = http(result, "app", 8080)
+    assert admin[0].direct_response is not None and admin[1].destinations[0].port == 8080
+
+
+def test_gateway_only_virtual_service_does_not_touch_the_mesh() -> None:
+    result = translate(service("app"), istio("Gateway", "gw", "servers: []"), istio("VirtualService", "app", """
+        hosts: [app]
+        gateways: [gw]
+        http:
+        - route: [{destination: {host: app}}]
+    """))
+    assert not result.snapshot.routes
+    assert "MC7014" in codes(result) and "MC7006" not in codes(result)
+
+
+def test_missing_gateway_is_reported() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        gateways: [mesh, istio-system/public]
+        http:
+        - route: [{destination: {host: app}}]
+    """))
+    assert find(result, "MC7006").field == "spec.gateways[1]"
+    assert result.snapshot.routes
+
+
+def test_oldest_virtual_service_wins_for_a_host() -> None:
+    old = istio("VirtualService", "old", """
+        hosts: [app]
+        http:
+        - directResponse: {status: 201}
+    """, extra_meta='creationTimestamp: "2024-01-01T00:00:00Z"')
+    new = istio("VirtualService", "new", """
+        hosts: [app.default.svc.cluster.local]
+        http:
+        - directResponse: {status: 202}
+    """, extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
+    result = translate(service("app"), new, old)
+    [route] = http(result, "app")
+    assert route.direct_response is not None and route.direct_response.status == 201
+    assert find(result, "MC7012").source.name == "new"
+
+
+def test_catch_all_rule_shadows_later_rules() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - route: [{destination: {host: app}}]
+        - match: [{uri: {exact: /x}}]
+          route: [{destination: {host: app}}]
+    """))
+    assert find(result, "MC7008").field == "spec.http[1].match[0]"
+
+
+def test_source_labels_match_is_left_out() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - match: [{sourceLabels: {app: web}}]
+          fault: {abort: {httpStatus: 500}}
+          route: [{destination: {host: app}}]
+        - route: [{destination: {host: app}}]
+    """))
+    [route] = http(result, "app")
+    assert route.fault is None
+    assert find(result, "MC7015").field == "spec.http[0].match[0].sourceLabels"
+
+
+def test_actions_are_carried() -> None:
+    result = translate(service("app"), service("shadow", vip="10.96.0.9"), istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - match: [{uri: {prefix: /api}}]
+          rewrite: {uri: /v2, authority: backend}
+          timeout: 1.5s
+          retries: {attempts: 2, perTryTimeout: 500ms}
+          fault:
+            delay: {fixedDelay: 2s, percentage: {value: 12.5}}
+            abort: {grpcStatus: UNAVAILABLE, percentage: {value: 1}}
+          mirror: {host: shadow}
+          mirrorPercentage: {value: 10}
+          headers:
+            request: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [x-c]}
+            response: {remove: [server]}
+          route: [{destination: {host: app}}]
+    """))
+    [r] = http(result, "app")
+    assert r.rewrite is not None and r.rewrite.prefix == "/v2" and r.rewrite.host == "backend"
+    assert r.timeout_ms == 1500
+    assert r.retries is not None and r.retries.attempts == 2 and r.retries.per_try_timeout_ms == 500
+    assert r.retries.status_codes == (503,)
+    assert r.fault is not None and r.fault.delay_ms == 2000 and r.fault.delay_percent == 12.5
+    assert r.fault.abort_grpc_status == 14
+    assert r.mirrors[0].percent == 10 and r.mirrors[0].destination.service.name == "shadow"
+    assert r.request_headers.set == (("x-a", "1"),) and r.response_headers.remove == ("server",)
+
+
+def test_redirect_with_route_is_rejected() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - redirect: {uri: /x}
+          route: [{destination: {host: app}}]
+    """))
+    assert find(result, "MC7010").field == "spec.http[0]"
+    assert not result.snapshot.routes
+
+
+def test_invalid_regex_is_rejected_with_its_path() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - match: [{headers: {x-id: {regex: "[a-"}}}]
+          route: [{destination: {host: app}}]
+    """))
+    assert find(result, "MC7009").field == "spec.http[0].match[0].headers.x-id.regex"
+
+
+def test_tls_routes_come_before_tcp_routes_on_l4_ports() -> None:
+    result = translate(service("db", ports="[{name: tcp, port: 5432}]"), service("a", vip="10.96.0.5",
+                       ports="[{name: tcp, port: 5432}]"), istio("VirtualService", "db", """
+        hosts: [db]
+        tcp:
+        - route: [{destination: {host: a}}]
+        tls:
+        - match: [{sniHosts: [db.example.com]}]
+          route: [{destination: {host: db}}]
+    """))
+    t = table(result, "db", 5432)
+    assert t.kind is RouteKind.L4
+    routes = tcp(result, "db", 5432)
+    assert routes[0].sni == ("db.example.com",) and routes[1].sni == ()
+    assert routes[1].destinations[0].service.name == "a"
+
+
+def test_service_entry_not_exported_is_not_a_destination() -> None:
+    entry = istio("ServiceEntry", "ext", """
+        hosts: [ext.example.com]
+        exportTo: ["."]
+        resolution: STATIC
+        ports: [{number: 80, name: http}]
+        endpoints: [{address: 192.0.2.1}]
+    """, namespace="private")
+    result = translate(service("app"), entry, istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - route: [{destination: {host: ext.example.com}}]
+    """))
+    assert "not exported" in find(result, "MC7004").message
+
+
+def test_http_rules_on_a_service_without_http_port_are_reported() -> None:
+    result = translate(service("db", ports="[{name: postgres, port: 5432}]"), istio("VirtualService", "db", """
+        hosts: [db]
+        http:
+        - route: [{destination: {host: db}}]
+    """))
+    assert not result.snapshot.routes
+    assert find(result, "MC7018").field == "spec.http"

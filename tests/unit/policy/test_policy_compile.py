@@ -1,0 +1,148 @@
+"""Compile of L3/L4 policy: identities, ipcache, flattened entries, default deny, DENY wins."""
+
+from __future__ import annotations
+
+import socket
+
+from meshcore.compile import (
+    ANY_IDENTITY,
+    ANY_PROTOCOL,
+    CIDR_IDENTITY_BASE,
+    PolicyEntry,
+    PolicyPlan,
+    PolicyVerdict,
+    compile_plan,
+    compile_policy,
+    port_blocks,
+)
+from meshcore.model import (
+    FIRST_ALLOCATED_IDENTITY,
+    AuthorizationPolicy,
+    Direction,
+    Identity,
+    IpBlock,
+    Namespace,
+    Operation,
+    PeerSelector,
+    PolicyAction,
+    PolicyRule,
+    PortRange,
+    ReservedIdentity,
+    Snapshot,
+    Workload,
+    WorkloadRef,
+    WorkloadSelector,
+)
+
+TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
+
+
+def wl(name: str, ns: str, app: str, addr: str, sa: str = "default") -> Workload:
+    return Workload(name, ns, Identity(ns, sa), (addr,), {"app": app}, node="n1")
+
+
+def pol(name: str, app: str, action: str, *rules: PolicyRule, direction: str = "ingress", ns: str = "a") -> AuthorizationPolicy:
+    return AuthorizationPolicy(name, ns, WorkloadSelector(ns, {"app": app}), action, rules, direction)
+
+
+WORKLOADS = (
+    wl("web-1", "a", "web", "10.0.0.1"), wl("web-2", "a", "web", "10.0.0.2"),
+    wl("db", "a", "db", "10.0.0.3"), wl("cli", "b", "cli", "fd00::4", sa="client"),
+)
+
+
+def verdict(plan: PolicyPlan, endpoint: int, direction: Direction, remote: int, proto: int, port: int) -> str:
+    """What the kernel would decide from these entries (same algorithm, in Python)."""
+    hits = []
+    for r in (remote, ANY_IDENTITY):
+        for p in (proto, ANY_PROTOCOL):
+            best: PolicyEntry | None = None
+            for e in plan.entries:
+                if (e.endpoint, e.direction, e.protocol, e.remote) != (endpoint, direction, p, r):
+                    continue
+                lo, hi = e.port_range
+                if lo <= port <= hi and (best is None or e.port_bits > best.port_bits):
+                    best = e
+            if best:
+                hits.append(best.verdict)
+    if PolicyVerdict.DENY in hits:
+        return "deny"
+    if hits:
+        return "allow"
+    ep = next(e for e in plan.endpoints if e.identity == endpoint)
+    dd = ep.ingress_default_deny if direction is Direction.INGRESS else ep.egress_default_deny
+    return "default-deny" if dd else "default-allow"
+
+
+def test_identities_stable_and_shared_by_same_labels() -> None:
+    snap = Snapshot(workloads=WORKLOADS)
+    plan = compile_policy(snap, "n1")
+    again = compile_policy(Snapshot(workloads=tuple(reversed(WORKLOADS)) + (wl("x", "c", "x", "10.9.9.9"),)), "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    assert ids["web-1"] == ids["web-2"] != ids["db"]
+    assert all(FIRST_ALLOCATED_IDENTITY <= i < CIDR_IDENTITY_BASE for i in ids.values())
+    assert {e.workload.name: e.identity for e in again.endpoints if e.workload.name in ids} == ids
+    cache = {c.prefix: c.identity for c in plan.ipcache}
+    assert cache["10.0.0.1/32"] == ids["web-1"] and cache["fd00::4/128"] == ids["cli"]
+
+
+def test_allow_default_deny_and_deny_precedence() -> None:
+    allow = pol("allow-web", "db", "ALLOW", PolicyRule(
+        sources=[PeerSelector(workload_labels={"app": "web"})],
+        operations=[Operation(ports=[PortRange(5432, 5433), PortRange.single(53, "UDP")])],
+    ))
+    deny = pol("deny-5433", "db", "DENY", PolicyRule(operations=[Operation(ports=[PortRange.single(5433)])]))
+    plan = compile_plan(Snapshot(workloads=WORKLOADS, policies=(allow, deny)), "n1").policy
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    db, web, cli = ids["db"], ids["web-1"], ids["cli"]
+    ing = Direction.INGRESS
+    assert verdict(plan, db, ing, web, TCP, 5432) == "allow"
+    assert verdict(plan, db, ing, web, TCP, 5433) == "deny"
+    assert verdict(plan, db, ing, web, UDP, 53) == "allow"
+    assert verdict(plan, db, ing, web, TCP, 53) == "default-deny"
+    assert verdict(plan, db, ing, cli, TCP, 5432) == "default-deny"
+    assert verdict(plan, db, Direction.EGRESS, cli, TCP, 1) == "default-allow"
+    assert verdict(plan, web, ing, cli, TCP, 1) == "default-allow"
+    denied = [e for e in plan.entries if e.verdict is PolicyVerdict.DENY]
+    origin = plan.origin(denied[0].policy_index)
+    assert origin is not None and origin.policy == "a/deny-5433" and origin.action == "DENY"
+
+
+def test_ip_blocks_with_except_and_namespace_labels() -> None:
+    allow = pol("egress", "web", "ALLOW", PolicyRule(sources=[
+        PeerSelector(ip_blocks=[IpBlock("192.168.0.0/16", ["192.168.1.0/24"])]),
+        PeerSelector(namespace_labels={"team": "b"}),
+    ]), direction="egress")
+    snap = Snapshot(namespaces=[Namespace("a"), Namespace("b", {"team": "b"})], workloads=WORKLOADS, policies=[allow])
+    plan = compile_policy(snap, "n1")
+    cache = {c.prefix: c.identity for c in plan.ipcache}
+    outer, inner = cache["192.168.0.0/16"], cache["192.168.1.0/24"]
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    eg = Direction.EGRESS
+    assert verdict(plan, ids["web-1"], eg, outer, TCP, 443) == "allow"
+    assert verdict(plan, ids["web-1"], eg, inner, TCP, 443) == "default-deny"
+    assert verdict(plan, ids["web-1"], eg, int(ReservedIdentity.WORLD), TCP, 443) == "default-deny"
+    assert verdict(plan, ids["web-1"], eg, ids["cli"], UDP, 9) == "allow"
+    assert verdict(plan, ids["web-1"], eg, ids["db"], UDP, 9) == "default-deny"
+
+
+def test_l7_rules_split() -> None:
+    allow = pol("l7", "db", "ALLOW", PolicyRule(operations=[Operation(ports=[PortRange.single(80)], methods=["GET"])]))
+    deny = pol("l7d", "db", "DENY", PolicyRule(operations=[Operation(paths=["/admin"])]))
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, policies=[allow, deny]), "n1")
+    assert {h.policy for h in plan.l7} == {"a/l7", "a/l7d"}
+    assert not [e for e in plan.entries if e.verdict is PolicyVerdict.DENY]
+    db = plan.endpoint(WorkloadRef("a", "db"))
+    assert db is not None
+    assert verdict(plan, db.identity, Direction.INGRESS, 999, TCP, 80) == "allow"
+
+
+def test_port_blocks_cover_exactly() -> None:
+    for lo, hi in ((0, 65535), (1, 65535), (80, 80), (1000, 2000), (32768, 60999)):
+        covered: list[int] = []
+        for start, bits in port_blocks(lo, hi):
+            size = 1 << (16 - bits)
+            assert start % size == 0
+            covered.extend(range(start, start + size))
+        assert covered == list(range(lo, hi + 1))
+    assert len(port_blocks(1, 65535)) == 16
