@@ -23,6 +23,7 @@ from ._envoy_plan import (
     RbacPath,
     RbacPolicy,
     RbacSourceIp,
+    RawResource,
     RouteMirror,
     TcpChain,
     cluster_name,
@@ -51,5 +52,5 @@ __all__ = [
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyListener",
     "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "Origin", "Plan",
     "RbacAction", "RbacAnd", "RbacAny", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
-    "RbacPolicy", "RbacSourceIp", "RouteMirror", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
+    "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
 ]
