@@ -57,7 +57,7 @@ kind: Pod
 metadata: {name: shadow, labels: {app: shadow}}
 spec:
   containers:
-  - {name: http, image: python, command: ["python3", "-m", "http.server", "8080"], ports: [{containerPort: 8080}]}
+  - {name: http, image: python, command: ["python3", "-m", "http.server", "--bind", "::", "8080"], ports: [{containerPort: 8080}]}
 ---
 apiVersion: v1
 kind: Service
@@ -339,8 +339,8 @@ def test_plan_says_envoy_for_the_routed_port(mesh: tuple[Lab, Path]) -> None:
 
 def _load(lab: Lab, stop: threading.Event, results: list[int], url: str) -> None:
     while not stop.is_set():
-        r = lab.run("client", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\\n", "-m", "5",
-                               *([url] * 20)], timeout=30)
+        per_url = [arg for _ in range(20) for arg in ("-o", "/dev/null", url)]
+        r = lab.run("client", ["curl", "-s", "-w", "%{http_code}\\n", "-m", "5", *per_url], timeout=30)
         results += [int(x) for x in r.stdout.decode().split()] or [0]
 
 

@@ -79,6 +79,9 @@ class _Names:
         names = _NodeNames()
         for listener in plan.listeners:
             names.ports[listener.proxy_port] = listener.name
+        for raw in plan.raw:
+            if raw.proxy_port is not None:
+                names.ports[raw.proxy_port] = raw.name
         for cluster in plan.clusters:
             for e in cluster.endpoints:
                 if e.workload:

@@ -7,9 +7,10 @@ names the acknowledged clusters and listeners need), so nothing ever refers to a
 resource Envoy does not have yet. Clusters a snapshot removes are kept until the new
 listeners and routes are acknowledged (make before break), then removed.
 
-A NACK stops the push of that snapshot: the rejected type keeps Envoy's previous
-resources, later types are not sent, and the NACK — with the model objects that
-produced the rejected resources — is recorded, reported to callbacks and raised by
+A NACK is final for that snapshot's content of the rejected type (Envoy keeps what it
+accepted of it); later types still go to the names Envoy subscribes to, so one bad
+resource does not hold back the others. The NACK — with the model objects that produced
+the rejected resources — is recorded, reported to callbacks and raised by
 :meth:`AdsServer.wait_synced`. The same content is never sent again; a later snapshot
 that changes it is.
 """
@@ -30,7 +31,7 @@ import attrs
 
 from ..compile import Origin
 from ._errors import Nack, NackError
-from ._resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_TYPE, TYPE_ORDER, Resource, Resources
+from ._resources import ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SHORT_TYPE, TYPE_ORDER, Resource, Resources
 
 _EMPTY = Resources({})
 _PARENT = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
@@ -69,7 +70,7 @@ class _Stream:
     closed: bool = False
     evaluated: int = -1  # the node's snapshot version this stream last looked at
     nonces: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
-    types: dict[str, _TypeState] = attrs.field(factory=lambda: {t: _TypeState() for t in TYPE_ORDER})
+    types: dict[str, _TypeState] = attrs.field(factory=lambda: {t: _TypeState() for t in ALL_TYPES})
 
 
 @attrs.define(eq=False)
@@ -292,7 +293,7 @@ class AdsServer:
                 st.nack = None
         st.subscribed = True
         st.requested = frozenset(request.resource_names)
-        if request.type_url in _PARENT:
+        if request.type_url in _PARENT or request.type_url == SECRET:
             # Envoy forgets what it unsubscribes from: a name asked for again needs sending again.
             st.sent = {n: r for n, r in st.sent.items() if n in st.requested}
             st.acked = {n: r for n, r in st.acked.items() if n in st.requested}
@@ -329,7 +330,7 @@ class AdsServer:
     def _target(self, stream: _Stream, type_url: str) -> dict[str, Resource]:
         """The final content of a type for this stream (endpoints/routes: requested names)."""
         resources = self._node(stream.node).resources.of(type_url)
-        if type_url in _PARENT:
+        if type_url in _PARENT or type_url == SECRET:
             return {n: r for n, r in resources.items() if n in stream.types[type_url].requested}
         return dict(resources)
 
@@ -348,6 +349,8 @@ class AdsServer:
         st = stream.types[type_url]
         if st.pending:
             return False
+        if type_url == SECRET:
+            return all(n in st.acked and st.acked[n].digest == r.digest for n, r in self._target(stream, SECRET).items())
         final = self._node(stream.node).resources.of(type_url)
         if type_url in _PARENT:
             parent = self._node(stream.node).resources.of(_PARENT[type_url])
@@ -358,6 +361,13 @@ class AdsServer:
 
     def _next_response(self, stream: _Stream) -> Any | None:
         stream.evaluated = self._node(stream.node).version
+        # Secrets depend on nothing: they go whenever Envoy asks for new or changed ones
+        # (a cluster or listener that uses one waits for it while warming).
+        secrets = stream.types[SECRET]
+        if not secrets.pending and secrets.subscribed and secrets.requested:
+            want = self._target(stream, SECRET)
+            if any(n not in secrets.sent or secrets.sent[n].digest != r.digest for n, r in want.items()):
+                return self._respond(stream, SECRET, want, _digest(want))
         # While a type awaits its ACK only its child type may move: Envoy holds back a
         # cluster's (listener's) ACK until the endpoints (routes) it subscribed to arrive.
         waiting_on: str | None = None
@@ -370,7 +380,9 @@ class AdsServer:
                     return None
                 waiting_on = type_url
                 continue
-            if type_url in _PARENT and waiting_on is None and not self._needed(stream, type_url) <= st.requested:
+            parent_rejected = type_url in _PARENT and stream.types[_PARENT[type_url]].nack is not None
+            if (type_url in _PARENT and waiting_on is None and not parent_rejected
+                    and not self._needed(stream, type_url) <= st.requested):
                 return None  # Envoy has not subscribed to what it needs yet
             # Endpoints and routes go only to names Envoy asked for: with none asked for,
             # Envoy holds no subscription and would leave a response unacknowledged.
@@ -388,7 +400,10 @@ class AdsServer:
                 if changed:
                     return self._respond(stream, type_url, want, digest)
                 if st.nack is not None:
-                    return None  # rejected content stays rejected: push nothing that builds on it
+                    # Rejected content stays rejected, but Envoy applied the resources it
+                    # accepted (each listener or cluster on its own) and subscribes to what
+                    # those need: later types still go, so the rest keeps working.
+                    continue
             if waiting_on is not None:
                 return None
         return None
@@ -421,7 +436,7 @@ class AdsServer:
         state = self._node(stream.node)
         if state.stream is not stream or state.synced_version >= state.version:
             return
-        if all(self._synced(stream, t) for t in TYPE_ORDER):
+        if all(self._synced(stream, t) for t in ALL_TYPES):
             state.synced_version = state.version
             self._cond.notify_all()
 
