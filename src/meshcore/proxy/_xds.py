@@ -444,7 +444,16 @@ class AdsServer:
         """Rejections standing against the current snapshot (once its stream looked at it)."""
         if state.stream is None or state.stream.evaluated != state.version:
             return ()
-        return tuple(st.nack for st in state.stream.types.values() if st.nack is not None)
+        found = []
+        for type_url, st in state.stream.types.items():
+            if st.nack is None:
+                continue
+            # A rejection stands while the current snapshot still holds what was rejected;
+            # one the snapshot since changed or dropped awaits that type's next push.
+            final = state.resources.of(type_url)
+            if all(n in final and n in st.sent and final[n].digest == st.sent[n].digest for n in st.nack.resources):
+                found.append(st.nack)
+        return tuple(found)
 
     def _describe(self, state: _Node) -> str:
         stream = state.stream
