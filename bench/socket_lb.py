@@ -35,7 +35,7 @@ measuring, each socket LB's LRU reverse-translation map is filled by real connec
 as on a node that has been running for a while.
 
 Needs root. Everything lives in namespaces, cgroups and bpffs pins named
-``mcbench-<pid>-*``; they are removed at the end, on Ctrl-C or SIGTERM, and a later run
+``mcbench-slb-<pid>-*``; they are removed at the end, on Ctrl-C or SIGTERM, and a later run
 removes what a run killed outright (SIGKILL) left behind. No rule touches the host's
 own network namespace.
 
@@ -74,7 +74,7 @@ from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
 from meshcore.datapath import BpfError, DatapathError, SocketLB, cgroup2_mount
 from meshcore.model import ServiceRef
 
-PREFIX = "mcbench"
+PREFIX = "mcbench-slb"  # unique to this bench: stale sweeps match only its own names
 VIP, PORT = "10.96.0.10", 8080
 BACKENDS = ("10.78.1.2", "10.78.1.3")  # on the server namespace's loopback
 CLUSTER_CIDR = "10.78.0.0/16"  # the pod range: clients and backends are pods, so no SNAT
@@ -680,7 +680,7 @@ def report_rates(r: Results, sizes: list[int], ipt_version: str) -> dict[str, bo
     small, largest = sizes[0], sizes[-1]
     met: dict[str, bool] = {}
     w = 24
-    print("\n(a) new TCP connections/s on a node without iptables rules, 1 service installed")
+    print(f"\n(a) new TCP connections/s on a node without iptables rules, {services_text(small)} installed")
     print(f"    {'':34}" + "".join(f"{title:>{w + 6}}" for _, title in METRICS))
     for key, label in (("vip", "to the service VIP (socket LB)"), ("direct", "directly to a backend IP"),
                        ("bare", "direct, no programs attached")):
