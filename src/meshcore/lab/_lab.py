@@ -592,6 +592,8 @@ class Lab:
             "version": OBJECTS_VERSION, "lab": self.name, "generation": state.generation,
             "node": state.node_name, "cgroup": state.cgroup_root, "pinDir": state.bpf_pin_dir,
             "nodeIPs": [ranges.node_ipv4, ranges.node_ipv6], "written": _now(), "objects": entries,
+            # Each pod's node-side veth, where the agent attaches L3/L4 policy.
+            "veths": {pod.key: state.pods[pod.key].host_veth for pod in desired.pods},
         })
         state.save()
         return state.generation

@@ -53,6 +53,8 @@ class NodeAgent:
         self.status_path = state_dir / AGENT_STATUS_FILE
         self._lb: Any = None
         self._proxy: Any = None
+        self._policy: Any = None
+        self._flow_thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._seen: tuple[int, int] | None = None
@@ -95,6 +97,48 @@ class NodeAgent:
             ipv4, ipv6 = data["nodeIPs"]
             self._proxy = NodeProxy(self.state_dir, data["node"], ipv4, ipv6)
         return self._proxy.apply(plan, lb.apply)
+
+    def _apply_policy(self, data: dict[str, Any], plan: Any) -> str:
+        """Apply the L3/L4 policy and attach it to every pod's veth; returns a summary."""
+        if self._policy is None:
+            from ._datapath import policy_enforcer  # noqa: PLC0415 - needs libbpf; loaded on first use
+
+            enforcer = policy_enforcer(data["node"], data["pinDir"], tuple(data["nodeIPs"]))
+            enforcer.open()
+            self._policy = enforcer
+            self._flow_thread = threading.Thread(target=self._log_flows, name="policy-flows", daemon=True)
+            self._flow_thread.start()
+        from ..model import WorkloadRef  # noqa: PLC0415 - with the enforcer
+
+        report = self._policy.apply(plan.policy)
+        veths = {WorkloadRef(*key.split("/", 1)): veth for key, veth in (data.get("veths") or {}).items()}
+        attached = set(self._policy.interfaces.values())
+        for ref in attached - veths.keys():
+            self._policy.forget(ref)
+        for ref, veth in sorted(veths.items()):
+            if ref not in attached:
+                self._policy.attach(veth, ref)
+        return f"policy {report.summary()}"
+
+    def _log_flows(self) -> None:
+        """Append L3/L4 verdicts to the lab's flow log (``kind: l4``) for `meshcore observe`."""
+        path = self.state_dir / "flows.jsonl"
+        try:
+            for flow in self._policy.flows(timeout=0.5, follow=True):
+                if self._stop.is_set():
+                    return
+                record = {
+                    "kind": "l4", "time": flow.time.timestamp(),
+                    "source": flow.src_pod or flow.src_address,
+                    "listener": f"{flow.dst_pod or flow.dst_address}:{flow.dst_port}/{flow.protocol}",
+                    "upstreamPod": flow.dst_pod or flow.dst_address,
+                    "flags": [flow.verdict, flow.reason, flow.direction, *([flow.policy] if flow.policy else [])],
+                    "flow": flow.to_data(),
+                }
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+        except Exception as exc:  # noqa: BLE001 - flows are best effort; enforcement is unaffected
+            log.error("policy flow log stopped: %s", exc)
 
     def _proxy_status(self) -> dict[str, Any]:
         """The node proxy's state for ``agent.json`` (``running: false`` until a plan needs it)."""
@@ -143,6 +187,7 @@ class NodeAgent:
             plan = compile_plan(result.snapshot, data["node"], CompileOptions(proxy_enabled=True))
             found += [str(d) for d in plan.envoy.warnings]
             report = self._apply(data, plan)
+            policy_summary = self._apply_policy(data, plan)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the previous state
             if os.environ.get("MESHCORE_DEBUG"):
                 log.exception("generation %d failed", generation)
@@ -151,6 +196,7 @@ class NodeAgent:
             self._report(generation, False, f"{type(exc).__name__}: {exc}", diagnostics=_proxy_diagnostics(exc))
             return False
         summary = report.summary() if hasattr(report, "summary") else str(report)
+        summary = f"{summary}; {policy_summary}"
         log.info("generation %d applied: %d frontends; %s", generation, len(plan.bpf.services), summary)
         self._report(generation, True, frontends=len(plan.bpf.services), diagnostics=found, summary=summary)
         return True
@@ -187,6 +233,8 @@ class NodeAgent:
             if self._lb is not None:
                 # Closing releases our handles only: the pinned programs keep enforcing.
                 self._lb.close()
+            if self._policy is not None:
+                self._policy.close()
         log.info("node agent stopped")
         return 0
 

@@ -1,0 +1,300 @@
+"""L7 through the node Envoy vs a sidecar pair: requests/s and p50/p99 latency with wrk.
+
+Three paths from a client pod to the same HTTP backend, measured side by side in one lab:
+
+(a) direct: wrk → the backend pod's address (no proxy);
+(b) node Envoy: wrk → the service's ClusterIP; the socket-level LB hands the connection
+    to the node's Envoy (one hop, sidecar-free, programmed over ADS from an HTTPRoute,
+    access logs streamed to meshcore over gRPC), which connects to the backend pod;
+(c) sidecar pair: wrk → the backend pod's port 80, redirected by iptables (nat OUTPUT,
+    REDIRECT) to a client-side Envoy in the client pod, which connects to the backend pod,
+    where iptables (nat PREROUTING, REDIRECT) hands it to a server-side Envoy in the
+    backend pod, which connects to the application on loopback — as classic sidecar
+    meshes do. These two Envoys run from static bootstrap files this script writes.
+
+The backend is an Envoy answering every request with a fixed 200 (direct response), so
+the application costs the same in every path and is never the bottleneck. All proxies
+run with the same ``--concurrency``; the node Envoy is the lab's own (started by the
+node agent). Rounds interleave (a), (b), (c) (every other round reversed); figures are
+medians over rounds. Ratios compare (b) with (c): the targets are p99 ≤ 0.55× and
+throughput ≥ 2×.
+
+Run as root: ``PYTHONPATH=src .venv/bin/python bench/l7.py [--duration 5] [--rounds 3]``.
+Everything lives in a lab named ``l7b<pid>`` that is torn down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from meshcore.lab import Lab
+from meshcore.proxy import find_envoy
+
+CONCURRENCY = 2
+CLIENT_SIDECAR_PORT = 15001
+SERVER_SIDECAR_PORT = 15006
+APP_PORT = 8080
+SIDECAR_SERVICE_PORT = 80
+
+_ROUTER = {"name": "envoy.filters.http.router",
+           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def _hcm(stat: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat, "http_filters": [_ROUTER],
+        "route_config": {"virtual_hosts": [{"name": stat, "domains": ["*"], "routes": routes}]},
+    }}
+
+
+def _listener(name: str, address: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    sock: dict[str, Any] = {"address": address, "port_value": port}
+    if address == "::":
+        sock["ipv4_compat"] = True
+    return {"name": name, "address": {"socket_address": sock}, "filter_chains": [{"filters": [_hcm(name, routes)]}]}
+
+
+def _cluster(name: str, address: str, port: int) -> dict[str, Any]:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]}]}}
+
+
+def backend_config() -> dict[str, Any]:
+    """The application: a fixed 200 for every request on APP_PORT (IPv4 and IPv6)."""
+    route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    return {"static_resources": {"listeners": [_listener("app", "::", APP_PORT, [route])]}}
+
+
+def client_sidecar_config(server_ip: str) -> dict[str, Any]:
+    """The client pod's sidecar: outbound traffic redirected to it goes to the server pod."""
+    route = {"match": {"prefix": "/api"}, "route": {"cluster": "app"}}
+    return {"static_resources": {
+        "listeners": [_listener("outbound", "0.0.0.0", CLIENT_SIDECAR_PORT, [route])],
+        "clusters": [_cluster("app", server_ip, APP_PORT)],
+    }}
+
+
+def server_sidecar_config() -> dict[str, Any]:
+    """The server pod's sidecar: inbound traffic redirected to it goes to the app on loopback."""
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "local-app"}}
+    return {"static_resources": {
+        "listeners": [_listener("inbound", "0.0.0.0", SERVER_SIDECAR_PORT, [route])],
+        "clusters": [_cluster("local-app", "127.0.0.1", APP_PORT)],
+    }}
+
+
+def manifests(backend_cfg: Path) -> str:
+    """The lab: a client pod, the backend pod (the app Envoy), and an HTTPRoute'd service."""
+    envoy = find_envoy()
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  containers: [{{name: c, image: busybox, command: ["sleep", "infinity"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: server, labels: {{app: server}}}}
+spec:
+  containers:
+  - name: app
+    image: envoyproxy/envoy
+    command: ["{envoy}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
+              "-l", "error"]
+    ports: [{{containerPort: {APP_PORT}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: app}}
+spec:
+  selector: {{app: server}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: app}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: app, port: 80}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+    backendRefs: [{{name: app, port: 80}}]
+"""
+
+
+_LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)")
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/s, p50 and p99 in ms, and errors from wrk's output (with --latency)."""
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    lat = {m.group(1): float(m.group(2)) * scale[m.group(3)] for m in _LATENCY.finditer(text)}
+    rps = _RPS.search(text)
+    if rps is None or "50" not in lat or "99" not in lat:
+        raise RuntimeError(f"cannot read wrk's output:\n{text}")
+    errors = sum(1 for m in _ERRORS.finditer(text))
+    return {"rps": float(rps.group(1)), "p50": lat["50"], "p99": lat["99"], "errors": float(errors)}
+
+
+def wrk(lab: Lab, url: str, duration: int, connections: int) -> dict[str, float]:
+    """One wrk run from the client pod (in the lab's cgroup, so the socket LB applies)."""
+    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency", url]
+    result = lab.run("client", argv, timeout=duration + 30)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed: {result.stderr.decode(errors='replace')}")
+    return parse_wrk(result.stdout.decode())
+
+
+def netns_run(netns: str, *argv: str) -> None:
+    """Run a command in a pod's network namespace; fail loudly."""
+    subprocess.run(["ip", "netns", "exec", netns, *argv], check=True, capture_output=True)
+
+
+def start_envoy(netns: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A static-config Envoy inside ``netns``."""
+    argv = ["ip", "netns", "exec", netns, find_envoy(), "-c", str(config), "--disable-hot-restart",
+            "--concurrency", str(CONCURRENCY), "-l", "error", "--log-path", str(log)]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_http(lab: Lab, url: str, timeout: float = 20.0) -> None:
+    """Until ``url`` answers 200 from the client pod."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = lab.run("client", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2", url], timeout=10)
+        if r.stdout == b"200":
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} does not answer 200 from the client pod")
+
+
+class Sidecars:
+    """The sidecar pair of path (c): two Envoys and the iptables REDIRECT rules in the pods."""
+
+    def __init__(self, lab: Lab, work: Path, server_ip: str) -> None:
+        self.client_ns = lab.pod("client").netns
+        self.server_ns = lab.pod("server").netns
+        self.out_rule = ["OUTPUT", "-p", "tcp", "-d", server_ip, "--dport", str(SIDECAR_SERVICE_PORT),
+                         "-j", "REDIRECT", "--to-ports", str(CLIENT_SIDECAR_PORT)]
+        self.in_rule = ["PREROUTING", "-p", "tcp", "--dport", str(APP_PORT),
+                        "-j", "REDIRECT", "--to-ports", str(SERVER_SIDECAR_PORT)]
+        (work / "client-sidecar.json").write_text(json.dumps(client_sidecar_config(server_ip)))
+        (work / "server-sidecar.json").write_text(json.dumps(server_sidecar_config()))
+        self.procs = [start_envoy(self.client_ns, work / "client-sidecar.json", work / "client-sidecar.log"),
+                      start_envoy(self.server_ns, work / "server-sidecar.json", work / "server-sidecar.log")]
+        self.active = False
+
+    def redirect(self, on: bool) -> None:
+        """Install (or remove) the REDIRECT rules; only path (c) runs with them."""
+        if on == self.active:
+            return
+        op = "-A" if on else "-D"
+        netns_run(self.client_ns, "iptables", "-t", "nat", op, *self.out_rule)
+        netns_run(self.server_ns, "iptables", "-t", "nat", op, *self.in_rule)
+        self.active = on
+
+    def stop(self) -> None:
+        """Remove the rules and stop both Envoys (by pid)."""
+        try:
+            self.redirect(False)
+        except subprocess.CalledProcessError:
+            pass  # the namespace may be gone already
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up the lab, measure the three paths in interleaved rounds, print figures and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/l7.py needs root (network namespaces, cgroups, BPF)", file=sys.stderr)
+        return 2
+    lab = Lab(f"l7b{os.getpid()}")
+    sidecars: Sidecars | None = None
+    with tempfile.TemporaryDirectory(prefix="mcbench-l7-") as tmp:
+        work = Path(tmp)
+        (work / "backend.json").write_text(json.dumps(backend_config()))
+        (work / "lab.yaml").write_text(manifests(work / "backend.json"))
+        try:
+            up = lab.up([work / "lab.yaml"], timeout=60)
+            if up.agent is None or not up.agent.ok or not lab.status().agent.proxy.get("running"):
+                raise RuntimeError(f"the node agent did not start the node proxy: {up.agent}")
+            server_ip = lab.pod("server").ipv4
+            sidecars = Sidecars(lab, work, server_ip)
+            urls = {
+                "a": f"http://{server_ip}:{APP_PORT}/api/x",
+                "b": "http://app/api/x",
+                "c": f"http://{server_ip}:{SIDECAR_SERVICE_PORT}/api/x",
+            }
+            wait_http(lab, urls["a"])
+            wait_http(lab, urls["b"])
+            sidecars.redirect(True)
+            wait_http(lab, urls["c"])
+            sidecars.redirect(False)
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in urls}
+            for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
+                order = ["a", "b", "c"] if r % 2 == 0 else ["c", "b", "a"]
+                for key in order:
+                    sidecars.redirect(key == "c")
+                    result = wrk(lab, urls[key], args.duration if r else 1, args.connections)
+                    if r:
+                        runs[key].append(result)
+                sidecars.redirect(False)
+            report(runs, args)
+        finally:
+            if sidecars is not None:
+                sidecars.stop()
+            lab.down()
+    return 0
+
+
+def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    """Print medians per path and the (b)/(c) ratios."""
+    names = {"a": "(a) direct to the pod", "b": "(b) node Envoy (VIP, one hop)",
+             "c": "(c) sidecar pair (two hops)"}
+    med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p99", "errors")}
+           for k, v in runs.items()}
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds, "
+          f"proxies --concurrency {CONCURRENCY}; medians")
+    print(f"{'path':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for k in ("a", "b", "c"):
+        m = med[k]
+        print(f"{names[k]:34} {m['rps']:10.0f} {m['p50']:8.3f} {m['p99']:8.3f}")
+    p99 = med["b"]["p99"] / med["c"]["p99"]
+    rps = med["b"]["rps"] / med["c"]["rps"]
+    print(f"(b)/(c): p99 {p99:.2f}x (target <= 0.55x: {'met' if p99 <= 0.55 else 'NOT met'}), "
+          f"throughput {rps:.2f}x (target >= 2x: {'met' if rps >= 2 else 'NOT met'})")
+    print(f"(b)/(a): p99 {med['b']['p99'] / med['a']['p99']:.2f}x, throughput {med['b']['rps'] / med['a']['rps']:.2f}x")
+    if args.json:
+        print(json.dumps({"medians": med, "runs": runs, "ratios": {"p99_b_over_c": p99, "rps_b_over_c": rps}}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
