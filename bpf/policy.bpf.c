@@ -70,7 +70,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 
 	remote = ipcache_identity(dir == POL_DIR_EGRESS ? p.daddr : p.saddr);
-	reason = pol_decide(ep, dir, p.proto, remote, p.dport, &index);
+	/*
+	 * The node and its proxy are exempt, as Cilium exempts the host by default: traffic
+	 * handed to the node Envoy is judged there, with the identities of both ends.
+	 */
+	if (remote == POL_ID_HOST || remote == POL_ID_NODE_PROXY)
+		reason = POL_R_FROM_HOST;
+	else
+		reason = pol_decide(ep, dir, p.proto, remote, p.dport, &index);
 	if (reason == POL_R_POLICY_DENY || reason == POL_R_DEFAULT_DENY) {
 		event_emit(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
 			   dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_DROPPED, reason, index);

@@ -14,8 +14,10 @@
 #include <linux/types.h>
 
 /* Reserved identities: must match meshcore.model.ReservedIdentity. */
-#define POL_ID_ANY 0   /* wildcard in policy keys */
-#define POL_ID_WORLD 2 /* any address the ipcache does not know */
+#define POL_ID_ANY 0        /* wildcard in policy keys */
+#define POL_ID_HOST 1       /* the node's own addresses */
+#define POL_ID_WORLD 2      /* any address the ipcache does not know */
+#define POL_ID_NODE_PROXY 3 /* the node proxy (Envoy), which enforces L7 policy itself */
 
 /* Directions (of the local endpoint): must match DIRECTION_CODES in maps/pol_policy.py */
 #define POL_DIR_INGRESS 1
@@ -41,6 +43,7 @@
 #define POL_R_DEFAULT_DENY 4     /* selected by an ALLOW policy, no entry allows it */
 #define POL_R_SPOOFED 5          /* source address is not the pod's own */
 #define POL_R_UNKNOWN_ENDPOINT 6 /* interface carries no known endpoint: fail closed */
+#define POL_R_FROM_HOST 7        /* the node or its proxy: always reachable, Envoy applies L7 policy */
 
 /* Map pol_ipcache (LPM trie): must match IpcacheKey in maps/pol_ipcache.py */
 struct pol_ipcache_key {

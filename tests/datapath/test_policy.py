@@ -38,6 +38,7 @@ from meshcore.model import (
 pytestmark = pytest.mark.root
 
 PEER = str(Path(__file__).with_name("_polpeer.py"))
+HOST = "10.77.0.254"  # the node's address: the HOST identity
 PODS = {"a": ("front", "client", 1), "b": ("back", "server", 2), "c": ("other", "other", 3)}
 
 
@@ -60,7 +61,7 @@ class Topo:
     procs: list[subprocess.Popen[str]] = attrs.field(factory=list)
 
     def ns(self, pod: str) -> str:
-        return f"mcpol-{self.tag}-{pod}"
+        return f"mcpol-{self.tag}-{pod}"  # "n" is the node
 
     def probe(self, src: str, proto: str, host: str, port: int, bind: str | None = None) -> bool:
         cmd = ["ip", "netns", "exec", self.ns(src), sys.executable, PEER, "probe", proto, host, str(port)]
@@ -105,13 +106,14 @@ def topo() -> Iterator[Topo]:
     node = f"mcpol-{tag}-n"
     pin_root = Path(f"/sys/fs/bpf/mcpol-{tag}")
     made: list[str] = []
-    enforcer = PolicyEnforcer(f"mcpol-{tag}", pin_root, netns=node)
+    enforcer = PolicyEnforcer(f"mcpol-{tag}", pin_root, netns=node, host_addresses=(HOST,))
     t = Topo(tag, enforcer)
     try:
         sh("ip", "netns", "add", node)
         made.append(node)
         sh("ip", "-n", node, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", node, "link", "set", "br0", "up")
+        sh("ip", "-n", node, "addr", "add", f"{HOST}/24", "dev", "br0")
         for pod in PODS:
             ns = t.ns(pod)
             sh("ip", "netns", "add", ns)
@@ -221,6 +223,14 @@ def test_egress_direction(topo: Topo) -> None:
     assert flow.direction == "egress" and flow.reason == "default-deny"
 
 
+def test_node_is_exempt(topo: Topo) -> None:
+    topo.apply(allow_server(name="nothing-allowed"))
+    assert not topo.probe("a", "tcp", v4("b"), 80)
+    assert topo.probe("n", "tcp", v4("b"), 81), "the node (and its proxy) always reach pods"
+    flow = find(topo.flows(), src_address=HOST, dst_address=v4("b"))
+    assert (flow.verdict, flow.reason, flow.direction) == ("FORWARDED", "from-host", "ingress")
+
+
 def test_spoofed_source_dropped(topo: Topo) -> None:
     topo.apply()
     assert not topo.probe("a", "tcp", v4("b"), 80, bind="10.77.0.99")
@@ -286,7 +296,8 @@ def test_full_map_refused_keeps_previous_policy(topo: Topo) -> None:
 def test_restart_writes_nothing_and_keeps_enforcing(topo: Topo) -> None:
     plan = topo.apply(allow_server(PolicyRule(sources=[FROM_CLIENT], operations=[WEB_AND_DNS])))
     topo.enforcer.close()
-    again = PolicyEnforcer(topo.enforcer.node, topo.enforcer.pin_dir.parent.parent, netns=topo.enforcer.netns)
+    again = PolicyEnforcer(topo.enforcer.node, topo.enforcer.pin_dir.parent.parent, netns=topo.enforcer.netns,
+                           host_addresses=(HOST,))
     topo.enforcer = again
     with again:
         assert not topo.probe("c", "tcp", v4("b"), 80), "enforcement survives the agent"

@@ -26,6 +26,7 @@ REASONS = {
     4: "default-deny",
     5: "spoofed-source",
     6: "unknown-endpoint",
+    7: "from-host",
 }
 _DIRECTIONS = {1: "ingress", 2: "egress"}
 _PROTOCOLS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", socket.IPPROTO_ICMP: "ICMP",

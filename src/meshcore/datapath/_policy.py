@@ -8,7 +8,7 @@ before anything is written, so the previous policy keeps enforcing.
 
 from __future__ import annotations
 
-import ctypes
+import ipaddress
 import os
 import re
 import threading
@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from ..compile import PolicyPlan
-from ..model import WorkloadRef
+from ..model import ReservedIdentity, WorkloadRef
 from . import _libbpf
 from ._btf import KIND_STRUCT, check_mirror
 from ._errors import DatapathError
@@ -59,7 +59,8 @@ class PolicyEnforcer:
 
     Entering loads the programs (reusing the node's pinned maps and their entries);
     leaving closes handles only: filters and pinned maps keep enforcing. ``capacities``
-    sizes maps (by name) when they are first created.
+    sizes maps (by name) when they are first created. ``host_addresses`` (the node's, where
+    its proxy listens) get the HOST identity, which policy never blocks.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class PolicyEnforcer:
         netns: str | os.PathLike[str] | None = None,
         bpf_object: Path | None = None,
         capacities: dict[str, int] | None = None,
+        host_addresses: tuple[str, ...] = (),
     ) -> None:
         if not _NODE_RE.match(node):
             raise DatapathError(f"node name {node!r} is not valid: use 1-63 letters, digits, '.', '_' or '-'")
@@ -78,6 +80,7 @@ class PolicyEnforcer:
         self.pin_dir = Path(pin_root) / node / "policy"
         self._bpf_object = bpf_object
         self._capacities = dict(capacities or {})
+        self.host_addresses = tuple(a for a in host_addresses if a)
         self._obj: BpfObject | None = None
         self._maps: dict[str, BpfMap] = {}  # type: ignore[type-arg]
         self._events_fd = -1
@@ -200,6 +203,12 @@ class PolicyEnforcer:
                     ifindex = ifindex_of(interface)
             self._detach_ifindex(ifindex)
 
+    def forget(self, workload: WorkloadRef) -> None:
+        """Stop enforcing for a workload whose interface may already be gone (pod deleted)."""
+        with self._lock:
+            for ifindex in [i for i, (_, w) in self._attached.items() if w == workload]:
+                self._detach_ifindex(ifindex)
+
     def _detach_ifindex(self, ifindex: int) -> None:
         with in_netns(self.netns):
             tc_detach(ifindex, INGRESS)
@@ -233,6 +242,9 @@ class PolicyEnforcer:
             bytes(pol_ipcache.IpcacheKey.of(e.prefix)): bytes(pol_ipcache.IpcacheValue(identity=e.identity))
             for e in plan.ipcache
         }
+        for address in self.host_addresses:
+            host_key = pol_ipcache.IpcacheKey.of(str(ipaddress.ip_network(address)))
+            ipcache[bytes(host_key)] = bytes(pol_ipcache.IpcacheValue(identity=int(ReservedIdentity.HOST)))
         policy = {}
         for e in plan.entries:
             key = pol_policy.PolicyKey.of(e.endpoint, str(e.direction), e.protocol, e.remote, e.port, e.port_bits)
@@ -258,7 +270,7 @@ class PolicyEnforcer:
         with self._lock:
             self._need_open()
             # Checked on the plan before building anything, so an oversized plan fails fast.
-            self._check_capacity("pol_ipcache", len({e.prefix for e in plan.ipcache}))
+            self._check_capacity("pol_ipcache", len({e.prefix for e in plan.ipcache}) + len(self.host_addresses))
             self._check_capacity("pol_policy", len({e.key for e in plan.entries}))
             want = self.desired(plan)
             self._check_capacity("pol_endpoints", len(want["pol_endpoints"]))

@@ -33,7 +33,7 @@ from types import FrameType
 from typing import Any
 
 from .. import compile_plan, translate
-from ..compile import CompileOptions
+from ..compile import CompileOptions, diff_bpf
 from ..model import Severity
 from ._manifest import objects_from_entries
 from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, OBJECTS_VERSION, lab_dir, write_json
@@ -44,6 +44,26 @@ log = logging.getLogger("meshcore.lab.agent")
 POLL_SECONDS = 1.0
 
 
+class BpfApplier:
+    """Writes each new BpfPlan as a diff against the one last applied (full apply first and after a failure).
+
+    An endpoint change then costs the changed frontends, not a pass over every service
+    in the maps; a failed write forgets the previous plan so the next apply reconciles
+    everything from what the kernel holds.
+    """
+
+    def __init__(self, lb: Any) -> None:
+        self.lb = lb
+        self._applied: Any = None
+
+    def apply(self, bpf: Any) -> Any:
+        """Apply ``bpf`` (a BpfPlan); returns the datapath's ApplyReport."""
+        previous, self._applied = self._applied, None
+        report = self.lb.apply(bpf) if previous is None else self.lb.apply_diff(diff_bpf(previous, bpf))
+        self._applied = bpf
+        return report
+
+
 class NodeAgent:
     """Applies the lab's objects to the node's datapath, keeping the last good state on failure."""
 
@@ -52,6 +72,7 @@ class NodeAgent:
         self.objects_path = state_dir / OBJECTS_FILE
         self.status_path = state_dir / AGENT_STATUS_FILE
         self._lb: Any = None
+        self._bpf: BpfApplier | None = None
         self._proxy: Any = None
         self._policy: Any = None
         self._flow_thread: threading.Thread | None = None
@@ -89,14 +110,16 @@ class NodeAgent:
     def _apply(self, data: dict[str, Any], plan: Any) -> Any:
         """Apply the kernel part, and the Envoy part through the node proxy in the safe order."""
         lb = self._socket_lb(data)
+        if self._bpf is None or self._bpf.lb is not lb:
+            self._bpf = BpfApplier(lb)
         if self._proxy is None:
             if not plan.envoy.listeners:
-                return lb.apply(plan.bpf)
+                return self._bpf.apply(plan.bpf)
             from ._proxy import NodeProxy  # noqa: PLC0415 - grpcio and Envoy only when L7 is needed
 
             ipv4, ipv6 = data["nodeIPs"]
             self._proxy = NodeProxy(self.state_dir, data["node"], ipv4, ipv6)
-        return self._proxy.apply(plan, lb.apply)
+        return self._proxy.apply(plan, self._bpf.apply)
 
     def _apply_policy(self, data: dict[str, Any], plan: Any) -> str:
         """Apply the L3/L4 policy and attach it to every pod's veth; returns a summary."""

@@ -214,3 +214,7 @@ class ControlPlane:
     def on_flow(self, callback: Callable[[FlowRecord], None]) -> Callable[[], None]:
         """Call ``callback`` for every L7 flow; returns a remover."""
         return self.flows.on_flow(callback)
+
+    def on_flow_data(self, callback: Callable[[list[dict[str, Any]]], None]) -> Callable[[], None]:
+        """Call ``callback`` with each batch of L7 flows as plain JSON objects; returns a remover."""
+        return self.flows.on_flow_data(callback)
