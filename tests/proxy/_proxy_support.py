@@ -140,8 +140,13 @@ def table(svc: m.Service, *routes: m.HttpRoute, port: int = 80) -> m.RouteTable:
     return m.RouteTable(svc.ref, port, "L7", http=routes, source=m.Source("HTTPRoute", NS, svc.name))
 
 
+#: Listener ports are hashed into this many ports from the base (a block tests reserve).
+PORT_BLOCK = 16
+
+
 def compile_for(snap: m.Snapshot, node: str, port_base: int) -> Plan:
-    return compile_plan(snap, node, CompileOptions(proxy_enabled=True, proxy_port_base=port_base))
+    return compile_plan(snap, node, CompileOptions(proxy_enabled=True, proxy_port_base=port_base,
+                                                   proxy_port_range=PORT_BLOCK))
 
 
 def proxy_port(plan: Plan, svc: str, port: int = 80) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _proxy_support import ProxyEnv, free_port_block
+from _proxy_support import PORT_BLOCK, ProxyEnv, free_port_block
 
 from meshcore import model as m
 from meshcore.compile import Plan
@@ -53,7 +53,7 @@ def proxy_env(control_plane: ControlPlane, work_dir: Path) -> Iterator[ProxyEnv]
 @pytest.fixture
 def port_base() -> int:
     """The first of 16 free ports for this test's proxy listeners."""
-    return free_port_block(16)
+    return free_port_block(PORT_BLOCK)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def plan_for(services: Sequence[m.Service], routes: Sequence[m.RouteTable] = (),
              policies: Sequence[m.AuthorizationPolicy] = (), namespaces: Sequence[m.Namespace] = ()) -> Any:
     snap = m.Snapshot(namespaces=tuple(namespaces) or (m.Namespace(NS),), services=tuple(services),
                       routes=tuple(routes), workloads=tuple(workloads), policies=tuple(policies))
-    return compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001))
+    return compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
 
 
 A, B, C = wl("a", "10.0.0.1", version="v1"), wl("b", "10.0.0.2", version="v2"), wl("c", "10.0.0.3")

@@ -77,7 +77,7 @@ CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "tl
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_envoy(case: str, request: pytest.FixtureRequest) -> None:
-    plan = compile_plan(CASES[case](), "node-1", CompileOptions(proxy_enabled=True, proxy_port_base=15001))
+    plan = compile_plan(CASES[case](), "node-1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
     actual = canonical_json(build_resources(plan.envoy, ProxySettings(listen_ipv4="10.244.0.1")))
     path = GOLDEN / f"{case}.json"
     if request.config.getoption("--update-golden"):

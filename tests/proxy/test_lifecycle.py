@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 import pytest
 from _proxy_support import (
+    PORT_BLOCK,
     SETTINGS,
     ProxyEnv,
     backends,
@@ -188,7 +189,7 @@ def test_killed_envoy_is_restarted_and_resynced(control_plane: ControlPlane, pro
     with backends("web") as (web,):
         svc = service("web", [web])
         plan = compile_for(snapshot([svc], [table(svc, m.HttpRoute("r", destinations=[dest(svc)], timeout_ms=2000))]),
-                           node, free_port_block(4))
+                           node, free_port_block(PORT_BLOCK))
         version = control_plane.set_plan(node, plan.envoy, SETTINGS)
         sup.start()
         try:
@@ -233,7 +234,7 @@ def test_envoy_runs_in_a_network_namespace(control_plane: ControlPlane, proxy_en
         sock = socket_in_netns(netns)
         with sock:
             sock.settimeout(5)
-            sock.connect(("127.0.0.1", 15001))
+            sock.connect(("127.0.0.1", proxy_port(plan, "web")))
             sock.sendall(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
             reply = b""
             while chunk := sock.recv(4096):
@@ -265,7 +266,7 @@ def test_envoy_outlives_a_control_plane_restart(proxy_env: ProxyEnv) -> None:
     with backends("web") as (web,):
         svc = service("web", [web])
         plan = compile_for(snapshot([svc], [table(svc, m.HttpRoute("r", destinations=[dest(svc)], timeout_ms=2000))]),
-                           node, free_port_block(4))
+                           node, free_port_block(PORT_BLOCK))
         port = proxy_port(plan, "web")
         first = ControlPlane(f"unix:{socket_path}").start()
         sup = EnvoySupervisor(EnvoyOptions(node, first.endpoint, proxy_env.work / "cp-restart", concurrency=1,

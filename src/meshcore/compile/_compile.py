@@ -13,6 +13,7 @@ from ._decide import decide, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
 from ._policy import compile_policy
+from ._ports import PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 #: Backend weights written to the kernel are scaled so one frontend's weights sum to this.
@@ -25,7 +26,7 @@ def _labels(value: Mapping[str, str]) -> Labels:
 
 @attrs.frozen
 class CompileOptions:
-    """Knobs of compile; ``proxy_port_base`` is where node-proxy listener ports start.
+    """Knobs of compile; node-proxy listener ports are hashed into ``proxy_port_base`` + ``[0, proxy_port_range)``.
 
     ``node_labels`` are the node's labels, matched against raw Envoy configs' node
     selectors: a config with an empty selector applies to every node, one with a
@@ -35,6 +36,7 @@ class CompileOptions:
 
     proxy_enabled: bool = False
     proxy_port_base: int = 15000
+    proxy_port_range: int = 10_000
     node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
 
 
@@ -87,9 +89,8 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
     frontends: list[BpfService] = []
     decisions: list[Decision] = []
     proxied: list[ProxiedPort] = []
-    # Raw configs' address-less listeners get the first ports, then meshcore's own.
-    raw = raw_part(snapshot, options.node_labels, options.proxy_port_base)
-    next_proxy_port = raw.next_port
+    ports = PortAllocator(options.proxy_port_base, options.proxy_port_range)
+    raw = raw_part(snapshot, options.node_labels, ports)
     for service in snapshot.services:
         for port in service.ports:
             port_tables = tables.get((service.ref, port.port), [])
@@ -107,8 +108,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                 decision = decide(snapshot, service, port, port_tables)
                 if decision.datapath is Datapath.ENVOY:
                     if options.proxy_enabled:
-                        proxy_port = next_proxy_port
-                        next_proxy_port += 1
+                        proxy_port = ports.take(f"service/{service.ref}:{port.port}/{port.protocol.transport}")
                         proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
                     else:
                         decision = attrs.evolve(

@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from ..model import Diagnostic, EnvoyConfig, Labels, ServiceRef, Severity, Snapshot
+from ._ports import PortAllocator
 from ._envoy_plan import Origin, RawResource
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -51,7 +52,6 @@ class RawPart:
     #: Mesh clusters the configs need: (service, port, origin), in first-use order.
     mesh_clusters: tuple[tuple[ServiceRef, int, Origin], ...] = ()
     warnings: tuple[Diagnostic, ...] = ()
-    next_port: int = 0
 
 
 def config_label(config: EnvoyConfig) -> str:
@@ -85,9 +85,8 @@ def _listener_port(body: Mapping[str, Any]) -> int | None:
     return int(port) if isinstance(port, int | str) and str(port).isdigit() else None
 
 
-def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], port_base: int) -> RawPart:
-    """Raw resources of the node's configs, listener ports from ``port_base``, redirects and clusters."""
-    next_port = port_base
+def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: PortAllocator) -> RawPart:
+    """Raw resources of the node's configs, listener ports from ``ports_for``, redirects and clusters."""
     resources: list[RawResource] = []
     redirects: dict[tuple[ServiceRef, int], Redirect] = {}
     mesh: dict[tuple[ServiceRef, int], Origin] = {}
@@ -103,8 +102,7 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], port_base: int)
             if res.type_url == LISTENER_TYPE:
                 ports[res.name] = _listener_port(body)
                 if ports[res.name] is None:
-                    proxy_port = ports[res.name] = next_port
-                    next_port += 1
+                    proxy_port = ports[res.name] = ports_for.take(f"raw/{res.name}")
             resources.append(RawResource(res.type_url, res.name, res.body_json, origin, proxy_port))
             for text in _strings(body):
                 found = _MESH_CLUSTER.match(text)
@@ -136,8 +134,7 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], port_base: int)
                     continue
                 redirects[key] = Redirect(entry.listener, proxy_port,
                                           f"redirected to Envoy listener {entry.listener} by {label}", config)
-    return RawPart(tuple(resources), redirects, tuple((s, p, o) for (s, p), o in mesh.items()), tuple(warnings),
-                   next_port)
+    return RawPart(tuple(resources), redirects, tuple((s, p, o) for (s, p), o in mesh.items()), tuple(warnings))
 
 
 def drop_collisions(raw: tuple[RawResource, ...], generated: Mapping[str, set[str]]) -> tuple[
