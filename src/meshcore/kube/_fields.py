@@ -33,7 +33,8 @@ class FieldError(Exception):
         self.code = code
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """The YAML-level name of a value's type (string, number, boolean, list, mapping, null)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -79,7 +80,7 @@ class Fields:
         if value is _MISSING:
             return default
         if not isinstance(value, str):
-            raise FieldError(self._child(key), f"expected a string, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(self._child(key), f"expected a string, got {type_name(value)} {value!r}", "MC0102")
         if choices is not None and value not in choices:
             raise FieldError(self._child(key), f"{value!r} is not one of {', '.join(choices)}", "MC0103")
         return value
@@ -97,7 +98,7 @@ class Fields:
         if value is _MISSING:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldError(self._child(key), f"expected an integer, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(self._child(key), f"expected an integer, got {type_name(value)} {value!r}", "MC0102")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             lo = "" if minimum is None else str(minimum)
             hi = "" if maximum is None else str(maximum)
@@ -114,7 +115,7 @@ class Fields:
         if value is _MISSING:
             return None
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise FieldError(self._child(key), f"expected an integer or a string, got {_type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected an integer or a string, got {type_name(value)}", "MC0102")
         return value
 
     def bool(self, key: _Str, default: _Bool = False) -> _Bool:
@@ -123,7 +124,7 @@ class Fields:
         if value is _MISSING:
             return default
         if not isinstance(value, bool):
-            raise FieldError(self._child(key), f"expected true or false, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(self._child(key), f"expected true or false, got {type_name(value)} {value!r}", "MC0102")
         return value
 
     def map(self, key: _Str, *, required: _Bool = False) -> Fields:
@@ -132,7 +133,7 @@ class Fields:
         if value is _MISSING:
             return Fields({}, self._child(key))
         if not isinstance(value, Mapping):
-            raise FieldError(self._child(key), f"expected a mapping, got {_type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected a mapping, got {type_name(value)}", "MC0102")
         return Fields(value, self._child(key))
 
     def has(self, key: _Str) -> _Bool:
@@ -145,7 +146,7 @@ class Fields:
         if value is _MISSING:
             return []
         if not isinstance(value, list):
-            raise FieldError(self._child(key), f"expected a list, got {_type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected a list, got {type_name(value)}", "MC0102")
         return value
 
     def maps(self, key: _Str, *, required: _Bool = False) -> _List[Fields]:
@@ -154,7 +155,7 @@ class Fields:
         for i, item in enumerate(self.list(key, required=required)):
             path = f"{self._child(key)}[{i}]"
             if not isinstance(item, Mapping):
-                raise FieldError(path, f"expected a mapping, got {_type_name(item)}", "MC0102")
+                raise FieldError(path, f"expected a mapping, got {type_name(item)}", "MC0102")
             out.append(Fields(item, path))
         return out
 
@@ -163,7 +164,7 @@ class Fields:
         out = []
         for i, item in enumerate(self.list(key)):
             if not isinstance(item, str):
-                raise FieldError(f"{self._child(key)}[{i}]", f"expected a string, got {_type_name(item)}", "MC0102")
+                raise FieldError(f"{self._child(key)}[{i}]", f"expected a string, got {type_name(item)}", "MC0102")
             out.append(item)
         return out
 
@@ -173,11 +174,11 @@ class Fields:
         if value is _MISSING:
             return {}
         if not isinstance(value, Mapping):
-            raise FieldError(self._child(key), f"expected a mapping of strings, got {_type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected a mapping of strings, got {type_name(value)}", "MC0102")
         out = {}
         for k, v in value.items():
             if not isinstance(v, str):
-                raise FieldError(f"{self._child(key)}.{k}", f"expected a string, got {_type_name(v)} {v!r}", "MC0102")
+                raise FieldError(f"{self._child(key)}.{k}", f"expected a string, got {type_name(v)} {v!r}", "MC0102")
             out[str(k)] = v
         return out
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import attrs
 
 from meshcore.adapter import ApiKind, Fragment, ObjectStatus
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject, field_diagnostic
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report, field_diagnostic, unique_objects
 from meshcore.model import ModelError, RouteTable, Service, ServicePort
 
 from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach_to_service, namespace_labels
@@ -41,7 +41,7 @@ from ._codes import (
     UNRESOLVED_BACKEND,
     UNSUPPORTED_FEATURE,
 )
-from ._common import CONTROLLER_NAME, GATEWAY_GROUP, MESH_CONTROLLER_NAME, Report
+from ._common import CONTROLLER_NAME, GATEWAY_GROUP, MESH_CONTROLLER_NAME
 from ._gateway import PORT_PROTOCOL, ClassInfo, GatewayInfo, read_gateway, read_gateway_class
 from ._grpcroute import read_grpcroute
 from ._hostnames import covers
@@ -83,21 +83,6 @@ CONFLICTED = "Conflicted"
 T = TypeVar("T")
 
 
-def _dedupe(objects: Sequence[KubeObject], report: Report) -> list[KubeObject]:
-    seen: dict[tuple[str, str, str], KubeObject] = {}
-    out = []
-    for obj in objects:
-        key = (obj.kind, obj.namespace, obj.name)
-        if key in seen:
-            first = seen[key].source.location or str(seen[key].source)
-            report.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice (first at {first}); the second "
-                         "is ignored")
-            continue
-        seen[key] = obj
-        out.append(obj)
-    return out
-
-
 def _run(obj: KubeObject, report: Report, fn: Callable[[KubeObject], T]) -> T | None:
     """Run one object's translation; an error becomes a diagnostic and ``None``."""
     try:
@@ -133,7 +118,7 @@ class _Translation:
         self.services: list[Service] = []
         self.tables: list[RouteTable] = []
         self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
-        for obj in _dedupe(objects, self.report):
+        for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
             self.by_kind[obj.kind].append(obj)
         self.grants = ReferenceGrants()
         self.tls_services: set[tuple[str, str]] = set()

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from meshcore.kube import FieldError, Fields, KubeObject
-from meshcore.model import Diagnostic, Severity
+from meshcore.model import Severity
 
 from ._codes import INVALID_VALUE
 
@@ -26,30 +26,6 @@ INGRESS_CONTROLLER = "meshcore.io/ingress-controller"
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
-
-
-class Report:
-    """Collects diagnostics, each pointing at the line of an object's field."""
-
-    def __init__(self) -> None:
-        self.items: list[Diagnostic] = []
-
-    def add(self, obj: KubeObject, severity: Severity, code: str, message: str, path: str = "") -> None:
-        """Record a finding about ``obj`` (at ``path`` when given)."""
-        source = obj.source_at(path) if path else obj.source
-        self.items.append(Diagnostic(code, severity, message, source, path))
-
-    def error(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        """Record an error: the object contributes nothing."""
-        self.add(obj, Severity.ERROR, code, message, path)
-
-    def warn(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        """Record a warning."""
-        self.add(obj, Severity.WARNING, code, message, path)
-
-    def info(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        """Record an informational finding."""
-        self.add(obj, Severity.INFO, code, message, path)
 
 
 def parse_duration(text: str, path: str) -> int:

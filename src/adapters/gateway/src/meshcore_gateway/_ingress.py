@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
 from meshcore.model import (
     Destination,
     DirectResponse,
@@ -34,7 +34,7 @@ from meshcore.model import (
 )
 
 from ._codes import INVALID_VALUE, UNRESOLVED_BACKEND
-from ._common import INGRESS_CONTROLLER, Report, object_annotations
+from ._common import INGRESS_CONTROLLER, object_annotations
 from ._hostnames import ANY, check_hostname
 from ._matches import path_prefix
 from ._precedence import L7Entry, l7_entry, ordered

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import attrs
 
 from meshcore.adapter import ApiKind, Fragment
-from meshcore.kube import FieldError, Inventory, KubeObject, field_diagnostic
+from meshcore.kube import FieldError, Inventory, KubeObject, Report, field_diagnostic, unique_objects
 from meshcore.model import (
     AuthorizationPolicy,
     LbPolicy,
@@ -41,7 +41,7 @@ from ._codes import (
     VS_CONFLICT,
     VS_HOST_UNMATCHED,
 )
-from ._common import ROOT_NAMESPACE, Report, age_key
+from ._common import ROOT_NAMESPACE, age_key
 from ._destinationrule import DestRule, read_destination_rule
 from ._destinations import Resolver
 from ._hosts import HostIndex, Known
@@ -67,21 +67,6 @@ KINDS: tuple[ApiKind, ...] = tuple(
 )
 
 T = TypeVar("T")
-
-
-def _dedupe(objects: Sequence[KubeObject], report: Report) -> list[KubeObject]:
-    seen: dict[tuple[str, str, str], KubeObject] = {}
-    out = []
-    for obj in objects:
-        key = (obj.kind, obj.namespace, obj.name)
-        if key in seen:
-            first = seen[key].source.location or str(seen[key].source)
-            report.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice (first at {first}); the second "
-                         "is ignored")
-            continue
-        seen[key] = obj
-        out.append(obj)
-    return out
 
 
 def _run(obj: KubeObject, report: Report, fn: Callable[..., T], *args: Any) -> T | None:
@@ -119,7 +104,7 @@ class _Translation:
         self.root = root
         self.report = Report()
         self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
-        for obj in _dedupe(objects, self.report):
+        for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
             if not _run(obj, self.report, _checked, obj):
                 continue
             self.by_kind[obj.kind].append(obj)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from meshcore.kube import FieldError, Fields, KubeObject
-from meshcore.model import Diagnostic, MatchKind, ModelError, Severity, StringMatch
+from meshcore.model import MatchKind, ModelError, StringMatch
 
 from ._codes import INVALID_REGEX, INVALID_VALUE
 
@@ -22,30 +22,6 @@ DOMAIN = "cluster.local"
 _DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s|ms|us|µs|ns))+$")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_MS = {"h": 3_600_000.0, "m": 60_000.0, "s": 1_000.0, "ms": 1.0, "us": 0.001, "µs": 0.001, "ns": 0.000001}
-
-
-class Report:
-    """Collects diagnostics, each pointing at the line of an object's field."""
-
-    def __init__(self) -> None:
-        self.items: list[Diagnostic] = []
-
-    def add(self, obj: KubeObject, severity: Severity, code: str, message: str, path: str = "") -> None:
-        """Record a finding about ``obj`` (at ``path`` when given)."""
-        source = obj.source_at(path) if path else obj.source
-        self.items.append(Diagnostic(code, severity, message, source, path))
-
-    def error(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        """Record an error: the object contributes nothing."""
-        self.add(obj, Severity.ERROR, code, message, path)
-
-    def warn(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        """Record a warning."""
-        self.add(obj, Severity.WARNING, code, message, path)
-
-    def info(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        """Record an informational finding."""
-        self.add(obj, Severity.INFO, code, message, path)
 
 
 def model(path: str, build: Callable[[], T]) -> T:

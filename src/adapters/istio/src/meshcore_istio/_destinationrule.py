@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject
+from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import LbPolicy
 
 from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_CARRIED
-from ._common import ROOT_NAMESPACE, Report, export_to, fqdn, read_duration, visible
+from ._common import ROOT_NAMESPACE, export_to, fqdn, read_duration, visible
 
 SIMPLE_LB = {
     "UNSPECIFIED": None, "RANDOM": LbPolicy.RANDOM, "ROUND_ROBIN": LbPolicy.ROUND_ROBIN,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
 from meshcore.model import Destination, Service
 
 from ._codes import HOST_NOT_FOUND, INVALID_COMBINATION, INVALID_VALUE, SUBSET_NOT_FOUND
-from ._common import Report, fqdn
+from ._common import fqdn
 from ._destinationrule import DestRule, find_rule
 from ._hosts import HostIndex
 

@@ -15,7 +15,7 @@ import re
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject
+from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import (
     CorsPolicy,
     Destination,
@@ -36,7 +36,7 @@ from meshcore.model import (
 )
 
 from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_EXPRESSIBLE, NOT_SUPPORTED
-from ._common import Report, check_regex, model, percentage, read_duration, string_match
+from ._common import check_regex, model, percentage, read_duration, string_match
 from ._destinations import Resolver, Target
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")

@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from meshcore.kube import FieldError
+from meshcore.kube import FieldError, type_name
 
 from ._codes import UNKNOWN_FIELD
 
@@ -125,57 +125,41 @@ def _parse(table: str) -> dict[str, dict[str, str]]:
 MESSAGES: Mapping[str, Mapping[str, str]] = _parse(_TABLE)
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, Mapping):
-        return "mapping"
-    return type(value).__name__
-
-
 def check(value: Any, kind: str, path: str) -> None:
     """Raise :class:`FieldError` for the first unknown field or wrong type under ``path``."""
     if value is None or kind == "any":
         return
     if kind.startswith("["):
         if not isinstance(value, list):
-            raise FieldError(path, f"expected a list, got {_type_name(value)}", "MC0102")
+            raise FieldError(path, f"expected a list, got {type_name(value)}", "MC0102")
         for i, item in enumerate(value):
             check(item, kind[1:-1], f"{path}[{i}]")
         return
     if kind.startswith("{"):
         if not isinstance(value, Mapping):
-            raise FieldError(path, f"expected a mapping, got {_type_name(value)}", "MC0102")
+            raise FieldError(path, f"expected a mapping, got {type_name(value)}", "MC0102")
         for key, item in value.items():
             check(item, kind[1:-1], f"{path}.{key}")
         return
     if kind == "str":
         if not isinstance(value, str):
-            raise FieldError(path, f"expected a string, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(path, f"expected a string, got {type_name(value)} {value!r}", "MC0102")
         return
     if kind == "bool":
         if not isinstance(value, bool):
-            raise FieldError(path, f"expected true or false, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(path, f"expected true or false, got {type_name(value)} {value!r}", "MC0102")
         return
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldError(path, f"expected an integer, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(path, f"expected an integer, got {type_name(value)} {value!r}", "MC0102")
         return
     if kind == "num":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise FieldError(path, f"expected a number, got {_type_name(value)} {value!r}", "MC0102")
+            raise FieldError(path, f"expected a number, got {type_name(value)} {value!r}", "MC0102")
         return
     fields = MESSAGES[kind]
     if not isinstance(value, Mapping):
-        raise FieldError(path, f"expected a mapping ({kind}), got {_type_name(value)}", "MC0102")
+        raise FieldError(path, f"expected a mapping ({kind}), got {type_name(value)}", "MC0102")
     for key, item in value.items():
         name = str(key)
         sub = f"{path}.{name}" if path else name

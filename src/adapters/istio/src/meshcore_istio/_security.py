@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject, field_diagnostic
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report, field_diagnostic
 from meshcore.model import (
     AuthorizationPolicy,
     Condition,
@@ -44,7 +44,7 @@ from ._codes import (
     NOT_SUPPORTED,
     UNKNOWN_REFERENCE,
 )
-from ._common import ROOT_NAMESPACE, Report, age_key, model
+from ._common import ROOT_NAMESPACE, age_key, model
 
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
 MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")

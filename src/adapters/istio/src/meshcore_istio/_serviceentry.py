@@ -14,7 +14,7 @@ import re
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
 from meshcore.model import (
     Backend,
     Identity,
@@ -28,7 +28,7 @@ from meshcore.model import (
 )
 
 from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_CARRIED
-from ._common import Report, export_to, model
+from ._common import export_to, model
 from ._hosts import Known
 
 #: ServiceEntry port protocols → model protocols (Istio's protocol names, upper-case).

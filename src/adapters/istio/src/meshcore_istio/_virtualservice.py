@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject
+from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import HttpMatch, HttpRoute, MatchKind, Protocol, RouteKind, RouteTable, Service, TcpRoute
 
 from ._codes import (
@@ -25,7 +25,7 @@ from ._codes import (
     NOT_SUPPORTED,
     SHADOWED_MATCH,
 )
-from ._common import Report, export_to, fqdn
+from ._common import export_to, fqdn
 from ._destinations import Resolver, Target
 from ._http import HttpRule, Match, read_http_rule
 
