@@ -151,13 +151,34 @@ def parse_wrk(text: str) -> dict[str, float]:
     return {"rps": float(rps.group(1)), "p50": lat["50"], "p99": lat["99"], "errors": float(errors)}
 
 
-def wrk(lab: Lab, url: str, duration: int, connections: int) -> dict[str, float]:
-    """One wrk run from the client pod (in the lab's cgroup, so the socket LB applies)."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def wrk(lab: Lab, url: str, duration: int, connections: int,
+        watch: dict[str, int] | None = None) -> dict[str, float]:
+    """One wrk run from the client pod (in the lab's cgroup, so the socket LB applies).
+
+    With ``watch`` (name → pid), adds ``us/<name>``: that process's CPU microseconds per request.
+    """
     argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency", url]
+    before = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
     result = lab.run("client", argv, timeout=duration + 30)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed: {result.stderr.decode(errors='replace')}")
-    return parse_wrk(result.stdout.decode())
+    out = parse_wrk(result.stdout.decode())
+    requests = max(1.0, out["rps"] * duration)
+    for name, pid in (watch or {}).items():
+        out[f"us/{name}"] = (cpu_seconds(pid) - before[name]) * 1e6 / requests
+    return out
 
 
 def netns_run(netns: str, *argv: str) -> None:
@@ -258,12 +279,19 @@ def main(argv: list[str] | None = None) -> int:
             sidecars.redirect(True)
             wait_http(lab, urls["c"])
             sidecars.redirect(False)
+            status = lab.status()
+            backend = next(p for p in status.pods if p.name == "server").containers[0].pid
+            watch = {"a": {"backend": backend},
+                     "b": {"agent": status.agent.pid, "node-envoy": int(status.agent.proxy.get("pid") or 0),
+                           "backend": backend},
+                     "c": {"client-sidecar": sidecars.procs[0].pid, "server-sidecar": sidecars.procs[1].pid,
+                           "backend": backend}}
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in urls}
             for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
                 order = ["a", "b", "c"] if r % 2 == 0 else ["c", "b", "a"]
                 for key in order:
                     sidecars.redirect(key == "c")
-                    result = wrk(lab, urls[key], args.duration if r else 1, args.connections)
+                    result = wrk(lab, urls[key], args.duration if r else 1, args.connections, watch[key])
                     if r:
                         runs[key].append(result)
                 sidecars.redirect(False)
@@ -279,8 +307,7 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
     """Print medians per path and the (b)/(c) ratios."""
     names = {"a": "(a) direct to the pod", "b": "(b) node Envoy (VIP, one hop)",
              "c": "(c) sidecar pair (two hops)"}
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p99", "errors")}
-           for k, v in runs.items()}
+    med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in runs.items()}
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds, "
           f"proxies --concurrency {CONCURRENCY}; medians")
     print(f"{'path':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
@@ -291,6 +318,9 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
     rps = med["b"]["rps"] / med["c"]["rps"]
     print(f"(b)/(c): p99 {p99:.2f}x (target <= 0.55x: {'met' if p99 <= 0.55 else 'NOT met'}), "
           f"throughput {rps:.2f}x (target >= 2x: {'met' if rps >= 2 else 'NOT met'})")
+    print("CPU per request (us, medians): " + "; ".join(
+        f"({k}) " + ", ".join(f"{m[3:]} {v:.0f}" for m, v in med[k].items() if m.startswith("us/"))
+        for k in ("a", "b", "c")))
     print(f"(b)/(a): p99 {med['b']['p99'] / med['a']['p99']:.2f}x, throughput {med['b']['rps'] / med['a']['rps']:.2f}x")
     if args.json:
         print(json.dumps({"medians": med, "runs": runs, "ratios": {"p99_b_over_c": p99, "rps_b_over_c": rps}}))

@@ -1,8 +1,12 @@
-"""`meshcore observe` for a lab: the flows its node agent logged, filtered and printed.
+"""`meshcore observe` for a lab: one stream of the L3/L4 verdicts and L7 requests its node agent logged.
 
 The agent appends flows as JSON lines to ``flows.jsonl`` in the lab directory (rotated
-to ``flows.jsonl.1``). Each line has ``kind`` (``l7`` for requests through the node
-Envoy); addresses are shown as ``namespace/pod`` where the lab knows them.
+to ``flows.jsonl.1``): ``kind: l4`` for verdicts of the L3/L4 policy programs (a
+decoded kernel event under ``flow``), ``kind: l7`` for requests through the node Envoy.
+Both are shown as one record shape, like ``hubble observe``: time, source and
+destination (pod, namespace, identity, address, port), protocol, direction, verdict,
+drop reason and the deciding policy with its source; L7 records add method, path,
+status, latency and the upstream pod. Filters combine (all must match).
 """
 
 from __future__ import annotations
@@ -22,12 +26,25 @@ from ._lab import Lab
 from ._proxy import FLOWS_FILE
 from ._state import LabState
 
+KINDS = ("l4", "l7")
+VERDICTS = ("forwarded", "dropped")
+
+
+def _split(address: str) -> tuple[str, int]:
+    """``10.0.0.1:80`` / ``[fd00::1]:80`` → (address, port); a bare address gets port 0."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif address.count(":") == 1:
+        host, port = address.split(":")
+    else:
+        host, port = address, ""
+    return host, int(port) if port.isdigit() else 0
+
 
 def _host(address: str) -> str:
     """``10.0.0.1:80`` / ``[fd00::1]:80`` → the address without port."""
-    if address.startswith("["):
-        return address[1:].split("]", 1)[0]
-    return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    return _split(address)[0]
 
 
 def pod_names(state: LabState) -> dict[str, str]:
@@ -74,38 +91,94 @@ def _follow(path: Path, stop_after: float | None = None) -> Iterator[str]:
         f.close()
 
 
-def row(flow: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
-    """A flow as the record `observe` prints: time, source, destination, method, path, status, latency, upstream."""
-    source = str(flow.get("source", ""))
-    upstream = str(flow.get("upstreamPod") or flow.get("upstream") or "")
+def _namespace(pod: str) -> str:
+    return pod.split("/", 1)[0] if "/" in pod else ""
+
+
+def _stamp(seconds: Any) -> str:
+    return datetime.fromtimestamp(float(seconds or 0)).isoformat(timespec="milliseconds")
+
+
+def _l4_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    flow = record.get("flow") or {}
+    verdict = str(flow.get("verdict", "")).upper()
     return {
-        "kind": flow.get("kind", ""),
-        "time": datetime.fromtimestamp(float(flow.get("time", 0))).isoformat(timespec="milliseconds"),
-        "source": names.get(_host(source), source),
-        "destination": flow.get("listener", ""),
-        "method": flow.get("method", ""),
-        "path": flow.get("path", ""),
-        "status": flow.get("status", 0),
-        "latencyMs": flow.get("latencyMs", 0.0),
-        "upstreamPod": upstream,
-        "flags": flow.get("flags", []),
+        "kind": "l4", "time": _stamp(record.get("time")),
+        "verdict": verdict, "reason": str(flow.get("reason", "")) if verdict == "DROPPED" else "",
+        "direction": str(flow.get("direction", "")), "protocol": str(flow.get("protocol", "")),
+        "source": str(flow.get("src_pod") or flow.get("src_address", "")),
+        "sourceNamespace": str(flow.get("src_namespace", "")), "sourceIdentity": int(flow.get("src_identity", 0)),
+        "sourceAddress": str(flow.get("src_address", "")), "sourcePort": int(flow.get("src_port", 0)),
+        "destination": str(flow.get("dst_pod") or flow.get("dst_address", "")),
+        "destinationNamespace": str(flow.get("dst_namespace", "")),
+        "destinationIdentity": int(flow.get("dst_identity", 0)),
+        "destinationAddress": str(flow.get("dst_address", "")), "destinationPort": int(flow.get("dst_port", 0)),
+        "policy": str(flow.get("policy", "")), "policySource": str(flow.get("policy_source", "")),
+        "method": "", "path": "", "status": 0, "latencyMs": 0.0, "upstreamPod": "", "flags": [],
     }
 
 
-def _matches(r: Mapping[str, Any], pod: str | None, namespace: str | None) -> bool:
-    ends = [str(r["source"]), str(r["upstreamPod"])]
-    if pod is not None and not any(e == pod or e.endswith(f"/{pod}") for e in ends):
+def _l7_denied(record: Mapping[str, Any]) -> bool:
+    """Whether Envoy refused the request by policy (RBAC), which `observe` shows as dropped."""
+    flags = [str(f) for f in record.get("flags") or []]
+    return "RBAC" in flags or "rbac_access_denied" in str(record.get("details") or "")
+
+
+def _l7_row(record: Mapping[str, Any], names: Mapping[str, str], identities: Mapping[str, int]) -> dict[str, Any]:
+    src_addr, src_port = _split(str(record.get("source", "")))
+    upstream = str(record.get("upstreamPod") or "")
+    dst_addr, dst_port = _split(str(record.get("upstream") or ""))
+    source = names.get(src_addr, src_addr)
+    destination = upstream or names.get(dst_addr, "") or str(record.get("listener", ""))
+    denied = _l7_denied(record)
+    return {
+        "kind": "l7", "time": _stamp(record.get("time")),
+        "verdict": "DROPPED" if denied else "FORWARDED", "reason": "policy-denied" if denied else "",
+        "direction": "", "protocol": str(record.get("protocol") or "HTTP"),
+        "source": source, "sourceNamespace": _namespace(source), "sourceIdentity": identities.get(src_addr, 0),
+        "sourceAddress": src_addr, "sourcePort": src_port,
+        "destination": destination, "destinationNamespace": _namespace(destination),
+        "destinationIdentity": identities.get(dst_addr, 0),
+        "destinationAddress": dst_addr, "destinationPort": dst_port,
+        "policy": "", "policySource": "",
+        "method": str(record.get("method", "")), "path": str(record.get("path", "")),
+        "status": int(record.get("status") or 0), "latencyMs": float(record.get("latencyMs") or 0.0),
+        "upstreamPod": upstream, "flags": [str(f) for f in record.get("flags") or []],
+    }
+
+
+def row(record: Mapping[str, Any], names: Mapping[str, str],
+        identities: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """A logged flow (either kind) as the record `observe` prints; ``identities`` fills L7 peers' identities."""
+    if record.get("kind") == "l4":
+        return _l4_row(record)
+    return _l7_row(record, names, identities or {})
+
+
+def _is_pod(end: str, pod: str) -> bool:
+    return end == pod or end.endswith(f"/{pod}")
+
+
+def matches(r: Mapping[str, Any], *, pod: str | None = None, namespace: str | None = None,
+            verdict: str | None = None, kind: str | None = None) -> bool:
+    """Whether a record passes every given filter."""
+    ends = [str(r["source"]), str(r["destination"]), str(r["upstreamPod"])]
+    if pod is not None and not any(_is_pod(e, pod) for e in ends):
         return False
-    if namespace is not None and not any(e.startswith(f"{namespace}/") for e in ends):
+    if namespace is not None and namespace not in (r["sourceNamespace"], r["destinationNamespace"]):
         return False
-    return True
+    if verdict is not None and str(r["verdict"]).lower() != verdict.lower():
+        return False
+    return kind is None or r["kind"] == kind.lower()
 
 
 def flows(lab: Lab, *, follow: bool = False, pod: str | None = None, namespace: str | None = None,
+          verdict: str | None = None, kind: str | None = None,
           follow_for: float | None = None) -> Iterator[dict[str, Any]]:
     """The lab's logged flows as printable records, oldest first; with ``follow``, new ones as they come."""
     state = LabState.load(lab.dir) if lab.is_up else None
     names = pod_names(state) if state is not None else {}
+    identities: dict[str, int] = {}  # learnt from L3/L4 verdicts, to name the identities of L7 peers
     path = lab.dir / FLOWS_FILE
     source = _follow(path, follow_for) if follow else _lines(path)
     for line in source:
@@ -115,16 +188,37 @@ def flows(lab: Lab, *, follow: bool = False, pod: str | None = None, namespace: 
             continue  # a line cut by a rotation
         if not isinstance(data, dict):
             continue
-        r = row(data, names)
-        if _matches(r, pod, namespace):
+        r = row(data, names, identities)
+        if r["kind"] == "l4":
+            for side in ("source", "destination"):
+                if r[f"{side}Identity"]:
+                    identities[r[f"{side}Address"]] = r[f"{side}Identity"]
+        if matches(r, pod=pod, namespace=namespace, verdict=verdict, kind=kind):
             yield r
+
+
+def _end(name: str, address: str, port: int, identity: int) -> str:
+    where = name if name and name != address else (f"[{address}]" if ":" in address else address)
+    text = f"{where}:{port}" if port else where
+    return f"{text} (ID:{identity})" if identity else text
 
 
 def format_row(r: Mapping[str, Any]) -> str:
     """One flow as a line of text."""
-    flags = f" [{','.join(r['flags'])}]" if r.get("flags") else ""
-    return (f"{r['time'][11:]}  {r['source']} → {r['destination']}  {r['method']} {r['path']}  {r['status']}  "
-            f"{float(r['latencyMs']):.1f}ms  → {r['upstreamPod'] or '-'}{flags}")
+    src = _end(r["source"], r["sourceAddress"], r["sourcePort"], r["sourceIdentity"])
+    dst = _end(r["destination"], r["destinationAddress"], r["destinationPort"], r["destinationIdentity"])
+    verdict = f"{r['verdict']} ({r['reason']})" if r["reason"] else str(r["verdict"])
+    head = f"{r['time'][11:]}  {src} -> {dst}"
+    if r["kind"] == "l4":
+        text = f"{head}  {r['protocol']} {r['direction']}  {verdict}"
+        if r["policy"]:
+            text += f"  by {r['policy']}"
+            if r["policySource"]:
+                text += f" at {r['policySource']}"
+        return text
+    flags = f" [{','.join(r['flags'])}]" if r["flags"] else ""
+    return (f"{head}  {r['protocol']} {r['method']} {r['path']} {r['status']}  {float(r['latencyMs']):.1f}ms  "
+            f"{verdict}{flags}")
 
 
 @click.command()
@@ -134,13 +228,18 @@ def format_row(r: Mapping[str, Any]) -> str:
               help="Text lines, or one JSON object per flow.")
 @click.option("--pod", default=None, help="Only flows from or to this pod (name or namespace/name).")
 @click.option("--namespace", default=None, help="Only flows from or to pods of this namespace.")
-def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, namespace: str | None) -> None:
-    """Show the lab's flows: time, source, destination, method, path, status, latency, upstream pod."""
+@click.option("--verdict", type=click.Choice(VERDICTS, case_sensitive=False), default=None,
+              help="Only flows with this verdict.")
+@click.option("--kind", type=click.Choice(KINDS, case_sensitive=False), default=None,
+              help="Only L3/L4 verdicts (l4) or only requests through the node proxy (l7).")
+def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, namespace: str | None,
+            verdict: str | None, kind: str | None) -> None:
+    """Show the lab's flows: L3/L4 verdicts (identities, ports, verdict, reason, policy) and L7 requests."""
     try:
         lab = Lab.select(lab_name)
         if not lab.is_up:
             raise LabError(f"lab {lab.name!r} is not up")
-        for r in flows(lab, follow=follow, pod=pod, namespace=namespace):
+        for r in flows(lab, follow=follow, pod=pod, namespace=namespace, verdict=verdict, kind=kind):
             click.echo(json.dumps(r) if fmt == "json" else format_row(r))
     except LabError as exc:
         click.echo(f"meshcore observe: {exc}", err=True)

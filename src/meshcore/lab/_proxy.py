@@ -115,10 +115,6 @@ class NodeProxy:
         self.state_dir = state_dir
         self.node = node
         self.settings = ProxySettings(listen_ipv4=node_ipv4, listen_ipv6=node_ipv6 or None)
-        self._xp: dict[str, Any] = {}  # EXPERIMENT-TEMP
-        with contextlib.suppress(OSError, ValueError):  # EXPERIMENT-TEMP
-            self._xp = json.loads((state_dir / "xp.json").read_text())  # EXPERIMENT-TEMP
-            self.settings = attrs.evolve(self.settings, **self._xp.get("settings", {}))  # EXPERIMENT-TEMP
         self.flows = FlowLog(state_dir / FLOWS_FILE)
         self._cp: ControlPlane | None = None
         self._envoy: EnvoySupervisor | None = None
@@ -137,7 +133,7 @@ class NodeProxy:
             # Per batch, as plain objects: the agent does no per-request work beyond one dict.
             cp.on_flow_data(self.flows.extend)
             version = cp.set_plan(self.node, plan, self.settings)
-            envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=None, **self._xp.get("envoy", {})))
+            envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=None))
             # Recorded before it can exist (write-ahead): `lab down` finds it even after a crash here.
             self._record(None)
             envoy.start()

@@ -33,8 +33,10 @@ from types import FrameType
 from typing import Any
 
 from .. import compile_plan, translate
-from ..compile import CompileOptions, diff_bpf
+from ..compile import CompileOptions
+from ..compile._diff import BpfIndex
 from ..model import Severity
+from ..observe import DEFAULT_METRICS_ADDRESS, AgentMetrics, configure_logging
 from ._manifest import objects_from_entries
 from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, OBJECTS_VERSION, lab_dir, write_json
 
@@ -54,21 +56,29 @@ class BpfApplier:
 
     def __init__(self, lb: Any) -> None:
         self.lb = lb
-        self._applied: Any = None
+        self._index: BpfIndex | None = None
 
     def apply(self, bpf: Any) -> Any:
         """Apply ``bpf`` (a BpfPlan); returns the datapath's ApplyReport."""
-        previous, self._applied = self._applied, None
-        report = self.lb.apply(bpf) if previous is None else self.lb.apply_diff(diff_bpf(previous, bpf))
-        self._applied = bpf
+        index, self._index = self._index, None
+        if index is None:
+            report = self.lb.apply(bpf)
+            self._index = BpfIndex(bpf)
+            return report
+        diff = index.diff(bpf)
+        report = self.lb.apply_diff(diff)
+        index.commit(diff)
+        self._index = index
         return report
 
 
 class NodeAgent:
     """Applies the lab's objects to the node's datapath, keeping the last good state on failure."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, metrics_address: str = DEFAULT_METRICS_ADDRESS) -> None:
         self.state_dir = state_dir
+        self.metrics = AgentMetrics()
+        self.metrics_address = metrics_address
         self.objects_path = state_dir / OBJECTS_FILE
         self.status_path = state_dir / AGENT_STATUS_FILE
         self._lb: Any = None
@@ -150,6 +160,7 @@ class NodeAgent:
             for flow in self._policy.flows(timeout=0.5, follow=True):
                 if self._stop.is_set():
                     return
+                self.metrics.flow(flow.verdict, flow.direction, flow.reason)
                 record = {
                     "kind": "l4", "time": flow.time.timestamp(),
                     "source": flow.src_pod or flow.src_address,
@@ -217,12 +228,32 @@ class NodeAgent:
             log.error("generation %d not applied (%s: %s); the previous state keeps enforcing",
                       generation, type(exc).__name__, exc)
             self._report(generation, False, f"{type(exc).__name__}: {exc}", diagnostics=_proxy_diagnostics(exc))
+            self._count_apply(exc)
             return False
         summary = report.summary() if hasattr(report, "summary") else str(report)
         summary = f"{summary}; {policy_summary}"
         log.info("generation %d applied: %d frontends; %s", generation, len(plan.bpf.services), summary)
         self._report(generation, True, frontends=len(plan.bpf.services), diagnostics=found, summary=summary)
+        self._count_apply(None)
         return True
+
+    def _count_apply(self, exc: Exception | None) -> None:
+        """Count a generation applied (``exc`` None) or refused, and a refusal by the node proxy as a NACK."""
+        self.metrics.applied(exc is None)
+        if exc is not None and type(exc).__name__ == "NackError":  # the proxy package loads only with L7
+            self.metrics.nacked(len(getattr(exc, "nacks", ())) or 1)
+
+    def _serve_metrics(self) -> None:
+        """Serve Prometheus metrics (in the node namespace) with the datapaths' map occupancy; never fatal."""
+        self.metrics.occupancy("policy", lambda: self._policy.counts() if self._policy is not None else {})
+        self.metrics.occupancy("socket_lb", lambda: _lb_counts(self._lb))
+        if self.metrics_address in ("", "off"):
+            return
+        try:
+            host, port = self.metrics.serve(self.metrics_address)
+            log.info("metrics served on %s:%d", host, port)
+        except (OSError, ValueError) as exc:
+            log.error("metrics not served on %s: %s", self.metrics_address, exc)
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self._wake.set()
@@ -237,6 +268,7 @@ class NodeAgent:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         log.info("node agent for %s started (pid %d)", self.state_dir, os.getpid())
+        self._serve_metrics()
         self.reconcile()
         try:
             while not self._stop.is_set():
@@ -258,8 +290,19 @@ class NodeAgent:
                 self._lb.close()
             if self._policy is not None:
                 self._policy.close()
+            self.metrics.close()
         log.info("node agent stopped")
         return 0
+
+
+def _lb_counts(lb: Any) -> dict[str, int]:
+    """Entries in the socket LB's service, backend and slot maps, read back from the kernel."""
+    if lb is None:
+        return {}
+    state = lb.state()
+    return {"lb_services": len(state.services),
+            "lb_backends": sum(len(s.backends) for s in state.services) + state.orphan_backends,
+            "lb_slots": sum(s.slot_count for s in state.services) + state.orphan_slots}
 
 
 def _proxy_diagnostics(exc: Exception) -> list[str]:
@@ -278,11 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m meshcore.lab.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--lab", required=True, help="the lab's name")
     parser.add_argument("--state-dir", help="the lab's state directory (default: from the name)")
+    parser.add_argument("--metrics", default=DEFAULT_METRICS_ADDRESS,
+                        help=f"HOST:PORT for Prometheus metrics in the node namespace, or 'off' "
+                             f"(default {DEFAULT_METRICS_ADDRESS})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(sys.stderr, logging.INFO)
     state_dir = Path(args.state_dir) if args.state_dir else lab_dir(args.lab)
-    return NodeAgent(state_dir).run()
+    return NodeAgent(state_dir, args.metrics).run()
 
 
 if __name__ == "__main__":
