@@ -24,7 +24,8 @@ Public API::
   Listener and RouteConfiguration) and the access log service. ``set_plan(node, plan,
   settings) -> version``; ``wait_synced(node, version, timeout)``; ``status(node) ->
   NodeStatus``; ``nacks(node)`` and ``on_nack(callback)``; ``subscribe_flows()`` and
-  ``on_flow(callback)``; ``endpoint`` (the bound :class:`XdsEndpoint`).
+  ``on_flow(callback)``; ``on_flow_data(callback)`` (one call per ALS batch with plain flow
+  objects: the cheap path for storing flows); ``endpoint`` (the bound :class:`XdsEndpoint`).
 - Push order per node: clusters, endpoints, listeners, routes, each type only after the
   previous is acknowledged and Envoy subscribed to the names it needs; clusters a new
   plan drops are removed only after the listeners and routes that used them changed.

@@ -1,0 +1,6 @@
+"""Observability of a running node: Prometheus metrics and structured logging."""
+
+from ._logging import configure_logging
+from ._metrics import DEFAULT_METRICS_ADDRESS, AgentMetrics, parse_address
+
+__all__ = ["DEFAULT_METRICS_ADDRESS", "AgentMetrics", "configure_logging", "parse_address"]

@@ -1,0 +1,113 @@
+"""Prometheus metrics of a node agent: flows, drops, map occupancy, applies and proxy NACKs."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["DEFAULT_METRICS_ADDRESS", "AgentMetrics", "parse_address"]
+
+#: Where an agent serves metrics unless told otherwise (inside the node's network namespace).
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962"
+
+log = logging.getLogger("meshcore.observe.metrics")
+
+#: A source of map occupancy: called at each scrape, returns entries per map name.
+OccupancySource = Callable[[], Mapping[str, int]]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port); raises ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"metrics address {text!r}: expected HOST:PORT, e.g. {DEFAULT_METRICS_ADDRESS}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"metrics address {text!r}: expected an IP address and a port number, "
+                         f"e.g. {DEFAULT_METRICS_ADDRESS} or [::1]:9962") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"metrics address {text!r}: port {number} is outside 1-65535")
+    return host, number
+
+
+class _Occupancy(Collector):
+    """Entries per map, read from each registered source at scrape time."""
+
+    def __init__(self, sources: dict[str, OccupancySource]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("meshcore_map_entries", "Entries held per BPF map.", labels=["datapath", "map"])
+        for datapath, source in sorted(self._sources.items()):
+            try:
+                counts = dict(source())
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail because one datapath is closed
+                log.warning("map occupancy of %s unavailable: %s", datapath, exc)
+                continue
+            for name, value in sorted(counts.items()):
+                family.add_metric([datapath, name], float(value))
+        yield family
+
+
+class AgentMetrics:
+    """The counters a node agent updates, in a registry of their own, optionally served over HTTP."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._flows = Counter("meshcore_flows", "Flow verdicts by kind (l4, l7), verdict and direction.",
+                              ["kind", "verdict", "direction"], registry=self.registry)
+        self._drops = Counter("meshcore_drops", "Dropped flows by reason and direction.",
+                              ["reason", "direction"], registry=self.registry)
+        self._applies = Counter("meshcore_applies", "Configuration generations applied (ok) or refused (failed).",
+                                ["result"], registry=self.registry)
+        self._nacks = Counter("meshcore_proxy_nacks", "Configurations the node proxy rejected (NACKs).",
+                              registry=self.registry)
+        for result in ("ok", "failed"):
+            self._applies.labels(result=result)
+        self._sources: dict[str, OccupancySource] = {}
+        self.registry.register(_Occupancy(self._sources))
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def flow(self, verdict: str, direction: str, reason: str = "", kind: str = "l4") -> None:
+        """Count one flow verdict; a dropped one also counts under its reason."""
+        verdict, direction = verdict.lower(), direction.lower()
+        self._flows.labels(kind=kind, verdict=verdict, direction=direction).inc()
+        if verdict == "dropped":
+            self._drops.labels(reason=reason or "unknown", direction=direction).inc()
+
+    def applied(self, ok: bool) -> None:
+        """Count one configuration generation, applied or refused."""
+        self._applies.labels(result="ok" if ok else "failed").inc()
+
+    def nacked(self, count: int = 1) -> None:
+        """Count configurations the node proxy rejected."""
+        self._nacks.inc(count)
+
+    def occupancy(self, datapath: str, source: OccupancySource) -> None:
+        """Report ``source()`` (entries per map) as ``meshcore_map_entries{datapath=...}`` at each scrape."""
+        self._sources[datapath] = source
+
+    def serve(self, address: str = DEFAULT_METRICS_ADDRESS) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``address`` (HOST:PORT) from a daemon thread; returns where it listens."""
+        host, port = parse_address(address)
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        bound: tuple[str, int] = self._server.server_address[:2]
+        return bound
+
+    def close(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
