@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
-from meshcore.compile._diff import BpfIndex
+from meshcore.compile import BpfIndex
 from meshcore.model import ServiceRef
 
 PORT = 8080

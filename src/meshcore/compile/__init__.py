@@ -1,7 +1,7 @@
 """Compile: Snapshot (+ node) → Plan, deciding per service port between eBPF and Envoy."""
 
 from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
-from ._diff import BpfDiff, diff_bpf
+from ._diff import BpfDiff, BpfIndex, diff_bpf
 from ._envoy_plan import (
     RBAC_NEVER,
     ClusterWeight,
@@ -48,7 +48,7 @@ __all__ = [
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
     "PolicyEntry", "PolicyIdentity", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
     "compile_policy", "identity_key", "port_blocks",
-    "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfPlan", "BpfService", "ClusterWeight",
+    "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClusterWeight",
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyListener",
     "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "Origin", "Plan",
     "RbacAction", "RbacAnd", "RbacAny", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",

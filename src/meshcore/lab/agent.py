@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import compile_plan, translate
 from ..compile import CompileOptions
-from ..compile._diff import BpfIndex
+from ..compile import BpfIndex
 from ..model import Severity
 from ..observe import DEFAULT_METRICS_ADDRESS, AgentMetrics, configure_logging
 from ._manifest import objects_from_entries
