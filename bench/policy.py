@@ -314,7 +314,8 @@ class Pod:
         return WorkloadRef("bench", self.name)
 
 
-def make_topology(stack: contextlib.ExitStack, prefix: str) -> tuple[str, dict[str, tuple[Pod, Pod]]]:
+def make_topology(stack: contextlib.ExitStack, prefix: str,
+                  names: Sequence[str]) -> tuple[str, dict[str, tuple[Pod, Pod]]]:
     """The node namespace with a bridge and a client and a server pod per pair; removed when ``stack`` closes."""
     node = f"{prefix}-node"
     sh("ip", "netns", "add", node)
@@ -324,7 +325,7 @@ def make_topology(stack: contextlib.ExitStack, prefix: str) -> tuple[str, dict[s
     sh("ip", "-n", node, "link", "set", "br0", "up")
     pairs: dict[str, tuple[Pod, Pod]] = {}
     n = 0
-    for pair in PAIRS:
+    for pair in names:
         pods = []
         for role in ("cli", "srv"):
             n += 1
@@ -496,9 +497,10 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[st
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     stack.callback(shutil.rmtree, tmp, True)
     tool = compile_tool(tmp)
-    node, pairs = make_topology(stack, prefix)
+    layout = {**PAIRS, "a": None} if args.control else PAIRS
+    node, pairs = make_topology(stack, prefix, list(layout))
     started = time.monotonic()
-    for pair, entries in PAIRS.items():
+    for pair, entries in layout.items():
         if entries is not None:
             t0 = time.monotonic()
             enforce(stack, prefix, node, pair, pairs[pair], entries)
@@ -547,7 +549,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[st
     print(f"{platform.node()}: {os.cpu_count()} CPUs, kernel {platform.release()}; "
           f"{args.rounds} rounds x {args.seconds:g} s; measured in {elapsed:.0f} s")
     print()
-    print("(a) pod to pod: 1,000 rules enforced (A) vs no programs attached (B)")
+    print("(a) pod to pod: " + ("CONTROL, no programs on A either" if args.control
+                                  else "1,000 rules enforced (A) vs no programs attached (B)"))
     print(f"  throughput A   {value_text([x / 1e9 for x in tput['a']], '7.2f')} Gbit/s")
     print(f"  throughput B   {value_text([x / 1e9 for x in tput['b']], '7.2f')} Gbit/s")
     t_ratio = ratios(tput["a"], tput["b"])
@@ -581,6 +584,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 15, quick 5)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per measurement (default 4, quick 2)")
     parser.add_argument("--slice", type=float, default=0.25, help="slice length for ABBA interleaving (s)")
+    parser.add_argument("--control", action="store_true",
+                        help="attach nothing to pair A either: (a) then shows the bias of the setup itself")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.seconds = args.seconds or (2.0 if args.quick else 4.0)

@@ -110,17 +110,25 @@ def next_pod_index(ranges: LabRanges, used: Collection[int]) -> int:
 
 
 class ServiceIpAllocator:
-    """Hands out the lowest free addresses of a service network, in order, skipping taken ones."""
+    """Hands out the lowest free addresses of a service network, in order, skipping taken ones.
 
-    def __init__(self, network: IPNetwork, taken: Iterable[str]) -> None:
+    With ``from_top`` it hands out the highest free ones instead, downwards: Gateway
+    addresses come from there, as from a LoadBalancer pool, so they never compete with
+    ClusterIPs allocated upwards.
+    """
+
+    def __init__(self, network: IPNetwork, taken: Iterable[str], *, from_top: bool = False) -> None:
         self.network = network
         self.taken = {ipaddress.ip_address(a) for a in taken}
+        self.from_top = from_top
         self.offset = FIRST_SERVICE_OFFSET
 
     def allocate(self) -> str:
         """The next free address (raises :class:`LabError` when the network is full)."""
-        while self.offset < self.network.num_addresses - 1:
-            candidate = self.network.network_address + self.offset
+        last = self.network.num_addresses - 1  # the broadcast address (IPv4) is never handed out
+        while self.offset < last:
+            index = last - 1 - (self.offset - FIRST_SERVICE_OFFSET) if self.from_top else self.offset
+            candidate = self.network.network_address + index
             self.offset += 1
             if candidate not in self.taken:
                 self.taken.add(candidate)

@@ -28,6 +28,7 @@ from . import _netns as netns
 from . import _procs as procs
 from ._containers import PodContext, ProcessSpec, container_process, python_env
 from ._errors import LabError
+from ._gateways import assign_gateway_addresses, enrich_gateway, our_gateways
 from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
 from ._ipam import LabRanges, next_pod_index
 from ._manifest import (
@@ -333,7 +334,11 @@ class Lab:
         ranges = LabRanges.from_data(state.ranges)
         self._ensure_node(state, ranges)
         state.files = files
-        state.services = assign_cluster_ips(desired.services, state.services, ranges)
+        services = assign_cluster_ips(desired.services, state.services, ranges)
+        # A Gateway is served as a Service of its name: its assigned VIP is kept with the
+        # ClusterIPs, so it stays stable across runs and pods resolve the Gateway's name.
+        gateways = assign_gateway_addresses(our_gateways(desired.others), services, state.services, ranges)
+        state.services = {**services, **gateways}
         state.save()
         wanted = {p.key: p for p in desired.pods}
         stale = [r for k, r in state.pods.items()
@@ -572,7 +577,9 @@ class Lab:
         state.save()
 
     def _write_objects(self, state: LabState, desired: Desired, ranges: LabRanges) -> int:
-        entries = [object_entry(o.body, o.source) for o in desired.others]
+        gateways = {id(o) for o in our_gateways(desired.others)}
+        entries = [object_entry(enrich_gateway(o, state.services.get(f"{o.namespace}/{o.name}"))
+                                if id(o) in gateways else o.body, o.source) for o in desired.others]
         for obj in desired.services:
             service = state.services[f"{obj.namespace}/{obj.name}"]
             entries.append(object_entry(enrich_service(obj, service), obj.source))
@@ -635,6 +642,8 @@ class Lab:
         elif not status.ok:
             warnings.append(f"the node agent could not apply this configuration: {status.error} "
                             "(the previous datapath state keeps enforcing)")
+        elif status.error:
+            warnings.append(f"the node agent applied this configuration except: {status.error}")
         return status
 
     def _agent_status(self, state: LabState) -> AgentStatus:

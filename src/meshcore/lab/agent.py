@@ -11,11 +11,18 @@ apply is logged and changes nothing: the previous datapath state keeps enforcing
 reports what it applied in ``agent.json`` next to the objects file. Stopping the agent
 leaves the pinned programs enforcing; only `lab down` removes them.
 
+The node's labels (matched by raw Envoy configs' ``nodeSelector``) are those of the
+input's ``Node`` object named after the lab node (``lab-NAME``); without one the node has
+no labels and takes only configs without a selector.
+
 Service ports that need L7 are compiled with the node proxy enabled: the first plan with
 Envoy listeners starts meshcore's control plane and a supervised Envoy in the node
 namespace (see :mod:`meshcore.lab._proxy`); they stop with the agent. A plan Envoy
 rejects (NACK) or cannot express fails its generation, reported with the model source
-that produced it, and the previous kernel and Envoy state keep serving.
+that produced it, and the previous kernel and Envoy state keep serving. When everything
+Envoy rejected came from raw Envoy configs (CiliumEnvoyConfig), the generation is applied
+without those configs instead, and the rejection is reported as the agent's ``error``:
+one team's bad config must not freeze the node's datapath.
 """
 
 from __future__ import annotations
@@ -28,14 +35,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import attrs
+
 from .. import compile_plan, translate
 from ..compile import CompileOptions
 from ..compile import BpfIndex
-from ..model import Severity
+from ..kube import KubeObject
+from ..model import EnvoyConfig, Severity, Snapshot
 from ..observe import DEFAULT_METRICS_ADDRESS, AgentMetrics, configure_logging
 from ._manifest import objects_from_entries
 from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, OBJECTS_VERSION, lab_dir, write_json
@@ -209,6 +220,7 @@ class NodeAgent:
             log.error("cannot read %s: %s; keeping the previous state", self.objects_path, exc)
             return False
         generation = int(data.get("generation", 0))
+        rejected_error = ""
         try:
             if data.get("version") != OBJECTS_VERSION:
                 raise ValueError(f"objects file version {data.get('version')!r}, this agent reads "
@@ -218,9 +230,23 @@ class NodeAgent:
             found = [str(d) for d in result.diagnostics if d.severity is not Severity.INFO]
             for line in found:
                 log.warning("%s", line)
-            plan = compile_plan(result.snapshot, data["node"], CompileOptions(proxy_enabled=True))
+            options = CompileOptions(proxy_enabled=True, node_labels=node_labels(objects, data["node"]))
+            plan = compile_plan(result.snapshot, data["node"], options)
             found += [str(d) for d in plan.envoy.warnings]
-            report = self._apply(data, plan)
+            try:
+                report = self._apply(data, plan)
+            except Exception as exc:
+                rejected = rejected_configs(exc, result.snapshot)
+                if not rejected:
+                    raise
+                # Only raw configs were refused: apply the generation without them, report them.
+                kept = tuple(c for c in result.snapshot.envoy_configs if c not in rejected)
+                plan = compile_plan(attrs.evolve(result.snapshot, envoy_configs=kept), data["node"], options)
+                report = self._apply(data, plan)
+                nacked = _proxy_diagnostics(exc)
+                found += nacked
+                rejected_error = "; ".join(nacked)
+                self.metrics.nacked(len(nacked) or 1)
             policy_summary = self._apply_policy(data, plan)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the previous state
             if os.environ.get("MESHCORE_DEBUG"):
@@ -233,7 +259,8 @@ class NodeAgent:
         summary = report.summary() if hasattr(report, "summary") else str(report)
         summary = f"{summary}; {policy_summary}"
         log.info("generation %d applied: %d frontends; %s", generation, len(plan.bpf.services), summary)
-        self._report(generation, True, frontends=len(plan.bpf.services), diagnostics=found, summary=summary)
+        self._report(generation, True, rejected_error, frontends=len(plan.bpf.services), diagnostics=found,
+                     summary=summary)
         self._count_apply(None)
         return True
 
@@ -293,6 +320,30 @@ class NodeAgent:
             self.metrics.close()
         log.info("node agent stopped")
         return 0
+
+
+def node_labels(objects: Sequence[KubeObject], node: str) -> dict[str, str]:
+    """The labels of the ``Node`` object named ``node`` among ``objects`` (empty when there is none)."""
+    for obj in objects:
+        if obj.kind == "Node" and obj.api_version == "v1" and obj.name == node:
+            return obj.labels
+    return {}
+
+
+def rejected_configs(exc: Exception, snapshot: Snapshot) -> list[EnvoyConfig]:
+    """The raw Envoy configs behind a NACK, when every rejected resource came from one (else none)."""
+    from ..proxy import NackError  # noqa: PLC0415 - only reached once the proxy ran
+
+    if not isinstance(exc, NackError):
+        return []
+    by_source = {(c.source.kind, c.namespace, c.name): c for c in snapshot.envoy_configs}
+    origins = [o for nack in exc.nacks for o in nack.origins]
+    if not origins or any(not nack.origins for nack in exc.nacks):
+        return []
+    keys = {(o.source.kind, o.source.namespace, o.source.name) for o in origins}
+    if not keys <= by_source.keys():
+        return []
+    return [by_source[k] for k in sorted(keys)]
 
 
 def _lb_counts(lb: Any) -> dict[str, int]:

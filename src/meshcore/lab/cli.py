@@ -135,7 +135,7 @@ def _print_status(current: LabStatus) -> None:
     applied = (f"applied generation {agent.applied_generation} of {agent.wanted_generation}, "
                f"{agent.frontends} frontend(s)")
     con.print(f"node agent: {state} (pid {agent.pid}), {applied}"
-              + ("" if agent.ok or not agent.error else f", [red]error:[/] {agent.error}"))
+              + ("" if not agent.error else f", [red]error:[/] {agent.error}"))
     proxy = agent.proxy
     if proxy.get("running"):
         con.print(f"node proxy: Envoy running (pid {proxy.get('pid')}), {proxy.get('listeners', 0)} listener(s), "

@@ -6,6 +6,7 @@ from typing import Any
 
 import meshcore
 from _gateway_support import CLASS, conditions, gateway, parent, service, status, translate
+from meshcore.model import ServiceRef
 from meshcore_gateway import stamp_transition_times
 
 
@@ -157,3 +158,25 @@ def test_stamp_transition_times_keeps_unchanged_conditions() -> None:
     assert stamped["listeners"][0]["conditions"][0]["lastTransitionTime"] == "2024-01-02T00:00:00Z"
     assert stamped["listeners"][1]["conditions"][0]["lastTransitionTime"] == "2024-05-05T05:05:05Z"
     assert "lastTransitionTime" not in now["conditions"][0]
+
+
+def test_a_gateway_without_requested_address_is_served_on_its_assigned_status_address() -> None:
+    doc = gateway().replace("addresses: [{value: 192.0.2.1}]", "") + """
+    status:
+      addresses: [{type: Hostname, value: lb.example.com}, {type: IPAddress, value: 10.96.0.10}]
+    """
+    result = translate(CLASS, doc)
+    svc = result.snapshot.service(ServiceRef("default", "gw"))
+    assert svc is not None and svc.vips == ("10.96.0.10",)
+    written = status(result, "Gateway", "default", "gw")
+    assert conditions(written)["Programmed"] == ("True", "Programmed")
+    assert written["addresses"] == [{"type": "IPAddress", "value": "10.96.0.10"}]
+
+
+def test_requested_addresses_win_over_status_addresses() -> None:
+    doc = gateway() + """
+    status:
+      addresses: [{type: IPAddress, value: 10.96.0.10}]
+    """
+    svc = translate(CLASS, doc).snapshot.service(ServiceRef("default", "gw"))
+    assert svc is not None and svc.vips == ("192.0.2.1",)

@@ -106,3 +106,18 @@ def test_oldest_namespace_wide_peer_authentication_wins() -> None:
 def test_request_authentication_is_recognised() -> None:
     result = translate(istio("RequestAuthentication", "jwt", "jwtRules: [{issuer: x}]", version=SEC))
     assert find(result, "MC7014").source.kind == "RequestAuthentication"
+
+
+def test_strict_is_reported_not_enforced_where_declared() -> None:
+    # Mutual TLS is not implemented: each STRICT an object declares is a warning at its field;
+    # inheriting STRICT, PERMISSIVE and DISABLE say nothing (plain text is accepted, as they allow).
+    result = translate(
+        _peer("mesh", "mtls: {mode: STRICT}", "istio-system"),
+        _peer("ns", "mtls: {mode: PERMISSIVE}", "legacy"),
+        _peer("wl", "selector: {matchLabels: {app: db}}\nportLevelMtls: {'5432': {mode: STRICT}, '80': {mode: DISABLE}}",
+              "legacy"),
+        _peer("inherits", "selector: {matchLabels: {app: web}}", "shop"),
+    )
+    found = [(d.source.name, d.field, d.severity.value) for d in result.diagnostics if d.code == "MC7014"]
+    assert found == [("mesh", "spec.mtls.mode", "warning"), ("wl", "spec.portLevelMtls.5432.mode", "warning")]
+    assert all("not enforced" in d.message for d in result.diagnostics if d.code == "MC7014")

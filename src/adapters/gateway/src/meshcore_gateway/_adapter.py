@@ -226,8 +226,8 @@ class _Translation:
             self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"listener {listener.name} does not serve traffic "
                              f"({reason}): {message}", listener.path)
         if info.accepted[0] and not info.addresses and not info.service_problem:
-            self.report.info(obj, NO_ADDRESS, "no IPAddress in spec.addresses: the Gateway is translated but "
-                             "not programmed (meshcore does not assign gateway addresses yet)", "spec")
+            self.report.info(obj, NO_ADDRESS, "no IPAddress in spec.addresses or status.addresses: the Gateway "
+                             "is translated but not programmed until an address is assigned", "spec")
 
     # -- routes ----------------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 A GatewayClass is ours when its ``controllerName`` is :data:`CONTROLLER_NAME`. A Gateway
 of one of our accepted classes is served as a model Service of the same namespace and
-name (VIPs from ``spec.addresses`` of type IPAddress), with one port per listener port.
+name, with one port per listener port. Its VIPs are the IPAddress values of
+``spec.addresses``; when the spec requests none, the IPAddress values of
+``status.addresses`` — the addresses an address manager (such as the lab, or a
+LoadBalancer IPAM writing the status back) assigned.
 A listener serves traffic when it is accepted, not conflicted and its references
 resolve; conflicting listeners are all rejected (none is picked as the winner).
 """
@@ -297,8 +300,8 @@ class GatewayInfo:
         if self.service_problem:
             return (False, "Invalid", self.service_problem)
         if not self.addresses:
-            return (False, "AddressNotAssigned", "no IPAddress in spec.addresses; meshcore does not assign "
-                    "gateway addresses yet")
+            return (False, "AddressNotAssigned", "no IPAddress in spec.addresses or status.addresses: "
+                    "no address is assigned")
         return (True, "Programmed", "translated for the meshcore datapath")
 
     def listener_status(self, listener: Listener, attached: int) -> dict[str, Any]:
@@ -354,6 +357,19 @@ def _addresses(spec: Fields) -> tuple[tuple[str, ...], tuple[bool, str, str] | N
     return tuple(dict.fromkeys(vips)), None
 
 
+def _assigned_addresses(status: Fields) -> tuple[str, ...]:
+    """The IPAddress values of ``status.addresses`` (other types and non-IP values are skipped)."""
+    vips: list[str] = []
+    for entry in status.maps("addresses"):
+        if (entry.str("type", "IPAddress") or "IPAddress") != "IPAddress":
+            continue
+        try:
+            vips.append(str(ipaddress.ip_address(entry.str("value") or "")))
+        except ValueError:
+            continue  # status is written by a controller, not the user: an odd entry is not an input error
+    return tuple(dict.fromkeys(vips))
+
+
 def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGrants) -> GatewayInfo:
     """Read and validate a Gateway of one of our classes."""
     meta = read_meta(obj)
@@ -374,6 +390,8 @@ def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGra
         raise FieldError("spec.listeners", "at least one listener is required", "MC0101")
     listeners = _mark_conflicts(listeners)
     addresses, address_problem = _addresses(spec)
+    if not addresses and address_problem is None:
+        addresses = _assigned_addresses(Fields.of(obj).map("status"))
     if not gateway_class.accepted:
         accepted = (False, "Invalid", f"GatewayClass {gateway_class.name} is not accepted")
     elif address_problem is not None:

@@ -11,7 +11,9 @@ one is left out, a DENY rule is kept without it.
 PeerAuthentication: precedence is workload (selector) over namespace over mesh (root
 namespace, no selector); ``UNSET`` inherits from the next level, and the adapter
 resolves that inheritance, so each emitted policy carries its effective mode. Of several
-namespace- or mesh-wide policies the oldest applies.
+namespace- or mesh-wide policies the oldest applies. Mutual TLS is not implemented: every
+STRICT mode an object declares (the policy's own or a port's) is a warning that it is
+not enforced; PERMISSIVE and DISABLE already hold, since plain text is accepted.
 """
 
 from __future__ import annotations
@@ -232,6 +234,16 @@ def _mode(fields: Fields) -> PeerAuthMode:
     return PeerAuthMode(fields.str("mode", "UNSET", choices=MODES) or "UNSET")
 
 
+def _warn_strict_not_enforced(obj: KubeObject, mode: PeerAuthMode, port_modes: tuple[PortMode, ...],
+                              report: Report) -> None:
+    """Warn where the object itself asks for STRICT: mutual TLS is not implemented, so it is not enforced."""
+    paths = (["spec.mtls.mode"] if mode is PeerAuthMode.STRICT else []) + [
+        f"spec.portLevelMtls.{p.port}.mode" for p in port_modes if p.mode is PeerAuthMode.STRICT]
+    for path in paths:
+        report.warn(obj, NOT_SUPPORTED, "mode STRICT is translated but not enforced: mutual TLS is not "
+                    "implemented yet, so workloads still accept plain-text connections", path)
+
+
 def read_peer_authentications(objects: list[KubeObject], report: Report, errors: list[KubeObject],
                               root: str = ROOT_NAMESPACE) -> list[PeerAuthentication]:
     """Read every PeerAuthentication and resolve the mesh → namespace → workload inheritance."""
@@ -285,6 +297,7 @@ def read_peer_authentications(objects: list[KubeObject], report: Report, errors:
     for obj, labels, mode, port_modes in read:
         if not labels and winners.get("" if obj.namespace == root else obj.namespace) is not obj:
             continue
+        _warn_strict_not_enforced(obj, mode, port_modes, report)
         if not labels and obj.namespace == root:
             selector = WorkloadSelector(None)
             resolved = mode
