@@ -21,14 +21,15 @@ buffer makes reserving an event fail fast.
 
 Pairs run interleaved in the same run: each round measures A and B (and C and D) back to
 back, in alternating order (ABBA); latency and connection rate alternate in short
-slices. Ratios are medians of per-round ratios with their interquartile range; the
+slices. A and B are roles, not pods: the 1,000-rule programs move between the first two
+pairs every round, so what differs between the pairs themselves cancels out. Ratios are medians of per-round ratios with their interquartile range; the
 machine is shared, so only same-round ratios mean anything.
 
 Needs root. Namespaces and pins are named ``mcbench-pol-<pid>-*``; they are removed at
 the end, on Ctrl-C or SIGTERM, and a later run removes what a killed run left behind.
 
     sudo PYTHONPATH=src .venv/bin/python bench/policy.py --quick    # under 2 minutes
-    sudo PYTHONPATH=src .venv/bin/python bench/policy.py            # full, about 6 minutes
+    sudo PYTHONPATH=src .venv/bin/python bench/policy.py            # full, about 7 minutes
 """
 
 from __future__ import annotations
@@ -348,8 +349,8 @@ def fake_address(i: int) -> str:
     return str(ipaddress.IPv4Address("10.80.0.0") + i)
 
 
-def policy_plan(client: Pod, server: Pod, entries: int) -> PolicyPlan:
-    """``entries`` ingress entries for the server (it is default-deny): the client identity on the
+def policy_plan(pairs: Sequence[tuple[Pod, Pod]], entries: int) -> PolicyPlan:
+    """``entries`` ingress entries for the servers (default-deny): the clients' identity on the
     bench's ports, and the rest spread over other identities, 10 ports each."""
     allowed = [PolicyEntry(SERVER_ID, Direction.INGRESS, socket.IPPROTO_TCP, CLIENT_ID, port, 16,
                            PolicyVerdict.ALLOW, 1) for port in (ECHO_PORT, CONN_PORT, IPERF_PORT)]
@@ -359,24 +360,27 @@ def policy_plan(client: Pod, server: Pod, entries: int) -> PolicyPlan:
         ident, port = FAKE_BASE + i // 10, 8000 + i % 10
         others.append(PolicyEntry(SERVER_ID, Direction.INGRESS, socket.IPPROTO_TCP, ident, port, 16,
                                   PolicyVerdict.ALLOW, 1))
-    ipcache = [IpcacheEntry(f"{client.address}/32", CLIENT_ID), IpcacheEntry(f"{server.address}/32", SERVER_ID)]
+    ipcache = [IpcacheEntry(f"{pod.address}/32", ident)
+               for pair in pairs for pod, ident in zip(pair, (CLIENT_ID, SERVER_ID), strict=True)]
     if entries > len(allowed):
         ipcache += [IpcacheEntry(f"{fake_address(i)}/32", FAKE_BASE + i) for i in range(identities)]
-    endpoints = [PolicyEndpoint(client.ref, CLIENT_ID, (client.address,)),
-                 PolicyEndpoint(server.ref, SERVER_ID, (server.address,), ingress_default_deny=True)]
+    endpoints = [e for client, server in pairs for e in (
+        PolicyEndpoint(client.ref, CLIENT_ID, (client.address,)),
+        PolicyEndpoint(server.ref, SERVER_ID, (server.address,), ingress_default_deny=True))]
     origin = PolicyOrigin(1, "bench/allow-client", "ALLOW", Direction.INGRESS, 0)
     return PolicyPlan(ipcache=ipcache, endpoints=endpoints, entries=[*allowed, *others], origins=[origin])
 
 
 def enforce(stack: contextlib.ExitStack, prefix: str, node: str, pair: str, pods: tuple[Pod, Pod],
-            entries: int) -> PolicyEnforcer:
-    """A PolicyEnforcer of its own for one pair, holding ``entries`` policy entries, attached to both veths."""
+            entries: int, spare: tuple[Pod, Pod] | None = None) -> PolicyEnforcer:
+    """A PolicyEnforcer of its own for one pair, holding ``entries`` policy entries, attached to both veths;
+    its plan also knows the ``spare`` pair, so the programs can move there."""
     enforcer = PolicyEnforcer(f"{prefix}-{pair}", PIN_BASE / f"{prefix}-{pair}", netns=node,
                               host_addresses=(NODE_ADDR,))
     stack.callback(shutil.rmtree, PIN_BASE / f"{prefix}-{pair}", True)
     enforcer.open()
     stack.callback(enforcer.destroy)
-    enforcer.apply(policy_plan(*pods, entries))
+    enforcer.apply(policy_plan([pods, *([spare] if spare else [])], entries))
     for pod in pods:
         enforcer.attach(pod.veth, pod.ref)
     counts = enforcer.counts()
@@ -500,11 +504,15 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[st
     layout = {**PAIRS, "a": None} if args.control else PAIRS
     node, pairs = make_topology(stack, prefix, list(layout))
     started = time.monotonic()
+    movable: PolicyEnforcer | None = None
     for pair, entries in layout.items():
         if entries is not None:
             t0 = time.monotonic()
-            enforce(stack, prefix, node, pair, pairs[pair], entries)
+            enforcer = enforce(stack, prefix, node, pair, pairs[pair], entries, pairs["b"] if pair == "a" else None)
+            movable = enforcer if pair == "a" else movable
             say(f"pair {pair}: {entries:,} policy entries applied and attached in {time.monotonic() - t0:.1f} s")
+        elif pair == "b" and not args.control:
+            say("pair b: no programs; pair a's move here every other round")
         else:
             say(f"pair {pair}: no programs attached")
     workers = {}
@@ -523,15 +531,26 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[st
     piece = args.seconds / slices
     say(f"{args.rounds} rounds: iperf3 {args.seconds:g} s per pair, ping-pong and connection rate "
         f"{args.seconds:g} s per pair in {slices} slices (ABBA)")
+    carrier = "a"
     for r in range(args.rounds):
-        order = ("a", "b") if r % 2 == 0 else ("b", "a")
+        # A and B are roles: the programs move between the two pairs every round, so what
+        # differs between the pairs themselves (addresses, bridge ports) cancels out.
+        want = "a" if r % 2 == 0 else "b"
+        if movable is not None and want != carrier:
+            for pod in pairs[carrier]:
+                movable.detach(pod.veth)
+            for pod in pairs[want]:
+                movable.attach(pod.veth, pod.ref)
+        carrier = want
+        phys = {"a": want, "b": "b" if want == "a" else "a"}
+        order = ("a", "b") if (r // 2) % 2 == 0 else ("b", "a")
         for p in order:
-            tput[p].append(iperf(*pairs[p], args.seconds))
+            tput[p].append(iperf(*pairs[phys[p]], args.seconds))
         got: dict[str, list[list[float]]] = {"a": [], "b": []}
         conns = {p: [0, 0.0] for p in ("c", "d")}
         for s in range(slices):
             for p in (order if s % 2 == 0 else tuple(reversed(order))):
-                got[p].append(workers[p].rr(piece))
+                got[p].append(workers[phys[p]].rr(piece))
             for p in (("c", "d") if (s + r) % 2 == 0 else ("d", "c")):
                 n, wall = workers[p].conn(piece)
                 conns[p][0] += n
@@ -580,14 +599,14 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[st
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 rounds x 2 s (under 2 minutes)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 15, quick 5)")
+    parser.add_argument("--quick", action="store_true", help="6 rounds x 2 s (under 2 minutes)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 16, quick 6)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per measurement (default 4, quick 2)")
     parser.add_argument("--slice", type=float, default=0.25, help="slice length for ABBA interleaving (s)")
     parser.add_argument("--control", action="store_true",
                         help="attach nothing to pair A either: (a) then shows the bias of the setup itself")
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or (5 if args.quick else 15)
+    args.rounds = args.rounds or (6 if args.quick else 16)
     args.seconds = args.seconds or (2.0 if args.quick else 4.0)
     if args.rounds < 1 or args.seconds <= 0 or args.slice <= 0:
         parser.error("--rounds, --seconds and --slice must be positive")
