@@ -127,26 +127,65 @@ def analyze(files: tuple[str, ...], fmt: str) -> None:
 
 
 @cli.command()
-@_files_option
+@click.option("-f", "--filename", "files", multiple=True, metavar="PATH",
+              help="A file, a directory (read recursively) or '-' for standard input; repeatable.")
+@click.option("--lab", "lab_name", default=None, metavar="NAME",
+              help="Read a running lab's objects instead, with what its node's Envoy accepted.")
 @_output_option
-def status(files: tuple[str, ...], fmt: str) -> None:
-    """Show the status adapters compute for their objects (conditions, as a controller writes back)."""
-    result = _run_translate(files)
-    statuses = [
+def status(files: tuple[str, ...], lab_name: str | None, fmt: str) -> None:
+    """Show the status adapters compute for their objects (conditions, as a controller writes back).
+
+    With ``--lab``, raw Envoy configs the lab's node Envoy rejected show ``Accepted=False``
+    with reason ``Rejected`` and Envoy's message.
+    """
+    if bool(files) == bool(lab_name):
+        raise click.UsageError("give the input with -f/--filename or a running lab with --lab, not both")
+    live: dict[tuple[Any, Any, Any], Any] = {}
+    if lab_name:
+        from .lab import Lab, LabError  # noqa: PLC0415 - the lab is optional
+
+        try:
+            target = Lab(lab_name)
+            result = translate(objects=target.objects())
+            live = {(c.get("kind"), c.get("namespace"), c.get("name")): c for c in target.status().agent.config_status}
+        except LabError as exc:
+            click.echo(f"meshcore: {exc}", err=True)
+            sys.exit(1)
+    else:
+        result = _run_translate(files)
+    statuses: list[dict[str, Any]] = [
         {"apiVersion": s.api_version, "kind": s.kind, "namespace": s.namespace, "name": s.name,
-         "status": dict(s.status)}
+         "status": _with_live(dict(s.status), live.get((s.kind, s.namespace or "", s.name)))}
         for s in result.statuses
     ]
     if fmt != "table":
         out.dump({"statuses": statuses}, fmt)
     else:
         rows = []
-        for s in result.statuses:
-            conds = _conditions(s.status)
-            rows.append((s.kind, f"{s.namespace}/{s.name}" if s.namespace else s.name, conds))
+        for s in statuses:
+            conds = _conditions(s["status"])
+            errors = "; ".join(s["status"].get("errors") or ())
+            rows.append((s["kind"], f"{s['namespace']}/{s['name']}" if s["namespace"] else s["name"],
+                         conds + (f": {errors}" if errors else "")))
         out.console().print(out.table("Status", ("kind", "object", "conditions"), rows))
     _print_diagnostics(result, fmt)
-    sys.exit(0 if result.ok else 1)
+    rejected = any(not c.get("accepted", True) for c in live.values())
+    sys.exit(0 if result.ok and not rejected else 1)
+
+
+def _with_live(status: dict[str, Any], live: Any) -> dict[str, Any]:
+    """``status`` with its ``Accepted`` condition False (reason ``Rejected``) when the node's Envoy refused it."""
+    if not isinstance(live, dict) or live.get("accepted", True):
+        return status
+    errors = [f"resource {e.get('resource')} ({e.get('type')} {e.get('name')}): {e.get('message')}"
+              for e in live.get("errors") or ()]
+    rejected = {"type": "Accepted", "status": "False", "reason": "Rejected",
+                "message": f"the node's Envoy rejected this config: {errors[0] if errors else 'see the agent log'}"}
+    conditions = [c for c in status.get("conditions") or () if not (isinstance(c, dict) and c.get("type") == "Accepted")]
+    for c in status.get("conditions") or ():
+        if isinstance(c, dict) and c.get("type") == "Accepted" and "observedGeneration" in c:
+            rejected["observedGeneration"] = c["observedGeneration"]
+    return {**status, "conditions": [rejected, *conditions], "errors": [*(status.get("errors") or ()), *errors]}
 
 
 def _conditions(status: Any) -> str:

@@ -319,8 +319,27 @@ def test_rejected_resource_is_reported_and_the_rest_keeps_working(
         assert out.returncode == 0, out.stderr
         reported = json.loads(out.stdout)["agent"]
         assert "CiliumEnvoyConfig default/broken" in reported["error"], reported
+        live = {(c["kind"], c["namespace"], c["name"]): c for c in reported["configStatus"]}
+        rejected = live[("CiliumEnvoyConfig", "default", "broken")]
+        assert not rejected["accepted"] and rejected["reason"] == "Rejected", rejected
+        assert [(e["resource"], e["type"], e["name"]) for e in rejected["errors"]] == [(0, "Listener", "twins")], \
+            rejected
+        assert all(e["message"] for e in rejected["errors"]), rejected
+        for good in ("late", "canary", "notice"):
+            assert live[("CiliumEnvoyConfig", "default", good)]["accepted"], live
+        assert live[("CiliumEnvoyConfig", "default", "elsewhere")]["reason"] == "NotSelected", live
+        shown = meshcore_cli("status", "--lab", lab.name, "-o", "json")
+        assert shown.returncode == 1, shown.stderr  # a config is rejected
+        statuses = {(s["kind"], s["name"]): s["status"] for s in json.loads(shown.stdout)["statuses"]}
+        [accepted] = [c for c in statuses[("CiliumEnvoyConfig", "broken")]["conditions"] if c["type"] == "Accepted"]
+        assert accepted["status"] == "False" and accepted["reason"] == "Rejected", accepted
+        assert "twins" in accepted["message"], accepted
+        [accepted] = [c for c in statuses[("CiliumEnvoyConfig", "late")]["conditions"] if c["type"] == "Accepted"]
+        assert accepted["status"] == "True", accepted
         table = meshcore_cli("lab", "status", "--name", lab.name)
         assert "CiliumEnvoyConfig default/broken" in " ".join(table.stdout.decode().split()), table.stdout
+        shown_table = " ".join(table.stdout.decode().split())
+        assert "Envoy configs" in shown_table and "twins" in shown_table.partition("Envoy configs")[2], table.stdout
         _mesh_keeps_working(lab)
     finally:
         restored = lab.up(files, timeout=60)

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from .. import translate
-from ..kube import load_paths
+from ..kube import KubeObject, load_paths
 from ..model import Diagnostic, Severity
 from . import _cgroups as cgroups
 from . import _hosts as hosts
@@ -39,6 +39,7 @@ from ._manifest import (
     enrich_pod,
     enrich_service,
     object_entry,
+    objects_from_entries,
 )
 from ._ready import bound_ports
 from ._state import (
@@ -142,12 +143,16 @@ class AgentStatus:
     log: str
     #: The node proxy as the agent reports it (``running``, ``pid``, ``listeners``, ...).
     proxy: Mapping[str, Any] = attrs.field(factory=dict)
+    #: Each raw Envoy config as Envoy took it: ``kind``, ``namespace``, ``name``, ``accepted``,
+    #: ``reason`` and ``errors`` (resource index, type, name and Envoy's message).
+    config_status: tuple[Mapping[str, Any], ...] = ()
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for JSON/YAML output."""
         return {"running": self.running, "pid": self.pid, "wantedGeneration": self.wanted_generation,
                 "appliedGeneration": self.applied_generation, "ok": self.ok, "error": self.error,
-                "frontends": self.frontends, "log": self.log, "proxy": dict(self.proxy)}
+                "frontends": self.frontends, "log": self.log, "proxy": dict(self.proxy),
+                "configStatus": [dict(c) for c in self.config_status]}
 
 
 @attrs.frozen
@@ -659,7 +664,17 @@ class Lab:
             applied_generation=int(data.get("generation", 0)), ok=bool(data.get("ok", False)),
             error=str(data.get("error", "")), frontends=int(data.get("frontends", 0)),
             log=str(state.dir / AGENT_LOG), proxy=dict(data.get("proxy") or {}) if running else {},
+            config_status=tuple(c for c in data.get("configStatus") or () if isinstance(c, dict)),
         )
+
+    def objects(self) -> list[KubeObject]:
+        """The enriched objects the lab last handed to its node agent (what the agent translates)."""
+        state = self._load()
+        try:
+            data = json.loads(state.objects_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LabError(f"cannot read the objects of lab {self.name!r} ({state.objects_path}): {exc}") from exc
+        return objects_from_entries(data.get("objects") or [])
 
     # ------------------------------------------------------------------ down
 

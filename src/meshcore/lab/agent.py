@@ -23,6 +23,13 @@ that produced it, and the previous kernel and Envoy state keep serving. When eve
 Envoy rejected came from raw Envoy configs (CiliumEnvoyConfig), the generation is applied
 without those configs instead, and the rejection is reported as the agent's ``error``:
 one team's bad config must not freeze the node's datapath.
+
+``agent.json`` carries ``configStatus``: for every raw Envoy config of the snapshot, its
+kind, namespace and name, ``accepted`` (True once Envoy ACKed it, or when its
+``nodeSelector`` leaves this node out) with a ``reason`` (``Accepted``, ``Rejected``,
+``NotSelected``), and ``errors`` naming the resource (index, type, name) and Envoy's
+message. A generation that fails entirely keeps the previous statuses: that state still
+enforces.
 """
 
 from __future__ import annotations
@@ -40,13 +47,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import re
+
 import attrs
 
 from .. import compile_plan, translate
 from ..compile import CompileOptions
 from ..compile import BpfIndex
 from ..kube import KubeObject
-from ..model import EnvoyConfig, Severity, Snapshot
+from ..model import EnvoyConfig, Labels, Severity, Snapshot
 from ..observe import DEFAULT_METRICS_ADDRESS, AgentMetrics, configure_logging
 from ._manifest import objects_from_entries
 from ._state import AGENT_STATUS_FILE, OBJECTS_FILE, OBJECTS_VERSION, lab_dir, write_json
@@ -110,11 +119,14 @@ class NodeAgent:
         return (st.st_ino, st.st_mtime_ns)
 
     def _report(self, generation: int, ok: bool, error: str = "", frontends: int = 0,
-                diagnostics: list[str] | None = None, summary: str = "") -> None:
+                diagnostics: list[str] | None = None, summary: str = "",
+                config_status: list[dict[str, Any]] | None = None) -> None:
+        if config_status is None:  # nothing new was applied: the previous configs still serve
+            config_status = list(self._last_report.get("configStatus", []))
         self._last_report = {
             "pid": os.getpid(), "generation": generation, "ok": ok, "error": error,
             "frontends": frontends, "diagnostics": diagnostics or [], "summary": summary,
-            "updated": time.time(), "proxy": self._proxy_status(),
+            "updated": time.time(), "proxy": self._proxy_status(), "configStatus": config_status,
         }
         write_json(self.status_path, self._last_report)
 
@@ -221,6 +233,7 @@ class NodeAgent:
             return False
         generation = int(data.get("generation", 0))
         rejected_error = ""
+        refused: Exception | None = None
         try:
             if data.get("version") != OBJECTS_VERSION:
                 raise ValueError(f"objects file version {data.get('version')!r}, this agent reads "
@@ -230,7 +243,8 @@ class NodeAgent:
             found = [str(d) for d in result.diagnostics if d.severity is not Severity.INFO]
             for line in found:
                 log.warning("%s", line)
-            options = CompileOptions(proxy_enabled=True, node_labels=node_labels(objects, data["node"]))
+            labels = node_labels(objects, data["node"])
+            options = CompileOptions(proxy_enabled=True, node_labels=labels)
             plan = compile_plan(result.snapshot, data["node"], options)
             found += [str(d) for d in plan.envoy.warnings]
             try:
@@ -246,6 +260,7 @@ class NodeAgent:
                 nacked = _proxy_diagnostics(exc)
                 found += nacked
                 rejected_error = "; ".join(nacked)
+                refused = exc
                 self.metrics.nacked(len(nacked) or 1)
             policy_summary = self._apply_policy(data, plan)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the previous state
@@ -260,7 +275,7 @@ class NodeAgent:
         summary = f"{summary}; {policy_summary}"
         log.info("generation %d applied: %d frontends; %s", generation, len(plan.bpf.services), summary)
         self._report(generation, True, rejected_error, frontends=len(plan.bpf.services), diagnostics=found,
-                     summary=summary)
+                     summary=summary, config_status=config_statuses(result.snapshot, labels, refused))
         self._count_apply(None)
         return True
 
@@ -336,7 +351,7 @@ def rejected_configs(exc: Exception, snapshot: Snapshot) -> list[EnvoyConfig]:
 
     if not isinstance(exc, NackError):
         return []
-    by_source = {(c.source.kind, c.namespace, c.name): c for c in snapshot.envoy_configs}
+    by_source = {(c.source.kind, c.namespace or "", c.name): c for c in snapshot.envoy_configs}
     origins = [o for nack in exc.nacks for o in nack.origins]
     if not origins or any(not nack.origins for nack in exc.nacks):
         return []
@@ -344,6 +359,44 @@ def rejected_configs(exc: Exception, snapshot: Snapshot) -> list[EnvoyConfig]:
     if not keys <= by_source.keys():
         return []
     return [by_source[k] for k in sorted(keys)]
+
+
+_RESOURCE = re.compile(r"resource (\d+) \((\w+) (.*)\)$")
+
+
+def config_statuses(snapshot: Snapshot, labels: dict[str, str], refused: Exception | None) -> list[dict[str, Any]]:
+    """Every raw Envoy config's live status: accepted once applied, or Envoy's NACKs on its resources."""
+    errors: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    if refused is not None:
+        from ..proxy import NackError  # noqa: PLC0415 - only reached once the proxy ran
+
+        for nack in refused.nacks if isinstance(refused, NackError) else ():
+            for origin in nack.origins:
+                found = _RESOURCE.search(origin.what)
+                kind = nack.type_url.rsplit(".", 1)[-1]
+                qualified = found.group(3) if found else ", ".join(nack.resources)
+                # The name as the config wrote it: the adapter qualifies it with ``<ns>/<config>/``.
+                prefix = f"{origin.source.namespace}/{origin.source.name}/"
+                entry: dict[str, Any] = {
+                    "resource": int(found.group(1)) if found else None,
+                    "type": found.group(2) if found else kind,
+                    "name": qualified.removeprefix(prefix), "qualifiedName": qualified,
+                    "message": f"Envoy rejected {kind} {', '.join(nack.resources) or '(unnamed)'} "
+                               f"(version {nack.version}): {nack.message}",
+                }
+                key = (origin.source.kind, origin.source.namespace, origin.source.name)
+                errors.setdefault(key, []).append(entry)
+    node = Labels(dict(labels))
+    statuses = []
+    for config in snapshot.envoy_configs:
+        key = (config.source.kind, config.namespace or "", config.name)
+        found_errors = errors.get(key, [])
+        selected = node.matches(config.node_selector)
+        reason = "Rejected" if found_errors else "Accepted" if selected else "NotSelected"
+        statuses.append({"kind": config.source.kind or "EnvoyConfig", "namespace": config.namespace or "",
+                         "name": config.name, "accepted": not found_errors, "reason": reason,
+                         "errors": found_errors})
+    return statuses
 
 
 def _lb_counts(lb: Any) -> dict[str, int]:

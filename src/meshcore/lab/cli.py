@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -144,9 +144,22 @@ def _print_status(current: LabStatus) -> None:
         con.print("node proxy: [red]not running[/] (Envoy is being restarted)")
     else:
         con.print("node proxy: not running (no service port needs L7)")
+    if agent.config_status:
+        con.print(out.table("Envoy configs", ("kind", "object", "Accepted", "reason / error"), (
+            (c.get("kind", ""), f"{c['namespace']}/{c.get('name', '')}" if c.get("namespace") else c.get("name", ""),
+             "True" if c.get("accepted") else "[red]False[/]",
+             "; ".join(_config_error(e) for e in c.get("errors") or ()) or c.get("reason", ""))
+            for c in agent.config_status
+        )))
     con.print(f"agent log: {agent.log}")
     for note in current.notes:
         con.print(f"[cyan]note:[/] {note}")
+
+
+def _config_error(error: Mapping[str, Any]) -> str:
+    """``resource 0 (Listener twins): Envoy's message`` for one error of a config's live status."""
+    where = f"resource {error.get('resource')} ({error.get('type')} {error.get('name')})"
+    return f"{where}: {error.get('message', '')}"
 
 
 @lab.command("exec")
