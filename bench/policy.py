@@ -59,6 +59,8 @@ from meshcore.compile import IpcacheEntry, PolicyEndpoint, PolicyEntry, PolicyOr
 from meshcore.datapath import PolicyEnforcer
 from meshcore.model import Direction, WorkloadRef
 
+from _harness import Interrupted, alive, owner, quartiles, ratio_text, signals_ignored
+
 PREFIX = "mcbench-pol"  # unique to this bench: stale sweeps match only its own names
 PIN_BASE = Path("/sys/fs/bpf")
 NODE_ADDR = "10.79.0.254"
@@ -228,44 +230,25 @@ int main(int argc, char **argv) {
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _owner(name: str) -> int | None:
-    m = re.match(rf"^{PREFIX}-(\d+)-", name)
-    return int(m.group(1)) if m else None
-
-
 def sweep_stale() -> list[str]:
     """Remove what runs of this bench that no longer exist left behind; names what went."""
     gone: list[str] = []
     for name in sorted(os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
-        pid = _owner(name)
-        if pid is not None and not _alive(pid):
+        pid = owner(PREFIX, name)
+        if pid is not None and not alive(pid):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
             gone.append(f"netns {name}")
     for root in sorted(PIN_BASE.glob(f"{PREFIX}-*")):
-        pid = _owner(root.name + "-")
-        if pid is not None and not _alive(pid):
+        pid = owner(PREFIX, root.name + "-")
+        if pid is not None and not alive(pid):
             shutil.rmtree(root, ignore_errors=True)
             gone.append(str(root))
     for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}-*")):
-        pid = _owner(tmp.name)
-        if pid is not None and not _alive(pid) and tmp.is_dir():
+        pid = owner(PREFIX, tmp.name)
+        if pid is not None and not alive(pid) and tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
             gone.append(str(tmp))
     return gone
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP arrived: unwind and clean up like Ctrl-C does."""
 
 
 @contextlib.contextmanager
@@ -274,18 +257,6 @@ def signals_interrupt() -> Iterator[None]:
     def raise_(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(signal.Signals(signum).name)
     old = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Let cleanup finish even if the user presses Ctrl-C again."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
     try:
         yield
     finally:
@@ -470,24 +441,10 @@ def iperf(client: Pod, server: Pod, seconds: float) -> float:
     return rate
 
 
-def quartiles(xs: list[float]) -> tuple[float, float, float]:
-    """First quartile, median, third quartile."""
-    if len(xs) < 2:
-        return xs[0], xs[0], xs[0]
-    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return q1, q2, q3
-
-
 def value_text(xs: list[float], fmt: str) -> str:
     """Median with its interquartile range as ± percent."""
     q1, m, q3 = quartiles(xs)
     return f"{format(m, fmt)} ±{50 * (q3 - q1) / m:4.1f}%"
-
-
-def ratio_text(xs: list[float]) -> str:
-    """Median of per-round ratios with the interquartile range."""
-    q1, m, q3 = quartiles(xs)
-    return f"{m:5.3f} [{q1:.3f}-{q3:.3f}]"
 
 
 def ratios(a: list[float], b: list[float]) -> list[float]:

@@ -74,6 +74,8 @@ from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
 from meshcore.datapath import BpfError, DatapathError, SocketLB, cgroup2_mount
 from meshcore.model import ServiceRef
 
+from _harness import Interrupted, alive, owner, quartiles, ratio_text, signals_ignored
+
 PREFIX = "mcbench-slb"  # unique to this bench: stale sweeps match only its own names
 VIP, PORT = "10.96.0.10", 8080
 BACKENDS = ("10.78.1.2", "10.78.1.3")  # on the server namespace's loopback
@@ -217,28 +219,13 @@ int main(int argc, char **argv)
 # --- naming, stale leftovers, signals -------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _owner(name: str) -> int | None:
-    m = re.match(rf"^{PREFIX}-(\d+)-", name)
-    return int(m.group(1)) if m else None
-
-
 def sweep_stale() -> list[str]:
     """Remove what runs of this bench that no longer exist left behind; names what went."""
     gone: list[str] = []
     pin_base = Path("/sys/fs/bpf")
     for root in sorted(pin_base.glob(f"{PREFIX}-*")):
-        pid = _owner(root.name + "-")
-        if pid is None or _alive(pid):
+        pid = owner(PREFIX, root.name + "-")
+        if pid is None or alive(pid):
             continue
         for node in sorted(p for p in root.iterdir() if p.is_dir()):
             with contextlib.suppress(Exception):
@@ -247,28 +234,24 @@ def sweep_stale() -> list[str]:
             root.rmdir()
         gone.append(str(root))
     for name in sorted(netns.listnetns()):
-        pid = _owner(name)
-        if pid is not None and not _alive(pid):
+        pid = owner(PREFIX, name)
+        if pid is not None and not alive(pid):
             with contextlib.suppress(OSError):
                 netns.remove(name)
                 gone.append(f"netns {name}")
     for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}-*")):
-        pid = _owner(tmp.name)
-        if pid is not None and not _alive(pid) and tmp.is_dir():
+        pid = owner(PREFIX, tmp.name)
+        if pid is not None and not alive(pid) and tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
             gone.append(str(tmp))
     cg_root = cgroup2_mount()
     for group in sorted(cg_root.glob(f"{PREFIX}-*")):
-        pid = _owner(group.name)
-        if pid is not None and not _alive(pid):
+        pid = owner(PREFIX, group.name)
+        if pid is not None and not alive(pid):
             with contextlib.suppress(OSError):
                 group.rmdir()
                 gone.append(str(group))
     return gone
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP arrived: unwind and clean up like Ctrl-C does."""
 
 
 @contextlib.contextmanager
@@ -284,18 +267,6 @@ def signals_interrupt() -> Iterator[None]:
             return
         raise Interrupted(signal.Signals(signum).name)
     old = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Let cleanup finish even if the user presses Ctrl-C again."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
     try:
         yield
     finally:
@@ -645,24 +616,10 @@ def per_round(a: list[Sample], b: list[Sample], metric: str) -> list[float]:
     return [x / y for x, y in zip(values(a, metric), values(b, metric))]
 
 
-def quartiles(xs: list[float]) -> tuple[float, float, float]:
-    """First quartile, median, third quartile."""
-    if len(xs) < 2:
-        return xs[0], xs[0], xs[0]
-    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return q1, q2, q3
-
-
 def rate_text(xs: list[float]) -> str:
     """Median rate with its interquartile range as ± percent."""
     q1, m, q3 = quartiles(xs)
     return f"{m:9,.0f} ±{50 * (q3 - q1) / m:4.1f}%"
-
-
-def ratio_text(xs: list[float]) -> str:
-    """Median of per-round ratios with the interquartile range."""
-    q1, m, q3 = quartiles(xs)
-    return f"{m:5.3f} [{q1:.3f}-{q3:.3f}]"
 
 
 def services_text(n: int) -> str:
