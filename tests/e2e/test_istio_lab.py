@@ -358,6 +358,8 @@ def test_denial_is_observed_with_the_policy_source(bookinfo: tuple[Lab, Path]) -
                        "--namespace", NS)
     l7 = [r for r in map(json.loads, out.stdout.decode().splitlines()) if r["path"] == "/observed-denial"]
     assert l7 and (l7[-1]["verdict"], l7[-1]["reason"], l7[-1]["status"]) == ("DROPPED", "policy-denied", 403), l7
+    assert l7[-1]["policy"] == "bookinfo/ratings-deny-intruder", l7
+    assert re.search(r"istio\.yaml:\d+", l7[-1]["policySource"]), l7
 
 
 def test_peer_authentication_strict_is_reported_not_enforced(bookinfo: tuple[Lab, Path]) -> None:

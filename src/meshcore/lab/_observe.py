@@ -12,15 +12,17 @@ status, latency and the upstream pod. Filters combine (all must match).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from .._translate import translate
 from ._errors import LabError
 from ._lab import Lab
 from ._proxy import FLOWS_FILE
@@ -124,13 +126,24 @@ def _l7_denied(record: Mapping[str, Any]) -> bool:
     return "RBAC" in flags or "rbac_access_denied" in str(record.get("details") or "")
 
 
-def _l7_row(record: Mapping[str, Any], names: Mapping[str, str], identities: Mapping[str, int]) -> dict[str, Any]:
+_RBAC_POLICY = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>[^\[\]]+)(?:\[(?P<rule>\d+)\])?\]")
+
+
+def denying_policy(record: Mapping[str, Any]) -> str:
+    """``namespace/name`` of the authorization policy Envoy's RBAC refused a request by, or ``""``."""
+    found = _RBAC_POLICY.search(str(record.get("details") or ""))
+    return found.group("policy") if found else ""
+
+
+def _l7_row(record: Mapping[str, Any], names: Mapping[str, str], identities: Mapping[str, int],
+            policy_sources: Callable[[], Mapping[str, str]] = dict) -> dict[str, Any]:
     src_addr, src_port = _split(str(record.get("source", "")))
     upstream = str(record.get("upstreamPod") or "")
     dst_addr, dst_port = _split(str(record.get("upstream") or ""))
     source = names.get(src_addr, src_addr)
     destination = upstream or names.get(dst_addr, "") or str(record.get("listener", ""))
     denied = _l7_denied(record)
+    policy = denying_policy(record) if denied else ""
     return {
         "kind": "l7", "time": _stamp(record.get("time")),
         "verdict": "DROPPED" if denied else "FORWARDED", "reason": "policy-denied" if denied else "",
@@ -140,7 +153,7 @@ def _l7_row(record: Mapping[str, Any], names: Mapping[str, str], identities: Map
         "destination": destination, "destinationNamespace": _namespace(destination),
         "destinationIdentity": identities.get(dst_addr, 0),
         "destinationAddress": dst_addr, "destinationPort": dst_port,
-        "policy": "", "policySource": "",
+        "policy": policy, "policySource": policy_sources().get(policy, "") if policy else "",
         "method": str(record.get("method", "")), "path": str(record.get("path", "")),
         "status": int(record.get("status") or 0), "latencyMs": float(record.get("latencyMs") or 0.0),
         "upstreamPod": upstream, "flags": [str(f) for f in record.get("flags") or []],
@@ -148,11 +161,36 @@ def _l7_row(record: Mapping[str, Any], names: Mapping[str, str], identities: Map
 
 
 def row(record: Mapping[str, Any], names: Mapping[str, str],
-        identities: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """A logged flow (either kind) as the record `observe` prints; ``identities`` fills L7 peers' identities."""
+        identities: Mapping[str, int] | None = None,
+        policy_sources: Callable[[], Mapping[str, str]] = dict) -> dict[str, Any]:
+    """A logged flow (either kind) as the record `observe` prints.
+
+    ``identities`` fills L7 peers' identities; ``policy_sources`` (called only for a request
+    refused by RBAC) maps ``namespace/name`` of a policy to where it was defined.
+    """
     if record.get("kind") == "l4":
         return _l4_row(record)
-    return _l7_row(record, names, identities or {})
+    return _l7_row(record, names, identities or {}, policy_sources)
+
+
+def _policy_sources(lab: Lab) -> Callable[[], Mapping[str, str]]:
+    """Where each authorization policy of the lab's input was defined, computed on first use."""
+    cache: dict[str, str] = {}
+    loaded = False
+
+    def get() -> Mapping[str, str]:
+        nonlocal loaded
+        if not loaded:
+            loaded = True
+            try:
+                snapshot = translate(objects=lab.objects()).snapshot
+            except LabError:
+                return cache
+            cache.update({f"{p.namespace}/{p.name}": p.source.location or str(p.source)
+                          for p in snapshot.policies})
+        return cache
+
+    return get
 
 
 def _is_pod(end: str, pod: str) -> bool:
@@ -179,6 +217,7 @@ def flows(lab: Lab, *, follow: bool = False, pod: str | None = None, namespace: 
     state = LabState.load(lab.dir) if lab.is_up else None
     names = pod_names(state) if state is not None else {}
     identities: dict[str, int] = {}  # learnt from L3/L4 verdicts, to name the identities of L7 peers
+    sources = _policy_sources(lab)
     path = lab.dir / FLOWS_FILE
     source = _follow(path, follow_for) if follow else _lines(path)
     for line in source:
@@ -188,7 +227,7 @@ def flows(lab: Lab, *, follow: bool = False, pod: str | None = None, namespace: 
             continue  # a line cut by a rotation
         if not isinstance(data, dict):
             continue
-        r = row(data, names, identities)
+        r = row(data, names, identities, sources)
         if r["kind"] == "l4":
             for side in ("source", "destination"):
                 if r[f"{side}Identity"]:
