@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from meshcore.lab import Lab
+import pytest
+
+from meshcore.lab import Lab, LabError
 from meshcore.lab._host import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
 from meshcore.lab._netns import NETNS_DIR
 
@@ -175,3 +179,39 @@ spec:
     image: busybox
     command: ["sleep", "infinity"]
 """
+
+
+def envoy_pid(lab: Lab) -> int:
+    """The pid of the lab's node Envoy as recorded in ``proxy.json`` (0 when none ran)."""
+    try:
+        data = json.loads((lab.dir / "proxy.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int((data.get("envoy") or {}).get("pid") or 0)
+
+
+@contextlib.contextmanager
+def running_lab(files: Sequence[Path], *, name: str | None = None, timeout: float = 60.0,
+                all_ready: bool = False) -> Iterator[Lab]:
+    """A lab up from ``files`` for the block, then torn down; fails if anything is left behind.
+
+    ``all_ready`` also requires every pod to be ready after ``lab up``.
+    """
+    lab = Lab(name or unique_name())
+    try:
+        result = lab.up(list(files), timeout=timeout)
+        if all_ready:
+            assert not result.not_ready, result
+        assert result.agent is not None and result.agent.ok, result.agent
+        yield lab
+    finally:
+        pids = recorded_pids(lab) if lab.is_up else []
+        envoy = envoy_pid(lab) if lab.is_up else 0
+        try:
+            lab.down()
+        except LabError as exc:
+            pytest.fail(str(exc))
+        problems = leftovers(lab.name, pids)
+        if envoy and Path(f"/proc/{envoy}").exists():
+            problems.append(f"envoy {envoy}")
+        assert not problems, problems

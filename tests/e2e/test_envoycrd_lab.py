@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import leftovers, meshcore_cli, recorded_pids, unique_name, write
+from _lab_support import meshcore_cli, running_lab, unique_name, write
 
-from meshcore.lab import Lab, LabError
+from meshcore.lab import Lab
 
 pytestmark = pytest.mark.root
 
@@ -77,12 +77,12 @@ spec:
 """
 
 
-def _node(lab: Lab) -> str:
+def _node(lab_name: str) -> str:
     """The lab node, labelled so the configs' node selectors can match it (zone a)."""
     return f"""
 apiVersion: v1
 kind: Node
-metadata: {{name: lab-{lab.name}, labels: {{zone: a}}}}
+metadata: {{name: lab-{lab_name}, labels: {{zone: a}}}}
 """
 
 
@@ -252,20 +252,11 @@ class Client:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, list[Path]]]:
     """A lab with two web versions, the canary, notice and elsewhere configs, a labelled node."""
     tmp = tmp_path_factory.mktemp("envoycrd")
-    lab = Lab(unique_name())
-    files = [write(tmp, "app.yaml", APP), write(tmp, "node.yaml", _node(lab)),
+    name = unique_name()
+    files = [write(tmp, "app.yaml", APP), write(tmp, "node.yaml", _node(name)),
              write(tmp, "configs.yaml", "---\n".join([CANARY, NOTICE, ELSEWHERE]))]
-    try:
-        result = lab.up(files, timeout=60)
-        assert result.agent is not None and result.agent.ok, result.agent
+    with running_lab(files, name=name) as lab:
         yield lab, files
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        try:
-            lab.down()
-        except LabError as exc:
-            pytest.fail(str(exc))
-        assert not leftovers(lab.name, pids)
 
 
 def test_weighted_split_90_10_with_retries(mesh: tuple[Lab, list[Path]]) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from _lab_support import leftovers, meshcore_cli, recorded_pids, run_python, unique_name, write
+from _lab_support import meshcore_cli, run_python, running_lab, write
 
-from meshcore.lab import Lab, LabError
+from meshcore.lab import Lab
 
 pytestmark = pytest.mark.root
 
@@ -226,20 +226,9 @@ class Gateway:
 def gateway_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     """The lab with the Gateway, its routes and backends; torn down (and checked) afterwards."""
     tmp = tmp_path_factory.mktemp("gateway")
-    lab = Lab(unique_name())
     files = [write(tmp, "app.yaml", APP), write(tmp, "gateway.yaml", GATEWAY)]
-    try:
-        result = lab.up(files, timeout=60)
-        assert result.agent is not None and result.agent.ok, result.agent
+    with running_lab(files) as lab:
         yield lab, tmp
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        try:
-            lab.down()
-        except LabError as exc:
-            pytest.fail(str(exc))
-        problems = leftovers(lab.name, pids)
-        assert not problems, problems
 
 
 def _enriched(lab: Lab, tmp: Path) -> Path:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import leftovers, meshcore_cli, recorded_pids, unique_name, write
+from _lab_support import meshcore_cli, running_lab, write
 
-from meshcore.lab import Lab, LabError
+from meshcore.lab import Lab
 
 pytestmark = pytest.mark.root
 
@@ -231,21 +231,9 @@ class Client:
 def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     """The bookinfo-like lab with the Istio resources above; always torn down and checked."""
     tmp = tmp_path_factory.mktemp("istio")
-    lab = Lab(unique_name())
     files = [write(tmp, "app.yaml", APP), write(tmp, "istio.yaml", ISTIO)]
-    try:
-        result = lab.up(files, timeout=60)
-        assert not result.not_ready, result
-        assert result.agent is not None and result.agent.ok, result.agent
+    with running_lab(files, all_ready=True) as lab:
         yield lab, tmp
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        try:
-            lab.down()
-        except LabError as exc:
-            pytest.fail(str(exc))
-        problems = leftovers(lab.name, pids)
-        assert not problems, problems
 
 
 def _pod(lab: Lab, prefix: str) -> Any:

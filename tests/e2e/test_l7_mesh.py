@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import leftovers, meshcore_cli, recorded_pids, unique_name, write
+from _lab_support import envoy_pid, meshcore_cli, running_lab, write
 
-from meshcore.lab import Lab, LabError
+from meshcore.lab import Lab
 
 pytestmark = pytest.mark.root
 
@@ -193,38 +193,15 @@ class Client:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     """A lab with two web versions, a shadow server, an L4 service and the HTTPRoute above."""
     tmp = tmp_path_factory.mktemp("l7")
-    lab = Lab(unique_name())
-    app, route = write(tmp, "app.yaml", APP), write(tmp, "route.yaml", ROUTE)
-    try:
-        result = lab.up([app, route], timeout=60)
-        assert result.agent is not None and result.agent.ok, result.agent
+    with running_lab([write(tmp, "app.yaml", APP), write(tmp, "route.yaml", ROUTE)]) as lab:
         yield lab, tmp
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        envoy = _envoy_pid(lab)
-        try:
-            lab.down()
-        except LabError as exc:
-            pytest.fail(str(exc))
-        problems = leftovers(lab.name, pids)
-        if envoy:
-            problems += [f"envoy {envoy}"] if Path(f"/proc/{envoy}").exists() else []
-        assert not problems, problems
-
-
-def _envoy_pid(lab: Lab) -> int:
-    try:
-        data = json.loads((lab.dir / "proxy.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return int((data.get("envoy") or {}).get("pid") or 0)
 
 
 def test_node_proxy_runs_and_is_reported(mesh: tuple[Lab, Path]) -> None:
     lab, _ = mesh
     proxy = lab.status().agent.proxy
     assert proxy["running"] and proxy["listeners"] == 1, proxy
-    pid = _envoy_pid(lab)
+    pid = envoy_pid(lab)
     assert pid == proxy["pid"]
     # Envoy runs in the lab's cgroup, so the socket LB sees its connections too.
     assert f"/meshcore/{lab.name}/" in Path(f"/proc/{pid}/cgroup").read_text()
@@ -366,7 +343,7 @@ def test_route_change_under_load_loses_nothing(mesh: tuple[Lab, Path]) -> None:
 
 def test_envoy_killed_restarts_and_l4_is_unaffected(mesh: tuple[Lab, Path]) -> None:
     lab = mesh[0]
-    pid = _envoy_pid(lab)
+    pid = envoy_pid(lab)
     assert pid
     os.kill(pid, signal.SIGKILL)
     started = time.monotonic()
@@ -378,7 +355,7 @@ def test_envoy_killed_restarts_and_l4_is_unaffected(mesh: tuple[Lab, Path]) -> N
     deadline = started + 20
     while time.monotonic() < deadline:
         status = lab.status().agent.proxy
-        new = _envoy_pid(lab)
+        new = envoy_pid(lab)
         if status.get("running") and new and new != pid and status.get("synced"):
             break
         time.sleep(0.2)

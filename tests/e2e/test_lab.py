@@ -27,6 +27,7 @@ from _lab_support import (
     meshcore_cli,
     recorded_pids,
     run_python,
+    running_lab,
     unique_name,
     write,
 )
@@ -89,16 +90,8 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def echo_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("echo-lab")
-    lab = Lab(unique_name())
-    try:
-        result = lab.up([write(tmp, "app.yaml", ECHO_APP)], timeout=30)
-        assert not result.not_ready, result
-        assert result.agent is not None and result.agent.ok, result.agent
+    with running_lab([write(tmp, "app.yaml", ECHO_APP)], timeout=30, all_ready=True) as lab:
         yield lab
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        lab.down()
-        assert leftovers(lab.name, pids) == []
 
 
 def _pods(lab: Lab, namespace: str = "default", owner: str = "") -> list[Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import leftovers, meshcore_cli, recorded_pids
+from _lab_support import meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -78,18 +78,9 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("observe-lab")
-    (tmp / "app.yaml").write_text(APP)
-    (tmp / "policy.yaml").write_text(NETPOL)
-    lab = Lab(f"to{secrets.token_hex(4)}")
-    try:
-        result = lab.up([tmp / "app.yaml", tmp / "policy.yaml"], timeout=30)
-        assert not result.not_ready, result
-        assert result.agent is not None and result.agent.ok, result.agent
+    files = [write(tmp, "app.yaml", APP), write(tmp, "policy.yaml", NETPOL)]
+    with running_lab(files, name=f"to{secrets.token_hex(4)}", timeout=30, all_ready=True) as lab:
         yield lab
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        lab.down()
-        assert leftovers(lab.name, pids) == []
 
 
 def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _lab_support import leftovers, recorded_pids
+from _lab_support import running_lab, write
 
 from meshcore.lab import Lab
 
@@ -71,17 +71,9 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("policy-lab")
-    (tmp / "app.yaml").write_text(APP)
-    lab = Lab(f"tp{secrets.token_hex(4)}")
-    try:
-        result = lab.up([tmp / "app.yaml"], timeout=30)
-        assert not result.not_ready, result
-        assert result.agent is not None and result.agent.ok, result.agent
+    with running_lab([write(tmp, "app.yaml", APP)], name=f"tp{secrets.token_hex(4)}", timeout=30,
+                     all_ready=True) as lab:
         yield lab
-    finally:
-        pids = recorded_pids(lab) if lab.is_up else []
-        lab.down()
-        assert leftovers(lab.name, pids) == []
 
 
 def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:
