@@ -155,7 +155,8 @@ class PolicyEnforcer:
             self.close()
             for name in (*(s.name for s in POLICY_SPECS), pol_events.MAP_NAME):
                 (self.pin_dir / name).unlink(missing_ok=True)
-            for d in (self.pin_dir, self.pin_dir.parent):
+            # The node's and the shared root directory go too once nothing else pins there.
+            for d in (self.pin_dir, self.pin_dir.parent, self.pin_dir.parent.parent):
                 try:
                     d.rmdir()
                 except OSError:

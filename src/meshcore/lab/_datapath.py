@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -41,4 +42,6 @@ def destroy(node: str, cgroup: str, pin_dir: str) -> list[str]:
         problems.append(f"{pins}: could not be removed")
     else:
         problems.clear()
+        with contextlib.suppress(OSError):
+            pins.parent.rmdir()  # the shared meshcore directory, once no other node pins there
     return problems
