@@ -215,3 +215,26 @@ def running_lab(files: Sequence[Path], *, name: str | None = None, timeout: floa
         if envoy and Path(f"/proc/{envoy}").exists():
             problems.append(f"envoy {envoy}")
         assert not problems, problems
+
+
+_CONNECT = """
+import json, socket, sys
+out = []
+for host, port in json.loads(sys.argv[1]):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.settimeout(1.0)
+    try:
+        s.connect((host, port)); out.append("ok")
+    except OSError as e:
+        out.append(type(e).__name__)
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:
+    """Try a TCP connection from ``pod`` to each (host, port): "ok" or the exception's name."""
+    result = lab.run(pod, [sys.executable, "-S", "-c", _CONNECT, json.dumps(targets)], timeout=30)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    answer: list[str] = json.loads(result.stdout)
+    return answer

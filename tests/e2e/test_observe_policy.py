@@ -6,14 +6,13 @@ import json
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import meshcore_cli, running_lab, write
+from _lab_support import connect, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -60,34 +59,12 @@ spec:
   - to: [{operation: {ports: ["9090"]}}]
 """
 
-CONNECT = """
-import json, socket, sys
-out = []
-for host, port in json.loads(sys.argv[1]):
-    s = socket.socket(socket.AF_INET)
-    s.settimeout(1.0)
-    try:
-        s.connect((host, port)); out.append("ok")
-    except OSError as e:
-        out.append(type(e).__name__)
-    s.close()
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("observe-lab")
     files = [write(tmp, "app.yaml", APP), write(tmp, "policy.yaml", NETPOL)]
     with running_lab(files, name=f"to{secrets.token_hex(4)}", timeout=30, all_ready=True) as lab:
         yield lab
-
-
-def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:
-    result = lab.run(pod, [sys.executable, "-S", "-c", CONNECT, json.dumps(targets)], timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    answer: list[str] = json.loads(result.stdout)
-    return answer
 
 
 def server_ip(lab: Lab) -> str:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _lab_support import running_lab, write
+from _lab_support import connect, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -53,34 +52,12 @@ spec:
     ports: [{port: http}]
 """
 
-CONNECT = """
-import json, socket, sys
-out = []
-for host, port in json.loads(sys.argv[1]):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    s.settimeout(1.0)
-    try:
-        s.connect((host, port)); out.append("ok")
-    except OSError as e:
-        out.append(type(e).__name__)
-    s.close()
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("policy-lab")
     with running_lab([write(tmp, "app.yaml", APP)], name=f"tp{secrets.token_hex(4)}", timeout=30,
                      all_ready=True) as lab:
         yield lab
-
-
-def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:
-    result = lab.run(pod, [sys.executable, "-S", "-c", CONNECT, json.dumps(targets)], timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    answer: list[str] = json.loads(result.stdout)
-    return answer
 
 
 def test_network_policy_is_enforced_by_identity_and_port(lab: Lab) -> None:
