@@ -70,9 +70,10 @@ metadata: {{name: {NS}}}
 apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: {sa}, namespace: {NS}}}
-""" for sa in ("bookinfo-reviews", "bookinfo-ratings", "productpage", "intruder")),
+""" for sa in ("bookinfo-reviews", "bookinfo-ratings", "bookinfo-details", "productpage", "intruder")),
     *(_echo_deployment("reviews", v, "bookinfo-reviews") for v in ("v1", "v2", "v3")),
     _echo_deployment("ratings", "v1", "bookinfo-ratings"),
+    _echo_deployment("details", "v1", "bookinfo-details"),
     *(f"""
 apiVersion: v1
 kind: Service
@@ -80,7 +81,7 @@ metadata: {{name: {svc}, namespace: {NS}}}
 spec:
   selector: {{app: {svc}}}
   ports: [{{name: http, port: 9080}}]
-""" for svc in ("reviews", "ratings")),
+""" for svc in ("reviews", "ratings", "details")),
     _client("productpage", "productpage"),
     _client("intruder", "intruder"),
 ])
@@ -166,6 +167,26 @@ spec:
         principals: [cluster.local/ns/{NS}/sa/intruder]
 """
 
+# An ALLOW rule with HTTP parts: only the node Envoy can check it, so the kernel admits only
+# the node proxy to details' port and a client dialling the pod address directly is refused.
+DETAILS_L7 = f"""
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: details-readers, namespace: {NS}}}
+spec:
+  selector:
+    matchLabels: {{app: details}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/{NS}/sa/productpage]
+    to:
+    - operation:
+        methods: [GET]
+        paths: [/public/*]
+"""
+
 PEER_STRICT = f"""
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -231,7 +252,7 @@ class Client:
 def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     """The bookinfo-like lab with the Istio resources above; always torn down and checked."""
     tmp = tmp_path_factory.mktemp("istio")
-    files = [write(tmp, "app.yaml", APP), write(tmp, "istio.yaml", ISTIO)]
+    files = [write(tmp, "app.yaml", APP), write(tmp, "istio.yaml", ISTIO + "---" + DETAILS_L7)]
     with running_lab(files, all_ready=True) as lab:
         yield lab, tmp
 
@@ -318,6 +339,24 @@ def test_authorization_allows_productpage_and_refuses_intruder(bookinfo: tuple[L
 
     assert connect("productpage") == ["ok"] * len(ratings.addresses)
     assert connect("intruder") == ["TimeoutError"] * len(ratings.addresses)
+
+
+def test_l7_allow_rule_admits_only_the_node_proxy_at_l4(bookinfo: tuple[Lab, Path]) -> None:
+    lab = bookinfo[0]
+    page = Client(lab, "productpage")
+    status, body = page.get("http://details:9080/public/book")
+    assert status == 200 and body["pod"].startswith("details-v1"), (status, body)
+    # The rule's method and path are Envoy's to check, with the client's identity.
+    assert page.get("http://details:9080/private")[0] == 403
+    assert page.get("http://details:9080/public/book", "-X", "POST")[0] == 403
+    assert Client(lab, "intruder").get("http://details:9080/public/book")[0] == 403
+    # Straight to the pod address the method and path cannot be checked: the kernel drops
+    # the connection even for the allowed account, instead of letting it skip the L7 rule.
+    details = _pod(lab, "details-v1")
+    targets = json.dumps([(a, 9080) for a in details.addresses])
+    r = lab.run("productpage", [sys.executable, "-S", "-c", CONNECT, targets], namespace=NS, timeout=30)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert json.loads(r.stdout) == ["TimeoutError"] * len(details.addresses)
 
 
 def test_denial_is_observed_with_the_policy_source(bookinfo: tuple[Lab, Path]) -> None:

@@ -77,7 +77,8 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
             # An HTTP listener would break a non-HTTP protocol (and UDP cannot be proxied).
             return Decision(service.ref, port.port, transport, Datapath.EBPF,
                             f"{why}, but the port speaks {port.protocol.value}, not HTTP, so the node proxy "
-                            "cannot check it there", p.source)
+                            "cannot check it there (the kernel admits only the node proxy for that rule, so it "
+                            "allows nothing on this port)", p.source)
         return Decision(service.ref, port.port, transport, Datapath.ENVOY, why, p.source)
     if tables:
         return Decision(service.ref, port.port, transport, Datapath.EBPF,

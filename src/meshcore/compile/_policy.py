@@ -13,8 +13,12 @@ Semantics (Istio's, which NetworkPolicy shares per direction): DENY wins over AL
 workload selected by no ALLOW policy in a direction allows everything in it; one selected
 by any ALLOW policy drops what no ALLOW rule allows. ipBlocks select addresses outside the
 mesh's workloads (as Cilium does): pod addresses always resolve to their workload identity.
-Rules with L7 parts: an ALLOW rule is enforced at L4 without them (Envoy RBAC narrows it),
-a DENY rule is left to Envoy entirely (denying at L4 would deny more than it says).
+Rules with L7 parts. Only the node Envoy can check them, so at L4 an ALLOW rule with L7
+parts admits the node proxy alone, on the rule's ports: a connection handed to the proxy
+is judged there by Envoy RBAC with the client's identity, and a client dialling the pod
+address directly (past the proxy) matches no ALLOW rule — as in Istio, where HTTP
+conditions never match traffic that is not seen as HTTP. A DENY rule with L7 parts is left
+to Envoy entirely (denying at L4 would deny more than it says).
 """
 
 from __future__ import annotations
@@ -235,12 +239,9 @@ def _minus(r: tuple[int, int], ex: tuple[int, int]) -> list[tuple[int, int]]:
     return [p for p in out if p[0] <= p[1]] if ex[0] <= r[1] and ex[1] >= r[0] else [r]
 
 
-def _l4_rule(rule: PolicyRule) -> PolicyRule:
-    """The rule without its L7 parts."""
-    return PolicyRule(
-        sources=[attrs.evolve(s, request_principals=()) for s in rule.sources],
-        operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations],
-    )
+def _ports_only(rule: PolicyRule) -> PolicyRule:
+    """The rule's ports alone (its peers are replaced by the node proxy at L4)."""
+    return PolicyRule(operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations])
 
 
 def _selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
@@ -265,23 +266,26 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
 
     origins: list[PolicyOrigin] = []
     handoffs: list[L7Handoff] = []
-    # policy → list of (origin index, l4 rule) it enforces at L4
-    compiled: list[tuple[AuthorizationPolicy, list[tuple[int, PolicyRule]]]] = []
+    # policy → (origin index, L4 rule, remote identities if fixed) it enforces at L4
+    compiled: list[tuple[AuthorizationPolicy, list[tuple[int, PolicyRule, list[int] | None]]]] = []
     for policy in snapshot.policies:
         if policy.action is PolicyAction.AUDIT:
             continue
         ref = f"{policy.namespace}/{policy.name}"
-        rules: list[tuple[int, PolicyRule]] = []
+        rules: list[tuple[int, PolicyRule, list[int] | None]] = []
         for i, rule in enumerate(policy.rules):
             if rule.needs_l7:
                 if policy.action is PolicyAction.DENY:
                     handoffs.append(L7Handoff(ref, i, "DENY rule with L7 parts: enforced only by Envoy RBAC"))
                     continue
-                handoffs.append(L7Handoff(ref, i, "ALLOW rule with L7 parts: L4 allows its L3/L4 part, Envoy RBAC the rest"))
-                rule = _l4_rule(rule)
+                handoffs.append(L7Handoff(
+                    ref, i, "ALLOW rule with L7 parts: L4 admits only the node proxy on its ports, Envoy RBAC the rest"))
+                rule, remotes = _ports_only(rule), [int(ReservedIdentity.NODE_PROXY)]
+            else:
+                remotes = None
             index = len(origins) + 1
             origins.append(PolicyOrigin(index, ref, str(policy.action), policy.direction, i, policy.source))
-            rules.append((index, rule))
+            rules.append((index, rule, remotes))
         compiled.append((policy, rules))
 
     local = [w for w in snapshot.workloads if not node or not w.node or w.node == node]
@@ -298,8 +302,8 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             if policy.action is PolicyAction.ALLOW:
                 default_deny[policy.direction] = True
             verdict = PolicyVerdict.DENY if policy.action is PolicyAction.DENY else PolicyVerdict.ALLOW
-            for index, rule in rules:
-                _contribute(per_dir[policy.direction], universe, rule, verdict, index)
+            for index, rule, remotes in rules:
+                _contribute(per_dir[policy.direction], universe, rule, verdict, index, remotes)
         endpoints[w.ref] = PolicyEndpoint(
             w.ref, ident, w.addresses, default_deny[Direction.INGRESS], default_deny[Direction.EGRESS]
         )
@@ -318,22 +322,28 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
     )
 
 
-def _contribute(out: _Contribs, universe: _Universe, rule: PolicyRule, verdict: PolicyVerdict, index: int) -> None:
-    remotes: set[int] | None = set()
-    for peer in rule.sources or (PeerSelector(),):
-        matched = universe.peers(peer)
-        if matched is None:
-            remotes = None
-            break
-        assert remotes is not None
-        remotes |= matched
-    remote_ids = [ANY_IDENTITY] if remotes is None else sorted(remotes)
+def _contribute(
+    out: _Contribs, universe: _Universe, rule: PolicyRule, verdict: PolicyVerdict, index: int,
+    fixed_remotes: list[int] | None = None,
+) -> None:
+    remote_ids = fixed_remotes if fixed_remotes is not None else _remote_ids(universe, rule)
     for op in rule.operations or (Operation(),):
         for proto, ranges in _port_sets(op):
             blocks = [(0, 0)] if proto == ANY_PROTOCOL else [b for r in ranges for b in port_blocks(*r)]
             for remote in remote_ids:
                 for start, bits in blocks:
                     out[(proto, remote)].append((start, bits, verdict, index))
+
+
+def _remote_ids(universe: _Universe, rule: PolicyRule) -> list[int]:
+    """The numeric identities a rule's sources match (ANY_IDENTITY for anyone)."""
+    remotes: set[int] = set()
+    for peer in rule.sources or (PeerSelector(),):
+        matched = universe.peers(peer)
+        if matched is None:
+            return [ANY_IDENTITY]
+        remotes |= matched
+    return sorted(remotes)
 
 
 def _contains(outer: tuple[int, int], inner: tuple[int, int]) -> bool:

@@ -134,7 +134,14 @@ def test_l7_rules_split() -> None:
     assert not [e for e in plan.entries if e.verdict is PolicyVerdict.DENY]
     db = plan.endpoint(WorkloadRef("a", "db"))
     assert db is not None
-    assert verdict(plan, db.identity, Direction.INGRESS, 999, TCP, 80) == "allow"
+    proxy = int(ReservedIdentity.NODE_PROXY)
+    # Only the node proxy is admitted on the rule's port: a client dialling the pod address
+    # directly would skip the method check, so it matches no ALLOW rule at L4.
+    assert verdict(plan, db.identity, Direction.INGRESS, proxy, TCP, 80) == "allow"
+    assert verdict(plan, db.identity, Direction.INGRESS, 999, TCP, 80) == "default-deny"
+    assert verdict(plan, db.identity, Direction.INGRESS, proxy, TCP, 81) == "default-deny"
+    reasons = {h.policy: h.reason for h in plan.l7}
+    assert "admits only the node proxy" in reasons["a/l7"]
 
 
 def test_port_blocks_cover_exactly() -> None:
