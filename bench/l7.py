@@ -10,14 +10,19 @@ Three paths from a client pod to the same HTTP backend, measured side by side in
     REDIRECT) to a client-side Envoy in the client pod, which connects to the backend pod,
     where iptables (nat PREROUTING, REDIRECT) hands it to a server-side Envoy in the
     backend pod, which connects to the application on loopback — as classic sidecar
-    meshes do. These two Envoys run from static bootstrap files this script writes.
+    meshes do. These two Envoys run from static bootstrap files this script writes;
+(d) bare one-hop Envoy: wrk → a static Envoy in the node's network namespace (where the
+    node Envoy runs), configured like the sidecars (static listener, route and cluster,
+    no access log, no xDS), which connects to the backend pod. It is the yardstick for
+    (b): what one proxy hop costs on this machine without any mesh machinery.
 
 The backend is an Envoy answering every request with a fixed 200 (direct response), so
 the application costs the same in every path and is never the bottleneck. All proxies
 run with the same ``--concurrency``; the node Envoy is the lab's own (started by the
-node agent). Rounds interleave (a), (b), (c) (every other round reversed); figures are
-medians over rounds. Ratios compare (b) with (c): the targets are p99 ≤ 0.55× and
-throughput ≥ 2×.
+node agent). Rounds interleave (a), (b), (c), (d) (every other round reversed); figures
+are medians over rounds. Ratios compare (b) with (c): the targets are p99 ≤ 0.55× and
+throughput ≥ 2×; (d)/(c) shows what a bare one-hop proxy reaches, (b)/(d) what the mesh
+machinery (ADS-built configuration, access logs to the agent) costs on top of it.
 
 Run as root: ``PYTHONPATH=src .venv/bin/python bench/l7.py [--duration 5] [--rounds 3]``.
 Everything lives in a lab named ``l7b<pid>`` that is torn down at the end.
@@ -46,6 +51,7 @@ CLIENT_SIDECAR_PORT = 15001
 SERVER_SIDECAR_PORT = 15006
 APP_PORT = 8080
 SIDECAR_SERVICE_PORT = 80
+BARE_PORT = 15080
 
 _ROUTER = {"name": "envoy.filters.http.router",
            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
@@ -93,6 +99,15 @@ def server_sidecar_config() -> dict[str, Any]:
     return {"static_resources": {
         "listeners": [_listener("inbound", "0.0.0.0", SERVER_SIDECAR_PORT, [route])],
         "clusters": [_cluster("local-app", "127.0.0.1", APP_PORT)],
+    }}
+
+
+def bare_config(server_ip: str) -> dict[str, Any]:
+    """Path (d): one static Envoy in the node namespace, routing like the sidecars, nothing else."""
+    route = {"match": {"prefix": "/api"}, "route": {"cluster": "app"}}
+    return {"static_resources": {
+        "listeners": [_listener("bare", "0.0.0.0", BARE_PORT, [route])],
+        "clusters": [_cluster("app", server_ip, APP_PORT)],
     }}
 
 
@@ -269,13 +284,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"the node agent did not start the node proxy: {up.agent}")
             server_ip = lab.pod("server").ipv4
             sidecars = Sidecars(lab, work, server_ip)
+            status = lab.status()
+            node_ip = json.loads((lab.dir / "objects.json").read_text())["nodeIPs"][0]
+            (work / "bare.json").write_text(json.dumps(bare_config(server_ip)))
+            bare = start_envoy(status.node_netns, work / "bare.json", work / "bare.log")
+            sidecars.procs.append(bare)  # stopped with the sidecars
             urls = {
                 "a": f"http://{server_ip}:{APP_PORT}/api/x",
                 "b": "http://app/api/x",
                 "c": f"http://{server_ip}:{SIDECAR_SERVICE_PORT}/api/x",
+                "d": f"http://{node_ip}:{BARE_PORT}/api/x",
             }
             wait_http(lab, urls["a"])
             wait_http(lab, urls["b"])
+            wait_http(lab, urls["d"])
             sidecars.redirect(True)
             wait_http(lab, urls["c"])
             sidecars.redirect(False)
@@ -285,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                      "b": {"agent": status.agent.pid, "node-envoy": int(status.agent.proxy.get("pid") or 0),
                            "backend": backend},
                      "c": {"client-sidecar": sidecars.procs[0].pid, "server-sidecar": sidecars.procs[1].pid,
-                           "backend": backend}}
+                           "backend": backend},
+                     "d": {"bare-envoy": bare.pid, "backend": backend}}
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in urls}
             for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
-                order = ["a", "b", "c"] if r % 2 == 0 else ["c", "b", "a"]
+                order = ["a", "b", "c", "d"] if r % 2 == 0 else ["d", "c", "b", "a"]
                 for key in order:
                     sidecars.redirect(key == "c")
                     result = wrk(lab, urls[key], args.duration if r else 1, args.connections, watch[key])
@@ -304,24 +327,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
-    """Print medians per path and the (b)/(c) ratios."""
+    """Print medians per path, the (b)/(c) ratios against the targets, and (d) for comparison."""
     names = {"a": "(a) direct to the pod", "b": "(b) node Envoy (VIP, one hop)",
-             "c": "(c) sidecar pair (two hops)"}
+             "c": "(c) sidecar pair (two hops)", "d": "(d) bare one-hop Envoy (static)"}
     med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in runs.items()}
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds, "
-          f"proxies --concurrency {CONCURRENCY}; medians")
-    print(f"{'path':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for k in ("a", "b", "c"):
-        m = med[k]
-        print(f"{names[k]:34} {m['rps']:10.0f} {m['p50']:8.3f} {m['p99']:8.3f}")
-    p99 = med["b"]["p99"] / med["c"]["p99"]
-    rps = med["b"]["rps"] / med["c"]["rps"]
+          f"proxies --concurrency {CONCURRENCY}; medians [min-max over rounds]")
+    print(f"{'path':34} {'req/s':>22} {'p50 ms':>8} {'p99 ms':>22}")
+    for k in ("a", "b", "c", "d"):
+        m, rps, p99s = med[k], [x["rps"] for x in runs[k]], [x["p99"] for x in runs[k]]
+        print(f"{names[k]:34} {m['rps']:8.0f} [{min(rps):5.0f}-{max(rps):5.0f}] {m['p50']:8.3f} "
+              f"{m['p99']:8.3f} [{min(p99s):5.2f}-{max(p99s):5.2f}]")
+
+    def ratios(x: str, y: str) -> tuple[float, float]:
+        return med[x]["p99"] / med[y]["p99"], med[x]["rps"] / med[y]["rps"]
+
+    p99, rps = ratios("b", "c")
     print(f"(b)/(c): p99 {p99:.2f}x (target <= 0.55x: {'met' if p99 <= 0.55 else 'NOT met'}), "
           f"throughput {rps:.2f}x (target >= 2x: {'met' if rps >= 2 else 'NOT met'})")
+    per_round = [(b["p99"] / c["p99"], b["rps"] / c["rps"]) for b, c in zip(runs["b"], runs["c"], strict=True)]
+    print("(b)/(c) per round: " + ", ".join(f"p99 {p:.2f}x rps {t:.2f}x" for p, t in per_round))
+    for x, y in (("d", "c"), ("b", "d"), ("b", "a")):
+        p, t = ratios(x, y)
+        print(f"({x})/({y}): p99 {p:.2f}x, throughput {t:.2f}x")
     print("CPU per request (us, medians): " + "; ".join(
         f"({k}) " + ", ".join(f"{m[3:]} {v:.0f}" for m, v in med[k].items() if m.startswith("us/"))
-        for k in ("a", "b", "c")))
-    print(f"(b)/(a): p99 {med['b']['p99'] / med['a']['p99']:.2f}x, throughput {med['b']['rps'] / med['a']['rps']:.2f}x")
+        for k in ("a", "b", "c", "d")))
     if args.json:
         print(json.dumps({"medians": med, "runs": runs, "ratios": {"p99_b_over_c": p99, "rps_b_over_c": rps}}))
 

@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
 fi
 
 stamp=.venv/.meshcore-setup
-want=$(cat pyproject.toml src/adapters/*/pyproject.toml setup.py bpf/Makefile 2>/dev/null | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml src/adapters/*/pyproject.toml setup.py src/adapters/istio/setup.py bpf/Makefile $(find src/adapters/istio/proto -name "*.proto" | sort) 2>/dev/null | sha256sum | cut -c1-16)
 make -s -C bpf
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0

@@ -212,6 +212,8 @@ def translate_objects(
             policies=[*inventory.policies, *(p for f in fragments for p in f.policies)],
             peer_authentications=[p for f in fragments for p in f.peer_authentications],
             envoy_configs=[e for f in fragments for e in f.envoy_configs],
+            request_authentications=[r for f in fragments for r in f.request_authentications],
+            traffic_policies=[t for f in fragments for t in f.traffic_policies],
         )
     except ModelError as exc:
         diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))

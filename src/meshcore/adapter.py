@@ -46,8 +46,10 @@ from .model import (
     Source,
     EnvoyConfig,
     PeerAuthentication,
+    RequestAuthentication,
     RouteTable,
     Service,
+    TrafficPolicy,
     Workload,
 )
 
@@ -103,6 +105,8 @@ class Fragment:
     policies: tuple[AuthorizationPolicy, ...] = attrs.field(default=(), converter=_to_tuple)
     peer_authentications: tuple[PeerAuthentication, ...] = attrs.field(default=(), converter=_to_tuple)
     envoy_configs: tuple[EnvoyConfig, ...] = attrs.field(default=(), converter=_to_tuple)
+    request_authentications: tuple[RequestAuthentication, ...] = attrs.field(default=(), converter=_to_tuple)
+    traffic_policies: tuple[TrafficPolicy, ...] = attrs.field(default=(), converter=_to_tuple)
     diagnostics: tuple[Diagnostic, ...] = attrs.field(default=(), converter=_to_tuple)
     statuses: tuple[ObjectStatus, ...] = attrs.field(default=(), converter=_to_tuple)
 

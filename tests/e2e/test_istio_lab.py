@@ -26,6 +26,7 @@ import pytest
 from _lab_support import meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.lab._observe import logged_flows
 
 pytestmark = pytest.mark.root
 
@@ -265,9 +266,7 @@ def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool], wait: float = 5.0) 
     """Flow-log records matching ``keep`` (waits for the agent to write them)."""
     deadline = time.monotonic() + wait
     while True:
-        path = lab.dir / "flows.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        found = [f for f in map(json.loads, lines) if keep(f)]
+        found = [f for f in logged_flows(lab.dir) if keep(f)]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)

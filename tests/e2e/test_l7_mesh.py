@@ -22,6 +22,7 @@ import pytest
 from _lab_support import envoy_pid, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.lab._observe import logged_flows
 
 pytestmark = pytest.mark.root
 
@@ -277,9 +278,7 @@ def _flows(lab: Lab, keep: Any, wait: float = 3.0) -> list[dict[str, Any]]:
     """L7 flows from the lab's flow log matching ``keep`` (waits for the access-log flush)."""
     deadline = time.monotonic() + wait
     while True:
-        path = lab.dir / "flows.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        found = [f for f in map(json.loads, lines) if f.get("kind") == "l7" and keep(f)]
+        found = [f for f in logged_flows(lab.dir) if f.get("kind") == "l7" and keep(f)]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)

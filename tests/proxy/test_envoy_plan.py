@@ -302,7 +302,8 @@ def test_http_policies_leave_non_http_ports_in_the_kernel() -> None:
     assert got == {(80, Datapath.ENVOY), (5432, Datapath.EBPF), (53, Datapath.EBPF)}
     pg = next(d for d in plan.decisions if d.port == 5432)
     assert pg.reason == ("authorization policy shop/get rule 0 matches on HTTP methods GET, but the port speaks TCP, "
-                         "not HTTP, so the node proxy cannot check it there")
+                         "not HTTP, so the node proxy cannot check it there (the kernel admits only the node "
+                         "proxy for that rule, so it allows nothing on this port)")
     assert [x.name for x in plan.envoy.listeners] == ["shop/db:80"]
 
 

@@ -56,3 +56,28 @@ def test_access_log_flows(apply: Apply, proxy_env: ProxyEnv) -> None:
         assert (tea.status, tea.route, tea.upstream_address, tea.cluster) == (418, "shop/web:80/teapot", "", "")
         assert (got["/nowhere"].status, got["/nowhere"].flags) == (404, ("NR",))
         assert "POST 127.0.0.1" in str(api) and "→ shop/web" in str(api)
+
+
+def test_flow_journal_stores_batches_undecoded_and_reads_them_back(apply: Apply, proxy_env: ProxyEnv) -> None:
+    from meshcore.proxy import FlowJournalReader
+
+    path = proxy_env.work / f"journal-{time.monotonic_ns()}.bin"
+    journal = proxy_env.cp.record_flows(path)
+    try:
+        with backends("web") as (web,):
+            svc = service("web", [web])
+            routes = table(svc, m.HttpRoute("api", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/api"))],
+                                            destinations=[dest(svc)]))
+            port = proxy_port(apply(snapshot([svc], [routes], [web.workload()])), "web")
+            for i in range(3):
+                assert request(port, f"/api/j{i}").status == 200
+            deadline = time.monotonic() + 5
+            got: list[dict[str, object]] = []
+            while len(got) < 3 and time.monotonic() < deadline:  # Envoy flushes its buffer every second
+                time.sleep(0.2)
+                got = [f for f in FlowJournalReader(path).read() if str(f["path"]).startswith("/api/j")]
+    finally:
+        proxy_env.cp.stop_recording(journal)
+    assert sorted(str(f["path"]) for f in got) == ["/api/j0", "/api/j1", "/api/j2"]
+    assert all((f["method"], f["status"], f["upstreamPod"], f["listener"], f["node"]) ==
+               ("GET", 200, "shop/web", "shop/web:80", proxy_env.node) for f in got), got

@@ -72,7 +72,29 @@ def _tls() -> m.Snapshot:
     return m.Snapshot(services=(tls, other), routes=(routes,))
 
 
-CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "tls-by-sni": _tls}
+def _jwt() -> m.Snapshot:
+    web = _workload("web-v1", "10.244.1.1")
+    svc = m.Service("web", NS, vips=("10.96.0.10",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.244.1.1", 8080, workload=web.ref),)),))
+    sel = m.WorkloadSelector(NS, {"app": "web"})
+    authn = m.RequestAuthentication("tokens", NS, sel, [
+        m.JwtRule("https://issuer.example.com", audiences=["web"],
+                  jwks='{"keys": [{"kty": "oct", "alg": "HS256", "k": "c2VjcmV0"}]}',
+                  from_headers=[m.JwtHeader("x-token", "Bearer ")], from_params=["token"],
+                  output_payload_to_header="x-jwt-payload",
+                  output_claim_to_headers=[m.ClaimToHeader("x-jwt-sub", "sub")]),
+        m.JwtRule("https://accounts.example.org", jwks_uri="https://accounts.example.org/keys.json"),
+    ])
+    policy = m.AuthorizationPolicy("web", NS, sel, "ALLOW", [
+        m.PolicyRule(sources=[m.PeerSelector(request_principals=["https://issuer.example.com/alice"],
+                                             not_request_principals=["*/mallory"])]),
+        m.PolicyRule(conditions=[m.Condition("request.auth.claims[group]", ["admins"])]),
+    ])
+    return m.Snapshot(namespaces=(m.Namespace(NS),), workloads=(web,), services=(svc,), policies=(policy,),
+                      request_authentications=(authn,))
+
+
+CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "jwt-authn": _jwt, "tls-by-sni": _tls}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

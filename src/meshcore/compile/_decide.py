@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot
+from ._envoy_jwt import selecting
 from ._plan import Datapath, Decision
+from ._traffic import traffic_verdict
 
 
 def _policies_needing_l7(snapshot: Snapshot, service: Service, port: ServicePort) -> list[AuthorizationPolicy]:
@@ -35,7 +37,7 @@ def _policy_l7_reason(policy: AuthorizationPolicy) -> str:
                     return f"rule {i} matches on HTTP {label}s {', '.join(values)}"
         if rule.conditions:
             return f"rule {i} has a condition on {rule.conditions[0].key}"
-        if any(s.request_principals for s in rule.sources):
+        if any(s.request_principals or s.not_request_principals for s in rule.sources):
             return f"rule {i} matches on request principals (JWT)"
     return "matches on HTTP attributes"
 
@@ -80,8 +82,27 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
                             "cannot check it there (the kernel admits only the node proxy for that rule, so it "
                             "allows nothing on this port)", p.source)
         return Decision(service.ref, port.port, transport, Datapath.ENVOY, why, p.source)
+    if snapshot.request_authentications and port.protocol.is_http:
+        # JWTs travel in HTTP requests: on other ports a request authentication has no
+        # effect (as in Istio, where TCP traffic passes it untouched).
+        backend_refs = {b.workload for b in port.backends if b.workload is not None}
+        authns = selecting(snapshot.request_authentications,
+                           (w for w in snapshot.workloads if w.ref in backend_refs)) if backend_refs else []
+        if authns:
+            a = authns[0]
+            issuers = ", ".join(dict.fromkeys(r.issuer for r in a.jwt_rules))
+            return Decision(service.ref, port.port, transport, Datapath.ENVOY,
+                            f"request authentication {a.namespace}/{a.name} validates JWTs (issuer {issuers})",
+                            a.source)
+    traffic = traffic_verdict(snapshot, service, port, tables)
+    if traffic is not None and traffic.envoy_reason:
+        return Decision(service.ref, port.port, transport, Datapath.ENVOY, traffic.envoy_reason, traffic.source)
+    notes = "".join(f"; {n}" for n in traffic.notes) if traffic is not None else ""
     if tables:
         return Decision(service.ref, port.port, transport, Datapath.EBPF,
-                        "routes only split traffic by weight at L4", tables[0].source)
+                        f"routes only split traffic by weight at L4{notes}", tables[0].source)
+    if traffic is not None and traffic.notes:
+        return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                        f"no route or policy needs L7{notes}", traffic.source)
     return Decision(service.ref, port.port, transport, Datapath.EBPF,
                     "no route or policy needs L7", service.source)

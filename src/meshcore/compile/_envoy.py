@@ -2,10 +2,12 @@
 
 One listener per proxied (service, port) on the port compile allocated; HTTP ports get a
 route configuration (virtual hosts from the tables' hostnames, routes in table order, a
-model route with several alternative matches becomes one Envoy route per match) and RBAC
-filters; TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+model route with several alternative matches becomes one Envoy route per match), a JWT
+filter when request authentications select the port's backends, and RBAC filters; TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
-service port's active backends.
+service port's active backends, with the traffic policy in force for that port and
+subset (load balancing, circuit breakers, outlier detection, upstream TLS); a route to
+consistent-hash clusters carries their hash keys.
 
 Gateway API semantics: a route's ``invalid_backends`` share is answered with its
 status by an Envoy route placed before the route proper, with the same match and a
@@ -18,7 +20,8 @@ connections at once (the socket-level balancer has no way to refuse a share).
 Diagnostic codes: MC5104 a destination whose service or port does not exist (its
 cluster has no endpoints, so requests routed there get 503); MC5105 a route whose
 destinations all have weight 0 (answered with 500); see :mod:`._envoy_rbac` for the
-policy ones and :mod:`._envoy_raw` for raw configs.
+policy ones and :mod:`._envoy_raw` for raw configs; MC5110 a route whose consistent-hash
+clusters hash on different keys (none is applied there).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from ..model import (
     Destination,
     Diagnostic,
     DirectResponse,
+    HashKey,
+    HashKeyKind,
     HttpMatch,
     HttpRoute,
     MatchKind,
@@ -65,8 +70,10 @@ from ._envoy_plan import (
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
+from ._envoy_jwt import listener_jwt
 from ._envoy_rbac import RbacIndex, listener_rbac
 from ._plan import Decision
+from ._traffic import uses_tcp_proxy
 
 
 @attrs.frozen
@@ -135,12 +142,31 @@ class _Builder:
             self.clusters[name] = EnvoyCluster(name, dest.service, number, protocol, subset=dest.subset, origins=(origin,))
             return name
         backends = [b for b in port.backends if self._in_subset(b, dest)]
+        traffic = self.snapshot.traffic_policy(dest.service, number, dest.subset)
+        lb_policy = traffic.lb.policy if traffic is not None and traffic.lb is not None else service.lb_policy
+        origins: tuple[Origin, ...] = (Origin(f"service {service.ref} port {number}", service.source),)
+        if traffic is not None:
+            origins += (Origin(f"traffic policy of {name}", traffic.source),)
         self.clusters[name] = EnvoyCluster(
-            name, dest.service, number, port.protocol, service.lb_policy,
+            name, dest.service, number, port.protocol, lb_policy,
             tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0),
-            dest.subset, (Origin(f"service {service.ref} port {number}", service.source),),
+            dest.subset, origins, traffic,
         )
         return name
+
+    def hash_policy(self, clusters: Iterable[ClusterWeight], origin: Origin) -> tuple[HashKey, ...]:
+        """The hash key of the consistent-hash clusters a route sends to (none when they disagree)."""
+        keys = tuple(dict.fromkeys(k for c in clusters if (k := self.clusters[c.cluster].hash_key) is not None))
+        if len(keys) > 1:
+            # Envoy computes one hash per request from all of a route's hash policies, so
+            # each cluster would hash on a mix of keys: hash on none rather than on a wrong one.
+            self.warnings.append(Diagnostic(
+                "MC5110", Severity.WARNING,
+                f"{origin.what} sends to clusters hashing on different keys ({', '.join(map(str, keys))}); "
+                "their consistent hashing is not applied on this route", origin.source, "destinations",
+            ))
+            return ()
+        return keys
 
     def _in_subset(self, backend: Backend, dest: Destination) -> bool:
         if not dest.subset_labels:
@@ -201,6 +227,7 @@ class _Builder:
                     direct_response=direct, rewrite=route.rewrite, request_headers=route.request_headers,
                     response_headers=route.response_headers, mirrors=mirrors, timeout_ms=route.timeout_ms,
                     retries=route.retries, fault=route.fault, cors=route.cors, origins=(origin,),
+                    hash_policy=self.hash_policy(clusters, origin),
                 ))
         return out
 
@@ -216,7 +243,8 @@ class _Builder:
                 )
         if not clusters:
             clusters = (ClusterWeight(self.own_cluster(item), 1),)
-        return EnvoyRoute(name=f"{listener}/default", clusters=clusters, origins=(origin,))
+        return EnvoyRoute(name=f"{listener}/default", clusters=clusters, origins=(origin,),
+                          hash_policy=self.hash_policy(clusters, origin))
 
     def http_listener(self, item: ProxiedPort, name: str) -> tuple[EnvoyListener, EnvoyRouteConfig]:
         tables = [t for t in item.tables if t.kind is RouteKind.L7]
@@ -249,10 +277,14 @@ class _Builder:
             name, tuple(vhosts),
             table_origins + tuple(o for v in vhosts for r in v.routes for o in r.origins),
         )
-        rbac = listener_rbac(self.rbac_index, item.port, self.warnings)
+        jwt = listener_jwt(self.snapshot.request_authentications, self.rbac_index.workloads, item.port,
+                           self.warnings)
+        issuers = tuple(p.issuer for p in jwt.providers) if jwt is not None else ()
+        rbac = listener_rbac(self.rbac_index, item.port, self.warnings, issuers)
         listener = EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
-            route_config=name, rbac=rbac, origins=self._listener_origins(item, tables)
+            route_config=name, rbac=rbac, jwt=jwt, origins=self._listener_origins(item, tables)
+            + tuple(o for p in (jwt.providers if jwt else ()) for o in p.origins)
             + tuple(o for f in rbac for p in f.policies for o in p.origins),
         )
         return listener, route_config
@@ -280,11 +312,21 @@ class _Builder:
                 if route.invalid_weight:
                     weights.append(ClusterWeight(self.refusing_cluster(table, item, origin), route.invalid_weight))
                 clusters = _merged(weights)
-                chains.append(TcpChain(f"{name}/{route.name or f'route-{i}'}", sni, clusters, (origin,)))
+                chains.append(TcpChain(f"{name}/{route.name or f'route-{i}'}", sni, clusters, (origin,),
+                                       self.hashes_source_ip(clusters, origin)))
+        if not tables:
+            # Proxied for its traffic policy alone: every connection goes to the port's own backends.
+            clusters = (ClusterWeight(self.own_cluster(item), 1),)
+            own = Origin(f"service {item.service.ref} port {item.port.port}", item.service.source)
+            chains.append(TcpChain(f"{name}/default", (), clusters, (own,), self.hashes_source_ip(clusters, own)))
         return EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
             tcp=tuple(chains), origins=self._listener_origins(item, tables),
         )
+
+    def hashes_source_ip(self, clusters: Iterable[ClusterWeight], origin: Origin) -> bool:
+        """True when the clusters of a TCP chain hash connections by source IP (other keys need HTTP)."""
+        return any(k.kind is HashKeyKind.SOURCE_IP for k in self.hash_policy(clusters, origin))
 
     def refusing_cluster(self, table: RouteTable, item: ProxiedPort, origin: Origin) -> str:
         """A cluster without endpoints: the TCP proxy closes connections sent there at once."""
@@ -312,6 +354,8 @@ def refuses_share(table: RouteTable) -> bool:
 def _is_tcp(item: ProxiedPort) -> bool:
     """An L4 listener: TLS-by-SNI or refusing tables and no L7 table (HTTP attributes need HTTP)."""
     kinds = {t.kind for t in item.tables}
+    if uses_tcp_proxy(item.port, item.tables):
+        return True  # a port that does not speak HTTP (proxied for its traffic policy)
     return RouteKind.L7 not in kinds and any(
         t.kind is RouteKind.L4 and (t.needs_l7 or refuses_share(t)) for t in item.tables)
 

@@ -19,6 +19,7 @@ from ..model import (
     Diagnostic,
     DirectResponse,
     FaultInjection,
+    HashKey,
     HeaderModifier,
     HttpMatch,
     LbPolicy,
@@ -29,6 +30,7 @@ from ..model import (
     ServiceRef,
     Source,
     StringMatch,
+    TrafficPolicy,
 )
 
 
@@ -84,6 +86,15 @@ class EnvoyCluster:
     endpoints: tuple[EnvoyEndpoint, ...] = attrs.field(default=(), converter=_sorted_endpoints)
     subset: str = ""
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+    #: The traffic policy in force for this cluster's service port (and subset): load
+    #: balancing, connection pool, outlier detection, upstream TLS.
+    traffic: TrafficPolicy | None = None
+
+    @property
+    def hash_key(self) -> HashKey | None:
+        """The consistent-hash key of this cluster's load balancer, if it hashes."""
+        lb = self.traffic.lb if self.traffic is not None else None
+        return lb.hash_key if lb is not None else None
 
     @property
     def http2(self) -> bool:
@@ -131,6 +142,8 @@ class EnvoyRoute:
     #: fall through to the next route): how a share of a route is answered differently.
     per_million: int | None = None
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+    #: What the consistent-hash clusters of this route hash on (their keys, in cluster order).
+    hash_policy: tuple[HashKey, ...] = ()
 
 
 @attrs.frozen
@@ -207,7 +220,22 @@ class RbacPath:
     match: StringMatch
 
 
-RbacExpr = RbacAny | RbacAnd | RbacOr | RbacNot | RbacSourceIp | RbacHeader | RbacPath
+@attrs.frozen(order=True)
+class RbacClaim:
+    """A claim of the request's verified JWT (a principal), found by its ``path`` in the payload.
+
+    A string claim matches ``match``; a list claim matches when any of its strings does,
+    unless ``single`` (a claim that is one string by the JWT specification, such as
+    ``iss``); a ``Present`` match only needs the claim. Requests without a verified
+    token never match.
+    """
+
+    path: tuple[str, ...]
+    match: StringMatch
+    single: bool = False
+
+
+RbacExpr = RbacAny | RbacAnd | RbacOr | RbacNot | RbacSourceIp | RbacHeader | RbacPath | RbacClaim
 
 #: Matches nothing.
 RBAC_NEVER: RbacExpr = RbacNot(RbacAny())
@@ -259,25 +287,72 @@ class EnvoyRbac:
     policies: tuple[RbacPolicy, ...] = ()
 
 
+# --- JWT authentication ---------------------------------------------------------------
+
+
+@attrs.frozen
+class JwtProvider:
+    """One JWT rule of a request authentication, as a provider of the listener's JWT filter.
+
+    ``jwks`` is the JSON Web Key Set as canonical JSON (a set without keys when the keys
+    are not available to the node proxy: every token of the issuer is then refused).
+    ``from_headers`` are (name, prefix) pairs; ``claim_to_headers`` (header, claim) pairs.
+    """
+
+    name: str
+    issuer: str
+    jwks: str
+    audiences: tuple[str, ...] = ()
+    from_headers: tuple[tuple[str, str], ...] = ()
+    from_params: tuple[str, ...] = ()
+    from_cookies: tuple[str, ...] = ()
+    forward: bool = False
+    forward_payload_header: str | None = None
+    claim_to_headers: tuple[tuple[str, str], ...] = ()
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+
+@attrs.frozen
+class EnvoyJwt:
+    """The JWT filter of an HTTP listener: a token, when present, must satisfy one provider.
+
+    Requests without a token pass unauthenticated (authorization decides about them); a
+    token no provider accepts is refused with 401. A verified token's payload is what
+    :class:`RbacClaim` matches.
+    """
+
+    providers: tuple[JwtProvider, ...]
+
+
 # --- listeners ------------------------------------------------------------------------
 
 
 @attrs.frozen
 class TcpChain:
-    """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty)."""
+    """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty).
+
+    The backends' kernel policy exempts the node proxy, so ``rbac`` is where a proxied
+    connection meets the L3/L4 authorization of the workloads it is sent to.
+    """
 
     name: str
     sni: tuple[str, ...]
     clusters: tuple[ClusterWeight, ...]
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+    #: Hash connections by the client's address (a source-IP consistent hash of a cluster).
+    hash_source_ip: bool = False
+    #: Network RBAC filters (audit, deny, allow — in that order) checked before the TCP
+    #: proxy picks a backend: the authorization policies of the chain's destination workloads.
+    rbac: tuple[EnvoyRbac, ...] = ()
 
 
 @attrs.frozen
 class EnvoyListener:
     """The node proxy's listener for one service port, on ``proxy_port``.
 
-    HTTP listeners carry ``route_config`` (fetched over RDS) and RBAC filters (applied in
-    order: audit, deny, allow); L4 listeners carry ``tcp`` chains (TLS by SNI).
+    HTTP listeners carry ``route_config`` (fetched over RDS), an optional ``jwt`` filter
+    and RBAC filters (applied after it, in order: audit, deny, allow); L4 listeners carry
+    ``tcp`` chains (TLS by SNI).
     """
 
     name: str
@@ -288,6 +363,7 @@ class EnvoyListener:
     route_config: str | None = None
     rbac: tuple[EnvoyRbac, ...] = ()
     tcp: tuple[TcpChain, ...] = ()
+    jwt: EnvoyJwt | None = None
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
 
     @property

@@ -8,9 +8,26 @@ ports, and HTTP attributes become header and path matchers. Anything the proxy c
 check is resolved fail-closed: an ALLOW rule that needs it never matches, a DENY or
 AUDIT rule treats it as matching, and a warning names the policy.
 
+Request principals and ``request.auth.*`` conditions match the payload of the token the
+listener's JWT filter verified (see :mod:`._envoy_jwt`) with :class:`RbacClaim`. Envoy
+has no single field for Istio's request principal ``<iss>/<sub>``, so a principal
+pattern becomes matchers on the ``iss`` and ``sub`` claims that hold exactly when the
+joined string would match it. The verified ``iss`` can only be one of the issuers the
+listener accepts, so for each of those compile works out what the pattern asks of
+``sub`` (an issuer is often a URL: splitting at a ``/`` of the pattern would be
+ambiguous); ``*`` needs any verified token.
+
+TCP listeners (TLS passthrough by SNI, ports proxied for a traffic policy) get the same
+policies as network RBAC filters, one set per filter chain for the workloads that chain
+sends to, checked before the TCP proxy picks a backend. HTTP-only parts (methods,
+paths, hosts, request principals, header and ``request.auth.*`` conditions) follow
+Istio's rule for TCP traffic: an ALLOW rule containing any matches no connection, and a
+DENY or AUDIT rule is applied as if they were absent (so it matches more, never less).
+
 Diagnostic codes: MC5101 a condition the node proxy cannot evaluate, MC5102 a policy
 selecting only some of a proxied port's backends, MC5103 request authentication (JWT)
-attributes, which no request carries through the node proxy.
+attributes on a port no request authentication selects (no request carries a verified
+token there, so they never match), or TLS server names (never set through the proxy).
 """
 
 from __future__ import annotations
@@ -18,6 +35,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import attrs
 
@@ -45,6 +63,7 @@ from ._envoy_plan import (
     Origin,
     RbacAction,
     RbacAny,
+    RbacClaim,
     RbacExpr,
     RbacHeader,
     RbacNot,
@@ -57,6 +76,9 @@ from ._envoy_plan import (
 
 _ACTIONS = {PolicyAction.AUDIT: RbacAction.LOG, PolicyAction.DENY: RbacAction.DENY, PolicyAction.ALLOW: RbacAction.ALLOW}
 _HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
+_CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\]]+\])+)$")
+#: ``request.auth.*`` attributes that are one claim of the verified token.
+_AUTH_CLAIMS = {"request.auth.audiences": "aud", "request.auth.presenter": "azp"}
 
 
 def selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
@@ -74,6 +96,45 @@ def _pattern(value: str) -> StringMatch:
     if value.startswith("*"):
         return StringMatch(MatchKind.SUFFIX, value[1:])
     return StringMatch(MatchKind.EXACT, value)
+
+
+def request_principal(pattern: str, issuers: Sequence[str]) -> RbacExpr:
+    """Requests whose verified token's ``<iss>/<sub>`` matches an Istio pattern (exact, ``prefix*``, ``*suffix``, ``*``).
+
+    ``issuers`` are the issuers the listener's JWT filter accepts, the only values the
+    verified ``iss`` can have: each is tried as the part before the ``/``, which leaves
+    one plain matcher on ``sub``.
+    """
+    options: list[RbacExpr] = []
+    for issuer in dict.fromkeys(issuers):
+        head = issuer + "/"
+        sub: list[StringMatch] = []
+        if pattern == "*":
+            sub.append(StringMatch(MatchKind.PRESENT))
+        elif pattern.endswith("*"):
+            prefix = pattern[:-1]
+            if head.startswith(prefix):
+                sub.append(StringMatch(MatchKind.PRESENT))
+            elif prefix.startswith(head):
+                sub.append(StringMatch(MatchKind.PREFIX, prefix[len(head):]))
+        elif pattern.startswith("*"):
+            suffix = pattern[1:]
+            sub.append(StringMatch(MatchKind.SUFFIX, suffix))
+            # A suffix reaching into the issuer: the subject is what follows its "/".
+            sub += [StringMatch(MatchKind.EXACT, suffix[i + 1:])
+                    for i, c in enumerate(suffix) if c == "/" and head.endswith(suffix[:i + 1])]
+        elif pattern.startswith(head):
+            sub.append(StringMatch(MatchKind.EXACT, pattern[len(head):]))
+        if sub:
+            iss = RbacClaim(("iss",), StringMatch(MatchKind.EXACT, issuer), single=True)
+            options.append(rbac_and([iss, rbac_or(RbacClaim(("sub",), m, single=True) for m in dict.fromkeys(sub))]))
+    return rbac_or(options)
+
+
+def claim_path(key: str) -> tuple[str, ...] | None:
+    """The claim path of a ``request.auth.claims[a][b]`` key (``("a", "b")``), or ``None``."""
+    found = _CLAIM_KEY.match(key)
+    return tuple(re.findall(r"\[([^\]]+)\]", found.group(1))) if found else None
 
 
 def _glob(pattern: str, value: str) -> bool:
@@ -115,6 +176,7 @@ class RbacIndex:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.workloads = {w.ref: w for w in snapshot.workloads}
+        self.by_name = {str(w.ref): w for w in snapshot.workloads}
         self._nets: dict[WorkloadRef, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {}
         self._peers: dict[frozenset[WorkloadRef], RbacExpr] = {}
 
@@ -154,6 +216,9 @@ class _Context:
     target_ports: frozenset[int]
     backend_addresses: tuple[str, ...]
     warnings: list[Diagnostic]
+    issuers: tuple[str, ...] = ()
+    #: A TCP listener: HTTP-only parts follow Istio's TCP rule (see the module docstring).
+    tcp: bool = False
 
     def warn(self, code: str, message: str, field: str) -> None:
         self.warnings.append(Diagnostic(
@@ -172,11 +237,20 @@ class _Context:
         return any(r.protocol == "TCP" and r.first <= p <= r.last for r in ranges for p in self.target_ports)
 
 
+def _no_token_warning(ctx: _Context, what: str, field: str) -> None:
+    if not ctx.issuers:
+        ctx.warn("MC5103", f"{what}: no request authentication selects the backends of this port, so no request "
+                 "carries a verified JWT there", field)
+
+
 def _source(sel: PeerSelector, ctx: _Context, field: str) -> RbacExpr:
+    parts: list[RbacExpr] = []
     if sel.request_principals:
-        ctx.warn("MC5103", "request principals need JWT authentication, which the node proxy does not perform; "
-                 "this source matches no request", f"{field}.request_principals")
-        return RBAC_NEVER
+        _no_token_warning(ctx, "request principals never match", f"{field}.request_principals")
+        parts.append(rbac_or(request_principal(p, ctx.issuers) for p in sel.request_principals))
+    if sel.not_request_principals:
+        _no_token_warning(ctx, "excluded request principals always hold", f"{field}.not_request_principals")
+        parts.append(RbacNot(rbac_or(request_principal(p, ctx.issuers) for p in sel.not_request_principals)))
     snapshot = ctx.snapshot
     labelled_ns = None
     if sel.namespace_labels is not None:
@@ -196,7 +270,6 @@ def _source(sel: PeerSelector, ctx: _Context, field: str) -> RbacExpr:
             _glob(n, w.namespace) for n in sel.not_namespaces
         )
 
-    parts: list[RbacExpr] = []
     if positive:
         parts.append(ctx.workload_ips(w for w in snapshot.workloads if chosen(w) and not excluded(w)))
     elif sel.not_principals or sel.not_namespaces:
@@ -266,19 +339,44 @@ def _condition(cond_index: int, key: str, values: tuple[str, ...], negate: bool,
         nets = [ipaddress.ip_network(v, strict=False) for v in values]
         held = any(ipaddress.ip_address(a) in n for a in ctx.backend_addresses for n in nets if ipaddress.ip_address(a).version == n.version)
         return "permission", RbacAny() if held != negate else RBAC_NEVER
-    if key.startswith("request.auth.") or key == "connection.sni":
-        # Absent attributes: requests through the node proxy carry no verified JWT and
-        # no TLS server name, so listed values never match and excluded values always do.
-        what = "request authentication (JWT)" if key.startswith("request.auth.") else "TLS server names"
-        ctx.warn("MC5103", f"{key} is never set through the node proxy (no {what}); the condition "
+    path = claim_path(key) or ((_AUTH_CLAIMS[key],) if key in _AUTH_CLAIMS else None)
+    if path is not None or key == "request.auth.principal":
+        _no_token_warning(ctx, f"the condition on {key} " + ("always holds" if negate else "never holds"), field)
+        if path is None:
+            exprs = [request_principal(v, ctx.issuers) for v in values]
+        else:
+            exprs = [RbacClaim(path, _pattern(v)) for v in values]
+        return "principal", _negate_if(exprs, negate)
+    if key == "connection.sni":
+        # Absent attribute: requests through the node proxy carry no TLS server name, so
+        # listed values never match and excluded values always do.
+        ctx.warn("MC5103", f"{key} is never set through the node proxy (no TLS server names); the condition "
                  + ("always holds" if negate else "never holds"), field)
         return "permission", RbacAny() if negate else RBAC_NEVER
     return None
 
 
+def _http_only_key(key: str) -> bool:
+    """True for a condition key only an HTTP request has (headers, the verified JWT)."""
+    return bool(_HEADER_KEY.match(key)) or key.startswith("request.auth.")
+
+
+def _tcp_part(rule: PolicyRule) -> tuple[PolicyRule, bool]:
+    """The rule without its HTTP-only parts, and whether it had any."""
+    sources = tuple(attrs.evolve(s, request_principals=(), not_request_principals=()) for s in rule.sources)
+    operations = tuple(Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations)
+    conditions = tuple(c for c in rule.conditions if not _http_only_key(c.key))
+    stripped = PolicyRule(sources=sources, operations=operations, conditions=conditions)
+    return stripped, stripped != rule
+
+
 def _rule(ctx: _Context, rule: PolicyRule) -> RbacPolicy | None:
     """One rule as an RBAC policy, or ``None`` when it can match no request on this port."""
     policy = ctx.policy
+    if ctx.tcp:
+        rule, had_http = _tcp_part(rule)
+        if had_http and policy.action is PolicyAction.ALLOW:
+            return None  # HTTP attributes never match a TCP connection
     principals: list[RbacExpr] = []
     permissions: list[RbacExpr] = []
     if rule.sources:
@@ -308,13 +406,57 @@ def _rule(ctx: _Context, rule: PolicyRule) -> RbacPolicy | None:
     return RbacPolicy(f"{policy.namespace}/{policy.name}[{ctx.rule_index}]", principal, permission, (origin,))
 
 
-def listener_rbac(index: RbacIndex, port: ServicePort, warnings: list[Diagnostic]) -> tuple[EnvoyRbac, ...]:
-    """The RBAC filters (audit, deny, allow — in that order) for a proxied service port."""
-    snapshot = index.snapshot
+def listener_rbac(index: RbacIndex, port: ServicePort, warnings: list[Diagnostic],
+                  issuers: Sequence[str] = ()) -> tuple[EnvoyRbac, ...]:
+    """The RBAC filters (audit, deny, allow — in that order) for a proxied service port.
+
+    ``issuers`` are those the port's JWT filter accepts (none: no request has a verified token).
+    """
     refs = [b.workload for b in port.backends]
     workloads = [index.workloads[r] for r in refs if r is not None and r in index.workloads]
     target_ports = frozenset(b.port for b in port.backends)
     addresses = tuple(b.address for b in port.backends)
+    return _filters(index, len(refs), workloads, target_ports, addresses, warnings, tuple(issuers), tcp=False)
+
+
+class Destination(NamedTuple):
+    """One endpoint a TCP filter chain may send a connection to."""
+
+    workload: str  # ``ns/name``, or "" when the address belongs to no known workload
+    address: str
+    port: int
+
+
+def tcp_chain_rbac(index: RbacIndex, destinations: Iterable[Destination],
+                   warnings: list[Diagnostic]) -> tuple[EnvoyRbac, ...]:
+    """The network RBAC filters (audit, deny, allow) of a TCP filter chain sending to ``destinations``.
+
+    The backends' kernel policy exempts the node proxy, so the policies of every workload
+    the chain may pick are checked here, on the client's address, before the TCP proxy
+    picks one. Compile keeps a port in the kernel when its chains' destinations are not
+    governed alike (:func:`uneven_destinations`); otherwise this is exact per destination.
+    """
+    found = list(dict.fromkeys(destinations))
+    workloads = list(dict.fromkeys(w for d in found if (w := index.by_name.get(d.workload)) is not None))
+    return _filters(index, len({d.workload or d.address for d in found}), workloads,
+                    frozenset(d.port for d in found), tuple(dict.fromkeys(d.address for d in found)),
+                    warnings, (), tcp=True)
+
+
+def governing(snapshot: Snapshot, workload: Workload | None) -> frozenset[str]:
+    """``ns/name`` of the ingress ALLOW and DENY policies selecting ``workload`` (what decides its connections)."""
+    if workload is None:
+        return frozenset()
+    return frozenset(
+        f"{p.namespace}/{p.name}" for p in snapshot.policies
+        if p.direction is Direction.INGRESS and p.action is not PolicyAction.AUDIT and selects(p, workload)
+    )
+
+
+def _filters(index: RbacIndex, backend_count: int, workloads: Sequence[Workload], target_ports: frozenset[int],
+             addresses: tuple[str, ...], warnings: list[Diagnostic], issuers: tuple[str, ...],
+             tcp: bool) -> tuple[EnvoyRbac, ...]:
+    snapshot = index.snapshot
     grouped: dict[PolicyAction, list[RbacPolicy]] = {a: [] for a in PolicyAction}
     present: set[PolicyAction] = set()
     for policy in snapshot.policies:
@@ -323,16 +465,17 @@ def listener_rbac(index: RbacIndex, port: ServicePort, warnings: list[Diagnostic
         chosen = [w for w in workloads if selects(policy, w)]
         if not chosen:
             continue
-        if len(chosen) < len(refs):
+        if len(chosen) < backend_count:
+            what = "connections" if tcp else "requests"
             warnings.append(Diagnostic(
                 "MC5102", Severity.WARNING,
-                f"authorization policy {policy.namespace}/{policy.name} selects {len(chosen)} of the {len(refs)} backends "
-                f"of a port handled by the node proxy; the proxy applies it to requests for all of them",
+                f"authorization policy {policy.namespace}/{policy.name} selects {len(chosen)} of the {backend_count} "
+                f"backends of a port handled by the node proxy; the proxy applies it to {what} for all of them",
                 policy.source, "selector",
             ))
         present.add(policy.action)
         for i, rule in enumerate(policy.rules):
-            ctx = _Context(index, policy, i, target_ports, addresses, warnings)
+            ctx = _Context(index, policy, i, target_ports, addresses, warnings, issuers, tcp)
             compiled = _rule(ctx, rule)
             if compiled is not None:
                 grouped[policy.action].append(compiled)

@@ -42,6 +42,7 @@ from ..model import (
     PolicyAction,
     PolicyRule,
     PortRange,
+    RequestAuthentication,
     ReservedIdentity,
     Snapshot,
     Workload,
@@ -244,6 +245,27 @@ def _ports_only(rule: PolicyRule) -> PolicyRule:
     return PolicyRule(operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations])
 
 
+def _request_authn_ports(snapshot: Snapshot) -> list[tuple[RequestAuthentication, dict[WorkloadRef, set[int]]]]:
+    """Each RequestAuthentication with the HTTP backend ports of the workloads it selects."""
+    if not snapshot.request_authentications:
+        return []
+    by_ref = {w.ref: w for w in snapshot.workloads}
+    http_ports: dict[WorkloadRef, set[int]] = defaultdict(set)
+    for service in snapshot.services:
+        for sp in service.ports:
+            if sp.protocol.is_http:
+                for b in sp.backends:
+                    if b.workload is not None and b.workload in by_ref:
+                        http_ports[b.workload].add(b.port)
+    out = []
+    for authn in snapshot.request_authentications:
+        gated = {ref: ports for ref, ports in http_ports.items()
+                 if authn.selects(by_ref[ref].namespace, by_ref[ref].labels)}
+        if gated:
+            out.append((authn, gated))
+    return out
+
+
 def _selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
     sel = policy.selector
     if sel.namespace is not None and sel.namespace != workload.namespace:
@@ -288,6 +310,19 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             rules.append((index, rule, remotes))
         compiled.append((policy, rules))
 
+    # A RequestAuthentication is checked by the node Envoy alone: a client dialling a selected
+    # workload's HTTP port directly would skip it (and could forge the headers its claims
+    # are copied to), so in the kernel only the node proxy may reach those ports.
+    proxy_only: dict[WorkloadRef, list[tuple[int, set[int]]]] = defaultdict(list)
+    for authn, gated in _request_authn_ports(snapshot):
+        index = len(origins) + 1
+        ref = f"{authn.namespace}/{authn.name}"
+        origins.append(PolicyOrigin(index, ref, "PROXY-ONLY", Direction.INGRESS, 0, authn.source))
+        ports = sorted({p for ps in gated.values() for p in ps})
+        handoffs.append(L7Handoff(ref, 0, "RequestAuthentication: JWTs are checked by the node proxy, so only it "
+                                          f"may reach port(s) {', '.join(map(str, ports))} of the selected workloads"))
+        for workload, workload_ports in gated.items():
+            proxy_only[workload].append((index, workload_ports))
     local = [w for w in snapshot.workloads if not node or not w.node or w.node == node]
     endpoints: dict[WorkloadRef, PolicyEndpoint] = {}
     entries: list[PolicyEntry] = []
@@ -304,6 +339,10 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             verdict = PolicyVerdict.DENY if policy.action is PolicyAction.DENY else PolicyVerdict.ALLOW
             for index, rule, remotes in rules:
                 _contribute(per_dir[policy.direction], universe, rule, verdict, index, remotes)
+        for index, gated_ports in proxy_only.get(w.ref, ()):
+            # Everyone but the node proxy (exempt in the datapath) is refused on these ports.
+            gate = PolicyRule(operations=[Operation(ports=[PortRange.single(p) for p in sorted(gated_ports)])])
+            _contribute(per_dir[Direction.INGRESS], universe, gate, PolicyVerdict.DENY, index)
         endpoints[w.ref] = PolicyEndpoint(
             w.ref, ident, w.addresses, default_deny[Direction.INGRESS], default_deny[Direction.EGRESS]
         )

@@ -1,9 +1,10 @@
 """`meshcore observe` for a lab: one stream of the L3/L4 verdicts and L7 requests its node agent logged.
 
-The agent appends flows as JSON lines to ``flows.jsonl`` in the lab directory (rotated
-to ``flows.jsonl.1``): ``kind: l4`` for verdicts of the L3/L4 policy programs (a
-decoded kernel event under ``flow``), ``kind: l7`` for requests through the node Envoy.
-Both are shown as one record shape, like ``hubble observe``: time, source and
+The agent appends L3/L4 verdicts of the policy programs as JSON lines to ``flows.jsonl``
+in the lab directory (``kind: l4``, a decoded kernel event under ``flow``), and the node
+Envoy's access-log batches, undecoded, to the flow journal ``flows-l7.bin`` (rotated to
+``flows-l7.bin.1``); requests through the node Envoy are decoded from the journal here,
+when they are read (``kind: l7``). Both are merged by time and shown as one record shape, like ``hubble observe``: time, source and
 destination (pod, namespace, identity, address, port), protocol, direction, verdict,
 drop reason and the deciding policy with its source; L7 records add method, path,
 status, latency and the upstream pod. Filters combine (all must match).
@@ -12,6 +13,7 @@ status, latency and the upstream pod. Filters combine (all must match).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -25,7 +27,8 @@ import click
 from .._translate import translate
 from ._errors import LabError
 from ._lab import Lab
-from ._proxy import FLOWS_FILE
+from ..proxy import FlowJournalReader
+from ._proxy import FLOWS_FILE, FLOWS_L7_FILE
 from ._state import LabState
 
 KINDS = ("l4", "l7")
@@ -63,34 +66,87 @@ def _lines(path: Path) -> Iterator[str]:
             continue
 
 
-def _follow(path: Path, stop_after: float | None = None) -> Iterator[str]:
-    """Lines appended to ``path`` from now on, across rotations."""
-    started = time.monotonic()
-    f = None
-    inode = None
-    while stop_after is None or time.monotonic() - started < stop_after:
-        if f is None:
-            try:
-                f = open(path, encoding="utf-8")  # noqa: SIM115 - kept open across iterations
-                inode = path.stat().st_ino
-            except FileNotFoundError:
-                time.sleep(0.2)
-                continue
-        line = f.readline()
-        if line:
-            yield line
-            continue
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None  # a line cut by a rotation
+    return data if isinstance(data, dict) else None
+
+
+def _by_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def when(r: Mapping[str, Any]) -> float:
         try:
-            rotated = path.stat().st_ino != inode
-        except FileNotFoundError:
-            rotated = True
-        if rotated:
-            f.close()
-            f = None
-            continue
-        time.sleep(0.2)
-    if f is not None:
-        f.close()
+            return float(r.get("time") or 0)
+        except (TypeError, ValueError):
+            return 0.0
+    return sorted(records, key=when)
+
+
+def logged_flows(state_dir: Path) -> list[dict[str, Any]]:
+    """Every flow the lab's agent logged, as stored objects (``kind: l4`` / ``kind: l7``), oldest first.
+
+    L7 flows are decoded from the node proxy's flow journal now; the L3/L4 verdicts come
+    from the JSON-lines log (which may also hold L7 lines written by an older agent).
+    """
+    records = [d for d in map(_parse, _lines(state_dir / FLOWS_FILE)) if d is not None]
+    records.extend(FlowJournalReader(state_dir / FLOWS_L7_FILE).read())
+    return _by_time(records)
+
+
+class _LineTail:
+    """Lines of a file, then those appended to it, across rotations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f: Any = None
+        self._inode = 0
+        self._pending = ""
+
+    def poll(self) -> list[str]:
+        out: list[str] = []
+        while True:
+            if self._f is None:
+                try:
+                    self._f = open(self.path, encoding="utf-8")  # noqa: SIM115 - kept open across polls
+                    self._inode = os.fstat(self._f.fileno()).st_ino
+                except FileNotFoundError:
+                    return out
+            text = self._pending + self._f.read()
+            lines = text.split("\n")
+            self._pending = lines.pop()
+            out.extend(line for line in lines if line)
+            try:
+                rotated = self.path.stat().st_ino != self._inode
+            except FileNotFoundError:
+                rotated = True
+            if not rotated:
+                return out
+            self._f.close()
+            self._f = None
+            self._pending = ""
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _follow(state_dir: Path, stop_after: float | None = None) -> Iterator[dict[str, Any]]:
+    """The flows of the current logs, then those logged from now on (both kinds, across
+    rotations), in time order within each poll."""
+    started = time.monotonic()
+    lines = _LineTail(state_dir / FLOWS_FILE)
+    journal = FlowJournalReader(state_dir / FLOWS_L7_FILE, from_start=True)
+    try:
+        while stop_after is None or time.monotonic() - started < stop_after:
+            found = [d for d in map(_parse, lines.poll()) if d is not None]
+            found.extend(journal.poll())
+            yield from _by_time(found)
+            time.sleep(0.2)
+    finally:
+        lines.close()
+        journal.close()
 
 
 def _namespace(pod: str) -> str:
@@ -218,15 +274,8 @@ def flows(lab: Lab, *, follow: bool = False, pod: str | None = None, namespace: 
     names = pod_names(state) if state is not None else {}
     identities: dict[str, int] = {}  # learnt from L3/L4 verdicts, to name the identities of L7 peers
     sources = _policy_sources(lab)
-    path = lab.dir / FLOWS_FILE
-    source = _follow(path, follow_for) if follow else _lines(path)
-    for line in source:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a rotation
-        if not isinstance(data, dict):
-            continue
+    source = _follow(lab.dir, follow_for) if follow else iter(logged_flows(lab.dir))
+    for data in source:
         r = row(data, names, identities, sources)
         if r["kind"] == "l4":
             for side in ("source", "destination"):

@@ -4,7 +4,8 @@ The node agent owns one :class:`NodeProxy`. It starts meshcore's control plane o
 socket in the lab directory and a supervised Envoy in the node namespace the first time
 a plan has Envoy listeners, and keeps both until the agent stops (`lab down`). Envoy's
 pid is recorded in ``proxy.json`` so `lab down` can stop it by pid; L7 flows from its
-access log are appended to ``flows.jsonl`` (rotated to ``flows.jsonl.1`` when large).
+access log are appended undecoded, one ALS batch per write, to the flow journal
+``flows-l7.bin`` (rotated to ``flows-l7.bin.1`` when large) and decoded when read.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ log = logging.getLogger("meshcore.lab.agent")
 
 PROXY_FILE = "proxy.json"
 FLOWS_FILE = "flows.jsonl"
+#: The node proxy's L7 flows: a :class:`~meshcore.proxy.FlowJournal` (raw access-log batches).
+FLOWS_L7_FILE = "flows-l7.bin"
 XDS_SOCKET = "xds.sock"
 ENVOY_DIR = "envoy"
 #: Size at which the flow log is rotated (one previous file is kept).
@@ -115,7 +118,6 @@ class NodeProxy:
         self.state_dir = state_dir
         self.node = node
         self.settings = ProxySettings(listen_ipv4=node_ipv4, listen_ipv6=node_ipv6 or None)
-        self.flows = FlowLog(state_dir / FLOWS_FILE)
         self._cp: ControlPlane | None = None
         self._envoy: EnvoySupervisor | None = None
         self._current = EnvoyPlan()
@@ -130,8 +132,9 @@ class NodeProxy:
         """Start the control plane serving ``plan`` and an Envoy; waits until Envoy acknowledged it."""
         cp = ControlPlane(f"unix:{self.state_dir / XDS_SOCKET}").start()
         try:
-            # Per batch, as plain objects: the agent does no per-request work beyond one dict.
-            cp.on_flow_data(self.flows.extend)
+            # Raw batches, one write each: the agent does no per-request work; readers decode.
+            cp.record_flows(self.state_dir / FLOWS_L7_FILE, FLOWS_MAX_BYTES,
+                            on_error=lambda exc: log.warning("cannot write the L7 flow journal: %s", exc))
             version = cp.set_plan(self.node, plan, self.settings)
             envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=None))
             # Recorded before it can exist (write-ahead): `lab down` finds it even after a crash here.

@@ -9,6 +9,7 @@ from ._errors import ModelError
 from ._labels import Labels
 from ._serialize import to_data
 from ._source import Source
+from .authn import ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication
 from .diagnostics import Diagnostic, Severity, has_errors
 from .envoy import ENVOY_RESOURCE_TYPES, EnvoyConfig, EnvoyResource, ServiceListener
 from .identity import DEFAULT_TRUST_DOMAIN, FIRST_ALLOCATED_IDENTITY, Identity, ReservedIdentity
@@ -51,18 +52,33 @@ from .route import (
 )
 from .service import Backend, BackendState, LbPolicy, Service, ServicePort, ServiceRef
 from .snapshot import Snapshot
+from .traffic import (
+    ConnectionPool,
+    HashAlgorithm,
+    HashKey,
+    HashKeyKind,
+    LoadBalancer,
+    OutlierDetection,
+    TcpKeepalive,
+    TlsMode,
+    TrafficPolicy,
+    UpstreamTls,
+    resolve_traffic,
+)
 from .workload import Protocol, ProxyMode, Workload, WorkloadPort, WorkloadRef
 
 __all__ = [
     "DEFAULT_TRUST_DOMAIN", "ENVOY_RESOURCE_TYPES", "FIRST_ALLOCATED_IDENTITY",
-    "AuthorizationPolicy", "Backend", "BackendState", "Condition", "CorsPolicy", "Destination",
+    "AuthorizationPolicy", "Backend", "BackendState", "ClaimToHeader", "Condition", "CorsPolicy", "Destination",
     "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
     "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HttpRoute", "Identity", "InvalidBackends",
-    "IpBlock", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace",
+    "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace",
     "Operation", "PeerAuthMode", "PeerAuthentication", "PeerSelector", "PolicyAction",
     "PolicyRule", "PortMode", "PortRange", "Protocol", "ProxyMode", "QueryMatch", "Redirect",
-    "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
+    "RequestAuthentication", "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
     "ServiceListener", "ServicePort", "ServiceRef", "Severity", "Snapshot", "Source",
     "StringMatch", "TcpRoute", "Workload", "WorkloadPort", "WorkloadRef", "WorkloadSelector",
     "has_errors", "to_data",
+    "ConnectionPool", "HashAlgorithm", "HashKey", "HashKeyKind", "LoadBalancer", "OutlierDetection",
+    "TcpKeepalive", "TlsMode", "TrafficPolicy", "UpstreamTls", "resolve_traffic",
 ]

@@ -46,7 +46,8 @@ class PeerSelector:
 
     ``principals`` are ``<td>/ns/<ns>/sa/<sa>`` patterns (exact, ``prefix*``, ``*suffix``
     or ``*``); ``namespace_labels``/``workload_labels`` select by labels; ``namespaces``
-    by name. ``not_*`` fields exclude.
+    by name. ``request_principals`` are ``<iss>/<sub>`` patterns of a verified JWT (see
+    :class:`~meshcore.model.RequestAuthentication`). ``not_*`` fields exclude.
     """
 
     principals: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
@@ -58,11 +59,12 @@ class PeerSelector:
     ip_blocks: tuple[IpBlock, ...] = attrs.field(default=(), converter=to_tuple)
     not_ip_blocks: tuple[IpBlock, ...] = attrs.field(default=(), converter=to_tuple)
     request_principals: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    not_request_principals: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
     @property
     def needs_l7(self) -> bool:
         """True when matching needs more than addresses (JWT request principals)."""
-        return bool(self.request_principals)
+        return bool(self.request_principals or self.not_request_principals)
 
 
 @attrs.frozen(order=True)

@@ -12,12 +12,14 @@ import attrs
 
 from ._errors import ModelError
 from ._serialize import to_data
+from .authn import RequestAuthentication
 from .envoy import EnvoyConfig
 from .identity import Identity
 from .namespace import Namespace
 from .policy import AuthorizationPolicy, PeerAuthentication
 from .route import RouteTable
 from .service import Service, ServiceRef
+from .traffic import TrafficPolicy, resolve_traffic
 from .workload import Workload
 
 
@@ -41,6 +43,10 @@ def _unique(key: str) -> Any:
     return check
 
 
+def _by_key(items: Iterable[TrafficPolicy]) -> tuple[TrafficPolicy, ...]:
+    return tuple(sorted(items, key=lambda p: p.key))
+
+
 def _ns_name(obj: Any) -> tuple[str, str]:
     return (obj.namespace or "", obj.name)
 
@@ -60,6 +66,8 @@ class Snapshot:
     policies: tuple[AuthorizationPolicy, ...] = attrs.field(default=(), converter=_sorted)
     peer_authentications: tuple[PeerAuthentication, ...] = attrs.field(default=(), converter=_sorted)
     envoy_configs: tuple[EnvoyConfig, ...] = attrs.field(default=(), converter=_sorted)
+    traffic_policies: tuple[TrafficPolicy, ...] = attrs.field(default=(), converter=_by_key, validator=_unique("key"))
+    request_authentications: tuple[RequestAuthentication, ...] = attrs.field(default=(), converter=_sorted)
 
     @property
     def identities(self) -> tuple[Identity, ...]:
@@ -69,6 +77,22 @@ class Snapshot:
     def service(self, ref: ServiceRef) -> Service | None:
         """The service with this reference, if present."""
         return self._service_index.get(ref)
+
+    def traffic_policy(self, service: ServiceRef, port: int, subset: str = "") -> TrafficPolicy | None:
+        """The traffic settings in force for ``subset`` of ``port`` of ``service`` (layered as Istio does)."""
+        return resolve_traffic(self._traffic_index.get(service, ()), service, port, subset)
+
+    def traffic_subsets(self, service: ServiceRef, port: int) -> tuple[str, ...]:
+        """The subsets of ``service`` with a traffic policy that applies on ``port``, sorted."""
+        return tuple(sorted({p.subset for p in self._traffic_index.get(service, ())
+                             if p.subset and (p.port is None or p.port == port)}))
+
+    @functools.cached_property
+    def _traffic_index(self) -> dict[ServiceRef, list[TrafficPolicy]]:
+        index: dict[ServiceRef, list[TrafficPolicy]] = {}
+        for p in self.traffic_policies:
+            index.setdefault(p.service, []).append(p)
+        return index
 
     @functools.cached_property
     def _service_index(self) -> dict[ServiceRef, Service]:

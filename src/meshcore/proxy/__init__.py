@@ -25,7 +25,11 @@ Public API::
   settings) -> version``; ``wait_synced(node, version, timeout)``; ``status(node) ->
   NodeStatus``; ``nacks(node)`` and ``on_nack(callback)``; ``subscribe_flows()`` and
   ``on_flow(callback)``; ``on_flow_data(callback)`` (one call per ALS batch with plain flow
-  objects: the cheap path for storing flows); ``endpoint`` (the bound :class:`XdsEndpoint`).
+  objects); ``on_flow_batch(callback)`` (one call per ALS batch with the undecoded message)
+  and ``record_flows(path) -> FlowJournal`` (raw batches appended to a file, one write
+  each: the cheap path for storing flows; :class:`FlowJournalReader` decodes them when
+  read); ``endpoint`` (the bound :class:`XdsEndpoint`). Access logs are received as
+  bytes and decoded only for subscribers that want decoded flows.
 - Push order per node: clusters, endpoints, listeners, routes, each type only after the
   previous is acknowledged and Envoy subscribed to the names it needs; clusters a new
   plan drops are removed only after the listeners and routes that used them changed.
@@ -50,7 +54,7 @@ cluster adds ``/<subset>``); routes ``<listener>/<route name or route-N>``; RBAC
 
 from ..compile import Origin
 from ._admin import AdminClient, socket_in_netns
-from ._als import FlowHub, FlowRecord, FlowSubscription, decode_entry
+from ._als import FlowHub, FlowJournal, FlowJournalReader, FlowRecord, FlowSubscription, decode_batch, decode_entry
 from ._errors import CONFIG_CODE, NACK_CODE, EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
 from ._resources import (
     ACCESS_LOG_NAME,
@@ -73,8 +77,8 @@ from ._xds import AdsServer, NodeStatus, TypeStatus
 __all__ = [
     "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE",
     "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
-    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecord", "FlowSubscription", "Nack",
+    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowJournal", "FlowJournalReader", "FlowRecord", "FlowSubscription", "Nack",
     "NackError", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resource",
     "Resources", "TypeStatus", "XdsEndpoint", "bootstrap", "build_resources", "canonical_json",
-    "decode_entry", "find_envoy", "socket_in_netns",
+    "decode_batch", "decode_entry", "find_envoy", "socket_in_netns",
 ]

@@ -1,13 +1,27 @@
-"""L7 flows: Envoy's gRPC access logs (ALS) decoded into flow records for subscribers."""
+"""L7 flows: Envoy's gRPC access logs (ALS) as raw batches, decoded only for whoever reads them.
+
+The receiving side does no per-request work: each ALS message arrives as bytes (no
+protobuf decoding in the server), goes to raw consumers as is — the flow journal appends
+it to a file with one write — and is decoded into flows only when something subscribed
+to decoded flows (:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`,
+:meth:`FlowHub.on_flow_data`), or later, when a reader of the journal asks for them
+(:class:`FlowJournalReader`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import queue
+import struct
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import attrs
 
@@ -265,14 +279,29 @@ class FlowSubscription:
         self.close()
 
 
+RawCallback = Callable[[str, bytes], None]
+
+
+def _log_message(raw: bytes) -> Any:
+    from envoy.service.accesslog.v3 import als_pb2
+
+    return als_pb2.StreamAccessLogsMessage.FromString(raw)
+
+
 class FlowHub:
-    """Fans flow records out to subscriptions and callbacks."""
+    """Fans flows out to raw consumers (one call per ALS batch, bytes as received), and
+    decoded flows to subscriptions and callbacks — decoding only when someone wants them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscriptions: list[FlowSubscription] = []
         self._callbacks: list[Callable[[FlowRecord], None]] = []
         self._data_callbacks: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._raw_callbacks: list[RawCallback] = []
+        #: Access-log batches (ALS messages) and their bytes received so far.
+        self.batches = 0
+        self.bytes = 0
+        #: Flows decoded for subscribers and callbacks so far (0 while only raw consumers listen).
         self.received = 0
 
     def subscribe(self, maxsize: int = 10_000) -> FlowSubscription:
@@ -282,35 +311,60 @@ class FlowHub:
             self._subscriptions.append(sub)
         return sub
 
-    def on_flow(self, callback: Callable[[FlowRecord], None]) -> Callable[[], None]:
-        """Call ``callback`` for every flow (from a server thread); returns a remover."""
+    def _add(self, registry: list[Any], callback: Any) -> Callable[[], None]:
         with self._lock:
-            self._callbacks.append(callback)
+            registry.append(callback)
 
         def remove() -> None:
             with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
+                if callback in registry:
+                    registry.remove(callback)
         return remove
+
+    def on_flow(self, callback: Callable[[FlowRecord], None]) -> Callable[[], None]:
+        """Call ``callback`` for every flow (from a server thread); returns a remover."""
+        return self._add(self._callbacks, callback)
 
     def on_flow_data(self, callback: Callable[[list[dict[str, Any]]], None]) -> Callable[[], None]:
         """Call ``callback`` once per batch of access-log entries, as plain flow objects (see
         :func:`entry_data`); returns a remover.
 
-        Cheaper than :meth:`on_flow` for consumers that store or forward flows: no
-        :class:`FlowRecord` is built, and the callback runs once per batch Envoy sends.
+        Cheaper than :meth:`on_flow` (no :class:`FlowRecord` is built), but every entry is
+        still decoded: consumers that only store flows should use :meth:`on_flow_batch`.
         """
-        with self._lock:
-            self._data_callbacks.append(callback)
+        return self._add(self._data_callbacks, callback)
 
-        def remove() -> None:
-            with self._lock:
-                if callback in self._data_callbacks:
-                    self._data_callbacks.remove(callback)
-        return remove
+    def on_flow_batch(self, callback: RawCallback) -> Callable[[], None]:
+        """Call ``callback(node, message)`` once per ALS batch with the serialized
+        ``StreamAccessLogsMessage`` exactly as Envoy sent it; returns a remover.
+
+        Nothing is decoded for it: the cheap path for storing or forwarding flows (see
+        :class:`FlowJournal`, and :func:`decode_batch` to read them later).
+        """
+        return self._add(self._raw_callbacks, callback)
+
+    def publish_raw(self, raw: bytes, node: str, resolver: Resolver | None = None) -> None:
+        """Deliver one serialized ``StreamAccessLogsMessage``: as is to raw consumers, decoded to the others."""
+        with self._lock:
+            self.batches += 1
+            self.bytes += len(raw)
+            raw_callbacks = list(self._raw_callbacks)
+            decode = bool(self._subscriptions or self._callbacks or self._data_callbacks)
+        for callback in raw_callbacks:
+            try:
+                callback(node, raw)
+            except Exception:  # one consumer's failure must not stop the others
+                pass
+        if decode:
+            message = _log_message(raw)
+            if message.HasField("http_logs"):
+                self._deliver(message.http_logs.log_entry, node, resolver)
 
     def publish_entries(self, entries: Any, node: str, resolver: Resolver | None = None) -> None:
         """Deliver a batch of ``HTTPAccessLogEntry`` messages, decoding only into the forms someone wants."""
+        self._deliver(entries, node, resolver)
+
+    def _deliver(self, entries: Any, node: str, resolver: Resolver | None) -> None:
         with self._lock:
             wants_records = bool(self._subscriptions or self._callbacks)
             data_callbacks = list(self._data_callbacks)
@@ -355,30 +409,298 @@ class FlowHub:
                 self._subscriptions.remove(sub)
 
 
+def decode_batch(raw: bytes, node: str, resolver: Resolver | None = None) -> list[dict[str, Any]]:
+    """The flows of one serialized ``StreamAccessLogsMessage`` as plain flow objects (see :func:`entry_data`)."""
+    message = _log_message(raw)
+    if not message.HasField("http_logs"):
+        return []
+    return [entry_data(entry, node, resolver) for entry in message.http_logs.log_entry]
+
+
+# --- the flow journal ------------------------------------------------------------------
+#
+# A file of records, each a 5-byte header (kind, little-endian payload length) and the
+# payload. Kinds: "N" — the names a node's entries are resolved with (JSON: node, proxy
+# port → listener, endpoint address → workload), written at the head of every file and
+# whenever a node's plan changes them; "B" — one ALS batch: 2-byte node length, node id,
+# then the serialized StreamAccessLogsMessage as Envoy sent it. Entries are resolved
+# with the names last written before them, i.e. the plan in force when they arrived.
+
+JOURNAL_MAGIC = b"MCFLOWS1"
+_HEADER = struct.Struct("<cI")
+_NODE_LEN = struct.Struct("<H")
+_NAMES_KIND = b"N"
+_BATCH_KIND = b"B"
+#: Size at which a journal is rotated to ``<file>.1`` (one previous file is kept).
+JOURNAL_MAX_BYTES = 4 * 1024 * 1024
+
+
+class NamesTable:
+    """A :class:`Resolver` over plain tables: per node, proxy port → listener and address → workload."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ports: dict[str, dict[int, str]] = {}
+        self._workloads: dict[str, dict[str, str]] = {}
+
+    def set(self, node: str, ports: Mapping[int, str], workloads: Mapping[str, str]) -> None:
+        """Replace ``node``'s tables."""
+        with self._lock:
+            self._ports[node] = dict(ports)
+            self._workloads[node] = dict(workloads)
+
+    def nodes(self) -> list[str]:
+        """The nodes with tables."""
+        with self._lock:
+            return sorted(self._ports)
+
+    def data(self, node: str) -> dict[str, Any]:
+        """``node``'s tables as the JSON object a journal stores."""
+        with self._lock:
+            return {"node": node, "ports": {str(k): v for k, v in self._ports.get(node, {}).items()},
+                    "workloads": dict(self._workloads.get(node, {}))}
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        """Replace a node's tables from :meth:`data`'s form (unreadable parts are skipped)."""
+        ports = data.get("ports") if isinstance(data.get("ports"), dict) else {}
+        workloads = data.get("workloads") if isinstance(data.get("workloads"), dict) else {}
+        assert isinstance(ports, dict) and isinstance(workloads, dict)
+        self.set(str(data.get("node", "")), {int(k): str(v) for k, v in ports.items() if str(k).isdigit()},
+                 {str(k): str(v) for k, v in workloads.items()})
+
+    def listener(self, node: str, local_address: str) -> str:
+        """The listener owning the proxy address ``ip:port`` of ``node``, or ``""``."""
+        port = local_address.rpartition(":")[2]
+        with self._lock:
+            ports = self._ports.get(node)
+        return ports.get(int(port), "") if ports is not None and port.isdigit() else ""
+
+    def workload(self, node: str, address: str) -> str:
+        """``ns/name`` of ``node``'s endpoint at ``ip:port``, or ``""``."""
+        with self._lock:
+            workloads = self._workloads.get(node)
+        return workloads.get(address, "") if workloads is not None else ""
+
+
+def _record(kind: bytes, payload: bytes) -> bytes:
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+class FlowJournal:
+    """Appends raw ALS batches to a binary file with one write each, rotating it to
+    ``<file>.1`` beyond ``max_bytes``; read it back with :class:`FlowJournalReader`.
+
+    ``names`` are the tables entries are resolved with when read; :meth:`names_changed`
+    records a node's new tables (call it whenever a node's plan changes).
+    """
+
+    def __init__(self, path: Path, names: NamesTable, max_bytes: int = JOURNAL_MAX_BYTES,
+                 on_error: Callable[[OSError], None] | None = None) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._names = names
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._file: BinaryIO | None = None
+        self._size = 0
+        self._ino = 0
+
+    def names_changed(self, node: str) -> None:
+        """Record ``node``'s current tables (entries written from now on resolve with them)."""
+        self._write(_record(_NAMES_KIND, json.dumps(self._names.data(node), separators=(",", ":")).encode()))
+
+    def write_batch(self, node: str, raw: bytes) -> None:
+        """Append one serialized ``StreamAccessLogsMessage`` of ``node`` (thread-safe; errors are not raised)."""
+        encoded = node.encode()
+        self._write(_HEADER.pack(_BATCH_KIND, _NODE_LEN.size + len(encoded) + len(raw))
+                    + _NODE_LEN.pack(len(encoded)) + encoded + raw)
+
+    def _head(self) -> bytes:
+        return JOURNAL_MAGIC + b"".join(
+            _record(_NAMES_KIND, json.dumps(self._names.data(n), separators=(",", ":")).encode())
+            for n in self._names.nodes())
+
+    def _open(self) -> BinaryIO:
+        f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open between batches
+        st = os.fstat(f.fileno())
+        self._size, self._ino = st.st_size, st.st_ino
+        if self._size == 0:
+            head = self._head()
+            f.write(head)
+            self._size = len(head)
+        return f
+
+    def _write(self, data: bytes) -> None:
+        with self._lock:
+            try:
+                f = self._file
+                if f is not None:
+                    try:
+                        gone = os.stat(self.path).st_ino != self._ino
+                    except FileNotFoundError:
+                        gone = True
+                    if gone:  # removed or replaced by someone else: start a new file
+                        f.close()
+                        f = self._file = None
+                if f is not None and self._size + len(data) > self.max_bytes:
+                    f.close()
+                    self._file = None
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                    f = None
+                if f is None:
+                    f = self._file = self._open()
+                f.write(data)
+                self._size += len(data)
+            except OSError as exc:
+                if self._file is not None:
+                    with contextlib.suppress(OSError):
+                        self._file.close()
+                    self._file = None
+                if self._on_error is not None:
+                    self._on_error(exc)
+
+    def close(self) -> None:
+        """Close the file (a later batch opens it again)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class FlowJournalReader:
+    """Flows from a :class:`FlowJournal`'s file, oldest first, decoded as they are read.
+
+    :meth:`read` gives every flow now in ``<file>.1`` and the file; :meth:`poll` gives the
+    flows appended since the previous call (following rotations), for a live view — its
+    first call gives those already in the file with ``from_start``, none without.
+    Flows are plain objects as :func:`entry_data` makes them (``kind: l7``).
+    """
+
+    def __init__(self, path: Path, from_start: bool = False) -> None:
+        self.path = Path(path)
+        self.from_start = from_start
+        self._names = NamesTable()
+        self._file: BinaryIO | None = None
+        self._ino = 0
+        self._pending = b""
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        """Every flow in the rotated file and the current one."""
+        for candidate in (self.path.with_name(self.path.name + ".1"), self.path):
+            try:
+                data = candidate.read_bytes()
+            except FileNotFoundError:
+                continue
+            yield from self._records(data, final=True)[0]
+
+    def _records(self, data: bytes, final: bool) -> tuple[list[dict[str, Any]], bytes]:
+        """Flows of the complete records in ``data``, and the incomplete tail."""
+        out: list[dict[str, Any]] = []
+        if data.startswith(JOURNAL_MAGIC):
+            data = data[len(JOURNAL_MAGIC):]
+        at, size = 0, len(data)
+        while at + _HEADER.size <= size:
+            kind, length = _HEADER.unpack_from(data, at)
+            end = at + _HEADER.size + length
+            if end > size:
+                break
+            payload = data[at + _HEADER.size:end]
+            at = end
+            try:
+                if kind == _NAMES_KIND:
+                    names = json.loads(payload)
+                    if isinstance(names, dict):
+                        self._names.load(names)
+                elif kind == _BATCH_KIND:
+                    (n,) = _NODE_LEN.unpack_from(payload)
+                    node = payload[_NODE_LEN.size:_NODE_LEN.size + n].decode(errors="replace")
+                    out.extend(decode_batch(payload[_NODE_LEN.size + n:], node, self._names))
+            except Exception:  # a damaged record: skip it, keep reading
+                continue
+        return out, (b"" if final else data[at:])
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The flows appended since the last call (the first call starts at the current end)."""
+        out: list[dict[str, Any]] = []
+        first = self._ino == 0
+        while True:
+            if self._file is None:
+                try:
+                    self._file = open(self.path, "rb")  # noqa: SIM115 - kept open between polls
+                except FileNotFoundError:
+                    self._ino = -1
+                    return out
+                st = os.fstat(self._file.fileno())
+                self._ino = st.st_ino
+                self._pending = b""
+                if first and not self.from_start:
+                    # A live view starts now, but needs the names written so far.
+                    _, self._pending = self._records(self._file.read(), final=False)
+                    return out
+            chunk = self._file.read()
+            if chunk:
+                flows, self._pending = self._records(self._pending + chunk, final=False)
+                out.extend(flows)
+            try:
+                replaced = os.stat(self.path).st_ino != self._ino
+            except FileNotFoundError:
+                replaced = True
+            if not replaced:
+                return out
+            # Rotated: the open file was read to its end above; continue with the new one.
+            self._file.close()
+            self._file = None
+            if not os.path.exists(self.path):
+                return out
+
+    def follow(self, stop_after: float | None = None, interval: float = 0.2) -> Iterator[dict[str, Any]]:
+        """Flows as they are appended from now on (until ``stop_after`` seconds, if given)."""
+        started = time.monotonic()
+        self.poll()
+        while stop_after is None or time.monotonic() - started < stop_after:
+            yield from self.poll()
+            time.sleep(interval)
+
+    def close(self) -> None:
+        """Close the file a live view keeps open."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class AlsServicer:
-    """The ``envoy.service.accesslog.v3.AccessLogService`` side: decodes and publishes."""
+    """The ``envoy.service.accesslog.v3.AccessLogService`` side: raw messages to the hub."""
+
+    SERVICE = "envoy.service.accesslog.v3.AccessLogService"
 
     def __init__(self, hub: FlowHub, resolver: Resolver) -> None:
         self._hub = hub
         self._resolver = resolver
 
-    def servicer(self) -> Any:
-        """A grpcio servicer for the access log service."""
-        from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+    def stream(self, request_iterator: Iterator[bytes], context: Any) -> bytes:
+        """One Envoy worker's stream: the node from the first message, then every message as bytes."""
+        node = ""
+        publish = self._hub.publish_raw
+        resolver = self._resolver
+        try:
+            for raw in request_iterator:
+                if not node:
+                    # Only the first message of a stream carries the identifier.
+                    message = _log_message(raw)
+                    if message.HasField("identifier"):
+                        node = message.identifier.node.id
+                publish(raw, node, resolver)
+        except Exception:  # Envoy went away mid-stream
+            pass
+        return b""  # an empty StreamAccessLogsResponse
 
-        outer = self
+    def handler(self) -> Any:
+        """A grpcio generic handler serving the access log service without decoding requests."""
+        import grpc
 
-        class _Servicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-            def StreamAccessLogs(self, request_iterator: Any, context: Any) -> Any:  # noqa: N802
-                node = ""
-                try:
-                    for message in request_iterator:
-                        if message.HasField("identifier"):
-                            node = message.identifier.node.id
-                        if message.HasField("http_logs"):
-                            outer._hub.publish_entries(message.http_logs.log_entry, node, outer._resolver)
-                except Exception:  # Envoy went away mid-stream
-                    pass
-                return als_pb2.StreamAccessLogsResponse()
+        def identity(data: bytes) -> bytes:
+            return data
 
-        return _Servicer()
+        method = grpc.stream_unary_rpc_method_handler(
+            self.stream, request_deserializer=None, response_serializer=identity)
+        return grpc.method_handlers_generic_handler(self.SERVICE, {"StreamAccessLogs": method})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import attrs
 
 from ..compile import EnvoyPlan
-from ._als import AlsServicer, FlowHub, FlowRecord, FlowSubscription
+from ._als import JOURNAL_MAX_BYTES, AlsServicer, FlowHub, FlowJournal, FlowRecord, FlowSubscription, NamesTable
 from ._errors import Nack, ProxyError
 from ._resources import ProxySettings, Resources, build_resources
 from ._xds import AdsServer, NodeStatus
@@ -61,45 +60,31 @@ class XdsEndpoint:
         return {"socket_address": {"address": self.host, "port_value": self.port}}
 
 
-@attrs.define
-class _NodeNames:
-    listeners: dict[str, str] = attrs.field(factory=dict)  # "ip:port" of a listener → its name
-    ports: dict[int, str] = attrs.field(factory=dict)  # proxy port → listener name
-    workloads: dict[str, str] = attrs.field(factory=dict)  # "ip:port" of an endpoint → "ns/name"
-
-
-class _Names:
-    """Address → listener / workload lookups for access-log entries, per node."""
+class _Names(NamesTable):
+    """Address → listener / workload lookups for access-log entries, per node, from its plan."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._nodes: dict[str, _NodeNames] = {}
+        super().__init__()
+        self.journals: list[FlowJournal] = []
 
     def update(self, node: str, plan: EnvoyPlan) -> None:
-        names = _NodeNames()
+        ports: dict[int, str] = {}
+        workloads: dict[str, str] = {}
         for listener in plan.listeners:
-            names.ports[listener.proxy_port] = listener.name
+            ports[listener.proxy_port] = listener.name
         for raw in plan.raw:
             if raw.proxy_port is not None:
-                names.ports[raw.proxy_port] = raw.name
+                ports[raw.proxy_port] = raw.name
         for cluster in plan.clusters:
             for e in cluster.endpoints:
                 if e.workload:
                     host = f"[{e.address}]" if ":" in e.address else e.address
-                    names.workloads[f"{host}:{e.port}"] = e.workload
-        with self._lock:
-            self._nodes[node] = names
-
-    def listener(self, node: str, local_address: str) -> str:
-        port = local_address.rpartition(":")[2]
-        with self._lock:
-            names = self._nodes.get(node)
-        return names.ports.get(int(port), "") if names is not None and port.isdigit() else ""
-
-    def workload(self, node: str, address: str) -> str:
-        with self._lock:
-            names = self._nodes.get(node)
-        return names.workloads.get(address, "") if names is not None else ""
+                    workloads[f"{host}:{e.port}"] = e.workload
+        before = self.data(node)
+        self.set(node, ports, workloads)
+        if self.data(node) != before:
+            for journal in list(self.journals):
+                journal.names_changed(node)
 
 
 class ControlPlane:
@@ -119,6 +104,7 @@ class ControlPlane:
         self.flows = FlowHub()
         self._names = _Names()
         self._als = AlsServicer(self.flows, self._names)
+        self._recorders: dict[int, Callable[[], None]] = {}
 
     @property
     def endpoint(self) -> XdsEndpoint:
@@ -130,7 +116,6 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         """Bind and serve; raises :class:`ProxyError` when the address cannot be bound."""
         import grpc
-        from envoy.service.accesslog.v3 import als_pb2_grpc
         from envoy.service.discovery.v3 import ads_pb2_grpc
 
         if self._server is not None:
@@ -142,7 +127,8 @@ class ControlPlane:
                 os.unlink(wanted.path)  # a socket left by a previous run; binding needs the name
         server = grpc.server(ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="meshcore-xds"))
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads.servicer(), server)
-        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self._als.servicer(), server)
+        # Access logs arrive undecoded (see AlsServicer): the server does no per-request work.
+        server.add_generic_rpc_handlers((self._als.handler(),))
         try:
             port = server.add_insecure_port(wanted.grpc_target)
         except RuntimeError as exc:
@@ -161,6 +147,8 @@ class ControlPlane:
             return
         self.ads.stop()
         self.flows.close()
+        for journal in self._names.journals:
+            journal.close()
         self._server.stop(grace).wait()
         self._server = None
         if self._requested.path is not None and os.path.exists(self._requested.path):
@@ -218,3 +206,31 @@ class ControlPlane:
     def on_flow_data(self, callback: Callable[[list[dict[str, Any]]], None]) -> Callable[[], None]:
         """Call ``callback`` with each batch of L7 flows as plain JSON objects; returns a remover."""
         return self.flows.on_flow_data(callback)
+
+    def on_flow_batch(self, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+        """Call ``callback(node, message)`` with each ALS batch undecoded; see :meth:`FlowHub.on_flow_batch`."""
+        return self.flows.on_flow_batch(callback)
+
+    def record_flows(self, path: str | os.PathLike[str], max_bytes: int = JOURNAL_MAX_BYTES,
+                     on_error: Callable[[OSError], None] | None = None) -> FlowJournal:
+        """Append every ALS batch, undecoded, to the flow journal ``path`` (rotated to
+        ``<path>.1`` beyond ``max_bytes``); read it with :class:`FlowJournalReader`.
+
+        The journal also records each node's names (listeners, endpoint workloads) as its
+        plan changes, so entries are resolved as they would have been when they arrived.
+        """
+        journal = FlowJournal(Path(path), self._names, max_bytes, on_error)
+        for node in self._names.nodes():  # an existing file gets the names in force now
+            journal.names_changed(node)
+        self._names.journals.append(journal)
+        self._recorders[id(journal)] = self.flows.on_flow_batch(journal.write_batch)
+        return journal
+
+    def stop_recording(self, journal: FlowJournal) -> None:
+        """Stop appending to ``journal`` (from :meth:`record_flows`) and close it."""
+        remove = self._recorders.pop(id(journal), None)
+        if remove is not None:
+            remove()
+        if journal in self._names.journals:
+            self._names.journals.remove(journal)
+        journal.close()

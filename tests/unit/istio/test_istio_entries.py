@@ -76,7 +76,11 @@ def test_destination_rule_load_balancer_applies_to_service_entries() -> None:
     """))
     svc = result.snapshot.service(ServiceRef("default", "ext"))
     assert svc is not None and svc.lb_policy is LbPolicy.CONSISTENT_HASH
-    assert codes(result).count("MC7013") == 3
+    (policy,) = result.snapshot.traffic_policies
+    assert policy.service == svc.ref and policy.lb is not None and policy.lb.hash_key is not None
+    assert policy.outlier_detection is not None and policy.tls is not None
+    # Only the unverified server certificate (no caCertificates) is reported now.
+    assert codes(result).count("MC7013") == 1
 
 
 def test_subset_selecting_no_backend_is_reported() -> None:

@@ -103,11 +103,6 @@ def test_oldest_namespace_wide_peer_authentication_wins() -> None:
     assert find(result, "MC7016").source.name == "b"
 
 
-def test_request_authentication_is_recognised() -> None:
-    result = translate(istio("RequestAuthentication", "jwt", "jwtRules: [{issuer: x}]", version=SEC))
-    assert find(result, "MC7014").source.kind == "RequestAuthentication"
-
-
 def test_strict_is_reported_not_enforced_where_declared() -> None:
     # Mutual TLS is not implemented: each STRICT an object declares is a warning at its field;
     # inheriting STRICT, PERMISSIVE and DISABLE say nothing (plain text is accepted, as they allow).

@@ -20,14 +20,19 @@ from meshcore.model import (
     AuthorizationPolicy,
     Direction,
     Identity,
+    Backend,
     IpBlock,
+    JwtRule,
     Namespace,
     Operation,
     PeerSelector,
     PolicyAction,
     PolicyRule,
     PortRange,
+    RequestAuthentication,
     ReservedIdentity,
+    Service,
+    ServicePort,
     Snapshot,
     Workload,
     WorkloadRef,
@@ -142,6 +147,28 @@ def test_l7_rules_split() -> None:
     assert verdict(plan, db.identity, Direction.INGRESS, proxy, TCP, 81) == "default-deny"
     reasons = {h.policy: h.reason for h in plan.l7}
     assert "admits only the node proxy" in reasons["a/l7"]
+
+
+def test_request_authentication_admits_only_the_node_proxy_on_http_backend_ports() -> None:
+    db = WORKLOADS[2]
+    service = Service("db", "a", ["10.96.0.3"], [
+        ServicePort(80, "HTTP", "http", [Backend("10.0.0.3", 8080, workload=db.ref)]),
+        ServicePort(5432, "TCP", "pg", [Backend("10.0.0.3", 5432, workload=db.ref)]),
+    ])
+    authn = RequestAuthentication("jwt", "a", WorkloadSelector("a", {"app": "db"}), [JwtRule("https://issuer.test")])
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, services=[service], request_authentications=[authn]), "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    ing, proxy = Direction.INGRESS, int(ReservedIdentity.NODE_PROXY)
+    # The JWT is checked by the node proxy: a client dialling the pod's HTTP port is refused,
+    # the TCP port (no JWTs there) and other workloads are left alone.
+    assert verdict(plan, ids["db"], ing, ids["cli"], TCP, 8080) == "deny"
+    assert verdict(plan, ids["db"], ing, ids["cli"], TCP, 5432) == "default-allow"
+    assert verdict(plan, ids["web-1"], ing, ids["cli"], TCP, 8080) == "default-allow"
+    denied = next(e for e in plan.entries if e.verdict is PolicyVerdict.DENY)
+    origin = plan.origin(denied.policy_index)
+    assert origin is not None and (origin.policy, origin.action) == ("a/jwt", "PROXY-ONLY")
+    assert proxy not in {e.remote for e in plan.entries if e.verdict is PolicyVerdict.DENY}
+    assert any("8080" in h.reason for h in plan.l7 if h.policy == "a/jwt"), plan.l7
 
 
 def test_port_blocks_cover_exactly() -> None:

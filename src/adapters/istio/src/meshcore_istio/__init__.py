@@ -2,14 +2,33 @@
 
 The adapter object :data:`adapter` is registered under the ``meshcore.adapters`` entry
 point ``istio``. It translates VirtualService, DestinationRule, ServiceEntry and
-WorkloadEntry into services and route tables, AuthorizationPolicy and
-PeerAuthentication into model policies, and recognises Gateway, Sidecar and
-RequestAuthentication with a diagnostic. Codes are listed in :data:`ISTIO_CODES`.
+WorkloadEntry into services and route tables, AuthorizationPolicy,
+PeerAuthentication and RequestAuthentication into model policies, and recognises
+Gateway and Sidecar with a diagnostic. Every spec is first parsed into its Istio API
+protobuf message (:func:`parse_spec`). Codes are listed in :data:`ISTIO_CODES`.
+:class:`IstiodSource` reads the same objects from a running istiod over xDS.
 """
 
 from ._adapter import KINDS, IstioAdapter, adapter
+from ._api import KIND_MESSAGES, message_type, parse_spec, type_url
 from ._codes import ISTIO_CODES
 from ._common import ROOT_NAMESPACE
-from ._schema import MESSAGES, check_spec
+from ._istiod import IstiodSource
+from ._istiod_types import IstiodStatus, IstiodTypeStatus
+from ._istiod_decode import IstiodError
 
-__all__ = ["ISTIO_CODES", "KINDS", "MESSAGES", "ROOT_NAMESPACE", "IstioAdapter", "adapter", "check_spec"]
+__all__ = [
+    "ISTIO_CODES",
+    "KINDS",
+    "KIND_MESSAGES",
+    "ROOT_NAMESPACE",
+    "IstioAdapter",
+    "IstiodError",
+    "IstiodSource",
+    "IstiodStatus",
+    "IstiodTypeStatus",
+    "adapter",
+    "message_type",
+    "parse_spec",
+    "type_url",
+]

@@ -1,6 +1,6 @@
 """The istio adapter: Istio networking and security objects → model services, routes, policies.
 
-The steps: every object's ``spec`` is checked against the Istio API schema (unknown
+The steps: every object's ``spec`` is parsed into its Istio API protobuf message (unknown
 fields and wrong types are errors naming the field path); ServiceEntries and
 WorkloadEntries add services and workloads; DestinationRules are indexed by host;
 VirtualServices on the mesh gateway become route tables for the ports of the services
@@ -42,12 +42,14 @@ from ._codes import (
     VS_HOST_UNMATCHED,
 )
 from ._common import ROOT_NAMESPACE, age_key
+from ._api import parse_spec
 from ._destinationrule import DestRule, read_destination_rule
 from ._destinations import Resolver
 from ._hosts import HostIndex, Known
-from ._schema import check_spec
+from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
 from ._serviceentry import read_service_entry, read_workload_entry
+from ._trafficpolicy import traffic_policies
 from ._virtualservice import VirtualService, check_shadowing, read_virtual_service, tables_for
 
 NETWORKING = "networking.istio.io"
@@ -92,7 +94,7 @@ def _sidecar(obj: KubeObject, report: Report) -> None:
 
 
 def _checked(obj: KubeObject) -> bool:
-    check_spec(obj.kind, obj.body.get("spec") or {})
+    parse_spec(obj.kind, obj.body.get("spec") or {})
     return True
 
 
@@ -136,19 +138,21 @@ class _Translation:
             known.append(entry.known)
         hosts = HostIndex(known)
         self._check_rules(rules, hosts)
+        traffic = traffic_policies(rules, hosts, report)
         self._virtual_services(hosts, rules)
         policies = self._policies()
         errors: list[KubeObject] = []
         peer = read_peer_authentications(self.by_kind["PeerAuthentication"], report, errors, self.root)
-        for obj in self.by_kind["RequestAuthentication"]:
-            report.warn(obj, NOT_SUPPORTED, "RequestAuthentication (JWT validation) is not enforced yet", "spec")
+        authns = [a for obj in self.by_kind["RequestAuthentication"]
+                  if (a := _run(obj, report, read_request_authentication, obj, report, self.root)) is not None]
         for obj in self.by_kind["Gateway"]:
             report.warn(obj, NOT_SUPPORTED, "Istio Gateways are not supported yet; use the Gateway API "
                         "(meshcore-gateway) for ingress", "spec")
         for obj in self.by_kind["Sidecar"]:
             _sidecar(obj, report)
         return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
-                        policies=policies, peer_authentications=peer, diagnostics=report.items)
+                        policies=policies, peer_authentications=peer, request_authentications=authns,
+                        traffic_policies=traffic, diagnostics=report.items)
 
     def _se_lb(self, obj: KubeObject, rules: list[DestRule]) -> LbPolicy | None:
         hosts = obj.spec.get("hosts")
@@ -167,18 +171,16 @@ class _Translation:
             if not found and not r.selector:
                 report.warn(r.obj, HOST_NOT_FOUND, f"host {r.host} matches no Service or ServiceEntry visible "
                             "from this namespace", "spec.host")
-            key = (r.obj.namespace, r.host)
-            if key in by_host and not r.selector:
-                first = by_host[key].obj
-                report.warn(r.obj, CONFLICT, f"DestinationRule {first.namespace}/{first.name} for host {r.host} "
-                            "in this namespace is older; this one is ignored", "spec.host")
-                rules.remove(r)
-                continue
-            by_host[key] = r
-            if r.lb_policy is not None and found and any(s.ref not in {x.ref for x in self.services}
-                                                         for s in found):
-                report.info(r.obj, NOT_CARRIED, "load balancing of Kubernetes Services is not carried yet "
-                            "(the model's policy belongs to the Service)", "spec.trafficPolicy.loadBalancer")
+            # Rules with a workloadSelector apply to their workloads only: they never conflict per host.
+            if not r.selector:
+                key = (r.obj.namespace, r.host)
+                if key in by_host:
+                    first = by_host[key].obj
+                    report.warn(r.obj, CONFLICT, f"DestinationRule {first.namespace}/{first.name} for host "
+                                f"{r.host} in this namespace is older; this one is ignored", "spec.host")
+                    rules.remove(r)
+                    continue
+                by_host[key] = r
             workloads = {w.ref: w for w in (*self.inventory.workloads, *self.workloads)}
             for subset in r.subsets:
                 for service in found:

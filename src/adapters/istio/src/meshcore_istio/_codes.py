@@ -30,7 +30,7 @@ MC7013   info      A setting the model does not carry yet: accepted and reported
                    not enforced (connection pool, outlier detection, TLS origination,
                    load balancing of Kubernetes Services, exportTo client scoping).
 MC7014   warning   A kind or feature recognised but not supported yet: Gateway,
-                   Sidecar, RequestAuthentication, CUSTOM authorization, routes on
+                   Sidecar, targetRef policies, CUSTOM authorization, routes on
                    gateways other than ``mesh``, PeerAuthentication STRICT (mutual TLS
                    is not implemented: plain text is still accepted).
 MC7015   warning   A condition the model cannot express: the match or rule is left

@@ -133,9 +133,9 @@ class _Rules:
         principals = _patterns(src, "principals")
         namespaces = _patterns(src, "namespaces")
         self._references(src, principals, namespaces)
-        for key in ("notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"):
+        for key in ("remoteIpBlocks", "notRemoteIpBlocks"):
             if src.has(key):
-                _patterns(src, key) if "Principals" in key else _blocks(src, key)
+                _blocks(src, key)
                 if self._unexpressible(f"{src.path}.{key}", key):
                     return None
         for key in ("serviceAccounts", "notServiceAccounts"):
@@ -147,6 +147,7 @@ class _Rules:
             namespaces=namespaces, not_namespaces=_patterns(src, "notNamespaces"),
             ip_blocks=_blocks(src, "ipBlocks"), not_ip_blocks=_blocks(src, "notIpBlocks"),
             request_principals=_patterns(src, "requestPrincipals"),
+            not_request_principals=_patterns(src, "notRequestPrincipals"),
         ))
 
     def operation(self, op: Fields) -> Operation:

@@ -1,0 +1,73 @@
+"""Request authentications → the JWT filter of one proxied HTTP service port.
+
+Every request authentication selecting a backend of the port contributes one provider per
+JWT rule. The node proxy has no way to fetch keys (it reaches only mesh endpoints, and a
+control plane would fetch them for it), so a rule whose keys are given by URI or left to
+discovery gets a provider whose only key nobody can sign with: tokens of that issuer are
+refused with 401 — never accepted unchecked — and a warning says so.
+
+Diagnostic codes: MC5106 a rule whose keys the node proxy does not have, MC5107 a
+request authentication selecting only some of a proxied port's backends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from ..model import Diagnostic, RequestAuthentication, ServicePort, Severity, Workload, WorkloadRef
+from ._envoy_plan import EnvoyJwt, JwtProvider, Origin
+
+#: The key set of a provider whose keys are not available, so every token of its issuer
+#: fails: an RSA public key whose private key was discarded when it was generated (Envoy
+#: refuses a key set without a usable key, and a known issuer gets 401 for its tokens
+#: rather than being ignored).
+NO_KEYS = json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "kid": "meshcore-no-keys", "e": "AQAB", "n": (
+    "p53azBHtHLzvzLMul0d3i_gdaXgt1Qpat8SLJTH3fOuWVBo2dgDrfkzQOSFV7S-Opf14S5CfKixfVFJi21xcKQFgbFFQUR0qddB2xUdkF10_"
+    "Lq3nTqHiU_NpmaNksuknl39VXeteM9UniCGT0uDs2KeTgtC9QxiWtTbl0khhLN6NgnOcWDuou-XJ8pCPk1KOeln5KTgIzGW9NXMgaWfXTo4h"
+    "qwqKDzcoTQvJHkUlnkGy6e-LyebxXDHXMmsirO5fo5ezUCihOdgJpBTOdn5gsQZSy9tlKlpgKuDAKjn6mGhT2nzQNPkC3rzsRnL6GEGxiNg8"
+    "y0jjKMSfew-6LDE_Rw")}]}, sort_keys=True, separators=(",", ":"))
+
+
+def selecting(authns: Iterable[RequestAuthentication], workloads: Iterable[Workload]) -> list[RequestAuthentication]:
+    """The request authentications that select at least one of ``workloads``."""
+    chosen = list(workloads)
+    return [a for a in authns if a.jwt_rules and any(a.selects(w.namespace, w.labels) for w in chosen)]
+
+
+def listener_jwt(authns: Iterable[RequestAuthentication], workloads: dict[WorkloadRef, Workload], port: ServicePort,
+                 warnings: list[Diagnostic]) -> EnvoyJwt | None:
+    """The JWT filter for a proxied HTTP port, or ``None`` when no request authentication applies."""
+    refs = [b.workload for b in port.backends]
+    backends = [workloads[r] for r in refs if r is not None and r in workloads]
+    providers: list[JwtProvider] = []
+    for authn in selecting(authns, backends):
+        where = f"request authentication {authn.namespace}/{authn.name}"
+        chosen = [w for w in backends if authn.selects(w.namespace, w.labels)]
+        if len(chosen) < len(refs):
+            warnings.append(Diagnostic(
+                "MC5107", Severity.WARNING,
+                f"{where} selects {len(chosen)} of the {len(refs)} backends of a port handled by the node proxy; "
+                "the proxy validates tokens of requests for all of them", authn.source, "selector",
+            ))
+        for i, rule in enumerate(authn.jwt_rules):
+            jwks = rule.jwks
+            if jwks is None:
+                how = f"from {rule.jwks_uri}" if rule.jwks_uri else "by discovery from the issuer"
+                warnings.append(Diagnostic(
+                    "MC5106", Severity.WARNING,
+                    f"{where}: the node proxy cannot fetch keys {how}; tokens of issuer {rule.issuer} are "
+                    "refused with 401 (give the keys inline with jwks)",
+                    authn.source, f"jwt_rules[{i}].{'jwks_uri' if rule.jwks_uri else 'jwks'}",
+                ))
+                jwks = NO_KEYS
+            providers.append(JwtProvider(
+                name=f"{authn.namespace}/{authn.name}[{i}]", issuer=rule.issuer, jwks=jwks,
+                audiences=rule.audiences,
+                from_headers=tuple((h.name, h.prefix) for h in rule.from_headers),
+                from_params=rule.from_params, from_cookies=rule.from_cookies,
+                forward=rule.forward_original_token, forward_payload_header=rule.output_payload_to_header,
+                claim_to_headers=tuple((c.header, c.claim) for c in rule.output_claim_to_headers),
+                origins=(Origin(f"JWT rule {i} of {where}", authn.source, (rule.issuer,)),),
+            ))
+    return EnvoyJwt(tuple(providers)) if providers else None
