@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -14,15 +15,25 @@ from . import _output as out
 from ._translate import Translation, translate
 from .compile import CompileOptions, Plan, compile_plan
 from .model import Severity, to_data
-from .registry import disabled_names, discover
+from .observe import configure_logging
+from .registry import SourceError, disabled_names, discover, read_source, source_names
 
 _output_option = click.option(
     "-o", "--output", "fmt", type=click.Choice(out.FORMATS), default="table", show_default=True,
     help="Output format: a readable table, or JSON/YAML for machines.",
 )
 _files_option = click.option(
-    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
+    "-f", "--filename", "files", multiple=True, metavar="PATH",
     help="A file, a directory (read recursively) or '-' for standard input; repeatable.",
+)
+_sources_option = click.option(
+    "--from", "sources", multiple=True, metavar="SOURCE=ADDRESS",
+    help="Also read objects from a config source, e.g. istiod=istiod.istio-system:15010 "
+         "(installed sources are listed by `meshcore adapters`); repeatable.",
+)
+_source_timeout_option = click.option(
+    "--source-timeout", default=10.0, show_default=True, metavar="SECONDS",
+    help="How long to wait for each --from source.",
 )
 
 
@@ -46,6 +57,7 @@ def adapters(fmt: str) -> None:
                 for i in infos
             ],
             "disabled": off,
+            "sources": source_names(),
             "errors": [{"name": e.name, "distribution": e.distribution, "message": e.message} for e in errors],
         }, fmt)
         return
@@ -60,12 +72,29 @@ def adapters(fmt: str) -> None:
     con.print(out.table("Adapters", ("name", "distribution", "version", "kinds"), rows))
     if off:
         con.print(f"disabled by MESHCORE_DISABLE_ADAPTERS: {', '.join(off)}")
+    sources = source_names()
+    if sources:
+        con.print(f"config sources (--from NAME=ADDRESS): {', '.join(sources)}")
     for e in errors:
         con.print(f"[bold red]adapter {e.name!r} ({e.distribution}) could not be loaded:[/] {e.message}")
 
 
-def _run_translate(files: Sequence[str]) -> Translation:
-    return translate(files)
+def _run_translate(files: Sequence[str], sources: Sequence[str] = (), timeout: float = 10.0) -> Translation:
+    if not files and not sources:
+        raise click.UsageError("give the input with -f/--filename or --from SOURCE=ADDRESS")
+    if sources:
+        # A source's retries are debug detail; its final error is reported below.
+        configure_logging(sys.stderr, logging.WARNING)
+    objects = []
+    for spec in sources:
+        name, sep, address = spec.partition("=")
+        if not sep or not name or not address:
+            raise click.UsageError(f"--from {spec!r}: expected SOURCE=ADDRESS, e.g. istiod=istiod.istio-system:15010")
+        try:
+            objects += read_source(name, address, timeout)
+        except SourceError as exc:
+            raise click.ClickException(str(exc)) from None
+    return translate(files, objects=objects)
 
 
 def _print_diagnostics(result: Translation, fmt: str) -> None:
@@ -75,11 +104,14 @@ def _print_diagnostics(result: Translation, fmt: str) -> None:
 
 @cli.command("translate")
 @_files_option
+@_sources_option
+@_source_timeout_option
 @_output_option
 @click.option("--no-sources", is_flag=True, help="Leave out where each object came from.")
-def translate_cmd(files: tuple[str, ...], fmt: str, no_sources: bool) -> None:
+def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str,
+                  no_sources: bool) -> None:
     """Translate Kubernetes YAML/JSON into the mesh model (the Snapshot)."""
-    result = _run_translate(files)
+    result = _run_translate(files, sources, source_timeout)
     snap = result.snapshot
     if fmt != "table":
         out.dump({
@@ -110,10 +142,12 @@ def translate_cmd(files: tuple[str, ...], fmt: str, no_sources: bool) -> None:
 
 @cli.command()
 @_files_option
+@_sources_option
+@_source_timeout_option
 @_output_option
-def analyze(files: tuple[str, ...], fmt: str) -> None:
+def analyze(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str) -> None:
     """Report problems in the input; exit status 1 when any is an error."""
-    result = _run_translate(files)
+    result = _run_translate(files, sources, source_timeout)
     if fmt != "table":
         out.dump({"diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
     else:
@@ -227,11 +261,13 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 
 @cli.command()
 @_files_option
+@_sources_option
+@_source_timeout_option
 @_output_option
 @click.option("--node", default="", help="The node to compile for.")
-def plan(files: tuple[str, ...], fmt: str, node: str) -> None:
+def plan(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str, node: str) -> None:
     """Show what compile would do: frontends, backends with weights, eBPF or Envoy and why."""
-    result = _run_translate(files)
+    result = _run_translate(files, sources, source_timeout)
     compiled = compile_plan(result.snapshot, node, CompileOptions())
     if fmt != "table":
         out.dump(plan_data(compiled), fmt)

@@ -8,13 +8,14 @@ and left out; it never crashes the caller. Adapters named in the environment var
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
 import attrs
 
 from .adapter import GROUP, Adapter, ApiKind
+from .kube import KubeObject
 
 DISABLE_ENV = "MESHCORE_DISABLE_ADAPTERS"
 
@@ -135,3 +136,40 @@ def wrap(adapters: Iterable[Adapter]) -> list[AdapterInfo]:
             raise ValueError(f"adapter {getattr(a, 'name', a)!r} {problem}")
         out.append(AdapterInfo(a, "code", ""))
     return out
+
+
+#: Entry-point group of config sources: ``name = "module:function"`` where the function
+#: takes ``(address: str, timeout: float)`` and returns the objects read from there.
+SOURCE_GROUP = "meshcore.sources"
+
+ConfigSource = Callable[[str, float], Sequence[KubeObject]]
+
+
+class SourceError(Exception):
+    """A config source that cannot be found, loaded or read."""
+
+
+def source_names() -> list[str]:
+    """Names of the installed config sources."""
+    return sorted({ep.name for ep in metadata.entry_points(group=SOURCE_GROUP)})
+
+
+def read_source(name: str, address: str, timeout: float = 10.0) -> list[KubeObject]:
+    """Objects read from the installed config source ``name`` at ``address``; raises :class:`SourceError`."""
+    found = [ep for ep in metadata.entry_points(group=SOURCE_GROUP) if ep.name == name]
+    if not found:
+        names = ", ".join(source_names()) or "none installed"
+        raise SourceError(f"unknown config source {name!r}; installed: {names}")
+    try:
+        reader: ConfigSource = found[0].load()
+    except Exception as exc:  # a plugin's failure must not crash the host
+        raise SourceError(f"config source {name!r} failed to load {found[0].value}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    try:
+        objects = reader(address, timeout)
+    except Exception as exc:  # its message names the address and what went wrong
+        raise SourceError(f"config source {name}={address}: {exc}") from None
+    bad = [o for o in objects if not isinstance(o, KubeObject)]
+    if bad:
+        raise SourceError(f"config source {name!r} returned {type(bad[0]).__name__}, expected KubeObject")
+    return list(objects)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -10,9 +11,11 @@ from typing import Any
 
 import pytest
 from _istiod_server import DATA, RecordedIstiod
+from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 import meshcore
+from meshcore.cli import cli
 from meshcore.kube import KubeObject
 from meshcore.registry import wrap
 from meshcore_istio import IstiodError, IstiodSource, adapter, message_type, parse_spec
@@ -215,3 +218,25 @@ def test_versions_kinds_and_addresses_are_checked() -> None:
     with pytest.raises(IstiodError, match="expected host:port"):
         IstiodSource("istiod")
     assert message_type("VirtualService").DESCRIPTOR.full_name == "istio.networking.v1alpha3.VirtualService"
+
+
+def test_cli_plan_reads_from_istiod(istiod: RecordedIstiod) -> None:
+    args = ["plan", "-f", str(DATA / "inventory.yaml"), "--from", f"istiod={istiod.address}", "-o", "json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    decisions = {d["service"]: d for d in json.loads(result.stdout)["decisions"]}
+    reviews = next(d for name, d in decisions.items() if name.endswith("/reviews"))
+    # The recorded VirtualService routes reviews by the end-user header: the node Envoy serves it.
+    assert reviews["datapath"] == "envoy" and "istiod://" in reviews["source"], reviews
+
+
+def test_cli_names_an_unknown_or_unreachable_source() -> None:
+    result = CliRunner().invoke(cli, ["plan", "--from", "nosuch=127.0.0.1:1"])
+    assert result.exit_code == 1 and "unknown config source 'nosuch'; installed: istiod" in result.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, ["analyze", "--from", f"istiod=127.0.0.1:{port}", "--source-timeout", "0.5"])
+    assert result.exit_code == 1 and f"istiod at 127.0.0.1:{port} is unreachable" in result.output, result.output
+    result = CliRunner().invoke(cli, ["translate", "--from", "istiod"])
+    assert result.exit_code == 2 and "expected SOURCE=ADDRESS" in result.output

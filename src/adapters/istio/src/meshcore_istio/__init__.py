@@ -13,7 +13,7 @@ from ._adapter import KINDS, IstioAdapter, adapter
 from ._api import KIND_MESSAGES, message_type, parse_spec, type_url
 from ._codes import ISTIO_CODES
 from ._common import ROOT_NAMESPACE
-from ._istiod import IstiodSource
+from ._istiod import IstiodSource, read_istiod
 from ._istiod_types import IstiodStatus, IstiodTypeStatus
 from ._istiod_decode import IstiodError
 
@@ -30,5 +30,6 @@ __all__ = [
     "adapter",
     "message_type",
     "parse_spec",
+    "read_istiod",
     "type_url",
 ]

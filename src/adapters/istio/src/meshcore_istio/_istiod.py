@@ -275,3 +275,9 @@ class IstiodSource:
                     log().error("istiod change callback failed", address=self.address, error=repr(exc))
         return discovery_pb2.DiscoveryRequest(type_url=url, version_info=response.version_info,
                                               response_nonce=response.nonce)
+
+
+def read_istiod(address: str, timeout: float = 10.0) -> list[KubeObject]:
+    """Every Istio object istiod at ``address`` serves, read once (the ``meshcore.sources`` entry ``istiod``)."""
+    with IstiodSource(address) as source:
+        return source.snapshot(timeout)
