@@ -13,12 +13,17 @@ Semantics (Istio's, which NetworkPolicy shares per direction): DENY wins over AL
 workload selected by no ALLOW policy in a direction allows everything in it; one selected
 by any ALLOW policy drops what no ALLOW rule allows. ipBlocks select addresses outside the
 mesh's workloads (as Cilium does): pod addresses always resolve to their workload identity.
-Rules with L7 parts. Only the node Envoy can check them, so at L4 an ALLOW rule with L7
-parts admits the node proxy alone, on the rule's ports: a connection handed to the proxy
-is judged there by Envoy RBAC with the client's identity, and a client dialling the pod
-address directly (past the proxy) matches no ALLOW rule — as in Istio, where HTTP
-conditions never match traffic that is not seen as HTTP. A DENY rule with L7 parts is left
-to Envoy entirely (denying at L4 would deny more than it says).
+Rules with L7 parts (and RequestAuthentication) are checked by the node Envoy, which the
+datapath never blocks. So that no client skips them by dialling a pod address directly:
+- the HTTP backend ports (service ports speaking HTTP) of a workload selected by such a
+  policy or by a RequestAuthentication admit only the node proxy (a PROXY-ONLY origin:
+  everyone else is denied there);
+- an ALLOW rule with L7 parts admits only the node proxy on the rule's ports, so on a port
+  that is not HTTP it allows nothing — as in Istio, where HTTP conditions never match
+  traffic that is not seen as HTTP;
+- a DENY rule with L7 parts is enforced without them (Istio does the same for TCP
+  traffic: the rule denies more, never less). On HTTP ports the node proxy, exempt here,
+  applies the precise rule.
 """
 
 from __future__ import annotations
@@ -42,9 +47,9 @@ from ..model import (
     PolicyAction,
     PolicyRule,
     PortRange,
-    RequestAuthentication,
     ReservedIdentity,
     Snapshot,
+    Source,
     Workload,
     WorkloadRef,
 )
@@ -245,9 +250,22 @@ def _ports_only(rule: PolicyRule) -> PolicyRule:
     return PolicyRule(operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations])
 
 
-def _request_authn_ports(snapshot: Snapshot) -> list[tuple[RequestAuthentication, dict[WorkloadRef, set[int]]]]:
-    """Each RequestAuthentication with the HTTP backend ports of the workloads it selects."""
-    if not snapshot.request_authentications:
+@attrs.frozen
+class _Gate:
+    """Ports of selected workloads where only the node proxy is admitted, and why."""
+
+    ref: str
+    source: Source
+    why: str
+    ports: dict[WorkloadRef, set[int]]
+
+
+def _proxy_gates(snapshot: Snapshot) -> list[_Gate]:
+    """The HTTP backend ports of workloads selected by L7 policies or RequestAuthentications."""
+    l7_policies = [p for p in snapshot.policies
+                   if p.direction is Direction.INGRESS and p.action in (PolicyAction.ALLOW, PolicyAction.DENY)
+                   and any(r.needs_l7 for r in p.rules)]
+    if not l7_policies and not snapshot.request_authentications:
         return []
     by_ref = {w.ref: w for w in snapshot.workloads}
     http_ports: dict[WorkloadRef, set[int]] = defaultdict(set)
@@ -257,13 +275,26 @@ def _request_authn_ports(snapshot: Snapshot) -> list[tuple[RequestAuthentication
                 for b in sp.backends:
                     if b.workload is not None and b.workload in by_ref:
                         http_ports[b.workload].add(b.port)
-    out = []
+    gates = []
+    for policy in l7_policies:
+        ports = {ref: p for ref, p in http_ports.items() if _selects(policy, by_ref[ref])}
+        if ports:
+            gates.append(_Gate(f"{policy.namespace}/{policy.name}", policy.source,
+                               f"{policy.action} authorization policy with L7 rules", ports))
     for authn in snapshot.request_authentications:
-        gated = {ref: ports for ref, ports in http_ports.items()
+        ports = {ref: p for ref, p in http_ports.items()
                  if authn.selects(by_ref[ref].namespace, by_ref[ref].labels)}
-        if gated:
-            out.append((authn, gated))
-    return out
+        if ports:
+            gates.append(_Gate(f"{authn.namespace}/{authn.name}", authn.source, "RequestAuthentication (JWT)", ports))
+    return gates
+
+
+def _without_l7(rule: PolicyRule) -> PolicyRule:
+    """The rule with its L7 parts removed (sources and ports only)."""
+    return PolicyRule(
+        sources=[attrs.evolve(s, request_principals=(), not_request_principals=()) for s in rule.sources],
+        operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations],
+    )
 
 
 def _selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
@@ -296,32 +327,31 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         ref = f"{policy.namespace}/{policy.name}"
         rules: list[tuple[int, PolicyRule, list[int] | None]] = []
         for i, rule in enumerate(policy.rules):
-            if rule.needs_l7:
-                if policy.action is PolicyAction.DENY:
-                    handoffs.append(L7Handoff(ref, i, "DENY rule with L7 parts: enforced only by Envoy RBAC"))
-                    continue
+            remotes = None
+            if rule.needs_l7 and policy.action is PolicyAction.DENY:
+                handoffs.append(L7Handoff(ref, i, "DENY rule with L7 parts: Envoy RBAC applies it on HTTP ports; "
+                                                  "L4 applies it without its L7 parts (denying more, never less)"))
+                rule = _without_l7(rule)
+            elif rule.needs_l7:
                 handoffs.append(L7Handoff(
                     ref, i, "ALLOW rule with L7 parts: L4 admits only the node proxy on its ports, Envoy RBAC the rest"))
                 rule, remotes = _ports_only(rule), [int(ReservedIdentity.NODE_PROXY)]
-            else:
-                remotes = None
             index = len(origins) + 1
             origins.append(PolicyOrigin(index, ref, str(policy.action), policy.direction, i, policy.source))
             rules.append((index, rule, remotes))
         compiled.append((policy, rules))
 
-    # A RequestAuthentication is checked by the node Envoy alone: a client dialling a selected
-    # workload's HTTP port directly would skip it (and could forge the headers its claims
-    # are copied to), so in the kernel only the node proxy may reach those ports.
+    # What only the node Envoy checks (L7 rules, JWTs) must not be skipped by dialling a pod's
+    # HTTP port directly (nor the headers JWT claims are copied to forged): there only the
+    # node proxy is admitted.
     proxy_only: dict[WorkloadRef, list[tuple[int, set[int]]]] = defaultdict(list)
-    for authn, gated in _request_authn_ports(snapshot):
+    for found in _proxy_gates(snapshot):
         index = len(origins) + 1
-        ref = f"{authn.namespace}/{authn.name}"
-        origins.append(PolicyOrigin(index, ref, "PROXY-ONLY", Direction.INGRESS, 0, authn.source))
-        ports = sorted({p for ps in gated.values() for p in ps})
-        handoffs.append(L7Handoff(ref, 0, "RequestAuthentication: JWTs are checked by the node proxy, so only it "
-                                          f"may reach port(s) {', '.join(map(str, ports))} of the selected workloads"))
-        for workload, workload_ports in gated.items():
+        origins.append(PolicyOrigin(index, found.ref, "PROXY-ONLY", Direction.INGRESS, 0, found.source))
+        ports = sorted({p for ps in found.ports.values() for p in ps})
+        handoffs.append(L7Handoff(found.ref, 0, f"{found.why} is checked by the node proxy, so only it may reach "
+                                                f"port(s) {', '.join(map(str, ports))} of the selected workloads"))
+        for workload, workload_ports in found.ports.items():
             proxy_only[workload].append((index, workload_ports))
     local = [w for w in snapshot.workloads if not node or not w.node or w.node == node]
     endpoints: dict[WorkloadRef, PolicyEndpoint] = {}
@@ -341,8 +371,8 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
                 _contribute(per_dir[policy.direction], universe, rule, verdict, index, remotes)
         for index, gated_ports in proxy_only.get(w.ref, ()):
             # Everyone but the node proxy (exempt in the datapath) is refused on these ports.
-            gate = PolicyRule(operations=[Operation(ports=[PortRange.single(p) for p in sorted(gated_ports)])])
-            _contribute(per_dir[Direction.INGRESS], universe, gate, PolicyVerdict.DENY, index)
+            only_proxy = PolicyRule(operations=[Operation(ports=[PortRange.single(p) for p in sorted(gated_ports)])])
+            _contribute(per_dir[Direction.INGRESS], universe, only_proxy, PolicyVerdict.DENY, index)
         endpoints[w.ref] = PolicyEndpoint(
             w.ref, ident, w.addresses, default_deny[Direction.INGRESS], default_deny[Direction.EGRESS]
         )

@@ -58,6 +58,8 @@ WORKLOADS = (
 
 def verdict(plan: PolicyPlan, endpoint: int, direction: Direction, remote: int, proto: int, port: int) -> str:
     """What the kernel would decide from these entries (same algorithm, in Python)."""
+    if remote in (ReservedIdentity.HOST, ReservedIdentity.NODE_PROXY):
+        return "from-host"  # exempt before any lookup, as in bpf/policy.bpf.c
     hits = []
     for r in (remote, ANY_IDENTITY):
         for p in (proto, ANY_PROTOCOL):
@@ -136,17 +138,40 @@ def test_l7_rules_split() -> None:
     deny = pol("l7d", "db", "DENY", PolicyRule(operations=[Operation(paths=["/admin"])]))
     plan = compile_policy(Snapshot(workloads=WORKLOADS, policies=[allow, deny]), "n1")
     assert {h.policy for h in plan.l7} == {"a/l7", "a/l7d"}
-    assert not [e for e in plan.entries if e.verdict is PolicyVerdict.DENY]
     db = plan.endpoint(WorkloadRef("a", "db"))
     assert db is not None
     proxy = int(ReservedIdentity.NODE_PROXY)
-    # Only the node proxy is admitted on the rule's port: a client dialling the pod address
-    # directly would skip the method check, so it matches no ALLOW rule at L4.
-    assert verdict(plan, db.identity, Direction.INGRESS, proxy, TCP, 80) == "allow"
-    assert verdict(plan, db.identity, Direction.INGRESS, 999, TCP, 80) == "default-deny"
-    assert verdict(plan, db.identity, Direction.INGRESS, proxy, TCP, 81) == "default-deny"
+    # Only the node proxy is admitted on the ALLOW rule's port: a client dialling the pod
+    # address directly would skip the method check, so it matches no ALLOW rule at L4.
+    proxy_entries = [e for e in plan.entries if e.endpoint == db.identity and e.remote == proxy]
+    assert [(e.port_range, e.verdict) for e in proxy_entries] == [((80, 80), PolicyVerdict.ALLOW)]
+    assert verdict(plan, db.identity, Direction.INGRESS, proxy, TCP, 80) == "from-host"
     reasons = {h.policy: h.reason for h in plan.l7}
     assert "admits only the node proxy" in reasons["a/l7"]
+    # The DENY rule on a path is applied at L4 without its path, as Istio does for TCP: it
+    # denies more, never less (the node proxy, exempt in the datapath, applies it exactly).
+    assert verdict(plan, db.identity, Direction.INGRESS, 999, TCP, 80) == "deny"
+    assert verdict(plan, db.identity, Direction.INGRESS, 999, UDP, 53) == "deny"
+    assert "without its L7 parts" in reasons["a/l7d"]
+
+
+def test_l7_policies_admit_only_the_node_proxy_on_http_backend_ports() -> None:
+    db = WORKLOADS[2]
+    service = Service("db", "a", ["10.96.0.3"], [
+        ServicePort(80, "HTTP", "http", [Backend("10.0.0.3", 8080, workload=db.ref)]),
+        ServicePort(5432, "TCP", "pg", [Backend("10.0.0.3", 5432, workload=db.ref)]),
+    ])
+    deny = pol("no-admin", "db", "DENY", PolicyRule(
+        sources=[PeerSelector(namespaces=["b"])], operations=[Operation(ports=[PortRange.single(8080)], paths=["/admin"])]))
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, services=[service], policies=[deny]), "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    ing = Direction.INGRESS
+    # HTTP port: only the node proxy, which checks the path; TCP port: untouched by the rule.
+    assert verdict(plan, ids["db"], ing, ids["web-1"], TCP, 8080) == "deny"
+    assert verdict(plan, ids["db"], ing, ids["web-1"], TCP, 5432) == "default-allow"
+    origins = {plan.origin(e.policy_index).action for e in plan.entries  # type: ignore[union-attr]
+               if e.endpoint == ids["db"] and e.verdict is PolicyVerdict.DENY}
+    assert origins == {"PROXY-ONLY", "DENY"}, origins
 
 
 def test_request_authentication_admits_only_the_node_proxy_on_http_backend_ports() -> None:
@@ -180,3 +205,12 @@ def test_port_blocks_cover_exactly() -> None:
             covered.extend(range(start, start + size))
         assert covered == list(range(lo, hi + 1))
     assert len(port_blocks(1, 65535)) == 16
+
+
+def test_allow_rule_with_l7_parts_admits_no_client_directly() -> None:
+    allow = pol("get", "db", "ALLOW", PolicyRule(
+        sources=[PeerSelector(namespaces=["b"])], operations=[Operation(ports=[PortRange.single(80)], methods=["GET"])]))
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, policies=[allow]), "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    # cli (namespace b) is named by the rule, but the method can only be checked by the proxy.
+    assert verdict(plan, ids["db"], Direction.INGRESS, ids["cli"], TCP, 80) == "default-deny"
