@@ -112,3 +112,31 @@ def test_destination_rule_of_the_clients_namespace_is_preferred() -> None:
     result = translate(service("app", namespace="shop"), shared, local, vs)
     [route] = http(result, "app", namespace="shop")
     assert dict(route.destinations[0].subset_labels) == {"track": "local"}
+
+
+def test_rule_with_a_workload_selector_does_not_shadow_a_plain_rule_for_the_host() -> None:
+    selected = istio("DestinationRule", "a-selected", """
+        host: app
+        workloadSelector: {matchLabels: {app: client}}
+        trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+    """, extra_meta='creationTimestamp: "2024-01-01T00:00:00Z"')
+    plain = istio("DestinationRule", "b-plain", """
+        host: app
+        trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+    """, extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
+    result = translate(service("app", selector="{app: app}"), pod("app-1", "{app: app}", "10.1.0.1"), selected, plain)
+    # The older rule only applies to the workloads it selects: the newer plain rule is no conflict.
+    assert "MC7016" not in codes(result), result.diagnostics
+    (policy,) = result.snapshot.traffic_policies
+    assert policy.source.name == "b-plain" and policy.lb is not None and policy.lb.hash_key is not None
+
+
+def test_second_plain_rule_for_a_host_is_still_a_conflict() -> None:
+    older = istio("DestinationRule", "a", "host: app\ntrafficPolicy: {loadBalancer: {simple: RANDOM}}",
+                  extra_meta='creationTimestamp: "2024-01-01T00:00:00Z"')
+    newer = istio("DestinationRule", "b", "host: app\ntrafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}",
+                  extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
+    result = translate(service("app", selector="{app: app}"), pod("app-1", "{app: app}", "10.1.0.1"), older, newer)
+    assert find(result, "MC7016").source.name == "b"
+    (policy,) = result.snapshot.traffic_policies
+    assert policy.source.name == "a"

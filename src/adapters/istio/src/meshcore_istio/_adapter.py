@@ -4,7 +4,9 @@ The steps: every object's ``spec`` is parsed into its Istio API protobuf message
 fields and wrong types are errors naming the field path); ServiceEntries and
 WorkloadEntries add services and workloads; DestinationRules are indexed by host;
 VirtualServices on the mesh gateway become route tables for the ports of the services
-their hosts name; AuthorizationPolicies and PeerAuthentications become model policies.
+their hosts name; Gateways become route tables on the Service ports exposing their
+workloads, from the VirtualServices bound to them; AuthorizationPolicies and
+PeerAuthentications become model policies.
 An object with an error contributes nothing and the others still translate.
 """
 
@@ -46,6 +48,7 @@ from ._api import parse_spec
 from ._destinationrule import DestRule, read_destination_rule
 from ._destinations import Resolver
 from ._hosts import HostIndex, Known
+from ._ingress import serve_gateways
 from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
 from ._serviceentry import read_service_entry, read_workload_entry
@@ -139,15 +142,13 @@ class _Translation:
         hosts = HostIndex(known)
         self._check_rules(rules, hosts)
         traffic = traffic_policies(rules, hosts, report)
-        self._virtual_services(hosts, rules)
+        virtual_services = self._virtual_services(hosts, rules)
         policies = self._policies()
         errors: list[KubeObject] = []
         peer = read_peer_authentications(self.by_kind["PeerAuthentication"], report, errors, self.root)
         authns = [a for obj in self.by_kind["RequestAuthentication"]
                   if (a := _run(obj, report, read_request_authentication, obj, report, self.root)) is not None]
-        for obj in self.by_kind["Gateway"]:
-            report.warn(obj, NOT_SUPPORTED, "Istio Gateways are not supported yet; use the Gateway API "
-                        "(meshcore-gateway) for ingress", "spec")
+        self.tables += serve_gateways(self.by_kind["Gateway"], virtual_services, self.inventory, self.workloads, report)
         for obj in self.by_kind["Sidecar"]:
             _sidecar(obj, report)
         return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
@@ -193,7 +194,7 @@ class _Translation:
                         report.warn(r.obj, SUBSET_NO_PODS, f"subset {subset.name!r} selects no workload of "
                                     f"{service.ref}", f"{subset.path}.labels")
 
-    def _virtual_services(self, hosts: HostIndex, rules: list[DestRule]) -> None:
+    def _virtual_services(self, hosts: HostIndex, rules: list[DestRule]) -> list[VirtualService]:
         report = self.report
         read: list[VirtualService] = []
         for obj in sorted(self.by_kind["VirtualService"], key=age_key):
@@ -227,6 +228,7 @@ class _Translation:
             tables = _run(vs.obj, report, tables_for, vs, by_ref[ref]) or []
             self.tables += tables
             self._unused_rules(vs, by_ref[ref])
+        return read
 
     def _unused_rules(self, vs: VirtualService, service: Service) -> None:
         kinds = {RouteKind.L7 if p.protocol.is_http else RouteKind.L4

@@ -29,10 +29,10 @@ MC7012   warning   Several VirtualServices for one host on the mesh gateway: the
 MC7013   info      A setting the model does not carry yet: accepted and reported,
                    not enforced (connection pool, outlier detection, TLS origination,
                    load balancing of Kubernetes Services, exportTo client scoping).
-MC7014   warning   A kind or feature recognised but not supported yet: Gateway,
-                   Sidecar, targetRef policies, CUSTOM authorization, routes on
-                   gateways other than ``mesh``, PeerAuthentication STRICT (mutual TLS
-                   is not implemented: plain text is still accepted).
+MC7014   warning   A kind or feature recognised but not supported yet: Sidecar,
+                   targetRef policies, CUSTOM authorization, Gateway servers with
+                   TLS termination or AUTO_PASSTHROUGH, PeerAuthentication STRICT
+                   (mutual TLS is not implemented: plain text is still accepted).
 MC7015   warning   A condition the model cannot express: the match or rule is left
                    out (ALLOW) or widened (DENY), so that traffic is never allowed
                    that Istio would refuse.
@@ -44,6 +44,19 @@ MC7017   info      A principal or namespace in a policy names a service account 
 MC7018   warning   A VirtualService has HTTP (or TCP/TLS) rules but the service has no
                    port of that protocol: those rules apply nowhere (name the port
                    ``http-*`` or set ``appProtocol``).
+MC7019   error     A Gateway server port protocol Istio does not accept (HTTP,
+                   HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, REDIS, MYSQL, TCP, TLS).
+MC7020   warning   A Gateway ``selector`` matches no workload in any namespace: the
+                   Gateway applies nowhere.
+MC7021   warning   No Service exposes the workloads a Gateway selects (or no Service
+                   port targets a server's port): without an address the Gateway
+                   (or that server) is not served.
+MC7022   warning   A VirtualService host matches no server host of a Gateway it
+                   binds to (or the server hosts admit no VirtualService of its
+                   namespace): nothing is routed for it through that Gateway.
+MC7023   warning   Conflicting gateways: servers of two Gateways on the same port of
+                   the same gateway Service with the same host (or protocols that
+                   cannot share a port); the oldest Gateway keeps it.
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -73,6 +86,11 @@ NOT_EXPRESSIBLE = "MC7015"
 CONFLICT = "MC7016"
 UNKNOWN_REFERENCE = "MC7017"
 NO_MATCHING_PORT = "MC7018"
+SERVER_PROTOCOL = "MC7019"
+GATEWAY_NO_WORKLOAD = "MC7020"
+GATEWAY_NO_SERVICE = "MC7021"
+VS_GATEWAY_HOST = "MC7022"
+GATEWAY_CONFLICT = "MC7023"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 ISTIO_CODES: Mapping[str, str] = {
@@ -94,4 +112,9 @@ ISTIO_CODES: Mapping[str, str] = {
     CONFLICT: "conflicting objects; the oldest applies",
     UNKNOWN_REFERENCE: "policy names a service account or namespace not in the input",
     NO_MATCHING_PORT: "rules of a protocol no port of the service speaks",
+    SERVER_PROTOCOL: "invalid Gateway server port protocol",
+    GATEWAY_NO_WORKLOAD: "Gateway selector matches no workload",
+    GATEWAY_NO_SERVICE: "no Service exposes the Gateway's workloads or server port; not served",
+    VS_GATEWAY_HOST: "VirtualService host matches no server host of its Gateway",
+    GATEWAY_CONFLICT: "conflicting Gateways on one port and host; the oldest applies",
 }

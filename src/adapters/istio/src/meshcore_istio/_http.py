@@ -38,6 +38,7 @@ from meshcore.model import (
 from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_EXPRESSIBLE, NOT_SUPPORTED
 from ._common import check_regex, model, percentage, read_duration, string_match
 from ._destinations import Resolver, Target
+from ._gateway import MESH, gateway_key
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
 #: Envoy's retry conditions Istio accepts in ``retryOn`` (besides HTTP status codes).
@@ -63,8 +64,14 @@ class Match:
 
     match: HttpMatch
     port: int | None
-    mesh: bool
+    #: The gateways it applies on: ``mesh`` and/or resolved ``namespace/name`` keys.
+    gateways: tuple[str, ...]
     path: str
+
+    @property
+    def mesh(self) -> bool:
+        """True when the match applies to the mesh."""
+        return MESH in self.gateways
 
 
 @attrs.frozen
@@ -88,11 +95,15 @@ class HttpRule:
     fault: FaultInjection | None
     cors: CorsPolicy | None
 
-    def routes(self, table_port: int, label: str) -> list[tuple[HttpRoute, Match | None]]:
-        """The model routes of this rule for a table on ``table_port`` (one per applicable match)."""
+    def routes(self, table_port: int, label: str, gateway: str = MESH) -> list[tuple[HttpRoute, Match | None]]:
+        """The model routes of this rule for a table on ``table_port`` of ``gateway`` (one per applicable match).
+
+        On a gateway, ``table_port`` is the server's port: matches on ``port`` compare with it.
+        """
         if self.never:
             return []
-        chosen: list[Match | None] = [m for m in self.matches if m.mesh and m.port in (None, table_port)]
+        chosen: list[Match | None] = [m for m in self.matches
+                                      if gateway in m.gateways and m.port in (None, table_port)]
         if not self.matches:
             chosen = [None]
         out = []
@@ -192,7 +203,7 @@ def read_match(entry: Fields, obj: KubeObject, report: Report, vs_gateways: tupl
             raise FieldError(f"{q.path}.prefix", "query parameters match only exact or regex", INVALID_VALUE)
         query.append(QueryMatch(str(name), string_match(q, allow_empty=True)))
     port = entry.port("port")
-    gateways = tuple(entry.strs("gateways")) or vs_gateways
+    gateways = tuple(gateway_key(g, obj.namespace) for g in entry.strs("gateways")) or vs_gateways
     for key in ("sourceLabels", "sourceNamespace"):
         if entry.has(key):
             report.warn(obj, NOT_EXPRESSIBLE, f"matches on the client ({key}) cannot be expressed yet: this "
@@ -200,7 +211,7 @@ def read_match(entry: Fields, obj: KubeObject, report: Report, vs_gateways: tupl
             return None
     m = model(entry.path, lambda: HttpMatch(path=path, headers=tuple(headers), query=tuple(query),
                                             method=method, authority=authority))
-    return Match(m, port, "mesh" in gateways, entry.path)
+    return Match(m, port, gateways, entry.path)
 
 
 def _modifier(fields: Fields) -> HeaderModifier:

@@ -5,7 +5,9 @@ Kubernetes Services and ServiceEntries visible from it. On the ``mesh`` gateway 
 default) one VirtualService applies per service: the oldest; the others are reported.
 HTTP rules fill an L7 table on each HTTP/HTTP2/gRPC port; TLS rules (by SNI) then TCP
 rules fill an L4 table on each TCP/TLS port. Rules keep their order and a rule's matches
-become consecutive routes, so the first match wins as in Istio.
+become consecutive routes, so the first match wins as in Istio. :func:`http_routes` and
+:func:`l4_routes` translate the rules for one port of one gateway (``mesh`` or an Istio
+Gateway): the Gateway tables (``_ingress``) use them too.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from ._codes import (
     GATEWAY_NOT_FOUND,
     INVALID_VALUE,
     NOT_EXPRESSIBLE,
-    NOT_SUPPORTED,
     SHADOWED_MATCH,
 )
 from ._common import export_to, fqdn
 from ._destinations import Resolver, Target
+from ._gateway import MESH, gateway_key
 from ._http import HttpRule, Match, read_http_rule
 
-MESH = "mesh"
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$|^\*$")
 
 
@@ -38,16 +39,17 @@ class L4Rule:
     """One TLS or TCP rule: per match the port, SNI hosts, and whether it applies to the mesh."""
 
     path: str
-    matches: tuple[tuple[int | None, tuple[str, ...], bool], ...]
+    #: Per match: the port, the SNI hosts, and the gateways (``mesh`` or ``namespace/name``) it applies on.
+    matches: tuple[tuple[int | None, tuple[str, ...], tuple[str, ...]], ...]
     never: bool
     targets: tuple[Target, ...]
 
-    def routes(self, table_port: int, label: str) -> list[TcpRoute]:
-        """The model routes of this rule for a table on ``table_port``."""
+    def routes(self, table_port: int, label: str, gateway: str = MESH) -> list[TcpRoute]:
+        """The model routes of this rule for a table on ``table_port`` of ``gateway``."""
         if self.never:
             return []
-        chosen = [m for m in self.matches if m[2] and m[0] in (None, table_port)] if self.matches else [
-            (None, (), True)]
+        chosen = [m for m in self.matches if gateway in m[2] and m[0] in (None, table_port)] if self.matches else [
+            (None, (), (gateway,))]
         out = []
         for _, sni, _ in chosen:
             destinations = []
@@ -73,23 +75,20 @@ class VirtualService:
     http: tuple[HttpRule, ...]
     tls: tuple[L4Rule, ...]
     tcp: tuple[L4Rule, ...]
+    #: The gateways it binds to: ``mesh`` and resolved ``namespace/name`` keys, as written.
+    gateways: tuple[str, ...] = (MESH,)
 
 
 def _gateways(spec: Fields, obj: KubeObject, gateways: Mapping[tuple[str, str], KubeObject],
               report: Report) -> tuple[str, ...]:
-    names = tuple(spec.strs("gateways")) or (MESH,)
+    names = tuple(gateway_key(n, obj.namespace) for n in spec.strs("gateways")) or (MESH,)
     for i, name in enumerate(names):
         if name == MESH:
             continue
-        ns, _, gw = name.rpartition("/")
-        key = (ns or obj.namespace, gw)
-        if key not in gateways:
-            report.warn(obj, GATEWAY_NOT_FOUND, f"Gateway {key[0]}/{key[1]} is not in the input",
-                        f"spec.gateways[{i}]")
-        else:
-            report.warn(obj, NOT_SUPPORTED, f"routes on Gateway {key[0]}/{key[1]} are not applied yet "
-                        "(Istio Gateways are not supported); only the mesh gateway is", f"spec.gateways[{i}]")
-    return names
+        ns, _, gw = name.partition("/")
+        if (ns, gw) not in gateways:
+            report.warn(obj, GATEWAY_NOT_FOUND, f"Gateway {name} is not in the input", f"spec.gateways[{i}]")
+    return tuple(dict.fromkeys(names))
 
 
 def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, vs_gateways: tuple[str, ...],
@@ -101,14 +100,14 @@ def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, 
         if tls and not sni:
             raise FieldError(f"{m.path}.sniHosts", "a TLS match needs at least one SNI host", INVALID_VALUE)
         port = m.port("port")
-        gateways = tuple(m.strs("gateways")) or vs_gateways
+        gateways = tuple(gateway_key(g, obj.namespace) for g in m.strs("gateways")) or vs_gateways
         dropped = [k for k in ("destinationSubnets", "sourceLabels", "sourceNamespace", "sourceSubnet")
                    if m.has(k)]
         if dropped:
             report.warn(obj, NOT_EXPRESSIBLE, f"{dropped[0]} cannot be expressed yet: this match is left out",
                         f"{m.path}.{dropped[0]}")
             continue
-        matches.append((port, sni, MESH in gateways))
+        matches.append((port, sni, gateways))
     if not rule.list("route"):
         raise FieldError(f"{rule.path}.route", "at least one destination is required", INVALID_VALUE)
     targets = tuple(resolver.weighted(rule))
@@ -136,7 +135,7 @@ def read_virtual_service(obj: KubeObject, resolver: Resolver, gateways: Mapping[
     if not (http or tls or tcp):
         raise FieldError("spec", "a VirtualService needs http, tls or tcp rules", INVALID_VALUE)
     return VirtualService(obj, tuple(fqdn(h, obj.namespace) for h in hosts), MESH in names, exported,
-                          http, tls, tcp)
+                          http, tls, tcp, names)
 
 
 def _catch_all(m: HttpMatch | None) -> bool:
@@ -172,25 +171,40 @@ def check_shadowing(vs: VirtualService, report: Report) -> None:
                 seen.add((port, m.match))
 
 
+def http_routes(vs: VirtualService, port: int, gateway: str = MESH, label: str | None = None) -> list[HttpRoute]:
+    """The model HTTP routes of ``vs`` for a table on ``port`` of ``gateway``, in rule order.
+
+    Mesh tables and Gateway tables share this translation.
+    """
+    label = label or f"{vs.obj.namespace}/{vs.obj.name}"
+    out: list[HttpRoute] = []
+    for rule in vs.http:
+        out += [attrs.evolve(r, source=vs.obj.source_at(m.path if m is not None else rule.path))
+                for r, m in rule.routes(port, label, gateway)]
+    return out
+
+
+def l4_routes(vs: VirtualService, port: int, gateway: str = MESH, label: str | None = None,
+              tls: bool = True, tcp: bool = True) -> list[TcpRoute]:
+    """The model TLS (by SNI) then TCP routes of ``vs`` for a table on ``port`` of ``gateway``, in rule order."""
+    label = label or f"{vs.obj.namespace}/{vs.obj.name}"
+    rules = (*(vs.tls if tls else ()), *(vs.tcp if tcp else ()))
+    return [attrs.evolve(r, source=vs.obj.source_at(l4.path)) for l4 in rules for r in l4.routes(port, label, gateway)]
+
+
 def tables_for(vs: VirtualService, service: Service) -> list[RouteTable]:
     """The route tables a (mesh) VirtualService gives each port of ``service``."""
-    label = f"{vs.obj.namespace}/{vs.obj.name}"
     tables = []
     for port in service.ports:
         if port.protocol is Protocol.UDP:
             continue
         if port.protocol.is_http:
-            http: list[HttpRoute] = []
-            for rule in vs.http:
-                http += [attrs.evolve(r, source=vs.obj.source_at(m.path if m is not None else rule.path))
-                         for r, m in rule.routes(port.port, label)]
+            http = http_routes(vs, port.port)
             if http:
                 tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
                                          source=vs.obj.source))
         else:
-            tcp: list[TcpRoute] = []
-            for l4 in (*vs.tls, *vs.tcp):
-                tcp += [attrs.evolve(r, source=vs.obj.source_at(l4.path)) for r in l4.routes(port.port, label)]
+            tcp = l4_routes(vs, port.port)
             if tcp:
                 tables.append(RouteTable(service.ref, port.port, RouteKind.L4, tcp=tuple(tcp),
                                          source=vs.obj.source))
