@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from _lab_support import meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.proxy import EnvoyOptions
 
 pytestmark = pytest.mark.root
 
@@ -253,9 +255,13 @@ def test_connection_pool_overflow_answers_503_uo(lab_files: tuple[Lab, list[Path
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     answers = json.loads(result.stdout)
     statuses = collections.Counter(status for status, _ in answers)
-    # One connection with one request in flight and one waiting: of 8 slow concurrent requests
-    # at least one is served, and the ones that find the queue full are refused by Envoy.
-    assert statuses[200] >= 1 and statuses[503] >= 4 and set(statuses) <= {200, 503}, statuses
+    # One connection and one waiting request. Envoy's connection limit is not exact: a host the
+    # balancer picks always gets one connection in each worker's pool even past the limit, so at
+    # most 1 + endpoints x workers connections are open (the pool pod is dual-stack: two endpoints;
+    # the node Envoy runs two workers), and one more request waits. Of 8 slow concurrent requests
+    # at least one is served and at least 8 - (1 + 2 * 2 + 1) = 2 are refused by Envoy.
+    bound = 1 + 2 * attrs.fields(EnvoyOptions).concurrency.default + 1  # the lab's Envoy keeps the default
+    assert statuses[200] >= 1 and statuses[503] >= len(answers) - bound and set(statuses) <= {200, 503}, statuses
     assert all(flag == "true" for status, flag in answers if status == 503), answers
     flows = _flows(lab, lambda f: f["path"].startswith("/slow-") and f["status"] == 503)
     assert flows and all("UO" in f["flags"] and not f["upstreamPod"] for f in flows), flows[-3:]

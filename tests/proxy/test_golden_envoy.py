@@ -94,7 +94,34 @@ def _jwt() -> m.Snapshot:
                       request_authentications=(authn,))
 
 
-CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "jwt-authn": _jwt, "tls-by-sni": _tls}
+def _tcp_rbac() -> m.Snapshot:
+    """A TCP listener with authorization per chain: TLS passthrough by SNI to one service, the rest to another."""
+    db, vault = _workload("db-1", "10.244.4.1", role="db"), _workload("vault-1", "10.244.4.2", role="vault")
+    client = m.Workload("client", NS, m.Identity(NS, "client"), addresses=("10.244.2.1",), labels={"app": "client"})
+    pg = m.Service("db", NS, vips=("10.96.0.30",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
+        m.Backend("10.244.4.1", 5432, workload=db.ref),)),))
+    edge = m.Service("vault", NS, vips=("10.96.0.31",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
+        m.Backend("10.244.4.2", 8443, workload=vault.ref),)),))
+    routes = m.RouteTable(edge.ref, 443, "L4", tcp=[
+        m.TcpRoute("vault", sni=["vault.example.com"], destinations=[m.Destination(edge.ref)]),
+        m.TcpRoute("db", destinations=[m.Destination(pg.ref)])])
+    policies = [
+        m.AuthorizationPolicy("db-clients", NS, m.WorkloadSelector(NS, {"role": "db"}), "ALLOW", [
+            m.PolicyRule(sources=[m.PeerSelector(principals=["cluster.local/ns/shop/sa/client"])],
+                         operations=[m.Operation(ports=[m.PortRange.single(5432)])]),
+            m.PolicyRule(operations=[m.Operation(methods=["GET"])])]),  # HTTP only: matches no connection
+        m.AuthorizationPolicy("no-outsiders", NS, m.WorkloadSelector(NS, {"app": "web"}), "DENY", [
+            m.PolicyRule(sources=[m.PeerSelector(not_namespaces=[NS])])]),
+        m.AuthorizationPolicy("vault-net", NS, m.WorkloadSelector(NS, {"role": "vault"}), "ALLOW", [
+            m.PolicyRule(sources=[m.PeerSelector(ip_blocks=[m.IpBlock("10.244.2.0/24", ["10.244.2.128/25"])])])]),
+    ]
+    other = m.Workload("outsider", "other", m.Identity("other", "x"), addresses=("10.244.9.1",), labels={"app": "x"})
+    return m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("other")), workloads=(db, vault, client, other),
+                      services=(pg, edge), routes=(routes,), policies=tuple(policies))
+
+
+CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "jwt-authn": _jwt, "tls-by-sni": _tls,
+                                              "tcp-rbac": _tcp_rbac}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -117,3 +117,22 @@ def test_raw_consumers_get_bytes_and_nothing_is_decoded_for_them() -> None:
     assert [r.path for r in records] == ["/4", "/5"] and records[0].upstream_workload == "shop/web-1"
     assert [[f["path"] for f in b] for b in data] == [["/4", "/5"]]
     assert hub.received == 2
+
+
+def test_the_lab_reader_merges_verdicts_and_journal_flows_by_time(tmp_path: Path) -> None:
+    import json
+
+    from meshcore.lab._observe import _follow, logged_flows
+
+    journal = FlowJournal(tmp_path / "flows-l7.bin", names())
+    journal.write_batch(NODE, batch("/a", "/b"))  # at 1_790_000_000 and +1 s
+    verdict = {"kind": "l4", "time": 1_790_000_000.5, "flow": {"verdict": "DROPPED"}}
+    (tmp_path / "flows.jsonl").write_text(json.dumps(verdict) + "\n")
+    got = logged_flows(tmp_path)
+    assert [(r["kind"], r.get("path")) for r in got] == [("l7", "/a"), ("l4", None), ("l7", "/b")]
+    # Following: what is there first, then what comes.
+    live = _follow(tmp_path, stop_after=3.0)
+    assert [r.get("path") for r in (next(live), next(live), next(live))] == ["/a", None, "/b"]
+    journal.write_batch(NODE, batch("/c"))
+    assert next(live)["path"] == "/c"
+    live.close()

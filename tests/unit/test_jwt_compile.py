@@ -108,7 +108,7 @@ def test_jwt_filter_before_rbac_with_one_provider_per_rule() -> None:
     # Keys by URI cannot be fetched: that issuer's tokens are refused, and a warning says so.
     assert listener.jwt.providers[1].jwks == NO_KEYS
     (warning,) = plan.envoy.warnings
-    assert (warning.code, warning.field) == ("MC5106", "jwt_rules[1].jwks_uri") and "401" in warning.message
+    assert (warning.code, warning.field) == ("MC5108", "jwt_rules[1].jwks_uri") and "401" in warning.message
     (allow,) = listener.rbac
     assert allow.policies[0].principal == RbacAnd((_iss(ISS), _sub(_exact("alice"))))
     assert allow.policies[1].principal == RbacClaim(("group",), _exact("admins"))
@@ -152,3 +152,16 @@ def test_request_principals_without_request_authentication_never_match() -> None
     (listener,) = plan.envoy.listeners
     assert listener.jwt is None and listener.rbac[0].policies == ()
     assert [w.code for w in plan.envoy.warnings] == ["MC5103"]
+
+
+def test_request_authentication_selecting_some_backends_of_a_proxied_port_is_reported() -> None:
+    canary = m.Workload("web-canary", NS, m.Identity(NS, "web"), addresses=("10.0.0.2",),
+                        labels={"app": "web", "track": "canary"})
+    web = m.Service("web", NS, vips=("10.96.0.1",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.0.0.1", 8080, workload=WEB.ref), m.Backend("10.0.0.2", 8080, workload=canary.ref))),))
+    authn = m.RequestAuthentication("canary", NS, m.WorkloadSelector(NS, {"track": "canary"}), [m.JwtRule(ISS, jwks=JWKS)])
+    snap = m.Snapshot(namespaces=(m.Namespace(NS),), workloads=(WEB, canary), services=(web,),
+                      request_authentications=(authn,))
+    plan = compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
+    (warning,) = plan.envoy.warnings
+    assert (warning.code, warning.field) == ("MC5109", "selector") and "selects 1 of the 2 backends" in warning.message

@@ -131,11 +131,14 @@ def test_decision_names_the_rule_and_the_setting(protocol: str, policy: m.Traffi
         assert listener.is_http == (protocol == "HTTP")
 
 
-def test_tcp_port_under_an_authorization_policy_stays_in_the_kernel() -> None:
+def test_tcp_port_under_an_authorization_policy_is_proxied_with_its_policy() -> None:
     policy = m.TrafficPolicy(WEB, outlier_detection=m.OutlierDetection(consecutive_5xx_errors=1), source=SRC)
-    (decision,) = compile_plan(_snapshot("TCP", policy, with_policy=True), "n").decisions
-    assert decision.datapath is Datapath.EBPF
-    assert "authorization policy shop/allow selects the backends" in decision.reason, decision
+    plan = compile_plan(_snapshot("TCP", policy, with_policy=True), "n", CompileOptions(proxy_enabled=True))
+    (decision,) = plan.decisions
+    assert decision.datapath is Datapath.ENVOY, decision
+    # The TCP listener checks the policy itself (the backend's kernel policy exempts the proxy).
+    (chain,) = plan.envoy.listeners[0].tcp
+    assert [(f.action.value, [p.name for p in f.policies]) for f in chain.rbac] == [("ALLOW", ["shop/allow[0]"])]
 
 
 def test_istio_consistent_hash_with_two_keys_is_an_error_at_the_field() -> None:

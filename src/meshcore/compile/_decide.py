@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot
 from ._envoy_jwt import selecting
+from ._envoy_rbac import inexpressible_sources, serves_tcp, uneven_destinations
 from ._plan import Datapath, Decision
 from ._traffic import traffic_verdict
 
@@ -50,6 +51,22 @@ def virtual_hosts(tables: Sequence[RouteTable]) -> list[str]:
 
 def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
     """Decide whether ``port`` of ``service`` needs the node Envoy, and say why."""
+    decision = _decide(snapshot, service, port, tables)
+    if decision.datapath is Datapath.ENVOY and serves_tcp(port, tables):
+        # The node proxy's TCP listener enforces the backends' L3/L4 authorization (their
+        # kernel policy exempts it), which it can do exactly only when every backend a
+        # connection may go to is governed alike and the decision depends on the client's
+        # address alone (it is taken on accept); otherwise the kernel keeps the port.
+        uneven = uneven_destinations(snapshot, service, port, tables) or inexpressible_sources(
+            snapshot, service, port, tables)
+        if uneven is not None:
+            return Decision(service.ref, port.port, decision.protocol, Datapath.EBPF,
+                            f"{decision.reason}, but {uneven}: the kernel keeps the port and enforces each "
+                            "backend's policy (what needed the node proxy is not applied)", decision.source)
+    return decision
+
+
+def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
     transport = port.protocol.transport
     for table in tables:
         reason = table.l7_reason()
@@ -77,6 +94,12 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
         why = f"authorization policy {p.namespace}/{p.name} {_policy_l7_reason(p)}"
         if not port.protocol.is_http:
             # An HTTP listener would break a non-HTTP protocol (and UDP cannot be proxied).
+            # A port proxied for another reason gets a TCP listener, which applies the
+            # policy as Istio does for TCP traffic.
+            traffic = traffic_verdict(snapshot, service, port, tables)
+            if traffic is not None and traffic.envoy_reason:
+                return Decision(service.ref, port.port, transport, Datapath.ENVOY, traffic.envoy_reason,
+                                traffic.source)
             return Decision(service.ref, port.port, transport, Datapath.EBPF,
                             f"{why}, but the port speaks {port.protocol.value}, not HTTP, so the node proxy "
                             "cannot check it there (the kernel admits only the node proxy for that rule, so it "

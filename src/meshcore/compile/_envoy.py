@@ -21,7 +21,9 @@ Diagnostic codes: MC5104 a destination whose service or port does not exist (its
 cluster has no endpoints, so requests routed there get 503); MC5105 a route whose
 destinations all have weight 0 (answered with 500); see :mod:`._envoy_rbac` for the
 policy ones and :mod:`._envoy_raw` for raw configs; MC5110 a route whose consistent-hash
-clusters hash on different keys (none is applied there).
+clusters hash on different keys (none is applied there); MC5111 a TCP chain whose
+authorization does not reduce to client addresses (it admits nobody; compile normally
+keeps such ports in the kernel).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from ..model import (
 from ._envoy_plan import (
     ClusterWeight,
     EnvoyCluster,
+    EnvoyRbac,
     EnvoyEndpoint,
     EnvoyListener,
     EnvoyPlan,
@@ -71,9 +74,9 @@ REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_jwt import listener_jwt
-from ._envoy_rbac import RbacIndex, listener_rbac
+from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, serves_tcp, tcp_chain_rbac
+from ._envoy_sources import NotASourceSet, admitted_sources
 from ._plan import Decision
-from ._traffic import uses_tcp_proxy
 
 
 @attrs.frozen
@@ -312,17 +315,41 @@ class _Builder:
                 if route.invalid_weight:
                     weights.append(ClusterWeight(self.refusing_cluster(table, item, origin), route.invalid_weight))
                 clusters = _merged(weights)
+                rbac = self.chain_rbac(clusters)
                 chains.append(TcpChain(f"{name}/{route.name or f'route-{i}'}", sni, clusters, (origin,),
-                                       self.hashes_source_ip(clusters, origin)))
+                                       self.hashes_source_ip(clusters, origin), rbac, self.chain_sources(rbac, origin)))
         if not tables:
             # Proxied for its traffic policy alone: every connection goes to the port's own backends.
             clusters = (ClusterWeight(self.own_cluster(item), 1),)
             own = Origin(f"service {item.service.ref} port {item.port.port}", item.service.source)
-            chains.append(TcpChain(f"{name}/default", (), clusters, (own,), self.hashes_source_ip(clusters, own)))
+            rbac = self.chain_rbac(clusters)
+            chains.append(TcpChain(f"{name}/default", (), clusters, (own,), self.hashes_source_ip(clusters, own),
+                                   rbac, self.chain_sources(rbac, own)))
         return EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
-            tcp=tuple(chains), origins=self._listener_origins(item, tables),
+            tcp=tuple(chains), origins=self._listener_origins(item, tables)
+            + tuple(o for c in chains for f in c.rbac for p in f.policies for o in p.origins),
         )
+
+    def chain_rbac(self, clusters: Iterable[ClusterWeight]) -> tuple[EnvoyRbac, ...]:
+        """The network RBAC of a TCP chain: the policies of the workloads its clusters' endpoints belong to."""
+        endpoints = [ChainEndpoint(e.workload, e.address, e.port)
+                     for c in clusters for e in self.clusters[c.cluster].endpoints]
+        return tcp_chain_rbac(self.rbac_index, endpoints, self.warnings)
+
+    def chain_sources(self, rbac: Sequence[EnvoyRbac], origin: Origin) -> tuple[str, ...] | None:
+        """The client prefixes a TCP chain admits on accept (``None``: everyone), from its RBAC filters."""
+        try:
+            admitted = admitted_sources(rbac)
+        except NotASourceSet as e:
+            # Compile keeps such ports in the kernel (see ``inexpressible_sources``); should
+            # one get here regardless, the chain admits nobody rather than everyone.
+            self.warnings.append(Diagnostic(
+                "MC5111", Severity.WARNING,
+                f"{origin.what}: {e}; the node proxy refuses every connection there", origin.source, "",
+            ))
+            return ()
+        return None if admitted.is_everyone else admitted.cidrs()
 
     def hashes_source_ip(self, clusters: Iterable[ClusterWeight], origin: Origin) -> bool:
         """True when the clusters of a TCP chain hash connections by source IP (other keys need HTTP)."""
@@ -353,11 +380,7 @@ def refuses_share(table: RouteTable) -> bool:
 
 def _is_tcp(item: ProxiedPort) -> bool:
     """An L4 listener: TLS-by-SNI or refusing tables and no L7 table (HTTP attributes need HTTP)."""
-    kinds = {t.kind for t in item.tables}
-    if uses_tcp_proxy(item.port, item.tables):
-        return True  # a port that does not speak HTTP (proxied for its traffic policy)
-    return RouteKind.L7 not in kinds and any(
-        t.kind is RouteKind.L4 and (t.needs_l7 or refuses_share(t)) for t in item.tables)
+    return serves_tcp(item.port, item.tables)
 
 
 def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawPart | None = None) -> EnvoyPlan:

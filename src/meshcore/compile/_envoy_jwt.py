@@ -6,7 +6,7 @@ control plane would fetch them for it), so a rule whose keys are given by URI or
 discovery gets a provider whose only key nobody can sign with: tokens of that issuer are
 refused with 401 — never accepted unchecked — and a warning says so.
 
-Diagnostic codes: MC5106 a rule whose keys the node proxy does not have, MC5107 a
+Diagnostic codes: MC5108 a rule whose keys the node proxy does not have, MC5109 a
 request authentication selecting only some of a proxied port's backends.
 """
 
@@ -46,7 +46,7 @@ def listener_jwt(authns: Iterable[RequestAuthentication], workloads: dict[Worklo
         chosen = [w for w in backends if authn.selects(w.namespace, w.labels)]
         if len(chosen) < len(refs):
             warnings.append(Diagnostic(
-                "MC5107", Severity.WARNING,
+                "MC5109", Severity.WARNING,
                 f"{where} selects {len(chosen)} of the {len(refs)} backends of a port handled by the node proxy; "
                 "the proxy validates tokens of requests for all of them", authn.source, "selector",
             ))
@@ -55,7 +55,7 @@ def listener_jwt(authns: Iterable[RequestAuthentication], workloads: dict[Worklo
             if jwks is None:
                 how = f"from {rule.jwks_uri}" if rule.jwks_uri else "by discovery from the issuer"
                 warnings.append(Diagnostic(
-                    "MC5106", Severity.WARNING,
+                    "MC5108", Severity.WARNING,
                     f"{where}: the node proxy cannot fetch keys {how}; tokens of issuer {rule.issuer} are "
                     "refused with 401 (give the keys inline with jwks)",
                     authn.source, f"jwt_rules[{i}].{'jwks_uri' if rule.jwks_uri else 'jwks'}",

@@ -329,10 +329,10 @@ class EnvoyJwt:
 
 @attrs.frozen
 class TcpChain:
-    """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty).
+    """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty) from ``sources``.
 
-    The backends' kernel policy exempts the node proxy, so ``rbac`` is where a proxied
-    connection meets the L3/L4 authorization of the workloads it is sent to.
+    The backends' kernel policy exempts the node proxy, so ``sources`` and ``rbac`` are
+    where a proxied connection meets the L3/L4 authorization of the workloads it is sent to.
     """
 
     name: str
@@ -344,6 +344,10 @@ class TcpChain:
     #: Network RBAC filters (audit, deny, allow — in that order) checked before the TCP
     #: proxy picks a backend: the authorization policies of the chain's destination workloads.
     rbac: tuple[EnvoyRbac, ...] = ()
+    #: The client prefixes (CIDRs) those filters admit, matched when a connection is
+    #: accepted, before any filter runs (the TCP proxy connects upstream at once, RBAC
+    #: only decides on the first byte): ``None`` admits everyone, ``()`` nobody.
+    sources: tuple[str, ...] | None = None
 
 
 @attrs.frozen

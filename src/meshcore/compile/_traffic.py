@@ -19,8 +19,6 @@ from collections.abc import Sequence
 import attrs
 
 from ..model import (
-    AuthorizationPolicy,
-    Direction,
     HttpRoute,
     LbPolicy,
     RouteKind,
@@ -69,20 +67,6 @@ def port_policies(snapshot: Snapshot, service: Service, port: ServicePort,
             if found is not None:
                 out.append(found)
     return out
-
-
-def _selected_by_policy(snapshot: Snapshot, port: ServicePort) -> AuthorizationPolicy | None:
-    """An ingress authorization policy selecting a backend of the port, if any."""
-    refs = {b.workload for b in port.backends if b.workload is not None}
-    workloads = [w for w in snapshot.workloads if w.ref in refs]
-    for policy in snapshot.policies:
-        if policy.direction is not Direction.INGRESS:
-            continue
-        sel = policy.selector
-        if any((sel.namespace is None or sel.namespace == w.namespace) and w.labels.matches(sel.labels)
-               for w in workloads):
-            return policy
-    return None
 
 
 def _http_needs(p: TrafficPolicy) -> list[str]:
@@ -147,15 +131,8 @@ def traffic_verdict(snapshot: Snapshot, service: Service, port: ServicePort,
                 notes.append(f"{_who(p)} asks for {needs[0]}, but UDP cannot be proxied; ignored")
             needs = []
         else:
+            # The node proxy's TCP listener checks the backends' authorization policies itself.
             needs = _tcp_needs(p, notes)
-            guard = _selected_by_policy(snapshot, port) if needs else None
-            if guard is not None:
-                # The node proxy's TCP listeners carry no authorization: proxying would let the
-                # proxy's connections past the kernel's L4 check of this policy.
-                notes.append(f"{_who(p)} asks for {needs[0]}, but authorization policy {guard.namespace}/"
-                             f"{guard.name} selects the backends and the node proxy cannot check it for TCP; "
-                             "the kernel keeps the port and the setting is not applied")
-                needs = []
         if needs:
             return TrafficVerdict(f"{_who(p)} sets {', '.join(needs)}", (), p.source)
     _simple_notes(policies, notes)

@@ -122,6 +122,9 @@ class _LineTail:
                 rotated = True
             if not rotated:
                 return out
+            # Finish the old file (a line may have been appended just before the rotation).
+            rest = self._pending + self._f.read()
+            out.extend(line for line in rest.split("\n") if line)
             self._f.close()
             self._f = None
             self._pending = ""

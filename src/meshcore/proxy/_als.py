@@ -412,9 +412,49 @@ class FlowHub:
 def decode_batch(raw: bytes, node: str, resolver: Resolver | None = None) -> list[dict[str, Any]]:
     """The flows of one serialized ``StreamAccessLogsMessage`` as plain flow objects (see :func:`entry_data`)."""
     message = _log_message(raw)
+    if message.HasField("tcp_logs"):
+        return [tcp_entry_data(entry, node, resolver) for entry in message.tcp_logs.log_entry]
     if not message.HasField("http_logs"):
         return []
     return [entry_data(entry, node, resolver) for entry in message.http_logs.log_entry]
+
+
+#: The details of a TCP connection that matched no filter chain (refused on accept).
+NO_CHAIN_DETAILS = "rbac_access_denied_no_matching_filter_chain"
+
+
+def tcp_entry_data(entry: Any, node: str, resolver: Resolver | None = None) -> dict[str, Any]:
+    """A ``TCPAccessLogEntry`` (one connection through a TCP listener) as a flow object like :func:`entry_data`'s.
+
+    ``protocol`` is ``TCP``; ``details`` are Envoy's connection termination details
+    (``rbac_access_denied_matched_policy[...]`` for a connection refused by policy), or
+    :data:`NO_CHAIN_DETAILS` for one whose client no filter chain admits (flag ``NR``).
+    """
+    common = entry.common_properties
+    rf = common.response_flags
+    flags = [code for field, code in _FLAGS.items()
+             if (rf.HasField(field) if field == "unauthorized_details" else getattr(rf, field, False))
+             ] if rf.ByteSize() else []
+    upstream = _address(common.upstream_remote_address) if common.HasField("upstream_remote_address") else ""
+    local = _address(common.downstream_local_address) if common.HasField("downstream_local_address") else ""
+    downstream = (common.downstream_direct_remote_address if common.HasField("downstream_direct_remote_address")
+                  else common.downstream_remote_address)
+    start = common.start_time
+    details = common.connection_termination_details
+    if not details and "NR" in flags and not common.upstream_cluster:
+        # No filter chain matched: the TCP listener admits no chain for this client's
+        # address (authorization decided on accept) or server name; closed unforwarded.
+        details = NO_CHAIN_DETAILS
+    return {
+        "kind": "l7", "time": start.seconds + start.nanos / 1e9, "node": node,
+        "listener": resolver.listener(node, local) if resolver is not None and local else "",
+        "source": _address(downstream) if downstream.ByteSize() else "",
+        "method": "", "path": "", "authority": "", "status": 0, "latencyMs": round(_ms(common.duration), 3),
+        "upstream": upstream,
+        "upstreamPod": resolver.workload(node, upstream) if resolver is not None and upstream else "",
+        "route": "", "cluster": common.upstream_cluster, "protocol": "TCP", "flags": flags,
+        "details": details, "audited": False,
+    }
 
 
 # --- the flow journal ------------------------------------------------------------------
@@ -647,7 +687,9 @@ class FlowJournalReader:
                 replaced = True
             if not replaced:
                 return out
-            # Rotated: the open file was read to its end above; continue with the new one.
+            # Rotated: finish the old file (the writer may have appended just before), then the new one.
+            flows, _ = self._records(self._pending + self._file.read(), final=False)
+            out.extend(flows)
             self._file.close()
             self._file = None
             if not os.path.exists(self.path):
