@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot
 from ._envoy_jwt import selecting
-from ._envoy_rbac import inexpressible_sources, serves_tcp, uneven_destinations
+from ._envoy_tcp_checks import inexpressible_sources, serves_tcp, uneven_destinations
 from ._plan import Datapath, Decision
 from ._traffic import traffic_verdict
 

@@ -74,7 +74,8 @@ REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_jwt import listener_jwt
-from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, serves_tcp, tcp_chain_rbac
+from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
+from ._envoy_tcp_checks import serves_tcp
 from ._envoy_sources import NotASourceSet, admitted_sources
 from ._plan import Decision
 
