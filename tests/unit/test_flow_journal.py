@@ -9,7 +9,8 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
 from meshcore.proxy import FlowHub, FlowJournal, FlowJournalReader, decode_batch
-from meshcore.proxy._als import AlsServicer, NamesTable
+from meshcore.proxy._als import AlsServicer
+from meshcore.proxy._journal import NamesTable
 
 NODE = "node-1"
 

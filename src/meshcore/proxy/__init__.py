@@ -54,8 +54,9 @@ cluster adds ``/<subset>``); routes ``<listener>/<route name or route-N>``; RBAC
 
 from ..compile import Origin
 from ._admin import AdminClient, socket_in_netns
-from ._als import FlowHub, FlowJournal, FlowJournalReader, FlowRecord, FlowSubscription, decode_batch, decode_entry
+from ._als import FlowHub, FlowRecord, FlowSubscription, decode_batch, decode_entry
 from ._errors import CONFIG_CODE, NACK_CODE, EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
+from ._journal import FlowJournal, FlowJournalReader
 from ._resources import (
     ACCESS_LOG_NAME,
     CLUSTER,

@@ -13,8 +13,9 @@ from typing import Any
 import attrs
 
 from ..compile import EnvoyPlan
-from ._als import JOURNAL_MAX_BYTES, AlsServicer, FlowHub, FlowJournal, FlowRecord, FlowSubscription, NamesTable
+from ._als import AlsServicer, FlowHub, FlowRecord, FlowSubscription
 from ._errors import Nack, ProxyError
+from ._journal import JOURNAL_MAX_BYTES, FlowJournal, NamesTable
 from ._resources import ProxySettings, Resources, build_resources
 from ._xds import AdsServer, NodeStatus
 
