@@ -1,0 +1,148 @@
+"""Envoy Listener JSON: the HTTP connection manager with its filter chain, and TCP proxy chains.
+
+An HTTP listener's filters run CORS, JWT, RBAC, fault, router, in that order, and name
+its route configuration over RDS; a TCP listener has one filter chain per
+:class:`~meshcore.compile.TcpChain`, matched by server name and client prefix. Both bind
+the node proxy's addresses (:func:`_addresses`, also applied to raw listeners) and stream
+access logs, under :data:`ACCESS_LOG_NAME`, to the control-plane cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compile import EnvoyListener, EnvoyRouteConfig, TcpChain
+from ._xds_common import (
+    _ALS,
+    _CORS,
+    _FAULT,
+    _HCM,
+    _ROUTER,
+    _TCP_ALS,
+    _TCP_PROXY,
+    _TLS_INSPECTOR,
+    CORS_FILTER,
+    FAULT_FILTER,
+    XDS_CLUSTER,
+    ProxySettings,
+    _duration,
+    _stat_prefix,
+)
+from ._xds_filters import _jwt_filter, _network_rbac_filter, _rbac_filter
+from ._xds_routes import _clusters
+
+#: One log name for every listener, so each Envoy worker keeps a single ALS stream; the
+#: listener of an entry is found from its local (proxy) address.
+ACCESS_LOG_NAME = "meshcore"
+
+
+def _access_log(settings: ProxySettings, kind: str = _ALS) -> list[dict[str, Any]]:
+    if not settings.access_log:
+        return []
+    name = "envoy.access_loggers.tcp_grpc" if kind == _TCP_ALS else "envoy.access_loggers.http_grpc"
+    return [{"name": name, "typed_config": {
+        "@type": kind,
+        "common_config": {
+            "log_name": ACCESS_LOG_NAME,
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": XDS_CLUSTER}},
+            "buffer_flush_interval": _duration(settings.access_log_flush_ms),
+            "buffer_size_bytes": settings.access_log_buffer_bytes,
+        },
+    }}]
+
+
+def _addresses(port: int, settings: ProxySettings) -> dict[str, Any]:
+    found = [a for a in (settings.listen_ipv4, settings.listen_ipv6) if a]
+    out: dict[str, Any] = {"address": {"socket_address": {"address": found[0], "port_value": port}}}
+    if len(found) > 1:
+        out["additional_addresses"] = [{"address": {"socket_address": {"address": found[1], "port_value": port}}}]
+    return out
+
+
+def _http_listener(listener: EnvoyListener, route_config: EnvoyRouteConfig | None, settings: ProxySettings) -> dict[str, Any]:
+    routes = list(route_config.routes()) if route_config is not None else []
+    filters: list[dict[str, Any]] = []
+    # CORS first so browsers' preflights are answered before authorization, as they
+    # carry no credentials; then token validation, whose verified claims authorization
+    # reads; fault injection only for allowed requests.
+    if any(r.cors is not None for r in routes):
+        filters.append({"name": CORS_FILTER, "typed_config": {"@type": _CORS}})
+    if listener.jwt is not None:
+        filters.append(_jwt_filter(listener.jwt))
+    filters.extend(_rbac_filter(f) for f in listener.rbac)
+    if any(r.fault is not None for r in routes):
+        filters.append({"name": FAULT_FILTER, "typed_config": {"@type": _FAULT}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
+    hcm: dict[str, Any] = {
+        "@type": _HCM,
+        "stat_prefix": _stat_prefix(listener.name),
+        "codec_type": "AUTO",
+        "rds": {"route_config_name": listener.route_config,
+                "config_source": {"ads": {}, "resource_api_version": "V3"}},
+        "http_filters": filters,
+        # Normalised paths, so path rules and policies cannot be side-stepped by spelling.
+        "normalize_path": True,
+        "merge_slashes": True,
+    }
+    if not settings.request_ids:
+        hcm["generate_request_id"] = False
+    access_log = _access_log(settings)
+    if access_log:
+        hcm["access_log"] = access_log
+    return {
+        "name": listener.name,
+        **_addresses(listener.proxy_port, settings),
+        "stat_prefix": _stat_prefix(listener.name),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
+    if not chain.clusters:
+        return None
+    proxy: dict[str, Any] = {"@type": _TCP_PROXY, "stat_prefix": _stat_prefix(chain.name), **_clusters(chain.clusters)}
+    if chain.hash_source_ip:
+        proxy["hash_policy"] = [{"source_ip": {}}]
+    # Network RBAC only decides at the client's first byte, while the TCP proxy connects
+    # upstream on accept (a refused client would read a server-first greeting): the
+    # chain matches only the client prefixes its policies admit, so any other client
+    # matches no chain and Envoy closes it on accept. RBAC stays for what it logs.
+    filters = [_network_rbac_filter(f, chain.name) for f in chain.rbac]
+    filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy})
+    out: dict[str, Any] = {"name": chain.name, "filters": filters}
+    match: dict[str, Any] = {}
+    if chain.sni:
+        match["server_names"] = list(chain.sni)
+    if chain.sources is not None:
+        match["source_prefix_ranges"] = [_cidr_range(c) for c in chain.sources or _NOBODY]
+    if match:
+        out["filter_chain_match"] = match
+    return out
+
+
+#: The unspecified addresses, which no TCP client connects from: a chain matching only
+#: them admits nobody yet keeps its server names (and the listener) in place.
+_NOBODY = ("0.0.0.0/32", "::/128")
+
+
+def _cidr_range(cidr: str) -> dict[str, Any]:
+    address, _, length = cidr.partition("/")
+    return {"address_prefix": address, "prefix_len": int(length)}
+
+
+def _tcp_listener(listener: EnvoyListener, settings: ProxySettings) -> dict[str, Any]:
+    chains = [c for c in (_tcp_chain(chain) for chain in listener.tcp) if c is not None]
+    out: dict[str, Any] = {"name": listener.name, **_addresses(listener.proxy_port, settings),
+                           "stat_prefix": _stat_prefix(listener.name), "filter_chains": chains}
+    if any(c.rbac or c.sources is not None for c in listener.tcp):
+        # One entry per connection, so a connection refused by policy shows as a flow:
+        # naming the policy (Envoy's connection termination details) when RBAC refused
+        # it, with response flag NR when its client address matched no chain.
+        access_log = _access_log(settings, _TCP_ALS)
+        if access_log:
+            out["access_log"] = access_log
+    if any(c.sni for c in listener.tcp):
+        out["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
+                                    "typed_config": {"@type": _TLS_INSPECTOR}}]
+    return out
