@@ -15,7 +15,9 @@ _LITERAL = re.compile(r'["\'](MC\d{4})["\']')
 
 
 def _sources() -> list[Path]:
-    files = sorted(p for p in SRC.rglob("*.py") if "__pycache__" not in p.parts)
+    # Only the sources: build/ trees (a local wheel build) and generated code hold copies.
+    skip = {"__pycache__", "build", "_gen"}
+    files = sorted(p for p in SRC.rglob("*.py") if not skip & set(p.parts))
     assert files, f"no Python sources under {SRC}"
     return files
 

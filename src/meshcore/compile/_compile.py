@@ -12,7 +12,7 @@ from ..model import Backend, BackendState, Labels, RouteKind, RouteTable, Servic
 from ._decide import decide, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
-from ._policy import compile_policy
+from ._policy import compile_policy, proxy_only_ports
 from ._ports import PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
@@ -91,6 +91,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
     proxied: list[ProxiedPort] = []
     ports = PortAllocator(options.proxy_port_base, options.proxy_port_range)
     raw = raw_part(snapshot, options.node_labels, ports)
+    gated = proxy_only_ports(snapshot) if not options.proxy_enabled else set()
     for service in snapshot.services:
         for port in service.ports:
             port_tables = tables.get((service.ref, port.port), [])
@@ -111,9 +112,14 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                         proxy_port = ports.take(f"service/{service.ref}:{port.port}/{port.protocol.transport}")
                         proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
                     else:
+                        # What only the proxy checks fails closed: see compile/_policy.py.
+                        refused = any((b.workload, b.port) in gated for b in port.backends)
+                        consequence = ("; the backends admit only the node proxy on this port, so connections "
+                                       "are refused until it runs" if refused else "")
                         decision = attrs.evolve(
                             decision,
-                            reason=f"{decision.reason}; no node proxy is running, so L7 features are not applied",
+                            reason=f"{decision.reason}; no node proxy is running, so L7 features are not "
+                                   f"applied{consequence}",
                         )
             decisions.append(decision)
             backends = port.backends

@@ -67,7 +67,7 @@ from ._policy_plan import (
     PolicyVerdict,
 )
 
-__all__ = ["allocate_ids", "compile_policy", "identity_key", "port_blocks"]
+__all__ = ["allocate_ids", "compile_policy", "identity_key", "port_blocks", "proxy_only_ports"]
 
 _PROTOCOLS = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": socket.IPPROTO_SCTP}
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -287,6 +287,11 @@ def _proxy_gates(snapshot: Snapshot) -> list[_Gate]:
         if ports:
             gates.append(_Gate(f"{authn.namespace}/{authn.name}", authn.source, "RequestAuthentication (JWT)", ports))
     return gates
+
+
+def proxy_only_ports(snapshot: Snapshot) -> set[tuple[WorkloadRef, int]]:
+    """(workload, port) pairs where the kernel admits only the node proxy (L7 policies, JWT checks)."""
+    return {(ref, p) for gate in _proxy_gates(snapshot) for ref, ports in gate.ports.items() for p in ports}
 
 
 def _without_l7(rule: PolicyRule) -> PolicyRule:
