@@ -39,6 +39,7 @@ import attrs
 from ..model import (
     FIRST_ALLOCATED_IDENTITY,
     AuthorizationPolicy,
+    Condition,
     Direction,
     IpBlock,
     Labels,
@@ -269,12 +270,15 @@ def _proxy_gates(snapshot: Snapshot) -> list[_Gate]:
         return []
     by_ref = {w.ref: w for w in snapshot.workloads}
     http_ports: dict[WorkloadRef, set[int]] = defaultdict(set)
+    other_ports: dict[WorkloadRef, set[int]] = defaultdict(set)
     for service in snapshot.services:
         for sp in service.ports:
-            if sp.protocol.is_http:
-                for b in sp.backends:
-                    if b.workload is not None and b.workload in by_ref:
-                        http_ports[b.workload].add(b.port)
+            for b in sp.backends:
+                if b.workload is not None and b.workload in by_ref:
+                    (http_ports if sp.protocol.is_http else other_ports)[b.workload].add(b.port)
+    # A target port a non-HTTP service port also reaches is not gated: that port is not
+    # proxied as HTTP, so gating would shut it for every client.
+    http_ports = {ref: ports - other_ports[ref] for ref, ports in http_ports.items() if ports - other_ports[ref]}
     gates = []
     for policy in l7_policies:
         ports = {ref: p for ref, p in http_ports.items() if _selects(policy, by_ref[ref])}
@@ -282,6 +286,8 @@ def _proxy_gates(snapshot: Snapshot) -> list[_Gate]:
             gates.append(_Gate(f"{policy.namespace}/{policy.name}", policy.source,
                                f"{policy.action} authorization policy with L7 rules", ports))
     for authn in snapshot.request_authentications:
+        if not authn.jwt_rules:
+            continue  # no rule: nothing is validated (and compile does not proxy for it)
         ports = {ref: p for ref, p in http_ports.items()
                  if authn.selects(by_ref[ref].namespace, by_ref[ref].labels)}
         if ports:
@@ -292,6 +298,54 @@ def _proxy_gates(snapshot: Snapshot) -> list[_Gate]:
 def proxy_only_ports(snapshot: Snapshot) -> set[tuple[WorkloadRef, int]]:
     """(workload, port) pairs where the kernel admits only the node proxy (L7 policies, JWT checks)."""
     return {(ref, p) for gate in _proxy_gates(snapshot) for ref, ports in gate.ports.items() for p in ports}
+
+
+#: ``_fold_conditions`` result for a rule no peer or port can satisfy.
+_MATCHES_NOTHING = PolicyRule(conditions=[Condition("meshcore.matches-nothing")])
+
+
+def _fold_conditions(rule: PolicyRule) -> PolicyRule | None:
+    """The rule with its conditions on the peer's namespace or principal and the destination
+    port folded into its sources and operations, keeping any other condition; ``None`` when
+    they cannot be folded exactly, ``_MATCHES_NOTHING`` when nothing can satisfy them."""
+    if not rule.conditions:
+        return rule
+    sources = list(rule.sources) or [PeerSelector()]
+    operations = list(rule.operations) or [Operation()]
+    kept: list[Condition] = []
+    for cond in rule.conditions:
+        if cond.key == "source.namespace":
+            sources = [attrs.evolve(
+                s, namespaces=[n for n in s.namespaces if n in cond.values] if s.namespaces and cond.values
+                else (cond.values or s.namespaces),
+                not_namespaces=(*s.not_namespaces, *cond.not_values)) for s in sources]
+            sources = [s for s in sources if not (cond.values and not s.namespaces)]
+        elif cond.key == "source.principal":
+            if any(s.principals for s in sources) and cond.values:
+                return None  # two sets of patterns: no exact intersection
+            sources = [attrs.evolve(s, principals=cond.values or s.principals,
+                                    not_principals=(*s.not_principals, *cond.not_values)) for s in sources]
+        elif cond.key == "destination.port":
+            try:
+                wanted = [PortRange.single(int(v)) for v in cond.values]
+                unwanted = [PortRange.single(int(v)) for v in cond.not_values]
+            except ValueError:
+                return None
+            if wanted and any(o.ports for o in operations):
+                numbers = {int(v) for v in cond.values}
+                operations = [attrs.evolve(o, ports=[r for r in o.ports if r.first == r.last and r.first in numbers]
+                                           if o.ports else wanted) for o in operations]
+                if any(o.ports and any(r.first != r.last for r in o.ports) for o in rule.operations):
+                    return None  # ranges against a port list: not folded here
+                operations = [o for o in operations if o.ports]
+            elif wanted:
+                operations = [attrs.evolve(o, ports=wanted) for o in operations]
+            operations = [attrs.evolve(o, not_ports=(*o.not_ports, *unwanted)) for o in operations]
+        else:
+            kept.append(cond)
+        if not sources or not operations:
+            return _MATCHES_NOTHING
+    return PolicyRule(sources=sources, operations=operations, conditions=kept)
 
 
 def _without_l7(rule: PolicyRule) -> PolicyRule:
@@ -333,14 +387,21 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         rules: list[tuple[int, PolicyRule, list[int] | None]] = []
         for i, rule in enumerate(policy.rules):
             remotes = None
-            if rule.needs_l7 and policy.action is PolicyAction.DENY:
+            folded = _fold_conditions(rule)
+            if folded is _MATCHES_NOTHING:
+                continue
+            base = folded if folded is not None else rule
+            if not base.needs_l7:
+                # Its conditions were all on the peer's namespace or principal or the port.
+                rule = base
+            elif policy.action is PolicyAction.DENY:
                 handoffs.append(L7Handoff(ref, i, "DENY rule with L7 parts: Envoy RBAC applies it on HTTP ports; "
                                                   "L4 applies it without its L7 parts (denying more, never less)"))
-                rule = _without_l7(rule)
-            elif rule.needs_l7:
+                rule = _without_l7(base)
+            else:
                 handoffs.append(L7Handoff(
                     ref, i, "ALLOW rule with L7 parts: L4 admits only the node proxy on its ports, Envoy RBAC the rest"))
-                rule, remotes = _ports_only(rule), [int(ReservedIdentity.NODE_PROXY)]
+                rule, remotes = _ports_only(base), [int(ReservedIdentity.NODE_PROXY)]
             index = len(origins) + 1
             origins.append(PolicyOrigin(index, ref, str(policy.action), policy.direction, i, policy.source))
             rules.append((index, rule, remotes))
@@ -349,7 +410,10 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
     # What only the node Envoy checks (L7 rules, JWTs) must not be skipped by dialling a pod's
     # HTTP port directly (nor the headers JWT claims are copied to forged): there only the
     # node proxy is admitted.
-    proxy_only: dict[WorkloadRef, list[tuple[int, set[int]]]] = defaultdict(list)
+    # Keyed by identity: entries are written once per identity, and every workload sharing
+    # it must get the ports any of them is gated on.
+    identity_of = {w.ref: universe.workload_id(w) for w in snapshot.workloads}
+    proxy_only: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
     for found in _proxy_gates(snapshot):
         index = len(origins) + 1
         origins.append(PolicyOrigin(index, found.ref, "PROXY-ONLY", Direction.INGRESS, 0, found.source))
@@ -357,7 +421,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         handoffs.append(L7Handoff(found.ref, 0, f"{found.why} is checked by the node proxy, so only it may reach "
                                                 f"port(s) {', '.join(map(str, ports))} of the selected workloads"))
         for workload, workload_ports in found.ports.items():
-            proxy_only[workload].append((index, workload_ports))
+            proxy_only[identity_of[workload]][index] |= workload_ports
     local = [w for w in snapshot.workloads if not node or not w.node or w.node == node]
     endpoints: dict[WorkloadRef, PolicyEndpoint] = {}
     entries: list[PolicyEntry] = []
@@ -374,7 +438,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             verdict = PolicyVerdict.DENY if policy.action is PolicyAction.DENY else PolicyVerdict.ALLOW
             for index, rule, remotes in rules:
                 _contribute(per_dir[policy.direction], universe, rule, verdict, index, remotes)
-        for index, gated_ports in proxy_only.get(w.ref, ()):
+        for index, gated_ports in sorted(proxy_only.get(ident, {}).items()):
             # Everyone but the node proxy (exempt in the datapath) is refused on these ports.
             only_proxy = PolicyRule(operations=[Operation(ports=[PortRange.single(p) for p in sorted(gated_ports)])])
             _contribute(per_dir[Direction.INGRESS], universe, only_proxy, PolicyVerdict.DENY, index)

@@ -21,6 +21,7 @@ from meshcore.model import (
     Direction,
     Identity,
     Backend,
+    Condition,
     IpBlock,
     JwtRule,
     Namespace,
@@ -214,3 +215,51 @@ def test_allow_rule_with_l7_parts_admits_no_client_directly() -> None:
     ids = {e.workload.name: e.identity for e in plan.endpoints}
     # cli (namespace b) is named by the rule, but the method can only be checked by the proxy.
     assert verdict(plan, ids["db"], Direction.INGRESS, ids["cli"], TCP, 80) == "default-deny"
+
+
+def test_conditions_on_namespace_principal_and_port_are_enforced_in_the_kernel() -> None:
+    deny = pol("no-b", "db", "DENY", PolicyRule(conditions=[Condition("source.namespace", ["b"])]))
+    allow = pol("a-on-5432", "db", "ALLOW", PolicyRule(conditions=[
+        Condition("source.principal", ["cluster.local/ns/a/sa/default"]), Condition("destination.port", ["5432"])]))
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, policies=[deny, allow]), "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    ing = Direction.INGRESS
+    # Only namespace b is denied (not every client, as dropping the condition would do).
+    assert verdict(plan, ids["db"], ing, ids["cli"], TCP, 5432) == "deny"
+    assert verdict(plan, ids["db"], ing, ids["web-1"], TCP, 5432) == "allow"
+    assert verdict(plan, ids["db"], ing, ids["web-1"], TCP, 80) == "default-deny"
+    assert not plan.l7
+
+
+def test_a_condition_no_peer_can_satisfy_matches_nothing() -> None:
+    allow = pol("none", "db", "ALLOW", PolicyRule(sources=[PeerSelector(namespaces=["a"])],
+                                                  conditions=[Condition("source.namespace", ["b"])]))
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, policies=[allow]), "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    for client in ("web-1", "cli"):
+        assert verdict(plan, ids["db"], Direction.INGRESS, ids[client], TCP, 80) == "default-deny"
+
+
+def test_gates_cover_every_workload_of_an_identity_and_spare_shared_tcp_targets() -> None:
+    idle = Workload("db-0", "a", Identity("a", "default"), ("10.0.0.9",), {"app": "db"}, node="n1")
+    db = WORKLOADS[2]
+    service = Service("db", "a", ["10.96.0.3"], [
+        ServicePort(80, "HTTP", "http", [Backend("10.0.0.3", 8080, workload=db.ref)]),
+        ServicePort(81, "HTTP", "admin", [Backend("10.0.0.3", 9090, workload=db.ref)]),
+        ServicePort(9000, "TCP", "raw", [Backend("10.0.0.3", 9090, workload=db.ref)]),
+    ])
+    authn = RequestAuthentication("jwt", "a", WorkloadSelector("a", {"app": "db"}), [JwtRule("https://issuer.test")])
+    empty = RequestAuthentication("empty", "a", WorkloadSelector("a", {"app": "web"}))
+    # db-0 (no service yet) sorts first and shares db's identity: the gate must still apply.
+    web = Service("web", "a", ["10.96.0.1"], [
+        ServicePort(80, "HTTP", "http", [Backend("10.0.0.1", 8080, workload=WORKLOADS[0].ref)])])
+    snap = Snapshot(workloads=(idle, *WORKLOADS), services=[service, web], request_authentications=[authn, empty])
+    plan = compile_policy(snap, "n1")
+    ids = {e.workload.name: e.identity for e in plan.endpoints}
+    assert ids["db-0"] == ids["db"]
+    ing = Direction.INGRESS
+    assert verdict(plan, ids["db"], ing, ids["cli"], TCP, 8080) == "deny"
+    # 9090 is also the target of the TCP port 9000, which is not proxied as HTTP: not gated.
+    assert verdict(plan, ids["db"], ing, ids["cli"], TCP, 9090) == "default-allow"
+    # A RequestAuthentication without rules validates nothing and gates nothing.
+    assert verdict(plan, ids["web-1"], ing, ids["cli"], TCP, 8080) == "default-allow"
