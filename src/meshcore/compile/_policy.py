@@ -158,6 +158,10 @@ class _Universe:
                     for block in (*peer.ip_blocks, *peer.not_ip_blocks):
                         nets.add(ipaddress.ip_network(block.cidr, strict=False))
                         nets.update(ipaddress.ip_network(e, strict=False) for e in block.except_)
+        if nets:
+            # Outside addresses no block covers resolve to their family's /0 (not to WORLD,
+            # which has no family), so an IPv4 block never selects IPv6 peers or the reverse.
+            nets.update((ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
         cids = allocate_ids((str(n) for n in nets), CIDR_IDENTITY_BASE, 2 * CIDR_IDENTITY_BASE)
         self.cidrs = [_Cidr(cids[str(n)], n) for n in sorted(nets, key=lambda n: (n.version, n))]
         self.identities += [PolicyIdentity(c.numeric_id, f"cidr:{c.network}", cidr=str(c.network)) for c in self.cidrs]

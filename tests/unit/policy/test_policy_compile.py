@@ -263,3 +263,13 @@ def test_gates_cover_every_workload_of_an_identity_and_spare_shared_tcp_targets(
     assert verdict(plan, ids["db"], ing, ids["cli"], TCP, 9090) == "default-allow"
     # A RequestAuthentication without rules validates nothing and gates nothing.
     assert verdict(plan, ids["web-1"], ing, ids["cli"], TCP, 8080) == "default-allow"
+
+
+def test_an_ip_block_selects_outside_peers_of_its_family_only() -> None:
+    allow = pol("v4-out", "db", "ALLOW", PolicyRule(sources=[PeerSelector(ip_blocks=[IpBlock("0.0.0.0/0")])]))
+    plan = compile_policy(Snapshot(workloads=WORKLOADS, policies=[allow]), "n1")
+    cache = {c.prefix: c.identity for c in plan.ipcache}
+    db = next(e.identity for e in plan.endpoints if e.workload.name == "db")
+    ing = Direction.INGRESS
+    assert verdict(plan, db, ing, cache["0.0.0.0/0"], TCP, 80) == "allow"
+    assert verdict(plan, db, ing, cache["::/0"], TCP, 80) == "default-deny"
