@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import attrs
 
-from ..model import Backend, BackendState, Labels, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot
+from ..model import Backend, BackendState, Labels, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot, WorkloadRef
 from ._decide import decide, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
@@ -91,7 +91,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
     proxied: list[ProxiedPort] = []
     ports = PortAllocator(options.proxy_port_base, options.proxy_port_range)
     raw = raw_part(snapshot, options.node_labels, ports)
-    gated = proxy_only_ports(snapshot) if not options.proxy_enabled else set()
+    gated = proxy_only_ports(snapshot)
     for service in snapshot.services:
         for port in service.ports:
             port_tables = tables.get((service.ref, port.port), [])
@@ -112,15 +112,12 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                         proxy_port = ports.take(f"service/{service.ref}:{port.port}/{port.protocol.transport}")
                         proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
                     else:
-                        # What only the proxy checks fails closed: see compile/_policy.py.
-                        refused = any((b.workload, b.port) in gated for b in port.backends)
-                        consequence = ("; the backends admit only the node proxy on this port, so connections "
-                                       "are refused until it runs" if refused else "")
                         decision = attrs.evolve(
                             decision,
-                            reason=f"{decision.reason}; no node proxy is running, so L7 features are not "
-                                   f"applied{consequence}",
+                            reason=f"{decision.reason}; no node proxy is running, so L7 features are not applied",
                         )
+            if proxy_port is None or not service.vips:
+                decision = _fails_closed(decision, service, port, gated)
             decisions.append(decision)
             backends = port.backends
             for table in port_tables:
@@ -139,6 +136,18 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
         decisions=tuple(decisions),
         policy=compile_policy(snapshot, node),
     )
+
+
+def _fails_closed(decision: Decision, service: Service, port: ServicePort,
+                  gated: set[tuple[WorkloadRef, int]]) -> Decision:
+    """Say so when the port's connections are not handed to the node proxy but its backends admit only it."""
+    if not any((b.workload, b.port) in gated for b in port.backends if b.workload is not None):
+        return decision
+    why = "the service has no virtual IP, so clients dial the pods directly" if not service.vips else (
+        "connections to this port are not handed to the node proxy")
+    return attrs.evolve(decision, reason=(
+        f"{decision.reason}; {why}, and the backends admit only the node proxy on this port (L7 policy or "
+        "JWT checks, see PolicyPlan.l7): such connections are refused"))
 
 
 def _frontends(service: Service, port: ServicePort, backends: tuple[Backend, ...], proxy_port: int | None) -> list[BpfService]:

@@ -273,3 +273,15 @@ def test_an_ip_block_selects_outside_peers_of_its_family_only() -> None:
     ing = Direction.INGRESS
     assert verdict(plan, db, ing, cache["0.0.0.0/0"], TCP, 80) == "allow"
     assert verdict(plan, db, ing, cache["::/0"], TCP, 80) == "default-deny"
+
+
+def test_a_gated_port_not_handed_to_the_proxy_says_its_connections_are_refused() -> None:
+    from meshcore.compile import CompileOptions
+
+    db = WORKLOADS[2]
+    headless = Service("db", "a", [], [ServicePort(80, "HTTP", "http", [Backend("10.0.0.3", 8080, workload=db.ref)])])
+    authn = RequestAuthentication("jwt", "a", WorkloadSelector("a", {"app": "db"}), [JwtRule("https://issuer.test")])
+    plan = compile_plan(Snapshot(workloads=WORKLOADS, services=[headless], request_authentications=[authn]),
+                        "n1", CompileOptions(proxy_enabled=True))
+    [decision] = plan.decisions
+    assert "no virtual IP" in decision.reason and "refused" in decision.reason, decision.reason
