@@ -8,6 +8,7 @@ from meshcore.compile import (
     ANY_IDENTITY,
     ANY_PROTOCOL,
     CIDR_IDENTITY_BASE,
+    CompileOptions,
     PolicyEntry,
     PolicyPlan,
     PolicyVerdict,
@@ -276,8 +277,6 @@ def test_an_ip_block_selects_outside_peers_of_its_family_only() -> None:
 
 
 def test_a_gated_port_not_handed_to_the_proxy_says_its_connections_are_refused() -> None:
-    from meshcore.compile import CompileOptions
-
     db = WORKLOADS[2]
     headless = Service("db", "a", [], [ServicePort(80, "HTTP", "http", [Backend("10.0.0.3", 8080, workload=db.ref)])])
     authn = RequestAuthentication("jwt", "a", WorkloadSelector("a", {"app": "db"}), [JwtRule("https://issuer.test")])
