@@ -160,3 +160,26 @@ spec:
     assert diag.field.startswith("spec.trafficPolicy.loadBalancer.consistentHash"), diag
     assert "httpHeaderName" in diag.message and "useSourceIp" in diag.message, diag
     assert not result.snapshot.traffic_policies
+
+
+def test_port_level_policy_replacing_all_drops_the_rules_settings() -> None:
+    rule = m.TrafficPolicy(WEB, lb=m.LoadBalancer("ROUND_ROBIN"), outlier_detection=m.OutlierDetection(
+        consecutive_5xx_errors=5), tls=m.UpstreamTls("SIMPLE"), source=SRC)
+    port = m.TrafficPolicy(WEB, 80, connection_pool=m.ConnectionPool(max_connections=1), replaces_all=True)
+    reset = m.TrafficPolicy(WEB, 81, replaces_all=True)
+    subset = m.TrafficPolicy(WEB, subset="v2", subset_labels={"version": "v2"}, lb=m.LoadBalancer("LEAST_REQUEST"))
+    subset_port = m.TrafficPolicy(WEB, 80, "v2", {"version": "v2"}, tls=m.UpstreamTls("DISABLE"), replaces_all=True)
+    snap = m.Snapshot(traffic_policies=[rule, port, reset, subset, subset_port])
+    on_port = snap.traffic_policy(WEB, 80)
+    assert on_port is not None and on_port.settings == {"connection_pool": m.ConnectionPool(max_connections=1)}
+    # A port entry with no settings resets the port to defaults.
+    assert snap.traffic_policy(WEB, 81) is None
+    # The subset's settings override the port's one by one; its port entry replaces everything again.
+    on_81_v2 = snap.traffic_policy(WEB, 81, "v2")
+    assert on_81_v2 is not None and on_81_v2.settings == {"lb": m.LoadBalancer("LEAST_REQUEST")}
+    on_80_v2 = snap.traffic_policy(WEB, 80, "v2")
+    assert on_80_v2 is not None and on_80_v2.settings == {"tls": m.UpstreamTls("DISABLE")}
+    on_82_v2 = snap.traffic_policy(WEB, 82, "v2")
+    assert on_82_v2 is not None and set(on_82_v2.settings) == {"lb", "outlier_detection", "tls"}
+    with pytest.raises(m.ModelError, match="port-level"):
+        m.TrafficPolicy(WEB, replaces_all=True)

@@ -3,9 +3,11 @@
 A :class:`TrafficPolicy` attaches settings to a service without owning it: to the whole
 service, to one of its ports, to a subset of its backends (named and labelled as route
 destinations name subsets), or to a subset on one port. :func:`resolve_traffic` layers
-them as Istio does for a DestinationRule: the service's settings, overridden by its
-port-level settings, overridden by the subset's, overridden by the subset's port-level
-ones. Each of the four settings is replaced whole by a more specific layer, never merged
+them as Istio does for a DestinationRule: the service's settings, replaced by its
+port-level settings, overridden by the subset's, replaced by the subset's port-level
+ones. A port-level layer marked ``replaces_all`` (as every Istio ``portLevelSettings``
+entry is) replaces all four settings, so those it leaves unset go back to their
+defaults; other layers replace only the settings they set, each whole, never merged
 field by field. Durations are whole milliseconds.
 """
 
@@ -224,7 +226,9 @@ class TrafficPolicy:
 
     ``port`` ``None`` applies to every port; ``subset`` ``""`` to every backend. A subset is
     named as route destinations name it, with the labels it selects (``subset_labels``).
-    Unset settings (``None``) fall back to the less specific policy (see :func:`resolve_traffic`).
+    Unset settings (``None``) fall back to the less specific policy (see :func:`resolve_traffic`),
+    unless ``replaces_all`` (port-level policies only): then every setting of the less
+    specific policies is dropped, and unset ones are defaults.
     """
 
     service: ServiceRef
@@ -235,11 +239,14 @@ class TrafficPolicy:
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     tls: UpstreamTls | None = None
+    replaces_all: bool = False
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
     def __attrs_post_init__(self) -> None:
         if self.subset_labels and not self.subset:
             raise ModelError("subset_labels", "subset labels need a subset name")
+        if self.replaces_all and self.port is None:
+            raise ModelError("replaces_all", "only a port-level policy replaces all settings")
 
     @property
     def key(self) -> tuple[ServiceRef, int, str]:
@@ -259,10 +266,11 @@ def resolve_traffic(policies: Iterable[TrafficPolicy], service: ServiceRef, port
                     subset: str = "") -> TrafficPolicy | None:
     """The settings in force for ``subset`` (``""``: all backends) of ``port`` of ``service``.
 
-    Layers, least specific first, each replacing whole settings of the previous: the
-    service's, the port's, the subset's, the subset's on the port. The result names the
-    port and subset asked for and keeps the source of the most specific layer found
-    (``None`` when no layer sets anything).
+    Layers, least specific first: the service's, the port's, the subset's, the subset's on
+    the port. A layer replaces the settings it sets, each whole; a ``replaces_all`` layer
+    replaces all four (unset ones go back to defaults). The result names the port and
+    subset asked for and keeps the source of the most specific layer found (``None`` when
+    no setting is in force).
     """
     layers: dict[tuple[int, str], TrafficPolicy] = {}
     for p in policies:
@@ -274,7 +282,10 @@ def resolve_traffic(policies: Iterable[TrafficPolicy], service: ServiceRef, port
         return None
     merged: dict[str, Any] = {}
     for layer in found:
-        merged.update(layer.settings)
+        if layer.replaces_all:
+            merged = dict(layer.settings)
+        else:
+            merged.update(layer.settings)
     if not merged:
         return None
     labels = next((layer.subset_labels for layer in reversed(found) if layer.subset), ())

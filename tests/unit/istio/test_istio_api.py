@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from _istio_support import find, istio, translate
 from meshcore.kube import FieldError
 from meshcore_istio import KINDS, KIND_MESSAGES, message_type, parse_spec, type_url
+from meshcore_istio._istiod_decode import int64_as_int
 
 ROOT = Path(__file__).resolve().parents[3]
 # Objects of the golden inputs that are wrong on purpose, with the error each must give.
@@ -141,6 +142,7 @@ def test_realistic_specs_round_trip_through_the_wire_format(kind: str, text: str
     assert again == message
     # Back to the JSON form: the same fields the YAML set (durations in protobuf's form).
     data = json_format.MessageToDict(again)
+    int64_as_int(again, data)  # as the istiod path does: 64-bit integers are ints, as in YAML
     assert set(data) == set(spec)
     assert parse_spec(kind, data) == message
 
@@ -161,11 +163,32 @@ def test_values_mean_what_istio_means() -> None:
     assert dr.traffic_policy.outlier_detection.consecutive_5xx_errors.value == 5  # type: ignore[attr-defined]
 
 
-def test_snake_case_names_and_nulls_are_accepted() -> None:
-    vs = parse_spec("VirtualService", {"hosts": ["a"], "export_to": ["."], "gateways": None,
+def test_64_bit_integers_given_as_strings_are_wrong_types() -> None:
+    e = _error("DestinationRule", {"trafficPolicy": {"loadBalancer": {"consistentHash": {
+        "httpHeaderName": "x", "ringHash": {"minimumRingSize": "1024"}}}}})
+    assert e.path == "spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize"
+    assert e.code == "MC0102" and "expected an integer, got string '1024'" in str(e)
+
+
+def test_nulls_are_accepted() -> None:
+    vs = parse_spec("VirtualService", {"hosts": ["a"], "exportTo": ["."], "gateways": None,
                                        "http": [{"route": [{"destination": {"host": "a"}}], "timeout": None}]})
     assert list(vs.export_to) == ["."]  # type: ignore[attr-defined]
     assert not vs.http[0].HasField("timeout")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("kind", "spec", "field", "hint"), [
+    ("DestinationRule", {"host": "a", "traffic_policy": {}}, "spec.traffic_policy", "trafficPolicy"),
+    ("RequestAuthentication", {"jwt_rules": [{"issuer": "i"}]}, "spec.jwt_rules", "jwtRules"),
+    ("RequestAuthentication", {"selector": {"match_labels": {"app": "a"}}}, "spec.selector.match_labels",
+     "matchLabels"),
+    ("RequestAuthentication", {"jwtRules": [{"issuer": "i", "jwks_uri": "https://k"}]}, "spec.jwtRules[0].jwks_uri",
+     "jwksUri"),
+])
+def test_snake_case_proto_names_are_unknown_fields(kind: str, spec: dict[str, object], field: str,
+                                                   hint: str) -> None:
+    e = _error(kind, spec)
+    assert e.path == field and e.code == "MC7003" and f"did you mean {hint!r}?" in str(e), e
 
 
 def test_field_numbers_match_istio() -> None:
@@ -249,3 +272,27 @@ def test_integers_out_of_range() -> None:
 def test_map_values_are_checked() -> None:
     e = _error("PeerAuthentication", {"portLevelMtls": {"80": {"mode": "STRICT", "extra": 1}}})
     assert e.path == "spec.portLevelMtls.80.extra"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 10**400])
+def test_non_finite_numbers_are_errors_at_their_field(value: object) -> None:
+    e = _error("VirtualService", {"http": [{"mirrorPercentage": {"value": value}}]})
+    assert e.path == "spec.http[0].mirrorPercentage.value" and e.code == "MC0104", e
+    assert "not a finite number" in str(e)
+
+
+def test_yaml_nan_in_a_manifest_names_the_field() -> None:
+    result = translate(istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - route: [{destination: {host: app}}]
+          mirrorPercentage: {value: .nan}
+    """))
+    d = find(result, "MC0104")
+    assert d.field == "spec.http[0].mirrorPercentage.value"
+
+
+def test_map_keys_spelling_the_same_port_are_duplicates() -> None:
+    e = _error("PeerAuthentication", {"portLevelMtls": {"08080": {"mode": "STRICT"}, 8080: {"mode": "DISABLE"}}})
+    assert e.path == "spec.portLevelMtls.8080" and e.code == "MC7010", e
+    assert "'08080'" in str(e) and "8080" in str(e)

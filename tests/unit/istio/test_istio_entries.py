@@ -140,3 +140,31 @@ def test_second_plain_rule_for_a_host_is_still_a_conflict() -> None:
     assert find(result, "MC7016").source.name == "b"
     (policy,) = result.snapshot.traffic_policies
     assert policy.source.name == "a"
+
+
+def test_port_level_settings_replace_the_rules_settings_and_an_empty_entry_resets_the_port() -> None:
+    result = translate(service("app", ports="[{name: http, port: 80}, {name: b, port: 81}, {name: c, port: 82}]"),
+                       istio("DestinationRule", "app", """
+        host: app
+        trafficPolicy:
+          loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+          outlierDetection: {consecutive5xxErrors: 5}
+          portLevelSettings:
+          - port: {number: 80}
+            connectionPool: {tcp: {maxConnections: 1}}
+          - port: {number: 81}
+        subsets:
+        - name: v2
+          labels: {version: v2}
+          trafficPolicy:
+            loadBalancer: {simple: LEAST_REQUEST}
+    """))
+    snap, ref = result.snapshot, ServiceRef("default", "app")
+    on_80 = snap.traffic_policy(ref, 80)
+    assert on_80 is not None and set(on_80.settings) == {"connection_pool"}
+    assert snap.traffic_policy(ref, 81) is None
+    on_82 = snap.traffic_policy(ref, 82)
+    assert on_82 is not None and set(on_82.settings) == {"lb", "outlier_detection"}
+    v2_on_80 = snap.traffic_policy(ref, 80, "v2")
+    assert v2_on_80 is not None and set(v2_on_80.settings) == {"lb", "connection_pool"}
+    assert v2_on_80.lb is not None and v2_on_80.lb.policy is LbPolicy.LEAST_REQUEST

@@ -252,3 +252,25 @@ def test_a_server_port_is_a_service_port_or_the_workloads_target_port(number: in
         """, namespace="istio-system"))
     assert set(_gateway_tables(result)) == {"*"}
     assert "MC7021" not in codes(result)
+
+
+@pytest.mark.parametrize(("protocol", "tls", "error"), [
+    ("HTTP", "{httpsRedirect: true}", ""),
+    ("HTTP", "{mode: PASSTHROUGH}", ""),
+    ("HTTP", "{httpsRedirect: true, mode: AUTO_PASSTHROUGH}", ""),
+    ("HTTP", "{mode: SIMPLE, credentialName: c}", "plain text HTTP ports"),
+    ("HTTP", "{httpsRedirect: true, serverCertificate: /c.pem, privateKey: /k.pem}", "plain text HTTP ports"),
+    ("TCP", "{httpsRedirect: true}", "non HTTPS/TLS ports"),
+    ("TCP", "{}", "non HTTPS/TLS ports"),
+])
+def test_server_tls_settings_follow_istio_validation(protocol: str, tls: str, error: str) -> None:
+    result = translate(*INGRESS, istio("Gateway", "gw", f"""
+        selector: {{istio: ingressgateway}}
+        servers: [{{port: {{number: 80, name: p, protocol: {protocol}}}, hosts: ["*"], tls: {tls}}}]
+    """))
+    errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
+    if error:
+        (d,) = errors
+        assert d.field == "spec.servers[0].tls" and f"server cannot have TLS settings for {error}" in d.message
+    else:
+        assert not errors, errors

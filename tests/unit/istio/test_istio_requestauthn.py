@@ -83,7 +83,18 @@ def test_target_refs_are_reported() -> None:
                               "jwtRules: [{issuer: a}]"))
     [d] = result.diagnostics
     assert (d.code, d.field) == ("MC7014", "spec.targetRefs")
-    assert len(result.snapshot.request_authentications) == 1
+    assert "targets Gateway/gw (targetRefs)" in d.message and "not applied" in d.message
+    # Not applied: without a selector it would otherwise cover the whole namespace.
+    assert result.snapshot.request_authentications == ()
+
+
+def test_selector_with_target_ref_is_an_error() -> None:
+    result = translate(_authn("selector: {matchLabels: {app: web}}\n"
+                              "targetRef: {kind: Service, group: '', name: web}\njwtRules: [{issuer: a}]"))
+    [d] = result.diagnostics
+    assert (d.code, d.field, d.severity.value) == ("MC7010", "spec.targetRef", "error")
+    assert "only one of selector or targetRef(s) may be set" in d.message
+    assert result.snapshot.request_authentications == ()
 
 
 def test_not_request_principals_are_translated() -> None:
@@ -94,3 +105,13 @@ def test_not_request_principals_are_translated() -> None:
     assert result.diagnostics == ()
     (policy,) = result.snapshot.policies
     assert policy.rules[0].sources[0].not_request_principals == ("*",)
+
+
+def test_snake_case_selector_is_an_error_not_a_namespace_wide_policy() -> None:
+    result = translate(_authn(f"""
+        selector: {{match_labels: {{app: web}}}}
+        jwtRules: [{{issuer: https://issuer.example.com, jwks: '{JWKS}'}}]
+        """))
+    (diag,) = [d for d in result.diagnostics if d.code == "MC7003"]
+    assert diag.field == "spec.selector.match_labels" and "did you mean 'matchLabels'?" in diag.message
+    assert result.snapshot.request_authentications == ()

@@ -116,3 +116,38 @@ def test_strict_is_reported_not_enforced_where_declared() -> None:
     found = [(d.source.name, d.field, d.severity.value) for d in result.diagnostics if d.code == "MC7014"]
     assert found == [("mesh", "spec.mtls.mode", "warning"), ("wl", "spec.portLevelMtls.5432.mode", "warning")]
     assert all("not enforced" in d.message for d in result.diagnostics if d.code == "MC7014")
+
+
+def test_target_ref_only_policy_is_not_applied_mesh_wide() -> None:
+    waypoint = _policy("""
+        targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+        action: DENY
+        rules: [{}]
+    """, namespace="istio-system")
+    service = _policy("targetRef: {kind: Service, group: '', name: web}\naction: DENY\nrules: [{}]",
+                      namespace="shop", name="svc")
+    result = translate(waypoint, service)
+    assert result.snapshot.policies == ()
+    messages = sorted(d.message for d in result.diagnostics if d.code == "MC7014")
+    assert messages == [
+        "targets Gateway/waypoint (targetRefs); policies attached to Gateways/Services/waypoints are not "
+        "supported: not applied",
+        "targets Service/web (targetRef); policies attached to Gateways/Services/waypoints are not "
+        "supported: not applied"]
+
+
+def test_selector_with_target_refs_is_an_error() -> None:
+    result = translate(_policy("""
+        selector: {matchLabels: {app: web}}
+        targetRefs: [{kind: Service, group: '', name: web}]
+        rules: [{}]
+    """))
+    d = find(result, "MC7010")
+    assert d.field == "spec.targetRefs" and "only one of selector or targetRef(s) may be set" in d.message
+    assert result.snapshot.policies == ()
+
+
+def test_root_namespace_policy_without_selector_or_target_stays_mesh_wide() -> None:
+    result = translate(_policy("action: DENY\nrules: [{}]\ntargetRefs: []", namespace="istio-system"))
+    [p] = result.snapshot.policies
+    assert p.selector.namespace is None

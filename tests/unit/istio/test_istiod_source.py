@@ -240,3 +240,40 @@ def test_cli_names_an_unknown_or_unreachable_source() -> None:
     assert result.exit_code == 1 and f"istiod at 127.0.0.1:{port} is unreachable" in result.output, result.output
     result = CliRunner().invoke(cli, ["translate", "--from", "istiod"])
     assert result.exit_code == 2 and "expected SOURCE=ADDRESS" in result.output
+
+
+def test_64_bit_integers_from_istiod_are_integers_and_translate() -> None:
+    from _istiod_server import encode_resource
+
+    from meshcore_istio._istiod_decode import decode_resources
+
+    spec = {"host": "reviews", "trafficPolicy": {
+        "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user", "ringHash": {"minimumRingSize": 4096}}},
+        "portLevelSettings": [{"port": {"number": 9080}, "loadBalancer": {
+            "consistentHash": {"httpHeaderName": "x-user", "maglev": {"tableSize": 65537}}}}]}}
+    item = {"metadata": {"name": "default/reviews"},
+            "body": {"type_url": "type.googleapis.com/istio.networking.v1alpha3.DestinationRule", "spec": spec}}
+    (obj,) = decode_resources([encode_resource(item)], "networking.istio.io/v1/DestinationRule", "istiod:15010")
+    assert obj.body["spec"] == spec
+    result = _translate_with_inventory([obj])
+    assert not [d for d in result.diagnostics if d.severity.value == "error"], result.diagnostics
+    assert any(p.lb is not None and p.lb.minimum_ring_size == 4096 for p in result.snapshot.traffic_policies)
+
+
+def test_close_from_a_change_callback_ends_the_stream_without_an_error(istiod: RecordedIstiod) -> None:
+    source = IstiodSource(istiod.address, max_backoff=0.2)
+    calls: list[int] = []
+
+    def stop(objects: list[KubeObject]) -> None:
+        calls.append(len(objects))
+        source.close()
+
+    source.on_change(stop)
+    with capture_logs() as logs:
+        source.start()
+        deadline = time.monotonic() + 5
+        while source._thread is not None and source._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert calls, "the callback never ran"
+    assert source._thread is not None and not source._thread.is_alive()
+    assert not [e for e in logs if e.get("log_level") == "error"], logs

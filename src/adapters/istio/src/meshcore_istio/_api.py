@@ -11,7 +11,8 @@ is reported with its field path as written in the YAML (``spec.http[0].match[0].
 an unknown field (with the closest valid name), a value of the wrong type, an enum name
 Istio does not define, an integer out of range, a duration that is not one, or two
 members of one oneof. Field names are the camelCase JSON names the CRDs use; protobuf's
-snake_case names are accepted too, as protobuf's JSON parser does.
+snake_case names (``traffic_policy``) are unknown fields, as Kubernetes with Istio's CRD
+schemas has them, with the camelCase name as the hint (the translators read only those).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import base64
 import binascii
 import difflib
 import importlib
+import math
 import pkgutil
 import re
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -83,9 +86,8 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
-_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64,
-          FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64}
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_FLOAT_MAX = 3.4028234663852886e38  # the largest 32-bit float
 _WRAPPERS = {
     "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
     "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value",
@@ -134,11 +136,16 @@ def _short(descriptor: Descriptor) -> str:
 
 
 def _fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
-    by_name: dict[str, FieldDescriptor] = {}
-    for field in descriptor.fields:
-        by_name[field.name] = field
-        by_name[field.json_name] = field
-    return by_name
+    return {field.json_name: field for field in descriptor.fields}
+
+
+def _unknown_field(key: str, descriptor: Descriptor, path: str) -> FieldError:
+    valid = sorted(f.json_name for f in descriptor.fields)
+    proto = descriptor.fields_by_name.get(key)
+    close = [proto.json_name] if proto is not None else difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return FieldError(path, f"unknown field {key!r} in {_short(descriptor)}{hint}; valid fields: "
+                      f"{', '.join(valid)}", UNKNOWN_FIELD)
 
 
 def _real_oneofs(descriptor: Descriptor) -> list[Any]:
@@ -169,21 +176,12 @@ def _message(value: Any, descriptor: Descriptor, path: str) -> Any:
         raise FieldError(path, f"expected a mapping ({_short(descriptor)}), got {type_name(value)}", WRONG_TYPE)
     fields = _fields(descriptor)
     out: dict[str, Any] = {}
-    seen: dict[str, str] = {}
     for key, item in value.items():
         key = str(key)
         child = f"{path}.{key}" if path else key
         field = fields.get(key)
         if field is None:
-            valid = sorted(f.json_name for f in descriptor.fields)
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise FieldError(child, f"unknown field {key!r} in {_short(descriptor)}{hint}; valid fields: "
-                             f"{', '.join(valid)}", UNKNOWN_FIELD)
-        if field.name in seen:
-            raise FieldError(child, f"{key!r} sets the same field as {seen[field.name]!r}; give it once",
-                             INVALID_COMBINATION)
-        seen[field.name] = key
+            raise _unknown_field(key, descriptor, child)
         if item is None:
             continue  # null means unset, as in protobuf's JSON mapping
         out[field.json_name] = _field(item, field, child)
@@ -204,9 +202,14 @@ def _field(value: Any, field: FieldDescriptor, path: str) -> Any:
         key_field = field.message_type.fields_by_name["key"]
         value_field = field.message_type.fields_by_name["value"]
         out: dict[str, Any] = {}
+        spelled: dict[str, Any] = {}
         for key, item in value.items():
             child = f"{path}.{key}"
             map_key = _map_key(key, key_field, child)
+            if map_key in spelled:
+                raise FieldError(child, f"the keys {spelled[map_key]!r} and {key!r} are the same key "
+                                 f"({map_key}); give it once", INVALID_COMBINATION)
+            spelled[map_key] = key
             if item is None:
                 raise FieldError(child, f"expected {_expected(value_field)}, got null", WRONG_TYPE)
             out[map_key] = _single(item, value_field, child)
@@ -282,8 +285,8 @@ def _scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
             raise FieldError(path, f"{value!r} is not one of {', '.join(names)}{hint}", NOT_ALLOWED)
         return value
     if kind in _INT_RANGES:
-        if kind in _INT64 and isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
-            value = int(value)  # protobuf's JSON form of 64-bit integers is a string
+        # Strings are refused for 64-bit fields too (protobuf's JSON form, not the CRDs'):
+        # Kubernetes' schemas declare integers, and the translators read only those.
         if isinstance(value, bool) or not isinstance(value, int):
             raise FieldError(path, f"expected an integer, got {type_name(value)} {value!r}", WRONG_TYPE)
         _check_range(value, field, path)
@@ -291,6 +294,14 @@ def _scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
     if kind in _FLOATS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise FieldError(path, f"expected a number, got {type_name(value)} {value!r}", WRONG_TYPE)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        limit = _FLOAT_MAX if kind == FieldDescriptor.TYPE_FLOAT else sys.float_info.max
+        if not math.isfinite(number) or abs(number) > limit:
+            raise FieldError(path, f"{value!r} is not a finite number (at most {limit:g} in magnitude)",
+                             OUT_OF_RANGE)
         return value
     if kind == FieldDescriptor.TYPE_BOOL:
         if not isinstance(value, bool):

@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from meshcore.kube import FieldError, Fields, KubeObject
+from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import MatchKind, ModelError, StringMatch
 
-from ._codes import INVALID_REGEX, INVALID_VALUE
+from ._codes import INVALID_COMBINATION, INVALID_REGEX, INVALID_VALUE, NOT_SUPPORTED
 
 T = TypeVar("T")
 
@@ -30,6 +30,28 @@ def model(path: str, build: Callable[[], T]) -> T:
         return build()
     except ModelError as exc:
         raise FieldError(path, exc.message, "MC0105") from None
+
+
+def targets_by_reference(spec: Fields, obj: KubeObject, report: Report) -> bool:
+    """True (with a warning) when a security policy attaches by ``targetRef(s)``, which is not applied.
+
+    Such a policy is meant for a Gateway, Service or waypoint, not for workloads; applying
+    it to workloads by its (empty) selector would widen it to the namespace or the mesh.
+    Raises :class:`FieldError` where Istio's validation rejects the combination.
+    """
+    keys = [k for k in ("targetRef", "targetRefs") if spec.has(k) and (k == "targetRef" or spec.list(k))]
+    if not keys:
+        return False
+    if len(keys) > 1:
+        raise FieldError("spec.targetRefs", "only one of targetRefs or targetRef may be set", INVALID_COMBINATION)
+    key = keys[0]
+    if spec.has("selector"):
+        raise FieldError(f"spec.{key}", "only one of selector or targetRef(s) may be set", INVALID_COMBINATION)
+    refs = [spec.map(key)] if key == "targetRef" else spec.maps(key)
+    names = ", ".join(f"{r.str('kind') or '?'}/{r.str('name') or '?'}" for r in refs)
+    report.warn(obj, NOT_SUPPORTED, f"targets {names} ({key}); policies attached to Gateways/Services/waypoints "
+                "are not supported: not applied", f"spec.{key}")
+    return True
 
 
 def parse_duration(text: str, path: str) -> int:

@@ -159,9 +159,19 @@ def _server(entry: Fields, index: int, namespace: str) -> Server:
         if not entry.has("tls"):
             raise FieldError(f"{entry.path}.tls", f"a {protocol} server must have TLS settings", "MC0101")
         mode = tls.str("mode", "PASSTHROUGH", choices=_TLS_MODES)
-    elif entry.has("tls") and any(k != "httpsRedirect" for k in tls.data):
-        raise FieldError(f"{entry.path}.tls", f"a {protocol} server cannot have TLS settings other than "
-                         "httpsRedirect (use protocol HTTPS or TLS)", INVALID_COMBINATION)
+    elif entry.has("tls"):
+        # As Istio's validateServer: a plain-text HTTP server may carry httpsRedirect and a
+        # passthrough mode (the default) without certificates; other servers no TLS at all.
+        if PROTOCOL_FAMILIES[protocol] == "HTTP" or protocol == "HTTP_PROXY":
+            plain_mode = tls.str("mode", "PASSTHROUGH", choices=_TLS_MODES) in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+            certs = [k for k in ("caCertificates", "privateKey", "serverCertificate") if tls.str(k)]
+            if not plain_mode or certs:
+                raise FieldError(f"{entry.path}.tls", f"server cannot have TLS settings for plain text HTTP ports "
+                                 f"(a {protocol} server may set only httpsRedirect; use protocol HTTPS or TLS)",
+                                 INVALID_COMBINATION)
+        else:
+            raise FieldError(f"{entry.path}.tls", f"server cannot have TLS settings for non HTTPS/TLS ports "
+                             f"({protocol})", INVALID_COMBINATION)
     return Server(index, number, protocol, name, hosts, mode, redirect)
 
 

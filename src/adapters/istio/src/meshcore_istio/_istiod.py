@@ -79,7 +79,8 @@ class IstiodSource:
             self._cond.notify_all()
         if call is not None:
             call.cancel()
-        if thread is not None:
+        # Called from an on_change callback, the stream thread ends by itself once back in its loop.
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
     def __enter__(self) -> IstiodSource:

@@ -114,6 +114,53 @@ def check_message(msg: Message, path: str) -> None:
             check_message(value, sub)
 
 
+_INT64 = frozenset({FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64,
+                    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64})
+_INT64_WRAPPERS = frozenset({"google.protobuf.Int64Value", "google.protobuf.UInt64Value"})
+
+
+def _int64_value(field: FieldDescriptor, value: Any, data: Any) -> Any:
+    """One value of ``field`` as in YAML: a 64-bit integer as an int, a message walked into."""
+    if field.type in _INT64:
+        return int(data)
+    if field.message_type is None:
+        return data
+    if field.message_type.full_name in _INT64_WRAPPERS:
+        return int(data)
+    if field.message_type.full_name.startswith("google.protobuf.") or not isinstance(data, dict):
+        return data  # other well-known types have JSON forms of their own, with no 64-bit integers
+    int64_as_int(value, data)
+    return data
+
+
+def int64_as_int(msg: Message, data: dict[str, Any]) -> None:
+    """Turn the 64-bit integers ``MessageToDict`` wrote as strings in ``data`` (``msg``'s JSON form) back into ints.
+
+    Kubernetes and the CRD schemas give these fields as integers, which is what the
+    translators read.
+    """
+    for field, value in msg.ListFields():
+        key = field.json_name
+        if key not in data:
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            # JSON map keys are strings either way; only the values are converted.
+            data[key] = {k: _int64_value(value_field, value[_map_key(field, k)], item)
+                         for k, item in data[key].items()}
+        elif field.is_repeated:
+            data[key] = [_int64_value(field, v, d) for v, d in zip(value, data[key], strict=True)]
+        else:
+            data[key] = _int64_value(field, value, data[key])
+
+
+def _map_key(field: FieldDescriptor, key: str) -> Any:
+    key_field = field.message_type.fields_by_name["key"]
+    if key_field.type == FieldDescriptor.TYPE_BOOL:
+        return key == "true"
+    return key if key_field.type == FieldDescriptor.TYPE_STRING else int(key)
+
+
 def _metadata(resource: Message, index: int) -> tuple[str, str, dict[str, Any]]:
     meta = resource.metadata
     namespace, sep, name = meta.name.partition("/")
@@ -171,6 +218,7 @@ def decode_resources(resources: Sequence[Any], url: str, server: str) -> list[Ku
         except ResourceError as exc:
             raise ResourceError(f"{ref}: {exc}") from None
         spec = json_format.MessageToDict(spec_msg)
+        int64_as_int(spec_msg, spec)
         if _synthetic(kind, name, namespace, spec):
             continue
         obj = {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": meta, "spec": spec}

@@ -7,6 +7,8 @@ objects selecting one workload add up: a token must satisfy one rule of any of t
 Fields are checked as Istio's validation does: ``issuer`` is required, ``jwks`` and
 ``jwksUri`` are mutually exclusive, ``jwks`` must be a JSON Web Key Set (a JSON object
 with a ``keys`` list), header names must be valid; a bad field is an error naming its path.
+An object attached by ``targetRef(s)`` (to a Gateway, Service or waypoint) is reported
+and not applied; with a selector as well it is an error.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication, WorkloadSelector
 from meshcore.model.authn import canonical_jwks
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_SUPPORTED
-from ._common import ROOT_NAMESPACE, model, read_duration
+from ._codes import INVALID_COMBINATION, INVALID_VALUE
+from ._common import ROOT_NAMESPACE, model, read_duration, targets_by_reference
 
 _SEPARATORS = set('"(),/:;<=>?@[\\]{}')
 
@@ -41,7 +43,7 @@ def _rule(rule: Fields) -> JwtRule:
     issuer = rule.req_str("issuer")
     if not issuer:
         raise FieldError(f"{rule.path}.issuer", "issuer must not be empty", INVALID_VALUE)
-    uri_key = "jwksUri" if rule.has("jwksUri") or not rule.has("jwks_uri") else "jwks_uri"
+    uri_key = "jwksUri"
     uri = rule.str(uri_key) or None
     jwks = _jwks(rule)
     if jwks is not None and uri is not None:
@@ -79,13 +81,12 @@ def _rule(rule: Fields) -> JwtRule:
     ))
 
 
-def read_request_authentication(obj: KubeObject, report: Report, root: str = ROOT_NAMESPACE) -> RequestAuthentication:
-    """Read one RequestAuthentication (see the module documentation)."""
+def read_request_authentication(obj: KubeObject, report: Report,
+                                root: str = ROOT_NAMESPACE) -> RequestAuthentication | None:
+    """Read one RequestAuthentication (see the module documentation); ``None`` when it is not applied."""
     spec = Fields.of(obj).map("spec")
-    if spec.has("targetRef") or spec.has("targetRefs"):
-        key = "targetRef" if spec.has("targetRef") else "targetRefs"
-        report.warn(obj, NOT_SUPPORTED, "targetRef policies (waypoints, gateways) are not supported yet; the "
-                    "request authentication applies to the workloads of its selector", f"spec.{key}")
+    if targets_by_reference(spec, obj, report):
+        return None
     labels = spec.map("selector").str_map("matchLabels")
     selector = WorkloadSelector(None if obj.namespace == root else obj.namespace, labels)
     rules = tuple(_rule(r) for r in spec.maps("jwtRules"))

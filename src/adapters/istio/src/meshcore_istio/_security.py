@@ -2,7 +2,8 @@
 
 AuthorizationPolicy: a policy in the root namespace without a selector applies to every
 workload of the mesh; with a selector, to the matching workloads of every namespace.
-``spec: {}`` (ALLOW, no rules) allows nothing; ``rules: [{}]`` matches every request.
+A policy attached by ``targetRef(s)`` (to a Gateway, Service or waypoint) is reported
+and not applied; with a selector as well it is an error. ``spec: {}`` (ALLOW, no rules) allows nothing; ``rules: [{}]`` matches every request.
 CUSTOM has no external authorizer here: its rules become a DENY (requests it would send
 to the authorizer are refused — fail closed). Fields the model cannot express are
 handled as Istio handles fields a rule cannot check: an ALLOW (or AUDIT) rule holding
@@ -46,7 +47,7 @@ from ._codes import (
     NOT_SUPPORTED,
     UNKNOWN_REFERENCE,
 )
-from ._common import ROOT_NAMESPACE, age_key, model
+from ._common import ROOT_NAMESPACE, age_key, model, targets_by_reference
 
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
 MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
@@ -203,14 +204,12 @@ class _Rules:
 
 
 def read_authorization_policy(obj: KubeObject, inventory: Inventory, report: Report,
-                              root: str = ROOT_NAMESPACE) -> AuthorizationPolicy:
-    """Read one AuthorizationPolicy (see the module documentation)."""
+                              root: str = ROOT_NAMESPACE) -> AuthorizationPolicy | None:
+    """Read one AuthorizationPolicy (see the module documentation); ``None`` when it is not applied."""
     spec = Fields.of(obj).map("spec")
     action = spec.str("action", "ALLOW", choices=ACTIONS) or "ALLOW"
-    if spec.has("targetRef") or spec.has("targetRefs"):
-        key = "targetRef" if spec.has("targetRef") else "targetRefs"
-        report.warn(obj, NOT_SUPPORTED, "targetRef policies (waypoints, gateways) are not supported yet; the "
-                    "policy applies to the workloads of its selector", f"spec.{key}")
+    if targets_by_reference(spec, obj, report):
+        return None
     if spec.has("provider") and action != "CUSTOM":
         raise FieldError("spec.provider", "provider is only allowed with action CUSTOM", INVALID_COMBINATION)
     if action == "CUSTOM":

@@ -8,7 +8,9 @@ before a wildcard). A rule that Istio would apply only to the clients of another
 namespace is reported (MC7013) and not applied. Rules with a ``workloadSelector``
 configure chosen client workloads only, which the shared node proxy cannot do; they are
 reported too. Each layer of the chosen rule becomes one TrafficPolicy (the model layers
-them: port-level over the rule's, subset over both).
+them: a ``portLevelSettings`` entry replaces all four settings of the level above it, so
+an entry with only ``port`` resets that port to defaults; a subset's settings override
+the rule's one by one).
 """
 
 from __future__ import annotations
@@ -56,12 +58,15 @@ def traffic_policies(rules: list[DestRule], hosts: HostIndex, report: Report) ->
         applied.add(id(chosen))
         for layer in chosen.layers:
             fields = layer.settings.fields()
-            if not fields:
+            # A port entry replaces every setting, even with none of its own (back to defaults).
+            replaces_all = layer.port is not None
+            if not fields and not replaces_all:
                 continue
             subset = layer.subset
             try:
                 out.append(TrafficPolicy(service.ref, layer.port, subset.name if subset else "",
-                                         subset.labels if subset else (), source=chosen.obj.source, **fields))
+                                         subset.labels if subset else (), replaces_all=replaces_all,
+                                         source=chosen.obj.source, **fields))
             except ModelError as exc:
                 report.error(chosen.obj, "MC0105", f"{layer.path}: {exc}", layer.path)
     for key, (rule, service, chosen) in passed_over.items():
