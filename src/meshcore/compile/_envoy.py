@@ -3,7 +3,9 @@
 One listener per proxied (service, port) on the port compile allocated; HTTP ports get a
 route configuration (virtual hosts from the tables' hostnames, routes in table order, a
 model route with several alternative matches becomes one Envoy route per match), a JWT
-filter when request authentications select the port's backends, and RBAC filters; TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+filter when request authentications select a workload any route or mirror sends to, and
+RBAC filters for all of those workloads and the clients' egress policies (see
+:mod:`._envoy_rbac`, :mod:`._envoy_egress`); TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
 service port's active backends, with the traffic policy in force for that port and
 subset (load balancing, circuit breakers, outlier detection, upstream TLS); a route to
@@ -64,6 +66,7 @@ from ._envoy_plan import (
     EnvoyVirtualHost,
     Origin,
     RawResource,
+    RbacPolicy,
     RouteMirror,
     TcpChain,
     cluster_name,
@@ -73,6 +76,7 @@ from ._envoy_plan import (
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
+from ._envoy_egress import EgressIndex
 from ._envoy_jwt import listener_jwt
 from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
 from ._envoy_tcp_checks import serves_tcp
@@ -124,9 +128,11 @@ class _Builder:
     clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
     warnings: list[Diagnostic] = attrs.field(factory=list)
     rbac_index: RbacIndex = attrs.field(init=False)
+    egress: EgressIndex = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.rbac_index = RbacIndex(self.snapshot)
+        self.egress = EgressIndex(self.snapshot)
 
     def cluster(self, dest: Destination, default_port: int, protocol: Protocol, origin: Origin) -> str:
         """The cluster for a destination (created on first use)."""
@@ -281,10 +287,17 @@ class _Builder:
             name, tuple(vhosts),
             table_origins + tuple(o for v in vhosts for r in v.routes for o in r.origins),
         )
-        jwt = listener_jwt(self.snapshot.request_authentications, self.rbac_index.workloads, item.port,
-                           self.warnings)
+        # Routes and mirrors may send to other services than the port's own: their
+        # backends exempt the node proxy in the kernel, so every workload any of them may
+        # reach is checked here (tokens and authorization alike).
+        referenced = dict.fromkeys(
+            c for v in vhosts for r in v.routes for c in (*(w.cluster for w in r.clusters), *(m.cluster for m in r.mirrors)))
+        destinations = self.endpoints(referenced)
+        targets = [w for d in destinations if (w := self.rbac_index.by_name.get(d.workload)) is not None]
+        jwt = listener_jwt(self.snapshot.request_authentications, list(dict.fromkeys(targets)),
+                           len({d.workload or d.address for d in destinations}), self.warnings)
         issuers = tuple(p.issuer for p in jwt.providers) if jwt is not None else ()
-        rbac = listener_rbac(self.rbac_index, item.port, self.warnings, issuers)
+        rbac = listener_rbac(self.rbac_index, destinations, self.warnings, issuers, self.egress_denials(destinations))
         listener = EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
             route_config=name, rbac=rbac, jwt=jwt, origins=self._listener_origins(item, tables)
@@ -332,11 +345,20 @@ class _Builder:
             + tuple(o for c in chains for f in c.rbac for p in f.policies for o in p.origins),
         )
 
+    def endpoints(self, clusters: Iterable[str]) -> list[ChainEndpoint]:
+        """Every endpoint of these clusters, once (what a listener or chain may send to)."""
+        return list(dict.fromkeys(ChainEndpoint(e.workload, e.address, e.port)
+                                  for c in clusters for e in self.clusters[c].endpoints))
+
+    def egress_denials(self, destinations: Sequence[ChainEndpoint]) -> tuple[RbacPolicy, ...]:
+        """DENY policies for the clients whose egress policies forbid reaching one of ``destinations``."""
+        return self.egress.deny_policies(destinations, self.rbac_index.peers)
+
     def chain_rbac(self, clusters: Iterable[ClusterWeight]) -> tuple[EnvoyRbac, ...]:
-        """The network RBAC of a TCP chain: the policies of the workloads its clusters' endpoints belong to."""
-        endpoints = [ChainEndpoint(e.workload, e.address, e.port)
-                     for c in clusters for e in self.clusters[c.cluster].endpoints]
-        return tcp_chain_rbac(self.rbac_index, endpoints, self.warnings)
+        """The network RBAC of a TCP chain: the policies of the workloads its clusters' endpoints belong to,
+        with the clients' egress policies forbidding any of them first."""
+        endpoints = self.endpoints(c.cluster for c in clusters)
+        return tcp_chain_rbac(self.rbac_index, endpoints, self.warnings, self.egress_denials(endpoints))
 
     def chain_sources(self, rbac: Sequence[EnvoyRbac], origin: Origin) -> tuple[str, ...] | None:
         """The client prefixes a TCP chain admits on accept (``None``: everyone), from its RBAC filters."""

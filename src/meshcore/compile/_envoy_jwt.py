@@ -13,9 +13,9 @@ request authentication selecting only some of a proxied port's backends.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from ..model import Diagnostic, RequestAuthentication, ServicePort, Severity, Workload, WorkloadRef
+from ..model import Diagnostic, RequestAuthentication, Severity, Workload
 from ._envoy_plan import EnvoyJwt, JwtProvider, Origin
 
 #: The key set of a provider whose keys are not available, so every token of its issuer
@@ -35,19 +35,20 @@ def selecting(authns: Iterable[RequestAuthentication], workloads: Iterable[Workl
     return [a for a in authns if a.jwt_rules and any(a.selects(w.namespace, w.labels) for w in chosen)]
 
 
-def listener_jwt(authns: Iterable[RequestAuthentication], workloads: dict[WorkloadRef, Workload], port: ServicePort,
+def listener_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Workload], backend_count: int,
                  warnings: list[Diagnostic]) -> EnvoyJwt | None:
-    """The JWT filter for a proxied HTTP port, or ``None`` when no request authentication applies."""
-    refs = [b.workload for b in port.backends]
-    backends = [workloads[r] for r in refs if r is not None and r in workloads]
+    """The JWT filter of a proxied HTTP listener sending to ``backends`` (of ``backend_count`` destinations), or ``None``.
+
+    ``backends`` are the known workloads any route or mirror of the listener may send to.
+    """
     providers: list[JwtProvider] = []
     for authn in selecting(authns, backends):
         where = f"request authentication {authn.namespace}/{authn.name}"
         chosen = [w for w in backends if authn.selects(w.namespace, w.labels)]
-        if len(chosen) < len(refs):
+        if len(chosen) < backend_count:
             warnings.append(Diagnostic(
                 "MC5109", Severity.WARNING,
-                f"{where} selects {len(chosen)} of the {len(refs)} backends of a port handled by the node proxy; "
+                f"{where} selects {len(chosen)} of the {backend_count} backends a listener of the node proxy may send to; "
                 "the proxy validates tokens of requests for all of them", authn.source, "selector",
             ))
         for i, rule in enumerate(authn.jwt_rules):

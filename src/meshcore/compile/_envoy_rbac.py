@@ -1,12 +1,19 @@
-"""Authorization policies → Envoy RBAC filters for one proxied service port.
+"""Authorization policies → Envoy RBAC filters for one proxied listener (or TCP filter chain).
 
-For a port handed to the node proxy the backend's own L3/L4 check only sees the proxy,
-so the proxy evaluates every ingress policy selecting the port's backends in full:
-peers are resolved to their workload addresses (the node proxy sees plain connections
-from the client pods), port conditions are decided here against the backends' target
-ports, and HTTP attributes become header and path matchers. Anything the proxy cannot
-check is resolved fail-closed: an ALLOW rule that needs it never matches, a DENY or
-AUDIT rule treats it as matching, and a warning names the policy.
+For a listener of the node proxy the backends' own L3/L4 check only sees the proxy, so
+the proxy evaluates every ingress policy selecting any workload the listener may send to
+(every cluster its routes and mirrors reference) in full: peers are resolved to their
+workload addresses (the node proxy sees plain connections from the client pods), port
+conditions are decided here against the destinations' target ports, and HTTP attributes
+become header and path matchers. Anything the proxy cannot check is resolved fail-closed:
+an ALLOW rule that needs it never matches, a DENY or AUDIT rule treats it as matching,
+and a warning names the policy.
+
+The filters run before a backend is picked, so they fail closed across destinations:
+DENY and AUDIT policies of all of them are unioned into one filter each, and there is one
+ALLOW filter per group of destinations selected by the same ALLOW policies (Envoy ANDs a
+chain's filters, so a request must satisfy every destination's ALLOW policies). Clients'
+egress policies arrive as ready DENY policies (see :mod:`._envoy_egress`), placed first.
 
 Request principals and ``request.auth.*`` conditions match the payload of the token the
 listener's JWT filter verified (see :mod:`._envoy_jwt`) with :class:`RbacClaim`. Envoy
@@ -28,7 +35,8 @@ What those filters admit is also each chain's set of client prefixes (see
 reduce to client addresses stays in the kernel (see :mod:`._envoy_tcp_checks`).
 
 Diagnostic codes: MC5101 a condition the node proxy cannot evaluate, MC5102 a policy
-selecting only some of a proxied port's backends, MC5103 request authentication (JWT)
+selecting only some of the backends a listener may send to (the proxy requires every
+backend's policies: fail closed), MC5103 request authentication (JWT)
 attributes on a port no request authentication selects (no request carries a verified
 token there, so they never match), or TLS server names (never set through the proxy).
 """
@@ -77,7 +85,6 @@ from ._envoy_plan import (
     rbac_or,
 )
 
-_ACTIONS = {PolicyAction.AUDIT: RbacAction.LOG, PolicyAction.DENY: RbacAction.DENY, PolicyAction.ALLOW: RbacAction.ALLOW}
 _HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
 _CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\]]+\])+)$")
 #: ``request.auth.*`` attributes that are one claim of the verified token.
@@ -409,49 +416,74 @@ def _rule(ctx: _Context, rule: PolicyRule) -> RbacPolicy | None:
     return RbacPolicy(f"{policy.namespace}/{policy.name}[{ctx.rule_index}]", principal, permission, (origin,))
 
 
-def listener_rbac(index: RbacIndex, port: ServicePort, warnings: list[Diagnostic],
-                  issuers: Sequence[str] = ()) -> tuple[EnvoyRbac, ...]:
-    """The RBAC filters (audit, deny, allow — in that order) for a proxied service port.
-
-    ``issuers`` are those the port's JWT filter accepts (none: no request has a verified token).
-    """
-    refs = [b.workload for b in port.backends]
-    workloads = [index.workloads[r] for r in refs if r is not None and r in index.workloads]
-    target_ports = frozenset(b.port for b in port.backends)
-    addresses = tuple(b.address for b in port.backends)
-    return _filters(index, len(refs), workloads, target_ports, addresses, warnings, tuple(issuers), tcp=False)
-
-
 class ChainEndpoint(NamedTuple):
-    """One endpoint a TCP filter chain may send a connection to."""
+    """One endpoint a listener or TCP filter chain may send to."""
 
     workload: str  # ``ns/name``, or "" when the address belongs to no known workload
     address: str
     port: int
 
 
+def listener_rbac(index: RbacIndex, destinations: Iterable[ChainEndpoint], warnings: list[Diagnostic],
+                  issuers: Sequence[str] = (), denials: Sequence[RbacPolicy] = ()) -> tuple[EnvoyRbac, ...]:
+    """The RBAC filters (audit, deny, then one allow per distinct set of ALLOW policies) of a proxied HTTP port.
+
+    ``destinations`` are every endpoint any route or mirror of the listener may send to;
+    ``issuers`` are those the listener's JWT filter accepts (none: no request has a
+    verified token); ``denials`` (clients' egress policies) come first in the DENY filter.
+    """
+    return _filters(index, list(dict.fromkeys(destinations)), warnings, tuple(issuers), False, denials)
+
+
 def tcp_chain_rbac(index: RbacIndex, destinations: Iterable[ChainEndpoint],
-                   warnings: list[Diagnostic]) -> tuple[EnvoyRbac, ...]:
+                   warnings: list[Diagnostic], denials: Sequence[RbacPolicy] = ()) -> tuple[EnvoyRbac, ...]:
     """The network RBAC filters (audit, deny, allow) of a TCP filter chain sending to ``destinations``.
 
     The backends' kernel policy exempts the node proxy, so the policies of every workload
     the chain may pick are checked here, on the client's address, before the TCP proxy
     picks one. Compile keeps a port in the kernel when its chains' destinations are not
     governed alike (:func:`uneven_destinations`); otherwise this is exact per destination.
+    ``denials`` (clients' egress policies) come first in the DENY filter.
     """
-    found = list(dict.fromkeys(destinations))
-    workloads = list(dict.fromkeys(w for d in found if (w := index.by_name.get(d.workload)) is not None))
-    return _filters(index, len({d.workload or d.address for d in found}), workloads,
-                    frozenset(d.port for d in found), tuple(dict.fromkeys(d.address for d in found)),
-                    warnings, (), tcp=True)
+    return _filters(index, list(dict.fromkeys(destinations)), warnings, (), True, denials)
 
 
-def _filters(index: RbacIndex, backend_count: int, workloads: Sequence[Workload], target_ports: frozenset[int],
+def _compile(index: RbacIndex, policy: AuthorizationPolicy, target_ports: frozenset[int],
              addresses: tuple[str, ...], warnings: list[Diagnostic], issuers: tuple[str, ...],
-             tcp: bool) -> tuple[EnvoyRbac, ...]:
+             tcp: bool) -> list[RbacPolicy]:
+    """Every rule of ``policy`` that can match here, evaluated against these destination ports and addresses."""
+    out = []
+    for i, rule in enumerate(policy.rules):
+        compiled = _rule(_Context(index, policy, i, target_ports, addresses, warnings, issuers, tcp), rule)
+        if compiled is not None:
+            out.append(compiled)
+    return out
+
+
+def _reads_destination_ip(policy: AuthorizationPolicy) -> bool:
+    return any(c.key == "destination.ip" for r in policy.rules for c in r.conditions)
+
+
+def _filters(index: RbacIndex, destinations: Sequence[ChainEndpoint], warnings: list[Diagnostic],
+             issuers: tuple[str, ...], tcp: bool, denials: Sequence[RbacPolicy]) -> tuple[EnvoyRbac, ...]:
+    """AUDIT and DENY filters with every destination's policies (union), then one ALLOW filter per group.
+
+    The proxy decides before it picks a destination, so it fails closed: destinations are
+    grouped by the ALLOW policies selecting them (and their target port, and their
+    addresses when a rule reads ``destination.ip``), and a request must pass each group's
+    ALLOW filter (Envoy ANDs the filters of a chain); a group without ALLOW policies adds
+    none. Identical ALLOW filters are emitted once.
+    """
     snapshot = index.snapshot
-    grouped: dict[PolicyAction, list[RbacPolicy]] = {a: [] for a in PolicyAction}
+    found: list[Diagnostic] = []
+    backend_count = len({d.workload or d.address for d in destinations})
+    dest_workloads = [(d, index.by_name.get(d.workload)) for d in destinations]
+    workloads = list(dict.fromkeys(w for _, w in dest_workloads if w is not None))
+    all_ports = frozenset(d.port for d in destinations)
+    all_addresses = tuple(dict.fromkeys(d.address for d in destinations))
+    union: dict[PolicyAction, list[RbacPolicy]] = {PolicyAction.AUDIT: [], PolicyAction.DENY: []}
     present: set[PolicyAction] = set()
+    allows: list[AuthorizationPolicy] = []
     for policy in snapshot.policies:
         if policy.direction is not Direction.INGRESS:
             continue
@@ -459,23 +491,41 @@ def _filters(index: RbacIndex, backend_count: int, workloads: Sequence[Workload]
         if not chosen:
             continue
         if len(chosen) < backend_count:
-            what = "connections" if tcp else "requests"
-            warnings.append(Diagnostic(
+            what = "a connection" if tcp else "a request"
+            found.append(Diagnostic(
                 "MC5102", Severity.WARNING,
                 f"authorization policy {policy.namespace}/{policy.name} selects {len(chosen)} of the {backend_count} "
-                f"backends of a port handled by the node proxy; the proxy applies it to {what} for all of them",
+                f"backends a listener of the node proxy may send to; the proxy decides before it picks a backend, "
+                f"so it requires {what} to satisfy every backend's policies (fail closed)",
                 policy.source, "selector",
             ))
         present.add(policy.action)
-        for i, rule in enumerate(policy.rules):
-            ctx = _Context(index, policy, i, target_ports, addresses, warnings, issuers, tcp)
-            compiled = _rule(ctx, rule)
-            if compiled is not None:
-                grouped[policy.action].append(compiled)
-    # An ALLOW filter stays even without policies (it then refuses everything); audit
-    # and deny filters without policies would do nothing.
-    return tuple(
-        EnvoyRbac(_ACTIONS[a], tuple(grouped[a]))
-        for a in (PolicyAction.AUDIT, PolicyAction.DENY, PolicyAction.ALLOW)
-        if a in present and (grouped[a] or a is PolicyAction.ALLOW)
-    )
+        if policy.action is PolicyAction.ALLOW:
+            allows.append(policy)
+        else:
+            union[policy.action].extend(_compile(index, policy, all_ports, all_addresses, found, issuers, tcp))
+    groups: dict[tuple[tuple[int, ...], int, tuple[str, ...]], list[str]] = {}
+    for dest, w in dest_workloads:
+        chosen_ids = tuple(i for i, p in enumerate(allows) if w is not None and selects(p, w))
+        if not chosen_ids:
+            continue
+        by_ip = any(_reads_destination_ip(allows[i]) for i in chosen_ids)
+        groups.setdefault((chosen_ids, dest.port, (dest.address,) if by_ip else ()), []).append(dest.address)
+    allow_filters: list[EnvoyRbac] = []
+    for (chosen_ids, port, _), addresses in groups.items():
+        policies = tuple(p for i in chosen_ids for p in _compile(
+            index, allows[i], frozenset((port,)), tuple(dict.fromkeys(addresses)), found, issuers, tcp))
+        # An ALLOW filter stays even without policies: it then refuses everything.
+        rbac = EnvoyRbac(RbacAction.ALLOW, policies)
+        if rbac not in allow_filters:
+            allow_filters.append(rbac)
+    for d in found:
+        if d not in warnings:
+            warnings.append(d)
+    out: list[EnvoyRbac] = []
+    if PolicyAction.AUDIT in present and union[PolicyAction.AUDIT]:
+        out.append(EnvoyRbac(RbacAction.LOG, tuple(union[PolicyAction.AUDIT])))
+    deny = (*denials, *union[PolicyAction.DENY])
+    if deny:
+        out.append(EnvoyRbac(RbacAction.DENY, deny))
+    return (*out, *allow_filters)

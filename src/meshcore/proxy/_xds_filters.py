@@ -9,7 +9,7 @@ RBAC filter refuses policies that read HTTP attributes, which a TCP connection l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..compile import (
@@ -139,14 +139,26 @@ def _connection_only(expr: RbacExpr) -> bool:
     return isinstance(expr, (RbacAny, RbacSourceIp))
 
 
-def _rbac_filter(rbac: EnvoyRbac) -> dict[str, Any]:
-    return {"name": f"meshcore.rbac.{rbac.action.value.lower()}",
-            "typed_config": {"@type": _RBAC, "rules": _rbac_rules(rbac)}}
+def _filter_names(filters: Sequence[EnvoyRbac]) -> list[str]:
+    """``allow``/``deny``/``log`` per filter; a repeated action (one ALLOW filter per group of backends) gets ``allow.2``…"""
+    seen: dict[str, int] = {}
+    out = []
+    for rbac in filters:
+        action = rbac.action.value.lower()
+        seen[action] = seen.get(action, 0) + 1
+        out.append(action if seen[action] == 1 else f"{action}.{seen[action]}")
+    return out
 
 
-def _network_rbac_filter(rbac: EnvoyRbac, chain: str) -> dict[str, Any]:
-    """A network RBAC filter of a TCP chain; its counters are ``<chain>.<action>.rbac.allowed|denied``."""
-    action = rbac.action.value.lower()
-    return {"name": f"meshcore.rbac.{action}", "typed_config": {
-        "@type": _NETWORK_RBAC, "stat_prefix": f"{_stat_prefix(chain)}.{action}.",
+def _rbac_filters(filters: Sequence[EnvoyRbac]) -> list[dict[str, Any]]:
+    """The HTTP RBAC filters of a listener, in order (Envoy requires a request to pass each)."""
+    return [{"name": f"meshcore.rbac.{name}", "typed_config": {"@type": _RBAC, "rules": _rbac_rules(rbac)}}
+            for rbac, name in zip(filters, _filter_names(filters), strict=True)]
+
+
+def _network_rbac_filters(filters: Sequence[EnvoyRbac], chain: str) -> list[dict[str, Any]]:
+    """The network RBAC filters of a TCP chain; their counters are ``<chain>.<action>.rbac.allowed|denied``."""
+    return [{"name": f"meshcore.rbac.{name}", "typed_config": {
+        "@type": _NETWORK_RBAC, "stat_prefix": f"{_stat_prefix(chain)}.{name}.",
         "rules": _rbac_rules(rbac, network=True)}}
+        for rbac, name in zip(filters, _filter_names(filters), strict=True)]

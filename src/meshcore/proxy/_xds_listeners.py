@@ -28,7 +28,7 @@ from ._xds_common import (
     _duration,
     _stat_prefix,
 )
-from ._xds_filters import _jwt_filter, _network_rbac_filter, _rbac_filter
+from ._xds_filters import _jwt_filter, _network_rbac_filters, _rbac_filters
 from ._xds_routes import _clusters
 
 #: One log name for every listener, so each Envoy worker keeps a single ALS stream; the
@@ -70,7 +70,7 @@ def _http_listener(listener: EnvoyListener, route_config: EnvoyRouteConfig | Non
         filters.append({"name": CORS_FILTER, "typed_config": {"@type": _CORS}})
     if listener.jwt is not None:
         filters.append(_jwt_filter(listener.jwt))
-    filters.extend(_rbac_filter(f) for f in listener.rbac)
+    filters.extend(_rbac_filters(listener.rbac))
     if any(r.fault is not None for r in routes):
         filters.append({"name": FAULT_FILTER, "typed_config": {"@type": _FAULT}})
     filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
@@ -108,7 +108,7 @@ def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
     # upstream on accept (a refused client would read a server-first greeting): the
     # chain matches only the client prefixes its policies admit, so any other client
     # matches no chain and Envoy closes it on accept. RBAC stays for what it logs.
-    filters = [_network_rbac_filter(f, chain.name) for f in chain.rbac]
+    filters = _network_rbac_filters(chain.rbac, chain.name)
     filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy})
     out: dict[str, Any] = {"name": chain.name, "filters": filters}
     match: dict[str, Any] = {}

@@ -1,0 +1,173 @@
+"""The node proxy authorizes what a route actually reaches, and applies clients' egress policies.
+
+One lab serves the module. ``shop/a`` is proxied for a VirtualService that sends
+``x-to: b`` to ``secret/b``, and ``shop/d`` for one that sends ``x-to: c`` to ``secret/c``;
+``b`` admits only its own namespace; pod ``y`` in shop has a NetworkPolicy letting it reach
+only the shop namespace. The kernel exempts the node proxy, so these checks happen in
+Envoy, which decides before it picks a route's backend: a listener applies the policies of
+every workload any of its routes may reach (fail closed), so a client refused by one is
+refused on the whole listener. A refused request gets 403 from the proxy, the others reach
+the echo backend, which says which pod answered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _lab_support import running_lab, write
+
+from meshcore.lab import Lab
+
+pytestmark = pytest.mark.root
+
+
+def _echo(app: str, ns: str) -> str:
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {app}, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {app}}}}}
+  template:
+    metadata: {{labels: {{app: {app}}}}}
+    spec:
+      containers:
+      - {{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{name: http, containerPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {app}, namespace: {ns}}}
+spec:
+  selector: {{app: {app}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"""
+
+
+def _client(name: str, ns: str) -> str:
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
+spec:
+  serviceAccountName: {name}
+  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
+"""
+
+
+APP = "\n---\n".join([
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: secret}\n",
+    _echo("a", "shop"), _echo("d", "shop"), _echo("b", "secret"), _echo("c", "secret"),
+    _client("x", "shop"), _client("y", "shop"), _client("s", "secret"),
+])
+
+POLICY = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: shop}
+spec:
+  hosts: [a]
+  http:
+  - match:
+    - headers:
+        x-to: {exact: b}
+    route:
+    - destination: {host: b.secret.svc.cluster.local}
+  - route:
+    - destination: {host: a}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: d, namespace: shop}
+spec:
+  hosts: [d]
+  http:
+  - match:
+    - headers:
+        x-to: {exact: c}
+    route:
+    - destination: {host: c.secret.svc.cluster.local}
+  - route:
+    - destination: {host: d}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-secret, namespace: secret}
+spec:
+  selector:
+    matchLabels: {app: b}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        namespaces: [secret]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: y-stays-in-shop, namespace: shop}
+spec:
+  podSelector:
+    matchLabels: {app: y}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: shop}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The lab with the objects above; always torn down and checked."""
+    tmp: Path = tmp_path_factory.mktemp("scope")
+    with running_lab([write(tmp, "app.yaml", APP), write(tmp, "policy.yaml", POLICY)], all_ready=True) as up:
+        yield up
+
+
+def get(lab: Lab, pod: str, ns: str, url: str, *headers: str) -> tuple[int, Any]:
+    """Status and JSON body (or text) of one request from a client pod."""
+    args = ["curl", "-sS", "-m", "5", "-w", "\\n%{http_code}"]
+    for header in headers:
+        args += ["-H", header]
+    result = lab.run(pod, [*args, url], namespace=ns, timeout=30)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    body, _, status = result.stdout.decode(errors="replace").rpartition("\n")
+    try:
+        return int(status), json.loads(body)
+    except ValueError:
+        return int(status), body
+
+
+def _answered_by(body: Any) -> str:
+    return str(body.get("pod", "")) if isinstance(body, dict) else ""
+
+
+def test_route_to_another_service_applies_that_services_policy(lab: Lab) -> None:
+    # x (namespace shop) is not allowed by b's policy: routing through shop/a does not help.
+    status, body = get(lab, "x", "shop", "http://a/via-a", "x-to: b")
+    assert status == 403 and "RBAC" in str(body), (status, body)
+    # The listener may send to b, so b's policy holds for all of its requests (fail closed).
+    assert get(lab, "x", "shop", "http://a/plain")[0] == 403
+    # A client of namespace secret reaches b through the route, and a without it.
+    status, body = get(lab, "s", "secret", "http://a.shop/via-a", "x-to: b")
+    assert status == 200 and _answered_by(body).startswith("b-"), (status, body)
+    status, body = get(lab, "s", "secret", "http://a.shop/plain")
+    assert status == 200 and _answered_by(body).startswith("a-"), (status, body)
+
+
+def test_clients_egress_policy_applies_through_the_proxy(lab: Lab) -> None:
+    # y may reach only namespace shop: the route to secret/c is refused by the proxy, and
+    # so is the rest of the listener that may send there (fail closed).
+    status, body = get(lab, "y", "shop", "http://d/to-c", "x-to: c")
+    assert status == 403 and "RBAC" in str(body), (status, body)
+    assert get(lab, "y", "shop", "http://d/plain")[0] == 403
+    # x has no egress policy: it reaches c through the route, and d without it.
+    status, body = get(lab, "x", "shop", "http://d/to-c", "x-to: c")
+    assert status == 200 and _answered_by(body).startswith("c-"), (status, body)
+    status, body = get(lab, "x", "shop", "http://d/plain")
+    assert status == 200 and _answered_by(body).startswith("d-"), (status, body)
