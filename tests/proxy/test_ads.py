@@ -7,6 +7,8 @@ attribution, stale nonces, and a reconnecting Envoy getting everything again.
 
 from __future__ import annotations
 
+import time
+
 import queue
 import threading
 from collections.abc import Iterator
@@ -198,6 +200,11 @@ def test_a_new_stream_gets_everything_again(cp: ControlPlane, envoy: FakeEnvoy) 
     version = cp.set_plan(NODE, _plan("v2", "web", "v2"))
     _sync_from_scratch(cp, envoy, version)
     envoy.close()
+    # The server learns of the closed stream asynchronously; only then is nothing synced.
+    deadline = time.monotonic() + 5
+    while cp.status(NODE).connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not cp.status(NODE).connected
     again = FakeEnvoy(cp.endpoint.grpc_target)
     try:
         with pytest.raises(TimeoutError):
