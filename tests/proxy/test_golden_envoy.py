@@ -113,7 +113,8 @@ def _tcp_rbac() -> m.Snapshot:
         m.AuthorizationPolicy("no-outsiders", NS, m.WorkloadSelector(NS, {"app": "web"}), "DENY", [
             m.PolicyRule(sources=[m.PeerSelector(not_namespaces=[NS])])]),
         m.AuthorizationPolicy("vault-net", NS, m.WorkloadSelector(NS, {"role": "vault"}), "ALLOW", [
-            m.PolicyRule(sources=[m.PeerSelector(ip_blocks=[m.IpBlock("10.244.2.0/24", ["10.244.2.128/25"])])])]),
+            # Outside the mesh: an ipBlock selects no pod (a pod is its workload identity).
+            m.PolicyRule(sources=[m.PeerSelector(ip_blocks=[m.IpBlock("192.168.0.0/24", ["192.168.0.128/25"])])])]),
     ]
     other = m.Workload("outsider", "other", m.Identity("other", "x"), addresses=("10.244.9.1",), labels={"app": "x"})
     return m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("other")), workloads=(db, vault, client, other),

@@ -61,7 +61,6 @@ from ..model import (
     PolicyAction,
     PolicyRule,
     PortRange,
-    ServicePort,
     Severity,
     Snapshot,
     StringMatch,
@@ -287,17 +286,29 @@ def _source(sel: PeerSelector, ctx: _Context, field: str) -> RbacExpr:
         if excl:
             parts.append(RbacNot(ctx.workload_ips(excl)))
     if sel.ip_blocks:
-        parts.append(rbac_or(_block(b) for b in sel.ip_blocks))
+        parts.append(rbac_or(_block(b, ctx) for b in sel.ip_blocks))
     if sel.not_ip_blocks:
-        parts.append(RbacNot(rbac_or(_block(b) for b in sel.not_ip_blocks)))
+        parts.append(RbacNot(rbac_or(_block(b, ctx) for b in sel.not_ip_blocks)))
     return rbac_and(parts)
 
 
-def _block(block: IpBlock) -> RbacExpr:
-    inside = RbacSourceIp(block.cidr)
-    if not block.except_:
-        return inside
-    return rbac_and([inside, RbacNot(rbac_or(RbacSourceIp(c) for c in block.except_))])
+def _block(block: IpBlock, ctx: _Context) -> RbacExpr:
+    """Addresses in the block that are not a workload's: as in the kernel (compile/_policy.py),
+    an ipBlock selects peers outside the mesh, and a pod is always its workload identity."""
+    parts: list[RbacExpr] = [RbacSourceIp(block.cidr)]
+    if block.except_:
+        parts.append(RbacNot(rbac_or(RbacSourceIp(c) for c in block.except_)))
+    net = ipaddress.ip_network(block.cidr, strict=False)
+    inside = [w for w in ctx.snapshot.workloads if any(address_in(a, net) for a in w.addresses)]
+    if inside:
+        parts.append(RbacNot(ctx.workload_ips(inside)))
+    return rbac_and(parts)
+
+
+def address_in(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """True when ``address`` (an address or a host prefix) lies in ``net``."""
+    ip = ipaddress.ip_address(address.split("/", 1)[0])
+    return ip.version == net.version and ip in net
 
 
 def _operation(op: Operation, ctx: _Context) -> RbacExpr | None:

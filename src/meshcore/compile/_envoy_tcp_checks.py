@@ -25,7 +25,7 @@ from ..model import (
     Snapshot,
     Workload,
 )
-from ._envoy_rbac import ChainEndpoint, RbacIndex, selects, tcp_chain_rbac
+from ._envoy_rbac import ChainEndpoint, RbacIndex, address_in, selects, tcp_chain_rbac
 from ._envoy_sources import NotASourceSet, admitted_sources
 from ._traffic import uses_tcp_proxy
 
@@ -133,7 +133,7 @@ def inexpressible_sources(snapshot: Snapshot, service: Service, port: ServicePor
                     if cond.key != "destination.ip":
                         continue
                     nets = [ipaddress.ip_network(v, strict=False) for v in (*cond.values, *cond.not_values)]
-                    held = {any(_inside(a, n) for n in nets) for _, _, a, _ in backends}
+                    held = {any(address_in(a, n) for n in nets) for _, _, a, _ in backends}
                     if len(held) > 1:
                         return (f"rule {i} of authorization policy {policy.namespace}/{policy.name} has a "
                                 f"destination.ip condition holding for some backends {label} may send to but not "
@@ -147,8 +147,3 @@ def inexpressible_sources(snapshot: Snapshot, service: Service, port: ServicePor
             return (f"{e} (among the policies of what {label} may send to); the node proxy refuses "
                     "connections by the client's address alone")
     return None
-
-
-def _inside(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    ip = ipaddress.ip_address(address.split("/", 1)[0])
-    return ip.version == net.version and ip in net

@@ -98,16 +98,22 @@ def test_default_allow_minus_a_denied_namespace_leaves_holes() -> None:
 def test_ip_block_with_except() -> None:
     allow = m.AuthorizationPolicy("net", NS, ON_DB, "ALLOW", [m.PolicyRule(sources=[
         m.PeerSelector(ip_blocks=[m.IpBlock("10.0.0.0/16", ["10.0.1.0/24", "10.0.128.0/17"])])])])
+    # As in the kernel, an ipBlock selects addresses outside the mesh: the workloads inside
+    # it (db-1 10.0.2.1, db-2 10.0.2.2, x 10.0.9.9) are holes in the set.
     assert _chain(_plan([allow])).sources == (
-        "10.0.0.0/24", "10.0.2.0/23", "10.0.4.0/22", "10.0.8.0/21", "10.0.16.0/20", "10.0.32.0/19", "10.0.64.0/18")
+        "10.0.0.0/24", "10.0.2.0/32", "10.0.2.3/32", "10.0.2.4/30", "10.0.2.8/29", "10.0.2.16/28", "10.0.2.32/27",
+        "10.0.2.64/26", "10.0.2.128/25", "10.0.3.0/24", "10.0.4.0/22", "10.0.8.0/24", "10.0.9.0/29", "10.0.9.8/32",
+        "10.0.9.10/31", "10.0.9.12/30", "10.0.9.16/28", "10.0.9.32/27", "10.0.9.64/26", "10.0.9.128/25",
+        "10.0.10.0/23", "10.0.12.0/22", "10.0.16.0/20", "10.0.32.0/19", "10.0.64.0/18")
 
 
 def test_not_ip_blocks_and_principals_combine_like_the_rbac() -> None:
-    # The shop namespace, except what is inside 10.0.1.2/32 (the worker's IPv4 address).
+    # The shop namespace; notIpBlocks exclude only outside addresses (as in the kernel), so
+    # the worker, whose IPv4 address is 10.0.1.2, stays: a pod is always its workload identity.
     allow = m.AuthorizationPolicy("shop", NS, ON_DB, "ALLOW", [m.PolicyRule(sources=[
         m.PeerSelector(namespaces=[NS], not_ip_blocks=[m.IpBlock("10.0.1.2/32")])])])
     assert _chain(_plan([allow])).sources == (
-        "10.0.1.1/32", "10.0.2.1/32", "10.0.2.2/32", "fd00::1:1/128", "fd00::1:2/128")
+        "10.0.1.1/32", "10.0.1.2/32", "10.0.2.1/32", "10.0.2.2/32", "fd00::1:1/128", "fd00::1:2/128")
 
 
 def test_nobody_admitted_keeps_a_chain_that_matches_no_client() -> None:
