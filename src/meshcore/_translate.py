@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -218,6 +220,7 @@ def translate_objects(
     except ModelError as exc:
         diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))
         snapshot = Snapshot(namespaces=inventory.namespaces)
+    diagnostics += _ip_blocks_holding_pods(snapshot)
     return Translation(
         snapshot=snapshot,
         diagnostics=tuple(sorted(diagnostics, key=_diag_order)),
@@ -225,6 +228,30 @@ def translate_objects(
         adapter_errors=tuple(load_errors),
         statuses=tuple(st for f in fragments for st in f.statuses),
     )
+
+
+def _ip_blocks_holding_pods(snapshot: Snapshot) -> list[Diagnostic]:
+    """A warning per policy IP block holding workload addresses: blocks select only outside peers."""
+    if not any(p.ip_blocks or p.not_ip_blocks for pol in snapshot.policies for r in pol.rules for p in r.sources):
+        return []
+    nets = [(ipaddress.ip_network(a, strict=False), w) for w in snapshot.workloads for a in w.addresses]
+    out = []
+    for policy in snapshot.policies:
+        for i, rule in enumerate(policy.rules):
+            for j, peer in enumerate(rule.sources):
+                for block in (*peer.ip_blocks, *peer.not_ip_blocks):
+                    cidr = ipaddress.ip_network(block.cidr, strict=False)
+                    held = sorted({f"{w.namespace}/{w.name}" for n, w in nets
+                                   if n.version == cidr.version and n.subnet_of(cidr)})  # type: ignore[arg-type]
+                    if held:
+                        example = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+                        out.append(Diagnostic(
+                            "MC0230", Severity.WARNING,
+                            f"policy {policy.namespace}/{policy.name}: IP block {block.cidr} holds the addresses of "
+                            f"{example}; IP blocks select only peers outside the mesh (a pod is always its workload "
+                            "identity), so it does not select them: select pods by namespace, principal or labels",
+                            policy.source, f"rules[{i}].sources[{j}]"))
+    return out
 
 
 def _diag_order(d: Diagnostic) -> tuple[str, int, int, str, str]:
