@@ -238,3 +238,70 @@ def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     answer: list[str] = json.loads(result.stdout)
     return answer
+
+
+def _labels_yaml(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{key}: {value}" for key, value in labels.items()) + "}"
+
+
+def echo_deployment(name: str, namespace: str, *, port: int = 8080, labels: dict[str, str] | None = None,
+                    account: str | None = None, replicas: int = 1) -> str:
+    """Deployment YAML of ``replicas`` echo pods serving HTTP on ``port``, labelled ``labels`` (``app: name``)."""
+    selector = _labels_yaml(labels if labels is not None else {"app": name})
+    account_line = f"\n      serviceAccountName: {account}" if account else ""
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {selector}}}
+  template:
+    metadata: {{labels: {selector}}}
+    spec:{account_line}
+      containers:
+      - {{name: echo, image: meshcore/echo, args: ["--http", "{port}"], ports: [{{name: http, containerPort: {port}}}]}}
+"""
+
+
+def echo_app(name: str, namespace: str, *, port: int = 8080, service_port: int = 80,
+             labels: dict[str, str] | None = None, account: str | None = None) -> str:
+    """Deployment + Service YAML: one echo pod, and Service ``name`` on ``service_port`` to its http port."""
+    selector = _labels_yaml(labels if labels is not None else {"app": name})
+    return echo_deployment(name, namespace, port=port, labels=labels, account=account) + f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  selector: {selector}
+  ports: [{{name: http, port: {service_port}, targetPort: http}}]
+"""
+
+
+def client_pod(name: str, namespace: str | None = None, account: str | None = None,
+               labels: dict[str, str] | None = None, container: str = "main") -> str:
+    """Pod YAML of a busybox client that sleeps, labelled ``labels`` (``app: name``; ``{}`` for none)."""
+    labels = labels if labels is not None else {"app": name}
+    meta = f"name: {name}" + (f", namespace: {namespace}" if namespace else "") \
+        + (f", labels: {_labels_yaml(labels)}" if labels else "")
+    account_line = f"\n  serviceAccountName: {account}" if account else ""
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{{meta}}}
+spec:{account_line}
+  containers: [{{name: {container}, image: busybox, command: ["sleep", "infinity"]}}]
+"""
+
+
+def curl_json(lab: Lab, pod: str, url: str, *args: str, namespace: str | None = None,
+              timeout: float = 30) -> tuple[int, Any]:
+    """Status and JSON body (or text) of one curl request from ``pod`` (5 s limit)."""
+    result = lab.run(pod, ["curl", "-sS", "-m", "5", "-w", "\\n%{http_code}", *args, url], namespace=namespace,
+                     timeout=timeout)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    body, _, status = result.stdout.decode(errors="replace").rpartition("\n")
+    try:
+        return int(status), json.loads(body)
+    except ValueError:
+        return int(status), body

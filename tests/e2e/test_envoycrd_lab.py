@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import meshcore_cli, running_lab, unique_name, write
+from _lab_support import client_pod, curl_json, meshcore_cli, running_lab, unique_name, write
 
 from meshcore.lab import Lab
 
@@ -48,13 +48,7 @@ spec:
     metadata: {labels: {app: web, version: v2}}
     spec:
       containers: [{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers: [{name: c, image: busybox, command: ["sleep", "infinity"]}]
-""" + "".join(f"""---
+---""" + client_pod("client", labels={}, container="c") + "".join(f"""---
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}}}
@@ -231,13 +225,7 @@ class Client:
 
     def get(self, url: str, *args: str) -> tuple[int, Any]:
         """Status and JSON body (or text) of one request."""
-        result = self.lab.run("client", ["curl", "-sS", "-m", "5", "-w", "\\n%{http_code}", *args, url], timeout=20)
-        assert result.returncode == 0, result.stderr.decode(errors="replace")
-        text, _, status = result.stdout.decode(errors="replace").rpartition("\n")
-        try:
-            return int(status), json.loads(text)
-        except ValueError:
-            return int(status), text
+        return curl_json(self.lab, "client", url, *args, timeout=20)
 
     def pods(self, url: str, count: int) -> collections.Counter[str]:
         """Which version answered each of ``count`` requests (one curl, many transfers)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _lab_support import meshcore_cli, run_python, running_lab, write
+from _lab_support import client_pod, meshcore_cli, run_python, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -70,13 +70,7 @@ metadata: {name: refused, namespace: other}
 spec:
   selector: {app: backend}
   ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers: [{name: c, image: busybox, command: ["sleep", "infinity"]}]
-"""])
+""", client_pod("client", labels={}, container="c")])
 
 GATEWAY = """
 apiVersion: gateway.networking.k8s.io/v1

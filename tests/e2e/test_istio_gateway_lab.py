@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _lab_support import meshcore_cli, running_lab, write
+from _lab_support import client_pod, curl_json, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -64,13 +64,7 @@ metadata: {name: reviews}
 spec:
   selector: {app: reviews}
   ports: [{name: http, port: 9080, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers: [{name: c, image: busybox, command: ["sleep", "infinity"]}]
----
+---""" + client_pod("client", labels={}, container="c") + """---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: bookinfo-gateway, namespace: istio-system}
@@ -106,15 +100,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
 
 def _get(lab: Lab, host: str, path: str, *args: str) -> tuple[int, str]:
     """Status and answering pod ("" when the answer is not the echo server's) of one request."""
-    result = lab.run("client", ["curl", "-sS", "-m", "5", "-w", "\\n%{http_code}", "-H", f"Host: {host}", *args,
-                                f"{GATEWAY_URL}{path}"], timeout=20)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    body, _, code = result.stdout.decode(errors="replace").rpartition("\n")
-    try:
-        pod = str(json.loads(body)["pod"])
-    except (ValueError, KeyError, TypeError):
-        pod = ""
-    return int(code), pod
+    status, body = curl_json(lab, "client", f"{GATEWAY_URL}{path}", "-H", f"Host: {host}", *args, timeout=20)
+    return status, str(body["pod"]) if isinstance(body, dict) and "pod" in body else ""
 
 
 def test_requests_for_the_gateway_host_reach_the_virtual_service_backends(lab: tuple[Lab, Path]) -> None:

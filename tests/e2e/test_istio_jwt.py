@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import running_lab, write
+from _lab_support import client_pod, curl_json, echo_app, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -55,40 +55,11 @@ def token(sub: str, *, iss: str = ISSUER, aud: str = AUDIENCE, expires_in: int =
     return f"{header}.{payload}.{_b64(signature)}"
 
 
-def _echo(app: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {app}, namespace: {NS}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {app}}}}}
-  template:
-    metadata: {{labels: {{app: {app}}}}}
-    spec:
-      containers:
-      - {{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{name: http, containerPort: 8080}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {app}, namespace: {NS}}}
-spec:
-  selector: {{app: {app}}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
-"""
-
-
 APP = "\n---\n".join([
     f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",
-    _echo("web"),
-    _echo("guarded"),
-    f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, namespace: {NS}, labels: {{app: client}}}}
-spec:
-  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
-""",
+    echo_app("web", NS),
+    echo_app("guarded", NS),
+    client_pod("client", NS),
 ])
 
 ISTIO = f"""
@@ -134,16 +105,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def get(lab: Lab, url: str, bearer: str | None = None) -> tuple[int, Any]:
     """Status and JSON body (or text) of one request from the client pod."""
-    args = ["curl", "-sS", "-m", "5", "-w", "\\n%{http_code}"]
-    if bearer is not None:
-        args += ["-H", f"Authorization: Bearer {bearer}"]
-    result = lab.run("client", [*args, url], namespace=NS, timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    body, _, status = result.stdout.decode(errors="replace").rpartition("\n")
-    try:
-        return int(status), json.loads(body)
-    except ValueError:
-        return int(status), body
+    args = ["-H", f"Authorization: Bearer {bearer}"] if bearer is not None else []
+    return curl_json(lab, "client", url, *args, namespace=NS)
 
 
 def test_valid_token_reaches_the_backend_with_its_claims(lab: Lab) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import meshcore_cli, running_lab, write
+from _lab_support import client_pod, curl_json, echo_deployment, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.lab._observe import logged_flows
@@ -34,31 +34,8 @@ NS = "bookinfo"
 
 
 def _echo_deployment(app: str, version: str, account: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {app}-{version}, namespace: {NS}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {app}, version: {version}}}}}
-  template:
-    metadata: {{labels: {{app: {app}, version: {version}}}}}
-    spec:
-      serviceAccountName: {account}
-      containers:
-      - {{name: echo, image: meshcore/echo, args: ["--http", "9080"], ports: [{{name: http, containerPort: 9080}}]}}
-"""
-
-
-def _client(name: str, account: str) -> str:
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {NS}, labels: {{app: {name}}}}}
-spec:
-  serviceAccountName: {account}
-  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
-"""
+    return echo_deployment(f"{app}-{version}", NS, port=9080, labels={"app": app, "version": version},
+                           account=account)
 
 
 APP = "\n---\n".join([
@@ -83,8 +60,8 @@ spec:
   selector: {{app: {svc}}}
   ports: [{{name: http, port: 9080}}]
 """ for svc in ("reviews", "ratings", "details")),
-    _client("productpage", "productpage"),
-    _client("intruder", "intruder"),
+    client_pod("productpage", NS, account="productpage"),
+    client_pod("intruder", NS, account="intruder"),
 ])
 
 ISTIO = f"""
@@ -232,13 +209,7 @@ class Client:
 
     def get(self, url: str, *args: str) -> tuple[int, Any]:
         """Status and JSON body (or text) of one request."""
-        result = self.curl("-w", "\\n%{http_code}", *args, url)
-        assert result.returncode == 0, result.stderr.decode(errors="replace")
-        body, _, status = result.stdout.decode(errors="replace").rpartition("\n")
-        try:
-            return int(status), json.loads(body)
-        except ValueError:
-            return int(status), body
+        return curl_json(self.lab, self.pod, url, *args, namespace=NS)
 
     def versions(self, url: str, count: int, *args: str) -> collections.Counter[str]:
         """Which version answered each of ``count`` requests (one curl, many transfers)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _lab_support import meshcore_cli, running_lab, write
+from _lab_support import client_pod, echo_deployment, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.proxy import EnvoyOptions
@@ -50,19 +50,7 @@ FAILING = (
 
 
 def _echo(name: str, app: str, replicas: int = 1) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {app}, role: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {app}, role: {name}}}}}
-    spec:
-      containers:
-      - {{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{name: http, containerPort: 8080}}]}}
-"""
+    return echo_deployment(name, NS, labels={"app": app, "role": name}, replicas=replicas)
 
 
 def _service(name: str) -> str:
@@ -100,13 +88,7 @@ spec:
         ports: [{{name: http, containerPort: 8080}}]
 """,
     _echo("pool", "pool"), _service("pool"),
-    f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, namespace: {NS}, labels: {{app: client}}}}
-spec:
-  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
-""",
+    client_pod("client", NS),
 ])
 
 ISTIO = f"""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import envoy_pid, meshcore_cli, running_lab, write
+from _lab_support import client_pod, envoy_pid, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.lab._observe import logged_flows
@@ -94,13 +94,7 @@ metadata: {name: tcp}
 spec:
   selector: {app: web}
   ports: [{name: tcp, port: 9000}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers: [{name: c, image: busybox, command: ["sleep", "infinity"]}]
-"""
+---""" + client_pod("client", labels={}, container="c")
 
 ROUTE = """
 apiVersion: gateway.networking.k8s.io/v1

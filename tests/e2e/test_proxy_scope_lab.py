@@ -12,89 +12,45 @@ the echo backend, which says which pod answered.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import running_lab, write
+from _lab_support import client_pod, curl_json, echo_app, running_lab, write
 
 from meshcore.lab import Lab
 
 pytestmark = pytest.mark.root
 
 
-def _echo(app: str, ns: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {app}, namespace: {ns}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {app}}}}}
-  template:
-    metadata: {{labels: {{app: {app}}}}}
-    spec:
-      containers:
-      - {{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{name: http, containerPort: 8080}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {app}, namespace: {ns}}}
-spec:
-  selector: {{app: {app}}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
-"""
-
-
-def _client(name: str, ns: str) -> str:
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
-spec:
-  serviceAccountName: {name}
-  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
-"""
-
-
 APP = "\n---\n".join([
     "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
     "apiVersion: v1\nkind: Namespace\nmetadata: {name: secret}\n",
-    _echo("a", "shop"), _echo("d", "shop"), _echo("b", "secret"), _echo("c", "secret"),
-    _client("x", "shop"), _client("y", "shop"), _client("s", "secret"),
+    echo_app("a", "shop"), echo_app("d", "shop"), echo_app("b", "secret"), echo_app("c", "secret"),
+    client_pod("x", "shop", account="x"), client_pod("y", "shop", account="y"), client_pod("s", "secret", account="s"),
 ])
 
-POLICY = """
+def _route_on_x_to(host: str, target: str) -> str:
+    """VirtualService of shop/``host`` sending ``x-to: <target>`` to secret/``target``, the rest to ``host``."""
+    return f"""
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: a, namespace: shop}
+metadata: {{name: {host}, namespace: shop}}
 spec:
-  hosts: [a]
+  hosts: [{host}]
   http:
   - match:
     - headers:
-        x-to: {exact: b}
+        x-to: {{exact: {target}}}
     route:
-    - destination: {host: b.secret.svc.cluster.local}
+    - destination: {{host: {target}.secret.svc.cluster.local}}
   - route:
-    - destination: {host: a}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: d, namespace: shop}
-spec:
-  hosts: [d]
-  http:
-  - match:
-    - headers:
-        x-to: {exact: c}
-    route:
-    - destination: {host: c.secret.svc.cluster.local}
-  - route:
-    - destination: {host: d}
----
+    - destination: {{host: {host}}}
+"""
+
+
+POLICY = _route_on_x_to("a", "b") + "---" + _route_on_x_to("d", "c") + """---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: only-secret, namespace: secret}
@@ -131,16 +87,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def get(lab: Lab, pod: str, ns: str, url: str, *headers: str) -> tuple[int, Any]:
     """Status and JSON body (or text) of one request from a client pod."""
-    args = ["curl", "-sS", "-m", "5", "-w", "\\n%{http_code}"]
-    for header in headers:
-        args += ["-H", header]
-    result = lab.run(pod, [*args, url], namespace=ns, timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    body, _, status = result.stdout.decode(errors="replace").rpartition("\n")
-    try:
-        return int(status), json.loads(body)
-    except ValueError:
-        return int(status), body
+    return curl_json(lab, pod, url, *(a for header in headers for a in ("-H", header)), namespace=ns)
 
 
 def _answered_by(body: Any) -> str:

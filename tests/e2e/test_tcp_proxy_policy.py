@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import meshcore_cli, running_lab, write
+from _lab_support import client_pod, meshcore_cli, run_python, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -48,42 +48,34 @@ metadata: {{name: db, namespace: {NS}}}
 spec:
   selector: {{app: db}}
   ports: [{{name: tcp-echo, port: 9000, targetPort: 9000}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: friend, namespace: {NS}, labels: {{app: friend}}}}
-spec:
-  serviceAccountName: friend
-  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: stranger, namespace: {NS}, labels: {{app: stranger}}}}
-spec:
-  serviceAccountName: stranger
-  containers: [{{name: main, image: busybox, command: ["sleep", "infinity"]}}]
-"""
+---""" + client_pod("friend", NS, account="friend") + "---" + client_pod("stranger", NS, account="stranger")
 
-ISTIO = f"""
+
+def _friends_only(app: str, policy: str) -> str:
+    """DestinationRule putting ``app``'s TCP port on the node proxy, and a policy ``policy`` admitting only friend."""
+    return f"""
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: db, namespace: {NS}}}
+metadata: {{name: {app}, namespace: {NS}}}
 spec:
-  host: db
+  host: {app}
   trafficPolicy:
     connectionPool:
       tcp: {{connectTimeout: 2s}}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {{name: friends-only, namespace: {NS}}}
+metadata: {{name: {policy}, namespace: {NS}}}
 spec:
-  selector: {{matchLabels: {{app: db}}}}
+  selector: {{matchLabels: {{app: {app}}}}}
   action: ALLOW
   rules:
   - from:
     - source: {{principals: ["cluster.local/ns/{NS}/sa/friend"]}}
 """
+
+
+ISTIO = _friends_only("db", "friends-only")
 
 # Connect to the service, send a line, read until it comes back or the connection closes.
 _EXCHANGE = """
@@ -150,26 +142,7 @@ metadata: {{name: greeter, namespace: {NS}}}
 spec:
   selector: {{app: greeter}}
   ports: [{{name: tcp-greeter, port: 9100, targetPort: 9100}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: greeter, namespace: {NS}}}
-spec:
-  host: greeter
-  trafficPolicy:
-    connectionPool:
-      tcp: {{connectTimeout: 2s}}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: greeter-friends-only, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: greeter}}}}
-  action: ALLOW
-  rules:
-  - from:
-    - source: {{principals: ["cluster.local/ns/{NS}/sa/friend"]}}
-"""
+---""" + _friends_only("greeter", "greeter-friends-only")
 
 
 # Connect to the greeter and read what it says, sending nothing, until it closes.
@@ -210,16 +183,12 @@ def _accepts(files: list[Path]) -> list[str]:
 
 
 def _listen(lab: Lab, pod: str) -> dict[str, Any]:
-    result = lab.run(pod, [sys.executable, "-S", "-c", _LISTEN], namespace=NS, timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    answer: dict[str, Any] = json.loads(result.stdout)
+    answer: dict[str, Any] = run_python(lab, pod, _LISTEN, namespace=NS, timeout=30)
     return answer
 
 
 def _exchange(lab: Lab, pod: str) -> dict[str, Any]:
-    result = lab.run(pod, [sys.executable, "-S", "-c", _EXCHANGE, pod], namespace=NS, timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    answer: dict[str, Any] = json.loads(result.stdout)
+    answer: dict[str, Any] = run_python(lab, pod, _EXCHANGE, pod, namespace=NS, timeout=30)
     return answer
 
 

@@ -7,13 +7,12 @@ traffic policy, TLS passthrough by SNI) must check the backends' L3/L4 policies 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
+from _tcp_support import DB, NS, ON_DB, TIMEOUT, db_listener_json, db_plan
 
 from meshcore import model as m
 from meshcore.compile import (
-    CompileOptions,
     Datapath,
     EnvoyRbac,
     Plan,
@@ -21,33 +20,19 @@ from meshcore.compile import (
     RbacAny,
     RbacPolicy,
     RbacSourceIp,
-    compile_plan,
 )
-from meshcore.proxy import LISTENER, build_resources
 
-NS = "shop"
-DB = m.ServiceRef(NS, "db")
 API = m.Workload("api", NS, m.Identity(NS, "api"), addresses=("10.0.1.1",), labels={"app": "api"})
 WORKER = m.Workload("worker", NS, m.Identity(NS, "worker"), addresses=("10.0.1.2",), labels={"app": "worker"})
 INTRUDER = m.Workload("x", "evil", m.Identity("evil", "x"), addresses=("10.0.9.9",), labels={"app": "x"})
 DB1 = m.Workload("db-1", NS, m.Identity(NS, "db"), addresses=("10.0.2.1",), labels={"app": "db", "role": "primary"})
 DB2 = m.Workload("db-2", NS, m.Identity(NS, "db"), addresses=("10.0.2.2",), labels={"app": "db", "role": "replica"})
-ON_DB = m.WorkloadSelector(NS, {"app": "db"})
-#: A connect timeout: what puts a TCP port on the node proxy.
-TIMEOUT = m.TrafficPolicy(DB, connection_pool=m.ConnectionPool(connect_timeout_ms=500))
 
 
 def _plan(policies: Sequence[m.AuthorizationPolicy] = (), backends: Sequence[m.Workload] = (DB1,),
           routes: Sequence[m.RouteTable] = (), traffic: Sequence[m.TrafficPolicy] = (TIMEOUT,),
           extra: Sequence[m.Service] = ()) -> Plan:
-    port = m.ServicePort(5432, "TCP", "pg", backends=tuple(m.Backend(w.addresses[0], 5432, workload=w.ref)
-                                                           for w in backends))
-    db = m.Service("db", NS, vips=("10.96.0.5",), ports=(port,))
-    snap = m.Snapshot(
-        namespaces=(m.Namespace(NS), m.Namespace("evil")), services=(db, *extra),
-        workloads=(API, WORKER, INTRUDER, DB1, DB2), policies=tuple(policies), traffic_policies=tuple(traffic),
-        routes=tuple(routes))
-    return compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=8))
+    return db_plan((API, WORKER, INTRUDER, DB1, DB2), policies, backends, routes, traffic, extra)
 
 
 def _chain_rbac(plan: Plan) -> tuple[EnvoyRbac, ...]:
@@ -58,17 +43,13 @@ def _chain_rbac(plan: Plan) -> tuple[EnvoyRbac, ...]:
     return chain.rbac
 
 
-def _listener_json(plan: Plan) -> dict[str, Any]:
-    return dict(build_resources(plan.envoy).of(LISTENER)["shop/db:5432"].body)
-
-
 def test_allow_by_principal_admits_that_service_accounts_addresses_only() -> None:
     allow = m.AuthorizationPolicy("api-only", NS, ON_DB, "ALLOW", [
         m.PolicyRule(sources=[m.PeerSelector(principals=["cluster.local/ns/shop/sa/api"])])])
     plan = _plan([allow])
     assert _chain_rbac(plan) == (
         EnvoyRbac(RbacAction.ALLOW, (RbacPolicy("shop/api-only[0]", RbacSourceIp("10.0.1.1/32"), RbacAny()),)),)
-    (chain,) = _listener_json(plan)["filter_chains"]
+    (chain,) = db_listener_json(plan)["filter_chains"]
     rbac, proxy = chain["filters"]
     assert proxy["name"] == "envoy.filters.network.tcp_proxy"
     assert rbac["typed_config"] == {
@@ -79,7 +60,7 @@ def test_allow_by_principal_admits_that_service_accounts_addresses_only() -> Non
             "principals": [{"direct_remote_ip": {"address_prefix": "10.0.1.1", "prefix_len": 32}}]}}},
     }
     # Each connection is logged, so a refusal shows as a flow naming the policy.
-    assert _listener_json(plan)["access_log"][0]["name"] == "envoy.access_loggers.tcp_grpc"
+    assert db_listener_json(plan)["access_log"][0]["name"] == "envoy.access_loggers.tcp_grpc"
 
 
 def test_deny_by_namespace_refuses_that_namespace_and_nothing_else() -> None:
@@ -95,7 +76,7 @@ def test_deny_is_checked_before_allow() -> None:
     allow = m.AuthorizationPolicy("shop", NS, ON_DB, "ALLOW", [m.PolicyRule(sources=[m.PeerSelector(namespaces=[NS])])])
     filters = _chain_rbac(_plan([allow, deny]))
     assert [f.action for f in filters] == [RbacAction.DENY, RbacAction.ALLOW]
-    names = [f["name"] for f in _listener_json(_plan([allow, deny]))["filter_chains"][0]["filters"]]
+    names = [f["name"] for f in db_listener_json(_plan([allow, deny]))["filter_chains"][0]["filters"]]
     assert names == ["meshcore.rbac.deny", "meshcore.rbac.allow", "envoy.filters.network.tcp_proxy"]
 
 
@@ -103,7 +84,7 @@ def test_backends_selected_by_no_policy_allow_everyone() -> None:
     elsewhere = m.AuthorizationPolicy("api", NS, m.WorkloadSelector(NS, {"app": "api"}), "ALLOW", [m.PolicyRule()])
     plan = _plan([elsewhere])
     assert _chain_rbac(plan) == ()
-    body = _listener_json(plan)
+    body = db_listener_json(plan)
     assert [f["name"] for f in body["filter_chains"][0]["filters"]] == ["envoy.filters.network.tcp_proxy"]
     assert "access_log" not in body
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
+from _tcp_support import DB, NS, ON_DB, PROXY_OPTIONS, db_listener_json, db_plan
 
 from meshcore import model as m
 from meshcore.compile import (
-    CompileOptions,
     Datapath,
     EnvoyRbac,
     Plan,
@@ -31,38 +30,23 @@ from meshcore.compile import (
 from meshcore.compile._envoy_sources import NotASourceSet, SourceSet, admitted_sources
 from meshcore.proxy import LISTENER, build_resources
 
-NS = "shop"
 API = m.Workload("api", NS, m.Identity(NS, "api"), addresses=("10.0.1.1", "fd00::1:1"), labels={"app": "api"})
 WORKER = m.Workload("worker", NS, m.Identity(NS, "worker"), addresses=("10.0.1.2", "fd00::1:2"),
                     labels={"app": "worker"})
 INTRUDER = m.Workload("x", "evil", m.Identity("evil", "x"), addresses=("10.0.9.9", "fd00::9:9"), labels={"app": "x"})
 DB1 = m.Workload("db-1", NS, m.Identity(NS, "db"), addresses=("10.0.2.1",), labels={"app": "db"})
 DB2 = m.Workload("db-2", NS, m.Identity(NS, "db"), addresses=("10.0.2.2",), labels={"app": "db"})
-ON_DB = m.WorkloadSelector(NS, {"app": "db"})
-DB = m.ServiceRef(NS, "db")
-TIMEOUT = m.TrafficPolicy(DB, connection_pool=m.ConnectionPool(connect_timeout_ms=500))
 
 
 def _plan(policies: Sequence[m.AuthorizationPolicy] = (), backends: Sequence[m.Workload] = (DB1,),
           routes: Sequence[m.RouteTable] = ()) -> Plan:
-    port = m.ServicePort(5432, "TCP", "pg", backends=tuple(m.Backend(w.addresses[0], 5432, workload=w.ref)
-                                                           for w in backends))
-    db = m.Service("db", NS, vips=("10.96.0.5",), ports=(port,))
-    snap = m.Snapshot(
-        namespaces=(m.Namespace(NS), m.Namespace("evil")), services=(db,),
-        workloads=(API, WORKER, INTRUDER, DB1, DB2), policies=tuple(policies), traffic_policies=(TIMEOUT,),
-        routes=tuple(routes))
-    return compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=8))
+    return db_plan((API, WORKER, INTRUDER, DB1, DB2), policies, backends, routes)
 
 
 def _chain(plan: Plan) -> TcpChain:
     (listener,) = [x for x in plan.envoy.listeners if x.service == DB]
     (chain,) = listener.tcp
     return chain
-
-
-def _listener_json(plan: Plan) -> dict[str, Any]:
-    return dict(build_resources(plan.envoy).of(LISTENER)["shop/db:5432"].body)
 
 
 def _admits(sources: Sequence[str], address: str) -> bool:
@@ -75,7 +59,7 @@ def test_allow_by_principal_admits_exactly_that_accounts_addresses() -> None:
         m.PolicyRule(sources=[m.PeerSelector(principals=["cluster.local/ns/shop/sa/api"])])])
     plan = _plan([allow])
     assert _chain(plan).sources == ("10.0.1.1/32", "fd00::1:1/128")
-    (chain,) = _listener_json(plan)["filter_chains"]
+    (chain,) = db_listener_json(plan)["filter_chains"]
     assert chain["filter_chain_match"] == {"source_prefix_ranges": [
         {"address_prefix": "10.0.1.1", "prefix_len": 32}, {"address_prefix": "fd00::1:1", "prefix_len": 128}]}
     # The RBAC filter stays before the TCP proxy (it names the policy in the access log).
@@ -122,7 +106,7 @@ def test_nobody_admitted_keeps_a_chain_that_matches_no_client() -> None:
     plan = _plan([only_http])
     chain = _chain(plan)
     assert chain.sources == () and chain.rbac == (EnvoyRbac(RbacAction.ALLOW, ()),)
-    body = _listener_json(plan)
+    body = db_listener_json(plan)
     (json_chain,) = body["filter_chains"]  # a listener needs a chain: it matches only unspecified addresses
     assert json_chain["filter_chain_match"] == {"source_prefix_ranges": [
         {"address_prefix": "0.0.0.0", "prefix_len": 32}, {"address_prefix": "::", "prefix_len": 128}]}
@@ -132,7 +116,7 @@ def test_nobody_admitted_keeps_a_chain_that_matches_no_client() -> None:
 def test_no_policy_matches_every_client() -> None:
     plan = _plan()
     assert _chain(plan).sources is None
-    (chain,) = _listener_json(plan)["filter_chains"]
+    (chain,) = db_listener_json(plan)["filter_chains"]
     assert "filter_chain_match" not in chain
 
 
@@ -145,7 +129,7 @@ def test_sni_chains_combine_server_names_and_sources() -> None:
         m.PolicyRule(sources=[m.PeerSelector(principals=["cluster.local/ns/shop/sa/worker"])])])
     snap = m.Snapshot(namespaces=(m.Namespace(NS),), services=(edge,), workloads=(WORKER, DB1),
                       policies=(allow,), routes=(table,))
-    plan = compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=8))
+    plan = compile_plan(snap, "n1", PROXY_OPTIONS)
     (chain,) = build_resources(plan.envoy).of(LISTENER)["shop/edge:443"].body["filter_chains"]
     assert chain["filter_chain_match"] == {"server_names": ["db.example.com"], "source_prefix_ranges": [
         {"address_prefix": "10.0.1.2", "prefix_len": 32}, {"address_prefix": "fd00::1:2", "prefix_len": 128}]}
