@@ -2,12 +2,13 @@
 
 One lab serves the module. ``shop/a`` is proxied for a VirtualService that sends
 ``x-to: b`` to ``secret/b``, and ``shop/d`` for one that sends ``x-to: c`` to ``secret/c``;
-``b`` admits only its own namespace; pod ``y`` in shop has a NetworkPolicy letting it reach
+``b`` admits only its own namespace and has a request authentication whose keys the
+node proxy cannot fetch (every token of it is refused); pod ``y`` in shop has a NetworkPolicy letting it reach
 only the shop namespace. The kernel exempts the node proxy, so these checks happen in
-Envoy, which decides before it picks a route's backend: a listener applies the policies of
-every workload any of its routes may reach (fail closed), so a client refused by one is
-refused on the whole listener. A refused request gets 403 from the proxy, the others reach
-the echo backend, which says which pod answered.
+Envoy, which decides before it picks a route's backend: each route applies the policies of
+every workload it may reach (fail closed), so a client refused by the workloads of one route
+keeps the listener's other routes. A refused request gets 403 from the proxy, the others
+reach the echo backend, which says which pod answered.
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ spec:
     - source:
         namespaces: [secret]
 ---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: b-tokens, namespace: secret}
+spec:
+  selector:
+    matchLabels: {app: b}
+  jwtRules:
+  - issuer: https://issuer.scope.test
+    jwksUri: https://keys.scope.test/jwks.json
+---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: y-stays-in-shop, namespace: shop}
@@ -98,8 +109,9 @@ def test_route_to_another_service_applies_that_services_policy(lab: Lab) -> None
     # x (namespace shop) is not allowed by b's policy: routing through shop/a does not help.
     status, body = get(lab, "x", "shop", "http://a/via-a", "x-to: b")
     assert status == 403 and "RBAC" in str(body), (status, body)
-    # The listener may send to b, so b's policy holds for all of its requests (fail closed).
-    assert get(lab, "x", "shop", "http://a/plain")[0] == 403
+    # b's policy holds only on the route that may send to b: without the header x reaches a.
+    status, body = get(lab, "x", "shop", "http://a/plain")
+    assert status == 200 and _answered_by(body).startswith("a-"), (status, body)
     # A client of namespace secret reaches b through the route, and a without it.
     status, body = get(lab, "s", "secret", "http://a.shop/via-a", "x-to: b")
     assert status == 200 and _answered_by(body).startswith("b-"), (status, body)
@@ -108,13 +120,23 @@ def test_route_to_another_service_applies_that_services_policy(lab: Lab) -> None
 
 
 def test_clients_egress_policy_applies_through_the_proxy(lab: Lab) -> None:
-    # y may reach only namespace shop: the route to secret/c is refused by the proxy, and
-    # so is the rest of the listener that may send there (fail closed).
+    # y may reach only namespace shop: the route to secret/c is refused by the proxy, while
+    # the route to d (in shop) stays open to it.
     status, body = get(lab, "y", "shop", "http://d/to-c", "x-to: c")
     assert status == 403 and "RBAC" in str(body), (status, body)
-    assert get(lab, "y", "shop", "http://d/plain")[0] == 403
+    status, body = get(lab, "y", "shop", "http://d/plain")
+    assert status == 200 and _answered_by(body).startswith("d-"), (status, body)
     # x has no egress policy: it reaches c through the route, and d without it.
     status, body = get(lab, "x", "shop", "http://d/to-c", "x-to: c")
     assert status == 200 and _answered_by(body).startswith("c-"), (status, body)
     status, body = get(lab, "x", "shop", "http://d/plain")
     assert status == 200 and _answered_by(body).startswith("d-"), (status, body)
+
+
+def test_tokens_are_checked_only_on_the_route_to_the_workload_requiring_them(lab: Lab) -> None:
+    # b's request authentication refuses this token on the route to b...
+    status, body = get(lab, "s", "secret", "http://a.shop/via-a", "x-to: b", "Authorization: Bearer not-a-token")
+    assert status == 401, (status, body)
+    # ...while a, which no request authentication selects, gets it unchecked.
+    status, body = get(lab, "s", "secret", "http://a.shop/plain", "Authorization: Bearer not-a-token")
+    assert status == 200 and _answered_by(body).startswith("a-"), (status, body)

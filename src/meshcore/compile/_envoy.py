@@ -5,7 +5,8 @@ route configuration (virtual hosts from the tables' hostnames, routes in table o
 model route with several alternative matches becomes one Envoy route per match), a JWT
 filter when request authentications select a workload any route or mirror sends to, and
 RBAC filters for all of those workloads and the clients' egress policies (see
-:mod:`._envoy_rbac`, :mod:`._envoy_egress`); TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+:mod:`._envoy_rbac`, :mod:`._envoy_egress`) — each forwarding route narrows both to what it
+reaches (``EnvoyRoute.rbac`` / ``jwt``), the listener's are the fallback; TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
 service port's active backends, with the traffic policy in force for that port and
 subset (load balancing, circuit breakers, outlier detection, upstream TLS); a route to
@@ -59,6 +60,7 @@ from ._envoy_plan import (
     EnvoyCluster,
     EnvoyRbac,
     EnvoyEndpoint,
+    EnvoyJwt,
     EnvoyListener,
     EnvoyPlan,
     EnvoyRoute,
@@ -77,11 +79,15 @@ REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_egress import EgressIndex
-from ._envoy_jwt import listener_jwt
+from ._envoy_jwt import listener_jwt, route_jwt
 from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
 from ._envoy_tcp_checks import serves_tcp
 from ._envoy_sources import NotASourceSet, admitted_sources
 from ._plan import Decision
+
+
+#: A route's RBAC filters and JWT provider names where they differ from its listener's.
+_RouteChecks = tuple["tuple[EnvoyRbac, ...] | None", "tuple[str, ...] | None"]
 
 
 @attrs.frozen
@@ -295,9 +301,18 @@ class _Builder:
         destinations = self.endpoints(referenced)
         targets = [w for d in destinations if (w := self.rbac_index.by_name.get(d.workload)) is not None]
         jwt = listener_jwt(self.snapshot.request_authentications, list(dict.fromkeys(targets)),
-                           len({d.workload or d.address for d in destinations}), self.warnings)
+                           len({d.workload or d.address for d in destinations}), self.warnings, flag_partial=False)
         issuers = tuple(p.issuer for p in jwt.providers) if jwt is not None else ()
-        rbac = listener_rbac(self.rbac_index, destinations, self.warnings, issuers, self.egress_denials(destinations))
+        # The listener's filters are the fallback (requests matching no route, redirects,
+        # direct responses); each forwarding route overrides them with the filters of what
+        # it reaches, so a client refused by one route's backends keeps the other routes.
+        # Whether a policy selects only some backends matters per route (flagged there).
+        rbac = listener_rbac(self.rbac_index, destinations, self.warnings, issuers, self.egress_denials(destinations),
+                             flag_partial=False)
+        overrides: dict[frozenset[str], _RouteChecks] = {}
+        vhosts = [attrs.evolve(v, routes=tuple(self.route_checks(r, rbac, jwt, overrides) for r in v.routes))
+                  for v in vhosts]
+        route_config = attrs.evolve(route_config, virtual_hosts=tuple(vhosts))
         listener = EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
             route_config=name, rbac=rbac, jwt=jwt, origins=self._listener_origins(item, tables)
@@ -350,6 +365,33 @@ class _Builder:
         return list(dict.fromkeys(ChainEndpoint(e.workload, e.address, e.port)
                                   for c in clusters for e in self.clusters[c].endpoints))
 
+    def route_checks(self, route: EnvoyRoute, rbac: tuple[EnvoyRbac, ...], jwt: EnvoyJwt | None,
+                     cache: dict[frozenset[str], _RouteChecks]) -> EnvoyRoute:
+        """The route with the JWT providers and RBAC filters of the workloads its clusters and mirrors reach
+        (where they differ from the listener's ``jwt`` and ``rbac``)."""
+        if not route.clusters:
+            return route
+        key = frozenset((*(w.cluster for w in route.clusters), *(m.cluster for m in route.mirrors)))
+        if key not in cache:
+            destinations = self.endpoints(sorted(key))
+            targets = list(dict.fromkeys(w for d in destinations if (w := self.rbac_index.by_name.get(d.workload))))
+            providers = route_jwt(self.snapshot.request_authentications, targets,
+                                  len({d.workload or d.address for d in destinations}), self.warnings)
+            own = listener_rbac(self.rbac_index, destinations, self.warnings, tuple(p.issuer for p in providers),
+                                self.egress_denials(destinations))
+            names = tuple(p.name for p in providers)
+            own_jwt = None if providers == (jwt.providers if jwt is not None else ()) else names
+            if own == rbac:
+                cache[key] = (None, own_jwt)
+            elif _overrides(own, rbac):
+                cache[key] = (own, own_jwt)
+            else:
+                # Filters that cannot override the listener's: keep the listener's checks
+                # whole, tokens included (its filters may read claims of all its issuers).
+                cache[key] = (None, None)
+        own_rbac, own_jwt = cache[key]
+        return route if own_rbac is None and own_jwt is None else attrs.evolve(route, rbac=own_rbac, jwt=own_jwt)
+
     def egress_denials(self, destinations: Sequence[ChainEndpoint]) -> tuple[RbacPolicy, ...]:
         """DENY policies for the clients whose egress policies forbid reaching one of ``destinations``."""
         return self.egress.deny_policies(destinations, self.rbac_index.peers)
@@ -389,6 +431,11 @@ class _Builder:
     def _listener_origins(self, item: ProxiedPort, tables: Sequence[RouteTable]) -> tuple[Origin, ...]:
         own = Origin(f"service {item.service.ref} port {item.port.port} ({item.decision.reason})", item.service.source)
         return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
+
+
+def _overrides(route: Sequence[EnvoyRbac], listener: Sequence[EnvoyRbac]) -> bool:
+    """True when each of a route's filters can override one of the listener's (no more of an action than it has)."""
+    return all(sum(f.action is a.action for f in route) <= sum(f.action is a.action for f in listener) for a in route)
 
 
 def _endpoint(backend: Backend) -> EnvoyEndpoint:

@@ -6,8 +6,12 @@ control plane would fetch them for it), so a rule whose keys are given by URI or
 discovery gets a provider whose only key nobody can sign with: tokens of that issuer are
 refused with 401 — never accepted unchecked — and a warning says so.
 
+Each route validates tokens only with the providers of the request authentications
+selecting a workload that route may reach (:func:`route_jwt`); the listener's providers
+are for requests matching no route.
+
 Diagnostic codes: MC5108 a rule whose keys the node proxy does not have, MC5109 a
-request authentication selecting only some of a proxied port's backends.
+request authentication selecting only some of the backends a route may send to.
 """
 
 from __future__ import annotations
@@ -35,21 +39,34 @@ def selecting(authns: Iterable[RequestAuthentication], workloads: Iterable[Workl
     return [a for a in authns if a.jwt_rules and any(a.selects(w.namespace, w.labels) for w in chosen)]
 
 
+def route_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Workload], backend_count: int,
+              warnings: list[Diagnostic]) -> tuple[JwtProvider, ...]:
+    """The providers of the listener's JWT filter that one route (sending to ``backends``) validates tokens with.
+
+    Only MC5109 is added to ``warnings`` (the rest were given for the listener).
+    """
+    found: list[Diagnostic] = []
+    jwt = listener_jwt(authns, backends, backend_count, found)
+    warnings.extend(d for d in found if d.code == "MC5109" and d not in warnings)
+    return jwt.providers if jwt is not None else ()
+
+
 def listener_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Workload], backend_count: int,
-                 warnings: list[Diagnostic]) -> EnvoyJwt | None:
+                 warnings: list[Diagnostic], flag_partial: bool = True) -> EnvoyJwt | None:
     """The JWT filter of a proxied HTTP listener sending to ``backends`` (of ``backend_count`` destinations), or ``None``.
 
-    ``backends`` are the known workloads any route or mirror of the listener may send to.
+    ``backends`` are the known workloads any route or mirror of the listener may send to;
+    ``flag_partial`` False leaves out MC5109 (each route is flagged on its own).
     """
     providers: list[JwtProvider] = []
     for authn in selecting(authns, backends):
         where = f"request authentication {authn.namespace}/{authn.name}"
         chosen = [w for w in backends if authn.selects(w.namespace, w.labels)]
-        if len(chosen) < backend_count:
+        if flag_partial and len(chosen) < backend_count:
             warnings.append(Diagnostic(
                 "MC5109", Severity.WARNING,
                 f"{where} selects {len(chosen)} of the {backend_count} backends a listener of the node proxy may send to; "
-                "the proxy validates tokens of requests for all of them", authn.source, "selector",
+                "the proxy validates tokens of requests for all of them on a route that may send to them", authn.source, "selector",
             ))
         for i, rule in enumerate(authn.jwt_rules):
             jwks = rule.jwks

@@ -144,6 +144,14 @@ class EnvoyRoute:
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
     #: What the consistent-hash clusters of this route hash on (their keys, in cluster order).
     hash_policy: tuple[HashKey, ...] = ()
+    #: The RBAC filters this route needs in place of the listener's (audit, deny, allow —
+    #: for the workloads its clusters and mirrors reach); ``None``: the listener's apply.
+    #: Never more filters of an action than the listener has (each overrides one of them).
+    rbac: tuple[EnvoyRbac, ...] | None = None
+    #: The names of the listener's JWT providers this route validates tokens with (those
+    #: of the workloads it reaches; ``()``: none, tokens pass unchecked to backends no
+    #: request authentication selects); ``None``: all of the listener's.
+    jwt: tuple[str, ...] | None = None
 
 
 @attrs.frozen

@@ -2,7 +2,8 @@
 
 For a listener of the node proxy the backends' own L3/L4 check only sees the proxy, so
 the proxy evaluates every ingress policy selecting any workload the listener may send to
-(every cluster its routes and mirrors reference) in full: peers are resolved to their
+(every cluster its routes and mirrors reference; each route again for the clusters it
+references, overriding the listener's filters) in full: peers are resolved to their
 workload addresses (the node proxy sees plain connections from the client pods), port
 conditions are decided here against the destinations' target ports, and HTTP attributes
 become header and path matchers. Anything the proxy cannot check is resolved fail-closed:
@@ -35,7 +36,7 @@ What those filters admit is also each chain's set of client prefixes (see
 reduce to client addresses stays in the kernel (see :mod:`._envoy_tcp_checks`).
 
 Diagnostic codes: MC5101 a condition the node proxy cannot evaluate, MC5102 a policy
-selecting only some of the backends a listener may send to (the proxy requires every
+selecting only some of the backends a route or TCP chain may send to (the proxy requires every
 backend's policies: fail closed), MC5103 request authentication (JWT)
 attributes on a port no request authentication selects (no request carries a verified
 token there, so they never match), or TLS server names (never set through the proxy).
@@ -436,14 +437,20 @@ class ChainEndpoint(NamedTuple):
 
 
 def listener_rbac(index: RbacIndex, destinations: Iterable[ChainEndpoint], warnings: list[Diagnostic],
-                  issuers: Sequence[str] = (), denials: Sequence[RbacPolicy] = ()) -> tuple[EnvoyRbac, ...]:
-    """The RBAC filters (audit, deny, then one allow per distinct set of ALLOW policies) of a proxied HTTP port.
+                  issuers: Sequence[str] = (), denials: Sequence[RbacPolicy] = (),
+                  flag_partial: bool = True) -> tuple[EnvoyRbac, ...]:
+    """The RBAC filters (audit, deny, then one allow per distinct set of ALLOW policies) of a proxied HTTP port or route.
 
-    ``destinations`` are every endpoint any route or mirror of the listener may send to;
-    ``issuers`` are those the listener's JWT filter accepts (none: no request has a
-    verified token); ``denials`` (clients' egress policies) come first in the DENY filter.
+    ``destinations`` are every endpoint the listener (or one route) may send to, mirrors
+    included; ``issuers`` are those the listener's JWT filter accepts (none: no request
+    has a verified token); ``denials`` (clients' egress policies) come first in the DENY
+    filter. ``flag_partial`` False leaves out MC5102 (for the listener's fallback filters,
+    when each route is flagged on its own).
     """
-    return _filters(index, list(dict.fromkeys(destinations)), warnings, tuple(issuers), False, denials)
+    found: list[Diagnostic] = []
+    out = _filters(index, list(dict.fromkeys(destinations)), found, tuple(issuers), False, denials)
+    warnings.extend(d for d in found if (flag_partial or d.code != "MC5102") and d not in warnings)
+    return out
 
 
 def tcp_chain_rbac(index: RbacIndex, destinations: Iterable[ChainEndpoint],

@@ -20,10 +20,11 @@ from typing import Any
 import attrs
 from google.protobuf import descriptor_pool, json_format
 
-from ..compile import EnvoyPlan, Origin, RawResource
+from ..compile import EnvoyListener, EnvoyPlan, EnvoyRoute, Origin, RawResource
 from ._errors import ProxyConfigError
 from ._xds_clusters import _cluster, _load_assignment
 from ._xds_common import XDS_CLUSTER, ProxySettings
+from ._xds_filters import JWT_FILTER, _jwt_per_route, _rbac_per_route
 from ._xds_listeners import ACCESS_LOG_NAME, _addresses, _http_listener, _tcp_listener
 from ._xds_routes import _route
 
@@ -205,6 +206,22 @@ def _resource(type_url: str, name: str, body: dict[str, Any], origins: tuple[Ori
     return Resource(type_url, name, body, message, digest, origins, needs)
 
 
+def _route_with_checks(route: EnvoyRoute, listener: EnvoyListener | None) -> dict[str, Any]:
+    """A route's JSON with its overrides of the listener's JWT and RBAC filters, when it has them."""
+    out = _route(route)
+    if listener is None:
+        return out
+    per_filter: dict[str, Any] = {}
+    if route.jwt is not None and listener.jwt is not None:
+        per_filter[JWT_FILTER] = _jwt_per_route(route.jwt)
+    if route.rbac is not None and listener.rbac:
+        where = route.origins[0] if route.origins else Origin(f"route {route.name}")
+        per_filter.update(_rbac_per_route(route.rbac, listener.rbac, where))
+    if per_filter:
+        out.setdefault("typed_per_filter_config", {}).update(per_filter)
+    return out
+
+
 def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> Resources:
     """Every xDS resource for ``plan``; raises :class:`ProxyConfigError` naming the model object."""
     settings = settings or ProxySettings()
@@ -214,11 +231,13 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
                                                    cluster.origins, (cluster.name,))
         by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster), cluster.origins)
     route_configs = {rc.name: rc for rc in plan.route_configs}
+    listeners = {x.route_config: x for x in plan.listeners if x.route_config is not None}
     for rc in plan.route_configs:
         body = {
             "name": rc.name,
             "virtual_hosts": [
-                {"name": v.name, "domains": list(v.domains), "routes": [_route(r) for r in v.routes]}
+                {"name": v.name, "domains": list(v.domains),
+                 "routes": [_route_with_checks(r, listeners.get(rc.name)) for r in v.routes]}
                 for v in rc.virtual_hosts
             ],
             # The listener already identifies the service; a Host header with a port

@@ -15,6 +15,7 @@ from typing import Any
 from ..compile import (
     EnvoyJwt,
     EnvoyRbac,
+    EnvoyRoute,
     Origin,
     RbacAnd,
     RbacAny,
@@ -74,8 +75,32 @@ def _claim_matcher(claim: RbacClaim) -> dict[str, Any]:
     return {"metadata": {"filter": JWT_FILTER, "path": path, "value": value}}
 
 
-def _jwt_filter(jwt: EnvoyJwt) -> dict[str, Any]:
-    """The JWT filter: a present token must satisfy one provider (else 401); a missing one passes."""
+def _jwt_requirement(names: Iterable[str]) -> dict[str, Any]:
+    """A present token must satisfy one of these providers (else 401); a missing one passes."""
+    # requires_any plus allow_missing: a request without a token passes unauthenticated,
+    # while a token that fails every provider is refused with 401 (allow_missing_or_failed
+    # would let a forged token through).
+    return {"requires_any": {"requirements": [*({"provider_name": n} for n in names), {"allow_missing": {}}]}}
+
+
+def _jwt_requirement_name(names: Sequence[str]) -> str:
+    """The key of a route's requirement (its providers) in the JWT filter's requirement map."""
+    return " ".join(names)
+
+
+def _jwt_per_route(names: Sequence[str]) -> dict[str, Any]:
+    """A route's JWT configuration: its own requirement, or none (tokens are not checked there)."""
+    if not names:
+        return {"@type": _JWT_PER_ROUTE, "disabled": True}
+    return {"@type": _JWT_PER_ROUTE, "requirement_name": _jwt_requirement_name(names)}
+
+
+def _jwt_filter(jwt: EnvoyJwt, routes: Iterable[EnvoyRoute] = ()) -> dict[str, Any]:
+    """The JWT filter: a present token must satisfy one provider (else 401); a missing one passes.
+
+    Routes validating tokens with only some of the providers name their requirement in
+    the filter's requirement map (see :func:`_jwt_per_route`).
+    """
     providers: dict[str, Any] = {}
     for p in jwt.providers:
         provider: dict[str, Any] = {
@@ -100,18 +125,16 @@ def _jwt_filter(jwt: EnvoyJwt) -> dict[str, Any]:
         if p.claim_to_headers:
             provider["claim_to_headers"] = [{"header_name": h, "claim_name": c} for h, c in p.claim_to_headers]
         providers[p.name] = provider
-    # requires_any of every provider plus allow_missing: a request without a token passes
-    # unauthenticated, while a token that fails every provider is refused with 401
-    # (allow_missing_or_failed would let a forged token through).
-    requirement = {"requires_any": {"requirements": [
-        *({"provider_name": name} for name in providers), {"allow_missing": {}},
-    ]}}
-    return {"name": JWT_FILTER, "typed_config": {
+    config: dict[str, Any] = {
         "@type": _JWT_AUTHN, "providers": providers,
-        "rules": [{"match": {"prefix": "/"}, "requires": requirement}],
+        "rules": [{"match": {"prefix": "/"}, "requires": _jwt_requirement(providers)}],
         # CORS preflights carry no credentials; the CORS filter answers them.
         "bypass_cors_preflight": True,
-    }}
+    }
+    own = {_jwt_requirement_name(r.jwt): _jwt_requirement(r.jwt) for r in routes if r.jwt}
+    if own:
+        config["requirement_map"] = dict(sorted(own.items()))
+    return {"name": JWT_FILTER, "typed_config": config}
 
 
 def _rbac_rules(rbac: EnvoyRbac, network: bool = False) -> dict[str, Any]:
@@ -154,6 +177,32 @@ def _rbac_filters(filters: Sequence[EnvoyRbac]) -> list[dict[str, Any]]:
     """The HTTP RBAC filters of a listener, in order (Envoy requires a request to pass each)."""
     return [{"name": f"meshcore.rbac.{name}", "typed_config": {"@type": _RBAC, "rules": _rbac_rules(rbac)}}
             for rbac, name in zip(filters, _filter_names(filters), strict=True)]
+
+
+_RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+_JWT_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
+
+
+def _rbac_per_route(route: Sequence[EnvoyRbac], listener: Sequence[EnvoyRbac], where: Origin) -> dict[str, Any]:
+    """A route's override of each of the listener's RBAC filters: its own filter of that action, or none.
+
+    The route's filters take the listener's filters of the same action in order; a
+    listener filter left over is disabled for the route (an ``RBACPerRoute`` without
+    ``rbac`` turns the filter off for that route).
+    """
+    spare: dict[str, list[EnvoyRbac]] = {}
+    for rbac in route:
+        spare.setdefault(rbac.action.value, []).append(rbac)
+    out: dict[str, Any] = {}
+    for rbac, name in zip(listener, _filter_names(listener), strict=True):
+        own = spare.get(rbac.action.value)
+        config: dict[str, Any] = {"@type": _RBAC_PER_ROUTE}
+        if own:
+            config["rbac"] = {"rules": _rbac_rules(own.pop(0))}
+        out[f"meshcore.rbac.{name}"] = config
+    if any(spare.values()):
+        raise ProxyConfigError("a route needs an RBAC filter its listener does not have", where)
+    return out
 
 
 def _network_rbac_filters(filters: Sequence[EnvoyRbac], chain: str) -> list[dict[str, Any]]:

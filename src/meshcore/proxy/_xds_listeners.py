@@ -69,7 +69,7 @@ def _http_listener(listener: EnvoyListener, route_config: EnvoyRouteConfig | Non
     if any(r.cors is not None for r in routes):
         filters.append({"name": CORS_FILTER, "typed_config": {"@type": _CORS}})
     if listener.jwt is not None:
-        filters.append(_jwt_filter(listener.jwt))
+        filters.append(_jwt_filter(listener.jwt, routes))
     filters.extend(_rbac_filters(listener.rbac))
     if any(r.fault is not None for r in routes):
         filters.append({"name": FAULT_FILTER, "typed_config": {"@type": _FAULT}})

@@ -1,14 +1,16 @@
 """What the node proxy's authorization covers: every destination a listener sends to, each backend's ALLOW, clients' egress.
 
 The kernel exempts the node proxy in both directions, so a proxied listener must check the
-ingress policies of every workload any of its routes or mirrors may reach (not only its
-port's backends), require a request to satisfy every backend's ALLOW policies (it decides
-before it picks one), and apply the clients' egress policies towards those workloads.
+ingress policies of every workload its routes or mirrors may reach (not only its port's
+backends), require a request to satisfy every backend's ALLOW policies (it decides before
+it picks one), and apply the clients' egress policies towards those workloads — per route,
+for what that route reaches, with the listener's filters (all of them) as the fallback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from meshcore import model as m
 from meshcore.compile import (
@@ -16,6 +18,7 @@ from meshcore.compile import (
     Datapath,
     EnvoyListener,
     EnvoyRbac,
+    EnvoyRoute,
     Plan,
     RbacAction,
     RbacAny,
@@ -25,7 +28,7 @@ from meshcore.compile import (
     RbacSourceIp,
     compile_plan,
 )
-from meshcore.proxy import LISTENER, build_resources
+from meshcore.proxy import LISTENER, ROUTE, build_resources
 
 SHOP, SECRET = "shop", "secret"
 
@@ -85,12 +88,56 @@ SECRET_PEERS = RbacOr((RbacSourceIp("10.0.1.1/32"), RbacSourceIp("10.0.1.2/32"),
 # --- 1. every destination of the listener's routes and mirrors -------------------------
 
 
+def routes(plan: Plan, name: str) -> dict[str, EnvoyRoute]:
+    """The routes of a listener's route configuration, by route name."""
+    config = next(c for c in plan.envoy.route_configs if c.name == name)
+    return {r.name: r for r in config.routes()}
+
+
+def route_json(plan: Plan, listener_name: str, route_name: str) -> dict[str, Any]:
+    body = build_resources(plan.envoy).of(ROUTE)[listener_name].body
+    return next(r for v in body["virtual_hosts"] for r in v["routes"] if r["name"] == route_name)
+
+
 def test_route_to_another_service_gets_that_services_policy() -> None:
     plan = compiled([SVC_A, SVC_B], [TO_B], [ONLY_SECRET])
-    assert listener(plan, "shop/a:80").rbac == (
-        EnvoyRbac(RbacAction.ALLOW, (RbacPolicy("secret/only-secret[0]", SECRET_PEERS, RbacAny()),)),)
+    only_secret = (EnvoyRbac(RbacAction.ALLOW, (RbacPolicy("secret/only-secret[0]", SECRET_PEERS, RbacAny()),)),)
+    # The listener's filters (the fallback) cover everything its routes may reach.
+    assert listener(plan, "shop/a:80").rbac == only_secret
+    # The route to b keeps them; the route to a (no policy) turns them off.
+    found = routes(plan, "shop/a:80")
+    assert found["shop/a:80/to-b"].rbac is None
+    assert found["shop/a:80/rest"].rbac == ()
+    assert "typed_per_filter_config" not in route_json(plan, "shop/a:80", "shop/a:80/to-b")
+    assert route_json(plan, "shop/a:80", "shop/a:80/rest")["typed_per_filter_config"] == {
+        "meshcore.rbac.allow": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}}
+    # Each route sends to backends all selected by the policy or none: nothing to flag.
+    assert "MC5102" not in [w.code for w in plan.envoy.warnings]
     # b's own port is not proxied: the kernel checks its policy on the client's identity.
     assert plan.envoy.listener("secret/b:80") is None
+
+
+def test_route_overrides_with_its_own_subset_of_the_listeners_filters() -> None:
+    web = svc("web", SHOP, A1, A2, vip="10.96.0.5")
+    only_x = m.AuthorizationPolicy("only-x", SHOP, m.WorkloadSelector(SHOP, {"app": "a1"}), "ALLOW", [
+        m.PolicyRule(sources=[m.PeerSelector(principals=["cluster.local/ns/shop/sa/x"])])])
+    to_b = m.RouteTable(web.ref, 80, "L7", http=[
+        m.HttpRoute("to-b", matches=[m.HttpMatch(headers=[m.HeaderMatch("x-to", m.StringMatch("Exact", "b"))])],
+                    destinations=[m.Destination(SVC_B.ref, 80)]),
+        m.HttpRoute("rest", destinations=[m.Destination(web.ref, 80)]),
+    ])
+    plan = compiled([web, SVC_B], [to_b], [only_x, ONLY_SECRET])
+    allow_secret, allow_x = listener(plan, "shop/web:80").rbac
+    found = routes(plan, "shop/web:80")
+    assert found["shop/web:80/to-b"].rbac == (allow_secret,)
+    assert found["shop/web:80/rest"].rbac == (allow_x,)
+    # A route's filters take the listener's of the same action in order; the rest are off.
+    per_filter = route_json(plan, "shop/web:80", "shop/web:80/rest")["typed_per_filter_config"]
+    assert per_filter["meshcore.rbac.allow"]["rbac"]["rules"]["policies"].keys() == {"shop/only-x[0]"}
+    assert "rbac" not in per_filter["meshcore.rbac.allow.2"]
+    # only-x selects one of the two backends of the route to web: that route fails closed.
+    (warning,) = [w for w in plan.envoy.warnings if w.code == "MC5102"]
+    assert "only-x selects 1 of the 2 backends" in warning.message
 
 
 def test_mirror_to_another_service_gets_that_services_policy() -> None:
@@ -113,6 +160,36 @@ def test_route_to_a_service_with_request_authentication_gets_its_jwt_providers()
     (allow,) = found.rbac
     assert [p.name for p in allow.policies] == ["secret/token[0]"]
     assert "MC5103" not in [w.code for w in plan.envoy.warnings]
+    # Tokens are validated only on the route to b: the route to a (no request
+    # authentication selects a) turns the JWT filter off, and b's policy with it.
+    by_name = routes(plan, "shop/a:80")
+    assert (by_name["shop/a:80/to-b"].jwt, by_name["shop/a:80/to-b"].rbac) == (None, None)
+    assert (by_name["shop/a:80/rest"].jwt, by_name["shop/a:80/rest"].rbac) == ((), ())
+    assert route_json(plan, "shop/a:80", "shop/a:80/rest")["typed_per_filter_config"] == {
+        "envoy.filters.http.jwt_authn": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig", "disabled": True},
+        "meshcore.rbac.allow": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}}
+    assert "MC5109" not in [w.code for w in plan.envoy.warnings]
+
+
+def test_route_validates_tokens_with_the_providers_of_what_it_reaches() -> None:
+    def authn(name: str, ns: str, app: str, issuer: str) -> m.RequestAuthentication:
+        return m.RequestAuthentication(name, ns, m.WorkloadSelector(ns, {"app": app}), jwt_rules=[
+            m.JwtRule(issuer, jwks='{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}')])
+    plan = compiled([SVC_A, SVC_B], [TO_B], [], [authn("a-tokens", SHOP, "a", "https://a.test"),
+                                                 authn("b-tokens", SECRET, "b", "https://b.test")])
+    by_name = routes(plan, "shop/a:80")
+    assert by_name["shop/a:80/to-b"].jwt == ("secret/b-tokens[0]",)
+    assert by_name["shop/a:80/rest"].jwt == ("shop/a-tokens[0]",)
+    assert route_json(plan, "shop/a:80", "shop/a:80/to-b")["typed_per_filter_config"] == {
+        "envoy.filters.http.jwt_authn": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+            "requirement_name": "secret/b-tokens[0]"}}
+    http = build_resources(plan.envoy).of(LISTENER)["shop/a:80"].body["filter_chains"][0]["filters"][0]
+    (jwt,) = [f for f in http["typed_config"]["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"]
+    assert jwt["typed_config"]["requirement_map"] == {
+        name: {"requires_any": {"requirements": [{"provider_name": name}, {"allow_missing": {}}]}}
+        for name in ("secret/b-tokens[0]", "shop/a-tokens[0]")}
 
 
 # --- 2. each backend's ALLOW policies must hold (intersection), DENYs are unioned -------
@@ -167,6 +244,9 @@ def test_egress_deny_refuses_the_client_through_a_route_to_the_denied_namespace(
     (deny,) = listener(plan, "shop/a:80").rbac
     assert deny == EnvoyRbac(RbacAction.DENY, (RbacPolicy("shop/no-secret[0]", RbacSourceIp("10.0.0.10/32"), RbacAny()),))
     assert deny.policies[0].origins[0].what == "rule 0 of egress authorization policy shop/no-secret"
+    # Only on the route to the denied namespace: the route to a turns the filter off.
+    assert routes(plan, "shop/a:80")["shop/a:80/to-b"].rbac is None
+    assert routes(plan, "shop/a:80")["shop/a:80/rest"].rbac == ()
 
 
 def test_egress_deny_comes_first_in_the_deny_filter_and_ignores_unrelated_listeners() -> None:
