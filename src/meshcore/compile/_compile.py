@@ -12,7 +12,8 @@ from ..model import Backend, BackendState, Labels, RouteKind, RouteTable, Servic
 from ._decide import decide, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
-from ._policy import compile_policy, proxy_only_ports
+from ._policy import compile_policy
+from ._policy_l7 import proxy_only_ports
 from ._ports import PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 

@@ -14,7 +14,8 @@ workload selected by no ALLOW policy in a direction allows everything in it; one
 by any ALLOW policy drops what no ALLOW rule allows. ipBlocks select addresses outside the
 mesh's workloads (as Cilium does): pod addresses always resolve to their workload identity.
 Rules with L7 parts (and RequestAuthentication) are checked by the node Envoy, which the
-datapath never blocks. So that no client skips them by dialling a pod address directly:
+datapath never blocks. So that no client skips them by dialling a pod address directly
+(the helpers are in :mod:`._policy_l7`):
 - the HTTP backend ports (service ports speaking HTTP) of a workload selected by such a
   policy or by a RequestAuthentication admit only the node proxy (a PROXY-ONLY origin:
   everyone else is denied there);
@@ -39,7 +40,6 @@ import attrs
 from ..model import (
     FIRST_ALLOCATED_IDENTITY,
     AuthorizationPolicy,
-    Condition,
     Direction,
     IpBlock,
     Labels,
@@ -50,10 +50,10 @@ from ..model import (
     PortRange,
     ReservedIdentity,
     Snapshot,
-    Source,
     Workload,
     WorkloadRef,
 )
+from ._policy_l7 import MATCHES_NOTHING, fold_conditions, ports_only, proxy_gates, selects, without_l7
 from ._policy_plan import (
     ANY_IDENTITY,
     ANY_PROTOCOL,
@@ -68,7 +68,7 @@ from ._policy_plan import (
     PolicyVerdict,
 )
 
-__all__ = ["allocate_ids", "compile_policy", "identity_key", "port_blocks", "proxy_only_ports"]
+__all__ = ["allocate_ids", "compile_policy", "identity_key", "port_blocks"]
 
 _PROTOCOLS = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": socket.IPPROTO_SCTP}
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -250,123 +250,6 @@ def _minus(r: tuple[int, int], ex: tuple[int, int]) -> list[tuple[int, int]]:
     return [p for p in out if p[0] <= p[1]] if ex[0] <= r[1] and ex[1] >= r[0] else [r]
 
 
-def _ports_only(rule: PolicyRule) -> PolicyRule:
-    """The rule's ports alone (its peers are replaced by the node proxy at L4)."""
-    return PolicyRule(operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations])
-
-
-@attrs.frozen
-class _Gate:
-    """Ports of selected workloads where only the node proxy is admitted, and why."""
-
-    ref: str
-    source: Source
-    why: str
-    ports: dict[WorkloadRef, set[int]]
-
-
-def _proxy_gates(snapshot: Snapshot) -> list[_Gate]:
-    """The HTTP backend ports of workloads selected by L7 policies or RequestAuthentications."""
-    l7_policies = [p for p in snapshot.policies
-                   if p.direction is Direction.INGRESS and p.action in (PolicyAction.ALLOW, PolicyAction.DENY)
-                   and any(r.needs_l7 for r in p.rules)]
-    if not l7_policies and not snapshot.request_authentications:
-        return []
-    by_ref = {w.ref: w for w in snapshot.workloads}
-    http_ports: dict[WorkloadRef, set[int]] = defaultdict(set)
-    other_ports: dict[WorkloadRef, set[int]] = defaultdict(set)
-    for service in snapshot.services:
-        for sp in service.ports:
-            for b in sp.backends:
-                if b.workload is not None and b.workload in by_ref:
-                    (http_ports if sp.protocol.is_http else other_ports)[b.workload].add(b.port)
-    # A target port a non-HTTP service port also reaches is not gated: that port is not
-    # proxied as HTTP, so gating would shut it for every client.
-    http_ports = {ref: ports - other_ports[ref] for ref, ports in http_ports.items() if ports - other_ports[ref]}
-    gates = []
-    for policy in l7_policies:
-        ports = {ref: p for ref, p in http_ports.items() if _selects(policy, by_ref[ref])}
-        if ports:
-            gates.append(_Gate(f"{policy.namespace}/{policy.name}", policy.source,
-                               f"{policy.action} authorization policy with L7 rules", ports))
-    for authn in snapshot.request_authentications:
-        if not authn.jwt_rules:
-            continue  # no rule: nothing is validated (and compile does not proxy for it)
-        ports = {ref: p for ref, p in http_ports.items()
-                 if authn.selects(by_ref[ref].namespace, by_ref[ref].labels)}
-        if ports:
-            gates.append(_Gate(f"{authn.namespace}/{authn.name}", authn.source, "RequestAuthentication (JWT)", ports))
-    return gates
-
-
-def proxy_only_ports(snapshot: Snapshot) -> set[tuple[WorkloadRef, int]]:
-    """(workload, port) pairs where the kernel admits only the node proxy (L7 policies, JWT checks)."""
-    return {(ref, p) for gate in _proxy_gates(snapshot) for ref, ports in gate.ports.items() for p in ports}
-
-
-#: ``_fold_conditions`` result for a rule no peer or port can satisfy.
-_MATCHES_NOTHING = PolicyRule(conditions=[Condition("meshcore.matches-nothing")])
-
-
-def _fold_conditions(rule: PolicyRule) -> PolicyRule | None:
-    """The rule with its conditions on the peer's namespace or principal and the destination
-    port folded into its sources and operations, keeping any other condition; ``None`` when
-    they cannot be folded exactly, ``_MATCHES_NOTHING`` when nothing can satisfy them."""
-    if not rule.conditions:
-        return rule
-    sources = list(rule.sources) or [PeerSelector()]
-    operations = list(rule.operations) or [Operation()]
-    kept: list[Condition] = []
-    for cond in rule.conditions:
-        if cond.key == "source.namespace":
-            sources = [attrs.evolve(
-                s, namespaces=[n for n in s.namespaces if n in cond.values] if s.namespaces and cond.values
-                else (cond.values or s.namespaces),
-                not_namespaces=(*s.not_namespaces, *cond.not_values)) for s in sources]
-            sources = [s for s in sources if not (cond.values and not s.namespaces)]
-        elif cond.key == "source.principal":
-            if any(s.principals for s in sources) and cond.values:
-                return None  # two sets of patterns: no exact intersection
-            sources = [attrs.evolve(s, principals=cond.values or s.principals,
-                                    not_principals=(*s.not_principals, *cond.not_values)) for s in sources]
-        elif cond.key == "destination.port":
-            try:
-                wanted = [PortRange.single(int(v)) for v in cond.values]
-                unwanted = [PortRange.single(int(v)) for v in cond.not_values]
-            except ValueError:
-                return None
-            if wanted and any(o.ports for o in operations):
-                numbers = {int(v) for v in cond.values}
-                operations = [attrs.evolve(o, ports=[r for r in o.ports if r.first == r.last and r.first in numbers]
-                                           if o.ports else wanted) for o in operations]
-                if any(o.ports and any(r.first != r.last for r in o.ports) for o in rule.operations):
-                    return None  # ranges against a port list: not folded here
-                operations = [o for o in operations if o.ports]
-            elif wanted:
-                operations = [attrs.evolve(o, ports=wanted) for o in operations]
-            operations = [attrs.evolve(o, not_ports=(*o.not_ports, *unwanted)) for o in operations]
-        else:
-            kept.append(cond)
-        if not sources or not operations:
-            return _MATCHES_NOTHING
-    return PolicyRule(sources=sources, operations=operations, conditions=kept)
-
-
-def _without_l7(rule: PolicyRule) -> PolicyRule:
-    """The rule with its L7 parts removed (sources and ports only)."""
-    return PolicyRule(
-        sources=[attrs.evolve(s, request_principals=(), not_request_principals=()) for s in rule.sources],
-        operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations],
-    )
-
-
-def _selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
-    sel = policy.selector
-    if sel.namespace is not None and sel.namespace != workload.namespace:
-        return False
-    return workload.labels.matches(sel.labels)
-
-
 # (protocol, remote) → list of (start, bits, verdict, index)
 _Contribs = dict[tuple[int, int], list[tuple[int, int, PolicyVerdict, int]]]
 
@@ -391,8 +274,8 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         rules: list[tuple[int, PolicyRule, list[int] | None]] = []
         for i, rule in enumerate(policy.rules):
             remotes = None
-            folded = _fold_conditions(rule)
-            if folded is _MATCHES_NOTHING:
+            folded = fold_conditions(rule)
+            if folded is MATCHES_NOTHING:
                 continue
             base = folded if folded is not None else rule
             if not base.needs_l7:
@@ -401,11 +284,11 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             elif policy.action is PolicyAction.DENY:
                 handoffs.append(L7Handoff(ref, i, "DENY rule with L7 parts: Envoy RBAC applies it on HTTP ports; "
                                                   "L4 applies it without its L7 parts (denying more, never less)"))
-                rule = _without_l7(base)
+                rule = without_l7(base)
             else:
                 handoffs.append(L7Handoff(
                     ref, i, "ALLOW rule with L7 parts: L4 admits only the node proxy on its ports, Envoy RBAC the rest"))
-                rule, remotes = _ports_only(base), [int(ReservedIdentity.NODE_PROXY)]
+                rule, remotes = ports_only(base), [int(ReservedIdentity.NODE_PROXY)]
             index = len(origins) + 1
             origins.append(PolicyOrigin(index, ref, str(policy.action), policy.direction, i, policy.source))
             rules.append((index, rule, remotes))
@@ -418,7 +301,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
     # it must get the ports any of them is gated on.
     identity_of = {w.ref: universe.workload_id(w) for w in snapshot.workloads}
     proxy_only: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
-    for found in _proxy_gates(snapshot):
+    for found in proxy_gates(snapshot):
         index = len(origins) + 1
         origins.append(PolicyOrigin(index, found.ref, "PROXY-ONLY", Direction.INGRESS, 0, found.source))
         ports = sorted({p for ps in found.ports.values() for p in ps})
@@ -435,7 +318,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         default_deny = {d: False for d in Direction}
         per_dir: dict[Direction, _Contribs] = {d: defaultdict(list) for d in Direction}
         for policy, rules in compiled:
-            if not _selects(policy, w):
+            if not selects(policy, w):
                 continue
             if policy.action is PolicyAction.ALLOW:
                 default_deny[policy.direction] = True
