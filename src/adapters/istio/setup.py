@@ -10,6 +10,7 @@ there and wheels pick it up as ordinary packages.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ PROTO_DIR = ROOT / "proto"
 SRC_DIR = ROOT / "src"
 GEN_PACKAGE = "meshcore_istio._gen"
 GEN_DIR = SRC_DIR / "meshcore_istio" / "_gen"
+STAMP = ".generated"
 _IMPORT = re.compile(r"^from istio((?:\.\w+)*) import ", re.MULTILINE)
 
 
@@ -38,20 +40,40 @@ def generate() -> list[str]:
     except ImportError:
         raise SystemExit("meshcore-istio: generating the Istio messages needs grpcio-tools "
                          "(a build requirement: pip install grpcio-tools)") from None
-    if GEN_DIR.is_dir():
-        shutil.rmtree(GEN_DIR)  # a removed .proto must not leave its module behind
-    GEN_DIR.mkdir(parents=True)
+    stamp = _stamp(protos, getattr(grpc_tools, "__version__", ""))
+    if (GEN_DIR / STAMP).is_file() and (GEN_DIR / STAMP).read_text() == stamp:
+        return _packages()  # the same protos and generator: the code in place is current
+    # Generate beside _gen/ and swap it in, so a process importing the installed code
+    # never sees a half-written tree (and a removed .proto leaves no module behind).
+    fresh = GEN_DIR.with_name("_gen.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = ["grpc_tools.protoc", f"-I{PROTO_DIR}", f"-I{well_known}",
-            f"--python_out={GEN_DIR}", f"--pyi_out={GEN_DIR}", *protos]
+            f"--python_out={fresh}", f"--pyi_out={fresh}", *protos]
     if protoc.main(args) != 0:
+        shutil.rmtree(fresh, ignore_errors=True)
         raise SystemExit("meshcore-istio: protoc failed on the Istio protos (see its output above)")
-    for path in sorted(GEN_DIR.rglob("*_pb2.py*")):
+    for path in sorted(fresh.rglob("*_pb2.py*")):
         text = path.read_text()
         path.write_text(_IMPORT.sub(lambda m: f"from {GEN_PACKAGE}.istio{m.group(1)} import ", text))
-    for folder in [GEN_DIR, *(p for p in GEN_DIR.rglob("*") if p.is_dir())]:
+    for folder in [fresh, *(p for p in fresh.rglob("*") if p.is_dir())]:
         (folder / "__init__.py").touch()
+    (fresh / STAMP).write_text(stamp)
+    stale = GEN_DIR.with_name("_gen.old")
+    shutil.rmtree(stale, ignore_errors=True)
+    if GEN_DIR.is_dir():
+        GEN_DIR.rename(stale)
+    fresh.rename(GEN_DIR)
+    shutil.rmtree(stale, ignore_errors=True)
     return _packages()
+
+
+def _stamp(protos: list[str], generator: str) -> str:
+    digest = hashlib.sha256(generator.encode())
+    for name in protos:
+        digest.update(name.encode() + b"\0" + (PROTO_DIR / name).read_bytes())
+    return digest.hexdigest()
 
 
 def _packages() -> list[str]:
