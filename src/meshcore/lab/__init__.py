@@ -16,18 +16,10 @@ objects. Everything it creates is recorded on disk so `lab down` removes exactly
 
 from ._errors import LabError
 from ._ipam import LabRanges
-from ._lab import (
-    DEFAULT_LAB,
-    AgentStatus,
-    ContainerStatus,
-    Lab,
-    LabInputError,
-    LabStatus,
-    PodStatus,
-    ServiceStatus,
-    UpResult,
-)
+from ._lab import DEFAULT_LAB, Lab, LabInputError
+from ._nodeagent import AgentStatus
 from ._state import PodRecord
+from ._status import ContainerStatus, LabStatus, PodStatus, ServiceStatus, UpResult
 
 __all__ = [
     "DEFAULT_LAB", "AgentStatus", "ContainerStatus", "Lab", "LabError", "LabInputError", "LabRanges",

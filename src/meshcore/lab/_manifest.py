@@ -9,6 +9,7 @@ exactly as it would translate objects read from a cluster.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import ipaddress
 import json
@@ -19,9 +20,11 @@ import attrs
 
 from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, expand_deployment
 from ..model import Diagnostic, Source
+from . import _procs as procs
 from ._errors import LabError
+from ._gateways import enrich_gateway, our_gateways
 from ._ipam import LabRanges, ServiceIpAllocator
-from ._state import ServiceRecord
+from ._state import OBJECTS_VERSION, LabState, ServiceRecord, write_json
 
 #: Kinds the lab turns into running things; every other kind is passed to the agent as is.
 POD_KINDS = frozenset({("v1", "Pod"), ("apps/v1", "Deployment")})
@@ -249,3 +252,38 @@ def objects_from_entries(entries: Sequence[Mapping[str, Any]]) -> list[KubeObjec
                                column=int(source.get("column", 0)),
                                cluster_scoped=kind in CLUSTER_SCOPED_KINDS))
     return out
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_objects(state: LabState, desired: Desired, ranges: LabRanges) -> int:
+    """Write the enriched objects for the node agent as the next generation; that generation."""
+    gateways = {id(o) for o in our_gateways(desired.others)}
+    entries = [object_entry(enrich_gateway(o, state.services.get(f"{o.namespace}/{o.name}"))
+                            if id(o) in gateways else o.body, o.source) for o in desired.others]
+    for obj in desired.services:
+        service = state.services[f"{obj.namespace}/{obj.name}"]
+        entries.append(object_entry(enrich_service(obj, service), obj.source))
+    for pod in desired.pods:
+        record = state.pods[pod.key]
+        running = bool(record.processes) and all(procs.alive(p.pid, p.start_time) for p in record.processes)
+        body = enrich_pod(
+            pod, uid=record.uid, node_name=state.node_name, addresses=record.addresses,
+            host_addresses=(ranges.node_ipv4, ranges.node_ipv6),
+            # Ready as a kubelet without probes reports it: once the containers run.
+            phase="Running" if running else "Failed", ready=running,
+            started=datetime.datetime.fromtimestamp(record.created_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        entries.append(object_entry(body, pod.source))
+    state.generation += 1
+    write_json(state.objects_path, {
+        "version": OBJECTS_VERSION, "lab": state.name, "generation": state.generation,
+        "node": state.node_name, "cgroup": state.cgroup_root, "pinDir": state.bpf_pin_dir,
+        "nodeIPs": [ranges.node_ipv4, ranges.node_ipv6], "written": _now(), "objects": entries,
+        # Each pod's node-side veth, where the agent attaches L3/L4 policy.
+        "veths": {pod.key: state.pods[pod.key].host_veth for pod in desired.pods},
+    })
+    state.save()
+    return state.generation

@@ -15,7 +15,8 @@ import click
 from .. import _output as out
 from ._errors import LabError
 from ._ipam import LabRanges
-from ._lab import DEFAULT_LAB, Lab, LabInputError, LabStatus, UpResult
+from ._lab import DEFAULT_LAB, Lab, LabInputError
+from ._status import LabStatus, UpResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ._errors import LabError
-from ._lab import Lab, LabStatus
+from ._lab import Lab
+from ._status import LabStatus
 
 DEMO_NAMESPACE = "demo"
 CLIENT_POD = "client"
