@@ -21,8 +21,7 @@ def _policies_needing_l7(snapshot: Snapshot, service: Service, port: ServicePort
     for policy in snapshot.policies:
         if not policy.needs_l7:
             continue
-        sel = policy.selector
-        if any((sel.namespace is None or sel.namespace == w.namespace) and w.labels.matches(sel.labels) for w in workloads):
+        if any(policy.selects(w.namespace, w.labels) for w in workloads):
             found.append(policy)
     return found
 

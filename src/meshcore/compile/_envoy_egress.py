@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from ..model import Direction, PolicyAction, ReservedIdentity, Snapshot, Source, Workload, WorkloadRef
 from ._envoy_plan import Origin, RbacAny, RbacExpr, RbacPolicy
-from ._envoy_rbac import ChainEndpoint, selects
+from ._envoy_rbac import ChainEndpoint
 from ._policy import compile_policy
 from ._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyEntry, PolicyPlan, PolicyVerdict
 
@@ -82,7 +82,7 @@ class EgressIndex:
             if ident is None or ident in self._default_deny:
                 continue
             allows = [p for p in self.snapshot.policies if p.direction is Direction.EGRESS
-                      and p.action is PolicyAction.ALLOW and selects(p, w)]
+                      and p.action is PolicyAction.ALLOW and p.selects(w.namespace, w.labels)]
             if allows:
                 self._default_deny[ident] = f"{allows[0].namespace}/{allows[0].name}"
 

@@ -91,12 +91,6 @@ _CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\]]+\])+)$")
 _AUTH_CLAIMS = {"request.auth.audiences": "aud", "request.auth.presenter": "azp"}
 
 
-def selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
-    """True when the policy's selector picks this workload."""
-    sel = policy.selector
-    return (sel.namespace is None or sel.namespace == workload.namespace) and workload.labels.matches(sel.labels)
-
-
 def _pattern(value: str) -> StringMatch:
     """An Istio-style value pattern: ``*`` (present), ``prefix*``, ``*suffix`` or exact."""
     if value == "*":
@@ -505,7 +499,7 @@ def _filters(index: RbacIndex, destinations: Sequence[ChainEndpoint], warnings: 
     for policy in snapshot.policies:
         if policy.direction is not Direction.INGRESS:
             continue
-        chosen = [w for w in workloads if selects(policy, w)]
+        chosen = [w for w in workloads if policy.selects(w.namespace, w.labels)]
         if not chosen:
             continue
         if len(chosen) < backend_count:
@@ -524,7 +518,7 @@ def _filters(index: RbacIndex, destinations: Sequence[ChainEndpoint], warnings: 
             union[policy.action].extend(_compile(index, policy, all_ports, all_addresses, found, issuers, tcp))
     groups: dict[tuple[tuple[int, ...], int, tuple[str, ...]], list[str]] = {}
     for dest, w in dest_workloads:
-        chosen_ids = tuple(i for i, p in enumerate(allows) if w is not None and selects(p, w))
+        chosen_ids = tuple(i for i, p in enumerate(allows) if w is not None and p.selects(w.namespace, w.labels))
         if not chosen_ids:
             continue
         by_ip = any(_reads_destination_ip(allows[i]) for i in chosen_ids)

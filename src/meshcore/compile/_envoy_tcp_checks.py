@@ -25,7 +25,7 @@ from ..model import (
     Snapshot,
     Workload,
 )
-from ._envoy_rbac import ChainEndpoint, RbacIndex, address_in, selects, tcp_chain_rbac
+from ._envoy_rbac import ChainEndpoint, RbacIndex, address_in, tcp_chain_rbac
 from ._envoy_sources import NotASourceSet, admitted_sources
 from ._traffic import uses_tcp_proxy
 
@@ -38,7 +38,7 @@ def governing(snapshot: Snapshot, workload: Workload | None) -> frozenset[str]:
         return frozenset()
     return frozenset(
         f"{p.namespace}/{p.name}" for p in snapshot.policies
-        if p.direction is Direction.INGRESS and p.action is not PolicyAction.AUDIT and selects(p, workload)
+        if p.direction is Direction.INGRESS and p.action is not PolicyAction.AUDIT and p.selects(workload.namespace, workload.labels)
     )
 
 
@@ -126,7 +126,7 @@ def inexpressible_sources(snapshot: Snapshot, service: Service, port: ServicePor
         workloads = list(dict.fromkeys(w for w, _, _, _ in backends if w is not None))
         for policy in snapshot.policies:
             if (policy.direction is not Direction.INGRESS or policy.action is not PolicyAction.ALLOW
-                    or not any(selects(policy, w) for w in workloads)):
+                    or not any(policy.selects(w.namespace, w.labels) for w in workloads)):
                 continue
             for i, rule in enumerate(policy.rules):
                 for cond in rule.conditions:

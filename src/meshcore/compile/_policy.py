@@ -53,7 +53,7 @@ from ..model import (
     Workload,
     WorkloadRef,
 )
-from ._policy_l7 import MATCHES_NOTHING, fold_conditions, ports_only, proxy_gates, selects, without_l7
+from ._policy_l7 import MATCHES_NOTHING, fold_conditions, ports_only, proxy_gates, without_l7
 from ._policy_plan import (
     ANY_IDENTITY,
     ANY_PROTOCOL,
@@ -318,7 +318,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         default_deny = {d: False for d in Direction}
         per_dir: dict[Direction, _Contribs] = {d: defaultdict(list) for d in Direction}
         for policy, rules in compiled:
-            if not selects(policy, w):
+            if not policy.selects(w.namespace, w.labels):
                 continue
             if policy.action is PolicyAction.ALLOW:
                 default_deny[policy.direction] = True

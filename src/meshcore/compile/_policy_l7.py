@@ -14,7 +14,6 @@ from collections import defaultdict
 import attrs
 
 from ..model import (
-    AuthorizationPolicy,
     Condition,
     Direction,
     Operation,
@@ -24,12 +23,10 @@ from ..model import (
     PortRange,
     Snapshot,
     Source,
-    Workload,
     WorkloadRef,
 )
 
-__all__ = ["MATCHES_NOTHING", "fold_conditions", "ports_only", "proxy_gates", "proxy_only_ports", "selects",
-           "without_l7"]
+__all__ = ["MATCHES_NOTHING", "fold_conditions", "ports_only", "proxy_gates", "proxy_only_ports", "without_l7"]
 
 
 def ports_only(rule: PolicyRule) -> PolicyRule:
@@ -67,7 +64,7 @@ def proxy_gates(snapshot: Snapshot) -> list[_Gate]:
     http_ports = {ref: ports - other_ports[ref] for ref, ports in http_ports.items() if ports - other_ports[ref]}
     gates = []
     for policy in l7_policies:
-        ports = {ref: p for ref, p in http_ports.items() if selects(policy, by_ref[ref])}
+        ports = {ref: p for ref, p in http_ports.items() if policy.selects(by_ref[ref].namespace, by_ref[ref].labels)}
         if ports:
             gates.append(_Gate(f"{policy.namespace}/{policy.name}", policy.source,
                                f"{policy.action} authorization policy with L7 rules", ports))
@@ -140,11 +137,3 @@ def without_l7(rule: PolicyRule) -> PolicyRule:
         sources=[attrs.evolve(s, request_principals=(), not_request_principals=()) for s in rule.sources],
         operations=[Operation(ports=o.ports, not_ports=o.not_ports) for o in rule.operations],
     )
-
-
-def selects(policy: AuthorizationPolicy, workload: Workload) -> bool:
-    """True when ``policy`` selects ``workload``."""
-    sel = policy.selector
-    if sel.namespace is not None and sel.namespace != workload.namespace:
-        return False
-    return workload.labels.matches(sel.labels)

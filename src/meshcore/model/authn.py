@@ -135,5 +135,4 @@ class RequestAuthentication:
 
     def selects(self, namespace: str, labels: Labels) -> bool:
         """True when a workload of ``namespace`` with ``labels`` is selected."""
-        sel = self.selector
-        return (sel.namespace is None or sel.namespace == namespace) and labels.matches(sel.labels)
+        return self.selector.selects(namespace, labels)

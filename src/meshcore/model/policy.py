@@ -134,6 +134,10 @@ class WorkloadSelector:
     namespace: str | None = None
     labels: Labels = attrs.field(factory=Labels, converter=to_labels)
 
+    def selects(self, namespace: str, labels: Labels) -> bool:
+        """True when a workload of ``namespace`` with ``labels`` is selected."""
+        return (self.namespace is None or self.namespace == namespace) and labels.matches(self.labels)
+
 
 @attrs.frozen(order=True)
 class AuthorizationPolicy:
@@ -155,6 +159,10 @@ class AuthorizationPolicy:
     def needs_l7(self) -> bool:
         """True when any rule needs Envoy RBAC."""
         return any(r.needs_l7 for r in self.rules)
+
+    def selects(self, namespace: str, labels: Labels) -> bool:
+        """True when a workload of ``namespace`` with ``labels`` is selected."""
+        return self.selector.selects(namespace, labels)
 
 
 class PeerAuthMode(enum.StrEnum):
