@@ -1,5 +1,9 @@
 """A small in-process ADS server that replays recorded istiod "api" generator responses.
 
+It stands in for istiod, which cannot run here (no Kubernetes API server): the responses
+were written from istiod's api generator (pilot/pkg/networking/apigen), not captured from
+a live istiod.
+
 Responses come from ``tests/data/istiod/recorded.yaml`` (specs in YAML form, encoded here
 into the real Istio messages and MCP resources). Every request a client sends is
 recorded; :meth:`RecordedIstiod.push` sends a new state of one type to open streams.
