@@ -8,7 +8,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from meshcore.lab import Lab, LabError
 from meshcore.lab._host import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
 from meshcore.lab._netns import NETNS_DIR
+from meshcore.lab._observe import logged_flows
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -305,3 +307,34 @@ def curl_json(lab: Lab, pod: str, url: str, *args: str, namespace: str | None = 
         return int(status), json.loads(body)
     except ValueError:
         return int(status), body
+
+
+def wait_for_rows(fetch: Callable[[], list[dict[str, Any]]], keep: Callable[[dict[str, Any]], bool], *,
+                  at_least: int = 1, wait: float = 8.0, every: float = 0.3) -> list[dict[str, Any]]:
+    """Rows of ``fetch()`` that ``keep`` accepts, polled until there are ``at_least`` of them or ``wait`` runs out.
+
+    The node proxy's workers flush their access logs independently, so the first rows to
+    appear may be only some of those a test caused: wait for as many as it expects.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        found = [row for row in fetch() if keep(row)]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(every)
+
+
+def logged(lab: Lab, keep: Callable[[dict[str, Any]], bool], *, at_least: int = 1,
+           wait: float = 8.0) -> list[dict[str, Any]]:
+    """Flow records of the lab's agent (L3/L4 log and L7 journal) that ``keep`` accepts; see `wait_for_rows`."""
+    return wait_for_rows(lambda: logged_flows(lab.dir), keep, at_least=at_least, wait=wait)
+
+
+def observed(lab: Lab, *args: str, keep: Callable[[dict[str, Any]], bool], at_least: int = 1,
+             wait: float = 8.0) -> list[dict[str, Any]]:
+    """Rows of ``meshcore observe -o json ARGS`` that ``keep`` accepts; see `wait_for_rows`."""
+    def fetch() -> list[dict[str, Any]]:
+        out = meshcore_cli("observe", "--name", lab.name, "-o", "json", *args)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.decode().splitlines()]
+    return wait_for_rows(fetch, keep, at_least=at_least, wait=wait)

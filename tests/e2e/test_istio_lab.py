@@ -17,16 +17,14 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import client_pod, curl_json, echo_deployment, meshcore_cli, running_lab, write
+from _lab_support import client_pod, curl_json, echo_deployment, logged, meshcore_cli, observed, running_lab, write
 
 from meshcore.lab import Lab
-from meshcore.lab._observe import logged_flows
 
 pytestmark = pytest.mark.root
 
@@ -233,14 +231,9 @@ def _pod(lab: Lab, prefix: str) -> Any:
     return next(p for p in lab.status().pods if p.name.startswith(prefix) and p.namespace == NS)
 
 
-def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool], wait: float = 5.0) -> list[dict[str, Any]]:
+def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
     """Flow-log records matching ``keep`` (waits for the agent to write them)."""
-    deadline = time.monotonic() + wait
-    while True:
-        found = [f for f in logged_flows(lab.dir) if keep(f)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+    return logged(lab, keep)
 
 
 def test_end_user_header_routes_to_v2_exactly(bookinfo: tuple[Lab, Path]) -> None:
@@ -334,14 +327,8 @@ def test_denial_is_observed_with_the_policy_source(bookinfo: tuple[Lab, Path]) -
     ratings = _pod(lab, "ratings-v1")
     lab.run("intruder", [sys.executable, "-S", "-c", CONNECT, json.dumps([(ratings.addresses[0], 9080)])],
             namespace=NS, timeout=30)
-    deadline = time.monotonic() + 5
-    rows: list[dict[str, Any]] = []
-    while not rows and time.monotonic() < deadline:
-        out = meshcore_cli("observe", "--name", lab.name, "-o", "json", "--verdict", "dropped",
-                           "--pod", "intruder", "--namespace", NS)
-        assert out.returncode == 0, out.stderr
-        rows = [r for r in map(json.loads, out.stdout.decode().splitlines()) if r["destinationPort"] == 9080]
-        time.sleep(0.3)
+    rows = observed(lab, "--verdict", "dropped", "--pod", "intruder", "--namespace", NS, wait=5,
+                    keep=lambda r: r["destinationPort"] == 9080)
     assert rows, "the intruder's connection to ratings is shown as dropped"
     row = rows[-1]
     assert (row["source"], row["destination"], row["reason"]) == (

@@ -14,14 +14,13 @@ import collections
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from _lab_support import client_pod, echo_deployment, meshcore_cli, running_lab, write
+from _lab_support import client_pod, echo_deployment, meshcore_cli, observed, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.proxy import EnvoyOptions
@@ -155,16 +154,9 @@ def _pods(lab: Lab, url: str, count: int, *args: str) -> list[tuple[int, str]]:
     return out
 
 
-def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool], wait: float = 8.0) -> list[dict[str, Any]]:
-    """L7 rows of `meshcore observe` matching ``keep`` (waits for the node proxy's access logs)."""
-    deadline = time.monotonic() + wait
-    while True:
-        out = meshcore_cli("observe", "--name", lab.name, "-o", "json", "--kind", "l7", "--namespace", NS)
-        assert out.returncode == 0, out.stderr
-        found = [r for r in map(json.loads, out.stdout.decode().splitlines()) if keep(r)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
+def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool], at_least: int = 1) -> list[dict[str, Any]]:
+    """L7 rows of `meshcore observe` in the test namespace matching ``keep``."""
+    return observed(lab, "--kind", "l7", "--namespace", NS, keep=keep, at_least=at_least)
 
 
 def test_plan_sends_the_ports_to_envoy_naming_the_rule(lab_files: tuple[Lab, list[Path]]) -> None:
@@ -208,9 +200,9 @@ def test_outlier_detection_ejects_the_failing_backend(lab_files: tuple[Lab, list
     after = _pods(lab, "http://od/after", 20)
     assert all(status == 200 and pod.startswith("od-good") for status, pod in after), after
     # The access log shows where the requests went: every one after the ejection to the healthy pod.
-    flows = _flows(lab, lambda f: f["path"] == "/after", wait=8)
+    flows = _flows(lab, lambda f: f["path"] == "/after", at_least=20)
     assert len(flows) == 20 and all(f["upstreamPod"].startswith(f"{NS}/od-good") for f in flows), flows[-3:]
-    ejected = _flows(lab, lambda f: f["path"] == "/first" and f["status"] == 503)
+    ejected = _flows(lab, lambda f: f["path"] == "/first" and f["status"] == 503, at_least=len(failures))
     assert ejected and all(f["upstreamPod"] == f"{NS}/{bad.name}" for f in ejected), ejected
 
 
@@ -245,5 +237,5 @@ def test_connection_pool_overflow_answers_503_uo(lab_files: tuple[Lab, list[Path
     bound = 1 + 2 * attrs.fields(EnvoyOptions).concurrency.default + 1  # the lab's Envoy keeps the default
     assert statuses[200] >= 1 and statuses[503] >= len(answers) - bound and set(statuses) <= {200, 503}, statuses
     assert all(flag == "true" for status, flag in answers if status == 503), answers
-    flows = _flows(lab, lambda f: f["path"].startswith("/slow-") and f["status"] == 503)
+    flows = _flows(lab, lambda f: f["path"].startswith("/slow-") and f["status"] == 503, at_least=statuses[503])
     assert flows and all("UO" in f["flags"] and not f["upstreamPod"] for f in flows), flows[-3:]

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import client_pod, envoy_pid, meshcore_cli, running_lab, write
+from _lab_support import client_pod, envoy_pid, logged, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
-from meshcore.lab._observe import logged_flows
 
 pytestmark = pytest.mark.root
 
@@ -243,7 +242,7 @@ def test_retries_on_5xx(mesh: tuple[Lab, Path]) -> None:
     assert flows and "URX" in flows[-1]["flags"], flows  # upstream retry limit exceeded
     # Without the rule's retry policy a 503 is not retried.
     status, _, _ = c.get("http://web/", "-H", "x-echo-status: 503")
-    last = _flows(mesh[0], lambda f: f["path"] == "/")[-1]
+    last = _flows(mesh[0], lambda f: f["path"] == "/" and f["status"] == 503)[-1]
     assert status == 503 and "URX" not in last["flags"], last
 
 
@@ -268,14 +267,9 @@ def test_mirror(mesh: tuple[Lab, Path]) -> None:
     assert "/mirror/probe-7" in log.read_text(errors="replace")
 
 
-def _flows(lab: Lab, keep: Any, wait: float = 3.0) -> list[dict[str, Any]]:
+def _flows(lab: Lab, keep: Any) -> list[dict[str, Any]]:
     """L7 flows from the lab's flow log matching ``keep`` (waits for the access-log flush)."""
-    deadline = time.monotonic() + wait
-    while True:
-        found = [f for f in logged_flows(lab.dir) if f.get("kind") == "l7" and keep(f)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+    return logged(lab, lambda f: f.get("kind") == "l7" and keep(f))
 
 
 def test_flows_and_observe(mesh: tuple[Lab, Path]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import connect, meshcore_cli, running_lab, write
+from _lab_support import connect, meshcore_cli, observed, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -73,15 +73,7 @@ def server_ip(lab: Lab) -> str:
 
 def observe(lab: Lab, *args: str, keep: Callable[[dict[str, Any]], bool], wait: float = 5) -> list[dict[str, Any]]:
     """Rows of `meshcore observe -o json ARGS` that ``keep`` accepts, waiting for the agent to log them."""
-    deadline = time.monotonic() + wait
-    while True:
-        out = meshcore_cli("observe", "--name", lab.name, "-o", "json", *args)
-        assert out.returncode == 0, out.stderr
-        rows = [json.loads(line) for line in out.stdout.decode().splitlines()]
-        found = [r for r in rows if keep(r)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.3)
+    return observed(lab, *args, keep=keep, wait=wait)
 
 
 def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:

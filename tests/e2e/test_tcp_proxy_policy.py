@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import client_pod, meshcore_cli, run_python, running_lab, write
+from _lab_support import client_pod, meshcore_cli, observed, run_python, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -214,15 +214,8 @@ def test_allowed_account_exchanges_data_and_the_other_is_refused(lab_files: tupl
 def test_the_refused_connection_is_a_flow_naming_the_policy(lab_files: tuple[Lab, list[Path]]) -> None:
     lab, _ = lab_files
     _exchange(lab, "stranger")
-    deadline = time.monotonic() + 10
-    while True:
-        out = meshcore_cli("observe", "--name", lab.name, "-o", "json", "--kind", "l7", "--namespace", NS)
-        assert out.returncode == 0, out.stderr
-        rows = [r for r in map(json.loads, out.stdout.decode().splitlines())
-                if r["verdict"] == "DROPPED" and r["source"].endswith("stranger")]
-        if rows or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    rows = observed(lab, "--kind", "l7", "--namespace", NS, wait=10,
+                    keep=lambda r: r["verdict"] == "DROPPED" and r["source"].endswith("stranger"))
     assert rows, "no dropped flow for the refused connection"
     assert rows[-1]["reason"] == "policy-denied" and rows[-1]["protocol"] == "TCP", rows[-1]
 
