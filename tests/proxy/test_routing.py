@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from _proxy_support import backends, dest, proxy_port, request, service, snapshot, table
+from _proxy_support import NS, backends, dest, proxy_port, request, service, snapshot, table
 
 from meshcore import model as m
 from meshcore.compile import Plan
@@ -247,3 +247,37 @@ def test_tls_passthrough_by_sni(apply: Apply) -> None:
         for s in sinks:
             s.shutdown()
             s.server_close()
+
+
+def test_routes_for_some_clients_only(apply: Apply) -> None:
+    # The same service port routes differently by who asks: a canary client in "front"
+    # goes to v2, clients in "back" get 418, everyone else (other mesh workloads and
+    # addresses outside the mesh) the default route.
+    def client(name: str, namespace: str, address: str, **labels: str) -> m.Workload:
+        return m.Workload(name, namespace, m.Identity(namespace, name), addresses=(address,), labels=labels)
+
+    clients = [client("canary", "front", "127.0.0.60", tier="canary"), client("stable", "front", "127.0.0.61"),
+               client("api", "back", "127.0.0.62"), client("other", NS, "127.0.0.63", tier="canary")]
+    with backends("web", "v2") as (web, v2):
+        svcs = [service("web", [web]), service("v2", [v2])]
+        routes = table(
+            svcs[0],
+            m.HttpRoute("canary", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/"), clients=m.ClientMatch(
+                namespaces=["front"], labels={"tier": "canary"}))], destinations=[dest("v2")]),
+            m.HttpRoute("back", matches=[m.HttpMatch(clients=m.ClientMatch(namespaces=["back"]))],
+                        direct_response=m.DirectResponse(418)),
+            m.HttpRoute("default", destinations=[dest(svcs[0])]),
+        )
+        snap = m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("front"), m.Namespace("back")),
+                          services=tuple(svcs), routes=(routes,),
+                          workloads=(web.workload(), v2.workload(), *clients))
+        plan = apply(snap)
+        listener = plan.envoy.listener(f"{NS}/web:80")
+        assert listener is not None
+        assert sorted(v.sources for v in listener.client_views) == [("127.0.0.60/32",), ("127.0.0.62/32",)]
+        port = listener.proxy_port
+        got = {source: request(port, source=source) for source in ("127.0.0.60", "127.0.0.61", "127.0.0.62",
+                                                                   "127.0.0.63", "127.0.0.1")}
+        assert {s: (a.status, a.name if a.status == 200 else "") for s, a in got.items()} == {
+            "127.0.0.60": (200, "v2"), "127.0.0.61": (200, "web"), "127.0.0.62": (418, ""),
+            "127.0.0.63": (200, "web"), "127.0.0.1": (200, "web")}

@@ -4,6 +4,7 @@ from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
 from ._diff import BpfDiff, BpfIndex, diff_bpf
 from ._envoy_plan import (
     RBAC_NEVER,
+    ClientView,
     ClusterWeight,
     EnvoyCluster,
     EnvoyEndpoint,
@@ -51,7 +52,7 @@ __all__ = [
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
     "PolicyEntry", "PolicyIdentity", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
     "compile_policy", "identity_key", "port_blocks",
-    "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClusterWeight",
+    "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
     "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",

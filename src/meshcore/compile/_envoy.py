@@ -6,7 +6,8 @@ model route with several alternative matches becomes one Envoy route per match),
 filter when request authentications select a workload any route or mirror sends to, and
 RBAC filters for all of those workloads and the clients' egress policies (see
 :mod:`._envoy_rbac`, :mod:`._envoy_egress`) — each forwarding route narrows both to what it
-reaches (``EnvoyRoute.rbac`` / ``jwt``), the listener's are the fallback; TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+reaches (``EnvoyRoute.rbac`` / ``jwt``), the listener's are the fallback; routes matching on the client split the listener into
+filter chains by client address (see :mod:`._envoy_clients`); TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
 service port's active backends, with the traffic policy in force for that port and
 subset (load balancing, circuit breakers, outlier detection, upstream TLS); a route to
@@ -77,6 +78,7 @@ from ._envoy_plan import (
 #: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
+from ._envoy_clients import split_by_client
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_egress import EgressIndex
 from ._envoy_jwt import listener_jwt, route_jwt
@@ -262,7 +264,7 @@ class _Builder:
         return EnvoyRoute(name=f"{listener}/default", clusters=clusters, origins=(origin,),
                           hash_policy=self.hash_policy(clusters, origin))
 
-    def http_listener(self, item: ProxiedPort, name: str) -> tuple[EnvoyListener, EnvoyRouteConfig]:
+    def http_listener(self, item: ProxiedPort, name: str) -> tuple[EnvoyListener, list[EnvoyRouteConfig]]:
         tables = [t for t in item.tables if t.kind is RouteKind.L7]
         per_table = [(t, self.routes(item, t, name)) for t in tables]
         # One virtual host per hostname with the routes of the tables naming it (each is
@@ -312,14 +314,20 @@ class _Builder:
         overrides: dict[frozenset[str], _RouteChecks] = {}
         vhosts = [attrs.evolve(v, routes=tuple(self.route_checks(r, rbac, jwt, overrides) for r in v.routes))
                   for v in vhosts]
-        route_config = attrs.evolve(route_config, virtual_hosts=tuple(vhosts))
+        # Checks are decided on all routes above, so every client view (a subset of
+        # them) keeps the filters and per-route overrides its routes need.
+        default, views = split_by_client(vhosts, self.snapshot.workloads, name)
+        route_configs = [attrs.evolve(route_config, virtual_hosts=default)]
+        route_configs += [attrs.evolve(route_config, name=view.route_config, virtual_hosts=hosts)
+                          for view, hosts in views]
         listener = EnvoyListener(
             name, item.service.ref, item.port.port, item.port.protocol, item.proxy_port,
             route_config=name, rbac=rbac, jwt=jwt, origins=self._listener_origins(item, tables)
             + tuple(o for p in (jwt.providers if jwt else ()) for o in p.origins)
             + tuple(o for f in rbac for p in f.policies for o in p.origins),
+            client_views=tuple(view for view, _ in views),
         )
-        return listener, route_config
+        return listener, route_configs
 
     def tcp_listener(self, item: ProxiedPort, name: str) -> EnvoyListener:
         chains: list[TcpChain] = []
@@ -463,9 +471,9 @@ def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawP
         if _is_tcp(item):
             listeners.append(builder.tcp_listener(item, name))
         else:
-            listener, route_config = builder.http_listener(item, name)
+            listener, configs = builder.http_listener(item, name)
             listeners.append(listener)
-            route_configs.append(route_config)
+            route_configs += configs
     raw_resources: tuple[RawResource, ...] = ()
     raw_warnings: list[Diagnostic] = []
     if raw is not None:

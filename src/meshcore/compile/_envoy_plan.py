@@ -359,12 +359,22 @@ class TcpChain:
 
 
 @attrs.frozen
+class ClientView:
+    """An HTTP filter chain for the clients at ``sources`` (host prefixes), with its own route configuration."""
+
+    route_config: str
+    sources: tuple[str, ...]
+
+
+@attrs.frozen
 class EnvoyListener:
     """The node proxy's listener for one service port, on ``proxy_port``.
 
     HTTP listeners carry ``route_config`` (fetched over RDS), an optional ``jwt`` filter
-    and RBAC filters (applied after it, in order: audit, deny, allow); L4 listeners carry
-    ``tcp`` chains (TLS by SNI).
+    and RBAC filters (applied after it, in order: audit, deny, allow); when routes depend
+    on the client, ``client_views`` are chains for sets of clients with their own route
+    configurations (``route_config`` serves everyone else). L4 listeners carry ``tcp``
+    chains (TLS by SNI).
     """
 
     name: str
@@ -377,11 +387,19 @@ class EnvoyListener:
     tcp: tuple[TcpChain, ...] = ()
     jwt: EnvoyJwt | None = None
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+    client_views: tuple[ClientView, ...] = ()
 
     @property
     def is_http(self) -> bool:
         """True for an HTTP connection manager listener."""
         return self.route_config is not None
+
+    @property
+    def route_configs(self) -> tuple[str, ...]:
+        """The names of every route configuration the listener uses (its own, then its client views')."""
+        if self.route_config is None:
+            return ()
+        return (self.route_config, *(v.route_config for v in self.client_views))
 
 
 @attrs.frozen

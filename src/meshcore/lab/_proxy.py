@@ -94,7 +94,7 @@ def union_plan(new: EnvoyPlan, old: EnvoyPlan) -> EnvoyPlan:
         return new
     route_names = {r.name for r in new.route_configs}
     cluster_names = {c.name for c in new.clusters}
-    wanted_routes = {lst.route_config for lst in kept if lst.route_config}
+    wanted_routes = {name for lst in kept for name in lst.route_configs}
     routes = [r for r in old.route_configs if r.name in wanted_routes and r.name not in route_names]
     # Clusters an old listener may still reach: every cluster its routes or TCP chains name.
     used: set[str] = set()

@@ -30,6 +30,7 @@ from .policy import (
     WorkloadSelector,
 )
 from .route import (
+    ClientMatch,
     CorsPolicy,
     Destination,
     DirectResponse,
@@ -69,7 +70,7 @@ from .workload import Protocol, ProxyMode, Workload, WorkloadPort, WorkloadRef
 
 __all__ = [
     "DEFAULT_TRUST_DOMAIN", "ENVOY_RESOURCE_TYPES", "FIRST_ALLOCATED_IDENTITY",
-    "AuthorizationPolicy", "Backend", "BackendState", "ClaimToHeader", "Condition", "CorsPolicy", "Destination",
+    "AuthorizationPolicy", "Backend", "BackendState", "ClaimToHeader", "ClientMatch", "Condition", "CorsPolicy", "Destination",
     "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
     "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HttpRoute", "Identity", "InvalidBackends",
     "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace",

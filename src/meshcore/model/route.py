@@ -7,6 +7,7 @@ routes are already in evaluation order (first match wins).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -84,6 +85,30 @@ def _path_kind(_: Any, attribute: "attrs.Attribute[StringMatch | None]", value: 
         raise ModelError(attribute.name, f"path {value.value!r} must start with '/'")
 
 
+def _sorted_names(value: Any) -> tuple[str, ...]:
+    return tuple(sorted(set(value)))
+
+
+@attrs.frozen(order=True)
+class ClientMatch:
+    """Requests from mesh workloads in one of ``namespaces`` (any when empty) carrying ``labels``.
+
+    ``invert`` takes every other client instead, addresses outside the mesh included. The
+    node proxy serves many clients, so compile turns these conditions into client address
+    sets (one route configuration per set of clients that sees the same routes).
+    """
+
+    namespaces: tuple[str, ...] = attrs.field(default=(), converter=_sorted_names)
+    labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=sorted_pairs)
+    invert: bool = False
+
+    def admits(self, namespace: str | None, labels: Mapping[str, str]) -> bool:
+        """True for a client workload of ``namespace`` with ``labels`` (``None``: not a mesh workload)."""
+        inside = (namespace is not None and (not self.namespaces or namespace in self.namespaces)
+                  and all(labels.get(k) == v for k, v in self.labels))
+        return inside != self.invert
+
+
 @attrs.frozen(order=True)
 class HttpMatch:
     """All conditions must hold (AND); a route's matches are alternatives (OR)."""
@@ -93,11 +118,12 @@ class HttpMatch:
     query: tuple[QueryMatch, ...] = attrs.field(default=(), converter=to_tuple)
     method: str | None = None
     authority: StringMatch | None = None
+    clients: ClientMatch | None = None
 
     @property
     def needs_l7(self) -> bool:
         """True when any condition looks at more than the destination port."""
-        return bool(self.path or self.headers or self.query or self.method or self.authority)
+        return bool(self.path or self.headers or self.query or self.method or self.authority or self.clients)
 
 
 @attrs.frozen(order=True)
@@ -339,6 +365,8 @@ def _why(r: HttpRoute) -> str:
             return f"matches on method {m.method}"
         if m.authority:
             return "matches on authority"
+        if m.clients:
+            return "matches on the client"
     for attr in ("redirect", "direct_response", "rewrite", "mirrors", "timeout_ms", "retries", "fault", "cors",
                  "invalid_backends"):
         if getattr(r, attr):

@@ -231,7 +231,7 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
                                                    cluster.origins, (cluster.name,))
         by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster), cluster.origins)
     route_configs = {rc.name: rc for rc in plan.route_configs}
-    listeners = {x.route_config: x for x in plan.listeners if x.route_config is not None}
+    listeners = {name: x for x in plan.listeners for name in x.route_configs}
     for rc in plan.route_configs:
         body = {
             "name": rc.name,
@@ -247,9 +247,8 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
         by_type[ROUTE][rc.name] = _resource(ROUTE, rc.name, body, rc.origins)
     for listener in plan.listeners:
         if listener.is_http:
-            assert listener.route_config is not None
-            body = _http_listener(listener, route_configs.get(listener.route_config), settings)
-            needs: tuple[str, ...] = (listener.route_config,)
+            needs: tuple[str, ...] = listener.route_configs
+            body = _http_listener(listener, [route_configs[n] for n in needs if n in route_configs], settings)
         else:
             body = _tcp_listener(listener, settings)
             needs = ()

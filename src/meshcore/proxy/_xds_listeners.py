@@ -9,6 +9,7 @@ access logs, under :data:`ACCESS_LOG_NAME`, to the control-plane cluster.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..compile import EnvoyListener, EnvoyRouteConfig, TcpChain
@@ -60,8 +61,9 @@ def _addresses(port: int, settings: ProxySettings) -> dict[str, Any]:
     return out
 
 
-def _http_listener(listener: EnvoyListener, route_config: EnvoyRouteConfig | None, settings: ProxySettings) -> dict[str, Any]:
-    routes = list(route_config.routes()) if route_config is not None else []
+def _http_listener(listener: EnvoyListener, route_configs: Sequence[EnvoyRouteConfig],
+                   settings: ProxySettings) -> dict[str, Any]:
+    routes = [r for rc in route_configs for r in rc.routes()]
     filters: list[dict[str, Any]] = []
     # CORS first so browsers' preflights are answered before authorization, as they
     # carry no credentials; then token validation, whose verified claims authorization
@@ -74,27 +76,38 @@ def _http_listener(listener: EnvoyListener, route_config: EnvoyRouteConfig | Non
     if any(r.fault is not None for r in routes):
         filters.append({"name": FAULT_FILTER, "typed_config": {"@type": _FAULT}})
     filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
-    hcm: dict[str, Any] = {
-        "@type": _HCM,
-        "stat_prefix": _stat_prefix(listener.name),
-        "codec_type": "AUTO",
-        "rds": {"route_config_name": listener.route_config,
-                "config_source": {"ads": {}, "resource_api_version": "V3"}},
-        "http_filters": filters,
-        # Normalised paths, so path rules and policies cannot be side-stepped by spelling.
-        "normalize_path": True,
-        "merge_slashes": True,
-    }
-    if not settings.request_ids:
-        hcm["generate_request_id"] = False
-    access_log = _access_log(settings)
-    if access_log:
-        hcm["access_log"] = access_log
+
+    def chain(route_config: str) -> dict[str, Any]:
+        hcm: dict[str, Any] = {
+            "@type": _HCM,
+            "stat_prefix": _stat_prefix(listener.name),
+            "codec_type": "AUTO",
+            "rds": {"route_config_name": route_config,
+                    "config_source": {"ads": {}, "resource_api_version": "V3"}},
+            "http_filters": filters,
+            # Normalised paths, so path rules and policies cannot be side-stepped by spelling.
+            "normalize_path": True,
+            "merge_slashes": True,
+        }
+        if not settings.request_ids:
+            hcm["generate_request_id"] = False
+        access_log = _access_log(settings)
+        if access_log:
+            hcm["access_log"] = access_log
+        return {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+
+    assert listener.route_config is not None
+    # Clients whose routes differ (routes matching on the client) are told apart by
+    # address when they connect: one chain per view; everyone else gets the default.
+    chains = [{**chain(view.route_config), "name": view.route_config,
+               "filter_chain_match": {"source_prefix_ranges": [_cidr_range(c) for c in view.sources]}}
+              for view in listener.client_views]
+    chains.append(chain(listener.route_config))
     return {
         "name": listener.name,
         **_addresses(listener.proxy_port, settings),
         "stat_prefix": _stat_prefix(listener.name),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": chains,
     }
 
 

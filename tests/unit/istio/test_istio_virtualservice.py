@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from _istio_support import codes, find, http, istio, pod, service, table, tcp, translate
-from meshcore.model import MatchKind, RouteKind, ServiceRef, Severity
+from meshcore.model import ClientMatch, MatchKind, RouteKind, ServiceRef, Severity
 
 REVIEWS = [
     service("reviews", selector="{app: reviews}"),
@@ -178,18 +178,59 @@ def test_catch_all_rule_shadows_later_rules() -> None:
     assert find(result, "MC7008").field == "spec.http[1].match[0]"
 
 
-def test_source_labels_match_is_left_out() -> None:
+def test_source_labels_and_namespace_become_the_match_clients() -> None:
     result = translate(service("app"), istio("VirtualService", "app", """
         hosts: [app]
         http:
-        - match: [{sourceLabels: {app: web}}]
+        - match: [{sourceLabels: {app: web}, sourceNamespace: front}]
           fault: {abort: {httpStatus: 500}}
           route: [{destination: {host: app}}]
         - route: [{destination: {host: app}}]
     """))
+    first, rest = http(result, "app")
+    assert first.fault is not None and rest.fault is None
+    assert first.matches[0].clients == ClientMatch(namespaces=("front",), labels={"app": "web"})
+    assert not rest.matches
+    assert "MC7015" not in codes(result)
+
+
+def test_client_matches_are_left_out_on_a_gateway() -> None:
+    gateway = istio("Gateway", "gw", """
+        selector: {istio: ingress}
+        servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+    """)
+    result = translate(service("app"), gateway, istio("VirtualService", "app", """
+        hosts: [app]
+        gateways: [gw, mesh]
+        http:
+        - match: [{sourceLabels: {app: web}}]
+          route: [{destination: {host: app}}]
+    """))
     [route] = http(result, "app")
-    assert route.fault is None
+    assert route.matches[0].clients == ClientMatch(labels={"app": "web"})
     assert find(result, "MC7015").field == "spec.http[0].match[0].sourceLabels"
+
+
+def test_export_to_limits_http_routes_to_the_exported_namespaces() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        exportTo: [".", other]
+        http:
+        - match: [{uri: {prefix: /v2}}, {sourceNamespace: other}]
+          route: [{destination: {host: app}}]
+          timeout: 1s
+        - match: [{sourceNamespace: elsewhere}]
+          route: [{destination: {host: app}}]
+          timeout: 2s
+    """))
+    *routes, fallback = http(result, "app")
+    assert [m.clients for r in routes for m in r.matches] == [
+        ClientMatch(namespaces=("default", "other")), ClientMatch(namespaces=("other",))]
+    assert all(r.timeout_ms == 1000 for r in routes)  # the rule for "elsewhere" can never apply
+    # Clients of every other namespace (and outside the mesh) see the service as if unrouted.
+    assert fallback.matches[0].clients == ClientMatch(namespaces=("default", "other"), invert=True)
+    assert [(d.service, d.port) for d in fallback.destinations] == [(ServiceRef("default", "app"), 80)]
+    assert not fallback.timeout_ms
 
 
 def test_actions_are_carried() -> None:

@@ -207,9 +207,10 @@ class _Translation:
             if not vs.mesh:
                 continue
             check_shadowing(vs, report)
-            if "*" not in vs.exported:
-                report.info(vs.obj, NOT_CARRIED, "exportTo is not carried for routes: they apply to every "
-                            "client of the service", "spec.exportTo")
+            if "*" not in vs.exported and (vs.tls or vs.tcp):
+                report.info(vs.obj, NOT_CARRIED, "exportTo is not carried for TLS and TCP routes: they apply to "
+                            "every client of the service (HTTP routes apply to the namespaces exported to)",
+                            "spec.exportTo")
             for i, host in enumerate(vs.hosts):
                 services = hosts.lookup(host, vs.obj.namespace)
                 if not services:

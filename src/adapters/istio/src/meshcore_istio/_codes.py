@@ -28,7 +28,7 @@ MC7012   warning   Several VirtualServices for one host on the mesh gateway: the
                    oldest applies, the others are ignored for that host.
 MC7013   info      A setting the model does not carry yet: accepted and reported,
                    not enforced (connection pool, outlier detection, TLS origination,
-                   load balancing of Kubernetes Services, exportTo client scoping).
+                   exportTo and client matches of TLS/TCP rules).
 MC7014   warning   A kind or feature recognised but not supported yet: Sidecar,
                    targetRef policies, CUSTOM authorization, Gateway servers with
                    TLS termination or AUTO_PASSTHROUGH, PeerAuthentication STRICT

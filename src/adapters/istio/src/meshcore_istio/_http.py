@@ -3,8 +3,8 @@
 Each rule is read once into an :class:`HttpRule`: its matches (each with the port and
 gateways it is limited to) and its actions. A rule with several matches becomes one
 model route per match, in order, so first-match-wins is kept. Matches on the client
-(``sourceLabels``, ``sourceNamespace``) cannot be expressed in the model: such a match is
-left out with a warning, so its requests fall through to later rules.
+(``sourceLabels``, ``sourceNamespace``) become the match's ``clients`` on the mesh; on a
+Gateway, whose clients are outside the mesh, such a match is left out with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import attrs
 
 from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import (
+    ClientMatch,
     CorsPolicy,
     Destination,
     DirectResponse,
@@ -103,7 +104,8 @@ class HttpRule:
         if self.never:
             return []
         chosen: list[Match | None] = [m for m in self.matches
-                                      if gateway in m.gateways and m.port in (None, table_port)]
+                                      if gateway in m.gateways and m.port in (None, table_port)
+                                      and (gateway == MESH or m.match.clients is None)]
         if not self.matches:
             chosen = [None]
         out = []
@@ -204,13 +206,18 @@ def read_match(entry: Fields, obj: KubeObject, report: Report, vs_gateways: tupl
         query.append(QueryMatch(str(name), string_match(q, allow_empty=True)))
     port = entry.port("port")
     gateways = tuple(gateway_key(g, obj.namespace) for g in entry.strs("gateways")) or vs_gateways
-    for key in ("sourceLabels", "sourceNamespace"):
-        if entry.has(key):
-            report.warn(obj, NOT_EXPRESSIBLE, f"matches on the client ({key}) cannot be expressed yet: this "
-                        "match is left out and its requests fall through to later rules", f"{entry.path}.{key}")
-            return None
+    clients = None
+    if entry.has("sourceLabels") or entry.has("sourceNamespace"):
+        namespace = entry.str("sourceNamespace")
+        clients = ClientMatch(namespaces=(namespace,) if namespace else (),
+                              labels=tuple(entry.str_map("sourceLabels").items()))
+        if any(g != MESH for g in gateways):
+            key = "sourceLabels" if entry.has("sourceLabels") else "sourceNamespace"
+            report.warn(obj, NOT_EXPRESSIBLE, f"on a Gateway the clients are outside the mesh: this match "
+                        f"({key}) is left out there and its requests fall through to later rules",
+                        f"{entry.path}.{key}")
     m = model(entry.path, lambda: HttpMatch(path=path, headers=tuple(headers), query=tuple(query),
-                                            method=method, authority=authority))
+                                            method=method, authority=authority, clients=clients))
     return Match(m, port, gateways, entry.path)
 
 

@@ -18,7 +18,18 @@ from collections.abc import Mapping
 import attrs
 
 from meshcore.kube import FieldError, Fields, KubeObject, Report
-from meshcore.model import HttpMatch, HttpRoute, MatchKind, Protocol, RouteKind, RouteTable, Service, TcpRoute
+from meshcore.model import (
+    ClientMatch,
+    Destination,
+    HttpMatch,
+    HttpRoute,
+    MatchKind,
+    Protocol,
+    RouteKind,
+    RouteTable,
+    Service,
+    TcpRoute,
+)
 
 from ._codes import (
     GATEWAY_NOT_FOUND,
@@ -192,14 +203,52 @@ def l4_routes(vs: VirtualService, port: int, gateway: str = MESH, label: str | N
     return [attrs.evolve(r, source=vs.obj.source_at(l4.path)) for l4 in rules for r in l4.routes(port, label, gateway)]
 
 
+def _exported_clients(vs: VirtualService) -> ClientMatch | None:
+    """The clients ``exportTo`` limits the VirtualService to (``None``: every client)."""
+    if "*" in vs.exported:
+        return None
+    return ClientMatch(namespaces=tuple(vs.obj.namespace if n == "." else n for n in vs.exported))
+
+
+def _only_for(routes: list[HttpRoute], clients: ClientMatch) -> list[HttpRoute]:
+    """``routes`` limited to ``clients`` (namespaces only), each match narrowed; matches that cannot hold are dropped."""
+    out = []
+    for route in routes:
+        matches = []
+        for m in route.matches or (HttpMatch(),):
+            own = m.clients
+            if own is None:
+                matches.append(attrs.evolve(m, clients=clients))
+            elif not own.namespaces:
+                matches.append(attrs.evolve(m, clients=attrs.evolve(own, namespaces=clients.namespaces)))
+            elif set(own.namespaces) & set(clients.namespaces):
+                narrowed = tuple(set(own.namespaces) & set(clients.namespaces))
+                matches.append(attrs.evolve(m, clients=attrs.evolve(own, namespaces=narrowed)))
+        if matches:
+            out.append(attrs.evolve(route, matches=tuple(matches)))
+    return out
+
+
 def tables_for(vs: VirtualService, service: Service) -> list[RouteTable]:
-    """The route tables a (mesh) VirtualService gives each port of ``service``."""
+    """The route tables a (mesh) VirtualService gives each port of ``service``.
+
+    A VirtualService exported to some namespaces routes only their clients; every other
+    client is sent to the port's own backends, as if there were no VirtualService.
+    """
     tables = []
+    exported = _exported_clients(vs)
     for port in service.ports:
         if port.protocol is Protocol.UDP:
             continue
         if port.protocol.is_http:
             http = http_routes(vs, port.port)
+            if http and exported is not None:
+                http = _only_for(http, exported) + [HttpRoute(
+                    name=f"{vs.obj.namespace}/{vs.obj.name}.not-exported",
+                    matches=(HttpMatch(clients=attrs.evolve(exported, invert=True)),),
+                    destinations=(Destination(service.ref, port.port),),
+                    source=vs.obj.source_at("spec.exportTo"),
+                )]
             if http:
                 tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
                                          source=vs.obj.source))

@@ -1,0 +1,147 @@
+"""VirtualService rules that depend on the client, through the shared node proxy.
+
+One lab serves the module. ``shop/reviews`` has pods v1 and v2 and a VirtualService whose
+first rule sends clients labelled ``role: canary`` (any namespace) to v2, whose second
+answers clients of namespace ``ops`` with 418, and whose last sends everyone to v1.
+``shop/ratings`` has a VirtualService exported only to its own namespace (``exportTo:
+["."]``) that marks its answers with a response header: clients in ``shop`` get it,
+clients elsewhere reach ratings as if there were no VirtualService. Every client connects
+to the same service address; the node proxy tells them apart by their pod address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _lab_support import client_pod, curl_json, echo_app, echo_deployment, running_lab, write
+
+from meshcore.lab import Lab
+
+pytestmark = pytest.mark.root
+
+APP = "\n---\n".join([
+    *(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("shop", "front", "ops")),
+    echo_deployment("reviews-v1", "shop", labels={"app": "reviews", "version": "v1"}),
+    echo_deployment("reviews-v2", "shop", labels={"app": "reviews", "version": "v2"}),
+    """apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 80, targetPort: http}]
+""",
+    echo_app("ratings", "shop"),
+    client_pod("canary", "front", labels={"app": "canary", "role": "canary"}),
+    client_pod("plain", "front"),
+    client_pod("oncall", "ops"),
+    client_pod("local", "shop"),
+])
+
+ISTIO = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - sourceLabels: {role: canary}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - match:
+    - sourceNamespace: ops
+    fault:
+      abort: {httpStatus: 418, percentage: {value: 100}}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - route:
+    - destination: {host: reviews, subset: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  exportTo: ["."]
+  http:
+  - headers:
+      response:
+        set: {x-routed-by: shop-ratings}
+    route:
+    - destination: {host: ratings}
+"""
+
+LATE_CANARY = client_pod("late", "shop", labels={"app": "late", "role": "canary"})
+
+
+@pytest.fixture(scope="module")
+def lab_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, list[Path]]]:
+    """The lab with the objects above, and its input files; always torn down and checked."""
+    tmp: Path = tmp_path_factory.mktemp("clients")
+    files = [write(tmp, "app.yaml", APP), write(tmp, "istio.yaml", ISTIO)]
+    with running_lab(files, all_ready=True) as up:
+        yield up, files
+
+
+@pytest.fixture
+def lab(lab_files: tuple[Lab, list[Path]]) -> Lab:
+    return lab_files[0]
+
+
+def _answers(lab: Lab, pod: str, ns: str, url: str, count: int = 4) -> list[tuple[int, str]]:
+    """(status, answering pod or '') of ``count`` requests from ``pod``."""
+    out = []
+    for _ in range(count):
+        status, body = curl_json(lab, pod, url, namespace=ns)
+        out.append((status, str(body.get("pod", "")) if isinstance(body, dict) else ""))
+    return out
+
+
+def _version(answers: list[tuple[int, str]]) -> set[tuple[int, str]]:
+    return {(status, pod.rsplit("-", 2)[0]) for status, pod in answers}
+
+
+def test_source_labels_and_namespace_choose_the_route(lab: Lab) -> None:
+    url = "http://reviews.shop/"
+    assert _version(_answers(lab, "canary", "front", url)) == {(200, "reviews-v2")}
+    assert _version(_answers(lab, "plain", "front", url)) == {(200, "reviews-v1")}
+    assert _version(_answers(lab, "local", "shop", url)) == {(200, "reviews-v1")}
+    assert {status for status, _ in _answers(lab, "oncall", "ops", url)} == {418}
+
+
+def test_export_to_limits_the_routes_to_the_exported_namespace(lab: Lab) -> None:
+    def marker(pod: str, ns: str) -> tuple[int, Any]:
+        result = lab.run(pod, ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-D", "-", "http://ratings.shop/"],
+                         namespace=ns, timeout=30)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        lines = result.stdout.decode(errors="replace").lower().splitlines()
+        return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
+                                               if x.startswith("x-routed-by:")), None)
+
+    assert marker("local", "shop") == (200, "shop-ratings")
+    assert marker("plain", "front") == (200, None)
+    assert marker("oncall", "ops") == (200, None)
+
+
+def test_a_new_client_is_routed_by_its_labels(lab_files: tuple[Lab, list[Path]], tmp_path: Path) -> None:
+    # The node proxy learns the new pod's address with the rest of the update: its
+    # first requests already take the canary route.
+    lab, files = lab_files
+    up = lab.up([*files, write(tmp_path, "late.yaml", LATE_CANARY)], timeout=60)
+    assert up.agent is not None and up.agent.ok, up.agent
+    try:
+        assert _version(_answers(lab, "late", "shop", "http://reviews/")) == {(200, "reviews-v2")}
+    finally:
+        lab.up(files, timeout=60)
