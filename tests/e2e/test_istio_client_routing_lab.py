@@ -5,7 +5,9 @@ first rule sends clients labelled ``role: canary`` (any namespace) to v2, whose 
 answers clients of namespace ``ops`` with 418, and whose last sends everyone to v1.
 ``shop/ratings`` has a VirtualService exported only to its own namespace (``exportTo:
 ["."]``) that marks its answers with a response header: clients in ``shop`` get it,
-clients elsewhere reach ratings as if there were no VirtualService. Every client connects
+clients elsewhere reach ratings as if there were no VirtualService. ``shop/details`` has
+a VirtualService for every namespace and one of namespace ``ops`` for its own clients:
+each marks its answers, so the test sees which one a client got. Every client connects
 to the same service address; the node proxy tells them apart by their pod address.
 """
 
@@ -34,6 +36,7 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 """,
     echo_app("ratings", "shop"),
+    echo_app("details", "shop"),
     client_pod("canary", "front", labels={"app": "canary", "role": "canary"}),
     client_pod("plain", "front"),
     client_pod("oncall", "ops"),
@@ -83,6 +86,27 @@ spec:
     - destination: {host: ratings}
 """
 
+def _marking(name: str, namespace: str, mark: str, export: str) -> str:
+    """A VirtualService of shop/details marking answers with ``x-view: <mark>``."""
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  hosts: [details.shop.svc.cluster.local]
+  exportTo: [{export}]
+  http:
+  - headers:
+      response:
+        set: {{x-view: {mark}}}
+    route:
+    - destination: {{host: details.shop.svc.cluster.local}}
+"""
+
+
+# Namespace ops has its own view of shop/details; every other namespace gets shop's.
+ISTIO += _marking("details", "shop", "shop", '"*"') + _marking("details-for-ops", "ops", "ops", '"."')
+
 LATE_CANARY = client_pod("late", "shop", labels={"app": "late", "role": "canary"})
 
 
@@ -121,18 +145,27 @@ def test_source_labels_and_namespace_choose_the_route(lab: Lab) -> None:
     assert {status for status, _ in _answers(lab, "oncall", "ops", url)} == {418}
 
 
-def test_export_to_limits_the_routes_to_the_exported_namespace(lab: Lab) -> None:
-    def marker(pod: str, ns: str) -> tuple[int, Any]:
-        result = lab.run(pod, ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-D", "-", "http://ratings.shop/"],
-                         namespace=ns, timeout=30)
-        assert result.returncode == 0, result.stderr.decode(errors="replace")
-        lines = result.stdout.decode(errors="replace").lower().splitlines()
-        return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
-                                               if x.startswith("x-routed-by:")), None)
+def _header(lab: Lab, pod: str, ns: str, url: str, name: str) -> tuple[int, Any]:
+    """Status and the value of response header ``name`` (``None`` when absent) of one request from ``pod``."""
+    result = lab.run(pod, ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-D", "-", url], namespace=ns, timeout=30)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    lines = result.stdout.decode(errors="replace").lower().splitlines()
+    return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
+                                           if x.startswith(f"{name}:")), None)
 
-    assert marker("local", "shop") == (200, "shop-ratings")
-    assert marker("plain", "front") == (200, None)
-    assert marker("oncall", "ops") == (200, None)
+
+def test_export_to_limits_the_routes_to_the_exported_namespace(lab: Lab) -> None:
+    url = "http://ratings.shop/"
+    assert _header(lab, "local", "shop", url, "x-routed-by") == (200, "shop-ratings")
+    assert _header(lab, "plain", "front", url, "x-routed-by") == (200, None)
+    assert _header(lab, "oncall", "ops", url, "x-routed-by") == (200, None)
+
+
+def test_a_namespace_uses_its_own_virtual_service(lab: Lab) -> None:
+    url = "http://details.shop/"
+    assert _header(lab, "oncall", "ops", url, "x-view") == (200, "ops")
+    assert _header(lab, "local", "shop", url, "x-view") == (200, "shop")
+    assert _header(lab, "plain", "front", url, "x-view") == (200, "shop")
 
 
 def test_a_new_client_is_routed_by_its_labels(lab_files: tuple[Lab, list[Path]], tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ Set; the tokens are made here with the standard library. ``web`` has no authoriz
 policy: a request without a token passes, a bad token gets 401. ``guarded`` allows only
 the request principal ``<issuer>/alice``, and ``/admin`` to any token whose ``group``
 claim holds ``admins``. Requests are sent with curl from a client pod; the echo backend
-says what it received. A second rule names its keys by URI, which the node proxy cannot
-fetch: tokens of that issuer are refused.
+says what it received. Two more rules name their keys by URI: one served by the ``keys``
+pod of the mesh, which the node proxy fetches, the other outside the mesh, which it
+cannot fetch: tokens of that issuer are refused.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from _lab_support import client_pod, curl_json, echo_app, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.proxy import EnvoyOptions
 
 pytestmark = pytest.mark.root
 
@@ -35,6 +39,9 @@ KEY = b"meshcore lab HS256 key, 32 bytes or more"
 #: An issuer whose keys are given by URI: the node proxy cannot fetch them.
 REMOTE_ISSUER = "https://remote.test"
 OTHER_KEY = b"not the key the mesh trusts, also long!!"
+#: An issuer whose keys the ``keys`` pod serves.
+MESH_ISSUER = "https://idp.meshcore.test"
+MESH_KEY = b"the key set served inside the mesh, 32+"
 
 
 def _b64(data: bytes) -> str:
@@ -55,11 +62,54 @@ def token(sub: str, *, iss: str = ISSUER, aud: str = AUDIENCE, expires_in: int =
     return f"{header}.{payload}.{_b64(signature)}"
 
 
+#: Serves the key set of MESH_ISSUER at /jwks.json (and counts the fetches at /fetches).
+KEYS_SERVER = (
+    "import http.server, json, socket\n"
+    "fetches = 0\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    protocol_version = 'HTTP/1.1'\n"
+    "    def do_GET(self):\n"
+    "        global fetches\n"
+    "        if self.path == '/jwks.json':\n"
+    "            fetches += 1\n"
+    "            body = JWKS.encode()\n"
+    "        else:\n"
+    "            body = json.dumps({'fetches': fetches}).encode()\n"
+    "        self.send_response(200); self.send_header('Content-Type', 'application/json')\n"
+    "        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *args): pass\n"
+    "class S(http.server.ThreadingHTTPServer):\n"
+    "    address_family = socket.AF_INET6\n"
+    "    def server_bind(self):\n"
+    "        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+    "        super().server_bind()\n"
+    "S(('::', 8080), H).serve_forever()\n"
+)
+MESH_JWKS = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": "lab", "k": _b64(MESH_KEY)}]})
+KEYS_CODE = f"JWKS = {MESH_JWKS!r}\n" + KEYS_SERVER
+
 APP = "\n---\n".join([
     f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",
     echo_app("web", NS),
     echo_app("guarded", NS),
     client_pod("client", NS),
+    f"""apiVersion: v1
+kind: Pod
+metadata: {{name: keys, namespace: {NS}, labels: {{app: keys}}}}
+spec:
+  containers:
+  - name: keys
+    image: python
+    command: ["{sys.executable}", "-S", "-c", {json.dumps(KEYS_CODE)}]
+    ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: keys, namespace: {NS}}}
+spec:
+  selector: {{app: keys}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+""",
 ])
 
 ISTIO = f"""
@@ -75,6 +125,8 @@ spec:
     - {{header: x-jwt-sub, claim: sub}}
   - issuer: {REMOTE_ISSUER}
     jwksUri: https://keys.remote.test/jwks.json
+  - issuer: {MESH_ISSUER}
+    jwksUri: http://keys.{NS}.svc.cluster.local/jwks.json
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -140,6 +192,19 @@ def test_issuer_with_keys_by_uri_is_refused_not_trusted(lab: Lab) -> None:
     # mesh knows is refused (fail closed), and a request without a token still passes.
     assert get(lab, "http://web/remote", token("alice", iss=REMOTE_ISSUER))[0] == 401
     assert get(lab, "http://web/remote")[0] == 200
+
+
+def test_keys_by_uri_from_a_service_of_the_mesh_are_fetched(lab: Lab) -> None:
+    # The node proxy fetches the key set from the keys pod when a token first needs it,
+    # then keeps it: valid tokens pass, a token signed with another key does not.
+    assert get(lab, "http://web/mesh-keys", token("carol", iss=MESH_ISSUER, key=MESH_KEY))[0] == 200
+    status, body = get(lab, "http://web/mesh-keys", token("carol", iss=MESH_ISSUER, key=MESH_KEY))
+    assert status == 200 and body["headers"].get("X-Jwt-Sub") is None, body  # that rule copies no claim
+    assert get(lab, "http://web/mesh-keys", token("carol", iss=MESH_ISSUER, key=KEY))[0] == 401
+    # Each of the node Envoy's workers keeps its own copy: at most one fetch per worker.
+    status, fetched = get(lab, "http://keys/fetches")
+    workers = attrs.fields(EnvoyOptions).concurrency.default  # the lab's Envoy keeps the default
+    assert status == 200 and 1 <= fetched["fetches"] <= workers, fetched
 
 
 def test_wrong_audience_is_refused_with_403(lab: Lab) -> None:

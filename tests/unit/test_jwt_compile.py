@@ -165,3 +165,38 @@ def test_request_authentication_selecting_some_backends_of_a_proxied_port_is_rep
     plan = compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
     (warning,) = plan.envoy.warnings
     assert (warning.code, warning.field) == ("MC5109", "selector") and "selects 1 of the 2 backends" in warning.message
+
+
+def test_keys_by_uri_are_fetched_from_a_service_of_the_mesh() -> None:
+    keys_pod = m.Workload("keys", "idp", m.Identity("idp", "keys"), addresses=("10.0.0.9",), labels={"app": "keys"})
+    keys = m.Service("keys", "idp", vips=("10.96.0.9",), hostnames=("keys.idp.svc.cluster.local",), ports=(
+        m.ServicePort(80, "HTTP", "http", backends=(m.Backend("10.0.0.9", 8080, workload=keys_pod.ref),)),))
+    web = m.Service("web", NS, vips=("10.96.0.1",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.0.0.1", 8080, workload=WEB.ref),)),))
+    uris = ["http://keys.idp.svc.cluster.local/jwks.json", "http://keys.idp/jwks.json",
+            "https://keys.idp.svc.cluster.local:80/jwks.json", "http://keys.idp:8443/jwks.json",
+            "http://keys.example.com/jwks.json"]
+    authn = m.RequestAuthentication("tokens", NS, SEL, [m.JwtRule(f"iss{i}", jwks_uri=u) for i, u in enumerate(uris)])
+    snap = m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("idp")), workloads=(WEB, keys_pod),
+                      services=(web, keys), request_authentications=(authn,))
+    plan = compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
+    (listener,) = plan.envoy.listeners
+    assert listener.jwt is not None
+    fetched, short, https, wrong_port, outside = listener.jwt.providers
+    # By the Service's DNS name, full or short: through its port's cluster, whose endpoint is the keys pod.
+    assert (fetched.jwks, fetched.jwks_uri, fetched.jwks_cluster) == ("", uris[0], "idp/keys:80")
+    assert short.jwks_cluster == "idp/keys:80"
+    assert [e.address for e in next(c for c in plan.envoy.clusters if c.name == "idp/keys:80").endpoints] == ["10.0.0.9"]
+    # https without TLS origination, a port the service lacks, a host outside the mesh: refused, and said why.
+    assert all(p.jwks == NO_KEYS and not p.jwks_cluster for p in (https, wrong_port, outside))
+    reasons = [w.message for w in plan.envoy.warnings if w.code == "MC5108"]
+    assert len(reasons) == 3
+    assert "no traffic policy originates it" in reasons[0] and "no HTTP port 8443" in reasons[1]
+    assert "keys.example.com is not a service of the mesh" in reasons[2]
+
+    jwt = build_resources(plan.envoy).of(LISTENER)["shop/web:80"].body["filter_chains"][0]["filters"][0][
+        "typed_config"]["http_filters"][0]["typed_config"]
+    assert jwt["providers"]["shop/tokens[0]"]["remote_jwks"]["http_uri"] == {
+        "uri": uris[0], "cluster": "idp/keys:80", "timeout": "5s"}
+    assert "local_jwks" not in jwt["providers"]["shop/tokens[0]"]
+    assert "remote_jwks" not in jwt["providers"]["shop/tokens[4]"]

@@ -32,6 +32,7 @@ keeps such ports in the kernel).
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -193,6 +194,27 @@ class _Builder:
         workload = workloads.get(backend.workload) if backend.workload is not None else None
         return workload is not None and all(workload.labels.get(k) == v for k, v in dest.subset_labels)
 
+    def key_cluster(self, uri: str, origin: Origin) -> tuple[str | None, str]:
+        """The cluster through which the node proxy fetches the key set at ``uri``, or ``None`` and why not."""
+        parts = urllib.parse.urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        try:
+            number = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return None, "its port is not a number"
+        service = next((s for s in self.snapshot.services if _names_host(s, host)), None)
+        if service is None:
+            return None, f"{host} is not a service of the mesh; the node proxy fetches keys only from those"
+        port = service.port(number)
+        if port is None or not port.protocol.is_http:
+            return None, f"service {service.ref} has no HTTP port {number}"
+        name = self.cluster(Destination(service.ref, number), number, port.protocol, origin)
+        traffic = self.clusters[name].traffic
+        if parts.scheme == "https" and not (traffic is not None and traffic.tls is not None and traffic.tls.originates):
+            return None, (f"https needs TLS to service {service.ref} port {number}, and no traffic policy "
+                          "originates it")
+        return name, ""
+
     def own_cluster(self, item: ProxiedPort) -> str:
         return self.cluster(
             Destination(item.service.ref, item.port.port), item.port.port, item.port.protocol,
@@ -303,7 +325,8 @@ class _Builder:
         destinations = self.endpoints(referenced)
         targets = [w for d in destinations if (w := self.rbac_index.by_name.get(d.workload)) is not None]
         jwt = listener_jwt(self.snapshot.request_authentications, list(dict.fromkeys(targets)),
-                           len({d.workload or d.address for d in destinations}), self.warnings, flag_partial=False)
+                           len({d.workload or d.address for d in destinations}), self.warnings, flag_partial=False,
+                           key_clusters=self.key_cluster)
         issuers = tuple(p.issuer for p in jwt.providers) if jwt is not None else ()
         # The listener's filters are the fallback (requests matching no route, redirects,
         # direct responses); each forwarding route overrides them with the filters of what
@@ -384,7 +407,8 @@ class _Builder:
             destinations = self.endpoints(sorted(key))
             targets = list(dict.fromkeys(w for d in destinations if (w := self.rbac_index.by_name.get(d.workload))))
             providers = route_jwt(self.snapshot.request_authentications, targets,
-                                  len({d.workload or d.address for d in destinations}), self.warnings)
+                                  len({d.workload or d.address for d in destinations}), self.warnings,
+                                  key_clusters=self.key_cluster)
             own = listener_rbac(self.rbac_index, destinations, self.warnings, tuple(p.issuer for p in providers),
                                 self.egress_denials(destinations))
             names = tuple(p.name for p in providers)
@@ -439,6 +463,14 @@ class _Builder:
     def _listener_origins(self, item: ProxiedPort, tables: Sequence[RouteTable]) -> tuple[Origin, ...]:
         own = Origin(f"service {item.service.ref} port {item.port.port} ({item.decision.reason})", item.service.source)
         return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
+
+
+def _names_host(service: Service, host: str) -> bool:
+    """True when ``host`` is one of the service's names (a Kubernetes Service also by ``name.namespace[.svc]``)."""
+    if host in service.hostnames:
+        return True
+    short = f"{service.name}.{service.namespace}"
+    return host in (short, f"{short}.svc") and any(h.startswith(f"{short}.svc.") for h in service.hostnames)
 
 
 def _overrides(route: Sequence[EnvoyRbac], listener: Sequence[EnvoyRbac]) -> bool:

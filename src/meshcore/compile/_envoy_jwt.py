@@ -1,23 +1,27 @@
 """Request authentications → the JWT filter of one proxied HTTP service port.
 
 Every request authentication selecting a backend of the port contributes one provider per
-JWT rule. The node proxy has no way to fetch keys (it reaches only mesh endpoints, and a
-control plane would fetch them for it), so a rule whose keys are given by URI or left to
-discovery gets a provider whose only key nobody can sign with: tokens of that issuer are
-refused with 401 — never accepted unchecked — and a warning says so.
+JWT rule. Keys given inline are served to the proxy as they are. Keys given by URI are
+fetched by the node proxy itself when the URI names a service of the mesh (a Kubernetes
+Service by its DNS name, or a ServiceEntry host): through that service port's cluster,
+which the proxy reaches like any backend — ``https://`` only when a traffic policy
+originates TLS to it. Any other URI (the proxy reaches only mesh endpoints; a control
+plane would fetch such keys for it), and keys left to discovery, give a provider whose
+only key nobody can sign with: tokens of that issuer are refused with 401 — never accepted
+unchecked — and a warning says so.
 
 Each route validates tokens only with the providers of the request authentications
 selecting a workload that route may reach (:func:`route_jwt`); the listener's providers
 are for requests matching no route.
 
-Diagnostic codes: MC5108 a rule whose keys the node proxy does not have, MC5109 a
-request authentication selecting only some of the backends a route may send to.
+Diagnostic codes: MC5108 a rule whose keys the node proxy cannot get, MC5109 a request
+authentication selecting only some of the backends a route may send to.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..model import Diagnostic, RequestAuthentication, Severity, Workload
 from ._envoy_plan import EnvoyJwt, JwtProvider, Origin
@@ -33,6 +37,15 @@ NO_KEYS = json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "kid": "meshcore-n
     "y0jjKMSfew-6LDE_Rw")}]}, sort_keys=True, separators=(",", ":"))
 
 
+#: Finds the cluster through which the node proxy fetches the key set at a URI: its name,
+#: or ``None`` and why the proxy cannot fetch it.
+KeyClusters = Callable[[str, Origin], tuple[str | None, str]]
+
+
+def _no_fetch(uri: str, origin: Origin) -> tuple[str | None, str]:
+    return None, "the node proxy fetches keys only from services of the mesh"
+
+
 def selecting(authns: Iterable[RequestAuthentication], workloads: Iterable[Workload]) -> list[RequestAuthentication]:
     """The request authentications that select at least one of ``workloads``."""
     chosen = list(workloads)
@@ -40,19 +53,20 @@ def selecting(authns: Iterable[RequestAuthentication], workloads: Iterable[Workl
 
 
 def route_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Workload], backend_count: int,
-              warnings: list[Diagnostic]) -> tuple[JwtProvider, ...]:
+              warnings: list[Diagnostic], key_clusters: KeyClusters = _no_fetch) -> tuple[JwtProvider, ...]:
     """The providers of the listener's JWT filter that one route (sending to ``backends``) validates tokens with.
 
     Only MC5109 is added to ``warnings`` (the rest were given for the listener).
     """
     found: list[Diagnostic] = []
-    jwt = listener_jwt(authns, backends, backend_count, found)
+    jwt = listener_jwt(authns, backends, backend_count, found, key_clusters=key_clusters)
     warnings.extend(d for d in found if d.code == "MC5109" and d not in warnings)
     return jwt.providers if jwt is not None else ()
 
 
 def listener_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Workload], backend_count: int,
-                 warnings: list[Diagnostic], flag_partial: bool = True) -> EnvoyJwt | None:
+                 warnings: list[Diagnostic], flag_partial: bool = True,
+                 key_clusters: KeyClusters = _no_fetch) -> EnvoyJwt | None:
     """The JWT filter of a proxied HTTP listener sending to ``backends`` (of ``backend_count`` destinations), or ``None``.
 
     ``backends`` are the known workloads any route or mirror of the listener may send to;
@@ -69,23 +83,34 @@ def listener_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Wor
                 "the proxy validates tokens of requests for all of them on a route that may send to them", authn.source, "selector",
             ))
         for i, rule in enumerate(authn.jwt_rules):
-            jwks = rule.jwks
-            if jwks is None:
-                how = f"from {rule.jwks_uri}" if rule.jwks_uri else "by discovery from the issuer"
+            origin = Origin(f"JWT rule {i} of {where}", authn.source, (rule.issuer,))
+            jwks, cluster = rule.jwks, None
+            if jwks is None and rule.jwks_uri:
+                cluster, why = key_clusters(rule.jwks_uri, origin)
+                if cluster is None:
+                    warnings.append(Diagnostic(
+                        "MC5108", Severity.WARNING,
+                        f"{where}: the node proxy cannot fetch keys from {rule.jwks_uri} ({why}); tokens of issuer "
+                        f"{rule.issuer} are refused with 401 (give the keys inline with jwks)",
+                        authn.source, f"jwt_rules[{i}].jwks_uri",
+                    ))
+            elif jwks is None:
                 warnings.append(Diagnostic(
                     "MC5108", Severity.WARNING,
-                    f"{where}: the node proxy cannot fetch keys {how}; tokens of issuer {rule.issuer} are "
-                    "refused with 401 (give the keys inline with jwks)",
-                    authn.source, f"jwt_rules[{i}].{'jwks_uri' if rule.jwks_uri else 'jwks'}",
+                    f"{where}: the node proxy cannot discover keys from the issuer; tokens of issuer {rule.issuer} "
+                    "are refused with 401 (give the keys inline with jwks, or by jwks_uri from a service of the mesh)",
+                    authn.source, f"jwt_rules[{i}].jwks",
                 ))
-                jwks = NO_KEYS
             providers.append(JwtProvider(
-                name=f"{authn.namespace}/{authn.name}[{i}]", issuer=rule.issuer, jwks=jwks,
+                name=f"{authn.namespace}/{authn.name}[{i}]", issuer=rule.issuer,
+                jwks="" if cluster is not None else jwks or NO_KEYS,
+                jwks_uri=(rule.jwks_uri or "") if cluster is not None else "", jwks_cluster=cluster or "",
+                jwks_timeout_ms=rule.timeout_ms or 5000,
                 audiences=rule.audiences,
                 from_headers=tuple((h.name, h.prefix) for h in rule.from_headers),
                 from_params=rule.from_params, from_cookies=rule.from_cookies,
                 forward=rule.forward_original_token, forward_payload_header=rule.output_payload_to_header,
                 claim_to_headers=tuple((c.header, c.claim) for c in rule.output_claim_to_headers),
-                origins=(Origin(f"JWT rule {i} of {where}", authn.source, (rule.issuer,)),),
+                origins=(origin,),
             ))
     return EnvoyJwt(tuple(providers)) if providers else None

@@ -302,14 +302,19 @@ class EnvoyRbac:
 class JwtProvider:
     """One JWT rule of a request authentication, as a provider of the listener's JWT filter.
 
-    ``jwks`` is the JSON Web Key Set as canonical JSON (a set without keys when the keys
-    are not available to the node proxy: every token of the issuer is then refused).
+    ``jwks`` is the JSON Web Key Set as canonical JSON (a set without usable keys when the
+    keys are not available to the node proxy: every token of the issuer is then refused),
+    or empty when ``jwks_uri`` names where the proxy fetches them, through ``jwks_cluster``.
     ``from_headers`` are (name, prefix) pairs; ``claim_to_headers`` (header, claim) pairs.
     """
 
     name: str
     issuer: str
     jwks: str
+    jwks_uri: str = ""
+    jwks_cluster: str = ""
+    #: How long the proxy waits for the key set at ``jwks_uri`` (a token waiting for it waits as long).
+    jwks_timeout_ms: int = 5000
     audiences: tuple[str, ...] = ()
     from_headers: tuple[tuple[str, str], ...] = ()
     from_params: tuple[str, ...] = ()

@@ -105,11 +105,16 @@ def _jwt_filter(jwt: EnvoyJwt, routes: Iterable[EnvoyRoute] = ()) -> dict[str, A
     for p in jwt.providers:
         provider: dict[str, Any] = {
             "issuer": p.issuer,
-            "local_jwks": {"inline_string": p.jwks},
             "forward": p.forward,
             # Where RBAC reads the verified claims (request principals, claim conditions).
             "payload_in_metadata": JWT_PAYLOAD,
         }
+        if p.jwks_cluster:
+            # Fetched when a token first needs them, then cached (Envoy's default, 10 minutes).
+            provider["remote_jwks"] = {"http_uri": {"uri": p.jwks_uri, "cluster": p.jwks_cluster,
+                                                    "timeout": f"{p.jwks_timeout_ms / 1000:g}s"}}
+        else:
+            provider["local_jwks"] = {"inline_string": p.jwks}
         if p.audiences:
             provider["audiences"] = list(p.audiences)
         if p.from_headers:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
 
 from _istio_support import find, istio, translate
 from meshcore.kube import FieldError
@@ -205,6 +205,100 @@ def test_field_numbers_match_istio() -> None:
     assert parse_spec("PeerAuthentication", {"mtls": {"mode": "STRICT"}}).SerializeToString() == b"\x12\x02\x08\x03"
     assert parse_spec("ServiceEntry", {"resolution": "DNS"}).SerializeToString() == b"\x28\x02"     # resolution = 5
     assert parse_spec("VirtualService", {"http": [{"name": "n"}]}).SerializeToString() == b"\x1a\x04\x8a\x01\x01n"  # name = 17
+    tls = {"servers": [{"tls": {"caCertCredentialName": "c"}}]}
+    # Gateway.servers = 1 > Server.tls = 3 > ServerTLSSettings.ca_cert_credential_name = 16
+    assert parse_spec("Gateway", tls).SerializeToString() == b"\x0a\x06\x1a\x04\x82\x01\x01c"
+    assert parse_spec("Sidecar", {"egress": [{}]}).SerializeToString() == b"\x1a\x00"           # egress = 3
+    assert parse_spec("WorkloadEntry", {"address": "a"}).SerializeToString() == b"\x0a\x01a"    # address = 1
+    for name, number in ISTIO_FIELD_NUMBERS.items():
+        message, field = name.rsplit(".", 1)
+        assert _POOL.FindMessageTypeByName(message).fields_by_name[field].number == number, name
+    for name, number in ISTIO_ENUM_NUMBERS.items():
+        enum, value = name.rsplit(".", 1)
+        assert _POOL.FindEnumTypeByName(enum).values_by_name[value].number == number, name
+
+
+_POOL = descriptor_pool.Default()
+# Field numbers compared with the istio/api repository's definitions (see docs/adapters.md).
+ISTIO_FIELD_NUMBERS = {
+    "istio.security.v1beta1.AuthorizationPolicy.selector": 1,
+    "istio.security.v1beta1.AuthorizationPolicy.rules": 2,
+    "istio.security.v1beta1.AuthorizationPolicy.action": 3,
+    "istio.security.v1beta1.AuthorizationPolicy.provider": 4,
+    "istio.security.v1beta1.AuthorizationPolicy.targetRef": 5,
+    "istio.security.v1beta1.AuthorizationPolicy.targetRefs": 6,
+    "istio.security.v1beta1.Rule.from": 1,
+    "istio.security.v1beta1.Rule.to": 2,
+    "istio.security.v1beta1.Rule.when": 3,
+    "istio.security.v1beta1.Source.principals": 1,
+    "istio.security.v1beta1.Source.request_principals": 2,
+    "istio.security.v1beta1.Source.namespaces": 3,
+    "istio.security.v1beta1.Source.ip_blocks": 4,
+    "istio.security.v1beta1.Source.not_principals": 5,
+    "istio.security.v1beta1.Source.remote_ip_blocks": 9,
+    "istio.security.v1beta1.Source.service_accounts": 11,
+    "istio.security.v1beta1.Source.not_service_accounts": 12,
+    "istio.security.v1beta1.Operation.hosts": 1,
+    "istio.security.v1beta1.Operation.ports": 2,
+    "istio.security.v1beta1.Operation.methods": 3,
+    "istio.security.v1beta1.Operation.paths": 4,
+    "istio.security.v1beta1.Operation.not_paths": 8,
+    "istio.security.v1beta1.Condition.key": 1,
+    "istio.security.v1beta1.Condition.values": 2,
+    "istio.security.v1beta1.Condition.not_values": 3,
+    "istio.security.v1beta1.PeerAuthentication.selector": 1,
+    "istio.security.v1beta1.PeerAuthentication.mtls": 2,
+    "istio.security.v1beta1.PeerAuthentication.port_level_mtls": 3,
+    "istio.type.v1beta1.WorkloadSelector.match_labels": 1,
+    "istio.type.v1beta1.PolicyTargetReference.group": 1,
+    "istio.type.v1beta1.PolicyTargetReference.kind": 2,
+    "istio.type.v1beta1.PolicyTargetReference.name": 3,
+    "istio.type.v1beta1.PolicyTargetReference.namespace": 4,
+    "istio.networking.v1alpha3.Sidecar.workload_selector": 1,
+    "istio.networking.v1alpha3.Sidecar.ingress": 2,
+    "istio.networking.v1alpha3.Sidecar.egress": 3,
+    "istio.networking.v1alpha3.Sidecar.outbound_traffic_policy": 4,
+    "istio.networking.v1alpha3.Sidecar.inbound_connection_pool": 7,
+    "istio.networking.v1alpha3.IstioIngressListener.default_endpoint": 4,
+    "istio.networking.v1alpha3.IstioIngressListener.tls": 7,
+    "istio.networking.v1alpha3.IstioIngressListener.connection_pool": 8,
+    "istio.networking.v1alpha3.IstioEgressListener.hosts": 4,
+    "istio.networking.v1alpha3.ServiceEntry.hosts": 1,
+    "istio.networking.v1alpha3.ServiceEntry.addresses": 2,
+    "istio.networking.v1alpha3.ServiceEntry.ports": 3,
+    "istio.networking.v1alpha3.ServiceEntry.location": 4,
+    "istio.networking.v1alpha3.ServiceEntry.resolution": 5,
+    "istio.networking.v1alpha3.ServiceEntry.endpoints": 6,
+    "istio.networking.v1alpha3.ServiceEntry.export_to": 7,
+    "istio.networking.v1alpha3.ServiceEntry.workload_selector": 9,
+    "istio.networking.v1alpha3.ServicePort.target_port": 4,
+    "istio.networking.v1alpha3.WorkloadEntry.address": 1,
+    "istio.networking.v1alpha3.WorkloadEntry.ports": 2,
+    "istio.networking.v1alpha3.WorkloadEntry.labels": 3,
+    "istio.networking.v1alpha3.WorkloadEntry.service_account": 7,
+    "istio.networking.v1alpha3.ServerTLSSettings.credential_names": 14,
+    "istio.networking.v1alpha3.ServerTLSSettings.tls_certificates": 15,
+    "istio.networking.v1alpha3.ServerTLSSettings.ca_cert_credential_name": 16,
+    "istio.networking.v1alpha3.ServerTLSSettings.insecure_skip_verify": 17,
+    "istio.networking.v1alpha3.ServerTLSSettings.alpn_protocols": 19,
+    "istio.mcp.v1alpha1.Resource.metadata": 1,
+    "istio.mcp.v1alpha1.Resource.body": 2,
+    "istio.mcp.v1alpha1.Metadata.name": 1,
+    "istio.mcp.v1alpha1.Metadata.create_time": 2,
+    "istio.mcp.v1alpha1.Metadata.version": 3,
+    "istio.mcp.v1alpha1.Metadata.labels": 4,
+    "istio.mcp.v1alpha1.Metadata.annotations": 5,
+}
+ISTIO_ENUM_NUMBERS = {
+    "istio.security.v1beta1.AuthorizationPolicy.Action.CUSTOM": 3,
+    "istio.security.v1beta1.PeerAuthentication.MutualTLS.Mode.STRICT": 3,
+    "istio.networking.v1alpha3.ServiceEntry.Resolution.DNS_ROUND_ROBIN": 3,
+    "istio.networking.v1alpha3.ServiceEntry.Resolution.DYNAMIC_DNS": 4,
+    "istio.networking.v1alpha3.ServerTLSSettings.TLSmode.OPTIONAL_MUTUAL": 5,
+    "istio.networking.v1alpha3.OutboundTrafficPolicy.Mode.ALLOW_ANY": 1,
+    "istio.networking.v1alpha3.CaptureMode.NONE": 2,
+    "istio.type.v1beta1.WorkloadMode.CLIENT_AND_SERVER": 3,
+}
 
 
 def test_unknown_nested_field_names_its_path_and_a_suggestion() -> None:

@@ -167,6 +167,34 @@ def test_oldest_virtual_service_wins_for_a_host() -> None:
     assert find(result, "MC7012").source.name == "new"
 
 
+def test_each_namespace_uses_the_virtual_service_closest_to_it() -> None:
+    # An older VirtualService for every namespace, and one of namespace "team" for its own
+    # clients: Istio gives team's clients their own, everyone else the older one.
+    everyone = istio("VirtualService", "everyone", """
+        hosts: [app]
+        http:
+        - directResponse: {status: 201}
+    """, extra_meta='creationTimestamp: "2024-01-01T00:00:00Z"')
+    team = istio("VirtualService", "team-view", """
+        hosts: [app.default.svc.cluster.local]
+        exportTo: ["."]
+        http:
+        - match: [{uri: {prefix: /a}}, {sourceLabels: {canary: "yes"}}]
+          directResponse: {status: 202}
+    """, namespace="team", extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
+    result = translate(service("app"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n",
+                       "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n", team, everyone)
+    first, own_a, own_canary, rest = http(result, "app")
+    assert first.direct_response is not None and first.direct_response.status == 201
+    assert first.matches[0].clients == ClientMatch(namespaces=("default", "other"))
+    assert [r.direct_response.status for r in (own_a, own_canary) if r.direct_response] == [202, 202]
+    assert own_a.matches[0].clients == ClientMatch(namespaces=("team",)) and own_a.matches[0].path is not None
+    assert own_canary.matches[0].clients == ClientMatch(namespaces=("team",), labels={"canary": "yes"})
+    # Clients outside every namespace listed (and outside the mesh) reach the service unrouted.
+    assert rest.matches[0].clients == ClientMatch(namespaces=("default", "other", "team"), invert=True)
+    assert "MC7012" not in codes(result)
+
+
 def test_catch_all_rule_shadows_later_rules() -> None:
     result = translate(service("app"), istio("VirtualService", "app", """
         hosts: [app]

@@ -40,7 +40,6 @@ from ._codes import (
     NOT_CARRIED,
     NOT_SUPPORTED,
     SUBSET_NO_PODS,
-    VS_CONFLICT,
     VS_HOST_UNMATCHED,
 )
 from ._common import ROOT_NAMESPACE, age_key
@@ -53,7 +52,8 @@ from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
 from ._serviceentry import read_service_entry, read_workload_entry
 from ._trafficpolicy import traffic_policies
-from ._virtualservice import VirtualService, check_shadowing, read_virtual_service, tables_for
+from ._virtualservice import VirtualService, check_shadowing, read_virtual_service
+from ._vs_scope import mesh_tables
 
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
@@ -202,7 +202,7 @@ class _Translation:
             vs = _run(obj, report, read_virtual_service, obj, resolver, self._gateways, report)
             if vs is not None:
                 read.append(vs)
-        owners: dict[ServiceRef, VirtualService] = {}
+        candidates: dict[ServiceRef, list[VirtualService]] = {}
         for vs in read:
             if not vs.mesh:
                 continue
@@ -217,18 +217,16 @@ class _Translation:
                     report.warn(vs.obj, VS_HOST_UNMATCHED, f"host {host} matches no Service or ServiceEntry: "
                                 "nothing is routed for it on the mesh", f"spec.hosts[{i}]")
                 for service in services:
-                    first = owners.get(service.ref)
-                    if first is None:
-                        owners[service.ref] = vs
-                    elif first is not vs:
-                        report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} "
-                                    f"is older and also routes {service.ref}; this one is ignored for it",
-                                    f"spec.hosts[{i}]")
+                    listed = candidates.setdefault(service.ref, [])
+                    if vs not in listed:
+                        listed.append(vs)
         by_ref = {s.ref: s for s in (*self.inventory.services, *self.services)}
-        for ref, vs in sorted(owners.items()):
-            tables = _run(vs.obj, report, tables_for, vs, by_ref[ref]) or []
+        namespaces = sorted({n.name for n in self.inventory.namespaces} | {w.namespace for w in self.inventory.workloads})
+        for ref, listed in sorted(candidates.items()):
+            tables = _run(listed[0].obj, report, mesh_tables, listed, by_ref[ref], namespaces, report) or []
             self.tables += tables
-            self._unused_rules(vs, by_ref[ref])
+            for vs in listed:
+                self._unused_rules(vs, by_ref[ref])
         return read
 
     def _unused_rules(self, vs: VirtualService, service: Service) -> None:

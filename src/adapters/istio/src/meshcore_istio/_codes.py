@@ -24,8 +24,10 @@ MC7010   error     Invalid field combination Istio's validation rejects (redirec
                    without a selector, ``values`` and ``notValues`` both empty...).
 MC7011   warning   A VirtualService host matches no Service or ServiceEntry: it
                    configures nothing for the mesh.
-MC7012   warning   Several VirtualServices for one host on the mesh gateway: the
-                   oldest applies, the others are ignored for that host.
+MC7012   warning   Several VirtualServices for one host on the mesh gateway: for the
+                   clients of each namespace one applies (own namespace first, then
+                   exported by name, then to all; oldest first), the others are
+                   ignored for that host (TLS/TCP rules: the oldest for every client).
 MC7013   info      A setting the model does not carry yet: accepted and reported,
                    not enforced (connection pool, outlier detection, TLS origination,
                    exportTo and client matches of TLS/TCP rules).

@@ -2,7 +2,8 @@
 
 Hosts are expanded against the VirtualService's namespace and matched against the
 Kubernetes Services and ServiceEntries visible from it. On the ``mesh`` gateway (the
-default) one VirtualService applies per service: the oldest; the others are reported.
+default) each client namespace uses one VirtualService per service, chosen as Istio does
+(see ``_vs_scope``); the others are reported.
 HTTP rules fill an L7 table on each HTTP/HTTP2/gRPC port; TLS rules (by SNI) then TCP
 rules fill an L4 table on each TCP/TLS port. Rules keep their order and a rule's matches
 become consecutive routes, so the first match wins as in Istio. :func:`http_routes` and
@@ -18,18 +19,7 @@ from collections.abc import Mapping
 import attrs
 
 from meshcore.kube import FieldError, Fields, KubeObject, Report
-from meshcore.model import (
-    ClientMatch,
-    Destination,
-    HttpMatch,
-    HttpRoute,
-    MatchKind,
-    Protocol,
-    RouteKind,
-    RouteTable,
-    Service,
-    TcpRoute,
-)
+from meshcore.model import HttpMatch, HttpRoute, MatchKind, TcpRoute
 
 from ._codes import (
     GATEWAY_NOT_FOUND,
@@ -201,60 +191,3 @@ def l4_routes(vs: VirtualService, port: int, gateway: str = MESH, label: str | N
     label = label or f"{vs.obj.namespace}/{vs.obj.name}"
     rules = (*(vs.tls if tls else ()), *(vs.tcp if tcp else ()))
     return [attrs.evolve(r, source=vs.obj.source_at(l4.path)) for l4 in rules for r in l4.routes(port, label, gateway)]
-
-
-def _exported_clients(vs: VirtualService) -> ClientMatch | None:
-    """The clients ``exportTo`` limits the VirtualService to (``None``: every client)."""
-    if "*" in vs.exported:
-        return None
-    return ClientMatch(namespaces=tuple(vs.obj.namespace if n == "." else n for n in vs.exported))
-
-
-def _only_for(routes: list[HttpRoute], clients: ClientMatch) -> list[HttpRoute]:
-    """``routes`` limited to ``clients`` (namespaces only), each match narrowed; matches that cannot hold are dropped."""
-    out = []
-    for route in routes:
-        matches = []
-        for m in route.matches or (HttpMatch(),):
-            own = m.clients
-            if own is None:
-                matches.append(attrs.evolve(m, clients=clients))
-            elif not own.namespaces:
-                matches.append(attrs.evolve(m, clients=attrs.evolve(own, namespaces=clients.namespaces)))
-            elif set(own.namespaces) & set(clients.namespaces):
-                narrowed = tuple(set(own.namespaces) & set(clients.namespaces))
-                matches.append(attrs.evolve(m, clients=attrs.evolve(own, namespaces=narrowed)))
-        if matches:
-            out.append(attrs.evolve(route, matches=tuple(matches)))
-    return out
-
-
-def tables_for(vs: VirtualService, service: Service) -> list[RouteTable]:
-    """The route tables a (mesh) VirtualService gives each port of ``service``.
-
-    A VirtualService exported to some namespaces routes only their clients; every other
-    client is sent to the port's own backends, as if there were no VirtualService.
-    """
-    tables = []
-    exported = _exported_clients(vs)
-    for port in service.ports:
-        if port.protocol is Protocol.UDP:
-            continue
-        if port.protocol.is_http:
-            http = http_routes(vs, port.port)
-            if http and exported is not None:
-                http = _only_for(http, exported) + [HttpRoute(
-                    name=f"{vs.obj.namespace}/{vs.obj.name}.not-exported",
-                    matches=(HttpMatch(clients=attrs.evolve(exported, invert=True)),),
-                    destinations=(Destination(service.ref, port.port),),
-                    source=vs.obj.source_at("spec.exportTo"),
-                )]
-            if http:
-                tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
-                                         source=vs.obj.source))
-        else:
-            tcp = l4_routes(vs, port.port)
-            if tcp:
-                tables.append(RouteTable(service.ref, port.port, RouteKind.L4, tcp=tuple(tcp),
-                                         source=vs.obj.source))
-    return tables

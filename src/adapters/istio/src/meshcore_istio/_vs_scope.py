@@ -1,0 +1,124 @@
+"""Which VirtualService routes a service for the clients of each namespace, as Istio decides it.
+
+A client sees the VirtualServices exported to its namespace (``exportTo``: ``*`` by
+default, ``.`` for the VirtualService's own namespace, or namespace names). When several
+name one service, Istio takes them in this order and uses the first: those of the
+client's own namespace, then those exported to it by name, then those exported to every
+namespace — each group oldest first. So one service may be routed by different
+VirtualServices for different clients; their HTTP routes are put in one table, each
+limited to the namespaces it wins (model ``ClientMatch``), followed by a route sending the
+remaining clients — namespaces no VirtualService is exported to, and clients outside the
+mesh — to the service as if it had none. When one VirtualService exported everywhere wins
+every namespace, its routes apply to every client unchanged.
+
+TLS and TCP routes cannot be told apart by client: the oldest VirtualService applies to
+every client, as before, and the others are reported for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from meshcore.kube import Report
+from meshcore.model import ClientMatch, Destination, HttpMatch, HttpRoute, Protocol, RouteKind, RouteTable, Service
+
+from ._codes import VS_CONFLICT
+from ._virtualservice import VirtualService, http_routes, l4_routes
+
+
+def _rank(vs: VirtualService, namespace: str) -> int | None:
+    """Istio's precedence of ``vs`` for clients of ``namespace`` (lower first), ``None`` when not exported there."""
+    own = vs.obj.namespace == namespace
+    if own and ("." in vs.exported or namespace in vs.exported or "*" in vs.exported):
+        return 0
+    if namespace in vs.exported:
+        return 1
+    if "*" in vs.exported:
+        return 2
+    return None
+
+
+def winners(candidates: Sequence[VirtualService], namespaces: Sequence[str]) -> dict[str, int]:
+    """The index in ``candidates`` (oldest first) of the VirtualService each namespace's clients use; absent: none."""
+    out = {}
+    for ns in namespaces:
+        ranked = [(rank, i) for i, vs in enumerate(candidates) if (rank := _rank(vs, ns)) is not None]
+        if ranked:
+            out[ns] = min(ranked)[1]
+    return out
+
+
+def _only_for(routes: Sequence[HttpRoute], namespaces: tuple[str, ...]) -> list[HttpRoute]:
+    """``routes`` limited to clients of ``namespaces``: each match narrowed, matches that cannot hold dropped."""
+    out = []
+    for route in routes:
+        matches = []
+        for m in route.matches or (HttpMatch(),):
+            own = m.clients or ClientMatch()
+            narrowed = tuple(n for n in namespaces if not own.namespaces or n in own.namespaces)
+            if narrowed:
+                matches.append(attrs.evolve(m, clients=attrs.evolve(own, namespaces=narrowed)))
+        if matches:
+            out.append(attrs.evolve(route, matches=tuple(matches)))
+    return out
+
+
+def _everyone_else(service: Service, port: int, claimed: Sequence[str], source_vs: VirtualService) -> HttpRoute:
+    return HttpRoute(
+        name=f"{service.namespace}/{service.name}.not-exported",
+        matches=(HttpMatch(clients=ClientMatch(namespaces=tuple(claimed), invert=True)),),
+        destinations=(Destination(service.ref, port),),
+        source=source_vs.obj.source_at("spec.exportTo"),
+    )
+
+
+def _host_field(vs: VirtualService, service: Service) -> str:
+    index = next((i for i, h in enumerate(vs.hosts) if h in service.hostnames), None)
+    return "spec.hosts" if index is None else f"spec.hosts[{index}]"
+
+
+def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespaces: Sequence[str],
+                report: Report) -> list[RouteTable]:
+    """The route tables of ``service`` from the mesh VirtualServices naming it (oldest first), per client namespace."""
+    first = candidates[0]
+    # Every namespace a candidate is exported to counts, even one without workloads yet.
+    known = sorted({*namespaces, *(vs.obj.namespace for vs in candidates),
+                    *(n for vs in candidates for n in vs.exported if n not in ("*", "."))})
+    chosen = winners(candidates, known)
+    used = [vs for i, vs in enumerate(candidates) if i in chosen.values()]
+    for i, vs in enumerate(candidates[1:], 1):
+        if i not in chosen.values():
+            report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} is older "
+                        f"and also routes {service.ref} for the clients this one is exported to; this one is "
+                        "ignored for it", _host_field(vs, service))
+        elif vs.tls or vs.tcp:
+            report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} is older "
+                        f"and also routes {service.ref}: TLS and TCP routes cannot depend on the client, so this "
+                        "one's are ignored for it", _host_field(vs, service))
+    everywhere = len(used) == 1 and "*" in used[0].exported and len(chosen) == len(known)
+    tables = []
+    for port in service.ports:
+        if port.protocol is Protocol.UDP:
+            continue
+        if port.protocol.is_http:
+            http: list[HttpRoute] = []
+            if everywhere:
+                http = http_routes(used[0], port.port)
+            else:
+                for i, vs in enumerate(candidates):
+                    own = tuple(ns for ns, winner in chosen.items() if winner == i)
+                    if own:
+                        http += _only_for(http_routes(vs, port.port), own)
+                if http:
+                    http.append(_everyone_else(service, port.port, sorted(chosen), used[0]))
+            if http:
+                tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
+                                         source=used[0].obj.source))
+        else:
+            tcp = l4_routes(first, port.port)
+            if tcp:
+                tables.append(RouteTable(service.ref, port.port, RouteKind.L4, tcp=tuple(tcp),
+                                         source=first.obj.source))
+    return tables
