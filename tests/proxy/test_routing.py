@@ -103,8 +103,8 @@ def test_rewrite_and_header_modifiers(apply: Apply) -> None:
             svc,
             m.HttpRoute("api", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/api/"))],
                         destinations=[dest(svc)], rewrite=m.Rewrite(prefix="/v1/", host="internal.web"),
-                        request_headers=m.HeaderModifier(set=[("x-env", "prod")], add=[("x-trace", "added")],
-                                                         remove=["x-secret"]),
+                        request_headers=m.HeaderModifier(set=[("x-env", "prod"), ("x-share", "50% %HOSTNAME%")],
+                                                         add=[("x-trace", "added")], remove=["x-secret"]),
                         response_headers=m.HeaderModifier(set=[("x-served-by", "meshcore")], remove=["content-type"])),
             m.HttpRoute("fixed", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/legacy"))],
                         destinations=[dest(svc)], rewrite=m.Rewrite(path="/modern")),
@@ -115,6 +115,7 @@ def test_rewrite_and_header_modifiers(apply: Apply) -> None:
         assert seen["path"] == "/v1/items?id=1"
         assert seen["headers"]["host"] == "internal.web"
         assert seen["headers"]["x-env"] == "prod"
+        assert seen["headers"]["x-share"] == "50% %HOSTNAME%"  # values are literal: no Envoy commands
         assert "x-secret" not in seen["headers"]
         # The added value goes next to the client's own.
         assert "client" in seen["headers"]["x-trace"] and "added" in seen["headers"]["x-trace"]
@@ -281,3 +282,18 @@ def test_routes_for_some_clients_only(apply: Apply) -> None:
         assert {s: (a.status, a.name if a.status == 200 else "") for s, a in got.items()} == {
             "127.0.0.60": (200, "v2"), "127.0.0.61": (200, "web"), "127.0.0.62": (418, ""),
             "127.0.0.63": (200, "web"), "127.0.0.1": (200, "web")}
+
+
+def test_a_regex_beyond_envoys_default_program_size_is_served(apply: Apply) -> None:
+    # RE2 program size 1013: Envoy's own limit (100) would refuse it; the node proxy's
+    # bootstrap raises the limit to what the model checks.
+    pattern = "/static/[a-zA-Z0-9._-]{0,200}/file"
+    with backends("web", "assets") as (web, assets):
+        svcs = [service("web", [web]), service("assets", [assets])]
+        routes = table(svcs[0],
+                       m.HttpRoute("static", matches=[m.HttpMatch(path=m.StringMatch("RegularExpression", pattern))],
+                                   destinations=[dest("assets")]),
+                       m.HttpRoute("default", destinations=[dest(svcs[0])]))
+        port = proxy_port(apply(snapshot(svcs, [routes])), "web")
+        assert request(port, "/static/v1.2/file").name == "assets"
+        assert request(port, "/static/v1.2/other").name == "web"

@@ -66,6 +66,7 @@ from .traffic import (
     UpstreamTls,
     resolve_traffic,
 )
+from ._validate import MAX_REGEX_PROGRAM_SIZE, regex_error
 from .workload import Protocol, ProxyMode, Workload, WorkloadPort, WorkloadRef
 
 __all__ = [
@@ -79,7 +80,7 @@ __all__ = [
     "RequestAuthentication", "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
     "ServiceListener", "ServicePort", "ServiceRef", "Severity", "Snapshot", "Source",
     "StringMatch", "TcpRoute", "Workload", "WorkloadPort", "WorkloadRef", "WorkloadSelector",
-    "has_errors", "to_data",
+    "has_errors", "regex_error", "to_data", "MAX_REGEX_PROGRAM_SIZE",
     "ConnectionPool", "HashAlgorithm", "HashKey", "HashKeyKind", "LoadBalancer", "OutlierDetection",
     "TcpKeepalive", "TlsMode", "TrafficPolicy", "UpstreamTls", "resolve_traffic",
 ]

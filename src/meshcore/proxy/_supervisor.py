@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from ..model import MAX_REGEX_PROGRAM_SIZE
 from ._admin import NETNS_DIR, AdminClient
 from ._errors import EnvoyStartError, ProxyError
 from ._resources import XDS_CLUSTER
@@ -50,6 +51,12 @@ def bootstrap(node: str, xds: XdsEndpoint, admin_address: str = "127.0.0.1", adm
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
+        # Regular expressions are validated against MAX_REGEX_PROGRAM_SIZE when the model
+        # is built (Envoy's own default, 100, would refuse many that Istio users rely on);
+        # Envoy's RE2 counts a few more instructions than the Python binding's, hence the margin.
+        "layered_runtime": {"layers": [{"name": "meshcore", "static_layer": {
+            "re2.max_program_size.error_level": 2 * MAX_REGEX_PROGRAM_SIZE,
+        }}]},
         "static_resources": {"clusters": [{
             "name": XDS_CLUSTER,
             "type": "STATIC",

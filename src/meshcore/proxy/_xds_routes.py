@@ -73,11 +73,18 @@ def _route_match(match: HttpMatch) -> dict[str, Any]:
     return out
 
 
+def _literal(value: str) -> str:
+    """``value`` as an Envoy header format string that yields it unchanged (``%`` starts a command there)."""
+    return value.replace("%", "%%")
+
+
 def _header_options(mod: HeaderModifier) -> list[dict[str, Any]]:
     return [
-        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in mod.set
+        {"header": {"key": k, "value": _literal(v)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for k, v in mod.set
     ] + [
-        {"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"} for k, v in mod.add
+        {"header": {"key": k, "value": _literal(v)}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+        for k, v in mod.add
     ]
 
 

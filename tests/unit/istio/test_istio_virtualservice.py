@@ -352,3 +352,18 @@ def test_http_rules_on_a_service_without_http_port_are_reported() -> None:
     """))
     assert not result.snapshot.routes
     assert find(result, "MC7018").field == "spec.http"
+
+
+def test_header_values_with_envoy_variables_are_literal_and_reported() -> None:
+    result = translate(service("app"), istio("VirtualService", "app", """
+        hosts: [app]
+        http:
+        - headers:
+            request:
+              set: {x-client: "%DOWNSTREAM_REMOTE_ADDRESS%", x-share: "50%"}
+          route: [{destination: {host: app}}]
+    """))
+    [route] = http(result, "app")
+    assert dict(route.request_headers.set) == {"x-client": "%DOWNSTREAM_REMOTE_ADDRESS%", "x-share": "50%"}
+    [warning] = [d for d in result.diagnostics if d.code == "MC7015"]
+    assert warning.field == "spec.http[0].headers.request.set.x-client" and "not expanded" in warning.message

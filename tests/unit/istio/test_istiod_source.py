@@ -140,8 +140,8 @@ def _bad_enum_number(resources: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize(("url", "spoil", "expected"), [
     (VS, _wrong_body_type, "VirtualService default/reviews: spec: body is istio.networking.v1alpha3.DestinationRule"),
-    (VS, _invalid_regex, "VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: invalid "
-                         "regular expression '(jason'"),
+    (VS, _invalid_regex, "VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: '(jason' "
+                         "is not a valid RE2 regular expression: missing ): (jason"),
     (AP, _bad_enum_number, "AuthorizationPolicy default/reviews-viewer: spec.action: 9 is not a Action"),
 ])
 def test_a_bad_resource_is_nacked_and_the_previous_objects_kept(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from meshcore.kube import FieldError, Fields, KubeObject, Report
-from meshcore.model import MatchKind, ModelError, StringMatch
+from meshcore.model import MatchKind, ModelError, StringMatch, regex_error
 
 from ._codes import INVALID_COMBINATION, INVALID_REGEX, INVALID_VALUE, NOT_SUPPORTED
 
@@ -96,11 +96,10 @@ def percentage(fields: Fields, key: str = "percentage", legacy: str | None = Non
 
 
 def check_regex(value: str, path: str) -> str:
-    """Validate a regular expression (RE2 syntax is close to Python's)."""
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise FieldError(path, f"{value!r} is not a valid regular expression: {exc}", INVALID_REGEX) from None
+    """Validate a regular expression as Envoy will compile it (RE2, bounded program size)."""
+    problem = regex_error(value)
+    if problem is not None:
+        raise FieldError(path, problem, INVALID_REGEX)
     return value
 
 

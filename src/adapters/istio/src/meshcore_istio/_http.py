@@ -234,6 +234,24 @@ def _modifier(fields: Fields) -> HeaderModifier:
     )
 
 
+#: An Envoy header variable (``%DOWNSTREAM_REMOTE_ADDRESS%``, ``%REQ(x-id)%``...).
+_ENVOY_VARIABLE = re.compile(r"%[A-Z][A-Z0-9_]*(\([^)]*\))?(:[0-9]+)?%")
+
+
+def _flag_envoy_variables(rule: Fields, obj: KubeObject, report: Report) -> None:
+    """Warn about header values using Envoy's variables: the model's values are literal text."""
+    places = [rule.map("headers"), *(e.map("headers") for e in rule.maps("route") if e.has("headers"))]
+    for heads in places:
+        for side in ("request", "response"):
+            for op in ("set", "add"):
+                values = heads.map(side).map(op)
+                for name in values.data:
+                    value = values.data[name]
+                    if isinstance(value, str) and _ENVOY_VARIABLE.search(value):
+                        report.warn(obj, NOT_EXPRESSIBLE, f"header value {value!r} uses an Envoy variable; values "
+                                    "are sent as written, not expanded", f"{values.path}.{name}")
+
+
 def _redirect(r: Fields) -> Redirect:
     if r.has("port") and r.has("derivePort"):
         raise FieldError(r.path, "only one of port or derivePort may be set", INVALID_COMBINATION)
@@ -366,6 +384,7 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
     targets = tuple(resolver.weighted(rule)) if has["route"] else ()
     per_dest = [e.map("headers") for e in rule.maps("route") if e.has("headers")]
     heads = rule.map("headers")
+    _flag_envoy_variables(rule, obj, report)
     request_headers = _modifier(heads.map("request"))
     response_headers = _modifier(heads.map("response"))
     if per_dest:

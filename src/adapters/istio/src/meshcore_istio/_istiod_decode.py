@@ -9,7 +9,6 @@ Each object becomes the dict a YAML manifest of it would parse to, then a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from meshcore.kube import KubeObject, make_object
+from meshcore.model import regex_error
 
 from ._adapter import KINDS
 from ._api import message_type
@@ -106,10 +106,9 @@ def check_message(msg: Message, path: str) -> None:
             valid = ", ".join(v.name for v in field.enum_type.values)
             raise ResourceError(f"{sub}: {value} is not a {field.enum_type.name} (valid: {valid})")
         if field.name == regex_field and isinstance(value, str):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ResourceError(f"{sub}: invalid regular expression {value!r}: {exc}") from None
+            problem = regex_error(value)
+            if problem is not None:
+                raise ResourceError(f"{sub}: {problem}")
         if isinstance(value, Message):
             check_message(value, sub)
 
