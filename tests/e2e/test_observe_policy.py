@@ -90,6 +90,9 @@ def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:
     assert (d["destination"], d["destinationNamespace"], d["destinationAddress"]) == ("default/server", "default", ip)
     assert d["sourceNamespace"] == "default" and d["sourcePort"] > 0
     assert d["sourceIdentity"] > 0 and d["destinationIdentity"] > 0
+    # The default deny is the ALLOW policy's: the flow names it and where it is written.
+    assert d["policy"] == "default/server-from-client (no rule allows it)", d
+    assert re.search(r"policy\.yaml:\d+", d["policySource"]), d
     assert d["sourceIdentity"] != d["destinationIdentity"]
 
     denied = observe(lab, "--verdict", "dropped", "--pod", "client",

@@ -315,13 +315,13 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
     done: set[int] = set()
     for w in local:
         ident = universe.workload_id(w)
-        default_deny = {d: False for d in Direction}
+        allows: dict[Direction, list[str]] = {d: [] for d in Direction}
         per_dir: dict[Direction, _Contribs] = {d: defaultdict(list) for d in Direction}
         for policy, rules in compiled:
             if not policy.selects(w.namespace, w.labels):
                 continue
             if policy.action is PolicyAction.ALLOW:
-                default_deny[policy.direction] = True
+                allows[policy.direction].append(f"{policy.namespace}/{policy.name}")
             verdict = PolicyVerdict.DENY if policy.action is PolicyAction.DENY else PolicyVerdict.ALLOW
             for index, rule, remotes in rules:
                 _contribute(per_dir[policy.direction], universe, rule, verdict, index, remotes)
@@ -330,7 +330,8 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
             only_proxy = PolicyRule(operations=[Operation(ports=[PortRange.single(p) for p in sorted(gated_ports)])])
             _contribute(per_dir[Direction.INGRESS], universe, only_proxy, PolicyVerdict.DENY, index)
         endpoints[w.ref] = PolicyEndpoint(
-            w.ref, ident, w.addresses, default_deny[Direction.INGRESS], default_deny[Direction.EGRESS]
+            w.ref, ident, w.addresses, bool(allows[Direction.INGRESS]), bool(allows[Direction.EGRESS]),
+            tuple(dict.fromkeys(allows[Direction.INGRESS])), tuple(dict.fromkeys(allows[Direction.EGRESS])),
         )
         if ident in done:
             continue

@@ -71,6 +71,8 @@ class PolicyEndpoint:
 
     ``*_default_deny`` is set when an ALLOW policy selects the workload in that direction:
     then what no entry allows is dropped; otherwise unmatched traffic passes.
+    ``*_allow_policies`` name those ALLOW policies (``namespace/name``), for the flows
+    their default deny drops.
     """
 
     workload: WorkloadRef
@@ -78,6 +80,8 @@ class PolicyEndpoint:
     addresses: tuple[str, ...] = ()
     ingress_default_deny: bool = False
     egress_default_deny: bool = False
+    ingress_allow_policies: tuple[str, ...] = ()
+    egress_allow_policies: tuple[str, ...] = ()
 
 
 @attrs.frozen(order=True)

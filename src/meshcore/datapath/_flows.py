@@ -97,6 +97,17 @@ class FlowDecoder:
         ident = next((i for i in self.plan.identities if i.numeric_id == identity), None)
         return ident.namespace if ident is not None else ""
 
+    def _default_deny(self, pod: WorkloadRef | None, direction: str) -> tuple[str, str]:
+        """The ALLOW policies whose default deny dropped a flow of ``pod``, and the first one's source."""
+        endpoint = self.plan.endpoint(pod) if pod is not None else None
+        if endpoint is None:
+            return "", ""
+        names = endpoint.egress_allow_policies if direction == "egress" else endpoint.ingress_allow_policies
+        if not names:
+            return "", ""
+        source = next((str(o.source) for o in self.plan.origins if o.policy == names[0]), "")
+        return f"{', '.join(names)} (no rule allows it)", source
+
     def decode(self, raw: bytes) -> Flow:
         """Decode one event record."""
         if len(raw) < ctypes.sizeof(Event):
@@ -106,12 +117,18 @@ class FlowDecoder:
         dst, _ = unpack_addr(bytes(ev.daddr))
         src_pod, dst_pod = self._pod(src), self._pod(dst)
         origin = self.plan.origin(int(ev.policy_index)) if ev.policy_index else None
+        reason = REASONS.get(int(ev.reason), str(ev.reason))
+        direction = _DIRECTIONS.get(int(ev.direction), str(ev.direction))
+        policy = f"{origin.policy} rule {origin.rule} ({origin.action})" if origin else ""
+        policy_source = str(origin.source) if origin else ""
+        if origin is None and reason == "default-deny":
+            policy, policy_source = self._default_deny(src_pod if direction == "egress" else dst_pod, direction)
         stamp = datetime.datetime.fromtimestamp((int(ev.ts_ns) + self._offset) / 1e9, tz=datetime.UTC)
         return Flow(
             time=stamp,
             verdict=VERDICTS.get(int(ev.verdict), str(ev.verdict)),
-            reason=REASONS.get(int(ev.reason), str(ev.reason)),
-            direction=_DIRECTIONS.get(int(ev.direction), str(ev.direction)),
+            reason=reason,
+            direction=direction,
             protocol=_PROTOCOLS.get(int(ev.proto), str(ev.proto)),
             src_address=src, dst_address=dst,
             src_port=socket.ntohs(ev.sport), dst_port=socket.ntohs(ev.dport),
@@ -119,7 +136,7 @@ class FlowDecoder:
             src_pod=str(src_pod) if src_pod else "", dst_pod=str(dst_pod) if dst_pod else "",
             src_namespace=self._namespace(int(ev.src_identity), src_pod),
             dst_namespace=self._namespace(int(ev.dst_identity), dst_pod),
-            policy=f"{origin.policy} rule {origin.rule} ({origin.action})" if origin else "",
-            policy_source=str(origin.source) if origin else "",
+            policy=policy,
+            policy_source=policy_source,
             policy_index=int(ev.policy_index), ifindex=int(ev.ifindex),
         )

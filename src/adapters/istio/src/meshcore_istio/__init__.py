@@ -4,7 +4,8 @@ The adapter object :data:`adapter` is registered under the ``meshcore.adapters``
 point ``istio``. It translates VirtualService, DestinationRule, ServiceEntry and
 WorkloadEntry into services and route tables, AuthorizationPolicy,
 PeerAuthentication and RequestAuthentication into model policies, serves Gateway on the
-Services exposing its workloads, and recognises Sidecar with a diagnostic. Every spec is first parsed into its Istio API
+Services exposing its workloads, and turns a REGISTRY_ONLY Sidecar into egress policies.
+Every spec is first parsed into its Istio API
 protobuf message (:func:`parse_spec`). Codes are listed in :data:`ISTIO_CODES`.
 :class:`IstiodSource` reads the same objects from a running istiod over xDS.
 """

@@ -38,7 +38,6 @@ from ._codes import (
     HOST_NOT_FOUND,
     NO_MATCHING_PORT,
     NOT_CARRIED,
-    NOT_SUPPORTED,
     SUBSET_NO_PODS,
     VS_HOST_UNMATCHED,
 )
@@ -51,6 +50,7 @@ from ._ingress import serve_gateways
 from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
 from ._serviceentry import read_service_entry, read_workload_entry
+from ._sidecar import read_sidecar, sidecar_policies
 from ._trafficpolicy import traffic_policies
 from ._virtualservice import VirtualService, check_shadowing, read_virtual_service
 from ._vs_scope import mesh_tables
@@ -81,19 +81,6 @@ def _run(obj: KubeObject, report: Report, fn: Callable[..., T], *args: Any) -> T
     except (FieldError, ModelError) as exc:
         report.items.append(field_diagnostic(obj, exc))
         return None
-
-
-def _sidecar(obj: KubeObject, report: Report) -> None:
-    spec = obj.spec
-    egress = spec.get("egress")
-    simple = (not spec.get("ingress") and not spec.get("outboundTrafficPolicy")
-              and not spec.get("inboundConnectionPool")
-              and (not egress or egress == [{"hosts": ["*/*"]}]))
-    if simple:
-        report.info(obj, NOT_CARRIED, "this Sidecar keeps Istio's defaults; it has no effect here")
-    else:
-        report.warn(obj, NOT_SUPPORTED, "Sidecar is not supported yet (there are no sidecars: ingress, egress "
-                    "and outbound traffic policy are not enforced)", "spec")
 
 
 def _checked(obj: KubeObject) -> bool:
@@ -149,8 +136,10 @@ class _Translation:
         authns = [a for obj in self.by_kind["RequestAuthentication"]
                   if (a := _run(obj, report, read_request_authentication, obj, report, self.root)) is not None]
         self.tables += serve_gateways(self.by_kind["Gateway"], virtual_services, self.inventory, self.workloads, report)
-        for obj in self.by_kind["Sidecar"]:
-            _sidecar(obj, report)
+        scopes = [scope for obj in sorted(self.by_kind["Sidecar"], key=age_key)
+                  if (scope := _run(obj, report, read_sidecar, obj, report)) is not None]
+        policies += sidecar_policies(scopes, [*self.inventory.services, *self.services],
+                                     [*self.inventory.workloads, *self.workloads], hosts, self.root, report)
         return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
                         policies=policies, peer_authentications=peer, request_authentications=authns,
                         traffic_policies=traffic, diagnostics=report.items)

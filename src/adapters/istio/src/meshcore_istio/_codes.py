@@ -29,10 +29,10 @@ MC7012   warning   Several VirtualServices for one host on the mesh gateway: for
                    exported by name, then to all; oldest first), the others are
                    ignored for that host (TLS/TCP rules: the oldest for every client).
 MC7013   info      A setting the model does not carry yet: accepted and reported,
-                   not enforced (connection pool, outlier detection, TLS origination,
-                   exportTo and client matches of TLS/TCP rules).
-MC7014   warning   A kind or feature recognised but not supported yet: Sidecar,
-                   targetRef policies, CUSTOM authorization, Gateway servers with
+                   not enforced (exportTo and client matches of TLS/TCP rules,
+                   Sidecar ingress and egress hosts under ALLOW_ANY).
+MC7014   warning   A kind or feature recognised but not supported yet: Sidecar
+                   egressProxy, targetRef policies, CUSTOM authorization, Gateway servers with
                    TLS termination or AUTO_PASSTHROUGH, PeerAuthentication STRICT
                    (mutual TLS is not implemented: plain text is still accepted).
 MC7015   warning   A condition the model cannot express: the match or rule is left

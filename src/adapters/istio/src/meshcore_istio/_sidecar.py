@@ -1,0 +1,232 @@
+"""Sidecar → the outbound traffic a workload may send when its registry is closed (``REGISTRY_ONLY``).
+
+There are no sidecar proxies, so a Sidecar keeps the one meaning that does not depend on
+one: which destinations its workloads may reach. Each workload takes the Sidecar Istio
+would give it — the oldest one of its namespace whose ``workloadSelector`` selects it,
+else its namespace's oldest one without a selector, else the root namespace's oldest one
+without a selector. When that Sidecar's ``outboundTrafficPolicy.mode`` is
+``REGISTRY_ONLY``, the workload gets a model egress ALLOW policy named after the Sidecar:
+it may open TCP connections only to the services its ``egress`` hosts import
+(``namespace/dnsName``; ``*`` and ``.`` namespaces, ``*`` and ``*.suffix`` names; a
+listener's ``port`` limits its hosts to that service port) and are exported to its
+namespace — to their backends on their target ports, pods by identity and other endpoints
+by address. UDP and SCTP stay open, as Istio's sidecars capture only TCP. ``ALLOW_ANY``,
+or no ``outboundTrafficPolicy`` (the mesh default here), restricts nothing.
+
+Reported and not applied: ``egress`` hosts under ``ALLOW_ANY`` (Istio would also hide the
+other services' routes from the workload; here every client sees every route),
+``ingress``, ``inboundConnectionPool``, ``egressProxy``, and a listener's ``bind`` and
+``captureMode``. A Sidecar without a selector applies to workloads with no selected
+Sidecar; when such workloads cannot be told apart by labels from ones that have their
+own, the policy is written per workload and a warning says when labels are shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from meshcore.kube import FieldError, Fields, KubeObject, Report
+from meshcore.model import (
+    AuthorizationPolicy,
+    Direction,
+    IpBlock,
+    Operation,
+    PeerSelector,
+    PolicyRule,
+    PortRange,
+    Service,
+    Workload,
+    WorkloadRef,
+    WorkloadSelector,
+)
+
+from ._codes import CONFLICT, INVALID_VALUE, NOT_CARRIED, NOT_SUPPORTED
+from ._common import host_matches, model
+from ._hosts import HostIndex
+
+REGISTRY_ONLY = "REGISTRY_ONLY"
+
+
+@attrs.frozen
+class _Egress:
+    """One ``egress`` listener: the hosts it imports, limited to ``port`` when set."""
+
+    hosts: tuple[tuple[str, str], ...]
+    port: int | None
+
+
+@attrs.frozen(eq=False)
+class SidecarScope:
+    """A Sidecar read: whom it selects, whether its registry is closed, what it imports."""
+
+    obj: KubeObject
+    selector: tuple[tuple[str, str], ...] | None
+    registry_only: bool
+    egress: tuple[_Egress, ...]
+
+    def imports(self, service: Service, number: int, exported_here: bool) -> bool:
+        """True when one of the egress hosts imports ``service`` port ``number`` (visible from the Sidecar's namespace)."""
+        if not exported_here:
+            return False
+        if not self.egress:
+            return True  # no egress listeners: Istio imports everything visible
+        for listener in self.egress:
+            if listener.port is not None and listener.port != number:
+                continue
+            for namespace, name in listener.hosts:
+                wanted = self.obj.namespace if namespace == "." else namespace
+                if wanted == "~" or (wanted != "*" and wanted != service.namespace):
+                    continue
+                if any(name == "*" or host_matches(name, h) for h in service.hostnames):
+                    return True
+        return False
+
+
+def _host(value: str, path: str) -> tuple[str, str]:
+    namespace, slash, name = value.partition("/")
+    if not slash or not namespace or not name:
+        raise FieldError(path, f"{value!r} is not namespace/dnsName (e.g. './*', 'istio-system/*', "
+                         "'*/api.example.com')", INVALID_VALUE)
+    return namespace, name
+
+
+def read_sidecar(obj: KubeObject, report: Report) -> SidecarScope:
+    """The scope of one Sidecar, reporting what is not applied."""
+    spec = Fields.of(obj).map("spec")
+    selector = None
+    if spec.has("workloadSelector"):
+        selector = tuple(sorted(spec.map("workloadSelector").str_map("labels").items()))
+    egress = []
+    for listener in spec.maps("egress"):
+        hosts = tuple(_host(h, f"{listener.path}.hosts[{i}]") for i, h in enumerate(listener.strs("hosts")))
+        if not hosts:
+            raise FieldError(f"{listener.path}.hosts", "an egress listener needs at least one host", INVALID_VALUE)
+        port = listener.map("port").int("number") if listener.has("port") else None
+        for key in ("bind", "captureMode"):
+            if listener.has(key):
+                report.info(obj, NOT_CARRIED, f"{key} has no meaning without a sidecar proxy", f"{listener.path}.{key}")
+        egress.append(_Egress(hosts, port))
+    policy = spec.map("outboundTrafficPolicy")
+    registry_only = spec.has("outboundTrafficPolicy") and (policy.str("mode") or REGISTRY_ONLY) == REGISTRY_ONLY
+    if policy.has("egressProxy"):
+        report.warn(obj, NOT_SUPPORTED, "egressProxy is not supported: unknown destinations are refused, not sent "
+                    "to the egress proxy" if registry_only else "egressProxy is not supported",
+                    "spec.outboundTrafficPolicy.egressProxy")
+    for key in ("ingress", "inboundConnectionPool"):
+        if spec.has(key):
+            report.info(obj, NOT_CARRIED, f"{key} is not applied: there is no sidecar proxy in front of the "
+                        "workload", f"spec.{key}")
+    if egress and not registry_only:
+        report.info(obj, NOT_CARRIED, "egress hosts are applied only with outboundTrafficPolicy REGISTRY_ONLY "
+                    "(which services a workload may reach); they do not hide other services' routes here",
+                    "spec.egress")
+    return SidecarScope(obj, selector, registry_only, tuple(egress))
+
+
+def _effective(scopes: Sequence[SidecarScope], workload: Workload, root: str, report: Report,
+               reported: set[tuple[str, str]]) -> SidecarScope | None:
+    own = [s for s in scopes if s.obj.namespace == workload.namespace]
+    selecting = [s for s in own if s.selector is not None and workload.labels.matches(dict(s.selector))]
+    if selecting:
+        if len(selecting) > 1 and (workload.namespace, workload.name) not in reported:
+            reported.add((workload.namespace, workload.name))
+            report.warn(selecting[1].obj, CONFLICT, f"Sidecar {selecting[0].obj.namespace}/{selecting[0].obj.name} "
+                        f"is older and also selects {workload.namespace}/{workload.name}; this one is ignored for it",
+                        "spec.workloadSelector")
+        return selecting[0]
+    default = [s for s in own if s.selector is None]
+    if default:
+        return default[0]
+    mesh = [s for s in scopes if s.obj.namespace == root and s.selector is None]
+    return mesh[0] if mesh else None
+
+
+def _rules(scope: SidecarScope, services: Sequence[Service], hosts: HostIndex,
+           workloads: dict[WorkloadRef, Workload]) -> list[PolicyRule]:
+    """What the scope's workloads may reach: imported services' backends (TCP), and anything over UDP/SCTP."""
+    by_workload: dict[WorkloadRef, set[int]] = {}
+    by_address: dict[str, set[int]] = {}
+    for service in services:
+        exported = bool(hosts.lookup(service.hostnames[0], scope.obj.namespace)) if service.hostnames else True
+        for port in service.ports:
+            if port.protocol.transport != "TCP" or not scope.imports(service, port.port, exported):
+                continue
+            for backend in port.backends:
+                if backend.workload is not None and backend.workload in workloads:
+                    by_workload.setdefault(backend.workload, set()).add(backend.port)
+                else:
+                    by_address.setdefault(backend.address, set()).add(backend.port)
+    rules = [PolicyRule(operations=(Operation(ports=(PortRange(1, 65535, "UDP"), PortRange(1, 65535, "SCTP"))),))]
+    for ref, ports in sorted(by_workload.items()):
+        w = workloads[ref]
+        rules.append(PolicyRule(
+            sources=(PeerSelector(namespaces=(w.namespace,), workload_labels=dict(w.labels)),),
+            operations=(Operation(ports=tuple(PortRange.single(p) for p in sorted(ports))),),
+        ))
+    for address, ports in sorted(by_address.items()):
+        prefix = 128 if ":" in address else 32
+        rules.append(PolicyRule(
+            sources=(PeerSelector(ip_blocks=(IpBlock(f"{address}/{prefix}"),)),),
+            operations=(Operation(ports=tuple(PortRange.single(p) for p in sorted(ports))),),
+        ))
+    return rules
+
+
+def sidecar_policies(scopes: Sequence[SidecarScope], services: Sequence[Service], workloads: Sequence[Workload],
+                     hosts: HostIndex, root: str, report: Report) -> list[AuthorizationPolicy]:
+    """The egress ALLOW policies of the workloads whose Sidecar (``scopes``, oldest first) closes the registry."""
+    defaults: dict[str, SidecarScope] = {}
+    for s in scopes:
+        if s.selector is None:
+            first = defaults.setdefault(s.obj.namespace, s)
+            if first is not s:
+                report.warn(s.obj, CONFLICT, f"Sidecar {first.obj.namespace}/{first.obj.name} is older and also has "
+                            "no workloadSelector; this one is ignored", "spec")
+    scopes = [s for s in scopes if s.selector is not None or defaults.get(s.obj.namespace) is s]
+    if not any(s.registry_only for s in scopes):
+        return []
+    index = {w.ref: w for w in workloads}
+    reported: set[tuple[str, str]] = set()
+    effective = {w.ref: _effective(scopes, w, root, report, reported) for w in workloads}
+    out: list[AuthorizationPolicy] = []
+    for scope in scopes:
+        members = [index[ref] for ref, s in effective.items() if s is scope]
+        if not scope.registry_only or not members:
+            continue
+        rules = tuple(_rules(scope, services, hosts, index))
+        selectors = _selectors(scope, members, effective, index, report)
+        for i, selector in enumerate(selectors):
+            namespace = selector.namespace or scope.obj.namespace
+            several = sum(1 for x in selectors if x.namespace == selector.namespace) > 1
+            name = f"sidecar.{scope.obj.name}" + (f".{i}" if several else "")
+
+            def build(sel: WorkloadSelector = selector, ns: str = namespace, n: str = name) -> AuthorizationPolicy:
+                return AuthorizationPolicy(n, ns, sel, "ALLOW", rules, Direction.EGRESS, source=scope.obj.source)
+            out.append(model("spec", build))
+    return out
+
+
+def _selectors(scope: SidecarScope, members: Sequence[Workload], effective: dict[WorkloadRef, SidecarScope | None],
+               index: dict[WorkloadRef, Workload], report: Report) -> list[WorkloadSelector]:
+    """Selectors choosing exactly the scope's workloads (per namespace; per label set when the namespace is shared)."""
+    out = []
+    for namespace in sorted({w.namespace for w in members}):
+        here = [w for w in members if w.namespace == namespace]
+        others = [w for w in index.values() if w.namespace == namespace and effective[w.ref] is not scope]
+        if scope.selector is not None:
+            out.append(WorkloadSelector(namespace, dict(scope.selector)))
+            continue
+        if not others:
+            out.append(WorkloadSelector(namespace))
+            continue
+        for labels in sorted({tuple(sorted(w.labels.items())) for w in here}):
+            selector = WorkloadSelector(namespace, dict(labels))
+            shared = [o for o in others if selector.selects(o.namespace, o.labels)]
+            if shared:
+                report.warn(scope.obj, CONFLICT, f"workloads {', '.join(f'{o.namespace}/{o.name}' for o in shared)} "
+                            "carry the labels of workloads this Sidecar applies to but have their own Sidecar: "
+                            "they get both Sidecars' destinations", "spec")
+            out.append(selector)
+    return out

@@ -1,0 +1,97 @@
+"""Sidecar: which workloads a REGISTRY_ONLY Sidecar applies to, and what it lets them reach."""
+
+from __future__ import annotations
+
+from _istio_support import codes, find, istio, pod, service, translate
+
+from meshcore.model import AuthorizationPolicy, Direction
+
+NS_OTHER = "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n"
+APPS = (
+    pod("api-0", "{app: api}", "10.1.0.1"), service("api", selector="{app: api}", vip="10.96.0.1"),
+    pod("db-0", "{app: db}", "10.1.0.2"),
+    service("db", selector="{app: db}", vip="10.96.0.2", ports="[{name: tcp, port: 5432}, {name: http, port: 8080}]"),
+    pod("job-0", "{app: job}", "10.1.0.3", namespace="other"),
+)
+
+
+def _egress(result: object) -> list[AuthorizationPolicy]:
+    return [p for p in result.snapshot.policies if p.direction is Direction.EGRESS]  # type: ignore[attr-defined]
+
+
+def _allowed(policy: AuthorizationPolicy) -> set[tuple[str, int]]:
+    """(peer app label, port) pairs a policy's TCP rules allow."""
+    out = set()
+    for rule in policy.rules:
+        for peer in rule.sources:
+            for op in rule.operations:
+                for r in op.ports:
+                    out.add((dict(peer.workload_labels or {}).get("app", ""), r.first))
+    return out
+
+
+def test_a_root_default_applies_to_namespaces_without_their_own() -> None:
+    root = istio("Sidecar", "default", """
+        egress:
+        - hosts: ["default/db.default.svc.cluster.local"]
+          port: {number: 5432, protocol: TCP, name: tcp}
+        outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """, namespace="istio-system")
+    own = istio("Sidecar", "default", """
+        outboundTrafficPolicy: {mode: ALLOW_ANY}
+    """, namespace="other")
+    result = translate(*APPS, NS_OTHER, "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n", root, own)
+    [policy] = _egress(result)
+    # Namespace "other" has its own (ALLOW_ANY) Sidecar; default takes the root's.
+    assert (policy.namespace, policy.selector.namespace, policy.name) == ("default", "default", "sidecar.default")
+    # The listener's port limits its host to that service port: db's HTTP port stays closed.
+    assert _allowed(policy) == {("db", 5432)}
+
+
+def test_registry_only_without_egress_imports_everything_visible_and_tilde_nothing() -> None:
+    everything = istio("Sidecar", "default", "outboundTrafficPolicy: {}")  # mode defaults to REGISTRY_ONLY
+    [policy] = _egress(translate(*APPS, everything))
+    assert _allowed(policy) == {("api", 80), ("db", 5432), ("db", 8080)}
+    nothing = istio("Sidecar", "default", """
+        egress: [{hosts: ["~/*"]}]
+        outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """)
+    [policy] = _egress(translate(*APPS, nothing))
+    assert _allowed(policy) == set()
+    # UDP and SCTP stay open: Istio's sidecars capture only TCP.
+    assert {r.protocol for rule in policy.rules for op in rule.operations for r in op.ports} == {"UDP", "SCTP"}
+
+
+def test_allow_any_restricts_nothing_and_reports_its_egress_hosts() -> None:
+    result = translate(*APPS, istio("Sidecar", "default", """
+        egress: [{hosts: ["./*"]}]
+        ingress: [{port: {number: 80, protocol: HTTP, name: http}, defaultEndpoint: "127.0.0.1:8080"}]
+    """))
+    assert _egress(result) == []
+    assert {(d.code, d.field) for d in result.diagnostics} >= {("MC7013", "spec.egress"), ("MC7013", "spec.ingress")}
+
+
+def test_the_oldest_selecting_sidecar_wins_and_the_other_is_reported() -> None:
+    first = istio("Sidecar", "first", """
+        workloadSelector: {labels: {app: api}}
+        egress: [{hosts: ["./db.default.svc.cluster.local"]}]
+        outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """, extra_meta='creationTimestamp: "2024-01-01T00:00:00Z"')
+    second = istio("Sidecar", "second", """
+        workloadSelector: {labels: {app: api}}
+        outboundTrafficPolicy: {mode: ALLOW_ANY}
+    """, extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
+    result = translate(*APPS, second, first)
+    [policy] = _egress(result)
+    assert policy.name == "sidecar.first" and dict(policy.selector.labels) == {"app": "api"}
+    assert find(result, "MC7016").source.name == "second"
+
+
+def test_a_host_without_namespace_is_an_error_naming_the_field() -> None:
+    result = translate(*APPS, istio("Sidecar", "default", """
+        egress: [{hosts: ["db.default.svc.cluster.local"]}]
+        outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """))
+    error = find(result, "MC7002")
+    assert error.field == "spec.egress[0].hosts[0]" and "namespace/dnsName" in error.message
+    assert _egress(result) == [] and "MC7014" not in codes(result)
