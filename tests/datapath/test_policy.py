@@ -183,7 +183,9 @@ def test_allow_by_identity_port_and_protocol(topo: Topo) -> None:
     assert server and client and (ok.src_identity, ok.dst_identity) == (client.identity, server.identity)
     assert (ok.src_pod, ok.src_namespace, ok.dst_namespace) == ("front/a", "front", "back")
     denied = find(flows, src_address=v4("a"), dst_port=81, direction="ingress")
-    assert (denied.verdict, denied.reason, denied.policy) == ("DROPPED", "default-deny", "")
+    # Default deny is the ALLOW policy's: the flow names it.
+    assert (denied.verdict, denied.reason, denied.policy) == (
+        "DROPPED", "default-deny", "back/allow-client (no rule allows it)")
     find(flows, src_address=v4("c"), dst_port=80, verdict="DROPPED", reason="default-deny")
     find(flows, src_address=v4("a"), dst_port=53, protocol="UDP", verdict="FORWARDED")
 

@@ -8,7 +8,8 @@ answers clients of namespace ``ops`` with 418, and whose last sends everyone to 
 clients elsewhere reach ratings as if there were no VirtualService. ``shop/details`` has
 a VirtualService for every namespace and one of namespace ``ops`` for its own clients:
 each marks its answers, so the test sees which one a client got. Every client connects
-to the same service address; the node proxy tells them apart by their pod address.
+to the same service address; the node proxy tells them apart by their pod address. The
+TCP port of ``shop/reviews-tcp`` sends clients of ``ops`` to v2, the others to v1.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ metadata: {name: reviews, namespace: shop}
 spec:
   selector: {app: reviews}
   ports: [{name: http, port: 80, targetPort: http}]
+""",
+    """apiVersion: v1
+kind: Service
+metadata: {name: reviews-tcp, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: tcp, port: 9000, targetPort: http}]
 """,
     echo_app("ratings", "shop"),
     echo_app("details", "shop"),
@@ -104,6 +112,28 @@ spec:
 """
 
 
+# A TCP port: clients of namespace ops reach v2, everyone else v1.
+ISTIO += """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-tcp, namespace: shop}
+spec:
+  host: reviews-tcp
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-tcp, namespace: shop}
+spec:
+  hosts: [reviews-tcp]
+  tcp:
+  - match: [{sourceNamespace: ops}]
+    route: [{destination: {host: reviews-tcp, subset: v2}}]
+  - route: [{destination: {host: reviews-tcp, subset: v1}}]
+"""
+
 # Namespace ops has its own view of shop/details; every other namespace gets shop's.
 ISTIO += _marking("details", "shop", "shop", '"*"') + _marking("details-for-ops", "ops", "ops", '"."')
 
@@ -152,6 +182,13 @@ def _header(lab: Lab, pod: str, ns: str, url: str, name: str) -> tuple[int, Any]
     lines = result.stdout.decode(errors="replace").lower().splitlines()
     return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
                                            if x.startswith(f"{name}:")), None)
+
+
+def test_tcp_routes_choose_by_client_namespace(lab: Lab) -> None:
+    url = "http://reviews-tcp.shop:9000/"
+    assert _version(_answers(lab, "oncall", "ops", url)) == {(200, "reviews-v2")}
+    assert _version(_answers(lab, "plain", "front", url)) == {(200, "reviews-v1")}
+    assert _version(_answers(lab, "local", "shop", url)) == {(200, "reviews-v1")}
 
 
 def test_export_to_limits_the_routes_to_the_exported_namespace(lab: Lab) -> None:

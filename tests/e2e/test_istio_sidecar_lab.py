@@ -103,4 +103,4 @@ def test_the_kernel_drops_a_direct_connection_the_sidecar_does_not_import(lab_fi
     assert status(lab, "tools", "locked", f"http://{details.addresses[0]}:8080/") == "200"
     rows = observed(lab, "--verdict", "dropped", "--pod", "client", "--namespace", "locked",
                     keep=lambda r: r["destinationPort"] == 8080 and r["destination"].startswith("shop/details"))
-    assert rows and "sidecar.default" in rows[-1]["policy"], rows[-1:]
+    assert rows and "sidecar:locked.default" in rows[-1]["policy"], rows[-1:]

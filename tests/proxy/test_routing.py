@@ -297,3 +297,28 @@ def test_a_regex_beyond_envoys_default_program_size_is_served(apply: Apply) -> N
         port = proxy_port(apply(snapshot(svcs, [routes])), "web")
         assert request(port, "/static/v1.2/file").name == "assets"
         assert request(port, "/static/v1.2/other").name == "web"
+
+
+def test_tcp_routes_for_some_clients_only(apply: Apply) -> None:
+    # A TCP port: clients of namespace "front" go to b, everyone else to a; the node
+    # proxy tells them apart when they connect (HTTP is only what the backends speak).
+    front = m.Workload("fe", "front", m.Identity("front", "fe"), addresses=("127.0.0.70",))
+    back = m.Workload("be", "back", m.Identity("back", "be"), addresses=("127.0.0.71",))
+    with backends("a", "b") as (a, b):
+        db = service("db", [a], protocol="TCP")
+        svc_a, svc_b = service("a", [a]), service("b", [b])
+        routes = m.RouteTable(db.ref, 80, "L4", tcp=(
+            m.TcpRoute("front", destinations=[dest("b")], clients=m.ClientMatch(namespaces=["front"])),
+            m.TcpRoute("rest", destinations=[dest("a")]),
+        ))
+        snap = m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("front"), m.Namespace("back")),
+                          services=(db, svc_a, svc_b), routes=(routes,),
+                          workloads=(a.workload(), b.workload(), front, back))
+        plan = apply(snap)
+        listener = plan.envoy.listener(f"{NS}/db:80")
+        assert listener is not None
+        assert [(c.name, c.sources is not None and "127.0.0.70/32" in c.sources) for c in listener.tcp] == [
+            (f"{NS}/db:80/front", True), (f"{NS}/db:80/rest", False)]
+        port = listener.proxy_port
+        assert {s: request(port, source=s).name for s in ("127.0.0.70", "127.0.0.71", "127.0.0.1")} == {
+            "127.0.0.70": "b", "127.0.0.71": "a", "127.0.0.1": "a"}

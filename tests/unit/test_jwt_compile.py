@@ -191,12 +191,32 @@ def test_keys_by_uri_are_fetched_from_a_service_of_the_mesh() -> None:
     assert all(p.jwks == NO_KEYS and not p.jwks_cluster for p in (https, wrong_port, outside))
     reasons = [w.message for w in plan.envoy.warnings if w.code == "MC5108"]
     assert len(reasons) == 3
-    assert "no traffic policy originates it" in reasons[0] and "no HTTP port 8443" in reasons[1]
-    assert "keys.example.com is not a service of the mesh" in reasons[2]
+    assert "no traffic policy originates it" in reasons[0] and "no TCP port 8443" in reasons[1]
+    assert "keys.example.com is not the DNS name of a Kubernetes Service" in reasons[2]
 
     jwt = build_resources(plan.envoy).of(LISTENER)["shop/web:80"].body["filter_chains"][0]["filters"][0][
         "typed_config"]["http_filters"][0]["typed_config"]
     assert jwt["providers"]["shop/tokens[0]"]["remote_jwks"]["http_uri"] == {
-        "uri": uris[0], "cluster": "idp/keys:80", "timeout": "5s"}
+        "uri": uris[0], "cluster": "idp/keys:80", "timeout": "5.000s"}
     assert "local_jwks" not in jwt["providers"]["shop/tokens[0]"]
     assert "remote_jwks" not in jwt["providers"]["shop/tokens[4]"]
+
+
+def test_keys_are_not_fetched_from_a_service_entry_claiming_a_host() -> None:
+    # Any namespace may declare a ServiceEntry for any host: whoever answers would decide
+    # which tokens are valid, so only a Kubernetes Service's own DNS name is trusted.
+    evil = m.Workload("evil", "aaa", m.Identity("aaa", "evil"), addresses=("10.0.0.66",))
+    claim = m.Service("fake", "aaa", hostnames=("keys.idp.svc.cluster.local", "idp.example.com"), ports=(
+        m.ServicePort(80, "HTTP", "http", backends=(m.Backend("10.0.0.66", 80, workload=evil.ref),)),))
+    web = m.Service("web", NS, vips=("10.96.0.1",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.0.0.1", 8080, workload=WEB.ref),)),))
+    authn = m.RequestAuthentication("tokens", NS, SEL, [
+        m.JwtRule("a", jwks_uri="http://keys.idp.svc.cluster.local/jwks.json"),
+        m.JwtRule("b", jwks_uri="http://idp.example.com/jwks.json")])
+    snap = m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("aaa")), workloads=(WEB, evil),
+                      services=(web, claim), request_authentications=(authn,))
+    plan = compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
+    (listener,) = plan.envoy.listeners
+    assert listener.jwt is not None
+    assert all(p.jwks == NO_KEYS and not p.jwks_cluster for p in listener.jwt.providers)
+    assert not any(c.name.startswith("aaa/") for c in plan.envoy.clusters)

@@ -53,6 +53,7 @@ from ..model import (
     RouteTable,
     Service,
     ServicePort,
+    ServiceRef,
     Severity,
     Snapshot,
     Source,
@@ -79,13 +80,13 @@ from ._envoy_plan import (
 #: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
-from ._envoy_clients import split_by_client
+from ._envoy_clients import client_sources, split_by_client
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_egress import EgressIndex
 from ._envoy_jwt import listener_jwt, route_jwt
 from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
 from ._envoy_tcp_checks import serves_tcp
-from ._envoy_sources import NotASourceSet, admitted_sources
+from ._envoy_sources import NotASourceSet, SourceSet, admitted_sources
 from ._plan import Decision
 
 
@@ -195,19 +196,25 @@ class _Builder:
         return workload is not None and all(workload.labels.get(k) == v for k, v in dest.subset_labels)
 
     def key_cluster(self, uri: str, origin: Origin) -> tuple[str | None, str]:
-        """The cluster through which the node proxy fetches the key set at ``uri``, or ``None`` and why not."""
+        """The cluster through which the node proxy fetches the key set at ``uri``, or ``None`` and why not.
+
+        Only a Kubernetes Service named by its DNS name qualifies: a name nobody else in the
+        mesh can claim (any namespace could declare a ServiceEntry for another host, and
+        whoever serves the keys decides which tokens are valid).
+        """
         parts = urllib.parse.urlsplit(uri)
         host = (parts.hostname or "").lower()
         try:
             number = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             return None, "its port is not a number"
-        service = next((s for s in self.snapshot.services if _names_host(s, host)), None)
+        service = _kubernetes_service(self.snapshot, host)
         if service is None:
-            return None, f"{host} is not a service of the mesh; the node proxy fetches keys only from those"
+            return None, (f"{host} is not the DNS name of a Kubernetes Service (<name>.<namespace>.svc...); the node "
+                          "proxy fetches keys only from those")
         port = service.port(number)
-        if port is None or not port.protocol.is_http:
-            return None, f"service {service.ref} has no HTTP port {number}"
+        if port is None:
+            return None, f"service {service.ref} has no TCP port {number}"
         name = self.cluster(Destination(service.ref, number), number, port.protocol, origin)
         traffic = self.clusters[name].traffic
         if parts.scheme == "https" and not (traffic is not None and traffic.tls is not None and traffic.tls.originates):
@@ -354,20 +361,26 @@ class _Builder:
 
     def tcp_listener(self, item: ProxiedPort, name: str) -> EnvoyListener:
         chains: list[TcpChain] = []
-        taken: set[str] = set()
-        catch_all = False
+        # First match wins, per server name ("" for connections without one): the clients
+        # earlier routes took for a name are not a later route's, and a name taken for
+        # every client is unreachable (Envoy also refuses chains with identical matches).
+        claimed: dict[str, SourceSet] = {}
         tables = [t for t in item.tables if t.kind is RouteKind.L4]
         for table in tables:
             for i, route in enumerate(table.tcp):
                 origin = Origin(f"TCP route {i} ({route.name or 'unnamed'}) of {table.service}:{table.port}",
                                 _first_known(route.source, table.source), route.sni)
-                # First match wins: server names (or the catch-all) already taken by an
-                # earlier route are unreachable here, and Envoy refuses duplicates.
-                sni = tuple(s for s in route.sni if s not in taken)
-                if (route.sni and not sni) or (not route.sni and catch_all):
+                wanted = client_sources(route.clients, self.snapshot.workloads)
+                # Names whose remaining clients are the same share one chain.
+                by_rest: dict[SourceSet, list[str]] = {}
+                for server in route.sni or ("",):
+                    before = claimed.get(server, SourceSet())
+                    rest = wanted - before
+                    if rest.cidrs():
+                        by_rest.setdefault(rest, []).append(server)
+                    claimed[server] = before | wanted
+                if not by_rest:
                     continue
-                taken.update(sni)
-                catch_all = catch_all or not route.sni
                 weights = [
                     ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
                     for d in route.destinations if d.weight > 0
@@ -376,8 +389,18 @@ class _Builder:
                     weights.append(ClusterWeight(self.refusing_cluster(table, item, origin), route.invalid_weight))
                 clusters = _merged(weights)
                 rbac = self.chain_rbac(clusters)
-                chains.append(TcpChain(f"{name}/{route.name or f'route-{i}'}", sni, clusters, (origin,),
-                                       self.hashes_source_ip(clusters, origin), rbac, self.chain_sources(rbac, origin)))
+                admitted = self.chain_sources(rbac, origin)
+                label = route.name or f"route-{i}"
+                for n, (rest, servers) in enumerate(by_rest.items()):
+                    sources = admitted
+                    if not rest.is_everyone:
+                        allowed = rest if admitted is None else rest & SourceSet.of(admitted)
+                        if not allowed.cidrs():
+                            continue  # none of its clients is admitted: they match no chain, and are closed
+                        sources = allowed.cidrs()
+                    chain_name = f"{name}/{label}" + (f"/{n}" if len(by_rest) > 1 else "")
+                    chains.append(TcpChain(chain_name, tuple(s for s in servers if s), clusters, (origin,),
+                                           self.hashes_source_ip(clusters, origin), rbac, sources))
         if not tables:
             # Proxied for its traffic policy alone: every connection goes to the port's own backends.
             clusters = (ClusterWeight(self.own_cluster(item), 1),)
@@ -465,12 +488,18 @@ class _Builder:
         return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
 
 
-def _names_host(service: Service, host: str) -> bool:
-    """True when ``host`` is one of the service's names (a Kubernetes Service also by ``name.namespace[.svc]``)."""
-    if host in service.hostnames:
-        return True
-    short = f"{service.name}.{service.namespace}"
-    return host in (short, f"{short}.svc") and any(h.startswith(f"{short}.svc.") for h in service.hostnames)
+def _kubernetes_service(snapshot: Snapshot, host: str) -> Service | None:
+    """The Kubernetes Service ``host`` names as ``<name>.<namespace>[.svc[.<domain>]]``, if there is one."""
+    labels = host.split(".")
+    if len(labels) < 2 or (len(labels) > 2 and labels[2] != "svc"):
+        return None
+    service = snapshot.service(ServiceRef(labels[1], labels[0]))
+    fqdn = f"{labels[0]}.{labels[1]}.svc."
+    if service is None or not any(h.startswith(fqdn) for h in service.hostnames):
+        return None  # a ServiceEntry, not a Kubernetes Service
+    if len(labels) > 3 and host not in service.hostnames:
+        return None  # another cluster domain
+    return service
 
 
 def _overrides(route: Sequence[EnvoyRbac], listener: Sequence[EnvoyRbac]) -> bool:

@@ -6,9 +6,12 @@ look at the client's address. So a listener whose routes carry
 workload is classified by which of those conditions it satisfies, workloads with the
 same answers share a *view* (a filter chain matching their addresses, with its own route
 configuration holding exactly the routes those answers keep), and every other client —
-addresses outside the mesh and workloads that answer like them — gets the listener's
-default chain. Routes without client conditions are in every view, in their place, so
+addresses outside the mesh, workloads that answer like them, host-network workloads and
+addresses workloads with different answers share — gets the listener's default chain. Routes without client conditions are in every view, in their place, so
 first-match-wins holds for each client.
+
+TCP routes with client conditions become filter chains whose source prefixes are those
+clients' addresses (:func:`client_sources`), less those an earlier route took.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..model import ClientMatch, Workload
+from ..model import ClientMatch, ProxyMode, Workload
 from ._envoy_plan import ClientView, EnvoyRoute, EnvoyVirtualHost
+from ._envoy_sources import SourceSet
 
 #: The answers of a client to a listener's client conditions, in condition order.
 _Answers = tuple[bool, ...]
@@ -45,6 +49,11 @@ def _kept(vhosts: Sequence[EnvoyVirtualHost], answers: dict[ClientMatch, bool]) 
     return tuple(out)
 
 
+def _clients(workloads: Sequence[Workload]) -> list[Workload]:
+    """The workloads whose connections are their own: not host-network or opted out (their address is the node's)."""
+    return [w for w in workloads if w.proxy_mode is ProxyMode.MESH]
+
+
 def _host_prefix(address: str) -> str:
     ip = ipaddress.ip_address(address)
     return f"{ip}/{ip.max_prefixlen}"
@@ -62,21 +71,33 @@ def split_by_client(
     if not conditions:
         return tuple(vhosts), []
     outsider: _Answers = tuple(c.admits(None, {}) for c in conditions)
-    groups: dict[_Answers, list[str]] = {}
-    claimed: set[str] = set()
-    for workload in sorted(workloads, key=lambda w: (w.namespace, w.name)):
+    by_address: dict[str, set[_Answers]] = {}
+    for workload in _clients(workloads):
         answers = tuple(c.admits(workload.namespace, workload.labels) for c in conditions)
-        if answers == outsider:
-            continue
         for address in workload.addresses:
-            prefix = _host_prefix(address)
-            # One address, one chain: Envoy refuses a listener whose chains overlap exactly.
-            if prefix not in claimed:
-                claimed.add(prefix)
-                groups.setdefault(answers, []).append(prefix)
+            by_address.setdefault(_host_prefix(address), set()).add(answers)
+    groups: dict[_Answers, list[str]] = {}
+    for prefix, found in by_address.items():
+        # An address shared by workloads that see different routes (host-network pods)
+        # cannot be told apart: it gets what clients outside the mesh get.
+        if len(found) == 1 and (answers := next(iter(found))) != outsider:
+            groups.setdefault(answers, []).append(prefix)
     default = _kept(vhosts, dict(zip(conditions, outsider, strict=True)))
     views = []
     for n, (answers, prefixes) in enumerate(sorted(groups.items())):
         view = ClientView(f"{listener}/clients-{n}", tuple(sorted(prefixes)))
         views.append((view, _kept(vhosts, dict(zip(conditions, answers, strict=True)))))
     return default, views
+
+
+def client_sources(clients: ClientMatch | None, workloads: Sequence[Workload]) -> SourceSet:
+    """The client addresses ``clients`` admits (everyone for ``None``): for TCP chains, matched on accept."""
+    if clients is None:
+        return SourceSet.everyone()
+    inside = attrs.evolve(clients, invert=False)
+    members = _clients(workloads)
+    chosen = {_host_prefix(a) for w in members if inside.admits(w.namespace, w.labels) for a in w.addresses}
+    # An address shared with a workload the condition does not take is nobody's.
+    others = {_host_prefix(a) for w in members if not inside.admits(w.namespace, w.labels) for a in w.addresses}
+    taken = SourceSet.of(chosen - others)
+    return taken.complement() if clients.invert else taken

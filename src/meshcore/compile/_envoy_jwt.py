@@ -2,10 +2,10 @@
 
 Every request authentication selecting a backend of the port contributes one provider per
 JWT rule. Keys given inline are served to the proxy as they are. Keys given by URI are
-fetched by the node proxy itself when the URI names a service of the mesh (a Kubernetes
-Service by its DNS name, or a ServiceEntry host): through that service port's cluster,
-which the proxy reaches like any backend — ``https://`` only when a traffic policy
-originates TLS to it. Any other URI (the proxy reaches only mesh endpoints; a control
+fetched by the node proxy itself when the URI names a Kubernetes Service by its DNS name
+(not a ServiceEntry host: any namespace could declare one for a host it does not own):
+through that service port's cluster, which the proxy reaches like any backend —
+``https://`` only when a traffic policy originates TLS to it. Any other URI (the proxy reaches only mesh endpoints; a control
 plane would fetch such keys for it), and keys left to discovery, give a provider whose
 only key nobody can sign with: tokens of that issuer are refused with 401 — never accepted
 unchecked — and a warning says so.

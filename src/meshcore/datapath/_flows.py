@@ -105,7 +105,8 @@ class FlowDecoder:
         names = endpoint.egress_allow_policies if direction == "egress" else endpoint.ingress_allow_policies
         if not names:
             return "", ""
-        source = next((str(o.source) for o in self.plan.origins if o.policy == names[0]), "")
+        source = next((str(o.source) for o in self.plan.origins
+                       if o.policy == names[0] and o.direction.value == direction), "")
         return f"{', '.join(names)} (no rule allows it)", source
 
     def decode(self, raw: bytes) -> Flow:

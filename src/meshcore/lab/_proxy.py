@@ -106,6 +106,7 @@ def union_plan(new: EnvoyPlan, old: EnvoyPlan) -> EnvoyPlan:
     for lst in kept:
         for chain in lst.tcp:
             used.update(w.cluster for w in chain.clusters)
+        used.update(p.jwks_cluster for p in (lst.jwt.providers if lst.jwt else ()) if p.jwks_cluster)
     clusters = [c for c in old.clusters if c.name in used and c.name not in cluster_names]
     return attrs.evolve(new, listeners=(*new.listeners, *kept), route_configs=(*new.route_configs, *routes),
                         clusters=(*new.clusters, *clusters))

@@ -296,7 +296,7 @@ class HttpRoute:
 
 @attrs.frozen(order=True)
 class TcpRoute:
-    """One L4 rule: optional SNI match (TLS passthrough) and weighted destinations.
+    """One L4 rule: optional SNI match (TLS passthrough), optional clients, and weighted destinations.
 
     ``invalid_weight`` is the share (on the destinations' weight scale) of connections
     meant for backends that could not be resolved: they are refused. A route with no
@@ -307,6 +307,7 @@ class TcpRoute:
     sni: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     destinations: tuple[Destination, ...] = attrs.field(default=(), converter=to_tuple)
     invalid_weight: int | None = attrs.field(default=None, validator=_optional_positive)
+    clients: ClientMatch | None = None
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
 
@@ -339,7 +340,7 @@ class RouteTable:
     def needs_l7(self) -> bool:
         """True when any route in the table needs Envoy."""
         if self.kind is RouteKind.L4:
-            return any(r.sni for r in self.tcp)
+            return any(r.sni or r.clients for r in self.tcp)
         return any(r.needs_l7 for r in self.http)
 
     def l7_reason(self) -> str | None:
@@ -350,6 +351,8 @@ class RouteTable:
         for i, t in enumerate(self.tcp):
             if t.sni:
                 return f"route {i} ({t.name or 'unnamed'}) matches on SNI"
+            if t.clients:
+                return f"route {i} ({t.name or 'unnamed'}) matches on the client"
         return None
 
 

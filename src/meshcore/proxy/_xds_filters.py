@@ -112,7 +112,7 @@ def _jwt_filter(jwt: EnvoyJwt, routes: Iterable[EnvoyRoute] = ()) -> dict[str, A
         if p.jwks_cluster:
             # Fetched when a token first needs them, then cached (Envoy's default, 10 minutes).
             provider["remote_jwks"] = {"http_uri": {"uri": p.jwks_uri, "cluster": p.jwks_cluster,
-                                                    "timeout": f"{p.jwks_timeout_ms / 1000:g}s"}}
+                                                    "timeout": f"{p.jwks_timeout_ms / 1000:.3f}s"}}
         else:
             provider["local_jwks"] = {"inline_string": p.jwks}
         if p.audiences:

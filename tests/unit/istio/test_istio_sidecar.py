@@ -43,7 +43,8 @@ def test_a_root_default_applies_to_namespaces_without_their_own() -> None:
     result = translate(*APPS, NS_OTHER, "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n", root, own)
     [policy] = _egress(result)
     # Namespace "other" has its own (ALLOW_ANY) Sidecar; default takes the root's.
-    assert (policy.namespace, policy.selector.namespace, policy.name) == ("default", "default", "sidecar.default")
+    assert (policy.namespace, policy.selector.namespace, policy.name) == (
+        "default", "default", "sidecar:istio-system.default")
     # The listener's port limits its host to that service port: db's HTTP port stays closed.
     assert _allowed(policy) == {("db", 5432)}
 
@@ -83,7 +84,7 @@ def test_the_oldest_selecting_sidecar_wins_and_the_other_is_reported() -> None:
     """, extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
     result = translate(*APPS, second, first)
     [policy] = _egress(result)
-    assert policy.name == "sidecar.first" and dict(policy.selector.labels) == {"app": "api"}
+    assert policy.name == "sidecar:default.first" and dict(policy.selector.labels) == {"app": "api"}
     assert find(result, "MC7016").source.name == "second"
 
 
@@ -95,3 +96,43 @@ def test_a_host_without_namespace_is_an_error_naming_the_field() -> None:
     error = find(result, "MC7002")
     assert error.field == "spec.egress[0].hosts[0]" and "namespace/dnsName" in error.message
     assert _egress(result) == [] and "MC7014" not in codes(result)
+
+
+def test_dot_in_a_root_sidecar_is_the_workloads_namespace() -> None:
+    # Istio's documented mesh-wide default: each workload may reach its own namespace.
+    root = istio("Sidecar", "default", """
+        egress: [{hosts: ["./*"]}]
+        outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """, namespace="istio-system")
+    jobs = service("jobs", namespace="other", selector="{app: job}", vip="10.96.0.3")
+    result = translate(*APPS, jobs, NS_OTHER, "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n",
+                       root)
+    allowed = {p.namespace: _allowed(p) for p in _egress(result)}
+    assert allowed == {"default": {("api", 80), ("db", 5432), ("db", 8080)}, "other": {("job", 80)}}
+
+
+def test_an_external_service_entry_is_allowed_by_its_addresses_and_one_by_dns_is_reported() -> None:
+    static = istio("ServiceEntry", "payments", """
+        hosts: [payments.example.com]
+        addresses: [192.0.2.10]
+        location: MESH_EXTERNAL
+        resolution: NONE
+        ports: [{number: 443, name: tls, protocol: TLS}]
+    """)
+    dns = istio("ServiceEntry", "maps", """
+        hosts: [maps.example.com]
+        location: MESH_EXTERNAL
+        resolution: DNS
+        ports: [{number: 443, name: tls, protocol: TLS}]
+    """)
+    sidecar = istio("Sidecar", "default", """
+        egress: [{hosts: ["./*.example.com"]}]
+        outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    """)
+    result = translate(*APPS, static, dns, sidecar)
+    [policy] = _egress(result)
+    blocks = {(b.cidr, r.first) for rule in policy.rules for peer in rule.sources for b in peer.ip_blocks
+              for op in rule.operations for r in op.ports}
+    assert blocks == {("192.0.2.10/32", 443)}
+    warning = find(result, "MC7014")
+    assert warning.source.kind == "Sidecar" and "default/maps" in warning.message

@@ -195,6 +195,33 @@ def test_each_namespace_uses_the_virtual_service_closest_to_it() -> None:
     assert "MC7012" not in codes(result)
 
 
+def test_public_virtual_services_are_not_preferred_by_namespace() -> None:
+    # Both exported everywhere (the default): the oldest applies to every client, even to
+    # the clients of the newer one's namespace; exported by name beats exported to all.
+    old = istio("VirtualService", "old", """
+        hosts: [app.default.svc.cluster.local]
+        http: [{directResponse: {status: 201}}]
+    """, namespace="team", extra_meta='creationTimestamp: "2024-01-01T00:00:00Z"')
+    new = istio("VirtualService", "new", """
+        hosts: [app]
+        http: [{directResponse: {status: 202}}]
+    """, extra_meta='creationTimestamp: "2024-02-01T00:00:00Z"')
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"
+    result = translate(service("app"), ns, new, old)
+    [route] = http(result, "app")
+    assert route.direct_response is not None and route.direct_response.status == 201 and not route.matches
+    assert find(result, "MC7012").source.name == "new"
+    named = istio("VirtualService", "for-team", """
+        hosts: [app]
+        exportTo: [team]
+        http: [{directResponse: {status: 203}}]
+    """, extra_meta='creationTimestamp: "2024-03-01T00:00:00Z"')
+    result = translate(service("app"), ns, new, old, named)
+    statuses = {r.direct_response.status: r.matches[0].clients for r in http(result, "app") if r.direct_response}
+    assert statuses[203] == ClientMatch(namespaces=("team",))
+    assert statuses[201] == ClientMatch(namespaces=("default",))
+
+
 def test_catch_all_rule_shadows_later_rules() -> None:
     result = translate(service("app"), istio("VirtualService", "app", """
         hosts: [app]
@@ -326,6 +353,24 @@ def test_tls_routes_come_before_tcp_routes_on_l4_ports() -> None:
     routes = tcp(result, "db", 5432)
     assert routes[0].sni == ("db.example.com",) and routes[1].sni == ()
     assert routes[1].destinations[0].service.name == "a"
+
+
+def test_tcp_matches_on_the_client_and_export_to_limit_tcp_routes() -> None:
+    result = translate(service("db", ports="[{name: tcp, port: 5432}]"), service("a", vip="10.96.0.5",
+                       ports="[{name: tcp, port: 5432}]"), istio("VirtualService", "db", """
+        hosts: [db]
+        exportTo: [".", ops]
+        tcp:
+        - match: [{sourceNamespace: ops, sourceLabels: {role: admin}}]
+          route: [{destination: {host: a}}]
+        - route: [{destination: {host: db}}]
+    """))
+    admin, rest, fallback = tcp(result, "db", 5432)
+    assert admin.clients == ClientMatch(namespaces=("ops",), labels={"role": "admin"})
+    assert admin.destinations[0].service.name == "a"
+    assert rest.clients == ClientMatch(namespaces=("default", "ops")) and rest.destinations[0].service.name == "db"
+    assert fallback.clients == ClientMatch(namespaces=("default", "ops"), invert=True)
+    assert "MC7015" not in codes(result) and "MC7013" not in codes(result)
 
 
 def test_service_entry_not_exported_is_not_a_destination() -> None:

@@ -37,7 +37,6 @@ from ._codes import (
     DUPLICATE_OBJECT,
     HOST_NOT_FOUND,
     NO_MATCHING_PORT,
-    NOT_CARRIED,
     SUBSET_NO_PODS,
     VS_HOST_UNMATCHED,
 )
@@ -196,10 +195,6 @@ class _Translation:
             if not vs.mesh:
                 continue
             check_shadowing(vs, report)
-            if "*" not in vs.exported and (vs.tls or vs.tcp):
-                report.info(vs.obj, NOT_CARRIED, "exportTo is not carried for TLS and TCP routes: they apply to "
-                            "every client of the service (HTTP routes apply to the namespaces exported to)",
-                            "spec.exportTo")
             for i, host in enumerate(vs.hosts):
                 services = hosts.lookup(host, vs.obj.namespace)
                 if not services:
@@ -210,7 +205,8 @@ class _Translation:
                     if vs not in listed:
                         listed.append(vs)
         by_ref = {s.ref: s for s in (*self.inventory.services, *self.services)}
-        namespaces = sorted({n.name for n in self.inventory.namespaces} | {w.namespace for w in self.inventory.workloads})
+        namespaces = sorted({n.name for n in self.inventory.namespaces}
+                            | {w.namespace for w in (*self.inventory.workloads, *self.workloads)})
         for ref, listed in sorted(candidates.items()):
             tables = _run(listed[0].obj, report, mesh_tables, listed, by_ref[ref], namespaces, report) or []
             self.tables += tables

@@ -25,12 +25,11 @@ MC7010   error     Invalid field combination Istio's validation rejects (redirec
 MC7011   warning   A VirtualService host matches no Service or ServiceEntry: it
                    configures nothing for the mesh.
 MC7012   warning   Several VirtualServices for one host on the mesh gateway: for the
-                   clients of each namespace one applies (own namespace first, then
-                   exported by name, then to all; oldest first), the others are
-                   ignored for that host (TLS/TCP rules: the oldest for every client).
+                   clients of each namespace one applies (private to the namespace
+                   first, then exported to it by name, then to all; oldest first),
+                   the others are ignored for that host.
 MC7013   info      A setting the model does not carry yet: accepted and reported,
-                   not enforced (exportTo and client matches of TLS/TCP rules,
-                   Sidecar ingress and egress hosts under ALLOW_ANY).
+                   not enforced (Sidecar ingress, and egress hosts under ALLOW_ANY).
 MC7014   warning   A kind or feature recognised but not supported yet: Sidecar
                    egressProxy, targetRef policies, CUSTOM authorization, Gateway servers with
                    TLS termination or AUTO_PASSTHROUGH, PeerAuthentication STRICT

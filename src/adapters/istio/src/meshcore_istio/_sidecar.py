@@ -7,18 +7,21 @@ else its namespace's oldest one without a selector, else the root namespace's ol
 without a selector. When that Sidecar's ``outboundTrafficPolicy.mode`` is
 ``REGISTRY_ONLY``, the workload gets a model egress ALLOW policy named after the Sidecar:
 it may open TCP connections only to the services its ``egress`` hosts import
-(``namespace/dnsName``; ``*`` and ``.`` namespaces, ``*`` and ``*.suffix`` names; a
-listener's ``port`` limits its hosts to that service port) and are exported to its
-namespace — to their backends on their target ports, pods by identity and other endpoints
-by address. UDP and SCTP stay open, as Istio's sidecars capture only TCP. ``ALLOW_ANY``,
+(``namespace/dnsName``; ``*``, ``~`` and ``.`` — the workload's namespace, also for a
+root-namespace Sidecar — namespaces, ``*`` and ``*.suffix`` names; a listener's ``port``
+limits its hosts to that service port) and are exported to the workload's namespace — to
+their backends on their target ports, pods by identity and other endpoints (or, without
+endpoints, the service's addresses) by address. UDP and SCTP stay open, as Istio's sidecars capture only TCP. ``ALLOW_ANY``,
 or no ``outboundTrafficPolicy`` (the mesh default here), restricts nothing.
 
 Reported and not applied: ``egress`` hosts under ``ALLOW_ANY`` (Istio would also hide the
 other services' routes from the workload; here every client sees every route),
 ``ingress``, ``inboundConnectionPool``, ``egressProxy``, and a listener's ``bind`` and
 ``captureMode``. A Sidecar without a selector applies to workloads with no selected
-Sidecar; when such workloads cannot be told apart by labels from ones that have their
-own, the policy is written per workload and a warning says when labels are shared.
+Sidecar: when its namespace also has selected workloads, the policy is written per label
+set of the workloads it applies to, and a warning names any workload with its own Sidecar
+that such a label set also selects. Imported ServiceEntries known by no address (DNS)
+cannot be allowed, and are named in a warning.
 """
 
 from __future__ import annotations
@@ -66,17 +69,19 @@ class SidecarScope:
     registry_only: bool
     egress: tuple[_Egress, ...]
 
-    def imports(self, service: Service, number: int, exported_here: bool) -> bool:
-        """True when one of the egress hosts imports ``service`` port ``number`` (visible from the Sidecar's namespace)."""
-        if not exported_here:
-            return False
+    def imports(self, service: Service, number: int, namespace: str) -> bool:
+        """True when an egress host imports ``service`` port ``number`` for a workload of ``namespace``.
+
+        ``.`` is the workload's namespace: a root-namespace Sidecar applies to each
+        namespace as if written there.
+        """
         if not self.egress:
             return True  # no egress listeners: Istio imports everything visible
         for listener in self.egress:
             if listener.port is not None and listener.port != number:
                 continue
-            for namespace, name in listener.hosts:
-                wanted = self.obj.namespace if namespace == "." else namespace
+            for space, name in listener.hosts:
+                wanted = namespace if space == "." else space
                 if wanted == "~" or (wanted != "*" and wanted != service.namespace):
                     continue
                 if any(name == "*" or host_matches(name, h) for h in service.hostnames):
@@ -143,21 +148,33 @@ def _effective(scopes: Sequence[SidecarScope], workload: Workload, root: str, re
     return mesh[0] if mesh else None
 
 
-def _rules(scope: SidecarScope, services: Sequence[Service], hosts: HostIndex,
-           workloads: dict[WorkloadRef, Workload]) -> list[PolicyRule]:
-    """What the scope's workloads may reach: imported services' backends (TCP), and anything over UDP/SCTP."""
+def _rules(scope: SidecarScope, namespace: str, services: Sequence[Service], hosts: HostIndex,
+           workloads: dict[WorkloadRef, Workload], unreachable: set[str]) -> tuple[PolicyRule, ...]:
+    """What the scope's workloads of ``namespace`` may reach: imported services' backends (TCP), anything over UDP/SCTP.
+
+    Imported services that have neither backends nor addresses (ServiceEntries resolved
+    by DNS) are added to ``unreachable``.
+    """
     by_workload: dict[WorkloadRef, set[int]] = {}
     by_address: dict[str, set[int]] = {}
     for service in services:
-        exported = bool(hosts.lookup(service.hostnames[0], scope.obj.namespace)) if service.hostnames else True
+        # Visible from the workload's namespace: this very service, not another of the same name.
+        if service.hostnames and not any(service in hosts.lookup(h, namespace) for h in service.hostnames):
+            continue
         for port in service.ports:
-            if port.protocol.transport != "TCP" or not scope.imports(service, port.port, exported):
+            if port.protocol.transport != "TCP" or not scope.imports(service, port.port, namespace):
                 continue
             for backend in port.backends:
                 if backend.workload is not None and backend.workload in workloads:
                     by_workload.setdefault(backend.workload, set()).add(backend.port)
                 else:
                     by_address.setdefault(backend.address, set()).add(backend.port)
+            if not port.backends:
+                # An external service known by its addresses (no endpoints): those, on its port.
+                for address in service.vips:
+                    by_address.setdefault(address, set()).add(port.port)
+                if not service.vips:
+                    unreachable.add(str(service.ref))
     rules = [PolicyRule(operations=(Operation(ports=(PortRange(1, 65535, "UDP"), PortRange(1, 65535, "SCTP"))),))]
     for ref, ports in sorted(by_workload.items()):
         w = workloads[ref]
@@ -171,7 +188,7 @@ def _rules(scope: SidecarScope, services: Sequence[Service], hosts: HostIndex,
             sources=(PeerSelector(ip_blocks=(IpBlock(f"{address}/{prefix}"),)),),
             operations=(Operation(ports=tuple(PortRange.single(p) for p in sorted(ports))),),
         ))
-    return rules
+    return tuple(rules)
 
 
 def sidecar_policies(scopes: Sequence[SidecarScope], services: Sequence[Service], workloads: Sequence[Workload],
@@ -195,16 +212,25 @@ def sidecar_policies(scopes: Sequence[SidecarScope], services: Sequence[Service]
         members = [index[ref] for ref, s in effective.items() if s is scope]
         if not scope.registry_only or not members:
             continue
-        rules = tuple(_rules(scope, services, hosts, index))
         selectors = _selectors(scope, members, effective, index, report)
+        unreachable: set[str] = set()
+        rules_of: dict[str, tuple[PolicyRule, ...]] = {}
         for i, selector in enumerate(selectors):
             namespace = selector.namespace or scope.obj.namespace
+            if namespace not in rules_of:
+                rules_of[namespace] = _rules(scope, namespace, services, hosts, index, unreachable)
             several = sum(1 for x in selectors if x.namespace == selector.namespace) > 1
-            name = f"sidecar.{scope.obj.name}" + (f".{i}" if several else "")
+            # Not a name Kubernetes allows (":"), so no AuthorizationPolicy can share it.
+            name = f"sidecar:{scope.obj.namespace}.{scope.obj.name}" + (f".{i}" if several else "")
 
             def build(sel: WorkloadSelector = selector, ns: str = namespace, n: str = name) -> AuthorizationPolicy:
-                return AuthorizationPolicy(n, ns, sel, "ALLOW", rules, Direction.EGRESS, source=scope.obj.source)
+                return AuthorizationPolicy(n, ns, sel, "ALLOW", rules_of[ns], Direction.EGRESS,
+                                           source=scope.obj.source)
             out.append(model("spec", build))
+        if unreachable:
+            report.warn(scope.obj, NOT_SUPPORTED, f"imported services known by no address (resolved by DNS): "
+                        f"{', '.join(sorted(unreachable))}; with REGISTRY_ONLY their connections are refused",
+                        "spec.egress" if scope.egress else "spec")
     return out
 
 
@@ -226,7 +252,7 @@ def _selectors(scope: SidecarScope, members: Sequence[Workload], effective: dict
             shared = [o for o in others if selector.selects(o.namespace, o.labels)]
             if shared:
                 report.warn(scope.obj, CONFLICT, f"workloads {', '.join(f'{o.namespace}/{o.name}' for o in shared)} "
-                            "carry the labels of workloads this Sidecar applies to but have their own Sidecar: "
-                            "they get both Sidecars' destinations", "spec")
+                            "have their own Sidecar but carry all the labels of workloads this one applies to "
+                            f"({dict(labels) or 'none'}): this Sidecar restricts them too", "spec")
             out.append(selector)
     return out

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import attrs
 
 from meshcore.kube import FieldError, Fields, KubeObject, Report
-from meshcore.model import HttpMatch, HttpRoute, MatchKind, TcpRoute
+from meshcore.model import ClientMatch, HttpMatch, HttpRoute, MatchKind, TcpRoute
 
 from ._codes import (
     GATEWAY_NOT_FOUND,
@@ -40,8 +40,9 @@ class L4Rule:
     """One TLS or TCP rule: per match the port, SNI hosts, and whether it applies to the mesh."""
 
     path: str
-    #: Per match: the port, the SNI hosts, and the gateways (``mesh`` or ``namespace/name``) it applies on.
-    matches: tuple[tuple[int | None, tuple[str, ...], tuple[str, ...]], ...]
+    #: Per match: the port, the SNI hosts, the gateways (``mesh`` or ``namespace/name``) it
+    #: applies on, and the clients it is limited to (mesh only).
+    matches: tuple[tuple[int | None, tuple[str, ...], tuple[str, ...], ClientMatch | None], ...]
     never: bool
     targets: tuple[Target, ...]
 
@@ -49,10 +50,10 @@ class L4Rule:
         """The model routes of this rule for a table on ``table_port`` of ``gateway``."""
         if self.never:
             return []
-        chosen = [m for m in self.matches if gateway in m[2] and m[0] in (None, table_port)] if self.matches else [
-            (None, (), (gateway,))]
+        chosen = [m for m in self.matches if gateway in m[2] and m[0] in (None, table_port)
+                  and (gateway == MESH or m[3] is None)] if self.matches else [(None, (), (gateway,), None)]
         out = []
-        for _, sni, _ in chosen:
+        for _, sni, _, clients in chosen:
             destinations = []
             invalid = 0
             for t in self.targets:
@@ -61,7 +62,8 @@ class L4Rule:
                     invalid += t.weight
                 elif d.weight > 0 or len(self.targets) == 1:
                     destinations.append(d)
-            out.append(TcpRoute(f"{label}.{self.path.removeprefix('spec.')}", sni, tuple(destinations), invalid or None))
+            out.append(TcpRoute(f"{label}.{self.path.removeprefix('spec.')}", sni, tuple(destinations), invalid or None,
+                                clients))
         return out
 
 
@@ -102,13 +104,21 @@ def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, 
             raise FieldError(f"{m.path}.sniHosts", "a TLS match needs at least one SNI host", INVALID_VALUE)
         port = m.port("port")
         gateways = tuple(gateway_key(g, obj.namespace) for g in m.strs("gateways")) or vs_gateways
-        dropped = [k for k in ("destinationSubnets", "sourceLabels", "sourceNamespace", "sourceSubnet")
-                   if m.has(k)]
+        dropped = [k for k in ("destinationSubnets", "sourceSubnet") if m.has(k)]
         if dropped:
             report.warn(obj, NOT_EXPRESSIBLE, f"{dropped[0]} cannot be expressed yet: this match is left out",
                         f"{m.path}.{dropped[0]}")
             continue
-        matches.append((port, sni, gateways))
+        clients = None
+        if m.has("sourceLabels") or m.has("sourceNamespace"):
+            namespace = m.str("sourceNamespace")
+            clients = ClientMatch(namespaces=(namespace,) if namespace else (),
+                                  labels=tuple(m.str_map("sourceLabels").items()))
+            if any(g != MESH for g in gateways):
+                key = "sourceLabels" if m.has("sourceLabels") else "sourceNamespace"
+                report.warn(obj, NOT_EXPRESSIBLE, f"on a Gateway the clients are outside the mesh: this match "
+                            f"({key}) is left out there", f"{m.path}.{key}")
+        matches.append((port, sni, gateways, clients))
     if not rule.list("route"):
         raise FieldError(f"{rule.path}.route", "at least one destination is required", INVALID_VALUE)
     targets = tuple(resolver.weighted(rule))

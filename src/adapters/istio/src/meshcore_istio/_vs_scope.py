@@ -2,17 +2,18 @@
 
 A client sees the VirtualServices exported to its namespace (``exportTo``: ``*`` by
 default, ``.`` for the VirtualService's own namespace, or namespace names). When several
-name one service, Istio takes them in this order and uses the first: those of the
-client's own namespace, then those exported to it by name, then those exported to every
-namespace — each group oldest first. So one service may be routed by different
+name one service, Istio takes them in this order and uses the first: those private to the
+client's own namespace (exported to it with ``.`` or its name, and not with ``*``), then
+those exported to it by name, then those exported to every namespace — each group oldest
+first. So one service may be routed by different
 VirtualServices for different clients; their HTTP routes are put in one table, each
 limited to the namespaces it wins (model ``ClientMatch``), followed by a route sending the
 remaining clients — namespaces no VirtualService is exported to, and clients outside the
 mesh — to the service as if it had none. When one VirtualService exported everywhere wins
 every namespace, its routes apply to every client unchanged.
 
-TLS and TCP routes cannot be told apart by client: the oldest VirtualService applies to
-every client, as before, and the others are reported for them.
+TLS and TCP routes are limited the same way (the node proxy tells their clients apart by
+address when they connect).
 """
 
 from __future__ import annotations
@@ -22,21 +23,35 @@ from collections.abc import Sequence
 import attrs
 
 from meshcore.kube import Report
-from meshcore.model import ClientMatch, Destination, HttpMatch, HttpRoute, Protocol, RouteKind, RouteTable, Service
+from meshcore.model import (
+    ClientMatch,
+    Destination,
+    HttpMatch,
+    HttpRoute,
+    Protocol,
+    RouteKind,
+    RouteTable,
+    Service,
+    TcpRoute,
+)
 
 from ._codes import VS_CONFLICT
 from ._virtualservice import VirtualService, http_routes, l4_routes
 
 
 def _rank(vs: VirtualService, namespace: str) -> int | None:
-    """Istio's precedence of ``vs`` for clients of ``namespace`` (lower first), ``None`` when not exported there."""
-    own = vs.obj.namespace == namespace
-    if own and ("." in vs.exported or namespace in vs.exported or "*" in vs.exported):
+    """Istio's precedence of ``vs`` for clients of ``namespace`` (lower first), ``None`` when not exported there.
+
+    Exported to every namespace (``*``, the default) is public, whatever else is listed;
+    otherwise it is private to its own namespace when that is listed (``.`` or by name),
+    and exported by name to the other namespaces listed.
+    """
+    if "*" in vs.exported:
+        return 2
+    if vs.obj.namespace == namespace and ("." in vs.exported or namespace in vs.exported):
         return 0
     if namespace in vs.exported:
         return 1
-    if "*" in vs.exported:
-        return 2
     return None
 
 
@@ -65,11 +80,31 @@ def _only_for(routes: Sequence[HttpRoute], namespaces: tuple[str, ...]) -> list[
     return out
 
 
+def _only_for_tcp(routes: Sequence[TcpRoute], namespaces: tuple[str, ...]) -> list[TcpRoute]:
+    """TCP ``routes`` limited to clients of ``namespaces``; a route that cannot hold is dropped."""
+    out = []
+    for route in routes:
+        own = route.clients or ClientMatch()
+        narrowed = tuple(n for n in namespaces if not own.namespaces or n in own.namespaces)
+        if narrowed:
+            out.append(attrs.evolve(route, clients=attrs.evolve(own, namespaces=narrowed)))
+    return out
+
+
 def _everyone_else(service: Service, port: int, claimed: Sequence[str], source_vs: VirtualService) -> HttpRoute:
     return HttpRoute(
         name=f"{service.namespace}/{service.name}.not-exported",
         matches=(HttpMatch(clients=ClientMatch(namespaces=tuple(claimed), invert=True)),),
         destinations=(Destination(service.ref, port),),
+        source=source_vs.obj.source_at("spec.exportTo"),
+    )
+
+
+def _everyone_else_tcp(service: Service, port: int, claimed: Sequence[str], source_vs: VirtualService) -> TcpRoute:
+    return TcpRoute(
+        name=f"{service.namespace}/{service.name}.not-exported",
+        destinations=(Destination(service.ref, port),),
+        clients=ClientMatch(namespaces=tuple(claimed), invert=True),
         source=source_vs.obj.source_at("spec.exportTo"),
     )
 
@@ -93,10 +128,6 @@ def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespac
             report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} is older "
                         f"and also routes {service.ref} for the clients this one is exported to; this one is "
                         "ignored for it", _host_field(vs, service))
-        elif vs.tls or vs.tcp:
-            report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} is older "
-                        f"and also routes {service.ref}: TLS and TCP routes cannot depend on the client, so this "
-                        "one's are ignored for it", _host_field(vs, service))
     everywhere = len(used) == 1 and "*" in used[0].exported and len(chosen) == len(known)
     tables = []
     for port in service.ports:
@@ -117,8 +148,17 @@ def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespac
                 tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
                                          source=used[0].obj.source))
         else:
-            tcp = l4_routes(first, port.port)
+            tcp: list[TcpRoute] = []
+            if everywhere:
+                tcp = l4_routes(used[0], port.port)
+            else:
+                for i, vs in enumerate(candidates):
+                    own = tuple(ns for ns, winner in chosen.items() if winner == i)
+                    if own:
+                        tcp += _only_for_tcp(l4_routes(vs, port.port), own)
+                if tcp:
+                    tcp.append(_everyone_else_tcp(service, port.port, sorted(chosen), used[0]))
             if tcp:
                 tables.append(RouteTable(service.ref, port.port, RouteKind.L4, tcp=tuple(tcp),
-                                         source=first.obj.source))
+                                         source=used[0].obj.source))
     return tables

@@ -1,0 +1,48 @@
+"""Routes for some clients: which client addresses get which view of a listener."""
+
+from __future__ import annotations
+
+from meshcore import model as m
+from meshcore.compile import CompileOptions, compile_plan
+
+NS = "shop"
+
+
+def _workload(name: str, namespace: str, address: str, mode: str = "mesh") -> m.Workload:
+    return m.Workload(name, namespace, m.Identity(namespace, name), addresses=(address,), proxy_mode=mode)
+
+
+def _plan(*clients: m.Workload) -> m.Snapshot:
+    web = m.Service("web", NS, vips=("10.96.0.1",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.0.0.1", 8080),)),))
+    admin = m.Service("admin", NS, vips=("10.96.0.2",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.0.0.2", 8080),)),))
+    table = m.RouteTable(web.ref, 80, "L7", http=(
+        m.HttpRoute("ops", matches=[m.HttpMatch(clients=m.ClientMatch(namespaces=["ops"]))],
+                    destinations=[m.Destination(admin.ref)]),
+        m.HttpRoute("rest", destinations=[m.Destination(web.ref)]),
+    ))
+    namespaces = {c.namespace for c in clients} | {NS}
+    return m.Snapshot(namespaces=tuple(m.Namespace(n) for n in sorted(namespaces)), services=(web, admin),
+                      routes=(table,), workloads=clients)
+
+
+def _views(snapshot: m.Snapshot) -> list[tuple[str, ...]]:
+    plan = compile_plan(snapshot, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001,
+                                                       proxy_port_range=4))
+    listener = plan.envoy.listener(f"{NS}/web:80")
+    assert listener is not None
+    return [v.sources for v in listener.client_views]
+
+
+def test_a_client_of_the_namespace_gets_its_own_chain() -> None:
+    assert _views(_plan(_workload("op", "ops", "10.1.0.5"), _workload("dev", "dev", "10.1.0.6"))) == [
+        ("10.1.0.5/32",)]
+
+
+def test_host_network_workloads_and_shared_addresses_get_what_outsiders_get() -> None:
+    # Two host-network pods share the node's address: neither is told apart by it.
+    assert _views(_plan(_workload("agent-a", "ops", "192.168.1.10", "none"),
+                        _workload("agent-b", "dev", "192.168.1.10", "none"))) == []
+    # Two mesh workloads at one address that would see different routes: nobody's view.
+    assert _views(_plan(_workload("a", "ops", "10.1.0.7"), _workload("b", "dev", "10.1.0.7"))) == []
