@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import attrs
+
 from meshcore import model as m
 from meshcore.compile import CompileOptions, compile_plan
 
@@ -46,3 +48,10 @@ def test_host_network_workloads_and_shared_addresses_get_what_outsiders_get() ->
                         _workload("agent-b", "dev", "192.168.1.10", "none"))) == []
     # Two mesh workloads at one address that would see different routes: nobody's view.
     assert _views(_plan(_workload("a", "ops", "10.1.0.7"), _workload("b", "dev", "10.1.0.7"))) == []
+
+
+def test_only_the_nodes_own_workloads_are_told_apart() -> None:
+    # A pod on another node connects to that node's proxy, never to this one.
+    here = attrs.evolve(_workload("op", "ops", "10.1.0.5"), node="n1")
+    there = attrs.evolve(_workload("op2", "ops", "10.2.0.5"), node="n2")
+    assert _views(_plan(here, there)) == [("10.1.0.5/32",)]

@@ -132,7 +132,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
         node=node,
         snapshot_hash=snapshot.content_hash,
         bpf=BpfPlan(frontends),
-        envoy=build_envoy_plan(snapshot, proxied, raw) if options.proxy_enabled and (proxied or raw.resources)
+        envoy=build_envoy_plan(snapshot, proxied, raw, node) if options.proxy_enabled and (proxied or raw.resources)
         else EnvoyPlan(),
         decisions=tuple(decisions),
         policy=compile_policy(snapshot, node),

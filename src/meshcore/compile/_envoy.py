@@ -32,6 +32,7 @@ keeps such ports in the kernel).
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
@@ -57,6 +58,7 @@ from ..model import (
     Severity,
     Snapshot,
     Source,
+    Workload,
 )
 from ._envoy_plan import (
     ClusterWeight,
@@ -135,6 +137,7 @@ def _route_hints(route: HttpRoute) -> tuple[str, ...]:
 @attrs.define
 class _Builder:
     snapshot: Snapshot
+    node: str = ""
     clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
     warnings: list[Diagnostic] = attrs.field(factory=list)
     rbac_index: RbacIndex = attrs.field(init=False)
@@ -143,6 +146,11 @@ class _Builder:
     def __attrs_post_init__(self) -> None:
         self.rbac_index = RbacIndex(self.snapshot)
         self.egress = EgressIndex(self.snapshot)
+
+    @functools.cached_property
+    def local_clients(self) -> tuple[Workload, ...]:
+        """The workloads that connect to this node's proxy (all of them when the node is not known)."""
+        return tuple(w for w in self.snapshot.workloads if not self.node or not w.node or w.node == self.node)
 
     def cluster(self, dest: Destination, default_port: int, protocol: Protocol, origin: Origin) -> str:
         """The cluster for a destination (created on first use)."""
@@ -346,7 +354,7 @@ class _Builder:
                   for v in vhosts]
         # Checks are decided on all routes above, so every client view (a subset of
         # them) keeps the filters and per-route overrides its routes need.
-        default, views = split_by_client(vhosts, self.snapshot.workloads, name)
+        default, views = split_by_client(vhosts, self.local_clients, name)
         route_configs = [attrs.evolve(route_config, virtual_hosts=default)]
         route_configs += [attrs.evolve(route_config, name=view.route_config, virtual_hosts=hosts)
                           for view, hosts in views]
@@ -370,7 +378,7 @@ class _Builder:
             for i, route in enumerate(table.tcp):
                 origin = Origin(f"TCP route {i} ({route.name or 'unnamed'}) of {table.service}:{table.port}",
                                 _first_known(route.source, table.source), route.sni)
-                wanted = client_sources(route.clients, self.snapshot.workloads)
+                wanted = client_sources(route.clients, self.local_clients)
                 # Names whose remaining clients are the same share one chain.
                 by_rest: dict[SourceSet, list[str]] = {}
                 for server in route.sni or ("",):
@@ -522,9 +530,14 @@ def _is_tcp(item: ProxiedPort) -> bool:
     return serves_tcp(item.port, item.tables)
 
 
-def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawPart | None = None) -> EnvoyPlan:
-    """The node proxy's configuration for ``ports`` (the ones compile decided need Envoy) and raw configs."""
-    builder = _Builder(snapshot)
+def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawPart | None = None,
+                     node: str = "") -> EnvoyPlan:
+    """The node proxy's configuration for ``ports`` (the ones compile decided need Envoy) and raw configs.
+
+    ``node`` limits the clients told apart by address to that node's workloads (only they
+    connect to its proxy); empty: every workload.
+    """
+    builder = _Builder(snapshot, node)
     listeners: list[EnvoyListener] = []
     route_configs: list[EnvoyRouteConfig] = []
     for item in ports:
