@@ -82,7 +82,7 @@ from ._envoy_plan import (
 #: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
-from ._envoy_clients import client_sources, split_by_client
+from ._envoy_clients import ClientGroups, client_sources, split_by_client
 from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
 from ._envoy_egress import EgressIndex
 from ._envoy_jwt import listener_jwt, route_jwt
@@ -140,6 +140,7 @@ class _Builder:
     node: str = ""
     clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
     warnings: list[Diagnostic] = attrs.field(factory=list)
+    client_groups: ClientGroups = attrs.field(factory=dict)
     rbac_index: RbacIndex = attrs.field(init=False)
     egress: EgressIndex = attrs.field(init=False)
 
@@ -354,7 +355,7 @@ class _Builder:
                   for v in vhosts]
         # Checks are decided on all routes above, so every client view (a subset of
         # them) keeps the filters and per-route overrides its routes need.
-        default, views = split_by_client(vhosts, self.local_clients, name)
+        default, views = split_by_client(vhosts, self.local_clients, name, self.client_groups)
         route_configs = [attrs.evolve(route_config, virtual_hosts=default)]
         route_configs += [attrs.evolve(route_config, name=view.route_config, virtual_hosts=hosts)
                           for view, hosts in views]

@@ -16,6 +16,7 @@ clients' addresses (:func:`client_sources`), less those an earlier route took.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -54,22 +55,18 @@ def _clients(workloads: Sequence[Workload]) -> list[Workload]:
     return [w for w in workloads if w.proxy_mode is ProxyMode.MESH]
 
 
+@functools.lru_cache(maxsize=65536)
 def _host_prefix(address: str) -> str:
     ip = ipaddress.ip_address(address)
     return f"{ip}/{ip.max_prefixlen}"
 
 
-def split_by_client(
-    vhosts: Sequence[EnvoyVirtualHost], workloads: Sequence[Workload], listener: str,
-) -> tuple[tuple[EnvoyVirtualHost, ...], list[tuple[ClientView, tuple[EnvoyVirtualHost, ...]]]]:
-    """The virtual hosts of the default chain, and each client view with its own virtual hosts.
+#: Client address groups by the answers they give, per tuple of conditions (listeners
+#: with the same client conditions classify the clients once).
+ClientGroups = dict[tuple[ClientMatch, ...], dict[_Answers, list[str]]]
 
-    Without client conditions the hosts are returned as they are and there are no views.
-    A view's route configuration is named ``<listener>/clients-<n>``.
-    """
-    conditions = _conditions(vhosts)
-    if not conditions:
-        return tuple(vhosts), []
+
+def _groups(conditions: tuple[ClientMatch, ...], workloads: Sequence[Workload]) -> dict[_Answers, list[str]]:
     outsider: _Answers = tuple(c.admits(None, {}) for c in conditions)
     by_address: dict[str, set[_Answers]] = {}
     for workload in _clients(workloads):
@@ -82,6 +79,27 @@ def split_by_client(
         # cannot be told apart: it gets what clients outside the mesh get.
         if len(found) == 1 and (answers := next(iter(found))) != outsider:
             groups.setdefault(answers, []).append(prefix)
+    return groups
+
+
+def split_by_client(
+    vhosts: Sequence[EnvoyVirtualHost], workloads: Sequence[Workload], listener: str,
+    cache: ClientGroups | None = None,
+) -> tuple[tuple[EnvoyVirtualHost, ...], list[tuple[ClientView, tuple[EnvoyVirtualHost, ...]]]]:
+    """The virtual hosts of the default chain, and each client view with its own virtual hosts.
+
+    Without client conditions the hosts are returned as they are and there are no views.
+    A view's route configuration is named ``<listener>/clients-<n>``. ``cache`` keeps the
+    classification of ``workloads`` across listeners (for one and the same ``workloads``).
+    """
+    conditions = _conditions(vhosts)
+    if not conditions:
+        return tuple(vhosts), []
+    cache = {} if cache is None else cache
+    if conditions not in cache:
+        cache[conditions] = _groups(conditions, workloads)
+    groups = cache[conditions]
+    outsider: _Answers = tuple(c.admits(None, {}) for c in conditions)
     default = _kept(vhosts, dict(zip(conditions, outsider, strict=True)))
     views = []
     for n, (answers, prefixes) in enumerate(sorted(groups.items())):
