@@ -338,3 +338,30 @@ def observed(lab: Lab, *args: str, keep: Callable[[dict[str, Any]], bool], at_le
         assert out.returncode == 0, out.stderr
         return [json.loads(line) for line in out.stdout.decode().splitlines()]
     return wait_for_rows(fetch, keep, at_least=at_least, wait=wait)
+
+
+_SERVER = """import http.server, json, os, socket
+{setup}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+{answer}
+        self.send_response(status); self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+S(('::', 8080), H).serve_forever()
+"""
+
+
+def http_server_code(answer: str, setup: str = "") -> str:
+    """Python (standard library) serving HTTP on port 8080, IPv4 and IPv6, for a pod's command.
+
+    ``answer`` is the body of the GET handler, indented by 8 spaces: it sets ``status``
+    and ``body`` (bytes) from ``self``; ``setup`` runs first at module level.
+    """
+    return _SERVER.format(setup=setup, answer=answer)

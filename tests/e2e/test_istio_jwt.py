@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _lab_support import client_pod, curl_json, echo_app, running_lab, write
+from _lab_support import client_pod, curl_json, echo_app, http_server_code, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.proxy import EnvoyOptions
@@ -63,30 +63,17 @@ def token(sub: str, *, iss: str = ISSUER, aud: str = AUDIENCE, expires_in: int =
 
 
 #: Serves the key set of MESH_ISSUER at /jwks.json (and counts the fetches at /fetches).
-KEYS_SERVER = (
-    "import http.server, json, socket\n"
-    "fetches = 0\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    protocol_version = 'HTTP/1.1'\n"
-    "    def do_GET(self):\n"
-    "        global fetches\n"
-    "        if self.path == '/jwks.json':\n"
-    "            fetches += 1\n"
-    "            body = JWKS.encode()\n"
-    "        else:\n"
-    "            body = json.dumps({'fetches': fetches}).encode()\n"
-    "        self.send_response(200); self.send_header('Content-Type', 'application/json')\n"
-    "        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n"
-    "    def log_message(self, *args): pass\n"
-    "class S(http.server.ThreadingHTTPServer):\n"
-    "    address_family = socket.AF_INET6\n"
-    "    def server_bind(self):\n"
-    "        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
-    "        super().server_bind()\n"
-    "S(('::', 8080), H).serve_forever()\n"
-)
+KEYS_ANSWER = """\
+        global fetches
+        status = 200
+        if self.path == '/jwks.json':
+            fetches += 1
+            body = JWKS.encode()
+        else:
+            body = json.dumps({'fetches': fetches}).encode()
+"""
 MESH_JWKS = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": "lab", "k": _b64(MESH_KEY)}]})
-KEYS_CODE = f"JWKS = {MESH_JWKS!r}\n" + KEYS_SERVER
+KEYS_CODE = http_server_code(KEYS_ANSWER, setup=f"JWKS = {MESH_JWKS!r}\nfetches = 0")
 
 APP = "\n---\n".join([
     f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _lab_support import client_pod, echo_deployment, meshcore_cli, observed, running_lab, write
+from _lab_support import client_pod, echo_deployment, http_server_code, meshcore_cli, observed, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.proxy import EnvoyOptions
@@ -30,22 +30,10 @@ pytestmark = pytest.mark.root
 NS = "tpol"
 
 # A backend that fails: every request is answered 503 (with its pod name, like the echo server).
-FAILING = (
-    "import http.server, json, os, socket\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    protocol_version = 'HTTP/1.1'\n"
-    "    def do_GET(self):\n"
-    "        body = json.dumps({'pod': os.environ['POD_NAME']}).encode()\n"
-    "        self.send_response(503); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
-    "        self.wfile.write(body)\n"
-    "    def log_message(self, *args): pass\n"
-    "class S(http.server.ThreadingHTTPServer):\n"
-    "    address_family = socket.AF_INET6\n"
-    "    def server_bind(self):\n"
-    "        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
-    "        super().server_bind()\n"
-    "S(('::', 8080), H).serve_forever()\n"
-)
+FAILING = http_server_code("""\
+        status = 503
+        body = json.dumps({'pod': os.environ['POD_NAME']}).encode()
+""")
 
 
 def _echo(name: str, app: str, replicas: int = 1) -> str:

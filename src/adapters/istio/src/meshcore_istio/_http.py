@@ -206,19 +206,26 @@ def read_match(entry: Fields, obj: KubeObject, report: Report, vs_gateways: tupl
         query.append(QueryMatch(str(name), string_match(q, allow_empty=True)))
     port = entry.port("port")
     gateways = tuple(gateway_key(g, obj.namespace) for g in entry.strs("gateways")) or vs_gateways
-    clients = None
-    if entry.has("sourceLabels") or entry.has("sourceNamespace"):
-        namespace = entry.str("sourceNamespace")
-        clients = ClientMatch(namespaces=(namespace,) if namespace else (),
-                              labels=tuple(entry.str_map("sourceLabels").items()))
-        if any(g != MESH for g in gateways):
-            key = "sourceLabels" if entry.has("sourceLabels") else "sourceNamespace"
-            report.warn(obj, NOT_EXPRESSIBLE, f"on a Gateway the clients are outside the mesh: this match "
-                        f"({key}) is left out there and its requests fall through to later rules",
-                        f"{entry.path}.{key}")
+    clients = read_clients(entry, obj, report, gateways)
     m = model(entry.path, lambda: HttpMatch(path=path, headers=tuple(headers), query=tuple(query),
                                             method=method, authority=authority, clients=clients))
     return Match(m, port, gateways, entry.path)
+
+
+def read_clients(entry: Fields, obj: KubeObject, report: Report, gateways: tuple[str, ...]) -> ClientMatch | None:
+    """A match's ``sourceLabels`` and ``sourceNamespace`` (HTTP, TLS and TCP alike), or ``None``.
+
+    Such a match applies on the mesh only: on a Gateway the clients are outside the mesh,
+    so it is left out there (with a warning).
+    """
+    if not (entry.has("sourceLabels") or entry.has("sourceNamespace")):
+        return None
+    namespace = entry.str("sourceNamespace")
+    if any(g != MESH for g in gateways):
+        key = "sourceLabels" if entry.has("sourceLabels") else "sourceNamespace"
+        report.warn(obj, NOT_EXPRESSIBLE, f"on a Gateway the clients are outside the mesh: this match ({key}) "
+                    "is left out there and what it would take falls through to later rules", f"{entry.path}.{key}")
+    return ClientMatch(namespaces=(namespace,) if namespace else (), labels=tuple(entry.str_map("sourceLabels").items()))
 
 
 def _modifier(fields: Fields) -> HeaderModifier:

@@ -30,7 +30,7 @@ from ._codes import (
 from ._common import export_to, fqdn
 from ._destinations import Resolver, Target
 from ._gateway import MESH, gateway_key
-from ._http import HttpRule, Match, read_http_rule
+from ._http import HttpRule, Match, read_clients, read_http_rule
 
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$|^\*$")
 
@@ -109,16 +109,7 @@ def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, 
             report.warn(obj, NOT_EXPRESSIBLE, f"{dropped[0]} cannot be expressed yet: this match is left out",
                         f"{m.path}.{dropped[0]}")
             continue
-        clients = None
-        if m.has("sourceLabels") or m.has("sourceNamespace"):
-            namespace = m.str("sourceNamespace")
-            clients = ClientMatch(namespaces=(namespace,) if namespace else (),
-                                  labels=tuple(m.str_map("sourceLabels").items()))
-            if any(g != MESH for g in gateways):
-                key = "sourceLabels" if m.has("sourceLabels") else "sourceNamespace"
-                report.warn(obj, NOT_EXPRESSIBLE, f"on a Gateway the clients are outside the mesh: this match "
-                            f"({key}) is left out there", f"{m.path}.{key}")
-        matches.append((port, sni, gateways, clients))
+        matches.append((port, sni, gateways, read_clients(m, obj, report, gateways)))
     if not rule.list("route"):
         raise FieldError(f"{rule.path}.route", "at least one destination is required", INVALID_VALUE)
     targets = tuple(resolver.weighted(rule))

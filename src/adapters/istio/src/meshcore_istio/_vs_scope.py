@@ -18,7 +18,8 @@ address when they connect).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import attrs
 
@@ -37,6 +38,8 @@ from meshcore.model import (
 
 from ._codes import VS_CONFLICT
 from ._virtualservice import VirtualService, http_routes, l4_routes
+
+_R = TypeVar("_R", HttpRoute, TcpRoute)
 
 
 def _rank(vs: VirtualService, namespace: str) -> int | None:
@@ -129,36 +132,35 @@ def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespac
                         f"and also routes {service.ref} for the clients this one is exported to; this one is "
                         "ignored for it", _host_field(vs, service))
     everywhere = len(used) == 1 and "*" in used[0].exported and len(chosen) == len(known)
+
+    def per_client(routes_of: Callable[[VirtualService], list[_R]],
+                   limit: Callable[[Sequence[_R], tuple[str, ...]], list[_R]], rest: Callable[[], _R]) -> list[_R]:
+        """Each candidate's routes for the namespaces it wins, then the rest of the clients' route."""
+        if everywhere:
+            return routes_of(used[0])
+        out: list[_R] = []
+        for i, vs in enumerate(candidates):
+            own = tuple(ns for ns, winner in chosen.items() if winner == i)
+            if own:
+                out += limit(routes_of(vs), own)
+        return out + [rest()] if out else out
+
+    claimed = sorted(chosen)
     tables = []
     for port in service.ports:
+        number = port.port
         if port.protocol is Protocol.UDP:
             continue
         if port.protocol.is_http:
-            http: list[HttpRoute] = []
-            if everywhere:
-                http = http_routes(used[0], port.port)
-            else:
-                for i, vs in enumerate(candidates):
-                    own = tuple(ns for ns, winner in chosen.items() if winner == i)
-                    if own:
-                        http += _only_for(http_routes(vs, port.port), own)
-                if http:
-                    http.append(_everyone_else(service, port.port, sorted(chosen), used[0]))
+            http = per_client(lambda vs: http_routes(vs, number), _only_for,
+                              lambda: _everyone_else(service, number, claimed, used[0]))
             if http:
-                tables.append(RouteTable(service.ref, port.port, RouteKind.L7, http=tuple(http),
+                tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http),
                                          source=used[0].obj.source))
         else:
-            tcp: list[TcpRoute] = []
-            if everywhere:
-                tcp = l4_routes(used[0], port.port)
-            else:
-                for i, vs in enumerate(candidates):
-                    own = tuple(ns for ns, winner in chosen.items() if winner == i)
-                    if own:
-                        tcp += _only_for_tcp(l4_routes(vs, port.port), own)
-                if tcp:
-                    tcp.append(_everyone_else_tcp(service, port.port, sorted(chosen), used[0]))
+            tcp = per_client(lambda vs: l4_routes(vs, number), _only_for_tcp,
+                             lambda: _everyone_else_tcp(service, number, claimed, used[0]))
             if tcp:
-                tables.append(RouteTable(service.ref, port.port, RouteKind.L4, tcp=tuple(tcp),
+                tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp),
                                          source=used[0].obj.source))
     return tables
