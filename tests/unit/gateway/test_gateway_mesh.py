@@ -1,9 +1,9 @@
-"""GAMMA mesh routes: producer routes attach to their Service's ports; consumer routes are reported."""
+"""GAMMA mesh routes: producer routes attach to their Service's ports; consumer routes serve their namespace."""
 
 from __future__ import annotations
 
 from _gateway_support import codes, parent, service, tables, translate
-from meshcore.model import RouteKind
+from meshcore.model import ClientMatch, RouteKind
 
 TWO_PORTS = """
 apiVersion: v1
@@ -49,11 +49,39 @@ def test_udp_routes_attach_to_udp_ports_only() -> None:
     assert (only.port, only.kind) == (53, RouteKind.L4)
 
 
-def test_consumer_routes_are_not_enforced_and_say_so() -> None:
-    result = translate(TWO_PORTS, route("{group: '', kind: Service, name: app, namespace: shop}", namespace="client"))
-    assert tables(result, "shop", "app") == []
-    assert parent(result, "HTTPRoute", "client", "r")["Accepted"] == ("False", "UnsupportedValue")
-    assert "MC6008" in codes(result)
+def _named(parent_ref: str, name: str, namespace: str, status: int) -> str:
+    return f"""
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {{name: {name}, namespace: {namespace}}}
+    spec:
+      parentRefs: [{parent_ref}]
+      rules:
+      - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]
+        filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-route, value: "{status}"}}]}}}}]
+        backendRefs: [{{name: app, namespace: shop, port: 80}}]
+    """
+
+
+def test_consumer_routes_serve_their_namespace_and_producer_routes_the_others() -> None:
+    ref = "{group: '', kind: Service, name: app, namespace: shop, port: 80}"
+    result = translate(TWO_PORTS, _named(ref, "producer", "shop", 1), _named(ref, "consumer", "client", 2))
+    assert parent(result, "HTTPRoute", "client", "consumer")["Accepted"] == ("True", "Accepted")
+    [table] = tables(result, "shop", "app")
+    # Clients of "client" get its consumer route only; everyone else the producer route.
+    assert [(r.matches[0].path.value if r.matches[0].path else "", r.matches[0].clients) for r in table.http] == [
+        ("/consumer", ClientMatch(namespaces=("client",))), ("/producer", ClientMatch(namespaces=("client",),
+                                                                                      invert=True))]
+
+
+def test_without_producer_routes_other_clients_reach_the_service_unrouted() -> None:
+    ref = "{group: '', kind: Service, name: app, namespace: shop, port: 80}"
+    result = translate(TWO_PORTS, _named(ref, "consumer", "client", 2))
+    [table] = tables(result, "shop", "app")
+    consumer, rest = table.http
+    assert consumer.matches[0].clients == ClientMatch(namespaces=("client",))
+    assert rest.matches[0].clients == ClientMatch(namespaces=("client",), invert=True)
+    assert [(d.service.name, d.port) for d in rest.destinations] == [("app", 80)] and not rest.request_headers
 
 
 def test_hostnames_of_mesh_routes_are_ignored() -> None:

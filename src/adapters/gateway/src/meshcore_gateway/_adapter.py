@@ -26,7 +26,6 @@ from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach
 from ._backends import BackendContext, Failure, read_tls_policy_targets
 from ._build import Built, build
 from ._codes import (
-    CONSUMER_ROUTE,
     DUPLICATE_OBJECT,
     LISTENER_NOT_ACCEPTED,
     NO_ADDRESS,
@@ -424,8 +423,7 @@ class _Translation:
                                 "conditions": [condition("Accepted", res.accepted, res.reason, res.message, gen),
                                                resolved]})
                 if not res.accepted and res.reason != CONFLICTED:
-                    code = CONSUMER_ROUTE if res.mesh and res.reason == "UnsupportedValue" else ROUTE_NOT_ACCEPTED
-                    self.route_warn(route, code, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
+                    self.route_warn(route, ROUTE_NOT_ACCEPTED, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
                                     f"{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
                 if res.accepted:
                     for failure in built.failures:

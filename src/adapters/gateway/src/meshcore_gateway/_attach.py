@@ -5,7 +5,7 @@ the listeners' allowed kinds and namespaces must admit the route
 (``NotAllowedByListeners``); listener and route hostnames must intersect
 (``NoMatchingListenerHostname``). Service parents (GAMMA mesh routes): the Service and the
 selected port must exist (``NoMatchingParent``); a route in another namespace than its
-Service is a consumer route, not enforced yet (``UnsupportedValue``).
+Service is a consumer route, for the clients of its own namespace (see ``_tables``).
 """
 
 from __future__ import annotations
@@ -119,11 +119,7 @@ def attach_to_service(route: RouteSpec, ref: ParentRef, inventory: Inventory) ->
                 if ref.section_name else ""]
         detail = " and ".join(w for w in what if w) or f"{transport} ports"
         return result.reject("NoMatchingParent", f"Service {service_ref} has no {detail}")
-    result = attrs.evolve(result, ports=tuple(p.port for p in ports))
-    if ref.namespace != route.namespace:
-        return result.reject("UnsupportedValue", f"consumer route (Service {service_ref} is in another namespace): "
-                             "routes for clients of one namespace are not supported yet")
-    return result
+    return attrs.evolve(result, ports=tuple(p.port for p in ports))
 
 
 def namespace_labels(inventory: Inventory, namespace: str) -> Mapping[str, str]:

@@ -22,8 +22,6 @@ MC6006   warning   A backend reference cannot be resolved (missing Service or po
                    ``UNAVAILABLE``; TCP/TLS connections refused).
 MC6007   warning   A listener is not accepted or is conflicted, or a Gateway or
                    GatewayClass is not accepted.
-MC6008   warning   A consumer mesh route (its Service parent is in another
-                   namespace): not enforced yet, reported as not accepted.
 MC6009   warning   A feature the model cannot carry yet: ignored when that is safe
                    (session persistence, retry backoff), otherwise failed closed
                    (ExtensionRef/ExternalAuth filters and backend-level filters
@@ -59,7 +57,6 @@ OTHER_CONTROLLER = "MC6004"
 ROUTE_NOT_ACCEPTED = "MC6005"
 UNRESOLVED_BACKEND = "MC6006"
 LISTENER_NOT_ACCEPTED = "MC6007"
-CONSUMER_ROUTE = "MC6008"
 UNSUPPORTED_FEATURE = "MC6009"
 TLS_NOT_CARRIED = "MC6010"
 SERVICE_NAME = "MC6011"
@@ -77,7 +74,6 @@ GATEWAY_CODES: Mapping[str, str] = {
     ROUTE_NOT_ACCEPTED: "route not accepted by a parent",
     UNRESOLVED_BACKEND: "backend reference cannot be resolved; its share gets an error",
     LISTENER_NOT_ACCEPTED: "listener, Gateway or GatewayClass not accepted",
-    CONSUMER_ROUTE: "consumer mesh route not enforced yet",
     UNSUPPORTED_FEATURE: "feature not carried by the model; ignored or failed closed",
     TLS_NOT_CARRIED: "TLS termination certificates not carried by the model yet",
     SERVICE_NAME: "Gateway or Ingress cannot be served as a Service of its name",

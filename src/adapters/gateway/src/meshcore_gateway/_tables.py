@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from meshcore.model import RouteKind, RouteTable, ServiceRef, TcpRoute
+from meshcore.model import ClientMatch, Destination, HttpMatch, HttpRoute, RouteKind, RouteTable, ServiceRef, TcpRoute
 
 from ._build import Built
 from ._gateway import GatewayInfo, Listener
@@ -65,8 +65,24 @@ class MeshTables:
     shadowed: tuple[tuple[RouteSpec, ServiceRef, int], ...]
 
 
+def _http_for(route: HttpRoute, clients: ClientMatch | None) -> HttpRoute:
+    if clients is None:
+        return route
+    return attrs.evolve(route, matches=tuple(attrs.evolve(m, clients=clients) for m in route.matches or (HttpMatch(),)))
+
+
+def _tcp_for(route: TcpRoute, clients: ClientMatch | None) -> TcpRoute:
+    return route if clients is None else attrs.evolve(route, clients=clients)
+
+
 def mesh_tables(attached: dict[tuple[ServiceRef, int], list[Placed]]) -> MeshTables:
-    """One table per Service port, from the producer routes of the winning route kind."""
+    """One table per Service port, from the routes of the winning route kind.
+
+    Producer routes (in the Service's namespace) serve every client but those of a
+    namespace with consumer routes (routes in another namespace naming the Service), which
+    get their own namespace's routes instead; with consumer routes and no producer route,
+    the other clients reach the Service as if it had no route.
+    """
     tables = []
     lost: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
     shadowed = []
@@ -77,14 +93,31 @@ def mesh_tables(attached: dict[tuple[ServiceRef, int], list[Placed]]) -> MeshTab
             if p.route.kind != winner:
                 lost[(p.route.kind, p.route.namespace, p.route.name)].append((port, winner))
         chosen = sorted((p for p in placed if p.route.kind == winner), key=lambda p: p.route.order_key)
+        consumers = sorted({p.route.namespace for p in chosen if p.route.namespace != service.namespace})
+        groups: list[tuple[str, ClientMatch | None]] = [(ns, ClientMatch(namespaces=(ns,))) for ns in consumers]
+        groups.append((service.namespace, ClientMatch(namespaces=tuple(consumers), invert=True) if consumers else None))
         source = chosen[0].route.obj.source
+        rest = Destination(service, port)
         if chosen[0].route.is_l7:
-            entries = [e for p in chosen for e in _l7_entries(p)]
-            tables.append(RouteTable(service, port, RouteKind.L7, http=ordered(entries), source=source))
+            http: list[HttpRoute] = []
+            for ns, clients in groups:
+                entries = [e for p in chosen if p.route.namespace == ns for e in _l7_entries(p)]
+                http += [_http_for(r, clients) for r in ordered(entries)]
+            if consumers and not any(p.route.namespace == service.namespace for p in chosen):
+                http.append(HttpRoute(f"{service}: clients without consumer routes", destinations=(rest,),
+                                      matches=(HttpMatch(clients=groups[-1][1]),), source=source))
+            tables.append(RouteTable(service, port, RouteKind.L7, http=tuple(http), source=source))
         else:
-            shadowed += [(p.route, service, port) for p in chosen[1:]]
-            entries4 = [e for p in chosen for e in _l4_entries(p)]
-            tables.append(RouteTable(service, port, RouteKind.L4, tcp=ordered_l4(entries4), source=source))
+            tcp: list[TcpRoute] = []
+            for ns, clients in groups:
+                group = [p for p in chosen if p.route.namespace == ns]
+                shadowed += [(p.route, service, port) for p in group[1:]]
+                entries4 = [e for p in group for e in _l4_entries(p)]
+                tcp += [_tcp_for(r, clients) for r in ordered_l4(entries4)]
+            if consumers and not any(p.route.namespace == service.namespace for p in chosen):
+                tcp.append(TcpRoute(f"{service}: clients without consumer routes", destinations=(rest,),
+                                    clients=groups[-1][1], source=source))
+            tables.append(RouteTable(service, port, RouteKind.L4, tcp=tuple(tcp), source=source))
     return MeshTables(tuple(tables), dict(lost), tuple(shadowed))
 
 
