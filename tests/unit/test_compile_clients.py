@@ -55,3 +55,37 @@ def test_only_the_nodes_own_workloads_are_told_apart() -> None:
     here = attrs.evolve(_workload("op", "ops", "10.1.0.5"), node="n1")
     there = attrs.evolve(_workload("op2", "ops", "10.2.0.5"), node="n2")
     assert _views(_plan(here, there)) == [("10.1.0.5/32",)]
+
+
+def _tcp_chains(*routes: m.TcpRoute) -> list[tuple[tuple[str, ...], str, tuple[str, ...] | None]]:
+    db = m.Service("db", NS, vips=("10.96.0.9",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
+        m.Backend("10.0.0.9", 443),)),))
+    a = m.Service("a", NS, vips=("10.96.0.10",), ports=(m.ServicePort(443, "TLS", "tls", backends=(
+        m.Backend("10.0.0.10", 443),)),))
+    snap = m.Snapshot(namespaces=(m.Namespace(NS), m.Namespace("ops"), m.Namespace("dev")), services=(db, a),
+                      routes=(m.RouteTable(db.ref, 443, "L4", tcp=routes),),
+                      workloads=(_workload("op", "ops", "10.1.0.5"), _workload("dv", "dev", "10.1.0.6")))
+    plan = compile_plan(snap, "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=4))
+    listener = plan.envoy.listener(f"{NS}/db:443")
+    assert listener is not None
+    return [(c.sni, c.clusters[0].cluster.split("/")[1], c.sources) for c in listener.tcp]
+
+
+def test_a_name_limited_to_some_clients_is_served_to_the_others_by_the_later_catch_all() -> None:
+    # Envoy picks the chains of a server name first and never falls back: the catch-all
+    # route must also have a chain of that name for the clients the first route leaves.
+    ops = m.ClientMatch(namespaces=["ops"])
+    chains = _tcp_chains(m.TcpRoute("ops-x", sni=["x.example"], clients=ops, destinations=[m.Destination(
+        m.ServiceRef(NS, "a"))]), m.TcpRoute("rest", destinations=[m.Destination(m.ServiceRef(NS, "db"))]))
+    named = {(cluster, "10.1.0.5/32" in (sources or ())) for sni, cluster, sources in chains if sni == ("x.example",)}
+    assert named == {("a:443", True), ("db:443", False)}
+    assert [(cluster, sources) for sni, cluster, sources in chains if sni == ()] == [("db:443", None)]
+
+
+def test_a_catch_all_for_some_clients_comes_first_for_every_name() -> None:
+    ops = m.ClientMatch(namespaces=["ops"])
+    chains = _tcp_chains(m.TcpRoute("ops-all", clients=ops, destinations=[m.Destination(m.ServiceRef(NS, "a"))]),
+                         m.TcpRoute("x", sni=["x.example"], destinations=[m.Destination(m.ServiceRef(NS, "db"))]))
+    # ops' clients keep going to a even with SNI x.example; the others with x.example go to db.
+    assert ((("x.example",), "a:443", ("10.1.0.5/32",)) in chains
+            and any(sni == ("x.example",) and cluster == "db:443" for sni, cluster, _ in chains))

@@ -44,7 +44,7 @@ class CompileOptions:
 def _l4_split(snapshot: Snapshot, table: RouteTable, port: ServicePort) -> tuple[Backend, ...] | None:
     """Backends for an L4 weighted split across services, or ``None`` when not applicable."""
     if table.kind is RouteKind.L4:
-        if len(table.tcp) != 1 or table.tcp[0].sni:
+        if len(table.tcp) != 1 or table.tcp[0].sni or table.tcp[0].clients:
             return None
         chosen = table.tcp[0].destinations
     else:

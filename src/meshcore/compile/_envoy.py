@@ -370,23 +370,33 @@ class _Builder:
 
     def tcp_listener(self, item: ProxiedPort, name: str) -> EnvoyListener:
         chains: list[TcpChain] = []
-        # First match wins, per server name ("" for connections without one): the clients
-        # earlier routes took for a name are not a later route's, and a name taken for
-        # every client is unreachable (Envoy also refuses chains with identical matches).
-        claimed: dict[str, SourceSet] = {}
+        names_used: set[str] = set()
         tables = [t for t in item.tables if t.kind is RouteKind.L4]
+        # Envoy picks a chain by server name first (an exact name, then a wildcard one, then
+        # the chains without names) and never falls back to another name once one matches.
+        # So every name the listener serves gets its own chains, made by walking the routes
+        # that can take a connection with that name in table order — those naming it
+        # (exactly or by wildcard) and those without names — and "" (no name, or one no
+        # chain names) those without names. First match wins per name: the clients earlier
+        # routes took for a name are not a later route's, a name taken for every client is
+        # unreachable, and the chains of one name never share a client address (Envoy
+        # refuses chains with identical matches).
+        servers = sorted({s for t in tables for r in t.tcp for s in r.sni})
+        claimed: dict[str, SourceSet] = {}
         for table in tables:
             for i, route in enumerate(table.tcp):
                 origin = Origin(f"TCP route {i} ({route.name or 'unnamed'}) of {table.service}:{table.port}",
                                 _first_known(route.source, table.source), route.sni)
                 wanted = client_sources(route.clients, self.local_clients)
                 # Names whose remaining clients are the same share one chain.
-                by_rest: dict[SourceSet, list[str]] = {}
-                for server in route.sni or ("",):
+                by_rest: dict[tuple[SourceSet, bool], list[str]] = {}
+                for server in (*servers, ""):
+                    if not _takes_server(route.sni, server):
+                        continue
                     before = claimed.get(server, SourceSet())
                     rest = wanted - before
                     if rest.cidrs():
-                        by_rest.setdefault(rest, []).append(server)
+                        by_rest.setdefault((rest, server == ""), []).append(server)
                     claimed[server] = before | wanted
                 if not by_rest:
                     continue
@@ -394,13 +404,16 @@ class _Builder:
                     ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
                     for d in route.destinations if d.weight > 0
                 ]
-                if route.invalid_weight:
-                    weights.append(ClusterWeight(self.refusing_cluster(table, item, origin), route.invalid_weight))
+                if route.invalid_weight or not weights:
+                    # A share of the connections (or, without destinations, all of them) is
+                    # refused: a cluster without endpoints closes them at once. A route that
+                    # refuses still takes its connections, so it needs its chain.
+                    weights.append(ClusterWeight(self.refusing_cluster(table, item, origin), route.invalid_weight or 1))
                 clusters = _merged(weights)
                 rbac = self.chain_rbac(clusters)
                 admitted = self.chain_sources(rbac, origin)
                 label = route.name or f"route-{i}"
-                for n, (rest, servers) in enumerate(by_rest.items()):
+                for n, ((rest, _), names) in enumerate(by_rest.items()):
                     sources = admitted
                     if not rest.is_everyone:
                         allowed = rest if admitted is None else rest & SourceSet.of(admitted)
@@ -408,7 +421,10 @@ class _Builder:
                             continue  # none of its clients is admitted: they match no chain, and are closed
                         sources = allowed.cidrs()
                     chain_name = f"{name}/{label}" + (f"/{n}" if len(by_rest) > 1 else "")
-                    chains.append(TcpChain(chain_name, tuple(s for s in servers if s), clusters, (origin,),
+                    if chain_name in names_used:
+                        chain_name = f"{chain_name}#{len(chains)}"
+                    names_used.add(chain_name)
+                    chains.append(TcpChain(chain_name, tuple(s for s in names if s), clusters, (origin,),
                                            self.hashes_source_ip(clusters, origin), rbac, sources))
         if not tables:
             # Proxied for its traffic policy alone: every connection goes to the port's own backends.
@@ -495,6 +511,18 @@ class _Builder:
     def _listener_origins(self, item: ProxiedPort, tables: Sequence[RouteTable]) -> tuple[Origin, ...]:
         own = Origin(f"service {item.service.ref} port {item.port.port} ({item.decision.reason})", item.service.source)
         return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
+
+
+def _takes_server(sni: Sequence[str], server: str) -> bool:
+    """True when a route for server names ``sni`` (none: any connection) can take a connection for ``server``.
+
+    ``server`` "" stands for connections without a name, or with one no chain names.
+    """
+    if not sni:
+        return True
+    if not server:
+        return False
+    return any(p == server or (p.startswith("*.") and server.endswith(p[1:])) for p in sni)
 
 
 def _kubernetes_service(snapshot: Snapshot, host: str) -> Service | None:

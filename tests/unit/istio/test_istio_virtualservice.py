@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from _istio_support import codes, find, http, istio, pod, service, table, tcp, translate
+from meshcore.compile import CompileOptions, compile_plan
 from meshcore.model import ClientMatch, MatchKind, RouteKind, ServiceRef, Severity
 
 REVIEWS = [
@@ -369,8 +370,42 @@ def test_tcp_matches_on_the_client_and_export_to_limit_tcp_routes() -> None:
     assert admin.clients == ClientMatch(namespaces=("ops",), labels={"role": "admin"})
     assert admin.destinations[0].service.name == "a"
     assert rest.clients == ClientMatch(namespaces=("default", "ops")) and rest.destinations[0].service.name == "db"
-    assert fallback.clients == ClientMatch(namespaces=("default", "ops"), invert=True)
+    # What no route takes (clients of other namespaces, outside the mesh) goes to the
+    # service itself, as Istio's default filter chain sends it.
+    assert fallback.clients is None and [d.service.name for d in fallback.destinations] == ["db"]
     assert "MC7015" not in codes(result) and "MC7013" not in codes(result)
+
+
+def test_sni_routes_limited_to_some_clients_leave_that_name_to_the_others() -> None:
+    # An ops-only VirtualService for SNI x.example and a public one for the rest: clients
+    # of other namespaces sending x.example must reach the public route's backend, which
+    # compile gives a chain of that name (Envoy never falls back from a matching name).
+    ops = istio("VirtualService", "db-ops", """
+        hosts: [db.default.svc.cluster.local]
+        exportTo: ["."]
+        tls:
+        - match: [{sniHosts: [x.example]}]
+          route: [{destination: {host: a.default.svc.cluster.local}}]
+    """, namespace="ops")
+    public = istio("VirtualService", "db", """
+        hosts: [db]
+        tcp: [{route: [{destination: {host: db}}]}]
+    """)
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ops}\n"
+    result = translate(service("db", ports="[{name: tls, port: 443}]"), service("a", vip="10.96.0.5",
+                       ports="[{name: tls, port: 443}]"), ns, ops, public,
+                       pod("op", "{app: op}", "10.1.0.5", namespace="ops"), pod("dev", "{app: dev}", "10.1.0.6"))
+    routes = {(r.sni, r.clients, r.destinations[0].service.name) for r in tcp(result, "db", 443)}
+    assert routes == {(("x.example",), ClientMatch(namespaces=("ops",)), "a"),
+                      ((), ClientMatch(namespaces=("default",)), "db"), ((), None, "db")}
+    plan = compile_plan(result.snapshot, "", CompileOptions(proxy_enabled=True, proxy_port_base=15001,
+                                                            proxy_port_range=8))
+    listener = plan.envoy.listener("default/db:443")
+    assert listener is not None
+    named = [c for c in listener.tcp if c.sni == ("x.example",)]
+    # One chain of that name for ops' clients (to a), the others for everyone else (to db).
+    assert {(c.clusters[0].cluster, c.sources is not None and "10.1.0.5/32" in c.sources) for c in named} == {
+        ("default/a:443", True), ("default/db:443", False)}
 
 
 def test_service_entry_not_exported_is_not_a_destination() -> None:

@@ -228,7 +228,8 @@ def sidecar_policies(scopes: Sequence[SidecarScope], services: Sequence[Service]
                                            source=scope.obj.source)
             out.append(model("spec", build))
         if unreachable:
-            report.warn(scope.obj, NOT_SUPPORTED, f"imported services known by no address (resolved by DNS): "
+            report.warn(scope.obj, NOT_SUPPORTED, f"imported services known by no address (resolved by DNS, or "
+                        "by CIDR addresses, which are not carried): "
                         f"{', '.join(sorted(unreachable))}; with REGISTRY_ONLY their connections are refused",
                         "spec.egress" if scope.egress else "spec")
     return out

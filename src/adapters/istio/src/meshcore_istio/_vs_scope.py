@@ -13,7 +13,8 @@ mesh — to the service as if it had none. When one VirtualService exported ever
 every namespace, its routes apply to every client unchanged.
 
 TLS and TCP routes are limited the same way (the node proxy tells their clients apart by
-address when they connect).
+address when they connect); a connection no TLS/TCP route takes goes to the service itself,
+as with Istio's default filter chain.
 """
 
 from __future__ import annotations
@@ -103,12 +104,12 @@ def _everyone_else(service: Service, port: int, claimed: Sequence[str], source_v
     )
 
 
-def _everyone_else_tcp(service: Service, port: int, claimed: Sequence[str], source_vs: VirtualService) -> TcpRoute:
+def _default_tcp(service: Service, port: int, source_vs: VirtualService) -> TcpRoute:
+    """The connections no TLS/TCP route takes go to the service itself, as Istio's default filter chain sends them."""
     return TcpRoute(
-        name=f"{service.namespace}/{service.name}.not-exported",
+        name=f"{service.namespace}/{service.name}.default",
         destinations=(Destination(service.ref, port),),
-        clients=ClientMatch(namespaces=tuple(claimed), invert=True),
-        source=source_vs.obj.source_at("spec.exportTo"),
+        source=source_vs.obj.source,
     )
 
 
@@ -159,7 +160,9 @@ def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespac
                                          source=used[0].obj.source))
         else:
             tcp = per_client(lambda vs: l4_routes(vs, number), _only_for_tcp,
-                             lambda: _everyone_else_tcp(service, number, claimed, used[0]))
+                             lambda: _default_tcp(service, number, used[0]))
+            if tcp and (tcp[-1].sni or tcp[-1].clients):
+                tcp.append(_default_tcp(service, number, used[0]))
             if tcp:
                 tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp),
                                          source=used[0].obj.source))
