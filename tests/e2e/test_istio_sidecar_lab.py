@@ -6,7 +6,8 @@ own services and ``shop/ratings``; pod ``tools`` there has its own Sidecar (ALLO
 ``shop/details`` is served through the node proxy (a VirtualService sets a header), so
 both paths are exercised: the kernel's egress policy for ratings and the app, the node
 proxy's check of the client's egress policy for details. Pod ``outsider`` in ``shop``
-has no Sidecar at all.
+has no Sidecar at all. Namespace ``narrow`` has an ALLOW_ANY Sidecar importing only its own
+namespace: its pod reaches details, but unrouted (without the VirtualService's header).
 """
 
 from __future__ import annotations
@@ -22,16 +23,24 @@ from meshcore.lab import Lab
 pytestmark = pytest.mark.root
 
 APP = "\n---\n".join([
-    *(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("locked", "shop")),
+    *(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("locked", "shop", "narrow")),
     echo_app("app", "locked"),
     echo_app("ratings", "shop"),
     echo_app("details", "shop"),
     client_pod("client", "locked"),
     client_pod("tools", "locked"),
     client_pod("outsider", "shop"),
+    client_pod("viewer", "narrow"),
 ])
 
 ISTIO = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: narrow}
+spec:
+  egress:
+  - hosts: ["./*"]
+---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: default, namespace: locked}
@@ -104,3 +113,17 @@ def test_the_kernel_drops_a_direct_connection_the_sidecar_does_not_import(lab_fi
     rows = observed(lab, "--verdict", "dropped", "--pod", "client", "--namespace", "locked",
                     keep=lambda r: r["destinationPort"] == 8080 and r["destination"].startswith("shop/details"))
     assert rows and "sidecar:locked.default" in rows[-1]["policy"], rows[-1:]
+
+
+def _via(lab: Lab, pod: str, ns: str) -> tuple[str, str | None]:
+    result = lab.run(pod, ["curl", "-sS", "-m", "3", "-o", "/dev/null", "-D", "-", "http://details.shop/"],
+                     namespace=ns, timeout=30)
+    lines = result.stdout.decode(errors="replace").lower().splitlines()
+    status = lines[0].split()[1] if lines else "000"
+    return status, next((x.split(":", 1)[1].strip() for x in lines if x.startswith("x-via:")), None)
+
+
+def test_a_virtual_service_the_sidecar_does_not_import_is_not_seen(lab_files: tuple[Lab, list[Path]]) -> None:
+    lab, _ = lab_files
+    assert _via(lab, "viewer", "narrow") == ("200", None)       # ALLOW_ANY: reached, but unrouted
+    assert _via(lab, "outsider", "shop") == ("200", "proxy")    # no Sidecar: the VirtualService applies

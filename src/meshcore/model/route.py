@@ -89,10 +89,15 @@ def _sorted_names(value: Any) -> tuple[str, ...]:
     return tuple(sorted(set(value)))
 
 
+def _selectors(value: Any) -> tuple[tuple[tuple[str, str], ...], ...]:
+    return tuple(sorted({sorted_pairs(s) for s in value}))
+
+
 @attrs.frozen(order=True)
 class ClientMatch:
     """Requests from mesh workloads in one of ``namespaces`` (any when empty) carrying ``labels``.
 
+    ``exclude`` takes out the workloads carrying all the labels of any of its selectors;
     ``invert`` takes every other client instead, addresses outside the mesh included. The
     node proxy serves many clients, so compile turns these conditions into client address
     sets (one route configuration per set of clients that sees the same routes).
@@ -101,11 +106,13 @@ class ClientMatch:
     namespaces: tuple[str, ...] = attrs.field(default=(), converter=_sorted_names)
     labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=sorted_pairs)
     invert: bool = False
+    exclude: tuple[tuple[tuple[str, str], ...], ...] = attrs.field(default=(), converter=_selectors)
 
     def admits(self, namespace: str | None, labels: Mapping[str, str]) -> bool:
         """True for a client workload of ``namespace`` with ``labels`` (``None``: not a mesh workload)."""
         inside = (namespace is not None and (not self.namespaces or namespace in self.namespaces)
-                  and all(labels.get(k) == v for k, v in self.labels))
+                  and all(labels.get(k) == v for k, v in self.labels)
+                  and not any(all(labels.get(k) == v for k, v in s) for s in self.exclude))
         return inside != self.invert
 
 

@@ -49,7 +49,7 @@ from ._ingress import serve_gateways
 from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
 from ._serviceentry import read_service_entry, read_workload_entry
-from ._sidecar import read_sidecar, sidecar_policies
+from ._sidecar import Sidecars, read_sidecar, resolve_sidecars, sidecar_policies
 from ._trafficpolicy import traffic_policies
 from ._virtualservice import VirtualService, check_shadowing, read_virtual_service
 from ._vs_scope import mesh_tables
@@ -102,6 +102,7 @@ class _Translation:
         self.services: list[Service] = []
         self.workloads: list[Workload] = []
         self.tables: list[RouteTable] = []
+        self.sidecars = Sidecars({}, {}, root)
 
     def run(self) -> Fragment:
         report = self.report
@@ -126,6 +127,9 @@ class _Translation:
             self.services.append(entry.known.service)
             known.append(entry.known)
         hosts = HostIndex(known)
+        scopes = [scope for obj in sorted(self.by_kind["Sidecar"], key=age_key)
+                  if (scope := _run(obj, report, read_sidecar, obj, report)) is not None]
+        self.sidecars = resolve_sidecars(scopes, self.root, report)
         self._check_rules(rules, hosts)
         traffic = traffic_policies(rules, hosts, report)
         virtual_services = self._virtual_services(hosts, rules)
@@ -135,10 +139,8 @@ class _Translation:
         authns = [a for obj in self.by_kind["RequestAuthentication"]
                   if (a := _run(obj, report, read_request_authentication, obj, report, self.root)) is not None]
         self.tables += serve_gateways(self.by_kind["Gateway"], virtual_services, self.inventory, self.workloads, report)
-        scopes = [scope for obj in sorted(self.by_kind["Sidecar"], key=age_key)
-                  if (scope := _run(obj, report, read_sidecar, obj, report)) is not None]
-        policies += sidecar_policies(scopes, [*self.inventory.services, *self.services],
-                                     [*self.inventory.workloads, *self.workloads], hosts, self.root, report)
+        policies += sidecar_policies(self.sidecars, [*self.inventory.services, *self.services],
+                                     [*self.inventory.workloads, *self.workloads], hosts, report)
         return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
                         policies=policies, peer_authentications=peer, request_authentications=authns,
                         traffic_policies=traffic, diagnostics=report.items)
@@ -208,7 +210,8 @@ class _Translation:
         namespaces = sorted({n.name for n in self.inventory.namespaces}
                             | {w.namespace for w in (*self.inventory.workloads, *self.workloads)})
         for ref, listed in sorted(candidates.items()):
-            tables = _run(listed[0].obj, report, mesh_tables, listed, by_ref[ref], namespaces, report) or []
+            tables = _run(listed[0].obj, report, mesh_tables, listed, by_ref[ref], namespaces, report,
+                          self.sidecars) or []
             self.tables += tables
             for vs in listed:
                 self._unused_rules(vs, by_ref[ref])

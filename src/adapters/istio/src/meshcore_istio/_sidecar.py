@@ -14,10 +14,10 @@ their backends on their target ports, pods by identity and other endpoints (or, 
 endpoints, the service's addresses) by address. UDP and SCTP stay open, as Istio's sidecars capture only TCP. ``ALLOW_ANY``,
 or no ``outboundTrafficPolicy`` (the mesh default here), restricts nothing.
 
-Reported and not applied: ``egress`` hosts under ``ALLOW_ANY`` (Istio would also hide the
-other services' routes from the workload; here every client sees every route),
-``ingress``, ``inboundConnectionPool``, ``egressProxy``, and a listener's ``bind`` and
-``captureMode``. A Sidecar without a selector applies to workloads with no selected
+The ``egress`` hosts also decide which VirtualServices the workloads see, whatever the
+mode (see ``_vs_scope``): a service or VirtualService not imported is reached unrouted.
+Reported and not applied: ``ingress``, ``inboundConnectionPool``, ``egressProxy``, and a
+listener's ``bind`` and ``captureMode``. A Sidecar without a selector applies to workloads with no selected
 Sidecar: when its namespace also has selected workloads, the policy is written per label
 set of the workloads it applies to, and a warning names any workload with its own Sidecar
 that such a label set also selects. Imported ServiceEntries known by no address (DNS)
@@ -33,6 +33,7 @@ import attrs
 from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import (
     AuthorizationPolicy,
+    ClientMatch,
     Direction,
     IpBlock,
     Operation,
@@ -68,6 +69,19 @@ class SidecarScope:
     selector: tuple[tuple[str, str], ...] | None
     registry_only: bool
     egress: tuple[_Egress, ...]
+
+    def imports_config(self, config_namespace: str, hosts: Sequence[str], namespace: str) -> bool:
+        """True when an egress host imports config of ``config_namespace`` for ``hosts`` (a VirtualService's)."""
+        if not self.egress:
+            return True
+        for listener in self.egress:
+            for space, name in listener.hosts:
+                wanted = namespace if space == "." else space
+                if wanted == "~" or (wanted != "*" and wanted != config_namespace):
+                    continue
+                if any(name == "*" or host_matches(name, h) or host_matches(h, name) for h in hosts):
+                    return True
+        return False
 
     def imports(self, service: Service, number: int, namespace: str) -> bool:
         """True when an egress host imports ``service`` port ``number`` for a workload of ``namespace``.
@@ -123,17 +137,60 @@ def read_sidecar(obj: KubeObject, report: Report) -> SidecarScope:
         if spec.has(key):
             report.info(obj, NOT_CARRIED, f"{key} is not applied: there is no sidecar proxy in front of the "
                         "workload", f"spec.{key}")
-    if egress and not registry_only:
-        report.info(obj, NOT_CARRIED, "egress hosts are applied only with outboundTrafficPolicy REGISTRY_ONLY "
-                    "(which services a workload may reach); they do not hide other services' routes here",
-                    "spec.egress")
     return SidecarScope(obj, selector, registry_only, tuple(egress))
 
 
-def _effective(scopes: Sequence[SidecarScope], workload: Workload, root: str, report: Report,
+@attrs.frozen(eq=False)
+class Sidecars:
+    """The Sidecars in force: per namespace those with a selector (oldest first) and the default one."""
+
+    selecting: dict[str, list[SidecarScope]]
+    defaults: dict[str, SidecarScope]
+    root: str
+
+    @property
+    def all(self) -> list[SidecarScope]:
+        """Every Sidecar in force, oldest first within a namespace."""
+        return [*self.defaults.values(), *(s for group in self.selecting.values() for s in group)]
+
+    @property
+    def scope_routes(self) -> bool:
+        """True when some Sidecar imports only some hosts (its clients see only their routes)."""
+        return any(s.egress for s in self.all)
+
+    def default_for(self, namespace: str) -> SidecarScope | None:
+        """The Sidecar of a namespace's workloads that no Sidecar selects (its own, else the root's)."""
+        return self.defaults.get(namespace) or self.defaults.get(self.root)
+
+    def client_scopes(self, namespace: str) -> list[tuple[ClientMatch, SidecarScope | None]]:
+        """The namespace's clients, split by the Sidecar they take (a selected one, oldest first, else the default)."""
+        chosen = self.selecting.get(namespace, [])
+        out: list[tuple[ClientMatch, SidecarScope | None]] = [
+            (ClientMatch((namespace,), labels=s.selector or (), exclude=[x.selector or () for x in chosen[:i]]), s)
+            for i, s in enumerate(chosen)]
+        out.append((ClientMatch((namespace,), exclude=[x.selector or () for x in chosen]), self.default_for(namespace)))
+        return out
+
+
+def resolve_sidecars(scopes: Sequence[SidecarScope], root: str, report: Report) -> Sidecars:
+    """Index the Sidecars (oldest first); a later one without selector in a namespace that has one is reported."""
+    defaults: dict[str, SidecarScope] = {}
+    selecting: dict[str, list[SidecarScope]] = {}
+    for s in scopes:
+        if s.selector is not None:
+            selecting.setdefault(s.obj.namespace, []).append(s)
+            continue
+        first = defaults.setdefault(s.obj.namespace, s)
+        if first is not s:
+            report.warn(s.obj, CONFLICT, f"Sidecar {first.obj.namespace}/{first.obj.name} is older and also has "
+                        "no workloadSelector; this one is ignored", "spec")
+    return Sidecars(selecting, defaults, root)
+
+
+def _effective(sidecars: Sidecars, workload: Workload, report: Report,
                reported: set[tuple[str, str]]) -> SidecarScope | None:
-    own = [s for s in scopes if s.obj.namespace == workload.namespace]
-    selecting = [s for s in own if s.selector is not None and workload.labels.matches(dict(s.selector))]
+    selecting = [s for s in sidecars.selecting.get(workload.namespace, [])
+                 if workload.labels.matches(dict(s.selector or ()))]
     if selecting:
         if len(selecting) > 1 and (workload.namespace, workload.name) not in reported:
             reported.add((workload.namespace, workload.name))
@@ -141,11 +198,7 @@ def _effective(scopes: Sequence[SidecarScope], workload: Workload, root: str, re
                         f"is older and also selects {workload.namespace}/{workload.name}; this one is ignored for it",
                         "spec.workloadSelector")
         return selecting[0]
-    default = [s for s in own if s.selector is None]
-    if default:
-        return default[0]
-    mesh = [s for s in scopes if s.obj.namespace == root and s.selector is None]
-    return mesh[0] if mesh else None
+    return sidecars.default_for(workload.namespace)
 
 
 def _rules(scope: SidecarScope, namespace: str, services: Sequence[Service], hosts: HostIndex,
@@ -191,22 +244,15 @@ def _rules(scope: SidecarScope, namespace: str, services: Sequence[Service], hos
     return tuple(rules)
 
 
-def sidecar_policies(scopes: Sequence[SidecarScope], services: Sequence[Service], workloads: Sequence[Workload],
-                     hosts: HostIndex, root: str, report: Report) -> list[AuthorizationPolicy]:
-    """The egress ALLOW policies of the workloads whose Sidecar (``scopes``, oldest first) closes the registry."""
-    defaults: dict[str, SidecarScope] = {}
-    for s in scopes:
-        if s.selector is None:
-            first = defaults.setdefault(s.obj.namespace, s)
-            if first is not s:
-                report.warn(s.obj, CONFLICT, f"Sidecar {first.obj.namespace}/{first.obj.name} is older and also has "
-                            "no workloadSelector; this one is ignored", "spec")
-    scopes = [s for s in scopes if s.selector is not None or defaults.get(s.obj.namespace) is s]
+def sidecar_policies(sidecars: Sidecars, services: Sequence[Service], workloads: Sequence[Workload],
+                     hosts: HostIndex, report: Report) -> list[AuthorizationPolicy]:
+    """The egress ALLOW policies of the workloads whose Sidecar closes the registry."""
+    scopes = sidecars.all
     if not any(s.registry_only for s in scopes):
         return []
     index = {w.ref: w for w in workloads}
     reported: set[tuple[str, str]] = set()
-    effective = {w.ref: _effective(scopes, w, root, report, reported) for w in workloads}
+    effective = {w.ref: _effective(sidecars, w, report, reported) for w in workloads}
     out: list[AuthorizationPolicy] = []
     for scope in scopes:
         members = [index[ref] for ref, s in effective.items() if s is scope]

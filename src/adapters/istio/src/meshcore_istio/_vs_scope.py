@@ -12,6 +12,10 @@ remaining clients — namespaces no VirtualService is exported to, and clients o
 mesh — to the service as if it had none. When one VirtualService exported everywhere wins
 every namespace, its routes apply to every client unchanged.
 
+When Sidecars import only some hosts, the choice is made per Sidecar scope rather than
+per namespace (:func:`_scoped_tables`): a client sees only the VirtualServices its Sidecar
+imports.
+
 TLS and TCP routes are limited the same way (the node proxy tells their clients apart by
 address when they connect); a connection no TLS/TCP route takes goes to the service itself,
 as with Istio's default filter chain.
@@ -38,6 +42,7 @@ from meshcore.model import (
 )
 
 from ._codes import VS_CONFLICT
+from ._sidecar import Sidecars
 from ._virtualservice import VirtualService, http_routes, l4_routes
 
 _R = TypeVar("_R", HttpRoute, TcpRoute)
@@ -118,13 +123,104 @@ def _host_field(vs: VirtualService, service: Service) -> str:
     return "spec.hosts" if index is None else f"spec.hosts[{index}]"
 
 
+def _meet(scope: ClientMatch, own: ClientMatch | None) -> ClientMatch | None:
+    """The clients of ``scope`` (one namespace's, maybe by labels) that ``own`` also takes; ``None`` when none can be."""
+    if own is None:
+        return scope
+    namespaces = tuple(n for n in scope.namespaces if not own.namespaces or n in own.namespaces)
+    labels = dict(scope.labels)
+    for key, value in own.labels:
+        if labels.setdefault(key, value) != value:
+            return None
+    if not namespaces:
+        return None
+    return ClientMatch(namespaces, labels=labels, exclude=(*scope.exclude, *own.exclude))
+
+
+def _http_for(routes: Sequence[HttpRoute], scope: ClientMatch) -> list[HttpRoute]:
+    out = []
+    for route in routes:
+        matches = tuple(attrs.evolve(m, clients=c) for m in route.matches or (HttpMatch(),)
+                        if (c := _meet(scope, m.clients)) is not None)
+        if matches:
+            out.append(attrs.evolve(route, matches=matches))
+    return out
+
+
+def _tcp_for(routes: Sequence[TcpRoute], scope: ClientMatch) -> list[TcpRoute]:
+    return [attrs.evolve(r, clients=c) for r in routes if (c := _meet(scope, r.clients)) is not None]
+
+
+def _scoped_tables(candidates: Sequence[VirtualService], service: Service, known: Sequence[str],
+                   sidecars: Sidecars, report: Report) -> list[RouteTable]:
+    """As :func:`mesh_tables`, per Sidecar scope: a client sees a VirtualService only when its Sidecar imports it.
+
+    A VirtualService is imported when an egress host names its namespace and one of its
+    hosts, and the service itself is imported for that port; clients that see none reach
+    the service unrouted, as do clients outside the mesh.
+    """
+    scopes = [(match, sidecar, ns) for ns in known for match, sidecar in sidecars.client_scopes(ns)]
+    won: set[int] = set()
+    tables = []
+    for port in service.ports:
+        number = port.port
+        if port.protocol is Protocol.UDP:
+            continue
+        picks: list[tuple[ClientMatch, int | None]] = []
+        for match, sidecar, ns in scopes:
+            ranked = [(rank, i) for i, vs in enumerate(candidates) if (rank := _rank(vs, ns)) is not None
+                      and (sidecar is None or (sidecar.imports(service, number, ns)
+                                               and sidecar.imports_config(vs.obj.namespace, vs.hosts, ns)))]
+            picks.append((match, min(ranked)[1] if ranked else None))
+        chosen = {i for _, i in picks if i is not None}
+        won |= chosen
+        if not chosen:
+            continue
+        first = candidates[min(chosen)]
+        everywhere = len(chosen) == 1 and None not in {i for _, i in picks} and "*" in first.exported
+        unrouted = Destination(service.ref, number)
+        if port.protocol.is_http:
+            http: list[HttpRoute] = []
+            for match, i in picks:
+                if everywhere:
+                    http = http_routes(first, number)
+                    break
+                if i is None:
+                    http.append(HttpRoute(f"{service.namespace}/{service.name}.unrouted", (HttpMatch(clients=match),),
+                                          (unrouted,), source=first.obj.source))
+                else:
+                    http += _http_for(http_routes(candidates[i], number), match)
+            if not everywhere:
+                http.append(HttpRoute(f"{service.namespace}/{service.name}.outside-the-mesh",
+                                      (HttpMatch(clients=ClientMatch(invert=True)),), (unrouted,),
+                                      source=first.obj.source))
+            tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http), source=first.obj.source))
+        else:
+            tcp: list[TcpRoute] = []
+            for match, i in picks:
+                if everywhere:
+                    tcp = l4_routes(first, number)
+                    break
+                if i is not None:
+                    tcp += _tcp_for(l4_routes(candidates[i], number), match)
+            tcp.append(_default_tcp(service, number, first))
+            tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp), source=first.obj.source))
+    for i, vs in enumerate(candidates):
+        if i not in won:
+            report.warn(vs.obj, VS_CONFLICT, f"no client sees this VirtualService for {service.ref}: each sees an "
+                        "older or closer one, or its Sidecar does not import it", _host_field(vs, service))
+    return tables
+
+
 def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespaces: Sequence[str],
-                report: Report) -> list[RouteTable]:
+                report: Report, sidecars: Sidecars | None = None) -> list[RouteTable]:
     """The route tables of ``service`` from the mesh VirtualServices naming it (oldest first), per client namespace."""
     first = candidates[0]
     # Every namespace a candidate is exported to counts, even one without workloads yet.
     known = sorted({*namespaces, *(vs.obj.namespace for vs in candidates),
                     *(n for vs in candidates for n in vs.exported if n not in ("*", "."))})
+    if sidecars is not None and sidecars.scope_routes:
+        return _scoped_tables(candidates, service, known, sidecars, report)
     chosen = winners(candidates, known)
     used = [vs for i, vs in enumerate(candidates) if i in chosen.values()]
     for i, vs in enumerate(candidates[1:], 1):
