@@ -447,3 +447,43 @@ def test_header_values_with_envoy_variables_are_literal_and_reported() -> None:
     assert dict(route.request_headers.set) == {"x-client": "%DOWNSTREAM_REMOTE_ADDRESS%", "x-share": "50%"}
     [warning] = [d for d in result.diagnostics if d.code == "MC7015"]
     assert warning.field == "spec.http[0].headers.request.set.x-client" and "not expanded" in warning.message
+
+
+def test_a_delegating_rule_takes_the_delegates_rules_merged_with_its_match() -> None:
+    root = istio("VirtualService", "root", """
+        hosts: [app]
+        http:
+        - match: [{uri: {prefix: /reviews}}]
+          delegate: {name: reviews-routes, namespace: team}
+          timeout: 3s
+        - route: [{destination: {host: app}}]
+    """)
+    delegate = istio("VirtualService", "reviews-routes", """
+        http:
+        - match: [{uri: {prefix: /reviews/v2}, headers: {end-user: {exact: jason}}}, {uri: {prefix: /other}}]
+          directResponse: {status: 202}
+        - route: [{destination: {host: app.default.svc.cluster.local}}]
+          timeout: 1s
+    """, namespace="team")
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"
+    result = translate(service("app"), ns, root, delegate)
+    v2, rest, fallback = http(result, "app")
+    # Within /reviews: the delegate's /reviews/v2 (its /other conflicts with the root's prefix).
+    assert [m.path.value for m in v2.matches if m.path] == ["/reviews/v2"] and v2.matches[0].headers
+    assert v2.direct_response is not None and v2.direct_response.status == 202
+    assert v2.timeout_ms == 3000                                  # inherited from the root rule
+    assert [m.path.value for m in rest.matches if m.path] == ["/reviews"] and rest.timeout_ms == 1000
+    assert not fallback.matches and "MC7014" not in codes(result)
+
+
+def test_a_missing_delegate_is_reported_and_its_rule_never_applies() -> None:
+    result = translate(service("app"), istio("VirtualService", "root", """
+        hosts: [app]
+        http:
+        - match: [{uri: {prefix: /x}}]
+          delegate: {name: nowhere}
+        - route: [{destination: {host: app}}]
+    """))
+    [only] = http(result, "app")
+    assert not only.matches
+    assert find(result, "MC7017").field == "spec.http[0].delegate"

@@ -42,6 +42,7 @@ from ._codes import (
 )
 from ._common import ROOT_NAMESPACE, age_key
 from ._api import parse_spec
+from ._delegate import resolve_delegates
 from ._destinationrule import DestRule, read_destination_rule
 from ._destinations import Resolver
 from ._hosts import HostIndex, Known
@@ -192,6 +193,7 @@ class _Translation:
             vs = _run(obj, report, read_virtual_service, obj, resolver, self._gateways, report)
             if vs is not None:
                 read.append(vs)
+        read = resolve_delegates(read, report)
         candidates: dict[ServiceRef, list[VirtualService]] = {}
         for vs in read:
             if not vs.mesh:

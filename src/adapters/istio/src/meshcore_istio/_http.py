@@ -95,6 +95,8 @@ class HttpRule:
     retries: RetryPolicy | None
     fault: FaultInjection | None
     cors: CorsPolicy | None
+    #: The (namespace, name) of the VirtualService this rule delegates to (see ``_delegate``).
+    delegate: tuple[str, str] | None = None
 
     def routes(self, table_port: int, label: str, gateway: str = MESH) -> list[tuple[HttpRoute, Match | None]]:
         """The model routes of this rule for a table on ``table_port`` of ``gateway`` (one per applicable match).
@@ -406,10 +408,10 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
                         "several destinations; they are ignored", per_dest[0].path)
     redirect = _redirect(rule.map("redirect")) if has["redirect"] else None
     direct = _direct(rule.map("directResponse")) if has["directResponse"] else None
+    delegate = None
     if has["delegate"]:
-        report.warn(obj, NOT_SUPPORTED, "delegate VirtualServices are not supported yet: requests this rule "
-                    "matches are answered with 500", f"{rule.path}.delegate")
-        direct = DirectResponse(500)
+        d = rule.map("delegate")
+        delegate = (d.str("namespace") or obj.namespace, d.req_str("name"))
     rewrite = None
     if rule.has("rewrite"):
         rw = rule.map("rewrite")
@@ -442,7 +444,7 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
         name=rule.str("name", "") or "", path=rule.path, matches=kept, never=bool(raw_matches) and not kept,
         targets=targets, redirect=redirect, direct=direct, rewrite=rewrite, request_headers=request_headers,
         response_headers=response_headers, mirrors=tuple(mirrors), timeout_ms=timeout, retries=retries,
-        fault=fault, cors=cors,
+        fault=fault, cors=cors, delegate=delegate,
     )
 
 

@@ -122,7 +122,14 @@ def read_virtual_service(obj: KubeObject, resolver: Resolver, gateways: Mapping[
     spec = Fields.of(obj).map("spec", required=True)
     hosts = spec.strs("hosts")
     if not hosts:
-        raise FieldError("spec.hosts", "at least one host is required", INVALID_VALUE)
+        # A delegate: its HTTP rules stand in for a root VirtualService's delegating rule.
+        if spec.has("tls") or spec.has("tcp"):
+            raise FieldError("spec.hosts", "at least one host is required (a delegate VirtualService, without "
+                             "hosts, has only http rules)", INVALID_VALUE)
+        http = tuple(read_http_rule(r, obj, resolver, report, (MESH,)) for r in spec.maps("http"))
+        if not http:
+            raise FieldError("spec", "a delegate VirtualService (no hosts) needs http rules", INVALID_VALUE)
+        return VirtualService(obj, (), False, export_to(spec), http, (), (), ())
     for i, h in enumerate(hosts):
         if not _HOST.match(h):
             raise FieldError(f"spec.hosts[{i}]", f"{h!r} is not a host name, '*.' + host name, or '*'",
