@@ -85,9 +85,12 @@ def _merge(root: Match, child: Match) -> Match:
     return Match(merged, _same(root.port, child.port), root.gateways, child.path)
 
 
-def _inherit(child: HttpRule, root: HttpRule, matches: tuple[Match, ...], never: bool) -> HttpRule:
+def _inherit(child: HttpRule, root: HttpRule, delegate: VirtualService, matches: tuple[Match, ...],
+             never: bool) -> HttpRule:
+    own = child.name or child.path.removeprefix("spec.")
     return attrs.evolve(
-        child, matches=matches, never=never,
+        child, matches=matches, never=never, origin=delegate.obj,
+        name=f"{root.name or root.path.removeprefix('spec.')}.{delegate.obj.namespace}/{delegate.obj.name}.{own}",
         timeout_ms=child.timeout_ms if child.timeout_ms is not None else root.timeout_ms,
         retries=child.retries or root.retries, fault=child.fault or root.fault, cors=child.cors or root.cors,
         rewrite=child.rewrite or root.rewrite,
@@ -112,7 +115,7 @@ def _expand(rule: HttpRule, delegate: VirtualService, root_gateways: tuple[str, 
                 except _Conflict:
                     continue
         plain = not rule.matches and not child.matches
-        out.append(_inherit(child, rule, () if plain else tuple(merged), never=not plain and not merged))
+        out.append(_inherit(child, rule, delegate, () if plain else tuple(merged), never=not plain and not merged))
     return out
 
 

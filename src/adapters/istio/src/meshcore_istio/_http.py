@@ -97,6 +97,8 @@ class HttpRule:
     cors: CorsPolicy | None
     #: The (namespace, name) of the VirtualService this rule delegates to (see ``_delegate``).
     delegate: tuple[str, str] | None = None
+    #: The object the rule is written in, when not the VirtualService holding it (a delegate's).
+    origin: KubeObject | None = None
 
     def routes(self, table_port: int, label: str, gateway: str = MESH) -> list[tuple[HttpRoute, Match | None]]:
         """The model routes of this rule for a table on ``table_port`` of ``gateway`` (one per applicable match).

@@ -188,7 +188,8 @@ def http_routes(vs: VirtualService, port: int, gateway: str = MESH, label: str |
     label = label or f"{vs.obj.namespace}/{vs.obj.name}"
     out: list[HttpRoute] = []
     for rule in vs.http:
-        out += [attrs.evolve(r, source=vs.obj.source_at(m.path if m is not None else rule.path))
+        written = rule.origin or vs.obj  # a delegate's rule is written in the delegate
+        out += [attrs.evolve(r, source=written.source_at(m.path if m is not None else rule.path))
                 for r, m in rule.routes(port, label, gateway)]
     return out
 
