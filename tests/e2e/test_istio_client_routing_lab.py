@@ -9,7 +9,8 @@ clients elsewhere reach ratings as if there were no VirtualService. ``shop/detai
 a VirtualService for every namespace and one of namespace ``ops`` for its own clients:
 each marks its answers, so the test sees which one a client got. Every client connects
 to the same service address; the node proxy tells them apart by their pod address. The
-TCP port of ``shop/reviews-tcp`` sends clients of ``ops`` to v2, the others to v1.
+TCP port of ``shop/reviews-tcp`` sends clients of ``ops`` to v2, the others to v1, and
+``shop/catalog`` delegates ``/items`` to a VirtualService of namespace ``ops``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ spec:
 """,
     echo_app("ratings", "shop"),
     echo_app("details", "shop"),
+    echo_app("catalog", "shop"),
     client_pod("canary", "front", labels={"app": "canary", "role": "canary"}),
     client_pod("plain", "front"),
     client_pod("oncall", "ops"),
@@ -137,6 +139,31 @@ spec:
 # Namespace ops has its own view of shop/details; every other namespace gets shop's.
 ISTIO += _marking("details", "shop", "shop", '"*"') + _marking("details-for-ops", "ops", "ops", '"."')
 
+# Delegation: shop/catalog hands /items to a VirtualService of namespace ops.
+ISTIO += """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog, namespace: shop}
+spec:
+  hosts: [catalog]
+  http:
+  - match: [{uri: {prefix: /items}}]
+    delegate: {name: catalog-items, namespace: ops}
+  - route: [{destination: {host: catalog}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog-items, namespace: ops}
+spec:
+  http:
+  - match: [{uri: {prefix: /items/special}}]
+    directResponse: {status: 299, body: {string: special}}
+  - headers:
+      response:
+        set: {x-delegated-by: ops}
+    route: [{destination: {host: catalog.shop.svc.cluster.local}}]
+"""
+
 LATE_CANARY = client_pod("late", "shop", labels={"app": "late", "role": "canary"})
 
 
@@ -215,3 +242,10 @@ def test_a_new_client_is_routed_by_its_labels(lab_files: tuple[Lab, list[Path]],
         assert _version(_answers(lab, "late", "shop", "http://reviews/")) == {(200, "reviews-v2")}
     finally:
         lab.up(files, timeout=60)
+
+
+def test_a_delegated_path_is_routed_by_the_delegate(lab: Lab) -> None:
+    base = "http://catalog.shop"
+    assert curl_json(lab, "plain", f"{base}/items/special", namespace="front") == (299, "special")
+    assert _header(lab, "plain", "front", f"{base}/items/1", "x-delegated-by") == (200, "ops")
+    assert _header(lab, "plain", "front", f"{base}/other", "x-delegated-by") == (200, None)
