@@ -365,3 +365,13 @@ def http_server_code(answer: str, setup: str = "") -> str:
     and ``body`` (bytes) from ``self``; ``setup`` runs first at module level.
     """
     return _SERVER.format(setup=setup, answer=answer)
+
+
+def response_header(lab: Lab, pod: str, namespace: str, url: str, name: str) -> tuple[int, str | None]:
+    """Status and the value of response header ``name`` (``None`` when absent) of one request from ``pod``."""
+    result = lab.run(pod, ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-D", "-", url], namespace=namespace,
+                     timeout=30)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    lines = result.stdout.decode(errors="replace").lower().splitlines()
+    return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
+                                           if x.startswith(f"{name.lower()}:")), None)

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from _lab_support import client_pod, curl_json, echo_app, echo_deployment, running_lab, write
+from _lab_support import client_pod, curl_json, echo_app, echo_deployment, response_header, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -202,34 +201,18 @@ def test_source_labels_and_namespace_choose_the_route(lab: Lab) -> None:
     assert {status for status, _ in _answers(lab, "oncall", "ops", url)} == {418}
 
 
-def _header(lab: Lab, pod: str, ns: str, url: str, name: str) -> tuple[int, Any]:
-    """Status and the value of response header ``name`` (``None`` when absent) of one request from ``pod``."""
-    result = lab.run(pod, ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-D", "-", url], namespace=ns, timeout=30)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    lines = result.stdout.decode(errors="replace").lower().splitlines()
-    return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
-                                           if x.startswith(f"{name}:")), None)
-
-
-def test_tcp_routes_choose_by_client_namespace(lab: Lab) -> None:
-    url = "http://reviews-tcp.shop:9000/"
-    assert _version(_answers(lab, "oncall", "ops", url)) == {(200, "reviews-v2")}
-    assert _version(_answers(lab, "plain", "front", url)) == {(200, "reviews-v1")}
-    assert _version(_answers(lab, "local", "shop", url)) == {(200, "reviews-v1")}
-
-
 def test_export_to_limits_the_routes_to_the_exported_namespace(lab: Lab) -> None:
     url = "http://ratings.shop/"
-    assert _header(lab, "local", "shop", url, "x-routed-by") == (200, "shop-ratings")
-    assert _header(lab, "plain", "front", url, "x-routed-by") == (200, None)
-    assert _header(lab, "oncall", "ops", url, "x-routed-by") == (200, None)
+    assert response_header(lab, "local", "shop", url, "x-routed-by") == (200, "shop-ratings")
+    assert response_header(lab, "plain", "front", url, "x-routed-by") == (200, None)
+    assert response_header(lab, "oncall", "ops", url, "x-routed-by") == (200, None)
 
 
 def test_a_namespace_uses_its_own_virtual_service(lab: Lab) -> None:
     url = "http://details.shop/"
-    assert _header(lab, "oncall", "ops", url, "x-view") == (200, "ops")
-    assert _header(lab, "local", "shop", url, "x-view") == (200, "shop")
-    assert _header(lab, "plain", "front", url, "x-view") == (200, "shop")
+    assert response_header(lab, "oncall", "ops", url, "x-view") == (200, "ops")
+    assert response_header(lab, "local", "shop", url, "x-view") == (200, "shop")
+    assert response_header(lab, "plain", "front", url, "x-view") == (200, "shop")
 
 
 def test_a_new_client_is_routed_by_its_labels(lab_files: tuple[Lab, list[Path]], tmp_path: Path) -> None:
@@ -247,5 +230,5 @@ def test_a_new_client_is_routed_by_its_labels(lab_files: tuple[Lab, list[Path]],
 def test_a_delegated_path_is_routed_by_the_delegate(lab: Lab) -> None:
     base = "http://catalog.shop"
     assert curl_json(lab, "plain", f"{base}/items/special", namespace="front") == (299, "special")
-    assert _header(lab, "plain", "front", f"{base}/items/1", "x-delegated-by") == (200, "ops")
-    assert _header(lab, "plain", "front", f"{base}/other", "x-delegated-by") == (200, None)
+    assert response_header(lab, "plain", "front", f"{base}/items/1", "x-delegated-by") == (200, "ops")
+    assert response_header(lab, "plain", "front", f"{base}/other", "x-delegated-by") == (200, None)

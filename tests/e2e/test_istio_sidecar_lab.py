@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _lab_support import client_pod, echo_app, observed, running_lab, write
+from _lab_support import client_pod, echo_app, observed, response_header, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -115,15 +115,8 @@ def test_the_kernel_drops_a_direct_connection_the_sidecar_does_not_import(lab_fi
     assert rows and "sidecar:locked.default" in rows[-1]["policy"], rows[-1:]
 
 
-def _via(lab: Lab, pod: str, ns: str) -> tuple[str, str | None]:
-    result = lab.run(pod, ["curl", "-sS", "-m", "3", "-o", "/dev/null", "-D", "-", "http://details.shop/"],
-                     namespace=ns, timeout=30)
-    lines = result.stdout.decode(errors="replace").lower().splitlines()
-    status = lines[0].split()[1] if lines else "000"
-    return status, next((x.split(":", 1)[1].strip() for x in lines if x.startswith("x-via:")), None)
-
-
 def test_a_virtual_service_the_sidecar_does_not_import_is_not_seen(lab_files: tuple[Lab, list[Path]]) -> None:
     lab, _ = lab_files
-    assert _via(lab, "viewer", "narrow") == ("200", None)       # ALLOW_ANY: reached, but unrouted
-    assert _via(lab, "outsider", "shop") == ("200", "proxy")    # no Sidecar: the VirtualService applies
+    url = "http://details.shop/"
+    assert response_header(lab, "viewer", "narrow", url, "x-via") == (200, None)     # reached, but unrouted
+    assert response_header(lab, "outsider", "shop", url, "x-via") == (200, "proxy")  # no Sidecar: it applies
