@@ -201,6 +201,13 @@ def test_source_labels_and_namespace_choose_the_route(lab: Lab) -> None:
     assert {status for status, _ in _answers(lab, "oncall", "ops", url)} == {418}
 
 
+def test_tcp_routes_choose_by_client_namespace(lab: Lab) -> None:
+    url = "http://reviews-tcp.shop:9000/"
+    assert _version(_answers(lab, "oncall", "ops", url)) == {(200, "reviews-v2")}
+    assert _version(_answers(lab, "plain", "front", url)) == {(200, "reviews-v1")}
+    assert _version(_answers(lab, "local", "shop", url)) == {(200, "reviews-v1")}
+
+
 def test_export_to_limits_the_routes_to_the_exported_namespace(lab: Lab) -> None:
     url = "http://ratings.shop/"
     assert response_header(lab, "local", "shop", url, "x-routed-by") == (200, "shop-ratings")
