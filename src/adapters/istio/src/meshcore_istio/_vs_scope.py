@@ -74,32 +74,6 @@ def winners(candidates: Sequence[VirtualService], namespaces: Sequence[str]) -> 
     return out
 
 
-def _only_for(routes: Sequence[HttpRoute], namespaces: tuple[str, ...]) -> list[HttpRoute]:
-    """``routes`` limited to clients of ``namespaces``: each match narrowed, matches that cannot hold dropped."""
-    out = []
-    for route in routes:
-        matches = []
-        for m in route.matches or (HttpMatch(),):
-            own = m.clients or ClientMatch()
-            narrowed = tuple(n for n in namespaces if not own.namespaces or n in own.namespaces)
-            if narrowed:
-                matches.append(attrs.evolve(m, clients=attrs.evolve(own, namespaces=narrowed)))
-        if matches:
-            out.append(attrs.evolve(route, matches=tuple(matches)))
-    return out
-
-
-def _only_for_tcp(routes: Sequence[TcpRoute], namespaces: tuple[str, ...]) -> list[TcpRoute]:
-    """TCP ``routes`` limited to clients of ``namespaces``; a route that cannot hold is dropped."""
-    out = []
-    for route in routes:
-        own = route.clients or ClientMatch()
-        narrowed = tuple(n for n in namespaces if not own.namespaces or n in own.namespaces)
-        if narrowed:
-            out.append(attrs.evolve(route, clients=attrs.evolve(own, namespaces=narrowed)))
-    return out
-
-
 def _everyone_else(service: Service, port: int, claimed: Sequence[str], source_vs: VirtualService) -> HttpRoute:
     return HttpRoute(
         name=f"{service.namespace}/{service.name}.not-exported",
@@ -124,15 +98,16 @@ def _host_field(vs: VirtualService, service: Service) -> str:
 
 
 def _meet(scope: ClientMatch, own: ClientMatch | None) -> ClientMatch | None:
-    """The clients of ``scope`` (one namespace's, maybe by labels) that ``own`` also takes; ``None`` when none can be."""
+    """The clients of ``scope`` that ``own`` (a match's sourceNamespace/sourceLabels) also takes; ``None``: none can be."""
     if own is None:
         return scope
-    namespaces = tuple(n for n in scope.namespaces if not own.namespaces or n in own.namespaces)
+    namespaces = tuple(n for n in scope.namespaces if not own.namespaces or n in own.namespaces) \
+        if scope.namespaces else own.namespaces
     labels = dict(scope.labels)
     for key, value in own.labels:
         if labels.setdefault(key, value) != value:
             return None
-    if not namespaces:
+    if scope.namespaces and not namespaces:
         return None
     return ClientMatch(namespaces, labels=labels, exclude=(*scope.exclude, *own.exclude))
 
@@ -249,13 +224,13 @@ def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespac
         if port.protocol is Protocol.UDP:
             continue
         if port.protocol.is_http:
-            http = per_client(lambda vs: http_routes(vs, number), _only_for,
+            http = per_client(lambda vs: http_routes(vs, number), lambda rs, own: _http_for(rs, ClientMatch(own)),
                               lambda: _everyone_else(service, number, claimed, used[0]))
             if http:
                 tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http),
                                          source=used[0].obj.source))
         else:
-            tcp = per_client(lambda vs: l4_routes(vs, number), _only_for_tcp,
+            tcp = per_client(lambda vs: l4_routes(vs, number), lambda rs, own: _tcp_for(rs, ClientMatch(own)),
                              lambda: _default_tcp(service, number, used[0]))
             if tcp and (tcp[-1].sni or tcp[-1].clients):
                 tcp.append(_default_tcp(service, number, used[0]))
