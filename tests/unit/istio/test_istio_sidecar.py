@@ -161,6 +161,38 @@ def test_egress_hosts_decide_which_virtual_services_a_workload_sees() -> None:
         (("dev",), (("app", "tools"),), (), False): 201,       # tools imports shop/*
         (("dev",), (), ((("app", "tools"),),), False): "unrouted",  # the rest of dev imports only dev
         (("shop",), (), (), False): 201,
-        ((), (), (), True): "unrouted",                          # outside the mesh
+        (("dev", "shop"), (), (), True): "unrouted",             # other namespaces, outside the mesh
     }
     assert "MC7013" not in codes(result)
+
+
+def test_a_port_listener_decides_for_its_port_alone() -> None:
+    # Port 80 has its own egress listener importing only istio-system: there, shop's
+    # VirtualService is not seen, though the catch-all listener would import it.
+    shop_app = (pod("app-0", "{app: app}", "10.1.0.20", namespace="shop"),
+                service("app", namespace="shop", selector="{app: app}", vip="10.96.0.20"))
+    vs = istio("VirtualService", "app", "hosts: [app]\nhttp: [{directResponse: {status: 201}}]", namespace="shop")
+    sidecar = istio("Sidecar", "default", """
+        egress:
+        - port: {number: 80, protocol: HTTP, name: http}
+          hosts: ["istio-system/*"]
+        - hosts: ["./*"]
+    """, namespace="shop")
+    result = translate(*shop_app, "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}", vs, sidecar)
+    routes = [r for t in result.snapshot.routes if t.service.name == "app" for r in t.http]
+    assert not any(r.direct_response for r in routes)
+    assert find(result, "MC7012").source.name == "app"
+
+
+def test_an_unrelated_sidecar_keeps_a_tcp_split_in_the_kernel() -> None:
+    db = service("db", vip="10.96.0.30", ports="[{name: tcp, port: 5432}]")
+    db2 = service("db2", vip="10.96.0.31", ports="[{name: tcp, port: 5432}]")
+    vs = istio("VirtualService", "db", """
+        hosts: [db]
+        tcp: [{route: [{destination: {host: db}, weight: 50}, {destination: {host: db2}, weight: 50}]}]
+    """)
+    sidecar = istio("Sidecar", "default", 'egress: [{hosts: ["*/*"]}]', namespace="other")
+    result = translate(db, db2, vs, "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}", sidecar)
+    [table] = [t for t in result.snapshot.routes if t.service.name == "db"]
+    # One route, as without the Sidecar: compile serves the weighted split in the kernel.
+    assert len(table.tcp) == 1 and len(table.tcp[0].destinations) == 2

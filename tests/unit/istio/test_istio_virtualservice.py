@@ -460,16 +460,20 @@ def test_a_delegating_rule_takes_the_delegates_rules_merged_with_its_match() -> 
     """)
     delegate = istio("VirtualService", "reviews-routes", """
         http:
-        - match: [{uri: {prefix: /reviews/v2}, headers: {end-user: {exact: jason}}}, {uri: {prefix: /other}}]
+        - match: [{uri: {prefix: /reviews/v2}, headers: {end-user: {exact: jason}}}]
           directResponse: {status: 202}
+        - match: [{uri: {prefix: /reviews/v3}}, {uri: {prefix: /other}}]
+          directResponse: {status: 203}
         - route: [{destination: {host: app.default.svc.cluster.local}}]
           timeout: 1s
     """, namespace="team")
     ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"
     result = translate(service("app"), ns, root, delegate)
     v2, rest, fallback = http(result, "app")
-    # Within /reviews: the delegate's /reviews/v2 (its /other conflicts with the root's prefix).
+    # Within /reviews: the delegate's /reviews/v2. The rule with /other (outside /reviews)
+    # is left out whole, as Istio does, and said so.
     assert [m.path.value for m in v2.matches if m.path] == ["/reviews/v2"] and v2.matches[0].headers
+    assert find(result, "MC7016").field == "spec.http[1]"
     assert v2.direct_response is not None and v2.direct_response.status == 202
     assert v2.timeout_ms == 3000                                  # inherited from the root rule
     assert [m.path.value for m in rest.matches if m.path] == ["/reviews"] and rest.timeout_ms == 1000
@@ -487,3 +491,25 @@ def test_a_missing_delegate_is_reported_and_its_rule_never_applies() -> None:
     [only] = http(result, "app")
     assert not only.matches
     assert find(result, "MC7017").field == "spec.http[0].delegate"
+
+
+def test_delegate_matches_must_lie_within_the_roots() -> None:
+    root = istio("VirtualService", "root", """
+        hosts: [app]
+        http:
+        - match: [{authority: {prefix: web}, headers: {x-team: {prefix: team-}}, uri: {prefix: /r}}]
+          delegate: {name: d}
+    """)
+    delegate = istio("VirtualService", "d", """
+        http:
+        - match: [{authority: {exact: web.shop}, headers: {x-team: {exact: team-a}}, withoutHeaders: {x-team: {exact: team-b}}}]
+          directResponse: {status: 201}
+        - match: [{uri: {regex: "/r/[0-9]+"}}]
+          directResponse: {status: 202}
+    """)
+    [inside] = http(translate(service("app"), root, delegate), "app")
+    m = inside.matches[0]
+    # Narrower values under the root's prefixes are kept; both header conditions survive.
+    assert m.authority is not None and m.authority.value == "web.shop" and m.path is not None
+    assert {(h.name, h.invert, h.match.value) for h in m.headers} == {("x-team", False, "team-a"),
+                                                                     ("x-team", True, "team-b")}

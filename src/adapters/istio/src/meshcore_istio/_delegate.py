@@ -3,11 +3,12 @@
 A delegate VirtualService has no ``hosts``; a root VirtualService's HTTP rule names it with
 ``delegate: {name, namespace}`` (the namespace defaults to the root's) and, as Istio does,
 the delegate's rules take that rule's place, in their order. Each delegate match is merged
-with each root match — the delegate's must be a subset: a path inside the root's prefix,
-the same exact path or regex, headers and query parameters that do not contradict the
-root's, the same method, authority, port and clients when both set them — and a pair that
-conflicts is left out. A delegate rule without matches takes the root's; one whose pairs
-all conflict never applies. Settings the delegate rule leaves unset (timeout, retries,
+with each root match it lies within — path, authority, headers and query parameters within
+the root's (an exact value equal to the root's exact value or under its prefix, a prefix
+under its prefix; a regular expression on either side conflicts), the same method and
+port, the root's sourceNamespace, sourceLabels that agree; a delegate rule with a match
+that lies within no root match is left out (reported). A delegate rule without matches
+takes the root's. Settings the delegate rule leaves unset (timeout, retries,
 fault, CORS, rewrite, header changes, mirrors) come from the root rule. Only one level: a
 delegate's own ``delegate`` is ignored. The delegate must be exported to the root's
 namespace; a missing or hidden one is reported and its rule never applies.
@@ -20,10 +21,10 @@ from typing import TypeVar
 
 import attrs
 
-from meshcore.kube import Report
-from meshcore.model import ClientMatch, HttpMatch, MatchKind, StringMatch
+from meshcore.kube import KubeObject, Report
+from meshcore.model import ClientMatch, HeaderMatch, HttpMatch, MatchKind, QueryMatch, StringMatch
 
-from ._codes import UNKNOWN_REFERENCE
+from ._codes import CONFLICT, NOT_SUPPORTED, UNKNOWN_REFERENCE
 from ._common import visible
 from ._http import HttpRule, Match
 from ._virtualservice import VirtualService
@@ -36,13 +37,27 @@ class _Conflict(Exception):
     """The delegate's match is not a subset of the root's."""
 
 
-def _path(root: StringMatch | None, child: StringMatch | None) -> StringMatch | None:
+def _within(root: StringMatch | None, child: StringMatch | None) -> StringMatch | None:
+    """The child's string match when it lies within the root's (Istio's rule), else :class:`_Conflict`.
+
+    Unset on either side takes the other; a regular expression on either side conflicts
+    with anything set on the other; an exact value must equal the root's exact value or
+    start with its prefix; a prefix must start with the root's prefix.
+    """
     if root is None or child is None:
         return child or root
-    if root.kind is MatchKind.PREFIX and child.kind in (MatchKind.PREFIX, MatchKind.EXACT):
-        if child.value.startswith(root.value):
-            return child
-    elif root == child:
+    return _inside(root, child)
+
+
+def _inside(root: StringMatch, child: StringMatch) -> StringMatch:
+    if MatchKind.REGEX in (root.kind, child.kind):
+        raise _Conflict
+    if root.kind is MatchKind.EXACT and child.kind is MatchKind.EXACT and child.value == root.value:
+        return child
+    if root.kind is MatchKind.PREFIX and child.kind in (MatchKind.PREFIX, MatchKind.EXACT) \
+            and child.value.startswith(root.value):
+        return child
+    if root == child:
         return child
     raise _Conflict
 
@@ -54,32 +69,42 @@ def _same(root: _T | None, child: _T | None) -> _T | None:
 
 
 def _clients(root: ClientMatch | None, child: ClientMatch | None) -> ClientMatch | None:
+    """sourceNamespace must be the root's when the root sets one; sourceLabels add up."""
     if root is None or child is None:
+        if root is not None and root.namespaces:
+            raise _Conflict  # Istio: a root sourceNamespace the delegate does not repeat conflicts
         return child or root
-    namespaces = root.namespaces if not child.namespaces else child.namespaces
-    if root.namespaces and child.namespaces and root.namespaces != child.namespaces:
+    if root.namespaces and child.namespaces != root.namespaces:
         raise _Conflict
     labels = dict(root.labels)
     for key, value in child.labels:
         if labels.setdefault(key, value) != value:
             raise _Conflict
-    return ClientMatch(namespaces, labels=labels)
+    return ClientMatch(child.namespaces, labels=labels)
+
+
+def _headers(root: tuple[HeaderMatch, ...], child: tuple[HeaderMatch, ...]) -> tuple[HeaderMatch, ...]:
+    """Header conditions by (name, inverted): the child's within the root's of the same key, others added."""
+    merged = {(h.name, h.invert): h for h in root}
+    for h in child:
+        key = (h.name, h.invert)
+        merged[key] = attrs.evolve(h, match=_inside(merged[key].match, h.match)) if key in merged else h
+    return tuple(merged.values())
+
+
+def _query(root: tuple[QueryMatch, ...], child: tuple[QueryMatch, ...]) -> tuple[QueryMatch, ...]:
+    merged = {q.name: q for q in root}
+    for q in child:
+        merged[q.name] = attrs.evolve(q, match=_inside(merged[q.name].match, q.match)) if q.name in merged else q
+    return tuple(merged.values())
 
 
 def _merge(root: Match, child: Match) -> Match:
     """The delegate match ``child`` within the root match ``root`` (raises :class:`_Conflict`)."""
     a, b = root.match, child.match
-    headers = {h.name: h for h in a.headers}
-    for h in b.headers:
-        if headers.setdefault(h.name, h) != h:
-            raise _Conflict
-    query = {q.name: q for q in a.query}
-    for q in b.query:
-        if query.setdefault(q.name, q) != q:
-            raise _Conflict
     merged = HttpMatch(
-        path=_path(a.path, b.path), headers=tuple(headers.values()), query=tuple(query.values()),
-        method=_same(a.method, b.method), authority=_same(a.authority, b.authority),
+        path=_within(a.path, b.path), headers=_headers(a.headers, b.headers), query=_query(a.query, b.query),
+        method=_same(a.method, b.method), authority=_within(a.authority, b.authority),
         clients=_clients(a.clients, b.clients),
     )
     return Match(merged, _same(root.port, child.port), root.gateways, child.path)
@@ -100,22 +125,37 @@ def _inherit(child: HttpRule, root: HttpRule, delegate: VirtualService, matches:
     )
 
 
-def _expand(rule: HttpRule, delegate: VirtualService, root_gateways: tuple[str, ...]) -> list[HttpRule]:
+def _expand(rule: HttpRule, delegate: VirtualService, root_gateways: tuple[str, ...],
+            report: Report, where: KubeObject) -> list[HttpRule]:
     out = []
     for child in delegate.http:
-        if child.delegate is not None or child.never:
+        if child.delegate is not None:
+            report.warn(delegate.obj, NOT_SUPPORTED, "a delegate cannot delegate again (one level only): this rule "
+                        "never applies", f"{child.path}.delegate")
+            continue
+        if child.never:
             continue
         roots = rule.matches or (Match(HttpMatch(), None, root_gateways, rule.path),)
         children = child.matches or (Match(HttpMatch(), None, root_gateways, child.path),)
-        merged = []
-        for r in roots:
-            for c in children:
+        merged: list[Match] = []
+        # As Istio: every delegate match must lie within some root match, or the rule is dropped.
+        fits = True
+        for c in children:
+            found = []
+            for r in roots:
                 try:
-                    merged.append(_merge(r, c))
+                    found.append(_merge(r, c))
                 except _Conflict:
                     continue
+            fits = fits and bool(found)
+            merged += found
+        if not fits:
+            report.info(delegate.obj, CONFLICT, f"a match of this rule is not within the match of the rule of "
+                        f"{where.namespace}/{where.name} delegating to it: the rule is left out there",
+                        child.path)
         plain = not rule.matches and not child.matches
-        out.append(_inherit(child, rule, delegate, () if plain else tuple(merged), never=not plain and not merged))
+        out.append(_inherit(child, rule, delegate, () if plain else tuple(merged),
+                            never=not plain and (not fits or not merged)))
     return out
 
 
@@ -141,6 +181,6 @@ def resolve_delegates(read: list[VirtualService], report: Report) -> list[Virtua
                             "rule never applies", f"{rule.path}.delegate")
                 rules.append(attrs.evolve(rule, never=True))
                 continue
-            rules += _expand(rule, target, vs.gateways)
+            rules += _expand(rule, target, vs.gateways, report, vs.obj)
         out.append(attrs.evolve(vs, http=tuple(rules)))
     return out

@@ -70,11 +70,16 @@ class SidecarScope:
     registry_only: bool
     egress: tuple[_Egress, ...]
 
-    def imports_config(self, config_namespace: str, hosts: Sequence[str], namespace: str) -> bool:
-        """True when an egress host imports config of ``config_namespace`` for ``hosts`` (a VirtualService's)."""
+    def listeners_for(self, number: int) -> tuple[_Egress, ...]:
+        """The egress listeners that decide for service port ``number``: its own if one names it, else the others."""
+        own = tuple(x for x in self.egress if x.port == number)
+        return own or tuple(x for x in self.egress if x.port is None)
+
+    def imports_config(self, config_namespace: str, hosts: Sequence[str], namespace: str, number: int) -> bool:
+        """True when an egress host imports config of ``config_namespace`` for ``hosts`` (a VirtualService's) on ``number``."""
         if not self.egress:
             return True
-        for listener in self.egress:
+        for listener in self.listeners_for(number):
             for space, name in listener.hosts:
                 wanted = namespace if space == "." else space
                 if wanted == "~" or (wanted != "*" and wanted != config_namespace):
@@ -91,9 +96,7 @@ class SidecarScope:
         """
         if not self.egress:
             return True  # no egress listeners: Istio imports everything visible
-        for listener in self.egress:
-            if listener.port is not None and listener.port != number:
-                continue
+        for listener in self.listeners_for(number):
             for space, name in listener.hosts:
                 wanted = namespace if space == "." else space
                 if wanted == "~" or (wanted != "*" and wanted != service.namespace):
@@ -122,7 +125,7 @@ def read_sidecar(obj: KubeObject, report: Report) -> SidecarScope:
         hosts = tuple(_host(h, f"{listener.path}.hosts[{i}]") for i, h in enumerate(listener.strs("hosts")))
         if not hosts:
             raise FieldError(f"{listener.path}.hosts", "an egress listener needs at least one host", INVALID_VALUE)
-        port = listener.map("port").int("number") if listener.has("port") else None
+        port = (listener.map("port").int("number") or None) if listener.has("port") else None  # 0: any port
         for key in ("bind", "captureMode"):
             if listener.has(key):
                 report.info(obj, NOT_CARRIED, f"{key} has no meaning without a sidecar proxy", f"{listener.path}.{key}")

@@ -167,12 +167,12 @@ def check_shadowing(vs: VirtualService, report: Report) -> None:
         for m, path in items:
             port = m.port if m is not None else None
             if None in catch_all or port in catch_all:
-                report.warn(vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier rule matches "
-                            "every request", path)
+                report.warn(rule.origin or vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier rule "
+                            "matches every request", path)
                 continue
             if m is not None and ((port, m.match) in seen or (None, m.match) in seen):
-                report.warn(vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier match has the "
-                            "same conditions", path)
+                report.warn(rule.origin or vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier match "
+                            "has the same conditions", path)
                 continue
             if _catch_all(m.match if m is not None else None):
                 catch_all.add(port)

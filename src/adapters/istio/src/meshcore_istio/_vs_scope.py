@@ -145,7 +145,7 @@ def _scoped_tables(candidates: Sequence[VirtualService], service: Service, known
         for match, sidecar, ns in scopes:
             ranked = [(rank, i) for i, vs in enumerate(candidates) if (rank := _rank(vs, ns)) is not None
                       and (sidecar is None or (sidecar.imports(service, number, ns)
-                                               and sidecar.imports_config(vs.obj.namespace, vs.hosts, ns)))]
+                                               and sidecar.imports_config(vs.obj.namespace, vs.hosts, ns, number)))]
             picks.append((match, min(ranked)[1] if ranked else None))
         chosen = {i for _, i in picks if i is not None}
         won |= chosen
@@ -166,9 +166,10 @@ def _scoped_tables(candidates: Sequence[VirtualService], service: Service, known
                 else:
                     http += _http_for(http_routes(candidates[i], number), match)
             if not everywhere:
-                http.append(HttpRoute(f"{service.namespace}/{service.name}.outside-the-mesh",
-                                      (HttpMatch(clients=ClientMatch(invert=True)),), (unrouted,),
-                                      source=first.obj.source))
+                # Clients outside the mesh, and of namespaces not known here, see no VirtualService.
+                http.append(HttpRoute(f"{service.namespace}/{service.name}.unrouted-elsewhere",
+                                      (HttpMatch(clients=ClientMatch(namespaces=tuple(known), invert=True)),),
+                                      (unrouted,), source=first.obj.source))
             tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http), source=first.obj.source))
         else:
             tcp: list[TcpRoute] = []
@@ -178,7 +179,8 @@ def _scoped_tables(candidates: Sequence[VirtualService], service: Service, known
                     break
                 if i is not None:
                     tcp += _tcp_for(l4_routes(candidates[i], number), match)
-            tcp.append(_default_tcp(service, number, first))
+            if not tcp or tcp[-1].sni or tcp[-1].clients:
+                tcp.append(_default_tcp(service, number, first))
             tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp), source=first.obj.source))
     for i, vs in enumerate(candidates):
         if i not in won:
