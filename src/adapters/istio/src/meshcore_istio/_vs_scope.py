@@ -13,8 +13,7 @@ mesh — to the service as if it had none. When one VirtualService exported ever
 every namespace, its routes apply to every client unchanged.
 
 When Sidecars import only some hosts, the choice is made per Sidecar scope rather than
-per namespace (:func:`_scoped_tables`): a client sees only the VirtualServices its Sidecar
-imports.
+per namespace: a client sees only the VirtualServices its Sidecar imports.
 
 TLS and TCP routes are limited the same way (the node proxy tells their clients apart by
 address when they connect); a connection no TLS/TCP route takes goes to the service itself,
@@ -23,8 +22,7 @@ as with Istio's default filter chain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import attrs
 
@@ -45,9 +43,6 @@ from ._codes import VS_CONFLICT
 from ._sidecar import Sidecars
 from ._virtualservice import VirtualService, http_routes, l4_routes
 
-_R = TypeVar("_R", HttpRoute, TcpRoute)
-
-
 def _rank(vs: VirtualService, namespace: str) -> int | None:
     """Istio's precedence of ``vs`` for clients of ``namespace`` (lower first), ``None`` when not exported there.
 
@@ -62,16 +57,6 @@ def _rank(vs: VirtualService, namespace: str) -> int | None:
     if namespace in vs.exported:
         return 1
     return None
-
-
-def winners(candidates: Sequence[VirtualService], namespaces: Sequence[str]) -> dict[str, int]:
-    """The index in ``candidates`` (oldest first) of the VirtualService each namespace's clients use; absent: none."""
-    out = {}
-    for ns in namespaces:
-        ranked = [(rank, i) for i, vs in enumerate(candidates) if (rank := _rank(vs, ns)) is not None]
-        if ranked:
-            out[ns] = min(ranked)[1]
-    return out
 
 
 def _everyone_else(service: Service, port: int, claimed: Sequence[str], source_vs: VirtualService) -> HttpRoute:
@@ -126,15 +111,28 @@ def _tcp_for(routes: Sequence[TcpRoute], scope: ClientMatch) -> list[TcpRoute]:
     return [attrs.evolve(r, clients=c) for r in routes if (c := _meet(scope, r.clients)) is not None]
 
 
-def _scoped_tables(candidates: Sequence[VirtualService], service: Service, known: Sequence[str],
-                   sidecars: Sidecars, report: Report) -> list[RouteTable]:
-    """As :func:`mesh_tables`, per Sidecar scope: a client sees a VirtualService only when its Sidecar imports it.
+def _narrowed(picks: Sequence[tuple[ClientMatch, int | None]], index: int) -> list[ClientMatch]:
+    """The client conditions of the scopes that picked ``index``; whole namespaces merged into one."""
+    whole = sorted(n for m, i in picks if i == index and not m.labels and not m.exclude for n in m.namespaces)
+    partial = [m for m, i in picks if i == index and (m.labels or m.exclude)]
+    return ([ClientMatch(tuple(whole))] if whole else []) + partial
 
-    A VirtualService is imported when an egress host names its namespace and one of its
-    hosts, and the service itself is imported for that port; clients that see none reach
-    the service unrouted, as do clients outside the mesh.
+
+def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespaces: Sequence[str],
+                report: Report, sidecars: Sidecars | None = None) -> list[RouteTable]:
+    """The route tables of ``service`` from the mesh VirtualServices naming it (oldest first), per client scope.
+
+    A scope is a namespace's clients, or with Sidecars those taking one Sidecar: a client
+    sees a VirtualService only when it is exported to its namespace and, with a Sidecar
+    whose egress hosts are listed, when those import it (an egress host naming its
+    namespace and one of its hosts) and the service on that port.
     """
-    scopes = [(match, sidecar, ns) for ns in known for match, sidecar in sidecars.client_scopes(ns)]
+    # Every namespace a candidate is exported to counts, even one without workloads yet.
+    known = sorted({*namespaces, *(vs.obj.namespace for vs in candidates),
+                    *(n for vs in candidates for n in vs.exported if n not in ("*", "."))})
+    # Sidecars matter only when some import only some hosts; otherwise a scope is a namespace.
+    index = sidecars if sidecars is not None and sidecars.scope_routes else Sidecars({}, {}, "")
+    scopes = [(match, sidecar, ns) for ns in known for match, sidecar in index.client_scopes(ns)]
     won: set[int] = set()
     tables = []
     for port in service.ports:
@@ -147,96 +145,48 @@ def _scoped_tables(candidates: Sequence[VirtualService], service: Service, known
                       and (sidecar is None or (sidecar.imports(service, number, ns)
                                                and sidecar.imports_config(vs.obj.namespace, vs.hosts, ns, number)))]
             picks.append((match, min(ranked)[1] if ranked else None))
-        chosen = {i for _, i in picks if i is not None}
-        won |= chosen
+        chosen = sorted({i for _, i in picks if i is not None})
+        won.update(chosen)
         if not chosen:
             continue
-        first = candidates[min(chosen)]
-        everywhere = len(chosen) == 1 and None not in {i for _, i in picks} and "*" in first.exported
+        first = candidates[chosen[0]]
+        everywhere = len(chosen) == 1 and all(i is not None for _, i in picks) and "*" in first.exported
         unrouted = Destination(service.ref, number)
+        # Clients of whole namespaces that see no VirtualService, outside the mesh, or of a
+        # namespace not known here reach the service unrouted (the last route); clients of
+        # a Sidecar scope that sees none get their own route to it.
+        seen = sorted({n for m, i in picks if i is not None or m.labels or m.exclude for n in m.namespaces})
         if port.protocol.is_http:
             http: list[HttpRoute] = []
-            for match, i in picks:
-                if everywhere:
-                    http = http_routes(first, number)
-                    break
-                if i is None:
-                    http.append(HttpRoute(f"{service.namespace}/{service.name}.unrouted", (HttpMatch(clients=match),),
-                                          (unrouted,), source=first.obj.source))
-                else:
-                    http += _http_for(http_routes(candidates[i], number), match)
-            if not everywhere:
-                # Clients outside the mesh, and of namespaces not known here, see no VirtualService.
-                http.append(HttpRoute(f"{service.namespace}/{service.name}.unrouted-elsewhere",
-                                      (HttpMatch(clients=ClientMatch(namespaces=tuple(known), invert=True)),),
-                                      (unrouted,), source=first.obj.source))
-            tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http), source=first.obj.source))
+            if everywhere:
+                http = http_routes(first, number)
+            else:
+                for i in chosen:
+                    for match in _narrowed(picks, i):
+                        http += _http_for(http_routes(candidates[i], number), match)
+                http += [HttpRoute(f"{service.namespace}/{service.name}.unrouted", (HttpMatch(clients=m),),
+                                   (unrouted,), source=first.obj.source)
+                         for m, i in picks if i is None and (m.labels or m.exclude)]
+                if http:
+                    http.append(_everyone_else(service, number, seen, first))
+            if http:
+                tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http), source=first.obj.source))
         else:
             tcp: list[TcpRoute] = []
-            for match, i in picks:
-                if everywhere:
-                    tcp = l4_routes(first, number)
-                    break
-                if i is not None:
-                    tcp += _tcp_for(l4_routes(candidates[i], number), match)
-            if not tcp or tcp[-1].sni or tcp[-1].clients:
+            if everywhere:
+                tcp = l4_routes(first, number)
+            else:
+                for i in chosen:
+                    for match in _narrowed(picks, i):
+                        tcp += _tcp_for(l4_routes(candidates[i], number), match)
+            # What no TLS/TCP route takes goes to the service itself (Istio's default chain).
+            if tcp and (tcp[-1].sni or tcp[-1].clients):
                 tcp.append(_default_tcp(service, number, first))
-            tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp), source=first.obj.source))
+            if tcp:
+                tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp), source=first.obj.source))
     for i, vs in enumerate(candidates):
         if i not in won:
-            report.warn(vs.obj, VS_CONFLICT, f"no client sees this VirtualService for {service.ref}: each sees an "
-                        "older or closer one, or its Sidecar does not import it", _host_field(vs, service))
-    return tables
-
-
-def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespaces: Sequence[str],
-                report: Report, sidecars: Sidecars | None = None) -> list[RouteTable]:
-    """The route tables of ``service`` from the mesh VirtualServices naming it (oldest first), per client namespace."""
-    first = candidates[0]
-    # Every namespace a candidate is exported to counts, even one without workloads yet.
-    known = sorted({*namespaces, *(vs.obj.namespace for vs in candidates),
-                    *(n for vs in candidates for n in vs.exported if n not in ("*", "."))})
-    if sidecars is not None and sidecars.scope_routes:
-        return _scoped_tables(candidates, service, known, sidecars, report)
-    chosen = winners(candidates, known)
-    used = [vs for i, vs in enumerate(candidates) if i in chosen.values()]
-    for i, vs in enumerate(candidates[1:], 1):
-        if i not in chosen.values():
-            report.warn(vs.obj, VS_CONFLICT, f"VirtualService {first.obj.namespace}/{first.obj.name} is older "
-                        f"and also routes {service.ref} for the clients this one is exported to; this one is "
-                        "ignored for it", _host_field(vs, service))
-    everywhere = len(used) == 1 and "*" in used[0].exported and len(chosen) == len(known)
-
-    def per_client(routes_of: Callable[[VirtualService], list[_R]],
-                   limit: Callable[[Sequence[_R], tuple[str, ...]], list[_R]], rest: Callable[[], _R]) -> list[_R]:
-        """Each candidate's routes for the namespaces it wins, then the rest of the clients' route."""
-        if everywhere:
-            return routes_of(used[0])
-        out: list[_R] = []
-        for i, vs in enumerate(candidates):
-            own = tuple(ns for ns, winner in chosen.items() if winner == i)
-            if own:
-                out += limit(routes_of(vs), own)
-        return out + [rest()] if out else out
-
-    claimed = sorted(chosen)
-    tables = []
-    for port in service.ports:
-        number = port.port
-        if port.protocol is Protocol.UDP:
-            continue
-        if port.protocol.is_http:
-            http = per_client(lambda vs: http_routes(vs, number), lambda rs, own: _http_for(rs, ClientMatch(own)),
-                              lambda: _everyone_else(service, number, claimed, used[0]))
-            if http:
-                tables.append(RouteTable(service.ref, number, RouteKind.L7, http=tuple(http),
-                                         source=used[0].obj.source))
-        else:
-            tcp = per_client(lambda vs: l4_routes(vs, number), lambda rs, own: _tcp_for(rs, ClientMatch(own)),
-                             lambda: _default_tcp(service, number, used[0]))
-            if tcp and (tcp[-1].sni or tcp[-1].clients):
-                tcp.append(_default_tcp(service, number, used[0]))
-            if tcp:
-                tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp),
-                                         source=used[0].obj.source))
+            report.warn(vs.obj, VS_CONFLICT, f"no client uses this VirtualService for {service.ref}: the clients it is "
+                        "exported to use an older or closer one (or their Sidecar does not import it)",
+                        _host_field(vs, service))
     return tables
