@@ -76,7 +76,11 @@ class SidecarScope:
         return own or tuple(x for x in self.egress if x.port is None)
 
     def imports_config(self, config_namespace: str, hosts: Sequence[str], namespace: str, number: int) -> bool:
-        """True when an egress host imports config of ``config_namespace`` for ``hosts`` (a VirtualService's) on ``number``."""
+        """True when an egress host deciding for port ``number`` names ``config_namespace`` and one of ``hosts``.
+
+        ``.`` is the workload's ``namespace``: a root-namespace Sidecar applies to each
+        namespace as if written there. Without egress listeners everything is imported.
+        """
         if not self.egress:
             return True
         for listener in self.listeners_for(number):
@@ -89,21 +93,8 @@ class SidecarScope:
         return False
 
     def imports(self, service: Service, number: int, namespace: str) -> bool:
-        """True when an egress host imports ``service`` port ``number`` for a workload of ``namespace``.
-
-        ``.`` is the workload's namespace: a root-namespace Sidecar applies to each
-        namespace as if written there.
-        """
-        if not self.egress:
-            return True  # no egress listeners: Istio imports everything visible
-        for listener in self.listeners_for(number):
-            for space, name in listener.hosts:
-                wanted = namespace if space == "." else space
-                if wanted == "~" or (wanted != "*" and wanted != service.namespace):
-                    continue
-                if any(name == "*" or host_matches(name, h) for h in service.hostnames):
-                    return True
-        return False
+        """True when an egress host imports ``service`` port ``number`` for a workload of ``namespace``."""
+        return self.imports_config(service.namespace, service.hostnames, namespace, number)
 
 
 def _host(value: str, path: str) -> tuple[str, str]:
