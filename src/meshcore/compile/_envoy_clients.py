@@ -112,10 +112,6 @@ def client_sources(clients: ClientMatch | None, workloads: Sequence[Workload]) -
     """The client addresses ``clients`` admits (everyone for ``None``): for TCP chains, matched on accept."""
     if clients is None:
         return SourceSet.everyone()
-    inside = attrs.evolve(clients, invert=False)
-    members = _clients(workloads)
-    chosen = {_host_prefix(a) for w in members if inside.admits(w.namespace, w.labels) for a in w.addresses}
-    # An address shared with a workload the condition does not take is nobody's.
-    others = {_host_prefix(a) for w in members if not inside.admits(w.namespace, w.labels) for a in w.addresses}
-    taken = SourceSet.of(chosen - others)
+    # The same classification as HTTP views: shared and host-network addresses are nobody's.
+    taken = SourceSet.of(_groups((attrs.evolve(clients, invert=False),), workloads).get((True,), []))
     return taken.complement() if clients.invert else taken
