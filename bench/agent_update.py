@@ -25,7 +25,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
 from meshcore.compile import BpfIndex
@@ -109,6 +108,7 @@ def bench_diff(plan: BpfPlan, changes: int) -> None:
 
 def bench_kernel(plan: BpfPlan, changes: int) -> None:
     """The agent's BpfApplier and a full apply against a real socket LB."""
+    from meshcore import linux
     from meshcore.datapath import SocketLB, cgroup2_mount
     from meshcore.lab.agent import BpfApplier
 
@@ -117,7 +117,7 @@ def bench_kernel(plan: BpfPlan, changes: int) -> None:
         group = cgroup2_mount() / prefix
         group.mkdir()
         stack.callback(group.rmdir)
-        lb = SocketLB(prefix, group, Path(f"/sys/fs/bpf/{prefix}"))
+        lb = SocketLB(prefix, group, linux.bpffs() / prefix)
         stack.callback(lb.destroy)
         lb.open()
         applier = BpfApplier(lb)

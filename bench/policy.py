@@ -56,13 +56,14 @@ from types import FrameType
 import attrs
 
 from meshcore.compile import IpcacheEntry, PolicyEndpoint, PolicyEntry, PolicyOrigin, PolicyPlan, PolicyVerdict
+from meshcore import linux
 from meshcore.datapath import PolicyEnforcer
 from meshcore.model import Direction, WorkloadRef
 
 from _harness import Interrupted, alive, owner, quartiles, ratio_text, signals_ignored
 
 PREFIX = "mcbench-pol"  # unique to this bench: stale sweeps match only its own names
-PIN_BASE = Path("/sys/fs/bpf")
+
 NODE_ADDR = "10.79.0.254"
 ECHO_PORT, CONN_PORT, IPERF_PORT = 7000, 7001, 5201
 CLIENT_ID, SERVER_ID, FAKE_BASE = 5000, 5001, 10000
@@ -238,7 +239,7 @@ def sweep_stale() -> list[str]:
         if pid is not None and not alive(pid):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
             gone.append(f"netns {name}")
-    for root in sorted(PIN_BASE.glob(f"{PREFIX}-*")):
+    for root in sorted(linux.bpffs().glob(f"{PREFIX}-*")):
         pid = owner(PREFIX, root.name + "-")
         if pid is not None and not alive(pid):
             shutil.rmtree(root, ignore_errors=True)
@@ -346,9 +347,9 @@ def enforce(stack: contextlib.ExitStack, prefix: str, node: str, pair: str, pods
             entries: int, spare: tuple[Pod, Pod] | None = None) -> PolicyEnforcer:
     """A PolicyEnforcer of its own for one pair, holding ``entries`` policy entries, attached to both veths;
     its plan also knows the ``spare`` pair, so the programs can move there."""
-    enforcer = PolicyEnforcer(f"{prefix}-{pair}", PIN_BASE / f"{prefix}-{pair}", netns=node,
+    enforcer = PolicyEnforcer(f"{prefix}-{pair}", linux.bpffs() / f"{prefix}-{pair}", netns=node,
                               host_addresses=(NODE_ADDR,))
-    stack.callback(shutil.rmtree, PIN_BASE / f"{prefix}-{pair}", True)
+    stack.callback(shutil.rmtree, linux.bpffs() / f"{prefix}-{pair}", True)
     enforcer.open()
     stack.callback(enforcer.destroy)
     enforcer.apply(policy_plan([pods, *([spare] if spare else [])], entries))

@@ -71,6 +71,7 @@ from pyroute2 import NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
+from meshcore import linux
 from meshcore.datapath import BpfError, DatapathError, SocketLB, cgroup2_mount
 from meshcore.model import ServiceRef
 
@@ -222,7 +223,7 @@ int main(int argc, char **argv)
 def sweep_stale() -> list[str]:
     """Remove what runs of this bench that no longer exist left behind; names what went."""
     gone: list[str] = []
-    pin_base = Path("/sys/fs/bpf")
+    pin_base = linux.bpffs()
     for root in sorted(pin_base.glob(f"{PREFIX}-*")):
         pid = owner(PREFIX, root.name + "-")
         if pid is None or alive(pid):
@@ -776,7 +777,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
     # Socket-LB nodes: one cgroup (with its own pinned programs and maps) per size, all in
     # one network namespace without iptables rules.
-    pin_root = Path(f"/sys/fs/bpf/{prefix}")
+    pin_root = linux.bpffs() / prefix
     stack.callback(lambda: pin_root.rmdir() if pin_root.exists() else None)
     plain = Node(client_ns["lb"], make_cgroup(stack, f"{prefix}-plain"))
     lb_nodes: dict[int, Node] = {}

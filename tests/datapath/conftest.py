@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from _datapath_support import Clients, Net, make_cgroup, topology
+from meshcore import linux
 from meshcore.datapath import SocketLB
 
 
@@ -32,7 +33,7 @@ def cgroup() -> Iterator[Path]:
 @pytest.fixture
 def pin_root() -> Iterator[Path]:
     """A bpffs directory of this test's own, checked empty afterwards."""
-    root = Path(f"/sys/fs/bpf/mcdp-{secrets.token_hex(4)}")
+    root = linux.bpffs() / f"mcdp-{secrets.token_hex(4)}"
     try:
         yield root
     finally:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from pathlib import Path
 
 import pytest
 from pyroute2 import netns
 
 from _datapath_support import Clients, make_cgroup, plan, service, topology
+from meshcore import linux
 from meshcore.datapath import SocketLB
 
 pytestmark = pytest.mark.root
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 
 def test_destroy_and_teardown_leave_nothing_behind() -> None:
     tag = secrets.token_hex(3)
-    pin_root = Path(f"/sys/fs/bpf/mcdp-{tag}")
+    pin_root = linux.bpffs() / f"mcdp-{tag}"
     with topology(tag) as net, make_cgroup(tag) as cgroup:
         with SocketLB(f"mcdp-{tag}", cgroup, pin_root) as lb:
             lb.apply(plan(service("10.96.77.30", 80, [("b1", 1)])))

@@ -20,6 +20,7 @@ import attrs
 import pytest
 
 from meshcore.compile import PolicyPlan, compile_plan
+from meshcore import linux
 from meshcore.datapath import DatapathError, Flow, PolicyEnforcer
 from meshcore.model import (
     AuthorizationPolicy,
@@ -104,7 +105,7 @@ def topo() -> Iterator[Topo]:
         pytest.fail("the policy tests need root and the real kernel; run them as root")
     tag = secrets.token_hex(3)
     node = f"mcpol-{tag}-n"
-    pin_root = Path(f"/sys/fs/bpf/mcpol-{tag}")
+    pin_root = linux.bpffs() / f"mcpol-{tag}"
     made: list[str] = []
     enforcer = PolicyEnforcer(f"mcpol-{tag}", pin_root, netns=node, host_addresses=(HOST,))
     t = Topo(tag, enforcer)

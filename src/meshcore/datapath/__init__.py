@@ -4,7 +4,9 @@ Programs on a cgroup v2 directory's sock_addr hooks (connect4/6, sendmsg4/6, rec
 getpeername4/6) send connections and UDP datagrams for a service VIP:port to a backend
 chosen by weight — or to the node proxy — once per connection, with no per-packet cost;
 getpeername() and UDP replies show the VIP. Maps and links are pinned under
-``/sys/fs/bpf/meshcore/<node>/`` so enforcement outlives the agent.
+``<bpffs>/meshcore/<node>/`` (the BPF filesystem's mount point is read from
+/proc/self/mounts; when none is mounted, ``/sys/fs/bpf`` is mounted first, as root) so
+enforcement outlives the agent.
 
 Public API::
 
@@ -19,9 +21,10 @@ Public API::
 
     SocketLB("node-a", cgroup).destroy()   # detach and remove the node's pins (lab down)
 
-- ``SocketLB(node, cgroup, pin_root=Path("/sys/fs/bpf/meshcore"), *, settings=None,
-  bpf_object=None)``: ``cgroup`` is a cgroup v2 directory (absolute, or relative to the
-  cgroup2 mount found in /proc/self/mounts). Entering loads and attaches the programs the
+- ``SocketLB(node, cgroup, pin_root=None, *, settings=None, bpf_object=None)``:
+  ``pin_root`` defaults to :func:`default_pin_root` (``<bpffs>/meshcore``) and must lie on
+  a BPF filesystem; ``cgroup`` is a cgroup v2 directory (absolute, or relative to the
+  cgroup2 mount found in /proc/self/mounts, mounted first when missing). Entering loads and attaches the programs the
   first time, and otherwise re-opens the pinned maps and links without touching them;
   giving ``settings`` that differ from the loaded programs' reloads the programs and swaps
   them under the existing links atomically. A node already attached to another cgroup is
@@ -61,9 +64,10 @@ decoded from the verdict ring buffer.
 Lower layers, for other datapath parts: :class:`BpfObject` / :class:`BpfLink` (loader
 context managers), :func:`object_path`, :class:`BpfError` (errno + libbpf's log),
 :class:`MirrorMismatch` (a ctypes mirror in :mod:`meshcore.datapath.maps` disagrees with
-the object's BTF), :func:`cgroup2_mount`.
+the object's BTF), :func:`cgroup2_mount`, :func:`default_pin_root`.
 """
 
+from ._bpffs import default_pin_root
 from ._cgroup import cgroup2_mount, resolve_cgroup
 from ._desired import MAX_SLOTS_PER_SERVICE, slot_counts
 from ._errors import DatapathError, MirrorMismatch
@@ -72,12 +76,12 @@ from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
 from ._policy import PolicyEnforcer, PolicyReport
-from ._socket_lb import DEFAULT_PIN_ROOT, SocketLB
+from ._socket_lb import SocketLB
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 
 __all__ = [
-    "DEFAULT_PIN_ROOT", "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "Flow", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
+    "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "Flow", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
-    "MirrorMismatch", "ServiceState", "SocketLB", "cgroup2_mount", "object_path",
+    "MirrorMismatch", "ServiceState", "SocketLB", "cgroup2_mount", "default_pin_root", "object_path",
     "resolve_cgroup", "slot_counts",
 ]

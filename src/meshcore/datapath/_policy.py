@@ -22,6 +22,7 @@ import attrs
 from ..compile import PolicyPlan
 from ..model import ReservedIdentity, WorkloadRef
 from . import _libbpf
+from ._bpffs import default_pin_root, pins_on_bpffs
 from ._btf import KIND_STRUCT, check_mirror
 from ._errors import DatapathError
 from ._flows import Flow, FlowDecoder
@@ -66,7 +67,7 @@ class PolicyEnforcer:
     def __init__(
         self,
         node: str,
-        pin_root: Path = Path("/sys/fs/bpf/meshcore"),
+        pin_root: Path | None = None,
         *,
         netns: str | os.PathLike[str] | None = None,
         bpf_object: Path | None = None,
@@ -77,7 +78,7 @@ class PolicyEnforcer:
             raise DatapathError(f"node name {node!r} is not valid: use 1-63 letters, digits, '.', '_' or '-'")
         self.node = node
         self.netns = netns
-        self.pin_dir = Path(pin_root) / node / "policy"
+        self.pin_dir = Path(pin_root if pin_root is not None else default_pin_root()) / node / "policy"
         self._bpf_object = bpf_object
         self._capacities = dict(capacities or {})
         self.host_addresses = tuple(a for a in host_addresses if a)
@@ -114,6 +115,7 @@ class PolicyEnforcer:
                 if tid is None:
                     raise DatapathError(f"{obj.path} has no struct {pol_events.EVENT_STRUCT}; rebuild it (make -C bpf)")
                 check_mirror(btf, tid, pol_events.Event, map_name=pol_events.MAP_NAME, role="record")
+                pins_on_bpffs(self.pin_dir)
                 self.pin_dir.mkdir(parents=True, exist_ok=True)
                 for name in (*(s.name for s in POLICY_SPECS), pol_events.MAP_NAME):
                     if name in self._capacities:

@@ -19,6 +19,7 @@ import attrs
 from .. import model
 from ..compile import BpfDiff, BpfPlan, BpfService
 from . import _libbpf
+from ._bpffs import default_pin_root, pins_on_bpffs
 from ._cgroup import resolve_cgroup
 from ._desired import Frontend, frontend, frontend_text, slot_counts, validate_service
 from ._errors import DatapathError
@@ -27,9 +28,8 @@ from ._pins import NodePins
 from ._types import STATE_CODES, STATE_NAMES, ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 from .maps import ALL_SPECS, BpfMap, backends, services, slots
 
-__all__ = ["DEFAULT_PIN_ROOT", "SocketLB"]
+__all__ = ["SocketLB", "default_pin_root"]
 
-DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/meshcore")
 OBJECT_NAME = "sock_lb"
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MAX_ID = 0xFFFFFFFF
@@ -53,7 +53,7 @@ class SocketLB:
         self,
         node: str,
         cgroup: str | os.PathLike[str],
-        pin_root: Path = DEFAULT_PIN_ROOT,
+        pin_root: Path | None = None,
         *,
         settings: LbSettings | None = None,
         bpf_object: Path | None = None,
@@ -65,7 +65,7 @@ class SocketLB:
             )
         self.node = node
         self.cgroup = Path(cgroup)
-        self.pin_dir = Path(pin_root) / node
+        self.pin_dir = Path(pin_root if pin_root is not None else default_pin_root()) / node
         self.pins = NodePins(node, self.pin_dir)
         self._requested_settings = settings
         self._bpf_object = bpf_object
@@ -100,6 +100,7 @@ class SocketLB:
             if self._maps:
                 return
             cgroup = resolve_cgroup(self.cgroup)
+            pins_on_bpffs(self.pin_dir)
             path = self._bpf_object or object_path(OBJECT_NAME)
             with BpfObject.open(path) as obj:
                 for spec in ALL_SPECS:

@@ -14,8 +14,8 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from .. import linux
 from . import _libbpf
 from ._errors import DatapathError
 
@@ -26,8 +26,6 @@ EGRESS = 2   # BPF_TC_EGRESS
 _F_REPLACE = 1  # BPF_TC_F_REPLACE
 _HANDLE = 0x4D43  # "MC": our filters' handle on every hook
 _PRIORITY = 1
-_CLONE_NEWNET = 0x40000000
-_NETNS_RUN_DIR = Path("/run/netns")
 
 
 class _TcHook(ctypes.Structure):
@@ -56,38 +54,14 @@ for _name, _res, _args in (
     _fn.restype = _res
     _fn.argtypes = _args
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.setns.restype = ctypes.c_int
-
-
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise DatapathError(f"cannot enter network namespace {what}: {os.strerror(err)}")
-
-
 @contextmanager
 def in_netns(netns: str | os.PathLike[str] | None) -> Iterator[None]:
     """Run the block with this thread in ``netns`` (a name under /run/netns or a path)."""
-    if netns is None:
-        yield
-        return
-    path = Path(netns) if os.sep in str(netns) else _NETNS_RUN_DIR / str(netns)
     try:
-        target = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise DatapathError(f"network namespace {netns} does not exist ({path}: {e.strerror})") from e
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target, str(netns))
-        try:
+        with linux.in_netns(netns):
             yield
-        finally:
-            _setns(home, "of this process")
-    finally:
-        os.close(target)
-        os.close(home)
+    except linux.HostError as exc:
+        raise DatapathError(str(exc)) from None
 
 
 def ifindex_of(interface: str) -> int:

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+from .. import linux
 from ._errors import LabError
 
 #: Where each lab keeps its state, logs and the objects handed to its agent.
@@ -14,9 +15,7 @@ DEFAULT_STATE_ROOT = Path("/run/meshcore/lab")
 #: ``ip netns exec NAME`` bind-mounts the files under this directory over /etc.
 NETNS_ETC = Path("/etc/netns")
 #: Named network namespaces live here (as ``ip netns`` creates them).
-NETNS_RUN = Path("/run/netns")
-#: Datapath pins are kept under ``<bpffs>/meshcore/<node>``.
-BPF_PIN_PARENT = "meshcore"
+NETNS_RUN = linux.NETNS_RUN
 
 _LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
 
@@ -36,35 +35,20 @@ def check_lab_name(name: str) -> str:
     return name
 
 
-def _mounts() -> list[tuple[str, str]]:
-    """(mount point, filesystem type) of every mount of this process."""
-    out = []
-    with open("/proc/self/mounts", encoding="utf-8") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3:
-                # Mount points escape spaces as \040.
-                out.append((parts[1].replace("\\040", " "), parts[2]))
-    return out
-
-
 def cgroup2_mount() -> Path:
-    """The mount point of the cgroup v2 hierarchy (read from /proc/self/mounts)."""
-    for point, fstype in _mounts():
-        if fstype == "cgroup2":
-            return Path(point)
-    raise LabError("no cgroup v2 hierarchy is mounted (looked for type cgroup2 in /proc/self/mounts); "
-                   "mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`")
+    """The mount point of the cgroup v2 hierarchy (mounted first when missing)."""
+    try:
+        return linux.cgroup2()
+    except linux.HostError as exc:
+        raise LabError(str(exc)) from None
 
 
 def bpffs_mount() -> Path:
-    """The mount point of the BPF filesystem (read from /proc/self/mounts)."""
-    points = [Path(p) for p, fstype in _mounts() if fstype == "bpf"]
-    if Path("/sys/fs/bpf") in points:
-        return Path("/sys/fs/bpf")
-    if points:
-        return points[0]
-    raise LabError("the BPF filesystem is not mounted; mount it with `mount -t bpf bpf /sys/fs/bpf`")
+    """The mount point of the BPF filesystem (``/sys/fs/bpf`` mounted first when missing)."""
+    try:
+        return linux.bpffs()
+    except linux.HostError as exc:
+        raise LabError(str(exc)) from None
 
 
 def tool(name: str) -> str:

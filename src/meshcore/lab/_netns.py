@@ -31,9 +31,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ._errors import LabError
 from ._ipam import LabRanges
-from ._procs import enter_netns
+from ..linux import NETNS_RUN, enter_netns
 
-NETNS_DIR = Path(_pyroute2_netns.NETNS_RUN_DIR)
+NETNS_DIR = NETNS_RUN
 GATEWAY4 = "169.254.1.1"
 GATEWAY6 = "fe80::1"
 

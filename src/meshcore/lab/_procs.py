@@ -7,7 +7,6 @@ checked again through a pidfd, so a pid the kernel has recycled is never signall
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import signal
@@ -15,9 +14,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..linux import enter_netns
 from ._errors import LabError
-
-_CLONE_NEWNET = 0x40000000
 
 
 _guarding = 0
@@ -144,18 +142,6 @@ def _exec(argv: Sequence[str], env: dict[str, str], cwd: str, cgroup: str, log: 
             os.write(2, f"meshcore lab: cannot start {' '.join(argv)}: {exc}\n".encode())
         finally:
             os._exit(127)
-
-
-def enter_netns(path: str) -> None:
-    """Move the calling thread into the network namespace bound at ``path``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns {path}: {os.strerror(code)}")
-    finally:
-        os.close(fd)
 
 
 def signal_process(pid: int, started: int, sig: int) -> bool:

@@ -1,60 +1,23 @@
 """Talking to an Envoy admin endpoint on the loopback of another network namespace.
 
-A socket belongs to the network namespace it was created in, so a short-lived thread
-enters the namespace (setns affects only the calling thread), creates the socket and
-exits; the socket then works from any thread of this process.
+A socket belongs to the network namespace it was created in
+(:func:`meshcore.linux.socket_in_netns` creates it there); it then works from any thread.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import http.client
 import json
-import os
 import socket
-import threading
 import urllib.parse
 from typing import Any
 
-_CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
+from .. import linux
+from ..linux import socket_in_netns
 
+__all__ = ["NETNS_DIR", "AdminClient", "socket_in_netns"]
 
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def socket_in_netns(netns: str | None, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """A new socket in network namespace ``netns`` (``ip netns`` name; ``None``: this one)."""
-    if netns is None:
-        return socket.socket(family, kind)
-    result: list[socket.socket] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            errors.append(OSError(exc.errno, f"network namespace {netns!r}: {exc.strerror}"))
-            return
-        try:
-            _setns(fd)
-            result.append(socket.socket(family, kind))
-        except BaseException as exc:  # handed to the caller's thread
-            errors.append(exc)
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=run, name=f"netns-{netns}")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
+NETNS_DIR = str(linux.NETNS_RUN)
 
 
 class _Connection(http.client.HTTPConnection):
