@@ -1,14 +1,14 @@
 """The node agent's endpoint-change path: one endpoint change, diffed and written, at N services.
 
-What the lab's node agent does when a new plan arrives (``BpfApplier`` in
-``meshcore.lab.agent``): ``BpfIndex.diff(new)`` against the frontends it last applied (one pass over
+What the node agent does when a new plan arrives (``KernelLoadBalancer`` in
+``meshcore.agent``): ``BpfIndex.diff(new)`` against the frontends it last applied (one pass over
 the new plan; the previous plan's index is kept, not rebuilt) and then ``SocketLB.apply_diff``.
 Measured per change, p50 and p99 over ``--changes`` changes:
 
 - ``diff_bpf``, the new plan freshly built (every BpfService a new object, as a full
   recompile gives today) and the new plan reusing the previous plan's unchanged
   BpfService objects (equality short-circuits on identity);
-- with ``--kernel`` (root): the agent's whole path — ``BpfApplier.apply`` — against a real
+- with ``--kernel`` (root): the agent's kernel path — ``KernelLoadBalancer.apply`` — against a real
   socket LB holding N services in a cgroup of its own, and, for comparison, a full
   ``SocketLB.apply(plan)``.
 
@@ -107,10 +107,10 @@ def bench_diff(plan: BpfPlan, changes: int) -> None:
 
 
 def bench_kernel(plan: BpfPlan, changes: int) -> None:
-    """The agent's BpfApplier and a full apply against a real socket LB."""
+    """The agent's KernelLoadBalancer and a full apply against a real socket LB."""
     from meshcore import linux
     from meshcore.datapath import SocketLB, cgroup2_mount
-    from meshcore.lab.agent import BpfApplier
+    from meshcore.agent import KernelLoadBalancer
 
     prefix = f"{PREFIX}{os.getpid()}"
     with contextlib.ExitStack() as stack:
@@ -119,8 +119,7 @@ def bench_kernel(plan: BpfPlan, changes: int) -> None:
         stack.callback(group.rmdir)
         lb = SocketLB(prefix, group, linux.bpffs() / prefix)
         stack.callback(lb.destroy)
-        lb.open()
-        applier = BpfApplier(lb)
+        applier = KernelLoadBalancer(lb)
         t0 = time.perf_counter()
         applier.apply(plan)
         print(f"  (setup: {len(plan.services):,} services applied in {time.perf_counter() - t0:.2f} s)")

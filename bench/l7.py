@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "lab.yaml").write_text(manifests(work / "backend.json"))
         try:
             up = lab.up([work / "lab.yaml"], timeout=60)
-            if up.agent is None or not up.agent.ok or not lab.status().agent.proxy.get("running"):
+            if up.agent is None or not up.agent.ok or not lab.status().agent.proxy.running:
                 raise RuntimeError(f"the node agent did not start the node proxy: {up.agent}")
             server_ip = lab.pod("server").ipv4
             sidecars = Sidecars(lab, work, server_ip)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             status = lab.status()
             backend = next(p for p in status.pods if p.name == "server").containers[0].pid
             watch = {"a": {"backend": backend},
-                     "b": {"agent": status.agent.pid, "node-envoy": int(status.agent.proxy.get("pid") or 0),
+                     "b": {"agent": status.agent.pid, "node-envoy": status.agent.proxy.pid,
                            "backend": backend},
                      "c": {"client-sidecar": sidecars.procs[0].pid, "server-sidecar": sidecars.procs[1].pid,
                            "backend": backend},

@@ -181,7 +181,7 @@ def status(files: tuple[str, ...], lab_name: str | None, fmt: str) -> None:
         try:
             target = Lab(lab_name)
             result = translate(objects=target.objects())
-            live = {(c.get("kind"), c.get("namespace"), c.get("name")): c for c in target.status().agent.config_status}
+            live = {(c.kind, c.namespace, c.name): c.to_data() for c in target.status().agent.config_status}
         except LabError as exc:
             click.echo(f"meshcore: {exc}", err=True)
             sys.exit(1)
@@ -208,18 +208,22 @@ def status(files: tuple[str, ...], lab_name: str | None, fmt: str) -> None:
 
 
 def _with_live(status: dict[str, Any], live: Any) -> dict[str, Any]:
-    """``status`` with its ``Accepted`` condition False (reason ``Rejected``) when the node's Envoy refused it."""
+    """``status`` with ``Accepted`` False when the node's Envoy refused it (``Rejected``) or could not serve it."""
     if not isinstance(live, dict) or live.get("accepted", True):
         return status
     errors = [f"resource {e.get('resource')} ({e.get('type')} {e.get('name')}): {e.get('message')}"
               for e in live.get("errors") or ()]
-    rejected = {"type": "Accepted", "status": "False", "reason": "Rejected",
-                "message": f"the node's Envoy rejected this config: {errors[0] if errors else 'see the agent log'}"}
+    reason = str(live.get("reason") or "Rejected")
+    why = errors[0] if errors else str(live.get("message") or "see the agent log")
+    message = (f"the node's Envoy rejected this config: {why}" if reason == "Rejected"
+               else f"the node cannot serve this config: {why}")
+    refused = {"type": "Accepted", "status": "False", "reason": reason, "message": message}
     conditions = [c for c in status.get("conditions") or () if not (isinstance(c, dict) and c.get("type") == "Accepted")]
     for c in status.get("conditions") or ():
         if isinstance(c, dict) and c.get("type") == "Accepted" and "observedGeneration" in c:
-            rejected["observedGeneration"] = c["observedGeneration"]
-    return {**status, "conditions": [rejected, *conditions], "errors": [*(status.get("errors") or ()), *errors]}
+            refused["observedGeneration"] = c["observedGeneration"]
+    return {**status, "conditions": [refused, *conditions], "errors": [*(status.get("errors") or ()), *errors,
+                                                                       *([] if errors else [message])]}
 
 
 def _conditions(status: Any) -> str:
@@ -293,7 +297,13 @@ def plan(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float
 
 
 def _register_optional_groups() -> None:
-    """Add command groups whose modules need more than the core (the lab, the demo)."""
+    """Add commands whose modules need more than the core (the node agent, the lab, the demo)."""
+    try:
+        from .agent._cli import agent_command  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        cli.add_command(agent_command)
     try:
         from .lab.cli import demo, lab  # type: ignore[import-not-found,unused-ignore]
     except ImportError:

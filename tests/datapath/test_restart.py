@@ -1,5 +1,5 @@
-"""Pinned programs and maps keep enforcing when the agent dies, and a new agent reconciles
-without flushing."""
+"""Pinned programs and maps keep enforcing when the node agent dies, and a new agent reconciles
+without flushing (the real `meshcore agent` process)."""
 
 from __future__ import annotations
 
@@ -13,44 +13,66 @@ from pathlib import Path
 
 import pytest
 
-from _datapath_support import SRC, Clients, plan, service
-from meshcore.datapath import SocketLB
+from _datapath_support import PORT, SRC, V4, Clients, plan, service
+from meshcore.agent import REPORT_FILE, GenerationReport, read_report
+from meshcore.datapath import PolicyEnforcer, SocketLB
 
 pytestmark = pytest.mark.root
 
 VIP = "10.96.77.20"
 
-AGENT = """
-import json, sys, time
-from pathlib import Path
-from meshcore.compile import BpfBackend, BpfPlan, BpfService
-from meshcore.datapath import SocketLB
-from meshcore.model import ServiceRef
-node, cgroup, pin_root, vip, backends = sys.argv[1:6]
-svc = BpfService(vip, 80, "TCP", ServiceRef("test", "svc"),
-                 backends=[BpfBackend(a, p, w) for a, p, w in json.loads(backends)])
-lb = SocketLB(node, cgroup, Path(pin_root))
-lb.open()
-lb.apply(BpfPlan(services=[svc]))
-ids = {b.address: b.id for s in lb.state().services for b in s.backends}
-print(json.dumps(ids), flush=True)
-time.sleep(3600)
+# What the node agent is told: one Service with its endpoints (the backend servers).
+MANIFEST = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: svc, namespace: test}}
+spec: {{clusterIP: {VIP}, ports: [{{port: 80, targetPort: {PORT}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: svc-1, namespace: test, labels: {{kubernetes.io/service-name: svc}}}}
+addressType: IPv4
+ports: [{{port: {PORT}}}]
+endpoints: [{{addresses: [{V4["b1"]}]}}, {{addresses: [{V4["b2"]}]}}]
 """
 
 
+def _start_agent(node: str, cgroup: Path, pin_root: Path, manifest: Path, state: Path) -> subprocess.Popen[str]:
+    """``meshcore agent`` as a node runs it: node facts as flags, configuration from files."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "meshcore.agent", "--node", node, "--cgroup", str(cgroup), "--pin-root",
+         str(pin_root), "--state-dir", str(state), "-f", str(manifest), "--metrics", "off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+
+
+def _report(state: Path, agent: subprocess.Popen[str], timeout: float = 30) -> GenerationReport:
+    """The agent's first report, once written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = read_report(state / REPORT_FILE)
+        if report is not None and report.pid == agent.pid:
+            return report
+        if agent.poll() is not None:
+            pytest.fail(f"the agent exited with {agent.returncode}: {agent.stderr.read() if agent.stderr else ''}")
+        time.sleep(0.05)
+    pytest.fail("the agent wrote no report")
+
+
 def test_agent_killed_with_sigkill_leaves_enforcement_and_a_new_agent_writes_nothing(
-    clients: Clients, cgroup: Path, pin_root: Path
+    clients: Clients, cgroup: Path, pin_root: Path, tmp_path: Path
 ) -> None:
     node = "mcdp-restart"
-    desired = plan(service(VIP, 80, [("b1", 1), ("b2", 1)]))
-    backends = [[b.address, b.port, b.weight] for b in desired.services[0].backends]
-    agent = subprocess.Popen(
-        [sys.executable, "-c", AGENT, node, str(cgroup), str(pin_root), VIP, json.dumps(backends)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SRC)},
-    )
+    manifest = tmp_path / "svc.yaml"
+    manifest.write_text(MANIFEST)
+    agent = _start_agent(node, cgroup, pin_root, manifest, tmp_path / "state")
+    again: subprocess.Popen[str] | None = None
     try:
-        assert agent.stdout is not None
-        ids_before = json.loads(agent.stdout.readline())
+        first = _report(tmp_path / "state", agent)
+        assert first.applied and first.frontends == 1, first
+        with SocketLB(node, cgroup, pin_root) as lb:
+            ids_before = {b.address: b.id for s in lb.state().services for b in s.backends}
+        assert set(ids_before) == {V4["b1"], V4["b2"]}
         held = clients.popen("hold", VIP, "80")
         assert clients.read_json(held)["backend"] in {"b1", "b2"}
         traffic = clients.popen("client", json.dumps({"op": "tcp_loop", "host": VIP, "port": 80, "seconds": 2.5}))
@@ -60,9 +82,11 @@ def test_agent_killed_with_sigkill_leaves_enforcement_and_a_new_agent_writes_not
         agent.wait(timeout=10)
         time.sleep(0.5)  # no agent at all: new connections still balanced by the pinned programs
 
+        again = _start_agent(node, cgroup, pin_root, manifest, tmp_path / "state")
+        second = _report(tmp_path / "state", again)
+        assert second.applied and "0 entries written, 0 deleted" in second.changes[0], \
+            f"a restarted agent must not rewrite the maps: {second}"
         with SocketLB(node, cgroup, pin_root) as lb:
-            report = lb.apply(desired)
-            assert not report.changed, f"a restarted agent must not rewrite the maps: {report}"
             ids_after = {b.address: b.id for s in lb.state().services for b in s.backends}
         assert ids_after == ids_before
 
@@ -76,10 +100,12 @@ def test_agent_killed_with_sigkill_leaves_enforcement_and_a_new_agent_writes_not
         held.stdin.flush()
         assert clients.read_json(held) == {"echo": "after-restart"}
     finally:
-        if agent.poll() is None:
-            os.kill(agent.pid, signal.SIGKILL)
-            agent.wait(timeout=10)
+        for proc in (agent, again):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
         SocketLB(node, cgroup, pin_root).destroy()
+        PolicyEnforcer(node, pin_root).destroy()
 
 
 def test_leftovers_of_an_interrupted_apply_are_removed_by_the_next_agent(lb: SocketLB, cgroup: Path, pin_root: Path) -> None:

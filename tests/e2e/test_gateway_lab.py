@@ -254,7 +254,7 @@ def test_the_lab_assigns_the_gateway_an_address_and_it_is_programmed(gateway_lab
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions["Programmed"] == ("True", "Programmed"), conditions
     # Only the HTTP port needs the node proxy.
-    assert lab.status().agent.proxy["listeners"] == 1
+    assert lab.status().agent.proxy.listeners == 1
 
 
 def test_route_attaches_to_a_listener_by_exact_hostname(gateway_lab: tuple[Lab, Path]) -> None:

@@ -194,9 +194,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]
 def test_node_proxy_runs_and_is_reported(mesh: tuple[Lab, Path]) -> None:
     lab, _ = mesh
     proxy = lab.status().agent.proxy
-    assert proxy["running"] and proxy["listeners"] == 1, proxy
+    assert proxy.running and proxy.listeners == 1, proxy
     pid = envoy_pid(lab)
-    assert pid == proxy["pid"]
+    assert pid == proxy.pid
     # Envoy runs in the lab's cgroup, so the socket LB sees its connections too.
     assert f"/meshcore/{lab.name}/" in Path(f"/proc/{pid}/cgroup").read_text()
 
@@ -345,7 +345,7 @@ def test_envoy_killed_restarts_and_l4_is_unaffected(mesh: tuple[Lab, Path]) -> N
     while time.monotonic() < deadline:
         status = lab.status().agent.proxy
         new = envoy_pid(lab)
-        if status.get("running") and new and new != pid and status.get("synced"):
+        if status.running and new and new != pid and status.synced:
             break
         time.sleep(0.2)
     else:
@@ -356,11 +356,11 @@ def test_envoy_killed_restarts_and_l4_is_unaffected(mesh: tuple[Lab, Path]) -> N
             break
         time.sleep(0.1)
     assert Client(lab).get("http://web/v2/after")[2]["pod"].startswith("web-v2")
-    assert lab.status().agent.proxy["restarts"] >= 1
+    assert lab.status().agent.proxy.restarts >= 1
 
 
 def test_lab_without_l7_starts_no_proxy(lab_factory: Any, tmp_path: Path) -> None:
     lab = lab_factory()
     lab.up([write(tmp_path, "app.yaml", APP)], timeout=60)
-    assert lab.status().agent.proxy.get("running") is False
+    assert lab.status().agent.proxy.running is False
     assert not (lab.dir / "proxy.json").exists()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from meshcore.agent import REPORT_FILE, read_report
 from meshcore.lab import Lab, LabInputError
 from meshcore.lab._host import NETNS_ETC
 from meshcore.lab._netns import NETNS_DIR
@@ -292,8 +293,9 @@ def test_killed_agent_leaves_the_datapath_enforcing_and_up_restarts_it(echo_lab:
     assert [a["peer"] for a in answers] == [v4, v6]  # pinned programs and maps keep working
     result = echo_lab.up(list(echo_lab.status().files))
     assert result.agent is not None and result.agent.ok and result.agent.pid != agent.pid
-    report = json.loads((echo_lab.dir / "agent.json").read_text())
-    assert "0 entries written" in report["summary"], report  # reconciled without rewriting anything
+    report = read_report(echo_lab.dir / REPORT_FILE)
+    assert report is not None and report.applied, report
+    assert "0 entries written" in report.changes[0], report  # reconciled without rewriting anything
 
 
 def test_invalid_input_changes_nothing(echo_lab: Lab, tmp_path: Path) -> None:

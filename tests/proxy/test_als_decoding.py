@@ -9,8 +9,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from google.protobuf import struct_pb2
 
-from meshcore.lab._proxy import flow_data
-from meshcore.proxy._als import decode_entry, entry_data
+from meshcore.proxy._als import decode_entry, entry_data, record_data
 
 
 class _Resolver:
@@ -59,7 +58,7 @@ def _entry(*, flags: bool, hint: bool, ipv6: bool) -> Any:
 def test_batch_decoder_agrees_with_full_decoder(flags: bool, hint: bool, ipv6: bool, resolver: Any) -> None:
     entry = _entry(flags=flags, hint=hint, ipv6=ipv6)
     fast = entry_data(entry, "node-1", resolver)
-    full = flow_data(decode_entry(entry, "node-1", resolver))
+    full = record_data(decode_entry(entry, "node-1", resolver))
     assert fast == full
     assert fast["method"] == "POST" and fast["status"] == 503 and fast["latencyMs"] == 7.0
     assert bool(fast["flags"]) is flags and fast["audited"] is hint

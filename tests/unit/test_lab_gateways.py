@@ -6,7 +6,6 @@ from meshcore import translate
 from meshcore.kube import KubeObject, load_text
 from meshcore.lab import LabRanges
 from meshcore.lab._gateways import assign_gateway_addresses, enrich_gateway, our_gateways
-from meshcore.lab._manifest import objects_from_entries
 from meshcore.lab._state import ServiceRecord
 from meshcore.model import ServiceRef
 
@@ -84,7 +83,7 @@ def test_the_enriched_gateway_is_served_on_the_assigned_address_and_programmed()
     records = assign_gateway_addresses(gateways, {}, {}, LabRanges())
     entries = [{"body": enrich_gateway(g, records.get(f"{g.namespace}/{g.name}"))} for g in gateways]
     objects, _ = load_text(INPUT.split("---")[0])
-    result = translate(objects=[*objects, *objects_from_entries(entries)])
+    result = translate(objects=[*objects, *(e["body"] for e in entries)])
     svc = result.snapshot.service(ServiceRef("default", "a"))
     assert svc is not None and svc.vips == ("10.96.255.254",)
     status = next(s.status for s in result.statuses if s.kind == "Gateway" and s.name == "a")

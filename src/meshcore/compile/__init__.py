@@ -16,6 +16,7 @@ from ._envoy_plan import (
     EnvoyVirtualHost,
     JwtProvider,
     Origin,
+    RawOrigin,
     RbacAction,
     RbacAnd,
     RbacAny,
@@ -54,7 +55,7 @@ __all__ = [
     "compile_policy", "identity_key", "port_blocks",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
-    "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan",
+    "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan", "RawOrigin",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
     "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
 ]

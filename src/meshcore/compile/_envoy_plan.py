@@ -35,16 +35,35 @@ from ..model import (
 
 
 @attrs.frozen(order=True)
+class RawOrigin:
+    """Which resource of which raw Envoy config produced a served resource.
+
+    ``name`` is the name as the config wrote it; the node proxy serves it as
+    ``qualified_name`` (``<ns>/<config>/<name>``).
+    """
+
+    config_kind: str
+    config_namespace: str
+    config_name: str
+    index: int
+    type: str
+    name: str
+    qualified_name: str
+
+
+@attrs.frozen(order=True)
 class Origin:
     """The model object behind an Envoy resource or part of one, for error messages.
 
     ``hints`` are distinctive strings of that object (regular expressions, header names)
-    used to tell which part of a rejected resource Envoy complained about.
+    used to tell which part of a rejected resource Envoy complained about. ``raw`` says
+    which resource of a raw Envoy config it is, when it is one.
     """
 
     what: str
     source: Source = attrs.field(factory=Source, order=False)
     hints: tuple[str, ...] = ()
+    raw: RawOrigin | None = attrs.field(default=None, order=False)
 
     def __str__(self) -> str:
         return f"{self.what} ({self.source})"
@@ -440,6 +459,11 @@ class EnvoyPlan:
 
     def __bool__(self) -> bool:
         return bool(self.listeners or self.raw)
+
+    @property
+    def needs_proxy(self) -> bool:
+        """True when a node proxy must run: generated listeners or any raw resource."""
+        return bool(self)
 
     def listener(self, name: str) -> EnvoyListener | None:
         """The listener with this name, if any."""

@@ -24,7 +24,7 @@ import attrs
 
 from ..model import Diagnostic, EnvoyConfig, Labels, ServiceRef, Severity, Snapshot
 from ._ports import PortAllocator
-from ._envoy_plan import Origin, RawResource
+from ._envoy_plan import Origin, RawOrigin, RawResource
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -96,7 +96,10 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
         ports: dict[str, int | None] = {}
         for i, res in enumerate(config.resources):
             kind = res.type_url.rpartition(".")[2]
-            origin = Origin(f"{label} resource {i} ({kind} {res.name})", config.source, (res.name,))
+            written = res.name.removeprefix(f"{config.namespace}/{config.name}/")
+            raw = RawOrigin(config.source.kind or "EnvoyConfig", config.namespace or "", config.name, i, kind,
+                            written, res.name)
+            origin = Origin(f"{label} resource {i} ({kind} {res.name})", config.source, (res.name,), raw)
             body = res.body
             proxy_port = None
             if res.type_url == LISTENER_TYPE:

@@ -9,7 +9,7 @@ from ._core import CORE_KINDS, translate_core
 from ._deployment import expand_deployment
 from ._fields import FieldError, Fields, field_diagnostic, type_name
 from ._inventory import Inventory
-from ._load import CLUSTER_SCOPED_KINDS, load_objects, load_paths, load_text
+from ._load import CLUSTER_SCOPED_KINDS, iter_input_files, load_objects, load_paths, load_text
 from ._objects import KubeObject, make_object
 from ._report import Report, unique_objects
 from ._selector import LabelSelector, read_selector
@@ -17,5 +17,5 @@ from ._selector import LabelSelector, read_selector
 __all__ = [
     "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
     "KubeObject", "LabelSelector", "expand_deployment", "field_diagnostic", "Report", "load_objects", "unique_objects", "type_name", "load_paths",
-    "load_text", "make_object", "read_selector", "translate_core",
+    "iter_input_files", "load_text", "make_object", "read_selector", "translate_core",
 ]

@@ -18,7 +18,9 @@ from ._exec import ignoring_interrupts, joiner, pod_command
 from ._gateways import assign_gateway_addresses, our_gateways
 from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
 from ._ipam import LabRanges
-from ._manifest import Desired, assign_cluster_ips, desired_state, objects_from_entries, write_objects
+from ..agent import SourceError, read_objects_file
+from ..agent._proxy import recorded_processes
+from ._manifest import Desired, assign_cluster_ips, desired_state, write_objects
 from ._nodeagent import AGENT_CGROUP, ensure_agent
 from ._pods import create_pod, remove_path, start_containers, teardown_pod, wait_ready, write_hosts
 from ._state import (
@@ -227,10 +229,9 @@ class Lab:
         """The enriched objects the lab last handed to its node agent (what the agent translates)."""
         state = self._load()
         try:
-            data = json.loads(state.objects_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise LabError(f"cannot read the objects of lab {self.name!r} ({state.objects_path}): {exc}") from exc
-        return objects_from_entries(data.get("objects") or [])
+            return list(read_objects_file(state.objects_path).objects)
+        except SourceError as exc:
+            raise LabError(f"cannot read the objects of lab {self.name!r}: {exc}") from exc
 
     # ------------------------------------------------------------------ down
 
@@ -254,8 +255,7 @@ class Lab:
             processes = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
             if state.agent:
                 processes.append((state.agent.pid, state.agent.start_time))
-            from ._proxy import recorded_processes  # noqa: PLC0415 - the node Envoy the agent started
-            processes += recorded_processes(self.dir)
+            processes += recorded_processes(self.dir)  # the node Envoy the agent started
             procs.stop(processes)
             if not cgroups.kill(Path(state.cgroup_root)):
                 problems.append(f"processes in {state.cgroup_root} did not exit")

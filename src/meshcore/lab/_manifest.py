@@ -19,12 +19,13 @@ from typing import Any
 import attrs
 
 from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, expand_deployment
-from ..model import Diagnostic, Source
+from ..agent import object_entry, write_objects_file
+from ..model import Diagnostic, Source, WorkloadRef
 from . import _procs as procs
 from ._errors import LabError
 from ._gateways import enrich_gateway, our_gateways
 from ._ipam import LabRanges, ServiceIpAllocator
-from ._state import OBJECTS_VERSION, LabState, ServiceRecord, write_json
+from ._state import LabState, ServiceRecord
 
 #: Kinds the lab turns into running things; every other kind is passed to the agent as is.
 POD_KINDS = frozenset({("v1", "Pod"), ("apps/v1", "Deployment")})
@@ -75,10 +76,6 @@ class Desired:
     services: tuple[KubeObject, ...]
     others: tuple[KubeObject, ...]
     diagnostics: tuple[Diagnostic, ...]
-
-
-def _source_data(source: Source) -> dict[str, Any]:
-    return {"file": source.file, "line": source.line, "column": source.column}
 
 
 def desired_state(objects: Sequence[KubeObject]) -> Desired:
@@ -234,26 +231,6 @@ def enrich_pod(pod: DesiredPod, *, uid: str, node_name: str, addresses: Sequence
     return body
 
 
-def object_entry(body: Mapping[str, Any], source: Source) -> dict[str, Any]:
-    """One entry of the objects file: the body plus the file and line it was read from."""
-    return {"body": body, "source": _source_data(source)}
-
-
-def objects_from_entries(entries: Sequence[Mapping[str, Any]]) -> list[KubeObject]:
-    """Rebuild objects (with their sources) from entries of the objects file."""
-    from ..kube import make_object  # noqa: PLC0415 - keeps this module's import surface small
-
-    out = []
-    for entry in entries:
-        body = entry["body"]
-        source = entry.get("source") or {}
-        kind = str(body.get("kind", ""))
-        out.append(make_object(body, file=str(source.get("file", "")), line=int(source.get("line", 0)),
-                               column=int(source.get("column", 0)),
-                               cluster_scoped=kind in CLUSTER_SCOPED_KINDS))
-    return out
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -278,12 +255,8 @@ def write_objects(state: LabState, desired: Desired, ranges: LabRanges) -> int:
         )
         entries.append(object_entry(body, pod.source))
     state.generation += 1
-    write_json(state.objects_path, {
-        "version": OBJECTS_VERSION, "lab": state.name, "generation": state.generation,
-        "node": state.node_name, "cgroup": state.cgroup_root, "pinDir": state.bpf_pin_dir,
-        "nodeIPs": [ranges.node_ipv4, ranges.node_ipv6], "written": _now(), "objects": entries,
-        # Each pod's node-side veth, where the agent attaches L3/L4 policy.
-        "veths": {pod.key: state.pods[pod.key].host_veth for pod in desired.pods},
-    })
+    # Each pod's node-side veth, where the agent attaches L3/L4 policy.
+    interfaces = {WorkloadRef(pod.namespace, pod.name): state.pods[pod.key].host_veth for pod in desired.pods}
+    write_objects_file(state.objects_path, state.generation, entries, interfaces, lab=state.name, written=_now())
     state.save()
     return state.generation

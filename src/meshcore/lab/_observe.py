@@ -28,7 +28,7 @@ from .._translate import translate
 from ._errors import LabError
 from ._lab import Lab
 from ..proxy import FlowJournalReader
-from ._proxy import FLOWS_FILE, FLOWS_L7_FILE
+from ..agent._flows import FLOWS_FILE, FLOWS_L7_FILE
 from ._state import LabState
 
 KINDS = ("l4", "l7")

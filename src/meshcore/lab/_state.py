@@ -22,11 +22,8 @@ from ._errors import LabError
 from ._host import DEFAULT_STATE_ROOT, state_root
 
 STATE_VERSION = 1
-#: Format version of the objects file the lab hands to its node agent.
-OBJECTS_VERSION = 1
 STATE_FILE = "state.json"
 OBJECTS_FILE = "objects.json"
-AGENT_STATUS_FILE = "agent.json"
 AGENT_LOG = "agent.log"
 #: In the state root: shared directories (/etc/netns, the cgroup parent) labs created.
 SHARED_DIRS_FILE = ".created-dirs"
@@ -191,11 +188,6 @@ class LabState:
     def objects_path(self) -> Path:
         """The enriched objects handed to the node agent."""
         return self.dir / OBJECTS_FILE
-
-    @property
-    def agent_status_path(self) -> Path:
-        """Where the node agent reports what it applied."""
-        return self.dir / AGENT_STATUS_FILE
 
     def save(self) -> None:
         """Write the state file atomically (write to a temporary file, then rename)."""

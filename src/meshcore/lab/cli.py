@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
+from ..agent import ResourceError
+
 from .. import _output as out
 from ._errors import LabError
 from ._ipam import LabRanges
@@ -138,18 +140,18 @@ def _print_status(current: LabStatus) -> None:
     con.print(f"node agent: {state} (pid {agent.pid}), {applied}"
               + ("" if not agent.error else f", [red]error:[/] {agent.error}"))
     proxy = agent.proxy
-    if proxy.get("running"):
-        con.print(f"node proxy: Envoy running (pid {proxy.get('pid')}), {proxy.get('listeners', 0)} listener(s), "
-                  f"{proxy.get('restarts', 0)} restart(s)")
-    elif proxy.get("listeners"):
+    if proxy.running:
+        con.print(f"node proxy: Envoy running (pid {proxy.pid}), {proxy.listeners} listener(s), "
+                  f"{proxy.restarts} restart(s)")
+    elif proxy.listeners:
         con.print("node proxy: [red]not running[/] (Envoy is being restarted)")
     else:
         con.print("node proxy: not running (no service port needs L7)")
     if agent.config_status:
         con.print(out.table("Envoy configs", ("kind", "object", "Accepted", "reason / error"), (
-            (c.get("kind", ""), f"{c['namespace']}/{c.get('name', '')}" if c.get("namespace") else c.get("name", ""),
-             "True" if c.get("accepted") else "[red]False[/]",
-             "; ".join(_config_error(e) for e in c.get("errors") or ()) or c.get("reason", ""))
+            (c.kind, f"{c.namespace}/{c.name}" if c.namespace else c.name,
+             "True" if c.accepted else "[red]False[/]",
+             "; ".join(_config_error(e) for e in c.errors) or f"{c.reason.value}{': ' + c.message if c.message else ''}")
             for c in agent.config_status
         )))
     con.print(f"agent log: {agent.log}")
@@ -157,10 +159,9 @@ def _print_status(current: LabStatus) -> None:
         con.print(f"[cyan]note:[/] {note}")
 
 
-def _config_error(error: Mapping[str, Any]) -> str:
+def _config_error(error: ResourceError) -> str:
     """``resource 0 (Listener twins): Envoy's message`` for one error of a config's live status."""
-    where = f"resource {error.get('resource')} ({error.get('type')} {error.get('name')})"
-    return f"{where}: {error.get('message', '')}"
+    return f"resource {error.index} ({error.type} {error.name}): {error.message}"
 
 
 @lab.command("exec")

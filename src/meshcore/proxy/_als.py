@@ -143,6 +143,18 @@ def decode_entry(entry: Any, node: str, resolver: Resolver | None = None) -> Flo
 _METHODS: dict[int, str] = {}
 
 
+def record_data(flow: FlowRecord) -> dict[str, Any]:
+    """A decoded flow as the plain data :func:`entry_data` produces straight from the entry (``kind: l7``)."""
+    return {
+        "kind": "l7", "time": flow.time.timestamp(), "node": flow.node, "listener": flow.listener,
+        "source": flow.downstream_address, "method": flow.method, "path": flow.path,
+        "authority": flow.authority, "status": flow.status, "latencyMs": round(flow.latency_ms, 3),
+        "upstream": flow.upstream_address, "upstreamPod": flow.upstream_workload, "route": flow.route,
+        "cluster": flow.cluster, "protocol": flow.protocol, "flags": list(flow.flags),
+        "details": flow.details, "audited": flow.audited,
+    }
+
+
 def _method_name(value: int) -> str:
     if not _METHODS:
         from envoy.config.core.v3 import base_pb2

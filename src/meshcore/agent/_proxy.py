@@ -1,11 +1,12 @@
-"""The lab node's Envoy: started when a plan first needs L7, applied in the hand-off-safe order.
+"""The node's Envoy: started when a plan first needs it, applied in the hand-off-safe order.
 
-The node agent owns one :class:`NodeProxy`. It starts meshcore's control plane on a Unix
-socket in the lab directory and a supervised Envoy in the node namespace the first time
-a plan has Envoy listeners, and keeps both until the agent stops (`lab down`). Envoy's
-pid is recorded in ``proxy.json`` so `lab down` can stop it by pid; L7 flows from its
-access log are appended undecoded, one ALS batch per write, to the flow journal
-``flows-l7.bin`` (rotated to ``flows-l7.bin.1`` when large) and decoded when read.
+:class:`EnvoyNodeProxy` starts meshcore's control plane on a Unix socket in the agent's
+state directory and a supervised Envoy the first time a plan needs a proxy (generated
+listeners, or any raw Envoy resource), and keeps both until the agent stops. Envoy's pid
+is recorded in ``proxy.json`` (written before Envoy can exist) so whoever cleans up the
+node can stop it by pid after a crash; L7 flows from its access log are appended
+undecoded, one ALS batch per write, to the flow journal ``flows-l7.bin`` (rotated when
+large) and decoded when read.
 """
 
 from __future__ import annotations
@@ -13,73 +14,28 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 
-from ..compile import BpfPlan, EnvoyPlan, Plan
-from ..proxy import ControlPlane, EnvoyOptions, EnvoySupervisor, FlowRecord, ProxySettings
-from ._procs import start_time
-from ._state import write_json
+from ..compile import EnvoyPlan
+from ..linux import start_time
+from ..proxy import ControlPlane, EnvoyOptions, EnvoySupervisor, ProxySettings
+from ._flows import FLOWS_L7_FILE, FLOWS_MAX_BYTES
+from ._report import ProxyStatus
 
-log = logging.getLogger("meshcore.lab.agent")
+__all__ = ["PROXY_FILE", "EnvoyNodeProxy", "recorded_processes", "union_plan"]
+
+log = logging.getLogger("meshcore.agent")
 
 PROXY_FILE = "proxy.json"
-FLOWS_FILE = "flows.jsonl"
-#: The node proxy's L7 flows: a :class:`~meshcore.proxy.FlowJournal` (raw access-log batches).
-FLOWS_L7_FILE = "flows-l7.bin"
 XDS_SOCKET = "xds.sock"
 ENVOY_DIR = "envoy"
-#: Size at which the flow log is rotated (one previous file is kept).
-FLOWS_MAX_BYTES = 4 * 1024 * 1024
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 #: How long Envoy may take to acknowledge a plan before the generation fails.
 SYNC_TIMEOUT_S = 15.0
-
-
-def flow_data(flow: FlowRecord) -> dict[str, Any]:
-    """A flow as the JSON object stored in the flow log (``kind: l7``)."""
-    return {
-        "kind": "l7", "time": flow.time.timestamp(), "node": flow.node, "listener": flow.listener,
-        "source": flow.downstream_address, "method": flow.method, "path": flow.path,
-        "authority": flow.authority, "status": flow.status, "latencyMs": round(flow.latency_ms, 3),
-        "upstream": flow.upstream_address, "upstreamPod": flow.upstream_workload, "route": flow.route,
-        "cluster": flow.cluster, "protocol": flow.protocol, "flags": list(flow.flags),
-        "details": flow.details, "audited": flow.audited,
-    }
-
-
-class FlowLog:
-    """Appends JSON lines to a file, rotating it to ``<file>.1`` beyond ``max_bytes``."""
-
-    def __init__(self, path: Path, max_bytes: int = FLOWS_MAX_BYTES) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def append(self, data: Mapping[str, Any]) -> None:
-        """Write one line (thread-safe); errors are logged, never raised into Envoy's stream."""
-        self.extend([data])
-
-    def extend(self, batch: Sequence[Mapping[str, Any]]) -> None:
-        """Write one line per flow with a single write (thread-safe); errors are logged, never raised."""
-        if not batch:
-            return
-        dumps = _COMPACT.encode
-        text = "".join([dumps(data) + "\n" for data in batch])
-        with self._lock:
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    if self.path.stat().st_size + len(text) > self.max_bytes:
-                        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(text)
-            except OSError as exc:
-                log.warning("cannot write flow log %s: %s", self.path, exc)
+T = TypeVar("T")
 
 
 def union_plan(new: EnvoyPlan, old: EnvoyPlan) -> EnvoyPlan:
@@ -112,12 +68,14 @@ def union_plan(new: EnvoyPlan, old: EnvoyPlan) -> EnvoyPlan:
                         clusters=(*new.clusters, *clusters))
 
 
-class NodeProxy:
-    """The node's control plane and Envoy, started lazily and applied in the safe order."""
+class EnvoyNodeProxy:
+    """The node's control plane and Envoy, started by the first plan that needs them, applied in the safe order."""
 
-    def __init__(self, state_dir: Path, node: str, node_ipv4: str, node_ipv6: str) -> None:
+    def __init__(self, state_dir: Path, node: str, node_ipv4: str, node_ipv6: str, *,
+                 envoy_netns: str | None = None) -> None:
         self.state_dir = state_dir
         self.node = node
+        self.envoy_netns = envoy_netns
         self.settings = ProxySettings(listen_ipv4=node_ipv4, listen_ipv6=node_ipv6 or None)
         self._cp: ControlPlane | None = None
         self._envoy: EnvoySupervisor | None = None
@@ -125,8 +83,8 @@ class NodeProxy:
         self._recorded: int | None = None
 
     @property
-    def started(self) -> bool:
-        """True once the control plane and Envoy were started."""
+    def running(self) -> bool:
+        """True once the control plane and Envoy were started (and until stopped)."""
         return self._envoy is not None
 
     def _start(self, plan: EnvoyPlan) -> None:
@@ -137,7 +95,7 @@ class NodeProxy:
             cp.record_flows(self.state_dir / FLOWS_L7_FILE, FLOWS_MAX_BYTES,
                             on_error=lambda exc: log.warning("cannot write the L7 flow journal: %s", exc))
             version = cp.set_plan(self.node, plan, self.settings)
-            envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=None))
+            envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=self.envoy_netns))
             # Recorded before it can exist (write-ahead): `lab down` finds it even after a crash here.
             self._record(None)
             envoy.start()
@@ -160,18 +118,19 @@ class NodeProxy:
             self._cp.set_plan(self.node, self._current, self.settings)
             raise
 
-    def apply(self, plan: Plan, apply_bpf: Callable[[BpfPlan], Any]) -> Any:
-        """Apply ``plan``: new listeners before the kernel points at them, old ones after it stopped.
+    def apply(self, plan: EnvoyPlan, apply_kernel: Callable[[], T]) -> T:
+        """Serve ``plan`` around ``apply_kernel``: new listeners before the kernel points at them, old ones after.
 
-        Any error leaves the previous kernel state and the previous Envoy plan in force.
+        Envoy starts with the first plan that needs a proxy (generated listeners or any raw
+        resource). Any error leaves the previous kernel state and Envoy plan in force.
         """
-        new = plan.envoy
-        if not self.started:
-            if not new.listeners:
-                return apply_bpf(plan.bpf)
+        new = plan
+        if not self.running:
+            if not new.needs_proxy:
+                return apply_kernel()
             self._start(new)
             try:
-                report = apply_bpf(plan.bpf)
+                report = apply_kernel()
             except BaseException:
                 self._serve_quietly(EnvoyPlan())
                 raise
@@ -181,7 +140,7 @@ class NodeProxy:
         if both != self._current:
             self._serve(both)
         try:
-            report = apply_bpf(plan.bpf)
+            report = apply_kernel()
         except BaseException:
             self._serve_quietly(self._current)
             raise
@@ -208,7 +167,7 @@ class NodeProxy:
         if pid is not None:
             with contextlib.suppress(OSError, ValueError):
                 started = start_time(pid)
-        write_json(self.state_dir / PROXY_FILE, {
+        _write_json(self.state_dir / PROXY_FILE, {
             "envoy": {"pid": pid, "start_time": started} if pid else None,
             "socket": str(self.state_dir / XDS_SOCKET), "workDir": str(self.state_dir / ENVOY_DIR),
         })
@@ -222,16 +181,20 @@ class NodeProxy:
         if pid != self._recorded and pid is not None:
             self._record(pid)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProxyStatus:
         """Whether the node proxy runs, its pid, restarts, listeners and acknowledged version."""
         if self._envoy is None or self._cp is None:
-            return {"running": False}
+            return ProxyStatus()
         st = self._cp.status(self.node)
-        return {
-            "running": self._envoy.pid is not None, "pid": self._envoy.pid or 0,
-            "restarts": self._envoy.restarts, "listeners": len(self._current.listeners),
-            "version": st.version, "synced": st.synced, "log": str(self._envoy.log_path),
-        }
+        return ProxyStatus(
+            running=self._envoy.pid is not None, pid=self._envoy.pid or 0, restarts=self._envoy.restarts,
+            listeners=len(self._current.listeners), version=str(st.version), synced=bool(st.synced),
+            log=str(self._envoy.log_path),
+        )
+
+    def watch(self) -> None:
+        """Keep ``proxy.json`` naming the Envoy that runs now."""
+        self.record()
 
     def stop(self) -> None:
         """Stop Envoy (no drain: the lab is going away) and the control plane."""
@@ -253,3 +216,9 @@ def recorded_processes(state_dir: Path) -> list[tuple[int, int]]:
         return []
     return [(int(envoy["pid"]), int(envoy.get("start_time", 0)))]
 
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)

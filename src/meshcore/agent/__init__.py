@@ -1,0 +1,58 @@
+"""The node agent: configuration → plan → kernel and node proxy, one report per generation.
+
+What runs on every node — in the lab, as a Kubernetes DaemonSet (``meshcore agent``), or
+embedded in another platform::
+
+    from meshcore.agent import NodeAgent, NodeFacts
+
+    facts = NodeFacts("node-1", cgroup="/sys/fs/cgroup/pods", state_dir="/run/meshcore/node-1",
+                      ipv4="10.0.0.1")
+    with NodeAgent(facts) as agent:
+        report = agent.apply_plan(plan, interfaces={WorkloadRef("default", "web-0"): "veth-web0"})
+        print(report.summary)            # what moved in the kernel and the proxy
+        report = agent.apply_objects(objects)   # translate + compile + apply, with fallbacks
+
+- :class:`NodeFacts` — the node: name, addresses, cgroup, pin root, state directory.
+- :class:`NodeAgent` — applies plans transactionally in the safe order (the node proxy
+  serves a listener before the kernel points at it, and drops it after), keeps the
+  previous state when anything fails, and returns a :class:`GenerationReport`. Its
+  enforcers are typed protocols (:class:`LoadBalancer`, :class:`PolicyEnforcement`,
+  :class:`NodeProxy`); the real kernel and Envoy ones are used unless others are given.
+- Sources (:class:`ObjectsFile`, :class:`ManifestFiles`, or anything with ``poll()``) and
+  :class:`AgentRunner`, which feeds an agent from a source until stopped.
+"""
+
+from ._agent import REPORT_FILE, NodeAgent
+from ._configs import config_statuses
+from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
+from ._facts import NodeFacts
+from ._kernel import KernelLoadBalancer, KernelPolicy
+from ._report import (
+    ConfigReason,
+    ConfigStatus,
+    GenerationReport,
+    ProxyStatus,
+    Refusal,
+    ResourceError,
+    Stage,
+    read_report,
+    write_report,
+)
+from ._run import AgentRunner
+from ._source import (
+    ManifestFiles,
+    ObjectsFile,
+    SnapshotSource,
+    SourceError,
+    Update,
+    object_entry,
+    read_objects_file,
+    write_objects_file,
+)
+
+__all__ = [
+    "REPORT_FILE", "AgentRunner", "Change", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
+    "ManifestFiles", "NodeAgent", "NodeFacts", "NodeProxy", "ObjectsFile", "PolicyEnforcement", "ProxyStatus",
+    "Refusal", "ResourceError", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
+    "object_entry", "read_objects_file", "read_report", "write_objects_file", "write_report",
+]

@@ -1,0 +1,5 @@
+"""``python -m meshcore.agent``: the same as ``meshcore agent``."""
+
+from ._cli import main
+
+main()

@@ -1,0 +1,392 @@
+"""The node agent: configuration → plan → kernel and proxy, transactionally, with a report per generation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+
+import attrs
+
+from .._translate import load, translate
+from ..adapter import Adapter
+from ..compile import CompileOptions, Plan, compile_plan
+from ..kube import KubeObject
+from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
+from ..observe import AgentMetrics
+from ..proxy import EnvoyStartError, NackError, ProxyConfigError
+from ._configs import config_statuses, rejected_configs
+from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
+from ._facts import NodeFacts
+from ._flows import FLOWS_FILE, FlowLog, l4_record
+from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
+
+__all__ = ["REPORT_FILE", "NodeAgent"]
+
+log = logging.getLogger("meshcore.agent")
+
+#: The agent's last report, in its state directory.
+REPORT_FILE = "report.json"
+
+
+class _Failed(Exception):
+    """A generation stopped at ``stage``; nothing of it is in force."""
+
+    def __init__(self, stage: Stage, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.stage = stage
+        self.cause = cause
+
+
+def _proxy_diagnostics(exc: BaseException) -> tuple[Diagnostic, ...]:
+    """A rejected or inexpressible Envoy plan as diagnostics naming the model source behind it."""
+    if isinstance(exc, NackError):
+        return tuple(d for nack in exc.nacks for d in nack.diagnostics())
+    if isinstance(exc, ProxyConfigError):
+        return (exc.diagnostic(),)
+    return ()
+
+
+def node_labels(objects: Iterable[KubeObject], node: str, default: Mapping[str, str]) -> dict[str, str]:
+    """The labels of the ``Node`` object named ``node`` among ``objects``, else ``default``."""
+    for obj in objects:
+        if obj.kind == "Node" and obj.api_version == "v1" and obj.name == node:
+            return dict(obj.labels)
+    return dict(default)
+
+
+class NodeAgent:
+    """Applies configuration to one node: socket LB, L3/L4 policy and the node proxy.
+
+    Enforcers are created on first use (the real kernel and Envoy ones unless given), so
+    building an agent needs no privileges. Every apply returns a :class:`GenerationReport`
+    and writes it to ``<state_dir>/report.json``; a generation that fails changes nothing
+    and the previous state keeps enforcing. Closing releases handles only: pinned programs
+    keep enforcing; :meth:`close` also stops the node proxy unless ``keep_proxy``.
+    """
+
+    def __init__(
+        self,
+        facts: NodeFacts,
+        *,
+        load_balancer: LoadBalancer | Callable[[NodeFacts], LoadBalancer] | None = None,
+        policy: PolicyEnforcement | Callable[[NodeFacts], PolicyEnforcement] | None = None,
+        proxy: NodeProxy | Callable[[NodeFacts], NodeProxy] | None = None,
+        adapters: Sequence[Adapter] | None = None,
+        options: CompileOptions | None = None,
+        metrics: AgentMetrics | None = None,
+        write_reports: bool = True,
+    ) -> None:
+        self.facts = facts
+        self.adapters = adapters
+        self.options = options or CompileOptions(proxy_enabled=True)
+        self.metrics = metrics or AgentMetrics()
+        self.write_reports = write_reports
+        self._make_lb = load_balancer
+        self._make_policy = policy
+        self._make_proxy = proxy
+        self._lb: LoadBalancer | None = None
+        self._policy: PolicyEnforcement | None = None
+        self._proxy: NodeProxy | None = None
+        self._lock = threading.RLock()
+        self._applied: Plan | None = None
+        self._interfaces: dict[WorkloadRef, str] = {}
+        self._statuses: tuple[ConfigStatus, ...] = ()
+        self._generation = 0
+        self._flow_thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self.last_report: GenerationReport | None = None
+
+    # ------------------------------------------------------------------ enforcers
+
+    def _build(self, given: object, default: Callable[[NodeFacts], object]) -> object:
+        if given is None:
+            return default(self.facts)
+        if callable(given) and not hasattr(given, "apply"):
+            return given(self.facts)
+        return given
+
+    def load_balancer(self) -> LoadBalancer:
+        """The socket LB (opened on first use)."""
+        if self._lb is None:
+            from ._kernel import KernelLoadBalancer  # noqa: PLC0415 - libbpf only when enforcing
+
+            self._lb = self._build(self._make_lb, KernelLoadBalancer.for_node)  # type: ignore[assignment]
+            self.metrics.occupancy("socket_lb", lambda: self._lb.counts() if self._lb is not None else {})
+        assert self._lb is not None
+        return self._lb
+
+    def policy(self) -> PolicyEnforcement:
+        """The policy enforcer (opened on first use; its verdicts go to the flow log)."""
+        if self._policy is None:
+            from ._kernel import KernelPolicy  # noqa: PLC0415 - libbpf only when enforcing
+
+            self._policy = self._build(self._make_policy, KernelPolicy.for_node)  # type: ignore[assignment]
+            self.metrics.occupancy("policy", lambda: self._policy.counts() if self._policy is not None else {})
+            self._flow_thread = threading.Thread(target=self._log_flows, name="policy-flows", daemon=True)
+            self._flow_thread.start()
+        assert self._policy is not None
+        return self._policy
+
+    def proxy(self) -> NodeProxy:
+        """The node proxy (not started until a plan needs it)."""
+        if self._proxy is None:
+            from ._proxy import EnvoyNodeProxy  # noqa: PLC0415 - grpcio and Envoy only when L7 is needed
+
+            def envoy(facts: NodeFacts) -> NodeProxy:
+                return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6)
+
+            self._proxy = self._build(self._make_proxy, envoy)  # type: ignore[assignment]
+        assert self._proxy is not None
+        return self._proxy
+
+    def proxy_status(self) -> ProxyStatus:
+        """The node proxy as it is now (``running`` False until a plan needed it)."""
+        if self._proxy is None:
+            return ProxyStatus()
+        try:
+            return self._proxy.status()
+        except Exception as exc:  # noqa: BLE001 - status must never break reporting
+            return ProxyStatus(error=str(exc))
+
+    # ------------------------------------------------------------------ applying
+
+    def _enforce(self, plan: Plan, interfaces: Mapping[WorkloadRef, str]) -> list[str]:
+        """Kernel and proxy in the hand-off-safe order, then policy; any failure is a :class:`_Failed`."""
+        stage = Stage.KERNEL
+
+        def kernel() -> Change:
+            nonlocal stage
+            stage = Stage.KERNEL
+            return self.load_balancer().apply(plan.bpf)
+
+        try:
+            if plan.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
+                stage = Stage.PROXY
+                lb_summary = self.proxy().apply(plan.envoy, kernel)
+            else:
+                lb_summary = kernel()
+        except Exception as exc:
+            raise _Failed(stage, exc) from exc
+        try:
+            policy_summary = self.policy().apply(plan.policy, interfaces)
+        except Exception as exc:
+            self._roll_back(plan)
+            raise _Failed(Stage.POLICY, exc) from exc
+        return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}"]
+
+    def _roll_back(self, plan: Plan) -> None:
+        """Put the last applied kernel and proxy state back after a later step failed."""
+        previous = self._applied
+        if previous is None or previous == plan:
+            return
+        try:
+            lb = self.load_balancer()
+            if previous.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
+                self.proxy().apply(previous.envoy, lambda: lb.apply(previous.bpf))
+            else:
+                lb.apply(previous.bpf)
+        except Exception as exc:  # noqa: BLE001 - best effort; the report says the generation failed
+            log.error("restoring the previous kernel and proxy state failed: %s", exc)
+
+    def apply_plan(self, plan: Plan, *, interfaces: Mapping[WorkloadRef, str] | None = None,
+                   generation: int | None = None) -> GenerationReport:
+        """Apply a compiled plan to this node (kernel, policy, proxy); the report says what moved.
+
+        ``interfaces`` (workload → host-side interface) are where policy is enforced; left
+        out, the interfaces of the previous apply stay. A plan Envoy rejects, or one any
+        enforcer refuses, changes nothing.
+        """
+        with self._lock:
+            generation = self._next(generation)
+            wanted = dict(self._interfaces if interfaces is None else interfaces)
+            try:
+                changes = self._enforce(plan, wanted)
+            except _Failed as failed:
+                return self._failed(generation, failed.stage, failed.cause)
+            self._committed(plan, wanted)
+            return self._report(GenerationReport(generation, True, frontends=len(plan.bpf.services),
+                                                 changes=tuple(changes), diagnostics=plan.envoy.warnings))
+
+    def apply_objects(self, objects: Iterable[KubeObject | Mapping[str, object]], *,
+                      interfaces: Mapping[WorkloadRef, str] | None = None, generation: int | None = None,
+                      diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
+        """Translate and compile ``objects`` for this node and apply them.
+
+        Raw Envoy configs Envoy rejects are left out and the rest is applied; when no node
+        proxy can run, ports that needed it stay on the kernel datapath and the configs
+        that needed it are reported NotServed.
+        """
+        with self._lock:
+            generation = self._next(generation)
+            wanted = dict(self._interfaces if interfaces is None else interfaces)
+            try:
+                kube, loaded = load(objects=objects)
+                result = translate(objects=kube, adapters=self.adapters)
+                labels = node_labels(kube, self.facts.name, self.facts.labels)
+                options = attrs.evolve(self.options, node_labels=labels)
+                plan = compile_plan(result.snapshot, self.facts.name, options)
+            except Exception as exc:  # noqa: BLE001 - a bug in translation must not stop the node
+                return self._failed(generation, Stage.COMPILE, exc)
+            found = [*diagnostics, *loaded, *(d for d in result.diagnostics if d.severity is not Severity.INFO),
+                     *plan.envoy.warnings]
+            return self._apply_snapshot(generation, result.snapshot, plan, options, labels, wanted, found)
+
+    def _apply_snapshot(self, generation: int, snapshot: Snapshot, plan: Plan, options: CompileOptions,
+                        labels: Mapping[str, str], interfaces: dict[WorkloadRef, str],
+                        found: list[Diagnostic]) -> GenerationReport:
+        refused: list[Refusal] = []
+        try:
+            changes = self._enforce(plan, interfaces)
+            statuses = config_statuses(snapshot, labels)
+        except _Failed as failed:
+            fallback = self._fallback(failed, snapshot, options)
+            if fallback is None:
+                return self._failed(generation, failed.stage, failed.cause)
+            plan, refusal, statuses = fallback
+            try:
+                changes = self._enforce(plan, interfaces)
+            except _Failed as again:
+                return self._failed(generation, again.stage, again.cause)
+            refused.append(refusal)
+            found += refusal.diagnostics
+        self._committed(plan, interfaces, statuses)
+        return self._report(GenerationReport(
+            generation, True, error="; ".join(r.reason for r in refused), frontends=len(plan.bpf.services),
+            changes=tuple(changes), refused=tuple(refused), config_status=statuses, diagnostics=tuple(found)))
+
+    def _fallback(self, failed: _Failed, snapshot: Snapshot, options: CompileOptions) -> tuple[
+            Plan, Refusal, tuple[ConfigStatus, ...]] | None:
+        """The plan to apply instead when only raw configs were refused, or no proxy could start."""
+        cause = failed.cause
+        rejected = rejected_configs(cause, snapshot)
+        if rejected:
+            kept = tuple(c for c in snapshot.envoy_configs if c not in rejected)
+            plan = compile_plan(attrs.evolve(snapshot, envoy_configs=kept), self.facts.name, options)
+            names = ", ".join(f"{c.source.kind or 'EnvoyConfig'} {c.namespace}/{c.name}" for c in rejected)
+            self.metrics.nacked(sum(len(n.origins) for n in cause.nacks) if isinstance(cause, NackError) else 1)
+            diagnostics = _proxy_diagnostics(cause)
+            why = "; ".join(d.message for d in diagnostics) or str(cause)
+            refusal = Refusal(names, f"the node's Envoy rejected {names}: {why}", diagnostics)
+            return plan, refusal, config_statuses(snapshot, options.node_labels, refused=cause)
+        if isinstance(cause, (EnvoyStartError, OSError)) and failed.stage is Stage.PROXY and not (
+                self._proxy is not None and self._proxy.running):
+            reason = f"no node proxy could be started ({cause}); ports that need it stay on the kernel datapath"
+            plan = compile_plan(snapshot, self.facts.name, attrs.evolve(options, proxy_enabled=False))
+            diagnostic = Diagnostic("MC5003", Severity.ERROR, reason)
+            return plan, Refusal("node proxy", reason, (diagnostic,)), config_statuses(
+                snapshot, options.node_labels, unserved=reason)
+        return None
+
+    # ------------------------------------------------------------------ reports
+
+    def report_failure(self, stage: Stage, cause: BaseException, generation: int | None = None) -> GenerationReport:
+        """Report a generation that could not even be read (``generation`` when known); nothing changes."""
+        with self._lock:
+            if generation is not None:
+                self._generation = generation
+            return self._failed(self._generation, stage, cause)
+
+    def _next(self, generation: int | None) -> int:
+        self._generation = self._generation + 1 if generation is None else generation
+        return self._generation
+
+    def _committed(self, plan: Plan, interfaces: dict[WorkloadRef, str],
+                   statuses: tuple[ConfigStatus, ...] | None = None) -> None:
+        self._applied = plan
+        self._interfaces = interfaces
+        if statuses is not None:
+            self._statuses = statuses
+        self.metrics.applied(True)
+
+    def _failed(self, generation: int, stage: Stage, cause: BaseException) -> GenerationReport:
+        if os.environ.get("MESHCORE_DEBUG"):
+            log.error("generation %d failed", generation, exc_info=cause)
+        log.error("generation %d not applied (%s: %s: %s); the previous state keeps enforcing",
+                  generation, stage, type(cause).__name__, cause)
+        self.metrics.applied(False)
+        if isinstance(cause, NackError):
+            self.metrics.nacked(len(cause.nacks) or 1)
+        return self._report(GenerationReport(
+            generation, False, stage=stage, error=f"{type(cause).__name__}: {cause}",
+            frontends=len(self._applied.bpf.services) if self._applied else 0,
+            diagnostics=_proxy_diagnostics(cause), config_status=self._statuses))
+
+    def _report(self, report: GenerationReport) -> GenerationReport:
+        if report.applied and not report.config_status:
+            report = attrs.evolve(report, config_status=self._statuses)
+        report = attrs.evolve(report, proxy=self.proxy_status(), time=time.time())
+        if report.applied:
+            log.info("%s", report.summary)
+        self.last_report = report
+        self.save_report()
+        return report
+
+    def save_report(self) -> None:
+        """Write the last report (with the proxy as it is now) to ``<state_dir>/report.json``."""
+        if self.last_report is None or not self.write_reports:
+            return
+        write_report(self.facts.state_dir / REPORT_FILE, self.last_report)
+
+    def watch(self) -> None:
+        """Between generations: let the proxy note a restarted Envoy and refresh the report if it changed."""
+        with self._lock:
+            if self._proxy is None or self.last_report is None:
+                return
+            self._proxy.watch()
+            status = self.proxy_status()
+            if status != self.last_report.proxy:
+                self.last_report = attrs.evolve(self.last_report, proxy=status)
+                self.save_report()
+
+    # ------------------------------------------------------------------ flows
+
+    def _log_flows(self) -> None:
+        """Append L3/L4 verdicts to the flow log (``kind: l4``) and count them."""
+        journal = FlowLog(self.facts.state_dir / FLOWS_FILE)
+        policy = self._policy
+        if policy is None:
+            return
+        try:
+            for flow in policy.flows(0.5, follow=True):
+                if self._closing.is_set():
+                    return
+                verdict = getattr(flow, "verdict", "")
+                self.metrics.flow(verdict, getattr(flow, "direction", ""), getattr(flow, "reason", ""))
+                journal.extend([l4_record(flow)])
+        except Exception as exc:  # noqa: BLE001 - flows are best effort; enforcement is unaffected
+            if not self._closing.is_set():
+                log.error("policy flow log stopped: %s", exc)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> NodeAgent:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def destroy(self) -> None:
+        """Stop enforcing on this node: stop the proxy, detach the programs and remove the node's pins."""
+        from ..datapath import PolicyEnforcer, SocketLB  # noqa: PLC0415 - libbpf only when enforcing
+
+        self.close()
+        SocketLB(self.facts.name, self.facts.cgroup, self.facts.pin_root).destroy()
+        PolicyEnforcer(self.facts.name, self.facts.pin_root, netns=self.facts.netns).destroy()
+
+    def close(self, *, keep_proxy: bool = False) -> None:
+        """Release the enforcers' handles (pins keep enforcing) and stop the node proxy unless ``keep_proxy``."""
+        self._closing.set()
+        with self._lock:
+            if self._proxy is not None and not keep_proxy:
+                self._proxy.stop()
+                self._proxy = None
+            if self._lb is not None:
+                self._lb.close()
+                self._lb = None
+            if self._policy is not None:
+                self._policy.close()
+                self._policy = None

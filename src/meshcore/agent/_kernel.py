@@ -1,0 +1,91 @@
+"""The real kernel enforcers: the socket LB (applied as diffs) and L3/L4 policy on interfaces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from ..compile import BpfIndex, BpfPlan, PolicyPlan
+from ..datapath import ApplyReport, LbSettings, PolicyEnforcer, PolicyReport, SocketLB
+from ..model import WorkloadRef
+from ._facts import NodeFacts
+
+__all__ = ["KernelLoadBalancer", "KernelPolicy"]
+
+
+class KernelLoadBalancer:
+    """The node's :class:`~meshcore.datapath.SocketLB`, each new plan applied as a diff of the last.
+
+    An endpoint change then costs the changed frontends, not a pass over every service;
+    after a failed write the next apply reconciles everything from what the kernel holds.
+    """
+
+    def __init__(self, lb: SocketLB) -> None:
+        self.lb = lb
+        self._index: BpfIndex | None = None
+        self.lb.open()
+
+    @classmethod
+    def for_node(cls, facts: NodeFacts) -> KernelLoadBalancer:
+        """The node's socket LB on its cgroup; services handed to the proxy go to the node's addresses."""
+        settings = LbSettings(proxy_ipv4=facts.ipv4 or None, proxy_ipv6=facts.ipv6 or None)
+        return cls(SocketLB(facts.name, facts.cgroup, facts.pin_root, settings=settings))
+
+    def apply(self, plan: BpfPlan) -> ApplyReport:
+        """Write what differs from the last plan applied (everything the first time)."""
+        index, self._index = self._index, None
+        if index is None:
+            report = self.lb.apply(plan)
+            self._index = BpfIndex(plan)
+            return report
+        diff = index.diff(plan)
+        report = self.lb.apply_diff(diff)
+        index.commit(diff)
+        self._index = index
+        return report
+
+    def counts(self) -> dict[str, int]:
+        """Entries in the service, backend and slot maps, read back from the kernel."""
+        state = self.lb.state()
+        return {"lb_services": len(state.services),
+                "lb_backends": sum(len(s.backends) for s in state.services) + state.orphan_backends,
+                "lb_slots": sum(s.slot_count for s in state.services) + state.orphan_slots}
+
+    def close(self) -> None:
+        """Release handles; the pinned programs keep enforcing."""
+        self.lb.close()
+
+
+class KernelPolicy:
+    """The node's :class:`~meshcore.datapath.PolicyEnforcer`, attached to each workload's interface."""
+
+    def __init__(self, enforcer: PolicyEnforcer) -> None:
+        self.enforcer = enforcer
+        self.enforcer.open()
+
+    @classmethod
+    def for_node(cls, facts: NodeFacts) -> KernelPolicy:
+        """The node's policy enforcer; the node's own addresses are the host identity."""
+        return cls(PolicyEnforcer(facts.name, facts.pin_root, netns=facts.netns, host_addresses=facts.addresses))
+
+    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> PolicyReport:
+        """Write the plan, then attach to new interfaces and forget workloads that are gone."""
+        report = self.enforcer.apply(plan)
+        attached = set(self.enforcer.interfaces.values())
+        for ref in attached - interfaces.keys():
+            self.enforcer.forget(ref)
+        for ref, interface in sorted(interfaces.items()):
+            if ref not in attached:
+                self.enforcer.attach(interface, ref)
+        return report
+
+    def flows(self, timeout: float, *, follow: bool) -> Iterator[object]:
+        """Verdict records from the ring buffer."""
+        return self.enforcer.flows(timeout=timeout, follow=follow)
+
+    def counts(self) -> dict[str, int]:
+        """Entries per policy map."""
+        return self.enforcer.counts()
+
+    def close(self) -> None:
+        """Release handles; filters and pins keep enforcing."""
+        self.enforcer.close()

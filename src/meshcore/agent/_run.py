@@ -1,0 +1,102 @@
+"""Running the agent as a node's process: poll the source, apply each generation, until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from ..observe import DEFAULT_METRICS_ADDRESS
+from ._agent import NodeAgent
+from ._report import GenerationReport, Stage
+from ._source import SnapshotSource, SourceError
+
+__all__ = ["POLL_SECONDS", "AgentRunner"]
+
+log = logging.getLogger("meshcore.agent")
+
+#: How often the source is polled when nothing wakes the runner.
+POLL_SECONDS = 1.0
+
+
+class AgentRunner:
+    """Feeds an agent from a source: now, on :meth:`wake` (SIGHUP) and every ``poll`` seconds.
+
+    A generation the source cannot deliver is reported as not applied (stage ``source``)
+    and the previous state keeps enforcing. :meth:`run` returns when :meth:`stop` is
+    called (SIGTERM/SIGINT with :meth:`handle_signals`) or ``until`` says so.
+    """
+
+    def __init__(self, agent: NodeAgent, source: SnapshotSource, *, poll: float = POLL_SECONDS,
+                 metrics_address: str = DEFAULT_METRICS_ADDRESS) -> None:
+        self.agent = agent
+        self.source = source
+        self.poll = poll
+        self.metrics_address = metrics_address
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def wake(self) -> None:
+        """Look at the source now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End :meth:`run` after the current generation."""
+        self._stop.set()
+        self._wake.set()
+
+    def handle_signals(self) -> None:
+        """SIGHUP wakes the runner; SIGTERM and SIGINT stop it (main thread only)."""
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.wake()
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+
+    def step(self) -> GenerationReport | None:
+        """Apply the source's configuration if it changed; the report, or None when nothing changed."""
+        try:
+            update = self.source.poll()
+        except SourceError as exc:
+            log.error("%s; the previous state keeps enforcing", exc)
+            return self.agent.report_failure(Stage.SOURCE, exc, exc.generation)
+        if update is None:
+            return None
+        return self.agent.apply_objects(update.objects, interfaces=update.interfaces,
+                                        generation=update.generation, diagnostics=update.diagnostics)
+
+    def _serve_metrics(self) -> None:
+        if self.metrics_address in ("", "off"):
+            return
+        try:
+            host, port = self.agent.metrics.serve(self.metrics_address)
+            log.info("metrics served on %s:%d", host, port)
+        except (OSError, ValueError) as exc:
+            log.error("metrics not served on %s: %s", self.metrics_address, exc)
+
+    def run(self, until: threading.Event | None = None) -> int:
+        """Apply generations until stopped; the agent is closed on the way out (pins keep enforcing)."""
+        log.info("node agent for %s started", self.agent.facts.name)
+        self._serve_metrics()
+        try:
+            self.step()
+            while not self._stop.is_set() and not (until is not None and until.is_set()):
+                self._wake.wait(self.poll)
+                if self._stop.is_set():
+                    break
+                self._wake.clear()
+                if not self.agent.facts.state_dir.exists():
+                    log.info("the state directory %s is gone; stopping", self.agent.facts.state_dir)
+                    break
+                self.step()
+                self.agent.watch()
+        finally:
+            self.agent.close()
+            self.agent.metrics.close()
+        log.info("node agent stopped")
+        return 0
