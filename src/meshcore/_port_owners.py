@@ -8,7 +8,8 @@ one adapter: the one whose first routing object comes first by creation time (th
 ``metadata.creationTimestamp``; an object without one comes after every dated one), then
 by namespace and name, then by kind. The other adapters' tables for that port are left
 out of the Snapshot, so compile sees one adapter's routes on the port, and every object
-they came from gets a warning (MC0240) naming the object that wins.
+they came from gets a warning (MC0240) naming the object that wins (routes that name no
+object, as an embedder's adapter may give, come last and are reported by adapter name).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PORT_ROUTED_TWICE = "MC0240"
 ObjectKey = tuple[str, str, str]
 #: (undated, creation time, namespace, name, kind): smaller comes first.
 AgeKey = tuple[int, float, str, str, str]
+_LAST: AgeKey = (2, 0.0, "", "", "")
 
 
 @attrs.frozen
@@ -72,18 +74,38 @@ def _field_at(obj: KubeObject | None, source: Source) -> str:
     """The path of the ``spec`` list entry (or entry of an entry's list) written at ``source``, if any."""
     if obj is None or not source.line:
         return ""
+    wanted = (source.line, source.column)
     for key, value in obj.spec.items():
         if not isinstance(value, list):
             continue
         for i, item in enumerate(value):
             path = f"spec.{key}[{i}]"
-            if obj.locate(path) == (source.line, source.column):
+            at = obj.locate(path)
+            if at is None or at > wanted:
+                break  # entries are written in order: the rest start after it
+            if at == wanted:
                 return path
             for inner, entries in (item.items() if isinstance(item, Mapping) else ()):
                 for j in range(len(entries) if isinstance(entries, list) else 0):
-                    if obj.locate(f"{path}.{inner}[{j}]") == (source.line, source.column):
+                    if obj.locate(f"{path}.{inner}[{j}]") == wanted:
                         return f"{path}.{inner}[{j}]"
     return ""
+
+
+@attrs.frozen
+class _Party:
+    """One side of a conflict: an object of an adapter, or the adapter when its routes name no object."""
+
+    adapter: str
+    source: Source | None
+
+    @property
+    def named(self) -> str:
+        """``Kind namespace/name (file:line)``, or the adapter's routes when there is no object."""
+        if self.source is None:
+            return f"the routes of adapter {self.adapter!r}"
+        where = f" ({self.source.location})" if self.source.location else ""
+        return f"{self.source.object_ref}{where}"
 
 
 def one_adapter_per_port(
@@ -100,34 +122,37 @@ def one_adapter_per_port(
         index.setdefault((obj.kind, obj.namespace, obj.name), obj)
 
     dropped: set[int] = set()
-    #: (service, losing object, winning object) → the ports it lost.
-    lost: dict[tuple[ServiceRef, Source, Source], list[int]] = defaultdict(list)
+    #: (service, loser, winner) → the ports the loser lost.
+    lost: dict[tuple[ServiceRef, _Party, _Party], list[int]] = defaultdict(list)
     for (service, port), per_adapter in sorted(by_port.items(), key=lambda item: item[0]):
         if len(per_adapter) < 2:
             continue
         routing = {name: _routing_objects(tables, index) for name, tables in per_adapter.items()}
         firsts = {name: min(found, key=lambda r: r.age) for name, found in routing.items() if found}
-        if not firsts:
-            continue
-        winner = min(firsts, key=lambda name: firsts[name].age)
+        # Tables whose routes name no object (an embedder's own adapter) come after every object.
+        winner = min(per_adapter, key=lambda name: (firsts[name].age if name in firsts else _LAST, name))
+        winning = _Party(winner, firsts[winner].source if winner in firsts else None)
         for name, tables in per_adapter.items():
             if name == winner:
                 continue
             dropped.update(id(t) for t in tables)
-            for r in routing[name]:
-                lost[(service, r.source, firsts[winner].source)].append(port)
+            losers: list[Source | None] = [r.source for r in routing[name]]
+            for source in losers or [None]:
+                lost[(service, _Party(name, source), winning)].append(port)
 
     diagnostics = []
-    for (service, loser, winner_source), ports in lost.items():
-        written = index.get((loser.kind, loser.namespace, loser.name))
-        where = f" ({winner_source.location})" if winner_source.location else ""
+    for (service, loser, winning), ports in lost.items():
         numbers = sorted(set(ports))
         which = f"port {numbers[0]}" if len(numbers) == 1 else f"ports {', '.join(map(str, numbers))}"
+        what = f"this {loser.source.kind}'s routes" if loser.source is not None else loser.named
+        field = ""
+        if loser.source is not None:
+            field = _field_at(index.get((loser.source.kind, loser.source.namespace, loser.source.name)), loser.source)
         diagnostics.append(Diagnostic(
             PORT_ROUTED_TWICE, Severity.WARNING,
-            f"service {service} {which} is also routed by {winner_source.object_ref}{where}, which wins it "
-            "(the oldest creationTimestamp first, objects without one last, then namespace/name, then kind); "
-            f"routes of two APIs are never merged on one port, so this {loser.kind}'s routes are not applied there",
-            loser, _field_at(written, loser),
+            f"service {service} {which} is also routed by {winning.named}, which wins it (the oldest "
+            "creationTimestamp first, objects without one last, then namespace/name, then kind); routes of two "
+            f"APIs are never merged on one port, so {what} are not applied there",
+            loser.source or Source(), field,
         ))
     return [table for _, table in routes if id(table) not in dropped], diagnostics

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from meshcore_istio import adapter as istio_adapter
+
 import meshcore
+from meshcore.adapter import ApiKind, Fragment
 from meshcore.compile import CompileOptions
-from meshcore.model import ServiceRef
+from meshcore.kube import Inventory, KubeObject
+from meshcore.model import Destination, HttpRoute, RouteKind, RouteTable, ServiceRef, Source
 
 INVENTORY = """
 apiVersion: v1
@@ -183,3 +189,23 @@ def test_the_node_proxy_gets_only_the_winners_routes() -> None:
     assert decision.datapath.value == "envoy" and "/v1" in decision.reason
     kinds = {o.source.kind for rc in plan.envoy.route_configs for r in rc.routes() for o in r.origins}
     assert kinds == {"HTTPRoute"}
+
+
+class _SourcelessAdapter:
+    """An embedder's adapter whose routes name no input object."""
+
+    name = "plain"
+    kinds = (ApiKind("example.com/v1", "Split"),)
+
+    def translate(self, objects: Sequence[KubeObject], inventory: Inventory) -> Fragment:
+        route = HttpRoute(destinations=[Destination(ServiceRef("shop", "reviews-v1"), 9080)])
+        return Fragment(routes=[RouteTable(ServiceRef("shop", "reviews"), 9080, RouteKind.L7, http=[route])])
+
+
+def test_routes_naming_no_object_lose_to_an_object_and_are_reported_by_adapter() -> None:
+    split = "\n---\napiVersion: example.com/v1\nkind: Split\nmetadata: {name: s, namespace: shop}\n"
+    result = meshcore.translate(text=INVENTORY + _vs("reviews") + split, adapters=[istio_adapter, _SourcelessAdapter()])
+    [warning] = _conflicts(result)
+    assert warning.source == Source() and "the routes of adapter 'plain' are not applied" in warning.message
+    assert "VirtualService shop/reviews (<text>:" in warning.message
+    assert _route_kinds(result, 9080) == {"VirtualService"}
