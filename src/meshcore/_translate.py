@@ -14,6 +14,7 @@ import attrs
 from .adapter import Adapter, ApiKind, Fragment, ObjectStatus
 from .kube._gc import gc_paused
 from .kube import CORE_KINDS, Inventory, KubeObject, load_objects, load_paths, load_text, translate_core
+from ._port_owners import one_adapter_per_port
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
 from .registry import AdapterInfo, LoadError, discover, wrap
 
@@ -181,7 +182,7 @@ def translate_objects(
     inventory, core_diags = translate_core(core)
     diagnostics += core_diags
 
-    fragments: list[Fragment] = []
+    fragments: list[tuple[str, Fragment]] = []
     for info in infos:
         objs = routed.get(info.name, [])
         if not objs:
@@ -198,24 +199,27 @@ def translate_objects(
                 Source(kind=objs[0].kind),
             ))
             continue
-        fragments.append(fragment)
+        fragments.append((info.name, fragment))
         diagnostics += fragment.diagnostics
 
+    routes, conflicts = one_adapter_per_port([(name, r) for name, f in fragments for r in f.routes], kube_objects)
+    diagnostics += conflicts
+
     services: list[Service] = _dedupe(
-        [*inventory.services, *(s for f in fragments for s in f.services)], "Service", diagnostics)
+        [*inventory.services, *(s for _, f in fragments for s in f.services)], "Service", diagnostics)
     workloads: list[Workload] = _dedupe(
-        [*inventory.workloads, *(w for f in fragments for w in f.workloads)], "Workload", diagnostics)
+        [*inventory.workloads, *(w for _, f in fragments for w in f.workloads)], "Workload", diagnostics)
     try:
         snapshot = Snapshot(
             namespaces=inventory.namespaces,
             workloads=workloads,
             services=services,
-            routes=[r for f in fragments for r in f.routes],
-            policies=[*inventory.policies, *(p for f in fragments for p in f.policies)],
-            peer_authentications=[p for f in fragments for p in f.peer_authentications],
-            envoy_configs=[e for f in fragments for e in f.envoy_configs],
-            request_authentications=[r for f in fragments for r in f.request_authentications],
-            traffic_policies=[t for f in fragments for t in f.traffic_policies],
+            routes=routes,
+            policies=[*inventory.policies, *(p for _, f in fragments for p in f.policies)],
+            peer_authentications=[p for _, f in fragments for p in f.peer_authentications],
+            envoy_configs=[e for _, f in fragments for e in f.envoy_configs],
+            request_authentications=[r for _, f in fragments for r in f.request_authentications],
+            traffic_policies=[t for _, f in fragments for t in f.traffic_policies],
         )
     except ModelError as exc:
         diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))
@@ -226,7 +230,7 @@ def translate_objects(
         diagnostics=tuple(sorted(diagnostics, key=_diag_order)),
         objects=tuple(kube_objects),
         adapter_errors=tuple(load_errors),
-        statuses=tuple(st for f in fragments for st in f.statuses),
+        statuses=tuple(st for _, f in fragments for st in f.statuses),
     )
 
 

@@ -14,6 +14,9 @@ none of its rules allows — exactly an ALLOW policy of the model. The translati
 - ports: number, ``endPort`` ranges, or a name resolved against the declared container
   ports (of the selected pods for ingress, of any pod for egress); a name no pod declares
   matches nothing (warning MC1015).
+- a ``podSelector`` with labels no pod of the namespace carries is a warning (MC1016): the
+  policy restricts nothing. An empty one (every pod of the namespace) is not reported, even
+  in a namespace without pods.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from ..model import (
     Workload,
     WorkloadSelector,
 )
-from ._codes import INVALID_VALUE, NAMED_PORT_UNDECLARED, SELECTOR_EXPRESSIONS
+from ._codes import INVALID_VALUE, NAMED_PORT_UNDECLARED, POLICY_SELECTS_NO_PODS, SELECTOR_EXPRESSIONS
 from ._fields import FieldError, Fields
 from ._objects import KubeObject
 from ._selector import LabelSelector, read_selector
-from ._values import Findings, build, is_port_name, read_metadata
+from ._values import Findings, build, is_port_name, read_metadata, selector_text
 
 _TYPES = ("Ingress", "Egress")
 
@@ -148,6 +151,11 @@ def translate_network_policy(
         types = ["Ingress", *(["Egress"] if spec.has("egress") else [])]
     selector = WorkloadSelector(namespace, labels)
     selected = [w for w in workloads if w.namespace == namespace and w.labels.matches(labels)]
+    if labels and not selected:
+        # An empty podSelector (the whole namespace) is often written before the pods: never reported.
+        findings.warn(POLICY_SELECTS_NO_PODS, f"no pod in namespace {namespace} has the labels "
+                      f"{selector_text(labels)}: this NetworkPolicy selects no pod and restricts nothing",
+                      "spec.podSelector.matchLabels")
     out = []
     for t in _TYPES:
         if t not in types:

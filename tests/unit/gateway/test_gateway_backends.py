@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import meshcore
+import pytest
 from _gateway_support import parent, service, table, translate
 from meshcore.model import HttpRoute, InvalidBackends
 
@@ -77,3 +78,25 @@ def test_tcp_routes_refuse_the_share_of_invalid_backends() -> None:
     tcp = table(result, "default", "front", 80).tcp[0]
     assert [d.service.name for d in tcp.destinations] == ["a"]
     assert tcp.invalid_weight == 1
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute"])
+def test_a_missing_backend_service_is_a_warning_at_its_reference(kind: str) -> None:
+    route = mesh_route("[{name: a, port: 80}, {name: gone, port: 80}]", kind=kind)
+    if kind == "TLSRoute":
+        route = route.replace("      rules:", "      hostnames: [front.example]\n      rules:")
+    result = translate(*SERVICES, route)
+    [warning] = [d for d in result.diagnostics if d.code == "MC6006"]
+    assert (warning.source.kind, warning.field) == (kind, "spec.rules[0].backendRefs[1]")
+    assert warning.message.startswith("backend Service default/gone not found (BackendNotFound); its share")
+    assert parent(result, kind, "default", "r")["ResolvedRefs"] == ("False", "BackendNotFound")
+
+
+def test_a_route_no_parent_accepts_still_has_its_missing_backends_reported() -> None:
+    route = mesh_route("[{name: gone, port: 80}]").replace("name: front}", "name: front, port: 8080}")
+    result = translate(*SERVICES, route)
+    assert parent(result, "HTTPRoute", "default", "r")["Accepted"] == ("False", "NoMatchingParent")
+    [warning] = [d for d in result.diagnostics if d.code == "MC6006"]
+    assert warning.field == "spec.rules[0].backendRefs[0]"
+    assert warning.message == ("backend Service default/gone not found (BackendNotFound); no parent accepts the "
+                               "route, so it carries no traffic yet")

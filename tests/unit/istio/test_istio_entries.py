@@ -92,7 +92,11 @@ def test_subset_selecting_no_backend_is_reported() -> None:
         - {name: v1, labels: {version: v1}}
         - {name: v2, labels: {version: v2}}
     """))
-    assert find(result, "MC7007").field == "spec.subsets[1].labels"
+    # A pod with the subset's labels outside the service (app: other) does not count.
+    warning = find(result, "MC7007")
+    assert warning.field == "spec.subsets[1].labels"
+    assert warning.message == ("subset 'v2' selects no workload of default/app: none of its backends has the labels "
+                               "version=v2")
 
 
 def test_destination_rule_of_the_clients_namespace_is_preferred() -> None:

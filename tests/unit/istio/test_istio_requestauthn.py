@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _istio_support import istio, translate
+from _istio_support import istio, pod, translate
 
 from meshcore.model import ClaimToHeader, JwtHeader, JwtRule
 
@@ -31,7 +31,7 @@ def test_rules_are_translated_in_every_served_version(version: str) -> None:
         - issuer: other
           jwksUri: https://keys.example.com/jwks.json
           timeout: 2s
-        """, version=version))
+        """, version=version), pod("web-0", "{app: web}", "10.1.0.5", namespace="shop"))
     assert result.diagnostics == ()
     (authn,) = result.snapshot.request_authentications
     assert (authn.namespace, authn.name, authn.selector.namespace, dict(authn.selector.labels)) == (

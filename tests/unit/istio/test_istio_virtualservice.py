@@ -104,6 +104,20 @@ def test_unknown_destination_host_alone_answers_503() -> None:
     assert "nowhere.default.svc.cluster.local" in find(result, "MC7004").message
 
 
+def test_unknown_mirror_host_is_reported_as_sending_no_copies() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - route: [{destination: {host: reviews}}]
+          mirror: {host: shadow}
+    """))
+    [route] = http(result, "reviews")
+    assert route.mirrors == () and route.direct_response is None
+    warning = find(result, "MC7004")
+    assert warning.field == "spec.http[0].mirror.host"
+    assert warning.message.endswith("no copies are sent there") and "503" not in warning.message
+
+
 def test_short_names_resolve_in_the_objects_namespace() -> None:
     result = translate(service("app", namespace="shop"), service("app", namespace="other", vip="10.96.0.2"),
                        istio("VirtualService", "app", """

@@ -95,3 +95,46 @@ spec:
 """)
     assert [d.code for d in diags] == ["MC1015"]
     assert inv.policies[0].rules == (), "the only rule matches nothing, so it is dropped (not widened)"
+
+
+def test_a_pod_selector_matching_no_pod_is_reported_at_its_labels(translate: Translate) -> None:
+    text = PODS + """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api, namespace: app}
+spec:
+  podSelector:
+    matchLabels: {app: apii}
+  ingress: [{from: [{podSelector: {}}]}]
+"""
+    inv, diags = translate(text)
+    (warning,) = diags
+    assert (warning.code, warning.field) == ("MC1016", "spec.podSelector.matchLabels")
+    assert warning.source.line == line_of(text, "matchLabels: {app: apii}")
+    assert warning.message == ("no pod in namespace app has the labels app=apii: this NetworkPolicy selects no pod "
+                               "and restricts nothing")
+    # Still translated: the warning says what it does.
+    assert [p.name for p in inv.policies] == ["api"]
+
+
+def test_pods_of_another_namespace_do_not_count(translate: Translate) -> None:
+    _, diags = translate(PODS + """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api, namespace: other}
+spec:
+  podSelector: {matchLabels: {app: api}}
+""")
+    assert [d.code for d in diags] == ["MC1016"]
+
+
+def test_an_empty_pod_selector_is_not_reported_even_without_pods(translate: Translate) -> None:
+    # A default-deny policy is often applied to a namespace before its pods exist.
+    _, diags = translate(PODS + """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: empty}
+spec:
+  podSelector: {}
+""")
+    assert not diags, [str(d) for d in diags]

@@ -415,6 +415,10 @@ class _Translation:
             route = item.route
             parents = []
             reported: set[tuple[str, str]] = set()
+            # A route no parent accepts carries no traffic, but its unresolved references are
+            # still reported (as its ResolvedRefs condition says), so fixing the parent does
+            # not reveal them one at a time.
+            carried = any(res.accepted for res in item.results)
             for res in item.results:
                 gen = route.meta.generation
                 built = self.built_for(route, res.mesh)
@@ -425,13 +429,15 @@ class _Translation:
                 if not res.accepted and res.reason != CONFLICTED:
                     self.route_warn(route, ROUTE_NOT_ACCEPTED, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
                                     f"{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
-                if res.accepted:
+                if res.accepted or not carried:
                     for failure in built.failures:
                         if (failure.path, failure.message) in reported:
                             continue
                         reported.add((failure.path, failure.message))
-                        self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); "
-                                        f"{failure.effect or 'it is not used'}", failure.path)
+                        effect = (failure.effect or "it is not used") if carried else (
+                            "no parent accepts the route, so it carries no traffic yet")
+                        self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); {effect}",
+                                        failure.path)
             if parents:
                 self.statuses.append(_status(route.obj, {"parents": parents}))
 

@@ -19,7 +19,8 @@ MC6005   warning   A route is not accepted by one of its parents (the status rea
 MC6006   warning   A backend reference cannot be resolved (missing Service or port,
                    unsupported kind, cross-namespace without a ReferenceGrant): its
                    share of the traffic is answered with an error (HTTP 500; gRPC
-                   ``UNAVAILABLE``; TCP/TLS connections refused).
+                   ``UNAVAILABLE``; TCP/TLS connections refused). Reported for a
+                   route no parent accepts too, as its ResolvedRefs condition is.
 MC6007   warning   A listener is not accepted or is conflicted, or a Gateway or
                    GatewayClass is not accepted.
 MC6009   warning   A feature the model cannot carry yet: ignored when that is safe

@@ -24,12 +24,15 @@ from meshcore.model import (
     AuthorizationPolicy,
     LbPolicy,
     ModelError,
+    PeerAuthentication,
     Protocol,
+    RequestAuthentication,
     RouteKind,
     RouteTable,
     Service,
     ServiceRef,
     Workload,
+    WorkloadSelector,
 )
 
 from ._codes import (
@@ -50,7 +53,8 @@ from ._ingress import serve_gateways
 from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
 from ._serviceentry import read_service_entry, read_workload_entry
-from ._sidecar import Sidecars, read_sidecar, resolve_sidecars, sidecar_policies
+from ._selectors import report_unselected
+from ._sidecar import Sidecars, SidecarScope, read_sidecar, resolve_sidecars, sidecar_policies
 from ._trafficpolicy import traffic_policies
 from ._virtualservice import VirtualService, check_shadowing, read_virtual_service
 from ._vs_scope import mesh_tables
@@ -140,6 +144,7 @@ class _Translation:
         authns = [a for obj in self.by_kind["RequestAuthentication"]
                   if (a := _run(obj, report, read_request_authentication, obj, report, self.root)) is not None]
         self.tables += serve_gateways(self.by_kind["Gateway"], virtual_services, self.inventory, self.workloads, report)
+        self._unselected(policies, peer, authns, scopes)
         policies += sidecar_policies(self.sidecars, [*self.inventory.services, *self.services],
                                      [*self.inventory.workloads, *self.workloads], hosts, report)
         return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
@@ -182,8 +187,10 @@ class _Translation:
                     labels = dict(subset.labels)
                     selected = [ref for ref in backing if ref in workloads and workloads[ref].labels.matches(labels)]
                     if not selected:
+                        text = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
                         report.warn(r.obj, SUBSET_NO_PODS, f"subset {subset.name!r} selects no workload of "
-                                    f"{service.ref}", f"{subset.path}.labels")
+                                    f"{service.ref}: none of its backends has the labels {text}",
+                                    f"{subset.path}.labels")
 
     def _virtual_services(self, hosts: HostIndex, rules: list[DestRule]) -> list[VirtualService]:
         report = self.report
@@ -228,6 +235,19 @@ class _Translation:
                 self.report.warn(vs.obj, NO_MATCHING_PORT, f"service {service.ref} has no {what} port these "
                                  f"rules apply to (name the port {'http-*' if kind is RouteKind.L7 else 'tcp-*'} "
                                  "or set appProtocol)", f"spec.{key}")
+
+    def _unselected(self, policies: Sequence[AuthorizationPolicy], peer: Sequence[PeerAuthentication],
+                    authns: Sequence[RequestAuthentication], scopes: Sequence[SidecarScope]) -> None:
+        """Report the translated policies and Sidecars whose selector selects no workload."""
+        translated: list[tuple[str, Sequence[AuthorizationPolicy | PeerAuthentication | RequestAuthentication]]] = [
+            ("AuthorizationPolicy", policies), ("PeerAuthentication", peer), ("RequestAuthentication", authns)]
+        objects = {(o.kind, o.namespace, o.name): o for kind, _ in translated for o in self.by_kind[kind]}
+        selecting = [(objects[key], "spec.selector.matchLabels", m.selector)
+                     for kind, models in translated for m in models
+                     if (key := (kind, m.namespace, m.name)) in objects]
+        selecting += [(s.obj, "spec.workloadSelector.labels", WorkloadSelector(s.obj.namespace, dict(s.selector)))
+                      for s in scopes if s.selector]
+        report_unselected(selecting, [*self.inventory.workloads, *self.workloads], self.report)
 
     @property
     def _gateways(self) -> dict[tuple[str, str], KubeObject]:

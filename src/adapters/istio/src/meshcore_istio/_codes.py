@@ -11,7 +11,7 @@ MC7003   error     Unknown field in ``spec`` (the message lists the valid fields
 MC7004   warning   A referenced host (route destination, mirror, DestinationRule
                    host) matches no Service or ServiceEntry visible from the
                    object's namespace: its share of traffic is answered with 503
-                   (TCP/TLS connections refused).
+                   (TCP/TLS connections refused); a mirror sends no copies.
 MC7005   warning   A route destination names a subset that no DestinationRule
                    for its host defines: its share is answered with 503.
 MC7006   warning   A VirtualService names a Gateway that is not in the input.
@@ -58,6 +58,10 @@ MC7022   warning   A VirtualService host matches no server host of a Gateway it
 MC7023   warning   Conflicting gateways: servers of two Gateways on the same port of
                    the same gateway Service with the same host (or protocols that
                    cannot share a port); the oldest Gateway keeps it.
+MC7024   warning   An AuthorizationPolicy, PeerAuthentication or RequestAuthentication
+                   ``selector``, or a Sidecar ``workloadSelector``, selects no
+                   workload in the namespaces it applies to: the object applies to
+                   nothing.
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -92,6 +96,7 @@ GATEWAY_NO_WORKLOAD = "MC7020"
 GATEWAY_NO_SERVICE = "MC7021"
 VS_GATEWAY_HOST = "MC7022"
 GATEWAY_CONFLICT = "MC7023"
+SELECTOR_NO_WORKLOAD = "MC7024"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 ISTIO_CODES: Mapping[str, str] = {
@@ -118,4 +123,5 @@ ISTIO_CODES: Mapping[str, str] = {
     GATEWAY_NO_SERVICE: "no Service exposes the Gateway's workloads or server port; not served",
     VS_GATEWAY_HOST: "VirtualService host matches no server host of its Gateway",
     GATEWAY_CONFLICT: "conflicting Gateways on one port and host; the oldest applies",
+    SELECTOR_NO_WORKLOAD: "policy or Sidecar selector selects no workload; it applies to nothing",
 }

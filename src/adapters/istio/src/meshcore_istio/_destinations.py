@@ -58,8 +58,8 @@ class Resolver:
         self.inventory = inventory
         self.report = report
 
-    def target(self, dest: Fields, weight: int) -> Target:
-        """Read a ``Destination`` message and resolve its host and subset."""
+    def target(self, dest: Fields, weight: int, mirror: bool = False) -> Target:
+        """Read a ``Destination`` message and resolve its host and subset (``mirror``: it only receives copies)."""
         raw = dest.req_str("host")
         if not raw:
             raise FieldError(f"{dest.path}.host", "must not be empty", INVALID_VALUE)
@@ -72,13 +72,14 @@ class Resolver:
         found = self.hosts.lookup(host, self.obj.namespace)
         service = found[0] if found else None
         labels: tuple[tuple[str, str], ...] = ()
+        outcome = "no copies are sent there" if mirror else "its share of traffic is answered with 503"
         if service is None:
             why = " (it exists but is not exported to this namespace)" if self.hosts.exists(host) else ""
             self.report.warn(self.obj, HOST_NOT_FOUND, f"destination host {host} matches no Service or "
-                             f"ServiceEntry{why}; its share of traffic is answered with 503", f"{dest.path}.host")
+                             f"ServiceEntry{why}; {outcome}", f"{dest.path}.host")
         elif port is not None and service.port(port) is None and service.port(port, "UDP") is None:
-            self.report.warn(self.obj, HOST_NOT_FOUND, f"service {service.ref} has no port {port}; its share "
-                             "of traffic is answered with 503", f"{dest.path}.port.number")
+            self.report.warn(self.obj, HOST_NOT_FOUND, f"service {service.ref} has no port {port}; {outcome}",
+                             f"{dest.path}.port.number")
             service = None
         elif port is None and len(service.ports) > 1:
             pass  # the route table's own port is used, as Istio does for multi-port services
@@ -89,7 +90,7 @@ class Resolver:
                 where = (f"DestinationRule {rule.obj.namespace}/{rule.obj.name}" if rule is not None
                          else "no DestinationRule")
                 self.report.warn(self.obj, SUBSET_NOT_FOUND, f"subset {subset!r} of host {host} is not defined "
-                                 f"({where}); its share of traffic is answered with 503", f"{dest.path}.subset")
+                                 f"({where}); {outcome}", f"{dest.path}.subset")
                 service = None
             else:
                 labels = found_subset.labels

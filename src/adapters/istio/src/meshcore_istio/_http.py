@@ -432,10 +432,11 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
     mirrors: list[tuple[Target, float]] = []
     if rule.has("mirror"):
         pct = percentage(rule, "mirrorPercentage", "mirrorPercent")
-        mirrors.append((resolver.target(rule.map("mirror"), 1), 100.0 if pct is None else pct))
+        mirrors.append((resolver.target(rule.map("mirror"), 1, mirror=True), 100.0 if pct is None else pct))
     for mp in rule.maps("mirrors"):
         pct = percentage(mp)
-        mirrors.append((resolver.target(mp.map("destination", required=True), 1), 100.0 if pct is None else pct))
+        mirrors.append((resolver.target(mp.map("destination", required=True), 1, mirror=True),
+                        100.0 if pct is None else pct))
     timeout = read_duration(rule, "timeout")
     retries = _retries(rule.map("retries")) if rule.has("retries") else None
     fault = _fault(rule.map("fault"), obj, report) if rule.has("fault") else None
