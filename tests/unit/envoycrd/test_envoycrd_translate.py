@@ -89,7 +89,7 @@ def test_mesh_cluster_references_are_left_as_they_are_and_need_the_service() -> 
     cfg = only_config(result)
     route = bodies(cfg)["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]["route"]  # type: ignore[index]
     assert route == {"cluster": "default/echo:80"}
-    assert [str(b) for b in cfg.backend_services] == ["default/echo"]
+    assert [str(b.service) for b in cfg.backend_services] == ["default/echo"]
     missing = translate(config([http_listener(), routes(cluster="default/echo:81")]))
     [warn] = ours(missing, Severity.WARNING)
     assert warn.code == "MC8008" and "no TCP port 81" in warn.message
