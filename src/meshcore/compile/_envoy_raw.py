@@ -4,7 +4,7 @@ A node takes the configs whose ``node_selector`` its labels match (an empty sele
 matches every node; a node without labels gets only those). Their resources are served
 as written (names are already qualified ``<ns>/<config>/<name>``, so they cannot collide
 with meshcore's ``<ns>/<svc>:<port>`` and ``<ns>/<svc>``); a Listener without an address is
-bound by the node proxy on a port compile allocates. Every port of each backend service,
+bound by the node proxy on a port compile allocates. Every TCP port of each backend service,
 and every ``<ns>/<svc>:<port>`` a resource mentions, becomes one of meshcore's EDS
 clusters. A resource mentioning ``<ns>/<svc>`` (Cilium's name for a service's endpoints)
 of one of its config's services gets a :class:`ServiceCluster`: the backends of the
@@ -188,7 +188,8 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
         for ref in (*(b.service for b in config.backend_services), *(s.service for s in config.services)):
             service = snapshot.service(ref)
             for port in service.ports if service is not None else ():
-                mesh.setdefault((ref, port.port), Origin(f"{label} backend service {ref}", config.source))
+                if port.protocol.transport == "TCP":  # Envoy proxies no UDP
+                    mesh.setdefault((ref, port.port), Origin(f"{label} backend service {ref}", config.source))
         for entry in config.services:
             service = snapshot.service(entry.service)
             if service is None:
