@@ -210,7 +210,7 @@ class _Builder:
         if traffic is not None:
             origins += (Origin(f"traffic policy of {name}", traffic.source),)
         self.clusters[name] = EnvoyCluster(name, whole.service, None, protocol, lb_policy, tuple(endpoints.values()),
-                                           "", origins, traffic)
+                                           origins=origins, traffic=traffic)
         return name
 
     def hash_policy(self, clusters: Iterable[ClusterWeight], origin: Origin) -> tuple[HashKey, ...]:

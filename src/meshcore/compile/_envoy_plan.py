@@ -4,8 +4,9 @@ Compile fills it for the service ports that need L7; ``meshcore.proxy`` turns it
 Envoy xDS resources. Names follow one scheme so resources never collide: listeners,
 route configurations and clusters are named ``<ns>/<svc>:<port>`` (a cluster for a
 subset adds ``/<subset>``; a raw config's cluster of several ports of a service is
-``<ns>/<svc>``, and raw resources are ``<ns>/<config>/<name>``). Every resource (and every route) carries the :class:`Origin`
-of the model objects it came from, so an error Envoy reports can name them.
+``<ns>/<svc>``, and raw resources are ``<ns>/<config>/<name>``). Every resource (and
+every route) carries the :class:`Origin` of the model objects it came from, so an error
+Envoy reports can name them.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _listener_port(body: Mapping[str, Any]) -> int | None:
     return int(port) if isinstance(port, int | str) and str(port).isdigit() else None
 
 
-def selected_ports(service: Service, config: EnvoyConfig) -> tuple[int, ...]:
+def _selected_ports(service: Service, config: EnvoyConfig) -> tuple[int, ...]:
     """The TCP ports of ``service`` whose endpoints ``config``'s ``<ns>/<svc>`` holds (all when it names none)."""
     wanted = {p for b in config.backend_services if b.service == service.ref for p in b.ports}
     wanted.update(str(p) for s in config.services if s.service == service.ref for p in s.ports)
@@ -119,7 +119,7 @@ def _service_cluster(snapshot: Snapshot, config: EnvoyConfig, ref: ServiceRef, o
     service = snapshot.service(ref)
     if service is None:
         return None
-    ports = selected_ports(service, config)
+    ports = _selected_ports(service, config)
     policies = [snapshot.traffic_policy(ref, p) for p in ports]
     settings = [p.settings if p is not None else {} for p in policies]
     traffic = policies[0] if policies else None
@@ -181,8 +181,8 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
                     mesh.setdefault(key, Origin(origin.what, config.source))
                 elif text in services:
                     used.setdefault(services[text], Origin(origin.what, config.source))
-        for ref, origin in used.items():
-            cluster = _service_cluster(snapshot, config, ref, origin, warnings)
+        for ref, where in used.items():
+            cluster = _service_cluster(snapshot, config, ref, where, warnings)
             if cluster is not None:
                 _add_service_cluster(whole, cluster, warnings)
         for ref in (*(b.service for b in config.backend_services), *(s.service for s in config.services)):

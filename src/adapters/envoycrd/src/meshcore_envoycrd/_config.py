@@ -115,7 +115,7 @@ class _Reader:
         ref, found = self.service(entry, redirect=False)
         numbers = _ports(entry, "number", numbers_only=False)
         self.check_ports(entry, found, numbers, key="number")
-        if entry.list("ports"):
+        if entry.has("ports"):
             self.problems.append(warning(NOT_A_FIELD, f"{entry.path}.ports", "a backendServices entry has no "
                                          "'ports' (that is a field of services); its port filter is 'number', a "
                                          "list of port numbers or names as strings: 'ports' is ignored"))
