@@ -13,11 +13,13 @@ import http.client
 import json
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import pytest
-from _proxy_support import SETTINGS, NS, Answer, ProxyEnv, backends, compile_for, request, service, snapshot, table
+from _proxy_support import (
+    NS, SETTINGS, Answer, Backend, ProxyEnv, backends, compile_for, request, service, snapshot, table,
+)
 
 import meshcore
 from meshcore import model as m
@@ -92,6 +94,54 @@ spec:
                 direct_response: {{status: 503, body: {{inline_string: "down for maintenance\\n"}}}}
 """
 
+# As Cilium's documentation writes it: the Cluster is named after the service
+# (<namespace>/<service>, no port), type EDS; backendServices' number picks the port.
+ECHO = f"""
+apiVersion: cilium.io/v2
+kind: CiliumEnvoyConfig
+metadata: {{name: envoy-lb-listener, namespace: {NS}}}
+spec:
+  services:
+  - name: echo-service
+    namespace: {NS}
+  backendServices:
+  - name: echo-service
+    namespace: {NS}
+    number: ["8080"]
+  resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: envoy-lb-listener
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {_HCM}
+          stat_prefix: envoy-lb-listener
+          rds: {{route_config_name: lb_route}}
+          http_filters:
+          - {{name: envoy.filters.http.router, typed_config: {{"@type": {_ROUTER}}}}}
+  - "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+    name: lb_route
+    virtual_hosts:
+    - name: lb_route
+      domains: ["*"]
+      routes:
+      - match: {{prefix: /}}
+        route:
+          weighted_clusters:
+            clusters:
+            - {{name: "{NS}/echo-service", weight: 100}}
+          retry_policy: {{retry_on: 5xx, num_retries: 3, per_try_timeout: 2s}}
+  - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+    name: "{NS}/echo-service"
+    connect_timeout: 5s
+    lb_policy: ROUND_ROBIN
+    type: EDS
+    outlier_detection:
+      split_external_local_origin_errors: true
+      consecutive_local_origin_failure: 2
+"""
+
 # Well-formed for the API (so the adapter and protobuf parsing accept it), but two filter
 # chains with the same match are something only Envoy itself refuses.
 BROKEN = f"""
@@ -158,6 +208,40 @@ def test_weighted_split_with_retries_as_raw_config(apply: Apply) -> None:
         # 500 draws at p=0.9: sigma is 1.3 points; 5 points is almost 4 sigma.
         assert 0.85 <= counts["v1"] / 500 <= 0.95, counts
         assert len(b.seen) == counts["v2"] + 2, "the two failed answers were retried"
+
+
+def _echo_service(http: Sequence[Backend], admin: Sequence[Backend]) -> m.Service:
+    return m.Service("echo-service", NS, vips=("10.96.0.20",), ports=(
+        m.ServicePort(8080, "HTTP", "http", backends=tuple(b.backend() for b in http)),
+        m.ServicePort(9000, "HTTP", "admin", backends=tuple(b.backend() for b in admin))))
+
+
+def test_cilium_style_service_cluster_routes_to_the_selected_port_backends(apply: Apply) -> None:
+    with backends("web", "admin", "web-next") as (web, admin, web_next):
+        configs = _configs(ECHO)
+        plan = apply(attrs.evolve(snapshot([_echo_service([web], [admin])]), envoy_configs=configs))
+        port = _raw_port(plan, f"{NS}/envoy-lb-listener/envoy-lb-listener")
+        for _ in range(20):
+            answer = request(port, "/docs")
+            assert (answer.status, answer.name) == (200, "web"), answer.body
+        assert not admin.seen, "port 9000 is not in backendServices' number: its backend gets nothing"
+        assert web.seen[-1]["path"] == "/docs"
+
+        # The service's endpoints change: the next plan carries them to the same cluster.
+        apply(attrs.evolve(snapshot([_echo_service([web_next], [admin])]), envoy_configs=configs))
+        answer = _wait_name(port, "web-next")
+        assert answer.status == 200
+
+
+def _wait_name(port: int, name: str, timeout: float = 5.0) -> Answer:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = request(port, "/", timeout=2)
+        if answer.status == 200 and answer.name == name:
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"port {port} is still answered by {answer.body!r}, not {name}")
+        time.sleep(0.1)
 
 
 def test_custom_listener_with_direct_response(apply: Apply) -> None:

@@ -83,7 +83,7 @@ from ._envoy_plan import (
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
 from ._envoy_clients import ClientGroups, client_sources, split_by_client
-from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, drop_collisions
+from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, ServiceCluster, drop_collisions
 from ._envoy_egress import EgressIndex
 from ._envoy_jwt import listener_jwt, route_jwt
 from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
@@ -181,6 +181,36 @@ class _Builder:
             tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0),
             dest.subset, origins, traffic,
         )
+        return name
+
+    def service_cluster(self, whole: ServiceCluster) -> str:
+        """A raw config's ``<ns>/<svc>`` cluster: the active backends of the selected ports, each address once."""
+        name = str(whole.service)
+        service = self.snapshot.service(whole.service)
+        ports = [p for n in whole.ports if service is not None and (p := service.port(n)) is not None]
+        if service is None or not ports:
+            self.warnings.append(Diagnostic(
+                "MC5104", Severity.WARNING, f"{whole.origin.what} sends to cluster {name}, but service "
+                f"{whole.service} {'does not exist' if service is None else 'has none of the TCP ports selected'}; "
+                "requests routed there get 503", whole.origin.source, "resources",
+            ))
+            self.clusters[name] = EnvoyCluster(name, whole.service, None, Protocol.TCP, origins=(whole.origin,))
+            return name
+        endpoints: dict[tuple[str, int], EnvoyEndpoint] = {}
+        for port in ports:
+            for b in port.backends:
+                if b.state is BackendState.ACTIVE and b.weight > 0:
+                    endpoints.setdefault((b.address, b.port), _endpoint(b))
+        # Ports speaking different protocols get Envoy's default upstream (HTTP/1.1 for HTTP routes).
+        protocol = ports[0].protocol if len({p.protocol for p in ports}) == 1 else Protocol.TCP
+        traffic = whole.traffic
+        lb_policy = traffic.lb.policy if traffic is not None and traffic.lb is not None else service.lb_policy
+        listed = ", ".join(str(p.port) for p in ports)
+        origins: tuple[Origin, ...] = (Origin(f"service {service.ref} ports {listed}", service.source), whole.origin)
+        if traffic is not None:
+            origins += (Origin(f"traffic policy of {name}", traffic.source),)
+        self.clusters[name] = EnvoyCluster(name, whole.service, None, protocol, lb_policy, tuple(endpoints.values()),
+                                           origins=origins, traffic=traffic)
         return name
 
     def hash_policy(self, clusters: Iterable[ClusterWeight], origin: Origin) -> tuple[HashKey, ...]:
@@ -583,6 +613,8 @@ def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawP
         for ref, number, origin in raw.mesh_clusters:
             if snapshot.service(ref) is not None:
                 builder.cluster(Destination(ref, number), number, Protocol.HTTP, origin)
+        for whole in raw.service_clusters:
+            builder.service_cluster(whole)
         generated = {
             LISTENER_TYPE: {x.name for x in listeners}, ROUTE_TYPE: {x.name for x in route_configs},
             CLUSTER_TYPE: set(builder.clusters), ENDPOINT_TYPE: set(builder.clusters),

@@ -3,8 +3,10 @@
 Compile fills it for the service ports that need L7; ``meshcore.proxy`` turns it into
 Envoy xDS resources. Names follow one scheme so resources never collide: listeners,
 route configurations and clusters are named ``<ns>/<svc>:<port>`` (a cluster for a
-subset adds ``/<subset>``). Every resource (and every route) carries the :class:`Origin`
-of the model objects it came from, so an error Envoy reports can name them.
+subset adds ``/<subset>``; a raw config's cluster of several ports of a service is
+``<ns>/<svc>``, and raw resources are ``<ns>/<config>/<name>``). Every resource (and
+every route) carries the :class:`Origin` of the model objects it came from, so an error
+Envoy reports can name them.
 """
 
 from __future__ import annotations
@@ -95,11 +97,11 @@ class EnvoyEndpoint:
 
 @attrs.frozen
 class EnvoyCluster:
-    """An EDS cluster: one service port (or a subset of it) and its endpoints."""
+    """An EDS cluster: one service port (or a subset of it), or several (``port`` None), and its endpoints."""
 
     name: str
     service: ServiceRef
-    port: int
+    port: int | None
     protocol: Protocol = Protocol.HTTP
     lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
     endpoints: tuple[EnvoyEndpoint, ...] = attrs.field(default=(), converter=_sorted_endpoints)

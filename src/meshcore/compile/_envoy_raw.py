@@ -3,15 +3,22 @@
 A node takes the configs whose ``node_selector`` its labels match (an empty selector
 matches every node; a node without labels gets only those). Their resources are served
 as written (names are already qualified ``<ns>/<config>/<name>``, so they cannot collide
-with meshcore's ``<ns>/<svc>:<port>``); a Listener without an address is bound by the node
-proxy on a port compile allocates. Every port of each backend service, and every
-``<ns>/<svc>:<port>`` a resource mentions, becomes one of meshcore's EDS clusters. A
+with meshcore's ``<ns>/<svc>:<port>`` and ``<ns>/<svc>``); a Listener without an address is
+bound by the node proxy on a port compile allocates. Every TCP port of each backend service,
+and every ``<ns>/<svc>:<port>`` a resource mentions, becomes one of meshcore's EDS
+clusters. A resource mentioning ``<ns>/<svc>`` (Cilium's name for a service's endpoints)
+of one of its config's services gets a :class:`ServiceCluster`: the backends of the
+service's TCP ports the config selects (``backend_services`` port filters and
+``services`` ports together, as Cilium), or of all of them when it selects none. A
 service port a config redirects is handed to its listener through the same eBPF hand-off
 as meshcore's own L7 ports.
 
 Diagnostic codes: MC5106 a raw resource whose name meshcore's generated config already
 uses (the raw one is left out); MC5107 a redirect to a listener without a port, or a
-service port redirected by two configs (the first, by namespace/name, wins).
+service port redirected by two configs (the first, by namespace/name, wins); MC5112 a
+``<ns>/<svc>`` cluster not as a config asks: another config selects other ports of the
+service (the first config wins, as for redirects), or the selected ports have
+different traffic policies (none is applied).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from ..model import Diagnostic, EnvoyConfig, Labels, ServiceRef, Severity, Snapshot
+from ..model import Diagnostic, EnvoyConfig, Labels, Service, ServiceRef, Severity, Snapshot, TrafficPolicy
 from ._ports import PortAllocator
 from ._envoy_plan import Origin, RawOrigin, RawResource
 
@@ -44,6 +51,17 @@ class Redirect:
 
 
 @attrs.frozen
+class ServiceCluster:
+    """A ``<ns>/<svc>`` cluster a config uses: the endpoints of the service's TCP ``ports``, with ``traffic``."""
+
+    service: ServiceRef
+    ports: tuple[int, ...]
+    traffic: TrafficPolicy | None
+    origin: Origin
+    config: EnvoyConfig = attrs.field(eq=False)
+
+
+@attrs.frozen
 class RawPart:
     """What the node's raw configs add to a plan."""
 
@@ -51,6 +69,8 @@ class RawPart:
     redirects: Mapping[tuple[ServiceRef, int], Redirect] = attrs.field(factory=dict)
     #: Mesh clusters the configs need: (service, port, origin), in first-use order.
     mesh_clusters: tuple[tuple[ServiceRef, int, Origin], ...] = ()
+    #: ``<ns>/<svc>`` clusters the configs need, in first-use order.
+    service_clusters: tuple[ServiceCluster, ...] = ()
     warnings: tuple[Diagnostic, ...] = ()
 
 
@@ -85,15 +105,65 @@ def _listener_port(body: Mapping[str, Any]) -> int | None:
     return int(port) if isinstance(port, int | str) and str(port).isdigit() else None
 
 
+def _selected_ports(service: Service, config: EnvoyConfig) -> tuple[int, ...]:
+    """The TCP ports of ``service`` whose endpoints ``config``'s ``<ns>/<svc>`` holds (all when it names none)."""
+    wanted = {p for b in config.backend_services if b.service == service.ref for p in b.ports}
+    wanted.update(str(p) for s in config.services if s.service == service.ref for p in s.ports)
+    tcp = [p for p in service.ports if p.protocol.transport == "TCP"]
+    return tuple(p.port for p in tcp if not wanted or str(p.port) in wanted or (p.name and p.name in wanted))
+
+
+def _service_cluster(snapshot: Snapshot, config: EnvoyConfig, ref: ServiceRef, origin: Origin,
+                     warnings: list[Diagnostic]) -> ServiceCluster | None:
+    """``config``'s ``<ns>/<svc>`` cluster of ``ref`` (None when the service does not exist)."""
+    service = snapshot.service(ref)
+    if service is None:
+        return None
+    ports = _selected_ports(service, config)
+    policies = [snapshot.traffic_policy(ref, p) for p in ports]
+    settings = [p.settings if p is not None else {} for p in policies]
+    traffic = policies[0] if policies else None
+    if any(s != settings[0] for s in settings[1:]):
+        # One Envoy cluster has one load balancer and one set of limits.
+        traffic = None
+        warnings.append(Diagnostic(
+            "MC5112", Severity.WARNING, f"{origin.what} uses cluster {ref}, which takes the endpoints of ports "
+            f"{_listed(ports)} of service {ref}; their traffic policies differ, so none is applied to it",
+            config.source, "resources"))
+    return ServiceCluster(ref, ports, traffic, origin, config)
+
+
+def _listed(ports: tuple[int, ...]) -> str:
+    return ", ".join(map(str, ports)) or "none"
+
+
+def _add_service_cluster(taken: dict[ServiceRef, ServiceCluster], cluster: ServiceCluster,
+                         warnings: list[Diagnostic]) -> None:
+    """Keep the first config's ``<ns>/<svc>`` cluster; a later one selecting other ports is warned about."""
+    first = taken.setdefault(cluster.service, cluster)
+    if first.ports != cluster.ports:
+        warnings.append(Diagnostic(
+            "MC5112", Severity.WARNING, f"{cluster.origin.what} uses cluster {cluster.service} for ports "
+            f"{_listed(cluster.ports)} of service {cluster.service}, but {config_label(first.config)} selects "
+            f"ports {_listed(first.ports)} for that cluster; that one applies",
+            cluster.config.source, "backendServices"))
+
+
 def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: PortAllocator) -> RawPart:
     """Raw resources of the node's configs, listener ports from ``ports_for``, redirects and clusters."""
     resources: list[RawResource] = []
     redirects: dict[tuple[ServiceRef, int], Redirect] = {}
     mesh: dict[tuple[ServiceRef, int], Origin] = {}
+    whole: dict[ServiceRef, ServiceCluster] = {}
     warnings: list[Diagnostic] = []
     for config in selected_configs(snapshot, node_labels):
         label = config_label(config)
         ports: dict[str, int | None] = {}
+        # Only names of the config's own services count as <ns>/<svc>: any other "a/b"
+        # string (a content type, a header value) is not a cluster name.
+        services = {str(r): r for r in (*(b.service for b in config.backend_services),
+                                        *(s.service for s in config.services))}
+        used: dict[ServiceRef, Origin] = {}
         for i, res in enumerate(config.resources):
             kind = res.type_url.rpartition(".")[2]
             written = res.name.removeprefix(f"{config.namespace}/{config.name}/")
@@ -111,11 +181,18 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
                 found = _MESH_CLUSTER.match(text)
                 if found is not None and 1 <= int(found.group(5)) <= 65535:
                     key = (ServiceRef(found.group(1), found.group(3)), int(found.group(5)))
-                    mesh.setdefault(key, Origin(f"{label} resource {i} ({kind} {res.name})", config.source))
-        for ref in (*config.backend_services, *(s.service for s in config.services)):
+                    mesh.setdefault(key, Origin(origin.what, config.source))
+                elif text in services:
+                    used.setdefault(services[text], Origin(origin.what, config.source))
+        for ref, where in used.items():
+            cluster = _service_cluster(snapshot, config, ref, where, warnings)
+            if cluster is not None:
+                _add_service_cluster(whole, cluster, warnings)
+        for ref in (*(b.service for b in config.backend_services), *(s.service for s in config.services)):
             service = snapshot.service(ref)
             for port in service.ports if service is not None else ():
-                mesh.setdefault((ref, port.port), Origin(f"{label} backend service {ref}", config.source))
+                if port.protocol.transport == "TCP":  # Envoy proxies no UDP
+                    mesh.setdefault((ref, port.port), Origin(f"{label} backend service {ref}", config.source))
         for entry in config.services:
             service = snapshot.service(entry.service)
             if service is None:
@@ -137,7 +214,8 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
                     continue
                 redirects[key] = Redirect(entry.listener, proxy_port,
                                           f"redirected to Envoy listener {entry.listener} by {label}", config)
-    return RawPart(tuple(resources), redirects, tuple((s, p, o) for (s, p), o in mesh.items()), tuple(warnings))
+    return RawPart(tuple(resources), redirects, tuple((s, p, o) for (s, p), o in mesh.items()),
+                   tuple(whole.values()), tuple(warnings))
 
 
 def drop_collisions(raw: tuple[RawResource, ...], generated: Mapping[str, set[str]]) -> tuple[

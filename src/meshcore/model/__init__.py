@@ -11,7 +11,7 @@ from ._serialize import to_data
 from ._source import Source
 from .authn import ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication
 from .diagnostics import Diagnostic, Severity, has_errors
-from .envoy import ENVOY_RESOURCE_TYPES, EnvoyConfig, EnvoyResource, ServiceListener
+from .envoy import ENVOY_RESOURCE_TYPES, BackendService, EnvoyConfig, EnvoyResource, ServiceListener
 from .identity import DEFAULT_TRUST_DOMAIN, FIRST_ALLOCATED_IDENTITY, Identity, ReservedIdentity
 from .namespace import Namespace
 from .policy import (
@@ -71,7 +71,7 @@ from .workload import Protocol, ProxyMode, Workload, WorkloadPort, WorkloadRef
 
 __all__ = [
     "DEFAULT_TRUST_DOMAIN", "ENVOY_RESOURCE_TYPES", "FIRST_ALLOCATED_IDENTITY",
-    "AuthorizationPolicy", "Backend", "BackendState", "ClaimToHeader", "ClientMatch", "Condition", "CorsPolicy", "Destination",
+    "AuthorizationPolicy", "Backend", "BackendService", "BackendState", "ClaimToHeader", "ClientMatch", "Condition", "CorsPolicy", "Destination",
     "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
     "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HttpRoute", "Identity", "InvalidBackends",
     "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from ._errors import ModelError
 from ._validate import to_tuple
 
 from ._labels import Labels, to_labels
@@ -54,6 +55,25 @@ class ServiceListener:
     ports: tuple[int, ...] = attrs.field(default=(), converter=to_tuple)
 
 
+def _port_numbers_or_names(_: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item or (item.isdigit() and not 1 <= int(item) <= 65535):
+            raise ModelError(f"{attribute.name}[{i}]", f"{item!r} is not a port number (1..65535) or a port name")
+
+
+@attrs.frozen(order=True)
+class BackendService:
+    """A service whose endpoints a config uses; its ``<ns>/<svc>`` cluster takes ``ports`` (numbers or names), else all."""
+
+    service: ServiceRef
+    ports: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, validator=_port_numbers_or_names)
+
+
+def _backend_services(value: Iterable[BackendService | ServiceRef]) -> tuple[BackendService, ...]:
+    """Backend services, a bare ServiceRef standing for the service without a port filter."""
+    return tuple(BackendService(v) if isinstance(v, ServiceRef) else v for v in value)
+
+
 @attrs.frozen(order=True)
 class EnvoyConfig:
     """A set of raw Envoy resources, the services redirected to them, and their nodes."""
@@ -62,6 +82,6 @@ class EnvoyConfig:
     namespace: str | None
     resources: tuple[EnvoyResource, ...] = attrs.field(default=(), converter=to_tuple)
     services: tuple[ServiceListener, ...] = attrs.field(default=(), converter=to_tuple)
-    backend_services: tuple[ServiceRef, ...] = attrs.field(default=(), converter=to_tuple)
+    backend_services: tuple[BackendService, ...] = attrs.field(default=(), converter=_backend_services)
     node_selector: Labels = attrs.field(factory=Labels, converter=to_labels)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)

@@ -48,7 +48,8 @@ Public API::
   Envoy JSON and protobuf messages) for inspection and golden files.
 
 Names: listeners, route configurations and clusters are ``<ns>/<svc>:<port>`` (a subset
-cluster adds ``/<subset>``); routes ``<listener>/<route name or route-N>``; RBAC policies
+cluster adds ``/<subset>``; a raw config's cluster of several ports of a service is
+``<ns>/<svc>``); routes ``<listener>/<route name or route-N>``; RBAC policies
 ``<ns>/<policy>[<rule>]`` (a 403's details name the policy that refused it).
 """
 

@@ -89,7 +89,7 @@ def test_mesh_cluster_references_are_left_as_they_are_and_need_the_service() -> 
     cfg = only_config(result)
     route = bodies(cfg)["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]["route"]  # type: ignore[index]
     assert route == {"cluster": "default/echo:80"}
-    assert [str(b) for b in cfg.backend_services] == ["default/echo"]
+    assert [str(b.service) for b in cfg.backend_services] == ["default/echo"]
     missing = translate(config([http_listener(), routes(cluster="default/echo:81")]))
     [warn] = ours(missing, Severity.WARNING)
     assert warn.code == "MC8008" and "no TCP port 81" in warn.message
@@ -223,3 +223,109 @@ def test_a_cluster_named_after_a_service_port_customises_it() -> None:
 
 def test_every_code_is_documented() -> None:
     assert all(code.startswith("MC8") for code in ENVOYCRD_CODES)
+
+
+MULTI = """
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: default}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 8080}, {name: admin, port: 9000}]
+"""
+
+UDP_ONLY = """
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: default}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{name: dns, port: 53, protocol: UDP}]
+"""
+
+
+def eds_cluster(name: str, **fields: object) -> dict[str, object]:
+    return {"@type": C, "name": name, "type": "EDS", "connect_timeout": "1s", **fields}
+
+
+def test_cilium_service_cluster_names_are_accepted_where_service_ports_are() -> None:
+    # Cilium's documentation names clusters <ns>/<svc>: as a reference, as a Cluster of the
+    # config and as an EDS service name, next to the <ns>/<svc>:<port> form.
+    result = translate(config([
+        http_listener(), routes(cluster="default/echo"), routes("r2", cluster="default/echo:80"),
+        eds_cluster("default/echo"), eds_cluster("mine", eds_cluster_config={"service_name": "default/echo"}),
+    ]))
+    assert not ours(result, Severity.WARNING) and not ours(result, Severity.ERROR)
+    found = bodies(only_config(result))
+    route = found["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]["route"]  # type: ignore[index]
+    assert route == {"cluster": "default/cfg/default/echo"}, "the config's own Cluster of that name is used"
+    own = found["default/cfg/default/echo"]
+    assert own["type"] == "EDS" and own["eds_cluster_config"]["service_name"] == "default/echo"  # type: ignore[index]
+    mine = found["default/cfg/mine"]
+    assert mine["eds_cluster_config"]["service_name"] == "default/echo"  # type: ignore[index]
+    assert [(str(b.service), b.ports) for b in only_config(result).backend_services] == [("default/echo", ())]
+
+    direct = translate(config([http_listener(), routes(cluster="default/echo")]))
+    route = bodies(only_config(direct))["default/cfg/routes"]["virtual_hosts"][0]["routes"][0]["route"]  # type: ignore[index]
+    assert route == {"cluster": "default/echo"}, "without a Cluster of the config, meshcore's is used"
+
+
+def test_service_cluster_name_of_a_missing_service_is_a_warning() -> None:
+    result = translate(config([http_listener(), routes(cluster="default/nope")]))
+    assert only_config(result)
+    [warn] = ours(result, Severity.WARNING)
+    assert warn.code == "MC8008" and "service default/nope does not exist" in warn.message
+    assert warn.field.endswith("virtual_hosts[0].routes[0].route.cluster")
+    named = translate(config([http_listener(), routes(), eds_cluster("default/nope")]))
+    [warn] = ours(named, Severity.WARNING)
+    assert warn.code == "MC8008" and warn.field == "spec.resources[2].name"
+
+
+def test_service_cluster_name_of_a_service_without_tcp_port_is_a_warning() -> None:
+    result = translate(UDP_ONLY, config([
+        http_listener(), routes(), eds_cluster("c", eds_cluster_config={"service_name": "default/dns"})]))
+    assert only_config(result)
+    [warn] = ours(result, Severity.WARNING)
+    assert warn.code == "MC8008" and "service default/dns has no TCP port;" in warn.message
+    assert warn.field == "spec.resources[2].eds_cluster_config.service_name"
+    port = translate(UDP_ONLY, config([http_listener(), routes(cluster="default/dns:53")]))
+    [warn] = ours(port, Severity.WARNING)
+    assert "has no TCP port 53 (TCP ports: none)" in warn.message
+
+
+def test_malformed_service_cluster_names_are_still_errors() -> None:
+    for name in ("Default/echo", "default/echo:0", "default/echo:", "default/"):
+        result = translate(config([http_listener(), routes(cluster=name)]))
+        assert not result.snapshot.envoy_configs, name
+        assert [e.code for e in ours(result, Severity.ERROR)] == ["MC8007"], name
+
+
+def test_backend_services_number_filters_the_service_cluster() -> None:
+    unfiltered = translate(MULTI, config([http_listener(), routes(cluster="default/multi")],
+                                         backendServices=[{"name": "multi"}]))
+    assert [b.ports for b in only_config(unfiltered).backend_services] == [()]
+    filtered = translate(MULTI, config([http_listener(), routes(cluster="default/multi")], backendServices=[
+        {"name": "multi", "number": ["9000"]}, {"name": "multi", "number": ["http"]}]))
+    assert not ours(filtered, Severity.WARNING)
+    [backend] = only_config(filtered).backend_services
+    assert (str(backend.service), backend.ports) == ("default/multi", ("9000", "http"))
+
+
+def test_backend_services_number_naming_no_port_is_a_warning() -> None:
+    result = translate(MULTI, config([http_listener(), routes(cluster="default/multi")],
+                                     backendServices=[{"name": "multi", "number": ["8081", "metrics"]}]))
+    warnings = ours(result, Severity.WARNING)
+    assert [(w.code, w.field) for w in warnings] == [("MC8008", "spec.backendServices[0].number[0]"),
+                                                     ("MC8008", "spec.backendServices[0].number[1]")]
+    assert "has no port 8081 (ports: http, admin)" in warnings[0].message
+    bad = translate(MULTI, config([http_listener(), routes()], backendServices=[{"name": "multi", "number": ["0"]}]))
+    assert [(e.code, e.field) for e in ours(bad, Severity.ERROR)] == [("MC0104", "spec.backendServices[0].number[0]")]
+
+
+def test_backend_services_ports_is_not_cilium_field_and_is_ignored_with_a_warning() -> None:
+    result = translate(MULTI, config([http_listener(), routes(cluster="default/multi")],
+                                     backendServices=[{"name": "multi", "ports": ["8080"]}]))
+    [warn] = ours(result, Severity.WARNING)
+    assert warn.code == "MC8013" and warn.field == "spec.backendServices[0].ports"
+    assert "'number'" in warn.message and "ignored" in warn.message
+    assert [b.ports for b in only_config(result).backend_services] == [()]

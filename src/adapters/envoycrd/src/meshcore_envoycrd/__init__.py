@@ -6,8 +6,9 @@ CiliumClusterwideEnvoyConfig objects: ``resources`` (Listener, RouteConfiguratio
 Cluster, ClusterLoadAssignment, Secret with ``@type``) are parsed into the real Envoy
 protobuf messages and checked against the Envoy API's constraints; names are qualified
 ``<ns>/<config>/<name>`` with references rewritten; ``services`` become
-:class:`~meshcore.model.ServiceListener` redirects and ``backendServices`` the services
-whose endpoints Envoy needs. Each config gets an :class:`~meshcore.adapter.ObjectStatus`
+:class:`~meshcore.model.ServiceListener` redirects and ``backendServices`` (with their
+``number`` port filters) the :class:`~meshcore.model.BackendService` entries whose
+endpoints Envoy needs. Each config gets an :class:`~meshcore.adapter.ObjectStatus`
 (Accepted, or the errors). Diagnostic codes: :data:`ENVOYCRD_CODES` (block MC8xxx).
 """
 

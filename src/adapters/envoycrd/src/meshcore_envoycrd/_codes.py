@@ -20,13 +20,15 @@ MC8004   error     A value Envoy would reject although it parses: a constraint o
 MC8005   error     Two resources of the same type and name in one config.
 MC8006   error     A resource name that is missing or contains ``/`` (names are
                    qualified as ``<ns>/<config>/<name>``; only a Cluster may be
-                   named after a meshcore service port ``<ns>/<svc>:<port>``).
-MC8007   error     A reference containing ``/`` that is not a meshcore service port
-                   cluster ``<ns>/<svc>:<port>`` (references to other configs'
-                   resources are not supported).
+                   named after a meshcore service cluster ``<ns>/<svc>`` or
+                   ``<ns>/<svc>:<port>``).
+MC8007   error     A reference containing ``/`` that is not a meshcore service
+                   cluster ``<ns>/<svc>`` or ``<ns>/<svc>:<port>`` (references to
+                   other configs' resources are not supported).
 MC8008   warning   A service (or port) named in ``services``, ``backendServices`` or
-                   a ``<ns>/<svc>:<port>`` cluster reference does not exist: no
-                   redirect happens, and a cluster without endpoints answers 503.
+                   a ``<ns>/<svc>[:<port>]`` cluster reference does not exist (for
+                   ``<ns>/<svc>``: the service has no TCP port): no redirect
+                   happens, and a cluster without endpoints answers 503.
 MC8009   warning   A reference to a resource this config does not define (route
                    configuration, cluster, endpoints, secret): Envoy waits for it or
                    answers 503.
@@ -39,6 +41,9 @@ MC8011   info      A Listener without an address: the node proxy binds it on a p
 MC8012   error     ``nodeSelector`` cannot be carried: ``matchExpressions`` are not
                    supported (only ``matchLabels``), so the config is not applied
                    rather than applied to more nodes than intended.
+MC8013   warning   A field Cilium does not define where it is written, ignored: a
+                   ``backendServices`` entry's ``ports`` (its port filter is
+                   ``number``).
 =======  ========  ===============================================================
 
 Field-level read errors of the ``spec`` keep the shared codes of
@@ -63,6 +68,7 @@ UNDEFINED_REFERENCE = "MC8009"
 SERVICE_REDIRECT = "MC8010"
 PORT_ALLOCATED = "MC8011"
 NODE_SELECTOR = "MC8012"
+NOT_A_FIELD = "MC8013"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 ENVOYCRD_CODES: Mapping[str, str] = {
@@ -73,10 +79,11 @@ ENVOYCRD_CODES: Mapping[str, str] = {
     CONSTRAINT: "value Envoy would reject (API constraint)",
     DUPLICATE_RESOURCE: "two resources of the same type and name in one config",
     INVALID_NAME: "resource name missing or containing '/'",
-    BAD_REFERENCE: "reference containing '/' that is not <ns>/<svc>:<port>",
+    BAD_REFERENCE: "reference containing '/' that is not <ns>/<svc> or <ns>/<svc>:<port>",
     MISSING_SERVICE: "referenced service or port does not exist",
     UNDEFINED_REFERENCE: "reference to a resource the config does not define",
     SERVICE_REDIRECT: "service redirect to an undefined listener, across namespaces, or taken",
     PORT_ALLOCATED: "listener without address: the proxy allocates a port",
     NODE_SELECTOR: "nodeSelector matchExpressions not supported",
+    NOT_A_FIELD: "field Cilium does not define there (ignored)",
 }

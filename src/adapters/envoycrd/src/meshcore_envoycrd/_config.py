@@ -17,9 +17,11 @@ import attrs
 from google.protobuf import json_format
 
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject
-from meshcore.model import EnvoyConfig, EnvoyResource, ServiceListener, ServiceRef, Severity
+from meshcore.model import BackendService, EnvoyConfig, EnvoyResource, ServiceListener, ServiceRef, Severity
 
-from ._codes import CONSTRAINT, DUPLICATE_RESOURCE, INVALID_NAME, MISSING_SERVICE, NODE_SELECTOR, SERVICE_REDIRECT
+from ._codes import (
+    CONSTRAINT, DUPLICATE_RESOURCE, INVALID_NAME, MISSING_SERVICE, NODE_SELECTOR, NOT_A_FIELD, SERVICE_REDIRECT,
+)
 from ._constraints import violations
 from ._names import ENDPOINT, LISTENER, Namer, resource_name
 from ._parse import parse_resource
@@ -98,15 +100,26 @@ class _Reader:
                                          f"{what}"))
         return ref, found
 
-    def check_ports(self, fields: Fields, service: Any, ports: list[int | str]) -> None:
+    def check_ports(self, fields: Fields, service: Any, ports: list[int | str], key: str = "ports") -> None:
         if service is None:
             return
         for i, port in enumerate(ports):
             known = any(p.port == port or (p.name and p.name == port) for p in service.ports)
             if not known:
                 names = ", ".join(p.name or str(p.port) for p in service.ports) or "none"
-                self.problems.append(warning(MISSING_SERVICE, f"{fields.path}.ports[{i}]", f"service "
+                self.problems.append(warning(MISSING_SERVICE, f"{fields.path}.{key}[{i}]", f"service "
                                              f"{service.ref} has no port {port} (ports: {names})"))
+
+    def backend_service(self, entry: Fields) -> BackendService:
+        """A ``backendServices`` entry: the service and its ``number`` port filter (numbers or names)."""
+        ref, found = self.service(entry, redirect=False)
+        numbers = _ports(entry, "number", numbers_only=False)
+        self.check_ports(entry, found, numbers, key="number")
+        if entry.has("ports"):
+            self.problems.append(warning(NOT_A_FIELD, f"{entry.path}.ports", "a backendServices entry has no "
+                                         "'ports' (that is a field of services); its port filter is 'number', a "
+                                         "list of port numbers or names as strings: 'ports' is ignored"))
+        return BackendService(ref, tuple(str(n) for n in numbers))
 
     def node_selector(self, spec: Fields) -> dict[str, str]:
         selector = spec.map("nodeSelector")
@@ -196,11 +209,8 @@ def translate_config(obj: KubeObject, inventory: Inventory) -> Translated:
             resources.append(EnvoyResource(item.type_url, served, body))
         reader.problems.extend(namer.problems)
         services, redirects = _services(reader, spec, defined, namer, listeners)
-        backends: set[ServiceRef] = set(namer.mesh_services)
-        for entry in spec.maps("backendServices"):
-            ref, found = reader.service(entry, redirect=False)
-            reader.check_ports(entry, found, _ports(entry, "ports", numbers_only=False))
-            backends.add(ref)
+        listed = [reader.backend_service(entry) for entry in spec.maps("backendServices")]
+        backends = _merged(listed, namer.mesh_services)
     except FieldError as exc:
         return Translated(None, (*reader.problems, error(exc.code, exc.path, exc.message)))
     problems = tuple(sorted(reader.problems, key=_resource_index))
@@ -208,10 +218,22 @@ def translate_config(obj: KubeObject, inventory: Inventory) -> Translated:
         return Translated(None, problems, resources=len(parsed))
     config = EnvoyConfig(
         name=obj.name, namespace=None if reader.clusterwide else obj.namespace, resources=sorted(resources),
-        services=sorted(services), backend_services=sorted(backends), node_selector=node_labels,
+        services=sorted(services), backend_services=backends, node_selector=node_labels,
         source=obj.source,
     )
     return Translated(config, problems, tuple(redirects), len(resources))
+
+
+def _merged(listed: list[BackendService], referenced: set[ServiceRef]) -> list[BackendService]:
+    """One entry per service, sorted, with the union of its entries' port filters (as Cilium)."""
+    ports: dict[ServiceRef, set[str]] = {ref: set() for ref in referenced}
+    for entry in listed:
+        ports.setdefault(entry.service, set()).update(entry.ports)
+    return [BackendService(ref, tuple(sorted(p, key=_port_order))) for ref, p in sorted(ports.items())]
+
+
+def _port_order(port: str) -> tuple[int, str]:
+    return (int(port), "") if port.isdigit() else (65536, port)
 
 
 def _services(reader: _Reader, spec: Fields, defined: dict[str, set[str]], namer: Namer,

@@ -4,10 +4,12 @@ Every name a config defines becomes ``<ns>/<config>/<name>`` (``/<config>/<name>
 a clusterwide config, as Cilium does), and every reference to it inside the config's
 resources is rewritten the same way: RDS route configuration names, cluster names in
 routes, weighted clusters, mirrors, TCP proxies and gRPC/HTTP services, EDS service
-names and SDS secret names. A cluster reference containing ``/`` names meshcore's own
-EDS cluster ``<ns>/<svc>:<port>`` and is left as it is; a Cluster the config defines
-under such a name customises that service port (type EDS, endpoints from meshcore) and
-is itself qualified. Missing RDS, EDS and SDS config sources point at ADS.
+names and SDS secret names. A cluster reference containing ``/`` names one of meshcore's
+own EDS clusters and is left as it is: ``<ns>/<svc>:<port>`` holds one service port's
+endpoints, ``<ns>/<svc>`` (Cilium's name) those of the service's ports the config
+selects, or of all its TCP ports. A Cluster the config defines under such a name
+customises it (type EDS, endpoints from meshcore) and is itself qualified. Missing RDS,
+EDS and SDS config sources point at ADS.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-_MESH_CLUSTER = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?):([0-9]{1,5})$")
+_MESH_CLUSTER = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?)(:([0-9]{1,5}))?$")
+_MESH_FORMS = "<namespace>/<service> or <namespace>/<service>:<port>"
 
 #: Fields naming a cluster, by the full name of the message holding them.
 _CLUSTER_FIELDS: dict[str, str] = {
@@ -63,12 +66,15 @@ def _use_ads(source: Any) -> None:
     source.resource_api_version = 2  # V3 (AUTO=0, V2=1)
 
 
-def mesh_cluster(name: str) -> tuple[ServiceRef, int] | None:
-    """``(service, port)`` when ``name`` has the form of meshcore's ``<ns>/<svc>:<port>``."""
+def mesh_cluster(name: str) -> tuple[ServiceRef, int | None] | None:
+    """``(service, port)`` for ``<ns>/<svc>:<port>``, ``(service, None)`` for ``<ns>/<svc>``, else None."""
     found = _MESH_CLUSTER.match(name)
-    if found is None or not 1 <= int(found.group(5)) <= 65535:
+    if found is None:
         return None
-    return ServiceRef(found.group(1), found.group(3)), int(found.group(5))
+    port = int(found.group(6)) if found.group(6) is not None else None
+    if port is not None and not 1 <= port <= 65535:
+        return None
+    return ServiceRef(found.group(1), found.group(3)), port
 
 
 class Namer:
@@ -81,7 +87,7 @@ class Namer:
         #: Original names each resource type defines in this config.
         self.defined = defined
         self.problems: list[Problem] = []
-        #: meshcore service ports the resources use (their endpoints must reach Envoy).
+        #: Services whose meshcore clusters the resources use (their endpoints must reach Envoy).
         self.mesh_services: set[ServiceRef] = set()
 
     def qualify(self, name: str) -> str:
@@ -91,12 +97,12 @@ class Namer:
     # -- references ---------------------------------------------------------------------
 
     def check_mesh(self, name: str, path: str, what: str) -> bool:
-        """Check a ``<ns>/<svc>:<port>`` name against the inventory; False when malformed."""
+        """Check a ``<ns>/<svc>[:<port>]`` name against the inventory; False when malformed."""
         parsed = mesh_cluster(name)
         if parsed is None:
             self.problems.append(error(BAD_REFERENCE, path, f"{what} {name!r} contains '/' but is not a meshcore "
-                                       "service port <namespace>/<service>:<port>; name a resource of this config "
-                                       "without '/' (references to other configs are not supported)"))
+                                       f"service cluster {_MESH_FORMS}; name a resource of this config without '/' "
+                                       "(references to other configs are not supported)"))
             return False
         ref, port = parsed
         self.mesh_services.add(ref)
@@ -104,10 +110,15 @@ class Namer:
         if service is None:
             self.problems.append(warning(MISSING_SERVICE, path, f"{what} {name!r}: service {ref} does not exist; "
                                          "its cluster has no endpoints (503)"))
-        elif service.port(port) is None:
-            ports = ", ".join(str(p.port) for p in service.ports) or "none"
+            return True
+        tcp = [p.port for p in service.ports if p.protocol.transport == "TCP"]
+        if port is None and not tcp:
+            self.problems.append(warning(MISSING_SERVICE, path, f"{what} {name!r}: service {ref} has no TCP port; "
+                                         "its cluster has no endpoints (503)"))
+        elif port is not None and port not in tcp:
+            ports = ", ".join(map(str, tcp)) or "none"
             self.problems.append(warning(MISSING_SERVICE, path, f"{what} {name!r}: service {ref} has no TCP port "
-                                         f"{port} (ports: {ports}); its cluster has no endpoints (503)"))
+                                         f"{port} (TCP ports: {ports}); its cluster has no endpoints (503)"))
         return True
 
     def cluster_ref(self, name: str, path: str) -> str:
@@ -163,7 +174,7 @@ class Namer:
             message.type = 3  # EDS
         elif kind != "type" or message.type != 3:
             self.problems.append(error(INVALID_NAME, f"{path}.type", f"cluster {name!r} is named after a meshcore "
-                                       "service port, so its endpoints come from meshcore: it must be type EDS"))
+                                       "service cluster, so its endpoints come from meshcore: it must be type EDS"))
         eds = message.eds_cluster_config
         if eds.service_name and eds.service_name != name:
             self.problems.append(error(INVALID_NAME, f"{path}.eds_cluster_config.service_name",
