@@ -196,11 +196,13 @@ def _github_property(text: str) -> str:
 def github_annotation(d: Diagnostic) -> str:
     """A GitHub workflow annotation: ``::error file=PATH,line=L,col=C,title=CODE::message``.
 
-    Only files get ``file=`` (not ``<objects>`` or server addresses, which lead the message instead).
+    Only files get ``file=``: a server address (``istiod://…``) leads the message instead,
+    and objects passed as data are named by the message's ``Kind ns/name``.
     """
     source = d.source
     props: list[tuple[str, str]] = []
-    is_file = bool(source.file) and not source.file.startswith("<") and "://" not in source.file
+    named = bool(source.file) and not source.file.startswith("<")
+    is_file = named and "://" not in source.file
     if is_file:
         props.append(("file", source.file))
         if source.line:
@@ -210,8 +212,8 @@ def github_annotation(d: Diagnostic) -> str:
     props.append(("title", d.code))
     subject = " ".join(p for p in (source.object_ref, d.field) if p)
     message = f"{subject}: {d.message}" if subject else d.message
-    if not is_file and (source.file or not subject):
-        message = f"{location(source)}: {message}"
+    if named and not is_file:
+        message = f"{source.file}: {message}"
     head = ",".join(f"{k}={_github_property(v)}" for k, v in props)
     return f"::{_GITHUB_LEVEL[d.severity]} {head}::{_github_data(message)}"
 

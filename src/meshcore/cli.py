@@ -319,8 +319,10 @@ def _plan_rows(snapshot: Snapshot, compiled: Plan) -> list[tuple[str, ...]]:
         if fronts:
             backends = [(b.address, b.port, b.weight, b.state) for f in fronts for b in f.backends]
         else:
+            # No frontend (no VIP yet, or none): the port's own backends, as a frontend would take them.
             port = service.port(d.port, d.protocol) if service else None
-            backends = [(b.address, b.port, b.weight, b.state) for b in (port.backends if port else ())]
+            backends = [(b.address, b.port, b.weight, b.state) for b in (port.backends if port else ())
+                        if b.weight > 0 or b.state is BackendState.TERMINATING]
         shown = " ".join(
             (f"[{address}]:{number}" if ":" in address else f"{address}:{number}")
             + (f"×{weight}" if weight != 1 else "")

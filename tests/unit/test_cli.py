@@ -221,9 +221,11 @@ def test_github_escapes_line_breaks_and_names_objects_without_a_file() -> None:
     source = Source("Service", "shop", "cart", file="<objects>")
     d = Diagnostic("MC0102", Severity.INFO, "100% sure,\r\nreally: yes", source, "spec.ports")
     assert out.github_annotation(d) == (
-        "::notice title=MC0102::<Service shop/cart>: Service shop/cart spec.ports: 100%25 sure,%0D%0Areally: yes")
+        "::notice title=MC0102::Service shop/cart spec.ports: 100%25 sure,%0D%0Areally: yes")
     d = Diagnostic("MC0004", Severity.ERROR, "cannot read it", Source(file="x,y.yaml"))
     assert out.github_annotation(d) == "::error file=x%2Cy.yaml,title=MC0004::cannot read it"
+    d = Diagnostic("MC7001", Severity.WARNING, "no host", Source("VirtualService", "shop", "r", file="istiod://i:15010/vs"))
+    assert out.github_annotation(d) == "::warning title=MC7001::istiod://i:15010/vs: VirtualService shop/r: no host"
 
 
 def test_diagnostics_of_objects_passed_as_data_name_the_object_not_a_position() -> None:

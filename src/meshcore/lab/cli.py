@@ -104,7 +104,7 @@ def _print_up(result: UpResult) -> None:
 
 @lab.command("status")
 @_name_option
-@click.option("-o", "--output", "fmt", type=click.Choice(out.FORMATS), default=None,
+@click.option("-o", "--output", "fmt", type=click.Choice(("table", "text", *out.DATA_FORMATS)), default=None,
               help="Output format: table (the default on a terminal), text (plain columns, the default "
                    "otherwise), json or yaml.")
 @_reporting
