@@ -386,3 +386,25 @@ def test_translate_names_why_a_service_has_no_vips(tmp_path: Path) -> None:
     code, output = run("translate", "-f", str(path), "-o", "json")
     assert {s["name"]: s["vip_assignment"] for s in json.loads(output)["snapshot"]["services"]} == {
         "given": "given", "web": "pending", "web-pods": "headless"}
+
+
+ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-api, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: web, port: 80}]
+"""
+
+
+def test_plan_of_a_routed_port_without_clusterips_says_envoy(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(OFFLINE + "---\n" + ROUTE)
+    code, output = run("plan", "-f", str(path))
+    assert code == 0
+    [web] = [r for r in rows(output, "Plan") if r[0] == "shop/web"]
+    assert web[2:4] == ["assigned by the API server", "envoy"]
+    assert web[5] == "route 0 (shop/web-api.rules[0].matches[0]) matches on path PathPrefix:/api"
