@@ -15,13 +15,14 @@ See docs/embedding.md.
 from ._translate import Translation, load, translate, translate_objects
 from .adapter import Adapter, ApiKind, Fragment
 from .compile import CompileOptions, Plan, compile_plan
+from .kube import ServiceRanges
 from .model import Diagnostic, Severity, Snapshot
 from .registry import discover, register, unregister
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adapter", "ApiKind", "CompileOptions", "Diagnostic", "Fragment", "Plan", "Severity",
+    "Adapter", "ApiKind", "CompileOptions", "Diagnostic", "Fragment", "Plan", "ServiceRanges", "Severity",
     "Snapshot", "Translation", "__version__", "compile_plan", "discover", "load", "register",
     "translate", "translate_objects", "unregister",
 ]

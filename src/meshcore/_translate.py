@@ -13,7 +13,18 @@ import attrs
 
 from .adapter import Adapter, ApiKind, Fragment, ObjectStatus
 from .kube._gc import gc_paused
-from .kube import CORE_KINDS, Inventory, KubeObject, load_objects, load_paths, load_text, translate_core
+from .kube import (
+    CORE_KINDS,
+    Inventory,
+    KubeObject,
+    ServiceRangeFull,
+    ServiceRanges,
+    load_objects,
+    load_paths,
+    load_text,
+    translate_core,
+)
+from .kube import assign_addresses as kube_assign_addresses
 from ._port_owners import one_adapter_per_port
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
 from .registry import AdapterInfo, LoadError, discover, wrap
@@ -134,14 +145,25 @@ def translate(
     text: str | None = None,
     objects: Iterable[Mapping[str, Any] | KubeObject] = (),
     adapters: Iterable[Adapter] | None = None,
+    assign_addresses: bool | ServiceRanges = False,
 ) -> Translation:
     """Translate Kubernetes objects into a Snapshot through the installed (or given) adapters.
 
     Input comes from ``files`` (files, directories, ``-``), YAML/JSON ``text`` and parsed
     ``objects``. Never raises for bad input: every problem is a diagnostic, and an object
-    with an error contributes nothing.
+    with an error contributes nothing. With ``assign_addresses`` (``True`` for the lab's
+    ranges, or the :class:`ServiceRanges` to use), Services without ClusterIPs get them
+    first, as the API server would assign them.
     """
     kube_objects, diagnostics = load(files, text=text, objects=objects)
+    if assign_addresses:
+        ranges = assign_addresses if isinstance(assign_addresses, ServiceRanges) else ServiceRanges()
+        try:
+            kube_objects = kube_assign_addresses(kube_objects, ranges)
+        except ServiceRangeFull as exc:
+            diagnostics.append(Diagnostic(
+                "MC0250", Severity.WARNING, f"ClusterIPs were not assigned: {exc}; Services without ClusterIPs "
+                "keep none (give larger ranges)"))
     if adapters is None:
         infos, load_errors = discover()
     else:

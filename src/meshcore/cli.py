@@ -10,17 +10,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from . import _output as out
 from ._translate import Translation, translate
-from .compile import CompileOptions, Plan, compile_plan
-from .model import Severity, to_data
+from .compile import BpfService, CompileOptions, Plan, compile_plan
+from .kube import ServiceRanges
+from .model import BackendState, Service, ServiceRef, Severity, Snapshot, VipAssignment, to_data
 from .observe import configure_logging
 from .registry import SourceError, disabled_names, discover, read_source, source_names
 
 _output_option = click.option(
-    "-o", "--output", "fmt", type=click.Choice(out.FORMATS), default="table", show_default=True,
-    help="Output format: a readable table, or JSON/YAML for machines.",
+    "-o", "--output", "fmt", type=click.Choice(out.FORMATS), default=None,
+    help="Output format: table (the default on a terminal); text (the default otherwise: plain columns, "
+         "one line per diagnostic); json or yaml; github (diagnostics as GitHub workflow annotations).",
+)
+_fail_on_option = click.option(
+    "--fail-on", type=click.Choice(tuple(out.FAIL_ON)), default="error", show_default=True,
+    help="Exit with status 1 when any diagnostic is at or above this severity.",
 )
 _files_option = click.option(
     "-f", "--filename", "files", multiple=True, metavar="PATH",
@@ -45,11 +52,12 @@ def cli() -> None:
 
 @cli.command()
 @_output_option
-def adapters(fmt: str) -> None:
+def adapters(fmt: str | None) -> None:
     """List installed adapters: name, distribution, version and the kinds they handle."""
     infos, errors = discover()
     off = sorted(disabled_names())
-    if fmt != "table":
+    fmt = out.choose_format(fmt)
+    if fmt in out.DATA_FORMATS:
         out.dump({
             "adapters": [
                 {"name": i.name, "distribution": i.distribution, "version": i.version,
@@ -68,18 +76,18 @@ def adapters(fmt: str) -> None:
             groups.setdefault(k.kind, []).append(k.api_version.rpartition("/")[2])
         kinds = ", ".join(f"{kind} ({'/'.join(v)})" for kind, v in groups.items())
         rows.append((i.name, i.distribution, i.version, kinds))
-    con = out.console()
-    con.print(out.table("Adapters", ("name", "distribution", "version", "kinds"), rows))
+    out.print_table(fmt, "Adapters", ("name", "distribution", "version", "kinds"), rows)
     if off:
-        con.print(f"disabled by MESHCORE_DISABLE_ADAPTERS: {', '.join(off)}")
+        out.remark(fmt, f"disabled by MESHCORE_DISABLE_ADAPTERS: {', '.join(off)}")
     sources = source_names()
     if sources:
-        con.print(f"config sources (--from NAME=ADDRESS): {', '.join(sources)}")
+        out.remark(fmt, f"config sources (--from NAME=ADDRESS): {', '.join(sources)}")
     for e in errors:
-        con.print(f"[bold red]adapter {e.name!r} ({e.distribution}) could not be loaded:[/] {e.message}")
+        out.remark(fmt, f"[bold red]adapter {e.name!r} ({e.distribution}) could not be loaded:[/] {escape(e.message)}")
 
 
-def _run_translate(files: Sequence[str], sources: Sequence[str] = (), timeout: float = 10.0) -> Translation:
+def _run_translate(files: Sequence[str], sources: Sequence[str] = (), timeout: float = 10.0,
+                   assign_addresses: bool = False) -> Translation:
     if not files and not sources:
         raise click.UsageError("give the input with -f/--filename or --from SOURCE=ADDRESS")
     if sources:
@@ -94,12 +102,15 @@ def _run_translate(files: Sequence[str], sources: Sequence[str] = (), timeout: f
             objects += read_source(name, address, timeout)
         except SourceError as exc:
             raise click.ClickException(str(exc)) from None
-    return translate(files, objects=objects)
+    return translate(files, objects=objects, assign_addresses=assign_addresses)
 
 
-def _print_diagnostics(result: Translation, fmt: str) -> None:
-    if fmt == "table" and result.diagnostics:
-        out.console(stderr=True).print(out.diagnostics_table(result.diagnostics))
+def _vips(service: Service) -> str:
+    """A service's VIPs, or why it has none."""
+    if service.vips:
+        return ", ".join(service.vips)
+    return {VipAssignment.PENDING: "assigned by the API server",
+            VipAssignment.HEADLESS: "headless"}.get(service.vip_assignment, "none")
 
 
 @cli.command("translate")
@@ -108,36 +119,37 @@ def _print_diagnostics(result: Translation, fmt: str) -> None:
 @_source_timeout_option
 @_output_option
 @click.option("--no-sources", is_flag=True, help="Leave out where each object came from.")
-def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str,
-                  no_sources: bool) -> None:
+@_fail_on_option
+def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str | None,
+                  no_sources: bool, fail_on: str) -> None:
     """Translate Kubernetes YAML/JSON into the mesh model (the Snapshot)."""
     result = _run_translate(files, sources, source_timeout)
     snap = result.snapshot
-    if fmt != "table":
+    fmt = out.choose_format(fmt)
+    if fmt in out.DATA_FORMATS:
         out.dump({
             "hash": snap.content_hash,
             "snapshot": snap.to_data(with_sources=not no_sources),
             "diagnostics": [out.diagnostic_data(d) for d in result.diagnostics],
         }, fmt)
     else:
-        con = out.console()
-        con.print(out.table("Services", ("namespace", "name", "vips", "ports", "backends", "source"), (
-            (s.namespace, s.name, ", ".join(s.vips) or "-",
+        out.print_table(fmt, "Services", ("service", "vips", "ports", "backends", "source"), (
+            (str(s.ref), _vips(s),
              ", ".join(f"{p.port}/{p.protocol.value}" for p in s.ports),
              sum(len(p.backends) for p in s.ports), s.source)
-            for s in snap.services)))
-        con.print(out.table("Workloads", ("namespace", "name", "addresses", "identity", "labels"), (
-            (w.namespace, w.name, ", ".join(w.addresses) or "-", w.identity.spiffe_id,
+            for s in snap.services), keep=("service",))
+        out.print_table(fmt, "Workloads", ("workload", "addresses", "identity", "labels"), (
+            (str(w.ref), ", ".join(w.addresses) or "-", w.identity.spiffe_id,
              ",".join(f"{k}={v}" for k, v in w.labels.items()))
-            for w in snap.workloads)))
+            for w in snap.workloads), keep=("workload",))
         for title, items in (("Route tables", snap.routes), ("Authorization policies", snap.policies)):
             if items:
-                con.print(out.table(title, ("object", "source"), ((type(i).__name__, i.source) for i in items)))
-        con.print(f"snapshot {snap.content_hash[:16]}: {len(snap.namespaces)} namespaces, "
-                  f"{len(snap.workloads)} workloads, {len(snap.services)} services, "
-                  f"{len(snap.routes)} route tables, {len(snap.policies)} policies")
-    _print_diagnostics(result, fmt)
-    sys.exit(0 if result.ok else 1)
+                out.print_table(fmt, title, ("object", "source"), ((type(i).__name__, i.source) for i in items))
+        out.remark(fmt, f"snapshot {snap.content_hash[:16]}: {len(snap.namespaces)} namespaces, "
+                        f"{len(snap.workloads)} workloads, {len(snap.services)} services, "
+                        f"{len(snap.routes)} route tables, {len(snap.policies)} policies")
+        out.print_diagnostics(result.diagnostics, fmt, stderr=True)
+    sys.exit(1 if out.fails(result.diagnostics, fail_on) else 0)
 
 
 @cli.command()
@@ -145,19 +157,20 @@ def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], source_timeo
 @_sources_option
 @_source_timeout_option
 @_output_option
-def analyze(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str) -> None:
-    """Report problems in the input; exit status 1 when any is an error."""
+@_fail_on_option
+def analyze(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str | None,
+            fail_on: str) -> None:
+    """Report problems in the input; exit status 1 when any is an error (see --fail-on)."""
     result = _run_translate(files, sources, source_timeout)
-    if fmt != "table":
+    fmt = out.choose_format(fmt)
+    if fmt in out.DATA_FORMATS:
         out.dump({"diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
     else:
-        con = out.console()
-        if result.diagnostics:
-            con.print(out.diagnostics_table(result.diagnostics))
+        out.print_diagnostics(result.diagnostics, fmt, stderr=False)
         counts = {s: sum(d.severity is s for d in result.diagnostics) for s in Severity}
-        con.print(f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s), "
-                  f"{counts[Severity.INFO]} info; {len(result.objects)} object(s) read")
-    sys.exit(0 if result.ok else 1)
+        out.remark(fmt, f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s), "
+                        f"{counts[Severity.INFO]} info; {len(result.objects)} object(s) read")
+    sys.exit(1 if out.fails(result.diagnostics, fail_on) else 0)
 
 
 @cli.command()
@@ -166,7 +179,8 @@ def analyze(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: fl
 @click.option("--lab", "lab_name", default=None, metavar="NAME",
               help="Read a running lab's objects instead, with what its node's Envoy accepted.")
 @_output_option
-def status(files: tuple[str, ...], lab_name: str | None, fmt: str) -> None:
+@_fail_on_option
+def status(files: tuple[str, ...], lab_name: str | None, fmt: str | None, fail_on: str) -> None:
     """Show the status adapters compute for their objects (conditions, as a controller writes back).
 
     With ``--lab``, raw Envoy configs the lab's node Envoy rejected show ``Accepted=False``
@@ -192,8 +206,9 @@ def status(files: tuple[str, ...], lab_name: str | None, fmt: str) -> None:
          "status": _with_live(dict(s.status), live.get((s.kind, s.namespace or "", s.name)))}
         for s in result.statuses
     ]
-    if fmt != "table":
-        out.dump({"statuses": statuses}, fmt)
+    fmt = out.choose_format(fmt)
+    if fmt in out.DATA_FORMATS:
+        out.dump({"statuses": statuses, "diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
     else:
         rows = []
         for s in statuses:
@@ -201,10 +216,10 @@ def status(files: tuple[str, ...], lab_name: str | None, fmt: str) -> None:
             errors = "; ".join(s["status"].get("errors") or ())
             rows.append((s["kind"], f"{s['namespace']}/{s['name']}" if s["namespace"] else s["name"],
                          conds + (f": {errors}" if errors else "")))
-        out.console().print(out.table("Status", ("kind", "object", "conditions"), rows))
-    _print_diagnostics(result, fmt)
+        out.print_table(fmt, "Status", ("kind", "object", "conditions"), rows)
+        out.print_diagnostics(result.diagnostics, fmt, stderr=True)
     rejected = any(not c.get("accepted", True) for c in live.values())
-    sys.exit(0 if result.ok and not rejected else 1)
+    sys.exit(1 if out.fails(result.diagnostics, fail_on) or rejected else 0)
 
 
 def _with_live(status: dict[str, Any], live: Any) -> dict[str, Any]:
@@ -268,32 +283,59 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 @_sources_option
 @_source_timeout_option
 @_output_option
+@_fail_on_option
 @click.option("--node", default="", help="The node to compile for.")
-def plan(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str, node: str) -> None:
-    """Show what compile would do: frontends, backends with weights, eBPF or Envoy and why."""
-    result = _run_translate(files, sources, source_timeout)
+@click.option("--assign-addresses", is_flag=True,
+              help="Give Services without ClusterIPs addresses first, as the lab does "
+                   f"(from {ServiceRanges().ipv4} and {ServiceRanges().ipv6}).")
+def plan(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str | None, fail_on: str,
+         node: str, assign_addresses: bool) -> None:
+    """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends.
+
+    Services read from files have no ClusterIPs until the API server assigns them; their
+    ports are listed without frontends unless --assign-addresses assigns them here.
+    """
+    result = _run_translate(files, sources, source_timeout, assign_addresses)
     compiled = compile_plan(result.snapshot, node, CompileOptions())
-    if fmt != "table":
-        out.dump(plan_data(compiled), fmt)
+    fmt = out.choose_format(fmt)
+    if fmt in out.DATA_FORMATS:
+        out.dump({**plan_data(compiled), "diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
     else:
-        con = out.console()
-        decisions = {(d.service, d.port, d.protocol): d for d in compiled.decisions}
-        rows = []
-        for s in compiled.bpf.services:
-            d = decisions[(s.service, s.port, s.protocol)]
-            backends = " ".join(
-                f"{b.address}:{b.port}" + (f"×{b.weight}" if b.weight != 1 else "")
-                + ("(terminating)" if b.state.value == "terminating" else "")
-                for b in s.backends
-            ) or "(none: connections are refused)"
-            rows.append((str(s.service), f"{s.vip}:{s.port}/{s.protocol}", d.datapath.value, backends, d.reason))
-        con.print(out.table("Plan", ("service", "frontend", "datapath", "backends", "reason"), rows))
-        without_vip = [d for d in compiled.decisions
-                       if not any(s.service == d.service for s in compiled.bpf.services)]
-        if without_vip:
-            con.print(f"{len(without_vip)} service port(s) have no VIP (headless) and get no frontend")
-    _print_diagnostics(result, fmt)
-    sys.exit(0 if result.ok else 1)
+        out.print_table(fmt, "Plan", ("service", "port", "addresses", "datapath", "backends", "reason"),
+                        _plan_rows(result.snapshot, compiled), keep=("service", "port", "datapath"))
+        pending = [s for s in result.snapshot.services if s.vip_assignment is VipAssignment.PENDING]
+        if pending:
+            out.remark(fmt, f"{len(pending)} service(s) have no ClusterIPs yet, so no frontends: "
+                            "--assign-addresses assigns them as the lab does")
+        out.print_diagnostics(result.diagnostics, fmt, stderr=True)
+    sys.exit(1 if out.fails(result.diagnostics, fail_on) else 0)
+
+
+def _plan_rows(snapshot: Snapshot, compiled: Plan) -> list[tuple[str, ...]]:
+    """One row per service port: service, port, addresses (or why none), datapath, backends, reason."""
+    frontends: dict[tuple[ServiceRef, int, str], list[BpfService]] = {}
+    for f in compiled.bpf.services:
+        frontends.setdefault((f.service, f.port, f.protocol), []).append(f)
+    rows: list[tuple[str, ...]] = []
+    for d in compiled.decisions:
+        service = snapshot.service(d.service)
+        fronts = frontends.get((d.service, d.port, d.protocol), [])
+        if fronts:
+            backends = [(b.address, b.port, b.weight, b.state) for f in fronts for b in f.backends]
+        else:
+            # No frontend (no VIP yet, or none): the port's own backends, as a frontend would take them.
+            port = service.port(d.port, d.protocol) if service else None
+            backends = [(b.address, b.port, b.weight, b.state) for b in (port.backends if port else ())
+                        if b.weight > 0 or b.state is BackendState.TERMINATING]
+        shown = " ".join(
+            (f"[{address}]:{number}" if ":" in address else f"{address}:{number}")
+            + (f"×{weight}" if weight != 1 else "")
+            + ("(terminating)" if state is BackendState.TERMINATING else "")
+            for address, number, weight, state in backends
+        ) or "(none: connections are refused)"
+        rows.append((str(d.service), f"{d.port}/{d.protocol}", _vips(service) if service else "none",
+                     d.datapath.value, shown, d.reason))
+    return rows
 
 
 def _register_optional_groups() -> None:

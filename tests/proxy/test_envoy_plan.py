@@ -64,7 +64,7 @@ def test_only_l7_ports_get_listeners_with_allocated_ports() -> None:
     assert [c.name for c in plan.envoy.clusters] == ["shop/web:80"]
     (cluster,) = plan.envoy.clusters
     assert [(e.address, e.port, e.workload) for e in cluster.endpoints] == [("10.0.0.1", 8080, "shop/a"), ("10.0.0.2", 8080, "shop/b")]
-    without = compile_plan(m.Snapshot(services=(web, api), routes=(rt,)), "n1")
+    without = compile_plan(m.Snapshot(services=(web, api), routes=(rt,)), "n1", CompileOptions(proxy_enabled=False))
     assert without.envoy == EnvoyPlan() and not without.envoy
     assert without.decisions[1].reason == ("route 0 (r) matches on method GET; "
                                            "no node proxy is running, so L7 features are not applied")

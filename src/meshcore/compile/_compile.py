@@ -8,7 +8,10 @@ from fractions import Fraction
 
 import attrs
 
-from ..model import Backend, BackendState, Labels, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot, WorkloadRef
+from ..model import (
+    Backend, BackendState, Labels, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot, VipAssignment,
+    WorkloadRef,
+)
 from ._decide import decide, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
@@ -29,13 +32,17 @@ def _labels(value: Mapping[str, str]) -> Labels:
 class CompileOptions:
     """Knobs of compile; node-proxy listener ports are hashed into ``proxy_port_base`` + ``[0, proxy_port_range)``.
 
+    ``proxy_enabled`` says the node runs the node proxy (Envoy): ports that need L7 are
+    handed to it. Without it those ports stay in the kernel, their L7 features are not
+    applied and their decisions say so.
+
     ``node_labels`` are the node's labels, matched against raw Envoy configs' node
     selectors: a config with an empty selector applies to every node, one with a
     selector only to nodes carrying all its labels (so with no labels given, only
     configs without a selector apply — never more nodes than a selector intends).
     """
 
-    proxy_enabled: bool = False
+    proxy_enabled: bool = True
     proxy_port_base: int = 15000
     proxy_port_range: int = 10_000
     node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
@@ -117,7 +124,8 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                             decision,
                             reason=f"{decision.reason}; no node proxy is running, so L7 features are not applied",
                         )
-            if proxy_port is None or not service.vips:
+            # A service whose VIPs are still to be assigned gets them before any client dials it.
+            if proxy_port is None or not (service.vips or service.vip_assignment is VipAssignment.PENDING):
                 decision = _fails_closed(decision, service, port, gated)
             decisions.append(decision)
             backends = port.backends

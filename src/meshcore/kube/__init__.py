@@ -4,6 +4,17 @@ Core kinds (Namespace, Pod, Deployment, Service, EndpointSlice, ServiceAccount) 
 translated here into the model's inventory that every adapter needs.
 """
 
+from ._cluster_ips import (
+    IPNetwork,
+    ServiceIpAllocator,
+    ServiceRangeFull,
+    ServiceRanges,
+    assign_addresses,
+    assign_cluster_ips,
+    given_cluster_ips,
+    parse_network,
+    with_cluster_ips,
+)
 from ._codes import KUBE_CODES
 from ._core import CORE_KINDS, translate_core
 from ._deployment import expand_deployment
@@ -18,4 +29,6 @@ __all__ = [
     "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
     "KubeObject", "LabelSelector", "expand_deployment", "field_diagnostic", "Report", "load_objects", "unique_objects", "type_name", "load_paths",
     "iter_input_files", "load_text", "make_object", "read_selector", "translate_core",
+    "IPNetwork", "ServiceIpAllocator", "ServiceRangeFull", "ServiceRanges", "assign_addresses", "assign_cluster_ips",
+    "given_cluster_ips", "parse_network", "with_cluster_ips",
 ]

@@ -163,5 +163,6 @@ def build_service(service: ServiceSpec, slices: Sequence[SliceInfo] | None, pods
     ]
     return Service(
         name=service.name, namespace=service.namespace, vips=service.vips, ports=ports,
-        hostnames=service.hostnames, lb_policy=service.lb_policy, source=service.source,
+        hostnames=service.hostnames, lb_policy=service.lb_policy, vip_assignment=service.vip_assignment,
+        source=service.source,
     )

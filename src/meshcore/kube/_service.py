@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ..model import LbPolicy, Protocol, Source
+from ..model import LbPolicy, Protocol, Source, VipAssignment
 from ._codes import DUPLICATE_VALUE, EXTERNAL_NAME, INVALID_VALUE
 from ._fields import FieldError, Fields
 from ._objects import KubeObject
@@ -89,6 +89,7 @@ class ServiceSpec:
     publish_not_ready: bool
     external_name: bool
     source: Source
+    vip_assignment: VipAssignment = VipAssignment.GIVEN
 
     @property
     def hostnames(self) -> tuple[str, ...]:
@@ -206,6 +207,12 @@ def read_service(obj: KubeObject, findings: Findings) -> ServiceSpec:
         raise FieldError("spec.ports", "required field is missing (only headless and ExternalName "
                          "Services may have no ports)", "MC0101")
     ports = _ports(spec, findings)
+    if headless:
+        assignment = VipAssignment.HEADLESS
+    elif not vips and not external:
+        assignment = VipAssignment.PENDING  # the API server assigns ClusterIPs on creation
+    else:
+        assignment = VipAssignment.GIVEN
     selector = spec.str_map("selector")
     affinity = spec.str("sessionAffinity", "None", choices=_AFFINITY)
     return ServiceSpec(
@@ -218,4 +225,5 @@ def read_service(obj: KubeObject, findings: Findings) -> ServiceSpec:
         publish_not_ready=spec.bool("publishNotReadyAddresses"),
         external_name=external,
         source=obj.source,
+        vip_assignment=assignment,
     )

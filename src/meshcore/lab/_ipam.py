@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 
 import attrs
 
+from ..kube import IPNetwork, ServiceRangeFull, ServiceRanges, parse_network
+from ..kube import ServiceIpAllocator as _Allocator
 from ._errors import LabError
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-#: Service ClusterIPs are handed out from this offset up (lower ones stay free for users).
-FIRST_SERVICE_OFFSET = 10
 #: Pod addresses start here: offset 1 is the node's own address.
 FIRST_POD_INDEX = 2
 
 
 def _network(value: str, family: int, field: str) -> IPNetwork:
     try:
-        net = ipaddress.ip_network(value, strict=True)
+        return parse_network(value, family, field)
     except ValueError as exc:
-        raise LabError(f"{field}: {value!r} is not a network in CIDR form ({exc})") from exc
-    if net.version != family:
-        raise LabError(f"{field}: {value} is not an IPv{family} network")
-    if net.num_addresses < 16:
-        raise LabError(f"{field}: {value} is too small (at least 16 addresses)")
-    return net
+        raise LabError(str(exc)) from None
 
 
 @attrs.frozen
@@ -70,6 +63,11 @@ class LabRanges:
         return _network(self.service_ipv6, 6, "service IPv6 range")
 
     @property
+    def services(self) -> ServiceRanges:
+        """The ClusterIP ranges, as the Kubernetes helpers allocate from them."""
+        return ServiceRanges(self.service_ipv4, self.service_ipv6)
+
+    @property
     def node_ipv4(self) -> str:
         """The node's own IPv4 address (the first host of the pod range)."""
         return str(self.pod4.network_address + 1)
@@ -109,28 +107,12 @@ def next_pod_index(ranges: LabRanges, used: Collection[int]) -> int:
     return index
 
 
-class ServiceIpAllocator:
-    """Hands out the lowest free addresses of a service network, in order, skipping taken ones.
-
-    With ``from_top`` it hands out the highest free ones instead, downwards: Gateway
-    addresses come from there, as from a LoadBalancer pool, so they never compete with
-    ClusterIPs allocated upwards.
-    """
-
-    def __init__(self, network: IPNetwork, taken: Iterable[str], *, from_top: bool = False) -> None:
-        self.network = network
-        self.taken = {ipaddress.ip_address(a) for a in taken}
-        self.from_top = from_top
-        self.offset = FIRST_SERVICE_OFFSET
+class ServiceIpAllocator(_Allocator):
+    """The Kubernetes helpers' allocator, raising :class:`LabError` when the network is full."""
 
     def allocate(self) -> str:
-        """The next free address (raises :class:`LabError` when the network is full)."""
-        last = self.network.num_addresses - 1  # the broadcast address (IPv4) is never handed out
-        while self.offset < last:
-            index = last - 1 - (self.offset - FIRST_SERVICE_OFFSET) if self.from_top else self.offset
-            candidate = self.network.network_address + index
-            self.offset += 1
-            if candidate not in self.taken:
-                self.taken.add(candidate)
-                return str(candidate)
-        raise LabError(f"the service range {self.network} is full")
+        """The next free address."""
+        try:
+            return super().allocate()
+        except ServiceRangeFull as exc:
+            raise LabError(str(exc)) from None

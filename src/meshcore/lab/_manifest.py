@@ -11,20 +11,27 @@ from __future__ import annotations
 import copy
 import datetime
 import hashlib
-import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, expand_deployment
+from ..kube import (
+    CLUSTER_SCOPED_KINDS,
+    KubeObject,
+    ServiceRangeFull,
+    expand_deployment,
+    given_cluster_ips,
+    with_cluster_ips,
+)
+from ..kube import assign_cluster_ips as kube_assign_cluster_ips
 from ..agent import object_entry, write_objects_file
 from ..model import Diagnostic, Source, WorkloadRef
 from . import _procs as procs
 from ._errors import LabError
 from ._gateways import enrich_gateway, our_gateways
-from ._ipam import LabRanges, ServiceIpAllocator
+from ._ipam import LabRanges
 from ._state import LabState, ServiceRecord
 
 #: Kinds the lab turns into running things; every other kind is passed to the agent as is.
@@ -112,80 +119,25 @@ def desired_state(objects: Sequence[KubeObject]) -> Desired:
     return Desired(tuple(pods), tuple(services), tuple(others), tuple(diagnostics))
 
 
-def _families(spec: Mapping[str, Any], given: Sequence[str]) -> list[int]:
-    names = spec.get("ipFamilies") or []
-    families = [6 if str(n) == "IPv6" else 4 for n in names if str(n) in ("IPv4", "IPv6")]
-    if not families:
-        families = [ipaddress.ip_address(a).version for a in given] or [4]
-    policy = spec.get("ipFamilyPolicy") or ("RequireDualStack" if len(set(families)) > 1 else "SingleStack")
-    if policy in ("PreferDualStack", "RequireDualStack"):
-        families = families[:1] + [6 if families[0] == 4 else 4]
-    else:
-        families = families[:1]
-    return families
-
-
-def _given_ips(obj: KubeObject) -> list[str] | None:
-    """ClusterIPs given in the input; ``None`` for headless and ExternalName services."""
-    spec = obj.spec
-    if spec.get("type") == "ExternalName":
-        return None
-    many = [str(v) for v in spec.get("clusterIPs") or []]
-    single = str(spec.get("clusterIP") or "")
-    values = many or ([single] if single else [])
-    if values[:1] == ["None"]:
-        return None
-    return values
-
-
 def assign_cluster_ips(services: Sequence[KubeObject], existing: Mapping[str, ServiceRecord],
                        ranges: LabRanges) -> dict[str, ServiceRecord]:
     """ClusterIPs for every service: given ones kept, earlier ones reused, the rest allocated."""
     taken: dict[str, str] = {}
-    given: dict[str, list[str]] = {}
     for obj in services:
-        key = f"{obj.namespace}/{obj.name}"
-        values = _given_ips(obj)
-        if values is None:
-            continue
-        given[key] = values
-        for address in values:
+        for address in given_cluster_ips(obj) or ():
             if address in taken:
                 raise LabError(f"{obj.ref}: ClusterIP {address} is also given to Service {taken[address]}")
-            taken[address] = key
-    wanted: dict[str, dict[int, str]] = {}
-    pending: list[tuple[str, int]] = []
-    for obj in services:
-        key = f"{obj.namespace}/{obj.name}"
-        if key not in given:
-            wanted[key] = {}
-            continue
-        chosen: dict[int, str] = {ipaddress.ip_address(a).version: a for a in given[key]}
-        previous = existing.get(key)
-        for family in _families(obj.spec, given[key]):
-            if family in chosen:
-                continue
-            reuse = next((a for a in (previous.cluster_ips if previous else ())
-                          if ipaddress.ip_address(a).version == family and a not in taken), None)
-            if reuse is not None:
-                chosen[family] = reuse
-                taken[reuse] = key
-            else:
-                pending.append((key, family))
-        wanted[key] = chosen
-    allocators = {4: ServiceIpAllocator(ranges.service4, taken), 6: ServiceIpAllocator(ranges.service6, taken)}
-    for key, family in pending:
-        address = allocators[family].allocate()
-        taken[address] = key
-        wanted[key][family] = address
-    records = {}
-    for obj in services:
-        key = f"{obj.namespace}/{obj.name}"
-        chosen = wanted[key]
-        order = _families(obj.spec, given.get(key, [])) if key in given else []
-        ips = [chosen[f] for f in order if f in chosen] + [a for f, a in chosen.items() if f not in order]
-        records[key] = ServiceRecord(obj.namespace, obj.name, tuple(ips), _ports(obj))
-    return records
+            taken[address] = f"{obj.namespace}/{obj.name}"
+    try:
+        assigned = kube_assign_cluster_ips(services, ranges.services,
+                                           {key: record.cluster_ips for key, record in existing.items()})
+    except ServiceRangeFull as exc:
+        raise LabError(str(exc)) from None
+    return {
+        f"{obj.namespace}/{obj.name}": ServiceRecord(
+            obj.namespace, obj.name, assigned.get(f"{obj.namespace}/{obj.name}", ()), _ports(obj))
+        for obj in services
+    }
 
 
 def _ports(obj: KubeObject) -> tuple[dict[str, Any], ...]:
@@ -200,14 +152,7 @@ def _ports(obj: KubeObject) -> tuple[dict[str, Any], ...]:
 
 def enrich_service(obj: KubeObject, record: ServiceRecord) -> dict[str, Any]:
     """The Service body with the ClusterIPs the lab assigned."""
-    body = copy.deepcopy(dict(obj.body))
-    spec = body.setdefault("spec", {})
-    if record.cluster_ips:
-        spec["clusterIP"] = record.cluster_ips[0]
-        spec["clusterIPs"] = list(record.cluster_ips)
-        spec["ipFamilies"] = [f"IPv{ipaddress.ip_address(a).version}" for a in record.cluster_ips]
-        spec["ipFamilyPolicy"] = "RequireDualStack" if len(record.cluster_ips) > 1 else "SingleStack"
-    return body
+    return copy.deepcopy(dict(with_cluster_ips(obj, record.cluster_ips).body))
 
 
 def enrich_pod(pod: DesiredPod, *, uid: str, node_name: str, addresses: Sequence[str],

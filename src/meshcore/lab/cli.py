@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 
 from ..agent import ResourceError
 
@@ -35,7 +36,7 @@ def _reporting(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except LabInputError as exc:
-            out.console(stderr=True).print(out.diagnostics_table(exc.diagnostics))
+            out.print_diagnostics(exc.diagnostics, out.choose_format(None), stderr=True)
             click.echo(f"lab: the input has {len(exc.diagnostics)} error(s); nothing was changed", err=True)
             sys.exit(1)
         except LabError as exc:
@@ -88,8 +89,7 @@ def up(name: str | None, files: tuple[str, ...], pod_cidrs: tuple[str, ...], ser
 def _print_up(result: UpResult) -> None:
     con = out.console()
     err = out.console(stderr=True)
-    if result.diagnostics:
-        err.print(out.diagnostics_table(result.diagnostics))
+    out.print_diagnostics(result.diagnostics, out.choose_format(None), stderr=True)
     parts = [f"{len(result.created)} created", f"{len(result.restarted)} restarted",
              f"{len(result.removed)} removed", f"{len(result.kept)} unchanged"]
     con.print(f"lab [bold]{result.name}[/] is up: pods {', '.join(parts)}")
@@ -106,33 +106,35 @@ def _print_up(result: UpResult) -> None:
 
 @lab.command("status")
 @_name_option
-@click.option("-o", "--output", "fmt", type=click.Choice(out.FORMATS), default="table", show_default=True,
-              help="Output format.")
+@click.option("-o", "--output", "fmt", type=click.Choice(("table", "text", *out.DATA_FORMATS)), default=None,
+              help="Output format: table (the default on a terminal), text (plain columns, the default "
+                   "otherwise), json or yaml.")
 @_reporting
-def status(name: str | None, fmt: str) -> None:
+def status(name: str | None, fmt: str | None) -> None:
     """Show the lab's pods (addresses, phase), services (ClusterIPs, ports) and agent."""
     current = Lab.select(name).status()
-    if fmt != "table":
+    fmt = out.choose_format(fmt)
+    if fmt in out.DATA_FORMATS:
         out.dump(current.to_data(), fmt)
         return
-    _print_status(current)
+    _print_status(current, fmt)
 
 
-def _print_status(current: LabStatus) -> None:
+def _print_status(current: LabStatus, fmt: str) -> None:
     con = out.console()
     con.print(f"lab [bold]{current.name}[/]: node {current.node} (netns {current.node_netns}), "
               f"cgroup {current.cgroup}")
-    con.print(out.table("Pods", ("namespace", "name", "phase", "ready", "addresses", "labels", "owner"), (
+    out.print_table(fmt, "Pods", ("namespace", "name", "phase", "ready", "addresses", "labels", "owner"), (
         (p.namespace, p.name, p.phase, "yes" if p.ready else "no", " ".join(p.addresses),
          ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())), p.owner)
         for p in current.pods
-    )))
-    con.print(out.table("Services", ("namespace", "name", "cluster IPs", "ports"), (
+    ))
+    out.print_table(fmt, "Services", ("namespace", "name", "cluster IPs", "ports"), (
         (s.namespace, s.name, " ".join(s.cluster_ips) or "None",
          ", ".join(f"{p['name'] + ' ' if p.get('name') else ''}{p['port']}/{p['protocol']}"
                    f"→{p['targetPort']}" for p in s.ports))
         for s in current.services
-    )))
+    ))
     agent = current.agent
     state = "running" if agent.running else "[red]not running[/]"
     applied = (f"applied generation {agent.applied_generation} of {agent.wanted_generation}, "
@@ -148,12 +150,13 @@ def _print_status(current: LabStatus) -> None:
     else:
         con.print("node proxy: not running (no service port needs L7)")
     if agent.config_status:
-        con.print(out.table("Envoy configs", ("kind", "object", "Accepted", "reason / error"), (
-            (c.kind, f"{c.namespace}/{c.name}" if c.namespace else c.name,
+        out.print_table(fmt, "Envoy configs", ("kind", "object", "Accepted", "reason / error"), (
+            (escape(c.kind), escape(f"{c.namespace}/{c.name}" if c.namespace else c.name),
              "True" if c.accepted else "[red]False[/]",
-             "; ".join(_config_error(e) for e in c.errors) or f"{c.reason.value}{': ' + c.message if c.message else ''}")
+             escape("; ".join(_config_error(e) for e in c.errors)
+                    or f"{c.reason.value}{': ' + c.message if c.message else ''}"))
             for c in agent.config_status
-        )))
+        ), markup=True)
     con.print(f"agent log: {agent.log}")
     for note in current.notes:
         con.print(f"[cyan]note:[/] {note}")

@@ -51,7 +51,7 @@ from .route import (
     StringMatch,
     TcpRoute,
 )
-from .service import Backend, BackendState, LbPolicy, Service, ServicePort, ServiceRef
+from .service import Backend, BackendState, LbPolicy, Service, ServicePort, ServiceRef, VipAssignment
 from .snapshot import Snapshot
 from .traffic import (
     ConnectionPool,
@@ -78,7 +78,7 @@ __all__ = [
     "Operation", "PeerAuthMode", "PeerAuthentication", "PeerSelector", "PolicyAction",
     "PolicyRule", "PortMode", "PortRange", "Protocol", "ProxyMode", "QueryMatch", "Redirect",
     "RequestAuthentication", "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
-    "ServiceListener", "ServicePort", "ServiceRef", "Severity", "Snapshot", "Source",
+    "ServiceListener", "ServicePort", "ServiceRef", "Severity", "Snapshot", "Source", "VipAssignment",
     "StringMatch", "TcpRoute", "Workload", "WorkloadPort", "WorkloadRef", "WorkloadSelector",
     "has_errors", "regex_error", "to_data", "MAX_REGEX_PROGRAM_SIZE",
     "ConnectionPool", "HashAlgorithm", "HashKey", "HashKeyKind", "LoadBalancer", "OutlierDetection",

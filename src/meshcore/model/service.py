@@ -22,6 +22,17 @@ class LbPolicy(enum.StrEnum):
     CONSISTENT_HASH = "CONSISTENT_HASH"
 
 
+class VipAssignment(enum.StrEnum):
+    """Whether a service's virtual IPs are known, still to come, or never exist."""
+
+    #: ``vips`` are the service's addresses (none means it has none, e.g. an ExternalName Service).
+    GIVEN = "given"
+    #: No addresses yet: the cluster assigns them when the object is created (a Service read from a file).
+    PENDING = "pending"
+    #: No addresses by design (``clusterIP: None``): clients dial the backends directly.
+    HEADLESS = "headless"
+
+
 class BackendState(enum.StrEnum):
     """Lifecycle of a backend: terminating backends take no new connections."""
 
@@ -86,6 +97,11 @@ def _by_port(value: Iterable[ServicePort]) -> tuple[ServicePort, ...]:
     return tuple(sorted(value, key=lambda p: (p.port, p.protocol)))
 
 
+def _no_vips_unless_given(service: Service, attribute: attrs.Attribute[VipAssignment], value: VipAssignment) -> None:
+    if value is not VipAssignment.GIVEN and service.vips:
+        raise ModelError(attribute.name, f"a {value.value} service has no virtual IPs, but vips are {', '.join(service.vips)}")
+
+
 def _unique_ports(_: object, attribute: attrs.Attribute[tuple[ServicePort, ...]], value: tuple[ServicePort, ...]) -> None:
     seen: set[tuple[int, str]] = set()
     for i, p in enumerate(value):
@@ -99,7 +115,11 @@ def _unique_ports(_: object, attribute: attrs.Attribute[tuple[ServicePort, ...]]
 
 @attrs.frozen(order=True)
 class Service:
-    """A service: hostnames, virtual IPs (v4/v6), ports with backends, LB policy."""
+    """A service: hostnames, virtual IPs (v4/v6), ports with backends, LB policy.
+
+    ``vip_assignment`` tells a service without ``vips`` that will get them (``PENDING``)
+    from one that never has any (``HEADLESS``, or ``GIVEN`` with none).
+    """
 
     name: str = attrs.field(validator=dns_label)
     namespace: str = attrs.field(validator=dns_label)
@@ -110,6 +130,8 @@ class Service:
     )
     hostnames: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, validator=hostname)
     lb_policy: LbPolicy = attrs.field(default=LbPolicy.RANDOM, converter=LbPolicy)
+    vip_assignment: VipAssignment = attrs.field(
+        default=VipAssignment.GIVEN, converter=VipAssignment, validator=_no_vips_unless_given)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
     @property
