@@ -13,7 +13,16 @@ import attrs
 
 from .adapter import Adapter, ApiKind, Fragment, ObjectStatus
 from .kube._gc import gc_paused
-from .kube import CORE_KINDS, Inventory, KubeObject, load_objects, load_paths, load_text, translate_core
+from .kube import (
+    CORE_KINDS,
+    Inventory,
+    KubeObject,
+    load_objects,
+    load_paths,
+    load_text,
+    translate_core,
+    unknown_fields,
+)
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
 from .registry import AdapterInfo, LoadError, discover, wrap
 
@@ -175,6 +184,9 @@ def translate_objects(
         elif obj.group == "" or obj.group == "apps" or obj.group == "batch":
             if obj.kind not in IGNORED_CORE_KINDS:
                 diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
+            else:
+                # Not translated, but some are read elsewhere (the lab reads Node labels).
+                diagnostics += unknown_fields(obj)
         else:
             diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
 

@@ -13,9 +13,10 @@ from ._load import CLUSTER_SCOPED_KINDS, load_objects, load_paths, load_text
 from ._objects import KubeObject, make_object
 from ._report import Report, unique_objects
 from ._selector import LabelSelector, read_selector
+from ._strict import unknown_fields
 
 __all__ = [
     "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
     "KubeObject", "LabelSelector", "expand_deployment", "field_diagnostic", "Report", "load_objects", "unique_objects", "type_name", "load_paths",
-    "load_text", "make_object", "read_selector", "translate_core",
+    "load_text", "make_object", "read_selector", "translate_core", "unknown_fields",
 ]

@@ -26,6 +26,9 @@ MC1013   warning   Two pods declare the same IP address (host-network pods aside
 MC1014   error     NetworkPolicy ``podSelector`` with ``matchExpressions`` (the mesh
                    selects workloads by labels only).
 MC1015   warning   NetworkPolicy named port declared by no pod: the entry matches nothing.
+MC1016   warning   A field its kind does not define (a misspelling such as ``selectr``):
+                   ignored, as the API server drops it; the closest valid name is
+                   suggested. Field names come from the Kubernetes API (``_schema.json``).
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -53,6 +56,7 @@ PROXY_ANNOTATION = "MC1012"
 DUPLICATE_POD_IP = "MC1013"
 SELECTOR_EXPRESSIONS = "MC1014"
 NAMED_PORT_UNDECLARED = "MC1015"
+UNKNOWN_FIELD = "MC1016"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 KUBE_CODES: Mapping[str, str] = {
@@ -72,4 +76,5 @@ KUBE_CODES: Mapping[str, str] = {
     DUPLICATE_POD_IP: "two pods declare the same IP address",
     SELECTOR_EXPRESSIONS: "NetworkPolicy podSelector with matchExpressions not supported",
     NAMED_PORT_UNDECLARED: "NetworkPolicy named port declared by no pod",
+    UNKNOWN_FIELD: "unknown field in a core kind (ignored, with the closest valid name)",
 }

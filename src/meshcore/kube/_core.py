@@ -15,6 +15,8 @@ EndpointSlice, v1 ServiceAccount. They behave as in a cluster:
   selector over the pods of its namespace.
 - A networking.k8s.io/v1 NetworkPolicy becomes ALLOW AuthorizationPolicies, one per
   policy type (see ``_networkpolicy``).
+- A field the kind does not define is a warning (see ``_strict``): the API server drops
+  it, and so does the translation.
 
 Diagnostic codes are listed in :mod:`meshcore.kube._codes` (block MC1xxx). An object
 with an error contributes nothing but never stops the others.
@@ -40,6 +42,7 @@ from ._objects import KubeObject
 from ._pod import PodInfo, translate_pod
 from ._service import ServiceSpec, read_service
 from ._serviceaccount import translate_service_account
+from ._strict import unknown_fields
 from ._values import Findings, object_error
 
 T = TypeVar("T")
@@ -140,6 +143,8 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             continue
         defined[key] = obj.source
         by_kind[obj.kind].append(obj)
+        # Reported even when the object has an error: a misspelt field is often its cause.
+        run.diagnostics.extend(unknown_fields(obj))
 
     namespaces: dict[str, Namespace] = {}
     for obj in by_kind["Namespace"]:
