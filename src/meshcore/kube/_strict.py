@@ -85,10 +85,43 @@ def _message(obj: KubeObject, parent: str, key: str, valid: frozenset[str]) -> s
     return f'unknown field "{key}" in {where}{hint}; it is ignored'
 
 
-def _walk(data: Mapping[str, Any], kind: _Type, path: str, found: list[tuple[str, str, _Type]]) -> None:
-    # Most mappings hold only known fields: one subset test (in C) settles them.
+def _clean(data: Mapping[str, Any], kind: _Type) -> bool:
+    """True when ``data`` holds only known fields, at every depth (the common case, kept fast).
+
+    Objects without typed children (conditions, ports, references) are checked inline:
+    this runs for every endpoint of a cluster.
+    """
     if not data.keys() <= kind.fields:
-        found.extend((path, key, kind) for key in data if key not in kind.fields)
+        return False
+    for field, marker, child in kind.nested:
+        value = data.get(field)
+        if value is None:
+            continue
+        if marker == _OBJECT:
+            if type(value) is dict or isinstance(value, Mapping):
+                if not (value.keys() <= child.fields if not child.nested else _clean(value, child)):
+                    return False
+        elif marker == _LIST:
+            if type(value) is list:
+                if child.nested:
+                    for item in value:
+                        if (type(item) is dict or isinstance(item, Mapping)) and not _clean(item, child):
+                            return False
+                else:
+                    fields = child.fields
+                    for item in value:
+                        if (type(item) is dict or isinstance(item, Mapping)) and not item.keys() <= fields:
+                            return False
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                if isinstance(item, Mapping) and not _clean(item, child):
+                    return False
+    return True
+
+
+def _walk(data: Mapping[str, Any], kind: _Type, path: str, found: list[tuple[str, str, _Type]]) -> None:
+    """Collect (parent path, field, type) of every unknown field in ``data`` at ``path``."""
+    found.extend((path, key, kind) for key in data if key not in kind.fields)
     for field, marker, child in kind.nested:
         value = data.get(field)
         if value is None:
@@ -113,6 +146,8 @@ def unknown_fields(obj: KubeObject) -> list[Diagnostic]:
     """A warning for each field of ``obj`` its kind does not define, at that field's line."""
     kind = schema().kinds.get((obj.api_version, obj.kind))
     if kind is None:
+        return []
+    if _clean(obj.body, kind):
         return []
     found: list[tuple[str, str, _Type]] = []
     _walk(obj.body, kind, "", found)
