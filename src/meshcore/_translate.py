@@ -90,7 +90,7 @@ def load(
         else:
             dicts.append(item)
     if dicts:
-        o, d = load_objects(dicts, "<objects>")
+        o, d = load_objects(dicts)
         result += o
         diagnostics += d
     return result, diagnostics
