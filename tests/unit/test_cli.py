@@ -117,3 +117,41 @@ def test_missing_file_and_garbage_never_trace(tmp_path: Path) -> None:
     for path in (str(garbage), str(tmp_path / "nope.yaml")):
         code, output = run("translate", "-f", path)
         assert code == 1 and "Traceback" not in output
+
+
+def test_misspelt_field_is_reported_with_file_line_and_the_name_meant(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    doc = Path("svc.yaml")
+    doc.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selectr: {app: web}\n"
+                   "  ports: [{port: 80}]\n")
+    code, output = run("analyze", "-f", str(doc), "-o", "json")
+    assert code == 0  # the API server accepts and drops an unknown field: a warning
+    [diag] = json.loads(output)["diagnostics"]
+    assert (diag["code"], diag["severity"], diag["field"]) == ("MC1016", "warning", "spec.selectr")
+    assert (diag["file"], diag["line"], diag["column"]) == (str(doc), 5, 3)
+    assert 'did you mean "selector"?' in diag["message"]
+    code, table = run("analyze", "-f", str(doc))
+    assert "svc.yaml:5" in table and "spec.selectr" in table and "MC1016" in table
+    assert "0 error(s), 1 warning(s)" in table
+
+
+def test_empty_input_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "dir").mkdir()
+    for path in (tmp_path / "empty.yaml", tmp_path / "dir"):
+        code, output = run("analyze", "-f", str(path), "-o", "json")
+        [diag] = json.loads(output)["diagnostics"]
+        assert code == 1 and diag["code"] == "MC0006" and diag["message"].startswith("no objects passed")
+    code, table = run("analyze", "-f", "-", stdin="")
+    assert code == 1 and "no objects passed (standard input holds no Kubernetes object)" in table
+
+
+def test_helm_template_gets_a_hint_to_render_it(tmp_path: Path) -> None:
+    doc = tmp_path / "deploy.yaml"
+    doc.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n"
+                   "  replicas: {{ .Values.replicas }}\n  selector: {{- include \"sel\" . }}\n")
+    code, output = run("analyze", "-f", str(doc), "-o", "json")
+    assert code == 1
+    messages = [d["message"] for d in json.loads(output)["diagnostics"]]
+    assert any("helm template <chart> | meshcore analyze -f -" in m for m in messages), messages
