@@ -7,7 +7,7 @@ translated here into the model's inventory that every adapter needs.
 from ._codes import KUBE_CODES
 from ._core import CORE_KINDS, translate_core
 from ._deployment import expand_deployment
-from ._fields import FieldError, Fields, field_diagnostic, type_name
+from ._fields import FieldError, FieldErrors, Fields, Problems, field_diagnostic, field_diagnostics, type_name
 from ._inventory import Inventory
 from ._load import CLUSTER_SCOPED_KINDS, load_objects, load_paths, load_text
 from ._objects import KubeObject, make_object
@@ -16,7 +16,9 @@ from ._selector import LabelSelector, read_selector
 from ._strict import unknown_fields
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
-    "KubeObject", "LabelSelector", "expand_deployment", "field_diagnostic", "Report", "load_objects", "unique_objects", "type_name", "load_paths",
-    "load_text", "make_object", "read_selector", "translate_core", "unknown_fields",
+    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "FieldErrors", "Fields",
+    "Inventory", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
+    "field_diagnostic", "field_diagnostics", "load_objects", "load_paths", "load_text",
+    "make_object", "read_selector", "translate_core", "type_name", "unique_objects",
+    "unknown_fields",
 ]

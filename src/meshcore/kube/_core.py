@@ -33,7 +33,7 @@ from ._backends import PodIndex, build_service
 from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNKNOWN_SERVICE
 from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
 from ._endpointslice import SliceInfo, translate_slice
-from ._fields import FieldError, field_diagnostic
+from ._fields import FieldError, field_diagnostics
 from ._gc import gc_paused
 from ._inventory import Inventory
 from ._namespace import implied_namespace, translate_namespace
@@ -70,8 +70,8 @@ class _Run:
         try:
             result = translate(obj, findings)
         except (FieldError, ModelError) as exc:
-            # Warnings about an object that is dropped would only distract from its error.
-            self.diagnostics.append(field_diagnostic(obj, exc))
+            # Warnings about an object that is dropped would only distract from its errors.
+            self.diagnostics.extend(field_diagnostics(obj, exc))
             return None
         self.diagnostics.extend(findings.items)
         return result
