@@ -63,11 +63,6 @@ def schema() -> Schema:
     return Schema(kubernetes=data["kubernetes"], kinds=kinds)
 
 
-def checks_fields(api_version: str, kind: str) -> bool:
-    """True when unknown fields of this kind are reported."""
-    return (api_version, kind) in schema().kinds
-
-
 def suggestion(key: str, valid: frozenset[str]) -> str | None:
     """The valid name ``key`` most likely meant: same letters in another case or style, else the closest."""
     folded = key.replace("_", "").replace("-", "").lower()
