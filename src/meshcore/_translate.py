@@ -23,6 +23,7 @@ from .kube import (
     load_paths,
     load_text,
     translate_core,
+    unknown_fields,
 )
 from .kube import assign_addresses as kube_assign_addresses
 from ._port_owners import one_adapter_per_port
@@ -93,7 +94,7 @@ def load(
         else:
             dicts.append(item)
     if dicts:
-        o, d = load_objects(dicts, "<objects>")
+        o, d = load_objects(dicts)
         result += o
         diagnostics += d
     return result, diagnostics
@@ -198,6 +199,9 @@ def translate_objects(
         elif obj.group == "" or obj.group == "apps" or obj.group == "batch":
             if obj.kind not in IGNORED_CORE_KINDS:
                 diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
+            else:
+                # Not translated, but some are read elsewhere (the lab reads Node labels).
+                diagnostics += unknown_fields(obj)
         else:
             diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
 

@@ -408,3 +408,40 @@ def test_plan_of_a_routed_port_without_clusterips_says_envoy(tmp_path: Path) -> 
     [web] = [r for r in rows(output, "Plan") if r[0] == "shop/web"]
     assert web[2:4] == ["assigned by the API server", "envoy"]
     assert web[5] == "route 0 (shop/web-api.rules[0].matches[0]) matches on path PathPrefix:/api"
+
+
+def test_misspelt_field_is_reported_with_file_line_and_the_name_meant(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    doc = Path("svc.yaml")
+    doc.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selectr: {app: web}\n"
+                   "  ports: [{port: 80}]\n")
+    code, output = run("analyze", "-f", str(doc), "-o", "json")
+    assert code == 0  # the API server accepts and drops an unknown field: a warning
+    [diag] = json.loads(output)["diagnostics"]
+    assert (diag["code"], diag["severity"], diag["field"]) == ("MC1017", "warning", "spec.selectr")
+    assert (diag["file"], diag["line"], diag["column"]) == (str(doc), 5, 3)
+    assert 'did you mean "selector"?' in diag["message"]
+    code, table = run("analyze", "-f", str(doc))
+    assert table.startswith("svc.yaml:5:3: warning MC1017 Service default/web spec.selectr: ")
+
+
+def test_empty_input_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "dir").mkdir()
+    for path in (tmp_path / "empty.yaml", tmp_path / "dir"):
+        code, output = run("analyze", "-f", str(path), "-o", "json")
+        [diag] = json.loads(output)["diagnostics"]
+        assert code == 1 and diag["code"] == "MC0006" and diag["message"].startswith("no objects passed")
+    code, table = run("analyze", "-f", "-", stdin="")
+    assert code == 1 and "no objects passed (standard input holds no Kubernetes object)" in table
+
+
+def test_helm_template_gets_a_hint_to_render_it(tmp_path: Path) -> None:
+    doc = tmp_path / "deploy.yaml"
+    doc.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n"
+                   "  replicas: {{ .Values.replicas }}\n  selector: {{- include \"sel\" . }}\n")
+    code, output = run("analyze", "-f", str(doc), "-o", "json")
+    assert code == 1
+    messages = [d["message"] for d in json.loads(output)["diagnostics"]]
+    assert any("helm template <chart> | meshcore analyze -f -" in m for m in messages), messages

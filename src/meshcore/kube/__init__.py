@@ -18,17 +18,20 @@ from ._cluster_ips import (
 from ._codes import KUBE_CODES
 from ._core import CORE_KINDS, translate_core
 from ._deployment import expand_deployment
-from ._fields import FieldError, Fields, field_diagnostic, type_name
+from ._fields import FieldError, FieldErrors, Fields, Problems, field_diagnostic, field_diagnostics, type_name
 from ._inventory import Inventory
 from ._load import CLUSTER_SCOPED_KINDS, iter_input_files, load_objects, load_paths, load_text
 from ._objects import KubeObject, make_object
 from ._report import Report, unique_objects
 from ._selector import LabelSelector, read_selector
+from ._strict import unknown_fields
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "Fields", "Inventory",
-    "KubeObject", "LabelSelector", "expand_deployment", "field_diagnostic", "Report", "load_objects", "unique_objects", "type_name", "load_paths",
-    "iter_input_files", "load_text", "make_object", "read_selector", "translate_core",
+    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "FieldErrors", "Fields",
+    "Inventory", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
+    "field_diagnostic", "field_diagnostics", "load_objects", "iter_input_files", "load_paths", "load_text",
+    "make_object", "read_selector", "translate_core", "type_name", "unique_objects",
+    "unknown_fields",
     "IPNetwork", "ServiceIpAllocator", "ServiceRangeFull", "ServiceRanges", "assign_addresses", "assign_cluster_ips",
     "given_cluster_ips", "parse_network", "with_cluster_ips",
 ]

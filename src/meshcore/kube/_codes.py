@@ -29,6 +29,9 @@ MC1015   warning   NetworkPolicy named port declared by no pod: the entry matche
 MC1016   warning   NetworkPolicy ``podSelector`` with labels no pod of its namespace
                    carries: the policy selects no pod (an empty selector is not
                    reported).
+MC1017   warning   A field its kind does not define (a misspelling such as ``selectr``):
+                   ignored, as the API server drops it; the closest valid name is
+                   suggested. Field names come from the Kubernetes API (``_schema.json``).
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -57,6 +60,7 @@ DUPLICATE_POD_IP = "MC1013"
 SELECTOR_EXPRESSIONS = "MC1014"
 NAMED_PORT_UNDECLARED = "MC1015"
 POLICY_SELECTS_NO_PODS = "MC1016"
+UNKNOWN_FIELD = "MC1017"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 KUBE_CODES: Mapping[str, str] = {
@@ -77,4 +81,5 @@ KUBE_CODES: Mapping[str, str] = {
     SELECTOR_EXPRESSIONS: "NetworkPolicy podSelector with matchExpressions not supported",
     NAMED_PORT_UNDECLARED: "NetworkPolicy named port declared by no pod",
     POLICY_SELECTS_NO_PODS: "NetworkPolicy podSelector selects no pod",
+    UNKNOWN_FIELD: "unknown field in a core kind (ignored, with the closest valid name)",
 }

@@ -15,6 +15,8 @@ EndpointSlice, v1 ServiceAccount. They behave as in a cluster:
   selector over the pods of its namespace.
 - A networking.k8s.io/v1 NetworkPolicy becomes ALLOW AuthorizationPolicies, one per
   policy type (see ``_networkpolicy``).
+- A field the kind does not define is a warning (see ``_strict``): the API server drops
+  it, and so does the translation.
 
 Diagnostic codes are listed in :mod:`meshcore.kube._codes` (block MC1xxx). An object
 with an error contributes nothing but never stops the others.
@@ -31,7 +33,7 @@ from ._backends import PodIndex, build_service
 from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNKNOWN_SERVICE
 from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
 from ._endpointslice import SliceInfo, translate_slice
-from ._fields import FieldError, field_diagnostic
+from ._fields import FieldError, field_diagnostics
 from ._gc import gc_paused
 from ._inventory import Inventory
 from ._namespace import implied_namespace, translate_namespace
@@ -40,6 +42,7 @@ from ._objects import KubeObject
 from ._pod import PodInfo, translate_pod
 from ._service import ServiceSpec, read_service
 from ._serviceaccount import translate_service_account
+from ._strict import unknown_fields
 from ._values import Findings, object_error
 
 T = TypeVar("T")
@@ -67,8 +70,8 @@ class _Run:
         try:
             result = translate(obj, findings)
         except (FieldError, ModelError) as exc:
-            # Warnings about an object that is dropped would only distract from its error.
-            self.diagnostics.append(field_diagnostic(obj, exc))
+            # Warnings about an object that is dropped would only distract from its errors.
+            self.diagnostics.extend(field_diagnostics(obj, exc))
             return None
         self.diagnostics.extend(findings.items)
         return result
@@ -140,6 +143,8 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             continue
         defined[key] = obj.source
         by_kind[obj.kind].append(obj)
+        # Reported even when the object has an error: a misspelt field is often its cause.
+        run.diagnostics.extend(unknown_fields(obj))
 
     namespaces: dict[str, Namespace] = {}
     for obj in by_kind["Namespace"]:

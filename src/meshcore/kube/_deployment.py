@@ -17,7 +17,7 @@ import attrs
 
 from ..model import Diagnostic, Labels, ModelError, Workload
 from ._codes import DEPLOYMENT_SELECTOR
-from ._fields import FieldError, Fields, field_diagnostic
+from ._fields import FieldError, Fields, Problems, field_diagnostics
 from ._objects import KubeObject
 from ._pod import OWNER_ANNOTATION, PodInfo, PodShape, read_shape
 from ._selector import read_selector
@@ -57,29 +57,41 @@ def template_hash(template: Mapping[str, Any]) -> str:
 
 
 def read_deployment(obj: KubeObject, findings: Findings) -> DeploymentSpec:
-    """Validate a Deployment as the API server does and read its pod template."""
+    """Validate a Deployment as the API server does and read its pod template.
+
+    Every bad field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    """
+    problems = Problems()
     root = Fields.of(obj)
-    read_metadata(obj, root)
+    problems.read(read_metadata, None, obj, root)
     spec = root.map("spec", required=True)
-    replicas = spec.int("replicas", 1, minimum=0)
-    assert replicas is not None
-    selector = read_selector(spec.map("selector", required=True))
-    template = spec.map("template", required=True)
-    template_meta = template.map("metadata")
-    labels = template_meta.str_map("labels")
-    annotations = template_meta.str_map("annotations")
-    if selector.empty:
-        raise FieldError("spec.selector", "must not be empty (it selects the Deployment's pods)",
-                         DEPLOYMENT_SELECTOR)
-    if not selector.matches(labels):
-        raise FieldError(
-            "spec.selector",
-            f"does not match the template labels {selector_text(labels)} "
-            "(spec.template.metadata.labels must satisfy spec.selector)",
-            DEPLOYMENT_SELECTOR,
-        )
-    pod_spec = template.map("spec", required=True)
-    shape = read_shape(pod_spec, annotations, "spec.template.metadata.annotations", obj.namespace, findings)
+    replicas = problems.read(spec.int, 1, "replicas", 1, minimum=0)
+    selector = problems.read(lambda: read_selector(spec.map("selector", required=True)), None)
+    template = problems.read(spec.map, None, "template", required=True)
+    if template is None:
+        problems.check()
+    assert template is not None
+    template_meta = problems.read(template.map, Fields({}, "spec.template.metadata"), "metadata")
+    labels: dict[str, str] | None = problems.read(template_meta.str_map, None, "labels")
+    annotations: dict[str, str] = problems.read(template_meta.str_map, {}, "annotations")
+    with problems:
+        if selector is not None and selector.empty:
+            raise FieldError("spec.selector", "must not be empty (it selects the Deployment's pods)",
+                             DEPLOYMENT_SELECTOR)
+        if selector is not None and labels is not None and not selector.matches(labels):
+            raise FieldError(
+                "spec.selector",
+                f"does not match the template labels {selector_text(labels)} "
+                "(spec.template.metadata.labels must satisfy spec.selector)",
+                DEPLOYMENT_SELECTOR,
+            )
+    pod_spec = problems.read(template.map, None, "spec", required=True)
+    shape = None
+    if pod_spec is not None:
+        shape = read_shape(pod_spec, annotations, "spec.template.metadata.annotations", obj.namespace,
+                           findings, problems)
+    problems.check()
+    assert shape is not None and pod_spec is not None and labels is not None and replicas is not None
     digest = template_hash(template.data)
     labels[TEMPLATE_HASH_LABEL] = digest
     annotations[OWNER_ANNOTATION] = f"Deployment/{obj.name}"
@@ -124,12 +136,12 @@ def pod_body(deployment: DeploymentSpec, index: int) -> dict[str, Any]:
 def expand_deployment(obj: KubeObject) -> tuple[list[dict[str, Any]], list[Diagnostic]]:
     """The Pod bodies (plain dicts, kind Pod, apiVersion v1) a Deployment creates.
 
-    An invalid Deployment yields no pods and an error diagnostic naming the field.
+    An invalid Deployment yields no pods and an error diagnostic for each bad field.
     """
     findings = Findings(obj)
     try:
         deployment = read_deployment(obj, findings)
         deployment_pods(obj, deployment)
     except (FieldError, ModelError) as exc:
-        return [], [field_diagnostic(obj, exc)]
+        return [], field_diagnostics(obj, exc)
     return [pod_body(deployment, i) for i in range(deployment.replicas)], findings.items

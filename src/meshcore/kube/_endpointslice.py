@@ -15,7 +15,7 @@ import attrs
 
 from ..model import BackendState, Protocol, WorkloadRef
 from ._codes import SLICE_FQDN, SLICE_NO_SERVICE_LABEL
-from ._fields import FieldError, Fields
+from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._values import Findings, Unusual, ip_address, opt, port_name, read_metadata, transport
 
@@ -132,37 +132,49 @@ def _fast_endpoint(raw: Any, namespace: str, family: int) -> SliceEndpoint | Non
     return SliceEndpoint(first, state, ref)
 
 
+def _slow_endpoint(raw: Any, index: int, namespace: str, family: int) -> SliceEndpoint | None:
+    path = f"endpoints[{index}]"
+    if not isinstance(raw, Mapping):
+        raise FieldError(path, "expected a mapping", "MC0102")
+    return _endpoint(Fields(raw, path), namespace, family)
+
+
+def _port(entry: Fields, findings: Findings) -> list[SlicePort]:
+    name = port_name(entry)
+    number = entry.port("port")
+    entry.str("appProtocol")
+    protocol = transport(entry, findings)
+    return [SlicePort(name, protocol, number)] if protocol is not None else []
+
+
 def translate_slice(obj: KubeObject, findings: Findings) -> SliceInfo | None:
-    """The slice's usable endpoints and ports; ``None`` (with a warning) when it is ignored."""
+    """The slice's usable endpoints and ports; ``None`` (with a warning) when it is ignored.
+
+    Every bad field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    """
+    problems = Problems()
     root = Fields.of(obj)
-    meta = read_metadata(obj, root)
-    service = meta.str_map("labels").get(SERVICE_NAME_LABEL)
+    meta = problems.read(read_metadata, Fields({}, "metadata"), obj, root)
+    service = problems.read(meta.str_map, {}, "labels").get(SERVICE_NAME_LABEL)
     address_type = root.req_str("addressType", choices=_ADDRESS_TYPES)
     if address_type == "FQDN":
+        problems.check()
         findings.warn(SLICE_FQDN, "addressType FQDN is not supported by the datapath; "
                       "this EndpointSlice is ignored", "addressType")
         return None
     family = 4 if address_type == "IPv4" else 6
     ports = []
-    for entry in root.maps("ports"):
-        name = port_name(entry)
-        number = entry.port("port")
-        entry.str("appProtocol")
-        protocol = transport(entry, findings)
-        if protocol is not None:
-            ports.append(SlicePort(name, protocol, number))
+    for entry in problems.read(root.maps, [], "ports"):
+        ports += problems.read(_port, [], entry, findings)
     endpoints = []
-    raw_endpoints = root.list("endpoints")
-    for index, raw in enumerate(raw_endpoints):
+    for index, raw in enumerate(problems.read(root.list, [], "endpoints")):
         try:
             endpoint = _fast_endpoint(raw, obj.namespace, family)
         except Unusual:
-            path = f"endpoints[{index}]"
-            if not isinstance(raw, Mapping):
-                raise FieldError(path, "expected a mapping", "MC0102") from None
-            endpoint = _endpoint(Fields(raw, path), obj.namespace, family)
+            endpoint = problems.read(_slow_endpoint, None, raw, index, obj.namespace, family)
         if endpoint is not None:
             endpoints.append(endpoint)
+    problems.check()
     if service is None:
         findings.warn(
             SLICE_NO_SERVICE_LABEL,

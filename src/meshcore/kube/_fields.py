@@ -7,13 +7,17 @@ path, what would be valid) instead of a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import datetime
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
 
 from ..model import Diagnostic, ModelError, Severity
 from ._objects import KubeObject
 
 _MISSING = object()
+T = TypeVar("T")
+P = ParamSpec("P")
 
 # The reader methods are named after the types they return; these aliases keep the
 # builtin types nameable in their signatures inside the class body.
@@ -33,6 +37,57 @@ class FieldError(Exception):
         self.code = code
 
 
+class FieldErrors(FieldError):
+    """Several field errors of one object; as a :class:`FieldError` it is the first of them."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.message, first.code)
+        self.errors = errors
+
+
+class Problems:
+    """Collects the field errors of one object, so that every one of them is reported.
+
+    ``with problems:`` runs a part of the reading that stops at its first error; the error
+    is kept and the reading goes on after the block. :meth:`check` then raises them all.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def __enter__(self) -> Problems:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> bool:
+        if not isinstance(error, FieldError):
+            return False
+        for one in error.errors if isinstance(error, FieldErrors) else [error]:
+            # Two parts of a reader may trip over the same field: it is reported once.
+            if not any((e.path, e.message) == (one.path, one.message) for e in self.errors):
+                self.errors.append(one)
+        return True
+
+    def add(self, error: FieldError) -> None:
+        """Keep an error found without raising it."""
+        with self:
+            raise error
+
+    def read(self, step: Callable[P, T], default: T, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``step(*args, **kwargs)``, or ``default`` (the error kept) when it fails."""
+        with self:
+            return step(*args, **kwargs)
+        return default
+
+    def check(self) -> None:
+        """Raise the errors collected so far (one, or :class:`FieldErrors`)."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise FieldErrors(list(self.errors))
+
+
 def type_name(value: Any) -> str:
     """The YAML-level name of a value's type (string, number, boolean, list, mapping, null)."""
     if value is None:
@@ -47,7 +102,11 @@ def type_name(value: Any) -> str:
         return "list"
     if isinstance(value, Mapping):
         return "mapping"
-    return type(value).__name__
+    if isinstance(value, datetime.date):
+        return "timestamp"
+    if isinstance(value, bytes | bytearray):
+        return "binary data"
+    return "value of another kind"
 
 
 class Fields:
@@ -181,6 +240,13 @@ class Fields:
                 raise FieldError(f"{self._child(key)}.{k}", f"expected a string, got {type_name(v)} {v!r}", "MC0102")
             out[str(k)] = v
         return out
+
+
+def field_diagnostics(obj: KubeObject, error: FieldError | ModelError, prefix: str = "") -> list[Diagnostic]:
+    """Every error diagnostic a field error (or :class:`FieldErrors`, or a model error) stands for."""
+    if isinstance(error, FieldErrors):
+        return [field_diagnostic(obj, e, prefix) for e in error.errors]
+    return [field_diagnostic(obj, error, prefix)]
 
 
 def field_diagnostic(obj: KubeObject, error: FieldError | ModelError, prefix: str = "") -> Diagnostic:

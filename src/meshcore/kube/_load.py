@@ -3,16 +3,24 @@
 Every object keeps the file and line it came from, and every field its position, so
 diagnostics can point at ``file:line``. Reading never raises for bad input: problems are
 returned as diagnostics and the offending document is left out whole.
+
+Codes: MC0001 YAML syntax, MC0002 a document that is not an object, MC0003 missing
+apiVersion/kind/name, MC0004 a path that cannot be read, MC0005 duplicate key, MC0006 no
+objects in the whole input, MC0007 an unrendered Helm chart or template. A diagnostic
+names a ``file`` only when it points at a line of it (line and column >= 1).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 from yaml import nodes
 
@@ -36,6 +44,10 @@ _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
+
+#: A Go template directive, as in Helm charts: ``{{ .Values.image }}``, ``{{- include "x" . }}``.
+_DIRECTIVE = re.compile(r"\{\{[^\n]*?\}\}")
+_RENDER = "render it first, e.g. `helm template {chart} | meshcore analyze -f -`"
 
 
 class _DuplicateKey(Exception):
@@ -156,15 +168,40 @@ def _locator(text: str, start: int, first_line: int) -> Locator:
     return locate
 
 
-def _error(code: str, message: str, file: str, line: int = 0, column: int = 0, field: str = "") -> Diagnostic:
-    return Diagnostic(code, Severity.ERROR, message, Source(file=file, line=line, column=column), field)
+def _error(code: str, message: str, file: str = "", line: int = 1, column: int = 1, field: str = "") -> Diagnostic:
+    """An error at ``file:line:column``; without a file (a path, the whole input) it has no position."""
+    where = Source(file=file, line=max(line, 1), column=max(column, 1)) if file else Source()
+    return Diagnostic(code, Severity.ERROR, message, where, field)
+
+
+def _template_line(text: str) -> int | None:
+    """The line of the first Go template directive in ``text``, if any."""
+    match = _DIRECTIVE.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _with_template_hint(text: str, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Reading errors of a file holding template directives, with a hint to render it first."""
+    line = _template_line(text)
+    if line is None:
+        return diagnostics
+    hint = (f"; line {line} holds a template directive ({{{{ ... }}}}): if this is a Helm template, "
+            + _RENDER.format(chart="<chart>"))
+    return [attrs.evolve(d, message=d.message + hint) if d.severity is Severity.ERROR else d
+            for d in diagnostics]
 
 
 def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[Diagnostic]]:
     """Parse multi-document YAML (JSON is YAML) into objects and diagnostics.
 
-    A syntax error anywhere drops the whole file: nothing in it is used.
+    A syntax error anywhere drops the whole file: nothing in it is used. Errors in a text
+    holding template directives (``{{ ... }}``) say how to render a Helm template first.
     """
+    objects, diagnostics = _parse(text, file)
+    return objects, _with_template_hint(text, diagnostics) if diagnostics else diagnostics
+
+
+def _parse(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
     if text.lstrip().startswith(("{", "[")):
         try:
             parsed = json.loads(text)
@@ -178,8 +215,8 @@ def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[
             return _compose(text, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        column = mark.column + 1 if mark else 0
+        line = mark.line + 1 if mark else 1
+        column = mark.column + 1 if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
         return [], [_error(
             "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
@@ -211,10 +248,9 @@ def _document(body: Any, file: str, index: int, line: int, locate: Locator,
               diagnostics: list[Diagnostic], item_lines: list[int] | None = None) -> list[KubeObject]:
     """Objects of one document; a ``*List`` yields its items (at ``item_lines`` when known)."""
     if not isinstance(body, dict):
-        shape = "list" if isinstance(body, list) else type(body).__name__ if body is not None else "null"
         diagnostics.append(_error(
-            "MC0002", f"document {index} is a {shape}, expected a Kubernetes object (a mapping)",
-            file, line,
+            "MC0002", f"document {index} is {_in_words(body)}, not a Kubernetes object (a mapping with "
+            "apiVersion, kind and metadata)", file, line,
         ))
         return []
     kind = body.get("kind")
@@ -234,16 +270,33 @@ def _document(body: Any, file: str, index: int, line: int, locate: Locator,
     if not isinstance(name, str) or not name:
         missing.append("metadata.name")
     if missing:
+        # A field present with the wrong type is pointed at; a missing one at its document.
+        where = locate(missing[0]) or (line, 1)
         diagnostics.append(_error(
             "MC0003",
-            f"document {index} is missing {', '.join(missing)} (every object needs apiVersion, kind and metadata.name)",
-            file, line, field=missing[0],
+            f"document {index} is missing {', '.join(missing)} (every object needs apiVersion, kind and "
+            "metadata.name, as strings)", file, where[0], where[1], field=missing[0],
         ))
         return []
     return [make_object(
         body, file=file, line=line, column=1, locate=locate,
         cluster_scoped=body["kind"] in CLUSTER_SCOPED_KINDS,
     )]
+
+
+def _in_words(value: Any) -> str:
+    """What a YAML value is, in the words of YAML rather than of Python."""
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return ("a list (several objects go in documents separated by '---', or in the items of "
+                "a kind: List)")
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    text = str(value)
+    return f"a plain string ({text[:40] + '...' if len(text) > 40 else text!r})"
 
 
 def _item_lines(doc: nodes.Node) -> list[int] | None:
@@ -260,58 +313,131 @@ def _nested(locate: Locator, prefix: str) -> Locator:
     return lambda path: locate(prefix + path)
 
 
-def iter_input_files(path: Path) -> Iterator[Path]:
-    """A file itself, or every YAML/JSON file under a directory (recursively, sorted)."""
+def _chart_of(path: Path) -> Path | None:
+    """The Helm chart directory ``path`` is, or is a template or values file of."""
     if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            if child.is_file() and child.suffix in INPUT_SUFFIXES:
-                yield child
-    else:
-        yield path
+        return path if (path / "Chart.yaml").is_file() else None
+    if path.name in ("Chart.yaml", "values.yaml") and (path.parent / "Chart.yaml").is_file():
+        return path.parent
+    for parent in path.resolve().parents:
+        if parent.name == "templates" and (parent.parent / "Chart.yaml").is_file():
+            return Path(os.path.relpath(parent.parent))
+    return None
+
+
+def _chart_error(chart: Path, file: Path | None = None) -> Diagnostic:
+    """A Helm chart (or one of its files) given as input: it must be rendered first."""
+    render = _RENDER.format(chart=chart)
+    if file is None:
+        return _error("MC0007", f"{chart} is a Helm chart: {render}; nothing in the chart was used",
+                      str(chart / "Chart.yaml"))
+    try:
+        line = _template_line(file.read_text(encoding="utf-8")) or 1
+    except (OSError, UnicodeDecodeError):
+        line = 1
+    return _error("MC0007", f"{file} belongs to the Helm chart {chart}: {render}; nothing in this file "
+                  "was used", str(file), line)
+
+
+def _input_files(directory: Path) -> tuple[list[Path], list[Path]]:
+    """The YAML/JSON files under a directory (recursively, sorted), and the Helm charts left out."""
+    charts = sorted(p.parent for p in directory.rglob("Chart.yaml"))
+    files = [
+        child for child in sorted(directory.rglob("*"))
+        if child.suffix in INPUT_SUFFIXES and child.is_file()
+        and not any(chart in child.parents for chart in charts)
+    ]
+    return files, charts
+
+
+def iter_input_files(path: Path) -> list[Path]:
+    """The files :func:`load_paths` reads for ``path`` (a file, or a directory's YAML/JSON outside Helm charts)."""
+    return _input_files(path)[0] if path.is_dir() else [path]
+
+
+def _read(file: Path) -> tuple[str | None, Diagnostic | None]:
+    """A file's text, or the error saying why it cannot be read (at the bad byte's line)."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        return None, _error("MC0004", f"cannot read {file}: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, _error(
+            "MC0004", f"{file} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column "
+            f"{column}); nothing in this file was used", str(file), line, column,
+        )
 
 
 def load_paths(paths: Iterable[str | Path], stdin: Any = None) -> tuple[list[KubeObject], list[Diagnostic]]:
-    """Load files, directories (recursively) and ``-`` (standard input)."""
+    """Load files, directories (recursively) and ``-`` (standard input).
+
+    Helm charts are not read (they must be rendered first). Paths that hold no object at
+    all are an error, as ``kubectl`` has it: "no objects passed".
+    """
     objects: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
+    empty: list[str] = []
     for raw in paths:
+        before = len(objects)
         if str(raw) == "-":
-            text = (stdin or sys.stdin).read()
-            o, d = load_text(text, "<stdin>")
+            o, d = load_text((stdin or sys.stdin).read(), "<stdin>")
             objects += o
             diagnostics += d
+            if len(objects) == before:
+                empty.append("standard input holds no Kubernetes object")
             continue
         path = Path(raw)
         if not path.exists():
-            diagnostics.append(_error("MC0004", f"no such file or directory: {path}", str(path)))
+            diagnostics.append(_error("MC0004", f"no such file or directory: {path}"))
             continue
-        for file in iter_input_files(path):
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                diagnostics.append(_error("MC0004", f"cannot read {file}: {exc}", str(file)))
+        chart = _chart_of(path)
+        if chart is not None:
+            diagnostics.append(_chart_error(chart, None if path.is_dir() else path))
+            continue
+        files, charts = _input_files(path) if path.is_dir() else ([path], [])
+        diagnostics += [_chart_error(c) for c in charts]
+        for file in files:
+            text, error = _read(file)
+            if error is not None:
+                diagnostics.append(error)
                 continue
+            assert text is not None
             o, d = load_text(text, str(file))
             objects += o
             diagnostics += d
+        if len(objects) == before:
+            if not path.is_dir():
+                empty.append(f"{path} holds no Kubernetes object")
+            elif files:
+                empty.append(f"none of the {len(files)} file(s) under {path} holds a Kubernetes object")
+            else:
+                empty.append(f"{path} holds no {', '.join(INPUT_SUFFIXES[:-1])} or {INPUT_SUFFIXES[-1]} file")
+    if empty and not objects and not any(d.severity is Severity.ERROR for d in diagnostics):
+        diagnostics.append(_error("MC0006", f"no objects passed ({'; '.join(empty)})"))
     return objects, diagnostics
 
 
-def load_objects(items: Iterable[Mapping[str, Any]], file: str = "") -> tuple[list[KubeObject], list[Diagnostic]]:
-    """Accept already-parsed objects (dicts), as a controller holding API objects would."""
+def load_objects(items: Iterable[Mapping[str, Any]]) -> tuple[list[KubeObject], list[Diagnostic]]:
+    """Accept already-parsed objects (dicts), as a controller holding API objects would.
+
+    They come from no file, so their diagnostics name the object but no file or line.
+    """
     text_free: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
     for index, item in enumerate(items, 1):
         if not isinstance(item, Mapping):
-            diagnostics.append(_error("MC0002", f"item {index} is not a mapping", file))
+            diagnostics.append(_error(
+                "MC0002", f"item {index} is {_in_words(item)}, not a Kubernetes object (a mapping)"))
             continue
         kind = item.get("kind")
         meta = item.get("metadata")
         name = meta.get("name") if isinstance(meta, Mapping) else None
         if not isinstance(item.get("apiVersion"), str) or not isinstance(kind, str) or not isinstance(name, str) or not name:
-            diagnostics.append(_error(
-                "MC0003", f"item {index} is missing apiVersion, kind or metadata.name", file,
-            ))
+            diagnostics.append(_error("MC0003", f"item {index} is missing apiVersion, kind or metadata.name"))
             continue
-        text_free.append(make_object(dict(item), file=file, cluster_scoped=kind in CLUSTER_SCOPED_KINDS))
+        text_free.append(make_object(dict(item), cluster_scoped=kind in CLUSTER_SCOPED_KINDS))
     return text_free, diagnostics

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Namespace
-from ._fields import Fields
+from ._fields import Fields, Problems
 from ._objects import KubeObject
 from ._values import Findings, build, read_metadata
 
@@ -13,8 +13,10 @@ NAME_LABEL = "kubernetes.io/metadata.name"
 
 def translate_namespace(obj: KubeObject, findings: Findings | None = None) -> Namespace:
     """The namespace with its labels plus ``kubernetes.io/metadata.name: <name>``."""
-    meta = read_metadata(obj, Fields.of(obj))
-    labels = meta.str_map("labels")
+    problems = Problems()
+    meta = problems.read(read_metadata, Fields({}, "metadata"), obj, Fields.of(obj))
+    labels: dict[str, str] = problems.read(meta.str_map, {}, "labels")
+    problems.check()
     # The API server overwrites this label, whatever the user wrote.
     labels[NAME_LABEL] = obj.name
     return build({"name": "metadata.name", "labels": "metadata.labels"}, "metadata",

@@ -37,7 +37,7 @@ from ..model import (
     WorkloadSelector,
 )
 from ._codes import INVALID_VALUE, NAMED_PORT_UNDECLARED, POLICY_SELECTS_NO_PODS, SELECTOR_EXPRESSIONS
-from ._fields import FieldError, Fields
+from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._selector import LabelSelector, read_selector
 from ._values import Findings, build, is_port_name, read_metadata, selector_text
@@ -119,38 +119,48 @@ def _ports(entry: Fields, candidates: Sequence[Workload], findings: Findings) ->
 
 
 def _rules(spec: Fields, key: str, peer_key: str, namespace: str, namespaces: Sequence[Namespace],
-           candidates: Sequence[Workload], findings: Findings) -> list[PolicyRule]:
+           candidates: Sequence[Workload], findings: Findings, problems: Problems) -> list[PolicyRule]:
     rules = []
-    for rule in spec.maps(key):
-        peers_in = rule.maps(peer_key)
-        peers = [p for p in (_peer(f, namespace, namespaces) for f in peers_in) if p is not None]
-        if peers_in and not peers:
-            continue  # every peer matches nothing: so does the rule
-        ports_in = rule.maps("ports")
-        ports = [r for entry in ports_in for r in _ports(entry, candidates, findings)]
-        if ports_in and not ports:
-            continue
-        operations = [Operation(ports=ports)] if ports else []
-        rules.append(PolicyRule(sources=peers, operations=operations))
+    for rule in problems.read(spec.maps, [], key):
+        peers_in: list[Fields] = problems.read(rule.maps, [], peer_key)
+        read = [problems.read(_peer, False, f, namespace, namespaces) for f in peers_in]
+        peers = [p for p in read if isinstance(p, PeerSelector)]
+        ports_in: list[Fields] = problems.read(rule.maps, [], "ports")
+        ports = [r for entry in ports_in for r in problems.read(_ports, [], entry, candidates, findings)]
+        if (peers_in and not peers) or (ports_in and not ports):
+            continue  # every peer (or port) matches nothing: so does the rule
+        rules.append(PolicyRule(sources=peers, operations=[Operation(ports=ports)] if ports else []))
     return rules
 
 
 def translate_network_policy(
     obj: KubeObject, findings: Findings, namespaces: Sequence[Namespace], workloads: Sequence[Workload],
 ) -> list[AuthorizationPolicy]:
-    """The ALLOW policies (one per policy type) a NetworkPolicy stands for."""
-    read_metadata(obj)
+    """The ALLOW policies (one per policy type) a NetworkPolicy stands for.
+
+    Every bad field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    """
+    problems = Problems()
+    problems.read(read_metadata, None, obj)
     spec = Fields.of(obj).map("spec", required=True)
     namespace = obj.namespace or "default"
-    labels = _labels_only(spec.map("podSelector", required=True))
-    types = spec.strs("policyTypes")
+    labels: dict[str, str] | None = problems.read(lambda: _labels_only(spec.map("podSelector", required=True)), None)
+    types: list[str] = problems.read(spec.strs, [], "policyTypes")
     for i, t in enumerate(types):
         if t not in _TYPES:
-            raise FieldError(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress", "MC0103")
+            problems.add(FieldError(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress", "MC0103"))
     if not types:
         types = ["Ingress", *(["Egress"] if spec.has("egress") else [])]
+    selected = [w for w in workloads if labels is not None and w.namespace == namespace and w.labels.matches(labels)]
+    rules = {
+        "Ingress": _rules(spec, "ingress", "from", namespace, namespaces, selected, findings, problems)
+        if "Ingress" in types else [],
+        "Egress": _rules(spec, "egress", "to", namespace, namespaces, workloads, findings, problems)
+        if "Egress" in types else [],
+    }
+    problems.check()
+    assert labels is not None
     selector = WorkloadSelector(namespace, labels)
-    selected = [w for w in workloads if w.namespace == namespace and w.labels.matches(labels)]
     if labels and not selected:
         # An empty podSelector (the whole namespace) is often written before the pods: never reported.
         findings.warn(POLICY_SELECTS_NO_PODS, f"no pod in namespace {namespace} has the labels "
@@ -160,15 +170,11 @@ def translate_network_policy(
     for t in _TYPES:
         if t not in types:
             continue
-        if t == "Ingress":
-            rules = _rules(spec, "ingress", "from", namespace, namespaces, selected, findings)
-        else:
-            rules = _rules(spec, "egress", "to", namespace, namespaces, workloads, findings)
         direction = Direction.INGRESS if t == "Ingress" else Direction.EGRESS
         out.append(build(
             {"name": "metadata.name", "namespace": "metadata.namespace"}, "spec",
             lambda: AuthorizationPolicy(
-                obj.name, namespace, selector, "ALLOW", rules, direction, source=obj.source,
+                obj.name, namespace, selector, "ALLOW", rules[t], direction, source=obj.source,
             ),
         ))
     return out

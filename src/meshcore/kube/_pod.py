@@ -17,7 +17,7 @@ import attrs
 
 from ..model import Identity, Labels, Protocol, ProxyMode, Workload, WorkloadPort
 from ._codes import DUPLICATE_VALUE, INVALID_VALUE, PROXY_ANNOTATION, SCTP_UNSUPPORTED
-from ._fields import FieldError, Fields
+from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._values import (
     PORT_PROTOCOLS,
@@ -105,25 +105,39 @@ class PodFacts(NamedTuple):
 # --- facts through Fields (precise errors) ---------------------------------------------
 
 
-def spec_facts(spec: Fields) -> SpecFacts:
-    """Read a pod spec at ``spec`` (a Pod's ``spec`` or a template's ``spec.template.spec``)."""
-    account = spec.str("serviceAccountName") or spec.str("serviceAccount") or "default"
-    host_network = spec.bool("hostNetwork")
-    node = spec.str("nodeName", "") or ""
+def _containers(spec: Fields) -> list[Fields]:
     containers = spec.maps("containers", required=True)
     if not containers:
         raise FieldError(f"{spec.path}.containers", "a pod needs at least one container", "MC0101")
+    return containers
+
+
+def _sidecars(spec: Fields) -> list[Fields]:
     # Sidecar containers (init containers that keep running) serve ports too.
-    sidecars = [c for c in spec.maps("initContainers") if c.str("restartPolicy") == "Always"]
+    return [c for c in spec.maps("initContainers") if c.str("restartPolicy") == "Always"]
+
+
+def spec_facts(spec: Fields, problems: Problems) -> SpecFacts:
+    """Read a pod spec at ``spec`` (a Pod's ``spec`` or a template's ``spec.template.spec``).
+
+    Errors are kept in ``problems``; the facts of the fields that read well are returned.
+    """
+    account = problems.read(lambda: spec.str("serviceAccountName") or spec.str("serviceAccount") or "default",
+                            "default")
+    host_network = problems.read(lambda: spec.bool("hostNetwork"), False)
+    node = problems.read(lambda: spec.str("nodeName", "") or "", "")
+    containers: list[Fields] = problems.read(lambda: _containers(spec), [])
+    sidecars: list[Fields] = problems.read(lambda: _sidecars(spec), [])
     ports = []
     for container in containers + sidecars:
-        container.str("name")
-        for entry in container.maps("ports"):
-            number = entry.port("containerPort", required=True)
-            assert number is not None
-            name = entry.str("name", "") or ""
-            protocol = entry.str("protocol", "TCP", choices=PORT_PROTOCOLS) or "TCP"
-            ports.append(PortFacts(number, name, protocol, entry.path))
+        with problems:
+            container.str("name")
+        for entry in problems.read(container.maps, [], "ports"):
+            number = problems.read(entry.port, None, "containerPort", required=True)
+            name = problems.read(entry.str, "", "name", "")
+            protocol = problems.read(entry.str, "TCP", "protocol", "TCP", choices=PORT_PROTOCOLS)
+            if number is not None:
+                ports.append(PortFacts(number, name or "", protocol or "TCP", entry.path))
     return SpecFacts(account, host_network, node, ports)
 
 
@@ -142,23 +156,32 @@ def _replica_set(meta: Fields) -> str:
     return ""
 
 
-def pod_facts(obj: KubeObject) -> PodFacts:
-    """Read a Pod through :class:`Fields`; a wrong field raises :class:`FieldError`."""
+def pod_facts(obj: KubeObject, problems: Problems | None = None) -> PodFacts:
+    """Read a Pod through :class:`Fields`.
+
+    Every bad field is kept in ``problems``; without it they are raised together
+    (:class:`FieldError`, or :class:`~meshcore.kube.FieldErrors` for several).
+    """
+    found = problems if problems is not None else Problems()
     root = Fields.of(obj)
-    meta = root.map("metadata")
-    meta.str("name")
-    meta.str("namespace")
-    labels = meta.str_map("labels")
-    annotations = meta.str_map("annotations")
-    terminating = meta.str("deletionTimestamp") is not None
-    replica_set = _replica_set(meta)
-    status = root.map("status")
-    phase = status.str("phase", "Pending", choices=_PHASES) or "Pending"
-    pod_ips = [entry.req_str("ip") for entry in status.maps("podIPs")]
-    pod_ip = status.str("podIP")
-    ready = _ready(status)
-    spec = spec_facts(root.map("spec", required=True))
-    return PodFacts(labels, annotations, terminating, replica_set, phase, pod_ips, pod_ip, ready, spec)
+    meta = found.read(root.map, Fields({}, "metadata"), "metadata")
+    found.read(meta.str, None, "name")
+    found.read(meta.str, None, "namespace")
+    labels: dict[str, str] = found.read(meta.str_map, {}, "labels")
+    annotations: dict[str, str] = found.read(meta.str_map, {}, "annotations")
+    terminating = found.read(lambda: meta.str("deletionTimestamp") is not None, False)
+    replica_set = found.read(lambda: _replica_set(meta), "")
+    status = found.read(root.map, Fields({}, "status"), "status")
+    phase = found.read(status.str, "Pending", "phase", "Pending", choices=_PHASES) or "Pending"
+    pod_ips = [ip for entry in found.read(status.maps, [], "podIPs")
+               if (ip := found.read(entry.req_str, None, "ip")) is not None]
+    pod_ip = found.read(status.str, None, "podIP")
+    ready = found.read(lambda: _ready(status), True)
+    spec = found.read(root.map, None, "spec", required=True)
+    facts = spec_facts(spec, found) if spec is not None else SpecFacts("default", False, "", [])
+    if problems is None:
+        found.check()
+    return PodFacts(labels, annotations, terminating, replica_set, phase, pod_ips, pod_ip, ready, facts)
 
 
 # --- facts read directly (the common case, fast) --------------------------------------
@@ -257,39 +280,43 @@ def _workload_port(number: int, name: str, protocol: Protocol) -> WorkloadPort:
     return WorkloadPort(port=number, name=name, protocol=protocol)
 
 
-def _ports(facts: list[PortFacts], findings: Findings) -> tuple[WorkloadPort, ...]:
+def _ports(facts: list[PortFacts], findings: Findings, problems: Problems) -> tuple[WorkloadPort, ...]:
     ports: list[WorkloadPort] = []
     names: dict[str, str] = {}
     for port in facts:
-        if port.name:
-            if not is_port_name(port.name):
-                raise FieldError(
-                    f"{port.path}.name",
-                    f"{port.name!r} is not a valid port name (1-15 lower-case letters, digits and "
-                    "'-', with at least one letter, no '--', not starting or ending with '-')",
-                    INVALID_VALUE,
-                )
-            if port.name in names:
-                raise FieldError(f"{port.path}.name",
-                                 f"port name {port.name!r} is already used by {names[port.name]}",
-                                 DUPLICATE_VALUE)
-            names[port.name] = port.path
-        if port.protocol == "SCTP":
-            findings.warn(SCTP_UNSUPPORTED, "SCTP is not supported by the datapath; this port is left out",
-                          f"{port.path}.protocol")
-            continue
-        ports.append(_workload_port(port.number, port.name,
-                                    Protocol.UDP if port.protocol == "UDP" else Protocol.TCP))
+        with problems:
+            if port.name:
+                if not is_port_name(port.name):
+                    raise FieldError(
+                        f"{port.path}.name",
+                        f"{port.name!r} is not a valid port name (1-15 lower-case letters, digits and "
+                        "'-', with at least one letter, no '--', not starting or ending with '-')",
+                        INVALID_VALUE,
+                    )
+                if port.name in names:
+                    raise FieldError(f"{port.path}.name",
+                                     f"port name {port.name!r} is already used by {names[port.name]}",
+                                     DUPLICATE_VALUE)
+                names[port.name] = port.path
+            if port.protocol == "SCTP":
+                findings.warn(SCTP_UNSUPPORTED, "SCTP is not supported by the datapath; this port is left out",
+                              f"{port.path}.protocol")
+                continue
+            ports.append(_workload_port(port.number, port.name,
+                                        Protocol.UDP if port.protocol == "UDP" else Protocol.TCP))
     return tuple(ports)
 
 
 def shape(facts: SpecFacts, spec_path: str, annotations: Mapping[str, str], annotations_path: str,
-          namespace: str, findings: Findings) -> PodShape:
-    """Interpret a pod spec: identity, ports, node and proxy mode."""
-    identity = build(
+          namespace: str, findings: Findings, problems: Problems) -> PodShape | None:
+    """Interpret a pod spec: identity, ports, node and proxy mode (``None`` when the identity is bad).
+
+    Errors are kept in ``problems``.
+    """
+    identity = problems.read(lambda: build(
         {"namespace": "metadata.namespace", "service_account": f"{spec_path}.serviceAccountName"},
         spec_path, lambda: _identity(namespace, facts.account),
-    )
+    ), None)
     mode = annotations.get(PROXY_MODE_ANNOTATION, "mesh")
     if mode not in ("mesh", "none"):
         findings.warn(
@@ -299,26 +326,36 @@ def shape(facts: SpecFacts, spec_path: str, annotations: Mapping[str, str], anno
         )
         mode = "mesh"
     proxy_mode = ProxyMode.NONE if facts.host_network or mode == "none" else ProxyMode.MESH
-    return PodShape(identity, _ports(facts.ports, findings), facts.node, proxy_mode, facts.host_network)
+    ports = _ports(facts.ports, findings, problems)
+    if identity is None:
+        return None
+    return PodShape(identity, ports, facts.node, proxy_mode, facts.host_network)
 
 
 def read_shape(spec: Fields, annotations: Mapping[str, str], annotations_path: str, namespace: str,
-               findings: Findings) -> PodShape:
-    """Read and interpret the pod spec at ``spec``."""
-    return shape(spec_facts(spec), spec.path, annotations, annotations_path, namespace, findings)
+               findings: Findings, problems: Problems) -> PodShape | None:
+    """Read and interpret the pod spec at ``spec``; errors are kept in ``problems``."""
+    return shape(spec_facts(spec, problems), spec.path, annotations, annotations_path, namespace, findings,
+                 problems)
 
 
-def _addresses(facts: PodFacts) -> tuple[str, ...]:
-    addresses = [ip_address(text, f"status.podIPs[{i}].ip") for i, text in enumerate(facts.pod_ips)]
-    if facts.pod_ip:
-        ip = ip_address(facts.pod_ip, "status.podIP")
-        if not addresses:
-            addresses = [ip]
-        elif addresses[0] != ip:
-            raise FieldError("status.podIPs[0].ip", f"must match status.podIP ({facts.pod_ip})",
-                             INVALID_VALUE)
-    dual_stack(addresses, "status.podIPs")
-    return tuple(addresses)
+def _addresses(facts: PodFacts, problems: Problems) -> tuple[str, ...]:
+    addresses = [problems.read(ip_address, None, text, f"status.podIPs[{i}].ip")
+                 for i, text in enumerate(facts.pod_ips)]
+    if None in addresses:
+        return ()
+    with problems:
+        good = [a for a in addresses if a is not None]
+        if facts.pod_ip:
+            ip = ip_address(facts.pod_ip, "status.podIP")
+            if not good:
+                good = [ip]
+            elif good[0] != ip:
+                raise FieldError("status.podIPs[0].ip", f"must match status.podIP ({facts.pod_ip})",
+                                 INVALID_VALUE)
+        dual_stack(good, "status.podIPs")
+        return tuple(good)
+    return ()
 
 
 _WORKLOAD_PATHS = {
@@ -328,14 +365,20 @@ _WORKLOAD_PATHS = {
 
 
 def translate_pod(obj: KubeObject, findings: Findings) -> PodInfo | None:
-    """The pod's workload and serving state; ``None`` for a pod that has finished."""
+    """The pod's workload and serving state; ``None`` for a pod that has finished.
+
+    Every bad field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    """
+    problems = Problems()
     try:
         facts = _fast_facts(obj.body)
     except Unusual:
-        facts = pod_facts(obj)
+        facts = pod_facts(obj, problems)
     pod_shape = shape(facts.spec, "spec", facts.annotations, "metadata.annotations", obj.namespace,
-                      findings)
-    addresses = _addresses(facts)
+                      findings, problems)
+    addresses = _addresses(facts, problems)
+    problems.check()
+    assert pod_shape is not None  # a bad identity is one of the problems
     if facts.phase in _SKIPPED_PHASES:
         return None
     workload = build(

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from ._codes import INVALID_VALUE
-from ._fields import FieldError, Fields
+from ._fields import FieldError, Fields, Problems
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
@@ -50,16 +50,25 @@ class LabelSelector:
         )
 
 
+def _requirement(expr: Fields) -> Requirement:
+    key = expr.req_str("key")
+    operator = expr.req_str("operator", choices=OPERATORS)
+    values = expr.strs("values")
+    if operator in ("In", "NotIn") and not values:
+        raise FieldError(f"{expr.path}.values", f"must not be empty for operator {operator}", INVALID_VALUE)
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise FieldError(f"{expr.path}.values", f"must be empty for operator {operator}", INVALID_VALUE)
+    return Requirement(key, operator, frozenset(values))
+
+
 def read_selector(fields: Fields) -> LabelSelector:
-    """Read a ``LabelSelector`` at ``fields``, validating operators and values."""
-    requirements = []
-    for expr in fields.maps("matchExpressions"):
-        key = expr.req_str("key")
-        operator = expr.req_str("operator", choices=OPERATORS)
-        values = expr.strs("values")
-        if operator in ("In", "NotIn") and not values:
-            raise FieldError(f"{expr.path}.values", f"must not be empty for operator {operator}", INVALID_VALUE)
-        if operator in ("Exists", "DoesNotExist") and values:
-            raise FieldError(f"{expr.path}.values", f"must be empty for operator {operator}", INVALID_VALUE)
-        requirements.append(Requirement(key, operator, frozenset(values)))
-    return LabelSelector(fields.str_map("matchLabels"), tuple(requirements))
+    """Read a ``LabelSelector`` at ``fields``, validating operators and values.
+
+    Every bad entry is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    """
+    problems = Problems()
+    requirements = [problems.read(_requirement, None, expr)
+                    for expr in problems.read(fields.maps, [], "matchExpressions")]
+    labels: dict[str, str] = problems.read(fields.str_map, {}, "matchLabels")
+    problems.check()
+    return LabelSelector(labels, tuple(r for r in requirements if r is not None))

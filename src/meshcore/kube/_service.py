@@ -12,7 +12,7 @@ import attrs
 
 from ..model import LbPolicy, Protocol, Source, VipAssignment
 from ._codes import DUPLICATE_VALUE, EXTERNAL_NAME, INVALID_VALUE
-from ._fields import FieldError, Fields
+from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._values import (
     Findings,
@@ -152,69 +152,83 @@ def _target(entry: Fields, port: int) -> int | str:
     return target
 
 
-def _ports(spec: Fields, findings: Findings) -> tuple[PortSpec, ...]:
+def _ports(spec: Fields, findings: Findings, problems: Problems) -> tuple[PortSpec, ...]:
     entries = spec.maps("ports")
     ports: list[PortSpec] = []
     names: dict[str, str] = {}
     numbers: dict[tuple[int, str], str] = {}
     for index, entry in enumerate(entries):
-        number = entry.port("port", required=True)
-        assert number is not None
-        name = port_name(entry)
-        if not name and len(entries) > 1:
-            raise FieldError(f"{entry.path}.name", "required when a Service has more than one port",
-                             "MC0101")
-        if name in names:
-            raise FieldError(f"{entry.path}.name", f"port name {name!r} is already used by {names[name]}",
-                             DUPLICATE_VALUE)
-        names[name] = entry.path
-        protocol = entry.str("protocol", "TCP") or "TCP"
-        key = (number, protocol)
-        if key in numbers:
-            raise FieldError(f"{entry.path}.port", f"port {number}/{protocol} is already used by "
-                             f"{numbers[key]}", DUPLICATE_VALUE)
-        numbers[key] = entry.path
-        target = _target(entry, number)
-        app_protocol = entry.str("appProtocol")
-        transport_protocol = transport(entry, findings)
-        if transport_protocol is None:
-            continue
-        ports.append(PortSpec(index, number, port_protocol(transport_protocol, app_protocol, name),
-                              name, target))
+        with problems:
+            ports.extend(_port(index, entry, len(entries), names, numbers, findings))
     return tuple(ports)
 
 
+def _port(index: int, entry: Fields, count: int, names: dict[str, str], numbers: dict[tuple[int, str], str],
+          findings: Findings) -> list[PortSpec]:
+    """One service port (none when the datapath leaves it out), its name and number checked unique."""
+    number = entry.port("port", required=True)
+    assert number is not None
+    name = port_name(entry)
+    if not name and count > 1:
+        raise FieldError(f"{entry.path}.name", "required when a Service has more than one port", "MC0101")
+    if name in names:
+        raise FieldError(f"{entry.path}.name", f"port name {name!r} is already used by {names[name]}",
+                         DUPLICATE_VALUE)
+    names[name] = entry.path
+    protocol = entry.str("protocol", "TCP") or "TCP"
+    key = (number, protocol)
+    if key in numbers:
+        raise FieldError(f"{entry.path}.port", f"port {number}/{protocol} is already used by "
+                         f"{numbers[key]}", DUPLICATE_VALUE)
+    numbers[key] = entry.path
+    target = _target(entry, number)
+    app_protocol = entry.str("appProtocol")
+    transport_protocol = transport(entry, findings)
+    if transport_protocol is None:
+        return []
+    return [PortSpec(index, number, port_protocol(transport_protocol, app_protocol, name), name, target)]
+
+
 def read_service(obj: KubeObject, findings: Findings) -> ServiceSpec:
-    """Validate a Service as the API server does and read what the model needs."""
+    """Validate a Service as the API server does and read what the model needs.
+
+    Every bad field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    """
+    problems = Problems()
     root = Fields.of(obj)
-    read_metadata(obj, root)
-    service_name(obj.name, "metadata.name")
+    with problems:
+        read_metadata(obj, root)
+        service_name(obj.name, "metadata.name")
     spec = root.map("spec")
-    kind = spec.str("type", "ClusterIP", choices=_TYPES)
+    kind = problems.read(lambda: spec.str("type", "ClusterIP", choices=_TYPES), None)
     external = kind == "ExternalName"
     if external:
-        external_name = spec.req_str("externalName")
-        findings.warn(
-            EXTERNAL_NAME,
-            f"type ExternalName ({external_name}) is not supported by the datapath; the service "
-            "has no VIPs and no backends",
-            "spec.type",
-        )
-    vips = _vips(spec, external)
-    headless = not external and (spec.str("clusterIP") == "None"
-                                 or spec.strs("clusterIPs")[:1] == ["None"])
-    if not spec.list("ports") and not (external or headless):
-        raise FieldError("spec.ports", "required field is missing (only headless and ExternalName "
-                         "Services may have no ports)", "MC0101")
-    ports = _ports(spec, findings)
+        with problems:
+            external_name = spec.req_str("externalName")
+            findings.warn(
+                EXTERNAL_NAME,
+                f"type ExternalName ({external_name}) is not supported by the datapath; the service "
+                "has no VIPs and no backends",
+                "spec.type",
+            )
+    vips: tuple[str, ...] = problems.read(lambda: _vips(spec, external), ())
+    with problems:
+        headless = not external and (spec.str("clusterIP") == "None"
+                                     or spec.strs("clusterIPs")[:1] == ["None"])
+        if not spec.list("ports") and not (external or headless):
+            raise FieldError("spec.ports", "required field is missing (only headless and ExternalName "
+                             "Services may have no ports)", "MC0101")
+    ports: tuple[PortSpec, ...] = problems.read(lambda: _ports(spec, findings, problems), ())
+    selector: dict[str, str] = problems.read(lambda: spec.str_map("selector"), {})
+    affinity = problems.read(lambda: spec.str("sessionAffinity", "None", choices=_AFFINITY), None)
+    publish_not_ready = problems.read(lambda: spec.bool("publishNotReadyAddresses"), False)
+    problems.check()
     if headless:
         assignment = VipAssignment.HEADLESS
     elif not vips and not external:
         assignment = VipAssignment.PENDING  # the API server assigns ClusterIPs on creation
     else:
         assignment = VipAssignment.GIVEN
-    selector = spec.str_map("selector")
-    affinity = spec.str("sessionAffinity", "None", choices=_AFFINITY)
     return ServiceSpec(
         name=obj.name,
         namespace=obj.namespace,
@@ -222,7 +236,7 @@ def read_service(obj: KubeObject, findings: Findings) -> ServiceSpec:
         ports=ports,
         selector=selector if selector and not external else None,
         lb_policy=LbPolicy.CONSISTENT_HASH if affinity == "ClientIP" else LbPolicy.RANDOM,
-        publish_not_ready=spec.bool("publishNotReadyAddresses"),
+        publish_not_ready=publish_not_ready,
         external_name=external,
         source=obj.source,
         vip_assignment=assignment,

@@ -90,7 +90,7 @@ metadata: {name: bad}
 spec:
   ports:
   - {port: 80}
-  - {port: 81}
+  - {port: 81, name: b}
 """, "port: 80", "MC0101", "spec.ports[0].name"),
     # out of range and invalid values
     ("""
@@ -310,3 +310,98 @@ def test_every_kube_code_is_documented() -> None:
     assert _codes.__doc__ is not None
     for code in KUBE_CODES:
         assert code in _codes.__doc__
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    ("""
+apiVersion: v1
+kind: Service
+metadata: {name: bad}
+spec:
+  type: Bogus
+  clusterIP: 10.96.0.300
+  ports:
+  - {port: 0, name: a}
+  - {port: 80}
+  - {port: 81, name: a, targetPort: "no_such"}
+  selector: {app: 1}
+  sessionAffinity: Sometimes
+""", [("MC0103", "spec.type"), ("MC1006", "spec.clusterIP"), ("MC0104", "spec.ports[0].port"),
+      ("MC0101", "spec.ports[1].name"), ("MC1006", "spec.ports[2].targetPort"), ("MC0102", "spec.selector.app"),
+      ("MC0103", "spec.sessionAffinity")]),
+    ("""
+apiVersion: v1
+kind: Pod
+metadata: {name: bad, labels: {v: 1}}
+spec:
+  hostNetwork: "yes"
+  containers:
+  - name: c
+    ports:
+    - {containerPort: 0}
+    - {containerPort: 80, protocol: TCPX}
+    - {containerPort: 81, name: Not_A_Name}
+status: {podIPs: [{ip: 10.0.0.500}]}
+""", [("MC0102", "metadata.labels.v"), ("MC0102", "spec.hostNetwork"),
+      ("MC0104", "spec.containers[0].ports[0].containerPort"), ("MC0103", "spec.containers[0].ports[1].protocol"),
+      ("MC1006", "spec.containers[0].ports[2].name"), ("MC1006", "status.podIPs[0].ip")]),
+    ("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bad}
+spec:
+  replicas: -1
+  selector: {matchLabels: {app: other}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: c
+        ports: [{containerPort: 70000}]
+""", [("MC0104", "spec.replicas"), ("MC1002", "spec.selector"),
+      ("MC0104", "spec.template.spec.containers[0].ports[0].containerPort")]),
+    ("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bad}
+spec:
+  selector:
+    matchExpressions: [{key: a, operator: Bogus}, {key: b, operator: In}]
+  template:
+    metadata: {labels: {a: b}}
+    spec: {containers: [{name: c}]}
+""", [("MC0103", "spec.selector.matchExpressions[0].operator"),
+      ("MC1006", "spec.selector.matchExpressions[1].values")]),
+    ("""
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bad, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: HTTP, port: 80}, {name: b, port: 0}]
+endpoints:
+- addresses: [not-an-ip]
+- addresses: []
+""", [("MC1006", "ports[0].name"), ("MC0104", "ports[1].port"), ("MC1006", "endpoints[0].addresses[0]"),
+      ("MC0101", "endpoints[1].addresses")]),
+    ("""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad}
+spec:
+  podSelector: {matchExpressions: [{key: a, operator: Exists}]}
+  policyTypes: [Ingress, Sideways]
+  ingress:
+  - from: [{ipBlock: {cidr: nonsense}}]
+    ports: [{port: 0}]
+""", [("MC1014", "spec.podSelector.matchExpressions"), ("MC0103", "spec.policyTypes[1]"),
+      ("MC1006", "spec.ingress[0].from[0].ipBlock.cidr"), ("MC0104", "spec.ingress[0].ports[0].port")]),
+])
+def test_every_error_of_an_object_is_reported(translate: Translate, bad: str, expected: list[tuple[str, str]]) -> None:
+    inventory, diagnostics = translate(GOOD + bad)
+    found = [(d.code, d.field) for d in diagnostics if d.severity is Severity.ERROR]
+    assert sorted(found) == sorted(expected), [str(d) for d in diagnostics]
+    for d in diagnostics:
+        assert d.source.line > GOOD.count("\n") and d.source.name == "bad"
+        assert d.field.split("[")[0].split(".")[-1] in bad or d.field.endswith("]")
+    assert "bad" not in {w.name for w in inventory.workloads} | {s.name for s in inventory.services}
+    assert all(p.name != "bad" for p in inventory.policies)
