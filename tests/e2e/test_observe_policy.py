@@ -15,6 +15,7 @@ import pytest
 from _lab_support import connect, meshcore_cli, observed, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.observe import DEFAULT_METRICS_ADDRESS
 
 pytestmark = pytest.mark.root
 
@@ -120,7 +121,7 @@ def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:
 def scrape(lab: Lab) -> dict[str, float]:
     """The agent's metrics, read from inside the lab's node namespace: sample line → value."""
     out = subprocess.run(["ip", "netns", "exec", f"mc-{lab.name}-node", "curl", "-sf", "--max-time", "5",
-                          "http://127.0.0.1:9962/metrics"], capture_output=True, text=True, timeout=15)
+                          f"http://{DEFAULT_METRICS_ADDRESS}/metrics"], capture_output=True, text=True, timeout=15)
     assert out.returncode == 0, f"metrics endpoint not reachable in the node namespace: {out.stderr}"
     samples = {}
     for line in out.stdout.splitlines():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..compile import PROXY_PORT_BASE, PROXY_PORT_RANGE, CompileOptions
 from ..model import WorkloadRef
 from ..observe import DEFAULT_METRICS_ADDRESS, configure_logging
 from ._agent import NodeAgent
@@ -40,6 +41,17 @@ def _interfaces(values: tuple[str, ...]) -> dict[WorkloadRef, str]:
     return out
 
 
+def _compile_options(proxy_ports: str) -> CompileOptions:
+    first, _, last = proxy_ports.partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        raise click.BadParameter(f"{proxy_ports!r} is not FIRST-LAST, e.g. {PROXY_PORT_BASE}-"
+                                 f"{PROXY_PORT_BASE + PROXY_PORT_RANGE - 1}", param_hint="--proxy-ports")
+    try:
+        return CompileOptions(proxy_port_base=int(first), proxy_port_range=int(last) - int(first) + 1)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--proxy-ports") from None
+
+
 @click.command("agent")
 @click.option("--node", envvar="MESHCORE_NODE", required=True, help="This node's name [env MESHCORE_NODE].")
 @click.option("--cgroup", envvar="MESHCORE_CGROUP", default=".", show_default=True,
@@ -61,10 +73,13 @@ def _interfaces(values: tuple[str, ...]) -> dict[WorkloadRef, str]:
               help="A workload's host-side interface, for policy (with -f); repeatable.")
 @click.option("--metrics", default=DEFAULT_METRICS_ADDRESS, show_default=True,
               help="HOST:PORT for Prometheus metrics, or 'off'.")
+@click.option("--proxy-ports", default=f"{PROXY_PORT_BASE}-{PROXY_PORT_BASE + PROXY_PORT_RANGE - 1}",
+              show_default=True, metavar="FIRST-LAST",
+              help="Ports the node proxy's listeners are given (on the node's addresses).")
 @click.option("--poll", default=POLL_SECONDS, show_default=True, help="Seconds between looks at the source.")
 def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
-                  interfaces: tuple[str, ...], metrics: str, poll: float) -> None:
+                  interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
 
     Exactly one source: --objects FILE or -f PATH. SIGHUP makes it look at the source at
@@ -80,7 +95,8 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path 
                       _pairs(labels, "--label", "KEY=VALUE"), netns)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(sys.stderr, logging.INFO)
-    runner = AgentRunner(NodeAgent(facts), source, poll=poll, metrics_address=metrics)
+    runner = AgentRunner(NodeAgent(facts, options=_compile_options(proxy_ports)), source, poll=poll,
+                         metrics_address=metrics)
     runner.handle_signals()
     sys.exit(runner.run())
 

@@ -1,6 +1,7 @@
 """Compile: Snapshot (+ node) → Plan, deciding per service port between eBPF and Envoy."""
 
 from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
+from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE
 from ._diff import BpfDiff, BpfIndex, diff_bpf
 from ._envoy_plan import (
     RBAC_NEVER,
@@ -50,6 +51,7 @@ from ._policy_plan import (
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
+    "PROXY_PORT_BASE", "PROXY_PORT_RANGE",
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
     "PolicyEntry", "PolicyIdentity", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
     "compile_policy", "identity_key", "port_blocks",

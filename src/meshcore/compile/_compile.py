@@ -17,7 +17,7 @@ from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
-from ._ports import PortAllocator
+from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE, PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 #: Backend weights written to the kernel are scaled so one frontend's weights sum to this.
@@ -43,9 +43,15 @@ class CompileOptions:
     """
 
     proxy_enabled: bool = True
-    proxy_port_base: int = 15000
-    proxy_port_range: int = 10_000
+    proxy_port_base: int = attrs.field(default=PROXY_PORT_BASE)
+    proxy_port_range: int = attrs.field(default=PROXY_PORT_RANGE)
     node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
+
+    def __attrs_post_init__(self) -> None:
+        if self.proxy_port_range < 1 or not 1 <= self.proxy_port_base <= 65536 - self.proxy_port_range:
+            raise ValueError(
+                f"node-proxy ports {self.proxy_port_base}-{self.proxy_port_base + self.proxy_port_range - 1} "
+                "are not a range of valid ports: the base must be at least 1 and the last port at most 65535")
 
 
 def _l4_split(snapshot: Snapshot, table: RouteTable, port: ServicePort) -> tuple[Backend, ...] | None:

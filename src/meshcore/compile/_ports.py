@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-#: How many ports from the base the allocator spreads listeners over.
-PROXY_PORT_RANGE = 10_000
+#: The first node-proxy listener port: meshcore's own range sits above Istio's reserved
+#: 15000-15100 and Consul's 19000-19999, and below Kubernetes NodePorts (30000-32767) and
+#: the kernel's ephemeral ports (32768-60999 on Linux).
+PROXY_PORT_BASE = 25000
+#: How many ports from the base the allocator spreads listeners over ([25000, 30000)).
+PROXY_PORT_RANGE = 5000
 
 
 class PortAllocator:
@@ -16,7 +20,7 @@ class PortAllocator:
     the (rare) keys that collide with a new one.
     """
 
-    def __init__(self, base: int, size: int = PROXY_PORT_RANGE) -> None:
+    def __init__(self, base: int = PROXY_PORT_BASE, size: int = PROXY_PORT_RANGE) -> None:
         if not 1 <= base <= 65535 - size + 1:
             raise ValueError(f"proxy port base {base} leaves no room for {size} ports below 65536")
         self.base = base

@@ -12,10 +12,12 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["DEFAULT_METRICS_ADDRESS", "AgentMetrics", "parse_address"]
+__all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "parse_address"]
 
+#: meshcore's own metrics port (not Cilium's 9962-9965, nor Istio's 15000-15100).
+DEFAULT_METRICS_PORT = 9878
 #: Where an agent serves metrics unless told otherwise (inside the node's network namespace).
-DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962"
+DEFAULT_METRICS_ADDRESS = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
 
 log = logging.getLogger("meshcore.observe.metrics")
 
@@ -34,7 +36,7 @@ def parse_address(text: str) -> tuple[str, int]:
         number = int(port)
     except ValueError:
         raise ValueError(f"metrics address {text!r}: expected an IP address and a port number, "
-                         f"e.g. {DEFAULT_METRICS_ADDRESS} or [::1]:9962") from None
+                         f"e.g. {DEFAULT_METRICS_ADDRESS} or [::1]:{DEFAULT_METRICS_PORT}") from None
     if not 0 < number < 65536:
         raise ValueError(f"metrics address {text!r}: port {number} is outside 1-65535")
     return host, number
