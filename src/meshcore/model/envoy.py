@@ -79,7 +79,8 @@ class EnvoyConfig:
     """A set of raw Envoy resources, the services redirected to them, and their nodes."""
 
     name: str
-    namespace: str | None
+    #: None for a cluster-wide config; those sort before namespaced ones of the same name.
+    namespace: str | None = attrs.field(order=lambda ns: (ns is not None, ns or ""))
     resources: tuple[EnvoyResource, ...] = attrs.field(default=(), converter=to_tuple)
     services: tuple[ServiceListener, ...] = attrs.field(default=(), converter=to_tuple)
     backend_services: tuple[BackendService, ...] = attrs.field(default=(), converter=_backend_services)

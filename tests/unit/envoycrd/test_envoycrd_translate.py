@@ -329,3 +329,9 @@ def test_backend_services_ports_is_not_cilium_field_and_is_ignored_with_a_warnin
     assert warn.code == "MC8013" and warn.field == "spec.backendServices[0].ports"
     assert "'number'" in warn.message and "ignored" in warn.message
     assert [b.ports for b in only_config(result).backend_services] == [()]
+
+
+def test_a_clusterwide_and_a_namespaced_config_may_share_a_name() -> None:
+    result = translate(config([http_listener("a")], name="twin"),
+                       config([http_listener("b")], name="twin", clusterwide=True))
+    assert [(c.namespace, c.name) for c in result.snapshot.envoy_configs] == [(None, "twin"), ("default", "twin")]
