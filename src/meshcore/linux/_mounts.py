@@ -68,24 +68,27 @@ def _covering(path: Path, fstype: str) -> Mount | None:
     return best if best is not None and best.fstype == fstype else None
 
 
+def _found_or_mounted(fstype: str, what: str, preferred: Path, source: str, options: str, mount: bool) -> Path:
+    """The mount point of ``fstype`` (``preferred`` first); mounted at ``preferred`` when missing, as root."""
+    points = [m.point for m in mounts() if m.fstype == fstype]
+    if points:
+        return preferred if preferred in points else points[0]
+    if not mount or os.geteuid() != 0:
+        raise HostError(
+            f"{what} is not mounted and meshcore is not running as root to mount it; "
+            f"run as root, or mount it with `mount -t {fstype} {source} {preferred}`"
+        )
+    _mount(fstype, preferred, options)
+    return preferred
+
+
 def bpffs(*, mount: bool = True) -> Path:
     """Where the BPF filesystem is mounted (``/sys/fs/bpf`` preferred).
 
     With none mounted, mounts one at ``/sys/fs/bpf`` when running as root and ``mount``
     is true; otherwise raises :class:`HostError` saying how to mount it.
     """
-    points = [m.point for m in mounts() if m.fstype == "bpf"]
-    if BPFFS_DEFAULT in points:
-        return BPFFS_DEFAULT
-    if points:
-        return points[0]
-    if not mount or os.geteuid() != 0:
-        raise HostError(
-            "the BPF filesystem is not mounted and meshcore is not running as root to mount it; "
-            f"run as root, or mount it with `mount -t bpf bpf {BPFFS_DEFAULT}`"
-        )
-    _mount("bpf", BPFFS_DEFAULT, "mode=0700")
-    return BPFFS_DEFAULT
+    return _found_or_mounted("bpf", "the BPF filesystem", BPFFS_DEFAULT, "bpf", "mode=0700", mount)
 
 
 def on_bpffs(path: Path) -> Path:
@@ -111,13 +114,4 @@ def cgroup2_mounts() -> list[Path]:
 
 def cgroup2(*, mount: bool = True) -> Path:
     """Where the cgroup v2 hierarchy is mounted; mounts it at ``/run/meshcore/cgroupv2`` when missing (as root)."""
-    found = cgroup2_mounts()
-    if found:
-        return found[0]
-    if not mount or os.geteuid() != 0:
-        raise HostError(
-            "no cgroup v2 hierarchy is mounted and meshcore is not running as root to mount one; "
-            f"run as root, or mount one with `mount -t cgroup2 none {CGROUP2_FALLBACK}`"
-        )
-    _mount("cgroup2", CGROUP2_FALLBACK, "")
-    return CGROUP2_FALLBACK
+    return _found_or_mounted("cgroup2", "the cgroup v2 hierarchy", CGROUP2_FALLBACK, "none", "", mount)
