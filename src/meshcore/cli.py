@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from . import _extras
 from . import _output as out
 from ._translate import Translation, translate
 from .compile import BpfService, CompileOptions, Plan, compile_plan
@@ -190,7 +191,9 @@ def status(files: tuple[str, ...], lab_name: str | None, fmt: str | None, fail_o
         raise click.UsageError("give the input with -f/--filename or a running lab with --lab, not both")
     live: dict[tuple[Any, Any, Any], Any] = {}
     if lab_name:
-        from .lab import Lab, LabError  # noqa: PLC0415 - the lab is optional
+        if absent := _extras.missing("lab"):
+            raise click.ClickException(_extras.hint("lab", "meshcore status --lab", absent))
+        from .lab import Lab, LabError  # noqa: PLC0415 - the lab extra, checked above
 
         try:
             target = Lab(lab_name)
@@ -338,22 +341,36 @@ def _plan_rows(snapshot: Snapshot, compiled: Plan) -> list[tuple[str, ...]]:
     return rows
 
 
+def _needs_extra(name: str, extra: str) -> click.Command:
+    """A stand-in for command ``name`` that says which extra installs it."""
+    absent = _extras.missing(extra)
+
+    def refuse() -> None:
+        raise click.ClickException(_extras.hint(extra, f"meshcore {name}", absent))
+
+    return click.Command(
+        name, callback=refuse, help=f"(not installed: pip install 'meshcore[{extra}]')",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
 def _register_optional_groups() -> None:
-    """Add commands whose modules need more than the core (the node agent, the lab, the demo)."""
-    try:
-        from .agent._cli import agent_command  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
+    """Add the commands that need an extra (the node agent, the lab, the demo), or stand-ins naming it."""
+    if _extras.missing("agent"):
+        cli.add_command(_needs_extra("agent", "agent"))
     else:
+        from .agent._cli import agent_command  # noqa: PLC0415 - the agent extra, checked above
+
         cli.add_command(agent_command)
-    try:
-        from .lab.cli import demo, lab  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    if _extras.missing("lab"):
+        for name in ("lab", "demo", "observe"):
+            cli.add_command(_needs_extra(name, "lab"))
         return
+    from .lab._observe import observe  # noqa: PLC0415 - the lab extra, checked above
+    from .lab.cli import demo, lab  # noqa: PLC0415
+
     cli.add_command(lab)
     cli.add_command(demo)
-    from .lab._observe import observe  # type: ignore[import-not-found,unused-ignore]
-
     cli.add_command(observe)
 
 

@@ -22,6 +22,10 @@ embedded in another platform::
   :class:`AgentRunner`, which feeds an agent from a source until stopped.
 """
 
+from .._extras import require as _require_extra
+
+_require_extra("agent", "meshcore.agent")  # before the imports that need it: name the extra, not a module
+
 from ._agent import REPORT_FILE, NodeAgent
 from ._configs import config_statuses
 from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement

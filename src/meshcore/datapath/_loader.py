@@ -40,10 +40,14 @@ def object_path(name: str) -> Path:
     base = Path(os.environ.get(_BPF_DIR_ENV) or Path(__file__).parent / "_bpf")
     path = base / f"{name}.bpf.o"
     if not path.is_file():
+        if os.environ.get(_BPF_DIR_ENV):
+            raise DatapathError(f"BPF object {path} is missing (${_BPF_DIR_ENV} names {base})")
         raise DatapathError(
-            f"BPF object {path} is missing. Build it from the source tree with `make -C bpf` "
-            "(Debian packages: clang llvm libbpf-dev linux-libc-dev), or reinstall meshcore "
-            "with `pip install .` / `pip install -e .`, which runs that build."
+            f"BPF object {path} is missing: meshcore was installed without its BPF objects "
+            "(built where clang was missing, or with MESHCORE_BUILD_BPF=no). Install the Debian "
+            "packages clang llvm libbpf-dev linux-libc-dev make, then run `make -C bpf` in the "
+            "source tree of an editable install, or reinstall: MESHCORE_BUILD_BPF=yes "
+            "pip install --force-reinstall --no-cache-dir 'meshcore[agent]'."
         )
     return path
 

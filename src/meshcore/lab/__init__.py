@@ -14,6 +14,10 @@ objects. Everything it creates is recorded on disk so `lab down` removes exactly
     lab.down()
 """
 
+from .._extras import require as _require_extra
+
+_require_extra("lab", "meshcore.lab")  # before the imports that need it: name the extra, not a module
+
 from ._errors import LabError
 from ._ipam import LabRanges
 from ._lab import DEFAULT_LAB, Lab, LabInputError

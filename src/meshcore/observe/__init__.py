@@ -1,6 +1,25 @@
-"""Observability of a running node: Prometheus metrics and structured logging."""
+"""Observability of a running node: Prometheus metrics and structured logging.
+
+The metrics load on first use, so the ``meshcore`` command (the ``cli`` extra) configures
+logging without prometheus-client, which only the node agent (the ``agent`` extra) needs.
+"""
+
+from typing import TYPE_CHECKING
 
 from ._logging import configure_logging
-from ._metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, AgentMetrics, parse_address
+
+if TYPE_CHECKING:
+    from ._metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, AgentMetrics, parse_address
 
 __all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "configure_logging", "parse_address"]
+
+_METRICS = frozenset({"DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "parse_address"})
+
+
+def __getattr__(name: str) -> object:
+    """The metrics names, imported from ``._metrics`` when first asked for."""
+    if name in _METRICS:
+        from . import _metrics  # noqa: PLC0415 - needs prometheus-client (the agent extra)
+
+        return getattr(_metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,6 +53,10 @@ cluster adds ``/<subset>``; a raw config's cluster of several ports of a service
 ``<ns>/<policy>[<rule>]`` (a 403's details name the policy that refused it).
 """
 
+from .._extras import require as _require_extra
+
+_require_extra("agent", "meshcore.proxy")  # before the imports that need it: name the extra, not a module
+
 from ..compile import Origin
 from ._admin import AdminClient, socket_in_netns
 from ._als import FlowHub, FlowRecord, FlowSubscription, decode_batch, decode_entry
