@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import os
 import signal
 import subprocess
@@ -435,4 +436,12 @@ def test_demo_runs_and_cleans_up() -> None:
     output = result.stdout.decode()
     assert result.returncode == 0, output + result.stderr.decode()
     assert "Which pod answered" in output and "web-" in output and "api-" in output
+    # The plan's decision per port, with the reason: web:80 needs Envoy for its path route.
+    assert re.search(r"web:80/TCP\s+│\s+envoy\s+│\s+route 0 \(demo/web-routes", output), output
+    assert re.search(r"api:8080/TCP\s+│\s+ebpf", output), output
+    # An L7 route served through the node Envoy, and a connection refused by policy with its flow.
+    assert re.search(r"GET http://web/api/hello from demo/client → answered by api-\S+ \(route /api", output), output
+    assert "demo/stranger → api:8080: TimeoutError" in output
+    assert re.search(r"demo/stranger:\d+ \(ID:\d+\) -> demo/api-\S+:8080 .* DROPPED .* by "
+                     r"demo/api-from-client-and-web", output), output
     assert leftovers(name, []) == []

@@ -1,10 +1,18 @@
-"""`meshcore demo`: the bundled example app in a lab, which pod answered, then tear-down.
+"""`meshcore demo`: the bundled example app in a lab — the mesh's three jobs, then tear-down.
 
 The app (``examples/demo``) has a web tier (three replicas, dual-stack Service), an API
-tier (two replicas, an HTTP port and a UDP port) and a client pod. From the client, a
-batch of requests goes to every service address and port; each answer names the pod that
-sent it, so the table shows the kernel's load balancing at work. The lab is removed at
-the end, also after an error or Ctrl-C.
+tier (two replicas, an HTTP port and a UDP port), a client pod, an HTTPRoute on web
+(``/api`` → api) and a NetworkPolicy admitting only client and web to api, plus a
+stranger pod it refuses. The demo shows:
+
+1. the plan: per service port, eBPF or Envoy, and why;
+2. load balancing: a batch of requests from the client to every service address and port,
+   each answer naming the pod that sent it;
+3. an L7 route: ``GET /api/...`` on web, answered by an api pod through the node Envoy;
+4. policy: the stranger's connection to api refused by the kernel, with its flow as
+   ``meshcore observe`` shows it.
+
+The lab is removed at the end, also after an error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +57,7 @@ for t in targets:
                     pod = json.loads(s.recv(4096))["pod"]
             else:
                 c = http.client.HTTPConnection(t["host"], t["port"], timeout=2)
-                c.request("GET", "/demo")
+                c.request("GET", t.get("path", "/demo"))
                 pod = json.loads(c.getresponse().read())["pod"]
                 c.close()
             answers[pod] = answers.get(pod, 0) + 1
@@ -58,6 +67,19 @@ for t in targets:
     results.append({**t, "answers": answers, "errors": errors})
 print(json.dumps(results))
 """
+
+
+# Runs inside the stranger pod: one TCP connection attempt, "connected" or why it failed.
+_CONNECT_SCRIPT = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
+    print("connected")
+except OSError as e:
+    print(type(e).__name__)
+"""
+STRANGER_POD = "stranger"
+ROUTED_PATH = "/api/hello"
 
 
 def demo_dir() -> Path:
@@ -100,6 +122,68 @@ def _table(results: Sequence[dict[str, Any]], count: int) -> Table:
     return table
 
 
+def plan_table(lab: Lab) -> Table:
+    """The node's plan as the agent compiles it: per service port, eBPF or Envoy, and why."""
+    from .. import compile_plan, translate  # noqa: PLC0415 - the core API, as a controller uses it
+
+    snapshot = translate(objects=lab.objects()).snapshot
+    plan = compile_plan(snapshot, lab.status().node)
+    table = Table(title="The plan: who handles each service port, and why", title_justify="left")
+    for column in ("service port", "datapath", "why"):
+        table.add_column(column)
+    for d in plan.decisions:
+        if d.service.namespace == DEMO_NAMESPACE:
+            table.add_row(f"{d.service.name}:{d.port}/{d.protocol}", d.datapath.value, d.reason)
+    return table
+
+
+def _run_script(lab: Lab, pod: str, script: str, *args: str) -> str:
+    """What a standard-library Python ``script`` printed, run inside a demo pod."""
+    run = lab.run(pod, [sys.executable, "-S", "-c", script, *args], namespace=DEMO_NAMESPACE, timeout=120)
+    if run.returncode != 0:
+        raise LabError(f"the demo's script in pod {pod} failed: {run.stderr.decode(errors='replace').strip()}")
+    return run.stdout.decode().strip()
+
+
+def _requests(lab: Lab, chosen: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """``count`` requests from the client to each target; who answered each, and the errors."""
+    results: list[dict[str, Any]] = json.loads(_run_script(lab, CLIENT_POD, _CLIENT_SCRIPT, json.dumps(chosen),
+                                                            str(count)))
+    return results
+
+
+def routed_request(lab: Lab, con: Console) -> bool:
+    """``GET /api/...`` on web from the client: an api pod must answer, through the node Envoy."""
+    [result] = _requests(lab, [{"service": "web", "via": "web", "host": "web", "port": 80, "protocol": "TCP",
+                                "path": ROUTED_PATH}], 1)
+    pods = list(result["answers"])
+    ok = len(pods) == 1 and pods[0].startswith("api-")
+    proxy = lab.status().agent.proxy
+    con.print(f"GET http://web{ROUTED_PATH} from {DEMO_NAMESPACE}/{CLIENT_POD} → answered by "
+              f"{', '.join(pods) or 'nobody'} (route /api → api, served by the node Envoy, pid {proxy.pid})"
+              if ok else f"[red]GET http://web{ROUTED_PATH} was not routed to api: {result}[/]")
+    return ok
+
+
+def refused_connection(lab: Lab, con: Console) -> bool:
+    """The stranger's connection to api must be refused, and its flow logged as dropped."""
+    from ._observe import flows, format_row  # noqa: PLC0415 - the `observe` command's reader
+
+    outcome = _run_script(lab, STRANGER_POD, _CONNECT_SCRIPT, "api", "8080")
+    con.print(f"{DEMO_NAMESPACE}/{STRANGER_POD} → api:8080: {outcome} (NetworkPolicy api-from-client-and-web)")
+    deadline = time.monotonic() + 5
+    dropped: list[dict[str, Any]] = []
+    while not dropped and time.monotonic() < deadline:
+        dropped = list(flows(lab, pod=f"{DEMO_NAMESPACE}/{STRANGER_POD}", verdict="dropped"))
+        time.sleep(0.1)
+    for record in dropped[-1:]:
+        con.print(f"meshcore observe --verdict dropped: {format_row(record)}", soft_wrap=True)
+    if outcome == "connected" or not dropped:
+        con.print("[red]the stranger's connection was not refused by policy[/]")
+        return False
+    return True
+
+
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the lab is still torn down."""
@@ -138,21 +222,20 @@ def run_demo(requests: int = 20, name: str = "demo", files: Sequence[str | Path]
             status = lab.status()
             con.print(f"{len(status.pods)} pods up; node agent applied {status.agent.frontends} service frontend(s) "
                       "(socket-level load balancing at the lab's cgroup root)")
+            con.print(plan_table(lab))
             chosen = targets(status)
             con.print(f"sending {requests} requests to each of {len(chosen)} service addresses from pod "
                       f"{DEMO_NAMESPACE}/{CLIENT_POD} ...")
-            run = lab.run(CLIENT_POD, [sys.executable, "-S", "-c", _CLIENT_SCRIPT, json.dumps(chosen), str(requests)],
-                          namespace=DEMO_NAMESPACE, timeout=120)
-            if run.returncode != 0:
-                raise LabError(f"the client failed: {run.stderr.decode(errors='replace').strip()}")
-            results = json.loads(run.stdout)
+            results = _requests(lab, chosen, requests)
             con.print(_table(results, requests))
             failed = sum(sum(r["errors"].values()) for r in results)
             if failed:
                 con.print(f"[red]{failed} request(s) failed[/]")
             else:
                 con.print("every request was answered; each service spread its requests over its pods")
-            return 1 if failed else 0
+            routed = routed_request(lab, con)
+            refused = refused_connection(lab, con)
+            return 1 if failed or not routed or not refused else 0
         finally:
             con.print(f"tearing down lab {name!r} ...")
             lab.down()
