@@ -434,3 +434,17 @@ def test_the_journal_is_bounded_as_configured(facts: NodeFacts) -> None:
     assert sum((facts.state_dir / f).stat().st_size for f in files) <= 2 * 65536
     kept = list(agent.flows())
     assert 0 < len(kept) < 2000 and kept[-1] == _drop(1999), "the newest flows are kept"
+
+
+@pytest.mark.parametrize(("size", "message"), [
+    ("lots", "size 'lots': expected a number of bytes with an optional unit"),
+    ("1KiB", "flow journal max_bytes 1024: must be at least 65536"),
+])
+def test_agent_command_refuses_a_journal_size_naming_the_option(tmp_path: Path, size: str, message: str) -> None:
+    from click.testing import CliRunner
+
+    from meshcore.agent._cli import agent_command
+
+    result = CliRunner().invoke(agent_command, ["--node", "n1", "--state-dir", str(tmp_path), "--objects",
+                                                str(tmp_path / "objects.json"), "--flows-max-size", size])
+    assert result.exit_code == 2 and "--flows-max-size" in result.output and message in result.output, result.output
