@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 
 import click
@@ -26,16 +25,13 @@ LAYERS = tuple(layer.value for layer in Layer)
 VERDICTS = tuple(verdict.value.lower() for verdict in Verdict)
 
 
-def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None,
-          until: float | None = None) -> Iterator[Flow]:
+def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None) -> Iterator[Flow]:
     """The lab's journaled flows that ``keep`` accepts, oldest first; with ``follow``, then new ones
-    as they come (for ``until`` seconds when given, else until the caller stops)."""
+    as they come, until the caller stops iterating."""
     wanted = keep or FlowFilter()
     reader = FlowJournalReader(lab.dir / FLOWS_FILE, from_start=True)
-    deadline = None if until is None else time.monotonic() + until
     try:
-        source = reader.follow(until=None if deadline is None else lambda: time.monotonic() > deadline) \
-            if follow else iter(reader.poll())
+        source = reader.follow() if follow else iter(reader.poll())
         yield from (flow for flow in source if wanted(flow))
     finally:
         reader.close()
