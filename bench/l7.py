@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshcore.lab import Lab
+from meshcore.lab import Lab, LabRanges
 from meshcore.proxy import find_envoy
 
 CONCURRENCY = 2
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             server_ip = lab.pod("server").ipv4
             sidecars = Sidecars(lab, work, server_ip)
             status = lab.status()
-            node_ip = json.loads((lab.dir / "objects.json").read_text())["nodeIPs"][0]
+            node_ip = LabRanges.from_data(json.loads((lab.dir / "state.json").read_text())["ranges"]).node_ipv4
             (work / "bare.json").write_text(json.dumps(bare_config(server_ip)))
             bare = start_envoy(status.node_netns, work / "bare.json", work / "bare.log")
             sidecars.procs.append(bare)  # stopped with the sidecars

@@ -21,7 +21,7 @@ import pytest
 
 from meshcore.compile import PolicyPlan, compile_plan
 from meshcore import linux
-from meshcore.datapath import DatapathError, Flow, PolicyEnforcer
+from meshcore.datapath import DatapathError, PolicyEnforcer
 from meshcore.model import (
     AuthorizationPolicy,
     Identity,
@@ -35,6 +35,7 @@ from meshcore.model import (
     WorkloadRef,
     WorkloadSelector,
 )
+from meshcore.observe import Enforcer, Flow, Layer
 
 pytestmark = pytest.mark.root
 
@@ -153,9 +154,18 @@ def topo() -> Iterator[Topo]:
             assert not leftover, f"pins left behind: {leftover}"
 
 
+#: How ``find`` reads each condition from a flow.
+_READ = {
+    "src_address": lambda f: f.source.address, "dst_address": lambda f: f.destination.address,
+    "dst_port": lambda f: f.destination.port, "dst_pod": lambda f: str(f.destination.workload or ""),
+}
+
+
 def find(flows: list[Flow], **want: object) -> Flow:
+    """The first flow meeting every condition (``src_address``, ``dst_port``... or a Flow attribute)."""
     for f in flows:
-        if all(getattr(f, k) == v for k, v in want.items()):
+        if all((_READ[k](f) if k in _READ else getattr(f, k)) == v for k, v in want.items()):
+            assert f.layer is Layer.L4 and f.enforcer is Enforcer.KERNEL and f.node.startswith("mcpol-"), f
             return f
     raise AssertionError(f"no flow with {want} among {[f.to_data() for f in flows]}")
 
@@ -181,8 +191,8 @@ def test_allow_by_identity_port_and_protocol(topo: Topo) -> None:
     assert ok.policy.startswith("back/allow-client rule 0")
     server = plan.endpoint(WorkloadRef("back", "b"))
     client = plan.endpoint(WorkloadRef("front", "a"))
-    assert server and client and (ok.src_identity, ok.dst_identity) == (client.identity, server.identity)
-    assert (ok.src_pod, ok.src_namespace, ok.dst_namespace) == ("front/a", "front", "back")
+    assert server and client and (ok.source.identity, ok.destination.identity) == (client.identity, server.identity)
+    assert (str(ok.source.workload), ok.source.namespace, ok.destination.namespace) == ("front/a", "front", "back")
     denied = find(flows, src_address=v4("a"), dst_port=81, direction="ingress")
     # Default deny is the ALLOW policy's: the flow names it.
     assert (denied.verdict, denied.reason, denied.policy) == (

@@ -18,7 +18,8 @@ import pytest
 from meshcore.lab import Lab, LabError
 from meshcore.lab._host import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
 from meshcore.lab._netns import NETNS_DIR
-from meshcore.lab._observe import logged_flows
+from meshcore.agent import FLOWS_FILE, FlowJournalReader
+from meshcore.observe import Flow
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -324,10 +325,10 @@ def wait_for_rows(fetch: Callable[[], list[dict[str, Any]]], keep: Callable[[dic
         time.sleep(every)
 
 
-def logged(lab: Lab, keep: Callable[[dict[str, Any]], bool], *, at_least: int = 1,
-           wait: float = 8.0) -> list[dict[str, Any]]:
-    """Flow records of the lab's agent (L3/L4 log and L7 journal) that ``keep`` accepts; see `wait_for_rows`."""
-    return wait_for_rows(lambda: logged_flows(lab.dir), keep, at_least=at_least, wait=wait)
+def logged(lab: Lab, keep: Callable[[Flow], bool], *, at_least: int = 1, wait: float = 8.0) -> list[Flow]:
+    """Flows of the lab's agent journal (both layers) that ``keep`` accepts; see `wait_for_rows`."""
+    return wait_for_rows(lambda: FlowJournalReader(lab.dir / FLOWS_FILE).read(), keep,  # type: ignore[arg-type,return-value]
+                         at_least=at_least, wait=wait)
 
 
 def observed(lab: Lab, *args: str, keep: Callable[[dict[str, Any]], bool], at_least: int = 1,

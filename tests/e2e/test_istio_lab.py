@@ -25,6 +25,8 @@ import pytest
 from _lab_support import client_pod, curl_json, echo_deployment, logged, meshcore_cli, observed, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.model import WorkloadRef
+from meshcore.observe import Flow, Verdict
 
 pytestmark = pytest.mark.root
 
@@ -231,9 +233,9 @@ def _pod(lab: Lab, prefix: str) -> Any:
     return next(p for p in lab.status().pods if p.name.startswith(prefix) and p.namespace == NS)
 
 
-def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-    """Flow-log records matching ``keep`` (waits for the agent to write them)."""
-    return logged(lab, keep)
+def _flows(lab: Lab, keep: Callable[[Flow], bool]) -> list[Flow]:
+    """L7 flows of the agent's journal matching ``keep`` (waits for the agent to write them)."""
+    return logged(lab, lambda f: f.l7 is not None and keep(f))
 
 
 def test_end_user_header_routes_to_v2_exactly(bookinfo: tuple[Lab, Path]) -> None:
@@ -257,8 +259,8 @@ def test_fault_abort_503_for_the_header(bookinfo: tuple[Lab, Path]) -> None:
     status, body = c.get("http://ratings:9080/r")
     assert status == 200 and body["pod"].startswith("ratings-v1"), body
     # The abort is Envoy's own answer: the flow log says the fault filter answered, no upstream.
-    flows = _flows(bookinfo[0], lambda f: f.get("kind") == "l7" and f.get("path") == "/r" and f.get("status") == 503)
-    assert flows and "FI" in flows[-1]["flags"] and not flows[-1]["upstreamPod"], flows[-1:]
+    flows = _flows(bookinfo[0], lambda f: f.l7.path == "/r" and f.l7.status == 503)
+    assert flows and "FI" in flows[-1].l7.flags and flows[-1].destination.workload is None, flows[-1:]
 
 
 def test_fault_delay_1s_is_measured(bookinfo: tuple[Lab, Path]) -> None:
@@ -277,8 +279,9 @@ def test_fault_delay_1s_is_measured(bookinfo: tuple[Lab, Path]) -> None:
     # curl's clock and Envoy's delay timer are read at slightly different points, so a 1 s
     # delay can read as 0.999 s: allow 20 ms below it, far above a plain request's ~2 ms.
     assert (status, plain_status) == (200, 200) and 0.98 <= delayed < 1.5 and plain < 0.5, (delayed, plain)
-    flows = _flows(bookinfo[0], lambda f: f.get("kind") == "l7" and f.get("path") == "/slow")
-    assert flows and "DI" in flows[-1]["flags"] and flows[-1]["upstreamPod"].startswith(f"{NS}/ratings-v1"), flows
+    flows = _flows(bookinfo[0], lambda f: f.l7.path == "/slow")
+    assert flows and "DI" in flows[-1].l7.flags and str(flows[-1].destination.workload).startswith(
+        f"{NS}/ratings-v1"), flows
 
 
 def test_authorization_allows_productpage_and_refuses_intruder(bookinfo: tuple[Lab, Path]) -> None:
@@ -337,10 +340,13 @@ def test_denial_is_observed_with_the_policy_source(bookinfo: tuple[Lab, Path]) -
     # Through the service Envoy refuses the request; its flow names the DENY policy that matched,
     # and `observe` shows the request as dropped by policy.
     Client(lab, "intruder").get("http://ratings:9080/observed-denial")
-    flows = _flows(lab, lambda f: f.get("kind") == "l7" and f.get("path") == "/observed-denial")
-    assert flows and flows[-1]["status"] == 403, flows
-    assert f"{NS}/ratings-deny-intruder" in flows[-1]["details"], flows[-1]
-    out = meshcore_cli("observe", "--name", lab.name, "-o", "json", "--kind", "l7", "--pod", "intruder",
+    flows = _flows(lab, lambda f: f.l7.path == "/observed-denial")
+    assert flows and flows[-1].l7.status == 403, flows
+    assert f"{NS}/ratings-deny-intruder" in flows[-1].l7.details, flows[-1]
+    denied = flows[-1]
+    assert (denied.verdict, denied.policy, denied.source.workload) == (
+        Verdict.DROPPED, f"{NS}/ratings-deny-intruder", WorkloadRef(NS, "intruder")), denied
+    out = meshcore_cli("observe", "--name", lab.name, "-o", "json", "--layer", "l7", "--pod", "intruder",
                        "--namespace", NS)
     l7 = [r for r in map(json.loads, out.stdout.decode().splitlines()) if r["path"] == "/observed-denial"]
     assert l7 and (l7[-1]["verdict"], l7[-1]["reason"], l7[-1]["status"]) == ("DROPPED", "policy-denied", 403), l7

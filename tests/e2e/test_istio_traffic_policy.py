@@ -144,7 +144,7 @@ def _pods(lab: Lab, url: str, count: int, *args: str) -> list[tuple[int, str]]:
 
 def _flows(lab: Lab, keep: Callable[[dict[str, Any]], bool], at_least: int = 1) -> list[dict[str, Any]]:
     """L7 rows of `meshcore observe` in the test namespace matching ``keep``."""
-    return observed(lab, "--kind", "l7", "--namespace", NS, keep=keep, at_least=at_least)
+    return observed(lab, "--layer", "l7", "--namespace", NS, keep=keep, at_least=at_least)
 
 
 def test_plan_sends_the_ports_to_envoy_naming_the_rule(lab_files: tuple[Lab, list[Path]]) -> None:
@@ -189,9 +189,9 @@ def test_outlier_detection_ejects_the_failing_backend(lab_files: tuple[Lab, list
     assert all(status == 200 and pod.startswith("od-good") for status, pod in after), after
     # The access log shows where the requests went: every one after the ejection to the healthy pod.
     flows = _flows(lab, lambda f: f["path"] == "/after", at_least=20)
-    assert len(flows) == 20 and all(f["upstreamPod"].startswith(f"{NS}/od-good") for f in flows), flows[-3:]
+    assert len(flows) == 20 and all(f["destinationWorkload"].startswith(f"{NS}/od-good") for f in flows), flows[-3:]
     ejected = _flows(lab, lambda f: f["path"] == "/first" and f["status"] == 503, at_least=len(failures))
-    assert ejected and all(f["upstreamPod"] == f"{NS}/{bad.name}" for f in ejected), ejected
+    assert ejected and all(f["destinationWorkload"] == f"{NS}/{bad.name}" for f in ejected), ejected
 
 
 _CONCURRENT = """
@@ -226,4 +226,4 @@ def test_connection_pool_overflow_answers_503_uo(lab_files: tuple[Lab, list[Path
     assert statuses[200] >= 1 and statuses[503] >= len(answers) - bound and set(statuses) <= {200, 503}, statuses
     assert all(flag == "true" for status, flag in answers if status == 503), answers
     flows = _flows(lab, lambda f: f["path"].startswith("/slow-") and f["status"] == 503, at_least=statuses[503])
-    assert flows and all("UO" in f["flags"] and not f["upstreamPod"] for f in flows), flows[-3:]
+    assert flows and all("UO" in f["flags"] and not f["destinationWorkload"] for f in flows), flows[-3:]

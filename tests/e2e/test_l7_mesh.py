@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import pytest
 from _lab_support import client_pod, envoy_pid, logged, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.model import WorkloadRef
+from meshcore.observe import Flow, Layer
 
 pytestmark = pytest.mark.root
 
@@ -238,12 +240,12 @@ def test_retries_on_5xx(mesh: tuple[Lab, Path]) -> None:
     # The echo server fails every request carrying x-echo-status; Envoy tries 1 + 2 times.
     status, headers, _ = c.get("http://web/retry", "-H", "x-echo-status: 503")
     assert status == 503
-    flows = _flows(mesh[0], lambda f: f["path"] == "/retry")
-    assert flows and "URX" in flows[-1]["flags"], flows  # upstream retry limit exceeded
+    flows = _flows(mesh[0], lambda f: f.l7.path == "/retry")
+    assert flows and "URX" in flows[-1].l7.flags, flows  # upstream retry limit exceeded
     # Without the rule's retry policy a 503 is not retried.
     status, _, _ = c.get("http://web/", "-H", "x-echo-status: 503")
-    last = _flows(mesh[0], lambda f: f["path"] == "/" and f["status"] == 503)[-1]
-    assert status == 503 and "URX" not in last["flags"], last
+    last = _flows(mesh[0], lambda f: f.l7.path == "/" and f.l7.status == 503)[-1]
+    assert status == 503 and "URX" not in last.l7.flags, last
 
 
 def test_timeout(mesh: tuple[Lab, Path]) -> None:
@@ -267,25 +269,27 @@ def test_mirror(mesh: tuple[Lab, Path]) -> None:
     assert "/mirror/probe-7" in log.read_text(errors="replace")
 
 
-def _flows(lab: Lab, keep: Any) -> list[dict[str, Any]]:
-    """L7 flows from the lab's flow log matching ``keep`` (waits for the access-log flush)."""
-    return logged(lab, lambda f: f.get("kind") == "l7" and keep(f))
+def _flows(lab: Lab, keep: Callable[[Flow], bool]) -> list[Flow]:
+    """L7 flows from the lab's flow journal matching ``keep`` (waits for the access-log flush)."""
+    return logged(lab, lambda f: f.layer is Layer.L7 and keep(f))
 
 
 def test_flows_and_observe(mesh: tuple[Lab, Path]) -> None:
     lab = mesh[0]
     Client(lab).get("http://web/v2/observed")
-    flows = _flows(lab, lambda f: f["path"] == "/v2/observed")
+    flows = _flows(lab, lambda f: f.l7.path == "/v2/observed")
     assert flows, "no flow logged"
     flow = flows[-1]
-    assert flow["method"] == "GET" and flow["status"] == 200 and flow["upstreamPod"].startswith("default/web-v2")
-    client_ips = next(p for p in lab.status().pods if p.name == "client").addresses
+    assert flow.l7.method == "GET" and flow.l7.status == 200 and flow.l7.listener == "default/web:80"
+    assert str(flow.destination.workload).startswith("default/web-v2") and flow.destination.identity > 0
+    client = next(p for p in lab.status().pods if p.name == "client")
     # Envoy's upstream went straight to the pod (not to a VIP translated again).
-    assert flow["source"].rsplit(":", 1)[0].strip("[]") in client_ips, flow
+    assert flow.source.address in client.addresses and flow.source.workload == WorkloadRef("default", "client")
     out = meshcore_cli("observe", "--name", lab.name, "-o", "json", "--pod", "client")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.decode().splitlines()]
-    assert any(r["path"] == "/v2/observed" and r["status"] == 200 for r in rows), rows
+    assert any(r["path"] == "/v2/observed" and r["status"] == 200 and r["source"] == "default/client"
+               and r["destinationWorkload"].startswith("default/web-v2") for r in rows), rows
     text = meshcore_cli("observe", "--name", lab.name).stdout.decode()
     assert "/v2/observed" in text and "web-v2" in text
 
@@ -325,7 +329,7 @@ def test_route_change_under_load_loses_nothing(mesh: tuple[Lab, Path]) -> None:
         stop.set()
         worker.join(60)
         lab.up([tmp / "app.yaml", tmp / "route.yaml"], timeout=60)
-    failed = [] if set(results) == {200} else _flows(lab, lambda f: f.get("path") == "/change" and f.get("status") != 200)
+    failed = [] if set(results) == {200} else _flows(lab, lambda f: f.l7.path == "/change" and f.l7.status != 200)
     # On failure, Envoy's own record of the failed requests (response flags, details) says why.
     assert len(results) >= 40 and set(results) == {200}, (collections.Counter(results), failed[-5:])
 

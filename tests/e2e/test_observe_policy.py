@@ -82,12 +82,12 @@ def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:
     assert connect(lab, "other", [(ip, 8080)]) == ["TimeoutError"]
     assert connect(lab, "client", [(ip, 8080), (ip, 9090)]) == ["ok", "TimeoutError"]
 
-    dropped = observe(lab, "--verdict", "dropped", "--kind", "l4",
+    dropped = observe(lab, "--verdict", "dropped", "--layer", "l4",
                       keep=lambda r: r["source"] == "default/other" and r["destinationPort"] == 8080)
     assert dropped, "the flow from other to server:8080 is shown as dropped"
     d = dropped[-1]
-    assert (d["kind"], d["verdict"], d["reason"], d["direction"], d["protocol"]) == (
-        "l4", "DROPPED", "default-deny", "ingress", "TCP")
+    assert (d["layer"], d["verdict"], d["reason"], d["direction"], d["protocol"], d["enforcer"]) == (
+        "l4", "DROPPED", "default-deny", "ingress", "TCP", "kernel")
     assert (d["destination"], d["destinationNamespace"], d["destinationAddress"]) == ("default/server", "default", ip)
     assert d["sourceNamespace"] == "default" and d["sourcePort"] > 0
     assert d["sourceIdentity"] > 0 and d["destinationIdentity"] > 0
@@ -107,13 +107,13 @@ def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:
                         keep=lambda r: r["source"] == "default/client" and r["destinationPort"] == 8080)
     assert forwarded, "the flow from client to server:8080 is shown as forwarded"
     f = forwarded[-1]
-    assert (f["verdict"], f["reason"], f["destination"]) == ("FORWARDED", "", "default/server")
+    assert (f["verdict"], f["reason"], f["destination"]) == ("FORWARDED", "policy-allowed", "default/server")
     assert "server-from-client" in f["policy"] and re.search(r"policy\.yaml:\d+", f["policySource"]), f
 
     # Filters combine: other's packets leave its own veth (no policy selects it) but never enter server's.
     rows = observe(lab, "--verdict", "forwarded", "--pod", "other", keep=lambda r: True, wait=0)
     assert rows and {(r["source"], r["direction"]) for r in rows} == {("default/other", "egress")}, rows
-    assert observe(lab, "--kind", "l7", keep=lambda r: True, wait=0) == []
+    assert observe(lab, "--kind", "l7", keep=lambda r: True, wait=0) == [], "--kind is --layer's other name"
     text = meshcore_cli("observe", "--name", lab.name, "--verdict", "dropped", "--pod", "other").stdout.decode()
     assert "default/other" in text and "DROPPED (default-deny)" in text
 
@@ -136,9 +136,9 @@ def test_metrics_count_flows_drops_and_map_entries(lab: Lab) -> None:
     ip = server_ip(lab)
     assert connect(lab, "other", [(ip, 8080)] * 2) == ["TimeoutError"] * 2
     assert connect(lab, "client", [(ip, 8080)]) == ["ok"]
-    key_drop = 'meshcore_flows_total{direction="ingress",kind="l4",verdict="dropped"}'
+    key_drop = 'meshcore_flows_total{direction="ingress",layer="l4",verdict="dropped"}'
     key_reason = 'meshcore_drops_total{direction="ingress",reason="default-deny"}'
-    key_fwd = 'meshcore_flows_total{direction="ingress",kind="l4",verdict="forwarded"}'
+    key_fwd = 'meshcore_flows_total{direction="ingress",layer="l4",verdict="forwarded"}'
     deadline = time.monotonic() + 5
     after = scrape(lab)
     while time.monotonic() < deadline and after.get(key_drop, 0) < before.get(key_drop, 0) + 2:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import secrets
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from _lab_support import connect, running_lab, write
+from _lab_support import connect, logged, running_lab, write
 
 from meshcore.lab import Lab
+from meshcore.model import Direction, WorkloadRef
+from meshcore.observe import Enforcer, Layer, Verdict
 
 pytestmark = pytest.mark.root
 
@@ -72,17 +71,11 @@ def test_network_policy_is_enforced_by_identity_and_port(lab: Lab) -> None:
     assert connect(lab, "server", [(client.addresses[0], 9)]) == ["ConnectionRefusedError"]
 
 
-def test_verdicts_reach_the_flow_log(lab: Lab) -> None:
+def test_verdicts_reach_the_flow_journal(lab: Lab) -> None:
     connect(lab, "other", [(next(p for p in lab.status().pods if p.name == "server").addresses[0], 8080)])
-    path = Path(lab.dir) / "flows.jsonl"
-    deadline = time.monotonic() + 5
-    found = []
-    while time.monotonic() < deadline and not found:
-        lines = path.read_text().splitlines() if path.exists() else []
-        found = [r["flow"] for r in map(json.loads, lines) if r.get("kind") == "l4"
-                 and r["flow"]["src_pod"] == "default/other" and r["flow"]["verdict"] == "DROPPED"]
-        time.sleep(0.2)
-    assert found, "a dropped flow from other is logged"
+    found = logged(lab, lambda f: f.layer is Layer.L4 and f.source.workload == WorkloadRef("default", "other")
+                   and f.verdict is Verdict.DROPPED, wait=5)
+    assert found, "a dropped flow from other is journaled"
     flow = found[-1]
-    assert (flow["dst_pod"], flow["dst_port"], flow["reason"], flow["direction"]) == (
-        "default/server", 8080, "default-deny", "ingress")
+    assert (flow.destination.workload, flow.destination.port, flow.reason, flow.direction, flow.enforcer) == (
+        WorkloadRef("default", "server"), 8080, "default-deny", Direction.INGRESS, Enforcer.KERNEL)

@@ -10,6 +10,7 @@ from test_flows import collect
 
 from meshcore import model as m
 from meshcore.compile import Datapath, Plan
+from meshcore.observe import Verdict
 
 pytestmark = pytest.mark.envoy
 Apply = Callable[[m.Snapshot], Plan]
@@ -30,7 +31,7 @@ def test_allow_deny_and_audit(apply: Apply, proxy_env: ProxyEnv) -> None:
         )])
         deny = m.AuthorizationPolicy("no-admin", NS, web_only, "DENY", [m.PolicyRule(
             operations=[m.Operation(paths=["/admin*"])],
-        )])
+        )], source=m.Source("AuthorizationPolicy", NS, "no-admin", "authz.yaml", 4))
         audit = m.AuthorizationPolicy("watch-orders", NS, web_only, "AUDIT", [m.PolicyRule(
             operations=[m.Operation(paths=["/orders"])],
         )])
@@ -48,7 +49,10 @@ def test_allow_deny_and_audit(apply: Apply, proxy_env: ProxyEnv) -> None:
             denied = request(port, "/admin/users", source=CLIENT)
             assert (denied.status, denied.body) == (403, b"RBAC: access denied")
             got = collect(flows, "shop/web:80", 4)
-        assert [f.status for f in got] == [200, 403, 403, 403]
-        assert got[0].audited and got[3].details == "rbac_access_denied_matched_policy[shop/no-admin[0]]"
-        assert got[2].details == "rbac_access_denied_matched_policy[none]"
+        assert [f.l7.status for f in got if f.l7] == [200, 403, 403, 403]
+        assert [f.verdict for f in got] == [Verdict.AUDIT, Verdict.DROPPED, Verdict.DROPPED, Verdict.DROPPED]
+        assert got[3].l7 is not None and got[3].l7.details == "rbac_access_denied_matched_policy[shop/no-admin[0]]"
+        assert (got[3].reason, got[3].policy) == ("policy-denied", "shop/no-admin")
+        assert got[3].policy_source == f"authz.yaml:4 AuthorizationPolicy {NS}/no-admin", got[3]
+        assert got[2].l7 is not None and got[2].l7.details == "rbac_access_denied_matched_policy[none]"
         assert [s["path"] for s in web.seen] == ["/orders"]

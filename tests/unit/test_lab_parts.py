@@ -263,16 +263,3 @@ def test_echo_tcp_and_udp(echo: dict[str, int]) -> None:
         assert s.recvfrom(100)[0] == b"datagram"
         s.sendto(b"whoami", ("127.0.0.1", echo["udp"]))
         assert json.loads(s.recvfrom(100)[0])["pod"] == "pod-a"
-
-
-def test_observe_names_the_policy_envoy_refused_a_request_by() -> None:
-    from meshcore.lab._observe import denying_policy, row
-
-    denied = {"kind": "l7", "status": 403, "flags": ["RBAC"], "source": "10.244.0.7:40000",
-              "details": "rbac_access_denied_matched_policy[bookinfo/ratings-deny-intruder[0]]"}
-    assert denying_policy(denied) == "bookinfo/ratings-deny-intruder"
-    r = row(denied, {}, {}, lambda: {"bookinfo/ratings-deny-intruder": "istio.yaml:31"})
-    assert (r["verdict"], r["reason"], r["policy"], r["policySource"]) == (
-        "DROPPED", "policy-denied", "bookinfo/ratings-deny-intruder", "istio.yaml:31")
-    allowed = row({"kind": "l7", "status": 200, "details": "via_upstream"}, {}, {}, lambda: {})
-    assert (allowed["verdict"], allowed["policy"]) == ("FORWARDED", "")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 
 import attrs
@@ -16,12 +17,12 @@ from ..adapter import Adapter
 from ..compile import CompileOptions, Plan, compile_plan
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
-from ..observe import AgentMetrics
+from ..observe import AgentMetrics, Flow
 from ..proxy import EnvoyStartError, NackError, ProxyConfigError
 from ._configs import config_statuses, rejected_configs
 from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
-from ._flows import FLOWS_FILE, FlowLog, l4_record
+from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, JournalLimits, policy_names
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
 
 __all__ = ["REPORT_FILE", "NodeAgent"]
@@ -66,6 +67,11 @@ class NodeAgent:
     and writes it to ``<state_dir>/report.json``; a generation that fails changes nothing
     and the previous state keeps enforcing. Closing releases handles only: pinned programs
     keep enforcing; :meth:`close` also stops the node proxy unless ``keep_proxy``.
+
+    The kernel's verdicts and the node proxy's requests go to one bounded flow journal
+    (``<state_dir>/flows.journal``, sized by ``journal``); :meth:`flows` and
+    :meth:`aflows` read it back as :class:`~meshcore.observe.Flow`, and the metrics
+    count its flows when scraped.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class NodeAgent:
         options: CompileOptions | None = None,
         metrics: AgentMetrics | None = None,
         write_reports: bool = True,
+        journal: JournalLimits | None = None,
     ) -> None:
         self.facts = facts
         self.adapters = adapters
@@ -99,6 +106,11 @@ class NodeAgent:
         self._flow_thread: threading.Thread | None = None
         self._closing = threading.Event()
         self.last_report: GenerationReport | None = None
+        self.journal = FlowJournal(facts.state_dir / FLOWS_FILE, journal, on_error=self._journal_failed)
+        self._journal_error = ""
+        counted = FlowJournalReader(self.journal.path)
+        counted.poll()  # metrics count what is written from now on
+        self.metrics.count_from(counted.poll)
 
     # ------------------------------------------------------------------ enforcers
 
@@ -120,7 +132,7 @@ class NodeAgent:
         return self._lb
 
     def policy(self) -> PolicyEnforcement:
-        """The policy enforcer (opened on first use; its verdicts go to the flow log)."""
+        """The policy enforcer (opened on first use; its verdicts go to the flow journal)."""
         if self._policy is None:
             from ._kernel import KernelPolicy  # noqa: PLC0415 - libbpf only when enforcing
 
@@ -137,7 +149,7 @@ class NodeAgent:
             from ._proxy import EnvoyNodeProxy  # noqa: PLC0415 - grpcio and Envoy only when L7 is needed
 
             def envoy(facts: NodeFacts) -> NodeProxy:
-                return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6)
+                return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6, journal=self.journal)
 
             self._proxy = self._build(self._make_proxy, envoy)  # type: ignore[assignment]
         assert self._proxy is not None
@@ -301,6 +313,8 @@ class NodeAgent:
         if statuses is not None:
             self._statuses = statuses
         self.metrics.applied(True)
+        # The node proxy's requests name their peers' workloads and identities with these.
+        self.journal.names_changed(self.facts.name, policy_names(plan.policy))
 
     def _failed(self, generation: int, stage: Stage, cause: BaseException) -> GenerationReport:
         if os.environ.get("MESHCORE_DEBUG"):
@@ -344,9 +358,42 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ flows
 
+    def flows(self, *, follow: bool = False, interval: float = 0.2) -> Iterator[Flow]:
+        """This node's flows from its journal (both layers), oldest first.
+
+        Without ``follow`` the iteration ends after the flows the journal holds now; with
+        it, new flows follow as they are written (checked every ``interval`` seconds) until
+        the caller stops iterating. Works from any process that can read the state directory.
+        """
+        reader = FlowJournalReader(self.journal.path, from_start=True)
+        try:
+            yield from reader.poll()
+            while follow:
+                time.sleep(interval)
+                yield from reader.poll()
+        finally:
+            reader.close()
+
+    async def aflows(self, *, follow: bool = False, interval: float = 0.2) -> AsyncIterator[Flow]:
+        """:meth:`flows` for asyncio: the journal is read and decoded in a worker thread."""
+        reader = FlowJournalReader(self.journal.path, from_start=True)
+        try:
+            while True:
+                for flow in await asyncio.to_thread(reader.poll):
+                    yield flow
+                if not follow:
+                    return
+                await asyncio.sleep(interval)
+        finally:
+            reader.close()
+
+    def _journal_failed(self, exc: OSError) -> None:
+        if str(exc) != self._journal_error:  # once per distinct error, not once per flow
+            self._journal_error = str(exc)
+            log.warning("cannot write the flow journal %s: %s", self.journal.path, exc)
+
     def _log_flows(self) -> None:
-        """Append L3/L4 verdicts to the flow log (``kind: l4``) and count them."""
-        journal = FlowLog(self.facts.state_dir / FLOWS_FILE)
+        """Append the kernel's verdicts to the flow journal as they come."""
         policy = self._policy
         if policy is None:
             return
@@ -354,9 +401,7 @@ class NodeAgent:
             for flow in policy.flows(0.5, follow=True):
                 if self._closing.is_set():
                     return
-                verdict = getattr(flow, "verdict", "")
-                self.metrics.flow(verdict, getattr(flow, "direction", ""), getattr(flow, "reason", ""))
-                journal.extend([l4_record(flow)])
+                self.journal.add((flow,))
         except Exception as exc:  # noqa: BLE001 - flows are best effort; enforcement is unaffected
             if not self._closing.is_set():
                 log.error("policy flow log stopped: %s", exc)
@@ -390,3 +435,4 @@ class NodeAgent:
             if self._policy is not None:
                 self._policy.close()
                 self._policy = None
+            self.journal.close()

@@ -13,6 +13,7 @@ from ..model import WorkloadRef
 from ..observe import DEFAULT_METRICS_ADDRESS, configure_logging
 from ._agent import NodeAgent
 from ._facts import NodeFacts
+from ._journal import JournalLimits, parse_size
 from ._run import POLL_SECONDS, AgentRunner
 from ._source import ManifestFiles, ObjectsFile, SnapshotSource
 
@@ -77,9 +78,14 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               show_default=True, metavar="FIRST-LAST",
               help="Ports the node proxy's listeners are given (on the node's addresses).")
 @click.option("--poll", default=POLL_SECONDS, show_default=True, help="Seconds between looks at the source.")
+@click.option("--flows-max-size", default="4MiB", show_default=True, metavar="SIZE",
+              help="Size at which the flow journal is rotated (bytes, or with KiB, MiB, GiB).")
+@click.option("--flows-keep", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Rotated flow journal files kept besides the current one (the oldest flows go first).")
 def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
-                  interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float) -> None:
+                  interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
+                  flows_keep: int) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
 
     Exactly one source: --objects FILE or -f PATH. SIGHUP makes it look at the source at
@@ -89,13 +95,17 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path 
         raise click.UsageError("give the configuration with --objects FILE or -f PATH (one of them)")
     if objects_file is not None and interfaces:
         raise click.UsageError("--interface goes with -f; an objects file names its interfaces itself")
+    try:
+        journal = JournalLimits(parse_size(flows_max_size), flows_keep)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--flows-max-size") from None
     source: SnapshotSource = ObjectsFile(objects_file) if objects_file is not None else ManifestFiles(
         files, _interfaces(interfaces))
     facts = NodeFacts(node, cgroup, state_dir or DEFAULT_STATE_ROOT / node, ipv4, ipv6, pin_root,
                       _pairs(labels, "--label", "KEY=VALUE"), netns)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(sys.stderr, logging.INFO)
-    runner = AgentRunner(NodeAgent(facts, options=_compile_options(proxy_ports)), source, poll=poll,
+    runner = AgentRunner(NodeAgent(facts, options=_compile_options(proxy_ports), journal=journal), source, poll=poll,
                          metrics_address=metrics)
     runner.handle_signals()
     sys.exit(runner.run())

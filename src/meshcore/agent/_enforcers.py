@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 
 from ..compile import BpfPlan, EnvoyPlan, PolicyPlan
 from ..model import WorkloadRef
+from ..observe import Flow
 from ._report import ProxyStatus
 
 __all__ = ["Change", "LoadBalancer", "NodeProxy", "PolicyEnforcement"]
@@ -49,8 +50,8 @@ class PolicyEnforcement(Protocol):
     def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> Change:
         """Write ``plan`` and enforce it on exactly these interfaces."""
 
-    def flows(self, timeout: float, *, follow: bool) -> Iterator[object]:
-        """Verdict records as the kernel reports them."""
+    def flows(self, timeout: float, *, follow: bool) -> Iterator[Flow]:
+        """Verdicts as the kernel reports them: those there now (waiting up to ``timeout``), or, with ``follow``, forever."""
 
     def counts(self) -> dict[str, int]:
         """Entries per map, as the kernel holds them."""

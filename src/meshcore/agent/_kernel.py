@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from ..compile import BpfIndex, BpfPlan, PolicyPlan
 from ..datapath import ApplyReport, LbSettings, PolicyEnforcer, PolicyReport, SocketLB
 from ..model import WorkloadRef
+from ..observe import Flow
 from ._facts import NodeFacts
 
 __all__ = ["KernelLoadBalancer", "KernelPolicy"]
@@ -78,8 +79,8 @@ class KernelPolicy:
                 self.enforcer.attach(interface, ref)
         return report
 
-    def flows(self, timeout: float, *, follow: bool) -> Iterator[object]:
-        """Verdict records from the ring buffer."""
+    def flows(self, timeout: float, *, follow: bool) -> Iterator[Flow]:
+        """Verdicts from the ring buffer."""
         return self.enforcer.flows(timeout=timeout, follow=follow)
 
     def counts(self) -> dict[str, int]:

@@ -4,9 +4,9 @@
 state directory and a supervised Envoy the first time a plan needs a proxy (generated
 listeners, or any raw Envoy resource), and keeps both until the agent stops. Envoy's pid
 is recorded in ``proxy.json`` (written before Envoy can exist) so whoever cleans up the
-node can stop it by pid after a crash; L7 flows from its access log are appended
-undecoded, one ALS batch per write, to the flow journal ``flows-l7.bin`` (rotated when
-large) and decoded when read.
+node can stop it by pid after a crash; its access-log batches go undecoded, one write
+each, to the agent's flow journal (:class:`~meshcore.agent.FlowJournal`), which readers
+decode.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import attrs
 
 from ..compile import EnvoyPlan
 from ..linux import start_time
-from ..proxy import ControlPlane, EnvoyOptions, EnvoySupervisor, ProxySettings
-from ._flows import FLOWS_L7_FILE, FLOWS_MAX_BYTES
+from ..proxy import ControlPlane, EnvoyOptions, EnvoySupervisor, FlowRecorder, ProxySettings
 from ._report import ProxyStatus
 
 __all__ = ["PROXY_FILE", "EnvoyNodeProxy", "recorded_processes", "union_plan"]
@@ -69,13 +68,17 @@ def union_plan(new: EnvoyPlan, old: EnvoyPlan) -> EnvoyPlan:
 
 
 class EnvoyNodeProxy:
-    """The node's control plane and Envoy, started by the first plan that needs them, applied in the safe order."""
+    """The node's control plane and Envoy, started by the first plan that needs them, applied in the safe order.
+
+    ``journal`` (the agent's flow journal) receives Envoy's access logs, undecoded.
+    """
 
     def __init__(self, state_dir: Path, node: str, node_ipv4: str, node_ipv6: str, *,
-                 envoy_netns: str | None = None) -> None:
+                 envoy_netns: str | None = None, journal: FlowRecorder | None = None) -> None:
         self.state_dir = state_dir
         self.node = node
         self.envoy_netns = envoy_netns
+        self.journal = journal
         self.settings = ProxySettings(listen_ipv4=node_ipv4, listen_ipv6=node_ipv6 or None)
         self._cp: ControlPlane | None = None
         self._envoy: EnvoySupervisor | None = None
@@ -91,9 +94,9 @@ class EnvoyNodeProxy:
         """Start the control plane serving ``plan`` and an Envoy; waits until Envoy acknowledged it."""
         cp = ControlPlane(f"unix:{self.state_dir / XDS_SOCKET}").start()
         try:
-            # Raw batches, one write each: the agent does no per-request work; readers decode.
-            cp.record_flows(self.state_dir / FLOWS_L7_FILE, FLOWS_MAX_BYTES,
-                            on_error=lambda exc: log.warning("cannot write the L7 flow journal: %s", exc))
+            if self.journal is not None:
+                # Raw batches, one write each: the agent does no per-request work; readers decode.
+                cp.record_flows(self.journal)
             version = cp.set_plan(self.node, plan, self.settings)
             envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=self.envoy_netns))
             # Recorded before it can exist (write-ahead): `lab down` finds it even after a crash here.

@@ -58,8 +58,8 @@ clang, make, libbpf-dev and linux-libc-dev (``make -C bpf``, run by ``pip instal
 L3/L4 policy: ``PolicyEnforcer(node, pin_root, *, netns=None)`` loads bpf/policy.bpf.c
 (maps pinned under ``<pin_root>/<node>/policy/``), ``attach(interface, workload)`` puts
 its tc programs on a pod's host-side veth, ``apply(plan.policy) -> PolicyReport`` writes
-the diff (refusing plans that do not fit), ``flows()`` yields :class:`Flow` records
-decoded from the verdict ring buffer.
+the diff (refusing plans that do not fit), ``flows()`` yields
+:class:`~meshcore.observe.Flow` records decoded from the verdict ring buffer.
 
 Lower layers, for other datapath parts: :class:`BpfObject` / :class:`BpfLink` (loader
 context managers), :func:`object_path`, :class:`BpfError` (errno + libbpf's log),
@@ -71,7 +71,7 @@ from ._bpffs import default_pin_root
 from ._cgroup import cgroup2_mount, resolve_cgroup
 from ._desired import MAX_SLOTS_PER_SERVICE, slot_counts
 from ._errors import DatapathError, MirrorMismatch
-from ._flows import Flow, FlowDecoder
+from ._flows import FlowDecoder
 from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
@@ -80,7 +80,7 @@ from ._socket_lb import SocketLB
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 
 __all__ = [
-    "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "Flow", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
+    "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
     "MirrorMismatch", "ServiceState", "SocketLB", "cgroup2_mount", "default_pin_root", "object_path",
     "resolve_cgroup", "slot_counts",

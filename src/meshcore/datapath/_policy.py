@@ -9,6 +9,7 @@ before anything is written, so the previous policy keeps enforcing.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import threading
@@ -21,16 +22,19 @@ import attrs
 
 from ..compile import PolicyPlan
 from ..model import ReservedIdentity, WorkloadRef
+from ..observe import Flow
 from . import _libbpf
 from ._bpffs import default_pin_root, pins_on_bpffs
 from ._btf import KIND_STRUCT, check_mirror
 from ._errors import DatapathError
-from ._flows import Flow, FlowDecoder
+from ._flows import FlowDecoder
 from ._loader import BpfObject, map_info, object_path
 from ._tc import EGRESS, INGRESS, RingBuffer, ifindex_of, in_netns, tc_attach, tc_detach
 from .maps import POLICY_SPECS, BpfMap, MapSpec, pol_endpoints, pol_events, pol_ipcache, pol_policy
 
 __all__ = ["PolicyEnforcer", "PolicyReport"]
+
+log = logging.getLogger("meshcore.datapath")
 
 OBJECT_NAME = "policy"
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -90,7 +94,7 @@ class PolicyEnforcer:
         self._attached: dict[int, tuple[str, WorkloadRef]] = {}
         self.plan = PolicyPlan()
         self._applied = False
-        self.decoder = FlowDecoder()
+        self.decoder = FlowDecoder(node=node)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -330,7 +334,14 @@ class PolicyEnforcer:
         or, with ``follow``, forever."""
         self._need_open()
         pending: list[Flow] = []
-        rb = RingBuffer(self._events_fd, lambda raw: pending.append(self.decoder.decode(raw)))
+
+        def decode(raw: bytes) -> None:
+            try:
+                pending.append(self.decoder.decode(raw))
+            except ValueError as exc:  # a record of another program version: skip it, keep reading
+                log.debug("skipped a policy event: %s", exc)
+
+        rb = RingBuffer(self._events_fd, decode)
         try:
             while True:
                 rb.poll(int(timeout * 1000))

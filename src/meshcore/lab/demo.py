@@ -31,6 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..observe import Flow
 from ._errors import LabError
 from ._lab import Lab
 from ._status import LabStatus
@@ -167,17 +168,19 @@ def routed_request(lab: Lab, con: Console) -> bool:
 
 def refused_connection(lab: Lab, con: Console) -> bool:
     """The stranger's connection to api must be refused, and its flow logged as dropped."""
-    from ._observe import flows, format_row  # noqa: PLC0415 - the `observe` command's reader
+    from ..observe import FlowFilter  # noqa: PLC0415 - with the reader below
+    from ._observe import flows  # noqa: PLC0415 - the `observe` command's reader
 
     outcome = _run_script(lab, STRANGER_POD, _CONNECT_SCRIPT, "api", "8080")
     con.print(f"{DEMO_NAMESPACE}/{STRANGER_POD} → api:8080: {outcome} (NetworkPolicy api-from-client-and-web)")
     deadline = time.monotonic() + 5
-    dropped: list[dict[str, Any]] = []
+    dropped: list[Flow] = []
+    keep = FlowFilter(pod=f"{DEMO_NAMESPACE}/{STRANGER_POD}", verdict="dropped")
     while not dropped and time.monotonic() < deadline:
-        dropped = list(flows(lab, pod=f"{DEMO_NAMESPACE}/{STRANGER_POD}", verdict="dropped"))
+        dropped = list(flows(lab, keep=keep))
         time.sleep(0.1)
-    for record in dropped[-1:]:
-        con.print(f"meshcore observe --verdict dropped: {format_row(record)}", soft_wrap=True)
+    for flow in dropped[-1:]:
+        con.print(f"meshcore observe --verdict dropped: {flow}", soft_wrap=True, markup=False)
     if outcome == "connected" or not dropped:
         con.print("[red]the stranger's connection was not refused by policy[/]")
         return False

@@ -1,19 +1,26 @@
-"""Observability of a running node: Prometheus metrics and structured logging.
+"""Observability of a running node: the :class:`Flow` type, Prometheus metrics and structured logging.
 
-The metrics load on first use, so the ``meshcore`` command (the ``cli`` extra) configures
-logging without prometheus-client, which only the node agent (the ``agent`` extra) needs.
+:class:`Flow` is what every enforcer's verdicts become — the kernel's L3/L4 verdicts
+(decoded by :mod:`meshcore.datapath`) and the node proxy's requests (decoded by
+:mod:`meshcore.proxy`) — so this package imports only the model. The metrics load on
+first use, so the ``meshcore`` command (the ``cli`` extra) configures logging without
+prometheus-client, which only the node agent (the ``agent`` extra) needs.
 """
 
 from typing import TYPE_CHECKING
 
+from ._flow import Enforcer, Flow, FlowFilter, L7Details, Layer, Peer, Verdict
 from ._logging import configure_logging
 
 if TYPE_CHECKING:
-    from ._metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, AgentMetrics, parse_address
+    from ._metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, AgentMetrics, FlowSource, parse_address
 
-__all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "configure_logging", "parse_address"]
+__all__ = [
+    "DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "Enforcer", "Flow", "FlowFilter", "FlowSource",
+    "L7Details", "Layer", "Peer", "Verdict", "configure_logging", "parse_address",
+]
 
-_METRICS = frozenset({"DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "parse_address"})
+_METRICS = frozenset({"DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "FlowSource", "parse_address"})
 
 
 def __getattr__(name: str) -> object:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "parse_address"]
+from ._flow import Flow, Verdict
+
+__all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "FlowSource", "parse_address"]
 
 #: meshcore's own metrics port (not Cilium's 9962-9965, nor Istio's 15000-15100).
 DEFAULT_METRICS_PORT = 9878
@@ -23,6 +25,8 @@ log = logging.getLogger("meshcore.observe.metrics")
 
 #: A source of map occupancy: called at each scrape, returns entries per map name.
 OccupancySource = Callable[[], Mapping[str, int]]
+#: A source of flows: called at each scrape, returns the flows since its previous call.
+FlowSource = Callable[[], Iterable[Flow]]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -61,15 +65,54 @@ class _Occupancy(Collector):
         yield family
 
 
+class _FlowCounts(Collector):
+    """Flows by layer, verdict and direction, and drops by reason; sources are read at scrape time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flows: dict[tuple[str, str, str], int] = {}
+        self._drops: dict[tuple[str, str], int] = {}
+        self.sources: list[FlowSource] = []
+
+    def count(self, flow: Flow) -> None:
+        with self._lock:
+            self._count(flow)
+
+    def _count(self, flow: Flow) -> None:
+        direction = flow.direction.value if flow.direction is not None else ""
+        key = (flow.layer.value, flow.verdict.value.lower(), direction)
+        self._flows[key] = self._flows.get(key, 0) + 1
+        if flow.verdict is Verdict.DROPPED:
+            drop = (flow.reason or "unknown", direction)
+            self._drops[drop] = self._drops.get(drop, 0) + 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        with self._lock:
+            for source in self.sources:
+                try:
+                    for flow in source():
+                        self._count(flow)
+                except Exception as exc:  # noqa: BLE001 - a scrape must not fail because flows are unreadable
+                    log.warning("flows unavailable for metrics: %s", exc)
+            flows = CounterMetricFamily("meshcore_flows", "Flow verdicts by layer (l4, l7), verdict and direction.",
+                                        labels=["layer", "verdict", "direction"])
+            for key, value in sorted(self._flows.items()):
+                flows.add_metric(list(key), float(value))
+            drops = CounterMetricFamily("meshcore_drops", "Dropped flows by reason and direction.",
+                                        labels=["reason", "direction"])
+            for drop, value in sorted(self._drops.items()):
+                drops.add_metric(list(drop), float(value))
+        yield flows
+        yield drops
+
+
 class AgentMetrics:
     """The counters a node agent updates, in a registry of their own, optionally served over HTTP."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._flows = Counter("meshcore_flows", "Flow verdicts by kind (l4, l7), verdict and direction.",
-                              ["kind", "verdict", "direction"], registry=self.registry)
-        self._drops = Counter("meshcore_drops", "Dropped flows by reason and direction.",
-                              ["reason", "direction"], registry=self.registry)
+        self._flows = _FlowCounts()
+        self.registry.register(self._flows)
         self._applies = Counter("meshcore_applies", "Configuration generations applied (ok) or refused (failed).",
                                 ["result"], registry=self.registry)
         self._nacks = Counter("meshcore_proxy_nacks", "Configurations the node proxy rejected (NACKs).",
@@ -81,12 +124,16 @@ class AgentMetrics:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def flow(self, verdict: str, direction: str, reason: str = "", kind: str = "l4") -> None:
-        """Count one flow verdict; a dropped one also counts under its reason."""
-        verdict, direction = verdict.lower(), direction.lower()
-        self._flows.labels(kind=kind, verdict=verdict, direction=direction).inc()
-        if verdict == "dropped":
-            self._drops.labels(reason=reason or "unknown", direction=direction).inc()
+    def count(self, flow: Flow) -> None:
+        """Count one flow; a dropped one also counts under its reason."""
+        self._flows.count(flow)
+
+    def count_from(self, source: FlowSource) -> None:
+        """Count the flows ``source()`` returns at each scrape (the flows since its previous call).
+
+        Reading flows only when scraped keeps the cost off the path of each request.
+        """
+        self._flows.sources.append(source)
 
     def applied(self, ok: bool) -> None:
         """Count one configuration generation, applied or refused."""

@@ -15,8 +15,8 @@ Public API::
                                           netns="lab-node-a")):
             cp.wait_synced("node-a", version, timeout=10)         # NackError names the model Source
             with cp.subscribe_flows() as flows:
-                for flow in flows:                                # FlowRecord: method, path, status...
-                    print(flow)
+                for flow in flows:                                # meshcore.observe.Flow
+                    print(flow.l7.method, flow.l7.path, flow.l7.status, flow.destination.workload)
 
 - :class:`ControlPlane` (``address``: ``unix:/path`` — reachable from every network
   namespace — or ``host:port``): a grpcio server with the aggregated discovery service
@@ -24,12 +24,12 @@ Public API::
   Listener and RouteConfiguration) and the access log service. ``set_plan(node, plan,
   settings) -> version``; ``wait_synced(node, version, timeout)``; ``status(node) ->
   NodeStatus``; ``nacks(node)`` and ``on_nack(callback)``; ``subscribe_flows()`` and
-  ``on_flow(callback)``; ``on_flow_data(callback)`` (one call per ALS batch with plain flow
-  objects); ``on_flow_batch(callback)`` (one call per ALS batch with the undecoded message)
-  and ``record_flows(path) -> FlowJournal`` (raw batches appended to a file, one write
-  each: the cheap path for storing flows; :class:`FlowJournalReader` decodes them when
-  read); ``endpoint`` (the bound :class:`XdsEndpoint`). Access logs are received as
-  bytes and decoded only for subscribers that want decoded flows.
+  ``on_flow(callback)`` (decoded :class:`~meshcore.observe.Flow`); ``on_flow_batch(callback)``
+  (one call per ALS batch with the undecoded message) and ``record_flows(recorder)`` (every
+  batch undecoded, with the names to resolve it later — the cheap path for storing flows,
+  e.g. into the node agent's :class:`~meshcore.agent.FlowJournal`; :func:`decode_batch`
+  decodes a batch when read); ``endpoint`` (the bound :class:`XdsEndpoint`). Access logs
+  are received as bytes and decoded only for subscribers that want decoded flows.
 - Push order per node: clusters, endpoints, listeners, routes, each type only after the
   previous is acknowledged and Envoy subscribed to the names it needs; clusters a new
   plan drops are removed only after the listeners and routes that used them changed.
@@ -59,9 +59,9 @@ _require_extra("agent", "meshcore.proxy")  # before the imports that need it: na
 
 from ..compile import Origin
 from ._admin import AdminClient, socket_in_netns
-from ._als import FlowHub, FlowRecord, FlowSubscription, decode_batch, decode_entry
+from ._als import FlowHub, FlowSubscription, Resolver, decode_batch, decode_http_entry, decode_tcp_entry
 from ._errors import CONFIG_CODE, NACK_CODE, EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
-from ._journal import FlowJournal, FlowJournalReader
+from ._names import NamesTable, plan_names
 from ._resources import (
     ACCESS_LOG_NAME,
     CLUSTER,
@@ -76,15 +76,15 @@ from ._resources import (
     build_resources,
     canonical_json,
 )
-from ._server import ControlPlane, XdsEndpoint
+from ._server import ControlPlane, FlowRecorder, XdsEndpoint
 from ._supervisor import EnvoyOptions, EnvoySupervisor, Exit, bootstrap, find_envoy
 from ._xds import AdsServer, NodeStatus, TypeStatus
 
 __all__ = [
     "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE",
     "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
-    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowJournal", "FlowJournalReader", "FlowRecord", "FlowSubscription", "Nack",
-    "NackError", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resource",
-    "Resources", "TypeStatus", "XdsEndpoint", "bootstrap", "build_resources", "canonical_json",
-    "decode_batch", "decode_entry", "find_envoy", "socket_in_netns",
+    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder", "FlowSubscription", "Nack",
+    "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resolver",
+    "Resource", "Resources", "TypeStatus", "XdsEndpoint", "bootstrap", "build_resources", "canonical_json",
+    "decode_batch", "decode_http_entry", "decode_tcp_entry", "find_envoy", "plan_names", "socket_in_netns",
 ]

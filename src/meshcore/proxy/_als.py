@@ -1,23 +1,24 @@
 """L7 flows: Envoy's gRPC access logs (ALS) as raw batches, decoded only for whoever reads them.
 
 The receiving side does no per-request work: each ALS message arrives as bytes (no
-protobuf decoding in the server), goes to raw consumers as is — the flow journal appends
-it to a file with one write — and is decoded into flows only when something subscribed
-to decoded flows (:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`,
-:meth:`FlowHub.on_flow_data`), or later, when a reader of the journal asks for them
-(see :mod:`._journal`).
+protobuf decoding in the server), goes to raw consumers as is — the node agent's flow
+journal appends it to a file with one write — and is decoded into
+:class:`~meshcore.observe.Flow` only when something subscribed to decoded flows
+(:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`), or later, when a reader of the
+journal asks for them (:func:`decode_batch`).
 """
 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
 
-import attrs
+from ..observe import Enforcer, Flow, L7Details, Layer, Peer, Verdict
 
 # Envoy's short response-flag codes, by the field of envoy.data.accesslog.v3.ResponseFlags.
 _FLAGS = {
@@ -36,123 +37,24 @@ _FLAGS = {
 _PROTOCOLS = {0: "", 1: "HTTP/1.0", 2: "HTTP/1.1", 3: "HTTP/2", 4: "HTTP/3"}
 
 
-@attrs.frozen
-class FlowRecord:
-    """One HTTP request through the node proxy, as Envoy logged it.
-
-    ``listener`` is the service port (``<ns>/<svc>:<port>``), ``route`` and ``cluster``
-    the Envoy route and cluster names; ``upstream_workload`` is ``ns/name`` of the backend
-    that answered when the plan knows it; ``flags`` are Envoy's response flags (``UF``,
-    ``URX``, ...); ``audited`` is true when an AUDIT policy matched the request.
-    """
-
-    time: datetime
-    node: str
-    listener: str
-    method: str
-    path: str
-    authority: str
-    status: int
-    latency_ms: float
-    upstream_address: str
-    upstream_workload: str
-    downstream_address: str
-    route: str
-    cluster: str
-    protocol: str = ""
-    flags: tuple[str, ...] = ()
-    details: str = ""
-    audited: bool = False
-    bytes_received: int = 0
-    bytes_sent: int = 0
-
-    def __str__(self) -> str:
-        upstream = self.upstream_workload or self.upstream_address or "-"
-        flags = f" [{','.join(self.flags)}]" if self.flags else ""
-        return (f"{self.time:%H:%M:%S.%f} {self.downstream_address} → {self.listener} {self.method} "
-                f"{self.authority}{self.path} {self.status} {self.latency_ms:.1f}ms → {upstream}{flags}")
-
-
-def _address(addr: Any) -> str:
-    if addr.HasField("socket_address"):
-        sa = addr.socket_address
-        host = f"[{sa.address}]" if ":" in sa.address else sa.address
-        return f"{host}:{sa.port_value}"
-    if addr.HasField("pipe"):
-        return str(addr.pipe.path)
-    return ""
-
-
-def _ms(duration: Any) -> float:
-    return float(duration.seconds * 1000 + duration.nanos / 1e6)
-
-
 class Resolver(Protocol):
-    """Names for addresses in a node's access log, from the plan last set for the node."""
+    """What a node's access log alone does not say: names of its ports, addresses and policies."""
 
-    def listener(self, node: str, local_address: str) -> str:
-        """The listener (service port) owning the proxy address ``ip:port``, or ``""``."""
+    def listener(self, node: str, port: int) -> str:
+        """The listener (service port ``<ns>/<svc>:<port>``) served on the proxy port ``port``, or ``""``."""
 
-    def workload(self, node: str, address: str) -> str:
-        """``ns/name`` of the backend at ``ip:port``, or ``""``."""
+    def peer(self, node: str, address: str, port: int) -> Peer:
+        """The workload, namespace and identity at ``address``/``port`` as far as known."""
 
-
-def decode_entry(entry: Any, node: str, resolver: Resolver | None = None) -> FlowRecord:
-    """An ``HTTPAccessLogEntry`` of ``node``'s Envoy as a :class:`FlowRecord`."""
-    from envoy.config.core.v3 import base_pb2
-
-    common = entry.common_properties
-    request = entry.request
-    response = entry.response
-    rf = common.response_flags
-    flags = tuple(
-        code for field, code in _FLAGS.items()
-        if (rf.HasField(field) if field == "unauthorized_details" else getattr(rf, field, False))
-    )
-    upstream = _address(common.upstream_remote_address)
-    local = _address(common.downstream_local_address)
-    hint = common.metadata.filter_metadata.get("envoy.common")
-    audited = bool(hint is not None and hint.fields.get("access_log_hint") and hint.fields["access_log_hint"].bool_value)
-    latency = common.time_to_last_downstream_tx_byte if common.HasField("time_to_last_downstream_tx_byte") else common.duration
-    return FlowRecord(
-        time=common.start_time.ToDatetime(tzinfo=UTC),
-        node=node,
-        listener=resolver.listener(node, local) if resolver is not None and local else "",
-        method=str(base_pb2.RequestMethod.Name(request.request_method)) if request.request_method else "",
-        path=str(request.path),
-        authority=str(request.authority),
-        status=int(response.response_code.value) if response.HasField("response_code") else 0,
-        latency_ms=_ms(latency),
-        upstream_address=upstream,
-        upstream_workload=resolver.workload(node, upstream) if resolver is not None and upstream else "",
-        downstream_address=_address(
-            common.downstream_direct_remote_address if common.HasField("downstream_direct_remote_address")
-            else common.downstream_remote_address
-        ),
-        route=str(common.route_name),
-        cluster=str(common.upstream_cluster),
-        protocol=_PROTOCOLS.get(int(entry.protocol_version), ""),
-        flags=flags,
-        details=str(response.response_code_details),
-        audited=audited,
-        bytes_received=int(request.request_body_bytes),
-        bytes_sent=int(response.response_body_bytes),
-    )
+    def policy_source(self, node: str, policy: str) -> str:
+        """Where the authorization policy ``namespace/name`` was written, or ``""``."""
 
 
+#: The details of a TCP connection that matched no filter chain (refused on accept).
+NO_CHAIN_DETAILS = "rbac_access_denied_no_matching_filter_chain"
+_RBAC_POLICY = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>[^\[\]]+)(?:\[\d+\])?\]")
 _METHODS: dict[int, str] = {}
-
-
-def record_data(flow: FlowRecord) -> dict[str, Any]:
-    """A decoded flow as the plain data :func:`entry_data` produces straight from the entry (``kind: l7``)."""
-    return {
-        "kind": "l7", "time": flow.time.timestamp(), "node": flow.node, "listener": flow.listener,
-        "source": flow.downstream_address, "method": flow.method, "path": flow.path,
-        "authority": flow.authority, "status": flow.status, "latencyMs": round(flow.latency_ms, 3),
-        "upstream": flow.upstream_address, "upstreamPod": flow.upstream_workload, "route": flow.route,
-        "cluster": flow.cluster, "protocol": flow.protocol, "flags": list(flow.flags),
-        "details": flow.details, "audited": flow.audited,
-    }
+_NOBODY = Peer()
 
 
 def _method_name(value: int) -> str:
@@ -164,72 +66,136 @@ def _method_name(value: int) -> str:
     return _METHODS.get(value, "")
 
 
-def _address_fast(addr: Any) -> str:
-    # Only socket addresses occur on proxied requests; other kinds take the full path.
+def _peer(addr: Any, node: str, resolver: Resolver | None) -> Peer:
+    # Only socket addresses occur on proxied requests; a pipe has a path and no port.
     sa = addr.socket_address
-    host = sa.address
+    host, port = sa.address, sa.port_value
     if not host:
-        return _address(addr)
-    return f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"
+        return Peer(str(addr.pipe.path)) if addr.HasField("pipe") else _NOBODY
+    return resolver.peer(node, host, port) if resolver is not None else Peer(host, port)
 
 
-def entry_data(entry: Any, node: str, resolver: Resolver | None = None) -> dict[str, Any]:
-    """An ``HTTPAccessLogEntry`` as the plain JSON object of a flow (``kind: l7``), without a :class:`FlowRecord`.
+def _flags(rf: Any) -> tuple[str, ...]:
+    # Most requests carry no flag: skip the per-field walk then.
+    if not rf.ByteSize():
+        return ()
+    return tuple(code for field, code in _FLAGS.items()
+                 if (rf.HasField(field) if field == "unauthorized_details" else getattr(rf, field, False)))
 
-    The same fields :func:`decode_entry` gives, read with as few protobuf accesses as
-    possible: this runs once per proxied request, so it must stay cheap.
+
+def _common(common: Any, node: str, resolver: Resolver | None) -> tuple[datetime, Peer, Peer, str]:
+    """Start time, source (the client), destination (the upstream) and listener of an entry."""
+    start = common.start_time
+    downstream = (common.downstream_direct_remote_address if common.HasField("downstream_direct_remote_address")
+                  else common.downstream_remote_address)
+    source = _peer(downstream, node, resolver) if downstream.ByteSize() else _NOBODY
+    upstream = (_peer(common.upstream_remote_address, node, resolver)
+                if common.HasField("upstream_remote_address") else _NOBODY)
+    port = common.downstream_local_address.socket_address.port_value \
+        if common.HasField("downstream_local_address") else 0
+    listener = resolver.listener(node, port) if resolver is not None and port else ""
+    return datetime.fromtimestamp(start.seconds + start.nanos / 1e9, UTC), source, upstream, listener
+
+
+def _decision(details: str, audited: bool, node: str, resolver: Resolver | None) -> tuple[Verdict, str, str, str]:
+    """Verdict, reason, policy and its source of a request with these response details."""
+    if "rbac_access_denied" not in details:
+        return (Verdict.AUDIT if audited else Verdict.FORWARDED), "", "", ""
+    found = _RBAC_POLICY.search(details)
+    policy = found.group("policy") if found is not None and found.group("policy") != "none" else ""
+    source = resolver.policy_source(node, policy) if policy and resolver is not None else ""
+    return Verdict.DROPPED, "policy-denied", policy, source
+
+
+def decode_http_entry(entry: Any, node: str, resolver: Resolver | None = None) -> Flow:
+    """An ``HTTPAccessLogEntry`` of ``node``'s Envoy as a :class:`~meshcore.observe.Flow`.
+
+    Read with as few protobuf accesses as possible: whoever reads flows runs this once
+    per proxied request, so it must stay cheap. A request Envoy's RBAC refused is
+    ``DROPPED`` (``policy-denied``, naming the policy its details name); one an AUDIT
+    policy matched is ``AUDIT``.
     """
     common = entry.common_properties
     request = entry.request
     response = entry.response
-    rf = common.response_flags
-    # Most requests carry no flag and no metadata: skip the per-field walks then.
-    flags = [code for field, code in _FLAGS.items()
-             if (rf.HasField(field) if field == "unauthorized_details" else getattr(rf, field, False))
-             ] if rf.ByteSize() else []
     audited = False
     if common.HasField("metadata"):
         hint = common.metadata.filter_metadata.get("envoy.common")
         audited = bool(hint is not None and hint.fields.get("access_log_hint")
                        and hint.fields["access_log_hint"].bool_value)
-    upstream = _address_fast(common.upstream_remote_address) if common.HasField("upstream_remote_address") else ""
-    local = _address_fast(common.downstream_local_address) if common.HasField("downstream_local_address") else ""
+    time, source, upstream, listener = _common(common, node, resolver)
     last = common.time_to_last_downstream_tx_byte if common.HasField("time_to_last_downstream_tx_byte") \
         else common.duration
-    start = common.start_time
-    downstream = (common.downstream_direct_remote_address if common.HasField("downstream_direct_remote_address")
-                  else common.downstream_remote_address)
-    return {
-        "kind": "l7", "time": start.seconds + start.nanos / 1e9, "node": node,
-        "listener": resolver.listener(node, local) if resolver is not None and local else "",
-        "source": _address_fast(downstream) if downstream.ByteSize() else "",
-        "method": _method_name(request.request_method), "path": request.path, "authority": request.authority,
-        "status": response.response_code.value, "latencyMs": round(last.seconds * 1000 + last.nanos / 1e6, 3),
-        "upstream": upstream,
-        "upstreamPod": resolver.workload(node, upstream) if resolver is not None and upstream else "",
-        "route": common.route_name, "cluster": common.upstream_cluster,
-        "protocol": _PROTOCOLS.get(entry.protocol_version, ""), "flags": flags,
-        "details": response.response_code_details, "audited": audited,
-    }
+    details = response.response_code_details
+    verdict, reason, policy, policy_source = _decision(details, audited, node, resolver)
+    return Flow(
+        time=time, node=node, layer=Layer.L7, verdict=verdict, enforcer=Enforcer.PROXY, source=source,
+        destination=upstream, protocol=_PROTOCOLS.get(entry.protocol_version, "") or "HTTP", reason=reason,
+        policy=policy, policy_source=policy_source,
+        l7=L7Details(
+            method=_method_name(request.request_method), path=request.path, authority=request.authority,
+            status=response.response_code.value, latency_ms=last.seconds * 1000 + last.nanos / 1e6,
+            listener=listener, route=common.route_name, cluster=common.upstream_cluster,
+            flags=_flags(common.response_flags), details=details,
+            bytes_received=request.request_body_bytes, bytes_sent=response.response_body_bytes,
+        ),
+    )
+
+
+def decode_tcp_entry(entry: Any, node: str, resolver: Resolver | None = None) -> Flow:
+    """A ``TCPAccessLogEntry`` (one connection through a TCP listener) as a :class:`~meshcore.observe.Flow`.
+
+    ``protocol`` is ``TCP``; ``details`` are Envoy's connection termination details
+    (``rbac_access_denied_matched_policy[...]`` for a connection refused by policy), or
+    :data:`NO_CHAIN_DETAILS` for one whose client no filter chain admits (flag ``NR``).
+    """
+    common = entry.common_properties
+    flags = _flags(common.response_flags)
+    details = common.connection_termination_details
+    if not details and "NR" in flags and not common.upstream_cluster:
+        # No filter chain matched: the TCP listener admits no chain for this client's
+        # address (authorization decided on accept) or server name; closed unforwarded.
+        details = NO_CHAIN_DETAILS
+    time, source, upstream, listener = _common(common, node, resolver)
+    verdict, reason, policy, policy_source = _decision(details, False, node, resolver)
+    duration = common.duration
+    return Flow(
+        time=time, node=node, layer=Layer.L7, verdict=verdict, enforcer=Enforcer.PROXY, source=source,
+        destination=upstream, protocol="TCP", reason=reason, policy=policy, policy_source=policy_source,
+        l7=L7Details(latency_ms=duration.seconds * 1000 + duration.nanos / 1e6, listener=listener,
+                     cluster=common.upstream_cluster, flags=flags, details=details,
+                     bytes_received=entry.connection_properties.received_bytes,
+                     bytes_sent=entry.connection_properties.sent_bytes),
+    )
+
+
+def decode_batch(raw: bytes, node: str, resolver: Resolver | None = None) -> list[Flow]:
+    """The flows of one serialized ``StreamAccessLogsMessage`` (HTTP or TCP entries) of ``node``'s Envoy."""
+    message = _log_message(raw)
+    if message.HasField("http_logs"):
+        return [decode_http_entry(entry, node, resolver) for entry in message.http_logs.log_entry]
+    if message.HasField("tcp_logs"):
+        return [decode_tcp_entry(entry, node, resolver) for entry in message.tcp_logs.log_entry]
+    return []
 
 
 class FlowSubscription:
     """Flows as they arrive: iterate (blocks), or :meth:`get` with a timeout; close when done.
 
-    At most ``maxsize`` records wait; when a reader falls behind, the oldest are dropped
+    At most ``maxsize`` flows wait; when a reader falls behind, the oldest are dropped
     and counted in :attr:`dropped`.
     """
 
     def __init__(self, hub: FlowHub, maxsize: int) -> None:
         self._hub = hub
-        self._queue: queue.Queue[FlowRecord | None] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Flow | None] = queue.Queue(maxsize)
         self.dropped = 0
         self.closed = False
 
-    def _put(self, record: FlowRecord) -> None:
+    def _put(self, flow: Flow) -> None:
         while True:
             try:
-                self._queue.put_nowait(record)
+                self._queue.put_nowait(flow)
                 return
             except queue.Full:
                 try:
@@ -238,7 +204,7 @@ class FlowSubscription:
                 except queue.Empty:
                     pass
 
-    def get(self, timeout: float | None = None) -> FlowRecord | None:
+    def get(self, timeout: float | None = None) -> Flow | None:
         """The next flow, or ``None`` after ``timeout`` seconds (or once closed)."""
         if self.closed and self._queue.empty():
             return None
@@ -247,9 +213,9 @@ class FlowSubscription:
         except queue.Empty:
             return None
 
-    def drain(self) -> list[FlowRecord]:
+    def drain(self) -> list[Flow]:
         """Every flow waiting now, without blocking."""
-        out: list[FlowRecord] = []
+        out: list[Flow] = []
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -258,7 +224,7 @@ class FlowSubscription:
             if item is not None:
                 out.append(item)
 
-    def __iter__(self) -> Iterator[FlowRecord]:
+    def __iter__(self) -> Iterator[Flow]:
         while True:
             item = self.get()
             if item is None:
@@ -301,8 +267,7 @@ class FlowHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscriptions: list[FlowSubscription] = []
-        self._callbacks: list[Callable[[FlowRecord], None]] = []
-        self._data_callbacks: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._callbacks: list[Callable[[Flow], None]] = []
         self._raw_callbacks: list[RawCallback] = []
         #: Access-log batches (ALS messages) and their bytes received so far.
         self.batches = 0
@@ -327,25 +292,16 @@ class FlowHub:
                     registry.remove(callback)
         return remove
 
-    def on_flow(self, callback: Callable[[FlowRecord], None]) -> Callable[[], None]:
+    def on_flow(self, callback: Callable[[Flow], None]) -> Callable[[], None]:
         """Call ``callback`` for every flow (from a server thread); returns a remover."""
         return self._add(self._callbacks, callback)
-
-    def on_flow_data(self, callback: Callable[[list[dict[str, Any]]], None]) -> Callable[[], None]:
-        """Call ``callback`` once per batch of access-log entries, as plain flow objects (see
-        :func:`entry_data`); returns a remover.
-
-        Cheaper than :meth:`on_flow` (no :class:`FlowRecord` is built), but every entry is
-        still decoded: consumers that only store flows should use :meth:`on_flow_batch`.
-        """
-        return self._add(self._data_callbacks, callback)
 
     def on_flow_batch(self, callback: RawCallback) -> Callable[[], None]:
         """Call ``callback(node, message)`` once per ALS batch with the serialized
         ``StreamAccessLogsMessage`` exactly as Envoy sent it; returns a remover.
 
-        Nothing is decoded for it: the cheap path for storing or forwarding flows (see
-        :class:`FlowJournal`, and :func:`decode_batch` to read them later).
+        Nothing is decoded for it: the cheap path for storing or forwarding flows
+        (:func:`decode_batch` reads them later).
         """
         return self._add(self._raw_callbacks, callback)
 
@@ -355,50 +311,27 @@ class FlowHub:
             self.batches += 1
             self.bytes += len(raw)
             raw_callbacks = list(self._raw_callbacks)
-            decode = bool(self._subscriptions or self._callbacks or self._data_callbacks)
+            decode = bool(self._subscriptions or self._callbacks)
         for callback in raw_callbacks:
             try:
                 callback(node, raw)
             except Exception:  # one consumer's failure must not stop the others
                 pass
         if decode:
-            message = _log_message(raw)
-            if message.HasField("http_logs"):
-                self._deliver(message.http_logs.log_entry, node, resolver)
+            for flow in decode_batch(raw, node, resolver):
+                self.publish(flow)
 
-    def publish_entries(self, entries: Any, node: str, resolver: Resolver | None = None) -> None:
-        """Deliver a batch of ``HTTPAccessLogEntry`` messages, decoding only into the forms someone wants."""
-        self._deliver(entries, node, resolver)
-
-    def _deliver(self, entries: Any, node: str, resolver: Resolver | None) -> None:
-        with self._lock:
-            wants_records = bool(self._subscriptions or self._callbacks)
-            data_callbacks = list(self._data_callbacks)
-        if wants_records:
-            for entry in entries:
-                self.publish(decode_entry(entry, node, resolver))
-        else:
-            with self._lock:
-                self.received += len(entries)
-        if data_callbacks:
-            batch = [entry_data(entry, node, resolver) for entry in entries]
-            for callback in data_callbacks:
-                try:
-                    callback(batch)
-                except Exception:  # one consumer's failure must not stop the others
-                    pass
-
-    def publish(self, record: FlowRecord) -> None:
+    def publish(self, flow: Flow) -> None:
         """Deliver one flow to every subscriber."""
         with self._lock:
             self.received += 1
             subs = list(self._subscriptions)
             callbacks = list(self._callbacks)
         for sub in subs:
-            sub._put(record)
+            sub._put(flow)
         for callback in callbacks:
             try:
-                callback(record)
+                callback(flow)
             except Exception:  # one consumer's failure must not stop the others
                 pass
 
@@ -413,54 +346,6 @@ class FlowHub:
         with self._lock:
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
-
-
-def decode_batch(raw: bytes, node: str, resolver: Resolver | None = None) -> list[dict[str, Any]]:
-    """The flows of one serialized ``StreamAccessLogsMessage`` as plain flow objects (see :func:`entry_data`)."""
-    message = _log_message(raw)
-    if message.HasField("tcp_logs"):
-        return [tcp_entry_data(entry, node, resolver) for entry in message.tcp_logs.log_entry]
-    if not message.HasField("http_logs"):
-        return []
-    return [entry_data(entry, node, resolver) for entry in message.http_logs.log_entry]
-
-
-#: The details of a TCP connection that matched no filter chain (refused on accept).
-NO_CHAIN_DETAILS = "rbac_access_denied_no_matching_filter_chain"
-
-
-def tcp_entry_data(entry: Any, node: str, resolver: Resolver | None = None) -> dict[str, Any]:
-    """A ``TCPAccessLogEntry`` (one connection through a TCP listener) as a flow object like :func:`entry_data`'s.
-
-    ``protocol`` is ``TCP``; ``details`` are Envoy's connection termination details
-    (``rbac_access_denied_matched_policy[...]`` for a connection refused by policy), or
-    :data:`NO_CHAIN_DETAILS` for one whose client no filter chain admits (flag ``NR``).
-    """
-    common = entry.common_properties
-    rf = common.response_flags
-    flags = [code for field, code in _FLAGS.items()
-             if (rf.HasField(field) if field == "unauthorized_details" else getattr(rf, field, False))
-             ] if rf.ByteSize() else []
-    upstream = _address(common.upstream_remote_address) if common.HasField("upstream_remote_address") else ""
-    local = _address(common.downstream_local_address) if common.HasField("downstream_local_address") else ""
-    downstream = (common.downstream_direct_remote_address if common.HasField("downstream_direct_remote_address")
-                  else common.downstream_remote_address)
-    start = common.start_time
-    details = common.connection_termination_details
-    if not details and "NR" in flags and not common.upstream_cluster:
-        # No filter chain matched: the TCP listener admits no chain for this client's
-        # address (authorization decided on accept) or server name; closed unforwarded.
-        details = NO_CHAIN_DETAILS
-    return {
-        "kind": "l7", "time": start.seconds + start.nanos / 1e9, "node": node,
-        "listener": resolver.listener(node, local) if resolver is not None and local else "",
-        "source": _address(downstream) if downstream.ByteSize() else "",
-        "method": "", "path": "", "authority": "", "status": 0, "latencyMs": round(_ms(common.duration), 3),
-        "upstream": upstream,
-        "upstreamPod": resolver.workload(node, upstream) if resolver is not None and upstream else "",
-        "route": "", "cluster": common.upstream_cluster, "protocol": "TCP", "flags": flags,
-        "details": details, "audited": False,
-    }
 
 
 class AlsServicer:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from ..compile import EnvoyPlan
-from ._als import AlsServicer, FlowHub, FlowRecord, FlowSubscription
+from ..observe import Flow
+from ._als import AlsServicer, FlowHub, FlowSubscription
 from ._errors import Nack, ProxyError
-from ._journal import JOURNAL_MAX_BYTES, FlowJournal, NamesTable
+from ._names import NamesTable, plan_names
 from ._resources import ProxySettings, Resources, build_resources
 from ._xds import AdsServer, NodeStatus
 
@@ -61,31 +62,14 @@ class XdsEndpoint:
         return {"socket_address": {"address": self.host, "port_value": self.port}}
 
 
-class _Names(NamesTable):
-    """Address → listener / workload lookups for access-log entries, per node, from its plan."""
+class FlowRecorder(Protocol):
+    """Stores a control plane's access logs undecoded: every ALS batch, and each node's names as they change."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.journals: list[FlowJournal] = []
+    def add_batch(self, node: str, raw: bytes) -> None:
+        """One serialized ``StreamAccessLogsMessage`` of ``node``'s Envoy, as Envoy sent it."""
 
-    def update(self, node: str, plan: EnvoyPlan) -> None:
-        ports: dict[int, str] = {}
-        workloads: dict[str, str] = {}
-        for listener in plan.listeners:
-            ports[listener.proxy_port] = listener.name
-        for raw in plan.raw:
-            if raw.proxy_port is not None:
-                ports[raw.proxy_port] = raw.name
-        for cluster in plan.clusters:
-            for e in cluster.endpoints:
-                if e.workload:
-                    host = f"[{e.address}]" if ":" in e.address else e.address
-                    workloads[f"{host}:{e.port}"] = e.workload
-        before = self.data(node)
-        self.set(node, ports, workloads)
-        if self.data(node) != before:
-            for journal in list(self.journals):
-                journal.names_changed(node)
+    def names_changed(self, node: str, names: Mapping[str, Any]) -> None:
+        """``node``'s names (JSON form, see :class:`NamesTable`) from now on, until the next change."""
 
 
 class ControlPlane:
@@ -103,9 +87,9 @@ class ControlPlane:
         self._endpoint: XdsEndpoint | None = None
         self.ads = AdsServer()
         self.flows = FlowHub()
-        self._names = _Names()
+        self._names = NamesTable()
         self._als = AlsServicer(self.flows, self._names)
-        self._recorders: dict[int, Callable[[], None]] = {}
+        self._recorders: list[FlowRecorder] = []
 
     @property
     def endpoint(self) -> XdsEndpoint:
@@ -148,8 +132,6 @@ class ControlPlane:
             return
         self.ads.stop()
         self.flows.close()
-        for journal in self._names.journals:
-            journal.close()
         self._server.stop(grace).wait()
         self._server = None
         if self._requested.path is not None and os.path.exists(self._requested.path):
@@ -170,9 +152,12 @@ class ControlPlane:
         :class:`ProxyConfigError` and the node keeps its previous snapshot.
         """
         resources = build_resources(plan, settings)
-        version = self.ads.set_resources(node, resources)
-        self._names.update(node, plan)
-        return version
+        names = plan_names(plan)
+        # Recorded before Envoy can log a request through the new plan.
+        if self._names.update(node, names):
+            for recorder in list(self._recorders):
+                recorder.names_changed(node, names)
+        return self.ads.set_resources(node, resources)
 
     def set_resources(self, node: str, resources: Resources) -> int:
         """Serve already-built resources to ``node``'s Envoy; returns the snapshot version."""
@@ -200,38 +185,29 @@ class ControlPlane:
         """L7 flows from every node's access log, from now on."""
         return self.flows.subscribe(maxsize)
 
-    def on_flow(self, callback: Callable[[FlowRecord], None]) -> Callable[[], None]:
+    def on_flow(self, callback: Callable[[Flow], None]) -> Callable[[], None]:
         """Call ``callback`` for every L7 flow; returns a remover."""
         return self.flows.on_flow(callback)
-
-    def on_flow_data(self, callback: Callable[[list[dict[str, Any]]], None]) -> Callable[[], None]:
-        """Call ``callback`` with each batch of L7 flows as plain JSON objects; returns a remover."""
-        return self.flows.on_flow_data(callback)
 
     def on_flow_batch(self, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
         """Call ``callback(node, message)`` with each ALS batch undecoded; see :meth:`FlowHub.on_flow_batch`."""
         return self.flows.on_flow_batch(callback)
 
-    def record_flows(self, path: str | os.PathLike[str], max_bytes: int = JOURNAL_MAX_BYTES,
-                     on_error: Callable[[OSError], None] | None = None) -> FlowJournal:
-        """Append every ALS batch, undecoded, to the flow journal ``path`` (rotated to
-        ``<path>.1`` beyond ``max_bytes``); read it with :class:`FlowJournalReader`.
+    def record_flows(self, recorder: FlowRecorder) -> Callable[[], None]:
+        """Hand every ALS batch, undecoded, to ``recorder``, with each node's names first and on every
+        change, so the entries can be resolved later as they would have been when they arrived;
+        returns a function that stops recording.
 
-        The journal also records each node's names (listeners, endpoint workloads) as its
-        plan changes, so entries are resolved as they would have been when they arrived.
+        :class:`meshcore.agent.FlowJournal` is such a recorder (a bounded file read back
+        as :class:`~meshcore.observe.Flow`); :func:`decode_batch` decodes a batch.
         """
-        journal = FlowJournal(Path(path), self._names, max_bytes, on_error)
-        for node in self._names.nodes():  # an existing file gets the names in force now
-            journal.names_changed(node)
-        self._names.journals.append(journal)
-        self._recorders[id(journal)] = self.flows.on_flow_batch(journal.write_batch)
-        return journal
+        for node in self._names.nodes():
+            recorder.names_changed(node, self._names.data(node))
+        self._recorders.append(recorder)
+        remove_batches = self.flows.on_flow_batch(recorder.add_batch)
 
-    def stop_recording(self, journal: FlowJournal) -> None:
-        """Stop appending to ``journal`` (from :meth:`record_flows`) and close it."""
-        remove = self._recorders.pop(id(journal), None)
-        if remove is not None:
-            remove()
-        if journal in self._names.journals:
-            self._names.journals.remove(journal)
-        journal.close()
+        def stop() -> None:
+            remove_batches()
+            if recorder in self._recorders:
+                self._recorders.remove(recorder)
+        return stop

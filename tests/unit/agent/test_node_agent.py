@@ -6,8 +6,10 @@ tests/e2e and tests/datapath drive the real enforcers.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +34,8 @@ from meshcore.agent import (
 )
 from meshcore.compile import BpfPlan, EnvoyPlan, PolicyPlan
 from meshcore.kube import load_text
-from meshcore.model import Source, WorkloadRef
+from meshcore.model import Direction, Source, WorkloadRef
+from meshcore.observe import Enforcer, Flow, Layer, Peer, Verdict
 from meshcore.proxy import EnvoyStartError, Nack, NackError
 from meshcore_envoycrd import adapter as envoycrd
 from meshcore_gateway import adapter as gateway
@@ -127,8 +130,11 @@ class FakePolicy:
         self.applied.append((plan, dict(interfaces)))
         return Applied("policy written")
 
-    def flows(self, timeout: float, *, follow: bool) -> Iterator[object]:
-        return iter(())
+    #: Verdicts the fake kernel reports, once, to whoever reads its flows.
+    verdicts: list[Flow] = attrs.field(factory=list)
+
+    def flows(self, timeout: float, *, follow: bool) -> Iterator[Flow]:
+        yield from self.verdicts
 
     def counts(self) -> dict[str, int]:
         return {}
@@ -340,3 +346,105 @@ def test_an_enforcer_that_cannot_open_is_a_failed_generation_not_a_crash(facts: 
     agent = NodeAgent(facts, load_balancer=no_kernel, policy=FakePolicy(), adapters=[])
     report = agent.apply_objects(objects(APP))
     assert not report.applied and report.stage is Stage.KERNEL and "Operation not permitted" in report.error
+
+
+def _drop(second: float) -> Flow:
+    return Flow(datetime.datetime.fromtimestamp(1_790_000_000 + second, datetime.UTC), "node-a", Layer.L4,
+                Verdict.DROPPED, Enforcer.KERNEL, Peer("10.244.9.9", 5000), Peer("10.244.0.5", 8080),
+                "TCP", Direction.INGRESS, "default-deny")
+
+
+def _request_batch(path: str, second: int) -> bytes:
+    """One access-log batch of the node proxy: web-0 asked for ``path``."""
+    from envoy.config.core.v3 import address_pb2, base_pb2
+    from envoy.service.accesslog.v3 import als_pb2
+
+    msg = als_pb2.StreamAccessLogsMessage()
+    entry = msg.http_logs.log_entry.add()
+    entry.common_properties.start_time.FromSeconds(1_790_000_000 + second)
+    entry.common_properties.downstream_remote_address.CopyFrom(
+        address_pb2.Address(socket_address=address_pb2.SocketAddress(address="10.244.0.5", port_value=40000)))
+    entry.request.request_method = base_pb2.GET
+    entry.request.path = path
+    entry.response.response_code.value = 200
+    return bytes(msg.SerializeToString())
+
+
+def _until(found: Callable[[], T | None], wait: float = 5.0) -> T:
+    deadline = time.monotonic() + wait
+    while (value := found()) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert value is not None, "not in time"
+    return value
+
+
+def test_both_layers_come_back_as_flows_from_the_journal(facts: NodeFacts) -> None:
+    agent, _, policy, _ = make_agent(facts)
+    policy.verdicts = [_drop(1)]
+    assert agent.apply_objects(objects(APP)).applied
+    _until(lambda: list(agent.flows()) or None)  # the kernel's verdicts are journaled by a thread of their own
+    agent.journal.add_batch("node-a", _request_batch("/hello", 2))  # as the node proxy hands them over
+    drop, request = list(agent.flows())
+    assert drop == _drop(1)
+    assert (request.layer, request.enforcer, request.verdict) == (Layer.L7, Enforcer.PROXY, Verdict.FORWARDED)
+    assert request.l7 is not None and request.l7.path == "/hello"
+    # The requests' peers are named from the applied policy plan: workload, namespace, identity.
+    assert request.source.workload == WorkloadRef("default", "web-0") and request.source.namespace == "default"
+    assert request.source.identity > 0
+
+    async def collect() -> list[Flow]:
+        return [flow async for flow in agent.aflows()]
+
+    assert asyncio.run(collect()) == [drop, request]
+    # Another process (or a later agent) reads the same journal.
+    reader, *_ = make_agent(facts)
+    assert list(reader.flows()) == [drop, request]
+
+
+def test_following_flows_gives_those_there_then_each_new_one(facts: NodeFacts) -> None:
+    agent, _, _, _ = make_agent(facts)
+    agent.journal.add([_drop(1)])
+    live = agent.flows(follow=True, interval=0.01)
+    assert next(live) == _drop(1)
+    agent.journal.add([_drop(2)])
+    assert next(live) == _drop(2)
+    live.close()
+
+    async def follow() -> list[Flow]:
+        got: list[Flow] = []
+        async for flow in agent.aflows(follow=True, interval=0.01):
+            got.append(flow)
+            if len(got) == 2:
+                agent.journal.add([_drop(3)])
+            if len(got) == 3:
+                break
+        return got
+
+    assert asyncio.run(follow()) == [_drop(1), _drop(2), _drop(3)]
+
+
+def test_the_journal_is_bounded_as_configured(facts: NodeFacts) -> None:
+    from meshcore.agent import JournalLimits
+
+    agent = NodeAgent(facts, load_balancer=FakeLB(), policy=FakePolicy(), journal=JournalLimits(65536, keep=1))
+    for second in range(2000):
+        agent.journal.add([_drop(second)])
+    files = sorted(p.name for p in facts.state_dir.iterdir() if p.name.startswith("flows"))
+    assert files == ["flows.journal", "flows.journal.1"]
+    assert sum((facts.state_dir / f).stat().st_size for f in files) <= 2 * 65536
+    kept = list(agent.flows())
+    assert 0 < len(kept) < 2000 and kept[-1] == _drop(1999), "the newest flows are kept"
+
+
+@pytest.mark.parametrize(("size", "message"), [
+    ("lots", "size 'lots': expected a number of bytes with an optional unit"),
+    ("1KiB", "flow journal max_bytes 1024: must be at least 65536"),
+])
+def test_agent_command_refuses_a_journal_size_naming_the_option(tmp_path: Path, size: str, message: str) -> None:
+    from click.testing import CliRunner
+
+    from meshcore.agent._cli import agent_command
+
+    result = CliRunner().invoke(agent_command, ["--node", "n1", "--state-dir", str(tmp_path), "--objects",
+                                                str(tmp_path / "objects.json"), "--flows-max-size", size])
+    assert result.exit_code == 2 and "--flows-max-size" in result.output and message in result.output, result.output
