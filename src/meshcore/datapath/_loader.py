@@ -41,7 +41,9 @@ def object_path(name: str) -> Path:
     path = base / f"{name}.bpf.o"
     if not path.is_file():
         if os.environ.get(_BPF_DIR_ENV):
-            raise DatapathError(f"BPF object {path} is missing (${_BPF_DIR_ENV} names {base})")
+            raise DatapathError(f"BPF object {path} is missing (${_BPF_DIR_ENV} names {base}): build the "
+                                "objects with `make -C bpf` in the source tree and point it at the directory "
+                                "holding them, or unset it to use the installed ones")
         raise DatapathError(
             f"BPF object {path} is missing: meshcore was installed without its BPF objects "
             "(built where clang was missing, or with MESHCORE_BUILD_BPF=no). Install the Debian "
