@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from yaml import nodes
+from yaml.reader import ReaderError
 
 from ..model import Diagnostic, Severity, Source
 from ._gc import gc_paused
@@ -184,6 +185,13 @@ def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[
         return [], [_error(
             "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
             "(nothing in this file was used)", file, line, column,
+        )]
+    except ReaderError as exc:  # a character YAML does not allow: it carries an offset, not a mark
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return [], [_error(
+            "MC0001", f"YAML syntax error at line {line}, column {column}: character U+{exc.character:04X} "
+            "is not allowed in YAML (nothing in this file was used)", file, line, column,
         )]
     except _DuplicateKey as dup:
         return [], [_error(
