@@ -8,6 +8,7 @@ returned as diagnostics and the offending document is left out whole.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -161,6 +162,18 @@ def _error(code: str, message: str, file: str, line: int = 0, column: int = 0, f
     return Diagnostic(code, Severity.ERROR, message, Source(file=file, line=line, column=column), field)
 
 
+#: What YAML counts as a line break; libyaml's marks count lines this way.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of the character at ``offset`` of ``text``, lines counted as YAML does."""
+    line, start = 1, 0
+    for line_break in _LINE_BREAK.finditer(text, 0, offset):
+        line, start = line + 1, line_break.end()
+    return line, offset - start + 1
+
+
 def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[Diagnostic]]:
     """Parse multi-document YAML (JSON is YAML) into objects and diagnostics.
 
@@ -181,14 +194,16 @@ def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         column = mark.column + 1 if mark else 0
+        end = _position(text, len(text))
+        if (line, column) > end:  # libyaml puts the end of a text without a final line break on a line of its own
+            line, column = end
         problem = exc.problem or exc.context or "invalid YAML"
         return [], [_error(
             "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
             "(nothing in this file was used)", file, line, column,
         )]
     except ReaderError as exc:  # a character YAML does not allow: it carries an offset, not a mark
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        line, column = _position(text, exc.position)
         return [], [_error(
             "MC0001", f"YAML syntax error at line {line}, column {column}: character U+{exc.character:04X} "
             "is not allowed in YAML (nothing in this file was used)", file, line, column,
