@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from _lab_support import connect, running_lab, write
+from _lab_support import connect, logged, run_python, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -72,17 +70,36 @@ def test_network_policy_is_enforced_by_identity_and_port(lab: Lab) -> None:
     assert connect(lab, "server", [(client.addresses[0], 9)]) == ["ConnectionRefusedError"]
 
 
+#: One TCP connection from a source port the kernel picked at bind time: its outcome and that port.
+_CONNECT_FROM_KNOWN_PORT = """
+import json, socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family)
+s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+s.settimeout(1.0)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); outcome = "ok"
+except OSError as e:
+    outcome = type(e).__name__
+print(json.dumps([outcome, s.getsockname()[1]]))
+"""
+
+
 def test_verdicts_reach_the_flow_log(lab: Lab) -> None:
-    connect(lab, "other", [(next(p for p in lab.status().pods if p.name == "server").addresses[0], 8080)])
-    path = Path(lab.dir) / "flows.jsonl"
-    deadline = time.monotonic() + 5
-    found = []
-    while time.monotonic() < deadline and not found:
-        lines = path.read_text().splitlines() if path.exists() else []
-        found = [r["flow"] for r in map(json.loads, lines) if r.get("kind") == "l4"
-                 and r["flow"]["src_pod"] == "default/other" and r["flow"]["verdict"] == "DROPPED"]
-        time.sleep(0.2)
-    assert found, "a dropped flow from other is logged"
-    flow = found[-1]
-    assert (flow["dst_pod"], flow["dst_port"], flow["reason"], flow["direction"]) == (
-        "default/server", 8080, "default-deny", "ingress")
+    server = next(p for p in lab.status().pods if p.name == "server").addresses[0]
+    started = time.time()
+    outcome, source_port = run_python(lab, "other", _CONNECT_FROM_KNOWN_PORT, server, "8080")
+    assert outcome == "TimeoutError", "the policy drops other's connection to the server"
+    # Only this connection's flows: the earlier test's drops from other came from other ports.
+    mine = logged(lab, lambda r: r.get("kind") == "l4" and r["flow"]["src_pod"] == "default/other"
+                  and r["flow"]["src_port"] == source_port and float(r["time"]) >= started - 1, at_least=2)
+    flows = [r["flow"] for r in mine]
+    # Other is selected by no policy, so its side lets the connection out; the server's side drops it.
+    assert {(f["direction"], f["verdict"], f["reason"]) for f in flows} == {
+        ("egress", "FORWARDED", "no-policy"), ("ingress", "DROPPED", "default-deny")}, flows
+    for flow in flows:
+        assert (flow["dst_pod"], flow["dst_address"], flow["dst_port"], flow["protocol"]) == (
+            "default/server", server, 8080, "TCP"), flow
+    dropped = next(f for f in flows if f["verdict"] == "DROPPED")
+    assert "default/server-from-client" in dropped["policy"], dropped
+    assert "app.yaml:" in dropped["policy_source"], dropped
