@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _lab_support import connect, logged, run_python, running_lab, write
+from _lab_support import connect, connect_once, logged, running_lab, write
 
 from meshcore.lab import Lab
 
@@ -70,25 +70,10 @@ def test_network_policy_is_enforced_by_identity_and_port(lab: Lab) -> None:
     assert connect(lab, "server", [(client.addresses[0], 9)]) == ["ConnectionRefusedError"]
 
 
-#: One TCP connection from a source port the kernel picked at bind time: its outcome and that port.
-_CONNECT_FROM_KNOWN_PORT = """
-import json, socket, sys
-family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(family)
-s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
-s.settimeout(1.0)
-try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); outcome = "ok"
-except OSError as e:
-    outcome = type(e).__name__
-print(json.dumps([outcome, s.getsockname()[1]]))
-"""
-
-
 def test_verdicts_reach_the_flow_log(lab: Lab) -> None:
     server = next(p for p in lab.status().pods if p.name == "server").addresses[0]
     started = time.time()
-    outcome, source_port = run_python(lab, "other", _CONNECT_FROM_KNOWN_PORT, server, "8080")
+    outcome, source_port = connect_once(lab, "other", server, 8080)
     assert outcome == "TimeoutError", "the policy drops other's connection to the server"
     # Only this connection's flows: the earlier test's drops from other came from other ports.
     mine = logged(lab, lambda r: r.get("kind") == "l4" and r["flow"]["src_pod"] == "default/other"
