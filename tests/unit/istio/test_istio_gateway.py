@@ -127,9 +127,13 @@ def test_mesh_in_the_gateway_list_keeps_the_rules_on_the_mesh_and_match_gateways
           directResponse: {status: 203}
         - route: [{destination: {host: web}}]
     """))
-    mesh = [t for t in result.snapshot.routes if t.service == ServiceRef("default", "web")]
-    assert [len(t.http) for t in mesh] == [1]
-    assert len(_gateway_tables(result)["a.example.com"].http) == 2
+    [mesh] = [t for t in result.snapshot.routes if t.service == ServiceRef("default", "web")]
+    # On the mesh only the route; at the gateway the /edge answer first, then the route.
+    assert [(r.direct_response, [d.service for d in r.destinations]) for r in mesh.http] == [
+        (None, [ServiceRef("default", "web")])]
+    edge, route = _gateway_tables(result)["a.example.com"].http
+    assert edge.direct_response is not None and edge.direct_response.status == 203
+    assert route.direct_response is None and [d.service for d in route.destinations] == [ServiceRef("default", "web")]
 
 
 def test_match_port_compares_with_the_server_port() -> None:
