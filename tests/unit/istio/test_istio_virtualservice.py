@@ -163,7 +163,8 @@ def test_missing_gateway_is_reported() -> None:
         - route: [{destination: {host: app}}]
     """))
     assert find(result, "MC7006").field == "spec.gateways[1]"
-    assert result.snapshot.routes
+    # The mesh, also listed, still routes.
+    assert [d.service for d in http(result, "app")[0].destinations] == [ServiceRef("default", "app")]
 
 
 def test_oldest_virtual_service_wins_for_a_host() -> None:
