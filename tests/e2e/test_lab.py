@@ -276,7 +276,7 @@ def test_agent_keeps_enforcing_when_a_configuration_fails(echo_lab: Lab) -> None
     assert after.pid == agent.pid
     vip = _service(echo_lab, "echo").cluster_ips[0]
     answers = run_python(echo_lab, "client", WHOAMI, json.dumps([[vip, 9000, "TCP"], [vip, 9001, "UDP"]]))
-    assert all(a["peer"] == vip for a in answers)  # the previous plan still enforces
+    assert [a["peer"] for a in answers] == [vip, vip], answers  # the previous plan still enforces
     result = echo_lab.up(list(echo_lab.status().files))
     assert result.agent is not None and result.agent.ok and not result.warnings
 
