@@ -243,6 +243,27 @@ def connect(lab: Lab, pod: str, targets: list[tuple[str, int]]) -> list[str]:
     return answer
 
 
+_CONNECT_ONCE = """
+import json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(family)
+s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+s.settimeout(1.0)
+try:
+    s.connect((host, port)); outcome = "ok"
+except OSError as e:
+    outcome = type(e).__name__
+print(json.dumps([outcome, s.getsockname()[1]]))
+"""
+
+
+def connect_once(lab: Lab, pod: str, host: str, port: int, *, namespace: str = "default") -> tuple[str, int]:
+    """One TCP connection from ``pod``: "ok" or the exception's name, and its source port (to find its flows)."""
+    outcome, source_port = run_python(lab, pod, _CONNECT_ONCE, host, str(port), namespace=namespace, timeout=30)
+    return str(outcome), int(source_port)
+
+
 def _labels_yaml(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f"{key}: {value}" for key, value in labels.items()) + "}"
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import client_pod, curl_json, echo_deployment, logged, meshcore_cli, observed, running_lab, write
+from _lab_support import (client_pod, connect_once, curl_json, echo_deployment, logged, meshcore_cli, observed,
+                          running_lab, write)
 
 from meshcore.lab import Lab
 from meshcore.model import WorkloadRef
@@ -328,18 +329,19 @@ def test_l7_allow_rule_admits_only_the_node_proxy_at_l4(bookinfo: tuple[Lab, Pat
 def test_denial_is_observed_with_the_policy_source(bookinfo: tuple[Lab, Path]) -> None:
     lab = bookinfo[0]
     ratings = _pod(lab, "ratings-v1")
-    lab.run("intruder", [sys.executable, "-S", "-c", CONNECT, json.dumps([(ratings.addresses[0], 9080)])],
-            namespace=NS, timeout=30)
+    outcome, source_port = connect_once(lab, "intruder", ratings.addresses[0], 9080, namespace=NS)
+    assert outcome == "TimeoutError", "the kernel drops the intruder's connection to the ratings pod"
+    # This connection's rows, by its source port: an earlier test's connection was dropped alike.
     rows = observed(lab, "--verdict", "dropped", "--pod", "intruder", "--namespace", NS, wait=5,
-                    keep=lambda r: r["destinationPort"] == 9080)
-    assert rows, "the intruder's connection to ratings is shown as dropped"
-    row = rows[-1]
-    assert (row["source"], row["destination"], row["reason"]) == (
-        f"{NS}/intruder", f"{NS}/{ratings.name}", "policy-denied"), row
-    assert "ratings-deny-intruder" in row["policy"] and re.search(r"istio\.yaml:\d+", row["policySource"]), row
+                    keep=lambda r: r["destinationPort"] == 9080 and r["sourcePort"] == source_port)
+    assert rows, f"the intruder's connection to ratings (source port {source_port}) is shown as dropped"
+    for row in rows:
+        assert (row["source"], row["destination"], row["reason"]) == (
+            f"{NS}/intruder", f"{NS}/{ratings.name}", "policy-denied"), row
+        assert "ratings-deny-intruder" in row["policy"] and re.search(r"istio\.yaml:\d+", row["policySource"]), row
     # Through the service Envoy refuses the request; its flow names the DENY policy that matched,
     # and `observe` shows the request as dropped by policy.
-    Client(lab, "intruder").get("http://ratings:9080/observed-denial")
+    assert Client(lab, "intruder").get("http://ratings:9080/observed-denial")[0] == 403
     flows = _flows(lab, lambda f: f.l7.path == "/observed-denial")
     assert flows and flows[-1].l7.status == 403, flows
     assert f"{NS}/ratings-deny-intruder" in flows[-1].l7.details, flows[-1]

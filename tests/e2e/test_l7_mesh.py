@@ -276,7 +276,8 @@ def _flows(lab: Lab, keep: Callable[[Flow], bool]) -> list[Flow]:
 
 def test_flows_and_observe(mesh: tuple[Lab, Path]) -> None:
     lab = mesh[0]
-    Client(lab).get("http://web/v2/observed")
+    status, _, body = Client(lab).get("http://web/v2/observed")
+    assert status == 200 and body["pod"].startswith("web-v2"), (status, body)
     flows = _flows(lab, lambda f: f.l7.path == "/v2/observed")
     assert flows, "no flow logged"
     flow = flows[-1]

@@ -277,7 +277,7 @@ def test_agent_keeps_enforcing_when_a_configuration_fails(echo_lab: Lab) -> None
     assert after.pid == agent.pid
     vip = _service(echo_lab, "echo").cluster_ips[0]
     answers = run_python(echo_lab, "client", WHOAMI, json.dumps([[vip, 9000, "TCP"], [vip, 9001, "UDP"]]))
-    assert all(a["peer"] == vip for a in answers)  # the previous plan still enforces
+    assert [a["peer"] for a in answers] == [vip, vip], answers  # the previous plan still enforces
     result = echo_lab.up(list(echo_lab.status().files))
     assert result.agent is not None and result.agent.ok and not result.warnings
 
@@ -343,16 +343,19 @@ RECONCILE_B = RECONCILE_A.replace("alpha", "beta").replace("replicas: 2", "repli
 def test_reconcile_adds_removes_and_keeps_and_down_leaves_nothing(lab_factory: Any, tmp_path: Path) -> None:
     lab: Lab = lab_factory()
     first = lab.up([write(tmp_path, "a.yaml", RECONCILE_A)])
-    assert len(first.created) == 3 and not first.not_ready
+    alphas = sorted(f"default/{p.name}" for p in _pods(lab, owner="Deployment/alpha"))
+    assert len(alphas) == 2 and sorted(first.created) == [*alphas, "default/client"] and not first.not_ready
     client_pid = next(p for p in lab.status().pods if p.name == "client").containers[0].pid
     alpha_netns = [p.netns for p in _pods(lab, owner="Deployment/alpha")]
     alpha_pids = [p for p in recorded_pids(lab) if p[0] != client_pid]
 
     again = lab.up([tmp_path / "a.yaml"])
-    assert again.created == () and again.removed == () and len(again.kept) == 3
+    assert again.created == () and again.removed == () and sorted(again.kept) == [*alphas, "default/client"]
 
     second = lab.up([write(tmp_path, "b.yaml", RECONCILE_B)])
-    assert len(second.created) == 1 and len(second.removed) == 2
+    betas = [f"default/{p.name}" for p in _pods(lab, owner="Deployment/beta")]
+    assert len(betas) == 1 and list(second.created) == betas and sorted(second.removed) == alphas, second
+    assert list(second.kept) == ["default/client"], second
     status = lab.status()
     assert {p.owner for p in status.pods} == {"Deployment/beta", ""}
     client = next(p for p in status.pods if p.name == "client")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
-from _lab_support import connect, logged, running_lab, write
+from _lab_support import connect, connect_once, logged, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.model import Direction, WorkloadRef
@@ -72,10 +73,20 @@ def test_network_policy_is_enforced_by_identity_and_port(lab: Lab) -> None:
 
 
 def test_verdicts_reach_the_flow_journal(lab: Lab) -> None:
-    connect(lab, "other", [(next(p for p in lab.status().pods if p.name == "server").addresses[0], 8080)])
-    found = logged(lab, lambda f: f.layer is Layer.L4 and f.source.workload == WorkloadRef("default", "other")
-                   and f.verdict is Verdict.DROPPED, wait=5)
-    assert found, "a dropped flow from other is journaled"
-    flow = found[-1]
-    assert (flow.destination.workload, flow.destination.port, flow.reason, flow.direction, flow.enforcer) == (
-        WorkloadRef("default", "server"), 8080, "default-deny", Direction.INGRESS, Enforcer.KERNEL)
+    server = next(p for p in lab.status().pods if p.name == "server").addresses[0]
+    started = time.time()
+    outcome, source_port = connect_once(lab, "other", server, 8080)
+    assert outcome == "TimeoutError", "the policy drops other's connection to the server"
+    # Only this connection's flows: the earlier test's drops from other came from other ports.
+    other = WorkloadRef("default", "other")
+    flows = logged(lab, lambda f: f.layer is Layer.L4 and f.source.workload == other
+                   and f.source.port == source_port and f.time.timestamp() >= started - 1, at_least=2)
+    # Other is selected by no policy, so its side lets the connection out; the server's side drops it.
+    assert {(f.direction, f.verdict, f.reason) for f in flows} == {
+        (Direction.EGRESS, Verdict.FORWARDED, "no-policy"), (Direction.INGRESS, Verdict.DROPPED, "default-deny")}, flows
+    for flow in flows:
+        assert (flow.destination.workload, flow.destination.address, flow.destination.port, flow.protocol,
+                flow.enforcer) == (WorkloadRef("default", "server"), server, 8080, "TCP", Enforcer.KERNEL), flow
+    dropped = next(f for f in flows if f.verdict is Verdict.DROPPED)
+    assert "default/server-from-client" in dropped.policy, dropped
+    assert "app.yaml:" in dropped.policy_source, dropped

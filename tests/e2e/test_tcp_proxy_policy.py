@@ -84,6 +84,7 @@ out = {"connected": False, "answer": "", "error": ""}
 try:
     s = socket.create_connection(("db", 9000), timeout=5)
     out["connected"] = True
+    out["port"] = s.getsockname()[1]
     s.sendall(b"ping from " + sys.argv[1].encode() + b"\\n")
     data = b""
     while not data.endswith(b"\\n"):
@@ -188,8 +189,14 @@ def _listen(lab: Lab, pod: str) -> dict[str, Any]:
 
 
 def _exchange(lab: Lab, pod: str) -> dict[str, Any]:
+    """What one connection from ``pod`` to db:9000 got: connected, its answer, the error."""
+    return _exchange_from(lab, pod)[0]
+
+
+def _exchange_from(lab: Lab, pod: str) -> tuple[dict[str, Any], int]:
+    """`_exchange`, and the connection's source port (0 when it did not connect)."""
     answer: dict[str, Any] = run_python(lab, pod, _EXCHANGE, pod, namespace=NS, timeout=30)
-    return answer
+    return answer, int(answer.pop("port", 0))
 
 
 def test_plan_sends_the_tcp_port_to_envoy(lab_files: tuple[Lab, list[Path]]) -> None:
@@ -211,13 +218,16 @@ def test_allowed_account_exchanges_data_and_the_other_is_refused(lab_files: tupl
     assert refused["connected"] is False or refused["error"] in ("", "ConnectionResetError"), refused
 
 
-def test_the_refused_connection_is_a_flow_naming_the_policy(lab_files: tuple[Lab, list[Path]]) -> None:
+def test_the_refused_connection_is_a_dropped_flow(lab_files: tuple[Lab, list[Path]]) -> None:
     lab, _ = lab_files
-    _exchange(lab, "stranger")
+    refused, port = _exchange_from(lab, "stranger")
+    assert refused["connected"] and refused["answer"] == "", refused
+    # This connection's flow, by its source port: the earlier test's refused connection is logged too.
     rows = observed(lab, "--kind", "l7", "--namespace", NS, wait=10,
-                    keep=lambda r: r["verdict"] == "DROPPED" and r["source"].endswith("stranger"))
-    assert rows, "no dropped flow for the refused connection"
-    assert rows[-1]["reason"] == "policy-denied" and rows[-1]["protocol"] == "TCP", rows[-1]
+                    keep=lambda r: r["source"].endswith("stranger") and r["sourcePort"] == port)
+    assert len(rows) == 1, f"one flow for the refused connection from port {port}: {rows}"
+    assert (rows[0]["verdict"], rows[0]["reason"], rows[0]["protocol"], rows[0]["destination"]) == (
+        "DROPPED", "policy-denied", "TCP", f"{NS}/db:9000"), rows[0]
 
 
 def test_a_refused_client_reads_no_greeting_and_the_backend_is_never_reached(

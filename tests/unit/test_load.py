@@ -59,6 +59,21 @@ def test_duplicate_keys_reject_the_file() -> None:
     assert objects == [] and diag.code == "MC0005" and diag.source.line == 4
 
 
+def test_character_yaml_does_not_allow_is_located() -> None:
+    objects, [diag] = load_text("apiVersion: v1\nkind: Na\x99me\n", "c.yaml")
+    assert objects == [] and diag.code == "MC0001"
+    assert (diag.source.file, diag.source.line, diag.source.column) == ("c.yaml", 2, 9)
+    assert "U+0099" in diag.message and "<unicode string>" not in diag.message
+
+
+def test_error_at_the_end_of_a_text_without_final_newline_is_on_its_last_line() -> None:
+    _, [diag] = load_text("a: b\nc: [1", "e.yaml")
+    assert diag.code == "MC0001" and (diag.source.line, diag.source.column) == (2, 6)
+    assert "line 2, column 6" in diag.message
+    _, [diag] = load_text("a: b\rc: [1", "cr.yaml")  # a lone CR ends a line for YAML too
+    assert (diag.source.line, diag.source.column) == (2, 6)
+
+
 def test_non_mapping_document_is_reported() -> None:
     objects, [diag] = load_text("- a\n- b\n", "x.yaml")
     assert objects == [] and diag.code == "MC0002" and "list" in diag.message

@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 import yaml
 from yaml import nodes
+from yaml.reader import ReaderError
 
 from ..model import Diagnostic, Severity, Source
 from ._gc import gc_paused
@@ -191,6 +192,18 @@ def _with_template_hint(text: str, diagnostics: list[Diagnostic]) -> list[Diagno
             for d in diagnostics]
 
 
+#: What YAML counts as a line break; libyaml's marks count lines this way.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of the character at ``offset`` of ``text``, lines counted as YAML does."""
+    line, start = 1, 0
+    for line_break in _LINE_BREAK.finditer(text, 0, offset):
+        line, start = line + 1, line_break.end()
+    return line, offset - start + 1
+
+
 def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[Diagnostic]]:
     """Parse multi-document YAML (JSON is YAML) into objects and diagnostics.
 
@@ -217,10 +230,19 @@ def _parse(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         column = mark.column + 1 if mark else 1
+        end = _position(text, len(text))
+        if (line, column) > end:  # libyaml puts the end of a text without a final line break on a line of its own
+            line, column = end
         problem = exc.problem or exc.context or "invalid YAML"
         return [], [_error(
             "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
             "(nothing in this file was used)", file, line, column,
+        )]
+    except ReaderError as exc:  # a character YAML does not allow: it carries an offset, not a mark
+        line, column = _position(text, exc.position)
+        return [], [_error(
+            "MC0001", f"YAML syntax error at line {line}, column {column}: character U+{exc.character:04X} "
+            "is not allowed in YAML (nothing in this file was used)", file, line, column,
         )]
     except _DuplicateKey as dup:
         return [], [_error(

@@ -6,6 +6,8 @@ import pytest
 
 from _gateway_support import CLASS, gateway, parent, service, status, table, translate
 
+from meshcore.model import ServiceRef
+
 ROUTE = """
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -28,38 +30,46 @@ def grant(version: str = "v1beta1", kind: str = "HTTPRoute", namespace: str = "f
     """
 
 
-def run(*extra: str) -> tuple[dict[str, tuple[str, str]], bool]:
+#: Where the route sends requests: (service, port) per destination, or the status it answers with.
+Outcome = tuple[list[tuple[ServiceRef, int | None]], int | None]
+#: The granted outcome: every request goes to back/db:5432.
+TO_DB: Outcome = ([(ServiceRef("back", "db"), 5432)], None)
+
+
+def run(*extra: str) -> tuple[dict[str, tuple[str, str]], Outcome]:
     result = translate(CLASS, service("db", "back", 5432), gateway("gw", "front"), ROUTE, *extra)
-    forwards = bool(table(result, "front", "gw", 80).http[0].destinations)
-    return parent(result, "HTTPRoute", "front", "r"), forwards
+    [route] = table(result, "front", "gw", 80).http
+    answer = route.direct_response.status if route.direct_response else None
+    return parent(result, "HTTPRoute", "front", "r"), ([(d.service, d.port) for d in route.destinations], answer)
 
 
 def test_without_a_grant_the_backend_is_not_permitted_and_answered_with_500() -> None:
-    conds, forwards = run()
+    conds, outcome = run()
     assert conds["ResolvedRefs"] == ("False", "RefNotPermitted")
     assert conds["Accepted"] == ("True", "Accepted")
-    assert not forwards
+    assert outcome == ([], 500)
 
 
 @pytest.mark.parametrize("version", ["v1beta1", "v1", "v1alpha2"])
 def test_a_grant_of_any_served_version_permits_the_reference(version: str) -> None:
-    conds, forwards = run(grant(version))
+    conds, outcome = run(grant(version))
     assert conds["ResolvedRefs"] == ("True", "ResolvedRefs")
-    assert forwards
+    assert outcome == TO_DB
 
 
 @pytest.mark.parametrize("mismatch", [
     {"kind": "GRPCRoute"}, {"namespace": "elsewhere"}, {"name": "other-db"},
 ])
 def test_a_grant_for_another_kind_namespace_or_name_does_not_apply(mismatch: dict[str, str]) -> None:
-    conds, forwards = run(grant(**mismatch))
+    conds, outcome = run(grant(**mismatch))
     assert conds["ResolvedRefs"] == ("False", "RefNotPermitted")
-    assert not forwards
+    assert outcome == ([], 500)
 
 
 def test_a_grant_naming_the_service_applies() -> None:
-    conds, _ = run(grant(name="db"))
+    conds, outcome = run(grant(name="db"))
     assert conds["ResolvedRefs"] == ("True", "ResolvedRefs")
+    assert outcome == TO_DB
 
 
 def test_mesh_routes_need_no_grant_for_cross_namespace_backends() -> None:
@@ -73,7 +83,8 @@ def test_mesh_routes_need_no_grant_for_cross_namespace_backends() -> None:
     """
     result = translate(service("web", "front", 80, "10.96.0.9"), service("db", "back", 5432), route)
     assert parent(result, "HTTPRoute", "front", "m")["ResolvedRefs"] == ("True", "ResolvedRefs")
-    assert table(result, "front", "web", 80).http[0].destinations
+    assert [(d.service, d.port) for d in table(result, "front", "web", 80).http[0].destinations] == [
+        (ServiceRef("back", "db"), 5432)]
 
 
 def test_certificate_refs_across_namespaces_need_a_grant_for_gateways() -> None:

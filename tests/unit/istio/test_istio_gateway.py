@@ -127,9 +127,13 @@ def test_mesh_in_the_gateway_list_keeps_the_rules_on_the_mesh_and_match_gateways
           directResponse: {status: 203}
         - route: [{destination: {host: web}}]
     """))
-    mesh = [t for t in result.snapshot.routes if t.service == ServiceRef("default", "web")]
-    assert [len(t.http) for t in mesh] == [1]
-    assert len(_gateway_tables(result)["a.example.com"].http) == 2
+    [mesh] = [t for t in result.snapshot.routes if t.service == ServiceRef("default", "web")]
+    # On the mesh only the route; at the gateway the /edge answer first, then the route.
+    assert [(r.direct_response, [d.service for d in r.destinations]) for r in mesh.http] == [
+        (None, [ServiceRef("default", "web")])]
+    edge, route = _gateway_tables(result)["a.example.com"].http
+    assert edge.direct_response is not None and edge.direct_response.status == 203
+    assert route.direct_response is None and [d.service for d in route.destinations] == [ServiceRef("default", "web")]
 
 
 def test_match_port_compares_with_the_server_port() -> None:
@@ -226,7 +230,11 @@ def test_conflicting_gateways_the_oldest_keeps_the_host() -> None:
     result = translate(*INGRESS, second, first, _vs("web", "[a.example.com]", "[istio-system/second]"))
     d = find(result, "MC7023")
     assert d.source.name == "second" and d.field == "spec.servers[0].hosts[0]" and "istio-system/gw" in d.message
-    assert all("second" not in r.name for t in _gateway_tables(result).values() for r in t.http)
+    # The host stays with gw, which no VirtualService binds: the one bound to "second" routes nothing.
+    tables = _gateway_tables(result)
+    assert set(tables) == {"*.example.com"}
+    routes = tables["*.example.com"].http
+    assert routes and all(r.name.startswith("Gateway istio-system/gw:") and not r.destinations for r in routes), routes
 
 
 def test_invalid_protocol_rejects_the_gateway() -> None:
