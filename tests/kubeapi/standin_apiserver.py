@@ -75,6 +75,8 @@ DEFAULT_KINDS: tuple[Kind, ...] = (
     Kind("apps", "v1", "Deployment", "deployments", short_names=("deploy",)),
     Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", status=False),
     Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", status=False, short_names=("netpol",)),
+    Kind("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",)),
+    Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False, status=False),
     Kind("coordination.k8s.io", "v1", "Lease", "leases", status=False),
     Kind(GATEWAY, "v1", "GatewayClass", "gatewayclasses", namespaced=False, short_names=("gc",)),
     Kind(GATEWAY, "v1", "Gateway", "gateways", short_names=("gtw",)),

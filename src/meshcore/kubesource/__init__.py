@@ -22,13 +22,13 @@ and the in-cluster service account; the list/watch protocol is spoken here)::
 from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect, in_cluster
 from ._backoff import Backoff
 from ._codes import KIND_NOT_SERVED
-from ._discovery import Resource, discover, group_version_path
+from ._discovery import Resource, discover, group_version_path, version_priority
 from ._informer import Informer
 from ._kinds import NODE_KIND, node_labels_only, to_object, watched_kinds
-from ._source import KubeSource, read_kube
+from ._source import KubeSource, not_served, read_kube
 
 __all__ = [
     "KIND_NOT_SERVED", "NODE_KIND", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi", "KubeSource",
     "Resource", "Unreachable", "connect", "discover", "group_version_path", "in_cluster", "node_labels_only",
-    "read_kube", "to_object", "watched_kinds",
+    "not_served", "read_kube", "to_object", "version_priority", "watched_kinds",
 ]

@@ -14,20 +14,30 @@ from ..model import Diagnostic, Severity, Source, WorkloadRef
 from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect
 from ._backoff import Backoff
 from ._codes import KIND_NOT_SERVED
-from ._discovery import Resource, discover, group_version_path
+from ._discovery import Resource, discover
 from ._informer import Informer
 from ._kinds import NODE_KIND, node_labels_only, to_object, watched_kinds
 
-__all__ = ["KubeSource", "read_kube"]
+__all__ = ["KubeSource", "not_served", "read_kube"]
 
 log = logging.getLogger("meshcore.kubesource")
 
 
-def _not_served(origin: str, api_version: str, kind: str) -> Diagnostic:
-    return Diagnostic(KIND_NOT_SERVED, Severity.WARNING,
-                      f"{kind} {api_version} is not served by the API server (is its CustomResourceDefinition "
-                      f"installed?); objects of this kind are not read",
-                      Source(kind=kind, file=f"{origin}{group_version_path(api_version)}"), "kind")
+def not_served(origin: str, missing: Iterable[tuple[str, str]]) -> list[Diagnostic]:
+    """One warning per API group whose kinds (group, kind) the API server does not serve."""
+    by_group: dict[str, list[str]] = {}
+    for group, kind in sorted(missing):
+        by_group.setdefault(group, []).append(kind)
+    out = []
+    for group, kinds in by_group.items():
+        what = f"{', '.join(kinds)} ({group or 'core'})"
+        out.append(Diagnostic(KIND_NOT_SERVED, Severity.WARNING,
+                              f"the API server does not serve {what}: objects of "
+                              f"{'this kind' if len(kinds) == 1 else 'these kinds'} are not read (are the "
+                              "CustomResourceDefinitions installed?)",
+                              Source(kind=kinds[0], file=f"{origin}/apis/{group}" if group else f"{origin}/api"),
+                              "kind"))
+    return out
 
 
 class KubeSource:
@@ -60,7 +70,8 @@ class KubeSource:
         self.watch_seconds = watch_seconds
         self._backoff = backoff
         self._informers: dict[tuple[str, str], Informer] = {}
-        self._missing: list[tuple[str, str]] = list(self.kinds)
+        #: (group, kind) of the kinds not served (yet).
+        self._missing: list[tuple[str, str]] = []
         self._discovered = False
         self._error = ""
         self._reported_error = ""
@@ -112,9 +123,10 @@ class KubeSource:
         """Find the resources of the kinds (again and again for those not served) and start their informers."""
         backoff = self._backoff()
         while not self._stop.is_set():
-            missing = list(self._missing)
+            looked_for = [k for k in self.kinds if not self._discovered
+                          or (k[0].rpartition("/")[0], k[1]) in self._missing]
             try:
-                found, still_missing = discover(self.api, missing)
+                found, still_missing = discover(self.api, looked_for)
             except (ApiError, Unreachable, ConfigError) as exc:
                 self._error = f"cannot read the API server's discovery documents: {exc}"
                 delay = backoff.next()
@@ -124,9 +136,9 @@ class KubeSource:
                 continue
             backoff.reset()
             self._error = ""
-            for api_version, kind in still_missing:
-                if not self._discovered:
-                    log.warning("%s", _not_served(self.api.origin, api_version, kind).message)
+            if not self._discovered:
+                for diagnostic in not_served(self.api.origin, still_missing):
+                    log.warning("%s", diagnostic.message)
             for resource in found:
                 self._start_informer(resource)
                 if self._discovered:
@@ -198,7 +210,7 @@ class KubeSource:
 
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         """Warnings about the source: kinds the API server does not serve."""
-        return tuple(_not_served(self.api.origin, v, k) for v, k in self._missing)
+        return tuple(not_served(self.api.origin, self._missing))
 
     def objects(self) -> list[KubeObject]:
         """Every cached object, by kind, namespace and name."""
@@ -260,8 +272,8 @@ def read_kube(address: str = "", timeout: float = 10.0, *, context: str | None =
     api = connect(context or address or None, kubeconfig, timeout=timeout)
     try:
         resources, missing = discover(api, watched_kinds())
-        for api_version, kind in missing:
-            log.warning("%s", _not_served(api.origin, api_version, kind).message)
+        for diagnostic in not_served(api.origin, missing):
+            log.warning("%s", diagnostic.message)
         objects = []
         for resource in sorted(resources):
             informer = Informer(api, resource)
