@@ -378,17 +378,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw
         if not raw:
             return {}
+        kind = (self.headers.get("Content-Type") or "").split(";")[0]
+        if "protobuf" in kind or "cbor" in kind:
+            raise ApiStatus(415, "UnsupportedMediaType", f"the stand-in API server reads JSON and YAML, not {kind}")
         try:
-            kind = (self.headers.get("Content-Type") or "").split(";")[0]
             return yaml.safe_load(raw) if kind.endswith("yaml") else json.loads(raw)
         except ValueError as exc:
             raise ApiStatus(400, "BadRequest", f"the body cannot be decoded: {exc}") from None
 
     def _dispatch(self) -> None:
+        # Read the body of every request (a DELETE carries options), so the next request starts clean.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length else b""
         owner = self.server.owner
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
