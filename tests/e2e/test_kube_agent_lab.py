@@ -13,8 +13,9 @@ agent itself restarts and finds the kernel already right (0 entries written).
 from __future__ import annotations
 
 import json
-import signal
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -166,6 +167,8 @@ def wait_answered_by(lab: Lab, versions: set[str], timeout: float = 20) -> None:
 @pytest.fixture
 def kube_node(tmp_path: Path) -> Iterator[KubeNode]:
     """A lab whose pods run, its own agent replaced by one reading the stand-in API server, filled by kubectl."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (Debian: apt-get install kubectl)")
     apiserver = StandInApiServer(bookmark_seconds=0.5)
     apiserver.start()
     kubeconfig = apiserver.kubeconfig(tmp_path / "kubeconfig")
@@ -181,8 +184,6 @@ def kube_node(tmp_path: Path) -> Iterator[KubeNode]:
 
 def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_node: KubeNode,
                                                                           tmp_path: Path) -> None:
-    import subprocess
-
     node, lab = kube_node, kube_node.lab
     env = {"KUBECONFIG": str(node.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
 

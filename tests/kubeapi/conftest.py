@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _kubectl_support import Kubectl
 from standin_apiserver import StandInApiServer
-
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
@@ -44,7 +41,3 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
         return result
 
     return run
-
-
-def get_json(kubectl: Kubectl, *args: str) -> Any:
-    return json.loads(kubectl("get", *args, "-o", "json").stdout)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from standin_apiserver import GATEWAY, Kind, StandInApiServer
+from standin_apiserver import GATEWAY, StandInApiServer
 
 from meshcore.agent import SourceError, Update
 from meshcore.cli import cli

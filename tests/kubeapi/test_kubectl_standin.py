@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import Kubectl, get_json
+from _kubectl_support import Kubectl, get_json
 from standin_apiserver import StandInApiServer
 
 APP = """
