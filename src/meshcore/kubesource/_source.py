@@ -156,7 +156,8 @@ class KubeSource:
         informer = Informer(self.api, resource, on_change=self._changed, backoff=self._backoff(),
                             field_selector=f"metadata.name={self.node}" if node else "",
                             slim=node_labels_only if node else None, watch_seconds=self.watch_seconds)
-        self._informers[(resource.api_version, resource.kind)] = informer
+        with self._cond:
+            self._informers[(resource.api_version, resource.kind)] = informer
         thread = threading.Thread(target=informer.run, args=(self._stop,), name=f"kube-{resource.plural}",
                                   daemon=True)
         thread.start()
@@ -206,7 +207,7 @@ class KubeSource:
     @property
     def synced(self) -> bool:
         """True once every served kind has been listed."""
-        return self._discovered and all(i.synced.is_set() for i in list(self._informers.values()))
+        return self._discovered and all(i.synced.is_set() for i in self.informers)
 
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         """Warnings about the source: kinds the API server does not serve."""
@@ -215,8 +216,7 @@ class KubeSource:
     def objects(self) -> list[KubeObject]:
         """Every cached object, by kind, namespace and name."""
         out = []
-        for key in sorted(self._informers):
-            informer = self._informers[key]
+        for informer in self.informers:
             out += [to_object(body, informer.resource, self.api.origin) for body in informer.items()]
         return out
 
@@ -230,7 +230,7 @@ class KubeSource:
         self.start()
         with self._cond:
             if not self.synced:
-                error = self._error or next((i.last_error for i in self._informers.values() if i.last_error), "")
+                error = self._error or next((i.last_error for i in self.informers if i.last_error), "")
                 if error and error != self._reported_error:
                     self._reported_error = error
                     raise SourceError(error)
@@ -258,7 +258,8 @@ class KubeSource:
     @property
     def informers(self) -> Sequence[Informer]:
         """The running informers, one per served kind."""
-        return [self._informers[k] for k in sorted(self._informers)]
+        with self._cond:
+            return [self._informers[k] for k in sorted(self._informers)]
 
 
 def read_kube(address: str = "", timeout: float = 10.0, *, context: str | None = None,
