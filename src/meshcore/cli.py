@@ -35,10 +35,19 @@ _files_option = click.option(
     help="A file, a directory (read recursively) or '-' for standard input; repeatable.",
 )
 _sources_option = click.option(
-    "--from", "sources", multiple=True, metavar="SOURCE=ADDRESS",
-    help="Also read objects from a config source, e.g. istiod=istiod.istio-system:15010 "
-         "(installed sources are listed by `meshcore adapters`); repeatable.",
+    "--from", "sources", multiple=True, metavar="SOURCE[=ADDRESS]",
+    help="Also read objects from a config source, e.g. istiod=istiod.istio-system:15010, or kube "
+         "(the API server of the kubeconfig's context) (installed sources are listed by `meshcore adapters`); "
+         "repeatable.",
 )
+
+
+def _kube_options(command: Any) -> Any:
+    """``--context`` and ``--kubeconfig``, which go with ``--from kube``."""
+    command = click.option("--kubeconfig", default=None, metavar="FILE",
+                           help="The kubeconfig for --from kube [default $KUBECONFIG, ~/.kube/config].")(command)
+    return click.option("--context", default=None, help="The kubeconfig context for --from kube.")(command)
+
 _source_timeout_option = click.option(
     "--source-timeout", default=10.0, show_default=True, metavar="SECONDS",
     help="How long to wait for each --from source.",
@@ -88,19 +97,25 @@ def adapters(fmt: str | None) -> None:
 
 
 def _run_translate(files: Sequence[str], sources: Sequence[str] = (), timeout: float = 10.0,
-                   assign_addresses: bool = False) -> Translation:
+                   assign_addresses: bool = False, context: str | None = None,
+                   kubeconfig: str | None = None) -> Translation:
     if not files and not sources:
         raise click.UsageError("give the input with -f/--filename or --from SOURCE=ADDRESS")
+    names = [spec.partition("=")[0] for spec in sources]
+    if (context or kubeconfig) and "kube" not in names:
+        raise click.UsageError("--context and --kubeconfig go with --from kube")
     if sources:
         # A source's retries are debug detail; its final error is reported below.
         configure_logging(sys.stderr, logging.WARNING)
     objects = []
     for spec in sources:
         name, sep, address = spec.partition("=")
-        if not sep or not name or not address:
-            raise click.UsageError(f"--from {spec!r}: expected SOURCE=ADDRESS, e.g. istiod=istiod.istio-system:15010")
+        if not name or (sep and not address) or (not sep and name != "kube"):
+            raise click.UsageError(f"--from {spec!r}: expected SOURCE=ADDRESS, e.g. istiod=istiod.istio-system:15010, "
+                                   "or kube")
+        options = {"context": context, "kubeconfig": kubeconfig} if name == "kube" and (context or kubeconfig) else {}
         try:
-            objects += read_source(name, address, timeout)
+            objects += read_source(name, address, timeout, **options)
         except SourceError as exc:
             raise click.ClickException(str(exc)) from None
     return translate(files, objects=objects, assign_addresses=assign_addresses)
@@ -117,14 +132,15 @@ def _vips(service: Service) -> str:
 @cli.command("translate")
 @_files_option
 @_sources_option
+@_kube_options
 @_source_timeout_option
 @_output_option
 @click.option("--no-sources", is_flag=True, help="Leave out where each object came from.")
 @_fail_on_option
-def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str | None,
-                  no_sources: bool, fail_on: str) -> None:
+def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, kubeconfig: str | None,
+                  source_timeout: float, fmt: str | None, no_sources: bool, fail_on: str) -> None:
     """Translate Kubernetes YAML/JSON into the mesh model (the Snapshot)."""
-    result = _run_translate(files, sources, source_timeout)
+    result = _run_translate(files, sources, source_timeout, context=context, kubeconfig=kubeconfig)
     snap = result.snapshot
     fmt = out.choose_format(fmt)
     if fmt in out.DATA_FORMATS:
@@ -156,13 +172,14 @@ def translate_cmd(files: tuple[str, ...], sources: tuple[str, ...], source_timeo
 @cli.command()
 @_files_option
 @_sources_option
+@_kube_options
 @_source_timeout_option
 @_output_option
 @_fail_on_option
-def analyze(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str | None,
-            fail_on: str) -> None:
+def analyze(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, kubeconfig: str | None,
+            source_timeout: float, fmt: str | None, fail_on: str) -> None:
     """Report problems in the input; exit status 1 when any is an error (see --fail-on)."""
-    result = _run_translate(files, sources, source_timeout)
+    result = _run_translate(files, sources, source_timeout, context=context, kubeconfig=kubeconfig)
     fmt = out.choose_format(fmt)
     if fmt in out.DATA_FORMATS:
         out.dump({"diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
@@ -284,6 +301,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 @cli.command()
 @_files_option
 @_sources_option
+@_kube_options
 @_source_timeout_option
 @_output_option
 @_fail_on_option
@@ -291,14 +309,14 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 @click.option("--assign-addresses", is_flag=True,
               help="Give Services without ClusterIPs addresses first, as the lab does "
                    f"(from {ServiceRanges().ipv4} and {ServiceRanges().ipv6}).")
-def plan(files: tuple[str, ...], sources: tuple[str, ...], source_timeout: float, fmt: str | None, fail_on: str,
-         node: str, assign_addresses: bool) -> None:
+def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, kubeconfig: str | None,
+         source_timeout: float, fmt: str | None, fail_on: str, node: str, assign_addresses: bool) -> None:
     """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends.
 
     Services read from files have no ClusterIPs until the API server assigns them; their
     ports are listed without frontends unless --assign-addresses assigns them here.
     """
-    result = _run_translate(files, sources, source_timeout, assign_addresses)
+    result = _run_translate(files, sources, source_timeout, assign_addresses, context, kubeconfig)
     compiled = compile_plan(result.snapshot, node, CompileOptions())
     fmt = out.choose_format(fmt)
     if fmt in out.DATA_FORMATS:

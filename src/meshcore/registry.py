@@ -139,7 +139,8 @@ def wrap(adapters: Iterable[Adapter]) -> list[AdapterInfo]:
 
 
 #: Entry-point group of config sources: ``name = "module:function"`` where the function
-#: takes ``(address: str, timeout: float)`` and returns the objects read from there.
+#: takes ``(address: str, timeout: float)`` and returns the objects read from there
+#: (a source may take more keyword options, e.g. the ``kube`` source's context and kubeconfig).
 SOURCE_GROUP = "meshcore.sources"
 
 ConfigSource = Callable[[str, float], Sequence[KubeObject]]
@@ -154,8 +155,11 @@ def source_names() -> list[str]:
     return sorted({ep.name for ep in metadata.entry_points(group=SOURCE_GROUP)})
 
 
-def read_source(name: str, address: str, timeout: float = 10.0) -> list[KubeObject]:
-    """Objects read from the installed config source ``name`` at ``address``; raises :class:`SourceError`."""
+def read_source(name: str, address: str, timeout: float = 10.0, **options: Any) -> list[KubeObject]:
+    """Objects read from the installed config source ``name`` at ``address``; raises :class:`SourceError`.
+
+    ``options`` are passed to the source as keyword arguments (only the sources that take them).
+    """
     found = [ep for ep in metadata.entry_points(group=SOURCE_GROUP) if ep.name == name]
     if not found:
         names = ", ".join(source_names()) or "none installed"
@@ -166,9 +170,10 @@ def read_source(name: str, address: str, timeout: float = 10.0) -> list[KubeObje
         raise SourceError(f"config source {name!r} failed to load {found[0].value}: "
                           f"{type(exc).__name__}: {exc}") from None
     try:
-        objects = reader(address, timeout)
+        objects = reader(address, timeout, **options) if options else reader(address, timeout)
     except Exception as exc:  # its message names the address and what went wrong
-        raise SourceError(f"config source {name}={address}: {exc}") from None
+        where = f"{name}={address}" if address else name
+        raise SourceError(f"config source {where}: {exc}") from None
     bad = [o for o in objects if not isinstance(o, KubeObject)]
     if bad:
         raise SourceError(f"config source {name!r} returned {type(bad[0]).__name__}, expected KubeObject")

@@ -70,8 +70,15 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               help="Read configuration from an objects file (JSON, rewritten whole on each change).")
 @click.option("-f", "--filename", "files", multiple=True, metavar="PATH",
               help="Read configuration from Kubernetes YAML/JSON files or directories; repeatable.")
+@click.option("--from", "from_source", type=click.Choice(["kube"]), default=None,
+              help="Read configuration from the Kubernetes API server (the kubeconfig, or in a pod its "
+                   "service account); needs the 'kube' extra.")
+@click.option("--context", default=None, help="The kubeconfig context (with --from kube).")
+@click.option("--kubeconfig", type=click.Path(path_type=Path), default=None,
+              help="The kubeconfig file (with --from kube) [default $KUBECONFIG, ~/.kube/config, in a pod "
+                   "its service account].")
 @click.option("--interface", "interfaces", multiple=True, metavar="NAMESPACE/POD=INTERFACE",
-              help="A workload's host-side interface, for policy (with -f); repeatable.")
+              help="A workload's host-side interface, for policy (with -f or --from kube); repeatable.")
 @click.option("--metrics", default=DEFAULT_METRICS_ADDRESS, show_default=True,
               help="HOST:PORT for Prometheus metrics, or 'off'.")
 @click.option("--proxy-ports", default=f"{PROXY_PORT_BASE}-{PROXY_PORT_BASE + PROXY_PORT_RANGE - 1}",
@@ -84,31 +91,61 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               help="Rotated flow journal files kept besides the current one (the oldest flows go first).")
 def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
+                  from_source: str | None, context: str | None, kubeconfig: Path | None,
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
                   flows_keep: int) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
 
-    Exactly one source: --objects FILE or -f PATH. SIGHUP makes it look at the source at
-    once; SIGTERM stops it (pinned programs keep enforcing; the node proxy stops).
+    Exactly one source: --objects FILE, -f PATH or --from kube. SIGHUP makes it look at
+    the source at once; SIGTERM stops it (pinned programs keep enforcing; the node proxy
+    stops).
     """
-    if (objects_file is None) == (not files):
-        raise click.UsageError("give the configuration with --objects FILE or -f PATH (one of them)")
+    if [objects_file is not None, bool(files), from_source is not None].count(True) != 1:
+        raise click.UsageError("give the configuration with --objects FILE, -f PATH or --from kube (one of them)")
     if objects_file is not None and interfaces:
-        raise click.UsageError("--interface goes with -f; an objects file names its interfaces itself")
+        raise click.UsageError("--interface goes with -f or --from kube; an objects file names its interfaces itself")
+    if from_source is None and (context or kubeconfig):
+        raise click.UsageError("--context and --kubeconfig go with --from kube")
     try:
         journal = JournalLimits(parse_size(flows_max_size), flows_keep)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--flows-max-size") from None
-    source: SnapshotSource = ObjectsFile(objects_file) if objects_file is not None else ManifestFiles(
-        files, _interfaces(interfaces))
+    options = _compile_options(proxy_ports)
+    configure_logging(sys.stderr, logging.INFO)
+    source: SnapshotSource
+    if from_source == "kube":
+        source = _kube_source(node, context, kubeconfig, _interfaces(interfaces))
+    elif objects_file is not None:
+        source = ObjectsFile(objects_file)
+    else:
+        source = ManifestFiles(files, _interfaces(interfaces))
     facts = NodeFacts(node, cgroup, state_dir or DEFAULT_STATE_ROOT / node, ipv4, ipv6, pin_root,
                       _pairs(labels, "--label", "KEY=VALUE"), netns)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(sys.stderr, logging.INFO)
-    runner = AgentRunner(NodeAgent(facts, options=_compile_options(proxy_ports), journal=journal), source, poll=poll,
+    runner = AgentRunner(NodeAgent(facts, options=options, journal=journal), source, poll=poll,
                          metrics_address=metrics)
+    subscribe = getattr(source, "subscribe", None)
+    if subscribe is not None:
+        subscribe(runner.wake)  # a settled burst of API events is applied at once, not at the next poll
     runner.handle_signals()
-    sys.exit(runner.run())
+    try:
+        code = runner.run()
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    sys.exit(code)
+
+
+def _kube_source(node: str, context: str | None, kubeconfig: Path | None,
+                 interfaces: dict[WorkloadRef, str]) -> SnapshotSource:
+    """The Kubernetes source for this node; a usage error naming what is missing when it cannot be set up."""
+    from ..kubesource import ConfigError, KubeSource  # noqa: PLC0415 - the 'kube' extra only when asked for
+
+    try:
+        return KubeSource(context=context, kubeconfig=kubeconfig, node=node, interfaces=interfaces)
+    except ConfigError as exc:
+        raise click.UsageError(f"--from kube: {exc}") from None
 
 
 def main() -> None:

@@ -1,0 +1,34 @@
+"""Kubernetes as the source: every kind meshcore reads, listed and watched from an API server.
+
+Needs the ``kube`` extra (``pip install 'meshcore[kube]'``: lightkube reads kubeconfigs
+and the in-cluster service account; the list/watch protocol is spoken here)::
+
+    from meshcore.kubesource import KubeSource, read_kube
+
+    objects = read_kube(context="prod")                # one list of everything, e.g. for translate
+    with KubeSource(context="prod", node="node-1") as source:
+        update = source.poll()                          # an agent's SnapshotSource
+
+- :class:`KubeSource` — informers (list, watch with bookmarks, relist on 410 Gone,
+  capped exponential backoff) for the core kinds and every installed adapter's; bursts
+  of events become one :class:`~meshcore.agent.Update`; a relist that finds nothing new
+  makes none.
+- :func:`read_kube` — the ``kube`` config source of ``meshcore translate|analyze|plan
+  --from kube``.
+- :func:`connect` — the API server of a kubeconfig context, or the pod's own cluster.
+- :class:`Informer`, :class:`Backoff`, :func:`discover`, :func:`watched_kinds` — the parts.
+"""
+
+from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect, in_cluster
+from ._backoff import Backoff
+from ._codes import KIND_NOT_SERVED
+from ._discovery import Resource, discover, group_version_path, version_priority
+from ._informer import Informer
+from ._kinds import NODE_KIND, node_labels_only, to_object, watched_kinds
+from ._source import KubeSource, not_served, read_kube
+
+__all__ = [
+    "KIND_NOT_SERVED", "NODE_KIND", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi", "KubeSource",
+    "Resource", "Unreachable", "connect", "discover", "group_version_path", "in_cluster", "node_labels_only",
+    "not_served", "read_kube", "to_object", "version_priority", "watched_kinds",
+]

@@ -1,0 +1,285 @@
+"""The Kubernetes source: informers for every kind meshcore reads, handed out as snapshots."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from ..agent import SourceError, Update
+from ..kube import KubeObject
+from ..model import Diagnostic, Severity, Source, WorkloadRef
+from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect
+from ._backoff import Backoff
+from ._codes import KIND_NOT_SERVED
+from ._discovery import Resource, discover
+from ._informer import Informer
+from ._kinds import NODE_KIND, node_labels_only, to_object, watched_kinds
+
+__all__ = ["KubeSource", "not_served", "read_kube"]
+
+log = logging.getLogger("meshcore.kubesource")
+
+
+def not_served(origin: str, missing: Iterable[tuple[str, str]]) -> list[Diagnostic]:
+    """One warning per API group whose kinds (group, kind) the API server does not serve."""
+    by_group: dict[str, list[str]] = {}
+    for group, kind in sorted(missing):
+        by_group.setdefault(group, []).append(kind)
+    out = []
+    for group, kinds in by_group.items():
+        what = f"{', '.join(kinds)} ({group or 'core'})"
+        out.append(Diagnostic(KIND_NOT_SERVED, Severity.WARNING,
+                              f"the API server does not serve {what}: objects of "
+                              f"{'this kind' if len(kinds) == 1 else 'these kinds'} are not read (are the "
+                              "CustomResourceDefinitions installed?)",
+                              Source(kind=kinds[0], file=f"{origin}/apis/{group}" if group else f"{origin}/api"),
+                              "kind"))
+    return out
+
+
+class KubeSource:
+    """Every object of the watched kinds, kept current by informers; a :class:`~meshcore.agent.SnapshotSource`.
+
+    Each kind is listed, then watched from the list's resourceVersion with bookmarks;
+    410 Gone relists, errors back off (capped, exponential). A burst of events becomes
+    one :class:`~meshcore.agent.Update`: :meth:`poll` waits until no event came for
+    ``settle`` seconds, or ``max_delay`` seconds after the first. A relist that finds
+    the same objects (an API server restart, an expired watch) makes no new generation.
+
+    Kinds the API server does not serve are skipped with a warning (MC0500) and looked
+    for again every ``rediscover`` seconds. With ``node``, that Node's labels are read
+    too (the agent compiles for its node). ``interfaces`` are handed out with every
+    update (the CNI wires workloads; the source does not know their interfaces).
+    """
+
+    def __init__(self, api: KubeApi | None = None, *, context: str | None = None,
+                 kubeconfig: str | os.PathLike[str] | None = None, kinds: Iterable[tuple[str, str]] | None = None,
+                 node: str = "", interfaces: Mapping[WorkloadRef, str] | None = None, settle: float = 0.2,
+                 max_delay: float = 2.0, rediscover: float = 60.0, watch_seconds: int = 300,
+                 backoff: Callable[[], Backoff] = Backoff) -> None:
+        self.api = api if api is not None else connect(context, kubeconfig)
+        self.kinds = sorted(set(kinds if kinds is not None else watched_kinds()) | ({NODE_KIND} if node else set()))
+        self.node = node
+        self.interfaces = dict(interfaces or {})
+        self.settle = settle
+        self.max_delay = max_delay
+        self.rediscover = rediscover
+        self.watch_seconds = watch_seconds
+        self._backoff = backoff
+        self._informers: dict[tuple[str, str], Informer] = {}
+        #: (group, kind) of the kinds not served (yet).
+        self._missing: list[tuple[str, str]] = []
+        self._discovered = False
+        self._error = ""
+        self._reported_error = ""
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._dirty = True
+        self._notified = False
+        self._first_change = 0.0
+        self._last_change = 0.0
+        self._delivered: list[tuple[tuple[str, str, str, str], Mapping[str, object]]] | None = None
+        self._generation = 0
+        self._listeners: list[Callable[[], None]] = []
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ life cycle
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on a source thread) when a new update is ready, e.g. ``AgentRunner.wake``."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start discovery and the informers in the background (:meth:`poll` does it on first use)."""
+        if self._threads:
+            return
+        for target, name in ((self._supervise, "kube-discovery"), (self._notify_loop, "kube-notify")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop the informers and close the connections."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self.api.close()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+
+    def __enter__(self) -> KubeSource:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ discovery
+
+    def _supervise(self) -> None:
+        """Find the resources of the kinds (again and again for those not served) and start their informers."""
+        backoff = self._backoff()
+        while not self._stop.is_set():
+            looked_for = [k for k in self.kinds if not self._discovered
+                          or (k[0].rpartition("/")[0], k[1]) in self._missing]
+            try:
+                found, still_missing = discover(self.api, looked_for)
+            except (ApiError, Unreachable, ConfigError) as exc:
+                self._error = f"cannot read the API server's discovery documents: {exc}"
+                delay = backoff.next()
+                log.warning("%s; retrying in %.1fs", self._error, delay)
+                self._wake_listeners()
+                self._stop.wait(delay)
+                continue
+            backoff.reset()
+            self._error = ""
+            if not self._discovered:
+                for diagnostic in not_served(self.api.origin, still_missing):
+                    log.warning("%s", diagnostic.message)
+            for resource in found:
+                self._start_informer(resource)
+                if self._discovered:
+                    log.info("%s %s is served now; reading it", resource.kind, resource.api_version)
+            with self._cond:
+                self._missing = still_missing
+                self._discovered = True
+                self._changed_locked()
+            if self.rediscover <= 0 or not still_missing:
+                return
+            self._stop.wait(self.rediscover)
+
+    def _start_informer(self, resource: Resource) -> None:
+        node = (resource.api_version, resource.kind) == NODE_KIND and self.node
+        informer = Informer(self.api, resource, on_change=self._changed, backoff=self._backoff(),
+                            field_selector=f"metadata.name={self.node}" if node else "",
+                            slim=node_labels_only if node else None, watch_seconds=self.watch_seconds)
+        with self._cond:
+            self._informers[(resource.api_version, resource.kind)] = informer
+        thread = threading.Thread(target=informer.run, args=(self._stop,), name=f"kube-{resource.plural}",
+                                  daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ------------------------------------------------------------------ changes
+
+    def _changed(self) -> None:
+        with self._cond:
+            self._changed_locked()
+
+    def _changed_locked(self) -> None:
+        now = time.monotonic()
+        if not self._dirty:
+            self._first_change = now
+        self._dirty = True
+        self._notified = False
+        self._last_change = now
+        self._cond.notify_all()
+
+    def _due(self) -> float:
+        """When the pending changes may be handed out (monotonic time)."""
+        return min(self._last_change + self.settle, self._first_change + self.max_delay)
+
+    def _notify_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._dirty or self._notified or not self.synced:
+                    self._cond.wait(1.0)
+                    continue
+                wait = self._due() - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self._notified = True
+            self._wake_listeners()
+
+    def _wake_listeners(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the source
+                log.error("update listener failed: %r", exc)
+
+    # ------------------------------------------------------------------ snapshots
+
+    @property
+    def synced(self) -> bool:
+        """True once every served kind has been listed."""
+        return self._discovered and all(i.synced.is_set() for i in self.informers)
+
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """Warnings about the source: kinds the API server does not serve."""
+        return tuple(not_served(self.api.origin, self._missing))
+
+    def objects(self) -> list[KubeObject]:
+        """Every cached object, by kind, namespace and name."""
+        out = []
+        for informer in self.informers:
+            out += [to_object(body, informer.resource, self.api.origin) for body in informer.items()]
+        return out
+
+    def poll(self) -> Update | None:
+        """All objects when they changed since the last update and the changes have settled; else None.
+
+        Before the first complete list it returns None, or raises
+        :class:`~meshcore.agent.SourceError` once for each new reason the API server
+        cannot be read.
+        """
+        self.start()
+        with self._cond:
+            if not self.synced:
+                error = self._error or next((i.last_error for i in self.informers if i.last_error), "")
+                if error and error != self._reported_error:
+                    self._reported_error = error
+                    raise SourceError(error)
+                return None
+            if not self._dirty or (self._delivered is not None and time.monotonic() < self._due()):
+                return None
+            self._dirty = False
+        objects = self.objects()
+        fingerprint = [((o.api_version, o.kind, o.namespace, o.name), o.body) for o in objects]
+        if fingerprint == self._delivered:
+            return None
+        self._delivered = fingerprint
+        self._generation += 1
+        return Update(self._generation, tuple(objects), self.interfaces, self.diagnostics())
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait until every served kind is listed; False when ``timeout`` ran out first."""
+        deadline = time.monotonic() + timeout
+        while not self.synced:
+            if time.monotonic() > deadline or self._stop.is_set():
+                return False
+            time.sleep(0.02)
+        return True
+
+    @property
+    def informers(self) -> Sequence[Informer]:
+        """The running informers, one per served kind."""
+        with self._cond:
+            return [self._informers[k] for k in sorted(self._informers)]
+
+
+def read_kube(address: str = "", timeout: float = 10.0, *, context: str | None = None,
+              kubeconfig: str | os.PathLike[str] | None = None) -> list[KubeObject]:
+    """Every object of the watched kinds, listed once (the ``meshcore.sources`` entry ``kube``).
+
+    ``address`` is a kubeconfig context (``--from kube=CONTEXT``); empty means the current
+    one, or the in-cluster configuration in a pod. Kinds the server does not serve are
+    logged as warnings and skipped.
+    """
+    api = connect(context or address or None, kubeconfig, timeout=timeout)
+    try:
+        resources, missing = discover(api, watched_kinds())
+        for diagnostic in not_served(api.origin, missing):
+            log.warning("%s", diagnostic.message)
+        objects = []
+        for resource in sorted(resources):
+            informer = Informer(api, resource)
+            informer.relist()
+            objects += [to_object(body, resource, api.origin) for body in informer.items()]
+        return objects
+    finally:
+        api.close()

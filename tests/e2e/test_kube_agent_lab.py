@@ -1,0 +1,240 @@
+"""`meshcore agent --from kube` on a lab node, fed by kubectl through a stand-in API server.
+
+No kube-apiserver can run here: tests/kubeapi/standin_apiserver.py stands in for it
+(tests/kubeapi prove it faithful with the real kubectl). The lab plays kubelet and CNI
+(pods in network namespaces, their addresses); everything the agent knows comes from
+the API: kubectl creates the Deployments, Pods, Services and the HTTPRoute and writes
+the pods' status as a kubelet would. Then: traffic flows; kubectl changes the route and
+the agent applies it; the API server dies and comes back with its history gone (watches
+answered 410) and the agent relists, applies nothing new and traffic keeps flowing; the
+agent itself restarts and finds the kernel already right (0 entries written).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _lab_support import client_pod, running_lab, write
+
+from meshcore.agent import REPORT_FILE, GenerationReport, read_report
+from meshcore.lab import Lab
+from meshcore.lab import _netns as netns
+from meshcore.lab import _procs as procs
+from meshcore.lab._containers import python_env
+from meshcore.lab._nodeagent import AGENT_CGROUP
+from meshcore.lab._state import AGENT_LOG, LabState, ProcRecord
+from meshcore.linux import socket_in_netns
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kubeapi"))
+from standin_apiserver import StandInApiServer  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+
+def _web(version: str) -> str:
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web-{version}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: web, version: {version}}}}}
+    spec:
+      containers:
+      - {{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{containerPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-{version}}}
+spec:
+  selector: {{app: web, version: {version}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+"""
+
+
+APP = _web("v1") + "---" + _web("v2") + """---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---""" + client_pod("client", labels={}, container="c")
+
+
+def route(version: str) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  rules:
+  - backendRefs: [{{name: web-{version}, port: 80}}]
+"""
+
+
+def _for_kubectl(body: dict[str, Any]) -> dict[str, Any]:
+    """An object as a user writes it: no status, no server-set metadata."""
+    meta = {k: v for k, v in body["metadata"].items() if k not in ("uid", "creationTimestamp", "resourceVersion")}
+    return {k: v for k, v in {**body, "metadata": meta}.items() if k != "status"}
+
+
+class KubeNode:
+    """The lab's node run by `meshcore agent --from kube` against the stand-in API server."""
+
+    def __init__(self, lab: Lab, apiserver: StandInApiServer, kubeconfig: Path) -> None:
+        self.lab = lab
+        self.apiserver = apiserver
+        self.kubeconfig = kubeconfig
+        self.state = LabState.load(lab.dir)
+        assert self.state.agent is not None
+        argv = self.state.agent.argv
+        self.facts = argv[:argv.index("--objects")]  # the lab agent's node facts
+    def listener(self) -> socket.socket:
+        """A socket on 127.0.0.1 in the node's network namespace, at the stand-in's port."""
+        sock = socket_in_netns(netns.path(self.state.node_netns))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.apiserver.port))
+        return sock
+
+    def stop_agent(self) -> None:
+        agent = self.state.agent
+        assert agent is not None
+        procs.stop([(agent.pid, agent.start_time)], timeout=10)
+        assert not procs.alive(agent.pid, agent.start_time)
+
+    def start_agent(self) -> None:
+        """The lab's agent command line with ``--from kube`` instead of the objects file."""
+        # The lab wired the pods (as a CNI would): their host-side interfaces are given on the command line.
+        interfaces = [f"--interface={r.namespace}/{r.name}={r.host_veth}" for r in self.state.pods.values()]
+        argv = [*self.facts, "--from", "kube",
+                "--kubeconfig", str(self.kubeconfig), "--metrics", "off", *interfaces]
+        log = str(self.lab.dir / AGENT_LOG)
+        pid, started = procs.spawn(argv, env={"PATH": "/usr/bin:/bin", **python_env()}, cwd=str(self.lab.dir),
+                                   cgroup=str(Path(self.state.cgroup_root) / AGENT_CGROUP), log=log,
+                                   netns=str(netns.path(self.state.node_netns)))
+        self.state.agent = ProcRecord("agent", pid, started, tuple(argv), log)
+        self.state.save()  # `lab down` stops it with the rest
+
+    def report(self) -> GenerationReport | None:
+        report = read_report(self.lab.dir / REPORT_FILE)
+        agent = self.state.agent
+        return report if report is not None and agent is not None and report.pid == agent.pid else None
+
+    def wait_report(self, accept: Callable[[GenerationReport], bool], timeout: float = 30) -> GenerationReport:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            report = self.report()
+            if report is not None and accept(report):
+                return report
+            time.sleep(0.1)
+        raise AssertionError(f"no such report within {timeout}s; last: {self.report()}; log:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return (self.lab.dir / AGENT_LOG).read_text(errors="replace")
+
+
+def answered_by(lab: Lab, count: int = 6) -> set[str]:
+    """The versions (v1, v2) of the pods that answered ``count`` requests to http://web/ from the client."""
+    result = lab.run("client", ["curl", "-sS", "-m", "5", "-w", "\\n", *(["http://web/"] * count)], timeout=60)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return {json.loads(line)["pod"].split("-")[1] for line in result.stdout.decode().splitlines() if line.strip()}
+
+
+def wait_answered_by(lab: Lab, versions: set[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        seen = answered_by(lab)
+        if seen == versions:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"answered by {seen}, expected {versions}")
+
+
+@pytest.fixture
+def kube_node(tmp_path: Path) -> Iterator[KubeNode]:
+    """A lab whose pods run, its own agent replaced by one reading the stand-in API server, filled by kubectl."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (Debian: apt-get install kubectl)")
+    apiserver = StandInApiServer(bookmark_seconds=0.5)
+    apiserver.start()
+    kubeconfig = apiserver.kubeconfig(tmp_path / "kubeconfig")
+    with running_lab([write(tmp_path, "app.yaml", APP)], all_ready=True) as lab:
+        node = KubeNode(lab, apiserver, kubeconfig)
+        apiserver.stop()
+        apiserver.start(sockets=[node.listener()])
+        try:
+            yield node
+        finally:
+            apiserver.stop()
+
+
+def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_node: KubeNode,
+                                                                          tmp_path: Path) -> None:
+    node, lab = kube_node, kube_node.lab
+    env = {"KUBECONFIG": str(node.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def kubectl(*args: str, input: str | None = None) -> str:
+        result = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, env=env,
+                                timeout=30, check=False)
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    # The pods the lab runs (its objects carry the addresses it gave them) go to the API
+    # server with kubectl; their status as a kubelet reports it, through the status subresource.
+    objects = [o for o in lab.objects() if o.kind in ("Deployment", "Service", "Pod")]
+    for obj in objects:
+        kubectl("apply", "-f", "-", input=json.dumps(_for_kubectl(dict(obj.body))))
+    for pod in (o for o in objects if o.kind == "Pod"):
+        kubectl("patch", "pod", pod.name, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": pod.body["status"]}))
+    kubectl("apply", "-f", "-", input=route("v1"))
+    assert sorted(kubectl("get", "pods", "-o", "name").split()) == sorted(
+        f"pod/{o.name}" for o in objects if o.kind == "Pod")
+
+    node.stop_agent()
+    node.start_agent()
+    first = node.wait_report(lambda r: r.applied)
+    assert first.generation == 1, first
+    assert any(d.code == "MC0500" for d in first.diagnostics)  # no Istio CRDs on this "cluster"
+    wait_answered_by(lab, {"v1"})
+
+    kubectl("apply", "-f", "-", input=route("v2"))
+    changed = node.wait_report(lambda r: r.generation > first.generation)
+    assert changed.applied and changed.generation == 2, changed
+    wait_answered_by(lab, {"v2"})
+
+    # The API server dies; it comes back with its history gone: every watch is answered 410.
+    node.apiserver.stop()
+    time.sleep(2)
+    assert answered_by(lab) == {"v2"}  # the datapath keeps enforcing without the API server
+    node.apiserver.start(compacted=True, sockets=[node.listener()])
+    deadline = time.monotonic() + 30
+    while node.log().count("listing again") < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert node.log().count("listing again") >= 4, node.log()[-3000:]  # every kind relisted after 410 Gone
+    time.sleep(1.5)  # a new generation, if the relist made one, would be reported by now
+    report = node.report()
+    assert report is not None and report.generation == changed.generation  # nothing new was applied
+    assert answered_by(lab) == {"v2"}
+
+    # The agent itself restarts: it reads everything again and finds the kernel already right.
+    node.stop_agent()
+    node.start_agent()
+    again = node.wait_report(lambda r: r.applied)
+    kernel = next(c for c in again.changes if c.startswith("kernel "))
+    assert "0 entries written, 0 deleted" in kernel, again.changes
+    wait_answered_by(lab, {"v2"})
