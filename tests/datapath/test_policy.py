@@ -320,3 +320,20 @@ def test_restart_writes_nothing_and_keeps_enforcing(topo: Topo) -> None:
         assert not again.apply(plan).changed
         assert not topo.probe("c", "tcp", v4("b"), 80)
     again.open()
+
+
+def test_a_restarted_agent_that_applies_before_attaching_adopts_the_interfaces(topo: Topo) -> None:
+    plan = topo.apply(allow_server(PolicyRule(sources=[FROM_CLIENT], operations=[WEB_AND_DNS])))
+    topo.enforcer.close()
+    again = PolicyEnforcer(topo.enforcer.node, topo.enforcer.pin_dir.parent.parent, netns=topo.enforcer.netns,
+                           host_addresses=(HOST,))
+    topo.enforcer = again
+    with again:
+        # The new process applies first and attaches nothing (its source does not know the
+        # interfaces): the earlier attachments must be kept, not left without their endpoints.
+        report = again.apply(plan)
+        assert not report.changed, f"nothing to rewrite: {report.summary()}"
+        assert set(again.interfaces.values()) == {WorkloadRef(ns_name, pod) for pod, (ns_name, _, _) in PODS.items()}
+        assert topo.probe("a", "tcp", v4("b"), 80), "the allowed client still gets through"
+        assert not topo.probe("c", "tcp", v4("b"), 80), "and the others are still refused"
+    again.open()

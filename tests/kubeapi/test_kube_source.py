@@ -81,7 +81,7 @@ def test_first_update_holds_every_object_with_its_url_and_warns_of_kinds_not_ser
     assert [o.api_version for o in update.objects if o.kind == "HTTPRoute"] == []  # none yet, read in v1 only
     assert [(d.code, d.severity.value) for d in update.diagnostics] == [("MC0500", "warning")]
     assert "VirtualService (networking.istio.io)" in update.diagnostics[0].message
-    assert update.interfaces == {}  # the CNI wires workloads; the source does not know their interfaces
+    assert update.interfaces is None  # the CNI wires workloads: attachments are left as they are
 
 
 def test_a_burst_of_changes_is_one_update(apiserver: StandInApiServer, source: KubeSource) -> None:

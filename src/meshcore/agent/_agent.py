@@ -51,6 +51,10 @@ def _proxy_diagnostics(exc: BaseException) -> tuple[Diagnostic, ...]:
     return ()
 
 
+def _interfaces(given: Mapping[WorkloadRef, str] | None) -> dict[WorkloadRef, str] | None:
+    return None if given is None else dict(given)
+
+
 def node_labels(objects: Iterable[KubeObject], node: str, default: Mapping[str, str]) -> dict[str, str]:
     """The labels of the ``Node`` object named ``node`` among ``objects``, else ``default``."""
     for obj in objects:
@@ -100,7 +104,7 @@ class NodeAgent:
         self._proxy: NodeProxy | None = None
         self._lock = threading.RLock()
         self._applied: Plan | None = None
-        self._interfaces: dict[WorkloadRef, str] = {}
+        self._interfaces: dict[WorkloadRef, str] | None = None
         self._statuses: tuple[ConfigStatus, ...] = ()
         self._generation = 0
         self._flow_thread: threading.Thread | None = None
@@ -166,7 +170,7 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ applying
 
-    def _enforce(self, plan: Plan, interfaces: Mapping[WorkloadRef, str]) -> list[str]:
+    def _enforce(self, plan: Plan, interfaces: Mapping[WorkloadRef, str] | None) -> list[str]:
         """Kernel and proxy in the hand-off-safe order, then policy; any failure is a :class:`_Failed`."""
         stage = Stage.KERNEL
 
@@ -214,7 +218,7 @@ class NodeAgent:
         """
         with self._lock:
             generation = self._next(generation)
-            wanted = dict(self._interfaces if interfaces is None else interfaces)
+            wanted = _interfaces(self._interfaces if interfaces is None else interfaces)
             try:
                 changes = self._enforce(plan, wanted)
             except _Failed as failed:
@@ -234,7 +238,7 @@ class NodeAgent:
         """
         with self._lock:
             generation = self._next(generation)
-            wanted = dict(self._interfaces if interfaces is None else interfaces)
+            wanted = _interfaces(self._interfaces if interfaces is None else interfaces)
             try:
                 kube, loaded = load(objects=objects)
                 result = translate(objects=kube, adapters=self.adapters)
@@ -248,7 +252,7 @@ class NodeAgent:
             return self._apply_snapshot(generation, result.snapshot, plan, options, labels, wanted, found)
 
     def _apply_snapshot(self, generation: int, snapshot: Snapshot, plan: Plan, options: CompileOptions,
-                        labels: Mapping[str, str], interfaces: dict[WorkloadRef, str],
+                        labels: Mapping[str, str], interfaces: dict[WorkloadRef, str] | None,
                         found: list[Diagnostic]) -> GenerationReport:
         refused: list[Refusal] = []
         try:
@@ -306,7 +310,7 @@ class NodeAgent:
         self._generation = self._generation + 1 if generation is None else generation
         return self._generation
 
-    def _committed(self, plan: Plan, interfaces: dict[WorkloadRef, str],
+    def _committed(self, plan: Plan, interfaces: dict[WorkloadRef, str] | None,
                    statuses: tuple[ConfigStatus, ...] | None = None) -> None:
         self._applied = plan
         self._interfaces = interfaces

@@ -32,7 +32,10 @@ def _pairs(values: tuple[str, ...], what: str, example: str) -> dict[str, str]:
     return out
 
 
-def _interfaces(values: tuple[str, ...]) -> dict[WorkloadRef, str]:
+def _interfaces(values: tuple[str, ...]) -> dict[WorkloadRef, str] | None:
+    """The workloads' interfaces given on the command line; None when none were (something else wires them)."""
+    if not values:
+        return None
     out = {}
     for key, name in _pairs(values, "--interface", "NAMESPACE/POD=INTERFACE, e.g. default/web-0=veth1").items():
         namespace, sep, pod = key.partition("/")
@@ -138,7 +141,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path 
 
 
 def _kube_source(node: str, context: str | None, kubeconfig: Path | None,
-                 interfaces: dict[WorkloadRef, str]) -> SnapshotSource:
+                 interfaces: dict[WorkloadRef, str] | None) -> SnapshotSource:
     """The Kubernetes source for this node; a usage error naming what is missing when it cannot be set up."""
     from ..kubesource import ConfigError, KubeSource  # noqa: PLC0415 - the 'kube' extra only when asked for
 

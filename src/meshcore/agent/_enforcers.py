@@ -47,8 +47,8 @@ class LoadBalancer(Protocol):
 class PolicyEnforcement(Protocol):
     """L3/L4 policy on the workloads' host-side interfaces."""
 
-    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> Change:
-        """Write ``plan`` and enforce it on exactly these interfaces."""
+    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str] | None) -> Change:
+        """Write ``plan`` and enforce it on exactly these interfaces (None: leave the attachments as they are)."""
 
     def flows(self, timeout: float, *, follow: bool) -> Iterator[Flow]:
         """Verdicts as the kernel reports them: those there now (waiting up to ``timeout``), or, with ``follow``, forever."""

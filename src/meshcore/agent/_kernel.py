@@ -68,9 +68,15 @@ class KernelPolicy:
         """The node's policy enforcer; the node's own addresses are the host identity."""
         return cls(PolicyEnforcer(facts.name, facts.pin_root, netns=facts.netns, host_addresses=facts.addresses))
 
-    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> PolicyReport:
-        """Write the plan, then attach to new interfaces and forget workloads that are gone."""
+    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str] | None) -> PolicyReport:
+        """Write the plan, then attach to new interfaces and forget workloads that are gone.
+
+        Interfaces attached by an earlier agent process are adopted by the first apply, so
+        ``None`` (interfaces unknown) keeps enforcing on them.
+        """
         report = self.enforcer.apply(plan)
+        if interfaces is None:
+            return report
         attached = set(self.enforcer.interfaces.values())
         for ref in attached - interfaces.keys():
             self.enforcer.forget(ref)

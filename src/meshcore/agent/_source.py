@@ -46,12 +46,14 @@ class Update:
     """One generation of configuration for the node.
 
     ``interfaces`` maps each local workload to its host-side interface, where L3/L4
-    policy is attached; ``diagnostics`` are problems the source met reading the input.
+    policy is attached; None when the source does not know them (something else wires
+    the workloads): the policy's attachments are then left as they are. ``diagnostics``
+    are problems the source met reading the input.
     """
 
     generation: int
     objects: tuple[KubeObject, ...]
-    interfaces: Mapping[WorkloadRef, str] = attrs.field(factory=dict)
+    interfaces: Mapping[WorkloadRef, str] | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
 
 
@@ -151,14 +153,14 @@ def read_objects_file(path: Path) -> Update:
 class ManifestFiles:
     """Kubernetes YAML/JSON files and directories, read again when any file changes.
 
-    Each change is a new generation, counted from 1. ``interfaces`` are fixed (a node whose
-    workloads are wired by something else may name them here).
+    Each change is a new generation, counted from 1. ``interfaces`` are fixed; None (the
+    default) leaves policy attachments to whatever wires the workloads.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]],
                  interfaces: Mapping[WorkloadRef, str] | None = None) -> None:
         self.paths = [Path(p) for p in paths]
-        self.interfaces = dict(interfaces or {})
+        self.interfaces = None if interfaces is None else dict(interfaces)
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self._generation = 0
 

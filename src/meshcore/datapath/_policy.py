@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,12 @@ class PolicyReport:
         """One line: written/deleted per map."""
         parts = [f"{m}: +{self.written.get(m, 0)} -{self.deleted.get(m, 0)}" for m in _WRITABLE]
         return ", ".join(parts)
+
+
+def _address_part(value: pol_endpoints.EndpointValue) -> tuple[bytes, bytes, int]:
+    """An endpoint value's addresses (what tells a pod apart), without identity and policy flags."""
+    return (bytes(value.addr4), bytes(value.addr6),
+            value.flags & (pol_endpoints.FLAG_HAS_V4 | pol_endpoints.FLAG_HAS_V6))
 
 
 class PolicyEnforcer:
@@ -279,6 +286,8 @@ class PolicyEnforcer:
             # Checked on the plan before building anything, so an oversized plan fails fast.
             self._check_capacity("pol_ipcache", len({e.prefix for e in plan.ipcache}) + len(self.host_addresses))
             self._check_capacity("pol_policy", len({e.key for e in plan.entries}))
+            if not self._applied:
+                self._adopt(plan)
             want = self.desired(plan)
             self._check_capacity("pol_endpoints", len(want["pol_endpoints"]))
             written = {n: 0 for n in _WRITABLE}
@@ -296,6 +305,26 @@ class PolicyEnforcer:
             self._applied = True
             self.decoder.update(plan, self.interfaces)
             return PolicyReport(written, deleted)
+
+    def _adopt(self, plan: PolicyPlan) -> None:
+        """Take over the interfaces an earlier process attached, by the endpoint addresses the maps hold.
+
+        The pinned endpoint entries outlive the agent and its programs stay on the veths, so
+        a restarted agent that applies before (or without) attaching must not delete them.
+        """
+        by_addresses = {_address_part(pol_endpoints.EndpointValue.of(0, ep.addresses, False, False)): ep.workload
+                        for ep in plan.endpoints}
+        for key, raw in self._current.get("pol_endpoints", {}).items():
+            ifindex = pol_endpoints.EndpointKey.from_buffer_copy(key).value
+            workload = by_addresses.get(_address_part(pol_endpoints.EndpointValue.from_buffer_copy(raw)))
+            if workload is None or ifindex in self._attached:
+                continue
+            with in_netns(self.netns):
+                try:
+                    interface = socket.if_indextoname(ifindex)
+                except OSError:
+                    continue  # the interface is gone: its entry goes with the next apply
+            self._attached[ifindex] = (interface, workload)
 
     def _check_capacity(self, name: str, need: int) -> None:
         cap = map_info(self._maps[name].fd).max_entries

@@ -63,7 +63,7 @@ class KubeSource:
         self.api = api if api is not None else connect(context, kubeconfig)
         self.kinds = sorted(set(kinds if kinds is not None else watched_kinds()) | ({NODE_KIND} if node else set()))
         self.node = node
-        self.interfaces = dict(interfaces or {})
+        self.interfaces = None if interfaces is None else dict(interfaces)
         self.settle = settle
         self.max_delay = max_delay
         self.rediscover = rediscover

@@ -120,14 +120,14 @@ class FakeLB:
 
 @attrs.define
 class FakePolicy:
-    applied: list[tuple[PolicyPlan, dict[WorkloadRef, str]]] = attrs.field(factory=list)
+    applied: list[tuple[PolicyPlan, dict[WorkloadRef, str] | None]] = attrs.field(factory=list)
     fail_next: Exception | None = None
 
-    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> Applied:
+    def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str] | None) -> Applied:
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
-        self.applied.append((plan, dict(interfaces)))
+        self.applied.append((plan, None if interfaces is None else dict(interfaces)))
         return Applied("policy written")
 
     #: Verdicts the fake kernel reports, once, to whoever reads its flows.
@@ -448,3 +448,12 @@ def test_agent_command_refuses_a_journal_size_naming_the_option(tmp_path: Path, 
     result = CliRunner().invoke(agent_command, ["--node", "n1", "--state-dir", str(tmp_path), "--objects",
                                                 str(tmp_path / "objects.json"), "--flows-max-size", size])
     assert result.exit_code == 2 and "--flows-max-size" in result.output and message in result.output, result.output
+
+
+def test_a_source_that_does_not_know_interfaces_leaves_the_attachments_alone(facts: NodeFacts) -> None:
+    agent, _, policy, _ = make_agent(facts)
+    agent.apply_objects(objects(APP))
+    web = WorkloadRef("default", "web-0")
+    agent.apply_objects(objects(APP), interfaces={web: "veth-web"})
+    agent.apply_objects(objects(APP))
+    assert [i for _, i in policy.applied] == [None, {web: "veth-web"}, {web: "veth-web"}]
