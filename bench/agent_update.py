@@ -30,6 +30,8 @@ from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
 from meshcore.compile import BpfIndex
 from meshcore.model import ServiceRef
 
+from _harness import percentile_ms
+
 PORT = 8080
 PREFIX = "mcagentupd"
 
@@ -58,12 +60,6 @@ def changed_plan(plan: BpfPlan, k: int, reuse: bool) -> BpfPlan:
     return BpfPlan(services=services)
 
 
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) in milliseconds."""
-    ordered = sorted(values)
-    return 1e3 * ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 def timed(changes: int, step: Callable[[int], None], prepare: Callable[[int], None]) -> list[float]:
     """Seconds per ``step(k)``, with ``prepare(k)`` and a garbage collection outside the timing."""
     out = []
@@ -78,7 +74,7 @@ def timed(changes: int, step: Callable[[int], None], prepare: Callable[[int], No
 
 def line(title: str, values: list[float]) -> str:
     """One result line."""
-    return f"  {title:44} p50 {pct(values, 50):8.3f} ms   p99 {pct(values, 99):8.3f} ms"
+    return f"  {title:44} p50 {percentile_ms(values, 50):8.3f} ms   p99 {percentile_ms(values, 99):8.3f} ms"
 
 
 def bench_diff(plan: BpfPlan, changes: int) -> None:

@@ -1,11 +1,11 @@
 """L3/L4 policy on pod veths: its cost on throughput, request/response latency and connection rate.
 
 (a) Pod-to-pod TCP throughput (iperf3, one stream) and request/response latency (1-byte
-    ping-pong on one connection, p50/p90/p99) between two pods whose veths carry the
-    policy programs with 1,000 rules enforced (the server is selected by an ALLOW policy,
-    so every new flow is looked up and default-denied unless allowed), against a pair of
-    pods whose veths carry no programs at all. Targets: throughput ratio >= 0.95, p50
-    latency ratio <= 1.10.
+    ping-pong on one connection, p50/p90/p99, by ``bench/tools/pingpong.c``) between two
+    pods whose veths carry the policy programs with 1,000 rules enforced (the server is
+    selected by an ALLOW policy, so every new flow is looked up and default-denied unless
+    allowed), against a pair of pods whose veths carry no programs at all. Targets:
+    throughput ratio >= 0.95, p50 latency ratio <= 1.10.
 (b) New TCP connections per second between two pods under a policy map of 10 entries vs
     one of 100,000 entries (10,000 remote identities x 10 ports, with 10,000 more ipcache
     prefixes). Every connection is a new flow: ipcache lookups, a policy lookup, a
@@ -40,18 +40,14 @@ import ipaddress
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 import attrs
 
@@ -60,7 +56,7 @@ from meshcore import linux
 from meshcore.datapath import PolicyEnforcer
 from meshcore.model import Direction, WorkloadRef
 
-from _harness import Interrupted, alive, owner, quartiles, ratio_text, signals_ignored
+from _harness import ask, make_netns, ratio_text, ratios, require_root, run_cleanly, spawn, sweep_stale, tool, value_text
 
 PREFIX = "mcbench-pol"  # unique to this bench: stale sweeps match only its own names
 
@@ -70,200 +66,6 @@ CLIENT_ID, SERVER_ID, FAKE_BASE = 5000, 5001, 10000
 MAX_ERROR_SHARE = 0.001
 #: pair name → (policy entries, or None for no programs attached).
 PAIRS: dict[str, int | None] = {"a": 1000, "b": None, "c": 10, "d": 100_000}
-
-C_SOURCE = r"""#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-/*
- * pp serve ECHO_PORT CONN_PORT
- *     ECHO_PORT: accept one connection at a time and echo what it sends.
- *     CONN_PORT: listen with TCP_DEFER_ACCEPT and never accept: a handshake completes in
- *     the kernel and the client's RST removes it, so no process is woken per connection.
- * pp worker HOST ECHO_PORT CONN_PORT
- *     for each stdin line "rr SECONDS": one connection, 1-byte ping-pong for that long;
- *     answers "rr COUNT P50_US P90_US P99_US CPU_S".
- *     for each stdin line "conn SECONDS": open and close (RST) connections for that long;
- *     answers "conn CONNECTED FAILED FIRST_ERRNO WALL_S CPU_S".
- * Both exit when their parent dies.
- */
-
-static double now(clockid_t c) {
-	struct timespec ts;
-	clock_gettime(c, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int listener(int port, int defer) {
-	int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (defer) {
-		int secs = 30;
-		setsockopt(s, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
-	}
-	if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 4096)) {
-		perror("listen");
-		exit(1);
-	}
-	return s;
-}
-
-static int cmp(const void *a, const void *b) {
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static void rr(struct sockaddr_in *a, double secs) {
-	static double *lat;
-	static size_t cap;
-	size_t n = 0;
-	int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
-	char c = 'x';
-	double c0 = now(CLOCK_PROCESS_CPUTIME_ID);
-	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (connect(s, (struct sockaddr *)a, sizeof *a)) {
-		printf("rr 0 0 0 0 0\n");
-		fflush(stdout);
-		close(s);
-		return;
-	}
-	double end = now(CLOCK_MONOTONIC) + secs;
-	for (;;) {
-		double t0 = now(CLOCK_MONOTONIC);
-		if (t0 >= end)
-			break;
-		if (write(s, &c, 1) != 1 || read(s, &c, 1) != 1)
-			break;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 65536;
-			lat = realloc(lat, cap * sizeof *lat);
-		}
-		lat[n++] = (now(CLOCK_MONOTONIC) - t0) * 1e6;
-	}
-	close(s);
-	if (!n) {
-		printf("rr 0 0 0 0 0\n");
-	} else {
-		qsort(lat, n, sizeof *lat, cmp);
-		printf("rr %zu %.3f %.3f %.3f %.4f\n", n, lat[n / 2], lat[n * 9 / 10], lat[n * 99 / 100],
-		       now(CLOCK_PROCESS_CPUTIME_ID) - c0);
-	}
-	fflush(stdout);
-}
-
-static void conns(struct sockaddr_in *a, double secs) {
-	long ok = 0, failed = 0;
-	int first = 0;
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID), w;
-	while ((w = now(CLOCK_MONOTONIC)) - w0 < secs) {
-		for (int i = 0; i < 16; i++) {
-			int s = socket(AF_INET, SOCK_STREAM, 0);
-			setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-			if (connect(s, (struct sockaddr *)a, sizeof *a) == 0)
-				ok++;
-			else {
-				failed++;
-				if (!first)
-					first = errno;
-			}
-			close(s);
-		}
-	}
-	printf("conn %ld %ld %d %.4f %.4f\n", ok, failed, first, w - w0, now(CLOCK_PROCESS_CPUTIME_ID) - c0);
-	fflush(stdout);
-}
-
-int main(int argc, char **argv) {
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	signal(SIGPIPE, SIG_IGN);
-	if (argc == 4 && !strcmp(argv[1], "serve")) {
-		int e = listener(atoi(argv[2]), 0);
-		int d = listener(atoi(argv[3]), 1);
-		(void)d;
-		printf("ready\n");
-		fflush(stdout);
-		for (;;) {
-			int c = accept(e, NULL, NULL);
-			char buf[64];
-			ssize_t got;
-			if (c < 0)
-				continue;
-			while ((got = read(c, buf, sizeof buf)) > 0)
-				if (write(c, buf, got) != got)
-					break;
-			close(c);
-		}
-	}
-	if (argc == 5 && !strcmp(argv[1], "worker")) {
-		struct sockaddr_in echo = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
-		struct sockaddr_in conn = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[4]))};
-		char line[64], what[16];
-		double secs;
-		inet_pton(AF_INET, argv[2], &echo.sin_addr);
-		conn.sin_addr = echo.sin_addr;
-		printf("ready\n");
-		fflush(stdout);
-		while (fgets(line, sizeof line, stdin)) {
-			if (sscanf(line, "%15s %lf", what, &secs) != 2)
-				return 2;
-			if (!strcmp(what, "rr"))
-				rr(&echo, secs);
-			else
-				conns(&conn, secs);
-		}
-		return 0;
-	}
-	fprintf(stderr, "usage: pp serve ECHO_PORT CONN_PORT | pp worker HOST ECHO_PORT CONN_PORT\n");
-	return 2;
-}
-"""
-
-
-def sweep_stale() -> list[str]:
-    """Remove what runs of this bench that no longer exist left behind; names what went."""
-    gone: list[str] = []
-    for name in sorted(os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
-        pid = owner(PREFIX, name)
-        if pid is not None and not alive(pid):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-            gone.append(f"netns {name}")
-    for root in sorted(linux.bpffs().glob(f"{PREFIX}-*")):
-        pid = owner(PREFIX, root.name + "-")
-        if pid is not None and not alive(pid):
-            shutil.rmtree(root, ignore_errors=True)
-            gone.append(str(root))
-    for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}-*")):
-        pid = owner(PREFIX, tmp.name)
-        if pid is not None and not alive(pid) and tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-            gone.append(str(tmp))
-    return gone
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into an exception so every cleanup runs."""
-    def raise_(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-    old = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
 
 def sh(*args: str) -> None:
     """Run a command; a failure stops the bench with its message."""
@@ -290,9 +92,7 @@ class Pod:
 def make_topology(stack: contextlib.ExitStack, prefix: str,
                   names: Sequence[str]) -> tuple[str, dict[str, tuple[Pod, Pod]]]:
     """The node namespace with a bridge and a client and a server pod per pair; removed when ``stack`` closes."""
-    node = f"{prefix}-node"
-    sh("ip", "netns", "add", node)
-    stack.callback(subprocess.run, ["ip", "netns", "del", node], capture_output=True, check=False)
+    node = make_netns(stack, f"{prefix}-node")
     sh("ip", "-n", node, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", node, "addr", "add", f"{NODE_ADDR}/24", "dev", "br0")
     sh("ip", "-n", node, "link", "set", "br0", "up")
@@ -303,9 +103,7 @@ def make_topology(stack: contextlib.ExitStack, prefix: str,
         for role in ("cli", "srv"):
             n += 1
             name = f"{pair}-{role}"
-            pod = Pod(name, f"{prefix}-{name}", f"10.79.0.{n}", f"h{pair}{role}")
-            sh("ip", "netns", "add", pod.netns)
-            stack.callback(subprocess.run, ["ip", "netns", "del", pod.netns], capture_output=True, check=False)
+            pod = Pod(name, make_netns(stack, f"{prefix}-{name}"), f"10.79.0.{n}", f"h{pair}{role}")
             sh("ip", "-n", node, "link", "add", pod.veth, "type", "veth", "peer", "name", "eth0", "netns", pod.netns)
             sh("ip", "-n", node, "link", "set", pod.veth, "master", "br0", "up")
             sh("ip", "-n", pod.netns, "addr", "add", f"{pod.address}/24", "dev", "eth0")
@@ -361,52 +159,26 @@ def enforce(stack: contextlib.ExitStack, prefix: str, node: str, pair: str, pods
     return enforcer
 
 
-def compile_tool(directory: Path) -> Path:
-    """Build the C ping-pong/connect tool with the system compiler."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise SystemExit("no C compiler (cc, gcc or clang) found: install gcc or clang")
-    src, exe = directory / "pp.c", directory / "pp"
-    src.write_text(C_SOURCE)
-    done = subprocess.run([cc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"compiling the bench tool failed:\n{done.stderr}")
-    return exe
-
-
-def spawn(stack: contextlib.ExitStack, netns: str, argv: Sequence[str], *, stdin: bool = False,
-          ready: bool = True) -> subprocess.Popen[str]:
+def start_in(stack: contextlib.ExitStack, netns: str, argv: Sequence[str], *, stdin: bool = False,
+             ready: bool = True) -> subprocess.Popen[str]:
     """A process in ``netns``, killed by pid when ``stack`` closes; waits for its "ready" line if asked."""
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.PIPE if stdin else None,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-    def stop() -> None:
-        proc.kill()
-        proc.wait()
-    stack.callback(stop)
-    if ready:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise SystemExit(f"{argv[0]} in {netns} did not start (exit code {proc.wait()})")
-    return proc
+    return spawn(stack, ["ip", "netns", "exec", netns, *argv], f"{Path(argv[0]).name} in {netns}", stdin=stdin,
+                 ready=ready, quiet=True)
 
 
 class Worker:
     """The client tool of one pair, idle until asked to measure."""
 
-    def __init__(self, stack: contextlib.ExitStack, tool: Path, pair: str, client: Pod, server: Pod) -> None:
+    def __init__(self, stack: contextlib.ExitStack, pingpong: Path, pair: str, client: Pod, server: Pod) -> None:
         self.pair = pair
-        self.proc = spawn(stack, client.netns, [str(tool), "worker", server.address, str(ECHO_PORT), str(CONN_PORT)],
-                          stdin=True)
+        self.proc = start_in(stack, client.netns,
+                             [str(pingpong), "worker", server.address, str(ECHO_PORT), str(CONN_PORT)], stdin=True)
 
     def ask(self, what: str, seconds: float) -> list[str]:
         """Run one measurement; its answer's fields."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{what} {seconds}\n")
-        self.proc.stdin.flush()
-        out = self.proc.stdout.readline().split()
-        if not out or out[0] != what:
-            raise SystemExit(f"the bench client of pair {self.pair} stopped (exit code {self.proc.wait()})")
+        out = ask(self.proc, f"{what} {seconds}", f"the bench client of pair {self.pair}")
+        if out[0] != what:
+            raise SystemExit(f"the bench client of pair {self.pair} answered {' '.join(out)!r} to {what!r}")
         return out[1:]
 
     def rr(self, seconds: float) -> list[float]:
@@ -442,23 +214,10 @@ def iperf(client: Pod, server: Pod, seconds: float) -> float:
     return rate
 
 
-def value_text(xs: list[float], fmt: str) -> str:
-    """Median with its interquartile range as ± percent."""
-    q1, m, q3 = quartiles(xs)
-    return f"{format(m, fmt)} ±{50 * (q3 - q1) / m:4.1f}%"
-
-
-def ratios(a: list[float], b: list[float]) -> list[float]:
-    """Per-round ratios a/b."""
-    return [x / y for x, y in zip(a, b, strict=True)]
-
-
 def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[str], None]) -> bool:
     """Build the testbed, measure, print; True when every target is met."""
     prefix = f"{PREFIX}-{os.getpid()}"
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
-    stack.callback(shutil.rmtree, tmp, True)
-    tool = compile_tool(tmp)
+    pingpong = tool("pingpong")
     layout = {**PAIRS, "a": None} if args.control else PAIRS
     node, pairs = make_topology(stack, prefix, list(layout))
     started = time.monotonic()
@@ -475,9 +234,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, say: Callable[[st
             say(f"pair {pair}: no programs attached")
     workers = {}
     for pair, (client, server) in pairs.items():
-        spawn(stack, server.netns, [str(tool), "serve", str(ECHO_PORT), str(CONN_PORT)])
-        spawn(stack, server.netns, ["iperf3", "-s", "-B", server.address, "-p", str(IPERF_PORT)], ready=False)
-        workers[pair] = Worker(stack, tool, pair, client, server)
+        start_in(stack, server.netns, [str(pingpong), "serve", str(ECHO_PORT), str(CONN_PORT)])
+        start_in(stack, server.netns, ["iperf3", "-s", "-B", server.address, "-p", str(IPERF_PORT)], ready=False)
+        workers[pair] = Worker(stack, pingpong, pair, client, server)
     time.sleep(0.5)  # iperf3 servers listening
     for w in workers.values():  # warm: caches, conntrack, the first flow's verdict
         w.rr(0.2)
@@ -574,25 +333,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     """Entry point: measure with everything cleaned up whatever happens."""
     args = parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/policy.py needs root (network namespaces, tc and BPF)")
+    require_root("bench/policy.py", "network namespaces, tc and BPF")
     if shutil.which("iperf3") is None:
         raise SystemExit("iperf3 is not installed (Debian package iperf3)")
-    for gone in sweep_stale():
-        print(f"removed leftovers of an earlier run: {gone}", file=sys.stderr)
+    sweep_stale(PREFIX)
 
     def say(text: str) -> None:
         print(f"# {text}", file=sys.stderr, flush=True)
-    stack = contextlib.ExitStack()
-    ok = False
-    try:
-        with signals_interrupt():
-            ok = run(args, stack, say)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        print(f"interrupted ({type(exc).__name__} {exc}); cleaning up", file=sys.stderr)
-    finally:
-        with signals_ignored():
-            stack.close()
+    ok = run_cleanly("bench/policy.py", lambda stack: run(args, stack, say))
     sys.exit(0 if ok else 1)
 
 

@@ -26,13 +26,13 @@ the client ran, which includes the handshake's softirq work done in its context:
 otherwise idle core would reach). Ratios are medians of per-round ratios, with their
 interquartile range.
 
-The client is a small C program compiled here with the system ``cc``: it opens and
-closes connections itself, closing with RST (SO_LINGER 0) so TIME_WAIT never caps the
-rate. By default the server side is the kernel's backlog: the listener uses
-TCP_DEFER_ACCEPT, so a handshake completes without waking any process and the client's
-RST drops it; ``--server accept`` runs an accept-and-close loop instead. Before
-measuring, each socket LB's LRU reverse-translation map is filled by real connections,
-as on a node that has been running for a while.
+The client is a small C program, ``bench/tools/conn.c`` (built by make when missing or
+stale): it opens and closes connections itself, closing with RST (SO_LINGER 0) so
+TIME_WAIT never caps the rate. By default the server side is the kernel's backlog: the
+listener uses TCP_DEFER_ACCEPT, so a handshake completes without waking any process and
+the client's RST drops it; ``--server accept`` runs an accept-and-close loop instead.
+Before measuring, each socket LB's LRU reverse-translation map is filled by real
+connections, as on a node that has been running for a while.
 
 Needs root. Everything lives in namespaces, cgroups and bpffs pins named
 ``mcbench-slb-<pid>-*``; they are removed at the end, on Ctrl-C or SIGTERM, and a later run
@@ -54,28 +54,27 @@ import ipaddress
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 import attrs
-from pyroute2 import NetNS, netns
+from pyroute2 import NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshcore.compile import BpfBackend, BpfPlan, BpfService, diff_bpf
 from meshcore import linux
-from meshcore.datapath import BpfError, DatapathError, SocketLB, cgroup2_mount
+from meshcore.datapath import BpfError, DatapathError, SocketLB
 from meshcore.model import ServiceRef
 
-from _harness import Interrupted, alive, owner, quartiles, ratio_text, signals_ignored
+from _harness import (
+    ask, make_cgroup, make_netns, percentile_ms, ratio_text, ratios, require_root, run_cleanly, spawn, sweep_stale,
+    tool, value_text, verdict,
+)
 
 PREFIX = "mcbench-slb"  # unique to this bench: stale sweeps match only its own names
 VIP, PORT = "10.96.0.10", 8080
@@ -84,195 +83,15 @@ CLUSTER_CIDR = "10.78.0.0/16"  # the pod range: clients and backends are pods, s
 SERVICE = ServiceRef("bench", "echo")
 MAX_ERROR_SHARE = 0.001  # failed connects tolerated in one run before it counts as invalid
 
-C_SOURCE = r"""
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-/*
- * conn NETNS_PATH PARENT_PID server PORT backlog|accept
- *     listen on every address of the namespace; "accept" accepts and closes every
- *     connection, "backlog" leaves the handshake to the kernel (see below).
- * conn NETNS_PATH PARENT_PID worker HOST PORT
- *     for each line "SECONDS" on stdin, open and close connections to HOST:PORT for that
- *     long (closing with RST: SO_LINGER 0) and answer "connected failed first_errno
- *     wall_seconds cpu_seconds"; cpu_seconds is the time it ran on a CPU, including the
- *     softirq work (both ends of the handshake over the veth) done in its context.
- */
-
-static double clock_s(clockid_t id)
-{
-	struct timespec ts;
-	clock_gettime(id, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int serve(int port, int accept_all)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	int one = 1, defer = accept_all ? 0 : 600, s;
-	FILE *f = fopen("/proc/sys/net/core/somaxconn", "w");
-
-	if (f) { /* this namespace's own limit on the accept queue */
-		fputs("65535", f);
-		fclose(f);
-	}
-	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	/* "backlog": with TCP_DEFER_ACCEPT the handshake's last ACK (no data) leaves the
-	 * connection a request in the kernel's backlog and the client's RST drops it there,
-	 * so this process never wakes: no server process competes for the two CPUs. */
-	if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    setsockopt(s, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer)) ||
-	    bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 65535)) {
-		perror("server");
-		return 1;
-	}
-	printf("ready\n");
-	fflush(stdout);
-	for (;;) {
-		int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
-		if (c >= 0)
-			close(c);
-	}
-}
-
-static int work(const char *host, int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct linger rst = { .l_onoff = 1, .l_linger = 0 };
-	char line[64];
-
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-		fprintf(stderr, "bad address %s\n", host);
-		return 2;
-	}
-	printf("ready\n");
-	fflush(stdout);
-	while (fgets(line, sizeof(line), stdin)) {
-		unsigned long long ok = 0, failed = 0, i = 0;
-		int first_errno = 0;
-		double cpu0 = clock_s(CLOCK_THREAD_CPUTIME_ID), start = clock_s(CLOCK_MONOTONIC);
-		double end = start + atof(line), t;
-
-		for (t = start; t < end; i++) {
-			int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-			if (fd < 0) {
-				perror("socket");
-				return 1;
-			}
-			setsockopt(fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
-			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-				ok++;
-			} else {
-				failed++;
-				if (!first_errno)
-					first_errno = errno;
-			}
-			close(fd);
-			if ((i & 15) == 15)
-				t = clock_s(CLOCK_MONOTONIC);
-		}
-		t = clock_s(CLOCK_MONOTONIC);
-		printf("%llu %llu %d %.6f %.6f\n", ok, failed, first_errno, t - start,
-		       clock_s(CLOCK_THREAD_CPUTIME_ID) - cpu0);
-		fflush(stdout);
-	}
-	return 0;
-}
-
-int main(int argc, char **argv)
-{
-	int fd;
-
-	if (argc < 5)
-		return 2;
-	/* Die with the bench, even if it is killed outright. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != atoi(argv[2]))
-		return 3;
-	fd = open(argv[1], O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || setns(fd, CLONE_NEWNET)) {
-		perror(argv[1]);
-		return 1;
-	}
-	close(fd);
-	if (!strcmp(argv[3], "server") && argc == 6)
-		return serve(atoi(argv[4]), !strcmp(argv[5], "accept"));
-	if (!strcmp(argv[3], "worker") && argc == 6)
-		return work(argv[4], atoi(argv[5]));
-	return 2;
-}
-"""
+# --- leftovers of killed runs ---------------------------------------------------------------
 
 
-# --- naming, stale leftovers, signals -------------------------------------------------------
-
-
-def sweep_stale() -> list[str]:
-    """Remove what runs of this bench that no longer exist left behind; names what went."""
-    gone: list[str] = []
-    pin_base = linux.bpffs()
-    for root in sorted(pin_base.glob(f"{PREFIX}-*")):
-        pid = owner(PREFIX, root.name + "-")
-        if pid is None or alive(pid):
-            continue
-        for node in sorted(p for p in root.iterdir() if p.is_dir()):
-            with contextlib.suppress(Exception):
-                SocketLB(node.name, "/", root).destroy()
-        with contextlib.suppress(OSError):
-            root.rmdir()
-        gone.append(str(root))
-    for name in sorted(netns.listnetns()):
-        pid = owner(PREFIX, name)
-        if pid is not None and not alive(pid):
-            with contextlib.suppress(OSError):
-                netns.remove(name)
-                gone.append(f"netns {name}")
-    for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}-*")):
-        pid = owner(PREFIX, tmp.name)
-        if pid is not None and not alive(pid) and tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-            gone.append(str(tmp))
-    cg_root = cgroup2_mount()
-    for group in sorted(cg_root.glob(f"{PREFIX}-*")):
-        pid = owner(PREFIX, group.name)
-        if pid is not None and not alive(pid):
-            with contextlib.suppress(OSError):
-                group.rmdir()
-                gone.append(str(group))
-    return gone
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into an exception so every cleanup runs."""
-    owner = os.getpid()
-
-    def raise_(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:
-            # A forked helper (pyroute2 runs one per NetNS) must not run our cleanup.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Interrupted(signal.Signals(signum).name)
-    old = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def release_pins(root: Path) -> None:
+    """Detach and unpin the socket LBs a killed run left under ``root`` (one directory per node)."""
+    for node in sorted(p for p in root.iterdir() if p.is_dir()):
+        with contextlib.suppress(Exception):
+            SocketLB(node.name, "/", root).destroy()
 
 
 # --- the pieces of the testbed --------------------------------------------------------------
@@ -296,18 +115,10 @@ class Config:
     lru_entries: int = 0  # connections to this VIP fill a socket LB's LRU map of this size
 
 
-def remove_netns(name: str) -> None:
-    """Remove a named network namespace if it is still there."""
-    with contextlib.suppress(FileNotFoundError):
-        netns.remove(name)
-
-
 def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[str]) -> tuple[str, dict[str, str]]:
     """A server namespace holding the backends, and one client namespace per name, each on
     its own veth to the server, routed through it; removed when ``stack`` closes."""
-    server = f"{prefix}-srv"
-    netns.create(server)
-    stack.callback(remove_netns, server)
+    server = make_netns(stack, f"{prefix}-srv")
     with NetNS(server) as ns:
         lo = ns.link_lookup(ifname="lo")[0]
         ns.link("set", index=lo, state="up")
@@ -315,9 +126,7 @@ def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[st
             ns.addr("add", index=lo, address=b, prefixlen=32)
     out: dict[str, str] = {}
     for i, name in enumerate(clients):
-        full = f"{prefix}-{name}"
-        netns.create(full)
-        stack.callback(remove_netns, full)
+        full = make_netns(stack, f"{prefix}-{name}")
         net = ipaddress.IPv4Network(f"10.78.0.{4 * i}/30")
         c_addr, s_addr = str(net[1]), str(net[2])
         with NetNS(full) as ns:
@@ -338,53 +147,11 @@ def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[st
     return server, out
 
 
-def make_cgroup(stack: contextlib.ExitStack, name: str) -> Path:
-    """A cgroup v2 directory of our own, removed (once its clients are gone) when ``stack`` closes."""
-    path = cgroup2_mount() / name
-    path.mkdir()
-
-    def remove() -> None:
-        for _ in range(50):  # a killed client may take a moment to leave
-            try:
-                path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)
-        path.rmdir()
-    stack.callback(remove)
-    return path
-
-
-def compile_tool(directory: Path) -> Path:
-    """Build the C client/server with the system compiler."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise SystemExit("no C compiler (cc, gcc or clang) found: install gcc or clang")
-    src, exe = directory / "conn.c", directory / "conn"
-    src.write_text(C_SOURCE)
-    done = subprocess.run([cc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"compiling the bench client failed:\n{done.stderr}")
-    return exe
-
-
-def start_server(stack: contextlib.ExitStack, tool: Path, server_ns: str, mode: str) -> None:
+def start_server(stack: contextlib.ExitStack, conn: Path, server_ns: str, mode: str) -> None:
     """The listener on every backend address (``mode`` backlog or accept); killed by pid when
     ``stack`` closes."""
-    proc = subprocess.Popen(
-        [str(tool), f"/run/netns/{server_ns}", str(os.getpid()), "server", str(PORT), mode],
-        stdout=subprocess.PIPE, text=True,
-    )
-
-    def stop() -> None:
-        proc.kill()
-        proc.wait()
-    stack.callback(stop)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        raise SystemExit(f"the bench server did not start (exit code {proc.wait()})")
+    spawn(stack, [str(conn), str(linux.netns_path(server_ns)), str(os.getpid()), "server", str(PORT), mode],
+          "the bench server")
 
 
 def lru_size(lb: SocketLB) -> int:
@@ -528,36 +295,21 @@ class Sample:
 class Worker:
     """A client process living in one configuration's namespace and cgroup, idle between slices."""
 
-    def __init__(self, stack: contextlib.ExitStack, tool: Path, cfg: Config) -> None:
+    def __init__(self, stack: contextlib.ExitStack, conn: Path, cfg: Config) -> None:
         self.cfg = cfg
+        self.what = f"the bench client for {cfg.key}"
         group = cfg.node.cgroup
 
         def join() -> None:
             (group / "cgroup.procs").write_text("0")
-        self.proc = subprocess.Popen(
-            [str(tool), f"/run/netns/{cfg.node.netns}", str(os.getpid()), "worker", cfg.host, str(PORT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=join,
-        )
-
-        def stop() -> None:
-            self.proc.kill()
-            self.proc.wait()
-        stack.callback(stop)
-        if self._line() != "ready":
-            raise SystemExit(f"the bench client for {cfg.key} did not start (exit code {self.proc.wait()})")
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
+        argv = [str(conn), str(linux.netns_path(cfg.node.netns)), str(os.getpid()), "worker", cfg.host, str(PORT)]
+        self.proc = spawn(stack, argv, self.what, stdin=True, preexec_fn=join)
 
     def run(self, seconds: float) -> tuple[int, float, float]:
         """Connect for ``seconds``: (connections, wall seconds, CPU seconds); too many failures abort."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{seconds}\n")
-        self.proc.stdin.flush()
-        out = self._line().split()
+        out = ask(self.proc, f"{seconds}", self.what)
         if len(out) != 5:
-            raise SystemExit(f"the bench client for {self.cfg.key} stopped (exit code {self.proc.wait()})")
+            raise SystemExit(f"{self.what} stopped (exit code {self.proc.wait()})")
         ok, failed = int(out[0]), int(out[1])
         if failed > MAX_ERROR_SHARE * (ok + failed) or ok == 0:
             raise SystemExit(
@@ -614,23 +366,17 @@ def values(samples: list[Sample], metric: str) -> list[float]:
 
 def per_round(a: list[Sample], b: list[Sample], metric: str) -> list[float]:
     """Ratios a/b of the same round."""
-    return [x / y for x, y in zip(values(a, metric), values(b, metric))]
+    return ratios(values(a, metric), values(b, metric))
 
 
 def rate_text(xs: list[float]) -> str:
     """Median rate with its interquartile range as ± percent."""
-    q1, m, q3 = quartiles(xs)
-    return f"{m:9,.0f} ±{50 * (q3 - q1) / m:4.1f}%"
+    return value_text(xs, "9,.0f")
 
 
 def services_text(n: int) -> str:
     """'1 service', '1,000 services'."""
     return f"{n:,} service{'' if n == 1 else 's'}"
-
-
-def verdict(ok: bool) -> str:
-    """A word for a target."""
-    return "met" if ok else "MISSED"
 
 
 def report_rates(r: Results, sizes: list[int], ipt_version: str) -> dict[str, bool]:
@@ -684,12 +430,6 @@ def report_rates(r: Results, sizes: list[int], ipt_version: str) -> dict[str, bo
     return met
 
 
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) in milliseconds."""
-    ordered = sorted(values)
-    return 1e3 * ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 def bench_latency(lb: SocketLB, plan: BpfPlan, changes: int) -> bool:
     """(c): one endpoint change at a time on top of ``plan`` (already applied); True if on target.
 
@@ -730,13 +470,13 @@ def bench_latency(lb: SocketLB, plan: BpfPlan, changes: int) -> bool:
         full.append(time.perf_counter() - t0)
         if not report.changed:
             raise SystemExit("(c): the full apply wrote nothing: the measurement is not valid")
-    ok = pct(fast, 99) <= 5.0
+    ok = percentile_ms(fast, 99) <= 5.0
     print(f"\n(c) one endpoint change reaching the kernel maps, {n:,} services installed, {changes} changes")
-    print(f"    apply_diff                 p50 {pct(fast, 50):8.3f} ms   p99 {pct(fast, 99):8.3f} ms   "
+    print(f"    apply_diff                 p50 {percentile_ms(fast, 50):8.3f} ms   p99 {percentile_ms(fast, 99):8.3f} ms   "
           f"target p99 <= 5 ms: {verdict(ok)}")
-    print(f"    apply_diff, on-CPU time    p50 {pct(fast_cpu, 50):8.3f} ms   p99 {pct(fast_cpu, 99):8.3f} ms")
-    print(f"    diff_bpf + apply_diff      p50 {pct(with_diff, 50):8.3f} ms   p99 {pct(with_diff, 99):8.3f} ms")
-    print(f"    full apply(plan)           p50 {pct(full, 50):8.3f} ms   p99 {pct(full, 99):8.3f} ms")
+    print(f"    apply_diff, on-CPU time    p50 {percentile_ms(fast_cpu, 50):8.3f} ms   p99 {percentile_ms(fast_cpu, 99):8.3f} ms")
+    print(f"    diff_bpf + apply_diff      p50 {percentile_ms(with_diff, 50):8.3f} ms   p99 {percentile_ms(with_diff, 99):8.3f} ms")
+    print(f"    full apply(plan)           p50 {percentile_ms(full, 50):8.3f} ms   p99 {percentile_ms(full, 99):8.3f} ms")
     return ok
 
 
@@ -770,10 +510,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
     print(f"socket_lb bench: {machine_line(ipt_version)}")
     print(f"command: {' '.join(sys.argv)}")
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{prefix}-")))
-    tool = compile_tool(tmp)
+    conn = tool("conn")
     server_ns, client_ns = make_topology(stack, prefix, ["lb", *(f"kp{n}" for n in sizes)])
-    start_server(stack, tool, server_ns, args.server)
+    start_server(stack, conn, server_ns, args.server)
 
     # Socket-LB nodes: one cgroup (with its own pinned programs and maps) per size, all in
     # one network namespace without iptables rules.
@@ -813,7 +552,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         *(Config(f"kp{n}", kp_nodes[n], VIP) for n in sizes),
         Config("kpdirect", kp_nodes[largest], BACKENDS[0]),
     ]
-    workers = [Worker(stack, tool, c) for c in configs]
+    workers = [Worker(stack, conn, c) for c in configs]
     progress("warming up (filling each socket LB's LRU map)")
     r = rounds(workers, args.rounds, args.seconds, args.slice, progress)
     r[f"lb{small}"] = r["vip"]
@@ -875,25 +614,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/socket_lb.py needs root (network namespaces, cgroups, BPF, iptables)")
-    for what in sweep_stale():
-        print(f"removed a leftover of an earlier run: {what}", file=sys.stderr)
-    stack = contextlib.ExitStack()
-    owner = os.getpid()
-    try:
-        with signals_interrupt():
-            run(args, stack)
-    except (KeyboardInterrupt, Interrupted) as e:
-        print(f"\ninterrupted ({str(e) or 'SIGINT'}): cleaning up", file=sys.stderr)
-        raise SystemExit(130) from None
-    except (DatapathError, BpfError, NetlinkError, OSError) as e:
-        print(f"\nbench/socket_lb.py failed: {e}; cleaning up", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        if os.getpid() == owner:  # never in a forked helper that caught the same Ctrl-C
-            with signals_ignored():
-                stack.close()
+    require_root("bench/socket_lb.py", "network namespaces, cgroups, BPF, iptables")
+    sweep_stale(PREFIX, release_pins)
+    run_cleanly("bench/socket_lb.py", lambda stack: run(args, stack),
+                failures=(DatapathError, BpfError, NetlinkError, OSError))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 Run as ``python -m meshcore.lab.echo --http 8080 --tcp 9000 --udp 9001`` (each option
 may repeat). Sockets are dual-stack (IPv6 with IPv4-mapped addresses) where the kernel
-allows it.
+allows it. It needs only the standard library, so pods start it with ``python -S``.
 
-HTTP: any request gets ``200`` and a JSON body with ``pod``, ``namespace``, ``method``,
-``path`` (the request target, query included), ``host``, ``headers`` (name → list of
-values), ``proto`` and ``remote``. For tests of failure handling a request may ask for:
+HTTP (HTTP/1.1 with keep-alive, ``http.server``): any request gets ``200`` and a JSON body
+with ``pod``, ``namespace``, ``method``, ``path`` (the request target, query included),
+``host``, ``headers`` (name → list of values), ``proto`` and ``remote``. For tests of
+failure handling a request may ask for:
 
 - another status: header ``x-echo-status: 503`` or query ``echo_status=503``;
 - a delay before the answer: header ``x-echo-delay-ms: 250`` or query ``echo_delay_ms=250``;
@@ -23,26 +24,27 @@ The pod and namespace come from ``--pod``/``--namespace`` or the environment
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
+import http
+import http.server
 import json
 import os
+import queue
 import signal
 import socket
+import socketserver
 import sys
-import typing
+import threading
+import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-MAX_HEADER_BYTES = 64 * 1024
+if TYPE_CHECKING:
+    import asyncio
+
 MAX_BODY_BYTES = 16 * 1024 * 1024
-_REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
-    302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-}
+#: The longest chunk-size or trailer line of a chunked request body.
+_MAX_LINE = 64 * 1024
 
 
 class Identity:
@@ -72,158 +74,158 @@ def _is_whoami(data: bytes) -> bool:
     return data.rstrip(b"\r\n") == b"whoami"
 
 
-class _Request:
-    """A parsed HTTP/1.x request."""
-
-    def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.body = body
-
-    def header(self, name: str) -> str | None:
-        lower = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lower), None)
-
-    @property
-    def keep_alive(self) -> bool:
-        connection = (self.header("connection") or "").lower()
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in connection
-        return "close" not in connection
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
 
 
-class _ParseError(Exception):
+class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes everything
-        raise _ParseError(400, "undecodable request") from exc
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _ParseError(400, f"bad request line {lines[0][:100]!r}")
-    headers = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _ParseError(400, f"bad header line {line[:100]!r}")
-        headers.append((name, value.strip()))
-    return parts[0], parts[1], parts[2], headers
+class _Serving:
+    """What the echo servers add to socketserver's: whom to report as, and no noise about clients."""
+
+    identity: Identity
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that resets or goes away is not an error of the server; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            import traceback  # only ever needed here
+
+            traceback.print_exc()
 
 
-def _dechunk(buffer: bytes, start: int) -> tuple[bytes, int] | None:
-    """Decode a chunked body starting at ``start``; None while incomplete."""
-    body = bytearray()
-    pos = start
-    while True:
-        end = buffer.find(b"\r\n", pos)
-        if end < 0:
-            return None
+class _ThreadsReused(socketserver.ThreadingMixIn):
+    """Each connection is served by a thread of its own, reusing the threads of connections that ended.
+
+    Starting a thread costs more than answering a request (a few hundred microseconds on a
+    small VM), so a client opening one connection per request would otherwise wait mostly
+    for thread starts.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._handoff: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to an idle thread, or to a new one when none is idle."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._handoff.put((request, client_address))
+                return
+        threading.Thread(target=self._serve_connections, args=(request, client_address), daemon=True).start()
+
+    def _serve_connections(self, request: Any, client_address: Any) -> None:
+        while True:
+            self.process_request_thread(request, client_address)
+            with self._lock:
+                self._idle += 1
+            request, client_address = self._handoff.get()
+
+
+class _HttpServer(_Serving, _ThreadsReused, http.server.HTTPServer):
+    pass
+
+
+class _TcpServer(_Serving, _ThreadsReused, socketserver.TCPServer):
+    pass
+
+
+class _UdpServer(_Serving, socketserver.UDPServer):
+    pass
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request, whatever its method, with the JSON description of it.
+
+    ``http.server`` reads the request line and headers, keeps the connection alive as
+    HTTP/1.1 says and answers ``Expect: 100-continue``; the body is read (and dropped)
+    here, and each answer goes out in one write.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+    raw_requestline: bytes
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # http.server dispatches a request to do_<METHOD>: every method gets the same answer.
+        if name.startswith("do_"):
+            return self._answer
+        raise AttributeError(name)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Requests are not logged (the proxies in front of the pods log them)."""
+
+    def parse_request(self) -> bool:
+        """Only HTTP/1.x request lines (``http.server`` would take HTTP/0.9 and HTTP/2 ones too)."""
+        words = self.raw_requestline.rstrip(b"\r\n").split(b" ")
+        if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
+            line = self.raw_requestline[:100].decode("latin-1").rstrip("\r\n")
+            self.send_error(400, f"bad request line {line!r}")
+            return False
+        return super().parse_request()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors are answered in JSON too, and end the connection."""
+        self.close_connection = True
+        self._send(code, {"error": message or _reason(code)}, {}, head_only=False)
+
+    def _skip_body(self, fields: dict[str, str]) -> None:
+        """Read the request body (so the next request on the connection starts in the right place)."""
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            self._skip_chunked()
+            return
         try:
-            size = int(buffer[pos:end].split(b";")[0].strip(), 16)
-        except ValueError as exc:
-            raise _ParseError(400, "bad chunk size") from exc
-        pos = end + 2
-        if size == 0:
-            trailer_end = buffer.find(b"\r\n\r\n", pos - 2)
-            if trailer_end < 0:
-                return None
-            return bytes(body), trailer_end + 4
-        if len(buffer) < pos + size + 2:
-            return None
-        body += buffer[pos:pos + size]
-        if len(body) > MAX_BODY_BYTES:
-            raise _ParseError(413, "body too large")
-        pos += size + 2
+            length = int(fields.get("content-length") or "0")
+        except ValueError:
+            raise _BadRequest(400, "bad Content-Length") from None
+        if length < 0 or length > MAX_BODY_BYTES:
+            raise _BadRequest(413, "body too large")
+        while length > 0:
+            got = len(self.rfile.read(min(length, 1 << 16)))
+            if not got:
+                raise _BadRequest(400, "body shorter than its Content-Length")
+            length -= got
 
-
-class HttpProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; one request is answered at a time."""
-
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.busy = False
-        self.closing = False
-        self.continued = False
-        self.remote = ""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = typing.cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            host = str(peer[0])
-            self.remote = f"{host.removeprefix('::ffff:') if '.' in host else host}:{peer[1]}"
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._process()
-
-    def _process(self) -> None:
-        while not self.busy and not self.closing and self.transport is not None:
+    def _skip_chunked(self) -> None:
+        total = 0
+        while True:
             try:
-                request = self._parse()
-            except _ParseError as exc:
-                self._send(exc.status, {"error": str(exc)}, {}, head_only=False, keep_alive=False)
-                return
-            if request is None:
-                return
-            self._handle(request)
+                size = int(self.rfile.readline(_MAX_LINE).split(b";")[0].strip(), 16)
+            except ValueError:
+                raise _BadRequest(400, "bad chunk size") from None
+            if size == 0:
+                break
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _BadRequest(413, "body too large")
+            self.rfile.read(size + 2)  # the chunk and its CRLF
+        while self.rfile.readline(_MAX_LINE).strip():
+            pass  # trailer fields, up to the empty line
 
-    def _parse(self) -> _Request | None:
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > MAX_HEADER_BYTES:
-                raise _ParseError(431, "request head too large")
-            return None
-        method, target, version, headers = _parse_head(bytes(self.buffer[:end]))
-        request = _Request(method, target, version, headers, b"")
-        start = end + 4
-        if "chunked" in (request.header("transfer-encoding") or "").lower():
-            self._maybe_continue(request)
-            decoded = _dechunk(bytes(self.buffer), start)
-            if decoded is None:
-                return None
-            request.body, consumed = decoded
-        else:
-            try:
-                length = int(request.header("content-length") or "0")
-            except ValueError as exc:
-                raise _ParseError(400, "bad Content-Length") from exc
-            if length < 0 or length > MAX_BODY_BYTES:
-                raise _ParseError(413, "body too large")
-            if len(self.buffer) < start + length:
-                self._maybe_continue(request)
-                return None
-            request.body = bytes(self.buffer[start:start + length])
-            consumed = start + length
-        del self.buffer[:consumed]
-        self.continued = False
-        return request
-
-    def _maybe_continue(self, request: _Request) -> None:
-        if not self.continued and (request.header("expect") or "").lower() == "100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.continued = True
-
-    def _handle(self, request: _Request) -> None:
-        url = urllib.parse.urlsplit(request.target)
-        query = urllib.parse.parse_qs(url.query)
-        status_text = request.header("x-echo-status") or _first(query.get("echo_status"))
-        delay_text = request.header("x-echo-delay-ms") or _first(query.get("echo_delay_ms"))
+    def _answer(self) -> None:
+        headers: dict[str, list[str]] = {}
+        fields: dict[str, str] = {}  # lower-case name → first value
+        for name, value in self.headers.items():
+            value = value.strip()
+            headers.setdefault(canonical(name), []).append(value)
+            fields.setdefault(name.lower(), value)
+        try:
+            self._skip_body(fields)
+        except _BadRequest as exc:
+            self.send_error(exc.status, str(exc))
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query) if "?" in self.path else {}
+        status_text = fields.get("x-echo-status") or _first(query.get("echo_status"))
+        delay_text = fields.get("x-echo-delay-ms") or _first(query.get("echo_delay_ms"))
         status = 200
         extra: dict[str, str] = {}
         if status_text is not None:
@@ -236,92 +238,68 @@ class HttpProtocol(asyncio.Protocol):
                 extra["X-Echo-Error"] = f"echo status {status_text!r} is not 100..599"
         delay = 0.0
         if delay_text is not None:
-            with contextlib.suppress(ValueError):
+            try:
                 delay = max(0.0, min(float(delay_text), 600_000.0)) / 1000.0
-        for item in (request.header("x-echo-set-header") or "").split(","):
+            except ValueError:
+                pass
+        for item in fields.get("x-echo-set-header", "").split(","):
             name, sep, value = item.partition(":")
             if sep and name.strip():
                 extra[name.strip()] = value.strip()
-        headers: dict[str, list[str]] = {}
-        for name, value in request.headers:
-            headers.setdefault(canonical(name), []).append(value)
+        identity = self.server.identity
+        host = str(self.client_address[0])
         body: dict[str, object] = {
-            "path": request.target,
-            "host": request.header("host") or "",
-            "method": request.method,
-            "proto": request.version,
+            "path": self.path,
+            "host": fields.get("host", ""),
+            "method": self.command,
+            "proto": self.request_version,
             "headers": headers,
-            "namespace": self.identity.namespace,
+            "namespace": identity.namespace,
             "ingress": "",
-            "service": self.identity.service,
-            "pod": self.identity.pod,
-            "remote": self.remote,
+            "service": identity.service,
+            "pod": identity.pod,
+            "remote": f"{host.removeprefix('::ffff:') if '.' in host else host}:{self.client_address[1]}",
         }
-        keep_alive = request.keep_alive
-        head_only = request.method == "HEAD"
         if delay > 0:
-            self.busy = True
-            loop = asyncio.get_running_loop()
-            loop.call_later(delay, self._finish_delayed, status, body, extra, head_only, keep_alive)
-        else:
-            self._send(status, body, extra, head_only=head_only, keep_alive=keep_alive)
+            time.sleep(delay)
+        self._send(status, body, extra, head_only=self.command == "HEAD")
 
-    def _finish_delayed(self, status: int, body: dict[str, object], extra: dict[str, str], head_only: bool,
-                        keep_alive: bool) -> None:
-        self.busy = False
-        self._send(status, body, extra, head_only=head_only, keep_alive=keep_alive)
-        self._process()
-
-    def _send(self, status: int, body: dict[str, object], extra: dict[str, str], *, head_only: bool,
-              keep_alive: bool) -> None:
-        if self.transport is None:
-            return
+    def _send(self, status: int, body: dict[str, object], extra: dict[str, str], *, head_only: bool) -> None:
         payload = b"" if status in (204, 304) or 100 <= status < 200 else json.dumps(body).encode()
         lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            f"HTTP/1.1 {status} {_reason(status)}",
             "Content-Type: application/json",
             "X-Content-Type-Options: nosniff",
             f"Content-Length: {len(payload)}",
         ]
         lines += [f"{name}: {value}" for name, value in extra.items()]
-        if not keep_alive:
+        if self.close_connection:
             lines.append("Connection: close")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(data if head_only else data + payload)
-        if not keep_alive:
-            self.closing = True
-            self.transport.close()
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head if head_only else head + payload)
 
 
-class TcpEchoProtocol(asyncio.Protocol):
+class TcpEchoHandler(socketserver.BaseRequestHandler):
     """Echo every byte back; a ``whoami`` payload gets the pod's identity."""
 
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.transport: asyncio.Transport | None = None
+    server: _TcpServer
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = typing.cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(self.identity.whoami("tcp") if _is_whoami(data) else data)
+    def handle(self) -> None:
+        """Echo until the client closes."""
+        sock: socket.socket = self.request
+        while data := sock.recv(1 << 16):
+            sock.sendall(self.server.identity.whoami("tcp") if _is_whoami(data) else data)
 
 
-class UdpEchoProtocol(asyncio.DatagramProtocol):
+class UdpEchoHandler(socketserver.BaseRequestHandler):
     """Send every datagram back to its sender; a ``whoami`` datagram gets the pod's identity."""
 
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.transport: asyncio.DatagramTransport | None = None
+    server: _UdpServer
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport does not derive from DatagramTransport.
-        self.transport = typing.cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(self.identity.whoami("udp") if _is_whoami(data) else data, addr)
+    def handle(self) -> None:
+        """Answer one datagram."""
+        data, sock = self.request
+        sock.sendto(self.server.identity.whoami("udp") if _is_whoami(data) else data, self.client_address)
 
 
 def bind_socket(port: int, kind: int, host: str | None = None) -> socket.socket:
@@ -337,7 +315,6 @@ def bind_socket(port: int, kind: int, host: str | None = None) -> socket.socket:
             sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
             if kind == socket.SOCK_STREAM:
                 sock.listen(4096)
-            sock.setblocking(False)
             return sock
         except OSError as exc:
             sock.close()
@@ -346,30 +323,56 @@ def bind_socket(port: int, kind: int, host: str | None = None) -> socket.socket:
     raise error
 
 
-async def serve(identity: Identity, http: Sequence[int], tcp: Sequence[int], udp: Sequence[int],
+class EchoServers:
+    """The HTTP, TCP and UDP servers of one echo process, each served by a thread of its own."""
+
+    def __init__(self, identity: Identity, http_ports: Sequence[int], tcp_ports: Sequence[int],
+                 udp_ports: Sequence[int], host: str | None = None) -> None:
+        self.servers: list[_HttpServer | _TcpServer | _UdpServer] = []
+        try:
+            for port in http_ports:
+                self._add(_HttpServer, EchoHandler, identity, bind_socket(port, socket.SOCK_STREAM, host))
+            for port in tcp_ports:
+                self._add(_TcpServer, TcpEchoHandler, identity, bind_socket(port, socket.SOCK_STREAM, host))
+            for port in udp_ports:
+                self._add(_UdpServer, UdpEchoHandler, identity, bind_socket(port, socket.SOCK_DGRAM, host))
+        except OSError:
+            self.close()
+            raise
+        described = ", ".join([f"http {p}" for p in http_ports] + [f"tcp {p}" for p in tcp_ports]
+                              + [f"udp {p}" for p in udp_ports])
+        print(f"echo server for {identity.namespace}/{identity.pod} listening: {described or 'nothing'}",
+              file=sys.stderr, flush=True)
+
+    def _add(self, kind: type[_HttpServer | _TcpServer | _UdpServer], handler: type[socketserver.BaseRequestHandler],
+             identity: Identity, sock: socket.socket) -> None:
+        # The socket is bound here (dual-stack, with a fallback to IPv4), not by socketserver.
+        server = kind(sock.getsockname()[:2], handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+        server.identity = identity
+        self.servers.append(server)
+        threading.Thread(target=server.serve_forever, name=f"echo {sock.getsockname()[1]}", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving and close the listening sockets (connections being served finish on their own)."""
+        stoppers = [threading.Thread(target=server.shutdown) for server in self.servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+        for server in self.servers:
+            server.server_close()
+
+
+async def serve(identity: Identity, http_ports: Sequence[int], tcp_ports: Sequence[int], udp_ports: Sequence[int],
                 stop: asyncio.Event, host: str | None = None) -> None:
-    """Serve until ``stop`` is set."""
-    loop = asyncio.get_running_loop()
-    servers: list[asyncio.base_events.Server] = []
-    transports: list[asyncio.DatagramTransport] = []
-    for port in http:
-        servers.append(await loop.create_server(lambda: HttpProtocol(identity),
-                                                sock=bind_socket(port, socket.SOCK_STREAM, host)))
-    for port in tcp:
-        servers.append(await loop.create_server(lambda: TcpEchoProtocol(identity),
-                                                sock=bind_socket(port, socket.SOCK_STREAM, host)))
-    for port in udp:
-        endpoint, _proto = await loop.create_datagram_endpoint(lambda: UdpEchoProtocol(identity),
-                                                               sock=bind_socket(port, socket.SOCK_DGRAM, host))
-        transports.append(endpoint)
-    described = ", ".join([f"http {p}" for p in http] + [f"tcp {p}" for p in tcp] + [f"udp {p}" for p in udp])
-    print(f"echo server for {identity.namespace}/{identity.pod} listening: {described or 'nothing'}",
-          file=sys.stderr, flush=True)
-    await stop.wait()
-    for server in servers:
-        server.close()
-    for endpoint in transports:
-        endpoint.close()
+    """Serve until ``stop`` is set (for callers running an event loop)."""
+    servers = EchoServers(identity, http_ports, tcp_ports, udp_ports, host)
+    try:
+        await stop.wait()
+    finally:
+        servers.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -386,20 +389,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or os.environ.get("NAMESPACE", ""))
     parser.add_argument("--bind", default=None, help="address to bind (default: all, dual-stack)")
     args = parser.parse_args(argv)
-    identity = Identity(args.pod, args.namespace)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(identity, args.http, args.tcp, args.udp, stop, args.bind)
-
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Blocked before the server threads start (they inherit the mask), so only sigwait sees them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
-        asyncio.run(run())
+        servers = EchoServers(Identity(args.pod, args.namespace), args.http, args.tcp, args.udp, args.bind)
     except OSError as exc:
         print(f"echo server: {exc}", file=sys.stderr)
         return 1
+    signal.sigwait(stop_signals)
+    servers.close()
     return 0
 
 

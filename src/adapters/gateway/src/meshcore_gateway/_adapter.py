@@ -4,17 +4,16 @@ The steps: ReferenceGrants and BackendTLSPolicies are indexed; GatewayClasses an
 Gateways of meshcore's controller are validated; every route is read, attached to its
 parents (Gateway listeners, or Services for mesh routes), built into model routes per
 backend context, and merged into tables in precedence order; the status of every
-GatewayClass, Gateway and route parent meshcore owns is computed; Ingresses of
-meshcore's IngressClasses become their own Services. An object with an error contributes
-nothing and the others still translate.
+GatewayClass, Gateway and route parent meshcore owns is computed from these findings
+(``_status``); Ingresses of meshcore's IngressClasses become their own Services
+(``_ingress``). An object with an error contributes nothing and the others still translate.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -40,17 +39,17 @@ from ._codes import (
     UNRESOLVED_BACKEND,
     UNSUPPORTED_FEATURE,
 )
-from ._common import CONTROLLER_NAME, GATEWAY_GROUP, MESH_CONTROLLER_NAME
+from ._common import CONTROLLER_NAME, GATEWAY_GROUP, MESH_CONTROLLER_NAME, reporting_errors
 from ._gateway import PORT_PROTOCOL, ClassInfo, GatewayInfo, read_gateway, read_gateway_class
 from ._grpcroute import read_grpcroute
 from ._hostnames import covers
 from ._httproute import read_httproute
-from ._ingress import IngressClassInfo, ingress_class, read_ingress, read_ingress_class
+from ._ingress import translate_ingresses
 from ._l4routes import read_l4route
 from ._referencegrant import Grant, ReferenceGrants, read_reference_grant
 from ._refs import ParentRef, read_parent_refs
 from ._routes import RouteSpec
-from ._status import condition
+from ._status import class_status, gateway_status, invalid_gateway_status, invalid_route_status, route_status
 from ._tables import Placed, gateway_tables, mesh_tables
 
 
@@ -79,24 +78,10 @@ ROUTE_READERS: dict[str, Callable[[KubeObject], RouteSpec]] = {
     "UDPRoute": read_l4route,
 }
 CONFLICTED = "Conflicted"
-T = TypeVar("T")
-
-
-def _run(obj: KubeObject, report: Report, fn: Callable[[KubeObject], T]) -> T | None:
-    """Run one object's translation; an error becomes a diagnostic and ``None``."""
-    try:
-        return fn(obj)
-    except (FieldError, ModelError) as exc:
-        report.items.append(field_diagnostic(obj, exc))
-        return None
 
 
 def _class_name(obj: KubeObject) -> str:
     return Fields.of(obj).map("spec", required=True).req_str("gatewayClassName")
-
-
-def _status(obj: KubeObject, status: dict[str, Any]) -> ObjectStatus:
-    return ObjectStatus(obj.api_version, obj.kind, obj.namespace, obj.name, status, obj.source)
 
 
 @attrs.frozen
@@ -134,12 +119,12 @@ class _Translation:
     def read_grants(self) -> None:
         grants: list[Grant] = []
         for obj in self.by_kind["ReferenceGrant"]:
-            grants += _run(obj, self.report, read_reference_grant) or []
+            grants += reporting_errors(obj, self.report, read_reference_grant) or []
         self.grants = ReferenceGrants(grants)
 
     def read_tls_policies(self) -> None:
         for obj in self.by_kind["BackendTLSPolicy"]:
-            targets = _run(obj, self.report, read_tls_policy_targets)
+            targets = reporting_errors(obj, self.report, read_tls_policy_targets)
             if targets is None:
                 continue
             self.tls_services.update(targets)
@@ -149,7 +134,7 @@ class _Translation:
 
     def read_classes(self) -> None:
         for obj in self.by_kind["GatewayClass"]:
-            info = _run(obj, self.report, read_gateway_class)
+            info = reporting_errors(obj, self.report, read_gateway_class)
             if info is None:
                 continue
             self.classes[obj.name] = info
@@ -160,12 +145,12 @@ class _Translation:
             if not info.accepted:
                 self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"GatewayClass not accepted: {info.message}",
                                  "spec.parametersRef")
-            self.statuses.append(_status(obj, info.status()))
+            self.statuses.append(class_status(info))
 
     def read_gateways(self) -> None:
         for obj in self.by_kind["Gateway"]:
             key = (obj.namespace, obj.name)
-            name = _run(obj, self.report, _class_name)
+            name = reporting_errors(obj, self.report, _class_name)
             if name is None:
                 continue
             cls = self.classes.get(name)
@@ -185,12 +170,7 @@ class _Translation:
                 diag = field_diagnostic(obj, exc)
                 self.report.items.append(diag)
                 self.broken.add(key)
-                gen = obj.metadata.get("generation")
-                gen = gen if isinstance(gen, int) and not isinstance(gen, bool) else None
-                self.statuses.append(_status(obj, {"conditions": [
-                    condition("Accepted", False, "Invalid", f"{diag.field}: {diag.message}", gen),
-                    condition("Programmed", False, "Invalid", "the Gateway is not accepted", gen),
-                ]}))
+                self.statuses.append(invalid_gateway_status(obj, f"{diag.field}: {diag.message}"))
                 continue
             problem = self._service_problem(info)
             if problem:
@@ -251,16 +231,10 @@ class _Translation:
             refs = read_parent_refs(Fields.of(obj).map("spec"), obj.namespace)
         except FieldError:
             return
-        parents = []
-        for ref in refs:
-            controller = self._owner(ref)
-            if controller:
-                gen = obj.metadata.get("generation")
-                gen = gen if isinstance(gen, int) and not isinstance(gen, bool) else None
-                parents.append({"parentRef": dict(ref.echo), "controllerName": controller,
-                                "conditions": [condition("Accepted", False, "UnsupportedValue", message, gen)]})
-        if parents:
-            self.statuses.append(_status(obj, {"parents": parents}))
+        owned = [(ref, controller) for ref in refs if (controller := self._owner(ref))]
+        status = invalid_route_status(obj, owned, message)
+        if status is not None:
+            self.statuses.append(status)
 
     def _owner(self, ref: ParentRef) -> str | None:
         if ref.is_service:
@@ -412,77 +386,37 @@ class _Translation:
 
     def route_statuses(self, attached: list[_Attached]) -> None:
         for item in attached:
-            route = item.route
-            parents = []
-            reported: set[tuple[str, str]] = set()
-            # A route no parent accepts carries no traffic, but its unresolved references are
-            # still reported (as its ResolvedRefs condition says), so fixing the parent does
-            # not reveal them one at a time.
-            carried = any(res.accepted for res in item.results)
-            for res in item.results:
-                gen = route.meta.generation
-                built = self.built_for(route, res.mesh)
-                resolved = _resolved_condition(built.failures, gen)
-                parents.append({"parentRef": dict(res.ref.echo), "controllerName": res.controller,
-                                "conditions": [condition("Accepted", res.accepted, res.reason, res.message, gen),
-                                               resolved]})
-                if not res.accepted and res.reason != CONFLICTED:
-                    self.route_warn(route, ROUTE_NOT_ACCEPTED, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
-                                    f"{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
-                if res.accepted or not carried:
-                    for failure in built.failures:
-                        if (failure.path, failure.message) in reported:
-                            continue
-                        reported.add((failure.path, failure.message))
-                        effect = (failure.effect or "it is not used") if carried else (
-                            "no parent accepts the route, so it carries no traffic yet")
-                        self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); {effect}",
-                                        failure.path)
-            if parents:
-                self.statuses.append(_status(route.obj, {"parents": parents}))
+            failures = [self.built_for(item.route, res.mesh).failures for res in item.results]
+            self._parent_findings(item, failures)
+            status = route_status(item.route, zip(item.results, failures))
+            if status is not None:
+                self.statuses.append(status)
+
+    def _parent_findings(self, item: _Attached, failures: Sequence[Sequence[Failure]]) -> None:
+        """Warn about each parent that does not accept the route and each backend that does not resolve."""
+        route = item.route
+        reported: set[tuple[str, str]] = set()
+        # A route no parent accepts carries no traffic, but its unresolved references are
+        # still reported (as its ResolvedRefs condition says), so fixing the parent does
+        # not reveal them one at a time.
+        carried = any(res.accepted for res in item.results)
+        for res, seen in zip(item.results, failures):
+            if not res.accepted and res.reason != CONFLICTED:
+                self.route_warn(route, ROUTE_NOT_ACCEPTED, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
+                                f"{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
+            if res.accepted or not carried:
+                for failure in seen:
+                    if (failure.path, failure.message) in reported:
+                        continue
+                    reported.add((failure.path, failure.message))
+                    effect = (failure.effect or "it is not used") if carried else (
+                        "no parent accepts the route, so it carries no traffic yet")
+                    self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); {effect}",
+                                    failure.path)
 
     def gateway_statuses(self, attached_counts: dict[tuple[str, str], dict[str, int]]) -> None:
         for key, info in self.gateways.items():
-            self.statuses.append(_status(info.obj, info.status(attached_counts.get(key, {}))))
-
-    # -- ingress ---------------------------------------------------------------------------
-
-    def translate_ingresses(self) -> None:
-        classes: dict[str, IngressClassInfo] = {}
-        for obj in self.by_kind["IngressClass"]:
-            info = _run(obj, self.report, read_ingress_class)
-            if info is not None:
-                classes[obj.name] = info
-        for obj in self.by_kind["Ingress"]:
-            chosen = _run(obj, self.report, functools.partial(ingress_class, classes=classes))
-            if chosen is None:
-                continue
-            cls, why = chosen
-            if cls is not None and not cls.ours:
-                why = f"its IngressClass {cls.name} belongs to {cls.controller}"
-            if cls is None or not cls.ours:
-                self.report.info(obj, OTHER_CONTROLLER, f"Ingress ignored: {why}", "spec")
-                continue
-            if self.inventory.service(obj.namespace, obj.name) is not None:
-                self.report.error(obj, SERVICE_NAME, f"Ingress {obj.ref} is served as a Service of the same name, "
-                                  f"but Service {obj.namespace}/{obj.name} already exists; rename the Ingress",
-                                  "metadata.name")
-                continue
-            sub = Report()
-            result = _run(obj, self.report, functools.partial(read_ingress, inventory=self.inventory, report=sub))
-            if result is None:
-                continue
-            ports = result.ports
-            service = _run(obj, self.report, lambda o: Service(name=o.name, namespace=o.namespace, ports=ports,
-                                                                source=o.source))
-            if service is None:
-                continue
-            self.report.items += sub.items
-            if result.tls:
-                self.report.info(obj, TLS_NOT_CARRIED, "routes are served on port 443 too; the TLS certificates "
-                                 "are not carried by the model yet", "spec.tls")
-            self.services.append(service)
-            self.tables += result.tables
+            self.statuses.append(gateway_status(info, attached_counts.get(key, {})))
 
     # -- all -------------------------------------------------------------------------------
 
@@ -502,20 +436,16 @@ class _Translation:
         counts = self.build_gateways(attached)
         self.route_statuses(attached)
         self.gateway_statuses(counts)
-        self.translate_ingresses()
+        ingresses = translate_ingresses(self.by_kind["IngressClass"], self.by_kind["Ingress"], self.inventory,
+                                        self.report)
+        self.services += ingresses.services
+        self.tables += ingresses.tables
         return Fragment(services=self.services, routes=self.tables, diagnostics=self.report.items,
                         statuses=self.statuses)
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
     return any(covers(x, y) or covers(y, x) for x in a for y in b)
-
-
-def _resolved_condition(failures: Sequence[Failure], generation: int | None) -> dict[str, Any]:
-    if not failures:
-        return condition("ResolvedRefs", True, "ResolvedRefs", "all references resolved", generation)
-    message = "; ".join(dict.fromkeys(f.message for f in failures))
-    return condition("ResolvedRefs", False, failures[0].reason, message, generation)
 
 
 @attrs.frozen

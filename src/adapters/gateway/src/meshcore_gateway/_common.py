@@ -1,16 +1,16 @@
-"""Shared pieces: controller names, the diagnostics collector, durations and object metadata."""
+"""Shared pieces: controller names, per-object error reporting, durations and object metadata."""
 
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject
-from meshcore.model import Severity
+from meshcore.kube import FieldError, Fields, KubeObject, Report, field_diagnostic
+from meshcore.model import ModelError
 
 from ._codes import INVALID_VALUE
 
@@ -23,9 +23,20 @@ MESH_CONTROLLER_NAME = "meshcore.io/mesh-controller"
 #: The ``spec.controller`` of IngressClasses meshcore serves.
 INGRESS_CONTROLLER = "meshcore.io/ingress-controller"
 
+T = TypeVar("T")
+
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+
+
+def reporting_errors(obj: KubeObject, report: Report, fn: Callable[[KubeObject], T]) -> T | None:
+    """Run one object's translation; an error becomes a diagnostic and ``None``."""
+    try:
+        return fn(obj)
+    except (FieldError, ModelError) as exc:
+        report.items.append(field_diagnostic(obj, exc))
+        return None
 
 
 def parse_duration(text: str, path: str) -> int:

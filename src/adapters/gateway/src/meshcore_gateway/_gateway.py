@@ -1,4 +1,4 @@
-"""GatewayClass and Gateway: which are ours, their listeners, conflicts, addresses and status.
+"""GatewayClass and Gateway: which are ours, their listeners, conflicts and addresses.
 
 A GatewayClass is ours when its ``controllerName`` is :data:`CONTROLLER_NAME`. A Gateway
 of one of our accepted classes is served as a model Service of the same namespace and
@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
 
 import attrs
 
@@ -27,7 +26,6 @@ from ._common import CONTROLLER_NAME, GATEWAY_GROUP, Meta, read_meta
 from ._hostnames import ANY, check_hostname
 from ._referencegrant import ReferenceGrants
 from ._refs import CORE_GROUPS
-from ._status import condition
 
 PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP")
 #: Route kinds each listener protocol carries (TLS: passthrough).
@@ -61,10 +59,6 @@ class ClassInfo:
     def ours(self) -> bool:
         """True when meshcore is its controller."""
         return self.controller == CONTROLLER_NAME
-
-    def status(self) -> dict[str, Any]:
-        """The GatewayClass ``status`` stanza."""
-        return {"conditions": [condition("Accepted", self.accepted, self.reason, self.message, self.meta.generation)]}
 
 
 def read_gateway_class(obj: KubeObject) -> ClassInfo:
@@ -291,54 +285,6 @@ class GatewayInfo:
     def name(self) -> str:
         """The Gateway's name."""
         return self.obj.name
-
-    @property
-    def programmed(self) -> tuple[bool, str, str]:
-        """The Gateway's ``Programmed`` condition as (status, reason, message)."""
-        if not self.accepted[0]:
-            return (False, "Invalid", "the Gateway is not accepted")
-        if self.service_problem:
-            return (False, "Invalid", self.service_problem)
-        if not self.addresses:
-            return (False, "AddressNotAssigned", "no IPAddress in spec.addresses or status.addresses: "
-                    "no address is assigned")
-        return (True, "Programmed", "translated for the meshcore datapath")
-
-    def listener_status(self, listener: Listener, attached: int) -> dict[str, Any]:
-        """One ``status.listeners`` entry."""
-        gen = self.meta.generation
-        conditions = [condition("Accepted", *listener.accepted, gen) if listener.conflict is None
-                      else condition("Accepted", False, listener.conflict[0], listener.conflict[1], gen)]
-        if listener.serving and self.programmed[0]:
-            conditions.append(condition("Programmed", True, "Programmed", "listener programmed", gen))
-        elif listener.serving and self.accepted[0]:
-            conditions.append(condition("Programmed", False, "Pending", self.programmed[2], gen))
-        elif listener.serving:
-            conditions.append(condition("Programmed", False, "Invalid", "the Gateway is not accepted", gen))
-        else:
-            reason = listener.conflict[0] if listener.conflict else "Invalid"
-            conditions.append(condition("Programmed", False, reason, "the listener does not serve traffic", gen))
-        conditions.append(condition("ResolvedRefs", *listener.resolved, gen))
-        if listener.conflict:
-            conditions.append(condition("Conflicted", True, *listener.conflict, gen))
-        else:
-            conditions.append(condition("Conflicted", False, "NoConflicts", "no conflicts", gen))
-        return {
-            "name": listener.name,
-            "supportedKinds": [{"group": g, "kind": k} for g, k in listener.supported_kinds],
-            "attachedRoutes": attached,
-            "conditions": conditions,
-        }
-
-    def status(self, attached: Mapping[str, int]) -> dict[str, Any]:
-        """The Gateway ``status`` stanza (``attached``: routes per listener name)."""
-        gen = self.meta.generation
-        out: dict[str, Any] = {}
-        if self.addresses and self.accepted[0]:
-            out["addresses"] = [{"type": "IPAddress", "value": a} for a in self.addresses]
-        out["conditions"] = [condition("Accepted", *self.accepted, gen), condition("Programmed", *self.programmed, gen)]
-        out["listeners"] = [self.listener_status(x, attached.get(x.name, 0)) for x in self.listeners]
-        return out
 
 
 def _addresses(spec: Fields) -> tuple[tuple[str, ...], tuple[bool, str, str] | None]:

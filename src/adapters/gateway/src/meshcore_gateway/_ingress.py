@@ -8,11 +8,13 @@ namespace and name with port 80 (and 443 when ``spec.tls`` is set) and one L7 ta
 rule host: paths ordered longest first, ``Exact`` before ``Prefix`` on ties
 (``ImplementationSpecific`` is a path-element prefix, like ``Prefix``), then the default
 backend as the last, catch-all route. A backend whose Service or port does not exist is
-answered with 503.
+answered with 503. An Ingress of another controller, or of no class, is reported and
+skipped; one whose name a Service already has is an error.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -28,13 +30,14 @@ from meshcore.model import (
     Protocol,
     RouteKind,
     RouteTable,
+    Service,
     ServicePort,
     ServiceRef,
     StringMatch,
 )
 
-from ._codes import INVALID_VALUE, UNRESOLVED_BACKEND
-from ._common import INGRESS_CONTROLLER, object_annotations
+from ._codes import INVALID_VALUE, OTHER_CONTROLLER, SERVICE_NAME, TLS_NOT_CARRIED, UNRESOLVED_BACKEND
+from ._common import INGRESS_CONTROLLER, object_annotations, reporting_errors
 from ._hostnames import ANY, check_hostname
 from ._matches import path_prefix
 from ._precedence import L7Entry, l7_entry, ordered
@@ -173,3 +176,58 @@ def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> Ingre
             tables.append(RouteTable(ServiceRef(obj.namespace, obj.name), port.port, RouteKind.L7, http=routes,
                                      hostnames=(host,) if host else (), source=obj.source))
     return IngressResult(tuple(ports), tuple(tables), tls)
+
+
+@attrs.frozen
+class IngressTranslation:
+    """What the Ingresses of meshcore's classes contribute: one Service each, with its tables."""
+
+    services: tuple[Service, ...]
+    tables: tuple[RouteTable, ...]
+
+
+def translate_ingresses(classes: Sequence[KubeObject], ingresses: Sequence[KubeObject], inventory: Inventory,
+                        report: Report) -> IngressTranslation:
+    """Translate the Ingresses of meshcore's IngressClasses; problems go to ``report``.
+
+    An Ingress with an error contributes nothing, and none of its warnings; the others
+    still translate.
+    """
+    by_name: dict[str, IngressClassInfo] = {}
+    for obj in classes:
+        info = reporting_errors(obj, report, read_ingress_class)
+        if info is not None:
+            by_name[obj.name] = info
+    services: list[Service] = []
+    tables: list[RouteTable] = []
+    for obj in ingresses:
+        chosen = reporting_errors(obj, report, functools.partial(ingress_class, classes=by_name))
+        if chosen is None:
+            continue
+        cls, why = chosen
+        if cls is not None and not cls.ours:
+            why = f"its IngressClass {cls.name} belongs to {cls.controller}"
+        if cls is None or not cls.ours:
+            report.info(obj, OTHER_CONTROLLER, f"Ingress ignored: {why}", "spec")
+            continue
+        if inventory.service(obj.namespace, obj.name) is not None:
+            report.error(obj, SERVICE_NAME, f"Ingress {obj.ref} is served as a Service of the same name, "
+                         f"but Service {obj.namespace}/{obj.name} already exists; rename the Ingress",
+                         "metadata.name")
+            continue
+        sub = Report()
+        result = reporting_errors(obj, report, functools.partial(read_ingress, inventory=inventory, report=sub))
+        if result is None:
+            continue
+        ports = result.ports
+        service = reporting_errors(obj, report, lambda o: Service(name=o.name, namespace=o.namespace, ports=ports,
+                                                                  source=o.source))
+        if service is None:
+            continue
+        report.items += sub.items
+        if result.tls:
+            report.info(obj, TLS_NOT_CARRIED, "routes are served on port 443 too; the TLS certificates "
+                        "are not carried by the model yet", "spec.tls")
+        services.append(service)
+        tables += result.tables
+    return IngressTranslation(tuple(services), tuple(tables))
