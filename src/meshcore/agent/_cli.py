@@ -59,6 +59,11 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
                    "cgroup2 mount; '.' is the whole node) [env MESHCORE_CGROUP].")
 @click.option("--ipv4", envvar="MESHCORE_NODE_IPV4", default="", help="The node's IPv4 address [env MESHCORE_NODE_IPV4].")
 @click.option("--ipv6", envvar="MESHCORE_NODE_IPV6", default="", help="The node's IPv6 address [env MESHCORE_NODE_IPV6].")
+@click.option("--proxy-ipv4", envvar="MESHCORE_PROXY_IPV4", default="",
+              help="The IPv4 address (of this node) the node proxy connects to endpoints from; policy on "
+                   "every node tells it apart from the node [env MESHCORE_PROXY_IPV4].")
+@click.option("--proxy-ipv6", envvar="MESHCORE_PROXY_IPV6", default="",
+              help="The IPv6 address the node proxy connects to endpoints from [env MESHCORE_PROXY_IPV6].")
 @click.option("--state-dir", type=click.Path(path_type=Path), envvar="MESHCORE_STATE_DIR",
               help=f"Where the report, the proxy's files and flows go [default {DEFAULT_STATE_ROOT}/NODE].")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=None,
@@ -77,7 +82,8 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               show_default=True, metavar="FIRST-LAST",
               help="Ports the node proxy's listeners are given (on the node's addresses).")
 @click.option("--poll", default=POLL_SECONDS, show_default=True, help="Seconds between looks at the source.")
-def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path | None, pin_root: Path | None,
+def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str, proxy_ipv6: str,
+                  state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
@@ -92,7 +98,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path 
     source: SnapshotSource = ObjectsFile(objects_file) if objects_file is not None else ManifestFiles(
         files, _interfaces(interfaces))
     facts = NodeFacts(node, cgroup, state_dir or DEFAULT_STATE_ROOT / node, ipv4, ipv6, pin_root,
-                      _pairs(labels, "--label", "KEY=VALUE"), netns)
+                      _pairs(labels, "--label", "KEY=VALUE"), netns, proxy_ipv4, proxy_ipv6)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(sys.stderr, logging.INFO)
     runner = AgentRunner(NodeAgent(facts, options=_compile_options(proxy_ports)), source, poll=poll,
