@@ -252,8 +252,8 @@ class PolicyEnforcer:
         for addresses, identity in ((self.host_addresses, ReservedIdentity.HOST),
                                     (self.proxy_addresses, ReservedIdentity.NODE_PROXY)):
             for address in addresses:
-                key = pol_ipcache.IpcacheKey.of(str(ipaddress.ip_network(address)))
-                ipcache[bytes(key)] = bytes(pol_ipcache.IpcacheValue(identity=int(identity)))
+                prefix = pol_ipcache.IpcacheKey.of(str(ipaddress.ip_network(address)))
+                ipcache[bytes(prefix)] = bytes(pol_ipcache.IpcacheValue(identity=int(identity)))
         policy = {}
         for e in plan.entries:
             key = pol_policy.PolicyKey.of(e.endpoint, str(e.direction), e.protocol, e.remote, e.port, e.port_bits)

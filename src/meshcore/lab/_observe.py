@@ -1,13 +1,14 @@
-"""`meshcore observe` for a lab: one stream of the L3/L4 verdicts and L7 requests its node agent logged.
+"""`meshcore observe` for a lab: one stream of the L3/L4 verdicts and L7 requests its node agents logged.
 
-The agent appends L3/L4 verdicts of the policy programs as JSON lines to ``flows.jsonl``
-in the lab directory (``kind: l4``, a decoded kernel event under ``flow``), and the node
+Each node's agent appends L3/L4 verdicts of the policy programs as JSON lines to ``flows.jsonl``
+in the node's state directory (``kind: l4``, a decoded kernel event under ``flow``), and the node
 Envoy's access-log batches, undecoded, to the flow journal ``flows-l7.bin`` (rotated to
 ``flows-l7.bin.1``); requests through the node Envoy are decoded from the journal here,
 when they are read (``kind: l7``). Both are merged by time and shown as one record shape, like ``hubble observe``: time, source and
 destination (pod, namespace, identity, address, port), protocol, direction, verdict,
 drop reason and the deciding policy with its source; L7 records add method, path,
-status, latency and the upstream pod. Filters combine (all must match).
+status, latency and the upstream pod. The flows of every node are merged by time, each
+naming the node that logged it. Filters combine (all must match).
 """
 
 from __future__ import annotations
@@ -138,18 +139,40 @@ class _LineTail:
 def _follow(state_dir: Path, stop_after: float | None = None) -> Iterator[dict[str, Any]]:
     """The flows of the current logs, then those logged from now on (both kinds, across
     rotations), in time order within each poll."""
+    return _follow_nodes({"": state_dir}, stop_after)
+
+
+def _tagged(records: list[dict[str, Any]], node: str) -> list[dict[str, Any]]:
+    """``records`` each naming the node that logged them (unless no node is given)."""
+    if node:
+        for record in records:
+            record["node"] = node
+    return records
+
+
+def node_flows(state_dirs: Mapping[str, Path]) -> list[dict[str, Any]]:
+    """Every flow the agents of these nodes (name → state directory) logged, merged by time."""
+    return _by_time([r for node, path in state_dirs.items() for r in _tagged(logged_flows(path), node)])
+
+
+def _follow_nodes(state_dirs: Mapping[str, Path], stop_after: float | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`_follow` over several nodes' logs at once, merged by time within each poll."""
     started = time.monotonic()
-    lines = _LineTail(state_dir / FLOWS_FILE)
-    journal = FlowJournalReader(state_dir / FLOWS_L7_FILE, from_start=True)
+    tails = [(node, _LineTail(path / FLOWS_FILE), FlowJournalReader(path / FLOWS_L7_FILE, from_start=True))
+             for node, path in state_dirs.items()]
     try:
         while stop_after is None or time.monotonic() - started < stop_after:
-            found = [d for d in map(_parse, lines.poll()) if d is not None]
-            found.extend(journal.poll())
+            found: list[dict[str, Any]] = []
+            for node, lines, journal in tails:
+                batch = [d for d in map(_parse, lines.poll()) if d is not None]
+                batch.extend(journal.poll())
+                found += _tagged(batch, node)
             yield from _by_time(found)
             time.sleep(0.2)
     finally:
-        lines.close()
-        journal.close()
+        for _, lines, journal in tails:
+            lines.close()
+            journal.close()
 
 
 def _namespace(pod: str) -> str:
@@ -227,9 +250,9 @@ def row(record: Mapping[str, Any], names: Mapping[str, str],
     ``identities`` fills L7 peers' identities; ``policy_sources`` (called only for a request
     refused by RBAC) maps ``namespace/name`` of a policy to where it was defined.
     """
-    if record.get("kind") == "l4":
-        return _l4_row(record)
-    return _l7_row(record, names, identities or {}, policy_sources)
+    out = _l4_row(record) if record.get("kind") == "l4" else _l7_row(record, names, identities or {}, policy_sources)
+    out["node"] = str(record.get("node") or "")
+    return out
 
 
 def _policy_sources(lab: Lab) -> Callable[[], Mapping[str, str]]:
@@ -277,7 +300,8 @@ def flows(lab: Lab, *, follow: bool = False, pod: str | None = None, namespace: 
     names = pod_names(state) if state is not None else {}
     identities: dict[str, int] = {}  # learnt from L3/L4 verdicts, to name the identities of L7 peers
     sources = _policy_sources(lab)
-    source = _follow(lab.dir, follow_for) if follow else iter(logged_flows(lab.dir))
+    dirs = {n.name: Path(n.state_dir) for n in state.nodes.values()} if state is not None else {"": lab.dir}
+    source = _follow_nodes(dirs, follow_for) if follow else iter(node_flows(dirs))
     for data in source:
         r = row(data, names, identities, sources)
         if r["kind"] == "l4":
@@ -294,12 +318,13 @@ def _end(name: str, address: str, port: int, identity: int) -> str:
     return f"{text} (ID:{identity})" if identity else text
 
 
-def format_row(r: Mapping[str, Any]) -> str:
-    """One flow as a line of text."""
+def format_row(r: Mapping[str, Any], *, with_node: bool = False) -> str:
+    """One flow as a line of text (``with_node``: after the time, the node that logged it)."""
     src = _end(r["source"], r["sourceAddress"], r["sourcePort"], r["sourceIdentity"])
     dst = _end(r["destination"], r["destinationAddress"], r["destinationPort"], r["destinationIdentity"])
     verdict = f"{r['verdict']} ({r['reason']})" if r["reason"] else str(r["verdict"])
-    head = f"{r['time'][11:]}  {src} -> {dst}"
+    node = f"{r.get('node') or '-'}  " if with_node else ""
+    head = f"{r['time'][11:]}  {node}{src} -> {dst}"
     if r["kind"] == "l4":
         text = f"{head}  {r['protocol']} {r['direction']}  {verdict}"
         if r["policy"]:
@@ -318,20 +343,23 @@ def format_row(r: Mapping[str, Any]) -> str:
 @click.option("-o", "--output", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
               help="Text lines, or one JSON object per flow.")
 @click.option("--pod", default=None, help="Only flows from or to this pod (name or namespace/name).")
+@click.option("--node", default=None, help="Only flows the agent of this node logged.")
 @click.option("--namespace", default=None, help="Only flows from or to pods of this namespace.")
 @click.option("--verdict", type=click.Choice(VERDICTS, case_sensitive=False), default=None,
               help="Only flows with this verdict.")
 @click.option("--kind", type=click.Choice(KINDS, case_sensitive=False), default=None,
               help="Only L3/L4 verdicts (l4) or only requests through the node proxy (l7).")
-def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, namespace: str | None,
-            verdict: str | None, kind: str | None) -> None:
+def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, node: str | None,
+            namespace: str | None, verdict: str | None, kind: str | None) -> None:
     """Show the lab's flows: L3/L4 verdicts (identities, ports, verdict, reason, policy) and L7 requests."""
     try:
         lab = Lab.select(lab_name)
         if not lab.is_up:
             raise LabError(f"lab {lab.name!r} is not up")
+        several = len(LabState.load(lab.dir).nodes) > 1
         for r in flows(lab, follow=follow, pod=pod, namespace=namespace, verdict=verdict, kind=kind):
-            click.echo(json.dumps(r) if fmt == "json" else format_row(r))
+            if node is None or r["node"] == node:
+                click.echo(json.dumps(r) if fmt == "json" else format_row(r, with_node=several))
     except LabError as exc:
         click.echo(f"meshcore observe: {exc}", err=True)
         sys.exit(1)

@@ -1,0 +1,143 @@
+"""Where each pod runs: the lab plays scheduler over its nodes.
+
+A pod runs on the node its ``spec.nodeName`` names; else on a node whose labels include
+its ``spec.nodeSelector``; among those (or all nodes), on the one that is up with the
+fewest pods, the first in order on a tie, so the same input places the same way. A pod
+that runs keeps its node until its spec changes. Node labels are those of the input's
+``Node`` object of that name plus the labels every node has (``kubernetes.io/hostname``,
+``kubernetes.io/os``, ``kubernetes.io/arch``).
+
+What cannot be honoured is a warning saying where the pod runs instead:
+
+=======  ===============================================================================
+Code     Meaning
+=======  ===============================================================================
+MC0500   ``spec.nodeName`` names a node the lab does not have: placed as if not given.
+MC0501   ``spec.nodeSelector`` matches no node of the lab: placed as if not given.
+MC0502   ``spec.affinity.nodeAffinity`` or ``topologySpreadConstraints``: not applied.
+MC0503   A ``Node`` object names a node the lab does not have: passed on unchanged.
+=======  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+
+from ..kube import KubeObject
+from ..model import Diagnostic, Severity, Source
+from ._manifest import DesiredPod
+
+NODE_NAME_UNKNOWN = "MC0500"
+NODE_SELECTOR_UNMATCHED = "MC0501"
+PLACEMENT_NOT_APPLIED = "MC0502"
+NODE_UNKNOWN = "MC0503"
+
+#: Reports a warning: (pod, code, field under the pod spec, message).
+Warn = Callable[[DesiredPod, str, str, str], None]
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+@attrs.frozen
+class PlacementNode:
+    """A node as the scheduler sees it: name, labels, and whether it is up."""
+
+    name: str
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    up: bool = True
+
+
+def well_known_labels(name: str) -> dict[str, str]:
+    """The labels a kubelet gives every node."""
+    machine = platform.machine()
+    return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": _ARCH.get(machine, machine)}
+
+
+def lab_node_labels(name: str, given: KubeObject | None) -> dict[str, str]:
+    """A lab node's labels: the well-known ones, then those of its Node object in the input."""
+    return {**well_known_labels(name), **(dict(given.labels) if given is not None else {})}
+
+
+def unknown_nodes(given: Mapping[str, KubeObject], names: Sequence[str]) -> list[Diagnostic]:
+    """A warning per input Node object that names no node of the lab."""
+    listed = ", ".join(names)
+    return [Diagnostic(NODE_UNKNOWN, Severity.WARNING,
+                       f"the lab has no node {name!r} (its nodes: {listed}); this Node is passed on unchanged "
+                       "(name a lab node to give it labels)", obj.source, "metadata.name")
+            for name, obj in sorted(given.items()) if name not in names]
+
+
+def _where(pod: DesiredPod) -> tuple[Source, str]:
+    """The object a pod's spec was written in (its Deployment for generated pods) and the spec's path."""
+    kind, _, owner = pod.owner.partition("/")
+    if kind == "Deployment":
+        return attrs.evolve(pod.source, kind="Deployment", name=owner), "spec.template.spec"
+    return pod.source, "spec"
+
+
+def _selector(pod: DesiredPod) -> dict[str, str]:
+    value = pod.spec.get("nodeSelector")
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def place(pods: Sequence[DesiredPod], nodes: Sequence[PlacementNode],
+          kept: Mapping[str, str]) -> tuple[dict[str, str], list[Diagnostic]]:
+    """The node of every pod (``kept``: pods that keep the node they run on) and warnings.
+
+    Warnings about a Deployment's template are given once, for the Deployment.
+    """
+    names = [n.name for n in nodes]
+    load = Counter(node for node in kept.values())
+    placed: dict[str, str] = {}
+    found: dict[tuple[str, str, str], Diagnostic] = {}
+
+    def warn(pod: DesiredPod, code: str, field: str, message: str) -> None:
+        source, spec = _where(pod)
+        key = (code, f"{source.namespace}/{source.kind}/{source.name}", field)
+        found.setdefault(key, Diagnostic(code, Severity.WARNING, message, source, f"{spec}.{field}"))
+
+    for pod in pods:
+        if pod.key in kept:
+            placed[pod.key] = kept[pod.key]
+            continue
+        _check_unapplied(pod, warn)
+        candidates = list(nodes)
+        wanted = pod.spec.get("nodeName")
+        if isinstance(wanted, str) and wanted:
+            if wanted in names:
+                placed[pod.key] = wanted
+                load[wanted] += 1
+                continue
+            warn(pod, NODE_NAME_UNKNOWN, "nodeName",
+                 f"nodeName {wanted!r} is not a node of the lab (its nodes: {', '.join(names)}); "
+                 "the pod is placed as if no node were named")
+        selector = _selector(pod)
+        if selector:
+            matching = [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
+            if matching:
+                candidates = matching
+            else:
+                warn(pod, NODE_SELECTOR_UNMATCHED, "nodeSelector",
+                     f"nodeSelector {selector} matches no node of the lab (nodes are labelled by Node objects "
+                     "of their names); the pod is placed as if it had none")
+        up = [n for n in candidates if n.up] or candidates
+        chosen = min(up, key=lambda n: (load[n.name], names.index(n.name)))
+        placed[pod.key] = chosen.name
+        load[chosen.name] += 1
+    return placed, list(found.values())
+
+
+def _check_unapplied(pod: DesiredPod, warn: Warn) -> None:
+    """Warn about placement rules the lab does not apply."""
+    affinity = pod.spec.get("affinity")
+    if isinstance(affinity, Mapping) and affinity.get("nodeAffinity"):
+        warn(pod, PLACEMENT_NOT_APPLIED, "affinity.nodeAffinity",
+             "the lab places pods by nodeName and nodeSelector only; nodeAffinity is not applied")
+    if pod.spec.get("topologySpreadConstraints"):
+        warn(pod, PLACEMENT_NOT_APPLIED, "topologySpreadConstraints",
+             "the lab spreads pods over its nodes by count only; topologySpreadConstraints are not applied")
