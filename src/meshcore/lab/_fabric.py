@@ -13,8 +13,10 @@ The nodes carry no addresses of the fabric's: each reaches another node's pod su
 through that node's own address, answered by a static neighbour entry, so no ARP or
 neighbour discovery is needed and packets keep their pods' addresses end to end. A node
 that is down has its fabric port down and is an ``unreachable`` route on every other
-node: connections to its pods fail at once with "no route to host" instead of timing out.
-Nothing routes out of the lab.
+node, and in every pod of the other nodes: connections to its pods fail at once with "no
+route to host" instead of timing out. (The node's ICMP error alone is not enough: it comes
+back while the connecting socket is still locked by ``connect()``, and Linux drops it for
+IPv6 TCP, which then waits a second to send its SYN again.) Nothing routes out of the lab.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from . import _netns as netns
 from ._errors import LabError
-from ._state import FabricRecord, NodeRecord
+from ._state import FabricRecord, NodeRecord, PodRecord
 
 #: The bridge joining the nodes, in the fabric's namespace.
 BRIDGE = "mc-fabric"
@@ -150,6 +152,22 @@ def _delete_route(ipr: object, net: str, family: int) -> None:
             if exc.code in (_ENOENT, _ESRCH):
                 return
             raise
+
+
+def route_pods(pods: Sequence[PodRecord], nodes: Mapping[str, NodeRecord]) -> None:
+    """Give every pod on a node that is up an unreachable route to each node that is down, and no other."""
+    down = [n for n in nodes.values() if n.down]
+    up = [n for n in nodes.values() if not n.down]
+    for pod in pods:
+        if nodes[pod.node].down or not netns.exists(pod.netns):
+            continue
+        with netns.netlink(pod.netns) as ipr:
+            for node in up:
+                for net, family in ((node.ranges.pod4, socket.AF_INET), (node.ranges.pod6, socket.AF_INET6)):
+                    _delete_route(ipr, str(net), family)
+            for node in down:
+                for net in (node.ranges.pod4, node.ranges.pod6):
+                    _unreachable(ipr, str(net))
 
 
 def remove_fabric(fabric: FabricRecord) -> None:

@@ -221,11 +221,12 @@ class Lab:
 
     @staticmethod
     def _route(state: LabState) -> None:
-        """Each node's fabric port and routes as its being up or down says."""
+        """Each node's fabric port and the routes of nodes and pods as the nodes being up or down says."""
         assert state.fabric is not None
         for node in state.nodes.values():
             fabric.set_port(state.fabric, node, up=not node.down)
         fabric.route_nodes(list(state.nodes.values()))
+        fabric.route_pods(list(state.pods.values()), state.nodes)
 
     def _reconcile(self, state: LabState, desired: Desired, files: list[str], diagnostics: list[Diagnostic],
                    timeout: float, say: Progress) -> UpResult:
@@ -259,6 +260,8 @@ class Lab:
                 node = state.nodes[placement[pod.key]]
                 say(f"creating pod {pod.key}" + (f" on {node.name}" if len(state.nodes) > 1 else ""))
                 create_pod(state, pod, network(node.name), node)
+            if new and any(n.down for n in state.nodes.values()):
+                fabric.route_pods([state.pods[p.key] for p in new], state.nodes)
             write_hosts(state)
             started = [p.key for p in new]
             restarted = start_containers(state, desired, new, timeout)

@@ -183,17 +183,21 @@ def _stamp(seconds: Any) -> str:
     return datetime.fromtimestamp(float(seconds or 0)).isoformat(timespec="milliseconds")
 
 
-def _l4_row(record: Mapping[str, Any]) -> dict[str, Any]:
+def _l4_row(record: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
     flow = record.get("flow") or {}
     verdict = str(flow.get("verdict", "")).upper()
+    # A node's agent names its own pods; a pod on another node is named by the lab.
+    source = str(flow.get("src_pod") or names.get(str(flow.get("src_address", ""))) or flow.get("src_address", ""))
+    destination = str(flow.get("dst_pod") or names.get(str(flow.get("dst_address", "")))
+                      or flow.get("dst_address", ""))
     return {
         "kind": "l4", "time": _stamp(record.get("time")),
         "verdict": verdict, "reason": str(flow.get("reason", "")) if verdict == "DROPPED" else "",
         "direction": str(flow.get("direction", "")), "protocol": str(flow.get("protocol", "")),
-        "source": str(flow.get("src_pod") or flow.get("src_address", "")),
+        "source": source,
         "sourceNamespace": str(flow.get("src_namespace", "")), "sourceIdentity": int(flow.get("src_identity", 0)),
         "sourceAddress": str(flow.get("src_address", "")), "sourcePort": int(flow.get("src_port", 0)),
-        "destination": str(flow.get("dst_pod") or flow.get("dst_address", "")),
+        "destination": destination,
         "destinationNamespace": str(flow.get("dst_namespace", "")),
         "destinationIdentity": int(flow.get("dst_identity", 0)),
         "destinationAddress": str(flow.get("dst_address", "")), "destinationPort": int(flow.get("dst_port", 0)),
@@ -250,7 +254,8 @@ def row(record: Mapping[str, Any], names: Mapping[str, str],
     ``identities`` fills L7 peers' identities; ``policy_sources`` (called only for a request
     refused by RBAC) maps ``namespace/name`` of a policy to where it was defined.
     """
-    out = _l4_row(record) if record.get("kind") == "l4" else _l7_row(record, names, identities or {}, policy_sources)
+    out = _l4_row(record, names) if record.get("kind") == "l4" else _l7_row(record, names, identities or {},
+                                                                           policy_sources)
     out["node"] = str(record.get("node") or "")
     return out
 
