@@ -50,6 +50,8 @@ class DesiredPod:
     source: Source
     owner: str = ""
     ordinal: int = 0
+    #: The input object its spec was written in (the Pod, or its Deployment), for positions.
+    origin: KubeObject | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -95,14 +97,14 @@ def desired_state(objects: Sequence[KubeObject]) -> Desired:
     for obj in objects:
         key = (obj.api_version, obj.kind)
         if key == ("v1", "Pod"):
-            pods.append(DesiredPod(obj.namespace, obj.name, obj.body, obj.source))
+            pods.append(DesiredPod(obj.namespace, obj.name, obj.body, obj.source, origin=obj))
         elif key == ("apps/v1", "Deployment"):
             bodies, found = expand_deployment(obj)
             diagnostics.extend(found)
             for ordinal, body in enumerate(bodies):
                 name = str(body["metadata"]["name"])
                 pods.append(DesiredPod(obj.namespace, name, body, attrs.evolve(obj.source, kind="Pod", name=name),
-                                       owner=f"Deployment/{obj.name}", ordinal=ordinal))
+                                       owner=f"Deployment/{obj.name}", ordinal=ordinal, origin=obj))
             others.append(obj)
         elif key == ("v1", "Service"):
             services.append(obj)

@@ -72,12 +72,15 @@ def unknown_nodes(given: Mapping[str, KubeObject], names: Sequence[str]) -> list
             for name, obj in sorted(given.items()) if name not in names]
 
 
-def _where(pod: DesiredPod) -> tuple[Source, str]:
-    """The object a pod's spec was written in (its Deployment for generated pods) and the spec's path."""
+def _where(pod: DesiredPod, field: str) -> tuple[Source, str]:
+    """Where a field of a pod's spec was written (in its Deployment for generated pods): source and path."""
     kind, _, owner = pod.owner.partition("/")
+    path = f"spec.template.spec.{field}" if kind == "Deployment" else f"spec.{field}"
+    if pod.origin is not None:
+        return pod.origin.source_at(path), path
     if kind == "Deployment":
-        return attrs.evolve(pod.source, kind="Deployment", name=owner), "spec.template.spec"
-    return pod.source, "spec"
+        return attrs.evolve(pod.source, kind="Deployment", name=owner), path
+    return pod.source, path
 
 
 def _selector(pod: DesiredPod) -> dict[str, str]:
@@ -97,9 +100,9 @@ def place(pods: Sequence[DesiredPod], nodes: Sequence[PlacementNode],
     found: dict[tuple[str, str, str], Diagnostic] = {}
 
     def warn(pod: DesiredPod, code: str, field: str, message: str) -> None:
-        source, spec = _where(pod)
-        key = (code, f"{source.namespace}/{source.kind}/{source.name}", field)
-        found.setdefault(key, Diagnostic(code, Severity.WARNING, message, source, f"{spec}.{field}"))
+        source, path = _where(pod, field)
+        key = (code, f"{source.namespace}/{source.kind}/{source.name}", path)
+        found.setdefault(key, Diagnostic(code, Severity.WARNING, message, source, path))
 
     for pod in pods:
         if pod.key in kept:
