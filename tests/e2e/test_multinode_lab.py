@@ -242,6 +242,10 @@ def test_pods_are_placed_by_name_selector_and_spread_and_status_names_nodes_and_
     for node in status["nodes"]:
         for pod in (p for p in status["pods"] if p["node"] == node["name"]):
             assert pod["addresses"][0].rsplit(".", 1)[0] == node["podCIDRs"][0].rsplit(".", 1)[0], (pod, node)
+    # The number of nodes is fixed while the lab is up: nothing is changed.
+    refused = meshcore_cli("lab", "up", "--name", lab.name, "--nodes", "3", "-f", *LabState.load(lab.dir).files)
+    assert refused.returncode == 1 and b"up with 2 nodes; run `meshcore lab down` first" in refused.stderr, refused
+    assert [n.name for n in lab.status().nodes] == ["node-1", "node-2"]
     # `lab exec` reaches pods on either node; each runs on the node it is placed on.
     for pod, node in (("client", "node-1"), ("client-2", "node-2")):
         ran = meshcore_cli("lab", "exec", "--name", lab.name, pod, "--", "sh", "-c", "echo $NODE_NAME")
@@ -401,7 +405,8 @@ def test_a_node_taken_down_leaves_every_service_and_its_pods_fail_fast(lab: Lab)
         assert _pod(lab, "server").phase == "Unknown"
         # What node-1's agent gets: node-2's pods not ready, so their endpoints are gone everywhere.
         objects = json.loads(Path(_node_dir(lab, "node-1"), "objects.json").read_text())["objects"]
-        pod = next(o["body"] for o in objects if o["body"]["kind"] == "Pod" and o["body"]["metadata"]["name"] == "server")
+        pod = next(o["body"] for o in objects
+                   if o["body"]["kind"] == "Pod" and o["body"]["metadata"]["name"] == "server")
         assert pod["status"]["conditions"] == [{"type": "Ready", "status": "False"}], pod["status"]
         # Its pods' addresses and a service left without backends fail at once, not by timeout.
         answers = _connect(lab, "client", [(server.addresses[0], 9000), (server.addresses[1], 9000),

@@ -229,8 +229,9 @@ def test_a_bad_node_address_is_an_error_naming_the_field() -> None:
 def test_the_policy_enforcer_gives_its_own_proxy_addresses_the_node_proxy_identity() -> None:
     enforcer = PolicyEnforcer("n1", Path("/nonexistent"), host_addresses=("10.244.1.1",),
                               proxy_addresses=("10.244.1.2", "fd00:10:244:0:1::2"))
+    written = enforcer.desired(compile_plan(Snapshot(), "n1").policy)["pol_ipcache"]
     ipcache = {pol_ipcache.IpcacheKey.from_buffer_copy(k).prefix(): pol_ipcache.IpcacheValue.from_buffer_copy(v).identity
-               for k, v in enforcer.desired(compile_plan(Snapshot(), "n1").policy)["pol_ipcache"].items()}
+               for k, v in written.items()}
     assert ipcache == {"10.244.1.1/32": int(ReservedIdentity.HOST), "10.244.1.2/32": int(ReservedIdentity.NODE_PROXY),
                        "fd00:10:244:0:1::2/128": int(ReservedIdentity.NODE_PROXY)}
 

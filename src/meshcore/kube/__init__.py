@@ -28,7 +28,8 @@ from ._selector import LabelSelector, read_selector
 from ._strict import unknown_fields
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "PROXY_ADDRESSES_ANNOTATION", "FieldError", "FieldErrors", "Fields",
+    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "PROXY_ADDRESSES_ANNOTATION", "FieldError", "FieldErrors",
+    "Fields",
     "Inventory", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
     "field_diagnostic", "field_diagnostics", "load_objects", "iter_input_files", "load_paths", "load_text",
     "make_object", "read_selector", "translate_core", "type_name", "unique_objects",
