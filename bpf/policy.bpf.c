@@ -71,8 +71,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	remote = ipcache_identity(dir == POL_DIR_EGRESS ? p.daddr : p.saddr);
 	/*
-	 * The node and its proxy are exempt, as Cilium exempts the host by default: traffic
-	 * handed to the node Envoy is judged there, with the identities of both ends.
+	 * The node and every node proxy are exempt, as Cilium exempts the host by default:
+	 * traffic handed to a node Envoy is judged there, with the identities of both ends.
+	 * Another node (POL_ID_REMOTE_NODE) is judged like any peer.
 	 */
 	if (remote == POL_ID_HOST || remote == POL_ID_NODE_PROXY)
 		reason = POL_R_FROM_HOST;

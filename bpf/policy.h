@@ -17,7 +17,8 @@
 #define POL_ID_ANY 0        /* wildcard in policy keys */
 #define POL_ID_HOST 1       /* the node's own addresses */
 #define POL_ID_WORLD 2      /* any address the ipcache does not know */
-#define POL_ID_NODE_PROXY 3 /* the node proxy (Envoy), which enforces L7 policy itself */
+#define POL_ID_NODE_PROXY 3 /* a node proxy (Envoy), which enforces L7 policy itself */
+#define POL_ID_REMOTE_NODE 4 /* another node's own addresses: judged by policy like any peer */
 
 /* Directions (of the local endpoint): must match DIRECTION_CODES in maps/pol_policy.py */
 #define POL_DIR_INGRESS 1

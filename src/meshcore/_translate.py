@@ -48,7 +48,7 @@ IGNORED_CORE_KINDS = frozenset({
     "ConfigMap", "Secret", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
     "CustomResourceDefinition", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
     "HorizontalPodAutoscaler", "PodDisruptionBudget", "Endpoints", "LimitRange", "ResourceQuota",
-    "PersistentVolumeClaim", "Node",
+    "PersistentVolumeClaim",
 })
 
 
@@ -200,7 +200,7 @@ def translate_objects(
             if obj.kind not in IGNORED_CORE_KINDS:
                 diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
             else:
-                # Not translated, but some are read elsewhere (the lab reads Node labels).
+                # Not translated, but its fields are checked as the API server would.
                 diagnostics += unknown_fields(obj)
         else:
             diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
@@ -246,6 +246,7 @@ def translate_objects(
             envoy_configs=[e for _, f in fragments for e in f.envoy_configs],
             request_authentications=[r for _, f in fragments for r in f.request_authentications],
             traffic_policies=[t for _, f in fragments for t in f.traffic_policies],
+            nodes=inventory.nodes,
         )
     except ModelError as exc:
         diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))

@@ -18,7 +18,7 @@ import pytest
 from meshcore.lab import Lab, LabError
 from meshcore.lab._host import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
 from meshcore.lab._netns import NETNS_DIR
-from meshcore.agent import FLOWS_FILE, FlowJournalReader
+from meshcore.lab._observe import node_dirs, node_flows
 from meshcore.observe import Flow
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -49,7 +49,8 @@ def leftovers(name: str, pids: list[tuple[int, int]]) -> list[str]:
     from meshcore.lab._procs import alive
 
     found = []
-    found += [f"netns {n}" for n in os.listdir(NETNS_DIR) if n.startswith(f"mc-{name}.") or n == f"mc-{name}-node"] \
+    found += [f"netns {n}" for n in os.listdir(NETNS_DIR)
+              if n.startswith((f"mc-{name}.", f"mc-{name}-node-")) or n in (f"mc-{name}-node", f"mc-{name}-fabric")] \
         if NETNS_DIR.exists() else []
     found += [f"/etc/netns/{n}" for n in os.listdir(NETNS_ETC) if n.startswith(f"mc-{name}.")] \
         if NETNS_ETC.exists() else []
@@ -84,8 +85,7 @@ def recorded_pids(lab: Lab) -> list[tuple[int, int]]:
 
     state = LabState.load(lab.dir)
     pids = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
-    if state.agent:
-        pids.append((state.agent.pid, state.agent.start_time))
+    pids += [(n.agent.pid, n.agent.start_time) for n in state.nodes.values() if n.agent]
     return pids
 
 
@@ -184,10 +184,11 @@ spec:
 """
 
 
-def envoy_pid(lab: Lab) -> int:
-    """The pid of the lab's node Envoy as recorded in ``proxy.json`` (0 when none ran)."""
+def envoy_pid(lab: Lab, node: str | None = None) -> int:
+    """The pid of a node's Envoy (the first node's by default) as recorded in ``proxy.json`` (0 when none ran)."""
+    dirs = node_dirs(lab)
     try:
-        data = json.loads((lab.dir / "proxy.json").read_text())
+        data = json.loads((dirs[node or next(iter(dirs))] / "proxy.json").read_text())
     except (OSError, ValueError):
         return 0
     return int((data.get("envoy") or {}).get("pid") or 0)
@@ -195,28 +196,27 @@ def envoy_pid(lab: Lab) -> int:
 
 @contextlib.contextmanager
 def running_lab(files: Sequence[Path], *, name: str | None = None, timeout: float = 60.0,
-                all_ready: bool = False) -> Iterator[Lab]:
-    """A lab up from ``files`` for the block, then torn down; fails if anything is left behind.
+                all_ready: bool = False, nodes: int | None = None) -> Iterator[Lab]:
+    """A lab up from ``files`` (of ``nodes`` nodes) for the block, then torn down; fails if anything is left behind.
 
     ``all_ready`` also requires every pod to be ready after ``lab up``.
     """
     lab = Lab(name or unique_name())
     try:
-        result = lab.up(list(files), timeout=timeout)
+        result = lab.up(list(files), timeout=timeout, nodes=nodes)
         if all_ready:
             assert not result.not_ready, result
-        assert result.agent is not None and result.agent.ok, result.agent
+        assert result.agents and all(a.ok for a in result.agents), result.agents
         yield lab
     finally:
         pids = recorded_pids(lab) if lab.is_up else []
-        envoy = envoy_pid(lab) if lab.is_up else 0
+        envoys = [envoy_pid(lab, n) for n in node_dirs(lab)] if lab.is_up else []
         try:
             lab.down()
         except LabError as exc:
             pytest.fail(str(exc))
         problems = leftovers(lab.name, pids)
-        if envoy and Path(f"/proc/{envoy}").exists():
-            problems.append(f"envoy {envoy}")
+        problems += [f"envoy {pid}" for pid in envoys if pid and Path(f"/proc/{pid}").exists()]
         assert not problems, problems
 
 
@@ -347,8 +347,8 @@ def wait_for_rows(fetch: Callable[[], list[dict[str, Any]]], keep: Callable[[dic
 
 
 def logged(lab: Lab, keep: Callable[[Flow], bool], *, at_least: int = 1, wait: float = 8.0) -> list[Flow]:
-    """Flows of the lab's agent journal (both layers) that ``keep`` accepts; see `wait_for_rows`."""
-    return wait_for_rows(lambda: FlowJournalReader(lab.dir / FLOWS_FILE).read(), keep,  # type: ignore[arg-type,return-value]
+    """Flows of the lab's agents' journals (every node's, both layers) that ``keep`` accepts; see `wait_for_rows`."""
+    return wait_for_rows(lambda: node_flows(node_dirs(lab)), keep,  # type: ignore[arg-type,return-value]
                          at_least=at_least, wait=wait)
 
 

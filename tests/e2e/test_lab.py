@@ -228,7 +228,7 @@ def test_nothing_leaves_the_lab(echo_lab: Lab) -> None:
         assert result["result"] == "OSError:101", result  # ENETUNREACH, at once
         assert result["seconds"] < 0.5, result
     state = json.loads((echo_lab.dir / "state.json").read_text())
-    node = state["node_netns"]
+    node = state["nodes"][0]["netns"]
     ran = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-S", "-c", CONNECT, json.dumps(targets[:2])],
                          capture_output=True, timeout=30, check=True)
     for result in json.loads(ran.stdout):

@@ -17,6 +17,7 @@ from meshcore.kube import load_text
 from meshcore.lab import LabError, LabRanges
 from meshcore.lab._containers import PodContext, container_process, echo_kind, expand
 from meshcore.lab._hosts import HostEntry, render
+from meshcore.lab._ipam import lone_node_ranges
 from meshcore.lab._manifest import assign_cluster_ips, desired_state
 from meshcore.lab._state import ServiceRecord
 from meshcore.lab.echo import Identity, serve
@@ -143,8 +144,9 @@ def test_ranges_are_validated() -> None:
         LabRanges(pod_ipv4="fd00::/64")
     with pytest.raises(LabError, match="overlap"):
         LabRanges(service_ipv4="10.244.128.0/24")
-    ranges = LabRanges(pod_ipv4="10.1.0.0/24", pod_ipv6="fd01::/120")
+    ranges = lone_node_ranges(LabRanges(pod_ipv4="10.1.0.0/24", pod_ipv6="fd01::/120"))
     assert ranges.node_ipv4 == "10.1.0.1" and ranges.pod_addresses(7) == ("10.1.0.7", "fd01::7")
+    assert ranges.proxy_addresses == () and ranges.first_pod_index == 2
 
 
 def test_hosts_file_short_names_only_in_the_same_namespace() -> None:

@@ -153,7 +153,8 @@ class NodeAgent:
             from ._proxy import EnvoyNodeProxy  # noqa: PLC0415 - grpcio and Envoy only when L7 is needed
 
             def envoy(facts: NodeFacts) -> NodeProxy:
-                return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6, journal=self.journal)
+                return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6, journal=self.journal,
+                                      source_ipv4=facts.proxy_ipv4, source_ipv6=facts.proxy_ipv6)
 
             self._proxy = self._build(self._make_proxy, envoy)  # type: ignore[assignment]
         assert self._proxy is not None

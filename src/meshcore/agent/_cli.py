@@ -63,6 +63,11 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
                    "cgroup2 mount; '.' is the whole node) [env MESHCORE_CGROUP].")
 @click.option("--ipv4", envvar="MESHCORE_NODE_IPV4", default="", help="The node's IPv4 address [env MESHCORE_NODE_IPV4].")
 @click.option("--ipv6", envvar="MESHCORE_NODE_IPV6", default="", help="The node's IPv6 address [env MESHCORE_NODE_IPV6].")
+@click.option("--proxy-ipv4", envvar="MESHCORE_PROXY_IPV4", default="",
+              help="The IPv4 address (of this node) the node proxy connects to endpoints from; policy on "
+                   "every node tells it apart from the node [env MESHCORE_PROXY_IPV4].")
+@click.option("--proxy-ipv6", envvar="MESHCORE_PROXY_IPV6", default="",
+              help="The IPv6 address the node proxy connects to endpoints from [env MESHCORE_PROXY_IPV6].")
 @click.option("--state-dir", type=click.Path(path_type=Path), envvar="MESHCORE_STATE_DIR",
               help=f"Where the report, the proxy's files and flows go [default {DEFAULT_STATE_ROOT}/NODE].")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=None,
@@ -92,7 +97,8 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               help="Size at which the flow journal is rotated (bytes, or with KiB, MiB, GiB).")
 @click.option("--flows-keep", type=click.IntRange(min=0), default=3, show_default=True,
               help="Rotated flow journal files kept besides the current one (the oldest flows go first).")
-def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path | None, pin_root: Path | None,
+def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str, proxy_ipv6: str,
+                  state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   from_source: str | None, context: str | None, kubeconfig: Path | None,
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
@@ -123,7 +129,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path 
     else:
         source = ManifestFiles(files, _interfaces(interfaces))
     facts = NodeFacts(node, cgroup, state_dir or DEFAULT_STATE_ROOT / node, ipv4, ipv6, pin_root,
-                      _pairs(labels, "--label", "KEY=VALUE"), netns)
+                      _pairs(labels, "--label", "KEY=VALUE"), netns, proxy_ipv4, proxy_ipv6)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     runner = AgentRunner(NodeAgent(facts, options=options, journal=journal), source, poll=poll,
                          metrics_address=metrics)

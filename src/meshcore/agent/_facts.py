@@ -32,6 +32,9 @@ class NodeFacts:
       the input has no ``Node`` object of this name.
     - ``netns``: the network namespace holding the workloads' host-side interfaces
       (None: the agent's own).
+    - ``proxy_ipv4`` / ``proxy_ipv6``: addresses of the node's own that its proxy connects
+      to endpoints from, so that policy on every node tells the proxy apart from the node
+      (empty: the proxy connects from whatever address its route chooses, the node's).
     """
 
     name: str
@@ -42,8 +45,15 @@ class NodeFacts:
     pin_root: Path | None = attrs.field(default=None, converter=_path_or_none)
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_labels)
     netns: str | None = None
+    proxy_ipv4: str = ""
+    proxy_ipv6: str = ""
 
     @property
     def addresses(self) -> tuple[str, ...]:
         """The node's addresses that are set, IPv4 first."""
         return tuple(a for a in (self.ipv4, self.ipv6) if a)
+
+    @property
+    def proxy_addresses(self) -> tuple[str, ...]:
+        """The node proxy's source addresses that are set, IPv4 first."""
+        return tuple(a for a in (self.proxy_ipv4, self.proxy_ipv6) if a)

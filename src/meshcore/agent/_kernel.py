@@ -65,8 +65,9 @@ class KernelPolicy:
 
     @classmethod
     def for_node(cls, facts: NodeFacts) -> KernelPolicy:
-        """The node's policy enforcer; the node's own addresses are the host identity."""
-        return cls(PolicyEnforcer(facts.name, facts.pin_root, netns=facts.netns, host_addresses=facts.addresses))
+        """The node's policy enforcer; the node's own addresses are the host, its proxy's the node proxy."""
+        return cls(PolicyEnforcer(facts.name, facts.pin_root, netns=facts.netns, host_addresses=facts.addresses,
+                                  proxy_addresses=facts.proxy_addresses))
 
     def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str] | None) -> PolicyReport:
         """Write the plan, then attach to new interfaces and forget workloads that are gone.

@@ -9,6 +9,13 @@ are resolved by probing upwards in key order; with 16M numbers this is rare, and
 colliding identities are affected. CIDR identities (one per distinct ipBlock/except
 prefix) are hashed the same way into [2**24, 2**25).
 
+Nodes. Every node's addresses are in the ipcache with an identity of their own: on the
+node compiled for they are HOST, on every other node REMOTE_NODE; the addresses a node's
+proxy connects from are NODE_PROXY everywhere. The datapath exempts HOST and NODE_PROXY
+(a node proxy checks L7 policy itself, with both ends' identities); REMOTE_NODE is judged
+like any peer. A node address wins over a workload sharing it (a host-network pod), and
+IP blocks never select node addresses, as they never select pods.
+
 Semantics (Istio's, which NetworkPolicy shares per direction): DENY wins over ALLOW; a
 workload selected by no ALLOW policy in a direction allows everything in it; one selected
 by any ALLOW policy drops what no ALLOW rule allows. ipBlocks select addresses outside the
@@ -260,6 +267,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
     ipcache = {
         str(ipaddress.ip_network(a)): universe.workload_id(w) for w in snapshot.workloads for a in w.addresses
     }
+    ipcache.update(_node_identities(snapshot, node))
     for c in universe.cidrs:
         ipcache.setdefault(str(c.network), c.numeric_id)
 
@@ -346,6 +354,17 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         origins=origins,
         l7=handoffs,
     )
+
+
+def _node_identities(snapshot: Snapshot, node: str) -> dict[str, int]:
+    """Ipcache entries of the nodes: ``node``'s own addresses HOST, others' REMOTE_NODE, proxies NODE_PROXY."""
+    out: dict[str, int] = {}
+    for n in snapshot.nodes:
+        own = ReservedIdentity.HOST if node and n.name == node else ReservedIdentity.REMOTE_NODE
+        out.update((str(ipaddress.ip_network(a)), int(own)) for a in n.addresses)
+    for n in snapshot.nodes:
+        out.update((str(ipaddress.ip_network(a)), int(ReservedIdentity.NODE_PROXY)) for a in n.proxy_addresses)
+    return out
 
 
 def _contribute(

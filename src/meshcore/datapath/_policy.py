@@ -72,7 +72,9 @@ class PolicyEnforcer:
     Entering loads the programs (reusing the node's pinned maps and their entries);
     leaving closes handles only: filters and pinned maps keep enforcing. ``capacities``
     sizes maps (by name) when they are first created. ``host_addresses`` (the node's, where
-    its proxy listens) get the HOST identity, which policy never blocks.
+    its proxy listens) get the HOST identity and ``proxy_addresses`` (where the node's proxy
+    connects from, when it has addresses of its own) the NODE_PROXY identity, which policy
+    never blocks; both override what the plan says of these addresses.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class PolicyEnforcer:
         bpf_object: Path | None = None,
         capacities: dict[str, int] | None = None,
         host_addresses: tuple[str, ...] = (),
+        proxy_addresses: tuple[str, ...] = (),
     ) -> None:
         if not _NODE_RE.match(node):
             raise DatapathError(f"node name {node!r} is not valid: use 1-63 letters, digits, '.', '_' or '-'")
@@ -93,6 +96,7 @@ class PolicyEnforcer:
         self._bpf_object = bpf_object
         self._capacities = dict(capacities or {})
         self.host_addresses = tuple(a for a in host_addresses if a)
+        self.proxy_addresses = tuple(a for a in proxy_addresses if a)
         self._obj: BpfObject | None = None
         self._maps: dict[str, BpfMap] = {}  # type: ignore[type-arg]
         self._events_fd = -1
@@ -256,9 +260,11 @@ class PolicyEnforcer:
             bytes(pol_ipcache.IpcacheKey.of(e.prefix)): bytes(pol_ipcache.IpcacheValue(identity=e.identity))
             for e in plan.ipcache
         }
-        for address in self.host_addresses:
-            host_key = pol_ipcache.IpcacheKey.of(str(ipaddress.ip_network(address)))
-            ipcache[bytes(host_key)] = bytes(pol_ipcache.IpcacheValue(identity=int(ReservedIdentity.HOST)))
+        for addresses, identity in ((self.host_addresses, ReservedIdentity.HOST),
+                                    (self.proxy_addresses, ReservedIdentity.NODE_PROXY)):
+            for address in addresses:
+                prefix = pol_ipcache.IpcacheKey.of(str(ipaddress.ip_network(address)))
+                ipcache[bytes(prefix)] = bytes(pol_ipcache.IpcacheValue(identity=int(identity)))
         policy = {}
         for e in plan.entries:
             key = pol_policy.PolicyKey.of(e.endpoint, str(e.direction), e.protocol, e.remote, e.port, e.port_bits)
@@ -284,7 +290,8 @@ class PolicyEnforcer:
         with self._lock:
             self._need_open()
             # Checked on the plan before building anything, so an oversized plan fails fast.
-            self._check_capacity("pol_ipcache", len({e.prefix for e in plan.ipcache}) + len(self.host_addresses))
+            self._check_capacity("pol_ipcache", len({e.prefix for e in plan.ipcache}) + len(self.host_addresses)
+                                 + len(self.proxy_addresses))
             self._check_capacity("pol_policy", len({e.key for e in plan.entries}))
             if not self._applied:
                 self._adopt(plan)

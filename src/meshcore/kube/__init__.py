@@ -21,13 +21,15 @@ from ._deployment import expand_deployment
 from ._fields import FieldError, FieldErrors, Fields, Problems, field_diagnostic, field_diagnostics, type_name
 from ._inventory import Inventory
 from ._load import CLUSTER_SCOPED_KINDS, iter_input_files, load_objects, load_paths, load_text
+from ._node import PROXY_ADDRESSES_ANNOTATION
 from ._objects import KubeObject, make_object
 from ._report import Report, unique_objects
 from ._selector import LabelSelector, read_selector
 from ._strict import unknown_fields
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "FieldError", "FieldErrors", "Fields",
+    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "PROXY_ADDRESSES_ANNOTATION", "FieldError", "FieldErrors",
+    "Fields",
     "Inventory", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
     "field_diagnostic", "field_diagnostics", "load_objects", "iter_input_files", "load_paths", "load_text",
     "make_object", "read_selector", "translate_core", "type_name", "unique_objects",

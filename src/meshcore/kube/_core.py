@@ -1,7 +1,7 @@
 """Translate the core Kubernetes kinds into the model's :class:`Inventory`.
 
 Kinds: v1 Namespace, v1 Pod, apps/v1 Deployment, v1 Service, discovery.k8s.io/v1
-EndpointSlice, v1 ServiceAccount. They behave as in a cluster:
+EndpointSlice, v1 ServiceAccount, networking.k8s.io/v1 NetworkPolicy, v1 Node. They behave as in a cluster:
 
 - Namespaces carry ``kubernetes.io/metadata.name``; a namespace used but not declared
   exists implicitly, and every namespace has the ``default`` service account.
@@ -15,6 +15,7 @@ EndpointSlice, v1 ServiceAccount. They behave as in a cluster:
   selector over the pods of its namespace.
 - A networking.k8s.io/v1 NetworkPolicy becomes ALLOW AuthorizationPolicies, one per
   policy type (see ``_networkpolicy``).
+- A v1 Node is a model Node: labels, IP addresses and its proxy's addresses (``_node``).
 - A field the kind does not define is a warning (see ``_strict``): the API server drops
   it, and so does the translation.
 
@@ -28,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..model import AuthorizationPolicy, Diagnostic, ModelError, Namespace, Service, Source, Workload
+from ..model import AuthorizationPolicy, Diagnostic, ModelError, Namespace, Node, Service, Source, Workload
 from ._backends import PodIndex, build_service
 from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNKNOWN_SERVICE
 from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
@@ -38,6 +39,7 @@ from ._gc import gc_paused
 from ._inventory import Inventory
 from ._namespace import implied_namespace, translate_namespace
 from ._networkpolicy import translate_network_policy
+from ._node import translate_node
 from ._objects import KubeObject
 from ._pod import PodInfo, translate_pod
 from ._service import ServiceSpec, read_service
@@ -56,6 +58,7 @@ CORE_KINDS: frozenset[tuple[str, str]] = frozenset({
     ("discovery.k8s.io/v1", "EndpointSlice"),
     ("v1", "ServiceAccount"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "Node"),
 })
 
 
@@ -160,6 +163,12 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             accounts.add(account)
             used.add(obj.namespace)
 
+    nodes: list[Node] = []
+    for obj in by_kind["Node"]:
+        node = run(obj, translate_node)
+        if node is not None:
+            nodes.append(node)
+
     pods: list[PodInfo] = []
     explicit: list[tuple[KubeObject, PodInfo]] = []
     for obj in by_kind["Pod"]:
@@ -223,6 +232,7 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
         services=tuple(services),
         service_accounts=tuple(sorted(accounts)),
         policies=tuple(policies),
+        nodes=tuple(sorted(nodes)),
     )
     # Report in input order (file, then line), whatever order the kinds were processed in.
     run.diagnostics.sort(key=lambda d: (d.source.file, d.source.line))

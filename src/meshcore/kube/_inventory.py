@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..model import AuthorizationPolicy, Namespace, Service, ServiceRef, Workload, WorkloadRef
+from ..model import AuthorizationPolicy, Namespace, Node, Service, ServiceRef, Workload, WorkloadRef
 
 
 def _namespaces(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
@@ -38,6 +38,8 @@ class Inventory:
     service_accounts: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_accounts)
     #: Policies of core kinds (NetworkPolicy), in input order.
     policies: tuple[AuthorizationPolicy, ...] = ()
+    #: Nodes (v1 Node objects), sorted by name.
+    nodes: tuple[Node, ...] = ()
 
     @functools.cached_property
     def _services(self) -> dict[ServiceRef, Service]:

@@ -1,10 +1,11 @@
 """A local multi-pod lab on one machine: network namespaces, veth pairs and cgroup v2.
 
-The lab plays API server, kubelet and IPAM for ordinary Kubernetes YAML: Deployments
-expand to pods, each pod is a network namespace with a veth into the node's namespace
-and its own cgroup, its containers run as processes, Services get ClusterIPs, and a node
-agent applies the eBPF datapath (attached at the lab's cgroup root) from the enriched
-objects. Everything it creates is recorded on disk so `lab down` removes exactly that.
+The lab plays API server, scheduler, kubelet and IPAM for ordinary Kubernetes YAML:
+Deployments expand to pods, each pod is a network namespace with a veth into its node's
+namespace and its own cgroup, its containers run as processes, Services get ClusterIPs,
+and each node's agent applies the eBPF datapath (attached at the node's cgroup) from the
+enriched objects. A lab has one node, or several (``nodes=N``) joined by a fabric bridge.
+Everything it creates is recorded on disk so `lab down` removes exactly that.
 
     from meshcore.lab import Lab
 
@@ -23,9 +24,9 @@ from ._ipam import LabRanges
 from ._lab import DEFAULT_LAB, Lab, LabInputError
 from ._nodeagent import AgentStatus
 from ._state import PodRecord
-from ._status import ContainerStatus, LabStatus, PodStatus, ServiceStatus, UpResult
+from ._status import ContainerStatus, FabricStatus, LabStatus, NodeStatus, PodStatus, ServiceStatus, UpResult
 
 __all__ = [
-    "DEFAULT_LAB", "AgentStatus", "ContainerStatus", "Lab", "LabError", "LabInputError", "LabRanges",
-    "LabStatus", "PodRecord", "PodStatus", "ServiceStatus", "UpResult",
+    "DEFAULT_LAB", "AgentStatus", "ContainerStatus", "FabricStatus", "Lab", "LabError", "LabInputError",
+    "LabRanges", "LabStatus", "NodeStatus", "PodRecord", "PodStatus", "ServiceStatus", "UpResult",
 ]

@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import attrs
 
 from .. import translate
 from ..kube import KubeObject, load_paths
 from ..model import Diagnostic, Severity
 from . import _cgroups as cgroups
+from . import _fabric as fabric
 from . import _netns as netns
 from . import _procs as procs
 from ._errors import LabError
 from ._exec import ignoring_interrupts, joiner, pod_command
 from ._gateways import assign_gateway_addresses, our_gateways
 from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
-from ._ipam import LabRanges
+from ._ipam import LabRanges, lone_node_ranges, node_ranges
 from ..agent import SourceError, read_objects_file
 from ..agent._proxy import recorded_processes
-from ._manifest import Desired, assign_cluster_ips, desired_state, write_objects
-from ._nodeagent import AGENT_CGROUP, ensure_agent
+from ._manifest import (
+    Desired,
+    assign_cluster_ips,
+    desired_pods_of,
+    desired_state,
+    input_nodes,
+    last_objects,
+    rewrite_statuses,
+    write_objects,
+)
+from ._nodeagent import AGENT_CGROUP, AgentStatus, ensure_agents, stop_agent
+from ._placement import PlacementNode, lab_node_labels, place, unknown_nodes
 from ._pods import create_pod, remove_path, start_containers, teardown_pod, wait_ready, write_hosts
 from ._state import (
     STATE_FILE,
+    FabricRecord,
     LabState,
+    NodeRecord,
     PodRecord,
     labs_up,
     lab_dir,
@@ -113,17 +128,22 @@ class Lab:
         files: Sequence[str | Path],
         *,
         ranges: LabRanges | None = None,
+        nodes: int | None = None,
         timeout: float = 20.0,
         progress: Progress | None = None,
     ) -> UpResult:
         """Bring the lab to the objects in ``files``; a lab that is up is reconciled.
 
         Added objects appear, removed ones go, pods whose spec is unchanged keep running.
-        Invalid input raises :class:`LabInputError` before anything changes.
+        ``nodes`` makes a new lab of that many nodes (``node-1`` ...) joined by a fabric;
+        without it a new lab has one node, ``lab-<name>``. Invalid input raises
+        :class:`LabInputError` before anything changes.
         """
         say = progress or (lambda _: None)
         require_root()
         tool("ip")
+        if nodes is not None and nodes < 1:
+            raise LabError(f"--nodes {nodes}: a lab has at least one node")
         objects, diagnostics = load_paths(files)
         if any(d.severity is Severity.ERROR for d in diagnostics):
             raise LabInputError([d for d in diagnostics if d.severity is Severity.ERROR])
@@ -134,48 +154,84 @@ class Lab:
         if errors:
             raise LabInputError(errors)
         with locked(self.name), procs.forks_end_on_signals():
-            state = self._load_or_init(ranges)
+            state = self._load_or_init(ranges, nodes)
             given = [f if str(f) == "-" else Path(f).resolve() for f in files]
             return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say)
 
-    def _load_or_init(self, ranges: LabRanges | None) -> LabState:
+    def _load_or_init(self, ranges: LabRanges | None, nodes: int | None) -> LabState:
         if self.is_up:
             state = LabState.load(self.dir)
             if ranges is not None and ranges.to_data() != state.ranges:
                 raise LabError(f"lab {self.name!r} is up with ranges {state.ranges}; run "
                                "`meshcore lab down` first to change them")
+            if nodes is not None and (state.fabric is None or nodes != len(state.nodes)):
+                has = f"{len(state.nodes)} nodes" if state.fabric is not None else f"one node ({state.first_node.name})"
+                raise LabError(f"lab {self.name!r} is up with {has}; run `meshcore lab down` first to "
+                               f"change --nodes")
             return state
         ranges = ranges or LabRanges()
         cgroup_parent = cgroup2_mount() / "meshcore"
-        node = f"lab-{self.name}"
+        root = cgroup_parent / self.name
+        state = LabState(name=self.name, dir=self.dir, cgroup_root=str(root), ranges=ranges.to_data())
+        if nodes is None:
+            name = f"lab-{self.name}"
+            state.nodes[name] = NodeRecord(name, f"mc-{self.name}-node", str(root), str(self.dir),
+                                           str(bpffs_mount() / "meshcore"), lone_node_ranges(ranges))
+        else:
+            pins = bpffs_mount() / "meshcore" / f"lab-{self.name}"
+            for number in range(1, nodes + 1):
+                name = f"node-{number}"
+                state.nodes[name] = NodeRecord(
+                    name, fabric.node_netns_name(self.name, name), str(root / name), str(self.dir / "nodes" / name),
+                    str(pins), node_ranges(ranges, number), fabric_link=fabric.NODE_LINK)
+            state.fabric = FabricRecord(fabric.fabric_netns_name(self.name), fabric.BRIDGE)
         self.dir.mkdir(parents=True, exist_ok=True)
-        state = LabState(
-            name=self.name, dir=self.dir, node_name=node, node_netns=f"mc-{self.name}-node",
-            cgroup_root=str(cgroup_parent / self.name),
-            bpf_pin_dir=str(bpffs_mount() / "meshcore" / node), ranges=ranges.to_data(),
-        )
         for shared in (cgroup_parent, NETNS_ETC):
             if not shared.exists():
                 remember_shared_dir(shared)
         state.save()
         return state
 
-    def _ensure_node(self, state: LabState, ranges: LabRanges) -> None:
+    def _ensure_nodes(self, state: LabState) -> None:
+        """Create the fabric and every node that does not exist yet (each recorded before it is made)."""
         (self.dir / "logs").mkdir(exist_ok=True)
         (self.dir / "pods").mkdir(exist_ok=True)
-        cgroups.create(Path(state.cgroup_root) / AGENT_CGROUP)
-        if state.node_setup == "ready" and netns.exists(state.node_netns):
-            return
-        state.node_setup = "creating"
-        state.save()
-        netns.setup_node(state.node_netns, ranges)
-        state.node_setup = "ready"
-        state.save()
+        if state.fabric is not None and not (state.fabric.setup == "ready" and netns.exists(state.fabric.netns)):
+            state.fabric = attrs.evolve(state.fabric, setup="creating")
+            state.save()
+            fabric.setup_fabric(state.fabric)
+            state.fabric = attrs.evolve(state.fabric, setup="ready")
+            state.save()
+        made = False
+        for node in state.nodes.values():
+            Path(node.state_dir).mkdir(parents=True, exist_ok=True)
+            cgroups.create(Path(node.cgroup) / AGENT_CGROUP)
+            if node.setup == "ready" and netns.exists(node.netns):
+                continue
+            node.setup = "creating"
+            state.save()
+            netns.setup_node(node.netns, node.ranges)
+            if state.fabric is not None:
+                fabric.connect_node(state.fabric, node)
+            node.setup = "ready"
+            state.save()
+            made = True
+        if state.fabric is not None and made:
+            self._route(state)
+
+    @staticmethod
+    def _route(state: LabState) -> None:
+        """Each node's fabric port and the routes of nodes and pods as the nodes being up or down says."""
+        assert state.fabric is not None
+        for node in state.nodes.values():
+            fabric.set_port(state.fabric, node, up=not node.down)
+        fabric.route_nodes(list(state.nodes.values()))
+        fabric.route_pods(list(state.pods.values()), state.nodes)
 
     def _reconcile(self, state: LabState, desired: Desired, files: list[str], diagnostics: list[Diagnostic],
                    timeout: float, say: Progress) -> UpResult:
         ranges = LabRanges.from_data(state.ranges)
-        self._ensure_node(state, ranges)
+        self._ensure_nodes(state)
         state.files = files
         services = assign_cluster_ips(desired.services, state.services, ranges)
         # A Gateway is served as a Service of its name: its assigned VIP is kept with the
@@ -188,24 +244,35 @@ class Lab:
                  if r.setup != "ready" or (k in wanted and wanted[k].spec_hash != r.spec_hash)]
         stale_keys = {r.key for r in stale}
         leaving = [r for k, r in state.pods.items() if k not in wanted and k not in stale_keys]
+        given_nodes = input_nodes(desired.others)
+        labels = {name: lab_node_labels(name, given_nodes.get(name)) for name in state.nodes}
+        kept = {k: r.node for k, r in state.pods.items() if k in wanted and k not in stale_keys}
+        placement, placed_diagnostics = place(
+            desired.pods, [PlacementNode(n.name, labels[n.name], not n.down) for n in state.nodes.values()], kept)
+        diagnostics = [*diagnostics, *placed_diagnostics, *unknown_nodes(given_nodes, list(state.nodes))]
         warnings: list[str] = []
-        with netns.NodeNetwork(state.node_netns, ranges) as net:
+        with self._networks(state, ranges) as network:
             for record in stale:
                 say(f"replacing pod {record.key}")
-                teardown_pod(state, record, net)
+                teardown_pod(state, record, network(record.node))
             new = [p for p in desired.pods if p.key not in state.pods]
             for pod in new:
-                say(f"creating pod {pod.key}")
-                create_pod(state, pod, net, ranges)
+                node = state.nodes[placement[pod.key]]
+                say(f"creating pod {pod.key}" + (f" on {node.name}" if len(state.nodes) > 1 else ""))
+                create_pod(state, pod, network(node.name), node)
+            if new and any(n.down for n in state.nodes.values()):
+                fabric.route_pods([state.pods[p.key] for p in new], state.nodes)
             write_hosts(state)
             started = [p.key for p in new]
             restarted = start_containers(state, desired, new, timeout)
             wait_ready(state, [*started, *restarted], timeout)
-            generation = write_objects(state, desired, ranges)
-            agent = ensure_agent(state, generation, timeout, warnings)
+            generation = write_objects(state, desired, labels)
+            agents = ensure_agents(state, generation, timeout, warnings)
             for record in leaving:
                 say(f"removing pod {record.key}")
-                teardown_pod(state, record, net)
+                teardown_pod(state, record, network(record.node))
+        warnings += [f"node {n.name} is down: its pods do not run until `meshcore lab node up {n.name}`"
+                     for n in state.nodes.values() if n.down and any(r.node == n.name for r in state.pods.values())]
         notes = sorted({n for key in wanted for n in state.pods[key].notes})
         state.notes = notes
         state.save()
@@ -219,9 +286,87 @@ class Lab:
             not_ready=tuple(k for k in wanted if not state.pods[k].ready),
             diagnostics=tuple(d for d in diagnostics if d.severity is not Severity.ERROR),
             notes=tuple(notes),
-            agent=agent,
+            agents=tuple(agents),
             warnings=tuple(warnings),
+            placement={k: state.pods[k].node for k in wanted},
         )
+
+    @contextlib.contextmanager
+    def _networks(self, state: LabState, ranges: LabRanges) -> Iterator[Callable[[str], netns.NodeNetwork]]:
+        """A function giving each node's open netlink handle (opened on first use, all closed after)."""
+        with contextlib.ExitStack() as stack:
+            opened: dict[str, netns.NodeNetwork] = {}
+
+            def network(name: str) -> netns.NodeNetwork:
+                if name not in opened:
+                    node = state.nodes[name]
+                    opened[name] = stack.enter_context(netns.NodeNetwork(node.netns, ranges, node.ranges))
+                return opened[name]
+
+            yield network
+
+    # ------------------------------------------------------------------ nodes
+
+    def node_down(self, name: str, *, timeout: float = 20.0) -> list[AgentStatus]:
+        """Take a node down as if it lost power and its link: its agent, proxy and pods stop.
+
+        Its fabric port goes down and every other node routes its pod subnet as
+        unreachable, so connections to its pods fail at once; its pods turn not ready in
+        what the other agents get, which take them out of every service. Returns the
+        other nodes' agents after they applied that.
+        """
+        require_root()
+        with locked(self.name), procs.forks_end_on_signals():
+            state = self._load()
+            node = self._node(state, name)
+            node.down = True
+            state.save()
+            stop_agent(state, node)
+            for record in state.pods.values():
+                if record.node == node.name:
+                    procs.stop([(p.pid, p.start_time) for p in record.processes])
+                    cgroups.kill(Path(record.cgroup))
+            self._route(state)
+            for key, record in list(state.pods.items()):
+                if record.node == node.name:
+                    state.pods[key] = attrs.evolve(record, ready=False)
+            generation = rewrite_statuses(state)
+            warnings: list[str] = []
+            agents = ensure_agents(state, generation, timeout, warnings)
+        if warnings:
+            raise LabError(f"node {name} is down, but: " + "; ".join(warnings))
+        return agents
+
+    def node_up(self, name: str, *, timeout: float = 20.0) -> list[AgentStatus]:
+        """Bring a node that is down back: its link, routes, pods' containers and agent.
+
+        Returns every node's agent after they applied the generation with its pods ready.
+        """
+        require_root()
+        with locked(self.name), procs.forks_end_on_signals():
+            state = self._load()
+            node = self._node(state, name)
+            node.down = False
+            state.save()
+            self._route(state)
+            pods = [p for p in desired_pods_of(last_objects(state), state) if state.pods[p.key].node == name]
+            restarted = start_containers(state, Desired(tuple(pods), (), (), ()), [], timeout)
+            wait_ready(state, restarted, timeout)
+            generation = rewrite_statuses(state)
+            warnings: list[str] = []
+            agents = ensure_agents(state, generation, timeout, warnings)
+        if warnings:
+            raise LabError(f"node {name} is up, but: " + "; ".join(warnings))
+        return agents
+
+    def _node(self, state: LabState, name: str) -> NodeRecord:
+        if state.fabric is None:
+            raise LabError(f"lab {self.name!r} has one node; taking nodes down needs a lab of several "
+                           "(`meshcore lab up --nodes N`)")
+        node = state.nodes.get(name)
+        if node is None:
+            raise LabError(f"lab {self.name!r} has no node {name!r} (its nodes: {', '.join(state.nodes)})")
+        return node
 
     # ------------------------------------------------------------------ agent
 
@@ -229,7 +374,7 @@ class Lab:
         """The enriched objects the lab last handed to its node agent (what the agent translates)."""
         state = self._load()
         try:
-            return list(read_objects_file(state.objects_path).objects)
+            return list(read_objects_file(state.first_node.objects_path).objects)
         except SourceError as exc:
             raise LabError(f"cannot read the objects of lab {self.name!r}: {exc}") from exc
 
@@ -253,40 +398,52 @@ class Lab:
                 return [str(self.dir)]
             state = LabState.load(self.dir)
             processes = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
-            if state.agent:
-                processes.append((state.agent.pid, state.agent.start_time))
-            processes += recorded_processes(self.dir)  # the node Envoy the agent started
+            for node in state.nodes.values():
+                if node.agent:
+                    processes.append((node.agent.pid, node.agent.start_time))
+                processes += recorded_processes(Path(node.state_dir))  # the node Envoy the agent started
             procs.stop(processes)
             if not cgroups.kill(Path(state.cgroup_root)):
                 problems.append(f"processes in {state.cgroup_root} did not exit")
             removed.append(f"{len(processes)} process(es)")
-            problems += self._destroy_datapath(state)
-            removed.append(f"datapath pins {state.bpf_pin_dir}")
+            for node in state.nodes.values():
+                problems += self._destroy_datapath(node)
+                removed.append(f"datapath pins {node.bpf_pin_dir}")
+            for node in state.nodes.values():
+                # The pins' directories (a lab's own, then meshcore's), once no other lab pins there.
+                for directory in (Path(node.pin_root), Path(node.pin_root).parent):
+                    if directory.name in (f"lab-{self.name}", "meshcore"):
+                        with contextlib.suppress(OSError):
+                            directory.rmdir()
             for record in state.pods.values():
                 netns.remove(record.netns)
                 remove_path(record.etc_dir)
-            netns.remove(state.node_netns)
-            removed.append(f"{len(state.pods) + 1} network namespace(s)")
+            namespaces = [n.netns for n in state.nodes.values()]
+            if state.fabric is not None:
+                namespaces.append(state.fabric.netns)
+            for name in namespaces:
+                netns.remove(name)
+            removed.append(f"{len(state.pods) + len(namespaces)} network namespace(s)")
             problems += cgroups.remove_tree(Path(state.cgroup_root))
             removed.append(f"cgroup {state.cgroup_root}")
             remove_path(self.dir)
             removed.append(f"state {self.dir}")
             remove_lock(self.name)
-        leftovers = [n for n in [state.node_netns, *(r.netns for r in state.pods.values())] if netns.exists(n)]
+        leftovers = [n for n in [*namespaces, *(r.netns for r in state.pods.values())] if netns.exists(n)]
         problems += [f"network namespace {n} still exists" for n in leftovers]
         if problems:
             raise LabError(f"lab {self.name!r} is down, but some things could not be removed:\n  "
                            + "\n  ".join(problems))
         return removed
 
-    def _destroy_datapath(self, state: LabState) -> list[str]:
+    def _destroy_datapath(self, node: NodeRecord) -> list[str]:
         try:
             from ._datapath import destroy  # noqa: PLC0415 - needs libbpf only when used
         except ImportError as exc:
-            pins = Path(state.bpf_pin_dir)
+            pins = Path(node.bpf_pin_dir)
             remove_path(pins)
             return [f"datapath unavailable ({exc}); removed {pins}"] if pins.exists() else []
-        return destroy(state.node_name, state.cgroup_root, state.bpf_pin_dir)
+        return destroy(node.name, node.cgroup, node.bpf_pin_dir)
 
     # ------------------------------------------------------------------ status
 
@@ -319,12 +476,21 @@ class Lab:
             raise LabError(f"no pod {namespace}/{name} in lab {self.name!r}{hint}")
         return record
 
+    def _running_pod(self, target: str, namespace: str | None) -> PodRecord:
+        """The pod, refusing one whose node is down (nothing runs there)."""
+        record = self.pod(target, namespace)
+        node = LabState.load(self.dir).nodes.get(record.node)
+        if node is not None and node.down:
+            raise LabError(f"pod {record.key} is on node {node.name}, which is down "
+                           f"(`meshcore lab node up {node.name}`)")
+        return record
+
     def exec(self, target: str, argv: Sequence[str], *, namespace: str | None = None) -> int:
         """Run ``argv`` in the pod's namespace and cgroup with this terminal; its exit code.
 
         A command killed by a signal gives 128 + the signal number, as a shell reports it.
         """
-        record = self.pod(target, namespace)
+        record = self._running_pod(target, namespace)
         command, env = pod_command(record, argv)
         with ignoring_interrupts():
             result = subprocess.run(command, env=env, cwd=record.workdir, check=False,
@@ -334,7 +500,7 @@ class Lab:
     def run(self, target: str, argv: Sequence[str], *, namespace: str | None = None,
             input: bytes | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run ``argv`` in the pod and capture its output (for programs and tests)."""
-        record = self.pod(target, namespace)
+        record = self._running_pod(target, namespace)
         command, env = pod_command(record, argv)
         return subprocess.run(command, env=env, cwd=record.workdir, input=input, capture_output=True,
                               timeout=timeout, check=False, preexec_fn=joiner(record.cgroup))

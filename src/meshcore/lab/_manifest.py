@@ -19,6 +19,7 @@ import attrs
 
 from ..kube import (
     CLUSTER_SCOPED_KINDS,
+    PROXY_ADDRESSES_ANNOTATION,
     KubeObject,
     ServiceRangeFull,
     expand_deployment,
@@ -32,7 +33,7 @@ from . import _procs as procs
 from ._errors import LabError
 from ._gateways import enrich_gateway, our_gateways
 from ._ipam import LabRanges
-from ._state import LabState, ServiceRecord
+from ._state import LabState, NodeRecord, PodRecord, ServiceRecord
 
 #: Kinds the lab turns into running things; every other kind is passed to the agent as is.
 POD_KINDS = frozenset({("v1", "Pod"), ("apps/v1", "Deployment")})
@@ -49,6 +50,8 @@ class DesiredPod:
     source: Source
     owner: str = ""
     ordinal: int = 0
+    #: The input object its spec was written in (the Pod, or its Deployment), for positions.
+    origin: KubeObject | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -94,14 +97,14 @@ def desired_state(objects: Sequence[KubeObject]) -> Desired:
     for obj in objects:
         key = (obj.api_version, obj.kind)
         if key == ("v1", "Pod"):
-            pods.append(DesiredPod(obj.namespace, obj.name, obj.body, obj.source))
+            pods.append(DesiredPod(obj.namespace, obj.name, obj.body, obj.source, origin=obj))
         elif key == ("apps/v1", "Deployment"):
             bodies, found = expand_deployment(obj)
             diagnostics.extend(found)
             for ordinal, body in enumerate(bodies):
                 name = str(body["metadata"]["name"])
                 pods.append(DesiredPod(obj.namespace, name, body, attrs.evolve(obj.source, kind="Pod", name=name),
-                                       owner=f"Deployment/{obj.name}", ordinal=ordinal))
+                                       owner=f"Deployment/{obj.name}", ordinal=ordinal, origin=obj))
             others.append(obj)
         elif key == ("v1", "Service"):
             services.append(obj)
@@ -180,28 +183,139 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_objects(state: LabState, desired: Desired, ranges: LabRanges) -> int:
-    """Write the enriched objects for the node agent as the next generation; that generation."""
+def input_nodes(others: Sequence[KubeObject]) -> dict[str, KubeObject]:
+    """The input's v1 Node objects by name."""
+    return {o.name: o for o in others if o.api_version == "v1" and o.kind == "Node"}
+
+
+def enrich_node(node: NodeRecord, labels: Mapping[str, str], given: KubeObject | None) -> dict[str, Any]:
+    """The lab node as a Node object: the input's of that name (if any) with labels, addresses and readiness."""
+    body: dict[str, Any] = copy.deepcopy(dict(given.body)) if given is not None else {
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name}}
+    meta = body.setdefault("metadata", {})
+    meta["labels"] = dict(labels)
+    if node.ranges.proxy_addresses:
+        annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+        meta["annotations"] = {**annotations, PROXY_ADDRESSES_ANNOTATION: ",".join(node.ranges.proxy_addresses)}
+    spec = dict(body["spec"]) if isinstance(body.get("spec"), Mapping) else {}
+    spec["podCIDR"] = node.ranges.pod_ipv4
+    spec["podCIDRs"] = [node.ranges.pod_ipv4, node.ranges.pod_ipv6]
+    body["spec"] = spec
+    body["status"] = {
+        "addresses": [*({"type": "InternalIP", "address": a} for a in node.ranges.node_addresses),
+                      {"type": "Hostname", "address": node.name}],
+        "conditions": [{"type": "Ready", "status": "False" if node.down else "True",
+                        "reason": "NodeDown" if node.down else "KubeletReady"}],
+    }
+    return body
+
+
+def write_objects(state: LabState, desired: Desired, node_labels: Mapping[str, Mapping[str, str]]) -> int:
+    """Write the enriched objects for every node's agent as the next generation; that generation.
+
+    Every agent gets the same objects (the lab's Node objects among them) and the
+    interfaces of its own node's pods. Pods of a node that is down are not ready, so no
+    node sends them traffic.
+    """
     gateways = {id(o) for o in our_gateways(desired.others)}
+    given_nodes = input_nodes(desired.others)
+    enriched = {id(o) for name, o in given_nodes.items() if name in state.nodes}
     entries = [object_entry(enrich_gateway(o, state.services.get(f"{o.namespace}/{o.name}"))
-                            if id(o) in gateways else o.body, o.source) for o in desired.others]
+                            if id(o) in gateways else o.body, o.source)
+               for o in desired.others if id(o) not in enriched]
+    for node in state.nodes.values():
+        given = given_nodes.get(node.name)
+        entries.append(object_entry(enrich_node(node, node_labels[node.name], given),
+                                    given.source if given is not None else Source(kind="Node", name=node.name)))
     for obj in desired.services:
         service = state.services[f"{obj.namespace}/{obj.name}"]
         entries.append(object_entry(enrich_service(obj, service), obj.source))
     for pod in desired.pods:
         record = state.pods[pod.key]
-        running = bool(record.processes) and all(procs.alive(p.pid, p.start_time) for p in record.processes)
+        node = state.node_of(record)
+        phase, ready = pod_status(state, record)
         body = enrich_pod(
-            pod, uid=record.uid, node_name=state.node_name, addresses=record.addresses,
-            host_addresses=(ranges.node_ipv4, ranges.node_ipv6),
-            # Ready as a kubelet without probes reports it: once the containers run.
-            phase="Running" if running else "Failed", ready=running,
+            pod, uid=record.uid, node_name=node.name, addresses=record.addresses,
+            host_addresses=node.ranges.node_addresses, phase=phase, ready=ready,
             started=datetime.datetime.fromtimestamp(record.created_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         entries.append(object_entry(body, pod.source))
+    return _write_generation(state, entries, [state.pods[p.key] for p in desired.pods])
+
+
+def pod_status(state: LabState, record: PodRecord) -> tuple[str, bool]:
+    """The phase and readiness a kubelet would report for the pod now.
+
+    Without probes a pod is ready once its containers run; a node that is down reports
+    nothing, and the lab, as a node controller, marks its pods not ready (phase Unknown).
+    """
+    if state.node_of(record).down:
+        return "Unknown", False
+    running = bool(record.processes) and all(procs.alive(p.pid, p.start_time) for p in record.processes)
+    return ("Running" if running else "Failed"), running
+
+
+def _write_generation(state: LabState, entries: Sequence[Mapping[str, Any]], pods: Sequence[PodRecord]) -> int:
+    """Write ``entries`` as the next generation to every node, each with its own pods' interfaces."""
     state.generation += 1
-    # Each pod's node-side veth, where the agent attaches L3/L4 policy.
-    interfaces = {WorkloadRef(pod.namespace, pod.name): state.pods[pod.key].host_veth for pod in desired.pods}
-    write_objects_file(state.objects_path, state.generation, entries, interfaces, lab=state.name, written=_now())
+    written = _now()
+    for node in state.nodes.values():
+        # Each pod's node-side veth, where the node's agent attaches L3/L4 policy.
+        interfaces = {WorkloadRef(r.namespace, r.name): r.host_veth for r in pods if r.node == node.name}
+        write_objects_file(node.objects_path, state.generation, entries, interfaces, lab=state.name,
+                           node=node.name, written=written)
     state.save()
     return state.generation
+
+
+def last_objects(state: LabState) -> list[dict[str, Any]]:
+    """The entries of the last generation written (every node has the same)."""
+    path = state.first_node.objects_path
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return list(data["objects"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LabError(f"cannot read the objects of lab {state.name!r} ({path}: {exc}); run `lab up` again") from exc
+
+
+def rewrite_statuses(state: LabState) -> int:
+    """The last generation again with every pod's and lab node's status as it is now; the new generation.
+
+    What a node controller does when a node goes away or comes back: its pods turn not
+    ready (or ready again) in what every agent reads, while the rest stays as it was.
+    """
+    entries = last_objects(state)
+    pods: list[PodRecord] = []
+    for entry in entries:
+        body = entry.get("body") or {}
+        meta = body.get("metadata") or {}
+        if body.get("apiVersion") == "v1" and body.get("kind") == "Node" and meta.get("name") in state.nodes:
+            node = state.nodes[meta["name"]]
+            body["status"]["conditions"] = enrich_node(node, {}, None)["status"]["conditions"]
+        elif body.get("apiVersion") == "v1" and body.get("kind") == "Pod":
+            record = state.pods.get(f"{meta.get('namespace')}/{meta.get('name')}")
+            if record is None:
+                continue
+            phase, ready = pod_status(state, record)
+            body["status"]["phase"] = phase
+            body["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+            pods.append(record)
+    return _write_generation(state, entries, pods)
+
+
+def desired_pods_of(entries: Sequence[Mapping[str, Any]], state: LabState) -> list[DesiredPod]:
+    """The lab's pods as the last generation describes them (their specs, as `lab up` read them)."""
+    out = []
+    for entry in entries:
+        body = entry.get("body") or {}
+        meta = body.get("metadata") or {}
+        record = state.pods.get(f"{meta.get('namespace')}/{meta.get('name')}")
+        if body.get("apiVersion") != "v1" or body.get("kind") != "Pod" or record is None:
+            continue
+        source = entry.get("source") or {}
+        out.append(DesiredPod(record.namespace, record.name, body,
+                              Source(kind="Pod", namespace=record.namespace, name=record.name,
+                                     file=str(source.get("file", "")), line=int(source.get("line", 0)),
+                                     column=int(source.get("column", 0))),
+                              owner=record.owner, ordinal=record.ordinal))
+    return out

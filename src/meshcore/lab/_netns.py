@@ -1,13 +1,18 @@
-"""The lab's network: a node namespace and one namespace per pod, joined by veth pairs.
+"""The lab's network: node namespaces and one namespace per pod, joined by veth pairs.
 
-Layout (all netlink work through pyroute2)::
+Layout of a node and its pods (all netlink work through pyroute2)::
 
     pod netns                         node netns (no route to the outside)
-    eth0  10.244.0.5/32  <── veth ──> mc<hash>   route 10.244.0.5/32, static neighbour
+    eth0  10.244.0.5/32  <── veth ──> mc<index>  route 10.244.0.5/32, static neighbour
           fd00:10:244::5/128                     route fd00:10:244::5/128, static neighbour
     routes: 169.254.1.1 dev eth0      lo: 10.244.0.1/32, fd00:10:244::1/128 (the node)
             <pod v4 range> via 169.254.1.1
             <pod v6 range> via fe80::1
+
+A node of a lab with several nodes holds a subnet of the pod ranges (10.244.N.0/24,
+fd00:10:244:0:N::/80), has its proxy's address on lo too (the subnet's second host),
+and reaches the other nodes through the fabric (see ``_fabric``). Pods always route the
+lab's whole pod ranges to their node.
 
 The pod's gateway addresses are link-local and answered by static neighbour entries
 that point at the node side of the veth, so no ARP or neighbour discovery is needed.
@@ -30,7 +35,7 @@ from pyroute2 import netns as _pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ._errors import LabError
-from ._ipam import LabRanges
+from ._ipam import LabRanges, NodeRanges
 from ..linux import NETNS_RUN, enter_netns
 
 NETNS_DIR = NETNS_RUN
@@ -38,7 +43,7 @@ GATEWAY4 = "169.254.1.1"
 GATEWAY6 = "fe80::1"
 
 _RT_SCOPE_LINK = 253
-_NUD_PERMANENT = 0x80
+NUD_PERMANENT = 0x80
 _IFA_F_NODAD = 0x02
 
 #: The node forwards between pods and answers unreachable destinations without delay.
@@ -112,7 +117,8 @@ def sysctls(name: str, values: Mapping[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def _ipr(name: str) -> Iterator[Any]:
+def netlink(name: str) -> Iterator[Any]:
+    """A pyroute2 handle in the named namespace; netlink errors become :class:`LabError`."""
     try:
         with IPRoute(netns=name, flags=0) as ipr:
             yield ipr
@@ -120,14 +126,16 @@ def _ipr(name: str) -> Iterator[Any]:
         raise LabError(f"netlink error in network namespace {name}: {exc}") from exc
 
 
-def _index(ipr: Any, ifname: str) -> int:
+def index_of(ipr: Any, ifname: str) -> int:
+    """The index of interface ``ifname`` (a :class:`LabError` when there is none)."""
     found = ipr.link_lookup(ifname=ifname)
     if not found:
         raise LabError(f"interface {ifname} not found")
     return int(found[0])
 
 
-def _mac(ipr: Any, index: int) -> str:
+def mac_of(ipr: Any, index: int) -> str:
+    """The MAC address of interface ``index``."""
     return str(ipr.get_links(index)[0].get("IFLA_ADDRESS"))
 
 
@@ -144,31 +152,35 @@ def _replace_route(ipr: Any, **kwargs: Any) -> None:
 
 
 def _replace_neigh(ipr: Any, **kwargs: Any) -> None:
-    ipr.neigh("replace", state=_NUD_PERMANENT, **kwargs)
+    ipr.neigh("replace", state=NUD_PERMANENT, **kwargs)
 
 
-def setup_node(name: str, ranges: LabRanges) -> None:
-    """Bring up the node namespace: loopback with the node addresses, forwarding on."""
+def setup_node(name: str, ranges: NodeRanges) -> None:
+    """Bring up a node namespace: loopback with the node's (and its proxy's) addresses, forwarding on."""
     create(name)
     sysctls(name, NODE_SYSCTLS)
-    with _ipr(name) as ipr:
-        lo = _index(ipr, "lo")
+    with netlink(name) as ipr:
+        lo = index_of(ipr, "lo")
         ipr.link("set", index=lo, state="up")
-        _add_addr(ipr, lo, ranges.node_ipv4, 32)
-        _add_addr(ipr, lo, ranges.node_ipv6, 128)
+        for address in (*ranges.node_addresses, *ranges.proxy_addresses):
+            _add_addr(ipr, lo, address, 32 if ":" not in address else 128)
 
 
 class NodeNetwork:
-    """An open netlink handle in the node namespace for adding and removing pods."""
+    """An open netlink handle in a node's namespace for adding and removing its pods.
 
-    def __init__(self, node: str, ranges: LabRanges) -> None:
-        self.node = node
+    ``ranges`` are the lab's (pods route all of them to their node), ``node`` the node's own.
+    """
+
+    def __init__(self, netns: str, ranges: LabRanges, node: NodeRanges) -> None:
+        self.node = netns
         self.ranges = ranges
+        self.node_ranges = node
         self._stack = contextlib.ExitStack()
         self._ipr: Any = None
 
     def __enter__(self) -> NodeNetwork:
-        self._ipr = self._stack.enter_context(_ipr(self.node))
+        self._ipr = self._stack.enter_context(netlink(self.node))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -192,13 +204,13 @@ class NodeNetwork:
                      peer={"ifname": "eth0", "net_ns_fd": str(path(pod_netns))})
         except NetlinkError as exc:
             raise LabError(f"cannot create veth {host_veth} for {pod_netns}: {exc}") from exc
-        host = _index(ipr, host_veth)
-        host_mac = _mac(ipr, host)
-        with _ipr(pod_netns) as pod:
-            lo = _index(pod, "lo")
+        host = index_of(ipr, host_veth)
+        host_mac = mac_of(ipr, host)
+        with netlink(pod_netns) as pod:
+            lo = index_of(pod, "lo")
             pod.link("set", index=lo, state="up")
-            eth0 = _index(pod, "eth0")
-            pod_mac = _mac(pod, eth0)
+            eth0 = index_of(pod, "eth0")
+            pod_mac = mac_of(pod, eth0)
             _add_addr(pod, eth0, ipv4, 32)
             _add_addr(pod, eth0, ipv6, 128)
             pod.link("set", index=eth0, state="up")
@@ -209,8 +221,9 @@ class NodeNetwork:
             _replace_route(pod, dst=str(ranges.pod6), gateway=GATEWAY6, oif=eth0, prefsrc=ipv6,
                            family=socket.AF_INET6)
         ipr.link("set", index=host, state="up")
-        _replace_route(ipr, dst=f"{ipv4}/32", oif=host, scope=_RT_SCOPE_LINK, prefsrc=ranges.node_ipv4)
-        _replace_route(ipr, dst=f"{ipv6}/128", oif=host, prefsrc=ranges.node_ipv6, family=socket.AF_INET6)
+        own = self.node_ranges
+        _replace_route(ipr, dst=f"{ipv4}/32", oif=host, scope=_RT_SCOPE_LINK, prefsrc=own.node_ipv4)
+        _replace_route(ipr, dst=f"{ipv6}/128", oif=host, prefsrc=own.node_ipv6, family=socket.AF_INET6)
         _replace_neigh(ipr, dst=ipv4, lladdr=pod_mac, ifindex=host)
         _replace_neigh(ipr, dst=ipv6, lladdr=pod_mac, ifindex=host, family=socket.AF_INET6)
 

@@ -1,18 +1,22 @@
-"""`meshcore observe` for a lab: the L3/L4 verdicts and L7 requests its node agent journaled.
+"""`meshcore observe` for a lab: the L3/L4 verdicts and L7 requests its node agents journaled.
 
-The lab's agent keeps one flow journal in the lab directory (see
-:class:`~meshcore.agent.FlowJournal`); this reads it back as :class:`~meshcore.observe.Flow`,
-oldest first, like ``hubble observe``: time, source and destination (workload, namespace,
-identity, address, port), protocol, direction, verdict, drop reason and the deciding
-policy with its source; L7 flows add method, path, status, latency and the upstream that
-answered. Filters combine (all must match).
+Each node's agent keeps one flow journal in its state directory (see
+:class:`~meshcore.agent.FlowJournal`); this reads every node's back as
+:class:`~meshcore.observe.Flow`, merged oldest first, like ``hubble observe``: time, node,
+source and destination (workload, namespace, identity, address, port), protocol,
+direction, verdict, drop reason and the deciding policy with its source; L7 flows add
+method, path, status, latency and the upstream that answered. Filters combine (all must
+match).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import click
 
@@ -20,21 +24,48 @@ from ..agent import FLOWS_FILE, FlowJournalReader
 from ..observe import Flow, FlowFilter, Layer, Verdict
 from ._errors import LabError
 from ._lab import Lab
+from ._state import LabState
 
 LAYERS = tuple(layer.value for layer in Layer)
 VERDICTS = tuple(verdict.value.lower() for verdict in Verdict)
+#: How often a followed journal is looked at for new flows.
+FOLLOW_INTERVAL = 0.2
+
+
+def node_dirs(lab: Lab) -> dict[str, Path]:
+    """Each node's state directory, where its agent journals its flows."""
+    return {node.name: Path(node.state_dir) for node in LabState.load(lab.dir).nodes.values()}
+
+
+def node_flows(state_dirs: Mapping[str, Path]) -> list[Flow]:
+    """Every flow the nodes' agents journaled, merged oldest first."""
+    readers = [FlowJournalReader(path / FLOWS_FILE, from_start=True) for path in state_dirs.values()]
+    try:
+        return list(heapq.merge(*(r.poll() for r in readers), key=lambda f: f.time))
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _follow(state_dirs: Mapping[str, Path]) -> Iterator[Flow]:
+    """The nodes' flows so far, then new ones as they come (merged per look), until the caller stops."""
+    readers = [FlowJournalReader(path / FLOWS_FILE, from_start=True) for path in state_dirs.values()]
+    try:
+        while True:
+            yield from sorted((f for r in readers for f in r.poll()), key=lambda f: f.time)
+            time.sleep(FOLLOW_INTERVAL)
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None) -> Iterator[Flow]:
-    """The lab's journaled flows that ``keep`` accepts, oldest first; with ``follow``, then new ones
-    as they come, until the caller stops iterating."""
+    """The lab's journaled flows (every node's) that ``keep`` accepts, oldest first; with ``follow``,
+    then new ones as they come, until the caller stops iterating."""
     wanted = keep or FlowFilter()
-    reader = FlowJournalReader(lab.dir / FLOWS_FILE, from_start=True)
-    try:
-        source = reader.follow() if follow else iter(reader.poll())
-        yield from (flow for flow in source if wanted(flow))
-    finally:
-        reader.close()
+    dirs = node_dirs(lab)
+    source = _follow(dirs) if follow else iter(node_flows(dirs))
+    yield from (flow for flow in source if wanted(flow))
 
 
 @click.command()
@@ -43,19 +74,20 @@ def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None) -> 
 @click.option("-o", "--output", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
               help="Text lines, or one JSON object per flow.")
 @click.option("--pod", default=None, help="Only flows from or to this pod (name or namespace/name).")
+@click.option("--node", default=None, help="Only flows a given node's agent saw (node-1, ...).")
 @click.option("--namespace", default=None, help="Only flows from or to pods of this namespace.")
 @click.option("--verdict", type=click.Choice(VERDICTS, case_sensitive=False), default=None,
               help="Only flows with this verdict (audit: forwarded, and an AUDIT policy matched it).")
 @click.option("--layer", "--kind", "layer", type=click.Choice(LAYERS, case_sensitive=False), default=None,
               help="Only L3/L4 verdicts of the kernel (l4) or only flows through the node proxy (l7).")
-def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, namespace: str | None,
+def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, node: str | None, namespace: str | None,
             verdict: str | None, layer: str | None) -> None:
-    """Show the lab's flows: L3/L4 verdicts (identities, ports, verdict, reason, policy) and L7 requests."""
+    """Show the lab's flows (every node's): L3/L4 verdicts (identities, ports, verdict, reason, policy) and L7 requests."""
     try:
         lab = Lab.select(lab_name)
         if not lab.is_up:
             raise LabError(f"lab {lab.name!r} is not up")
-        keep = FlowFilter(pod=pod, namespace=namespace, verdict=verdict, layer=layer)
+        keep = FlowFilter(pod=pod, node=node, namespace=namespace, verdict=verdict, layer=layer)
         for flow in flows(lab, follow=follow, keep=keep):
             click.echo(json.dumps(flow.to_data()) if fmt == "json" else str(flow))
     except LabError as exc:

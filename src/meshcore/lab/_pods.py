@@ -28,10 +28,10 @@ from . import _procs as procs
 from ._containers import PodContext, ProcessSpec, container_process
 from ._exec import joiner
 from ._host import NETNS_ETC, tool
-from ._ipam import LabRanges, next_pod_index
+from ._ipam import next_pod_index
 from ._manifest import Desired, DesiredPod
 from ._ready import bound_ports
-from ._state import LabState, PodRecord, ProcRecord
+from ._state import LabState, NodeRecord, PodRecord, ProcRecord
 
 
 def pod_netns_name(lab: str, namespace: str, name: str) -> str:
@@ -49,17 +49,17 @@ def remove_path(path: str | Path) -> None:
         shutil.rmtree(path)
 
 
-def create_pod(state: LabState, pod: DesiredPod, net: netns.NodeNetwork, ranges: LabRanges) -> None:
-    """Create the pod's namespace, veth, cgroup and directories, recording them first."""
-    index = next_pod_index(ranges, {r.index for r in state.pods.values()})
-    ipv4, ipv6 = ranges.pod_addresses(index)
+def create_pod(state: LabState, pod: DesiredPod, net: netns.NodeNetwork, node: NodeRecord) -> None:
+    """Create the pod's namespace, veth, cgroup and directories on ``node``, recording them first."""
+    index = next_pod_index(node.ranges, {r.index for r in state.pods.values() if r.node == node.name})
+    ipv4, ipv6 = node.ranges.pod_addresses(index)
     name = pod_netns_name(state.name, pod.namespace, pod.name)
     record = PodRecord(
         namespace=pod.namespace, name=pod.name, netns=name, host_veth=f"mc{index}",
-        cgroup=str(Path(state.cgroup_root) / pod.namespace / pod.name),
+        cgroup=str(Path(node.cgroup) / pod.namespace / pod.name),
         etc_dir=str(NETNS_ETC / name), workdir=str(state.dir / "pods" / f"{pod.namespace}_{pod.name}"),
         index=index, ipv4=ipv4, ipv6=ipv6, spec_hash=pod.spec_hash, owner=pod.owner,
-        ordinal=pod.ordinal, uid=str(uuid.uuid4()), created_at=time.time(), labels=pod.labels,
+        ordinal=pod.ordinal, uid=str(uuid.uuid4()), created_at=time.time(), labels=pod.labels, node=node.name,
     )
     # Write-ahead: the record names everything below before any of it exists.
     state.pods[pod.key] = record
@@ -119,7 +119,7 @@ def _base_env(state: LabState, pod: DesiredPod, record: PodRecord) -> dict[str, 
         "POD_NAMESPACE": pod.namespace,
         "POD_IP": record.ipv4,
         "POD_IPS": ",".join(record.addresses),
-        "NODE_NAME": state.node_name,
+        "NODE_NAME": record.node,
     })
     return env
 
@@ -141,11 +141,11 @@ def _service_links(state: LabState, namespace: str) -> dict[str, str]:
 def _process_specs(state: LabState, pod: DesiredPod, record: PodRecord,
                    init: bool = False) -> list[ProcessSpec]:
     """The pod's containers as processes (``init``: its run-to-completion init containers)."""
-    ranges = LabRanges.from_data(state.ranges)
+    node = state.node_of(record)
     meta = pod.body.get("metadata") or {}
     context = PodContext(
         namespace=pod.namespace, name=pod.name, uid=record.uid, addresses=record.addresses,
-        node_name=state.node_name, host_addresses=(ranges.node_ipv4, ranges.node_ipv6),
+        node_name=node.name, host_addresses=node.ranges.node_addresses,
         labels=pod.labels, annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
         service_account=str(pod.spec.get("serviceAccountName") or "default"),
     )
@@ -194,11 +194,13 @@ def _spawn(state: LabState, record: PodRecord, spec: ProcessSpec) -> tuple[ProcR
 
 def start_containers(state: LabState, desired: Desired, new: Sequence[DesiredPod],
                       timeout: float) -> list[str]:
-    """Start the containers of new pods and restart dead ones (restartPolicy Always)."""
+    """Start the containers of new pods and restart dead ones (restartPolicy Always), on nodes that are up."""
     new_keys = {p.key for p in new}
     restarted = []
     for pod in desired.pods:
         record = state.pods[pod.key]
+        if state.node_of(record).down:
+            continue  # started when its node is up again
         if pod.key in new_keys or not record.processes:
             problem = _run_init_containers(state, pod, record, timeout)
             if problem:

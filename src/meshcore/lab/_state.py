@@ -20,8 +20,10 @@ import attrs
 
 from ._errors import LabError
 from ._host import DEFAULT_STATE_ROOT, state_root
+from ._ipam import NodeRanges
 
-STATE_VERSION = 1
+#: Version 2 records nodes; a version 1 file (one node, before there were several) is read as one.
+STATE_VERSION = 2
 STATE_FILE = "state.json"
 OBJECTS_FILE = "objects.json"
 AGENT_LOG = "agent.log"
@@ -101,6 +103,8 @@ class PodRecord:
     #: (port, TCP/UDP) the containers serve: the pod is ready once all are bound.
     ports: tuple[tuple[int, str], ...] = attrs.field(default=(), converter=_ports)
     notes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    #: The lab node the pod runs on.
+    node: str = ""
 
     @property
     def key(self) -> str:
@@ -159,21 +163,90 @@ class ServiceRecord:
 
 
 @attrs.define
+class NodeRecord:
+    """A node of the lab: its namespace, cgroup, pod ranges, agent and where its agent keeps state.
+
+    ``setup`` is ``creating`` until the namespace (and its link to the fabric) exist;
+    ``down`` is set by `lab node down` until `lab node up`.
+    """
+
+    name: str
+    netns: str
+    cgroup: str
+    state_dir: str
+    pin_root: str
+    ranges: NodeRanges
+    #: The node's interface on the fabric ("" for a lab of one node, which has no fabric).
+    fabric_link: str = ""
+    setup: str = "creating"
+    down: bool = False
+    agent: ProcRecord | None = None
+
+    @property
+    def bpf_pin_dir(self) -> str:
+        """Where the node's datapath pins its programs and maps."""
+        return str(Path(self.pin_root) / self.name)
+
+    @property
+    def objects_path(self) -> Path:
+        """The enriched objects handed to the node's agent."""
+        return Path(self.state_dir) / OBJECTS_FILE
+
+    @property
+    def agent_log(self) -> Path:
+        """The node agent's log."""
+        return Path(self.state_dir) / AGENT_LOG
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data for the state file."""
+        return {"name": self.name, "netns": self.netns, "cgroup": self.cgroup, "state_dir": self.state_dir,
+                "pin_root": self.pin_root, "pod_ipv4": self.ranges.pod_ipv4, "pod_ipv6": self.ranges.pod_ipv6,
+                "proxy_address": self.ranges.has_proxy_address, "fabric_link": self.fabric_link,
+                "setup": self.setup, "down": self.down, "agent": self.agent.to_data() if self.agent else None}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> NodeRecord:
+        """Read back what :meth:`to_data` wrote."""
+        ranges = NodeRanges(str(data["pod_ipv4"]), str(data["pod_ipv6"]), bool(data.get("proxy_address")))
+        return cls(str(data["name"]), str(data["netns"]), str(data["cgroup"]), str(data["state_dir"]),
+                   str(data["pin_root"]), ranges, str(data.get("fabric_link", "")),
+                   str(data.get("setup", "creating")), bool(data.get("down", False)),
+                   ProcRecord.from_data(data["agent"]) if data.get("agent") else None)
+
+
+@attrs.frozen
+class FabricRecord:
+    """The underlay joining the nodes of a lab of several: a bridge in a namespace of its own."""
+
+    netns: str
+    bridge: str
+    setup: str = "creating"
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data for the state file."""
+        return {"netns": self.netns, "bridge": self.bridge, "setup": self.setup}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> FabricRecord:
+        """Read back what :meth:`to_data` wrote."""
+        return cls(str(data["netns"]), str(data["bridge"]), str(data.get("setup", "creating")))
+
+
+@attrs.define
 class LabState:
     """The mutable record of one lab; :meth:`save` writes it atomically."""
 
     name: str
     dir: Path
-    node_name: str
-    node_netns: str
     cgroup_root: str
-    bpf_pin_dir: str
     ranges: dict[str, str]
+    #: The lab's nodes in order (node-1, node-2, ...; or the one node of a lab of one).
+    nodes: dict[str, NodeRecord] = attrs.field(factory=dict)
+    #: The underlay of a lab of several nodes (None for a lab of one).
+    fabric: FabricRecord | None = None
     created_at: float = attrs.field(factory=time.time)
-    node_setup: str = "creating"
     generation: int = 0
     files: list[str] = attrs.field(factory=list)
-    agent: ProcRecord | None = None
     pods: dict[str, PodRecord] = attrs.field(factory=dict)
     services: dict[str, ServiceRecord] = attrs.field(factory=dict)
     #: Notes about the input (e.g. how a container image was mapped) from the last `up`.
@@ -185,25 +258,26 @@ class LabState:
         return self.dir / STATE_FILE
 
     @property
-    def objects_path(self) -> Path:
-        """The enriched objects handed to the node agent."""
-        return self.dir / OBJECTS_FILE
+    def first_node(self) -> NodeRecord:
+        """The first node (the only one of a lab of one node)."""
+        return next(iter(self.nodes.values()))
+
+    def node_of(self, record: PodRecord) -> NodeRecord:
+        """The node a pod runs on."""
+        return self.nodes[record.node]
 
     def save(self) -> None:
         """Write the state file atomically (write to a temporary file, then rename)."""
         data = {
             "version": STATE_VERSION,
             "name": self.name,
-            "node_name": self.node_name,
-            "node_netns": self.node_netns,
             "cgroup_root": self.cgroup_root,
-            "bpf_pin_dir": self.bpf_pin_dir,
             "ranges": self.ranges,
+            "nodes": [n.to_data() for n in self.nodes.values()],
+            "fabric": self.fabric.to_data() if self.fabric else None,
             "created_at": self.created_at,
-            "node_setup": self.node_setup,
             "generation": self.generation,
             "files": self.files,
-            "agent": self.agent.to_data() if self.agent else None,
             "pods": {k: p.to_data() for k, p in sorted(self.pods.items())},
             "services": {k: s.to_data() for k, s in sorted(self.services.items())},
             "notes": self.notes,
@@ -218,24 +292,44 @@ class LabState:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise LabError(f"cannot read the lab state {path}: {exc}") from exc
-        if data.get("version") != STATE_VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        if version not in (1, STATE_VERSION):
             raise LabError(f"{path} was written by another meshcore version (state version "
-                           f"{data.get('version')!r}, expected {STATE_VERSION})")
+                           f"{version!r}, expected {STATE_VERSION}); remove that lab with the meshcore "
+                           "that made it (`meshcore lab down`)")
         try:
-            return cls(
-                name=data["name"], dir=directory, node_name=data["node_name"],
-                node_netns=data["node_netns"], cgroup_root=data["cgroup_root"],
-                bpf_pin_dir=data["bpf_pin_dir"], ranges=dict(data["ranges"]),
+            if version == 1:
+                data = _from_version_1(data, directory)
+            state = cls(
+                name=data["name"], dir=directory, cgroup_root=data["cgroup_root"], ranges=dict(data["ranges"]),
+                nodes={n["name"]: NodeRecord.from_data(n) for n in data["nodes"]},
+                fabric=FabricRecord.from_data(data["fabric"]) if data.get("fabric") else None,
                 created_at=float(data.get("created_at", 0.0)),
-                node_setup=data.get("node_setup", "creating"),
                 generation=int(data.get("generation", 0)), files=list(data.get("files", [])),
-                agent=ProcRecord.from_data(data["agent"]) if data.get("agent") else None,
                 pods={k: PodRecord.from_data(v) for k, v in data.get("pods", {}).items()},
                 services={k: ServiceRecord.from_data(v) for k, v in data.get("services", {}).items()},
                 notes=list(data.get("notes", [])),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, StopIteration) as exc:
             raise LabError(f"the lab state {path} is damaged ({type(exc).__name__}: {exc})") from exc
+        if not state.nodes:
+            raise LabError(f"the lab state {path} is damaged (it records no node)")
+        return state
+
+
+def _from_version_1(data: Mapping[str, Any], directory: Path) -> dict[str, Any]:
+    """A version 1 state (a lab of one node, recorded at the top level) in version 2's shape."""
+    node = str(data["node_name"])
+    ranges = dict(data["ranges"])
+    pin_dir = Path(str(data["bpf_pin_dir"]))
+    return {
+        **data,
+        "nodes": [{"name": node, "netns": data["node_netns"], "cgroup": data["cgroup_root"],
+                   "state_dir": str(directory), "pin_root": str(pin_dir.parent),
+                   "pod_ipv4": ranges["pod_ipv4"], "pod_ipv6": ranges["pod_ipv6"],
+                   "setup": data.get("node_setup", "creating"), "agent": data.get("agent")}],
+        "pods": {k: {**v, "node": node} for k, v in (data.get("pods") or {}).items()},
+    }
 
 
 def write_json(path: Path, data: Any) -> None:

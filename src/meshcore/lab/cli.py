@@ -1,4 +1,4 @@
-"""The `lab` command group (`meshcore lab up|exec|status|down`) and `meshcore demo`.
+"""The `lab` command group (`meshcore lab up|exec|status|node|down`) and `meshcore demo`.
 
 Until it is reached through `meshcore`, run it as ``python -m meshcore.lab.cli ...``.
 """
@@ -18,7 +18,9 @@ from ..agent import ResourceError
 from .. import _output as out
 from ._errors import LabError
 from ._ipam import LabRanges
+from ._ipam import MAX_NODES
 from ._lab import DEFAULT_LAB, Lab, LabInputError
+from ._nodeagent import AgentStatus
 from ._status import LabStatus, UpResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,16 +75,20 @@ def lab() -> None:
               help="Pod range, IPv4 and/or IPv6 (default 10.244.0.0/16, fd00:10:244::/64).")
 @click.option("--service-cidr", "service_cidrs", multiple=True, metavar="CIDR",
               help="ClusterIP range, IPv4 and/or IPv6 (default 10.96.0.0/16, fd00:10:96::/112).")
+@click.option("--nodes", type=click.IntRange(1, MAX_NODES), default=None, metavar="N",
+              help="Make a new lab of N nodes (node-1 ... node-N, each with a pod subnet, agent and proxy) "
+                   "joined by a fabric; default: one node, lab-NAME.")
 @click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
-              help="How long to wait for pods to serve their ports and for the agent to apply.")
+              help="How long to wait for pods to serve their ports and for the agents to apply.")
 @_reporting
 def up(name: str | None, files: tuple[str, ...], pod_cidrs: tuple[str, ...], service_cidrs: tuple[str, ...],
-       timeout: float) -> None:
+       nodes: int | None, timeout: float) -> None:
     """Bring a lab up from Kubernetes YAML, or reconcile a lab that is up to these files."""
     target = Lab.select(name, default=DEFAULT_LAB)
     ranges = _ranges(pod_cidrs, service_cidrs)
     err = out.console(stderr=True)
-    result = target.up(files, ranges=ranges, timeout=timeout, progress=lambda m: err.print(f"[dim]{m}[/]"))
+    result = target.up(files, ranges=ranges, nodes=nodes, timeout=timeout,
+                       progress=lambda m: err.print(f"[dim]{m}[/]"))
     _print_up(result)
 
 
@@ -99,8 +105,10 @@ def _print_up(result: UpResult) -> None:
         err.print(f"[yellow]not serving all their ports yet:[/] {', '.join(result.not_ready)}")
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
-    if result.agent is not None and result.agent.ok:
-        con.print(f"node agent (pid {result.agent.pid}) applied {result.agent.frontends} service frontend(s)")
+    for agent in result.agents:
+        if agent.ok:
+            which = f"node agent of {agent.node}" if len(result.agents) > 1 else "node agent"
+            con.print(f"{which} (pid {agent.pid}) applied {agent.frontends} service frontend(s)")
     con.print(f"see `meshcore lab status --name {result.name}`")
 
 
@@ -122,11 +130,23 @@ def status(name: str | None, fmt: str | None) -> None:
 
 def _print_status(current: LabStatus, fmt: str) -> None:
     con = out.console()
-    con.print(f"lab [bold]{current.name}[/]: node {current.node} (netns {current.node_netns}), "
-              f"cgroup {current.cgroup}")
-    out.print_table(fmt, "Pods", ("namespace", "name", "phase", "ready", "addresses", "labels", "owner"), (
-        (p.namespace, p.name, p.phase, "yes" if p.ready else "no", " ".join(p.addresses),
-         ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())), p.owner)
+    several = current.fabric is not None
+    if several:
+        assert current.fabric is not None
+        con.print(f"lab [bold]{current.name}[/]: {len(current.nodes)} nodes on fabric {current.fabric.bridge} "
+                  f"(netns {current.fabric.netns}), cgroup {current.cgroup}")
+        out.print_table(fmt, "Nodes", ("name", "state", "netns", "pod CIDRs", "addresses", "proxy addresses"), (
+            (n.name, "up" if n.up else "down", n.netns, " ".join(n.pod_cidrs), " ".join(n.addresses),
+             " ".join(n.proxy_addresses))
+            for n in current.nodes
+        ))
+    else:
+        con.print(f"lab [bold]{current.name}[/]: node {current.node} (netns {current.node_netns}), "
+                  f"cgroup {current.cgroup}")
+    columns = ("namespace", "name", *(("node",) if several else ()), "phase", "ready", "addresses", "labels", "owner")
+    out.print_table(fmt, "Pods", columns, (
+        (p.namespace, p.name, *((p.node,) if several else ()), p.phase, "yes" if p.ready else "no",
+         " ".join(p.addresses), ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())), p.owner)
         for p in current.pods
     ))
     out.print_table(fmt, "Services", ("namespace", "name", "cluster IPs", "ports"), (
@@ -135,31 +155,40 @@ def _print_status(current: LabStatus, fmt: str) -> None:
                    f"→{p['targetPort']}" for p in s.ports))
         for s in current.services
     ))
-    agent = current.agent
+    for node in current.nodes:
+        _print_agent(node.agent, fmt, f"{node.name} " if several else "", node.up)
+    for note in current.notes:
+        con.print(f"[cyan]note:[/] {note}")
+
+
+def _print_agent(agent: AgentStatus, fmt: str, prefix: str, up: bool) -> None:
+    """One node's agent, its node proxy and the raw Envoy configs it serves."""
+    con = out.console()
+    if not up:
+        con.print(f"{prefix}node agent: [red]node down[/] (`meshcore lab node up {agent.node}`)")
+        return
     state = "running" if agent.running else "[red]not running[/]"
     applied = (f"applied generation {agent.applied_generation} of {agent.wanted_generation}, "
                f"{agent.frontends} frontend(s)")
-    con.print(f"node agent: {state} (pid {agent.pid}), {applied}"
+    con.print(f"{prefix}node agent: {state} (pid {agent.pid}), {applied}"
               + ("" if not agent.error else f", [red]error:[/] {agent.error}"))
     proxy = agent.proxy
     if proxy.running:
-        con.print(f"node proxy: Envoy running (pid {proxy.pid}), {proxy.listeners} listener(s), "
+        con.print(f"{prefix}node proxy: Envoy running (pid {proxy.pid}), {proxy.listeners} listener(s), "
                   f"{proxy.restarts} restart(s)")
     elif proxy.listeners:
-        con.print("node proxy: [red]not running[/] (Envoy is being restarted)")
+        con.print(f"{prefix}node proxy: [red]not running[/] (Envoy is being restarted)")
     else:
-        con.print("node proxy: not running (no service port needs L7)")
+        con.print(f"{prefix}node proxy: not running (no service port needs L7)")
     if agent.config_status:
-        out.print_table(fmt, "Envoy configs", ("kind", "object", "Accepted", "reason / error"), (
+        out.print_table(fmt, f"{prefix}Envoy configs", ("kind", "object", "Accepted", "reason / error"), (
             (escape(c.kind), escape(f"{c.namespace}/{c.name}" if c.namespace else c.name),
              "True" if c.accepted else "[red]False[/]",
              escape("; ".join(_config_error(e) for e in c.errors)
                     or f"{c.reason.value}{': ' + c.message if c.message else ''}"))
             for c in agent.config_status
         ), markup=True)
-    con.print(f"agent log: {agent.log}")
-    for note in current.notes:
-        con.print(f"[cyan]note:[/] {note}")
+    con.print(f"{prefix}agent log: {agent.log}")
 
 
 def _config_error(error: ResourceError) -> str:
@@ -196,6 +225,37 @@ def down(name: str | None) -> None:
         return
     removed = target.down()
     click.echo(f"lab {target.name} is down (removed {', '.join(removed)})")
+
+
+@lab.group("node")
+def node() -> None:
+    """Take a node of a lab of several nodes down, or bring it back."""
+
+
+@node.command("down")
+@_name_option
+@click.argument("node_name", metavar="NODE")
+@click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the other nodes' agents to apply.")
+@_reporting
+def node_down(name: str | None, node_name: str, timeout: float) -> None:
+    """Take NODE down: its agent, proxy and pods stop, its link goes down, its pods leave every service."""
+    target = Lab.select(name)
+    target.node_down(node_name, timeout=timeout)
+    click.echo(f"node {node_name} of lab {target.name} is down; its pods are not ready and unreachable")
+
+
+@node.command("up")
+@_name_option
+@click.argument("node_name", metavar="NODE")
+@click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for pods to serve their ports and for the agents to apply.")
+@_reporting
+def node_up(name: str | None, node_name: str, timeout: float) -> None:
+    """Bring NODE back: its link and routes, its pods' containers and its agent."""
+    target = Lab.select(name)
+    target.node_up(node_name, timeout=timeout)
+    click.echo(f"node {node_name} of lab {target.name} is up")
 
 
 @click.command("demo")

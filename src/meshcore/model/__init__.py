@@ -14,6 +14,7 @@ from .diagnostics import Diagnostic, Severity, has_errors
 from .envoy import ENVOY_RESOURCE_TYPES, BackendService, EnvoyConfig, EnvoyResource, ServiceListener
 from .identity import DEFAULT_TRUST_DOMAIN, FIRST_ALLOCATED_IDENTITY, Identity, ReservedIdentity
 from .namespace import Namespace
+from .node import Node
 from .policy import (
     AuthorizationPolicy,
     Condition,
@@ -74,7 +75,7 @@ __all__ = [
     "AuthorizationPolicy", "Backend", "BackendService", "BackendState", "ClaimToHeader", "ClientMatch", "Condition", "CorsPolicy", "Destination",
     "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
     "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HttpRoute", "Identity", "InvalidBackends",
-    "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace",
+    "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace", "Node",
     "Operation", "PeerAuthMode", "PeerAuthentication", "PeerSelector", "PolicyAction",
     "PolicyRule", "PortMode", "PortRange", "Protocol", "ProxyMode", "QueryMatch", "Redirect",
     "RequestAuthentication", "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",

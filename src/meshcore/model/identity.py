@@ -22,6 +22,8 @@ class ReservedIdentity(enum.IntEnum):
     HOST = 1
     WORLD = 2
     NODE_PROXY = 3
+    #: Another node's own addresses (its proxy's are NODE_PROXY).
+    REMOTE_NODE = 4
 
 
 #: The first numeric identity the allocator hands to a workload identity.

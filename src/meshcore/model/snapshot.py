@@ -16,6 +16,7 @@ from .authn import RequestAuthentication
 from .envoy import EnvoyConfig
 from .identity import Identity
 from .namespace import Namespace
+from .node import Node
 from .policy import AuthorizationPolicy, PeerAuthentication
 from .route import RouteTable
 from .service import Service, ServiceRef
@@ -68,11 +69,16 @@ class Snapshot:
     envoy_configs: tuple[EnvoyConfig, ...] = attrs.field(default=(), converter=_sorted)
     traffic_policies: tuple[TrafficPolicy, ...] = attrs.field(default=(), converter=_by_key, validator=_unique("key"))
     request_authentications: tuple[RequestAuthentication, ...] = attrs.field(default=(), converter=_sorted)
+    nodes: tuple[Node, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("name"))
 
     @property
     def identities(self) -> tuple[Identity, ...]:
         """The distinct identities of all workloads, sorted."""
         return tuple(sorted({w.identity for w in self.workloads}))
+
+    def node(self, name: str) -> Node | None:
+        """The node with this name, if present."""
+        return next((n for n in self.nodes if n.name == name), None)
 
     def service(self, ref: ServiceRef) -> Service | None:
         """The service with this reference, if present."""

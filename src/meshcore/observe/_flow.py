@@ -226,11 +226,12 @@ class FlowFilter:
     """Which flows to keep; every given condition must hold (``meshcore observe``'s filters).
 
     ``pod`` is a workload name or ``namespace/name`` (or an address) at either end;
-    ``namespace`` that of either end.
+    ``namespace`` that of either end; ``node`` the node whose agent saw the flow.
     """
 
     pod: str | None = None
     namespace: str | None = None
+    node: str | None = None
     verdict: Verdict | None = attrs.field(default=None, converter=_verdict)
     layer: Layer | None = attrs.field(default=None, converter=_layer)
 
@@ -239,6 +240,8 @@ class FlowFilter:
         if self.pod is not None and not (_is_peer(flow.source, self.pod) or _is_peer(flow.destination, self.pod)):
             return False
         if self.namespace is not None and self.namespace not in (flow.source.namespace, flow.destination.namespace):
+            return False
+        if self.node is not None and flow.node != self.node:
             return False
         if self.verdict is not None and flow.verdict is not self.verdict:
             return False

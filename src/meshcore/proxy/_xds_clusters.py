@@ -31,6 +31,9 @@ def _cluster(cluster: EnvoyCluster, settings: ProxySettings) -> dict[str, Any]:
             "max_requests": _UNLIMITED, "max_retries": _UNLIMITED,
         }]},
     }
+    bind = _bind_config(settings)
+    if bind:
+        out["upstream_bind_config"] = bind
     common: dict[str, Any] = {}
     if cluster.traffic is not None:
         common = _traffic(out, cluster.traffic)
@@ -40,6 +43,18 @@ def _cluster(cluster: EnvoyCluster, settings: ProxySettings) -> dict[str, Any]:
         if common:
             options["common_http_protocol_options"] = common
         out["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
+    return out
+
+
+def _bind_config(settings: ProxySettings) -> dict[str, Any]:
+    """Where upstream connections come from: the proxy's source address of the endpoint's family."""
+    sources = [a for a in (settings.source_ipv4, settings.source_ipv6) if a]
+    if not sources:
+        return {}
+    out: dict[str, Any] = {"source_address": {"address": sources[0], "port_value": 0}}
+    if len(sources) > 1:
+        # Envoy picks the source of the endpoint's family among these.
+        out["extra_source_addresses"] = [{"address": {"address": a, "port_value": 0}} for a in sources[1:]]
     return out
 
 
