@@ -31,7 +31,7 @@ from meshcore.lab import _netns as netns
 from meshcore.lab import _procs as procs
 from meshcore.lab._containers import python_env
 from meshcore.lab._nodeagent import AGENT_CGROUP
-from meshcore.lab._state import AGENT_LOG, LabState, ProcRecord
+from meshcore.lab._state import LabState, ProcRecord
 from meshcore.linux import socket_in_netns
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kubeapi"))
@@ -99,18 +99,19 @@ class KubeNode:
         self.apiserver = apiserver
         self.kubeconfig = kubeconfig
         self.state = LabState.load(lab.dir)
-        assert self.state.agent is not None
-        argv = self.state.agent.argv
+        self.node = self.state.first_node
+        assert self.node.agent is not None
+        argv = self.node.agent.argv
         self.facts = argv[:argv.index("--objects")]  # the lab agent's node facts
     def listener(self) -> socket.socket:
         """A socket on 127.0.0.1 in the node's network namespace, at the stand-in's port."""
-        sock = socket_in_netns(netns.path(self.state.node_netns))
+        sock = socket_in_netns(netns.path(self.node.netns))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.apiserver.port))
         return sock
 
     def stop_agent(self) -> None:
-        agent = self.state.agent
+        agent = self.node.agent
         assert agent is not None
         procs.stop([(agent.pid, agent.start_time)], timeout=10)
         assert not procs.alive(agent.pid, agent.start_time)
@@ -121,16 +122,16 @@ class KubeNode:
         interfaces = [f"--interface={r.namespace}/{r.name}={r.host_veth}" for r in self.state.pods.values()]
         argv = [*self.facts, "--from", "kube",
                 "--kubeconfig", str(self.kubeconfig), "--metrics", "off", *interfaces]
-        log = str(self.lab.dir / AGENT_LOG)
-        pid, started = procs.spawn(argv, env={"PATH": "/usr/bin:/bin", **python_env()}, cwd=str(self.lab.dir),
-                                   cgroup=str(Path(self.state.cgroup_root) / AGENT_CGROUP), log=log,
-                                   netns=str(netns.path(self.state.node_netns)))
-        self.state.agent = ProcRecord("agent", pid, started, tuple(argv), log)
+        log = str(self.node.agent_log)
+        pid, started = procs.spawn(argv, env={"PATH": "/usr/bin:/bin", **python_env()}, cwd=self.node.state_dir,
+                                   cgroup=str(Path(self.node.cgroup) / AGENT_CGROUP), log=log,
+                                   netns=str(netns.path(self.node.netns)))
+        self.node.agent = ProcRecord("agent", pid, started, tuple(argv), log)
         self.state.save()  # `lab down` stops it with the rest
 
     def report(self) -> GenerationReport | None:
-        report = read_report(self.lab.dir / REPORT_FILE)
-        agent = self.state.agent
+        report = read_report(Path(self.node.state_dir) / REPORT_FILE)
+        agent = self.node.agent
         return report if report is not None and agent is not None and report.pid == agent.pid else None
 
     def wait_report(self, accept: Callable[[GenerationReport], bool], timeout: float = 30) -> GenerationReport:
@@ -143,7 +144,7 @@ class KubeNode:
         raise AssertionError(f"no such report within {timeout}s; last: {self.report()}; log:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
-        return (self.lab.dir / AGENT_LOG).read_text(errors="replace")
+        return self.node.agent_log.read_text(errors="replace")
 
 
 def answered_by(lab: Lab, count: int = 6) -> set[str]:
@@ -168,7 +169,7 @@ def wait_answered_by(lab: Lab, versions: set[str], timeout: float = 20) -> None:
 def kube_node(tmp_path: Path) -> Iterator[KubeNode]:
     """A lab whose pods run, its own agent replaced by one reading the stand-in API server, filled by kubectl."""
     if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed (Debian: apt-get install kubectl)")
+        pytest.fail("kubectl is not installed (Debian: apt-get install kubectl; scripts/test.sh installs it)")
     apiserver = StandInApiServer(bookmark_seconds=0.5)
     apiserver.start()
     kubeconfig = apiserver.kubeconfig(tmp_path / "kubeconfig")
