@@ -355,7 +355,7 @@ def test_only_known_pods_and_nodes_pass_from_the_fabric(lab: Lab) -> None:
     verdicts = {r["destinationAddress"]: (r["sourceIdentity"], r["verdict"], r["reason"]) for r in rows}
     assert verdicts[server.addresses[0]] == (2, "DROPPED", "default-deny"), rows
     # Policy decides, not a firewall: a pod no policy selects lets the world in.
-    assert verdicts[client2] == (2, "FORWARDED", ""), rows
+    assert verdicts[client2] == (2, "FORWARDED", "no-policy"), rows
 
 
 def test_a_pod_cannot_claim_another_pods_address_across_nodes(lab: Lab) -> None:

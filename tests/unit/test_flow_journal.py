@@ -242,6 +242,7 @@ def test_the_names_come_from_the_plan() -> None:
     }
     peers = policy_names(plan.policy)["peers"]
     ids = {e.workload.name: e.identity for e in plan.policy.endpoints}
-    # A workload of this node by name; one of another node by identity and namespace only.
+    # Workloads of this node and of other nodes alike, by name, identity and namespace.
     assert peers["10.0.0.10"] == ["shop/web-1", ids["web-1"], "shop"]
-    assert peers["10.0.0.5"][0] == "" and peers["10.0.0.5"][1] > 0 and peers["10.0.0.5"][2] == "shop"
+    assert peers["10.0.0.5"][0] == "shop/client" and peers["10.0.0.5"][1] > 0 and peers["10.0.0.5"][2] == "shop"
+    assert [(p.address, str(p.workload)) for p in plan.policy.peers] == [("10.0.0.5", "shop/client")]

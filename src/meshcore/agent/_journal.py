@@ -85,14 +85,17 @@ def policy_names(plan: PolicyPlan) -> dict[str, Any]:
     """The ``peers`` table of a policy plan: each workload address → ``[ns/name, identity, namespace]``.
 
     Addresses of other nodes' workloads (host routes in the ipcache) get their identity
-    and namespace, without a name.
+    and namespace, and their name when the plan knows it (``PolicyPlan.peers``).
     """
     namespaces = {i.numeric_id: i.namespace for i in plan.identities}
+    remote = {p.address: p.workload for p in plan.peers}
     peers: dict[str, list[Any]] = {}
     for entry in plan.ipcache:
         address, _, bits = entry.prefix.partition("/")
         if bits == ("128" if ":" in address else "32"):
-            peers[address] = ["", entry.identity, namespaces.get(entry.identity, "")]
+            workload = remote.get(address)
+            peers[address] = [str(workload) if workload else "", entry.identity,
+                              workload.namespace if workload else namespaces.get(entry.identity, "")]
     for endpoint in plan.endpoints:
         for address in endpoint.addresses:
             peers[address] = [str(endpoint.workload), endpoint.identity, endpoint.workload.namespace]

@@ -42,6 +42,7 @@ from ._policy_plan import (
     IpcacheEntry,
     L7Handoff,
     PolicyEndpoint,
+    PolicyPeer,
     PolicyEntry,
     PolicyIdentity,
     PolicyOrigin,
@@ -53,7 +54,7 @@ from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPla
 __all__ = [
     "PROXY_PORT_BASE", "PROXY_PORT_RANGE",
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
-    "PolicyEntry", "PolicyIdentity", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
+    "PolicyEntry", "PolicyIdentity", "PolicyPeer", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
     "compile_policy", "identity_key", "port_blocks",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",

@@ -62,6 +62,7 @@ from ..model import (
 )
 from ._policy_l7 import MATCHES_NOTHING, fold_conditions, ports_only, proxy_gates, without_l7
 from ._policy_plan import (
+    PolicyPeer,
     ANY_IDENTITY,
     ANY_PROTOCOL,
     CIDR_IDENTITY_BASE,
@@ -353,6 +354,7 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         entries=entries,
         origins=origins,
         l7=handoffs,
+        peers=[PolicyPeer(a, w.ref) for w in snapshot.workloads if w.ref not in endpoints for a in w.addresses],
     )
 
 

@@ -66,6 +66,14 @@ class IpcacheEntry:
 
 
 @attrs.frozen(order=True)
+class PolicyPeer:
+    """A workload of another node: which pod an address is, to name it in flows (no map entry of its own)."""
+
+    address: str
+    workload: WorkloadRef
+
+
+@attrs.frozen(order=True)
 class PolicyEndpoint:
     """A local workload the enforcer attaches to: its identity, addresses and defaults.
 
@@ -154,6 +162,8 @@ class PolicyPlan:
     entries: tuple[PolicyEntry, ...] = attrs.field(default=(), converter=_sorted)
     origins: tuple[PolicyOrigin, ...] = attrs.field(default=(), converter=_sorted)
     l7: tuple[L7Handoff, ...] = attrs.field(default=(), converter=_sorted)
+    #: Other nodes' workloads by address (their identities are in the ipcache).
+    peers: tuple[PolicyPeer, ...] = attrs.field(default=(), converter=_sorted)
 
     def origin(self, index: int) -> PolicyOrigin | None:
         """The origin of a policy index, if any."""

@@ -54,7 +54,8 @@ class FlowDecoder:
 
     def _pod(self, address: str) -> WorkloadRef | None:
         if self._by_address is None:
-            self._by_address = {a: e.workload for e in self.plan.endpoints for a in e.addresses}
+            self._by_address = {p.address: p.workload for p in self.plan.peers}
+            self._by_address.update({a: e.workload for e in self.plan.endpoints for a in e.addresses})
         return self._by_address.get(address)
 
     def _namespace(self, identity: int, pod: WorkloadRef | None) -> str:
