@@ -70,13 +70,16 @@ from ._envoy_plan import (
     EnvoyPlan,
     EnvoyRoute,
     EnvoyRouteConfig,
+    EnvoySecret,
     EnvoyVirtualHost,
     Origin,
     RawResource,
     RbacPolicy,
     RouteMirror,
+    ServerTls,
     TcpChain,
     cluster_name,
+    secret_name,
 )
 
 #: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
@@ -141,6 +144,7 @@ class _Builder:
     clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
     warnings: list[Diagnostic] = attrs.field(factory=list)
     client_groups: ClientGroups = attrs.field(factory=dict)
+    secrets: dict[str, EnvoySecret] = attrs.field(factory=dict)
     rbac_index: RbacIndex = attrs.field(init=False)
     egress: EgressIndex = attrs.field(init=False)
 
@@ -394,9 +398,33 @@ class _Builder:
             route_config=name, rbac=rbac, jwt=jwt, origins=self._listener_origins(item, tables)
             + tuple(o for p in (jwt.providers if jwt else ()) for o in p.origins)
             + tuple(o for f in rbac for p in f.policies for o in p.origins),
-            client_views=tuple(view for view, _ in views),
+            client_views=tuple(view for view, _ in views), tls=self.server_tls(item),
         )
         return listener, route_configs
+
+    def server_tls(self, item: ProxiedPort) -> tuple[ServerTls, ...]:
+        """The port's TLS terminations, each server name taken by the first (most specific) that names it."""
+        out: list[ServerTls] = []
+        taken: set[str] = set()
+        for term in self.snapshot.terminations(item.service.ref, item.port.port):
+            names = tuple(n for n in term.hostnames if n not in taken)
+            if term.hostnames and not names or not term.hostnames and "" in taken:
+                continue
+            taken.update(names or ("",))
+            secrets = []
+            for ref in term.certificates:
+                certificate = self.snapshot.certificate(ref)
+                if certificate is None:
+                    continue  # the snapshot refuses terminations without their certificates
+                name = secret_name(ref.namespace, ref.name)
+                origin = Origin(f"certificate of Secret {ref} for {item.service.ref}:{item.port.port}",
+                                _first_known(term.source, certificate.source))
+                known = self.secrets.get(name)
+                self.secrets[name] = EnvoySecret(name, certificate.chain, certificate.private_key,
+                                                 (*(known.origins if known else ()), origin))
+                secrets.append(name)
+            out.append(ServerTls(names, tuple(secrets)))
+        return tuple(out)
 
     def tcp_listener(self, item: ProxiedPort, name: str) -> EnvoyListener:
         chains: list[TcpChain] = []
@@ -626,5 +654,6 @@ def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawP
         route_configs=tuple(sorted(route_configs, key=lambda item: item.name)),
         clusters=tuple(sorted(builder.clusters.values(), key=lambda item: item.name)),
         raw=raw_resources,
+        secrets=tuple(sorted(builder.secrets.values(), key=lambda item: item.name)),
         warnings=(*builder.warnings, *raw_warnings),
     )

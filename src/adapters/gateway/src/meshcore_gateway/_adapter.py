@@ -20,7 +20,7 @@ import attrs
 
 from meshcore.adapter import ApiKind, Fragment, ObjectStatus
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report, field_diagnostic, unique_objects
-from meshcore.model import ModelError, RouteTable, Service, ServicePort
+from meshcore.model import Certificate, ModelError, RouteTable, Service, ServicePort, ServiceRef, TlsTermination
 
 from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach_to_service, namespace_labels
 from ._backends import BackendContext, Failure, read_tls_policy_targets
@@ -36,7 +36,7 @@ from ._codes import (
     ROUTE_NOT_ACCEPTED,
     SERVICE_NAME,
     SHADOWED_L4_ROUTE,
-    TLS_NOT_CARRIED,
+    CERTIFICATE_REF,
     UNRESOLVED_BACKEND,
     UNSUPPORTED_FEATURE,
 )
@@ -46,6 +46,7 @@ from ._grpcroute import read_grpcroute
 from ._hostnames import covers
 from ._httproute import read_httproute
 from ._ingress import IngressClassInfo, ingress_class, read_ingress, read_ingress_class
+from ._ingress_tls import ingress_status
 from ._l4routes import read_l4route
 from ._referencegrant import Grant, ReferenceGrants, read_reference_grant
 from ._refs import ParentRef, read_parent_refs
@@ -116,6 +117,8 @@ class _Translation:
         self.statuses: list[ObjectStatus] = []
         self.services: list[Service] = []
         self.tables: list[RouteTable] = []
+        self.terminations: list[TlsTermination] = []
+        self.certificates: list[Certificate] = []
         self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
         for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
             self.by_kind[obj.kind].append(obj)
@@ -180,7 +183,7 @@ class _Translation:
                 self.foreign.add(key)
                 continue
             try:
-                info = read_gateway(obj, cls, self.grants)
+                info = read_gateway(obj, cls, self.grants, self.inventory)
             except (FieldError, ModelError) as exc:
                 diag = field_diagnostic(obj, exc)
                 self.report.items.append(diag)
@@ -216,9 +219,10 @@ class _Translation:
                              f"{info.accepted[2]}", "spec")
         for listener in info.listeners:
             if listener.serving:
-                if listener.protocol == "HTTPS":
-                    self.report.info(obj, TLS_NOT_CARRIED, f"listener {listener.name}: routes are translated; "
-                                     "its TLS certificates are not carried by the model yet", f"{listener.path}.tls")
+                continue
+            if listener.resolved[1] == "InvalidCertificateRef" and listener.cert_refs:
+                self.report.warn(obj, CERTIFICATE_REF, f"listener {listener.name}: {listener.resolved[2]}",
+                                 f"{listener.path}.tls.certificateRefs")
                 continue
             problems = [c for c in (listener.accepted, listener.resolved) if not c[0]]
             reason, message = (listener.conflict if listener.conflict else (problems[0][1], problems[0][2]))
@@ -404,6 +408,12 @@ class _Translation:
             for listener in info.listeners:
                 if listener.serving and listener.port not in ports:
                     ports[listener.port] = ServicePort(listener.port, PORT_PROTOCOL[listener.protocol], listener.name)
+                if listener.serving and listener.certificates:
+                    self.terminations.append(TlsTermination(
+                        ServiceRef(info.namespace, info.name), listener.port,
+                        (listener.hostname,) if listener.hostname else (), [c.ref for c in listener.certificates],
+                        source=info.obj.source_at(f"{listener.path}.tls")))
+                    self.certificates += listener.certificates
             self.services.append(Service(name=info.name, namespace=info.namespace, vips=info.addresses,
                                          ports=list(ports.values()), source=info.obj.source))
         return {key: {name: len(ids) for name, ids in per.items()} for key, per in counts.items()}
@@ -473,16 +483,16 @@ class _Translation:
             if result is None:
                 continue
             ports = result.ports
-            service = _run(obj, self.report, lambda o: Service(name=o.name, namespace=o.namespace, ports=ports,
-                                                                source=o.source))
+            service = _run(obj, self.report, lambda o: Service(name=o.name, namespace=o.namespace,
+                                                                vips=result.addresses, ports=ports, source=o.source))
             if service is None:
                 continue
             self.report.items += sub.items
-            if result.tls:
-                self.report.info(obj, TLS_NOT_CARRIED, "routes are served on port 443 too; the TLS certificates "
-                                 "are not carried by the model yet", "spec.tls")
             self.services.append(service)
             self.tables += result.tables
+            self.terminations += result.tls.terminations
+            self.certificates += result.tls.certificates
+            self.statuses.append(_status(obj, ingress_status(result.addresses)))
 
     # -- all -------------------------------------------------------------------------------
 
@@ -504,7 +514,7 @@ class _Translation:
         self.gateway_statuses(counts)
         self.translate_ingresses()
         return Fragment(services=self.services, routes=self.tables, diagnostics=self.report.items,
-                        statuses=self.statuses)
+                        statuses=self.statuses, certificates=self.certificates, tls_terminations=self.terminations)
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:

@@ -4,7 +4,8 @@ An Ingress is ours when its class (``spec.ingressClassName``, else the legacy
 ``kubernetes.io/ingress.class`` annotation, else the IngressClass annotated
 ``ingressclass.kubernetes.io/is-default-class: "true"``) is an IngressClass whose
 ``spec.controller`` is :data:`INGRESS_CONTROLLER`. It becomes a Service of the Ingress's
-namespace and name with port 80 (and 443 when ``spec.tls`` is set) and one L7 table per
+namespace and name with port 80 (and 443, terminating TLS, when a ``spec.tls`` entry has a
+usable certificate: see ``_ingress_tls``) and one L7 table per
 rule host: paths ordered longest first, ``Exact`` before ``Prefix`` on ties
 (``ImplementationSpecific`` is a path-element prefix, like ``Prefix``), then the default
 backend as the last, catch-all route. A backend whose Service or port does not exist is
@@ -36,6 +37,7 @@ from meshcore.model import (
 from ._codes import INVALID_VALUE, UNRESOLVED_BACKEND
 from ._common import INGRESS_CONTROLLER, object_annotations
 from ._hostnames import ANY, check_hostname
+from ._ingress_tls import IngressTls, assigned_addresses, ingress_tls
 from ._matches import path_prefix
 from ._precedence import L7Entry, l7_entry, ordered
 
@@ -134,7 +136,9 @@ class IngressResult:
 
     ports: tuple[ServicePort, ...]
     tables: tuple[RouteTable, ...]
-    tls: bool
+    tls: IngressTls
+    #: The addresses assigned in ``status.loadBalancer`` (the Service's VIPs).
+    addresses: tuple[str, ...] = ()
 
 
 def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> IngressResult:
@@ -164,12 +168,14 @@ def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> Ingre
                     f"with {UNAVAILABLE}", backend.path)
     if default is not None:
         by_host.setdefault(ANY, [])
-    tls = bool(spec.list("tls"))
-    ports = [ServicePort(80, Protocol.HTTP, "http")] + ([ServicePort(443, Protocol.TLS, "https")] if tls else [])
+    tls = ingress_tls(obj, inventory, report)
+    # Port 443 only with a certificate that can serve it: never clear text there.
+    ports = [ServicePort(80, Protocol.HTTP, "http")] + (
+        [ServicePort(443, Protocol.TLS, "https")] if tls.terminations else [])
     tables = []
     for port in ports:
         for host, entries in by_host.items():
             routes: Sequence[HttpRoute] = ordered(entries) + ([default] if default is not None else [])
             tables.append(RouteTable(ServiceRef(obj.namespace, obj.name), port.port, RouteKind.L7, http=routes,
                                      hostnames=(host,) if host else (), source=obj.source))
-    return IngressResult(tuple(ports), tuple(tables), tls)
+    return IngressResult(tuple(ports), tuple(tables), tls, assigned_addresses(obj))
