@@ -68,6 +68,7 @@ from ._resources import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    SECRET,
     TYPE_ORDER,
     XDS_CLUSTER,
     ProxySettings,
@@ -81,7 +82,7 @@ from ._supervisor import EnvoyOptions, EnvoySupervisor, Exit, bootstrap, find_en
 from ._xds import AdsServer, NodeStatus, TypeStatus
 
 __all__ = [
-    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE",
+    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE", "SECRET",
     "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
     "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder", "FlowSubscription", "Nack",
     "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resolver",
