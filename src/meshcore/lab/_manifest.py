@@ -30,7 +30,7 @@ from ..agent import object_entry, write_objects_file
 from ..model import Diagnostic, Source, WorkloadRef
 from . import _procs as procs
 from ._errors import LabError
-from ._gateways import enrich_gateway, our_gateways
+from ._gateways import enrich_gateway, enrich_ingress, our_gateways, our_ingresses
 from ._ipam import LabRanges
 from ._state import LabState, ServiceRecord
 
@@ -183,8 +183,13 @@ def _now() -> str:
 def write_objects(state: LabState, desired: Desired, ranges: LabRanges) -> int:
     """Write the enriched objects for the node agent as the next generation; that generation."""
     gateways = {id(o) for o in our_gateways(desired.others)}
-    entries = [object_entry(enrich_gateway(o, state.services.get(f"{o.namespace}/{o.name}"))
-                            if id(o) in gateways else o.body, o.source) for o in desired.others]
+    ingresses = {id(o) for o in our_ingresses(desired.others)}
+    entries = []
+    for o in desired.others:
+        assigned = state.services.get(f"{o.namespace}/{o.name}")
+        body = (enrich_gateway(o, assigned) if id(o) in gateways
+                else enrich_ingress(o, assigned) if id(o) in ingresses else o.body)
+        entries.append(object_entry(body, o.source))
     for obj in desired.services:
         service = state.services[f"{obj.namespace}/{obj.name}"]
         entries.append(object_entry(enrich_service(obj, service), obj.source))
