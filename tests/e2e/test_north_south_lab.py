@@ -26,6 +26,7 @@ CA = Authority()
 SHOP, A, B = CA.issue(["shop.example.com"]), CA.issue(["a.example.com"]), CA.issue(["b.example.com"], rsa_key=True)
 EXPIRED = CA.issue(["bad.example.com"], expired=True)
 PASS = CA.issue(["pass.example.com"])
+SECURE = CA.issue(["secure.example.com"])
 
 # A TLS server in a pod, IPv4 and IPv6 (passthrough keeps its own certificate end to end).
 TLS_SERVER = """
@@ -41,6 +42,28 @@ while True:
         t = ctx.wrap_socket(c, server_side=True); t.recv(100); t.sendall(b"passthrough:" + os.environ["POD_NAME"].encode()); t.close()
     except (OSError, ssl.SSLError):
         c.close()
+"""
+
+# An HTTPS backend (IPv4 and IPv6) that says which server name (SNI) the client asked for.
+HTTPS_SERVER = """
+import http.server, json, os, socket, ssl, tempfile
+pem = tempfile.NamedTemporaryFile("w", delete=False)
+pem.write(os.environ["CERT"] + os.environ["KEY"]); pem.close()
+seen = {}
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(pem.name)
+ctx.sni_callback = lambda sock, name, _: seen.update(sni=name)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"pod": os.environ["POD_NAME"], "sni": seen.get("sni")}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+class S(http.server.HTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); super().server_bind()
+        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+S(("::", 8443), H).serve_forever()
 """
 
 MANIFESTS = "\n---\n".join([
@@ -63,6 +86,51 @@ metadata: {{name: tls-backend}}
 spec:
   selector: {{app: tls-backend}}
   ports: [{{name: tls, port: 8443}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: secure, labels: {{app: secure}}}}
+spec:
+  containers:
+  - name: https
+    command: ["{sys.executable}", "-S", "-c", {json.dumps(HTTPS_SERVER)}]
+    env: [{{name: CERT, value: {json.dumps(SECURE.cert)}}}, {{name: KEY, value: {json.dumps(SECURE.key)}}}]
+    ports: [{{containerPort: 8443}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: secure-ca}}
+data: {{ca.crt: {json.dumps(CA.pem)}}}
+""", """
+# The same HTTPS pod behind two Services: one policy names the backend's real hostname,
+# the other a name its certificate does not carry.
+apiVersion: v1
+kind: Service
+metadata: {name: secure}
+spec:
+  selector: {app: secure}
+  ports: [{name: https, port: 443, targetPort: 8443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: secure-wrong}
+spec:
+  selector: {app: secure}
+  ports: [{name: https, port: 443, targetPort: 8443}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {name: secure}
+spec:
+  targetRefs: [{group: "", kind: Service, name: secure}]
+  validation: {hostname: secure.example.com, caCertificateRefs: [{group: "", kind: ConfigMap, name: secure-ca}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {name: secure-wrong}
+spec:
+  targetRefs: [{group: "", kind: Service, name: secure-wrong}]
+  validation: {hostname: wrong.example.com, caCertificateRefs: [{group: "", kind: ConfigMap, name: secure-ca}]}
 """, """
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -104,7 +172,12 @@ kind: HTTPRoute
 metadata: {name: a}
 spec:
   parentRefs: [{name: gw, sectionName: a}]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    backendRefs: [{name: secure, port: 443}]
+  - matches: [{path: {type: PathPrefix, value: /wrong}}]
+    backendRefs: [{name: secure-wrong, port: 443}]
+  - backendRefs: [{name: web, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -227,3 +300,13 @@ def test_the_internet_client_reaches_no_pod_directly(lab: tuple[Lab, Path]) -> N
     web = next(p for p in running.status().pods if p.name.startswith("web-"))
     result = running.run_outside(["curl", "-sS", "-m", "3", f"http://{web.addresses[0]}:8080/"], timeout=20)
     assert result.returncode != 0
+
+
+def test_backend_tls_policy_sends_tls_to_the_backend_verified_by_its_ca_and_hostname(lab: tuple[Lab, Path]) -> None:
+    running, tmp = lab
+    vip = _vip(running, "gw")
+    status, body = _curl(running, tmp / "ca.pem", "https://a.example.com/secure", "a.example.com", vip, 443)
+    assert (status, body) == (200, {"pod": "secure", "sni": "secure.example.com"}), body
+    # A hostname the backend's certificate does not carry fails verification: no answer from it.
+    status, body = _curl(running, tmp / "ca.pem", "https://a.example.com/wrong", "a.example.com", vip, 443)
+    assert status == 503, body

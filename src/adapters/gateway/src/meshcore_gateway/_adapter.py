@@ -20,10 +20,20 @@ import attrs
 
 from meshcore.adapter import ApiKind, Fragment, ObjectStatus
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report, field_diagnostic, unique_objects
-from meshcore.model import Certificate, ModelError, RouteTable, Service, ServicePort, ServiceRef, TlsTermination
+from meshcore.model import (
+    Certificate,
+    ModelError,
+    RouteTable,
+    Service,
+    ServicePort,
+    ServiceRef,
+    TlsTermination,
+    TrafficPolicy,
+)
 
 from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach_to_service, namespace_labels
-from ._backends import BackendContext, Failure, read_tls_policy_targets
+from ._backends import BackendContext, Failure
+from ._backendtls import BackendTls, read_backend_tls
 from ._build import Built, build
 from ._codes import (
     DUPLICATE_OBJECT,
@@ -123,7 +133,8 @@ class _Translation:
         for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
             self.by_kind[obj.kind].append(obj)
         self.grants = ReferenceGrants()
-        self.tls_services: set[tuple[str, str]] = set()
+        self.tls_backends: dict[tuple[str, str], list[BackendTls]] = defaultdict(list)
+        self.traffic: list[TrafficPolicy] = []
         self.classes: dict[str, ClassInfo] = {}
         self.gateways: dict[tuple[str, str], GatewayInfo] = {}
         #: Gateways of our classes that had an error (routes to them get NoMatchingParent).
@@ -142,13 +153,19 @@ class _Translation:
 
     def read_tls_policies(self) -> None:
         for obj in self.by_kind["BackendTLSPolicy"]:
-            targets = _run(obj, self.report, read_tls_policy_targets)
+            targets = _run(obj, self.report, lambda o: read_backend_tls(o, self.inventory))
             if targets is None:
                 continue
-            self.tls_services.update(targets)
-            names = ", ".join(f"{ns}/{name}" for ns, name in targets) or "no Service"
-            self.report.warn(obj, UNSUPPORTED_FEATURE, f"TLS to backends is not supported yet: routes to {names} "
-                             "treat it as an invalid backend (its share is answered with an error)", "spec")
+            for target in targets:
+                self.tls_backends[(target.namespace, target.name)].append(target)
+                policy = target.policy()
+                if policy is not None and all(p.key != policy.key for p in self.traffic):
+                    self.traffic.append(policy)
+            problems = dict.fromkeys(t.problem for t in targets if t.problem)
+            for problem in problems:
+                names = ", ".join(f"{t.namespace}/{t.name}" for t in targets)
+                self.report.warn(obj, UNSUPPORTED_FEATURE, f"{problem}: routes to {names} treat it as an invalid "
+                                 "backend (its share is answered with an error), never plaintext", "spec")
 
     def read_classes(self) -> None:
         for obj in self.by_kind["GatewayClass"]:
@@ -314,7 +331,7 @@ class _Translation:
         key = (id(route), mesh)
         if key not in self.built:
             ctx = BackendContext(self.inventory, self.grants, route.kind, route.namespace, mesh,
-                                 frozenset(self.tls_services))
+                                 self.tls_backends)
             self.built[key] = build(route, ctx)
         return self.built[key]
 
@@ -514,7 +531,8 @@ class _Translation:
         self.gateway_statuses(counts)
         self.translate_ingresses()
         return Fragment(services=self.services, routes=self.tables, diagnostics=self.report.items,
-                        statuses=self.statuses, certificates=self.certificates, tls_terminations=self.terminations)
+                        statuses=self.statuses, certificates=self.certificates, tls_terminations=self.terminations,
+                        traffic_policies=self.traffic)
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:

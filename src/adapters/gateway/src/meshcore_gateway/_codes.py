@@ -26,8 +26,10 @@ MC6007   warning   A listener is not accepted or is conflicted, or a Gateway or
 MC6009   warning   A feature the model cannot carry yet: ignored when that is safe
                    (session persistence, retry backoff), otherwise failed closed
                    (ExtensionRef/ExternalAuth filters and backend-level filters
-                   answer 500; a BackendTLSPolicy makes its Service an invalid
-                   backend; TLS termination on a TLS listener is not accepted).
+                   answer 500; a BackendTLSPolicy that cannot be applied — CA
+                   ConfigMap missing, well-known CAs, URI names — or one reached
+                   by a mesh route makes its Service an invalid backend; TLS
+                   termination on a TLS listener is not accepted).
 MC6010   warning   A certificate reference cannot serve: the Secret is missing, not a
                    TLS Secret, unparseable, expired or not yet valid, or its key does
                    not match the certificate. The message names the Secret (never its
