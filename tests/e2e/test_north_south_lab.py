@@ -25,7 +25,7 @@ pytestmark = pytest.mark.root
 CA = Authority()
 SHOP, A, B = CA.issue(["shop.example.com"]), CA.issue(["a.example.com"]), CA.issue(["b.example.com"], rsa_key=True)
 EXPIRED = CA.issue(["bad.example.com"], expired=True)
-PASS = CA.issue(["pass.example.com"])
+PASS, TERM = CA.issue(["pass.example.com"]), CA.issue(["term.example.com"])
 SECURE = CA.issue(["secure.example.com"])
 
 # A TLS server in a pod, IPv4 and IPv6 (passthrough keeps its own certificate end to end).
@@ -68,7 +68,7 @@ S(("::", 8443), H).serve_forever()
 
 MANIFESTS = "\n---\n".join([
     echo_app("web", "default"), echo_app("api", "default"),
-    SHOP.secret("shop-tls"), A.secret("a-cert"), B.secret("b-cert"), EXPIRED.secret("bad-cert"),
+    SHOP.secret("shop-tls"), A.secret("a-cert"), TERM.secret("term-cert"), B.secret("b-cert"), EXPIRED.secret("bad-cert"),
     f"""
 apiVersion: v1
 kind: Pod
@@ -166,6 +166,8 @@ spec:
   - {name: b, port: 443, protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: [{name: b-cert}]}}
   - {name: bad, port: 443, protocol: HTTPS, hostname: bad.example.com, tls: {certificateRefs: [{name: bad-cert}]}}
   - {name: pass, port: 8443, protocol: TLS, hostname: pass.example.com, tls: {mode: Passthrough}}
+  - {name: term, port: 9443, protocol: TLS, hostname: term.example.com,
+     tls: {mode: Terminate, certificateRefs: [{name: term-cert}]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -192,6 +194,14 @@ metadata: {name: pass}
 spec:
   parentRefs: [{name: gw, sectionName: pass}]
   rules: [{backendRefs: [{name: tls-backend, port: 8443}]}]
+---
+# Terminated by the node proxy; the decrypted bytes go to a plain HTTP backend.
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: term}
+spec:
+  parentRefs: [{name: gw, sectionName: term}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
 """])
 
 # Runs on the internet client: a verified TLS handshake for a server name, then one exchange.
@@ -293,6 +303,12 @@ def test_tls_passthrough_reaches_the_backend_with_its_own_certificate(lab: tuple
     for _ in range(4):  # the backend's addresses (v4, v6) in turn
         answer = _handshake(running, tmp / "ca.pem", _vip(running, "gw"), 8443, "pass.example.com")
         assert answer == {"sans": ["pass.example.com"], "answer": "passthrough:tls-backend"}, answer
+
+
+def test_a_tls_listener_in_terminate_mode_decrypts_for_a_plain_backend(lab: tuple[Lab, Path]) -> None:
+    running, tmp = lab
+    answer = _handshake(running, tmp / "ca.pem", _vip(running, "gw"), 9443, "term.example.com")
+    assert answer == {"sans": ["term.example.com"], "answer": "HTTP/1.1 200 OK"}, answer
 
 
 def test_the_internet_client_reaches_no_pod_directly(lab: tuple[Lab, Path]) -> None:

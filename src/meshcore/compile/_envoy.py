@@ -484,6 +484,9 @@ class _Builder:
                     names_used.add(chain_name)
                     chains.append(TcpChain(chain_name, tuple(s for s in names if s), clusters, (origin,),
                                            self.hashes_source_ip(clusters, origin), rbac, sources))
+        terminations = self.server_tls(item)
+        if terminations:
+            chains = [c for chain in chains for c in _terminated(chain, terminations)]
         if not tables:
             # Proxied for its traffic policy alone: every connection goes to the port's own backends.
             clusters = (ClusterWeight(self.own_cluster(item), 1),)
@@ -569,6 +572,26 @@ class _Builder:
     def _listener_origins(self, item: ProxiedPort, tables: Sequence[RouteTable]) -> tuple[Origin, ...]:
         own = Origin(f"service {item.service.ref} port {item.port.port} ({item.decision.reason})", item.service.source)
         return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
+
+
+def _terminating(terminations: Sequence[ServerTls], server: str) -> ServerTls | None:
+    """The termination taking connections for ``server`` ("": no name): by exact name, then wildcard, then any."""
+    named = [t for t in terminations if server and server in t.server_names]
+    wild = [t for t in terminations if server and any(
+        n.startswith("*.") and server.endswith(n[1:]) for n in t.server_names)]
+    anyname = [t for t in terminations if not t.server_names]
+    return next(iter(named or wild or anyname), None)
+
+
+def _terminated(chain: TcpChain, terminations: Sequence[ServerTls]) -> list[TcpChain]:
+    """``chain`` split by the termination each of its server names falls under (names none takes pass through)."""
+    groups: dict[ServerTls | None, list[str]] = {}
+    for server in chain.sni or ("",):
+        groups.setdefault(_terminating(terminations, server), []).append(server)
+    if len(groups) == 1:
+        return [attrs.evolve(chain, tls=next(iter(groups)))]
+    return [attrs.evolve(chain, name=f"{chain.name}/{i}", sni=tuple(n for n in names if n), tls=tls)
+            for i, (tls, names) in enumerate(groups.items())]
 
 
 def _takes_server(sni: Sequence[str], server: str) -> bool:

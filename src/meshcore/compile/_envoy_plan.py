@@ -363,6 +363,19 @@ class EnvoyJwt:
 
 
 @attrs.frozen
+class ServerTls:
+    """TLS termination for the connections whose server name (SNI) is in ``server_names`` (any when empty).
+
+    ``secrets`` name the :class:`EnvoySecret` certificates offered (Envoy picks by key type
+    and the client's support). A listener with any of these serves no clear text: a
+    connection whose name none of them takes is closed.
+    """
+
+    server_names: tuple[str, ...]
+    secrets: tuple[str, ...]
+
+
+@attrs.frozen
 class TcpChain:
     """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty) from ``sources``.
 
@@ -383,19 +396,8 @@ class TcpChain:
     #: accepted, before any filter runs (the TCP proxy connects upstream at once, RBAC
     #: only decides on the first byte): ``None`` admits everyone, ``()`` nobody.
     sources: tuple[str, ...] | None = None
-
-
-@attrs.frozen
-class ServerTls:
-    """TLS termination for the connections whose server name (SNI) is in ``server_names`` (any when empty).
-
-    ``secrets`` name the :class:`EnvoySecret` certificates offered (Envoy picks by key type
-    and the client's support). A listener with any of these serves no clear text: a
-    connection whose name none of them takes is closed.
-    """
-
-    server_names: tuple[str, ...]
-    secrets: tuple[str, ...]
+    #: TLS the proxy terminates before proxying (``None``: bytes pass through as they are).
+    tls: ServerTls | None = None
 
 
 @attrs.frozen

@@ -127,16 +127,19 @@ def _with_tls(chain: dict[str, Any], tls: ServerTls, listener: str) -> dict[str,
     if tls.server_names:
         match["server_names"] = list(tls.server_names)
     label = ",".join(tls.server_names) or "*"
-    out = {**chain, "name": f"{chain.get('name', listener)}/tls:{label}", "transport_socket": {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {"@type": _DOWNSTREAM_TLS, "common_tls_context": {
-            "tls_certificate_sds_secret_configs": [_sds(name) for name in tls.secrets],
-            "alpn_protocols": ["h2", "http/1.1"],
-        }},
-    }}
+    out = {**chain, "name": f"{chain.get('name', listener)}/tls:{label}", "transport_socket": _tls_socket(tls)}
     if match:
         out["filter_chain_match"] = match
     return out
+
+
+def _tls_socket(tls: ServerTls, alpn: bool = True) -> dict[str, Any]:
+    """A downstream TLS transport socket with ``tls``'s certificates over SDS (HTTP listeners offer h2 and http/1.1)."""
+    context: dict[str, Any] = {"tls_certificate_sds_secret_configs": [_sds(name) for name in tls.secrets]}
+    if alpn:
+        context["alpn_protocols"] = ["h2", "http/1.1"]
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": _DOWNSTREAM_TLS, "common_tls_context": context}}
 
 
 def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
@@ -152,6 +155,8 @@ def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
     filters = _network_rbac_filters(chain.rbac, chain.name)
     filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy})
     out: dict[str, Any] = {"name": chain.name, "filters": filters}
+    if chain.tls is not None:
+        out["transport_socket"] = _tls_socket(chain.tls, alpn=False)
     match: dict[str, Any] = {}
     if chain.sni:
         match["server_names"] = list(chain.sni)

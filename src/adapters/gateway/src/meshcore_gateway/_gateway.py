@@ -30,7 +30,7 @@ from ._refs import CORE_GROUPS
 from ._status import condition
 
 PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP")
-#: Route kinds each listener protocol carries (TLS: passthrough).
+#: Route kinds each listener protocol carries (TLS: passthrough and terminated).
 PROTOCOL_KINDS: Mapping[str, tuple[str, ...]] = {
     "HTTP": ("HTTPRoute", "GRPCRoute"),
     "HTTPS": ("HTTPRoute", "GRPCRoute"),
@@ -186,8 +186,6 @@ def _read_listener(entry: Fields, index: int, namespace: str) -> Listener:
 
 def _check_kinds(listener: Listener, allowed: Fields) -> Listener:
     native = PROTOCOL_KINDS.get(listener.protocol, ())
-    if listener.protocol == "TLS" and listener.tls_mode == "Terminate":
-        native = ()
     kinds = allowed.maps("kinds")
     if not kinds:
         return attrs.evolve(listener, supported_kinds=tuple((GATEWAY_GROUP, k) for k in native))
@@ -213,17 +211,14 @@ def _check_protocol(listener: Listener) -> Listener:
         return attrs.evolve(listener, accepted=(False, "UnsupportedProtocol",
                                                 f"protocol {listener.protocol!r} is not supported "
                                                 f"(supported: {', '.join(PROTOCOLS)})"))
-    if listener.protocol == "TLS" and listener.tls_mode == "Terminate":
-        return attrs.evolve(listener, accepted=(False, "UnsupportedValue",
-                                                "TLS termination on a TLS listener is not supported yet; "
-                                                "use mode Passthrough"))
     return listener
 
 
 def _check_certs(listener: Listener, gateway_namespace: str, grants: ReferenceGrants,
                  inventory: Inventory) -> Listener:
-    """Resolve an HTTPS listener's certificates; any reference that cannot serve closes the listener."""
-    if listener.protocol != "HTTPS" or not listener.resolved[0]:
+    """Resolve the certificates of a listener terminating TLS; any reference that cannot serve closes it."""
+    terminating = listener.protocol == "HTTPS" or (listener.protocol == "TLS" and listener.tls_mode == "Terminate")
+    if not terminating or not listener.resolved[0]:
         return listener
     if listener.tls_mode is None:
         return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef",
