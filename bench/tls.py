@@ -11,9 +11,9 @@ fixed 200, so it is never the bottleneck. Every client runs on the lab's interne
 (s) HTTPS, keep-alive: wrk → https://gw.default/ (one handshake per connection, then requests);
 (n) HTTPS, a new connection per request: wrk with ``Connection: close`` (a full TLS
     handshake for every request, as clients without keep-alive or session reuse do);
-(k) TLS handshakes alone: client processes (``--clients``, Python's ssl, i.e. OpenSSL)
-    opening new connections to the HTTPS listener, each a full handshake (no session
-    reuse) closed at once, counting completed handshakes per second.
+and, for (n), the TLS handshakes the node Envoy completed per second, read from its own
+counters (``ssl.handshake`` of its listeners, through its admin endpoint) before and
+after the run: server-side handshakes, not the client's view.
 
 Rounds interleave the paths (every other round reversed); figures are medians over
 rounds. Run as root: ``PYTHONPATH=src:tests/fixtures .venv/bin/python bench/tls.py
@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,22 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
 from l7 import APP_PORT, CONCURRENCY, backend_config, parse_wrk  # noqa: E402
 from testcerts import Authority  # noqa: E402
-
-#: Runs on the internet client: ``clients`` processes doing full handshakes for ``seconds``; prints the count.
-HANDSHAKES = """
-import multiprocessing, socket, ssl, sys, time
-host, seconds, clients = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-def run(_):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-    done, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
-        with socket.create_connection((host, 443)) as raw, ctx.wrap_socket(raw, server_hostname=host):
-            done += 1
-    return done
-with multiprocessing.Pool(clients) as pool:
-    print(sum(pool.map(run, range(clients))))
-"""
-
 
 def manifests(backend_cfg: Path, secret: str) -> str:
     """The backend, the Gateway with an HTTP and an HTTPS listener, and one route on both."""
@@ -111,13 +96,22 @@ def wrk(lab: Lab, url: str, duration: int, connections: int, *extra: str) -> dic
     return parse_wrk(result.stdout.decode())
 
 
-def handshakes(lab: Lab, duration: int, clients: int) -> dict[str, float]:
-    """Completed new TLS handshakes per second, from ``clients`` processes on the internet client."""
-    result = lab.run_outside([sys.executable, "-S", "-c", HANDSHAKES, "gw.default", str(duration), str(clients)],
-                             timeout=duration + 30)
-    if result.returncode != 0:
-        raise RuntimeError(f"the handshake clients failed: {result.stderr.decode(errors='replace')}")
-    return {"rps": int(result.stdout) / duration}
+def envoy_handshakes(lab: Lab) -> int:
+    """TLS handshakes the node Envoy completed so far, over all its listeners (from its admin endpoint)."""
+    admin = (lab.dir / "envoy" / "admin.address").read_text().strip()
+    netns = lab.status().node_netns
+    result = subprocess.run(["ip", "netns", "exec", netns, "curl", "-s", f"http://{admin}/stats?filter=ssl.handshake$"],
+                            capture_output=True, text=True, timeout=10, check=True)
+    return sum(int(line.rsplit(":", 1)[1]) for line in result.stdout.splitlines()
+               if line.startswith("listener.") and line.rsplit(":", 1)[0].endswith(".ssl.handshake"))
+
+
+def new_connections(lab: Lab, duration: int, connections: int) -> dict[str, float]:
+    """Run (n), with the handshakes per second the node Envoy counted meanwhile."""
+    before = envoy_handshakes(lab)
+    out = wrk(lab, "https://gw.default/", duration, connections, "-H", "Connection: close")
+    out["handshakes"] = (envoy_handshakes(lab) - before) / duration
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per run (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    parser.add_argument("--clients", type=int, default=2, help="handshake client processes (default 2)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -145,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             paths: dict[str, Any] = {
                 "h": lambda d: wrk(lab, "http://gw.default/", d, args.connections),
                 "s": lambda d: wrk(lab, "https://gw.default/", d, args.connections),
-                "n": lambda d: wrk(lab, "https://gw.default/", d, args.connections, "-H", "Connection: close"),
-                "k": lambda d: handshakes(lab, d, args.clients),
+                "n": lambda d: new_connections(lab, d, args.connections),
             }
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in paths}
             for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
@@ -162,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
     """Medians per path, with the range over rounds, and HTTPS relative to plain HTTP."""
-    names = {"h": "(h) HTTP keep-alive", "s": "(s) HTTPS keep-alive", "n": "(n) HTTPS new conn/request",
-             "k": f"(k) new TLS handshakes ({args.clients} clients)"}
+    names = {"h": "(h) HTTP keep-alive", "s": "(s) HTTPS keep-alive", "n": "(n) HTTPS new conn/request"}
     print(f"node Envoy --concurrency {CONCURRENCY}; wrk -t1 -c{args.connections} -d{args.duration}s; "
           f"{args.rounds} interleaved rounds; medians [min-max]")
     print(f"{'path':34} {'per second':>22} {'p50 ms':>8} {'p99 ms':>8}")
@@ -173,6 +164,9 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
         rps = [x["rps"] for x in runs[k]]
         lat = f"{med[k]['p50']:8.3f} {med[k]['p99']:8.3f}" if "p50" in med[k] else f"{'-':>8} {'-':>8}"
         print(f"{name:34} {med[k]['rps']:8.0f} [{min(rps):5.0f}-{max(rps):5.0f}] {lat}")
+    shakes = [x["handshakes"] for x in runs["n"]]
+    print(f"new TLS handshakes/s in the node Envoy during (n): {med['n']['handshakes']:.0f} "
+          f"[{min(shakes):.0f}-{max(shakes):.0f}]")
     print(f"(s)/(h) throughput {med['s']['rps'] / med['h']['rps']:.2f}x; "
           f"(n)/(h) {med['n']['rps'] / med['h']['rps']:.2f}x")
     if args.json:

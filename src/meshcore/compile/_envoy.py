@@ -7,7 +7,10 @@ filter when request authentications select a workload any route or mirror sends 
 RBAC filters for all of those workloads and the clients' egress policies (see
 :mod:`._envoy_rbac`, :mod:`._envoy_egress`) — each forwarding route narrows both to what it
 reaches (``EnvoyRoute.rbac`` / ``jwt``), the listener's are the fallback; routes matching on the client split the listener into
-filter chains by client address (see :mod:`._envoy_clients`); TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+filter chains by client address (see :mod:`._envoy_clients`); TLS-by-SNI tables become L4 filter chains.
+A port with TLS terminations gets them on its listener (HTTP) or on the chains of the
+server names they cover (L4), with their certificates as SDS secrets ``tls/<ns>/<secret>``.
+Every destination becomes an EDS
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
 service port's active backends, with the traffic policy in force for that port and
 subset (load balancing, circuit breakers, outlier detection, upstream TLS); a route to

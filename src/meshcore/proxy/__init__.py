@@ -21,7 +21,8 @@ Public API::
 - :class:`ControlPlane` (``address``: ``unix:/path`` — reachable from every network
   namespace — or ``host:port``): a grpcio server with the aggregated discovery service
   (state of the world; per-node versioned snapshots of Cluster, ClusterLoadAssignment,
-  Listener and RouteConfiguration) and the access log service. ``set_plan(node, plan,
+  Listener, RouteConfiguration and — for TLS termination — Secret, the certificates
+  Envoy fetches over SDS on the same stream) and the access log service. ``set_plan(node, plan,
   settings) -> version``; ``wait_synced(node, version, timeout)``; ``status(node) ->
   NodeStatus``; ``nacks(node)`` and ``on_nack(callback)``; ``subscribe_flows()`` and
   ``on_flow(callback)`` (decoded :class:`~meshcore.observe.Flow`); ``on_flow_batch(callback)``
