@@ -406,7 +406,7 @@ class _Builder:
         return listener, route_configs
 
     def server_tls(self, item: ProxiedPort) -> tuple[ServerTls, ...]:
-        """The port's TLS terminations, each server name taken by the first (most specific) that names it."""
+        """The port's TLS terminations, each server name taken by the first that names it (the catch-all last)."""
         out: list[ServerTls] = []
         taken: set[str] = set()
         for term in self.snapshot.terminations(item.service.ref, item.port.port):

@@ -103,7 +103,7 @@ class Snapshot:
         return next((c for c in self.certificates if c.ref == ref), None)
 
     def terminations(self, service: ServiceRef, port: int) -> tuple[TlsTermination, ...]:
-        """The TLS terminations on ``port`` of ``service``, most specific server names first."""
+        """The TLS terminations on ``port`` of ``service``: those naming server names first (sorted), the catch-all last."""
         found = [t for t in self.tls_terminations if t.service == service and t.port == port]
         return tuple(sorted(found, key=lambda t: (not t.hostnames, t.hostnames)))
 
