@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _gateway_support import CLASS, authority, gateway, service, table, translate
+from _gateway_support import CLASS, authority, conditions, gateway, service, status, table, translate
 from meshcore.model import ServiceRef, TlsMode
 
 HTTPS_BACKEND = service("secure", port=443, port_name="https", vip="10.96.0.5")
@@ -108,3 +108,17 @@ def test_a_policy_for_one_port_by_name_leaves_the_other_ports_plain() -> None:
         "{group: '', kind: Service, name: secure, sectionName: https}"))
     [route_out] = table(result, "default", "gw", 80).http
     assert sorted((d.port, d.subset) for d in route_out.destinations) == [(80, ""), (443, "backend-tls")]
+
+
+def test_the_policy_status_names_the_gateways_reaching_its_service() -> None:
+    ok = translate(CLASS, gateway(), HTTPS_BACKEND, _ca(), _route(),
+                   _policy("{hostname: s.example.com, caCertificateRefs: [{kind: ConfigMap, name: secure-ca}]}"))
+    [ancestor] = status(ok, "BackendTLSPolicy", "default", "tls")["ancestors"]
+    assert ancestor["ancestorRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                       "namespace": "default", "name": "gw"}
+    assert conditions(ancestor) == {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}
+    missing = translate(CLASS, gateway(), HTTPS_BACKEND, _route(),
+                        _policy("{hostname: s.example.com, caCertificateRefs: [{kind: ConfigMap, name: secure-ca}]}"))
+    [ancestor] = status(missing, "BackendTLSPolicy", "default", "tls")["ancestors"]
+    assert conditions(ancestor) == {"Accepted": ("False", "NoValidCACertificate"),
+                                    "ResolvedRefs": ("False", "InvalidCACertificateRef")}

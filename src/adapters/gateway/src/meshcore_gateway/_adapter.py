@@ -34,6 +34,7 @@ from meshcore.model import (
 from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach_to_service, namespace_labels
 from ._backends import BackendContext, Failure
 from ._backendtls import BackendTls, read_backend_tls
+from ._backendtls_status import policy_status
 from ._build import Built, build
 from ._codes import (
     DUPLICATE_OBJECT,
@@ -134,6 +135,7 @@ class _Translation:
             self.by_kind[obj.kind].append(obj)
         self.grants = ReferenceGrants()
         self.tls_backends: dict[tuple[str, str], list[BackendTls]] = defaultdict(list)
+        self.tls_policies: list[tuple[KubeObject, list[BackendTls]]] = []
         self.traffic: list[TrafficPolicy] = []
         self.classes: dict[str, ClassInfo] = {}
         self.gateways: dict[tuple[str, str], GatewayInfo] = {}
@@ -156,6 +158,7 @@ class _Translation:
             targets = _run(obj, self.report, lambda o: read_backend_tls(o, self.inventory))
             if targets is None:
                 continue
+            self.tls_policies.append((obj, targets))
             for target in targets:
                 self.tls_backends[(target.namespace, target.name)].append(target)
                 policy = target.policy()
@@ -468,6 +471,21 @@ class _Translation:
             if parents:
                 self.statuses.append(_status(route.obj, {"parents": parents}))
 
+    def tls_policy_statuses(self, attached: list[_Attached]) -> None:
+        """BackendTLSPolicy status: the Gateways whose accepted routes reach one of its Services."""
+        reached: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for item in attached:
+            refs = [b for rule in item.route.http for b in rule.backends]
+            refs += [b for l4 in item.route.tcp for b in l4.backends]
+            services = {(b.namespace, b.name) for b in refs if b.is_service}
+            for res in item.results:
+                if res.accepted and res.gateway is not None:
+                    for service in services:
+                        reached[service].add((res.gateway.namespace, res.gateway.name))
+        for obj, targets in self.tls_policies:
+            ancestors = [g for t in targets for g in reached.get((t.namespace, t.name), ())]
+            self.statuses.append(_status(obj, policy_status(obj, targets, ancestors)))
+
     def gateway_statuses(self, attached_counts: dict[tuple[str, str], dict[str, int]]) -> None:
         for key, info in self.gateways.items():
             self.statuses.append(_status(info.obj, info.status(attached_counts.get(key, {}))))
@@ -529,6 +547,7 @@ class _Translation:
         counts = self.build_gateways(attached)
         self.route_statuses(attached)
         self.gateway_statuses(counts)
+        self.tls_policy_statuses(attached)
         self.translate_ingresses()
         return Fragment(services=self.services, routes=self.tables, diagnostics=self.report.items,
                         statuses=self.statuses, certificates=self.certificates, tls_terminations=self.terminations,

@@ -35,6 +35,8 @@ class BackendTls:
     tls: UpstreamTls | None
     problem: str
     source: Source
+    #: The status reasons of a problem: (Accepted reason, ResolvedRefs reason or "" when references resolve).
+    reasons: tuple[str, str] = ("Accepted", "")
 
     def policy(self) -> TrafficPolicy | None:
         """The traffic policy of the Service's TLS subset, when the policy can be applied."""
@@ -43,37 +45,40 @@ class BackendTls:
         return TrafficPolicy(ServiceRef(self.namespace, self.name), self.port, SUBSET, tls=self.tls, source=self.source)
 
 
-def _validation(obj: KubeObject, inventory: Inventory) -> tuple[UpstreamTls | None, str]:
+def _validation(obj: KubeObject, inventory: Inventory) -> tuple[UpstreamTls | None, str, tuple[str, str]]:
+    """The TLS settings of a policy, or the problem with its status reasons (Accepted, ResolvedRefs)."""
     spec = Fields.of(obj).map("spec", required=True)
     validation = spec.map("validation") if spec.has("validation") else spec.map("tls", required=True)
     hostname = validation.req_str("hostname")
     if validation.str("wellKnownCACertificates") or validation.str("wellKnownCACerts"):
-        return None, "wellKnownCACertificates is not supported; name the CA with caCertificateRefs"
+        return None, "wellKnownCACertificates is not supported; name the CA with caCertificateRefs", ("Invalid", "")
     bundles = []
     for ref in validation.maps("caCertificateRefs") or validation.maps("caCertRefs"):
         group, kind, name = ref.str("group", "") or "", ref.req_str("kind"), ref.req_str("name")
         if group not in CORE_GROUPS or kind != "ConfigMap":
-            return None, f"CA certificate reference {kind} {name}: only ConfigMaps are supported"
+            return (None, f"CA certificate reference {kind} {name}: only ConfigMaps are supported",
+                    ("NoValidCACertificate", "InvalidKind"))
         bundle = inventory.ca_bundle(obj.namespace, name)
         if bundle is None:
-            return None, f"ConfigMap {obj.namespace}/{name} with a ca.crt holding PEM certificates not found"
+            return (None, f"ConfigMap {obj.namespace}/{name} with a ca.crt holding PEM certificates not found",
+                    ("NoValidCACertificate", "InvalidCACertificateRef"))
         bundles.append(bundle)
     if not bundles:
-        return None, "no caCertificateRefs: the backend's certificate could not be verified"
+        return None, "no caCertificateRefs: the backend's certificate could not be verified", ("Invalid", "")
     names: list[str] = []
     for entry in validation.maps("subjectAltNames"):
         if (entry.str("type", "Hostname") or "Hostname") != "Hostname":
-            return None, "subjectAltNames of type URI are not supported"
+            return None, "subjectAltNames of type URI are not supported", ("Invalid", "")
         names.append(entry.req_str("hostname"))
     return UpstreamTls(TlsMode.SIMPLE, sni=hostname, subject_alt_names=tuple(names or [hostname]),
-                       ca_bundle="".join(b if b.endswith("\n") else b + "\n" for b in bundles)), ""
+                       ca_bundle="".join(b if b.endswith("\n") else b + "\n" for b in bundles)), "", ("Accepted", "")
 
 
 def read_backend_tls(obj: KubeObject, inventory: Inventory) -> list[BackendTls]:
     """The Services (and ports) a BackendTLSPolicy targets, each with its TLS settings or the problem."""
     spec = Fields.of(obj).map("spec", required=True)
     entries = spec.maps("targetRefs") or ([spec.map("targetRef")] if spec.has("targetRef") else [])
-    tls, problem = _validation(obj, inventory)
+    tls, problem, reasons = _validation(obj, inventory)
     out = []
     for entry in entries:
         group, kind, name = entry.str("group", "") or "", entry.req_str("kind"), entry.req_str("name")
@@ -86,7 +91,7 @@ def read_backend_tls(obj: KubeObject, inventory: Inventory) -> list[BackendTls]:
             port = next((p.port for p in service.ports if p.name == section), None)
             if port is None:
                 continue  # no such port: the policy applies to nothing of this Service
-        out.append(BackendTls(obj.namespace, name, port, tls, problem, obj.source_at(entry.path)))
+        out.append(BackendTls(obj.namespace, name, port, tls, problem, obj.source_at(entry.path), reasons))
     return out
 
 
