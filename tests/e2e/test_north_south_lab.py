@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import echo_app, meshcore_cli, running_lab, write
+from cryptography import x509
+from _lab_support import echo_app, envoy_pid, meshcore_cli, running_lab, write
 from testcerts import Authority
 
 from meshcore.lab import Lab
@@ -223,6 +224,16 @@ except (OSError, ssl.SSLError) as e:
 """
 
 
+# Runs on the internet client: the serial number of the certificate served for a name (verified).
+SERIAL = """
+import socket, ssl, sys
+host, name, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+with socket.create_connection((host, 443), timeout=5) as raw:
+    with ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname=name) as s:
+        print(s.getpeercert()["serialNumber"])
+"""
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     """The lab with the Ingress, the Gateway, their Secrets and backends; and the CA file for clients."""
@@ -326,3 +337,25 @@ def test_backend_tls_policy_sends_tls_to_the_backend_verified_by_its_ca_and_host
     # A hostname the backend's certificate does not carry fails verification: no answer from it.
     status, body = _curl(running, tmp / "ca.pem", "https://a.example.com/wrong", "a.example.com", vip, 443)
     assert status == 503, body
+
+
+def test_rotating_the_ingress_secret_serves_the_new_certificate_without_restarting_envoy(
+        lab: tuple[Lab, Path]) -> None:
+    # Last in the module: it changes the lab's Secret.
+    running, tmp = lab
+    vip, pid = _vip(running, "shop"), envoy_pid(running)
+
+    def serial() -> str:
+        result = running.run_outside([sys.executable, "-S", "-c", SERIAL, vip, "shop.example.com", str(tmp / "ca.pem")],
+                                     timeout=20)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        return result.stdout.decode().strip()
+
+    before = serial()
+    rotated = CA.issue(["shop.example.com"])
+    up = running.up([write(tmp, "edge.yaml", MANIFESTS.replace(SHOP.secret("shop-tls"), rotated.secret("shop-tls")))],
+                    timeout=60)
+    assert up.agent is not None and up.agent.ok, up.agent
+    after = serial()
+    assert after != before and int(after, 16) == x509.load_pem_x509_certificate(rotated.cert.encode()).serial_number
+    assert envoy_pid(running) == pid
