@@ -9,15 +9,45 @@ serves the whole module.
 from __future__ import annotations
 
 import json
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _lab_support import client_pod, echo_app, running_lab, write
+from _lab_support import client_pod, echo_app, http_server_code, running_lab, write
 
 from meshcore.lab import Lab
 
 pytestmark = pytest.mark.root
+
+# A mirror target: remembers the paths it was sent and tells them on /__seen.
+RECORDER = http_server_code("""        if self.path == "/__seen":
+            status, body = 200, json.dumps(seen).encode()
+        else:
+            seen.append(self.path)
+            status, body = 200, b"{}"
+""", setup="seen = []")
+
+
+def _recorder(name: str) -> str:
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  containers:
+  - {{name: rec, command: ["{sys.executable}", "-S", "-c", {json.dumps(RECORDER)}], ports: [{{containerPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+"""
+
 
 GATEWAY = """
 apiVersion: gateway.networking.k8s.io/v1
@@ -76,12 +106,37 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /backend-slow}}]
     timeouts: {request: 5s, backendRequest: 500ms}
     backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /mirror}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: mirror-a, port: 80}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: mirror-b, port: 80}}}
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: mirror-a, port: 80}, percent: 50}}
+    backendRefs: [{name: web-v1, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /cors}}]
     filters:
     - type: CORS
       cors: {allowOrigins: ["https://app.example.com"], allowMethods: [GET, PUT], maxAge: 60}
     backendRefs: [{name: web-v1, port: 80}]
   - backendRefs: [{name: web-v1, port: 80}]
+---
+# Requests no address: served on the address it names (not one the lab assigns).
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gws}
+spec:
+  gatewayClassName: meshcore
+  addresses: [{type: IPAddress, value: 10.96.250.250}]
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: static.example.com}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: static}
+spec:
+  parentRefs: [{name: gws}]
+  rules: [{backendRefs: [{name: web-v2, port: 80}]}]
 ---
 # Attached by port to the 8080 listener only.
 apiVersion: gateway.networking.k8s.io/v1
@@ -113,16 +168,17 @@ spec:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The lab with the Gateway, its routes and the two backends."""
     tmp = tmp_path_factory.mktemp("gateway-extended")
-    app = "\n---\n".join([echo_app("web-v1", "default"), echo_app("web-v2", "default"),
-                          client_pod("client", labels={}, container="c")])
+    app = "\n---\n".join([echo_app("web-v1", "default"), echo_app("web-v2", "default"), _recorder("mirror-a"),
+                          _recorder("mirror-b"), client_pod("client", labels={}, container="c")])
     with running_lab([write(tmp, "app.yaml", app), write(tmp, "gateway.yaml", GATEWAY)]) as running:
         yield running
 
 
-def _get(lab: Lab, path: str, *args: str, host: str = "x.example.com", port: int = 80) -> tuple[int, dict[str, str], Any]:
+def _get(lab: Lab, path: str, *args: str, host: str = "x.example.com", port: int = 80,
+         address: str = "gwx.default") -> tuple[int, dict[str, str], Any]:
     """Status, response headers (lower-case names) and the JSON body (or text) of one request to gwx."""
     result = lab.run("client", ["curl", "-sS", "-m", "5", "-D", "/dev/stderr", "-H", f"Host: {host}", *args,
-                                f"http://gwx.default:{port}{path}"], timeout=20)
+                                f"http://{address}:{port}{path}"], timeout=20)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     head = result.stderr.decode(errors="replace").strip().split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
@@ -201,3 +257,37 @@ def test_http_listener_isolation(lab: Lab) -> None:
     # a.iso.example.com belongs to the more specific listener: the wildcard listener's route never takes it.
     assert _get(lab, "/b", host="a.iso.example.com")[0] == 404
     assert _pod(lab, "/b", host="b.iso.example.com").startswith("web-v1")
+
+
+def _seen(lab: Lab, recorder: str, prefix: str, wait: float = 5.0, at_least: int = 1) -> list[str]:
+    """The paths under ``prefix`` a mirror target received (polled: copies are sent after the answer)."""
+    deadline = time.monotonic() + wait
+    while True:
+        result = lab.run("client", ["curl", "-sS", "-m", "5", f"http://{recorder}/__seen"], timeout=20)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        found = [p for p in json.loads(result.stdout) if p.startswith(prefix)]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_request_mirrors_copy_each_request_to_every_mirror(lab: Lab) -> None:
+    path = f"/mirror/{uuid.uuid4().hex}"
+    assert _pod(lab, path).startswith("web-v1")  # the answer is the primary backend's
+    assert _seen(lab, "mirror-a", path) == [path]
+    assert _seen(lab, "mirror-b", path) == [path]
+
+
+def test_a_percentage_mirror_copies_about_that_share(lab: Lab) -> None:
+    prefix = f"/half/{uuid.uuid4().hex}"
+    result = lab.run("client", ["curl", "-sS", "-m", "10", "-o", "/dev/null", "-H", "Host: x.example.com",
+                                *[f"http://gwx.default{prefix}/{i}" for i in range(200)]], timeout=60)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    time.sleep(1.0)
+    copies = len(_seen(lab, "mirror-a", prefix, wait=0))
+    # 50% of 200: the standard deviation is 7; allow about four of them.
+    assert 70 <= copies <= 130, copies
+
+
+def test_a_gateway_is_served_on_the_static_address_it_requests(lab: Lab) -> None:
+    assert _pod(lab, "/", host="static.example.com", address="10.96.250.250").startswith("web-v2")
