@@ -55,9 +55,13 @@ class Inventory:
             return None, f"Secret {namespace}/{name} not found"
         return found.certificate, found.problem
 
+    @functools.cached_property
+    def _bundles(self) -> dict[tuple[str, str], str]:
+        return dict(self.ca_bundles)
+
     def ca_bundle(self, namespace: str, name: str) -> str | None:
         """The ``ca.crt`` PEM of ConfigMap ``namespace/name``, if it has one."""
-        return dict(self.ca_bundles).get((namespace, name))
+        return self._bundles.get((namespace, name))
 
     @functools.cached_property
     def _services(self) -> dict[ServiceRef, Service]:

@@ -141,7 +141,7 @@ def _key_public(kind: str, der: bytes) -> tuple[bytes, bytes | None]:
     if oid == _RSA:
         return oid, _unsigned(_Der.items(_Der.one(inner)[1])[1][1])
     if oid == _EC:
-        return _key_public("EC PRIVATE KEY", inner)[0], stated or _key_public("EC PRIVATE KEY", inner)[1]
+        return _EC, stated or _key_public("EC PRIVATE KEY", inner)[1]
     return oid, stated
 
 

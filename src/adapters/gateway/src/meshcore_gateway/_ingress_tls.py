@@ -41,7 +41,7 @@ def ingress_tls(obj: KubeObject, inventory: Inventory, report: Report) -> Ingres
     for i, entry in enumerate(Fields.of(obj).map("spec").maps("tls")):
         hosts = [h.lower() for h in entry.strs("hosts")]
         fresh = tuple(dict.fromkeys(h for h in hosts if h not in claimed))
-        label = f"hosts {', '.join(hosts)}" if hosts else "any server name"
+        label = f"hosts {', '.join(hosts)} are" if hosts else "connections for any server name are"
         if hosts and not fresh:
             continue  # every host already has an earlier entry's certificate
         if not hosts and "" in claimed:
@@ -49,11 +49,11 @@ def ingress_tls(obj: KubeObject, inventory: Inventory, report: Report) -> Ingres
         secret = entry.str("secretName")
         if not secret:
             report.warn(obj, CERTIFICATE_REF, f"spec.tls[{i}] names no secretName and meshcore has no default "
-                        f"certificate: {label} are not served on port {HTTPS_PORT}", entry.path)
+                        f"certificate: {label} not served on port {HTTPS_PORT}", entry.path)
             continue
         certificate, problem = inventory.certificate(obj.namespace, secret)
         if certificate is None:
-            report.warn(obj, CERTIFICATE_REF, f"{problem}: {label} are not served on port {HTTPS_PORT} (never "
+            report.warn(obj, CERTIFICATE_REF, f"{problem}: {label} not served on port {HTTPS_PORT} (never "
                         "without TLS)", f"{entry.path}.secretName")
             continue
         claimed.update(fresh or ("",))
