@@ -21,6 +21,7 @@ from meshcore.kube import Fields, Inventory, KubeObject, Report
 from meshcore.model import Certificate, ServiceRef, TlsTermination
 
 from ._codes import CERTIFICATE_REF
+from ._hostnames import check_hostname
 
 HTTPS_PORT = 443
 
@@ -39,7 +40,7 @@ def ingress_tls(obj: KubeObject, inventory: Inventory, report: Report) -> Ingres
     certificates: list[Certificate] = []
     claimed: set[str] = set()
     for i, entry in enumerate(Fields.of(obj).map("spec").maps("tls")):
-        hosts = [h.lower() for h in entry.strs("hosts")]
+        hosts = [check_hostname(h, f"{entry.path}.hosts[{j}]") for j, h in enumerate(entry.strs("hosts"))]
         fresh = tuple(dict.fromkeys(h for h in hosts if h not in claimed))
         label = f"hosts {', '.join(hosts)} are" if hosts else "connections for any server name are"
         if hosts and not fresh:
