@@ -30,7 +30,7 @@ OUTPUT = ROOT / "src" / "meshcore" / "kube" / "_schema.json"
 EXTRA_KINDS = (("v1", "Node"),)
 
 #: Types whose values are scalars or free-form data (IntOrString, RawExtension are ``object``).
-_LEAVES = frozenset({"str", "int", "float", "bool", "datetime", "date", "object", "bytearray"})
+_LEAVES = frozenset({"str", "int", "float", "bool", "datetime", "date", "object", "bytearray", "bytes"})
 _LIST = re.compile(r"^(?:List\[|list\[)(.+)\]$")
 _MAP = re.compile(r"^(?:Dict\[str, |dict\(str, )(.+)[\])]$")
 #: The version prefix of a model's class name: V1Pod, V1beta1Foo, CoreV1ResourceClaim.

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Shared test helpers (e.g. testcerts, which makes certificates at test time).
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -45,7 +45,7 @@ KNOWN_KINDS: Mapping[tuple[str, str], tuple[str, str]] = {
 }
 #: Core kinds that carry nothing the mesh enforces; they are skipped without a warning.
 IGNORED_CORE_KINDS = frozenset({
-    "ConfigMap", "Secret", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+    "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
     "CustomResourceDefinition", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
     "HorizontalPodAutoscaler", "PodDisruptionBudget", "Endpoints", "LimitRange", "ResourceQuota",
     "PersistentVolumeClaim",
@@ -247,6 +247,9 @@ def translate_objects(
             request_authentications=[r for _, f in fragments for r in f.request_authentications],
             traffic_policies=[t for _, f in fragments for t in f.traffic_policies],
             nodes=inventory.nodes,
+            # Two adapters may use one Secret: it is one certificate.
+            certificates={c.ref: c for _, f in fragments for c in f.certificates}.values(),
+            tls_terminations=dict.fromkeys(t for _, f in fragments for t in f.tls_terminations),
         )
     except ModelError as exc:
         diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))

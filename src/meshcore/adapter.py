@@ -41,6 +41,7 @@ import attrs
 from .kube import Fields, FieldError, Inventory, KubeObject, field_diagnostic
 from .model import (
     AuthorizationPolicy,
+    Certificate,
     Diagnostic,
     Severity,
     Source,
@@ -49,6 +50,7 @@ from .model import (
     RequestAuthentication,
     RouteTable,
     Service,
+    TlsTermination,
     TrafficPolicy,
     Workload,
 )
@@ -97,6 +99,8 @@ class Fragment:
     """What an adapter contributes: model objects and diagnostics.
 
     ``services`` and ``workloads`` add to the inventory (e.g. ServiceEntry, WorkloadEntry).
+    ``tls_terminations`` are where the node proxy terminates TLS; ``certificates`` are the
+    ones they use (from :meth:`~meshcore.kube.Inventory.certificate`).
     """
 
     services: tuple[Service, ...] = attrs.field(default=(), converter=_to_tuple)
@@ -107,6 +111,8 @@ class Fragment:
     envoy_configs: tuple[EnvoyConfig, ...] = attrs.field(default=(), converter=_to_tuple)
     request_authentications: tuple[RequestAuthentication, ...] = attrs.field(default=(), converter=_to_tuple)
     traffic_policies: tuple[TrafficPolicy, ...] = attrs.field(default=(), converter=_to_tuple)
+    certificates: tuple[Certificate, ...] = attrs.field(default=(), converter=_to_tuple)
+    tls_terminations: tuple[TlsTermination, ...] = attrs.field(default=(), converter=_to_tuple)
     diagnostics: tuple[Diagnostic, ...] = attrs.field(default=(), converter=_to_tuple)
     statuses: tuple[ObjectStatus, ...] = attrs.field(default=(), converter=_to_tuple)
 

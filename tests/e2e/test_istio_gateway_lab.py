@@ -17,6 +17,7 @@ import yaml
 from _lab_support import client_pod, curl_json, meshcore_cli, running_lab, write
 
 from meshcore.lab import Lab
+from testcerts import Authority
 
 pytestmark = pytest.mark.root
 
@@ -31,6 +32,9 @@ spec:
   - {{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{containerPort: 8080}}]}}
 """
 
+
+CA = Authority()
+CERT = CA.issue(["bookinfo.example"])
 
 MANIFESTS = "\n---\n".join([
     """
@@ -47,8 +51,8 @@ metadata: {name: istio-ingressgateway, namespace: istio-system}
 spec:
   type: LoadBalancer
   selector: {istio: ingressgateway}
-  ports: [{name: http2, port: 80, targetPort: 8080}]
-""",
+  ports: [{name: http2, port: 80, targetPort: 8080}, {name: https, port: 443, targetPort: 8443}]
+""", CERT.secret("bookinfo-cert", "istio-system"),
     _echo("productpage"), _echo("reviews"),
     """
 apiVersion: v1
@@ -73,6 +77,9 @@ spec:
   servers:
   - port: {number: 80, name: http, protocol: HTTP}
     hosts: [bookinfo.example]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.example]
+    tls: {mode: SIMPLE, credentialName: bookinfo-cert}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -130,3 +137,13 @@ def test_plan_serves_the_gateway_service_port_on_envoy_naming_gateway_and_virtua
     decision = decisions[("istio-system/istio-ingressgateway", 80)]
     assert decision["datapath"] == "envoy", decision
     assert "Gateway istio-system/bookinfo-gateway: default/bookinfo" in decision["reason"], decision
+
+
+def test_an_https_server_terminates_tls_with_its_credential_name_certificate(lab: tuple[Lab, Path]) -> None:
+    running, tmp = lab
+    (tmp / "ca.pem").write_text(CA.pem)
+    services = {(s.namespace, s.name): s for s in running.status().services}
+    vip = next(a for a in services[("istio-system", "istio-ingressgateway")].cluster_ips if ":" not in a)
+    status, body = curl_json(running, "client", "https://bookinfo.example/productpage", "--cacert",
+                             str(tmp / "ca.pem"), "--resolve", f"bookinfo.example:443:{vip}", timeout=20)
+    assert status == 200 and body["pod"] == "productpage", body

@@ -235,11 +235,13 @@ def test_nothing_leaves_the_lab(echo_lab: Lab) -> None:
         assert result["result"] == "OSError:101" and result["seconds"] < 0.5, result
     links = subprocess.run(["ip", "-n", node, "-j", "link"], capture_output=True, check=True).stdout
     names = {link["ifname"] for link in json.loads(links)}
-    assert names == {"lo"} | {f"mc{i}" for i in (p["index"] for p in state["pods"].values())}
-    for family in ("-4", "-6"):
-        routes = json.loads(subprocess.run(["ip", "-n", node, family, "-j", "route"], capture_output=True,
-                                           check=True).stdout)
-        assert not [r for r in routes if r["dst"] == "default"], routes
+    # The pods' veths, and the one to the lab's internet client (a namespace of the lab too).
+    assert names == {"lo", "mcinternet"} | {f"mc{i}" for i in (p["index"] for p in state["pods"].values())}
+    for netns in (node, f"mc-{echo_lab.name}.internet"):
+        for family in ("-4", "-6"):
+            routes = json.loads(subprocess.run(["ip", "-n", netns, family, "-j", "route"], capture_output=True,
+                                               check=True).stdout)
+            assert not [r for r in routes if r["dst"] == "default"], routes
 
 
 def test_service_vips_balance_tcp_and_udp_over_ipv4_and_ipv6(echo_lab: Lab) -> None:

@@ -121,8 +121,48 @@ def _tcp_rbac() -> m.Snapshot:
                       services=(pg, edge), routes=(routes,), policies=tuple(policies))
 
 
+def _golden_certificate(namespace: str, name: str) -> m.Certificate:
+    """The test-only certificate of the golden inputs (valid 2024-2099), so the output is stable."""
+    import base64
+
+    import yaml
+
+    docs = yaml.safe_load_all((GOLDEN.parent / "gateway" / "https-certificates.in.yaml").read_text())
+    data = next(d for d in docs if d and d.get("kind") == "Secret" and d["metadata"]["name"] == "shop")["data"]
+    return m.Certificate(namespace, name, base64.b64decode(data["tls.crt"]).decode(),
+                         base64.b64decode(data["tls.key"]).decode())
+
+
+def _terminating(port: int, table: m.RouteTable | None, terminations: list[tuple[list[str], str]]) -> m.Snapshot:
+    web = m.Service("web", NS, vips=("10.96.0.40",), ports=(m.ServicePort(80, "HTTP", "http", backends=(
+        m.Backend("10.244.5.1", 8080),)),))
+    gw = m.Service("gw", NS, vips=("10.96.0.41",), ports=(m.ServicePort(port, "TLS", "tls"),))
+    certificates = {name: _golden_certificate(NS, name) for _, name in terminations}
+    return m.Snapshot(namespaces=(m.Namespace(NS),), services=(web, gw), routes=(table,) if table else (),
+                      certificates=tuple(certificates.values()),
+                      tls_terminations=tuple(m.TlsTermination(gw.ref, port, hosts, [certificates[n].ref])
+                                             for hosts, n in terminations))
+
+
+def _https_termination() -> m.Snapshot:
+    """An HTTPS port with a certificate per server name (the key redacted in what is shown)."""
+    gw, web = m.ServiceRef(NS, "gw"), m.ServiceRef(NS, "web")
+    table = m.RouteTable(gw, 443, "L7", http=[m.HttpRoute("web", destinations=[m.Destination(web, 80)])])
+    return _terminating(443, table, [(["shop.example.com"], "shop"), (["*.example.com"], "wild")])
+
+
+def _tls_termination() -> m.Snapshot:
+    """A TLS port terminating one server name and passing another through."""
+    gw, web = m.ServiceRef(NS, "gw"), m.ServiceRef(NS, "web")
+    table = m.RouteTable(gw, 9443, "L4", tcp=[
+        m.TcpRoute("terminated", sni=["shop.example.com"], destinations=[m.Destination(web, 80)]),
+        m.TcpRoute("passed", sni=["db.example.com"], destinations=[m.Destination(web, 80)])])
+    return _terminating(9443, table, [(["shop.example.com"], "shop")])
+
+
 CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "jwt-authn": _jwt, "tls-by-sni": _tls,
-                                              "tcp-rbac": _tcp_rbac}
+                                              "tcp-rbac": _tcp_rbac, "https-termination": _https_termination,
+                                              "tls-termination": _tls_termination}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -14,6 +14,7 @@ from ._envoy_plan import (
     EnvoyRbac,
     EnvoyRoute,
     EnvoyRouteConfig,
+    EnvoySecret,
     EnvoyVirtualHost,
     JwtProvider,
     Origin,
@@ -31,8 +32,10 @@ from ._envoy_plan import (
     RbacSourceIp,
     RawResource,
     RouteMirror,
+    ServerTls,
     TcpChain,
     cluster_name,
+    secret_name,
 )
 from ._policy import allocate_ids, compile_policy, identity_key, port_blocks
 from ._policy_plan import (
@@ -58,7 +61,7 @@ __all__ = [
     "compile_policy", "identity_key", "port_blocks",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
     "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
-    "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan", "RawOrigin",
+    "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoySecret", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan", "RawOrigin",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
-    "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
+    "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "ServerTls", "TcpChain", "cluster_name", "secret_name", "compile_plan", "diff_bpf",
 ]

@@ -67,6 +67,11 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
 
 def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
     transport = port.protocol.transport
+    terminations = snapshot.terminations(service.ref, port.port)
+    if terminations:
+        names = ", ".join(dict.fromkeys(str(c) for t in terminations for c in t.certificates))
+        return Decision(service.ref, port.port, transport, Datapath.ENVOY,
+                        f"terminates TLS with the certificate of Secret {names}", terminations[0].source)
     for table in tables:
         reason = table.l7_reason()
         if reason:

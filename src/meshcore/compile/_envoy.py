@@ -7,7 +7,10 @@ filter when request authentications select a workload any route or mirror sends 
 RBAC filters for all of those workloads and the clients' egress policies (see
 :mod:`._envoy_rbac`, :mod:`._envoy_egress`) — each forwarding route narrows both to what it
 reaches (``EnvoyRoute.rbac`` / ``jwt``), the listener's are the fallback; routes matching on the client split the listener into
-filter chains by client address (see :mod:`._envoy_clients`); TLS-by-SNI tables become L4 filter chains. Every destination becomes an EDS
+filter chains by client address (see :mod:`._envoy_clients`); TLS-by-SNI tables become L4 filter chains.
+A port with TLS terminations gets them on its listener (HTTP) or on the chains of the
+server names they cover (L4), with their certificates as SDS secrets ``tls/<ns>/<secret>``.
+Every destination becomes an EDS
 cluster ``<ns>/<svc>:<port>`` (``/<subset>`` for subsets) whose endpoints are the
 service port's active backends, with the traffic policy in force for that port and
 subset (load balancing, circuit breakers, outlier detection, upstream TLS); a route to
@@ -70,13 +73,16 @@ from ._envoy_plan import (
     EnvoyPlan,
     EnvoyRoute,
     EnvoyRouteConfig,
+    EnvoySecret,
     EnvoyVirtualHost,
     Origin,
     RawResource,
     RbacPolicy,
     RouteMirror,
+    ServerTls,
     TcpChain,
     cluster_name,
+    secret_name,
 )
 
 #: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
@@ -141,6 +147,7 @@ class _Builder:
     clusters: dict[str, EnvoyCluster] = attrs.field(factory=dict)
     warnings: list[Diagnostic] = attrs.field(factory=list)
     client_groups: ClientGroups = attrs.field(factory=dict)
+    secrets: dict[str, EnvoySecret] = attrs.field(factory=dict)
     rbac_index: RbacIndex = attrs.field(init=False)
     egress: EgressIndex = attrs.field(init=False)
 
@@ -394,9 +401,33 @@ class _Builder:
             route_config=name, rbac=rbac, jwt=jwt, origins=self._listener_origins(item, tables)
             + tuple(o for p in (jwt.providers if jwt else ()) for o in p.origins)
             + tuple(o for f in rbac for p in f.policies for o in p.origins),
-            client_views=tuple(view for view, _ in views),
+            client_views=tuple(view for view, _ in views), tls=self.server_tls(item),
         )
         return listener, route_configs
+
+    def server_tls(self, item: ProxiedPort) -> tuple[ServerTls, ...]:
+        """The port's TLS terminations, each server name taken by the first that names it (the catch-all last)."""
+        out: list[ServerTls] = []
+        taken: set[str] = set()
+        for term in self.snapshot.terminations(item.service.ref, item.port.port):
+            names = tuple(n for n in term.hostnames if n not in taken)
+            if term.hostnames and not names or not term.hostnames and "" in taken:
+                continue
+            taken.update(names or ("",))
+            secrets = []
+            for ref in term.certificates:
+                certificate = self.snapshot.certificate(ref)
+                if certificate is None:
+                    continue  # the snapshot refuses terminations without their certificates
+                name = secret_name(ref.namespace, ref.name)
+                origin = Origin(f"certificate of Secret {ref} for {item.service.ref}:{item.port.port}",
+                                _first_known(term.source, certificate.source))
+                known = self.secrets.get(name)
+                self.secrets[name] = EnvoySecret(name, certificate.chain, certificate.private_key,
+                                                 (*(known.origins if known else ()), origin))
+                secrets.append(name)
+            out.append(ServerTls(names, tuple(secrets)))
+        return tuple(out)
 
     def tcp_listener(self, item: ProxiedPort, name: str) -> EnvoyListener:
         chains: list[TcpChain] = []
@@ -456,6 +487,9 @@ class _Builder:
                     names_used.add(chain_name)
                     chains.append(TcpChain(chain_name, tuple(s for s in names if s), clusters, (origin,),
                                            self.hashes_source_ip(clusters, origin), rbac, sources))
+        terminations = self.server_tls(item)
+        if terminations:
+            chains = [c for chain in chains for c in _terminated(chain, terminations)]
         if not tables:
             # Proxied for its traffic policy alone: every connection goes to the port's own backends.
             clusters = (ClusterWeight(self.own_cluster(item), 1),)
@@ -543,6 +577,26 @@ class _Builder:
         return (own, *(Origin(f"route table of {t.service}:{t.port}", t.source) for t in tables))
 
 
+def _terminating(terminations: Sequence[ServerTls], server: str) -> ServerTls | None:
+    """The termination taking connections for ``server`` ("": no name): by exact name, then wildcard, then any."""
+    named = [t for t in terminations if server and server in t.server_names]
+    wild = [t for t in terminations if server and any(
+        n.startswith("*.") and server.endswith(n[1:]) for n in t.server_names)]
+    anyname = [t for t in terminations if not t.server_names]
+    return next(iter(named or wild or anyname), None)
+
+
+def _terminated(chain: TcpChain, terminations: Sequence[ServerTls]) -> list[TcpChain]:
+    """``chain`` split by the termination each of its server names falls under (names none takes pass through)."""
+    groups: dict[ServerTls | None, list[str]] = {}
+    for server in chain.sni or ("",):
+        groups.setdefault(_terminating(terminations, server), []).append(server)
+    if len(groups) == 1:
+        return [attrs.evolve(chain, tls=next(iter(groups)))]
+    return [attrs.evolve(chain, name=f"{chain.name}/{i}", sni=tuple(n for n in names if n), tls=tls)
+            for i, (tls, names) in enumerate(groups.items())]
+
+
 def _takes_server(sni: Sequence[str], server: str) -> bool:
     """True when a route for server names ``sni`` (none: any connection) can take a connection for ``server``.
 
@@ -626,5 +680,6 @@ def build_envoy_plan(snapshot: Snapshot, ports: Sequence[ProxiedPort], raw: RawP
         route_configs=tuple(sorted(route_configs, key=lambda item: item.name)),
         clusters=tuple(sorted(builder.clusters.values(), key=lambda item: item.name)),
         raw=raw_resources,
+        secrets=tuple(sorted(builder.secrets.values(), key=lambda item: item.name)),
         warnings=(*builder.warnings, *raw_warnings),
     )

@@ -26,6 +26,7 @@ from ..model import (
     HttpMatch,
     LbPolicy,
     Protocol,
+    Redacted,
     Redirect,
     RetryPolicy,
     Rewrite,
@@ -362,6 +363,19 @@ class EnvoyJwt:
 
 
 @attrs.frozen
+class ServerTls:
+    """TLS termination for the connections whose server name (SNI) is in ``server_names`` (any when empty).
+
+    ``secrets`` name the :class:`EnvoySecret` certificates offered (Envoy picks by key type
+    and the client's support). A listener with any of these serves no clear text: a
+    connection whose name none of them takes is closed.
+    """
+
+    server_names: tuple[str, ...]
+    secrets: tuple[str, ...]
+
+
+@attrs.frozen
 class TcpChain:
     """An L4 filter chain: connections whose TLS SNI is in ``sni`` (any when empty) from ``sources``.
 
@@ -382,6 +396,23 @@ class TcpChain:
     #: accepted, before any filter runs (the TCP proxy connects upstream at once, RBAC
     #: only decides on the first byte): ``None`` admits everyone, ``()`` nobody.
     sources: tuple[str, ...] | None = None
+    #: TLS the proxy terminates before proxying (``None``: bytes pass through as they are).
+    tls: ServerTls | None = None
+
+
+@attrs.frozen
+class EnvoySecret:
+    """A server certificate with its private key, served to the node proxy over SDS (never as a file)."""
+
+    name: str
+    chain: str
+    private_key: Redacted
+    origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+
+
+def secret_name(namespace: str, name: str) -> str:
+    """``tls/<ns>/<secret>``: the SDS name of a Secret's certificate."""
+    return f"tls/{namespace}/{name}"
 
 
 @attrs.frozen
@@ -399,8 +430,9 @@ class EnvoyListener:
     HTTP listeners carry ``route_config`` (fetched over RDS), an optional ``jwt`` filter
     and RBAC filters (applied after it, in order: audit, deny, allow); when routes depend
     on the client, ``client_views`` are chains for sets of clients with their own route
-    configurations (``route_config`` serves everyone else). L4 listeners carry ``tcp``
-    chains (TLS by SNI).
+    configurations (``route_config`` serves everyone else); ``tls`` terminates TLS first
+    (one chain per set of server names, each with those chains). L4 listeners carry
+    ``tcp`` chains (TLS by SNI).
     """
 
     name: str
@@ -414,6 +446,7 @@ class EnvoyListener:
     jwt: EnvoyJwt | None = None
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
     client_views: tuple[ClientView, ...] = ()
+    tls: tuple[ServerTls, ...] = ()
 
     @property
     def is_http(self) -> bool:
@@ -448,7 +481,7 @@ class EnvoyPlan:
     """The node Envoy's whole configuration; empty means the node needs no Envoy.
 
     ``raw`` are the resources of the node's raw Envoy configs, served alongside the
-    generated ones. ``warnings`` are parts of the model the node proxy cannot express
+    generated ones; ``secrets`` the certificates listeners terminate TLS with. ``warnings`` are parts of the model the node proxy cannot express
     exactly, each naming the source object and what was done instead (always the
     fail-closed choice).
     """
@@ -457,6 +490,7 @@ class EnvoyPlan:
     route_configs: tuple[EnvoyRouteConfig, ...] = ()
     clusters: tuple[EnvoyCluster, ...] = ()
     raw: tuple[RawResource, ...] = ()
+    secrets: tuple[EnvoySecret, ...] = ()
     warnings: tuple[Diagnostic, ...] = attrs.field(default=(), eq=False)
 
     def __bool__(self) -> bool:

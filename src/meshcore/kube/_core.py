@@ -1,7 +1,8 @@
 """Translate the core Kubernetes kinds into the model's :class:`Inventory`.
 
 Kinds: v1 Namespace, v1 Pod, apps/v1 Deployment, v1 Service, discovery.k8s.io/v1
-EndpointSlice, v1 ServiceAccount, networking.k8s.io/v1 NetworkPolicy, v1 Node. They behave as in a cluster:
+EndpointSlice, v1 ServiceAccount, networking.k8s.io/v1 NetworkPolicy, v1 Node, v1 Secret and v1
+ConfigMap. They behave as in a cluster:
 
 - Namespaces carry ``kubernetes.io/metadata.name``; a namespace used but not declared
   exists implicitly, and every namespace has the ``default`` service account.
@@ -16,6 +17,9 @@ EndpointSlice, v1 ServiceAccount, networking.k8s.io/v1 NetworkPolicy, v1 Node. T
 - A networking.k8s.io/v1 NetworkPolicy becomes ALLOW AuthorizationPolicies, one per
   policy type (see ``_networkpolicy``).
 - A v1 Node is a model Node: labels, IP addresses and its proxy's addresses (``_node``).
+- A Secret with ``tls.crt``/``tls.key`` is a certificate adapters may refer to (checked
+  once here, see ``_secret``); a ConfigMap with ``ca.crt`` a CA bundle. Neither is
+  reported unless referred to, and no diagnostic quotes their data.
 - A field the kind does not define is a warning (see ``_strict``): the API server drops
   it, and so does the translation.
 
@@ -42,6 +46,7 @@ from ._networkpolicy import translate_network_policy
 from ._node import translate_node
 from ._objects import KubeObject
 from ._pod import PodInfo, translate_pod
+from ._secret import read_ca_bundle, read_tls_secret
 from ._service import ServiceSpec, read_service
 from ._serviceaccount import translate_service_account
 from ._strict import unknown_fields
@@ -59,6 +64,8 @@ CORE_KINDS: frozenset[tuple[str, str]] = frozenset({
     ("v1", "ServiceAccount"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "Node"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
 })
 
 
@@ -226,6 +233,10 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
         translated = run(obj, lambda o, f: translate_network_policy(o, f, known, workloads))
         policies.extend(translated or ())
     services.sort(key=_ns_name)
+    # Certificates are checked here (parsed, key matched, dates) so every adapter sees the
+    # same verdict; nothing of a Secret's data ever goes into a diagnostic.
+    secrets = tuple(read_tls_secret(obj) for obj in by_kind["Secret"])
+    bundles = tuple(b for obj in by_kind["ConfigMap"] if (b := read_ca_bundle(obj)) is not None)
     inventory = Inventory(
         namespaces=tuple(namespaces[n] for n in sorted(namespaces)),
         workloads=tuple(workloads),
@@ -233,6 +244,8 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
         service_accounts=tuple(sorted(accounts)),
         policies=tuple(policies),
         nodes=tuple(sorted(nodes)),
+        tls_secrets=secrets,
+        ca_bundles=bundles,
     )
     # Report in input order (file, then line), whatever order the kinds were processed in.
     run.diagnostics.sort(key=lambda d: (d.source.file, d.source.line))

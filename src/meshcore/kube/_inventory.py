@@ -8,7 +8,8 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..model import AuthorizationPolicy, Namespace, Node, Service, ServiceRef, Workload, WorkloadRef
+from ..model import AuthorizationPolicy, Certificate, Namespace, Node, Service, ServiceRef, Workload, WorkloadRef
+from ._secret import TlsSecret
 
 
 def _namespaces(value: Iterable[Namespace]) -> tuple[Namespace, ...]:
@@ -40,6 +41,29 @@ class Inventory:
     policies: tuple[AuthorizationPolicy, ...] = ()
     #: Nodes (v1 Node objects), sorted by name.
     nodes: tuple[Node, ...] = ()
+    #: Secrets as certificate sources (usable or not), in input order.
+    tls_secrets: tuple[TlsSecret, ...] = ()
+    #: CA bundles (PEM) of ConfigMaps with a ``ca.crt``, by (namespace, name).
+    ca_bundles: tuple[tuple[tuple[str, str], str], ...] = ()
+
+    @functools.cached_property
+    def _secrets(self) -> dict[tuple[str, str], TlsSecret]:
+        return {(s.namespace, s.name): s for s in self.tls_secrets}
+
+    def certificate(self, namespace: str, name: str) -> tuple[Certificate | None, str]:
+        """The certificate of Secret ``namespace/name``, or ``None`` and why it cannot serve (no key material)."""
+        found = self._secrets.get((namespace, name))
+        if found is None:
+            return None, f"Secret {namespace}/{name} not found"
+        return found.certificate, found.problem
+
+    @functools.cached_property
+    def _bundles(self) -> dict[tuple[str, str], str]:
+        return dict(self.ca_bundles)
+
+    def ca_bundle(self, namespace: str, name: str) -> str | None:
+        """The ``ca.crt`` PEM of ConfigMap ``namespace/name``, if it has one."""
+        return self._bundles.get((namespace, name))
 
     @functools.cached_property
     def _services(self) -> dict[ServiceRef, Service]:

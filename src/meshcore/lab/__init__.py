@@ -12,6 +12,7 @@ Everything it creates is recorded on disk so `lab down` removes exactly that.
     lab = Lab("demo")
     lab.up(["examples/demo/"])
     print(lab.run("deploy/client", ["curl", "-s", "http://web"]).stdout)
+    print(lab.run_outside(["curl", "-s", "http://gw.default"]).stdout)   # from outside the mesh
     lab.down()
 """
 

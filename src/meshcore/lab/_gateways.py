@@ -1,4 +1,4 @@
-"""Gateway addresses: the lab assigns meshcore's Gateways a VIP, as a LoadBalancer IPAM would.
+"""Edge addresses: the lab assigns meshcore's Gateways and Ingresses a VIP, as a LoadBalancer IPAM would.
 
 A Gateway of a class whose ``controllerName`` is meshcore's that requests no IP address
 (``spec.addresses`` without an IPAddress value, the usual case) gets one from the lab's
@@ -21,6 +21,9 @@ from ._state import ServiceRecord
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 #: The GatewayClass controller name the gateway adapter serves (meshcore_gateway.CONTROLLER_NAME).
 CONTROLLER_NAME = "meshcore.io/gateway-controller"
+#: The IngressClass controller the gateway adapter serves (meshcore_gateway.INGRESS_CONTROLLER).
+INGRESS_CONTROLLER = "meshcore.io/ingress-controller"
+_DEFAULT_CLASS = "ingressclass.kubernetes.io/is-default-class"
 
 
 def _requested(spec: Mapping[str, Any]) -> tuple[list[str], bool]:
@@ -43,6 +46,33 @@ def our_gateways(objects: Sequence[KubeObject]) -> list[KubeObject]:
                and o.spec.get("controllerName") == CONTROLLER_NAME}
     return [o for o in objects if o.group == GATEWAY_GROUP and o.kind == "Gateway"
             and o.spec.get("gatewayClassName") in classes]
+
+
+def our_ingresses(objects: Sequence[KubeObject]) -> list[KubeObject]:
+    """The Ingresses whose IngressClass (named, by annotation, or the only default one) is meshcore's."""
+    classes = [o for o in objects if o.group == "networking.k8s.io" and o.kind == "IngressClass"]
+    ours = {o.name for o in classes if o.spec.get("controller") == INGRESS_CONTROLLER}
+    defaults = [o.name for o in classes
+                if str((o.metadata.get("annotations") or {}).get(_DEFAULT_CLASS, "")).lower() == "true"]
+    found = []
+    for obj in objects:
+        if obj.group != "networking.k8s.io" or obj.kind != "Ingress":
+            continue
+        name = obj.spec.get("ingressClassName") or (obj.metadata.get("annotations") or {}).get(
+            "kubernetes.io/ingress.class") or (defaults[0] if len(defaults) == 1 else None)
+        if name in ours:
+            found.append(obj)
+    return found
+
+
+def enrich_ingress(obj: KubeObject, record: ServiceRecord | None) -> dict[str, Any]:
+    """The Ingress body with the address the lab assigned in ``status.loadBalancer.ingress``."""
+    body = copy.deepcopy(dict(obj.body))
+    if record is not None:
+        if not isinstance(body.get("status"), Mapping):
+            body["status"] = {}
+        body["status"]["loadBalancer"] = {"ingress": [{"ip": a} for a in record.cluster_ips]}
+    return body
 
 
 def assign_gateway_addresses(gateways: Sequence[KubeObject], services: Mapping[str, ServiceRecord],

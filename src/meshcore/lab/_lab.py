@@ -18,7 +18,8 @@ from . import _netns as netns
 from . import _procs as procs
 from ._errors import LabError
 from ._exec import ignoring_interrupts, joiner, pod_command
-from ._gateways import assign_gateway_addresses, our_gateways
+from ._gateways import assign_gateway_addresses, our_gateways, our_ingresses
+from ._outside import ensure_outside, remove_outside, run_outside
 from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
 from ._ipam import LabRanges, lone_node_ranges, node_ranges
 from ..agent import SourceError, read_objects_file
@@ -236,7 +237,8 @@ class Lab:
         services = assign_cluster_ips(desired.services, state.services, ranges)
         # A Gateway is served as a Service of its name: its assigned VIP is kept with the
         # ClusterIPs, so it stays stable across runs and pods resolve the Gateway's name.
-        gateways = assign_gateway_addresses(our_gateways(desired.others), services, state.services, ranges)
+        edge = [*our_gateways(desired.others), *our_ingresses(desired.others)]
+        gateways = assign_gateway_addresses(edge, services, state.services, ranges)
         state.services = {**services, **gateways}
         state.save()
         wanted = {p.key: p for p in desired.pods}
@@ -268,6 +270,7 @@ class Lab:
             wait_ready(state, [*started, *restarted], timeout)
             generation = write_objects(state, desired, labels)
             agents = ensure_agents(state, generation, timeout, warnings)
+            ensure_outside(state, list(gateways.values()))
             for record in leaving:
                 say(f"removing pod {record.key}")
                 teardown_pod(state, record, network(record.node))
@@ -418,6 +421,7 @@ class Lab:
             for record in state.pods.values():
                 netns.remove(record.netns)
                 remove_path(record.etc_dir)
+            remove_outside(state)
             namespaces = [n.netns for n in state.nodes.values()]
             if state.fabric is not None:
                 namespaces.append(state.fabric.netns)
@@ -496,6 +500,11 @@ class Lab:
             result = subprocess.run(command, env=env, cwd=record.workdir, check=False,
                                     preexec_fn=joiner(record.cgroup))
         return 128 - result.returncode if result.returncode < 0 else result.returncode
+
+    def run_outside(self, argv: Sequence[str], *, input: bytes | None = None,
+                    timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` on the lab's internet client, outside every pod network (see ``_outside``)."""
+        return run_outside(self._load(), argv, input=input, timeout=timeout)
 
     def run(self, target: str, argv: Sequence[str], *, namespace: str | None = None,
             input: bytes | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:

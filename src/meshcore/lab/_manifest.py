@@ -31,7 +31,7 @@ from ..agent import object_entry, write_objects_file
 from ..model import Diagnostic, Source, WorkloadRef
 from . import _procs as procs
 from ._errors import LabError
-from ._gateways import enrich_gateway, our_gateways
+from ._gateways import enrich_gateway, enrich_ingress, our_gateways, our_ingresses
 from ._ipam import LabRanges
 from ._state import LabState, NodeRecord, PodRecord, ServiceRecord
 
@@ -220,9 +220,15 @@ def write_objects(state: LabState, desired: Desired, node_labels: Mapping[str, M
     gateways = {id(o) for o in our_gateways(desired.others)}
     given_nodes = input_nodes(desired.others)
     enriched = {id(o) for name, o in given_nodes.items() if name in state.nodes}
-    entries = [object_entry(enrich_gateway(o, state.services.get(f"{o.namespace}/{o.name}"))
-                            if id(o) in gateways else o.body, o.source)
-               for o in desired.others if id(o) not in enriched]
+    ingresses = {id(o) for o in our_ingresses(desired.others)}
+    entries = []
+    for o in desired.others:
+        if id(o) in enriched:
+            continue
+        assigned = state.services.get(f"{o.namespace}/{o.name}")
+        body = (enrich_gateway(o, assigned) if id(o) in gateways
+                else enrich_ingress(o, assigned) if id(o) in ingresses else o.body)
+        entries.append(object_entry(body, o.source))
     for node in state.nodes.values():
         given = given_nodes.get(node.name)
         entries.append(object_entry(enrich_node(node, node_labels[node.name], given),

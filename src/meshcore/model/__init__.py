@@ -52,6 +52,7 @@ from .route import (
     StringMatch,
     TcpRoute,
 )
+from .tls import Certificate, CertificateRef, Redacted, TlsTermination
 from .service import Backend, BackendState, LbPolicy, Service, ServicePort, ServiceRef, VipAssignment
 from .snapshot import Snapshot
 from .traffic import (
@@ -84,4 +85,5 @@ __all__ = [
     "has_errors", "regex_error", "to_data", "MAX_REGEX_PROGRAM_SIZE",
     "ConnectionPool", "HashAlgorithm", "HashKey", "HashKeyKind", "LoadBalancer", "OutlierDetection",
     "TcpKeepalive", "TlsMode", "TrafficPolicy", "UpstreamTls", "resolve_traffic",
+    "Certificate", "CertificateRef", "Redacted", "TlsTermination",
 ]

@@ -10,6 +10,7 @@ import attrs
 
 from ._labels import Labels
 from ._source import Source
+from .tls import Redacted
 
 _SCALARS = (str, int, float, bool)
 
@@ -53,6 +54,8 @@ def to_data(value: Any, *, with_sources: bool = True) -> Any:
         return out
     if isinstance(value, Labels):
         return dict(value)
+    if isinstance(value, Redacted):
+        return value.placeholder  # never the secret itself
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):

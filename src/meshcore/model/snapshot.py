@@ -20,6 +20,7 @@ from .node import Node
 from .policy import AuthorizationPolicy, PeerAuthentication
 from .route import RouteTable
 from .service import Service, ServiceRef
+from .tls import Certificate, CertificateRef, TlsTermination
 from .traffic import TrafficPolicy, resolve_traffic
 from .workload import Workload
 
@@ -70,6 +71,16 @@ class Snapshot:
     traffic_policies: tuple[TrafficPolicy, ...] = attrs.field(default=(), converter=_by_key, validator=_unique("key"))
     request_authentications: tuple[RequestAuthentication, ...] = attrs.field(default=(), converter=_sorted)
     nodes: tuple[Node, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("name"))
+    certificates: tuple[Certificate, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("ref"))
+    tls_terminations: tuple[TlsTermination, ...] = attrs.field(default=(), converter=_sorted, validator=_unique("key"))
+
+    def __attrs_post_init__(self) -> None:
+        known = {c.ref for c in self.certificates}
+        for i, term in enumerate(self.tls_terminations):
+            missing = [str(r) for r in term.certificates if r not in known]
+            if missing:
+                raise ModelError(f"tls_terminations[{i}]", f"TLS termination on {term.service}:{term.port} uses "
+                                 f"certificate {', '.join(missing)}, which is not in the snapshot")
 
     @property
     def identities(self) -> tuple[Identity, ...]:
@@ -92,6 +103,15 @@ class Snapshot:
         """The subsets of ``service`` with a traffic policy that applies on ``port``, sorted."""
         return tuple(sorted({p.subset for p in self._traffic_index.get(service, ())
                              if p.subset and (p.port is None or p.port == port)}))
+
+    def certificate(self, ref: CertificateRef) -> Certificate | None:
+        """The certificate with this reference, if present."""
+        return next((c for c in self.certificates if c.ref == ref), None)
+
+    def terminations(self, service: ServiceRef, port: int) -> tuple[TlsTermination, ...]:
+        """The TLS terminations on ``port`` of ``service``: those naming server names first (sorted), the catch-all last."""
+        found = [t for t in self.tls_terminations if t.service == service and t.port == port]
+        return tuple(sorted(found, key=lambda t: (not t.hostnames, t.hostnames)))
 
     @functools.cached_property
     def _traffic_index(self) -> dict[ServiceRef, list[TrafficPolicy]]:

@@ -187,10 +187,11 @@ class TlsMode(enum.StrEnum):
 
 @attrs.frozen(order=True)
 class UpstreamTls:
-    """TLS origination to the backends, with certificates read from files.
+    """TLS origination to the backends, with certificates read from files or given as PEM.
 
-    ``ca_certificates`` verifies the server (with ``subject_alt_names`` when given);
-    ``MUTUAL`` presents ``client_certificate`` with ``private_key``.
+    ``ca_certificates`` (a file) or ``ca_bundle`` (PEM text, e.g. a ConfigMap's
+    ``ca.crt``) verifies the server, with ``subject_alt_names`` when given; ``MUTUAL``
+    presents ``client_certificate`` with ``private_key``.
     """
 
     mode: TlsMode = attrs.field(converter=TlsMode)
@@ -200,14 +201,17 @@ class UpstreamTls:
     client_certificate: str = ""
     private_key: str = ""
     insecure_skip_verify: bool = False
+    ca_bundle: str = ""
 
     def __attrs_post_init__(self) -> None:
         if self.mode is TlsMode.MUTUAL and not (self.client_certificate and self.private_key):
             raise ModelError("client_certificate", "MUTUAL TLS needs client_certificate and private_key")
         if self.mode in (TlsMode.DISABLE, TlsMode.ISTIO_MUTUAL) and (
-                self.client_certificate or self.private_key or self.ca_certificates):
+                self.client_certificate or self.private_key or self.ca_certificates or self.ca_bundle):
             raise ModelError("mode", f"{self.mode.value} takes no certificate files")
-        if self.subject_alt_names and not self.ca_certificates:
+        if self.ca_certificates and self.ca_bundle:
+            raise ModelError("ca_bundle", "give the CA certificates as a file or as PEM, not both")
+        if self.subject_alt_names and not (self.ca_certificates or self.ca_bundle):
             raise ModelError("subject_alt_names", "subject alt names are checked only with ca_certificates")
 
     @property

@@ -21,7 +21,8 @@ Public API::
 - :class:`ControlPlane` (``address``: ``unix:/path`` — reachable from every network
   namespace — or ``host:port``): a grpcio server with the aggregated discovery service
   (state of the world; per-node versioned snapshots of Cluster, ClusterLoadAssignment,
-  Listener and RouteConfiguration) and the access log service. ``set_plan(node, plan,
+  Listener, RouteConfiguration and — for TLS termination — Secret, the certificates
+  Envoy fetches over SDS on the same stream) and the access log service. ``set_plan(node, plan,
   settings) -> version``; ``wait_synced(node, version, timeout)``; ``status(node) ->
   NodeStatus``; ``nacks(node)`` and ``on_nack(callback)``; ``subscribe_flows()`` and
   ``on_flow(callback)`` (decoded :class:`~meshcore.observe.Flow`); ``on_flow_batch(callback)``
@@ -68,6 +69,7 @@ from ._resources import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    SECRET,
     TYPE_ORDER,
     XDS_CLUSTER,
     ProxySettings,
@@ -81,7 +83,7 @@ from ._supervisor import EnvoyOptions, EnvoySupervisor, Exit, bootstrap, find_en
 from ._xds import AdsServer, NodeStatus, TypeStatus
 
 __all__ = [
-    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE",
+    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE", "SECRET",
     "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
     "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder", "FlowSubscription", "Nack",
     "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resolver",

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from google.protobuf import descriptor_pool, json_format
 
-from ..compile import EnvoyListener, EnvoyPlan, EnvoyRoute, Origin, RawResource
+from ..compile import EnvoyListener, EnvoyPlan, EnvoyRoute, EnvoySecret, Origin, RawResource
 from ._errors import ProxyConfigError
 from ._xds_clusters import _cluster, _load_assignment
 from ._xds_common import XDS_CLUSTER, ProxySettings
@@ -43,7 +43,8 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 #: The xDS types in the order they are pushed: clusters before their endpoints, both
 #: before the listeners and routes that use them (make before break).
 TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-#: Every type served: secrets (only raw configs have them) go whenever Envoy asks for them.
+#: Every type served: secrets (certificates of TLS terminations, and raw configs' own)
+#: go whenever Envoy asks for them.
 ALL_TYPES = (*TYPE_ORDER, SECRET)
 SHORT_TYPE = {LISTENER: "Listener", ROUTE: "RouteConfiguration", CLUSTER: "Cluster", ENDPOINT: "ClusterLoadAssignment",
               SECRET: "Secret"}
@@ -253,6 +254,8 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
             body = _tcp_listener(listener, settings)
             needs = ()
         by_type[LISTENER][listener.name] = _resource(LISTENER, listener.name, body, listener.origins, needs)
+    for secret in plan.secrets:
+        by_type.setdefault(SECRET, {})[secret.name] = _secret_resource(secret)
     if plan.raw:
         by_type.setdefault(SECRET, {})
         for raw in plan.raw:
@@ -260,6 +263,15 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
                 raise ProxyConfigError(f"{SHORT_TYPE[raw.type_url]} {raw.name} is defined twice", raw.origin)
             by_type[raw.type_url][raw.name] = _raw_resource(raw, settings)
     return Resources(by_type)
+
+
+def _secret_resource(secret: EnvoySecret) -> Resource:
+    """A certificate as an SDS Secret; its JSON form (what output and golden files show) has the key redacted."""
+    def body(key: str) -> dict[str, Any]:
+        return {"name": secret.name, "tls_certificate": {"certificate_chain": {"inline_string": secret.chain},
+                                                         "private_key": {"inline_string": key}}}
+    resource = _resource(SECRET, secret.name, body(secret.private_key.reveal()), secret.origins)
+    return attrs.evolve(resource, body=body(secret.private_key.placeholder))
 
 
 def _rds_names(value: Any) -> Iterator[str]:

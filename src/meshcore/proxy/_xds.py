@@ -281,7 +281,7 @@ class AdsServer:
             state.synced_version = -1  # a new Envoy (or a restarted one) has nothing yet
         st = stream.types.get(request.type_url)
         if st is None:
-            return  # a type meshcore does not serve (e.g. secrets): Envoy waits for nothing
+            return  # a type meshcore does not serve (e.g. runtime): Envoy waits for nothing
         if request.response_nonce:
             if request.response_nonce != st.sent_nonce:
                 return  # stale: answers an older response, superseded by one in flight

@@ -127,8 +127,9 @@ def _traffic(out: dict[str, Any], traffic: TrafficPolicy) -> dict[str, Any]:
 def _upstream_tls(tls: UpstreamTls) -> dict[str, Any]:
     """The cluster's TLS transport socket (SIMPLE or MUTUAL origination, certificates from files)."""
     context: dict[str, Any] = {}
-    if tls.ca_certificates and not tls.insecure_skip_verify:
-        validation: dict[str, Any] = {"trusted_ca": {"filename": tls.ca_certificates}}
+    if (tls.ca_certificates or tls.ca_bundle) and not tls.insecure_skip_verify:
+        trusted = {"inline_string": tls.ca_bundle} if tls.ca_bundle else {"filename": tls.ca_certificates}
+        validation: dict[str, Any] = {"trusted_ca": trusted}
         if tls.subject_alt_names:
             validation["match_typed_subject_alt_names"] = [
                 {"san_type": "DNS", "matcher": {"exact": san}} for san in tls.subject_alt_names]

@@ -33,6 +33,7 @@ _TCP_PROXY = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _TLS_INSPECTOR = _T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 _HTTP_OPTIONS = _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _UPSTREAM_TLS = _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+_DOWNSTREAM_TLS = _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _PREVIOUS_HOSTS = _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 #: HTTP filter names: a route keys its per-filter config by them, a listener names its filters.
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -76,6 +77,11 @@ class ProxySettings:
         if not 0 < self.access_log_buffer_bytes <= 4 * 1024 * 1024:
             raise ProxyConfigError(f"ProxySettings.access_log_buffer_bytes is {self.access_log_buffer_bytes}: "
                                    "give 1 to 4194304 bytes (gRPC's default message size limit)")
+
+
+def _sds(name: str) -> dict[str, Any]:
+    """An SDS reference to secret ``name``, fetched over the ADS stream (never from a file)."""
+    return {"name": name, "sds_config": {"ads": {}, "resource_api_version": "V3"}}
 
 
 def _duration(ms: int | float) -> str:

@@ -1,7 +1,9 @@
 """Envoy Listener JSON: the HTTP connection manager with its filter chain, and TCP proxy chains.
 
 An HTTP listener's filters run CORS, JWT, RBAC, fault, router, in that order, and name
-its route configuration over RDS; a TCP listener has one filter chain per
+its route configuration over RDS; a listener that terminates TLS has those chains once
+per set of server names, each with a TLS transport socket whose certificates come over
+SDS on the ADS stream, and no chain without TLS; a TCP listener has one filter chain per
 :class:`~meshcore.compile.TcpChain`, matched by server name and client prefix. Both bind
 the node proxy's addresses (:func:`_addresses`, also applied to raw listeners) and stream
 access logs, under :data:`ACCESS_LOG_NAME`, to the control-plane cluster.
@@ -12,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..compile import EnvoyListener, EnvoyRouteConfig, TcpChain
+from ..compile import EnvoyListener, EnvoyRouteConfig, ServerTls, TcpChain
 from ._xds_common import (
     _ALS,
     _CORS,
+    _DOWNSTREAM_TLS,
     _FAULT,
     _HCM,
     _ROUTER,
@@ -27,6 +30,7 @@ from ._xds_common import (
     XDS_CLUSTER,
     ProxySettings,
     _duration,
+    _sds,
     _stat_prefix,
 )
 from ._xds_filters import _jwt_filter, _network_rbac_filters, _rbac_filters
@@ -103,12 +107,39 @@ def _http_listener(listener: EnvoyListener, route_configs: Sequence[EnvoyRouteCo
                "filter_chain_match": {"source_prefix_ranges": [_cidr_range(c) for c in view.sources]}}
               for view in listener.client_views]
     chains.append(chain(listener.route_config))
-    return {
+    out: dict[str, Any] = {
         "name": listener.name,
         **_addresses(listener.proxy_port, settings),
         "stat_prefix": _stat_prefix(listener.name),
         "filter_chains": chains,
     }
+    if listener.tls:
+        # Every chain once per set of server names, behind TLS; none in clear text.
+        out["filter_chains"] = [_with_tls(c, tls, listener.name) for tls in listener.tls for c in chains]
+        out["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
+                                    "typed_config": {"@type": _TLS_INSPECTOR}}]
+    return out
+
+
+def _with_tls(chain: dict[str, Any], tls: ServerTls, listener: str) -> dict[str, Any]:
+    """``chain`` for the connections whose server name ``tls`` takes, terminating TLS with its certificates."""
+    match = dict(chain.get("filter_chain_match") or {})
+    if tls.server_names:
+        match["server_names"] = list(tls.server_names)
+    label = ",".join(tls.server_names) or "*"
+    out = {**chain, "name": f"{chain.get('name', listener)}/tls:{label}", "transport_socket": _tls_socket(tls)}
+    if match:
+        out["filter_chain_match"] = match
+    return out
+
+
+def _tls_socket(tls: ServerTls, alpn: bool = True) -> dict[str, Any]:
+    """A downstream TLS transport socket with ``tls``'s certificates over SDS (HTTP listeners offer h2 and http/1.1)."""
+    context: dict[str, Any] = {"tls_certificate_sds_secret_configs": [_sds(name) for name in tls.secrets]}
+    if alpn:
+        context["alpn_protocols"] = ["h2", "http/1.1"]
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": _DOWNSTREAM_TLS, "common_tls_context": context}}
 
 
 def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
@@ -124,6 +155,8 @@ def _tcp_chain(chain: TcpChain) -> dict[str, Any] | None:
     filters = _network_rbac_filters(chain.rbac, chain.name)
     filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy})
     out: dict[str, Any] = {"name": chain.name, "filters": filters}
+    if chain.tls is not None:
+        out["transport_socket"] = _tls_socket(chain.tls, alpn=False)
     match: dict[str, Any] = {}
     if chain.sni:
         match["server_names"] = list(chain.sni)

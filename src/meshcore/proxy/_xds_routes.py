@@ -111,7 +111,10 @@ def _route(route: EnvoyRoute) -> dict[str, Any]:
                 where,
             )
         redirect: dict[str, Any] = {"response_code": _REDIRECT_CODES[r.status]}
-        for key, value in (("scheme_redirect", r.scheme), ("host_redirect", r.host), ("port_redirect", r.port),
+        # The scheme's own port goes unwritten (https://host/, not https://host:443/): Envoy
+        # drops the request's port when it changes the scheme and is given none.
+        port = None if (r.scheme, r.port) in (("https", 443), ("http", 80)) else r.port
+        for key, value in (("scheme_redirect", r.scheme), ("host_redirect", r.host), ("port_redirect", port),
                            ("path_redirect", r.path), ("prefix_rewrite", r.prefix_replace)):
             if value is not None:
                 redirect[key] = value

@@ -5,9 +5,12 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import functools
+
 import meshcore
 from meshcore.model import HttpRoute, RouteTable, ServiceRef, Severity
 from meshcore_gateway import adapter
+from testcerts import Authority
 
 CLASS = """
 apiVersion: gateway.networking.k8s.io/v1
@@ -21,6 +24,18 @@ def translate(*docs: str) -> meshcore.Translation:
     """Translate YAML documents (joined with ---) through the gateway adapter only."""
     text = "\n---\n".join(textwrap.dedent(d).strip() for d in docs)
     return meshcore.translate(text=text, adapters=[adapter])
+
+
+@functools.cache
+def authority() -> Authority:
+    """One test CA for the module (made at test time)."""
+    return Authority()
+
+
+@functools.cache
+def tls_secret(name: str, namespace: str = "default", hosts: tuple[str, ...] = ("example.com",)) -> str:
+    """A kubernetes.io/tls Secret with a valid certificate for ``hosts``."""
+    return authority().issue(hosts).secret(name, namespace)
 
 
 def service(name: str, namespace: str = "default", port: int = 80, vip: str = "10.96.0.1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _gateway_support import CLASS, gateway, names, service, status, table, tables, translate
+from _gateway_support import CLASS, gateway, names, service, status, table, tables, tls_secret, translate
 from meshcore.model import Protocol, RouteKind, ServiceRef
 
 
@@ -14,7 +14,7 @@ def test_a_gateway_is_a_service_with_one_port_per_listener_port() -> None:
       - {name: db, port: 5432, protocol: TCP}
       - {name: dns, port: 53, protocol: UDP}
     """
-    result = translate(CLASS, gateway(listeners=listeners, address="2001:db8::1"))
+    result = translate(CLASS, gateway(listeners=listeners, address="2001:db8::1"), tls_secret("cert"))
     svc = result.snapshot.service(ServiceRef("default", "gw"))
     assert svc is not None
     assert svc.vips == ("2001:db8::1",)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from _gateway_support import codes, names, service, table, tables, translate
-from meshcore.model import MatchKind, Severity
+from _gateway_support import authority, codes, names, service, status, table, tables, tls_secret, translate
+from meshcore.model import MatchKind, ServiceRef, Severity
+from testcerts import mismatched
 
 CLASSES = """
 apiVersion: networking.k8s.io/v1
@@ -78,7 +79,7 @@ def test_paths_longest_first_exact_before_prefix_then_the_default_backend() -> N
     assert names(table(result, "web", "ing", 80, ()).http) == ["web/ing.defaultBackend"]
 
 
-def test_a_missing_backend_answers_503_and_tls_adds_port_443() -> None:
+def test_a_missing_backend_answers_503_and_a_usable_tls_secret_adds_port_443() -> None:
     spec = """  ingressClassName: meshcore
       tls: [{hosts: [a.example.com], secretName: s}]
       rules:
@@ -87,11 +88,43 @@ def test_a_missing_backend_answers_503_and_tls_adds_port_443() -> None:
           paths:
           - {path: /, pathType: Prefix, backend: {service: {name: gone, port: {name: http}}}}
     """
-    result = translate(CLASSES, APP, ingress(spec))
+    result = translate(CLASSES, APP, ingress(spec), tls_secret("s", "web", ("a.example.com",)))
     for port in (80, 443):
         [route] = table(result, "web", "ing", port, ("a.example.com",)).http
         assert route.direct_response is not None and route.direct_response.status == 503
-    assert "MC6006" in codes(result, Severity.WARNING) and "MC6010" in codes(result, Severity.INFO)
+    assert codes(result, Severity.WARNING) == ["MC6006"]
+    [term] = result.snapshot.tls_terminations
+    assert (term.port, term.hostnames, [str(c) for c in term.certificates]) == (443, ("a.example.com",), ["web/s"])
+
+
+@pytest.mark.parametrize(("secret", "problem"), [
+    ("", "Secret web/s not found"),
+    ("expired", "the certificate expired on"),
+    ("mismatched", "tls.key does not match the certificate"),
+])
+def test_a_tls_entry_whose_secret_cannot_serve_leaves_port_443_closed(secret: str, problem: str) -> None:
+    spec = """  ingressClassName: meshcore
+      tls: [{hosts: [a.example.com], secretName: s}]
+      defaultBackend: """ + BACKEND
+    pem = {"expired": authority().issue(["a.example.com"], expired=True),
+           "mismatched": mismatched(authority().issue(["a.example.com"]), authority().issue(["b.example.com"]))}
+    docs = [pem[secret].secret("s", "web")] if secret else []
+    result = translate(CLASSES, APP, ingress(spec), *docs)
+    svc = result.snapshot.service(ServiceRef("web", "ing"))
+    assert svc is not None and [p.port for p in svc.ports] == [80]
+    assert not tables(result, "web", "ing", 443) and not result.snapshot.tls_terminations
+    [warning] = [d for d in result.diagnostics if d.code == "MC6010"]
+    assert warning.field == "spec.tls[0].secretName" and problem in warning.message
+    assert "a.example.com are not served on port 443" in warning.message
+    assert "PRIVATE KEY" not in warning.message and "BEGIN" not in warning.message
+
+
+def test_the_address_in_the_ingress_status_is_its_vip_and_reported_back() -> None:
+    spec = "  ingressClassName: meshcore\n      defaultBackend: " + BACKEND
+    result = translate(CLASSES, APP, ingress(spec).rstrip() + "\n    status: {loadBalancer: {ingress: [{ip: 10.96.255.254}]}}")
+    svc = result.snapshot.service(ServiceRef("web", "ing"))
+    assert svc is not None and svc.vips == ("10.96.255.254",)
+    assert status(result, "Ingress", "web", "ing") == {"loadBalancer": {"ingress": [{"ip": "10.96.255.254"}]}}
 
 
 def test_an_ingress_named_like_an_existing_service_is_an_error() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from _gateway_support import CLASS, gateway, parent, service, status, table, translate
+from _gateway_support import CLASS, gateway, parent, service, status, table, tls_secret, translate
 
 from meshcore.model import ServiceRef
 
@@ -97,9 +97,13 @@ def test_certificate_refs_across_namespaces_need_a_grant_for_gateways() -> None:
       from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: front}]
       to: [{group: "", kind: Secret, name: c}]
     """
-    denied = translate(CLASS, gateway("gw", "front", listeners))
+    secret = tls_secret("c", "certs")
+    denied = translate(CLASS, gateway("gw", "front", listeners), secret)
     listener = status(denied, "Gateway", "front", "gw")["listeners"][0]
     assert {c["type"]: c["reason"] for c in listener["conditions"]}["ResolvedRefs"] == "RefNotPermitted"
-    allowed = translate(CLASS, gateway("gw", "front", listeners), secret_grant)
+    assert not denied.snapshot.tls_terminations
+    allowed = translate(CLASS, gateway("gw", "front", listeners), secret_grant, secret)
     listener = status(allowed, "Gateway", "front", "gw")["listeners"][0]
     assert {c["type"]: c["status"] for c in listener["conditions"]}["ResolvedRefs"] == "True"
+    [term] = allowed.snapshot.tls_terminations
+    assert [str(c) for c in term.certificates] == ["certs/c"]

@@ -8,6 +8,7 @@ from _istio_support import codes, find, istio, pod, service, translate
 from meshcore.model import RouteKind, RouteTable, ServiceRef, Severity
 from meshcore_istio._gateway import ServerHost, gateway_key
 from meshcore_istio._ingress import intersect
+from testcerts import Authority, mismatched
 
 INGRESS = [
     pod("ingress-1", "{istio: ingressgateway}", "10.1.9.1", namespace="istio-system"),
@@ -186,18 +187,56 @@ def test_a_server_without_virtual_services_answers_404() -> None:
     assert table.http[0].direct_response is not None and table.http[0].direct_response.status == 404
 
 
-def test_tls_termination_is_reported_and_not_served_in_clear_text() -> None:
-    gw = istio("Gateway", "gw", """
-        selector: {istio: ingressgateway}
+def _https_gateway(tls: str) -> str:
+    return istio("Gateway", "gw", f"""
+        selector: {{istio: ingressgateway}}
         servers:
-        - port: {number: 443, name: https, protocol: HTTPS}
+        - port: {{number: 443, name: https, protocol: HTTPS}}
           hosts: [a.example.com]
-          tls: {mode: SIMPLE, credentialName: cert}
+          tls: {tls}
     """, namespace="istio-system")
-    result = translate(*INGRESS, gw, _vs("web", "[a.example.com]", "[istio-system/gw]"))
+
+
+def test_a_simple_https_server_terminates_tls_with_its_credential_from_the_gateway_service_namespace() -> None:
+    cert = Authority().issue(["a.example.com"]).secret("cert", "istio-system")
+    result = translate(*INGRESS, _https_gateway("{mode: SIMPLE, credentialName: cert}"), cert,
+                       _vs("web", "[a.example.com]", "[istio-system/gw]"))
+    assert result.ok, result.errors
+    table = _gateway_tables(result, 443)["a.example.com"]
+    assert table.kind is RouteKind.L7
+    [term] = result.snapshot.tls_terminations
+    assert (term.service, term.port, term.hostnames) == (ServiceRef("istio-system", "istio-ingressgateway"), 443,
+                                                         ("a.example.com",))
+    assert [str(c) for c in term.certificates] == ["istio-system/cert"]
+    assert [str(c.ref) for c in result.snapshot.certificates] == ["istio-system/cert"]
+
+
+@pytest.mark.parametrize(("secret", "problem"), [
+    (None, "Secret istio-system/cert not found"),
+    ("mismatched", "tls.key does not match the certificate"),
+    ("elsewhere", "Secret istio-system/cert not found"),  # only the gateway Service's namespace counts
+])
+def test_a_credential_that_cannot_serve_leaves_the_server_unserved(secret: str | None, problem: str) -> None:
+    ca = Authority()
+    docs = {None: [], "mismatched": [mismatched(ca.issue(["a.example.com"]), ca.issue(["b"])).secret(
+        "cert", "istio-system")], "elsewhere": [ca.issue(["a.example.com"]).secret("cert", "default")]}[secret]
+    result = translate(*INGRESS, _https_gateway("{mode: SIMPLE, credentialName: cert}"), *docs,
+                       _vs("web", "[a.example.com]", "[istio-system/gw]"))
+    assert not _gateway_tables(result, 443) and not result.snapshot.tls_terminations
+    d = find(result, "MC7025")
+    assert d.field == "spec.servers[0].tls.credentialName" and problem in d.message
+    assert "port 443 of Service istio-system/istio-ingressgateway" in d.message and "BEGIN" not in d.message
+
+
+@pytest.mark.parametrize(("tls", "why"), [
+    ("{mode: SIMPLE, serverCertificate: /etc/cert.pem, privateKey: /etc/key.pem}", "needs tls.credentialName"),
+    ("{mode: MUTUAL, credentialName: cert}", "mode MUTUAL"),
+])
+def test_tls_termination_meshcore_cannot_do_is_reported_and_not_served_in_clear_text(tls: str, why: str) -> None:
+    result = translate(*INGRESS, _https_gateway(tls), _vs("web", "[a.example.com]", "[istio-system/gw]"))
     assert not _gateway_tables(result, 443)
     d = find(result, "MC7014")
-    assert d.field == "spec.servers[0]" and "server https" in d.message and "TLS termination" in d.message
+    assert d.field == "spec.servers[0]" and "server https" in d.message and why in d.message
 
 
 def test_workloads_without_a_service_have_no_address() -> None:

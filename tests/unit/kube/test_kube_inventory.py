@@ -60,11 +60,11 @@ TEXT = textwrap.dedent("""
 """)
 
 
-def test_core_kinds_are_the_eight_kubernetes_kinds() -> None:
+def test_core_kinds_are_the_ten_kubernetes_kinds() -> None:
     assert CORE_KINDS == {
         ("v1", "Namespace"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
         ("discovery.k8s.io/v1", "EndpointSlice"), ("v1", "ServiceAccount"),
-        ("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "Node"),
+        ("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "Node"), ("v1", "Secret"), ("v1", "ConfigMap"),
     }
 
 

@@ -19,10 +19,21 @@ import attrs
 
 from meshcore.adapter import ApiKind, Fragment, ObjectStatus
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report, field_diagnostic, unique_objects
-from meshcore.model import ModelError, RouteTable, Service, ServicePort
+from meshcore.model import (
+    Certificate,
+    ModelError,
+    RouteTable,
+    Service,
+    ServicePort,
+    ServiceRef,
+    TlsTermination,
+    TrafficPolicy,
+)
 
 from ._attach import ListenerAttachment, ParentResult, attach_to_gateway, attach_to_service, namespace_labels
-from ._backends import BackendContext, Failure, read_tls_policy_targets
+from ._backends import BackendContext, Failure
+from ._backendtls import BackendTls, read_backend_tls
+from ._backendtls_status import policy_status
 from ._build import Built, build
 from ._codes import (
     DUPLICATE_OBJECT,
@@ -35,7 +46,7 @@ from ._codes import (
     ROUTE_NOT_ACCEPTED,
     SERVICE_NAME,
     SHADOWED_L4_ROUTE,
-    TLS_NOT_CARRIED,
+    CERTIFICATE_REF,
     UNRESOLVED_BACKEND,
     UNSUPPORTED_FEATURE,
 )
@@ -49,7 +60,14 @@ from ._l4routes import read_l4route
 from ._referencegrant import Grant, ReferenceGrants, read_reference_grant
 from ._refs import ParentRef, read_parent_refs
 from ._routes import RouteSpec
-from ._status import class_status, gateway_status, invalid_gateway_status, invalid_route_status, route_status
+from ._status import (
+    class_status,
+    gateway_status,
+    invalid_gateway_status,
+    invalid_route_status,
+    object_status,
+    route_status,
+)
 from ._tables import Placed, gateway_tables, mesh_tables
 
 
@@ -101,11 +119,15 @@ class _Translation:
         self.statuses: list[ObjectStatus] = []
         self.services: list[Service] = []
         self.tables: list[RouteTable] = []
+        self.terminations: list[TlsTermination] = []
+        self.certificates: list[Certificate] = []
         self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
         for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
             self.by_kind[obj.kind].append(obj)
         self.grants = ReferenceGrants()
-        self.tls_services: set[tuple[str, str]] = set()
+        self.tls_backends: dict[tuple[str, str], list[BackendTls]] = defaultdict(list)
+        self.tls_policies: list[tuple[KubeObject, list[BackendTls]]] = []
+        self.traffic: list[TrafficPolicy] = []
         self.classes: dict[str, ClassInfo] = {}
         self.gateways: dict[tuple[str, str], GatewayInfo] = {}
         #: Gateways of our classes that had an error (routes to them get NoMatchingParent).
@@ -124,13 +146,20 @@ class _Translation:
 
     def read_tls_policies(self) -> None:
         for obj in self.by_kind["BackendTLSPolicy"]:
-            targets = reporting_errors(obj, self.report, read_tls_policy_targets)
+            targets = reporting_errors(obj, self.report, lambda o: read_backend_tls(o, self.inventory))
             if targets is None:
                 continue
-            self.tls_services.update(targets)
-            names = ", ".join(f"{ns}/{name}" for ns, name in targets) or "no Service"
-            self.report.warn(obj, UNSUPPORTED_FEATURE, f"TLS to backends is not supported yet: routes to {names} "
-                             "treat it as an invalid backend (its share is answered with an error)", "spec")
+            self.tls_policies.append((obj, targets))
+            for target in targets:
+                self.tls_backends[(target.namespace, target.name)].append(target)
+                policy = target.policy()
+                if policy is not None and all(p.key != policy.key for p in self.traffic):
+                    self.traffic.append(policy)
+            problems = dict.fromkeys(t.problem for t in targets if t.problem)
+            for problem in problems:
+                names = ", ".join(f"{t.namespace}/{t.name}" for t in targets)
+                self.report.warn(obj, UNSUPPORTED_FEATURE, f"{problem}: routes to {names} treat it as an invalid "
+                                 "backend (its share is answered with an error), never plaintext", "spec")
 
     def read_classes(self) -> None:
         for obj in self.by_kind["GatewayClass"]:
@@ -165,7 +194,7 @@ class _Translation:
                 self.foreign.add(key)
                 continue
             try:
-                info = read_gateway(obj, cls, self.grants)
+                info = read_gateway(obj, cls, self.grants, self.inventory)
             except (FieldError, ModelError) as exc:
                 diag = field_diagnostic(obj, exc)
                 self.report.items.append(diag)
@@ -196,9 +225,10 @@ class _Translation:
                              f"{info.accepted[2]}", "spec")
         for listener in info.listeners:
             if listener.serving:
-                if listener.protocol == "HTTPS":
-                    self.report.info(obj, TLS_NOT_CARRIED, f"listener {listener.name}: routes are translated; "
-                                     "its TLS certificates are not carried by the model yet", f"{listener.path}.tls")
+                continue
+            if listener.resolved[1] == "InvalidCertificateRef" and listener.cert_refs:
+                self.report.warn(obj, CERTIFICATE_REF, f"listener {listener.name}: {listener.resolved[2]}",
+                                 f"{listener.path}.tls.certificateRefs")
                 continue
             problems = [c for c in (listener.accepted, listener.resolved) if not c[0]]
             reason, message = (listener.conflict if listener.conflict else (problems[0][1], problems[0][2]))
@@ -284,7 +314,7 @@ class _Translation:
         key = (id(route), mesh)
         if key not in self.built:
             ctx = BackendContext(self.inventory, self.grants, route.kind, route.namespace, mesh,
-                                 frozenset(self.tls_services))
+                                 self.tls_backends)
             self.built[key] = build(route, ctx)
         return self.built[key]
 
@@ -378,6 +408,12 @@ class _Translation:
             for listener in info.listeners:
                 if listener.serving and listener.port not in ports:
                     ports[listener.port] = ServicePort(listener.port, PORT_PROTOCOL[listener.protocol], listener.name)
+                if listener.serving and listener.certificates:
+                    self.terminations.append(TlsTermination(
+                        ServiceRef(info.namespace, info.name), listener.port,
+                        (listener.hostname,) if listener.hostname else (), [c.ref for c in listener.certificates],
+                        source=info.obj.source_at(f"{listener.path}.tls")))
+                    self.certificates += listener.certificates
             self.services.append(Service(name=info.name, namespace=info.namespace, vips=info.addresses,
                                          ports=list(ports.values()), source=info.obj.source))
         return {key: {name: len(ids) for name, ids in per.items()} for key, per in counts.items()}
@@ -414,6 +450,21 @@ class _Translation:
                     self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); {effect}",
                                     failure.path)
 
+    def tls_policy_statuses(self, attached: list[_Attached]) -> None:
+        """BackendTLSPolicy status: the Gateways whose accepted routes reach one of its Services."""
+        reached: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for item in attached:
+            refs = [b for rule in item.route.http for b in rule.backends]
+            refs += [b for l4 in item.route.tcp for b in l4.backends]
+            services = {(b.namespace, b.name) for b in refs if b.is_service}
+            for res in item.results:
+                if res.accepted and res.gateway is not None:
+                    for service in services:
+                        reached[service].add((res.gateway.namespace, res.gateway.name))
+        for obj, targets in self.tls_policies:
+            ancestors = [g for t in targets for g in reached.get((t.namespace, t.name), ())]
+            self.statuses.append(object_status(obj, policy_status(obj, targets, ancestors)))
+
     def gateway_statuses(self, attached_counts: dict[tuple[str, str], dict[str, int]]) -> None:
         for key, info in self.gateways.items():
             self.statuses.append(gateway_status(info, attached_counts.get(key, {})))
@@ -436,12 +487,17 @@ class _Translation:
         counts = self.build_gateways(attached)
         self.route_statuses(attached)
         self.gateway_statuses(counts)
+        self.tls_policy_statuses(attached)
         ingresses = translate_ingresses(self.by_kind["IngressClass"], self.by_kind["Ingress"], self.inventory,
                                         self.report)
         self.services += ingresses.services
         self.tables += ingresses.tables
+        self.terminations += ingresses.terminations
+        self.certificates += ingresses.certificates
+        self.statuses += ingresses.statuses
         return Fragment(services=self.services, routes=self.tables, diagnostics=self.report.items,
-                        statuses=self.statuses)
+                        statuses=self.statuses, certificates=self.certificates, tls_terminations=self.terminations,
+                        traffic_policies=self.traffic)
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:

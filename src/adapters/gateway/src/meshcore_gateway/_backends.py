@@ -7,13 +7,14 @@ standard ``ResolvedRefs`` reasons of route status.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
-from meshcore.kube import Fields, Inventory, KubeObject
+from meshcore.kube import Inventory
 from meshcore.model import Destination, ServiceRef
 
+from ._backendtls import SUBSET, BackendTls, applicable
 from ._common import GATEWAY_GROUP
 from ._referencegrant import ReferenceGrants
 from ._refs import BackendRef
@@ -48,8 +49,8 @@ class BackendContext:
     route_kind: str
     route_namespace: str
     mesh: bool
-    #: Services (namespace, name) a BackendTLSPolicy asks to reach over TLS.
-    tls_services: Collection[tuple[str, str]] = ()
+    #: What BackendTLSPolicies ask for each Service (namespace, name): TLS, or a problem.
+    tls_backends: Mapping[tuple[str, str], Sequence[BackendTls]] = attrs.field(factory=dict)
 
 
 def resolve(ref: BackendRef, ctx: BackendContext) -> Destination | Failure:
@@ -70,14 +71,19 @@ def resolve(ref: BackendRef, ctx: BackendContext) -> Destination | Failure:
         known = ", ".join(str(p.port) for p in service.ports) or "none"
         return Failure(ref.path, BACKEND_NOT_FOUND,
                        f"backend Service {ref.namespace}/{ref.name} has no port {ref.port} (ports: {known})")
-    if (ref.namespace, ref.name) in ctx.tls_services:
+    tls = applicable(ctx.tls_backends, ref.namespace, ref.name, ref.port)
+    if tls is not None and ctx.mesh:
         return Failure(ref.path, UNSUPPORTED_PROTOCOL,
-                       f"backend {ref.label}: a BackendTLSPolicy asks for TLS to this Service, which is not "
-                       "supported yet")
+                       f"backend {ref.label}: a BackendTLSPolicy asks for TLS to this Service, which meshcore "
+                       "originates for Gateway routes only; mesh routes to it fail closed")
+    if tls is not None and tls.problem:
+        return Failure(ref.path, UNSUPPORTED_PROTOCOL, f"backend {ref.label}: its BackendTLSPolicy cannot be "
+                       f"applied ({tls.problem}), so it is not sent plaintext")
     if ref.has_filters:
         return Failure(ref.path, UNSUPPORTED_PROTOCOL,
                        f"backend {ref.label}: filters on a backendRef are not supported yet")
-    return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight)
+    return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight,
+                       subset=SUBSET if tls is not None else "")
 
 
 @attrs.frozen
@@ -115,17 +121,3 @@ def resolve_all(refs: Sequence[BackendRef], ctx: BackendContext) -> Resolved:
         else:
             destinations.append(result)
     return Resolved(tuple(destinations), invalid, tuple(failures))
-
-
-def read_tls_policy_targets(obj: KubeObject) -> list[tuple[str, str]]:
-    """The Services (namespace, name) a BackendTLSPolicy targets (``targetRefs`` or v1alpha2 ``targetRef``)."""
-    spec = Fields.of(obj).map("spec", required=True)
-    entries = spec.maps("targetRefs") or ([spec.map("targetRef")] if spec.has("targetRef") else [])
-    out = []
-    for entry in entries:
-        group = entry.str("group", "") or ""
-        kind = entry.req_str("kind")
-        name = entry.req_str("name")
-        if group in ("", "core") and kind == "Service":
-            out.append((obj.namespace, name))
-    return out

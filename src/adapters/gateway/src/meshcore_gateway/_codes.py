@@ -26,10 +26,15 @@ MC6007   warning   A listener is not accepted or is conflicted, or a Gateway or
 MC6009   warning   A feature the model cannot carry yet: ignored when that is safe
                    (session persistence, retry backoff), otherwise failed closed
                    (ExtensionRef/ExternalAuth filters and backend-level filters
-                   answer 500; a BackendTLSPolicy makes its Service an invalid
-                   backend; TLS termination on a TLS listener is not accepted).
-MC6010   info      TLS termination (HTTPS listener, Ingress ``tls``): the routes are
-                   translated, the certificates are not carried by the model yet.
+                   answer 500; a BackendTLSPolicy that cannot be applied — CA
+                   ConfigMap missing, well-known CAs, URI names — or one reached
+                   by a mesh route makes its Service an invalid backend; TLS
+                   termination on a TLS listener is not accepted).
+MC6010   warning   A certificate reference cannot serve: the Secret is missing, not a
+                   TLS Secret, unparseable, expired or not yet valid, or its key does
+                   not match the certificate. The message names the Secret (never its
+                   data); what the certificate would have served stays closed (an
+                   HTTPS listener, an Ingress ``tls`` entry's hosts, an Istio server).
 MC6011   error     A Gateway or Ingress cannot be served as a Service: its name is
                    not a valid Service name or a Service of that name exists.
 MC6012   info      A Gateway has no IP address in ``spec.addresses``: it is
@@ -59,7 +64,7 @@ ROUTE_NOT_ACCEPTED = "MC6005"
 UNRESOLVED_BACKEND = "MC6006"
 LISTENER_NOT_ACCEPTED = "MC6007"
 UNSUPPORTED_FEATURE = "MC6009"
-TLS_NOT_CARRIED = "MC6010"
+CERTIFICATE_REF = "MC6010"
 SERVICE_NAME = "MC6011"
 NO_ADDRESS = "MC6012"
 ROUTE_CONFLICT = "MC6013"
@@ -76,7 +81,7 @@ GATEWAY_CODES: Mapping[str, str] = {
     UNRESOLVED_BACKEND: "backend reference cannot be resolved; its share gets an error",
     LISTENER_NOT_ACCEPTED: "listener, Gateway or GatewayClass not accepted",
     UNSUPPORTED_FEATURE: "feature not carried by the model; ignored or failed closed",
-    TLS_NOT_CARRIED: "TLS termination certificates not carried by the model yet",
+    CERTIFICATE_REF: "certificate reference cannot serve; what it would serve stays closed",
     SERVICE_NAME: "Gateway or Ingress cannot be served as a Service of its name",
     NO_ADDRESS: "Gateway has no IP address; not programmed",
     ROUTE_CONFLICT: "conflicting routes; the loser is not accepted",

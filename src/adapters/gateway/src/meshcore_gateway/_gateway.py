@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject, LabelSelector, read_selector
-from meshcore.model import Protocol
+from meshcore.kube import FieldError, Fields, Inventory, KubeObject, LabelSelector, read_selector
+from meshcore.model import Certificate, Protocol
 
 from ._codes import INVALID_VALUE
 from ._common import CONTROLLER_NAME, GATEWAY_GROUP, Meta, read_meta
@@ -28,7 +28,7 @@ from ._referencegrant import ReferenceGrants
 from ._refs import CORE_GROUPS
 
 PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP")
-#: Route kinds each listener protocol carries (TLS: passthrough).
+#: Route kinds each listener protocol carries (TLS: passthrough and terminated).
 PROTOCOL_KINDS: Mapping[str, tuple[str, ...]] = {
     "HTTP": ("HTTPRoute", "GRPCRoute"),
     "HTTPS": ("HTTPRoute", "GRPCRoute"),
@@ -103,6 +103,8 @@ class Listener:
     accepted: tuple[bool, str, str] = (True, "Accepted", "listener accepted")
     resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "all references resolved")
     conflict: tuple[str, str] | None = None
+    #: The certificates of ``cert_refs`` (all of them, when the references resolve).
+    certificates: tuple[Certificate, ...] = ()
 
     @property
     def path(self) -> str:
@@ -178,8 +180,6 @@ def _read_listener(entry: Fields, index: int, namespace: str) -> Listener:
 
 def _check_kinds(listener: Listener, allowed: Fields) -> Listener:
     native = PROTOCOL_KINDS.get(listener.protocol, ())
-    if listener.protocol == "TLS" and listener.tls_mode == "Terminate":
-        native = ()
     kinds = allowed.maps("kinds")
     if not kinds:
         return attrs.evolve(listener, supported_kinds=tuple((GATEWAY_GROUP, k) for k in native))
@@ -205,19 +205,19 @@ def _check_protocol(listener: Listener) -> Listener:
         return attrs.evolve(listener, accepted=(False, "UnsupportedProtocol",
                                                 f"protocol {listener.protocol!r} is not supported "
                                                 f"(supported: {', '.join(PROTOCOLS)})"))
-    if listener.protocol == "TLS" and listener.tls_mode == "Terminate":
-        return attrs.evolve(listener, accepted=(False, "UnsupportedValue",
-                                                "TLS termination on a TLS listener is not supported yet; "
-                                                "use mode Passthrough"))
     return listener
 
 
-def _check_certs(listener: Listener, gateway_namespace: str, grants: ReferenceGrants) -> Listener:
-    if listener.protocol != "HTTPS" or not listener.resolved[0]:
+def _check_certs(listener: Listener, gateway_namespace: str, grants: ReferenceGrants,
+                 inventory: Inventory) -> Listener:
+    """Resolve the certificates of a listener terminating TLS; any reference that cannot serve closes it."""
+    terminating = listener.protocol == "HTTPS" or (listener.protocol == "TLS" and listener.tls_mode == "Terminate")
+    if not terminating or not listener.resolved[0]:
         return listener
     if listener.tls_mode is None:
         return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef",
                                                 "an HTTPS listener needs tls.certificateRefs"))
+    found: list[Certificate] = []
     for ref in listener.cert_refs:
         if ref.group not in CORE_GROUPS or ref.kind != "Secret":
             return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef",
@@ -227,7 +227,15 @@ def _check_certs(listener: Listener, gateway_namespace: str, grants: ReferenceGr
                                                     f"certificate Secret {ref.namespace}/{ref.name}: no ReferenceGrant "
                                                     f"in namespace {ref.namespace} allows Gateways from namespace "
                                                     f"{gateway_namespace} to use it"))
-    return listener
+        certificate, problem = inventory.certificate(ref.namespace, ref.name)
+        if certificate is None:
+            return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef", f"{problem}; the listener "
+                                                    "is closed (never served without TLS)"))
+        found.append(certificate)
+    if not found:
+        return attrs.evolve(listener, resolved=(False, "InvalidCertificateRef", "tls.certificateRefs is empty: "
+                                                "certificates from tls.options are not supported"))
+    return attrs.evolve(listener, certificates=tuple(found))
 
 
 def _mark_conflicts(listeners: list[Listener]) -> list[Listener]:
@@ -316,8 +324,9 @@ def _assigned_addresses(status: Fields) -> tuple[str, ...]:
     return tuple(dict.fromkeys(vips))
 
 
-def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGrants) -> GatewayInfo:
-    """Read and validate a Gateway of one of our classes."""
+def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGrants,
+                 inventory: Inventory) -> GatewayInfo:
+    """Read and validate a Gateway of one of our classes (``inventory`` holds the certificates)."""
     meta = read_meta(obj)
     spec = Fields.of(obj).map("spec", required=True)
     class_name = spec.req_str("gatewayClassName")
@@ -330,7 +339,7 @@ def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGra
             raise FieldError(f"{entry.path}.name", f"listener name {listener.name!r} is already used by "
                              f"{names[listener.name]}", INVALID_VALUE)
         names[listener.name] = entry.path
-        listener = _check_certs(_check_protocol(listener), obj.namespace, grants)
+        listener = _check_certs(_check_protocol(listener), obj.namespace, grants, inventory)
         listeners.append(listener)
     if not listeners:
         raise FieldError("spec.listeners", "at least one listener is required", "MC0101")

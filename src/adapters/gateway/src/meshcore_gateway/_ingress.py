@@ -4,7 +4,8 @@ An Ingress is ours when its class (``spec.ingressClassName``, else the legacy
 ``kubernetes.io/ingress.class`` annotation, else the IngressClass annotated
 ``ingressclass.kubernetes.io/is-default-class: "true"``) is an IngressClass whose
 ``spec.controller`` is :data:`INGRESS_CONTROLLER`. It becomes a Service of the Ingress's
-namespace and name with port 80 (and 443 when ``spec.tls`` is set) and one L7 table per
+namespace and name with port 80 (and 443, terminating TLS, when a ``spec.tls`` entry has a
+usable certificate: see ``_ingress_tls``) and one L7 table per
 rule host: paths ordered longest first, ``Exact`` before ``Prefix`` on ties
 (``ImplementationSpecific`` is a path-element prefix, like ``Prefix``), then the default
 backend as the last, catch-all route. A backend whose Service or port does not exist is
@@ -20,8 +21,10 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from meshcore.adapter import ObjectStatus
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
 from meshcore.model import (
+    Certificate,
     Destination,
     DirectResponse,
     HttpMatch,
@@ -34,13 +37,16 @@ from meshcore.model import (
     ServicePort,
     ServiceRef,
     StringMatch,
+    TlsTermination,
 )
 
-from ._codes import INVALID_VALUE, OTHER_CONTROLLER, SERVICE_NAME, TLS_NOT_CARRIED, UNRESOLVED_BACKEND
+from ._codes import INVALID_VALUE, OTHER_CONTROLLER, SERVICE_NAME, UNRESOLVED_BACKEND
 from ._common import INGRESS_CONTROLLER, object_annotations, reporting_errors
 from ._hostnames import ANY, check_hostname
+from ._ingress_tls import IngressTls, assigned_addresses, ingress_status, ingress_tls
 from ._matches import path_prefix
 from ._precedence import L7Entry, l7_entry, ordered
+from ._status import object_status
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -137,7 +143,9 @@ class IngressResult:
 
     ports: tuple[ServicePort, ...]
     tables: tuple[RouteTable, ...]
-    tls: bool
+    tls: IngressTls
+    #: The addresses assigned in ``status.loadBalancer`` (the Service's VIPs).
+    addresses: tuple[str, ...] = ()
 
 
 def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> IngressResult:
@@ -167,23 +175,29 @@ def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> Ingre
                     f"with {UNAVAILABLE}", backend.path)
     if default is not None:
         by_host.setdefault(ANY, [])
-    tls = bool(spec.list("tls"))
-    ports = [ServicePort(80, Protocol.HTTP, "http")] + ([ServicePort(443, Protocol.TLS, "https")] if tls else [])
+    tls = ingress_tls(obj, inventory, report)
+    # Port 443 only with a certificate that can serve it: never clear text there.
+    ports = [ServicePort(80, Protocol.HTTP, "http")] + (
+        [ServicePort(443, Protocol.TLS, "https")] if tls.terminations else [])
     tables = []
     for port in ports:
         for host, entries in by_host.items():
             routes: Sequence[HttpRoute] = ordered(entries) + ([default] if default is not None else [])
             tables.append(RouteTable(ServiceRef(obj.namespace, obj.name), port.port, RouteKind.L7, http=routes,
                                      hostnames=(host,) if host else (), source=obj.source))
-    return IngressResult(tuple(ports), tuple(tables), tls)
+    return IngressResult(tuple(ports), tuple(tables), tls, assigned_addresses(obj))
 
 
 @attrs.frozen
 class IngressTranslation:
-    """What the Ingresses of meshcore's classes contribute: one Service each, with its tables."""
+    """What the Ingresses of meshcore's classes contribute: one Service each, with its tables,
+    TLS terminations, certificates and status."""
 
     services: tuple[Service, ...]
     tables: tuple[RouteTable, ...]
+    terminations: tuple[TlsTermination, ...]
+    certificates: tuple[Certificate, ...]
+    statuses: tuple[ObjectStatus, ...]
 
 
 def translate_ingresses(classes: Sequence[KubeObject], ingresses: Sequence[KubeObject], inventory: Inventory,
@@ -200,6 +214,9 @@ def translate_ingresses(classes: Sequence[KubeObject], ingresses: Sequence[KubeO
             by_name[obj.name] = info
     services: list[Service] = []
     tables: list[RouteTable] = []
+    terminations: list[TlsTermination] = []
+    certificates: list[Certificate] = []
+    statuses: list[ObjectStatus] = []
     for obj in ingresses:
         chosen = reporting_errors(obj, report, functools.partial(ingress_class, classes=by_name))
         if chosen is None:
@@ -220,14 +237,16 @@ def translate_ingresses(classes: Sequence[KubeObject], ingresses: Sequence[KubeO
         if result is None:
             continue
         ports = result.ports
-        service = reporting_errors(obj, report, lambda o: Service(name=o.name, namespace=o.namespace, ports=ports,
+        service = reporting_errors(obj, report, lambda o: Service(name=o.name, namespace=o.namespace,
+                                                                  vips=result.addresses, ports=ports,
                                                                   source=o.source))
         if service is None:
             continue
         report.items += sub.items
-        if result.tls:
-            report.info(obj, TLS_NOT_CARRIED, "routes are served on port 443 too; the TLS certificates "
-                        "are not carried by the model yet", "spec.tls")
         services.append(service)
         tables += result.tables
-    return IngressTranslation(tuple(services), tuple(tables))
+        terminations += result.tls.terminations
+        certificates += result.tls.certificates
+        statuses.append(object_status(obj, ingress_status(result.addresses)))
+    return IngressTranslation(tuple(services), tuple(tables), tuple(terminations), tuple(certificates),
+                              tuple(statuses))

@@ -40,7 +40,8 @@ def condition(kind: str, ok: bool, reason: str, message: str, generation: int | 
     return out
 
 
-def _object_status(obj: KubeObject, status: Status) -> ObjectStatus:
+def object_status(obj: KubeObject, status: Status) -> ObjectStatus:
+    """The status of ``obj`` as the adapter reports it."""
     return ObjectStatus(obj.api_version, obj.kind, obj.namespace, obj.name, status, obj.source)
 
 
@@ -55,14 +56,14 @@ def _raw_generation(obj: KubeObject) -> int | None:
 
 def class_status(info: ClassInfo) -> ObjectStatus:
     """The status of a GatewayClass of ours: whether it is accepted."""
-    return _object_status(info.obj, {"conditions": [
+    return object_status(info.obj, {"conditions": [
         condition("Accepted", info.accepted, info.reason, info.message, info.meta.generation)]})
 
 
 def invalid_gateway_status(obj: KubeObject, message: str) -> ObjectStatus:
     """The status of a Gateway of ours that could not be read: neither accepted nor programmed."""
     gen = _raw_generation(obj)
-    return _object_status(obj, {"conditions": [
+    return object_status(obj, {"conditions": [
         condition("Accepted", False, "Invalid", message, gen),
         condition("Programmed", False, "Invalid", "the Gateway is not accepted", gen),
     ]})
@@ -116,7 +117,7 @@ def gateway_status(info: GatewayInfo, attached: Mapping[str, int]) -> ObjectStat
         out["addresses"] = [{"type": "IPAddress", "value": a} for a in info.addresses]
     out["conditions"] = [condition("Accepted", *info.accepted, gen), condition("Programmed", *_programmed(info), gen)]
     out["listeners"] = [_listener_status(info, x, attached.get(x.name, 0)) for x in info.listeners]
-    return _object_status(info.obj, out)
+    return object_status(info.obj, out)
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def route_status(route: RouteSpec, parents: Iterable[tuple[ParentResult, Sequenc
                 "conditions": [condition("Accepted", res.accepted, res.reason, res.message, gen),
                                _resolved_condition(failures, gen)]}
                for res, failures in parents]
-    return _object_status(route.obj, {"parents": entries}) if entries else None
+    return object_status(route.obj, {"parents": entries}) if entries else None
 
 
 def invalid_route_status(obj: KubeObject, owned: Iterable[tuple[ParentRef, str]], message: str) -> ObjectStatus | None:
@@ -151,7 +152,7 @@ def invalid_route_status(obj: KubeObject, owned: Iterable[tuple[ParentRef, str]]
     entries = [{"parentRef": dict(ref.echo), "controllerName": controller,
                 "conditions": [condition("Accepted", False, "UnsupportedValue", message, gen)]}
                for ref, controller in owned]
-    return _object_status(obj, {"parents": entries}) if entries else None
+    return object_status(obj, {"parents": entries}) if entries else None
 
 
 # -- writing status back ----------------------------------------------------------------------

@@ -5,8 +5,8 @@ picks the table whose hostname matches the request's host most specifically (pre
 then the deepest wildcard, then the table without hostnames). Each table is complete for
 its hostname: it holds the routes of the listener that owns that hostname (the most
 specific listener matching it — listener isolation) whose hostnames cover it, the most
-specific route hostname first. TLS passthrough ports get one L4 table matching SNI; TCP
-and UDP ports one L4 table.
+specific route hostname first. TLS ports (passthrough, or terminated by the node proxy
+first) get one L4 table matching SNI; TCP and UDP ports one L4 table.
 """
 
 from __future__ import annotations

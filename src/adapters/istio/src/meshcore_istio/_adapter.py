@@ -143,13 +143,15 @@ class _Translation:
         peer = read_peer_authentications(self.by_kind["PeerAuthentication"], report, errors, self.root)
         authns = [a for obj in self.by_kind["RequestAuthentication"]
                   if (a := _run(obj, report, read_request_authentication, obj, report, self.root)) is not None]
-        self.tables += serve_gateways(self.by_kind["Gateway"], virtual_services, self.inventory, self.workloads, report)
+        served = serve_gateways(self.by_kind["Gateway"], virtual_services, self.inventory, self.workloads, report)
+        self.tables += served.tables
         self._unselected(policies, peer, authns, scopes)
         policies += sidecar_policies(self.sidecars, [*self.inventory.services, *self.services],
                                      [*self.inventory.workloads, *self.workloads], hosts, report)
         return Fragment(services=self.services, workloads=self.workloads, routes=self.tables,
                         policies=policies, peer_authentications=peer, request_authentications=authns,
-                        traffic_policies=traffic, diagnostics=report.items)
+                        traffic_policies=traffic, diagnostics=report.items, certificates=served.certificates,
+                        tls_terminations=served.terminations)
 
     def _se_lb(self, obj: KubeObject, rules: list[DestRule]) -> LbPolicy | None:
         hosts = obj.spec.get("hosts")

@@ -32,7 +32,8 @@ MC7013   info      A setting the model does not carry yet: accepted and reported
                    not enforced (Sidecar ingress, and egress hosts under ALLOW_ANY).
 MC7014   warning   A kind or feature recognised but not supported yet: Sidecar
                    egressProxy, targetRef policies, CUSTOM authorization, Gateway servers with
-                   TLS termination or AUTO_PASSTHROUGH, PeerAuthentication STRICT
+                   MUTUAL TLS, TLS termination on a TLS server, certificates from
+                   files, AUTO_PASSTHROUGH, PeerAuthentication STRICT
                    (mutual TLS is not implemented: plain text is still accepted).
 MC7015   warning   A condition the model cannot express: the match or rule is left
                    out (ALLOW) or widened (DENY), so that traffic is never allowed
@@ -62,6 +63,10 @@ MC7024   warning   An AuthorizationPolicy, PeerAuthentication or RequestAuthenti
                    ``selector``, or a Sidecar ``workloadSelector``, selects no
                    workload in the namespaces it applies to: the object applies to
                    nothing.
+MC7025   warning   A Gateway server's ``credentialName`` cannot serve (the Secret in
+                   the gateway Service's namespace is missing, unparseable, expired,
+                   or its key does not match): the server is not served on that
+                   Service (never in clear text). The message names the Secret.
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -97,6 +102,7 @@ GATEWAY_NO_SERVICE = "MC7021"
 VS_GATEWAY_HOST = "MC7022"
 GATEWAY_CONFLICT = "MC7023"
 SELECTOR_NO_WORKLOAD = "MC7024"
+CREDENTIAL = "MC7025"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 ISTIO_CODES: Mapping[str, str] = {
@@ -124,4 +130,5 @@ ISTIO_CODES: Mapping[str, str] = {
     VS_GATEWAY_HOST: "VirtualService host matches no server host of its Gateway",
     GATEWAY_CONFLICT: "conflicting Gateways on one port and host; the oldest applies",
     SELECTOR_NO_WORKLOAD: "policy or Sidecar selector selects no workload; it applies to nothing",
+    CREDENTIAL: "Gateway server credentialName cannot serve; the server is not served there",
 }

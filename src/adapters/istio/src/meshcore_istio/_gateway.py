@@ -75,6 +75,8 @@ class Server:
     hosts: tuple[ServerHost, ...]
     tls_mode: str | None
     https_redirect: bool
+    #: ``tls.credentialName``: the Secret (in the gateway Service's namespace) to terminate with.
+    credential: str = ""
 
     @property
     def path(self) -> str:
@@ -85,9 +87,16 @@ class Server:
     def family(self) -> str:
         """``HTTP`` (L7 tables), ``TCP`` (L4), ``TLS`` (L4 by SNI, passthrough) or ``""`` (not served)."""
         family = PROTOCOL_FAMILIES[self.protocol]
+        if self.terminates:
+            return "HTTP"
         if family == "TLS":
             return "TLS" if self.tls_mode == "PASSTHROUGH" else ""
         return family
+
+    @property
+    def terminates(self) -> bool:
+        """True for an HTTPS server the node proxy terminates with its ``credentialName`` certificate."""
+        return self.protocol == "HTTPS" and self.tls_mode == "SIMPLE" and bool(self.credential)
 
     def unserved_reason(self) -> str | None:
         """Why meshcore cannot serve this server, or ``None`` when it can."""
@@ -96,8 +105,13 @@ class Server:
         if PROTOCOL_FAMILIES[self.protocol] == "TLS" and self.tls_mode != "PASSTHROUGH":
             if self.tls_mode == "AUTO_PASSTHROUGH":
                 return "TLS mode AUTO_PASSTHROUGH (routing by cluster names in SNI) is not supported"
-            return (f"TLS termination (mode {self.tls_mode}) is not supported: the model carries no server "
-                    "certificates, so the server is not served (never in clear text)")
+            if self.terminates:
+                return None
+            if self.tls_mode == "SIMPLE" and self.protocol == "HTTPS":
+                return ("TLS termination needs tls.credentialName (certificates from files on the gateway are not "
+                        "supported), so the server is not served (never in clear text)")
+            return (f"TLS termination (mode {self.tls_mode} on a {self.protocol} server) is not supported, so the "
+                    "server is not served (never in clear text)")
         return None
 
     @property
@@ -172,7 +186,7 @@ def _server(entry: Fields, index: int, namespace: str) -> Server:
         else:
             raise FieldError(f"{entry.path}.tls", f"server cannot have TLS settings for non HTTPS/TLS ports "
                              f"({protocol})", INVALID_COMBINATION)
-    return Server(index, number, protocol, name, hosts, mode, redirect)
+    return Server(index, number, protocol, name, hosts, mode, redirect, tls.str("credentialName", "") or "")
 
 
 def read_gateway(obj: KubeObject) -> Gateway:

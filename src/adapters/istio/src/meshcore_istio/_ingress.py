@@ -9,18 +9,24 @@ one L7 route table per hostname (server hosts ∩ hosts of the VirtualServices b
 the Gateway, VirtualServices merged oldest first, their rules translated exactly as on
 the mesh), so the node Envoy serves them as virtual hosts and answers 404 for other
 hosts; TCP servers give an L4 table of the ``tcp`` rules, TLS passthrough servers an L4
-table of the ``tls`` rules by SNI. Without workloads or a Service there is no address:
-the Gateway is reported and not served.
+table of the ``tls`` rules by SNI. An HTTPS server in mode SIMPLE terminates TLS with
+the certificate of its ``credentialName`` Secret, looked up in the namespace of the
+Service exposing the gateway workloads (where Istio's gateway deployment reads it), and
+is then served as an HTTP server; when that Secret cannot serve, the server is not
+served on that Service. Without workloads or a Service there is no address: the Gateway
+is reported and not served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
 from meshcore.kube import FieldError, Inventory, KubeObject, Report, field_diagnostic
 from meshcore.model import (
+    Certificate,
     DirectResponse,
     HttpRoute,
     ModelError,
@@ -33,10 +39,12 @@ from meshcore.model import (
     ServiceRef,
     Source,
     TcpRoute,
+    TlsTermination,
     Workload,
 )
 
 from ._codes import (
+    CREDENTIAL,
     GATEWAY_CONFLICT,
     GATEWAY_NO_SERVICE,
     GATEWAY_NO_WORKLOAD,
@@ -262,11 +270,39 @@ def _read(obj: KubeObject, report: Report) -> Gateway | None:
         return None
 
 
+@attrs.frozen
+class ServedGateways:
+    """What serving the Gateways gives: route tables, and TLS terminations with their certificates."""
+
+    tables: tuple[RouteTable, ...]
+    terminations: tuple[TlsTermination, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
+
+
+def _termination(gw: Gateway, server: Server, front: Frontend, inventory: Inventory,
+                 report: Report) -> tuple[TlsTermination, Certificate] | None:
+    """The TLS termination of an HTTPS server on one gateway Service port, or ``None`` (reported) when its
+    certificate cannot serve."""
+    namespace = front.service.namespace
+    certificate, problem = inventory.certificate(namespace, server.credential)
+    if certificate is None:
+        report.warn(gw.obj, CREDENTIAL, f"server {server.name}: {problem}; the server is not served on port "
+                    f"{front.port.port} of Service {front.service.ref} (never in clear text)",
+                    f"{server.path}.tls.credentialName")
+        return None
+    names = server.dns_names
+    hosts = () if "*" in names else names
+    return TlsTermination(front.service.ref, front.port.port, hosts, (certificate.ref,),
+                          source=gw.obj.source_at(f"{server.path}.tls")), certificate
+
+
 def serve_gateways(objects: Sequence[KubeObject], virtual_services: Sequence[VirtualService], inventory: Inventory,
-                   workloads: Sequence[Workload], report: Report) -> list[RouteTable]:
+                   workloads: Sequence[Workload], report: Report) -> ServedGateways:
     """The route tables of every Gateway on the Service ports exposing its workloads (see the module documentation)."""
     gateways = [g for obj in sorted(objects, key=age_key) if (g := _read(obj, report)) is not None]
     builder = GatewayTables(virtual_services, report)
+    terminations: dict[Any, TlsTermination] = {}
+    certificates: list[Certificate] = []
     every_workload = (*inventory.workloads, *workloads)
     for gw in gateways:
         fronts = frontends(gw, every_workload, inventory.services, report)
@@ -283,8 +319,14 @@ def serve_gateways(objects: Sequence[KubeObject], virtual_services: Sequence[Vir
                             f"targets port {server.number} of the gateway workloads, so the server has no address "
                             "and is not served", f"{server.path}.port.number")
             for front in mine:
+                if server.terminates:
+                    found = _termination(gw, server, front, inventory, report)
+                    if found is None:
+                        continue
+                    terminations.setdefault(found[0].key, found[0])
+                    certificates.append(found[1])
                 builder.add(gw, server, front)
     by_key = {g.key: g for g in gateways}
     for vs in virtual_services:
         check_bindings(vs, by_key, report)
-    return builder.tables()
+    return ServedGateways(tuple(builder.tables()), tuple(terminations.values()), tuple(certificates))
