@@ -29,6 +29,7 @@ struct pkt {
 };
 
 #define TCP_SYN 0x02
+#define TCP_RST 0x04
 #define TCP_ACK 0x10
 
 static __always_inline int pkt_ports(struct __sk_buff *skb, __u32 off, struct pkt *p)
