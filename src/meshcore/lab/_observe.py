@@ -6,17 +6,22 @@ oldest first, like ``hubble observe``: time, source and destination (workload, n
 identity, address, port), protocol, direction, verdict, drop reason and the deciding
 policy with its source; L7 flows add method, path, status, latency and the upstream that
 answered. Filters combine (all must match).
+
+Past the node's flow event rate the kernel counts allowed flows per identity pair instead
+of reporting each: those show as one summary line per pair and port (``xN (summary)``,
+``count`` in JSON). Verdicts it could neither report nor count are said on stderr.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import click
 
-from ..agent import FLOWS_FILE, FlowJournalReader
+from ..agent import FLOWS_FILE, FlowJournalReader, FlowLoss
 from ..observe import Flow, FlowFilter, Layer, Verdict
 from ._errors import LabError
 from ._lab import Lab
@@ -25,14 +30,24 @@ LAYERS = tuple(layer.value for layer in Layer)
 VERDICTS = tuple(verdict.value.lower() for verdict in Verdict)
 
 
-def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None) -> Iterator[Flow]:
+def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None,
+          on_loss: Callable[[FlowLoss], None] | None = None) -> Iterator[Flow]:
     """The lab's journaled flows that ``keep`` accepts, oldest first; with ``follow``, then new ones
-    as they come, until the caller stops iterating."""
+    as they come, until the caller stops iterating. ``on_loss`` hears of verdicts the kernel
+    could neither report nor count, as the journal records them."""
     wanted = keep or FlowFilter()
     reader = FlowJournalReader(lab.dir / FLOWS_FILE, from_start=True)
+    told = 0
     try:
-        source = reader.follow() if follow else iter(reader.poll())
-        yield from (flow for flow in source if wanted(flow))
+        while True:
+            yield from (flow for flow in reader.poll() if wanted(flow))
+            if on_loss is not None:
+                for loss in reader.losses[told:]:
+                    on_loss(loss)
+                told = len(reader.losses)
+            if not follow:
+                return
+            time.sleep(0.2)
     finally:
         reader.close()
 
@@ -56,7 +71,7 @@ def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, names
         if not lab.is_up:
             raise LabError(f"lab {lab.name!r} is not up")
         keep = FlowFilter(pod=pod, namespace=namespace, verdict=verdict, layer=layer)
-        for flow in flows(lab, follow=follow, keep=keep):
+        for flow in flows(lab, follow=follow, keep=keep, on_loss=lambda loss: click.echo(str(loss), err=True)):
             click.echo(json.dumps(flow.to_data()) if fmt == "json" else str(flow))
     except LabError as exc:
         click.echo(f"meshcore observe: {exc}", err=True)
