@@ -141,7 +141,9 @@ def test_metrics_count_flows_drops_and_map_entries(lab: Lab) -> None:
     key_fwd = 'meshcore_flows_total{direction="ingress",layer="l4",verdict="forwarded"}'
     deadline = time.monotonic() + 5
     after = scrape(lab)
-    while time.monotonic() < deadline and after.get(key_drop, 0) < before.get(key_drop, 0) + 2:
+    # Drops wake the agent at once; allowed flows are read on its next pass (a fraction of a second).
+    while time.monotonic() < deadline and (after.get(key_drop, 0) < before.get(key_drop, 0) + 2
+                                           or after.get(key_fwd, 0) <= before.get(key_fwd, 0)):
         time.sleep(0.3)
         after = scrape(lab)
     assert after.get(key_drop, 0) >= before.get(key_drop, 0) + 2, after
@@ -150,6 +152,8 @@ def test_metrics_count_flows_drops_and_map_entries(lab: Lab) -> None:
     assert after['meshcore_applies_total{result="ok"}'] >= 1
     assert after['meshcore_applies_total{result="failed"}'] == 0
     assert after.get("meshcore_proxy_nacks_total") == 0
+    assert after.get('meshcore_flow_reports_total{outcome="event"}', 0) >= 3, "the kernel's report counters"
+    assert after.get('meshcore_flow_reports_total{outcome="lost"}') == 0
     assert after['meshcore_map_entries{datapath="policy",map="pol_endpoints"}'] == 3
     assert after['meshcore_map_entries{datapath="policy",map="pol_policy"}'] > 0
     assert after['meshcore_map_entries{datapath="policy",map="pol_ipcache"}'] >= 3

@@ -438,7 +438,7 @@ class NodeAgent:
         """The batch path: every read interval the ring buffer's records, every second the flow sums."""
         node = self.facts.name
         enforcer.set_event_rate(self.flow_event_rate)
-        self.metrics.reports_from(lambda: attrs.asdict(enforcer.event_stats()))
+        self.metrics.reports_from(lambda: enforcer.event_stats().by_outcome())
         lost = enforcer.event_stats().lost
         ring = enforcer.event_ring()
         next_sums = time.monotonic() + _FLOW_SUM_SECONDS

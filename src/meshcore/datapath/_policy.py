@@ -76,6 +76,10 @@ class EventStats:
     ring_full: int = 0
     lost: int = 0
 
+    def by_outcome(self) -> dict[str, int]:
+        """The counters by outcome, as the metrics name them (event, sampled, ring_full, lost)."""
+        return {"event": self.events, "sampled": self.sampled, "ring_full": self.ring_full, "lost": self.lost}
+
 
 class PolicyEnforcer:
     """L3/L4 policy for pods whose host-side veths live in ``netns`` (None: this namespace).
