@@ -4,7 +4,8 @@ Workload (bench/tools/conn_echo.c): 2 client threads, each opening a new TCP con
 per exchange (connect, 1 byte echoed, close with RST), against a 2-thread server; p50/p99
 latency from connect() to the echo's arrival.
 
-Three paths, measured interleaved in every round (ABC, then CBA):
+Three paths, measured interleaved in every round (each round takes the next of the six
+orders, so no path always runs first, middle or last):
 
 (plain)  two network namespaces routed through a node namespace exactly as the lab wires
          pods (veth, /32 routes, static neighbours), no programs anywhere: no mesh;
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -57,6 +59,7 @@ PORT = 7000
 THREADS = 2
 TOOL = Path(__file__).parent / "tools" / "conn_echo.c"
 PATHS = ("plain", "mesh", "kernel")
+ORDERS = tuple(itertools.permutations(PATHS))
 
 LAB_YAML = f"""
 apiVersion: v1
@@ -251,7 +254,7 @@ def rounds(paths: Paths, args: argparse.Namespace) -> None:
         paths.measure(path, 1)
     loads = []
     for r in range(args.rounds):
-        order = PATHS if r % 2 == 0 else tuple(reversed(PATHS))
+        order = ORDERS[r % len(ORDERS)]
         for path in order:
             runs[path].append(paths.measure(path, args.duration))
         loads.append(os.getloadavg()[0])
