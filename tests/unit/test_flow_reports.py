@@ -12,6 +12,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 
 from meshcore.agent import FlowJournal, FlowJournalReader, FlowLoss, FlowRing, FlowStore, JournalLimits
@@ -144,3 +145,29 @@ def test_metrics_count_raw_records_and_summaries_by_their_count() -> None:
     assert 'meshcore_flows_total{direction="ingress",layer="l4",verdict="dropped"} 1.0' in text
     assert 'meshcore_drops_total{direction="ingress",reason="default-deny"} 1.0' in text
     assert 'meshcore_flow_reports_total{outcome="sampled"} 500.0' in text
+
+
+def test_the_agents_memory_is_served_to_other_readers_on_its_socket(tmp_path: Path) -> None:
+    from meshcore.agent._flowserver import FlowServer, read_served
+
+    ring = FlowRing(max_bytes=64 * 10)
+    ring.add("events", NODE, event(0) + event(1), NAMES, 128)
+    server = FlowServer(ring, tmp_path / "flows.sock")
+    try:
+        now = list(read_served(tmp_path / "flows.sock"))
+        assert [f.source.port for f in now if isinstance(f, Flow)] == [40000, 40000] and len(now) == 2
+        live = read_served(tmp_path / "flows.sock", follow=True)
+        assert [next(live), next(live)] == now, "a follower first gets what is there"
+        ring.add("sums", NODE, summed(2, 7), NAMES, 40)
+        summary = next(live)
+        assert isinstance(summary, Flow) and summary.count == 7
+        for second in range(3, 40):  # far more than the ring holds, faster than the follower reads
+            ring.add("events", NODE, event(second), NAMES, 64)
+        gap = next(live)
+        assert isinstance(gap, int) and gap > 0, "a reader that fell behind is told how much it missed"
+        live.close()
+    finally:
+        server.close()
+    assert not (tmp_path / "flows.sock").exists()
+    with pytest.raises(OSError):
+        list(read_served(tmp_path / "flows.sock"))

@@ -23,6 +23,7 @@ from ..proxy import EnvoyStartError, NackError, ProxyConfigError
 from ._configs import config_statuses, rejected_configs
 from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
+from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
 from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
@@ -124,6 +125,7 @@ class NodeAgent:
         self.journal = FlowStore(FlowRing(flow_memory), FlowJournal(
             facts.state_dir / FLOWS_FILE, journal, on_error=self._journal_failed) if flow_journal else None)
         self.metrics.count_from(self.journal.uncounted_requests)
+        self._flow_server: FlowServer | None = None
 
     # ------------------------------------------------------------------ enforcers
 
@@ -153,6 +155,7 @@ class NodeAgent:
             self.metrics.occupancy("policy", lambda: self._policy.counts() if self._policy is not None else {})
             self._flow_thread = threading.Thread(target=self._log_flows, name="policy-flows", daemon=True)
             self._flow_thread.start()
+            self._serve_flows()
         assert self._policy is not None
         return self._policy
 
@@ -376,9 +379,17 @@ class NodeAgent:
 
         Without ``follow`` the iteration ends after the flows held now; with it, new flows
         follow as they come (checked every ``interval`` seconds) until the caller stops
-        iterating. With the journal on, this works from any process that can read the
-        state directory; without it, only in the agent's own process.
+        iterating. Any process that can read the state directory can do this: with the
+        journal off, an agent object that does not enforce reads the enforcing agent's
+        memory through its socket (``<state_dir>/flows.sock``).
         """
+        served = self.facts.state_dir / FLOWS_SOCKET
+        if self.journal.path is None and self._flow_server is None and served.exists():
+            # Another process's agent enforces this node: read its memory.
+            for item in read_served(served, follow=follow):
+                if isinstance(item, Flow):
+                    yield item
+            return
         if self.journal.path is None:
             flows, seen, _ = self.journal.ring.read()
             yield from flows
@@ -406,6 +417,15 @@ class NodeAgent:
                 yield flow
         finally:
             flows.close()
+
+    def _serve_flows(self) -> None:
+        """Serve the in-memory ring to other processes (``<state_dir>/flows.sock``)."""
+        if self._flow_server is not None:
+            return
+        try:
+            self._flow_server = FlowServer(self.journal.ring, self.facts.state_dir / FLOWS_SOCKET)
+        except OSError as exc:
+            log.warning("recent flows are not served on %s: %s", self.facts.state_dir / FLOWS_SOCKET, exc)
 
     def _journal_failed(self, exc: OSError) -> None:
         if str(exc) != self._journal_error:  # once per distinct error, not once per flow
@@ -496,3 +516,6 @@ class NodeAgent:
                 self._policy.close()
                 self._policy = None
             self.journal.close()
+            if self._flow_server is not None:
+                self._flow_server.close()
+                self._flow_server = None

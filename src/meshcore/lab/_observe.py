@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import click
 
 from ..agent import FLOWS_FILE, FlowJournalReader, FlowLoss
+from ..agent._flowserver import FLOWS_SOCKET, read_served
 from ..observe import Flow, FlowFilter, Layer, Verdict
 from ._errors import LabError
 from ._lab import Lab
@@ -36,6 +37,9 @@ def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None,
     as they come, until the caller stops iterating. ``on_loss`` hears of verdicts the kernel
     could neither report nor count, as the journal records them."""
     wanted = keep or FlowFilter()
+    if not (lab.dir / FLOWS_FILE).exists() and (lab.dir / FLOWS_SOCKET).exists():
+        yield from _served(lab, follow, wanted)
+        return
     reader = FlowJournalReader(lab.dir / FLOWS_FILE, from_start=True)
     told = 0
     try:
@@ -50,6 +54,19 @@ def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None,
             time.sleep(0.2)
     finally:
         reader.close()
+
+
+def _served(lab: Lab, follow: bool, wanted: FlowFilter) -> Iterator[Flow]:
+    """The flows the lab's agent holds in memory (its journal is off)."""
+    try:
+        for item in read_served(lab.dir / FLOWS_SOCKET, follow=follow):
+            if isinstance(item, int):
+                click.echo(f"{item} entries of flows were pushed out of the agent's memory before they were read",
+                           err=True)
+            elif wanted(item):
+                yield item
+    except OSError as exc:
+        raise LabError(f"cannot read the lab's flows from its agent: {exc}") from exc
 
 
 @click.command()
