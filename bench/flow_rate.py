@@ -25,7 +25,10 @@ time per connection.
 
 ``--soak SECONDS`` instead runs the mesh path at full rate for that long and prints, every
 ``--every`` seconds, the rate, the agent's RSS, CPU share and open files, and the size of
-the lab's state directory (and its flow files), then whether memory and files stayed flat.
+the lab's state directory (and its flow files), then whether memory and files stayed
+bounded: the state directory within the journal's bound, RSS and open files flat once the
+agent's in-memory ring is full (run it for 300 s or more so the journal reaches its bound
+too: about 64 KiB/s are journaled at the default event rate).
 
 Run as root: ``PYTHONPATH=src .venv/bin/python bench/flow_rate.py [--rounds 5] [--duration 4]``.
 Everything lives in a lab named ``frb<pid>`` and namespaces ``mcbench-fr-<pid>-*``, removed at
@@ -36,11 +39,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import itertools
 import json
 import os
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +56,10 @@ from pathlib import Path
 
 from _harness import alive, compile_tool, cpu_seconds, owner, ratio_text, rss_bytes, tree_bytes
 
+from meshcore.agent import JournalLimits
+from meshcore.agent._agent import DEFAULT_FLOW_EVENT_RATE
+from meshcore.datapath import PolicyEnforcer, _libbpf
+from meshcore.datapath._tc import in_netns
 from meshcore.lab import Lab, LabRanges
 from meshcore.lab._exec import joiner, pod_command
 from meshcore.lab._netns import NodeNetwork, remove, setup_node, setup_pod_namespace
@@ -242,6 +252,80 @@ def kernel_time(paths: Paths, seconds: float) -> None:
     print(f"  total {total:.0f} ns of program time per connection")
 
 
+class _TestRunOpts(ctypes.Structure):
+    """libbpf's ``struct bpf_test_run_opts``."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int),
+                ("duration", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32)]
+
+
+def _frame(src: str, dst: str, sport: int, dport: int, flags: int) -> bytes:
+    """An Ethernet + IPv4 + TCP frame (checksums are not looked at)."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
+
+
+def _run_ns(prog_id: int, ifindex: int, frame: bytes, repeat: int) -> float:
+    """Mean run time of a program on ``frame`` as seen on ``ifindex`` (BPF_PROG_TEST_RUN)."""
+    lib = _libbpf.lib
+    lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    lib.bpf_prog_test_run_opts.restype = ctypes.c_int
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        raise RuntimeError(f"program {prog_id}: error {-fd}")
+    data = ctypes.create_string_buffer(frame, len(frame))
+    skb = (ctypes.c_uint8 * 192)()  # struct __sk_buff: ifindex is its 11th __u32
+    struct.pack_into("<I", skb, 10 * 4, ifindex)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(data), data_size_in=len(frame),
+                        ctx_in=ctypes.addressof(skb), ctx_size_in=192, repeat=repeat)
+    try:
+        ret = lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts))
+        if ret < 0:
+            raise RuntimeError(f"test run of program {prog_id}: error {-ret}")
+        return float(opts.duration)
+    finally:
+        os.close(fd)
+
+
+def kernel_paths(paths: Paths, repeat: int) -> None:
+    """Each path through the policy programs, timed alone (BPF_PROG_TEST_RUN on the lab's own programs)."""
+    lab = paths.lab
+    status = lab.status()
+    client, server = lab.pod("client"), lab.pod("server")
+    out = subprocess.run(["ip", "netns", "exec", status.node_netns, "bpftool", "-j", "net", "show"],
+                         capture_output=True, text=True, check=True).stdout
+    progs = {(h["devname"], h["kind"]): (int(h["id"]), int(h["ifindex"])) for sec in json.loads(out)
+             for h in sec.get("tc", [])}
+    c_in, c_ifindex = progs[(client.host_veth, "clsact/ingress")]
+    c_out, _ = progs[(client.host_veth, "clsact/egress")]
+    s_out, s_ifindex = progs[(server.host_veth, "clsact/egress")]
+    cip, sip = client.ipv4, server.ipv4
+    enforcer = PolicyEnforcer(status.node, Path(lab._load().bpf_pin_dir).parent, netns=status.node_netns)
+    rows = []
+    with enforcer, in_netns(status.node_netns):
+        enforcer.set_event_rate(0)
+        rows.append(("not IP (fixed cost)", _run_ns(c_in, c_ifindex, b"\x02" * 12 + b"\x08\x06" + b"\0" * 46,
+                                                        repeat)))
+        rows.append(("SYN, egress, counted", _run_ns(c_in, c_ifindex, _frame(cip, sip, 1001, PORT, 0x02), repeat)))
+        rows.append(("SYN, ingress + policy, counted",
+                     _run_ns(s_out, s_ifindex, _frame(cip, sip, 1001, PORT, 0x02), repeat)))
+        enforcer.set_event_rate(None)
+        rows.append(("SYN, ingress + policy, event", _run_ns(s_out, s_ifindex, _frame(cip, sip, 1002, PORT, 0x02),
+                                                             min(repeat, 5000))))
+        rows.append(("established, client's packet", _run_ns(c_in, c_ifindex, _frame(cip, sip, 1001, PORT, 0x10),
+                                                             repeat)))
+        rows.append(("established, reply", _run_ns(c_out, c_ifindex, _frame(sip, cip, PORT, 1001, 0x10), repeat)))
+        enforcer.set_event_rate(DEFAULT_FLOW_EVENT_RATE)
+    print(f"\npolicy program paths, each run {repeat} times alone (BPF_PROG_TEST_RUN, mean ns per run):")
+    for name, ns in rows:
+        print(f"  {name:32} {ns:6.0f}")
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.1f}/{five:.1f} on {os.cpu_count()} cpus"
@@ -308,15 +392,18 @@ def soak(paths: Paths, args: argparse.Namespace) -> bool:
         samples.append((time.monotonic() - t0, rss, fds, state))
         print(f"{samples[-1][0]:5.0f} {result['rate']:8.0f} {result['agent']:10.3f} {rss / 2**20:8.1f} {fds:5d} "
               f"{state / 2**20:9.2f} {flow_files(lab) / 2**20:9.2f}", flush=True)
-    # Flat: after the first quarter (caches fill, the journal reaches its size), RSS grows
-    # by less than 8 MiB and 10%, and the state directory by less than 1 MiB.
-    settled = samples[len(samples) // 4:]
-    rss_growth = settled[-1][1] - min(s[1] for s in settled)
-    state_growth = settled[-1][3] - min(s[3] for s in settled)
-    fd_growth = settled[-1][2] - min(s[2] for s in settled)
-    flat = rss_growth < max(8 * 2**20, settled[0][1] // 10) and state_growth < 2**20 and fd_growth <= 2
-    print(f"after the first quarter: RSS +{rss_growth / 2**20:.1f} MiB, state directory "
-          f"+{state_growth / 2**20:.2f} MiB, fds +{fd_growth}: {'flat' if flat else 'GROWING'} ({load()})")
+    # Bounded: the state directory never exceeds the journal's bound (plus 1 MiB for the
+    # report and logs), and over the last third (the ring in memory is full by then at
+    # full rate) RSS moves by less than 8 MiB and open files by at most 2.
+    bound = JournalLimits().total_bytes + 2**20
+    late = samples[len(samples) * 2 // 3:]
+    rss_growth = max(s[1] for s in late) - min(s[1] for s in late)
+    fd_growth = max(s[2] for s in late) - min(s[2] for s in late)
+    peak_state = max(s[3] for s in samples)
+    flat = rss_growth < 8 * 2**20 and fd_growth <= 2 and peak_state <= bound
+    print(f"last third: RSS within {rss_growth / 2**20:.1f} MiB, fds within {fd_growth}; state directory at most "
+          f"{peak_state / 2**20:.1f} MiB (bound {bound / 2**20:.0f} MiB): {'bounded' if flat else 'GROWING'} "
+          f"({load()})")
     return flat
 
 
@@ -353,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds(paths, args)
             if not args.no_bpf_stats:
                 kernel_time(paths, args.duration)
+                kernel_paths(paths, 100_000)
     return 0 if ok else 1
 
 

@@ -5,7 +5,7 @@
  * pol_from_pod runs on the veth's ingress (packets the pod sends: its egress policy and
  * anti-spoofing); pol_to_pod on its egress (packets to the pod: its ingress policy).
  * The first packet of a flow (and every TCP SYN) is judged against the policy map; an
- * allowed flow is remembered so its packets and replies pass. Every verdict on a new flow
+ * allowed flow is remembered so its packets and replies pass on one conntrack lookup. Every verdict on a new flow
  * and every drop is reported (lib/events.h): as an event, or counted with its identity pair
  * once allowed flows outrun the rate the agent set. An interface without an endpoint entry
  * drops everything (fail closed).
@@ -50,6 +50,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (pkt_is_link_local_control(&p))
 		return TC_ACT_OK;
 
+	/*
+	 * A packet of a connection this interface already allowed passes on one lookup. Its
+	 * entry was made for this interface with the pod's own (checked) address at one end,
+	 * so the endpoint and anti-spoofing checks below have nothing to add. A bare SYN opens
+	 * a new connection even over a remembered tuple: judge it again.
+	 */
+	if (!(p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && ct_known(&p, ifindex))
+		return TC_ACT_OK;
+
 	ep = bpf_map_lookup_elem(&pol_endpoints, &ifindex);
 	if (!ep) {
 		flow_report(&p, ifindex, 0, 0, dir, POL_DROPPED, POL_R_UNKNOWN_ENDPOINT, 0, bpf_ktime_get_ns());
@@ -65,10 +74,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		}
 	}
 	if (pkt_is_multicast(&p))
-		return TC_ACT_OK;
-
-	/* A bare SYN opens a new connection even over a remembered tuple: judge it again. */
-	if (!(p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && ct_known(&p, ifindex))
 		return TC_ACT_OK;
 
 	remote = ipcache_identity(dir == POL_DIR_EGRESS ? p.daddr : p.saddr);
