@@ -32,7 +32,16 @@ from ._events import EventRing, PerCpuReader
 from ._flows import FlowDecoder
 from ._loader import BpfObject, map_info, object_path
 from ._tc import EGRESS, INGRESS, ifindex_of, in_netns, tc_attach, tc_detach
-from .maps import POLICY_SPECS, BpfMap, MapSpec, pol_endpoints, pol_events, pol_flows, pol_ipcache, pol_policy
+from .maps import (
+    POLICY_SPECS,
+    BpfMap,
+    MapSpec,
+    pol_endpoints,
+    pol_events,
+    pol_flows,
+    pol_ipcache,
+    pol_policy,
+)
 from ..observe._verdicts import EVENT_RECORD, SUM_RECORD
 
 __all__ = ["EventStats", "PolicyEnforcer", "PolicyReport"]
