@@ -30,7 +30,9 @@ bounded: the state directory within the journal's bound, RSS and open files flat
 agent's in-memory ring is full (run it for 300 s or more so the journal reaches its bound
 too: about 64 KiB/s are journaled at the default event rate).
 
-Run as root: ``PYTHONPATH=src .venv/bin/python bench/flow_rate.py [--rounds 5] [--duration 4]``.
+Run as root: ``PYTHONPATH=src .venv/bin/python bench/flow_rate.py [--rounds 12] [--duration 2]`` (about 3
+minutes with the lab's start). Short slices in many rounds resolve more on a shared machine:
+load from other work changes slowly, so slices of one round see about the same.
 Everything lives in a lab named ``frb<pid>`` and namespaces ``mcbench-fr-<pid>-*``, removed at
 the end (a later run removes what a killed run left behind).
 """
@@ -410,8 +412,9 @@ def soak(paths: Paths, args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Set everything up, run rounds (or the soak), tear everything down."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5; 0: only the kernel time)")
-    parser.add_argument("--duration", type=float, default=4, help="seconds per slice (default 4)")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="interleaved rounds (default 12; 0: only the kernel time)")
+    parser.add_argument("--duration", type=float, default=2, help="seconds per slice (default 2)")
     parser.add_argument("--soak", type=float, default=0, help="run the soak for this many seconds instead")
     parser.add_argument("--every", type=float, default=10, help="soak sample interval in seconds (default 10)")
     parser.add_argument("--no-bpf-stats", action="store_true", help="skip the per-program kernel time slice")
