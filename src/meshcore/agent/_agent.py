@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -27,6 +27,9 @@ from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
 from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
+
+if TYPE_CHECKING:
+    from ..datapath import PolicyEnforcer
 
 __all__ = ["REPORT_FILE", "NodeAgent"]
 
@@ -454,7 +457,7 @@ class NodeAgent:
             if not self._closing.is_set():
                 log.error("policy flow log stopped: %s", exc)
 
-    def _report_kernel_flows(self, enforcer: Any) -> None:
+    def _report_kernel_flows(self, enforcer: PolicyEnforcer) -> None:
         """The batch path: every read interval the ring buffer's records, every second the flow sums."""
         node = self.facts.name
         enforcer.set_event_rate(self.flow_event_rate)

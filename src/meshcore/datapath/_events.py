@@ -76,6 +76,8 @@ class EventRing:
         base = self._page
         out: list[bytes] = []
         at = consumer
+        # Records are read a pass (0.2 s) after most were committed; the busy bit, cleared by
+        # the kernel after the record is written, is what says a record is complete.
         while at < producer:
             offset = base + (at & mask)
             length, _ = _HEADER.unpack_from(data, offset)
