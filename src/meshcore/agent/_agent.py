@@ -419,7 +419,10 @@ class NodeAgent:
                 assert isinstance(flow, Flow)
                 yield flow
         finally:
-            flows.close()
+            try:
+                flows.close()
+            except ValueError:
+                pass  # cancelled while a worker thread reads on: it ends with the iteration
 
     def _serve_flows(self) -> None:
         """Serve the in-memory ring to other processes (``<state_dir>/flows.sock``)."""
