@@ -118,6 +118,37 @@ def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:
     assert "default/other" in text and "DROPPED (default-deny)" in text
 
 
+def test_allowed_flows_past_the_event_rate_show_as_summaries(lab: Lab) -> None:
+    from meshcore.datapath import PolicyEnforcer
+    from meshcore.linux import bpffs
+
+    status = lab.status()
+    ip = server_ip(lab)
+    # The lab's agent set the rate when it started; turn it down to none from here.
+    with PolicyEnforcer(status.node, bpffs() / "meshcore", netns=status.node_netns) as enforcer:
+        enforcer.set_event_rate(0)
+        try:
+            time.sleep(1.2)  # the counts of earlier flows are drained
+            assert connect(lab, "client", [(ip, 8080)] * 3) == ["ok"] * 3
+            deadline = time.monotonic() + 8
+            while True:  # the three may be counted in one drain or split over two
+                rows = observe(lab, "--verdict", "forwarded", "--pod", "server",
+                               keep=lambda r: r["summary"] and r["direction"] == "ingress"
+                               and r["destinationPort"] == 8080 and r["sourceNamespace"] == "default")
+                if sum(r["count"] for r in rows) >= 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        finally:
+            enforcer.set_event_rate(1000)
+    assert sum(r["count"] for r in rows) >= 3, rows
+    s = rows[-1]
+    assert (s["destination"], s["reason"], s["layer"], s["verdict"]) == (
+        "default/server", "policy-allowed", "l4", "FORWARDED"), s
+    assert "server-from-client" in s["policy"] and s["sourceIdentity"] > 0 and s["sourceAddress"] == "", s
+    text = meshcore_cli("observe", "--name", lab.name, "--pod", "server", "--verdict", "forwarded").stdout.decode()
+    assert "(summary)" in text, text
+
+
 def scrape(lab: Lab) -> dict[str, float]:
     """The agent's metrics, read from inside the lab's node namespace: sample line → value."""
     out = subprocess.run(["ip", "netns", "exec", f"mc-{lab.name}-node", "curl", "-sf", "--max-time", "5",
