@@ -159,7 +159,8 @@ class FlowJournal:
     """Appends the node's flows to ``path`` (thread-safe, one write per record), rotating beyond
     ``limits.max_bytes`` so it never holds more than ``limits.total_bytes``.
 
-    :meth:`add` takes decoded flows (the kernel's verdicts); :meth:`add_batch` and
+    :meth:`add_events` and :meth:`add_sums` take the kernel's records raw (with the names
+    to decode them), :meth:`add` decoded flows of any other enforcer; :meth:`add_batch` and
     :meth:`names_changed` make it a :class:`~meshcore.proxy.FlowRecorder` for the node
     proxy's access logs. Write errors go to ``on_error``, never to the caller: flows are
     best effort and enforcement never waits for them.
