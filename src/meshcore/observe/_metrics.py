@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import threading
@@ -91,9 +92,7 @@ class _FlowCounts(Collector):
 
     def count_kernel(self, raw: bytes) -> None:
         """Count raw ``struct pol_event`` records without decoding them."""
-        seen: dict[tuple[int, int, int], int] = {}
-        for codes in event_keys(raw):
-            seen[codes] = seen.get(codes, 0) + 1
+        seen = collections.Counter(event_keys(raw))
         with self._lock:
             for (verdict_code, reason_code, direction_code), n in seen.items():
                 verdict = VERDICTS.get(verdict_code)
