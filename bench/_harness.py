@@ -268,3 +268,46 @@ def percentile_ms(values: list[float], p: float) -> float:
 def verdict(ok: bool) -> str:
     """A word for a target."""
     return "met" if ok else "MISSED"
+
+
+def compile_tool(source: Path, directory: Path) -> Path:
+    """``source`` (a C file of bench/tools) built with gcc -O2 into ``directory``; the binary."""
+    binary = directory / source.stem
+    done = subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(binary), str(source)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"building {source} failed: {done.stderr}")
+    return binary
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under ``root``."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total

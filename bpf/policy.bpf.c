@@ -5,9 +5,10 @@
  * pol_from_pod runs on the veth's ingress (packets the pod sends: its egress policy and
  * anti-spoofing); pol_to_pod on its egress (packets to the pod: its ingress policy).
  * The first packet of a flow (and every TCP SYN) is judged against the policy map; an
- * allowed flow is remembered so its packets and replies pass. Every verdict on a new flow
- * and every drop goes to the ring buffer. An interface without an endpoint entry drops
- * everything (fail closed).
+ * allowed flow is remembered so its packets and replies pass on one conntrack lookup. Every verdict on a new flow
+ * and every drop is reported (lib/events.h): as an event, or counted with its identity pair
+ * once allowed flows outrun the rate the agent set. An interface without an endpoint entry
+ * drops everything (fail closed).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -38,6 +39,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	struct pkt p;
 	__u32 remote, index = 0;
 	__u8 reason;
+	__u64 now;
 	int rc;
 
 	rc = pkt_parse(skb, &p);
@@ -48,25 +50,30 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (pkt_is_link_local_control(&p))
 		return TC_ACT_OK;
 
+	/*
+	 * A packet of a connection this interface already allowed passes on one lookup. Its
+	 * entry was made for this interface with the pod's own (checked) address at one end,
+	 * so the endpoint and anti-spoofing checks below have nothing to add. A bare SYN opens
+	 * a new connection even over a remembered tuple: judge it again.
+	 */
+	if (!(p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && ct_known(&p, ifindex))
+		return TC_ACT_OK;
+
 	ep = bpf_map_lookup_elem(&pol_endpoints, &ifindex);
 	if (!ep) {
-		event_emit(&p, ifindex, 0, 0, dir, POL_DROPPED, POL_R_UNKNOWN_ENDPOINT, 0);
+		flow_report(&p, ifindex, 0, 0, dir, POL_DROPPED, POL_R_UNKNOWN_ENDPOINT, 0, bpf_ktime_get_ns());
 		return TC_ACT_SHOT;
 	}
 	if (dir == POL_DIR_EGRESS) {
 		int own = p.family == 4 ? (ep->flags & POL_EP_HAS_V4) && addr_eq(p.saddr, ep->addr4)
 					: (ep->flags & POL_EP_HAS_V6) && addr_eq(p.saddr, ep->addr6);
 		if (!own) {
-			event_emit(&p, ifindex, ep->identity, ipcache_identity(p.daddr), dir, POL_DROPPED,
-				   POL_R_SPOOFED, 0);
+			flow_report(&p, ifindex, ep->identity, ipcache_identity(p.daddr), dir, POL_DROPPED,
+				    POL_R_SPOOFED, 0, bpf_ktime_get_ns());
 			return TC_ACT_SHOT;
 		}
 	}
 	if (pkt_is_multicast(&p))
-		return TC_ACT_OK;
-
-	/* A bare SYN opens a new connection even over a remembered tuple: judge it again. */
-	if (!(p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) && ct_known(&p, ifindex, dir))
 		return TC_ACT_OK;
 
 	remote = ipcache_identity(dir == POL_DIR_EGRESS ? p.daddr : p.saddr);
@@ -79,14 +86,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		reason = POL_R_FROM_HOST;
 	else
 		reason = pol_decide(ep, dir, p.proto, remote, p.dport, &index);
+	now = bpf_ktime_get_ns();
 	if (reason == POL_R_POLICY_DENY || reason == POL_R_DEFAULT_DENY) {
-		event_emit(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
-			   dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_DROPPED, reason, index);
+		flow_report(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
+			    dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_DROPPED, reason, index, now);
 		return TC_ACT_SHOT;
 	}
-	ct_create(&p, ifindex, dir, index);
-	event_emit(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
-		   dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_FORWARDED, reason, index);
+	ct_create(&p, ifindex, dir, index, now);
+	flow_report(&p, ifindex, dir == POL_DIR_EGRESS ? ep->identity : remote,
+		    dir == POL_DIR_EGRESS ? remote : ep->identity, dir, POL_FORWARDED, reason, index, now);
 	return TC_ACT_OK;
 }
 

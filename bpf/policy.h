@@ -89,22 +89,70 @@ struct pol_policy_value {
 	__u32 policy_index; /* PolicyOrigin.index in the plan */
 };
 
-/* Map pol_ct (LRU): must match CtKey in maps/pol_conntrack.py. The tuple of the flow's first packet. */
+/*
+ * Map pol_ct (LRU): must match CtKey in maps/pol_conntrack.py. One entry per connection and
+ * interface, its ends in a fixed order (the lower address, then the lower port, first), so a
+ * packet either way finds it with one lookup.
+ */
 struct pol_ct_key {
-	__u32 saddr[4];
-	__u32 daddr[4];
-	__u16 sport;
-	__u16 dport;
+	__u32 addr_lo[4];
+	__u32 addr_hi[4];
+	__u16 port_lo;
+	__u16 port_hi;
 	__u32 ifindex;
 	__u8 proto;
-	__u8 direction; /* POL_DIR_* of the endpoint that allowed it */
-	__u16 pad;
+	__u8 pad[3];
 };
 
 /* Map pol_ct: must match CtValue in maps/pol_conntrack.py */
 struct pol_ct_value {
 	__u64 created_ns;
 	__u32 policy_index;
+	__u8 direction; /* POL_DIR_* of the endpoint that allowed it */
+	__u8 pad[3];
+};
+
+/* Map pol_settings (array, one entry): must match Settings in maps/pol_flows.py */
+#define POL_SET_LIMIT_ALLOWED 0x1 /* allowed_events_per_cpu applies; unset (as created): every flow is an event */
+struct pol_settings {
+	__u32 flags; /* POL_SET_* */
+	/*
+	 * With POL_SET_LIMIT_ALLOWED: verdict events per second and CPU for allowed flows; past
+	 * it, allowed flows are only counted in pol_flow_sums. Drops are always events.
+	 */
+	__u32 allowed_events_per_cpu;
+};
+
+/* Map pol_flow_sums (per-CPU hash): must match FlowSumKey in maps/pol_flows.py */
+struct pol_flow_key {
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 policy_index;
+	__u32 ifindex;
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 direction;
+	__u8 verdict;
+	__u8 reason;
+	__u16 pad;
+};
+
+/* Map pol_flow_sums: must match FlowSumValue in maps/pol_flows.py */
+struct pol_flow_sum {
+	__u64 flows; /* flows (or dropped packets) counted here instead of sent as events */
+};
+
+/* Map pol_event_stats (per-CPU array) indexes: must match STAT_* in maps/pol_flows.py */
+#define POL_STAT_EVENTS 0      /* verdict events sent */
+#define POL_STAT_SAMPLED 1     /* allowed flows past the event rate, counted in pol_flow_sums */
+#define POL_STAT_RING_FULL 2   /* events the ring buffer had no room for, counted in pol_flow_sums */
+#define POL_STAT_LOST 3        /* flows neither sent nor counted: pol_flow_sums was full */
+#define POL_STAT_COUNT 4
+
+/* Per-CPU event budget (internal; the programs alone use it). */
+struct pol_event_budget {
+	__u64 window_ns;
+	__u32 used;
 	__u32 pad;
 };
 

@@ -29,6 +29,7 @@ struct pkt {
 };
 
 #define TCP_SYN 0x02
+#define TCP_RST 0x04
 #define TCP_ACK 0x10
 
 static __always_inline int pkt_ports(struct __sk_buff *skb, __u32 off, struct pkt *p)
@@ -49,8 +50,8 @@ static __always_inline int pkt_ports(struct __sk_buff *skb, __u32 off, struct pk
 	return PKT_OK;
 }
 
-/* Fill p from skb; PKT_NOT_IP for frames policy does not govern (ARP, ...). */
-static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
+/* pkt_parse through bpf_skb_load_bytes: for headers outside the linear data. */
+static __always_inline int pkt_parse_copied(struct __sk_buff *skb, struct pkt *p)
 {
 	__u16 proto;
 
@@ -82,6 +83,80 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
 		return pkt_ports(skb, ETH_HLEN + sizeof(ip6), p);
 	}
+	return PKT_NOT_IP;
+}
+
+/* Ports and TCP flags (or the ICMP type) read in place; PKT_BAD when they lie beyond ``end``. */
+static __always_inline int pkt_ports_direct(const __u8 *l4, const void *end, struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP) {
+		if ((const void *)(l4 + 14) > end)
+			return PKT_BAD;
+		p->tcp_flags = l4[13];
+	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
+		if ((const void *)(l4 + 4) > end)
+			return PKT_BAD;
+	} else {
+		if ((p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)) {
+			if ((const void *)(l4 + 1) > end)
+				return PKT_BAD;
+			p->icmp_type = l4[0];
+		}
+		return PKT_OK;
+	}
+	p->sport = *(const __u16 *)l4;
+	p->dport = *(const __u16 *)(l4 + 2);
+	return PKT_OK;
+}
+
+/*
+ * Fill p from skb; PKT_NOT_IP for frames policy does not govern (ARP, ...). The headers are
+ * read in place from the linear data (no helper call per field), or copied when they are
+ * not all there.
+ */
+static __always_inline int pkt_parse(struct __sk_buff *skb, struct pkt *p)
+{
+	const void *data = (const void *)(long)skb->data;
+	const void *end = (const void *)(long)skb->data_end;
+	const struct ethhdr *eth = data;
+
+	if ((const void *)(eth + 1) > end)
+		return pkt_parse_copied(skb, p);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		const struct iphdr *ip = (const void *)(eth + 1);
+		__u32 ihl;
+
+		if ((const void *)(ip + 1) > end)
+			return pkt_parse_copied(skb, p);
+		ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip))
+			return PKT_BAD;
+		__builtin_memset(p, 0, sizeof(*p));
+		p->family = 4;
+		p->proto = ip->protocol;
+		addr_set_v4(p->saddr, ip->saddr);
+		addr_set_v4(p->daddr, ip->daddr);
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return PKT_OK;
+		if (pkt_ports_direct((const __u8 *)ip + ihl, end, p) == PKT_OK)
+			return PKT_OK;
+		return pkt_parse_copied(skb, p);
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		const struct ipv6hdr *ip6 = (const void *)(eth + 1);
+
+		if ((const void *)(ip6 + 1) > end)
+			return pkt_parse_copied(skb, p);
+		__builtin_memset(p, 0, sizeof(*p));
+		p->family = 6;
+		p->proto = ip6->nexthdr;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		if (pkt_ports_direct((const __u8 *)(ip6 + 1), end, p) == PKT_OK)
+			return PKT_OK;
+		return pkt_parse_copied(skb, p);
+	}
+	__builtin_memset(p, 0, sizeof(*p));
 	return PKT_NOT_IP;
 }
 

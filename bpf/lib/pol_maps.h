@@ -35,7 +35,7 @@ struct {
 	__type(value, struct pol_policy_value);
 } pol_policy SEC(".maps");
 
-/* Flows already allowed, so their later packets and replies pass without a lookup. */
+/* Connections already allowed, so their later packets and replies pass with one lookup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
@@ -43,10 +43,44 @@ struct {
 	__type(value, struct pol_ct_value);
 } pol_ct SEC(".maps");
 
-/* Verdicts on new flows and drops, for `meshcore observe`. */
+/* Verdicts on new flows and drops, for flows and `meshcore observe`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } pol_events SEC(".maps");
+
+/* What the node agent asks of the programs (see struct pol_settings). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pol_settings);
+} pol_settings SEC(".maps");
+
+/* Flows counted per identity pair, port and verdict instead of sent one by one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	/* Freed after a grace period, so a count racing the agent's drain is lost, never misplaced. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pol_flow_key);
+	__type(value, struct pol_flow_sum);
+} pol_flow_sums SEC(".maps");
+
+/* Counters of what became of each verdict (POL_STAT_*). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POL_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} pol_event_stats SEC(".maps");
+
+/* This CPU's allowed-flow events in the current one-second window. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pol_event_budget);
+} pol_event_budget SEC(".maps");
 
 #endif /* MESHCORE_LIB_POL_MAPS_H */

@@ -252,6 +252,41 @@ def test_spoofed_source_dropped(topo: Topo) -> None:
     assert flow.reason == "spoofed-source" and flow.direction == "egress"
 
 
+def test_allowed_flows_past_the_event_rate_are_counted_per_identity_pair_and_drops_still_reported(
+        topo: Topo) -> None:
+    plan = topo.apply(allow_server(PolicyRule(sources=[FROM_CLIENT], operations=[WEB_AND_DNS])))
+    topo.enforcer.drain_sums()
+    before = topo.enforcer.event_stats()
+    topo.enforcer.set_event_rate(0)  # no allowed flow is an event: all are counted
+    try:
+        for _ in range(3):
+            assert topo.probe("a", "tcp", v4("b"), 80)
+        assert not topo.probe("c", "tcp", v4("b"), 80)
+        flows = topo.flows()
+        sums = topo.enforcer.decoder.decode_sums(topo.enforcer.drain_sums())
+        after = topo.enforcer.event_stats()
+    finally:
+        topo.enforcer.set_event_rate(None)
+    assert not [f for f in flows if f.verdict == "FORWARDED" and f.destination.port == 80], flows
+    find(flows, src_address=v4("c"), dst_port=80, verdict="DROPPED", reason="default-deny")
+    server = plan.endpoint(WorkloadRef("back", "b"))
+    client = plan.endpoint(WorkloadRef("front", "a"))
+    assert server and client
+    into_server = [f for f in sums if f.direction == "ingress" and f.destination.port == 80]
+    assert len(into_server) == 1, sums
+    summary = into_server[0]
+    assert summary.summary and summary.count == 3 and summary.verdict == "FORWARDED"
+    assert (summary.source.identity, summary.source.namespace) == (client.identity, "front")
+    assert summary.destination.workload == WorkloadRef("back", "b") and summary.reason == "policy-allowed"
+    assert summary.policy.startswith("back/allow-client rule 0")
+    assert after.sampled - before.sampled >= 6, "both veths counted each connection"
+    assert after.lost == before.lost
+    assert topo.enforcer.decoder.decode_sums(topo.enforcer.drain_sums()) == [], "a drain takes the counts out"
+    # Back to every flow an event.
+    assert topo.probe("a", "tcp", v4("b"), 80)
+    find(topo.flows(), src_address=v4("a"), dst_port=80, verdict="FORWARDED", direction="ingress")
+
+
 def test_change_keeps_established_connections(topo: Topo) -> None:
     topo.apply(allow_server(PolicyRule(sources=[FROM_CLIENT], operations=[WEB_AND_DNS])))
     hold = subprocess.Popen(

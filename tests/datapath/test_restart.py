@@ -130,3 +130,4 @@ def test_leftovers_of_an_interrupted_apply_are_removed_by_the_next_agent(lb: Soc
         again.apply(plan(service(VIP, 80, [("b1", 1), ("b2", 1)])))
         assert max(b.id for s in again.state().services for b in s.backends) > 4000
     lb.open()
+

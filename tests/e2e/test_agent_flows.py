@@ -140,5 +140,21 @@ def test_following_picks_up_new_flows(lab: Lab) -> None:
 
 
 def test_the_journal_is_one_bounded_file_in_the_state_directory(lab: Lab) -> None:
-    files = sorted(p.name for p in Path(lab.dir).iterdir() if p.name.startswith("flows"))
-    assert files and files[0] == "flows.journal" and all(f.startswith("flows.journal") for f in files), files
+    files = sorted(p.name for p in Path(lab.dir).iterdir() if p.name.startswith("flows."))
+    journal = [f for f in files if f != "flows.sock"]
+    assert journal and journal[0] == "flows.journal" and all(f.startswith("flows.journal") for f in journal), files
+    assert "flows.sock" in files, "the agent serves its recent flows from memory too"
+
+
+def test_the_agents_memory_serves_the_same_flows_as_the_journal(lab: Lab) -> None:
+    from meshcore.agent._flowserver import read_served
+
+    assert connect(lab, "other", [(next(p for p in lab.status().pods if p.name == "server").addresses[0], 8080)]) \
+        == ["TimeoutError"]
+    agent = reader(lab)
+
+    def served() -> list[Flow]:
+        return [f for f in read_served(Path(lab.dir) / "flows.sock") if isinstance(f, Flow)]
+
+    drop = first(served, lambda f: f.verdict is Verdict.DROPPED and f.source.workload == WorkloadRef("default", "other"))
+    assert drop in list(agent.flows()), "the ring in memory and the journal hold the same flow"

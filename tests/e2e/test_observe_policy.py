@@ -118,6 +118,37 @@ def test_dropped_and_forwarded_flows_with_their_policy(lab: Lab) -> None:
     assert "default/other" in text and "DROPPED (default-deny)" in text
 
 
+def test_allowed_flows_past_the_event_rate_show_as_summaries(lab: Lab) -> None:
+    from meshcore.datapath import PolicyEnforcer
+    from meshcore.linux import bpffs
+
+    status = lab.status()
+    ip = server_ip(lab)
+    # The lab's agent set the rate when it started; turn it down to none from here.
+    with PolicyEnforcer(status.node, bpffs() / "meshcore", netns=status.node_netns) as enforcer:
+        enforcer.set_event_rate(0)
+        try:
+            time.sleep(1.2)  # the counts of earlier flows are drained
+            assert connect(lab, "client", [(ip, 8080)] * 3) == ["ok"] * 3
+            deadline = time.monotonic() + 8
+            while True:  # the three may be counted in one drain or split over two
+                rows = observe(lab, "--verdict", "forwarded", "--pod", "server",
+                               keep=lambda r: r["summary"] and r["direction"] == "ingress"
+                               and r["destinationPort"] == 8080 and r["sourceNamespace"] == "default")
+                if sum(r["count"] for r in rows) >= 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        finally:
+            enforcer.set_event_rate(1000)
+    assert sum(r["count"] for r in rows) >= 3, rows
+    s = rows[-1]
+    assert (s["destination"], s["reason"], s["layer"], s["verdict"]) == (
+        "default/server", "policy-allowed", "l4", "FORWARDED"), s
+    assert "server-from-client" in s["policy"] and s["sourceIdentity"] > 0 and s["sourceAddress"] == "", s
+    text = meshcore_cli("observe", "--name", lab.name, "--pod", "server", "--verdict", "forwarded").stdout.decode()
+    assert "(summary)" in text, text
+
+
 def scrape(lab: Lab) -> dict[str, float]:
     """The agent's metrics, read from inside the lab's node namespace: sample line → value."""
     out = subprocess.run(["ip", "netns", "exec", f"mc-{lab.name}-node", "curl", "-sf", "--max-time", "5",
@@ -141,7 +172,9 @@ def test_metrics_count_flows_drops_and_map_entries(lab: Lab) -> None:
     key_fwd = 'meshcore_flows_total{direction="ingress",layer="l4",verdict="forwarded"}'
     deadline = time.monotonic() + 5
     after = scrape(lab)
-    while time.monotonic() < deadline and after.get(key_drop, 0) < before.get(key_drop, 0) + 2:
+    # Drops wake the agent at once; allowed flows are read on its next pass (a fraction of a second).
+    while time.monotonic() < deadline and (after.get(key_drop, 0) < before.get(key_drop, 0) + 2
+                                           or after.get(key_fwd, 0) <= before.get(key_fwd, 0)):
         time.sleep(0.3)
         after = scrape(lab)
     assert after.get(key_drop, 0) >= before.get(key_drop, 0) + 2, after
@@ -150,6 +183,8 @@ def test_metrics_count_flows_drops_and_map_entries(lab: Lab) -> None:
     assert after['meshcore_applies_total{result="ok"}'] >= 1
     assert after['meshcore_applies_total{result="failed"}'] == 0
     assert after.get("meshcore_proxy_nacks_total") == 0
+    assert after.get('meshcore_flow_reports_total{outcome="event"}', 0) >= 3, "the kernel's report counters"
+    assert after.get('meshcore_flow_reports_total{outcome="lost"}') == 0
     assert after['meshcore_map_entries{datapath="policy",map="pol_endpoints"}'] == 3
     assert after['meshcore_map_entries{datapath="policy",map="pol_policy"}'] > 0
     assert after['meshcore_map_entries{datapath="policy",map="pol_ipcache"}'] >= 3

@@ -136,7 +136,7 @@ def test_limits_and_sizes_are_checked() -> None:
         JournalLimits(max_bytes=1000)
     with pytest.raises(ValueError, match="keep -1: must be at least 0"):
         JournalLimits(keep=-1)
-    assert JournalLimits().total_bytes == 16 * 1024 * 1024
+    assert JournalLimits().total_bytes == 32 * 1024 * 1024
     assert [parse_size(t) for t in ("4MiB", "512k", "1000000", "1 GB")] == [4 << 20, 512 << 10, 1_000_000, 1 << 30]
     with pytest.raises(ValueError, match="'4 parsecs'"):
         parse_size("4 parsecs")

@@ -18,10 +18,12 @@ embedded in another platform::
   previous state when anything fails, and returns a :class:`GenerationReport`. Its
   enforcers are typed protocols (:class:`LoadBalancer`, :class:`PolicyEnforcement`,
   :class:`NodeProxy`); the real kernel and Envoy ones are used unless others are given.
-- Flows: the kernel's verdicts and the node proxy's requests go to one bounded
-  :class:`FlowJournal` in the state directory (:class:`JournalLimits`);
-  ``agent.flows(follow=False)`` and ``agent.aflows()`` yield them as
-  :class:`~meshcore.observe.Flow`, and :class:`FlowJournalReader` reads a journal directly.
+- Flows: the kernel's verdicts and the node proxy's requests go, as reported, to a
+  bounded in-memory :class:`FlowRing` and (unless turned off) one bounded
+  :class:`FlowJournal` in the state directory (:class:`JournalLimits`), through the
+  agent's :class:`FlowStore`; ``agent.flows(follow=False)`` and ``agent.aflows()`` yield
+  them as :class:`~meshcore.observe.Flow` (summaries of counted flows carry ``count``),
+  and :class:`FlowJournalReader` reads a journal directly.
 - Sources (:class:`ObjectsFile`, :class:`ManifestFiles`, or anything with ``poll()``) and
   :class:`AgentRunner`, which feeds an agent from a source until stopped.
 """
@@ -34,7 +36,8 @@ from ._agent import REPORT_FILE, NodeAgent
 from ._configs import config_statuses
 from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
-from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, JournalLimits, parse_size
+from ._flowstore import FlowRing, FlowStore
+from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, parse_size
 from ._kernel import KernelLoadBalancer, KernelPolicy
 from ._report import (
     ConfigReason,
@@ -60,7 +63,8 @@ from ._source import (
 )
 
 __all__ = [
-    "FLOWS_FILE", "REPORT_FILE", "AgentRunner", "FlowJournal", "FlowJournalReader", "JournalLimits", "parse_size", "Change", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
+    "FLOWS_FILE", "REPORT_FILE", "AgentRunner", "FlowJournal", "FlowJournalReader", "FlowLoss", "FlowRing", "FlowStore",
+    "JournalLimits", "parse_size", "Change", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
     "ManifestFiles", "NodeAgent", "NodeFacts", "NodeProxy", "ObjectsFile", "PolicyEnforcement", "ProxyStatus",
     "Refusal", "ResourceError", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
     "object_entry", "read_objects_file", "read_report", "write_objects_file", "write_report",

@@ -7,8 +7,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -22,8 +23,13 @@ from ..proxy import EnvoyStartError, NackError, ProxyConfigError
 from ._configs import config_statuses, rejected_configs
 from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
-from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, JournalLimits, policy_names
+from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
+from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
+from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
+
+if TYPE_CHECKING:
+    from ..datapath import PolicyEnforcer
 
 __all__ = ["REPORT_FILE", "NodeAgent"]
 
@@ -31,6 +37,12 @@ log = logging.getLogger("meshcore.agent")
 
 #: The agent's last report, in its state directory.
 REPORT_FILE = "report.json"
+#: Allowed-flow verdict events per second the kernel sends by default; past it, it counts them.
+DEFAULT_FLOW_EVENT_RATE = 1000
+#: How often the flow thread takes the ring buffer's records (a drop wakes it sooner).
+_FLOW_READ_SECONDS = 0.2
+#: How often it drains the kernel's flow sums into summaries.
+_FLOW_SUM_SECONDS = 1.0
 
 
 class _Failed(Exception):
@@ -72,10 +84,12 @@ class NodeAgent:
     and the previous state keeps enforcing. Closing releases handles only: pinned programs
     keep enforcing; :meth:`close` also stops the node proxy unless ``keep_proxy``.
 
-    The kernel's verdicts and the node proxy's requests go to one bounded flow journal
-    (``<state_dir>/flows.journal``, sized by ``journal``); :meth:`flows` and
-    :meth:`aflows` read it back as :class:`~meshcore.observe.Flow`, and the metrics
-    count its flows when scraped.
+    The kernel's verdicts and the node proxy's requests go to a bounded in-memory ring
+    (``flow_memory`` bytes) and, unless ``flow_journal`` is False, to one bounded flow
+    journal (``<state_dir>/flows.journal``, sized by ``journal``); :meth:`flows` and
+    :meth:`aflows` read them back as :class:`~meshcore.observe.Flow`. The kernel reports
+    at most ``flow_event_rate`` allowed flows per second one by one (None: all) and counts
+    the rest per identity pair, which become summary flows; drops are always reported.
     """
 
     def __init__(
@@ -90,6 +104,9 @@ class NodeAgent:
         metrics: AgentMetrics | None = None,
         write_reports: bool = True,
         journal: JournalLimits | None = None,
+        flow_journal: bool = True,
+        flow_event_rate: int | None = DEFAULT_FLOW_EVENT_RATE,
+        flow_memory: int = DEFAULT_MEMORY_BYTES,
     ) -> None:
         self.facts = facts
         self.adapters = adapters
@@ -110,11 +127,12 @@ class NodeAgent:
         self._flow_thread: threading.Thread | None = None
         self._closing = threading.Event()
         self.last_report: GenerationReport | None = None
-        self.journal = FlowJournal(facts.state_dir / FLOWS_FILE, journal, on_error=self._journal_failed)
+        self.flow_event_rate = flow_event_rate
         self._journal_error = ""
-        counted = FlowJournalReader(self.journal.path)
-        counted.poll()  # metrics count what is written from now on
-        self.metrics.count_from(counted.poll)
+        self.journal = FlowStore(FlowRing(flow_memory), FlowJournal(
+            facts.state_dir / FLOWS_FILE, journal, on_error=self._journal_failed) if flow_journal else None)
+        self.metrics.count_from(self.journal.uncounted_requests)
+        self._flow_server: FlowServer | None = None
 
     # ------------------------------------------------------------------ enforcers
 
@@ -144,6 +162,7 @@ class NodeAgent:
             self.metrics.occupancy("policy", lambda: self._policy.counts() if self._policy is not None else {})
             self._flow_thread = threading.Thread(target=self._log_flows, name="policy-flows", daemon=True)
             self._flow_thread.start()
+            self._serve_flows()
         assert self._policy is not None
         return self._policy
 
@@ -363,13 +382,30 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ flows
 
-    def flows(self, *, follow: bool = False, interval: float = 0.2) -> Iterator[Flow]:
-        """This node's flows from its journal (both layers), oldest first.
+    def flows(self, *, follow: bool = False, interval: float = 0.2) -> Generator[Flow, None, None]:
+        """This node's flows (both layers), oldest first: from the journal when it is on, else from memory.
 
-        Without ``follow`` the iteration ends after the flows the journal holds now; with
-        it, new flows follow as they are written (checked every ``interval`` seconds) until
-        the caller stops iterating. Works from any process that can read the state directory.
+        Without ``follow`` the iteration ends after the flows held now; with it, new flows
+        follow as they come (checked every ``interval`` seconds) until the caller stops
+        iterating. Any process that can read the state directory can do this: with the
+        journal off, an agent object that does not enforce reads the enforcing agent's
+        memory through its socket (``<state_dir>/flows.sock``).
         """
+        served = self.facts.state_dir / FLOWS_SOCKET
+        if self.journal.path is None and self._flow_server is None and served.exists():
+            # Another process's agent enforces this node: read its memory.
+            for item in read_served(served, follow=follow):
+                if isinstance(item, Flow):
+                    yield item
+            return
+        if self.journal.path is None:
+            flows, seen, _ = self.journal.ring.read()
+            yield from flows
+            while follow:
+                time.sleep(interval)
+                flows, seen, _ = self.journal.ring.read(seen)
+                yield from flows
+            return
         reader = FlowJournalReader(self.journal.path, from_start=True)
         try:
             yield from reader.poll()
@@ -380,17 +416,27 @@ class NodeAgent:
             reader.close()
 
     async def aflows(self, *, follow: bool = False, interval: float = 0.2) -> AsyncIterator[Flow]:
-        """:meth:`flows` for asyncio: the journal is read and decoded in a worker thread."""
-        reader = FlowJournalReader(self.journal.path, from_start=True)
+        """:meth:`flows` for asyncio: flows are read and decoded in a worker thread."""
+        flows = self.flows(follow=follow, interval=interval)
+        done = object()
         try:
-            while True:
-                for flow in await asyncio.to_thread(reader.poll):
-                    yield flow
-                if not follow:
-                    return
-                await asyncio.sleep(interval)
+            while (flow := await asyncio.to_thread(next, flows, done)) is not done:
+                assert isinstance(flow, Flow)
+                yield flow
         finally:
-            reader.close()
+            try:
+                flows.close()
+            except ValueError:
+                pass  # cancelled while a worker thread reads on: it ends with the iteration
+
+    def _serve_flows(self) -> None:
+        """Serve the in-memory ring to other processes (``<state_dir>/flows.sock``)."""
+        if self._flow_server is not None:
+            return
+        try:
+            self._flow_server = FlowServer(self.journal.ring, self.facts.state_dir / FLOWS_SOCKET)
+        except OSError as exc:
+            log.warning("recent flows are not served on %s: %s", self.facts.state_dir / FLOWS_SOCKET, exc)
 
     def _journal_failed(self, exc: OSError) -> None:
         if str(exc) != self._journal_error:  # once per distinct error, not once per flow
@@ -398,18 +444,58 @@ class NodeAgent:
             log.warning("cannot write the flow journal %s: %s", self.journal.path, exc)
 
     def _log_flows(self) -> None:
-        """Append the kernel's verdicts to the flow journal as they come."""
+        """Move the kernel's verdicts to the flow store as they come: in batches when the
+        enforcer is the kernel's, one by one from any other."""
         policy = self._policy
         if policy is None:
             return
         try:
+            enforcer = getattr(policy, "enforcer", None)
+            from ..datapath import PolicyEnforcer  # noqa: PLC0415 - libbpf only when enforcing
+
+            if isinstance(enforcer, PolicyEnforcer):
+                self._report_kernel_flows(enforcer)
+                return
             for flow in policy.flows(0.5, follow=True):
                 if self._closing.is_set():
                     return
+                self.metrics.count(flow)
                 self.journal.add((flow,))
         except Exception as exc:  # noqa: BLE001 - flows are best effort; enforcement is unaffected
             if not self._closing.is_set():
                 log.error("policy flow log stopped: %s", exc)
+
+    def _report_kernel_flows(self, enforcer: PolicyEnforcer) -> None:
+        """The batch path: every read interval the ring buffer's records, every second the flow sums."""
+        node = self.facts.name
+        enforcer.set_event_rate(self.flow_event_rate)
+        self.metrics.reports_from(lambda: enforcer.event_stats().by_outcome())
+        lost = enforcer.event_stats().lost
+        ring = enforcer.event_ring()
+        next_sums = time.monotonic() + _FLOW_SUM_SECONDS
+        try:
+            while not self._closing.is_set():
+                ring.wait(_FLOW_READ_SECONDS)
+                raw = ring.read()
+                if raw:
+                    self.metrics.count_kernel(raw)
+                    self.journal.add_events(node, raw, enforcer.decoder.names)
+                if time.monotonic() >= next_sums:
+                    next_sums = time.monotonic() + _FLOW_SUM_SECONDS
+                    sums = enforcer.drain_sums()
+                    if sums:
+                        summaries = enforcer.decoder.decode_sums(sums)
+                        for flow in summaries:
+                            self.metrics.count(flow)
+                        self.journal.add_sums(node, sums, enforcer.decoder.names)
+                    now_lost = enforcer.event_stats().lost
+                    if now_lost > lost:
+                        self.journal.add_loss(FlowLoss(time.time(), node, now_lost - lost))
+                        lost = now_lost
+                # Let records gather: a flood of drops is read in batches, not one wake-up each.
+                self._closing.wait(0.05)
+        finally:
+            ring.close()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -441,3 +527,6 @@ class NodeAgent:
                 self._policy.close()
                 self._policy = None
             self.journal.close()
+            if self._flow_server is not None:
+                self._flow_server.close()
+                self._flow_server = None

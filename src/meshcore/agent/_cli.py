@@ -11,7 +11,7 @@ import click
 from ..compile import PROXY_PORT_BASE, PROXY_PORT_RANGE, CompileOptions
 from ..model import WorkloadRef
 from ..observe import DEFAULT_METRICS_ADDRESS, configure_logging
-from ._agent import NodeAgent
+from ._agent import DEFAULT_FLOW_EVENT_RATE, NodeAgent
 from ._facts import NodeFacts
 from ._journal import JournalLimits, parse_size
 from ._run import POLL_SECONDS, AgentRunner
@@ -93,16 +93,23 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               show_default=True, metavar="FIRST-LAST",
               help="Ports the node proxy's listeners are given (on the node's addresses).")
 @click.option("--poll", default=POLL_SECONDS, show_default=True, help="Seconds between looks at the source.")
-@click.option("--flows-max-size", default="4MiB", show_default=True, metavar="SIZE",
+@click.option("--flows-max-size", default="8MiB", show_default=True, metavar="SIZE",
               help="Size at which the flow journal is rotated (bytes, or with KiB, MiB, GiB).")
 @click.option("--flows-keep", type=click.IntRange(min=0), default=3, show_default=True,
               help="Rotated flow journal files kept besides the current one (the oldest flows go first).")
+@click.option("--flows-journal/--no-flows-journal", default=True, show_default=True,
+              help="Keep flows on disk in the state directory; without it they are kept in memory only.")
+@click.option("--flows-memory", default="8MiB", show_default=True, metavar="SIZE",
+              help="Recent flows kept in memory, as the kernel and the node proxy reported them.")
+@click.option("--flow-events", default=str(DEFAULT_FLOW_EVENT_RATE), show_default=True, metavar="RATE|all",
+              help="Allowed flows per second the kernel reports one by one; past it, it counts them per "
+                   "identity pair and they show as summaries. Drops are always reported.")
 def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str, proxy_ipv6: str,
                   state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   from_source: str | None, context: str | None, kubeconfig: Path | None,
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
-                  flows_keep: int) -> None:
+                  flows_keep: int, flows_journal: bool, flows_memory: str, flow_events: str) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
 
     Exactly one source: --objects FILE, -f PATH or --from kube. SIGHUP makes it look at
@@ -120,6 +127,14 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--flows-max-size") from None
     options = _compile_options(proxy_ports)
+    try:
+        memory = parse_size(flows_memory)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--flows-memory") from None
+    rate = None if flow_events.strip().lower() == "all" else flow_events.strip()
+    if rate is not None and not rate.isdigit():
+        raise click.BadParameter(f"{flow_events!r}: expected a number of flows per second, or 'all'",
+                                 param_hint="--flow-events")
     configure_logging(sys.stderr, logging.INFO)
     source: SnapshotSource
     if from_source == "kube":
@@ -131,8 +146,9 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     facts = NodeFacts(node, cgroup, state_dir or DEFAULT_STATE_ROOT / node, ipv4, ipv6, pin_root,
                       _pairs(labels, "--label", "KEY=VALUE"), netns, proxy_ipv4, proxy_ipv6)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
-    runner = AgentRunner(NodeAgent(facts, options=options, journal=journal), source, poll=poll,
-                         metrics_address=metrics)
+    agent = NodeAgent(facts, options=options, journal=journal, flow_journal=flows_journal,
+                      flow_event_rate=None if rate is None else int(rate), flow_memory=memory)
+    runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics)
     subscribe = getattr(source, "subscribe", None)
     if subscribe is not None:
         subscribe(runner.wake)  # a settled burst of API events is applied at once, not at the next poll

@@ -5,11 +5,20 @@ of requests: the node proxy's access-log batches are stored as Envoy sent them, 
 names (listeners, endpoints, policies, workloads and identities by address) in force when
 they arrived. Readers decode both layers into :class:`~meshcore.observe.Flow`.
 
+The kernel's verdicts are stored the same way: the records as the ring buffer gave them,
+one write per batch, with the names they are decoded with
+(:class:`~meshcore.observe.KernelNames`) written when they change.
+
 File format: ``MCFLOWS2``, then records of a 5-byte header (kind, little-endian payload
 length) and the payload. Kinds: ``N`` — names of a node (JSON: ``node`` and tables, see
 :class:`~meshcore.proxy.NamesTable`; tables given replace earlier ones), repeated at the
-head of every file; ``B`` — one access-log batch (2-byte node length, node, the serialized
-``StreamAccessLogsMessage``); ``F`` — decoded flows (JSON list of
+head of every file; ``T`` — the kernel names of a node (JSON: ``node`` and
+:meth:`~meshcore.observe.KernelNames.to_data`), also repeated at the head of every file;
+``B`` — one access-log batch (2-byte node length, node, the serialized
+``StreamAccessLogsMessage``); ``K`` — kernel verdict records (2-byte node length, node,
+concatenated ``struct pol_event``); ``S`` — flow sums, likewise (concatenated
+:data:`~meshcore.observe.SUM_RECORD`); ``L`` — verdicts the kernel could neither report
+nor count (JSON: ``node``, ``time``, ``lost``); ``F`` — decoded flows (JSON list of
 :meth:`~meshcore.observe.Flow.to_data`). The file is rotated to ``<file>.1`` …
 ``<file>.<keep>`` beyond ``max_bytes``; the oldest is deleted.
 """
@@ -30,10 +39,11 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..compile import PolicyPlan
-from ..observe import Flow
+from ..observe import Flow, KernelNames, decode_events, decode_sums
 from ..proxy import NamesTable, decode_batch
 
-__all__ = ["FLOWS_FILE", "FlowJournal", "FlowJournalReader", "JournalLimits", "parse_size", "policy_names"]
+__all__ = ["FLOWS_FILE", "FlowJournal", "FlowJournalReader", "FlowLoss", "JournalLimits", "parse_size",
+           "policy_names"]
 
 #: The journal in the agent's state directory.
 FLOWS_FILE = "flows.journal"
@@ -41,6 +51,7 @@ MAGIC = b"MCFLOWS2"
 _HEADER = struct.Struct("<cI")
 _NODE_LEN = struct.Struct("<H")
 _NAMES, _BATCH, _FLOWS = b"N", b"B", b"F"
+_KERNEL_NAMES, _EVENTS, _SUMS, _LOSS = b"T", b"K", b"S", b"L"
 _MIN_BYTES = 64 * 1024
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
@@ -56,11 +67,11 @@ def _at_least(minimum: int) -> Callable[[object, attrs.Attribute[int], int], Non
 class JournalLimits:
     """How much flow history a node keeps: files of at most ``max_bytes``, the current one and ``keep`` older.
 
-    The journal never holds more than :attr:`total_bytes` (16 MiB by default); the oldest
+    The journal never holds more than :attr:`total_bytes` (32 MiB by default); the oldest
     flows go first.
     """
 
-    max_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_at_least(_MIN_BYTES))
+    max_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_at_least(_MIN_BYTES))
     keep: int = attrs.field(default=3, validator=_at_least(0))
 
     @property
@@ -106,6 +117,30 @@ def _record(kind: bytes, payload: bytes) -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
 
 
+def _node_record(kind: bytes, node: str, raw: bytes) -> bytes:
+    encoded = node.encode()
+    return _HEADER.pack(kind, _NODE_LEN.size + len(encoded) + len(raw)) + _NODE_LEN.pack(len(encoded)) + encoded + raw
+
+
+def _split_node(payload: bytes) -> tuple[str, bytes]:
+    (n,) = _NODE_LEN.unpack_from(payload)
+    return payload[_NODE_LEN.size:_NODE_LEN.size + n].decode(errors="replace"), payload[_NODE_LEN.size + n:]
+
+
+@attrs.frozen
+class FlowLoss:
+    """Kernel verdicts of ``node`` that were neither reported nor counted up to ``time`` (``lost`` of them)."""
+
+    time: float
+    node: str
+    lost: int
+
+    def __str__(self) -> str:
+        """One line for people."""
+        when = time.strftime("%H:%M:%S", time.localtime(self.time))
+        return f"{when}  node {self.node}: {self.lost} kernel verdicts were neither reported nor counted"
+
+
 def _rotated(path: Path, index: int) -> Path:
     return path.with_name(f"{path.name}.{index}")
 
@@ -127,7 +162,8 @@ class FlowJournal:
     """Appends the node's flows to ``path`` (thread-safe, one write per record), rotating beyond
     ``limits.max_bytes`` so it never holds more than ``limits.total_bytes``.
 
-    :meth:`add` takes decoded flows (the kernel's verdicts); :meth:`add_batch` and
+    :meth:`add_events` and :meth:`add_sums` take the kernel's records raw (with the names
+    to decode them), :meth:`add` decoded flows of any other enforcer; :meth:`add_batch` and
     :meth:`names_changed` make it a :class:`~meshcore.proxy.FlowRecorder` for the node
     proxy's access logs. Write errors go to ``on_error``, never to the caller: flows are
     best effort and enforcement never waits for them.
@@ -139,10 +175,32 @@ class FlowJournal:
         self.limits = limits or JournalLimits()
         self._on_error = on_error
         self._names = NamesTable()
+        self._kernel_names: dict[str, KernelNames] = {}
         self._lock = threading.Lock()
         self._file: BinaryIO | None = None
         self._size = 0
         self._ino = 0
+
+    def add_events(self, node: str, raw: bytes, names: KernelNames) -> None:
+        """Append ``node``'s kernel verdict records as they came, decoded later with ``names``."""
+        self._kernel_names_are(node, names)
+        self._write(_node_record(_EVENTS, node, raw))
+
+    def add_sums(self, node: str, raw: bytes, names: KernelNames) -> None:
+        """Append ``node``'s flow sums as they came, decoded later with ``names``."""
+        self._kernel_names_are(node, names)
+        self._write(_node_record(_SUMS, node, raw))
+
+    def add_loss(self, loss: FlowLoss) -> None:
+        """Record that the kernel could neither report nor count some verdicts."""
+        self._write(_record(_LOSS, _COMPACT.encode(attrs.asdict(loss)).encode()))
+
+    def _kernel_names_are(self, node: str, names: KernelNames) -> None:
+        with self._lock:
+            if self._kernel_names.get(node) is names:
+                return
+            self._kernel_names[node] = names
+        self._write(_record(_KERNEL_NAMES, _COMPACT.encode({**names.to_data(), "node": node}).encode()))
 
     def add(self, flows: Iterable[Flow]) -> None:
         """Append decoded flows (one record)."""
@@ -152,9 +210,7 @@ class FlowJournal:
 
     def add_batch(self, node: str, raw: bytes) -> None:
         """Append one serialized ``StreamAccessLogsMessage`` of ``node``'s Envoy, undecoded."""
-        encoded = node.encode()
-        self._write(_HEADER.pack(_BATCH, _NODE_LEN.size + len(encoded) + len(raw))
-                    + _NODE_LEN.pack(len(encoded)) + encoded + raw)
+        self._write(_node_record(_BATCH, node, raw))
 
     def names_changed(self, node: str, names: Mapping[str, Any]) -> None:
         """Record ``node``'s tables that ``names`` gives (entries appended later resolve with them)."""
@@ -165,7 +221,9 @@ class FlowJournal:
 
     def _head(self) -> bytes:
         return MAGIC + b"".join(_record(_NAMES, _COMPACT.encode({**self._names.data(n), "node": n}).encode())
-                                for n in self._names.nodes())
+                                for n in self._names.nodes()) + b"".join(
+            _record(_KERNEL_NAMES, _COMPACT.encode({**names.to_data(), "node": n}).encode())
+            for n, names in sorted(self._kernel_names.items()))
 
     def _open(self) -> BinaryIO:
         f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open between records
@@ -241,10 +299,13 @@ class FlowJournalReader:
         self.path = Path(path)
         self.from_start = from_start
         self._names = NamesTable()
+        self._kernel_names: dict[str, KernelNames] = {}
         self._file: BinaryIO | None = None
         self._ino = 0
         self._pending = b""
         self._started = False
+        #: Losses the kernel recorded in what was read so far, oldest first.
+        self.losses: list[FlowLoss] = []
 
     def read(self) -> list[Flow]:
         """Every flow in the journal's files now, oldest first."""
@@ -273,12 +334,23 @@ class FlowJournalReader:
                     names = json.loads(payload)
                     if isinstance(names, dict):
                         self._names.update(str(names.get("node", "")), names)
+                elif kind == _KERNEL_NAMES:
+                    tables = json.loads(payload)
+                    self._kernel_names[str(tables.get("node", ""))] = KernelNames.from_data(tables)
                 elif out is None:
                     continue
                 elif kind == _BATCH:
-                    (n,) = _NODE_LEN.unpack_from(payload)
-                    node = payload[_NODE_LEN.size:_NODE_LEN.size + n].decode(errors="replace")
-                    out.extend(decode_batch(payload[_NODE_LEN.size + n:], node, self._names))
+                    node, raw = _split_node(payload)
+                    out.extend(decode_batch(raw, node, self._names))
+                elif kind == _EVENTS:
+                    node, raw = _split_node(payload)
+                    out.extend(decode_events(raw, self._kernel_names.get(node, _NO_NAMES), node))
+                elif kind == _SUMS:
+                    node, raw = _split_node(payload)
+                    out.extend(decode_sums(raw, self._kernel_names.get(node, _NO_NAMES), node))
+                elif kind == _LOSS:
+                    loss = json.loads(payload)
+                    self.losses.append(FlowLoss(float(loss["time"]), str(loss["node"]), int(loss["lost"])))
                 elif kind == _FLOWS:
                     out.extend(Flow.from_data(item) for item in json.loads(payload))
             except Exception:  # noqa: BLE001, S112 - a damaged record: skip it, keep reading
@@ -365,6 +437,9 @@ class FlowJournalReader:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+_NO_NAMES = KernelNames()
 
 
 def _when(flow: Flow) -> float:

@@ -59,7 +59,12 @@ L3/L4 policy: ``PolicyEnforcer(node, pin_root, *, netns=None)`` loads bpf/policy
 (maps pinned under ``<pin_root>/<node>/policy/``), ``attach(interface, workload)`` puts
 its tc programs on a pod's host-side veth, ``apply(plan.policy) -> PolicyReport`` writes
 the diff (refusing plans that do not fit), ``flows()`` yields
-:class:`~meshcore.observe.Flow` records decoded from the verdict ring buffer.
+:class:`~meshcore.observe.Flow` records decoded from the verdict ring buffer. For a
+consumer at the kernel's rate: ``set_event_rate(n)`` caps allowed-flow events per second
+(the rest are counted per identity pair; drops are always events), ``event_ring()`` reads
+the ring buffer in batches of raw records through its mapping, ``drain_sums()`` takes the
+counted flows out as raw sum records, ``event_stats()`` says what became of every verdict
+(:class:`EventStats`), and ``decoder`` turns raw records into flows.
 
 Lower layers, for other datapath parts: :class:`BpfObject` / :class:`BpfLink` (loader
 context managers), :func:`object_path`, :class:`BpfError` (errno + libbpf's log),
@@ -75,12 +80,12 @@ from ._flows import FlowDecoder
 from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
-from ._policy import PolicyEnforcer, PolicyReport
+from ._policy import EventStats, PolicyEnforcer, PolicyReport
 from ._socket_lb import SocketLB
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 
 __all__ = [
-    "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
+    "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "EventStats", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
     "MirrorMismatch", "ServiceState", "SocketLB", "cgroup2_mount", "default_pin_root", "object_path",
     "resolve_cgroup", "slot_counts",

@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 import ctypes
-import datetime
-import socket
 import time
 from collections.abc import Mapping
 
 from ..compile import PolicyPlan
 from ..model import Direction, WorkloadRef
-from ..observe import Enforcer, Flow, Layer, Peer, Verdict
-from .maps._base import unpack_addr
+from ..observe import Flow
+from ..observe._verdicts import EVENT_RECORD, REASONS, VERDICTS, KernelNames, decode_events, decode_sums
 from .maps.pol_events import Event
 
-__all__ = ["REASONS", "VERDICTS", "FlowDecoder"]
+__all__ = ["REASONS", "VERDICTS", "FlowDecoder", "kernel_names"]
 
-#: Must match POL_FORWARDED / POL_DROPPED in bpf/policy.h.
-VERDICTS = {1: Verdict.FORWARDED, 2: Verdict.DROPPED}
-#: Must match POL_R_* in bpf/policy.h.
-REASONS = {
-    1: "policy-allowed",
-    2: "no-policy",
-    3: "policy-denied",
-    4: "default-deny",
-    5: "spoofed-source",
-    6: "unknown-endpoint",
-    7: "from-host",
-}
-_DIRECTIONS = {1: Direction.INGRESS, 2: Direction.EGRESS}
-_PROTOCOLS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", socket.IPPROTO_ICMP: "ICMP",
-              socket.IPPROTO_ICMPV6: "ICMPv6", socket.IPPROTO_SCTP: "SCTP"}
+if ctypes.sizeof(Event) != EVENT_RECORD.size:  # pragma: no cover - caught by the mirror tests
+    raise ImportError("the pol_event mirror and the observe record layout disagree")
+
+
+def kernel_names(plan: PolicyPlan, interfaces: Mapping[int, WorkloadRef], clock_offset_ns: int) -> KernelNames:
+    """The names a node's verdicts are decoded with under ``plan`` and these attachments."""
+    identities = {i.numeric_id: i.namespace for i in plan.identities}
+    # Other nodes' workloads first, so this node's own endpoints win on a shared address.
+    addresses = {p.address: str(p.workload) for p in plan.peers}
+    addresses.update({a: str(e.workload) for e in plan.endpoints for a in e.addresses})
+    origins = {o.index: (f"{o.policy} rule {o.rule} ({o.action})", str(o.source)) for o in plan.origins}
+    default_deny: dict[str, dict[str, tuple[str, str]]] = {}
+    for endpoint in plan.endpoints:
+        for direction, names in ((Direction.INGRESS, endpoint.ingress_allow_policies),
+                                 (Direction.EGRESS, endpoint.egress_allow_policies)):
+            if names:
+                source = next((str(o.source) for o in plan.origins
+                               if o.policy == names[0] and o.direction.value == direction.value), "")
+                default_deny.setdefault(str(endpoint.workload), {})[direction.value] = (
+                    f"{', '.join(names)} (no rule allows it)", source)
+    return KernelNames(identities, addresses, {i: str(w) for i, w in interfaces.items()}, origins, default_deny,
+                       clock_offset_ns)
 
 
 class FlowDecoder:
@@ -39,70 +44,30 @@ class FlowDecoder:
     def __init__(self, plan: PolicyPlan | None = None, interfaces: Mapping[int, WorkloadRef] | None = None,
                  node: str = "") -> None:
         self.node = node
-        self.plan = plan or PolicyPlan()
-        self.interfaces = dict(interfaces or {})
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: anchor it to the wall clock once.
         self._offset = time.time_ns() - time.monotonic_ns()
+        self.names = KernelNames(clock_offset_ns=self._offset)
+        self.update(plan or PolicyPlan(), interfaces or {})
 
     def update(self, plan: PolicyPlan, interfaces: Mapping[int, WorkloadRef]) -> None:
         """Resolve later events against this plan and these attachments."""
         self.plan = plan
         self.interfaces = dict(interfaces)
-        self._by_address = None
-
-    _by_address: dict[str, WorkloadRef] | None = None
-
-    def _pod(self, address: str) -> WorkloadRef | None:
-        if self._by_address is None:
-            self._by_address = {p.address: p.workload for p in self.plan.peers}
-            self._by_address.update({a: e.workload for e in self.plan.endpoints for a in e.addresses})
-        return self._by_address.get(address)
-
-    def _namespace(self, identity: int, pod: WorkloadRef | None) -> str:
-        if pod is not None:
-            return pod.namespace
-        ident = next((i for i in self.plan.identities if i.numeric_id == identity), None)
-        return ident.namespace if ident is not None else ""
-
-    def _default_deny(self, pod: WorkloadRef | None, direction: Direction | None) -> tuple[str, str]:
-        """The ALLOW policies whose default deny dropped a flow of ``pod``, and the first one's source."""
-        endpoint = self.plan.endpoint(pod) if pod is not None else None
-        if endpoint is None or direction is None:
-            return "", ""
-        names = endpoint.egress_allow_policies if direction is Direction.EGRESS else endpoint.ingress_allow_policies
-        if not names:
-            return "", ""
-        source = next((str(o.source) for o in self.plan.origins
-                       if o.policy == names[0] and o.direction.value == direction.value), "")
-        return f"{', '.join(names)} (no rule allows it)", source
-
-    def _peer(self, address: str, port: int, identity: int) -> Peer:
-        pod = self._pod(address)
-        return Peer(address, port, pod, self._namespace(identity, pod), identity)
+        self.names = kernel_names(plan, self.interfaces, self._offset)
 
     def decode(self, raw: bytes) -> Flow:
         """Decode one event record; raises ValueError for a record that is not one."""
-        if len(raw) < ctypes.sizeof(Event):
-            raise ValueError(f"event record of {len(raw)} bytes, expected {ctypes.sizeof(Event)}")
-        ev = Event.from_buffer_copy(raw)
-        verdict = VERDICTS.get(int(ev.verdict))
-        if verdict is None:
-            raise ValueError(f"event record with unknown verdict {int(ev.verdict)}")
-        src, _ = unpack_addr(bytes(ev.saddr))
-        dst, _ = unpack_addr(bytes(ev.daddr))
-        source = self._peer(src, socket.ntohs(ev.sport), int(ev.src_identity))
-        destination = self._peer(dst, socket.ntohs(ev.dport), int(ev.dst_identity))
-        origin = self.plan.origin(int(ev.policy_index)) if ev.policy_index else None
-        reason = REASONS.get(int(ev.reason), str(ev.reason))
-        direction = _DIRECTIONS.get(int(ev.direction))
-        policy = f"{origin.policy} rule {origin.rule} ({origin.action})" if origin else ""
-        policy_source = str(origin.source) if origin else ""
-        if origin is None and reason == "default-deny":
-            local = source if direction is Direction.EGRESS else destination
-            policy, policy_source = self._default_deny(local.workload, direction)
-        stamp = datetime.datetime.fromtimestamp((int(ev.ts_ns) + self._offset) / 1e9, tz=datetime.UTC)
-        return Flow(
-            time=stamp, node=self.node, layer=Layer.L4, verdict=verdict, enforcer=Enforcer.KERNEL,
-            source=source, destination=destination, protocol=_PROTOCOLS.get(int(ev.proto), str(ev.proto)),
-            direction=direction, reason=reason, policy=policy, policy_source=policy_source,
-        )
+        if len(raw) < EVENT_RECORD.size:
+            raise ValueError(f"event record of {len(raw)} bytes, expected {EVENT_RECORD.size}")
+        flows = decode_events(raw[:EVENT_RECORD.size], self.names, self.node)
+        if not flows:
+            raise ValueError(f"event record with unknown verdict {raw[61]}")
+        return flows[0]
+
+    def decode_many(self, raw: bytes) -> list[Flow]:
+        """The flows of concatenated event records."""
+        return decode_events(raw, self.names, self.node)
+
+    def decode_sums(self, raw: bytes) -> list[Flow]:
+        """The summary flows of concatenated sum records (see :data:`~meshcore.observe._verdicts.SUM_RECORD`)."""
+        return decode_sums(raw, self.names, self.node)

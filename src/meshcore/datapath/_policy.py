@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -28,12 +29,23 @@ from . import _libbpf
 from ._bpffs import default_pin_root, pins_on_bpffs
 from ._btf import KIND_STRUCT, check_mirror
 from ._errors import DatapathError
+from ._events import EventRing, PerCpuReader
 from ._flows import FlowDecoder
 from ._loader import BpfObject, map_info, object_path
-from ._tc import EGRESS, INGRESS, RingBuffer, ifindex_of, in_netns, tc_attach, tc_detach
-from .maps import POLICY_SPECS, BpfMap, MapSpec, pol_endpoints, pol_events, pol_ipcache, pol_policy
+from ._tc import EGRESS, INGRESS, ifindex_of, in_netns, tc_attach, tc_detach
+from .maps import (
+    POLICY_SPECS,
+    BpfMap,
+    MapSpec,
+    pol_endpoints,
+    pol_events,
+    pol_flows,
+    pol_ipcache,
+    pol_policy,
+)
+from ..observe._verdicts import EVENT_RECORD, SUM_RECORD
 
-__all__ = ["PolicyEnforcer", "PolicyReport"]
+__all__ = ["EventStats", "PolicyEnforcer", "PolicyReport"]
 
 log = logging.getLogger("meshcore.datapath")
 
@@ -64,6 +76,25 @@ def _address_part(value: pol_endpoints.EndpointValue) -> tuple[bytes, bytes, int
     """An endpoint value's addresses (what tells a pod apart), without identity and policy flags."""
     return (bytes(value.addr4), bytes(value.addr6),
             value.flags & (pol_endpoints.FLAG_HAS_V4 | pol_endpoints.FLAG_HAS_V6))
+
+
+@attrs.frozen
+class EventStats:
+    """What became of the kernel's verdicts since the node's maps were created (summed over CPUs).
+
+    ``events``: sent one by one; ``sampled``: allowed flows past the event rate, counted
+    per identity pair instead; ``ring_full``: verdicts the ring buffer had no room for,
+    counted instead; ``lost``: neither sent nor counted (the sums map was full).
+    """
+
+    events: int = 0
+    sampled: int = 0
+    ring_full: int = 0
+    lost: int = 0
+
+    def by_outcome(self) -> dict[str, int]:
+        """The counters by outcome, as the metrics name them (event, sampled, ring_full, lost)."""
+        return {"event": self.events, "sampled": self.sampled, "ring_full": self.ring_full, "lost": self.lost}
 
 
 class PolicyEnforcer:
@@ -100,6 +131,7 @@ class PolicyEnforcer:
         self._obj: BpfObject | None = None
         self._maps: dict[str, BpfMap] = {}  # type: ignore[type-arg]
         self._events_fd = -1
+        self._percpu: PerCpuReader | None = None
         self._lock = threading.RLock()
         self._current: dict[str, dict[bytes, bytes]] = {}
         self._attached: dict[int, tuple[str, WorkloadRef]] = {}
@@ -141,6 +173,7 @@ class PolicyEnforcer:
                     fd = os.dup(obj.map_fd(spec.name))
                     self._maps[spec.name] = BpfMap(spec, fd)
                 self._events_fd = os.dup(obj.map_fd(pol_events.MAP_NAME))
+                self._percpu = PerCpuReader()
             except BaseException:
                 obj.close()
                 self._close_maps()
@@ -365,26 +398,66 @@ class PolicyEnforcer:
 
     # --- events ---------------------------------------------------------------------------
 
+    def set_event_rate(self, per_second: int | None) -> None:
+        """Let through at most ``per_second`` allowed-flow events per second (None: every one).
+
+        The budget is split over the CPUs; past it, allowed flows are counted per identity
+        pair (:meth:`drain_sums`). Drops are always events.
+        """
+        with self._lock:
+            self._need_open()
+            assert self._percpu is not None
+            if per_second is None:
+                settings = pol_flows.Settings(0, 0)
+            elif per_second < 0:
+                raise DatapathError(f"flow event rate {per_second}: must be 0 or more")
+            else:
+                per_cpu = min(-(-per_second // self._percpu.cpus), 0xFFFFFFFF)
+                settings = pol_flows.Settings(pol_flows.LIMIT_ALLOWED, per_cpu)
+            self._maps["pol_settings"].update(pol_flows.SettingsKey(0), settings)
+
+    def event_ring(self) -> EventRing:
+        """A consumer of the verdict events (close it when done); one consumer at a time."""
+        with self._lock:
+            self._need_open()
+            return EventRing(self._events_fd, map_info(self._events_fd).max_entries, EVENT_RECORD.size)
+
+    def drain_sums(self) -> bytes:
+        """The flows counted since the last drain, as concatenated sum records stamped now."""
+        with self._lock:
+            self._need_open()
+            assert self._percpu is not None
+            drained = self._percpu.drain(self._maps["pol_flow_sums"])
+        now = time.monotonic_ns()
+        out = bytearray()
+        for key, flows in drained:
+            k = pol_flows.FlowSumKey.from_buffer_copy(key)
+            out += SUM_RECORD.pack(now, k.src_identity, k.dst_identity, k.policy_index, k.ifindex, k.dport, k.proto,
+                                   k.direction, k.verdict, k.reason, 0, flows)
+        return bytes(out)
+
+    def event_stats(self) -> EventStats:
+        """The kernel's counters of sent, summarised and lost verdicts."""
+        with self._lock:
+            self._need_open()
+            assert self._percpu is not None
+            stats = self._maps["pol_event_stats"]
+            read = self._percpu.total
+            return EventStats(read(stats, pol_flows.STAT_EVENTS), read(stats, pol_flows.STAT_SAMPLED),
+                              read(stats, pol_flows.STAT_RING_FULL), read(stats, pol_flows.STAT_LOST))
+
     def flows(self, timeout: float = 0.1, *, follow: bool = False) -> Iterator[Flow]:
         """Flows from the ring buffer: what is there now (waiting up to ``timeout`` seconds),
-        or, with ``follow``, forever."""
-        self._need_open()
-        pending: list[Flow] = []
-
-        def decode(raw: bytes) -> None:
-            try:
-                pending.append(self.decoder.decode(raw))
-            except ValueError as exc:  # a record of another program version: skip it, keep reading
-                log.debug("skipped a policy event: %s", exc)
-
-        rb = RingBuffer(self._events_fd, decode)
+        or, with ``follow``, forever. Summaries of counted flows are not included (see :meth:`drain_sums`)."""
+        ring = self.event_ring()
         try:
             while True:
-                rb.poll(int(timeout * 1000))
-                got = bool(pending)
-                yield from pending
-                pending.clear()
-                if not follow and not got:
+                raw = ring.read()
+                if not raw:
+                    ring.wait(timeout)
+                    raw = ring.read()
+                yield from self.decoder.decode_many(raw)
+                if not follow and not raw:
                     return
         finally:
-            rb.close()
+            ring.close()

@@ -7,6 +7,10 @@ source and destination (workload, namespace, identity, address, port), protocol,
 direction, verdict, drop reason and the deciding policy with its source; L7 flows add
 method, path, status, latency and the upstream that answered. Filters combine (all must
 match).
+
+Past the node's flow event rate the kernel counts allowed flows per identity pair instead
+of reporting each: those show as one summary line per pair and port (``xN (summary)``,
+``count`` in JSON). Verdicts it could neither report nor count are said on stderr.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import heapq
 import json
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import click
 
-from ..agent import FLOWS_FILE, FlowJournalReader
+from ..agent import FLOWS_FILE, FlowJournalReader, FlowLoss
+from ..agent._flowserver import FLOWS_SOCKET, read_served
 from ..observe import Flow, FlowFilter, Layer, Verdict
 from ._errors import LabError
 from ._lab import Lab
@@ -47,25 +52,47 @@ def node_flows(state_dirs: Mapping[str, Path]) -> list[Flow]:
             reader.close()
 
 
-def _follow(state_dirs: Mapping[str, Path]) -> Iterator[Flow]:
-    """The nodes' flows so far, then new ones as they come (merged per look), until the caller stops."""
-    readers = [FlowJournalReader(path / FLOWS_FILE, from_start=True) for path in state_dirs.values()]
+def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None,
+          on_loss: Callable[[FlowLoss], None] | None = None) -> Iterator[Flow]:
+    """The lab's journaled flows (every node's) that ``keep`` accepts, oldest first; with ``follow``,
+    then new ones as they come, until the caller stops iterating. ``on_loss`` hears of verdicts
+    the kernel could neither report nor count, as the journals record them."""
+    wanted = keep or FlowFilter()
+    dirs = node_dirs(lab)
+    [only] = dirs.values() if len(dirs) == 1 else [None]
+    if only is not None and not (only / FLOWS_FILE).exists() and (only / FLOWS_SOCKET).exists():
+        yield from _served(only, follow, wanted)
+        return
+    readers = [FlowJournalReader(path / FLOWS_FILE, from_start=True) for path in dirs.values()]
+    told = [0] * len(readers)
     try:
         while True:
-            yield from sorted((f for r in readers for f in r.poll()), key=lambda f: f.time)
+            batches = [reader.poll() for reader in readers]
+            yield from (flow for flow in heapq.merge(*batches, key=lambda f: f.time) if wanted(flow))
+            if on_loss is not None:
+                for i, reader in enumerate(readers):
+                    for loss in reader.losses[told[i]:]:
+                        on_loss(loss)
+                    told[i] = len(reader.losses)
+            if not follow:
+                return
             time.sleep(FOLLOW_INTERVAL)
     finally:
         for reader in readers:
             reader.close()
 
 
-def flows(lab: Lab, *, follow: bool = False, keep: FlowFilter | None = None) -> Iterator[Flow]:
-    """The lab's journaled flows (every node's) that ``keep`` accepts, oldest first; with ``follow``,
-    then new ones as they come, until the caller stops iterating."""
-    wanted = keep or FlowFilter()
-    dirs = node_dirs(lab)
-    source = _follow(dirs) if follow else iter(node_flows(dirs))
-    yield from (flow for flow in source if wanted(flow))
+def _served(state_dir: Path, follow: bool, wanted: FlowFilter) -> Iterator[Flow]:
+    """The flows a node's agent holds in memory (its journal is off)."""
+    try:
+        for item in read_served(state_dir / FLOWS_SOCKET, follow=follow):
+            if isinstance(item, int):
+                click.echo(f"{item} entries of flows were pushed out of the agent's memory before they were read",
+                           err=True)
+            elif wanted(item):
+                yield item
+    except OSError as exc:
+        raise LabError(f"cannot read the lab's flows from its agent: {exc}") from exc
 
 
 @click.command()
@@ -88,7 +115,7 @@ def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, node:
         if not lab.is_up:
             raise LabError(f"lab {lab.name!r} is not up")
         keep = FlowFilter(pod=pod, node=node, namespace=namespace, verdict=verdict, layer=layer)
-        for flow in flows(lab, follow=follow, keep=keep):
+        for flow in flows(lab, follow=follow, keep=keep, on_loss=lambda loss: click.echo(str(loss), err=True)):
             click.echo(json.dumps(flow.to_data()) if fmt == "json" else str(flow))
     except LabError as exc:
         click.echo(f"meshcore observe: {exc}", err=True)

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 
 from ._flow import Enforcer, Flow, FlowFilter, L7Details, Layer, Peer, Verdict
 from ._logging import configure_logging
+from ._verdicts import EVENT_RECORD, SUM_RECORD, KernelNames, decode_events, decode_sums
 
 if TYPE_CHECKING:
     from ._metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, AgentMetrics, FlowSource, parse_address
 
 __all__ = [
-    "DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "Enforcer", "Flow", "FlowFilter", "FlowSource",
-    "L7Details", "Layer", "Peer", "Verdict", "configure_logging", "parse_address",
+    "DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "EVENT_RECORD", "SUM_RECORD", "AgentMetrics", "Enforcer", "Flow",
+    "FlowFilter", "FlowSource", "KernelNames", "L7Details", "Layer", "Peer", "Verdict", "configure_logging",
+    "decode_events", "decode_sums", "parse_address",
 ]
 
 _METRICS = frozenset({"DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "FlowSource", "parse_address"})

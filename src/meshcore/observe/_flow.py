@@ -112,6 +112,12 @@ class Flow:
     proxy refused. ``policy`` names the deciding policy (and rule) and ``policy_source``
     where it was written; both are empty for default verdicts. ``l7`` is set for flows of
     the node proxy.
+
+    A ``summary`` stands for ``count`` kernel verdicts alike (same identities, destination
+    port, verdict and policy) that the kernel counted instead of reporting one by one: the
+    allowed flows past the node's flow event rate, or verdicts the ring buffer had no room
+    for. Its time is the end of the interval they were counted in; the remote end has its
+    identity and namespace but no address, and the source no port.
     """
 
     time: datetime
@@ -127,6 +133,8 @@ class Flow:
     policy: str = ""
     policy_source: str = ""
     l7: L7Details | None = None
+    count: int = 1
+    summary: bool = False
 
     @property
     def destination_name(self) -> str:
@@ -152,6 +160,7 @@ class Flow:
             "latencyMs": round(l7.latency_ms, 3), "listener": l7.listener, "route": l7.route,
             "cluster": l7.cluster, "flags": list(l7.flags), "details": l7.details,
             "bytesReceived": l7.bytes_received, "bytesSent": l7.bytes_sent,
+            "count": self.count, "summary": self.summary,
         }
 
     @classmethod
@@ -175,6 +184,7 @@ class Flow:
             protocol=str(data.get("protocol") or ""), direction=Direction(direction) if direction else None,
             reason=str(data.get("reason") or ""), policy=str(data.get("policy") or ""),
             policy_source=str(data.get("policySource") or ""), l7=l7,
+            count=int(data.get("count") or 1), summary=bool(data.get("summary") or False),
         )
 
     def __str__(self) -> str:
@@ -185,6 +195,8 @@ class Flow:
             else str(self.verdict)
         if self.l7 is None:
             text = f"{head}  {self.protocol} {self.direction or ''}  {verdict}"
+            if self.summary:
+                text += f"  x{self.count} (summary)"
             if self.policy:
                 text += f"  by {self.policy}"
                 if self.policy_source:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import threading
@@ -13,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ._flow import Flow, Verdict
+from ._verdicts import REASONS, VERDICTS, _DIRECTIONS, event_keys
 
 __all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "AgentMetrics", "FlowSource", "parse_address"]
 
@@ -27,6 +29,8 @@ log = logging.getLogger("meshcore.observe.metrics")
 OccupancySource = Callable[[], Mapping[str, int]]
 #: A source of flows: called at each scrape, returns the flows since its previous call.
 FlowSource = Callable[[], Iterable[Flow]]
+#: A source of what became of the kernel's verdicts: called at each scrape, returns totals per outcome.
+ReportSource = Callable[[], Mapping[str, int]]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -81,10 +85,26 @@ class _FlowCounts(Collector):
     def _count(self, flow: Flow) -> None:
         direction = flow.direction.value if flow.direction is not None else ""
         key = (flow.layer.value, flow.verdict.value.lower(), direction)
-        self._flows[key] = self._flows.get(key, 0) + 1
+        self._flows[key] = self._flows.get(key, 0) + flow.count
         if flow.verdict is Verdict.DROPPED:
             drop = (flow.reason or "unknown", direction)
-            self._drops[drop] = self._drops.get(drop, 0) + 1
+            self._drops[drop] = self._drops.get(drop, 0) + flow.count
+
+    def count_kernel(self, raw: bytes) -> None:
+        """Count raw ``struct pol_event`` records without decoding them."""
+        seen = collections.Counter(event_keys(raw))
+        with self._lock:
+            for (verdict_code, reason_code, direction_code), n in seen.items():
+                verdict = VERDICTS.get(verdict_code)
+                if verdict is None:
+                    continue
+                direction = _DIRECTIONS.get(direction_code)
+                d = direction.value if direction is not None else ""
+                flow_key = ("l4", verdict.value.lower(), d)
+                self._flows[flow_key] = self._flows.get(flow_key, 0) + n
+                if verdict is Verdict.DROPPED:
+                    drop = (REASONS.get(reason_code, str(reason_code)), d)
+                    self._drops[drop] = self._drops.get(drop, 0) + n
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         with self._lock:
@@ -106,6 +126,29 @@ class _FlowCounts(Collector):
         yield drops
 
 
+class _Reports(Collector):
+    """What became of the kernel's verdicts (sent as events, summarised, lost), read at scrape time."""
+
+    def __init__(self) -> None:
+        self.sources: list[ReportSource] = []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "meshcore_flow_reports", "The kernel's verdicts by how they reached the agent: event (one by one), "
+            "sampled (allowed flows past the event rate, counted per identity pair), ring_full (counted: no room "
+            "in the ring buffer), lost (neither).", labels=["outcome"])
+        totals: dict[str, int] = {}
+        for source in self.sources:
+            try:
+                for outcome, value in source().items():
+                    totals[outcome] = totals.get(outcome, 0) + value
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the datapath is closed
+                log.warning("flow report counters unavailable: %s", exc)
+        for outcome, value in sorted(totals.items()):
+            family.add_metric([outcome], float(value))
+        yield family
+
+
 class AgentMetrics:
     """The counters a node agent updates, in a registry of their own, optionally served over HTTP."""
 
@@ -113,6 +156,8 @@ class AgentMetrics:
         self.registry = CollectorRegistry()
         self._flows = _FlowCounts()
         self.registry.register(self._flows)
+        self._reports = _Reports()
+        self.registry.register(self._reports)
         self._applies = Counter("meshcore_applies", "Configuration generations applied (ok) or refused (failed).",
                                 ["result"], registry=self.registry)
         self._nacks = Counter("meshcore_proxy_nacks", "Configurations the node proxy rejected (NACKs).",
@@ -127,6 +172,14 @@ class AgentMetrics:
     def count(self, flow: Flow) -> None:
         """Count one flow; a dropped one also counts under its reason."""
         self._flows.count(flow)
+
+    def count_kernel(self, raw: bytes) -> None:
+        """Count raw kernel verdict records (``struct pol_event``) as flows, without decoding them."""
+        self._flows.count_kernel(raw)
+
+    def reports_from(self, source: ReportSource) -> None:
+        """Report ``source()`` (verdicts per outcome) as ``meshcore_flow_reports_total`` at each scrape."""
+        self._reports.sources.append(source)
 
     def count_from(self, source: FlowSource) -> None:
         """Count the flows ``source()`` returns at each scrape (the flows since its previous call).

@@ -436,6 +436,22 @@ def test_the_journal_is_bounded_as_configured(facts: NodeFacts) -> None:
     assert 0 < len(kept) < 2000 and kept[-1] == _drop(1999), "the newest flows are kept"
 
 
+def test_without_the_journal_flows_are_kept_in_memory_and_read_through_the_agents_socket(facts: NodeFacts) -> None:
+    lb, policy = FakeLB(), FakePolicy()
+    agent = NodeAgent(facts, load_balancer=lb, policy=policy, proxy=FakeProxy(lb), flow_journal=False)
+    policy.verdicts = [_drop(1), _drop(2)]
+    try:
+        assert agent.apply_objects(objects(APP)).applied
+        assert _until(lambda: list(agent.flows()) or None) == [_drop(1), _drop(2)]
+        assert not [p for p in facts.state_dir.iterdir() if p.name.startswith("flows.journal")], "nothing on disk"
+        # Another process (an agent object that enforces nothing) reads the enforcing agent's memory.
+        reader = NodeAgent(facts, flow_journal=False)
+        assert list(reader.flows()) == [_drop(1), _drop(2)]
+    finally:
+        agent.close()
+    assert not (facts.state_dir / "flows.sock").exists(), "the socket goes with the agent"
+
+
 @pytest.mark.parametrize(("size", "message"), [
     ("lots", "size 'lots': expected a number of bytes with an optional unit"),
     ("1KiB", "flow journal max_bytes 1024: must be at least 65536"),
@@ -457,3 +473,18 @@ def test_a_source_that_does_not_know_interfaces_leaves_the_attachments_alone(fac
     agent.apply_objects(objects(APP), interfaces={web: "veth-web"})
     agent.apply_objects(objects(APP))
     assert [i for _, i in policy.applied] == [None, {web: "veth-web"}, {web: "veth-web"}]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--flow-events", "lots", "'lots': expected a number of flows per second, or 'all'"),
+    ("--flows-memory", "big", "size 'big': expected a number of bytes with an optional unit"),
+])
+def test_agent_command_refuses_bad_flow_settings_naming_the_option(tmp_path: Path, option: str, value: str,
+                                                                   message: str) -> None:
+    from click.testing import CliRunner
+
+    from meshcore.agent._cli import agent_command
+
+    result = CliRunner().invoke(agent_command, ["--node", "n1", "--state-dir", str(tmp_path), "--objects",
+                                                str(tmp_path / "objects.json"), option, value])
+    assert result.exit_code == 2 and option in result.output and message in result.output, result.output

@@ -3,7 +3,19 @@
 The mirrors are checked against the compiled object's BTF before any map is used.
 """
 
-from . import affinity, backends, pol_conntrack, pol_endpoints, pol_events, pol_ipcache, pol_policy, rev_nat, services, slots
+from . import (
+    affinity,
+    backends,
+    pol_conntrack,
+    pol_endpoints,
+    pol_events,
+    pol_flows,
+    pol_ipcache,
+    pol_policy,
+    rev_nat,
+    services,
+    slots,
+)
 from ._base import BpfMap, MapSpec
 
 ALL_SPECS: tuple[MapSpec, ...] = (services.SPEC, backends.SPEC, slots.SPEC, rev_nat.SPEC, affinity.SPEC)  # type: ignore[type-arg]
@@ -12,9 +24,10 @@ ALL_SPECS: tuple[MapSpec, ...] = (services.SPEC, backends.SPEC, slots.SPEC, rev_
 #: buffer is checked by struct name (see pol_events).
 POLICY_SPECS: tuple[MapSpec, ...] = (  # type: ignore[type-arg]
     pol_ipcache.SPEC, pol_endpoints.SPEC, pol_policy.SPEC, pol_conntrack.SPEC,
+    pol_flows.SETTINGS, pol_flows.SUMS, pol_flows.STATS,
 )
 
 __all__ = [
     "ALL_SPECS", "POLICY_SPECS", "BpfMap", "MapSpec", "affinity", "backends", "pol_conntrack", "pol_endpoints",
-    "pol_events", "pol_ipcache", "pol_policy", "rev_nat", "services", "slots",
+    "pol_events", "pol_flows", "pol_ipcache", "pol_policy", "rev_nat", "services", "slots",
 ]

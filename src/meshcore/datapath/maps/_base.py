@@ -22,8 +22,8 @@ BPF_ANY = 0
 BPF_NOEXIST = 1
 BPF_EXIST = 2
 
-K = TypeVar("K", bound="ctypes.Structure | ctypes.c_uint32")
-V = TypeVar("V", bound="ctypes.Structure | ctypes.c_uint32")
+K = TypeVar("K", bound="ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64")
+V = TypeVar("V", bound="ctypes.Structure | ctypes.c_uint32 | ctypes.c_uint64")
 
 _V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
