@@ -2,6 +2,7 @@
 
 from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
 from ._diff import BpfDiff, BpfIndex, diff_bpf
+from ._incremental import CompiledPlan
 from ._envoy_plan import (
     RBAC_NEVER,
     ClientView,
@@ -54,7 +55,7 @@ __all__ = [
     "PolicyEntry", "PolicyIdentity", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
     "compile_policy", "identity_key", "port_blocks",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
-    "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
+    "CompileOptions", "CompiledPlan", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
     "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan", "RawOrigin",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
     "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
