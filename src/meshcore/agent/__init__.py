@@ -11,6 +11,7 @@ embedded in another platform::
         report = agent.apply_plan(plan, interfaces={WorkloadRef("default", "web-0"): "veth-web0"})
         print(report.summary)            # what moved in the kernel and the proxy
         report = agent.apply_objects(objects)   # translate + compile + apply, with fallbacks
+        report = agent.apply_changes([endpoint_slice])  # one change: costs what it touches
 
 - :class:`NodeFacts` — the node: name, addresses, cgroup, pin root, state directory.
 - :class:`NodeAgent` — applies plans transactionally in the safe order (the node proxy
@@ -18,13 +19,18 @@ embedded in another platform::
   previous state when anything fails, and returns a :class:`GenerationReport`. Its
   enforcers are typed protocols (:class:`LoadBalancer`, :class:`PolicyEnforcement`,
   :class:`NodeProxy`); the real kernel and Envoy ones are used unless others are given.
-- Sources (:class:`ObjectsFile`, :class:`ManifestFiles`, or anything with ``poll()``) and
-  :class:`AgentRunner`, which feeds an agent from a source until stopped.
+- Sources (:class:`ObjectsFile`, :class:`ManifestFiles`, or anything with ``poll()``,
+  handing out every object or only :class:`Changes`) and :class:`AgentRunner`, which
+  feeds an agent from a source until stopped.
+- Generations are incremental: the agent keeps its translation and plan, so an
+  EndpointSlice change rebuilds one Service, recompiles its frontends and writes only
+  those to the kernel (:class:`ChangingLoadBalancer`); a wider change is translated and
+  compiled whole, with the same result.
 """
 
 from ._agent import REPORT_FILE, NodeAgent
 from ._configs import config_statuses
-from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
+from ._enforcers import Change, ChangingLoadBalancer, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
 from ._kernel import KernelLoadBalancer, KernelPolicy
 from ._report import (
@@ -40,6 +46,7 @@ from ._report import (
 )
 from ._run import AgentRunner
 from ._source import (
+    Changes,
     ManifestFiles,
     ObjectsFile,
     SnapshotSource,
@@ -51,7 +58,7 @@ from ._source import (
 )
 
 __all__ = [
-    "REPORT_FILE", "AgentRunner", "Change", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
+    "REPORT_FILE", "AgentRunner", "Change", "Changes", "ChangingLoadBalancer", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
     "ManifestFiles", "NodeAgent", "NodeFacts", "NodeProxy", "ObjectsFile", "PolicyEnforcement", "ProxyStatus",
     "Refusal", "ResourceError", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
     "object_entry", "read_objects_file", "read_report", "write_objects_file", "write_report",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from ..compile import BpfIndex, BpfPlan, PolicyPlan
+from ..compile import BpfDiff, BpfIndex, BpfPlan, PolicyPlan
 from ..datapath import ApplyReport, LbSettings, PolicyEnforcer, PolicyReport, SocketLB
 from ..model import WorkloadRef
 from ._facts import NodeFacts
@@ -15,13 +15,15 @@ __all__ = ["KernelLoadBalancer", "KernelPolicy"]
 class KernelLoadBalancer:
     """The node's :class:`~meshcore.datapath.SocketLB`, each new plan applied as a diff of the last.
 
-    An endpoint change then costs the changed frontends, not a pass over every service;
-    after a failed write the next apply reconciles everything from what the kernel holds.
+    :meth:`apply` finds the diff in one pass over the plan; :meth:`apply_change` is told
+    it, so an endpoint change costs the changed frontends alone. After a failed write the
+    next apply reconciles everything from what the kernel holds.
     """
 
     def __init__(self, lb: SocketLB) -> None:
         self.lb = lb
         self._index: BpfIndex | None = None
+        self._plan: BpfPlan | None = None
         self.lb.open()
 
     @classmethod
@@ -32,15 +34,27 @@ class KernelLoadBalancer:
 
     def apply(self, plan: BpfPlan) -> ApplyReport:
         """Write what differs from the last plan applied (everything the first time)."""
-        index, self._index = self._index, None
+        index, self._index, self._plan = self._index, None, None
         if index is None:
             report = self.lb.apply(plan)
             self._index = BpfIndex(plan)
+            self._plan = plan
             return report
-        diff = index.diff(plan)
+        return self._write(index, plan, index.diff(plan))
+
+    def apply_change(self, plan: BpfPlan, since: BpfPlan, diff: BpfDiff) -> ApplyReport:
+        """Write ``diff``, which turns ``since`` into ``plan``, if ``since`` is what was applied last; else :meth:`apply`."""
+        index = self._index
+        if index is None or since is not self._plan:
+            return self.apply(plan)
+        self._index, self._plan = None, None
+        return self._write(index, plan, diff)
+
+    def _write(self, index: BpfIndex, plan: BpfPlan, diff: BpfDiff) -> ApplyReport:
+        """Write ``diff`` and move the index to ``plan`` (left unset when the write fails)."""
         report = self.lb.apply_diff(diff)
         index.commit(diff)
-        self._index = index
+        self._index, self._plan = index, plan
         return report
 
     def counts(self) -> dict[str, int]:
@@ -56,10 +70,15 @@ class KernelLoadBalancer:
 
 
 class KernelPolicy:
-    """The node's :class:`~meshcore.datapath.PolicyEnforcer`, attached to each workload's interface."""
+    """The node's :class:`~meshcore.datapath.PolicyEnforcer`, attached to each workload's interface.
+
+    A generation that brings the plan and interfaces applied last (an endpoint change
+    does) writes nothing and is not examined again.
+    """
 
     def __init__(self, enforcer: PolicyEnforcer) -> None:
         self.enforcer = enforcer
+        self._applied: tuple[PolicyPlan, dict[WorkloadRef, str]] | None = None
         self.enforcer.open()
 
     @classmethod
@@ -69,6 +88,15 @@ class KernelPolicy:
 
     def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> PolicyReport:
         """Write the plan, then attach to new interfaces and forget workloads that are gone."""
+        applied, self._applied = self._applied, None
+        if applied is not None and applied[0] is plan and applied[1] == interfaces:
+            self._applied = applied
+            return PolicyReport({}, {})
+        report = self._apply(plan, interfaces)
+        self._applied = (plan, dict(interfaces))
+        return report
+
+    def _apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> PolicyReport:
         report = self.enforcer.apply(plan)
         attached = set(self.enforcer.interfaces.values())
         for ref in attached - interfaces.keys():

@@ -67,6 +67,10 @@ class AgentRunner:
             return self.agent.report_failure(Stage.SOURCE, exc, exc.generation)
         if update is None:
             return None
+        if update.changes is not None:
+            return self.agent.apply_changes(update.changes.upserted, update.changes.deleted,
+                                            interfaces=update.interfaces, generation=update.generation,
+                                            diagnostics=update.diagnostics)
         return self.agent.apply_objects(update.objects, interfaces=update.interfaces,
                                         generation=update.generation, diagnostics=update.diagnostics)
 
