@@ -43,7 +43,11 @@ IGNORED_CORE_KINDS = frozenset({
 
 @attrs.frozen
 class Translation:
-    """The result of translating input: the Snapshot, every diagnostic, the objects read."""
+    """The result of translating input: the Snapshot, every diagnostic, the objects read.
+
+    A translation of a change (:class:`~meshcore._translator.Translator`) read only the
+    objects that changed; ``objects`` holds those.
+    """
 
     snapshot: Snapshot
     diagnostics: tuple[Diagnostic, ...]
@@ -142,12 +146,12 @@ def translate(
     ``objects``. Never raises for bad input: every problem is a diagnostic, and an object
     with an error contributes nothing.
     """
-    kube_objects, diagnostics = load(files, text=text, objects=objects)
     if adapters is None:
         infos, load_errors = discover()
     else:
         infos, load_errors = wrap(adapters), []
     with gc_paused():
+        kube_objects, diagnostics = load(files, text=text, objects=objects)
         return translate_objects(kube_objects, infos, diagnostics, load_errors)
 
 
