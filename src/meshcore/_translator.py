@@ -11,7 +11,8 @@ that have objects translate again when a Service changed (their output may depen
 backends) and, if what they give is unchanged, their previous fragments are kept.
 Anything else — another kind, a Namespace, a policy, an adapter's object — translates
 everything again. Either way the result is what :func:`meshcore.translate_objects` gives
-for the current objects.
+for the current objects (:attr:`Translator.objects`), except that a translation of a
+change lists in ``objects`` only the objects it read: those that changed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import attrs
 
 from ._translate import CORE, IGNORED, Parts, Translation, diagnostic_order, route_of, run_adapters
 from .adapter import Adapter
-from .kube import Inventory, KubeObject
+from .kube import KubeObject
 from .kube._gc import gc_paused
 from .kube._scoped import CoreChange, apply_scoped
 from .model import Diagnostic, ServiceRef
@@ -178,33 +179,31 @@ class Translator:
                 core.append((old, new))
             elif place != IGNORED:
                 return None
-        with gc_paused():
-            before = parts.core.inventory
-            change = apply_scoped(parts.core, core) if core else CoreChange()
-            if change is None:
-                return None
-            return self._assembled(parts, before, change, objects)
+        change = apply_scoped(parts.core, core) if core else CoreChange()
+        if change is None:
+            return None
+        read = tuple(new for _, new in pairs.values() if new is not None)
+        return self._assembled(parts, change, read, objects)
 
-    def _assembled(self, parts: Parts, before: Inventory, change: CoreChange,
+    def _assembled(self, parts: Parts, change: CoreChange, read: tuple[KubeObject, ...],
                    objects: dict[ObjectKey, KubeObject]) -> Translation:
-        """The translation after ``change`` was applied to the core state (``before``: its former inventory)."""
+        """The translation after ``change`` was applied to the core state (having read ``read``)."""
         previous = parts.translation
         snapshot = previous.snapshot
-        listed = tuple(objects.values())
         if change.services and parts.routed:
             fragments, failed = run_adapters(parts.infos, parts.routed, parts.core.inventory)
             if fragments != parts.fragments or failed != parts.failed:
                 parts.fragments, parts.failed = fragments, failed
-                parts.translation = parts.assemble(listed)
+                parts.translation = parts.assemble(tuple(objects.values()))
                 return self._assembled_whole(parts)
-        if any(snapshot.service(s.ref) is not before.service(s.namespace, s.name) for s in change.services):
+        if any(snapshot.service(s.ref) is not old for s, old in zip(change.services, change.replaced, strict=True)):
             # The snapshot holds another definition under that name (an adapter's): assemble again.
-            parts.translation = parts.assemble(listed)
+            parts.translation = parts.assemble(tuple(objects.values()))
             return self._assembled_whole(parts)
         if change.services:
             snapshot = snapshot.replacing_services(change.services)
         diagnostics = self._diagnostics(previous.diagnostics, change.removed, change.added)
-        parts.translation = attrs.evolve(previous, snapshot=snapshot, diagnostics=diagnostics, objects=listed)
+        parts.translation = attrs.evolve(previous, snapshot=snapshot, diagnostics=diagnostics, objects=read)
         self._translation = parts.translation
         self.replaced = frozenset(s.ref for s in change.services)
         return parts.translation

@@ -124,7 +124,7 @@ class Compiler:
         """
         other = copy.copy(self)
         other.snapshot = snapshot
-        other.ports = copy.deepcopy(self.ports)
+        other.ports = self.ports.copy()
         other.proxy_ports = dict(self.proxy_ports)
         return other
 

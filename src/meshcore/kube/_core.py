@@ -107,10 +107,11 @@ class _Run:
 class CoreState:
     """A core translation with what produced it, so one object's change can be applied on its own.
 
-    See :mod:`meshcore.kube._scoped`.
+    See :mod:`meshcore.kube._scoped`. Services replaced by changes are held aside and put
+    into the :attr:`inventory` when it is next read (building one is a pass over every service).
     """
 
-    inventory: Inventory
+    _inventory: Inventory = attrs.field(alias="inventory")
     diagnostics: list[Diagnostic]
     run: _Run
     #: Where each (kind, namespace, name) was first defined; ``duplicated`` were defined again.
@@ -127,6 +128,24 @@ class CoreState:
     slice_infos: dict[tuple[str, str], SliceInfo]
     #: The translated services of each namespace (built when first needed).
     by_namespace: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)
+    _replaced: dict[tuple[str, str], Service] = attrs.field(factory=dict)
+
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory, with every service replaced so far."""
+        if self._replaced:
+            self._inventory = self._inventory.replacing_services(self._replaced.values())
+            self._replaced = {}
+        return self._inventory
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        """The translated service ``namespace/name`` as it is now."""
+        return self._replaced.get((namespace, name)) or self._inventory.service(namespace, name)
+
+    def replace_services(self, services: Sequence[Service]) -> None:
+        """Put ``services`` in place of the services of their names (in the inventory, on its next read)."""
+        for s in services:
+            self._replaced[(s.namespace, s.name)] = s
 
 
 def _ns_name(item: Workload | Service) -> tuple[str, str]:

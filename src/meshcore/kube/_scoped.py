@@ -29,9 +29,11 @@ ServiceKey = tuple[str, str]
 
 @attrs.frozen
 class CoreChange:
-    """What a scoped change did: services with new backends and the diagnostics that went and came."""
+    """What a scoped change did: services with new backends (``replaced``: as they were before)
+    and the diagnostics that went and came."""
 
     services: tuple[Service, ...] = ()
+    replaced: tuple[Service, ...] = ()
     removed: tuple[Diagnostic, ...] = ()
     added: tuple[Diagnostic, ...] = ()
 
@@ -194,6 +196,6 @@ def _commit(plan: _Plan) -> CoreChange | None:
             state.slices.pop(service_key, None)
     for pod_key, (_, after) in plan.pods.items():
         state.pods[pod_key] = after
-    if rebuilt:
-        state.inventory = state.inventory.replacing_services(rebuilt)
-    return CoreChange(tuple(rebuilt), tuple(removed), tuple(added))
+    replaced = tuple(state.service(s.namespace, s.name) for s in rebuilt)
+    state.replace_services(rebuilt)
+    return CoreChange(tuple(rebuilt), tuple(s for s in replaced if s is not None), tuple(removed), tuple(added))

@@ -57,12 +57,16 @@ def _ns_name(obj: Any) -> tuple[str, str]:
 _CHUNK = 256
 
 
-def _chunk(digests: list[bytes] | tuple[bytes, ...], index: int) -> bytes:
-    return hashlib.sha256(b"".join(digests[index * _CHUNK:(index + 1) * _CHUNK])).digest()
+@attrs.frozen
+class _Chunk:
+    """The digests of up to :data:`_CHUNK` consecutive objects of a collection, and theirs together."""
 
+    items: tuple[bytes, ...]
+    digest: bytes
 
-def _chunks(digests: tuple[bytes, ...]) -> list[bytes]:
-    return [_chunk(digests, c) for c in range((len(digests) + _CHUNK - 1) // _CHUNK)]
+    @classmethod
+    def of(cls, items: tuple[bytes, ...]) -> _Chunk:
+        return cls(items, hashlib.sha256(b"".join(items)).digest())
 
 
 def _digest(item: Any) -> bytes:
@@ -133,21 +137,20 @@ class Snapshot:
         """
         whole = hashlib.sha256()
         for name in _COLLECTIONS:
-            chunks = self._chunk_digests[name]
-            whole.update(f"{name}:{len(self._digests[name])}:".encode())
-            whole.update(hashlib.sha256(b"".join(chunks)).digest())
+            chunks = self._digests[name]
+            whole.update(f"{name}:{sum(len(c.items) for c in chunks)}:".encode())
+            whole.update(hashlib.sha256(b"".join(c.digest for c in chunks)).digest())
         return whole.hexdigest()
 
     @functools.cached_property
-    def _digests(self) -> dict[str, tuple[bytes, ...]]:
-        """Per collection, the SHA-256 of each object's canonical content (in collection order)."""
+    def _digests(self) -> dict[str, tuple[_Chunk, ...]]:
+        """Per collection, the digests of its objects' canonical content, in chunks of :data:`_CHUNK`."""
         with gc_paused():
-            return {name: tuple(_digest(item) for item in getattr(self, name)) for name in _COLLECTIONS}
-
-    @functools.cached_property
-    def _chunk_digests(self) -> dict[str, list[bytes]]:
-        """Per collection, the SHA-256 of each run of :data:`_CHUNK` object digests."""
-        return {name: _chunks(digests) for name, digests in self._digests.items()}
+            out = {}
+            for name in _COLLECTIONS:
+                items = tuple(_digest(item) for item in getattr(self, name))
+                out[name] = tuple(_Chunk.of(items[i:i + _CHUNK]) for i in range(0, len(items), _CHUNK))
+            return out
 
     @functools.cached_property
     def _service_positions(self) -> dict[ServiceRef, int]:
@@ -171,16 +174,15 @@ class Snapshot:
         if missing:
             raise ModelError("services", f"no service {', '.join(sorted(missing))} to replace")
         items = list(self.services)
-        digests = list(self._digests["services"])
-        chunks = list(self._chunk_digests["services"])
-        touched = set()
+        chunks = list(self._digests["services"])
+        touched: dict[int, list[bytes]] = {}
         for ref, service in replaced.items():
             i = positions[ref]
             items[i] = service
-            digests[i] = _digest(service)
-            touched.add(i // _CHUNK)
-        for c in touched:
-            chunks[c] = _chunk(digests, c)
+            chunk = touched.setdefault(i // _CHUNK, list(chunks[i // _CHUNK].items))
+            chunk[i % _CHUNK] = _digest(service)
+        for c, digests in touched.items():
+            chunks[c] = _Chunk.of(tuple(digests))
         derived = _trusted(self, services=tuple(items))
         # What does not depend on the services' content carries over (computing it is a pass over everything).
         for name in ("_workload_index", "_traffic_index"):
@@ -188,8 +190,7 @@ class Snapshot:
             if value is not None:
                 object.__setattr__(derived, name, value)
         object.__setattr__(derived, "_service_positions", positions)  # the same references in the same places
-        object.__setattr__(derived, "_digests", {**self._digests, "services": tuple(digests)})
-        object.__setattr__(derived, "_chunk_digests", {**self._chunk_digests, "services": chunks})
+        object.__setattr__(derived, "_digests", {**self._digests, "services": tuple(chunks)})
         object.__setattr__(derived, "_lineage", (weakref.ref(self), frozenset(replaced)))
         return derived
 
