@@ -44,7 +44,7 @@ from ._report import (
     read_report,
     write_report,
 )
-from ._run import AgentRunner
+from ._run import AgentRunner, settle_heap
 from ._source import (
     Changes,
     ManifestFiles,
@@ -61,5 +61,5 @@ __all__ = [
     "REPORT_FILE", "AgentRunner", "Change", "Changes", "ChangingLoadBalancer", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
     "ManifestFiles", "NodeAgent", "NodeFacts", "NodeProxy", "ObjectsFile", "PolicyEnforcement", "ProxyStatus",
     "Refusal", "ResourceError", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
-    "object_entry", "read_objects_file", "read_report", "write_objects_file", "write_report",
+    "object_entry", "read_objects_file", "read_report", "settle_heap", "write_objects_file", "write_report",
 ]

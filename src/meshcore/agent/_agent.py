@@ -267,12 +267,12 @@ class NodeAgent:
                  *plan.envoy.warnings]
         wanted = dict(self._interfaces if interfaces is None else interfaces)
         return self._apply_snapshot(generation, translation.snapshot, plan, result.compiled.options, result.labels,
-                                    wanted, found, result.bpf_change)
+                                    wanted, found, result.bpf_change, result.scope)
 
     def _apply_snapshot(self, generation: int, snapshot: Snapshot, plan: Plan, options: CompileOptions,
                         labels: Mapping[str, str], interfaces: dict[WorkloadRef, str],
                         found: list[Diagnostic], bpf_change: tuple[BpfPlan, BpfDiff] | None = None,
-                        ) -> GenerationReport:
+                        scope: str = "") -> GenerationReport:
         refused: list[Refusal] = []
         try:
             changes = self._enforce(plan, interfaces, bpf_change)
@@ -291,7 +291,8 @@ class NodeAgent:
         self._committed(plan, interfaces, statuses)
         return self._report(GenerationReport(
             generation, True, error="; ".join(r.reason for r in refused), frontends=len(plan.bpf.services),
-            changes=tuple(changes), refused=tuple(refused), config_status=statuses, diagnostics=tuple(found)))
+            changes=tuple(changes), refused=tuple(refused), config_status=statuses, diagnostics=tuple(found),
+            scope=scope))
 
     def _fallback(self, failed: _Failed, snapshot: Snapshot, options: CompileOptions) -> tuple[
             Plan, Refusal, tuple[ConfigStatus, ...]] | None:

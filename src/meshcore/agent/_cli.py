@@ -80,7 +80,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, state_dir: Path 
                       _pairs(labels, "--label", "KEY=VALUE"), netns)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(sys.stderr, logging.INFO)
-    runner = AgentRunner(NodeAgent(facts), source, poll=poll, metrics_address=metrics)
+    runner = AgentRunner(NodeAgent(facts), source, poll=poll, metrics_address=metrics, settle_heap=True)
     runner.handle_signals()
     sys.exit(runner.run())
 

@@ -32,13 +32,15 @@ class Generation:
     """One generation through the pipeline: its translation, plan and node labels.
 
     ``bpf_change`` is (the plan the previous generation compiled, the frontends that
-    differ from it) when the kernel can be told only those.
+    differ from it) when the kernel can be told only those; ``scope`` says what was
+    rebuilt (see :attr:`~meshcore.agent.GenerationReport.scope`).
     """
 
     translation: Translation
     compiled: CompiledPlan
     labels: Mapping[str, str]
     bpf_change: tuple[BpfPlan, BpfDiff] | None = None
+    scope: str = "whole"
 
 
 class Pipeline:
@@ -82,7 +84,10 @@ class Pipeline:
         else:
             compiled = previous.recompile(translation.snapshot, self.node, options)
         self._compiled = compiled
-        change = None
-        if previous is not None and compiled.bpf_diff is not None:
-            change = (previous.plan.bpf, compiled.bpf_diff)
-        return Generation(translation, compiled, labels, change)
+        replaced = self._translator.replaced
+        if replaced is None:
+            return Generation(translation, compiled, labels)
+        if previous is None or compiled.bpf_diff is None:
+            return Generation(translation, compiled, labels, scope="compiled whole")
+        count = f"{len(replaced)} service{'' if len(replaced) == 1 else 's'}"
+        return Generation(translation, compiled, labels, (previous.plan.bpf, compiled.bpf_diff), count)

@@ -7,6 +7,7 @@ the datapath objects they wrap (tests/datapath drives them against the real kern
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,12 @@ def whole_plan(facts: NodeFacts, bodies: list[dict[str, Any]]) -> BpfPlan:
 def test_an_endpoint_change_is_written_as_its_frontend_alone(facts: NodeFacts) -> None:
     agent, lb, policy = agent_for(facts)
     first = agent.apply_objects(objects(*CLUSTER))
-    assert first.applied and len(lb.applied) == 1
+    assert first.applied and len(lb.applied) == 1 and first.scope == "whole"
     changed = objects(endpoint_slice("web-1", "web", "10.1.0.1", "10.1.0.3"))
     changed[0] = attrs.evolve(changed[0], source=attrs.evolve(changed[0].source, line=21))  # where web-1 is read
     report = agent.apply_changes(changed)
     assert report.applied and report.changes[0] == "kernel 1 changed"
+    assert report.scope == "1 service" and "applied (1 service)" in report.summary
     [(plan, since, diff)] = lb.told
     assert since is lb.applied[0]
     assert [(s.service.name, [b.address for b in s.backends]) for s in diff.changed] == [
@@ -146,7 +148,7 @@ def test_a_change_beyond_endpoints_applies_the_whole_plan(facts: NodeFacts) -> N
     agent, lb, _ = agent_for(facts)
     agent.apply_objects(objects(*CLUSTER))
     report = agent.apply_changes(objects(service("api", "10.96.0.12")), [])
-    assert report.applied and not lb.told
+    assert report.applied and not lb.told and report.scope == "whole"
     assert lb.applied[-1] == whole_plan(facts, [*CLUSTER[:3], service("api", "10.96.0.12"), CLUSTER[4]])
     removed = agent.apply_changes(deleted=[("discovery.k8s.io/v1", "EndpointSlice", "shop", "web-1")])
     assert removed.applied
@@ -172,6 +174,24 @@ def test_the_runner_applies_a_source_that_hands_out_changes(facts: NodeFacts) ->
     assert report is not None and report.applied and report.generation == 2
     [(_, _, diff)] = lb.told
     assert [b.address for s in diff.changed for b in s.backends] == ["10.1.0.9"]
+
+
+def test_the_agents_process_keeps_a_whole_configuration_out_of_later_collections(facts: NodeFacts) -> None:
+    agent, _, _ = agent_for(facts)
+    source = ChangeSource([Update(1, tuple(objects(*CLUSTER))),
+                           Update(2, changes=Changes(tuple(objects(endpoint_slice("api-1", "api", "10.1.0.9")))))])
+    runner = AgentRunner(agent, source, metrics_address="off", settle_heap=True)
+    gc.unfreeze()
+    try:
+        assert runner.step() is not None
+        frozen = gc.get_freeze_count()
+        assert frozen > 0, "what the whole generation built is out of the collector's passes"
+        report = runner.step()
+        assert report is not None and report.scope == "1 service"
+        # A change settles nothing (it built little); what it replaced is freed even though frozen.
+        assert gc.get_freeze_count() < frozen
+    finally:
+        gc.unfreeze()
 
 
 @attrs.define
