@@ -42,7 +42,7 @@ def object_key(obj: KubeObject) -> ObjectKey:
 
 
 def unchanged(old: KubeObject, new: KubeObject) -> bool:
-    """True when ``new`` is ``old`` again: same place in the input and same resourceVersion, or same content."""
+    """True when ``new`` is ``old`` again: read from the same place, with the same resourceVersion or else the same content."""
     if old is new:
         return True
     if old.source != new.source:
@@ -144,9 +144,9 @@ class Translator:
         for obj in upserted:
             key = object_key(obj)
             old = self._objects.get(key)
-            if key in pairs and pairs[key][1] is None and old is not None:
-                pairs[key] = (old, obj)
-            elif old is None or not unchanged(old, obj):
+            if old is not None and unchanged(old, obj):
+                pairs.pop(key, None)  # given as it was (even if also deleted): no change
+            else:
                 pairs[key] = (old, obj)
         objects = self._objects  # changed in place: whatever happens next starts from these objects
         for key, (_, new) in pairs.items():

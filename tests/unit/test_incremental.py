@@ -272,3 +272,13 @@ def test_a_full_list_is_turned_into_the_change_it_makes() -> None:
     assert translator.changes([*listed[:11], *listed[12:]]) == ([], [object_key(listed[11])])
     # Objects kept in another order (which decides which of two definitions wins): no change reaches it.
     assert translator.changes([listed[1], listed[0], *listed[2:]]) is None
+
+
+def test_an_object_deleted_and_given_again_as_it_was_stays() -> None:
+    translator = Translator(ADAPTERS)
+    listed = objects(BASE)
+    translator.translate(listed)
+    key = object_key(listed[11])
+    result = translator.update([listed[11]], [key])
+    assert key in translator.objects and translator.replaced == frozenset()
+    assert result.snapshot == translate_objects(listed, wrap(ADAPTERS)).snapshot

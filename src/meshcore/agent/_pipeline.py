@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from .._translator import ObjectKey, Translator
+from .._translator import ObjectKey, Translator, object_key
 from .._translate import Translation
 from ..adapter import Adapter
 from ..compile import BpfDiff, BpfPlan, CompiledPlan, CompileOptions
@@ -63,7 +63,7 @@ class Pipeline:
         if found is None:
             return self._compile(self._translator.translate(listed))
         upserted, deleted = found
-        order = [(o.api_version, o.kind, o.namespace, o.name) for o in listed]
+        order = [object_key(o) for o in listed]
         return self._compile(self._translator.update(upserted, deleted, order))
 
     def changes(self, upserted: Iterable[KubeObject], deleted: Iterable[ObjectKey]) -> Generation:

@@ -1,7 +1,7 @@
 """Recompiling what changed: a plan kept with what compile learnt, so one endpoint change costs its services.
 
-A :class:`CompiledPlan` holds the plan, the per-snapshot context of compile and what each
-service compiled to. :meth:`CompiledPlan.recompile` takes a snapshot derived from its own
+A :class:`CompiledPlan` holds the plan, the per-snapshot context of compile and where each
+service's frontends and decisions sit in the plan. :meth:`CompiledPlan.recompile` takes a snapshot derived from its own
 by :meth:`~meshcore.model.Snapshot.replacing_services` and compiles again only the
 replaced services and the services whose routes send to them; the plan it gives is the
 one :func:`compile_plan` gives for that snapshot. Whenever what changed reaches further,
@@ -14,8 +14,8 @@ it compiles the whole snapshot instead:
 - a port moves between the kernel and the node proxy (listener ports are allocated in
   service order).
 
-The node proxy's plan is rebuilt only when it holds a service that changed; otherwise
-it is reused as it is.
+The node proxy's plan is rebuilt only when a recompiled service is proxied or has a
+cluster in it; otherwise it is reused as it is, and so is the policy plan.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ changes nothing and returns None, and the caller translates everything again.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import attrs
 
@@ -24,7 +24,8 @@ from ._pod import PodInfo, translate_pod
 
 __all__ = ["CoreChange", "apply_scoped"]
 
-ServiceKey = tuple[str, str]
+#: (namespace, name) of a Service, EndpointSlice or Pod.
+Key = tuple[str, str]
 
 
 @attrs.frozen
@@ -43,26 +44,28 @@ class _Plan:
     """The change worked out on the side; nothing of the state is touched until it is complete."""
 
     state: CoreState
-    run: _Run = attrs.field(factory=_Run)
     #: Objects whose own diagnostics are replaced: key → the new ones.
     read: dict[ObjectKey, list[Diagnostic]] = attrs.field(factory=dict)
-    slices: dict[ServiceKey, dict[ServiceKey, SliceInfo]] = attrs.field(factory=dict)
+    slices: dict[Key, dict[Key, SliceInfo]] = attrs.field(factory=dict)
     #: EndpointSlices by (namespace, name): the new content, or None when it gives none.
-    slice_infos: dict[ServiceKey, SliceInfo | None] = attrs.field(factory=dict)
+    slice_infos: dict[Key, SliceInfo | None] = attrs.field(factory=dict)
     defined: dict[ObjectKey, KubeObject | None] = attrs.field(factory=dict)
-    pods: dict[ServiceKey, tuple[PodInfo, PodInfo]] = attrs.field(factory=dict)
-    services: set[ServiceKey] = attrs.field(factory=set)
+    pods: dict[Key, tuple[PodInfo, PodInfo]] = attrs.field(factory=dict)
+    services: set[Key] = attrs.field(factory=set)
 
-    def slices_of(self, service: ServiceKey) -> dict[ServiceKey, SliceInfo]:
+    def slices_of(self, service: Key) -> dict[Key, SliceInfo]:
+        """The slices of ``service`` as the change leaves them (a copy, changed on the side)."""
         if service not in self.slices:
             self.slices[service] = dict(self.state.slices.get(service, {}))
         return self.slices[service]
 
     def translated(self, obj: KubeObject, found: list[Diagnostic]) -> None:
+        """Record what translating ``obj``'s new version found."""
         self.read[core_key(obj)] = list(found)
 
 
 def _change_slice(plan: _Plan, old: KubeObject | None, new: KubeObject | None) -> bool:
+    """Plan an EndpointSlice's change (and its Services' rebuild); False when out of scope."""
     state = plan.state
     obj = new or old
     assert obj is not None
@@ -102,6 +105,7 @@ def _same_workload(old: PodInfo, new: PodInfo) -> bool:
 
 
 def _change_pod(plan: _Plan, old: KubeObject | None, new: KubeObject | None) -> bool:
+    """Plan a Pod's change (and the rebuild of the Services selecting it); False when out of scope."""
     state = plan.state
     if old is None or new is None or core_key(new) in state.duplicated:
         return False  # a pod coming or going changes the workloads
@@ -122,7 +126,7 @@ def _change_pod(plan: _Plan, old: KubeObject | None, new: KubeObject | None) -> 
     return True
 
 
-def _services_in(state: CoreState, namespace: str) -> list[ServiceKey]:
+def _services_in(state: CoreState, namespace: str) -> list[Key]:
     """The translated services of ``namespace`` (indexed on first use; a scoped change adds none)."""
     if not state.by_namespace and state.services:
         for key in state.services:
@@ -160,17 +164,20 @@ def _commit(plan: _Plan) -> CoreChange | None:
     for before, after in plan.pods.values():
         state.pod_index.replace(before, after)
     run = _Run()
-    slices: ChainMap[ServiceKey, Mapping[ServiceKey, SliceInfo]] = ChainMap(plan.slices, state.slices)  # type: ignore[arg-type]
+    slices = ChainMap(plan.slices, state.slices)  # the change's slices over the kept ones
     build = service_builder(slices, state.pod_index, {})
     rebuilt: list[Service] = []
+    replaced: list[Service] = []
     for service_key in sorted(plan.services):
         obj, _ = state.services[service_key]
         service = run(obj, build)
-        if service is None:
+        old = state.service(*service_key)
+        if service is None or old is None:
             for before, after in plan.pods.values():
                 state.pod_index.replace(after, before)
             return None
         rebuilt.append(service)
+        replaced.append(old)
         plan.read[core_key(obj)] = run.read.get(core_key(obj), [])
     removed: list[Diagnostic] = []
     added: list[Diagnostic] = []
@@ -196,6 +203,5 @@ def _commit(plan: _Plan) -> CoreChange | None:
             state.slices.pop(service_key, None)
     for pod_key, (_, after) in plan.pods.items():
         state.pods[pod_key] = after
-    replaced = tuple(state.service(s.namespace, s.name) for s in rebuilt)
     state.replace_services(rebuilt)
-    return CoreChange(tuple(rebuilt), tuple(s for s in replaced if s is not None), tuple(removed), tuple(added))
+    return CoreChange(tuple(rebuilt), tuple(replaced), tuple(removed), tuple(added))

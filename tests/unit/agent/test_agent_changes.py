@@ -156,6 +156,16 @@ def test_a_change_beyond_endpoints_applies_the_whole_plan(facts: NodeFacts) -> N
     assert [(s.service.name, s.backends) for s in diff.changed] == [("web", ())]
 
 
+def test_a_node_label_change_compiles_everything_for_the_new_labels(facts: NodeFacts) -> None:
+    agent, lb, _ = agent_for(facts)
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a", "labels": {"zone": "a"}}}
+    agent.apply_objects([*objects(*CLUSTER), make_object(copy.deepcopy(node), cluster_scoped=True)])
+    node["metadata"]["labels"] = {"zone": "b"}
+    report = agent.apply_changes([make_object(node, cluster_scoped=True)])
+    # Raw Envoy configs select nodes by label: the plan is compiled again, as a whole.
+    assert report.applied and report.scope == "compiled whole" and not lb.told
+
+
 @attrs.define
 class ChangeSource:
     updates: list[Update]
