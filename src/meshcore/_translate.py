@@ -22,10 +22,10 @@ from .kube import (
     load_objects,
     load_paths,
     load_text,
-    translate_core,
     unknown_fields,
 )
 from .kube import assign_addresses as kube_assign_addresses
+from .kube._core import CoreState, translate_core_state
 from ._port_owners import one_adapter_per_port
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
 from .registry import AdapterInfo, LoadError, discover, wrap
@@ -54,7 +54,11 @@ IGNORED_CORE_KINDS = frozenset({
 
 @attrs.frozen
 class Translation:
-    """The result of translating input: the Snapshot, every diagnostic, the objects read."""
+    """The result of translating input: the Snapshot, every diagnostic, the objects read.
+
+    A translation of a change (:class:`~meshcore._translator.Translator`) read only the
+    objects that changed; ``objects`` holds those.
+    """
 
     snapshot: Snapshot
     diagnostics: tuple[Diagnostic, ...]
@@ -156,20 +160,20 @@ def translate(
     ranges, or the :class:`ServiceRanges` to use), Services without ClusterIPs get them
     first, as the API server would assign them.
     """
-    kube_objects, diagnostics = load(files, text=text, objects=objects)
-    if assign_addresses:
-        ranges = assign_addresses if isinstance(assign_addresses, ServiceRanges) else ServiceRanges()
-        try:
-            kube_objects = kube_assign_addresses(kube_objects, ranges)
-        except ServiceRangeFull as exc:
-            diagnostics.append(Diagnostic(
-                "MC0250", Severity.WARNING, f"ClusterIPs were not assigned: {exc}; Services without ClusterIPs "
-                "keep none (give larger ranges)"))
     if adapters is None:
         infos, load_errors = discover()
     else:
         infos, load_errors = wrap(adapters), []
     with gc_paused():
+        kube_objects, diagnostics = load(files, text=text, objects=objects)
+        if assign_addresses:
+            ranges = assign_addresses if isinstance(assign_addresses, ServiceRanges) else ServiceRanges()
+            try:
+                kube_objects = kube_assign_addresses(kube_objects, ranges)
+            except ServiceRangeFull as exc:
+                diagnostics.append(Diagnostic(
+                    "MC0250", Severity.WARNING, f"ClusterIPs were not assigned: {exc}; Services without ClusterIPs "
+                    "keep none (give larger ranges)"))
         return translate_objects(kube_objects, infos, diagnostics, load_errors)
 
 
@@ -180,35 +184,123 @@ def translate_objects(
     load_errors: Sequence[LoadError] = (),
 ) -> Translation:
     """Route objects to the core translation and to adapters, and build the Snapshot."""
-    diagnostics = list(diagnostics or [])
-    handlers: dict[ApiKind, AdapterInfo] = {}
-    by_kind: dict[str, list[AdapterInfo]] = defaultdict(list)
-    for info in infos:
-        for k in info.kinds:
-            handlers.setdefault(k, info)
-            by_kind[k.kind].append(info)
+    return Parts.translate(kube_objects, infos, diagnostics, load_errors).translation
 
-    core: list[KubeObject] = []
-    routed: dict[str, list[KubeObject]] = defaultdict(list)
-    for obj in kube_objects:
-        key = ApiKind(obj.api_version, obj.kind)
-        if (obj.api_version, obj.kind) in CORE_KINDS:
-            core.append(obj)
-        elif key in handlers:
-            routed[handlers[key].name].append(obj)
-        elif obj.group == "" or obj.group == "apps" or obj.group == "batch":
-            if obj.kind not in IGNORED_CORE_KINDS:
-                diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
-            else:
+
+@attrs.define
+class Parts:
+    """A translation and the parts it was assembled from, so a later change can reuse them."""
+
+    infos: Sequence[AdapterInfo]
+    load_errors: Sequence[LoadError]
+    handlers: dict[ApiKind, AdapterInfo]
+    #: Diagnostics about the input as such (given, and unknown kinds).
+    early: list[Diagnostic]
+    #: Each adapter's objects, by adapter name.
+    routed: dict[str, list[KubeObject]]
+    core: CoreState
+    #: (adapter name, fragment) in adapter order; ``failed`` are the diagnostics of adapters that raised.
+    fragments: list[tuple[str, Fragment]]
+    failed: list[Diagnostic]
+    translation: Translation
+
+    @classmethod
+    def translate(cls, kube_objects: Sequence[KubeObject], infos: Sequence[AdapterInfo],
+                  diagnostics: list[Diagnostic] | None = None, load_errors: Sequence[LoadError] = ()) -> Parts:
+        """Translate ``kube_objects`` whole."""
+        early = list(diagnostics or [])
+        handlers: dict[ApiKind, AdapterInfo] = {}
+        by_kind: dict[str, list[AdapterInfo]] = defaultdict(list)
+        for info in infos:
+            for k in info.kinds:
+                handlers.setdefault(k, info)
+                by_kind[k.kind].append(info)
+
+        core: list[KubeObject] = []
+        routed: dict[str, list[KubeObject]] = defaultdict(list)
+        for obj in kube_objects:
+            place = route_of(obj, handlers)
+            if place == CORE:
+                core.append(obj)
+            elif place == UNKNOWN:
+                early.append(_unknown_kind(obj, by_kind, infos, load_errors))
+            elif place == IGNORED:
                 # Not translated, but its fields are checked as the API server would.
-                diagnostics += unknown_fields(obj)
-        else:
-            diagnostics.append(_unknown_kind(obj, by_kind, infos, load_errors))
+                early += unknown_fields(obj)
+            else:
+                routed[place].append(obj)
 
-    inventory, core_diags = translate_core(core)
-    diagnostics += core_diags
+        state = translate_core_state(core)
+        fragments, failed = run_adapters(infos, routed, state.inventory)
+        parts = cls(infos, load_errors, handlers, early, dict(routed), state, fragments, failed,
+                    Translation(Snapshot(), ()))
+        parts.translation = parts.assemble(kube_objects)
+        return parts
 
+    def assemble(self, kube_objects: Sequence[KubeObject]) -> Translation:
+        """The Translation of the current core state and fragments."""
+        inventory, fragments = self.core.inventory, self.fragments
+        diagnostics = [*self.early, *self.core.diagnostics, *self.failed]
+        for _, fragment in fragments:
+            diagnostics += fragment.diagnostics
+        routes, conflicts = one_adapter_per_port([(name, r) for name, f in fragments for r in f.routes],
+                                                 kube_objects)
+        diagnostics += conflicts
+
+        services: list[Service] = _dedupe(
+            [*inventory.services, *(s for _, f in fragments for s in f.services)], "Service", diagnostics)
+        workloads: list[Workload] = _dedupe(
+            [*inventory.workloads, *(w for _, f in fragments for w in f.workloads)], "Workload", diagnostics)
+        try:
+            snapshot = Snapshot(
+                namespaces=inventory.namespaces,
+                workloads=workloads,
+                services=services,
+                routes=routes,
+                policies=[*inventory.policies, *(p for _, f in fragments for p in f.policies)],
+                peer_authentications=[p for _, f in fragments for p in f.peer_authentications],
+                envoy_configs=[e for _, f in fragments for e in f.envoy_configs],
+                request_authentications=[r for _, f in fragments for r in f.request_authentications],
+                traffic_policies=[t for _, f in fragments for t in f.traffic_policies],
+                nodes=inventory.nodes,
+                # Two adapters may use one Secret: it is one certificate.
+                certificates={c.ref: c for _, f in fragments for c in f.certificates}.values(),
+                tls_terminations=dict.fromkeys(t for _, f in fragments for t in f.tls_terminations),
+            )
+        except ModelError as exc:
+            diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))
+            snapshot = Snapshot(namespaces=inventory.namespaces)
+        diagnostics += _ip_blocks_holding_pods(snapshot)
+        return Translation(
+            snapshot=snapshot,
+            diagnostics=tuple(sorted(diagnostics, key=diagnostic_order)),
+            objects=tuple(kube_objects),
+            adapter_errors=tuple(self.load_errors),
+            statuses=tuple(st for _, f in fragments for st in f.statuses),
+        )
+
+
+#: Where an object goes (see :func:`route_of`), besides an adapter's name.
+CORE, IGNORED, UNKNOWN = "<core>", "<ignored>", "<unknown>"
+
+
+def route_of(obj: KubeObject, handlers: Mapping[ApiKind, AdapterInfo]) -> str:
+    """The core translation, the name of the adapter that handles ``obj``, ignored, or unknown."""
+    if (obj.api_version, obj.kind) in CORE_KINDS:
+        return CORE
+    handler = handlers.get(ApiKind(obj.api_version, obj.kind))
+    if handler is not None:
+        return handler.name
+    if obj.group in ("", "apps", "batch") and obj.kind in IGNORED_CORE_KINDS:
+        return IGNORED
+    return UNKNOWN
+
+
+def run_adapters(infos: Sequence[AdapterInfo], routed: Mapping[str, list[KubeObject]],
+                 inventory: Inventory) -> tuple[list[tuple[str, Fragment]], list[Diagnostic]]:
+    """Each adapter's fragment of its objects (adapters without objects are not called), and failures."""
     fragments: list[tuple[str, Fragment]] = []
+    failed: list[Diagnostic] = []
     for info in infos:
         objs = routed.get(info.name, [])
         if not objs:
@@ -218,7 +310,7 @@ def translate_objects(
             if not isinstance(fragment, Fragment):
                 raise TypeError(f"translate returned {type(fragment).__name__}, expected Fragment")
         except Exception as exc:  # an adapter bug must not take the whole translation down
-            diagnostics.append(Diagnostic(
+            failed.append(Diagnostic(
                 "MC0300", Severity.ERROR,
                 f"adapter {info.name!r} ({info.distribution}) failed: {type(exc).__name__}: {exc}; "
                 f"its {len(objs)} object(s) were not translated",
@@ -226,42 +318,7 @@ def translate_objects(
             ))
             continue
         fragments.append((info.name, fragment))
-        diagnostics += fragment.diagnostics
-
-    routes, conflicts = one_adapter_per_port([(name, r) for name, f in fragments for r in f.routes], kube_objects)
-    diagnostics += conflicts
-
-    services: list[Service] = _dedupe(
-        [*inventory.services, *(s for _, f in fragments for s in f.services)], "Service", diagnostics)
-    workloads: list[Workload] = _dedupe(
-        [*inventory.workloads, *(w for _, f in fragments for w in f.workloads)], "Workload", diagnostics)
-    try:
-        snapshot = Snapshot(
-            namespaces=inventory.namespaces,
-            workloads=workloads,
-            services=services,
-            routes=routes,
-            policies=[*inventory.policies, *(p for _, f in fragments for p in f.policies)],
-            peer_authentications=[p for _, f in fragments for p in f.peer_authentications],
-            envoy_configs=[e for _, f in fragments for e in f.envoy_configs],
-            request_authentications=[r for _, f in fragments for r in f.request_authentications],
-            traffic_policies=[t for _, f in fragments for t in f.traffic_policies],
-            nodes=inventory.nodes,
-            # Two adapters may use one Secret: it is one certificate.
-            certificates={c.ref: c for _, f in fragments for c in f.certificates}.values(),
-            tls_terminations=dict.fromkeys(t for _, f in fragments for t in f.tls_terminations),
-        )
-    except ModelError as exc:
-        diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))
-        snapshot = Snapshot(namespaces=inventory.namespaces)
-    diagnostics += _ip_blocks_holding_pods(snapshot)
-    return Translation(
-        snapshot=snapshot,
-        diagnostics=tuple(sorted(diagnostics, key=_diag_order)),
-        objects=tuple(kube_objects),
-        adapter_errors=tuple(load_errors),
-        statuses=tuple(st for _, f in fragments for st in f.statuses),
-    )
+    return fragments, failed
 
 
 def _ip_blocks_holding_pods(snapshot: Snapshot) -> list[Diagnostic]:
@@ -288,8 +345,11 @@ def _ip_blocks_holding_pods(snapshot: Snapshot) -> list[Diagnostic]:
     return out
 
 
-def _diag_order(d: Diagnostic) -> tuple[str, int, int, str, str]:
-    return (d.source.file, d.source.line, d.source.column, d.code, d.message)
+def diagnostic_order(d: Diagnostic) -> tuple[str, int, int, str, str, str, str, str, str, str]:
+    """Diagnostics in input order (file, line, column), then by everything else: a total order."""
+    source = d.source
+    return (source.file, source.line, source.column, d.code, d.message, d.field, d.severity.value,
+            source.kind, source.namespace, source.name)
 
 
 __all__ = ["Translation", "Inventory", "load", "translate", "translate_objects"]

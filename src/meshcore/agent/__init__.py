@@ -11,6 +11,7 @@ embedded in another platform::
         report = agent.apply_plan(plan, interfaces={WorkloadRef("default", "web-0"): "veth-web0"})
         print(report.summary)            # what moved in the kernel and the proxy
         report = agent.apply_objects(objects)   # translate + compile + apply, with fallbacks
+        report = agent.apply_changes([endpoint_slice])  # one change: costs what it touches
 
 - :class:`NodeFacts` — the node: name, addresses, cgroup, pin root, state directory.
 - :class:`NodeAgent` — applies plans transactionally in the safe order (the node proxy
@@ -26,6 +27,11 @@ embedded in another platform::
   and :class:`FlowJournalReader` reads a journal directly.
 - Sources (:class:`ObjectsFile`, :class:`ManifestFiles`, or anything with ``poll()``) and
   :class:`AgentRunner`, which feeds an agent from a source until stopped.
+- Generations are incremental: the agent keeps its translation and plan, so an
+  EndpointSlice change rebuilds one Service, recompiles its frontends and writes only
+  those to the kernel (:class:`ChangingLoadBalancer`); a wider change is translated and
+  compiled whole, with the same result. Sources may hand out every object or only
+  :class:`Changes`.
 """
 
 from .._extras import require as _require_extra
@@ -34,7 +40,7 @@ _require_extra("agent", "meshcore.agent")  # before the imports that need it: na
 
 from ._agent import REPORT_FILE, NodeAgent
 from ._configs import config_statuses
-from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
+from ._enforcers import Change, ChangingLoadBalancer, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
 from ._flowstore import FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, parse_size
@@ -50,8 +56,9 @@ from ._report import (
     read_report,
     write_report,
 )
-from ._run import AgentRunner
+from ._run import AgentRunner, settle_heap
 from ._source import (
+    Changes,
     ManifestFiles,
     ObjectsFile,
     SnapshotSource,
@@ -64,8 +71,9 @@ from ._source import (
 
 __all__ = [
     "FLOWS_FILE", "REPORT_FILE", "AgentRunner", "FlowJournal", "FlowJournalReader", "FlowLoss", "FlowRing", "FlowStore",
-    "JournalLimits", "parse_size", "Change", "ConfigReason", "ConfigStatus", "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
+    "JournalLimits", "parse_size", "Change", "Changes", "ChangingLoadBalancer", "ConfigReason", "ConfigStatus",
+    "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
     "ManifestFiles", "NodeAgent", "NodeFacts", "NodeProxy", "ObjectsFile", "PolicyEnforcement", "ProxyStatus",
     "Refusal", "ResourceError", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
-    "object_entry", "read_objects_file", "read_report", "write_objects_file", "write_report",
+    "object_entry", "read_objects_file", "read_report", "settle_heap", "write_objects_file", "write_report",
 ]

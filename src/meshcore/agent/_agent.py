@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._translate import load, translate
+from .._translate import load
+from .._translator import ObjectKey
 from ..adapter import Adapter
-from ..compile import CompileOptions, Plan, compile_plan
+from ..compile import BpfDiff, BpfPlan, CompileOptions, Plan, compile_plan
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
 from ..observe import AgentMetrics, Flow
 from ..proxy import EnvoyStartError, NackError, ProxyConfigError
 from ._configs import config_statuses, rejected_configs
-from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
+from ._enforcers import Change, ChangingLoadBalancer, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
 from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
 from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
+from ._pipeline import Generation, Pipeline
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
 
 if TYPE_CHECKING:
@@ -65,14 +67,6 @@ def _proxy_diagnostics(exc: BaseException) -> tuple[Diagnostic, ...]:
 
 def _interfaces(given: Mapping[WorkloadRef, str] | None) -> dict[WorkloadRef, str] | None:
     return None if given is None else dict(given)
-
-
-def node_labels(objects: Iterable[KubeObject], node: str, default: Mapping[str, str]) -> dict[str, str]:
-    """The labels of the ``Node`` object named ``node`` among ``objects``, else ``default``."""
-    for obj in objects:
-        if obj.kind == "Node" and obj.api_version == "v1" and obj.name == node:
-            return dict(obj.labels)
-    return dict(default)
 
 
 class NodeAgent:
@@ -121,6 +115,7 @@ class NodeAgent:
         self._proxy: NodeProxy | None = None
         self._lock = threading.RLock()
         self._applied: Plan | None = None
+        self._kept: Pipeline | None = None
         self._interfaces: dict[WorkloadRef, str] | None = None
         self._statuses: tuple[ConfigStatus, ...] = ()
         self._generation = 0
@@ -190,14 +185,23 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ applying
 
-    def _enforce(self, plan: Plan, interfaces: Mapping[WorkloadRef, str] | None) -> list[str]:
-        """Kernel and proxy in the hand-off-safe order, then policy; any failure is a :class:`_Failed`."""
+    def _enforce(self, plan: Plan, interfaces: Mapping[WorkloadRef, str] | None,
+                 bpf_change: tuple[BpfPlan, BpfDiff] | None = None) -> list[str]:
+        """Kernel and proxy in the hand-off-safe order, then policy; any failure is a :class:`_Failed`.
+
+        ``bpf_change`` (the plan compiled before, and what differs from it) lets a load
+        balancer that can write only the difference do so. ``interfaces`` None leaves the
+        policy's attachments as they are.
+        """
         stage = Stage.KERNEL
 
         def kernel() -> Change:
             nonlocal stage
             stage = Stage.KERNEL
-            return self.load_balancer().apply(plan.bpf)
+            lb = self.load_balancer()
+            if bpf_change is not None and isinstance(lb, ChangingLoadBalancer):
+                return lb.apply_change(plan.bpf, *bpf_change)
+            return lb.apply(plan.bpf)
 
         try:
             if plan.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
@@ -250,33 +254,65 @@ class NodeAgent:
     def apply_objects(self, objects: Iterable[KubeObject | Mapping[str, object]], *,
                       interfaces: Mapping[WorkloadRef, str] | None = None, generation: int | None = None,
                       diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
-        """Translate and compile ``objects`` for this node and apply them.
+        """Translate and compile ``objects`` (every object of the generation) for this node and apply them.
 
         Raw Envoy configs Envoy rejects are left out and the rest is applied; when no node
         proxy can run, ports that needed it stay on the kernel datapath and the configs
-        that needed it are reported NotServed.
+        that needed it are reported NotServed. What changed since the previous generation
+        is found first, so a change costs what it touches (see :meth:`apply_changes`).
         """
         with self._lock:
             generation = self._next(generation)
-            wanted = _interfaces(self._interfaces if interfaces is None else interfaces)
             try:
                 kube, loaded = load(objects=objects)
-                result = translate(objects=kube, adapters=self.adapters)
-                labels = node_labels(kube, self.facts.name, self.facts.labels)
-                options = attrs.evolve(self.options, node_labels=labels)
-                plan = compile_plan(result.snapshot, self.facts.name, options)
+                result = self._pipeline().objects(kube)
             except Exception as exc:  # noqa: BLE001 - a bug in translation must not stop the node
                 return self._failed(generation, Stage.COMPILE, exc)
-            found = [*diagnostics, *loaded, *(d for d in result.diagnostics if d.severity is not Severity.INFO),
-                     *plan.envoy.warnings]
-            return self._apply_snapshot(generation, result.snapshot, plan, options, labels, wanted, found)
+            return self._apply_generation(generation, result, interfaces, [*diagnostics, *loaded])
+
+    def apply_changes(self, upserted: Iterable[KubeObject | Mapping[str, object]] = (),
+                      deleted: Iterable[ObjectKey] = (), *, interfaces: Mapping[WorkloadRef, str] | None = None,
+                      generation: int | None = None, diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
+        """Apply a change to the previous generation: ``upserted`` objects added or replacing those
+        of their (apiVersion, kind, namespace, name), ``deleted`` keys removed.
+
+        The result is what :meth:`apply_objects` gives for the objects after the change. An
+        EndpointSlice change (or a pod's readiness) rebuilds only its Service, recompiles
+        only its frontends and writes only those to the kernel; a change that reaches
+        further (a Namespace, a policy, an adapter's object) translates and compiles
+        everything again.
+        """
+        with self._lock:
+            generation = self._next(generation)
+            try:
+                kube, loaded = load(objects=upserted)
+                result = self._pipeline().changes(kube, deleted)
+            except Exception as exc:  # noqa: BLE001 - a bug in translation must not stop the node
+                return self._failed(generation, Stage.COMPILE, exc)
+            return self._apply_generation(generation, result, interfaces, [*diagnostics, *loaded])
+
+    def _pipeline(self) -> Pipeline:
+        if self._kept is None:
+            self._kept = Pipeline(self.facts.name, self.facts.labels, self.adapters, self.options)
+        return self._kept
+
+    def _apply_generation(self, generation: int, result: Generation, interfaces: Mapping[WorkloadRef, str] | None,
+                          given: list[Diagnostic]) -> GenerationReport:
+        plan = result.compiled.plan
+        translation = result.translation
+        found = [*given, *(d for d in translation.diagnostics if d.severity is not Severity.INFO),
+                 *plan.envoy.warnings]
+        wanted = _interfaces(self._interfaces if interfaces is None else interfaces)
+        return self._apply_snapshot(generation, translation.snapshot, plan, result.compiled.options, result.labels,
+                                    wanted, found, result.bpf_change, result.scope)
 
     def _apply_snapshot(self, generation: int, snapshot: Snapshot, plan: Plan, options: CompileOptions,
                         labels: Mapping[str, str], interfaces: dict[WorkloadRef, str] | None,
-                        found: list[Diagnostic]) -> GenerationReport:
+                        found: list[Diagnostic], bpf_change: tuple[BpfPlan, BpfDiff] | None = None,
+                        scope: str = "") -> GenerationReport:
         refused: list[Refusal] = []
         try:
-            changes = self._enforce(plan, interfaces)
+            changes = self._enforce(plan, interfaces, bpf_change)
             statuses = config_statuses(snapshot, labels)
         except _Failed as failed:
             fallback = self._fallback(failed, snapshot, options)
@@ -292,7 +328,8 @@ class NodeAgent:
         self._committed(plan, interfaces, statuses)
         return self._report(GenerationReport(
             generation, True, error="; ".join(r.reason for r in refused), frontends=len(plan.bpf.services),
-            changes=tuple(changes), refused=tuple(refused), config_status=statuses, diagnostics=tuple(found)))
+            changes=tuple(changes), refused=tuple(refused), config_status=statuses, diagnostics=tuple(found),
+            scope=scope))
 
     def _fallback(self, failed: _Failed, snapshot: Snapshot, options: CompileOptions) -> tuple[
             Plan, Refusal, tuple[ConfigStatus, ...]] | None:

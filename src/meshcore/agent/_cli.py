@@ -148,7 +148,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(facts, options=options, journal=journal, flow_journal=flows_journal,
                       flow_event_rate=None if rate is None else int(rate), flow_memory=memory)
-    runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics)
+    runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics, settle_heap=True)
     subscribe = getattr(source, "subscribe", None)
     if subscribe is not None:
         subscribe(runner.wake)  # a settled burst of API events is applied at once, not at the next poll

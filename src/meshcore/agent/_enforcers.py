@@ -8,14 +8,14 @@ platforms) can hand it their own; :mod:`meshcore.agent._kernel` and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
-from ..compile import BpfPlan, EnvoyPlan, PolicyPlan
+from ..compile import BpfDiff, BpfPlan, EnvoyPlan, PolicyPlan
 from ..model import WorkloadRef
 from ..observe import Flow
 from ._report import ProxyStatus
 
-__all__ = ["Change", "LoadBalancer", "NodeProxy", "PolicyEnforcement"]
+__all__ = ["Change", "ChangingLoadBalancer", "LoadBalancer", "NodeProxy", "PolicyEnforcement"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,17 @@ class LoadBalancer(Protocol):
 
     def close(self) -> None:
         """Release handles; what is pinned keeps enforcing."""
+
+
+@runtime_checkable
+class ChangingLoadBalancer(LoadBalancer, Protocol):
+    """A load balancer that can be told only what changed since the plan it holds."""
+
+    def apply_change(self, plan: BpfPlan, since: BpfPlan, diff: BpfDiff) -> Change:
+        """Make the kernel hold ``plan``, which is ``since`` changed by ``diff``.
+
+        When what it holds is not ``since`` (as last applied), the whole plan is applied.
+        """
 
 
 class PolicyEnforcement(Protocol):

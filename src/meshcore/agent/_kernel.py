@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from ..compile import BpfIndex, BpfPlan, PolicyPlan
+from ..compile import BpfDiff, BpfIndex, BpfPlan, PolicyPlan
 from ..datapath import ApplyReport, LbSettings, PolicyEnforcer, PolicyReport, SocketLB
 from ..model import WorkloadRef
 from ..observe import Flow
@@ -16,13 +16,15 @@ __all__ = ["KernelLoadBalancer", "KernelPolicy"]
 class KernelLoadBalancer:
     """The node's :class:`~meshcore.datapath.SocketLB`, each new plan applied as a diff of the last.
 
-    An endpoint change then costs the changed frontends, not a pass over every service;
-    after a failed write the next apply reconciles everything from what the kernel holds.
+    :meth:`apply` finds the diff in one pass over the plan; :meth:`apply_change` is told
+    it, so an endpoint change costs the changed frontends alone. After a failed write the
+    next apply reconciles everything from what the kernel holds.
     """
 
     def __init__(self, lb: SocketLB) -> None:
         self.lb = lb
         self._index: BpfIndex | None = None
+        self._plan: BpfPlan | None = None
         self.lb.open()
 
     @classmethod
@@ -33,15 +35,27 @@ class KernelLoadBalancer:
 
     def apply(self, plan: BpfPlan) -> ApplyReport:
         """Write what differs from the last plan applied (everything the first time)."""
-        index, self._index = self._index, None
+        index, self._index, self._plan = self._index, None, None
         if index is None:
             report = self.lb.apply(plan)
             self._index = BpfIndex(plan)
+            self._plan = plan
             return report
-        diff = index.diff(plan)
+        return self._write(index, plan, index.diff(plan))
+
+    def apply_change(self, plan: BpfPlan, since: BpfPlan, diff: BpfDiff) -> ApplyReport:
+        """Write ``diff``, which turns ``since`` into ``plan``, if ``since`` is what was applied last; else :meth:`apply`."""
+        index = self._index
+        if index is None or since is not self._plan:
+            return self.apply(plan)
+        self._index, self._plan = None, None
+        return self._write(index, plan, diff)
+
+    def _write(self, index: BpfIndex, plan: BpfPlan, diff: BpfDiff) -> ApplyReport:
+        """Write ``diff`` and move the index to ``plan`` (left unset when the write fails)."""
         report = self.lb.apply_diff(diff)
         index.commit(diff)
-        self._index = index
+        self._index, self._plan = index, plan
         return report
 
     def counts(self) -> dict[str, int]:
@@ -57,10 +71,15 @@ class KernelLoadBalancer:
 
 
 class KernelPolicy:
-    """The node's :class:`~meshcore.datapath.PolicyEnforcer`, attached to each workload's interface."""
+    """The node's :class:`~meshcore.datapath.PolicyEnforcer`, attached to each workload's interface.
+
+    A generation that brings the plan and interfaces applied last (an endpoint change
+    does) writes nothing and is not examined again.
+    """
 
     def __init__(self, enforcer: PolicyEnforcer) -> None:
         self.enforcer = enforcer
+        self._applied: tuple[PolicyPlan, dict[WorkloadRef, str] | None] | None = None
         self.enforcer.open()
 
     @classmethod
@@ -73,8 +92,19 @@ class KernelPolicy:
         """Write the plan, then attach to new interfaces and forget workloads that are gone.
 
         Interfaces attached by an earlier agent process are adopted by the first apply, so
-        ``None`` (interfaces unknown) keeps enforcing on them.
+        ``None`` (interfaces unknown) keeps enforcing on them. An identical plan with the
+        same interfaces writes nothing.
         """
+        applied, self._applied = self._applied, None
+        wanted = None if interfaces is None else dict(interfaces)
+        if applied is not None and applied[0] is plan and applied[1] == wanted:
+            self._applied = applied
+            return PolicyReport({}, {})
+        report = self._apply(plan, interfaces)
+        self._applied = (plan, wanted)
+        return report
+
+    def _apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str] | None) -> PolicyReport:
         report = self.enforcer.apply(plan)
         if interfaces is None:
             return report

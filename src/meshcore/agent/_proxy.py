@@ -141,6 +141,8 @@ class EnvoyNodeProxy:
                 raise
             self._current = new
             return report
+        if new is self._current:
+            return apply_kernel()  # Envoy serves this very plan already
         both = union_plan(new, self._current)
         if both != self._current:
             self._serve(both)

@@ -146,6 +146,10 @@ class GenerationReport:
     why, and the previous state keeps enforcing. When applied, ``refused`` lists the
     parts left out (e.g. a raw Envoy config Envoy rejected), ``changes`` what moved in the
     kernel and the proxy, and ``config_status`` every raw Envoy config's live status.
+    ``scope`` is what the agent rebuilt for it: ``whole`` (everything translated and
+    compiled again), ``compiled whole`` (translated as a change, compiled again), or
+    ``N service(s)`` (a change rebuilt and recompiled only those); empty for a plan
+    applied as given.
     """
 
     generation: int
@@ -160,6 +164,7 @@ class GenerationReport:
     proxy: ProxyStatus = ProxyStatus()
     pid: int = attrs.field(factory=os.getpid)
     time: float = 0.0
+    scope: str = ""
 
     @property
     def summary(self) -> str:
@@ -167,7 +172,9 @@ class GenerationReport:
         if not self.applied:
             return f"generation {self.generation} not applied ({self.stage}): {self.error}"
         left = f"; left out: {'; '.join(r.what for r in self.refused)}" if self.refused else ""
-        return f"generation {self.generation} applied: {self.frontends} frontends; {'; '.join(self.changes)}{left}"
+        scope = f" ({self.scope})" if self.scope else ""
+        return (f"generation {self.generation} applied{scope}: {self.frontends} frontends; "
+                f"{'; '.join(self.changes)}{left}")
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for JSON (the agent's report file)."""
@@ -177,7 +184,7 @@ class GenerationReport:
             "changes": list(self.changes), "refused": [r.to_data() for r in self.refused],
             "configStatus": [c.to_data() for c in self.config_status],
             "diagnostics": [_diagnostic_data(d) for d in self.diagnostics],
-            "proxy": self.proxy.to_data(), "time": self.time,
+            "proxy": self.proxy.to_data(), "time": self.time, "scope": self.scope,
         }
 
     @classmethod
@@ -194,7 +201,7 @@ class GenerationReport:
             config_status=tuple(ConfigStatus.from_data(c) for c in data.get("configStatus") or ()),
             diagnostics=tuple(_diagnostic_from(d) for d in data.get("diagnostics") or ()),
             proxy=ProxyStatus.from_data(data.get("proxy") or {}), pid=int(data.get("pid", 0)),
-            time=float(data.get("time", 0.0)),
+            time=float(data.get("time", 0.0)), scope=str(data.get("scope", "")),
         )
 
 

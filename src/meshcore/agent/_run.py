@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -12,12 +13,26 @@ from ._agent import NodeAgent
 from ._report import GenerationReport, Stage
 from ._source import SnapshotSource, SourceError
 
-__all__ = ["POLL_SECONDS", "AgentRunner"]
+__all__ = ["POLL_SECONDS", "AgentRunner", "settle_heap"]
 
 log = logging.getLogger("meshcore.agent")
 
 #: How often the source is polled when nothing wakes the runner.
 POLL_SECONDS = 1.0
+
+
+def settle_heap() -> None:
+    """Collect garbage once, then leave every object alive now out of later collections.
+
+    A large cluster's configuration is millions of objects that live until the next whole
+    generation; each of the collector's full passes over them would stall a change for a
+    good fraction of a second. Frozen objects are still freed as soon as nothing refers to
+    them (the configuration's objects form no cycles); the next call first unfreezes and
+    collects, so a cycle among them would be collected then.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class AgentRunner:
@@ -26,14 +41,19 @@ class AgentRunner:
     A generation the source cannot deliver is reported as not applied (stage ``source``)
     and the previous state keeps enforcing. :meth:`run` returns when :meth:`stop` is
     called (SIGTERM/SIGINT with :meth:`handle_signals`) or ``until`` says so.
+
+    With ``settle_heap`` (the agent's own process sets it), each generation built whole is
+    followed by :func:`settle_heap`, so later changes never wait for the garbage collector
+    to walk the whole configuration.
     """
 
     def __init__(self, agent: NodeAgent, source: SnapshotSource, *, poll: float = POLL_SECONDS,
-                 metrics_address: str = DEFAULT_METRICS_ADDRESS) -> None:
+                 metrics_address: str = DEFAULT_METRICS_ADDRESS, settle_heap: bool = False) -> None:
         self.agent = agent
         self.source = source
         self.poll = poll
         self.metrics_address = metrics_address
+        self.settle_heap = settle_heap
         self._wake = threading.Event()
         self._stop = threading.Event()
 
@@ -67,8 +87,16 @@ class AgentRunner:
             return self.agent.report_failure(Stage.SOURCE, exc, exc.generation)
         if update is None:
             return None
-        return self.agent.apply_objects(update.objects, interfaces=update.interfaces,
-                                        generation=update.generation, diagnostics=update.diagnostics)
+        if update.changes is not None:
+            report = self.agent.apply_changes(update.changes.upserted, update.changes.deleted,
+                                              interfaces=update.interfaces, generation=update.generation,
+                                              diagnostics=update.diagnostics)
+        else:
+            report = self.agent.apply_objects(update.objects, interfaces=update.interfaces,
+                                              generation=update.generation, diagnostics=update.diagnostics)
+        if self.settle_heap and report.scope == "whole":
+            settle_heap()
+        return report
 
     def _serve_metrics(self) -> None:
         if self.metrics_address in ("", "off"):

@@ -6,7 +6,10 @@
 - :class:`ManifestFiles` — Kubernetes YAML/JSON files or directories, read again when
   any of them changes (a node configured from a directory of manifests).
 
-A source is polled; it answers with an :class:`Update` only when something changed.
+A source is polled; it answers with an :class:`Update` only when something changed: every
+object of the new generation, or (a source that follows changes, such as a watch on an
+API server) only what changed since the previous one (:class:`Changes`). The agent turns
+a full list into the change it makes itself, so either way a change costs what it touches.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import Any, Protocol
 
 import attrs
 
+from .._translator import ObjectKey
 from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, iter_input_files, load_paths, make_object
 from ..model import Diagnostic, Source, WorkloadRef
 
-__all__ = ["OBJECTS_VERSION", "ManifestFiles", "ObjectsFile", "SnapshotSource", "SourceError", "Update",
+__all__ = ["OBJECTS_VERSION", "Changes", "ManifestFiles", "ObjectsFile", "SnapshotSource", "SourceError", "Update",
            "object_entry", "read_objects_file", "write_objects_file"]
 
 #: Format version of the objects file.
@@ -42,9 +46,20 @@ class SourceError(Exception):
 
 
 @attrs.frozen
+class Changes:
+    """What changed since the previous generation: objects added or replacing those of their
+    (apiVersion, kind, namespace, name), and the keys of objects removed."""
+
+    upserted: tuple[KubeObject, ...] = ()
+    deleted: tuple[ObjectKey, ...] = ()
+
+
+@attrs.frozen
 class Update:
     """One generation of configuration for the node.
 
+    ``objects`` are every object of the generation, unless ``changes`` is given: then the
+    generation is the previous one with those changes (and ``objects`` is not read).
     ``interfaces`` maps each local workload to its host-side interface, where L3/L4
     policy is attached; None when the source does not know them (something else wires
     the workloads): the policy's attachments are then left as they are. ``diagnostics``
@@ -52,9 +67,10 @@ class Update:
     """
 
     generation: int
-    objects: tuple[KubeObject, ...]
+    objects: tuple[KubeObject, ...] = ()
     interfaces: Mapping[WorkloadRef, str] | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
+    changes: Changes | None = None
 
 
 class SnapshotSource(Protocol):

@@ -3,6 +3,7 @@
 from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE
 from ._diff import BpfDiff, BpfIndex, diff_bpf
+from ._incremental import CompiledPlan
 from ._envoy_plan import (
     RBAC_NEVER,
     ClientView,
@@ -60,7 +61,7 @@ __all__ = [
     "PolicyEntry", "PolicyIdentity", "PolicyPeer", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
     "compile_policy", "identity_key", "port_blocks",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
-    "CompileOptions", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
+    "CompileOptions", "CompiledPlan", "Datapath", "Decision", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt", "EnvoyListener",
     "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoySecret", "EnvoyVirtualHost", "JwtProvider", "Origin", "Plan", "RawOrigin",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
     "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "ServerTls", "TcpChain", "cluster_name", "secret_name", "compile_plan", "diff_bpf",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 
 import attrs
@@ -12,7 +13,8 @@ from ..model import (
     Backend, BackendState, Labels, RouteKind, RouteTable, Service, ServicePort, ServiceRef, Snapshot, VipAssignment,
     WorkloadRef,
 )
-from ._decide import decide, virtual_hosts
+from ..model._gc import gc_paused
+from ._decide import decide, l7_policies, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
 from ._policy import compile_policy
@@ -95,21 +97,87 @@ def _bpf_backends(backends: tuple[Backend, ...], family: int) -> tuple[BpfBacken
 
 def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | None = None) -> Plan:
     """Compile ``snapshot`` for ``node``: frontends for the kernel and the eBPF/Envoy decision."""
-    options = options or CompileOptions()
-    tables: dict[tuple[ServiceRef, int], list[RouteTable]] = defaultdict(list)
-    for table in snapshot.routes:
-        tables[(table.service, table.port)].append(table)
+    return Compiler(snapshot, node, options or CompileOptions()).plan()
 
-    frontends: list[BpfService] = []
-    decisions: list[Decision] = []
-    proxied: list[ProxiedPort] = []
-    ports = PortAllocator(options.proxy_port_base, options.proxy_port_range)
-    raw = raw_part(snapshot, options.node_labels, ports)
-    gated = proxy_only_ports(snapshot)
-    for service in snapshot.services:
+
+@attrs.frozen
+class ServicePart:
+    """What one service compiles to: its frontends, the decision per port, the ports handed to the node proxy."""
+
+    frontends: tuple[BpfService, ...]
+    decisions: tuple[Decision, ...]
+    proxied: tuple[ProxiedPort, ...]
+
+
+class Compiler:
+    """The per-snapshot context of compile (route tables by port, raw configs, proxy ports) and its steps.
+
+    :meth:`plan` compiles every service; :class:`~meshcore.compile.CompiledPlan` reuses
+    the steps to recompile a few services against the same context.
+    """
+
+    def __init__(self, snapshot: Snapshot, node: str, options: CompileOptions) -> None:
+        self.snapshot = snapshot
+        self.node = node
+        self.options = options
+        self.tables: dict[tuple[ServiceRef, int], list[RouteTable]] = defaultdict(list)
+        for table in snapshot.routes:
+            self.tables[(table.service, table.port)].append(table)
+        self.ports = PortAllocator(options.proxy_port_base, options.proxy_port_range)
+        self.raw = raw_part(snapshot, options.node_labels, self.ports)
+        self.gated = proxy_only_ports(snapshot)
+        self.l7 = l7_policies(snapshot)
+        #: The listener port given to each proxied service port (by :func:`proxy_port_key`).
+        self.proxy_ports: dict[str, int] = {}
+
+    def derived(self, snapshot: Snapshot) -> Compiler:
+        """This context for ``snapshot``, which differs from this one's only in some services' backends.
+
+        Route tables, raw configs and gates are kept; a proxied port keeps its listener port.
+        """
+        other = copy.copy(self)
+        other.snapshot = snapshot
+        other.ports = self.ports.copy()
+        other.proxy_ports = dict(self.proxy_ports)
+        return other
+
+    def plan(self) -> Plan:
+        """The whole plan (see :func:`compile_plan`)."""
+        return self.assemble(part for _, part in self.parts())
+
+    def parts(self) -> list[tuple[Service, ServicePart]]:
+        """Every service compiled, in snapshot order."""
+        with gc_paused():
+            return [(s, self.service(s)) for s in self.snapshot.services]
+
+    def assemble(self, parts: Iterable[ServicePart]) -> Plan:
+        """The plan of the services' parts (given in snapshot order)."""
+        with gc_paused():
+            chosen = list(parts)
+            return Plan(
+                node=self.node,
+                snapshot_hash=self.snapshot.content_hash,
+                bpf=BpfPlan([f for p in chosen for f in p.frontends]),
+                envoy=self.envoy([i for p in chosen for i in p.proxied]),
+                decisions=tuple(d for p in chosen for d in p.decisions),
+                policy=compile_policy(self.snapshot, self.node),
+            )
+
+    def envoy(self, proxied: Sequence[ProxiedPort]) -> EnvoyPlan:
+        """The node proxy's plan for the proxied ports and the node's raw configs."""
+        if self.options.proxy_enabled and (proxied or self.raw.resources):
+            return build_envoy_plan(self.snapshot, proxied, self.raw, self.node)
+        return EnvoyPlan()
+
+    def service(self, service: Service) -> ServicePart:
+        """Compile one service: a decision per port and its frontends (listener ports taken in service order)."""
+        snapshot, options = self.snapshot, self.options
+        frontends: list[BpfService] = []
+        decisions: list[Decision] = []
+        proxied: list[ProxiedPort] = []
         for port in service.ports:
-            port_tables = tables.get((service.ref, port.port), [])
-            redirect = raw.redirects.get((service.ref, port.port))
+            port_tables = self.tables.get((service.ref, port.port), [])
+            redirect = self.raw.redirects.get((service.ref, port.port))
             proxy_port = None
             if redirect is not None:
                 decision = Decision(service.ref, port.port, port.protocol.transport, Datapath.ENVOY,
@@ -120,10 +188,13 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                     decision = attrs.evolve(
                         decision, reason=f"{decision.reason}; no node proxy is running, so it is not applied")
             else:
-                decision = decide(snapshot, service, port, port_tables)
+                decision = decide(snapshot, service, port, port_tables, self.l7)
                 if decision.datapath is Datapath.ENVOY:
                     if options.proxy_enabled:
-                        proxy_port = ports.take(f"service/{service.ref}:{port.port}/{port.protocol.transport}")
+                        key = proxy_port_key(service.ref, port)
+                        proxy_port = self.proxy_ports.get(key)
+                        if proxy_port is None:
+                            proxy_port = self.proxy_ports[key] = self.ports.take(key)
                         proxied.append(ProxiedPort(service, port, proxy_port, tuple(port_tables), decision))
                     else:
                         decision = attrs.evolve(
@@ -132,25 +203,20 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                         )
             # A service whose VIPs are still to be assigned gets them before any client dials it.
             if proxy_port is None or not (service.vips or service.vip_assignment is VipAssignment.PENDING):
-                decision = _fails_closed(decision, service, port, gated)
+                decision = _fails_closed(decision, service, port, self.gated)
             decisions.append(decision)
             backends = port.backends
             for table in port_tables:
                 split = _l4_split(snapshot, table, port)
                 if split is not None:
                     backends = split
-            frontends.extend(
-                _frontends(service, port, backends, proxy_port)
-            )
-    return Plan(
-        node=node,
-        snapshot_hash=snapshot.content_hash,
-        bpf=BpfPlan(frontends),
-        envoy=build_envoy_plan(snapshot, proxied, raw, node) if options.proxy_enabled and (proxied or raw.resources)
-        else EnvoyPlan(),
-        decisions=tuple(decisions),
-        policy=compile_policy(snapshot, node),
-    )
+            frontends.extend(_frontends(service, port, backends, proxy_port))
+        return ServicePart(tuple(frontends), tuple(decisions), tuple(proxied))
+
+
+def proxy_port_key(service: ServiceRef, port: ServicePort) -> str:
+    """The key a proxied service port's listener port is allocated by."""
+    return f"service/{service}:{port.port}/{port.protocol.transport}"
 
 
 def _fails_closed(decision: Decision, service: Service, port: ServicePort,

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot
+from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot, Workload
 from ._envoy_jwt import selecting
 from ._envoy_tcp_checks import inexpressible_sources, serves_tcp, uneven_destinations
 from ._plan import Datapath, Decision
 from ._traffic import traffic_verdict
 
 
-def _policies_needing_l7(snapshot: Snapshot, service: Service, port: ServicePort) -> list[AuthorizationPolicy]:
-    """L7 authorization policies that select a backend workload of this port."""
-    backend_refs = {b.workload for b in port.backends if b.workload is not None}
-    if not backend_refs:
+def _backend_workloads(snapshot: Snapshot, port: ServicePort) -> list[Workload]:
+    """The known workloads behind the port's backends (looked up, not scanned: this runs per port)."""
+    refs = dict.fromkeys(b.workload for b in port.backends if b.workload is not None)
+    return [w for ref in refs if (w := snapshot.workload(ref)) is not None]
+
+
+def _policies_needing_l7(snapshot: Snapshot, port: ServicePort,
+                         l7_policies: Sequence[AuthorizationPolicy]) -> list[AuthorizationPolicy]:
+    """The L7 authorization policies (of ``l7_policies``) that select a backend workload of this port."""
+    if not l7_policies:
         return []
-    workloads = [w for w in snapshot.workloads if w.ref in backend_refs]
-    found = []
-    for policy in snapshot.policies:
-        if not policy.needs_l7:
-            continue
-        if any(policy.selects(w.namespace, w.labels) for w in workloads):
-            found.append(policy)
-    return found
+    workloads = _backend_workloads(snapshot, port)
+    return [p for p in l7_policies if any(p.selects(w.namespace, w.labels) for w in workloads)]
+
+
+def l7_policies(snapshot: Snapshot) -> list[AuthorizationPolicy]:
+    """The snapshot's policies that need the node proxy, in order (found once per compile, not per port)."""
+    return [p for p in snapshot.policies if p.needs_l7]
 
 
 def _policy_l7_reason(policy: AuthorizationPolicy) -> str:
@@ -48,9 +53,13 @@ def virtual_hosts(tables: Sequence[RouteTable]) -> list[str]:
         h for t in tables if t.kind is RouteKind.L7 for h in t.hostnames if h != "*"))
 
 
-def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
-    """Decide whether ``port`` of ``service`` needs the node Envoy, and say why."""
-    decision = _decide(snapshot, service, port, tables)
+def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable],
+           l7: Sequence[AuthorizationPolicy] | None = None) -> Decision:
+    """Decide whether ``port`` of ``service`` needs the node Envoy, and say why.
+
+    ``l7`` are the snapshot's :func:`l7_policies`, when the caller decides many ports.
+    """
+    decision = _decide(snapshot, service, port, tables, l7_policies(snapshot) if l7 is None else l7)
     if decision.datapath is Datapath.ENVOY and serves_tcp(port, tables):
         # The node proxy's TCP listener enforces the backends' L3/L4 authorization (their
         # kernel policy exempts it), which it can do exactly only when every backend a
@@ -65,7 +74,8 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
     return decision
 
 
-def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
+def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable],
+            l7: Sequence[AuthorizationPolicy]) -> Decision:
     transport = port.protocol.transport
     terminations = snapshot.terminations(service.ref, port.port)
     if terminations:
@@ -92,7 +102,7 @@ def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Seq
                                 "for UDP: that share goes to the valid backends", table.source)
             return Decision(service.ref, port.port, transport, Datapath.ENVOY,
                             f"{why}, which the socket-level balancer cannot express", table.source)
-    policies = _policies_needing_l7(snapshot, service, port)
+    policies = _policies_needing_l7(snapshot, port, l7)
     if policies:
         p = policies[0]
         why = f"authorization policy {p.namespace}/{p.name} {_policy_l7_reason(p)}"
@@ -112,9 +122,7 @@ def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Seq
     if snapshot.request_authentications and port.protocol.is_http:
         # JWTs travel in HTTP requests: on other ports a request authentication has no
         # effect (as in Istio, where TCP traffic passes it untouched).
-        backend_refs = {b.workload for b in port.backends if b.workload is not None}
-        authns = selecting(snapshot.request_authentications,
-                           (w for w in snapshot.workloads if w.ref in backend_refs)) if backend_refs else []
+        authns = selecting(snapshot.request_authentications, _backend_workloads(snapshot, port))
         if authns:
             a = authns[0]
             issuers = ", ".join(dict.fromkeys(r.issuer for r in a.jwt_rules))

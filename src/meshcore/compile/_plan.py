@@ -81,6 +81,13 @@ class BpfPlan:
     services: tuple[BpfService, ...] = attrs.field(default=(), converter=_by_key)
 
 
+def sorted_bpf_plan(services: tuple[BpfService, ...]) -> BpfPlan:
+    """A :class:`BpfPlan` of frontends already in key order (taken as they are, not sorted again)."""
+    plan = object.__new__(BpfPlan)
+    object.__setattr__(plan, "services", services)
+    return plan
+
+
 @attrs.frozen(order=True)
 class Decision:
     """Why a service port is handled by eBPF alone or by the node Envoy."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
@@ -148,8 +150,19 @@ class L7Handoff:
     reason: str
 
 
-def _sorted(value: Iterable[object]) -> tuple[object, ...]:
-    return tuple(sorted(value))  # type: ignore[type-var]
+_ORDER_KEYS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _sorted(value: Iterable[Any]) -> tuple[Any, ...]:
+    """The items in attrs' order, compared by a key computed once per item (not per comparison)."""
+    items = list(value)
+    if not items:
+        return ()
+    cls = type(items[0])
+    key = _ORDER_KEYS.get(cls)
+    if key is None:
+        key = _ORDER_KEYS[cls] = operator.attrgetter(*(f.name for f in attrs.fields(cls) if f.order))
+    return tuple(sorted(items, key=key))
 
 
 @attrs.frozen

@@ -27,6 +27,12 @@ class PortAllocator:
         self.size = size
         self._used: set[int] = set()
 
+    def copy(self) -> PortAllocator:
+        """An allocator with the same ports taken, taking further ports on its own."""
+        other = PortAllocator(self.base, self.size)
+        other._used = set(self._used)
+        return other
+
     def take(self, key: str) -> int:
         """The port for ``key`` (the same key always asks for the same slot first)."""
         if len(self._used) >= self.size:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 from collections.abc import Sequence
 
 from ..compile import BpfService
@@ -11,7 +12,8 @@ from ..model import BackendState
 from ._errors import DatapathError
 from .maps.services import PROTOCOLS
 
-__all__ = ["MAX_SLOTS_PER_SERVICE", "Frontend", "frontend", "frontend_text", "slot_counts", "validate_service"]
+__all__ = ["MAX_SLOTS_PER_SERVICE", "Frontend", "address", "canonical", "frontend", "frontend_text", "slot_counts",
+           "validate_service"]
 
 # Enough resolution for weights like 1:999 while keeping a service's slot table small.
 MAX_SLOTS_PER_SERVICE = 4096
@@ -19,9 +21,29 @@ MAX_SLOTS_PER_SERVICE = 4096
 Frontend = tuple[str, int, str]
 
 
+def _canonical_ipv4(text: str) -> bytes | None:
+    """The packed address when ``text`` is an IPv4 address in canonical form (the common case, read in C)."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        return None
+    return packed if socket.inet_ntop(socket.AF_INET, packed) == text else None
+
+
+def address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``text`` as an address; ValueError when it is none (``ipaddress`` decides anything unusual)."""
+    packed = _canonical_ipv4(text)
+    return ipaddress.IPv4Address(packed) if packed is not None else ipaddress.ip_address(text)
+
+
+def canonical(text: str) -> str:
+    """The normalised text of an address."""
+    return text if _canonical_ipv4(text) is not None else str(ipaddress.ip_address(text))
+
+
 def frontend(svc: BpfService) -> Frontend:
     """(normalised VIP text, port, protocol) of a service."""
-    return str(ipaddress.ip_address(svc.vip)), svc.port, svc.protocol.upper()
+    return canonical(svc.vip), svc.port, svc.protocol.upper()
 
 
 def frontend_text(fe: Frontend) -> str:
@@ -43,7 +65,7 @@ def validate_service(svc: BpfService, proxy_families: frozenset[int]) -> None:
     """Raise DatapathError naming the service and field unless the kernel can enforce it."""
     where = _where(svc)
     try:
-        vip = ipaddress.ip_address(svc.vip)
+        vip = address(svc.vip)
     except ValueError:
         raise DatapathError(f"{where}: vip {svc.vip!r} is not an IP address") from None
     if isinstance(vip, ipaddress.IPv6Address) and vip.ipv4_mapped is not None:
@@ -64,7 +86,7 @@ def validate_service(svc: BpfService, proxy_families: frozenset[int]) -> None:
     for i, b in enumerate(svc.backends):
         bw = f"{where}: backends[{i}] {b.address}:{b.port}"
         try:
-            addr = ipaddress.ip_address(b.address)
+            addr = address(b.address)
         except ValueError:
             raise DatapathError(f"{bw}: address is not an IP address") from None
         if addr.version != vip.version:

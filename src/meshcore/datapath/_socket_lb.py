@@ -6,7 +6,6 @@ entries that differ are written, in an order that never exposes a half-written s
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import socket
@@ -21,7 +20,7 @@ from ..compile import BpfDiff, BpfPlan, BpfService
 from . import _libbpf
 from ._bpffs import default_pin_root, pins_on_bpffs
 from ._cgroup import resolve_cgroup
-from ._desired import Frontend, frontend, frontend_text, slot_counts, validate_service
+from ._desired import Frontend, canonical, frontend, frontend_text, slot_counts, validate_service
 from ._errors import DatapathError
 from ._loader import BpfObject, map_info, object_path
 from ._pins import NodePins
@@ -293,7 +292,7 @@ class SocketLB:
             cur_b = self._backends.get(sid, {})
             new_b: dict[tuple[str, int], tuple[int, bytes]] = {}
             for b in svc.backends:
-                ep = (str(ipaddress.ip_address(b.address)), b.port)
+                ep = (canonical(b.address), b.port)
                 bid = cur_b[ep][0] if ep in cur_b else self._alloc_backend_id()
                 bval = backends.BackendValue.of(ep[0], ep[1], sid, b.weight, STATE_CODES[model.BackendState(b.state)])
                 new_b[ep] = (bid, bytes(bval))
@@ -303,7 +302,7 @@ class SocketLB:
             if svc.proxy_port is None:
                 eps = sorted(new_b)
                 weight = {
-                    (str(ipaddress.ip_address(b.address)), b.port): b.weight if b.state == model.BackendState.ACTIVE else 0
+                    (canonical(b.address), b.port): b.weight if b.state == model.BackendState.ACTIVE else 0
                     for b in svc.backends
                 }
                 for ep, n in zip(eps, slot_counts([weight[ep] for ep in eps])):

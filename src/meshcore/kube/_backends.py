@@ -27,6 +27,13 @@ class PodIndex:
             for key, value in pod.labels.items():
                 self._by_label[(namespace, key, value)].append(pod)
 
+    def replace(self, old: PodInfo, new: PodInfo) -> None:
+        """Put ``new`` where ``old`` was (both carry the same labels)."""
+        namespace = old.workload.namespace
+        for key, value in old.labels.items():
+            listed = self._by_label[(namespace, key, value)]
+            listed[next(i for i, p in enumerate(listed) if p is old)] = new
+
     def select(self, namespace: str, selector: Mapping[str, str]) -> list[PodInfo]:
         """Pods of ``namespace`` carrying every label of a non-empty ``selector``, in input order."""
         smallest: list[PodInfo] | None = None
@@ -44,8 +51,18 @@ class PodIndex:
         return [p for p in smallest if all(p.labels.get(k) == v for k, v in items)]
 
 
+def _preference(backend: Backend) -> tuple[int, str, str]:
+    """Among backends of one address and port, the smallest is kept: active first, then by workload."""
+    ref = backend.workload
+    return (backend.state is not BackendState.ACTIVE, ref.namespace if ref else "", ref.name if ref else "")
+
+
 class _Backends:
-    """Backends of one port, deduplicated by address and port (an active one wins)."""
+    """Backends of one port, deduplicated by address and port (an active one wins).
+
+    Which one is kept does not depend on the order slices or pods come in, so the
+    Snapshot does not either.
+    """
 
     __slots__ = ("items",)
 
@@ -55,8 +72,7 @@ class _Backends:
     def add(self, backend: Backend) -> None:
         key = (backend.address, backend.port)
         known = self.items.get(key)
-        if known is None or (known.state is BackendState.TERMINATING
-                             and backend.state is BackendState.ACTIVE):
+        if known is None or (known != backend and _preference(backend) < _preference(known)):
             self.items[key] = backend
 
     def ordered(self) -> list[Backend]:

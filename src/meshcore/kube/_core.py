@@ -30,8 +30,10 @@ with an error contributes nothing but never stops the others.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
+
+import attrs
 
 from ..model import AuthorizationPolicy, Diagnostic, ModelError, Namespace, Node, Service, Source, Workload
 from ._backends import PodIndex, build_service
@@ -69,11 +71,25 @@ CORE_KINDS: frozenset[tuple[str, str]] = frozenset({
 })
 
 
+ObjectKey = tuple[str, str, str]
+
+
+def core_key(obj: KubeObject) -> ObjectKey:
+    """(kind, namespace, name): what makes a core object unique."""
+    return (obj.kind, obj.namespace, obj.name)
+
+
 class _Run:
-    """Collects diagnostics; runs each object's translation so an error drops only that object."""
+    """Collects diagnostics; runs each object's translation so an error drops only that object.
+
+    Each diagnostic is also filed under its object: ``read`` what translating it found,
+    ``checks`` what comparing it with other objects found (so a change can replace them).
+    """
 
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self.read: dict[ObjectKey, list[Diagnostic]] = defaultdict(list)
+        self.checks: dict[ObjectKey, list[Diagnostic]] = defaultdict(list)
 
     def __call__(self, obj: KubeObject, translate: Callable[[KubeObject, Findings], T]) -> T | None:
         findings = Findings(obj)
@@ -81,18 +97,72 @@ class _Run:
             result = translate(obj, findings)
         except (FieldError, ModelError) as exc:
             # Warnings about an object that is dropped would only distract from its errors.
-            self.diagnostics.extend(field_diagnostics(obj, exc))
+            self._add(self.read, obj, field_diagnostics(obj, exc))
             return None
-        self.diagnostics.extend(findings.items)
+        self._add(self.read, obj, findings.items)
         return result
 
     def error(self, obj: KubeObject, code: str, message: str, path: str = "") -> None:
-        self.diagnostics.append(object_error(obj, code, message, path))
+        self._add(self.checks, obj, [object_error(obj, code, message, path)])
 
     def warn(self, obj: KubeObject, code: str, message: str, path: str) -> None:
         findings = Findings(obj)
         findings.warn(code, message, path)
-        self.diagnostics.extend(findings.items)
+        self._add(self.checks, obj, findings.items)
+
+    def file(self, obj: KubeObject, found: list[Diagnostic]) -> None:
+        """Record what reading ``obj`` found besides its translation (e.g. its unknown fields)."""
+        self._add(self.read, obj, found)
+
+    def _add(self, filed: dict[ObjectKey, list[Diagnostic]], obj: KubeObject, found: list[Diagnostic]) -> None:
+        if found:
+            self.diagnostics.extend(found)
+            filed[core_key(obj)].extend(found)
+
+
+@attrs.define
+class CoreState:
+    """A core translation with what produced it, so one object's change can be applied on its own.
+
+    See :mod:`meshcore.kube._scoped`. Services replaced by changes are held aside and put
+    into the :attr:`inventory` when it is next read (building one is a pass over every service).
+    """
+
+    _inventory: Inventory = attrs.field(alias="inventory")
+    diagnostics: list[Diagnostic]
+    run: _Run
+    #: Where each (kind, namespace, name) was first defined; ``duplicated`` were defined again.
+    defined: dict[ObjectKey, Source]
+    duplicated: set[ObjectKey]
+    #: Services translated, by (namespace, name): the object and what was read from it.
+    services: dict[tuple[str, str], tuple[KubeObject, ServiceSpec]]
+    #: Pods of the input that are workloads, by (namespace, name), and the index selectors use.
+    pods: dict[tuple[str, str], PodInfo]
+    pod_index: PodIndex
+    #: Usable EndpointSlices: per service (namespace, name), each slice by (namespace, name).
+    slices: dict[tuple[str, str], dict[tuple[str, str], SliceInfo]]
+    #: The same slices by their own (namespace, name).
+    slice_infos: dict[tuple[str, str], SliceInfo]
+    #: The translated services of each namespace (built when first needed).
+    by_namespace: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)
+    _replaced: dict[tuple[str, str], Service] = attrs.field(factory=dict)
+
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory, with every service replaced so far."""
+        if self._replaced:
+            self._inventory = self._inventory.replacing_services(self._replaced.values())
+            self._replaced = {}
+        return self._inventory
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        """The translated service ``namespace/name`` as it is now."""
+        return self._replaced.get((namespace, name)) or self._inventory.service(namespace, name)
+
+    def replace_services(self, services: Sequence[Service]) -> None:
+        """Put ``services`` in place of the services of their names (in the inventory, on its next read)."""
+        for s in services:
+            self._replaced[(s.namespace, s.name)] = s
 
 
 def _ns_name(item: Workload | Service) -> tuple[str, str]:
@@ -132,12 +202,19 @@ def _check_pod_ips(run: _Run, objects: Sequence[tuple[KubeObject, PodInfo]]) -> 
 
 def translate_core(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnostic]]:
     """Translate core-kind objects into an :class:`Inventory` and diagnostics."""
+    state = translate_core_state(objects)
+    return state.inventory, state.diagnostics
+
+
+def translate_core_state(objects: Sequence[KubeObject]) -> CoreState:
+    """:func:`translate_core`, keeping what a later change to one object needs (see :mod:`._scoped`)."""
     with gc_paused():
         return _translate(objects)
 
 
-def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnostic]]:
+def _translate(objects: Sequence[KubeObject]) -> CoreState:
     run = _Run()
+    duplicated: set[ObjectKey] = set()
     defined: dict[tuple[str, str, str], Source] = {}
     by_kind: dict[str, list[KubeObject]] = defaultdict(list)
     for obj in objects:
@@ -145,16 +222,17 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             run.error(obj, NOT_CORE_KIND, f"{obj.kind} {obj.api_version} is not a core kind "
                       f"(core kinds: {', '.join(sorted(f'{k} {v}' for v, k in CORE_KINDS))})")
             continue
-        key = (obj.kind, obj.namespace, obj.name)
+        key = core_key(obj)
         first = defined.get(key)
         if first is not None:
+            duplicated.add(key)
             run.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice; the first definition "
                       f"(used) is at {_where(first)}", "metadata.name")
             continue
         defined[key] = obj.source
         by_kind[obj.kind].append(obj)
         # Reported even when the object has an error: a misspelt field is often its cause.
-        run.diagnostics.extend(unknown_fields(obj))
+        run.file(obj, unknown_fields(obj))
 
     namespaces: dict[str, Namespace] = {}
     for obj in by_kind["Namespace"]:
@@ -184,6 +262,7 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
             pods.append(pod)
             explicit.append((obj, pod))
             used.add(obj.namespace)
+    input_pods = {(obj.namespace, obj.name): pod for obj, pod in explicit}
     _check_pod_ips(run, explicit)
 
     realized = _realized_deployments(pods)
@@ -198,16 +277,18 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
         if generated is not None:
             pods.extend(generated)
 
-    slices: dict[tuple[str, str], list[SliceInfo]] = defaultdict(list)
+    slices: dict[tuple[str, str], dict[tuple[str, str], SliceInfo]] = defaultdict(dict)
     slice_objects: list[tuple[KubeObject, SliceInfo]] = []
     for obj in by_kind["EndpointSlice"]:
         info = run(obj, translate_slice)
         if info is not None:
             used.add(obj.namespace)
-            slices[(info.namespace, info.service)].append(info)
+            slices[(info.namespace, info.service)][(obj.namespace, obj.name)] = info
             slice_objects.append((obj, info))
 
-    build = _service_builder(slices, PodIndex(pods))
+    index = PodIndex(pods)
+    read: dict[tuple[str, str], tuple[KubeObject, ServiceSpec]] = {}
+    build = service_builder(slices, index, read)
     services: list[Service] = []
     for obj in by_kind["Service"]:
         service = run(obj, build)
@@ -249,7 +330,8 @@ def _translate(objects: Sequence[KubeObject]) -> tuple[Inventory, list[Diagnosti
     )
     # Report in input order (file, then line), whatever order the kinds were processed in.
     run.diagnostics.sort(key=lambda d: (d.source.file, d.source.line))
-    return inventory, run.diagnostics
+    return CoreState(inventory, run.diagnostics, run, defined, duplicated, read, input_pods, index, slices,
+                     {(obj.namespace, obj.name): info for obj, info in slice_objects})
 
 
 def _generator(deployment: DeploymentSpec, defined: dict[tuple[str, str, str], Source],
@@ -274,12 +356,16 @@ def _generator(deployment: DeploymentSpec, defined: dict[tuple[str, str, str], S
     return generate
 
 
-def _service_builder(slices: dict[tuple[str, str], list[SliceInfo]], index: PodIndex,
-                     ) -> Callable[[KubeObject, Findings], Service]:
-    """A translation step reading a Service and resolving its backends."""
+def service_builder(slices: Mapping[tuple[str, str], Mapping[tuple[str, str], SliceInfo]], index: PodIndex,
+                    read: dict[tuple[str, str], tuple[KubeObject, ServiceSpec]],
+                    ) -> Callable[[KubeObject, Findings], Service]:
+    """A translation step reading a Service (kept in ``read``) and resolving its backends."""
 
     def service(obj: KubeObject, findings: Findings) -> Service:
         spec: ServiceSpec = read_service(obj, findings)
-        return build_service(spec, slices.get((spec.namespace, spec.name)), index, findings)
+        found = slices.get((spec.namespace, spec.name))
+        built = build_service(spec, list(found.values()) if found else None, index, findings)
+        read[(obj.namespace, obj.name)] = (obj, spec)
+        return built
 
     return service

@@ -1,24 +1,5 @@
-"""Pausing the cyclic garbage collector while building many acyclic objects."""
+"""Pausing the cyclic garbage collector (kept in the model, which every stage may import)."""
 
-from __future__ import annotations
+from ..model._gc import gc_paused
 
-import contextlib
-import gc
-from collections.abc import Iterator
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Disable the cyclic collector for the block.
-
-    Reading and translating allocate hundreds of thousands of small objects that form no
-    cycles; the collector would rescan the growing heap over and over, which makes the
-    cost grow faster than the input.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+__all__ = ["gc_paused"]

@@ -66,10 +66,6 @@ class Inventory:
         return self._bundles.get((namespace, name))
 
     @functools.cached_property
-    def _services(self) -> dict[ServiceRef, Service]:
-        return {s.ref: s for s in self.services}
-
-    @functools.cached_property
     def _namespaces(self) -> dict[str, Namespace]:
         return {n.name: n for n in self.namespaces}
 
@@ -90,9 +86,33 @@ class Inventory:
     def _accounts(self) -> frozenset[tuple[str, str]]:
         return frozenset(self.service_accounts)
 
+    @functools.cached_property
+    def _positions(self) -> dict[ServiceRef, int]:
+        return {s.ref: i for i, s in enumerate(self.services)}
+
+    def replacing_services(self, services: Iterable[Service]) -> Inventory:
+        """This inventory with each of ``services`` in place of the service of the same reference.
+
+        Every reference must name a service of this inventory; the other lookups carry over.
+        """
+        replaced = {s.ref: s for s in services}
+        positions = self._positions
+        items = list(self.services)
+        for ref, service in replaced.items():
+            items[positions[ref]] = service
+        derived = attrs.evolve(self, services=tuple(items))
+        object.__setattr__(derived, "_positions", positions)  # the same references in the same places
+        for name in ("_namespaces", "_workloads", "_by_label", "_accounts"):
+            try:
+                object.__setattr__(derived, name, object.__getattribute__(self, name))
+            except AttributeError:
+                pass  # not computed yet: it will be, on first use
+        return derived
+
     def service(self, namespace: str, name: str) -> Service | None:
         """The service ``namespace/name``, if present."""
-        return self._services.get(ServiceRef(namespace, name))
+        i = self._positions.get(ServiceRef(namespace, name))
+        return None if i is None else self.services[i]
 
     def namespace(self, name: str) -> Namespace | None:
         """The namespace with this name, if declared or implied by other objects."""

@@ -217,12 +217,14 @@ def load_text(text: str, file: str = "<stdin>") -> tuple[list[KubeObject], list[
 def _parse(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
     if text.lstrip().startswith(("{", "[")):
         try:
-            parsed = json.loads(text)
+            with gc_paused():
+                parsed = json.loads(text)
         except ValueError:
             pass  # not strict JSON: YAML's flow style, parsed (and diagnosed) below
         else:
             diagnostics: list[Diagnostic] = []
-            return _document(parsed, file, 1, 1, _locator(text, 0, 1), diagnostics), diagnostics
+            with gc_paused():
+                return _document(parsed, file, 1, 1, _locator(text, 0, 1), diagnostics), diagnostics
     try:
         with gc_paused():
             return _compose(text, file)

@@ -9,6 +9,7 @@ from meshcore.compile import (
     ANY_PROTOCOL,
     CIDR_IDENTITY_BASE,
     CompileOptions,
+    PolicyEndpoint,
     PolicyEntry,
     PolicyPlan,
     PolicyVerdict,
@@ -284,3 +285,14 @@ def test_a_gated_port_not_handed_to_the_proxy_says_its_connections_are_refused()
                         "n1", CompileOptions(proxy_enabled=True))
     [decision] = plan.decisions
     assert "no virtual IP" in decision.reason and "refused" in decision.reason, decision.reason
+
+
+def test_a_plan_keeps_its_items_in_their_own_order_whatever_order_they_come_in() -> None:
+    entries = [PolicyEntry(e, d, p, r, 80, 16, v, 1) for e in (2, 1) for d in (Direction.EGRESS, Direction.INGRESS)
+               for p in (17, 6) for r in (0, 5) for v in (PolicyVerdict.DENY, PolicyVerdict.ALLOW)]
+    endpoints = [PolicyEndpoint(WorkloadRef(ns, name), 1) for ns in ("b", "a") for name in ("y", "x")]
+    plan = PolicyPlan(entries=entries, endpoints=endpoints)
+    # The order attrs defines for each item (what the maps' writes follow).
+    assert list(plan.entries) == sorted(entries)
+    assert list(plan.endpoints) == sorted(endpoints)
+    assert PolicyPlan(entries=reversed(entries), endpoints=reversed(endpoints)) == plan

@@ -140,6 +140,12 @@ class BpfMap(Generic[K, V]):
 
 def pack_addr(address: str) -> bytes:
     """16 bytes in network order; IPv4 becomes v4-mapped IPv6 as the BPF side expects."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)
+    except OSError:
+        packed = b""
+    if packed and socket.inet_ntop(socket.AF_INET, packed) == address:
+        return _V4_MAPPED_PREFIX + packed  # canonical IPv4, read in C (this runs per backend written)
     ip = ipaddress.ip_address(address)
     if ip.version == 4:
         return _V4_MAPPED_PREFIX + ip.packed
