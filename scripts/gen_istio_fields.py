@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Write tests/data/istio-api/fields.txt: every field of the Istio kinds meshcore reads, at a pinned release.
+"""Write the Istio API facts meshcore is checked against, from an istio/api checkout at a pinned release.
+
+tests/data/istio-api/fields.txt: every field of the Istio kinds meshcore reads.
+src/adapters/istio/src/meshcore_istio/_crd_rules.json: the constraints the release's CRD
+schemas put on those kinds' specs (required fields, sizes, ranges, patterns, unique list
+keys and ``x-kubernetes-validations`` rules with their messages), which the adapter
+enforces as the API server would.
 
 The list is taken from the ``.proto`` files of an istio/api checkout at the release named
 in ``RELEASE`` (compiled with grpcio-tools into a descriptor set, then walked from the
@@ -17,13 +23,17 @@ the pin, check out istio/api at the new release and run::
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "tests" / "data" / "istio-api" / "fields.txt"
+RULES_OUTPUT = ROOT / "src" / "adapters" / "istio" / "src" / "meshcore_istio" / "_crd_rules.json"
+CRDS = Path("kubernetes") / "customresourcedefinitions.gen.yaml"
 
 #: The istio/api release the adapter carries (docs/adapters.md names it too).
 RELEASE = "1.30.3"
@@ -136,12 +146,59 @@ def generate(checkout: Path) -> str:
     return "\n".join([*header, *lines]) + "\n"
 
 
+#: Schema keywords kept as they are (the proto types already bound integers and formats).
+_KEPT = ("required", "minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties",
+         "pattern", "minimum", "maximum")
+#: Bounds of integers that only restate the field's protobuf type (uint32).
+_TYPE_BOUNDS = {("minimum", 0), ("maximum", 4294967295)}
+
+
+def _constraints(schema: dict[str, Any], path: str, out: list[dict[str, Any]]) -> None:
+    entry: dict[str, Any] = {}
+    for key in _KEPT:
+        if key in schema and not (schema.get("type") == "integer" and (key, schema[key]) in _TYPE_BOUNDS):
+            entry[key] = schema[key]
+    if schema.get("x-kubernetes-list-type") == "map":
+        entry["listMapKeys"] = schema.get("x-kubernetes-list-map-keys", [])
+    rules = [{"rule": r["rule"], "message": r.get("message", "")} for r in schema.get("x-kubernetes-validations", [])]
+    if rules:
+        entry["rules"] = rules
+    if entry:
+        out.append({"path": path, **entry})
+    for name, child in sorted((schema.get("properties") or {}).items()):
+        _constraints(child, f"{path}.{name}", out)
+    if isinstance(schema.get("items"), dict):
+        _constraints(schema["items"], f"{path}[]", out)
+    if isinstance(schema.get("additionalProperties"), dict):
+        _constraints(schema["additionalProperties"], f"{path}{{}}", out)
+
+
+def generate_rules(checkout: Path) -> str:
+    """The text of _crd_rules.json for an istio/api checkout (the storage version's spec schema)."""
+    import yaml  # noqa: PLC0415 - a dependency of meshcore
+
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for doc in yaml.safe_load_all((checkout / CRDS).read_text(encoding="utf-8")):
+        if not doc or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        kind = doc["spec"]["names"]["kind"]
+        if kind not in KINDS:
+            continue
+        [version] = [v for v in doc["spec"]["versions"] if v.get("storage")]
+        entries: list[dict[str, Any]] = []
+        _constraints(version["schema"]["openAPIV3Schema"]["properties"]["spec"], "spec", entries)
+        kinds[kind] = entries
+    return json.dumps({"release": RELEASE, "kinds": dict(sorted(kinds.items()))}, indent=1, sort_keys=True) + "\n"
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit(f"usage: {sys.argv[0]} ISTIO_API_CHECKOUT (istio/api at {RELEASE})")
+    checkout = Path(sys.argv[1])
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(generate(Path(sys.argv[1])), encoding="utf-8")
-    print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    OUTPUT.write_text(generate(checkout), encoding="utf-8")
+    RULES_OUTPUT.write_text(generate_rules(checkout), encoding="utf-8")
+    print(f"wrote {OUTPUT.relative_to(ROOT)} and {RULES_OUTPUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from ._codes import (
     VS_HOST_UNMATCHED,
 )
 from ._common import ROOT_NAMESPACE, age_key
+from ._admission import check_crd
 from ._api import parse_spec
 from ._delegate import resolve_delegates
 from ._destinationrule import DestRule, read_destination_rule
@@ -88,7 +89,9 @@ def _run(obj: KubeObject, report: Report, fn: Callable[..., T], *args: Any) -> T
 
 
 def _checked(obj: KubeObject) -> bool:
-    parse_spec(obj.kind, obj.body.get("spec") or {})
+    spec = obj.body.get("spec") or {}
+    parse_spec(obj.kind, spec)
+    check_crd(obj.kind, spec)
     return True
 
 

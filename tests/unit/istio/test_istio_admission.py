@@ -1,0 +1,92 @@
+"""Istio's CRD schema constraints and x-kubernetes-validations rules, enforced in Istio's words."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from _istio_support import istio, translate
+
+from meshcore_istio._admission import cel_rules, implemented, release
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _errors(result: object) -> list[tuple[str, str, str]]:
+    return [(d.code, d.field, d.message) for d in result.diagnostics  # type: ignore[attr-defined]
+            if d.severity.value == "error"]
+
+
+def test_every_cel_rule_of_the_pinned_release_has_an_implementation() -> None:
+    rules = cel_rules()
+    assert len(rules) > 20
+    missing = sorted(r for r in rules if not implemented(r))
+    assert not missing, "CEL rules of the pinned Istio CRDs without a Python implementation in _admission.RULES:\n" \
+        + "\n".join(missing)
+
+
+def test_the_constraints_come_from_the_pinned_release() -> None:
+    spec = importlib.util.spec_from_file_location("gen", ROOT / "scripts" / "gen_istio_fields.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert release() == module.RELEASE
+
+
+@pytest.mark.parametrize(("kind", "spec", "error"), [
+    ("DestinationRule", "{host: a, trafficPolicy: {loadBalancer: {warmup: {duration: 10s, minimumPercent: 150}}}}",
+     ("MC0104", "spec.trafficPolicy.loadBalancer.warmup.minimumPercent", "should be less than or equal to 100")),
+    ("DestinationRule", "{host: a, trafficPolicy: {loadBalancer: {warmup: {aggression: 2}}}}",
+     ("MC0101", "spec.trafficPolicy.loadBalancer.warmup.duration", "Required value: this field is required")),
+    ("DestinationRule", "{host: a, trafficPolicy: {loadBalancer: {warmup: {duration: 10s, aggression: -1}}}}",
+     ("MC0104", "spec.trafficPolicy.loadBalancer.warmup.aggression", "should be greater than or equal to 0")),
+    ("DestinationRule", "{host: a, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 500us}}}}",
+     ("MC7002", "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+      "must be a valid duration greater than 1ms")),
+    ("ServiceEntry", "{hosts: ['*'], ports: [{number: 80, name: http}]}",
+     ("MC7002", "spec.hosts[0]", "hostname cannot be wildcard")),
+    ("ServiceEntry", "{hosts: [a.example], ports: [{number: 80, name: a}, {number: 80, name: b}]}",
+     ("MC7010", "spec.ports", "port number cannot be duplicated")),
+    ("ServiceEntry", "{hosts: [a.example], ports: [{number: 80, name: a}, {number: 81, name: a}]}",
+     ("MC7010", "spec.ports[1]", "Duplicate value: {name: 'a'} (as spec.ports[0])")),
+    ("ServiceEntry", "{hosts: [a.example], ports: [{number: 80}]}",
+     ("MC0101", "spec.ports[0].name", "Required value: this field is required")),
+    ("ServiceEntry", "{hosts: [a.example], addresses: [10.0.0.0/24], resolution: DNS}",
+     ("MC7010", "spec.resolution", "CIDR addresses are allowed only for NONE/STATIC resolution types")),
+    ("ServiceEntry", "{hosts: [a.example], resolution: DNS_ROUND_ROBIN, endpoints: [{address: a}, {address: b}]}",
+     ("MC7010", "spec.endpoints", "DNS_ROUND_ROBIN mode cannot have multiple endpoints")),
+    ("WorkloadEntry", "{address: unix://relative.sock}",
+     ("MC7002", "spec.address", "UDS must be an absolute path or abstract socket")),
+    ("WorkloadEntry", "{address: unix:///var/run/a.sock, ports: {http: 80}}",
+     ("MC7010", "spec.ports", "UDS may not include ports")),
+    ("WorkloadEntry", "{labels: {app: a}}", ("MC0101", "spec", "Address is required")),
+    ("WorkloadEntry", "{address: 192.0.2.1, ports: {http: 0}}",
+     ("MC0104", "spec.ports.http", "port must be between 1-65535")),
+    ("PeerAuthentication", "{portLevelMtls: {8080: {mode: STRICT}}}",
+     ("MC7010", "spec.portLevelMtls", "portLevelMtls requires selector")),
+    ("AuthorizationPolicy", "{selector: {matchLabels: {app: '*'}}}",
+     ("MC7002", "spec.selector.matchLabels.app", "wildcard not allowed in label value match")),
+    ("AuthorizationPolicy", "{targetRefs: [{kind: Service, name: a, namespace: other}]}",
+     ("MC7002", "spec.targetRefs[0].namespace", "cross namespace referencing is not currently supported")),
+    ("AuthorizationPolicy", "{rules: [{when: [{values: [a]}]}]}",
+     ("MC0101", "spec.rules[0].when[0].key", "Required value: this field is required")),
+    ("RequestAuthentication", "{jwtRules: [{issuer: a, jwksUri: 'ftp://keys'}]}",
+     ("MC7002", "spec.jwtRules[0].jwksUri", "url must have scheme http:// or https://")),
+])
+def test_what_the_crd_schema_refuses_is_an_error_in_its_words(kind: str, spec: str,
+                                                               error: tuple[str, str, str]) -> None:
+    version = "security.istio.io/v1" if kind.endswith(("Policy", "Authentication")) else "networking.istio.io/v1"
+    result = translate(istio(kind, "x", spec, version=version))
+    assert _errors(result) == [error]
+
+
+def test_what_the_crd_schema_accepts_is_not_an_error() -> None:
+    result = translate(istio("DestinationRule", "a", """
+        host: a.example
+        trafficPolicy:
+          loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s, minimumPercent: 10, aggression: 1.5}}
+          connectionPool: {tcp: {connectTimeout: 1ms}}
+    """, version="networking.istio.io/v1"), istio("WorkloadEntry", "vm", "address: 192.0.2.7",
+                                                  version="networking.istio.io/v1"))
+    assert _errors(result) == []
