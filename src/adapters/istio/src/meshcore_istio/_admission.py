@@ -223,7 +223,8 @@ def check_crd(kind: str, spec: Any) -> None:
                     continue  # refused by the unit test that checks every rule has one
                 holds, code = implementation
                 if not holds(value):
-                    raise FieldError(_culprit(rule["rule"], where, value), rule["message"], code)
+                    got = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+                    raise FieldError(_culprit(rule["rule"], where, value), rule["message"] + got, code)
 
 
 def _culprit(rule: str, where: str, value: Any) -> str:
