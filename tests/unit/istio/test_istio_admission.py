@@ -90,3 +90,55 @@ def test_what_the_crd_schema_accepts_is_not_an_error() -> None:
     """, version="networking.istio.io/v1"), istio("WorkloadEntry", "vm", "address: 192.0.2.7",
                                                   version="networking.istio.io/v1"))
     assert _errors(result) == []
+
+
+@pytest.mark.parametrize(("kind", "spec", "error"), [
+    ("ServiceEntry", "{hosts: [a.example, b.example], resolution: DNS, ports: [{number: 5432, name: pg}]}",
+     ("MC7010", "spec.ports[0].protocol", "multiple hosts provided with non-HTTP, non-TLS ports")),
+    ("ServiceEntry", "{hosts: ['*.example'], resolution: DNS, ports: [{number: 80, name: http, protocol: HTTP}]}",
+     ("MC7010", "spec.hosts[0]", "hosts must be FQDN if no endpoints are provided for resolution mode DNS")),
+    ("ServiceEntry", "{hosts: [a.example], resolution: DNS, ports: [{number: 80, name: http}], "
+     "endpoints: [{address: 'bad_name!'}]}",
+     ("MC7002", "spec.endpoints[0].address", "endpoint address 'bad_name!' is not a valid FQDN or an IP address")),
+    ("ServiceEntry", "{hosts: [a.example], resolution: STATIC, ports: [{number: 80, name: http}], "
+     "endpoints: [{address: vm.example}]}",
+     ("MC7002", "spec.endpoints[0].address",
+      "endpoint address 'vm.example' is not a valid IP address (resolution STATIC)")),
+    ("ServiceEntry", "{hosts: [a.example], ports: [{number: 80, name: http, protocol: SMTP}]}",
+     ("MC7002", "spec.ports[0].protocol", "unsupported protocol: SMTP (one of GRPC, GRPC-WEB, HTTP, HTTP2, "
+      "HTTPS, HTTP_PROXY, MONGO, MYSQL, REDIS, TCP, TLS, UDP)")),
+    ("ServiceEntry", "{hosts: [a..example], ports: [{number: 80, name: http}]}",
+     ("MC7002", "spec.hosts[0]", "domain name 'a..example' invalid (label '' invalid)")),
+    ("DestinationRule", "{host: a, trafficPolicy: {tunnel: {targetHost: h, targetPort: 8}, proxyProtocol: {}}}",
+     ("MC7010", "spec.trafficPolicy.proxyProtocol", "tunnel and proxyProtocol must not be set together")),
+    ("DestinationRule", "{host: a, trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, "
+     "maglev: {tableSize: 1000}}}}}",
+     ("MC7002", "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+      "tableSize must be a prime number for maglev (got 1000)")),
+    ("AuthorizationPolicy", "{action: DENY}",
+     ("MC7010", "spec.action", "DENY action without `rules` is meaningless as it will never be triggered, add an "
+      "empty rule `{}` if you want it be triggered for every request")),
+])
+def test_what_istios_webhook_refuses_is_an_error_in_its_words(kind: str, spec: str,
+                                                              error: tuple[str, str, str]) -> None:
+    version = "security.istio.io/v1" if kind.endswith(("Policy", "Authentication")) else "networking.istio.io/v1"
+    result = translate(istio(kind, "x", spec, version=version))
+    assert _errors(result) == [error]
+
+
+def test_what_istios_webhook_accepts_is_not_an_error() -> None:
+    result = translate(
+        istio("ServiceEntry", "dns-wild", """
+            hosts: ["*.example"]
+            resolution: DNS
+            ports: [{number: 80, name: http, protocol: HTTP}]
+            endpoints: [{address: egress.example}]
+        """),
+        istio("ServiceEntry", "multi-http", """
+            hosts: [a.example, b.example]
+            resolution: DNS
+            ports: [{number: 80, name: http, protocol: HTTP}]
+        """),
+        istio("AuthorizationPolicy", "deny-all", "{action: DENY, rules: [{}]}", version="security.istio.io/v1"),
+    )
+    assert _errors(result) == []

@@ -172,3 +172,45 @@ def test_port_level_settings_replace_the_rules_settings_and_an_empty_entry_reset
     v2_on_80 = snap.traffic_policy(ref, 80, "v2")
     assert v2_on_80 is not None and set(v2_on_80.settings) == {"lb", "connection_pool"}
     assert v2_on_80.lb is not None and v2_on_80.lb.policy is LbPolicy.LEAST_REQUEST
+
+
+def _severities(result: object) -> list[tuple[str, str, str]]:
+    return [(d.severity.value, d.code, d.field) for d in result.diagnostics]  # type: ignore[attr-defined]
+
+
+def test_valid_entries_meshcore_does_not_apply_are_warnings_naming_what_is_left_out() -> None:
+    result = translate(
+        istio("ServiceEntry", "noports", "hosts: [a.example]\nresolution: NONE"),
+        istio("ServiceEntry", "partial", """
+            hosts: ["*x.example", b.example]
+            resolution: STATIC
+            ports: [{number: 80, name: http, protocol: HTTP}]
+            endpoints: [{address: 192.0.2.1}, {address: "unix:///run/app.sock"}]
+        """),
+        istio("WorkloadEntry", "dns", "address: vm.example.com"),
+        istio("WorkloadEntry", "uds", "address: unix:///run/vm.sock"),
+    )
+    assert not [d for d in result.diagnostics if d.severity.value == "error"]
+    warned = {(d.code, d.source.name, d.field): d.message for d in result.diagnostics if d.code == "MC7014"}
+    assert "without ports" in warned[("MC7014", "noports", "spec")]
+    assert "partial wildcard host '*x.example'" in warned[("MC7014", "partial", "spec.hosts[0]")]
+    assert "unix domain socket" in warned[("MC7014", "partial", "spec.endpoints[1].address")]
+    assert "hostname address vm.example.com" in warned[("MC7014", "dns", "spec.address")]
+    assert "unix domain socket" in warned[("MC7014", "uds", "spec.address")]
+    svc = result.snapshot.service(ServiceRef("default", "partial"))
+    assert svc is not None and svc.hostnames == ("b.example",)
+    assert [b.address for b in svc.ports[0].backends] == ["192.0.2.1"]
+    assert result.snapshot.service(ServiceRef("default", "noports")) is None
+    assert not result.snapshot.workloads
+
+
+def test_an_address_listed_twice_is_one_vip_and_static_without_endpoints_is_valid() -> None:
+    result = translate(istio("ServiceEntry", "twice", """
+        hosts: [a.example]
+        addresses: [240.0.0.1, 240.0.0.1]
+        resolution: STATIC
+        ports: [{number: 80, name: http}]
+    """))
+    svc = result.snapshot.service(ServiceRef("default", "twice"))
+    assert svc is not None and svc.vips == ("240.0.0.1",)
+    assert not [d for d in result.diagnostics if d.severity.value == "error"]

@@ -59,6 +59,7 @@ from ._sidecar import Sidecars, SidecarScope, read_sidecar, resolve_sidecars, si
 from ._trafficpolicy import traffic_policies
 from ._virtualservice import VirtualService, check_shadowing, read_virtual_service
 from ._vs_scope import mesh_tables
+from ._webhook import check_webhook
 
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
@@ -92,6 +93,7 @@ def _checked(obj: KubeObject) -> bool:
     spec = obj.body.get("spec") or {}
     parse_spec(obj.kind, spec)
     check_crd(obj.kind, spec)
+    check_webhook(obj.kind, spec)
     return True
 
 

@@ -1,20 +1,23 @@
 """ServiceEntry → model Services; WorkloadEntry → model Workloads.
 
 A ServiceEntry becomes one Service named after it (dots become dashes) with its hosts as
-hostnames, its IP ``addresses`` as VIPs and one port per entry of ``ports``. Backends
-come from ``endpoints`` (``resolution: STATIC``) or from the workloads its
-``workloadSelector`` selects (pods and WorkloadEntries of its namespace). DNS resolution
-and CIDR addresses are accepted and reported: the datapath resolves no names yet.
+hostnames, its IP ``addresses`` as VIPs (an address listed twice is one VIP) and one port
+per entry of ``ports``. Backends come from ``endpoints`` (``resolution: STATIC``) or from
+the workloads its ``workloadSelector`` selects (pods and WorkloadEntries of its
+namespace). What Istio's validation refuses was refused before (see ``_admission`` and
+``_webhook``); what it accepts but meshcore does not apply yet is a warning naming it:
+a ServiceEntry without ports, a partial wildcard host (``*x.example``), an endpoint or
+WorkloadEntry whose address is a hostname, a unix domain socket or absent (reached
+through its network's gateway). CIDR addresses are accepted and reported.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
+from meshcore.kube import Fields, Inventory, KubeObject, Report
 from meshcore.model import (
     Backend,
     Identity,
@@ -27,9 +30,10 @@ from meshcore.model import (
     WorkloadRef,
 )
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_CARRIED
+from ._codes import NOT_CARRIED, NOT_SUPPORTED
 from ._common import export_to, model
 from ._hosts import Known
+from ._webhook import partial_wildcard
 
 #: ServiceEntry port protocols → model protocols (Istio's protocol names, upper-case).
 PROTOCOLS = {
@@ -39,7 +43,6 @@ PROTOCOLS = {
 }
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 LOCATIONS = ("MESH_EXTERNAL", "MESH_INTERNAL")
-_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$|^\*$")
 
 
 def _ip(text: str) -> bool:
@@ -71,26 +74,32 @@ class Entry:
     obj: KubeObject
 
 
-def read_workload_entry(obj: KubeObject, report: Report) -> Workload:
-    """One WorkloadEntry as a Workload (its address must be an IP address)."""
+def read_workload_entry(obj: KubeObject, report: Report) -> Workload | None:
+    """One WorkloadEntry as a Workload; None (with a warning) for an address meshcore does not reach yet."""
     spec = Fields.of(obj).map("spec", required=True)
     return _workload_entry(obj, spec, obj.name, report)
 
 
-def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) -> Workload:
+def _unreachable(address: str) -> str | None:
+    """Why an endpoint address (valid for Istio) is not applied, or None for an IP address."""
+    if _ip(address):
+        return None
+    if not address:
+        return "an endpoint without address (reached through its network's gateway) is not supported"
+    if address.startswith("unix://"):
+        return f"unix domain socket address {address} is not supported"
+    return f"hostname address {address} is not supported (the workload is not resolved)"
+
+
+def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) -> Workload | None:
     address = spec.str("address", "") or ""
-    if not _ip(address):
-        if address.startswith("unix://"):
-            raise FieldError(f"{spec.path}.address", "unix domain socket addresses are not supported",
-                             INVALID_VALUE)
-        raise FieldError(f"{spec.path}.address", f"{address!r} is not an IP address; the datapath resolves no "
-                         "names yet", INVALID_VALUE)
+    problem = _unreachable(address)
+    if problem is not None:
+        report.warn(obj, NOT_SUPPORTED, f"{problem}: this WorkloadEntry is not applied", f"{spec.path}.address")
+        return None
     ports = []
     for pname, number in spec.map("ports").data.items():
-        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
-            raise FieldError(f"{spec.path}.ports.{pname}", f"{number!r} is not a port (1..65535)", INVALID_VALUE)
-        ports.append(WorkloadPort(number, str(pname)))
-    spec.int("weight", minimum=0, maximum=2**32 - 1)
+        ports.append(WorkloadPort(int(number), str(pname)))
     account = spec.str("serviceAccount") or "default"
     labels = spec.str_map("labels")
     return model(spec.path, lambda: Workload(
@@ -101,16 +110,16 @@ def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) ->
 
 
 def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: list[Workload],
-                       lb: LbPolicy | None, report: Report) -> Entry:
-    """One ServiceEntry as a Service (see the module documentation)."""
+                       lb: LbPolicy | None, report: Report) -> Entry | None:
+    """One ServiceEntry as a Service (see the module documentation); None (with a warning) when not applied."""
     spec = Fields.of(obj).map("spec", required=True)
-    hosts = spec.strs("hosts")
-    if not hosts:
-        raise FieldError("spec.hosts", "at least one host is required", INVALID_VALUE)
-    for i, h in enumerate(hosts):
-        if not _HOST.match(h) or _ip(h):
-            raise FieldError(f"spec.hosts[{i}]", f"{h!r} is not a host name (a DNS name or '*.' + DNS name)",
-                             INVALID_VALUE)
+    hosts = []
+    for i, h in enumerate(spec.strs("hosts")):
+        if partial_wildcard(h):
+            report.warn(obj, NOT_SUPPORTED, f"partial wildcard host {h!r} is not supported (Istio warns it is not "
+                        "allowed): this host is not applied", f"spec.hosts[{i}]")
+            continue
+        hosts.append(h)
     resolution = spec.str("resolution", "NONE", choices=RESOLUTIONS)
     spec.str("location", "MESH_EXTERNAL", choices=LOCATIONS)
     exported = export_to(spec)
@@ -118,12 +127,10 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
     for i, addr in enumerate(spec.strs("addresses")):
         path = f"spec.addresses[{i}]"
         if _ip(addr):
-            vips.append(str(ipaddress.ip_address(addr)))
+            vip = str(ipaddress.ip_address(addr))
+            if vip not in vips:  # Istio accepts an address listed twice; it is one VIP
+                vips.append(vip)
             continue
-        try:
-            ipaddress.ip_network(addr, strict=False)
-        except ValueError:
-            raise FieldError(path, f"{addr!r} is not an IP address or CIDR", INVALID_VALUE) from None
         report.info(obj, NOT_CARRIED, f"CIDR address {addr} is not carried as a VIP", path)
     ports: list[tuple[int, Protocol, str, int | None]] = []
     for p in spec.maps("ports"):
@@ -133,27 +140,22 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
         target = p.port("targetPort")
         ports.append((number, _protocol(p), name, target))
     if not ports:
-        raise FieldError("spec.ports", "at least one port is required", INVALID_VALUE)
+        report.warn(obj, NOT_SUPPORTED, "a ServiceEntry without ports is not supported (meshcore routes by port): "
+                    "this ServiceEntry is not applied", "spec.ports" if spec.has("ports") else "spec")
+        return None
+    if not hosts:
+        return None  # every host was a partial wildcard, each reported above
     endpoints = spec.maps("endpoints")
-    if endpoints and spec.has("workloadSelector"):
-        raise FieldError("spec.workloadSelector", "only one of endpoints or workloadSelector may be set",
-                         INVALID_COMBINATION)
-    if resolution == "NONE" and endpoints:
-        raise FieldError("spec.endpoints", "endpoints cannot be set with resolution NONE", INVALID_COMBINATION)
-    if resolution == "STATIC" and not endpoints and not spec.has("workloadSelector"):
-        raise FieldError("spec.endpoints", "resolution STATIC needs endpoints or a workloadSelector",
-                         INVALID_COMBINATION)
-    if any("*" in h for h in hosts) and resolution in ("DNS", "DNS_ROUND_ROBIN"):
-        raise FieldError("spec.hosts", "wildcard hosts cannot use DNS resolution", INVALID_COMBINATION)
 
     # (address, {port name → number}, weight, workload name) for every endpoint.
     targets: list[tuple[str, dict[str, int], int, str | None]] = []
     if resolution == "STATIC":
         for e in endpoints:
             addr = e.str("address", "") or ""
-            if not _ip(addr):
-                raise FieldError(f"{e.path}.address", f"{addr!r} must be an IP address with resolution STATIC",
-                                 INVALID_VALUE)
+            problem = _unreachable(addr)
+            if problem is not None:
+                report.warn(obj, NOT_SUPPORTED, f"{problem}: this endpoint is not applied", f"{e.path}.address")
+                continue
             mapping = {str(k): v for k, v in e.map("ports").data.items() if isinstance(v, int)}
             weight = e.int("weight", 1, minimum=0) or 0
             targets.append((str(ipaddress.ip_address(addr)), mapping, weight or 1, None))
