@@ -38,6 +38,11 @@ def _http() -> m.Snapshot:
         m.HttpRoute("ratings", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/ratings/"))],
                     destinations=[m.Destination(grpc.ref, port=9000)], rewrite=m.Rewrite(prefix="/"),
                     retries=m.RetryPolicy(attempts=3, per_try_timeout_ms=500), timeout_ms=2000),
+        m.HttpRoute("per-backend", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/set"))], destinations=[
+            m.Destination(web_v, request_headers=m.HeaderModifier(set=[("x-header-set", "v1")],
+                                                                  remove=["x-debug"])),
+            m.Destination(web_v, subset="v2", subset_labels={"version": "v2"},
+                          response_headers=m.HeaderModifier(add=[("x-served-by", "v2")]))]),
         m.HttpRoute("old", matches=[m.HttpMatch(path=m.StringMatch("Exact", "/old"))],
                     redirect=m.Redirect(path="/new", status=308)),
         m.HttpRoute("health", matches=[m.HttpMatch(path=m.StringMatch("Exact", "/healthz"), method="GET")],

@@ -108,11 +108,17 @@ class ProxiedPort:
 
 
 def _merged(weights: Iterable[ClusterWeight]) -> tuple[ClusterWeight, ...]:
-    """Weights per cluster, first appearance order (two destinations may share a cluster)."""
-    total: dict[str, int] = {}
+    """Weights per cluster and header changes, first appearance order (destinations may share a cluster)."""
+    total: dict[ClusterWeight, int] = {}
     for w in weights:
-        total[w.cluster] = total.get(w.cluster, 0) + w.weight
-    return tuple(ClusterWeight(c, w) for c, w in total.items())
+        key = attrs.evolve(w, weight=0)
+        total[key] = total.get(key, 0) + w.weight
+    return tuple(attrs.evolve(key, weight=weight) for key, weight in total.items())
+
+
+def _weight(cluster: str, destination: Destination) -> ClusterWeight:
+    """A destination's weighted cluster, carrying its own header changes."""
+    return ClusterWeight(cluster, destination.weight, destination.request_headers, destination.response_headers)
 
 
 def _first_known(*sources: Source) -> Source:
@@ -276,7 +282,7 @@ class _Builder:
                 _first_known(route.source, table.source), _route_hints(route),
             )
             clusters = _merged(
-                ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                _weight(self.cluster(d, table.port, item.port.protocol, origin), d)
                 for d in route.destinations if d.weight > 0
             )
             direct = route.direct_response
@@ -324,7 +330,7 @@ class _Builder:
         for table in item.tables:
             if table.kind is RouteKind.L4 and table.tcp:
                 clusters = _merged(
-                    ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                    _weight(self.cluster(d, table.port, item.port.protocol, origin), d)
                     for d in table.tcp[0].destinations if d.weight > 0
                 )
         if not clusters:
@@ -431,7 +437,7 @@ class _Builder:
                 if not by_rest:
                     continue
                 weights = [
-                    ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                    _weight(self.cluster(d, table.port, item.port.protocol, origin), d)
                     for d in route.destinations if d.weight > 0
                 ]
                 if route.invalid_weight or not weights:

@@ -123,12 +123,18 @@ class EnvoyCluster:
         return self.protocol in (Protocol.GRPC, Protocol.HTTP2)
 
 
+def _modifier_key(value: HeaderModifier | None) -> tuple[bool, HeaderModifier]:
+    return (value is not None, value or HeaderModifier())
+
+
 @attrs.frozen(order=True)
 class ClusterWeight:
-    """A weighted cluster of a route."""
+    """A weighted cluster of a route, with the header changes for the requests it gets (None: none)."""
 
     cluster: str
     weight: int
+    request_headers: HeaderModifier | None = attrs.field(default=None, order=_modifier_key)
+    response_headers: HeaderModifier | None = attrs.field(default=None, order=_modifier_key)
 
 
 @attrs.frozen(order=True)

@@ -74,9 +74,15 @@ def resolve(ref: BackendRef, ctx: BackendContext) -> Destination | Failure:
         return Failure(ref.path, UNSUPPORTED_PROTOCOL,
                        f"backend {ref.label}: a BackendTLSPolicy asks for TLS to this Service, which is not "
                        "supported yet")
-    if ref.has_filters:
-        return Failure(ref.path, UNSUPPORTED_PROTOCOL,
-                       f"backend {ref.label}: filters on a backendRef are not supported yet")
+    filters = ref.filters
+    if ref.has_filters and (filters is None or filters.unsupported):
+        kinds = ", ".join(filters.unsupported) if filters is not None else "its filters"
+        return Failure(f"{ref.path}.filters", UNSUPPORTED_PROTOCOL,
+                       f"backend {ref.label}: {kinds} on a backendRef {'is' if kinds.count(',') == 0 else 'are'} "
+                       "not supported (only RequestHeaderModifier and ResponseHeaderModifier are)")
+    if filters is not None:
+        return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight,
+                           request_headers=filters.request_headers, response_headers=filters.response_headers)
     return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight)
 
 

@@ -22,11 +22,10 @@ from urllib.parse import urlsplit
 
 from meshcore.kube import FieldError
 
-from ._api import duration_nanos
+from ._api import OUT_OF_RANGE, duration_nanos
 from ._codes import INVALID_COMBINATION, INVALID_VALUE
 
 MISSING = "MC0101"
-OUT_OF_RANGE = "MC0104"
 
 _PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 _ONE_OF = re.compile(r"^\(has\(self\.\w+\) \? 1 : 0\)(?: \+ \(has\(self\.\w+\) \? 1 : 0\))+ <= 1$")
