@@ -88,6 +88,7 @@ def _header_options(mod: HeaderModifier) -> list[dict[str, Any]]:
     ]
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
 
 
@@ -128,7 +129,10 @@ def _route(route: EnvoyRoute) -> dict[str, Any]:
                 where,
             )
         redirect: dict[str, Any] = {"response_code": _REDIRECT_CODES[r.status]}
-        for key, value in (("scheme_redirect", r.scheme), ("host_redirect", r.host), ("port_redirect", r.port),
+        # The scheme's own port is left out of Location (https://host/, not https://host:443/):
+        # without port_redirect Envoy drops the request's port when it changes the scheme.
+        port = None if r.scheme is not None and _DEFAULT_PORTS.get(r.scheme) == r.port else r.port
+        for key, value in (("scheme_redirect", r.scheme), ("host_redirect", r.host), ("port_redirect", port),
                            ("path_redirect", r.path), ("prefix_rewrite", r.prefix_replace)):
             if value is not None:
                 redirect[key] = value
