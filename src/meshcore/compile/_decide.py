@@ -67,6 +67,14 @@ def decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequ
 
 def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Sequence[RouteTable]) -> Decision:
     transport = port.protocol.transport
+    if service.resolved_by_dns:
+        names = ", ".join(dict.fromkeys(h.hostname for h in port.hostname_backends)) or "none"
+        if transport == "UDP":
+            return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                            f"backends are names ({names}), which only the node proxy resolves, and it cannot "
+                            "proxy UDP: the port has no backends", service.source)
+        return Decision(service.ref, port.port, transport, Datapath.ENVOY,
+                        f"backends are names the node proxy resolves by DNS ({names})", service.source)
     for table in tables:
         reason = table.l7_reason()
         if reason:

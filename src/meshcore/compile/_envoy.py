@@ -50,6 +50,7 @@ from ..model import (
     HttpRoute,
     MatchKind,
     Protocol,
+    Resolution,
     RouteKind,
     RouteTable,
     Service,
@@ -62,6 +63,7 @@ from ..model import (
 )
 from ._envoy_plan import (
     ClusterWeight,
+    Discovery,
     EnvoyCluster,
     EnvoyRbac,
     EnvoyEndpoint,
@@ -182,10 +184,17 @@ class _Builder:
         origins: tuple[Origin, ...] = (Origin(f"service {service.ref} port {number}", service.source),)
         if traffic is not None:
             origins += (Origin(f"traffic policy of {name}", traffic.source),)
+        endpoints = tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0)
+        discovery = Discovery.EDS
+        if service.resolved_by_dns:
+            # The proxy resolves the names itself; subsets select no names (they have no labels).
+            endpoints = tuple(EnvoyEndpoint(h.hostname, h.port, h.weight) for h in port.hostname_backends
+                              if h.weight > 0)
+            # Envoy's LOGICAL_DNS takes one name; several (hosts without endpoints) are all resolved.
+            one = service.resolution is Resolution.DNS_ROUND_ROBIN and len(endpoints) <= 1
+            discovery = Discovery.LOGICAL_DNS if one else Discovery.STRICT_DNS
         self.clusters[name] = EnvoyCluster(
-            name, dest.service, number, port.protocol, lb_policy,
-            tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0),
-            dest.subset, origins, traffic,
+            name, dest.service, number, port.protocol, lb_policy, endpoints, dest.subset, origins, traffic, discovery,
         )
         return name
 

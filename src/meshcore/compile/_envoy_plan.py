@@ -95,9 +95,24 @@ class EnvoyEndpoint:
     workload: str = ""
 
 
+class Discovery(enum.StrEnum):
+    """How a cluster learns its endpoints' addresses (Envoy's cluster type)."""
+
+    #: Addresses pushed by the control plane (the endpoints are IP addresses).
+    EDS = "EDS"
+    #: The proxy resolves each endpoint's name and uses every address (a DNS-resolved service).
+    STRICT_DNS = "STRICT_DNS"
+    #: The proxy resolves the name and connects to one address at a time (DNS round robin).
+    LOGICAL_DNS = "LOGICAL_DNS"
+
+
 @attrs.frozen
 class EnvoyCluster:
-    """An EDS cluster: one service port (or a subset of it), or several (``port`` None), and its endpoints."""
+    """An EDS cluster: one service port (or a subset of it), or several (``port`` None), and its endpoints.
+
+    A service whose backends are names is a DNS cluster instead (``discovery``): its
+    endpoints' ``address`` are the names, which the proxy resolves itself.
+    """
 
     name: str
     service: ServiceRef
@@ -110,6 +125,7 @@ class EnvoyCluster:
     #: The traffic policy in force for this cluster's service port (and subset): load
     #: balancing, connection pool, outlier detection, upstream TLS.
     traffic: TrafficPolicy | None = None
+    discovery: Discovery = Discovery.EDS
 
     @property
     def hash_key(self) -> HashKey | None:

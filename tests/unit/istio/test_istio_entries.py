@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from _istio_support import codes, find, http, istio, pod, service, translate
-from meshcore.model import LbPolicy, Protocol, ServiceRef
+from meshcore.model import HostnameBackend, LbPolicy, Protocol, Resolution, ServiceRef
 
 
 def test_static_service_entry_becomes_a_service_with_backends() -> None:
@@ -24,15 +24,60 @@ def test_static_service_entry_becomes_a_service_with_backends() -> None:
         ("192.0.2.1", 8443, 1), ("192.0.2.2", 9443, 2)]
 
 
-def test_dns_resolution_is_reported_without_backends() -> None:
+def test_dns_resolution_without_endpoints_resolves_the_hosts() -> None:
     result = translate(istio("ServiceEntry", "ext", """
         hosts: [ext.example.com]
+        addresses: [240.0.0.5]
         resolution: DNS
-        ports: [{number: 80, name: http}]
+        ports: [{number: 80, name: http}, {number: 8443, name: tls, protocol: TLS, targetPort: 443}]
     """))
     svc = result.snapshot.service(ServiceRef("default", "ext"))
-    assert svc is not None and svc.ports[0].backends == () and svc.ports[0].protocol is Protocol.HTTP
-    assert find(result, "MC7013").field == "spec.resolution"
+    assert svc is not None and svc.resolution is Resolution.DNS
+    assert [(p.port, p.backends, p.hostname_backends) for p in svc.ports] == [
+        (80, (), (HostnameBackend("ext.example.com", 80),)),
+        (8443, (), (HostnameBackend("ext.example.com", 443),))]
+    assert not result.diagnostics
+
+
+def test_dns_endpoints_and_round_robin() -> None:
+    result = translate(istio("ServiceEntry", "ext", """
+        hosts: [api.example.com]
+        resolution: DNS
+        ports: [{number: 80, name: http}]
+        endpoints:
+        - {address: US.api.example.com., ports: {http: 8080}, weight: 3}
+        - {address: 192.0.2.9}
+    """), istio("ServiceEntry", "one", """
+        hosts: [one.example.com]
+        resolution: DNS_ROUND_ROBIN
+        ports: [{number: 80, name: http}]
+        endpoints: [{address: lb.example.com}]
+    """))
+    ext = result.snapshot.service(ServiceRef("default", "ext"))
+    one = result.snapshot.service(ServiceRef("default", "one"))
+    assert ext is not None and one is not None
+    assert ext.ports[0].hostname_backends == (HostnameBackend("us.api.example.com", 8080, 3),
+                                              HostnameBackend("192.0.2.9", 80))
+    assert one.resolution is Resolution.DNS_ROUND_ROBIN
+    assert one.ports[0].hostname_backends == (HostnameBackend("lb.example.com", 80),)
+
+
+def test_hostname_workload_entries_are_backends_of_the_dns_service_entries_selecting_them() -> None:
+    result = translate(
+        istio("WorkloadEntry", "vm", "address: vm1.corp.example\nlabels: {app: legacy}\nports: {http: 8080}"),
+        istio("WorkloadEntry", "stray", "address: vm2.corp.example\nlabels: {app: nobody}"),
+        istio("ServiceEntry", "legacy", """
+            hosts: [legacy.corp.example]
+            resolution: DNS
+            ports: [{number: 80, name: http}]
+            workloadSelector: {labels: {app: legacy}}
+        """))
+    svc = result.snapshot.service(ServiceRef("default", "legacy"))
+    assert svc is not None and svc.ports[0].hostname_backends == (HostnameBackend("vm1.corp.example", 8080),)
+    [warning] = [d for d in result.diagnostics if d.code == "MC7014"]
+    assert (warning.source.name, warning.field) == ("stray", "spec.address")
+    assert "only resolved for a ServiceEntry with resolution DNS" in warning.message
+    assert not [d for d in result.diagnostics if d.severity.value == "error"]
 
 
 def test_workload_entries_are_workloads_selected_by_service_entries() -> None:

@@ -40,6 +40,7 @@ from ._codes import (
     DUPLICATE_OBJECT,
     HOST_NOT_FOUND,
     NO_MATCHING_PORT,
+    NOT_SUPPORTED,
     SUBSET_NO_PODS,
     VS_HOST_UNMATCHED,
 )
@@ -53,7 +54,7 @@ from ._hosts import HostIndex, Known
 from ._ingress import serve_gateways
 from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
-from ._serviceentry import read_service_entry, read_workload_entry
+from ._serviceentry import NamedWorkload, read_service_entry, read_workload_entry
 from ._selectors import report_unselected
 from ._sidecar import Sidecars, SidecarScope, read_sidecar, resolve_sidecars, sidecar_policies
 from ._trafficpolicy import traffic_policies
@@ -116,17 +117,21 @@ class _Translation:
 
     def run(self) -> Fragment:
         report = self.report
+        named: list[NamedWorkload] = []
         for obj in self.by_kind["WorkloadEntry"]:
             w = _run(obj, report, read_workload_entry, obj, report)
-            if w is not None:
+            if isinstance(w, NamedWorkload):
+                named.append(w)
+            elif w is not None:
                 self.workloads.append(w)
+        used: set[int] = set()
         rules = [r for obj in self.by_kind["DestinationRule"]
                  if (r := _run(obj, report, read_destination_rule, obj, report)) is not None]
         known = [Known(s, s.hostnames) for s in self.inventory.services]
         taken = {s.ref for s in self.inventory.services}
         for obj in self.by_kind["ServiceEntry"]:
             entry = _run(obj, report, read_service_entry, obj, self.inventory, self.workloads,
-                         self._se_lb(obj, rules), report)
+                         self._se_lb(obj, rules), report, named, used)
             if entry is None:
                 continue
             if entry.known.service.ref in taken:
@@ -136,6 +141,11 @@ class _Translation:
             taken.add(entry.known.service.ref)
             self.services.append(entry.known.service)
             known.append(entry.known)
+        for n in named:
+            if id(n) not in used:
+                report.warn(n.obj, NOT_SUPPORTED, f"hostname address {n.hostname} is only resolved for a "
+                            "ServiceEntry with resolution DNS or DNS_ROUND_ROBIN that selects this WorkloadEntry; "
+                            "none does: it is not applied", "spec.address")
         hosts = HostIndex(known)
         scopes = [scope for obj in sorted(self.by_kind["Sidecar"], key=age_key)
                   if (scope := _run(obj, report, read_sidecar, obj, report)) is not None]

@@ -14,15 +14,19 @@ through its network's gateway). CIDR addresses are accepted and reported.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import attrs
 
 from meshcore.kube import Fields, Inventory, KubeObject, Report
 from meshcore.model import (
     Backend,
+    HostnameBackend,
     Identity,
+    Labels,
     LbPolicy,
     Protocol,
+    Resolution,
     Service,
     ServicePort,
     Workload,
@@ -42,6 +46,7 @@ PROTOCOLS = {
     "MYSQL": Protocol.TCP, "REDIS": Protocol.TCP, "UDP": Protocol.UDP,
 }
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
+_RESOLUTIONS = {"DNS": Resolution.DNS, "DNS_ROUND_ROBIN": Resolution.DNS_ROUND_ROBIN}
 LOCATIONS = ("MESH_EXTERNAL", "MESH_INTERNAL")
 
 
@@ -74,29 +79,47 @@ class Entry:
     obj: KubeObject
 
 
-def read_workload_entry(obj: KubeObject, report: Report) -> Workload | None:
-    """One WorkloadEntry as a Workload; None (with a warning) for an address meshcore does not reach yet."""
+@attrs.frozen
+class NamedWorkload:
+    """A WorkloadEntry whose address is a DNS name: a backend of the DNS-resolved ServiceEntries selecting it."""
+
+    obj: KubeObject
+    hostname: str
+    labels: Labels
+    ports: dict[str, int]
+
+    @property
+    def namespace(self) -> str:
+        """The WorkloadEntry's namespace."""
+        return self.obj.namespace
+
+
+def read_workload_entry(obj: KubeObject, report: Report) -> Workload | NamedWorkload | None:
+    """One WorkloadEntry as a Workload (or a named one); None (with a warning) when meshcore cannot reach it."""
     spec = Fields.of(obj).map("spec", required=True)
     return _workload_entry(obj, spec, obj.name, report)
 
 
-def _unreachable(address: str) -> str | None:
-    """Why an endpoint address (valid for Istio) is not applied, or None for an IP address."""
-    if _ip(address):
+def _unreachable(address: str, *, names: bool = False) -> str | None:
+    """Why an endpoint address (valid for Istio) is not applied, or None (an IP address; a name if ``names``)."""
+    if _ip(address) or (names and address and not address.startswith("unix://")):
         return None
     if not address:
         return "an endpoint without address (reached through its network's gateway) is not supported"
     if address.startswith("unix://"):
         return f"unix domain socket address {address} is not supported"
-    return f"hostname address {address} is not supported (the workload is not resolved)"
+    return f"hostname address {address} is only resolved for a ServiceEntry with resolution DNS or DNS_ROUND_ROBIN"
 
 
-def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) -> Workload | None:
+def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) -> Workload | NamedWorkload | None:
     address = spec.str("address", "") or ""
-    problem = _unreachable(address)
+    problem = _unreachable(address, names=True)
     if problem is not None:
         report.warn(obj, NOT_SUPPORTED, f"{problem}: this WorkloadEntry is not applied", f"{spec.path}.address")
         return None
+    if not _ip(address):
+        ports_by_name = {str(k): int(v) for k, v in spec.map("ports").data.items()}
+        return NamedWorkload(obj, address.lower().removesuffix("."), Labels(spec.str_map("labels")), ports_by_name)
     ports = []
     for pname, number in spec.map("ports").data.items():
         ports.append(WorkloadPort(int(number), str(pname)))
@@ -110,7 +133,8 @@ def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) ->
 
 
 def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: list[Workload],
-                       lb: LbPolicy | None, report: Report) -> Entry | None:
+                       lb: LbPolicy | None, report: Report,
+                       named: Sequence[NamedWorkload] = (), used: set[int] | None = None) -> Entry | None:
     """One ServiceEntry as a Service (see the module documentation); None (with a warning) when not applied."""
     spec = Fields.of(obj).map("spec", required=True)
     hosts = []
@@ -147,18 +171,20 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
         return None  # every host was a partial wildcard, each reported above
     endpoints = spec.maps("endpoints")
 
-    # (address, {port name → number}, weight, workload name) for every endpoint.
+    dns = resolution in ("DNS", "DNS_ROUND_ROBIN")
+    # (address or name, {port name → number}, weight, workload name) for every endpoint.
     targets: list[tuple[str, dict[str, int], int, str | None]] = []
-    if resolution == "STATIC":
+    if resolution == "STATIC" or dns:
         for e in endpoints:
             addr = e.str("address", "") or ""
-            problem = _unreachable(addr)
+            problem = _unreachable(addr, names=dns)
             if problem is not None:
                 report.warn(obj, NOT_SUPPORTED, f"{problem}: this endpoint is not applied", f"{e.path}.address")
                 continue
             mapping = {str(k): v for k, v in e.map("ports").data.items() if isinstance(v, int)}
             weight = e.int("weight", 1, minimum=0) or 0
-            targets.append((str(ipaddress.ip_address(addr)), mapping, weight or 1, None))
+            address = str(ipaddress.ip_address(addr)) if _ip(addr) else addr.lower().removesuffix(".")
+            targets.append((address, mapping, weight or 1, None))
     if spec.has("workloadSelector"):
         selector = spec.map("workloadSelector").str_map("labels")
         selected = inventory.workloads_matching(obj.namespace, selector) + [
@@ -166,15 +192,27 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
         for w in selected:
             for addr in w.addresses:
                 targets.append((addr, {p.name: p.port for p in w.ports if p.name}, 1, w.name))
-    if resolution in ("DNS", "DNS_ROUND_ROBIN"):
-        report.info(obj, NOT_CARRIED, f"resolution {resolution}: the datapath resolves no names yet, so this "
-                    "service has no backends", "spec.resolution")
-    elif resolution == "NONE":
+        for n in named:
+            if n.namespace == obj.namespace and n.labels.matches(selector):
+                if not dns:
+                    continue  # reported once for the WorkloadEntry when no DNS ServiceEntry selects it
+                if used is not None:
+                    used.add(id(n))
+                targets.append((n.hostname, dict(n.ports), 1, None))
+    if dns and not endpoints and not spec.has("workloadSelector"):
+        # No endpoints: the proxy resolves the hosts themselves (Istio's validation made them FQDNs).
+        targets = [(h.lower(), {}, 1, None) for h in hosts]
+    if resolution == "NONE":
         report.info(obj, NOT_CARRIED, "resolution NONE: connections keep their original destination; the "
                     "service has no backends", "spec.resolution")
 
     service_ports = []
     for number, protocol, name, target in ports:
+        if dns:
+            named_backends = tuple(HostnameBackend(addr, mapping.get(name, target or number), weight)
+                                   for addr, mapping, weight, _ in targets)
+            service_ports.append(ServicePort(number, protocol, name, hostname_backends=named_backends))
+            continue
         backends = []
         for addr, mapping, weight, wname in targets:
             backend_port = mapping.get(name, target or number)
@@ -184,5 +222,6 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
     service = model("spec", lambda: Service(
         name=model_name(obj.name), namespace=obj.namespace, vips=tuple(vips), ports=tuple(service_ports),
         hostnames=tuple(hosts), lb_policy=lb or LbPolicy.RANDOM, source=obj.source,
+        resolution=_RESOLUTIONS.get(resolution or ""),
     ))
     return Entry(Known(service, tuple(hosts), exported), obj)
