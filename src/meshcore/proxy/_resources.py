@@ -228,9 +228,10 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
     settings = settings or ProxySettings()
     by_type: dict[str, dict[str, Resource]] = {t: {} for t in TYPE_ORDER}
     for cluster in plan.clusters:
+        eds = cluster.discovery is Discovery.EDS  # a DNS cluster carries its own endpoints
         by_type[CLUSTER][cluster.name] = _resource(CLUSTER, cluster.name, _cluster(cluster, settings),
-                                                   cluster.origins, (cluster.name,))
-        if cluster.discovery is Discovery.EDS:  # a DNS cluster carries its own endpoints
+                                                   cluster.origins, (cluster.name,) if eds else ())
+        if eds:
             by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster),
                                                         cluster.origins)
     route_configs = {rc.name: rc for rc in plan.route_configs}
