@@ -90,6 +90,14 @@ def recorded_pids(lab: Lab) -> list[tuple[int, int]]:
     return pids
 
 
+def node_processes(lab: Lab) -> list[tuple[int, int]]:
+    """(pid, start time) of every node's agent and name server: they outlive any pod."""
+    from meshcore.lab._state import LabState
+
+    state = LabState.load(lab.dir)
+    return [(r.pid, r.start_time) for n in state.nodes.values() for r in (n.agent, n.dns) if r is not None]
+
+
 def write(tmp: Path, name: str, text: str) -> Path:
     """Write a manifest file."""
     path = tmp / name
