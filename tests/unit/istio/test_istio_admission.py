@@ -115,6 +115,14 @@ def test_what_the_crd_schema_accepts_is_not_an_error() -> None:
      "maglev: {tableSize: 1000}}}}}",
      ("MC7002", "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
       "tableSize must be a prime number for maglev (got 1000)")),
+    ("VirtualService", "{hosts: [a.example, '*.example'], http: [{route: [{destination: {host: a.example}}]}]}",
+     ("MC7010", "spec.hosts[1]", "duplicate hosts in virtual service: a.example & *.example")),
+    ("VirtualService", "{hosts: ['*'], http: [{route: [{destination: {host: a.example}}]}]}",
+     ("MC7002", "spec.hosts[0]", "wildcard host * is not allowed for virtual services bound to the mesh gateway")),
+    ("VirtualService", "{hosts: [a.example]}",
+     ("MC7002", "spec", "http, tcp or tls must be provided in virtual service")),
+    ("VirtualService", "{gateways: [gw], http: [{route: [{destination: {host: a.example}}]}]}",
+     ("MC7010", "spec.gateways", "delegate virtual service must have no gateways specified")),
     ("AuthorizationPolicy", "{action: DENY}",
      ("MC7010", "spec.action", "DENY action without `rules` is meaningless as it will never be triggered, add an "
       "empty rule `{}` if you want it be triggered for every request")),
@@ -140,5 +148,9 @@ def test_what_istios_webhook_accepts_is_not_an_error() -> None:
             ports: [{number: 80, name: http, protocol: HTTP}]
         """),
         istio("AuthorizationPolicy", "deny-all", "{action: DENY, rules: [{}]}", version="security.istio.io/v1"),
+        istio("VirtualService", "partial", "{hosts: ['*x.example', 192.0.2.1], "
+              "http: [{route: [{destination: {host: a.example}}]}]}"),
     )
     assert _errors(result) == []
+    [partial] = [d for d in result.diagnostics if d.source.name == "partial" and d.code == "MC7014"]
+    assert partial.field == "spec.hosts[0]" and "partial wildcard host '*x.example'" in partial.message

@@ -205,7 +205,41 @@ def _authorization_policy(spec: Mapping[str, Any]) -> None:
         raise FieldError("spec.provider.name", "`provider.name` must not be empty", INVALID_VALUE)
 
 
+def _covers(a: str, b: str) -> bool:
+    """True when host ``a`` matches host ``b`` as Istio compares them (a wildcard covers its suffix)."""
+    if a == b or a == "*":
+        return True
+    return a.startswith("*") and b.endswith(a[1:])
+
+
+def _virtual_service(spec: Mapping[str, Any]) -> None:
+    hosts = [str(h) for h in _list(spec, "hosts")]
+    gateways = [str(g) for g in _list(spec, "gateways")]
+    if not hosts:
+        for key, what in (("gateways", "gateways"), ("tls", "tls route"), ("tcp", "tcp route")):
+            if _list(spec, key):
+                raise FieldError(f"spec.{key}", f"delegate virtual service must have no {what} specified",
+                                 INVALID_COMBINATION)
+    mesh = not gateways or "mesh" in gateways
+    for i, host in enumerate(hosts):
+        problem = None if host == "*" else wildcard_domain_error(host)
+        if problem and not _ip(host):
+            raise FieldError(f"spec.hosts[{i}]", problem, INVALID_VALUE)
+        if mesh and host == "*":
+            raise FieldError(f"spec.hosts[{i}]", "wildcard host * is not allowed for virtual services bound to the "
+                             "mesh gateway", INVALID_VALUE)
+    for i, a in enumerate(hosts):
+        for j in range(i + 1, len(hosts)):
+            b = hosts[j]
+            if _covers(a, b) or _covers(b, a):
+                raise FieldError(f"spec.hosts[{j}]", f"duplicate hosts in virtual service: {a} & {b}",
+                                 INVALID_COMBINATION)
+    if not (_list(spec, "http") or _list(spec, "tcp") or _list(spec, "tls")):
+        raise FieldError("spec", "http, tcp or tls must be provided in virtual service", INVALID_VALUE)
+
+
 _CHECKS: Mapping[str, Callable[[Mapping[str, Any]], None]] = {
+    "VirtualService": _virtual_service,
     "ServiceEntry": _service_entry,
     "DestinationRule": _destination_rule,
     "AuthorizationPolicy": _authorization_policy,
