@@ -80,13 +80,22 @@ def leftovers(name: str, pids: list[tuple[int, int]]) -> list[str]:
 
 
 def recorded_pids(lab: Lab) -> list[tuple[int, int]]:
-    """(pid, start time) of every process the lab recorded, the agent included."""
+    """(pid, start time) of every process the lab recorded, the agents and name servers included."""
     from meshcore.lab._state import LabState
 
     state = LabState.load(lab.dir)
     pids = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
     pids += [(n.agent.pid, n.agent.start_time) for n in state.nodes.values() if n.agent]
+    pids += [(n.dns.pid, n.dns.start_time) for n in state.nodes.values() if n.dns]
     return pids
+
+
+def node_processes(lab: Lab) -> list[tuple[int, int]]:
+    """(pid, start time) of every node's agent and name server: they outlive any pod."""
+    from meshcore.lab._state import LabState
+
+    state = LabState.load(lab.dir)
+    return [(r.pid, r.start_time) for n in state.nodes.values() for r in (n.agent, n.dns) if r is not None]
 
 
 def write(tmp: Path, name: str, text: str) -> Path:

@@ -27,6 +27,7 @@ from _lab_support import (
     SRC,
     leftovers,
     meshcore_cli,
+    node_processes,
     recorded_pids,
     run_python,
     running_lab,
@@ -349,7 +350,7 @@ def test_reconcile_adds_removes_and_keeps_and_down_leaves_nothing(lab_factory: A
     assert len(alphas) == 2 and sorted(first.created) == [*alphas, "default/client"] and not first.not_ready
     client_pid = next(p for p in lab.status().pods if p.name == "client").containers[0].pid
     alpha_netns = [p.netns for p in _pods(lab, owner="Deployment/alpha")]
-    alpha_pids = [p for p in recorded_pids(lab) if p[0] != client_pid]
+    alpha_pids = [p for p in recorded_pids(lab) if p[0] != client_pid and p not in node_processes(lab)]
 
     again = lab.up([tmp_path / "a.yaml"])
     assert again.created == () and again.removed == () and sorted(again.kept) == [*alphas, "default/client"]
@@ -363,7 +364,7 @@ def test_reconcile_adds_removes_and_keeps_and_down_leaves_nothing(lab_factory: A
     client = next(p for p in status.pods if p.name == "client")
     assert client.containers[0].pid == client_pid and client.phase == "Running"  # unchanged pod kept running
     assert not any((NETNS_DIR / n).exists() for n in alpha_netns)
-    assert not any(alive(pid, started) for pid, started in alpha_pids if pid != lab.status().agent.pid)
+    assert not any(alive(pid, started) for pid, started in alpha_pids)
     assert [s.name for s in status.services] == ["beta"]
     # python3 -m http.server, started as the container's command, serves; beta answers via its VIP.
     answers = run_python(lab, "client", HTTP_GET, json.dumps([["beta", 80, "/", {}]]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,11 @@ def _http() -> m.Snapshot:
         m.HttpRoute("ratings", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/ratings/"))],
                     destinations=[m.Destination(grpc.ref, port=9000)], rewrite=m.Rewrite(prefix="/"),
                     retries=m.RetryPolicy(attempts=3, per_try_timeout_ms=500), timeout_ms=2000),
+        m.HttpRoute("per-backend", matches=[m.HttpMatch(path=m.StringMatch("Prefix", "/set"))], destinations=[
+            m.Destination(web_v, request_headers=m.HeaderModifier(set=[("x-header-set", "v1")],
+                                                                  remove=["x-debug"])),
+            m.Destination(web_v, subset="v2", subset_labels={"version": "v2"},
+                          response_headers=m.HeaderModifier(add=[("x-served-by", "v2")]))]),
         m.HttpRoute("old", matches=[m.HttpMatch(path=m.StringMatch("Exact", "/old"))],
                     redirect=m.Redirect(path="/new", status=308)),
         m.HttpRoute("health", matches=[m.HttpMatch(path=m.StringMatch("Exact", "/healthz"), method="GET")],
@@ -160,15 +166,30 @@ def _tls_termination() -> m.Snapshot:
     return _terminating(9443, table, [(["shop.example.com"], "shop")])
 
 
+def _dns() -> m.Snapshot:
+    """Services whose backends are names: an HTTP port (every address) and a TCP port (one address at a time)."""
+    api = m.Service("api", NS, vips=("240.0.0.10",), resolution="dns", ports=(m.ServicePort(
+        80, "HTTP", "http", hostname_backends=(m.HostnameBackend("api.example.test", 8080),
+                                               m.HostnameBackend("192.0.2.7", 8080, 2))),))
+    db = m.Service("db", NS, vips=("240.0.0.11",), resolution="dns-round-robin", ports=(m.ServicePort(
+        5432, "TCP", "pg", hostname_backends=(m.HostnameBackend("db.example.test", 5432),)),))
+    client = m.Workload("client", NS, m.Identity(NS, "client"), addresses=("10.244.2.1",), labels={"app": "client"})
+    return m.Snapshot(namespaces=(m.Namespace(NS),), workloads=(client,), services=(api, db))
+
+
 CASES: dict[str, Callable[[], m.Snapshot]] = {"http-routes-and-rbac": _http, "jwt-authn": _jwt, "tls-by-sni": _tls,
                                               "tcp-rbac": _tcp_rbac, "https-termination": _https_termination,
-                                              "tls-termination": _tls_termination}
+                                              "tls-termination": _tls_termination, "dns-clusters": _dns}
+#: Proxy settings beyond the listener address, per case.
+SETTINGS: dict[str, dict[str, Any]] = {"dns-clusters": {"dns_resolvers": ("10.244.0.1", "[fd00::1]:5353")}}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_envoy(case: str, request: pytest.FixtureRequest) -> None:
-    plan = compile_plan(CASES[case](), "node-1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
-    actual = canonical_json(build_resources(plan.envoy, ProxySettings(listen_ipv4="10.244.0.1")))
+    plan = compile_plan(CASES[case](), "node-1", CompileOptions(proxy_enabled=True, proxy_port_base=15001,
+                                                                proxy_port_range=2 if case == "dns-clusters" else 1))
+    settings = ProxySettings(listen_ipv4="10.244.0.1", **SETTINGS.get(case, {}))
+    actual = canonical_json(build_resources(plan.envoy, settings))
     path = GOLDEN / f"{case}.json"
     if request.config.getoption("--update-golden"):
         GOLDEN.mkdir(parents=True, exist_ok=True)

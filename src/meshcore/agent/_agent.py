@@ -168,7 +168,8 @@ class NodeAgent:
 
             def envoy(facts: NodeFacts) -> NodeProxy:
                 return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6, journal=self.journal,
-                                      source_ipv4=facts.proxy_ipv4, source_ipv6=facts.proxy_ipv6)
+                                      source_ipv4=facts.proxy_ipv4, source_ipv6=facts.proxy_ipv6,
+                                      dns_resolvers=facts.dns_resolvers)
 
             self._proxy = self._build(self._make_proxy, envoy)  # type: ignore[assignment]
         assert self._proxy is not None

@@ -68,6 +68,9 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
                    "every node tells it apart from the node [env MESHCORE_PROXY_IPV4].")
 @click.option("--proxy-ipv6", envvar="MESHCORE_PROXY_IPV6", default="",
               help="The IPv6 address the node proxy connects to endpoints from [env MESHCORE_PROXY_IPV6].")
+@click.option("--dns-resolver", "dns_resolvers", multiple=True, metavar="ADDRESS[:PORT]",
+              help="A name server the node proxy asks for the addresses of DNS-resolved services (ServiceEntry "
+                   "resolution DNS); repeatable [default: the system's, /etc/resolv.conf].")
 @click.option("--state-dir", type=click.Path(path_type=Path), envvar="MESHCORE_STATE_DIR",
               help=f"Where the report, the proxy's files and flows go [default {DEFAULT_STATE_ROOT}/NODE].")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=None,
@@ -105,7 +108,7 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
               help="Allowed flows per second the kernel reports one by one; past it, it counts them per "
                    "identity pair and they show as summaries. Drops are always reported.")
 def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str, proxy_ipv6: str,
-                  state_dir: Path | None, pin_root: Path | None,
+                  dns_resolvers: tuple[str, ...], state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   from_source: str | None, context: str | None, kubeconfig: Path | None,
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
@@ -144,7 +147,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     else:
         source = ManifestFiles(files, _interfaces(interfaces))
     facts = NodeFacts(node, cgroup, state_dir or DEFAULT_STATE_ROOT / node, ipv4, ipv6, pin_root,
-                      _pairs(labels, "--label", "KEY=VALUE"), netns, proxy_ipv4, proxy_ipv6)
+                      _pairs(labels, "--label", "KEY=VALUE"), netns, proxy_ipv4, proxy_ipv6, dns_resolvers)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(facts, options=options, journal=journal, flow_journal=flows_journal,
                       flow_event_rate=None if rate is None else int(rate), flow_memory=memory)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -16,6 +16,10 @@ def _labels(value: Mapping[str, str]) -> dict[str, str]:
 
 def _path_or_none(value: str | Path | None) -> Path | None:
     return None if value is None or value == "" else Path(value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 @attrs.frozen
@@ -35,6 +39,8 @@ class NodeFacts:
     - ``proxy_ipv4`` / ``proxy_ipv6``: addresses of the node's own that its proxy connects
       to endpoints from, so that policy on every node tells the proxy apart from the node
       (empty: the proxy connects from whatever address its route chooses, the node's).
+    - ``dns_resolvers``: name servers (``address`` or ``address:port``) the node proxy asks
+      for the addresses of DNS-resolved services (empty: the system's).
     """
 
     name: str
@@ -47,6 +53,7 @@ class NodeFacts:
     netns: str | None = None
     proxy_ipv4: str = ""
     proxy_ipv6: str = ""
+    dns_resolvers: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     @property
     def addresses(self) -> tuple[str, ...]:

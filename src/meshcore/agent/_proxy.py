@@ -75,13 +75,14 @@ class EnvoyNodeProxy:
 
     def __init__(self, state_dir: Path, node: str, node_ipv4: str, node_ipv6: str, *,
                  envoy_netns: str | None = None, journal: FlowRecorder | None = None,
-                 source_ipv4: str = "", source_ipv6: str = "") -> None:
+                 source_ipv4: str = "", source_ipv6: str = "", dns_resolvers: tuple[str, ...] = ()) -> None:
         self.state_dir = state_dir
         self.node = node
         self.envoy_netns = envoy_netns
         self.journal = journal
         self.settings = ProxySettings(listen_ipv4=node_ipv4, listen_ipv6=node_ipv6 or None,
-                                      source_ipv4=source_ipv4 or None, source_ipv6=source_ipv6 or None)
+                                      source_ipv4=source_ipv4 or None, source_ipv6=source_ipv6 or None,
+                                      dns_resolvers=dns_resolvers)
         self._cp: ControlPlane | None = None
         self._envoy: EnvoySupervisor | None = None
         self._current = EnvoyPlan()

@@ -82,6 +82,14 @@ def _decide(snapshot: Snapshot, service: Service, port: ServicePort, tables: Seq
         names = ", ".join(dict.fromkeys(str(c) for t in terminations for c in t.certificates))
         return Decision(service.ref, port.port, transport, Datapath.ENVOY,
                         f"terminates TLS with the certificate of Secret {names}", terminations[0].source)
+    if service.resolved_by_dns:
+        names = ", ".join(dict.fromkeys(h.hostname for h in port.hostname_backends)) or "none"
+        if transport == "UDP":
+            return Decision(service.ref, port.port, transport, Datapath.EBPF,
+                            f"backends are names ({names}), which only the node proxy resolves, and it cannot "
+                            "proxy UDP: the port has no backends", service.source)
+        return Decision(service.ref, port.port, transport, Datapath.ENVOY,
+                        f"backends are names the node proxy resolves by DNS ({names})", service.source)
     for table in tables:
         reason = table.l7_reason()
         if reason:

@@ -53,6 +53,7 @@ from ..model import (
     HttpRoute,
     MatchKind,
     Protocol,
+    Resolution,
     RouteKind,
     RouteTable,
     Service,
@@ -65,6 +66,7 @@ from ..model import (
 )
 from ._envoy_plan import (
     ClusterWeight,
+    Discovery,
     EnvoyCluster,
     EnvoyRbac,
     EnvoyEndpoint,
@@ -114,11 +116,17 @@ class ProxiedPort:
 
 
 def _merged(weights: Iterable[ClusterWeight]) -> tuple[ClusterWeight, ...]:
-    """Weights per cluster, first appearance order (two destinations may share a cluster)."""
-    total: dict[str, int] = {}
+    """Weights per cluster and header changes, first appearance order (destinations may share a cluster)."""
+    total: dict[ClusterWeight, int] = {}
     for w in weights:
-        total[w.cluster] = total.get(w.cluster, 0) + w.weight
-    return tuple(ClusterWeight(c, w) for c, w in total.items())
+        key = attrs.evolve(w, weight=0)
+        total[key] = total.get(key, 0) + w.weight
+    return tuple(attrs.evolve(key, weight=weight) for key, weight in total.items())
+
+
+def _weight(cluster: str, destination: Destination) -> ClusterWeight:
+    """A destination's weighted cluster, carrying its own header changes."""
+    return ClusterWeight(cluster, destination.weight, destination.request_headers, destination.response_headers)
 
 
 def _first_known(*sources: Source) -> Source:
@@ -183,10 +191,17 @@ class _Builder:
         origins: tuple[Origin, ...] = (Origin(f"service {service.ref} port {number}", service.source),)
         if traffic is not None:
             origins += (Origin(f"traffic policy of {name}", traffic.source),)
+        endpoints = tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0)
+        discovery = Discovery.EDS
+        if service.resolved_by_dns:
+            # The proxy resolves the names itself; subsets select no names (they have no labels).
+            endpoints = tuple(EnvoyEndpoint(h.hostname, h.port, h.weight) for h in port.hostname_backends
+                              if h.weight > 0)
+            # Envoy's LOGICAL_DNS takes one name; several (hosts without endpoints) are all resolved.
+            one = service.resolution is Resolution.DNS_ROUND_ROBIN and len(endpoints) <= 1
+            discovery = Discovery.LOGICAL_DNS if one else Discovery.STRICT_DNS
         self.clusters[name] = EnvoyCluster(
-            name, dest.service, number, port.protocol, lb_policy,
-            tuple(_endpoint(b) for b in backends if b.state is BackendState.ACTIVE and b.weight > 0),
-            dest.subset, origins, traffic,
+            name, dest.service, number, port.protocol, lb_policy, endpoints, dest.subset, origins, traffic, discovery,
         )
         return name
 
@@ -283,7 +298,7 @@ class _Builder:
                 _first_known(route.source, table.source), _route_hints(route),
             )
             clusters = _merged(
-                ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                _weight(self.cluster(d, table.port, item.port.protocol, origin), d)
                 for d in route.destinations if d.weight > 0
             )
             direct = route.direct_response
@@ -331,7 +346,7 @@ class _Builder:
         for table in item.tables:
             if table.kind is RouteKind.L4 and table.tcp:
                 clusters = _merged(
-                    ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                    _weight(self.cluster(d, table.port, item.port.protocol, origin), d)
                     for d in table.tcp[0].destinations if d.weight > 0
                 )
         if not clusters:
@@ -462,7 +477,7 @@ class _Builder:
                 if not by_rest:
                     continue
                 weights = [
-                    ClusterWeight(self.cluster(d, table.port, item.port.protocol, origin), d.weight)
+                    _weight(self.cluster(d, table.port, item.port.protocol, origin), d)
                     for d in route.destinations if d.weight > 0
                 ]
                 if route.invalid_weight or not weights:

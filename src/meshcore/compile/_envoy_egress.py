@@ -91,7 +91,10 @@ class EgressIndex:
         w = self._by_name.get(target.workload)
         if w is not None and w.ref in self._ids:
             return self._ids[w.ref]
-        ip = ipaddress.ip_address(target.address)
+        try:
+            ip = ipaddress.ip_address(target.address)
+        except ValueError:
+            return int(ReservedIdentity.WORLD)  # a name the proxy resolves: an address outside the mesh
         for net, ident in self._ipcache:
             if ip.version == net.version and ip in net:
                 return ident

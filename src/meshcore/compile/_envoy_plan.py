@@ -96,9 +96,24 @@ class EnvoyEndpoint:
     workload: str = ""
 
 
+class Discovery(enum.StrEnum):
+    """How a cluster learns its endpoints' addresses (Envoy's cluster type)."""
+
+    #: Addresses pushed by the control plane (the endpoints are IP addresses).
+    EDS = "EDS"
+    #: The proxy resolves each endpoint's name and uses every address (a DNS-resolved service).
+    STRICT_DNS = "STRICT_DNS"
+    #: The proxy resolves the name and connects to one address at a time (DNS round robin).
+    LOGICAL_DNS = "LOGICAL_DNS"
+
+
 @attrs.frozen
 class EnvoyCluster:
-    """An EDS cluster: one service port (or a subset of it), or several (``port`` None), and its endpoints."""
+    """An EDS cluster: one service port (or a subset of it), or several (``port`` None), and its endpoints.
+
+    A service whose backends are names is a DNS cluster instead (``discovery``): its
+    endpoints' ``address`` are the names, which the proxy resolves itself.
+    """
 
     name: str
     service: ServiceRef
@@ -111,6 +126,7 @@ class EnvoyCluster:
     #: The traffic policy in force for this cluster's service port (and subset): load
     #: balancing, connection pool, outlier detection, upstream TLS.
     traffic: TrafficPolicy | None = None
+    discovery: Discovery = Discovery.EDS
 
     @property
     def hash_key(self) -> HashKey | None:
@@ -124,12 +140,18 @@ class EnvoyCluster:
         return self.protocol in (Protocol.GRPC, Protocol.HTTP2)
 
 
+def _modifier_key(value: HeaderModifier | None) -> tuple[bool, HeaderModifier]:
+    return (value is not None, value or HeaderModifier())
+
+
 @attrs.frozen(order=True)
 class ClusterWeight:
-    """A weighted cluster of a route."""
+    """A weighted cluster of a route, with the header changes for the requests it gets (None: none)."""
 
     cluster: str
     weight: int
+    request_headers: HeaderModifier | None = attrs.field(default=None, order=_modifier_key)
+    response_headers: HeaderModifier | None = attrs.field(default=None, order=_modifier_key)
 
 
 @attrs.frozen(order=True)

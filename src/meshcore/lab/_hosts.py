@@ -43,18 +43,18 @@ def render(lab: str, pod_namespace: str, pod_name: str, pod_addresses: Iterable[
 
 
 def render_nsswitch(host_file: Path = Path("/etc/nsswitch.conf")) -> str:
-    """This machine's nsswitch.conf with host names looked up in the hosts file only.
+    """This machine's nsswitch.conf with host names looked up in the hosts file, then the node's name server.
 
-    The lab has no DNS server (and no way out): an unknown name then fails at once with
-    "Name or service not known" instead of a resolver timeout.
+    The node's name server (see ``_resolver``) answers only names the lab knows and asks
+    nobody else: an unknown name fails at once with "Name or service not known".
     """
     try:
         lines = host_file.read_text().splitlines()
     except OSError:
         lines = ["passwd: files", "group: files", "shadow: files"]
-    out = ["# meshcore lab: host names come from /etc/hosts only"]
+    out = ["# meshcore lab: host names come from /etc/hosts, then the lab's name server"]
     out += [line for line in lines if not line.split(":", 1)[0].strip() == "hosts"]
-    out.append("hosts: files")
+    out.append("hosts: files dns")
     return "\n".join(out) + "\n"
 
 

@@ -35,6 +35,7 @@ from ._manifest import (
     write_objects,
 )
 from ._nodeagent import AGENT_CGROUP, AgentStatus, ensure_agents, stop_agent
+from ._resolver import DNS_CGROUP, ensure_dns, stop_dns, write_table
 from ._placement import PlacementNode, lab_node_labels, place, unknown_nodes
 from ._pods import create_pod, remove_path, start_containers, teardown_pod, wait_ready, write_hosts
 from ._state import (
@@ -207,6 +208,7 @@ class Lab:
         for node in state.nodes.values():
             Path(node.state_dir).mkdir(parents=True, exist_ok=True)
             cgroups.create(Path(node.cgroup) / AGENT_CGROUP)
+            cgroups.create(Path(node.cgroup) / DNS_CGROUP)
             if node.setup == "ready" and netns.exists(node.netns):
                 continue
             node.setup = "creating"
@@ -265,6 +267,8 @@ class Lab:
             if new and any(n.down for n in state.nodes.values()):
                 fabric.route_pods([state.pods[p.key] for p in new], state.nodes)
             write_hosts(state)
+            warnings += write_table(state, desired.others)
+            ensure_dns(state)
             started = [p.key for p in new]
             restarted = start_containers(state, desired, new, timeout)
             wait_ready(state, [*started, *restarted], timeout)
@@ -325,6 +329,7 @@ class Lab:
             node.down = True
             state.save()
             stop_agent(state, node)
+            stop_dns(state, node)
             for record in state.pods.values():
                 if record.node == node.name:
                     procs.stop([(p.pid, p.start_time) for p in record.processes])
@@ -352,6 +357,7 @@ class Lab:
             node.down = False
             state.save()
             self._route(state)
+            ensure_dns(state)
             pods = [p for p in desired_pods_of(last_objects(state), state) if state.pods[p.key].node == name]
             restarted = start_containers(state, Desired(tuple(pods), (), (), ()), [], timeout)
             wait_ready(state, restarted, timeout)
@@ -404,6 +410,8 @@ class Lab:
             for node in state.nodes.values():
                 if node.agent:
                     processes.append((node.agent.pid, node.agent.start_time))
+                if node.dns:
+                    processes.append((node.dns.pid, node.dns.start_time))
                 processes += recorded_processes(Path(node.state_dir))  # the node Envoy the agent started
             procs.stop(processes)
             if not cgroups.kill(Path(state.cgroup_root)):

@@ -97,7 +97,9 @@ def _start_agent(state: LabState, node: NodeRecord) -> None:
     ranges = node.ranges
     argv = [sys.executable, "-m", "meshcore.agent", "--node", node.name, "--cgroup", node.cgroup,
             "--state-dir", node.state_dir, "--pin-root", node.pin_root,
-            "--ipv4", ranges.node_ipv4, "--ipv6", ranges.node_ipv6, "--objects", str(node.objects_path)]
+            "--ipv4", ranges.node_ipv4, "--ipv6", ranges.node_ipv6, "--objects", str(node.objects_path),
+            # The node proxy resolves DNS-resolved services through the node's name server.
+            "--dns-resolver", ranges.node_ipv4]
     if ranges.proxy_addresses:
         argv += ["--proxy-ipv4", ranges.proxy_addresses[0], "--proxy-ipv6", ranges.proxy_addresses[1]]
     log = str(node.agent_log)

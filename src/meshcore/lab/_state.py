@@ -181,6 +181,8 @@ class NodeRecord:
     setup: str = "creating"
     down: bool = False
     agent: ProcRecord | None = None
+    #: The node's name server (see ``_resolver``).
+    dns: ProcRecord | None = None
 
     @property
     def bpf_pin_dir(self) -> str:
@@ -202,7 +204,8 @@ class NodeRecord:
         return {"name": self.name, "netns": self.netns, "cgroup": self.cgroup, "state_dir": self.state_dir,
                 "pin_root": self.pin_root, "pod_ipv4": self.ranges.pod_ipv4, "pod_ipv6": self.ranges.pod_ipv6,
                 "proxy_address": self.ranges.has_proxy_address, "fabric_link": self.fabric_link,
-                "setup": self.setup, "down": self.down, "agent": self.agent.to_data() if self.agent else None}
+                "setup": self.setup, "down": self.down, "agent": self.agent.to_data() if self.agent else None,
+                "dns": self.dns.to_data() if self.dns else None}
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> NodeRecord:
@@ -211,7 +214,8 @@ class NodeRecord:
         return cls(str(data["name"]), str(data["netns"]), str(data["cgroup"]), str(data["state_dir"]),
                    str(data["pin_root"]), ranges, str(data.get("fabric_link", "")),
                    str(data.get("setup", "creating")), bool(data.get("down", False)),
-                   ProcRecord.from_data(data["agent"]) if data.get("agent") else None)
+                   ProcRecord.from_data(data["agent"]) if data.get("agent") else None,
+                   ProcRecord.from_data(data["dns"]) if data.get("dns") else None)
 
 
 @attrs.frozen

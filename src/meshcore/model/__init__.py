@@ -53,7 +53,17 @@ from .route import (
     TcpRoute,
 )
 from .tls import Certificate, CertificateRef, Redacted, TlsTermination
-from .service import Backend, BackendState, LbPolicy, Service, ServicePort, ServiceRef, VipAssignment
+from .service import (
+    Backend,
+    BackendState,
+    HostnameBackend,
+    LbPolicy,
+    Resolution,
+    Service,
+    ServicePort,
+    ServiceRef,
+    VipAssignment,
+)
 from .snapshot import Snapshot
 from .traffic import (
     ConnectionPool,
@@ -75,11 +85,11 @@ __all__ = [
     "DEFAULT_TRUST_DOMAIN", "ENVOY_RESOURCE_TYPES", "FIRST_ALLOCATED_IDENTITY",
     "AuthorizationPolicy", "Backend", "BackendService", "BackendState", "ClaimToHeader", "ClientMatch", "Condition", "CorsPolicy", "Destination",
     "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
-    "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HttpRoute", "Identity", "InvalidBackends",
+    "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HostnameBackend", "HttpRoute", "Identity", "InvalidBackends",
     "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace", "Node",
     "Operation", "PeerAuthMode", "PeerAuthentication", "PeerSelector", "PolicyAction",
     "PolicyRule", "PortMode", "PortRange", "Protocol", "ProxyMode", "QueryMatch", "Redirect",
-    "RequestAuthentication", "ReservedIdentity", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
+    "RequestAuthentication", "ReservedIdentity", "Resolution", "RetryPolicy", "Rewrite", "RouteKind", "RouteTable", "Service",
     "ServiceListener", "ServicePort", "ServiceRef", "Severity", "Snapshot", "Source", "VipAssignment",
     "StringMatch", "TcpRoute", "Workload", "WorkloadPort", "WorkloadRef", "WorkloadSelector",
     "has_errors", "regex_error", "to_data", "MAX_REGEX_PROGRAM_SIZE",

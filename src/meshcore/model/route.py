@@ -134,18 +134,6 @@ class HttpMatch:
 
 
 @attrs.frozen(order=True)
-class Destination:
-    """A weighted destination: a service port, optionally a subset of its backends."""
-
-    service: ServiceRef
-    port: int | None = attrs.field(default=None, validator=optional_port)
-    weight: int = attrs.field(default=1, validator=non_negative)
-    subset: str = ""
-    #: Labels the subset selects, resolved by the adapter (e.g. DestinationRule subsets).
-    subset_labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=sorted_pairs)
-
-
-@attrs.frozen(order=True)
 class HeaderModifier:
     """Set (replace), add (append) and remove headers."""
 
@@ -155,6 +143,29 @@ class HeaderModifier:
 
     def __bool__(self) -> bool:
         return bool(self.set or self.add or self.remove)
+
+
+def _modifier_key(value: HeaderModifier | None) -> tuple[bool, HeaderModifier]:
+    return (value is not None, value or HeaderModifier())
+
+
+@attrs.frozen(order=True)
+class Destination:
+    """A weighted destination: a service port, optionally a subset of its backends.
+
+    ``request_headers`` and ``response_headers`` (None: nothing) apply only to the requests
+    sent to this destination and their responses, after the route's own, as Gateway API
+    backend-level filters and Istio's per-destination ``headers`` do.
+    """
+
+    service: ServiceRef
+    port: int | None = attrs.field(default=None, validator=optional_port)
+    weight: int = attrs.field(default=1, validator=non_negative)
+    subset: str = ""
+    #: Labels the subset selects, resolved by the adapter (e.g. DestinationRule subsets).
+    subset_labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=sorted_pairs)
+    request_headers: HeaderModifier | None = attrs.field(default=None, order=_modifier_key)
+    response_headers: HeaderModifier | None = attrs.field(default=None, order=_modifier_key)
 
 
 @attrs.frozen(order=True)
@@ -298,6 +309,7 @@ class HttpRoute:
             or self.request_headers or self.response_headers or self.mirrors
             or self.timeout_ms or self.retries or self.fault or self.cors
             or self.invalid_backends
+            or any(d.request_headers or d.response_headers for d in self.destinations)
         )
 
 
@@ -383,4 +395,6 @@ def _why(r: HttpRoute) -> str:
             return f"uses {attr.replace('_ms', '').replace('_', ' ')}"
     if r.request_headers or r.response_headers:
         return "modifies headers"
+    if any(d.request_headers or d.response_headers for d in r.destinations):
+        return "modifies headers per backend"
     return "needs L7"

@@ -9,7 +9,7 @@ import attrs
 
 from ._errors import ModelError
 from ._source import UNKNOWN, Source
-from ._validate import dns_label, hostname, ip_address, ip_addresses, non_negative, port, to_tuple
+from ._validate import _HOSTNAME, dns_label, hostname, ip_address, ip_addresses, non_negative, port, to_tuple
 from .workload import Protocol, WorkloadRef
 
 
@@ -67,6 +67,34 @@ class Backend:
         return 6 if ":" in self.address else 4  # addresses are validated canonical text
 
 
+class Resolution(enum.StrEnum):
+    """How a service's backends are found."""
+
+    #: ``backends`` are addresses, known ahead (endpoints, workloads).
+    STATIC = "static"
+    #: ``hostname_backends`` are names; the proxy resolves them and uses every address (Envoy STRICT_DNS).
+    DNS = "dns"
+    #: As DNS, but each connection goes to one address of the answer at a time (Envoy LOGICAL_DNS).
+    DNS_ROUND_ROBIN = "dns-round-robin"
+
+
+def _dns_name_or_address(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        ip_address(None, attribute, value)
+    except ModelError:
+        if not isinstance(value, str) or "*" in value or not _HOSTNAME.match(value.removesuffix(".")):
+            raise ModelError(attribute.name, f"{value!r} is not a DNS name or an IP address") from None
+
+
+@attrs.frozen(order=True)
+class HostnameBackend:
+    """One endpoint of a DNS-resolved service port: a name (or an IP address) the proxy resolves, and a port."""
+
+    hostname: str = attrs.field(validator=_dns_name_or_address)
+    port: int = attrs.field(validator=port)
+    weight: int = attrs.field(default=1, validator=non_negative)
+
+
 def _backend_key(b: Backend) -> tuple[str, int, int, str, str, str]:
     ref = b.workload
     return (b.address, b.port, b.weight, ref.namespace if ref else "", ref.name if ref else "", b.state.value)
@@ -86,6 +114,8 @@ class ServicePort:
     protocol: Protocol = attrs.field(default=Protocol.TCP, converter=Protocol)
     name: str = ""
     backends: tuple[Backend, ...] = attrs.field(default=(), converter=_sorted_backends)
+    #: The endpoints of a DNS-resolved service (see :class:`Resolution`), in the order given.
+    hostname_backends: tuple[HostnameBackend, ...] = attrs.field(default=(), converter=to_tuple)
 
     @property
     def key(self) -> str:
@@ -132,7 +162,25 @@ class Service:
     lb_policy: LbPolicy = attrs.field(default=LbPolicy.RANDOM, converter=LbPolicy)
     vip_assignment: VipAssignment = attrs.field(
         default=VipAssignment.GIVEN, converter=VipAssignment, validator=_no_vips_unless_given)
+    #: How backends are found; None is :attr:`Resolution.STATIC` (left out of the plain-data form).
+    resolution: Resolution | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Resolution),
+        order=lambda r: (r or Resolution.STATIC).value)
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
+
+    @property
+    def resolved_by_dns(self) -> bool:
+        """True when the proxy finds the backends by resolving ``hostname_backends``."""
+        return self.resolution not in (None, Resolution.STATIC)
+
+    def __attrs_post_init__(self) -> None:
+        for i, p in enumerate(self.ports):
+            if not self.resolved_by_dns and p.hostname_backends:
+                raise ModelError(f"ports[{i}].hostname_backends", "only a service with DNS resolution has "
+                                 "hostname backends")
+            if self.resolution is not None and self.resolved_by_dns and p.backends:
+                raise ModelError(f"ports[{i}].backends", f"a service with {self.resolution.value} resolution "
+                                 "has hostname backends only")
 
     @property
     def ref(self) -> ServiceRef:

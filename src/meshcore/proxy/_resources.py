@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from google.protobuf import descriptor_pool, json_format
 
-from ..compile import EnvoyListener, EnvoyPlan, EnvoyRoute, EnvoySecret, Origin, RawResource
+from ..compile import Discovery, EnvoyListener, EnvoyPlan, EnvoyRoute, EnvoySecret, Origin, RawResource
 from ._errors import ProxyConfigError
 from ._xds_clusters import _cluster, _load_assignment
 from ._xds_common import XDS_CLUSTER, ProxySettings
@@ -67,6 +67,7 @@ _MODULES = (
     "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2",
+    "envoy.extensions.network.dns_resolver.cares.v3.cares_dns_resolver_pb2",
     "envoy.extensions.transport_sockets.tls.v3.secret_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
 )
@@ -228,9 +229,12 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
     settings = settings or ProxySettings()
     by_type: dict[str, dict[str, Resource]] = {t: {} for t in TYPE_ORDER}
     for cluster in plan.clusters:
+        eds = cluster.discovery is Discovery.EDS  # a DNS cluster carries its own endpoints
         by_type[CLUSTER][cluster.name] = _resource(CLUSTER, cluster.name, _cluster(cluster, settings),
-                                                   cluster.origins, (cluster.name,))
-        by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster), cluster.origins)
+                                                   cluster.origins, (cluster.name,) if eds else ())
+        if eds:
+            by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster),
+                                                        cluster.origins)
     route_configs = {rc.name: rc for rc in plan.route_configs}
     listeners = {name: x for x in plan.listeners for name in x.route_configs}
     for rc in plan.route_configs:

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compile import EnvoyCluster
+from ..compile import Discovery, EnvoyCluster
 from ..model import HashAlgorithm, LbPolicy, TlsMode, TrafficPolicy, UpstreamTls
 from ._xds_common import _HTTP_OPTIONS, _UPSTREAM_TLS, ProxySettings, _duration
 
 _LB = {LbPolicy.RANDOM: "RANDOM", LbPolicy.ROUND_ROBIN: "ROUND_ROBIN",
        LbPolicy.LEAST_REQUEST: "LEAST_REQUEST", LbPolicy.CONSISTENT_HASH: "RING_HASH"}
 _UNLIMITED = 4_294_967_295
+_CARES = "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig"
 
 
 def _cluster(cluster: EnvoyCluster, settings: ProxySettings) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": cluster.name,
-        "type": "EDS",
-        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+    out: dict[str, Any] = {"name": cluster.name, "type": cluster.discovery.value}
+    if cluster.discovery is Discovery.EDS:
+        out["eds_cluster_config"] = {"eds_config": {"ads": {}, "resource_api_version": "V3"}}
+    else:
+        # A DNS cluster carries its endpoints (names) and resolves them itself, honouring the TTLs.
+        out["load_assignment"] = _load_assignment(cluster)
+        out["respect_dns_ttl"] = True
+        out["dns_lookup_family"] = "V4_PREFERRED"
+        if settings.dns_resolvers:
+            out["typed_dns_resolver_config"] = _dns_resolver(settings.dns_resolvers)
+    out.update({
         "connect_timeout": _duration(settings.connect_timeout_ms),
         "lb_policy": _LB[cluster.lb_policy],
         # A mesh proxy must not shed load on its own: no circuit-breaking defaults.
@@ -30,7 +38,7 @@ def _cluster(cluster: EnvoyCluster, settings: ProxySettings) -> dict[str, Any]:
             "max_connections": _UNLIMITED, "max_pending_requests": _UNLIMITED,
             "max_requests": _UNLIMITED, "max_retries": _UNLIMITED,
         }]},
-    }
+    })
     bind = _bind_config(settings)
     if bind:
         out["upstream_bind_config"] = bind
@@ -44,6 +52,22 @@ def _cluster(cluster: EnvoyCluster, settings: ProxySettings) -> dict[str, Any]:
             options["common_http_protocol_options"] = common
         out["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return out
+
+
+def _dns_resolver(resolvers: tuple[str, ...]) -> dict[str, Any]:
+    """c-ares asking these name servers (``address`` or ``address:port``) instead of /etc/resolv.conf's."""
+    addresses = []
+    for text in resolvers:
+        host, port = text, 53
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else 53
+        elif text.count(":") == 1:
+            host, _, number = text.partition(":")
+            port = int(number)
+        addresses.append({"socket_address": {"address": host, "port_value": port}})
+    return {"name": "envoy.network.dns_resolver.cares", "typed_config": {
+        "@type": _CARES, "resolvers": addresses, "dns_resolver_options": {"no_default_search_domain": True}}}
 
 
 def _bind_config(settings: ProxySettings) -> dict[str, Any]:

@@ -70,6 +70,9 @@ class ProxySettings:
     request_ids: bool = True
     source_ipv4: str | None = None
     source_ipv6: str | None = None
+    #: Name servers (``address`` or ``address:port``) the DNS clusters of DNS-resolved services
+    #: ask; empty: the system's (/etc/resolv.conf).
+    dns_resolvers: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.listen_ipv4 and not self.listen_ipv6:

@@ -88,13 +88,31 @@ def _header_options(mod: HeaderModifier) -> list[dict[str, Any]]:
     ]
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
 
 
+def _header_changes(request: HeaderModifier | None, response: HeaderModifier | None) -> dict[str, Any]:
+    """The ``*_headers_to_add``/``*_headers_to_remove`` fields of a route or weighted cluster."""
+    out: dict[str, Any] = {}
+    for direction, mod in (("request", request), ("response", response)):
+        if mod is None:
+            continue
+        if mod.set or mod.add:
+            out[f"{direction}_headers_to_add"] = _header_options(mod)
+        if mod.remove:
+            out[f"{direction}_headers_to_remove"] = list(mod.remove)
+    return out
+
+
 def _clusters(weights: tuple[ClusterWeight, ...]) -> dict[str, Any]:
-    if len(weights) == 1:
+    per_cluster = any(w.request_headers or w.response_headers for w in weights)
+    if len(weights) == 1 and not per_cluster:
         return {"cluster": weights[0].cluster}
-    return {"weighted_clusters": {"clusters": [{"name": w.cluster, "weight": w.weight} for w in weights]}}
+    # A cluster's own header changes need the weighted form, even for a single cluster.
+    return {"weighted_clusters": {"clusters": [
+        {"name": w.cluster, "weight": w.weight, **_header_changes(w.request_headers, w.response_headers)}
+        for w in weights]}}
 
 
 def _route(route: EnvoyRoute) -> dict[str, Any]:
@@ -111,9 +129,9 @@ def _route(route: EnvoyRoute) -> dict[str, Any]:
                 where,
             )
         redirect: dict[str, Any] = {"response_code": _REDIRECT_CODES[r.status]}
-        # The scheme's own port goes unwritten (https://host/, not https://host:443/): Envoy
-        # drops the request's port when it changes the scheme and is given none.
-        port = None if (r.scheme, r.port) in (("https", 443), ("http", 80)) else r.port
+        # The scheme's own port is left out of Location (https://host/, not https://host:443/):
+        # without port_redirect Envoy drops the request's port when it changes the scheme.
+        port = None if r.scheme is not None and _DEFAULT_PORTS.get(r.scheme) == r.port else r.port
         for key, value in (("scheme_redirect", r.scheme), ("host_redirect", r.host), ("port_redirect", port),
                            ("path_redirect", r.path), ("prefix_rewrite", r.prefix_replace)):
             if value is not None:
@@ -126,11 +144,7 @@ def _route(route: EnvoyRoute) -> dict[str, Any]:
         out["direct_response"] = direct
     else:
         out["route"] = _route_action(route, where)
-    for direction, mod in (("request", route.request_headers), ("response", route.response_headers)):
-        if mod.set or mod.add:
-            out[f"{direction}_headers_to_add"] = _header_options(mod)
-        if mod.remove:
-            out[f"{direction}_headers_to_remove"] = list(mod.remove)
+    out.update(_header_changes(route.request_headers, route.response_headers))
     per_filter: dict[str, Any] = {}
     if route.fault is not None:
         per_filter[FAULT_FILTER] = _fault(route)

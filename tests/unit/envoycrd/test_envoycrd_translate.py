@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import textwrap
 
+import pytest
+
 import meshcore
 from meshcore.model import Diagnostic, EnvoyConfig, Severity
 from meshcore_envoycrd import ENVOYCRD_CODES, adapter
@@ -119,6 +121,41 @@ def test_nested_typed_config_errors_have_paths_too() -> None:
     result = translate(config([listener, routes()]))
     [err] = ours(result, Severity.ERROR)
     assert err.field == "spec.resources[0].filter_chains[0].filters[0].typed_config.stat_prefix"
+
+
+@pytest.mark.parametrize(("field", "value", "path", "message"), [
+    ("connect_timeout", "five seconds", "connect_timeout",
+     'expected a duration such as "5s" or "0.250s" (seconds, with an "s"), got string \'five seconds\''),
+    ("connect_timeout", 5, "connect_timeout",
+     'expected a duration such as "5s" or "0.250s" (seconds, with an "s"), got integer 5'),
+    ("connect_timeout", "1e99s", "connect_timeout",
+     "'1e99s' is out of range: a duration is at most 315576000000s (10000 years)"),
+    ("type", "STRCT_DNS", "type",
+     "'STRCT_DNS' is not one of STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST (did you mean STRICT_DNS?)"),
+    ("per_connection_buffer_limit_bytes", "lots", "per_connection_buffer_limit_bytes",
+     "expected an integer in 0..4294967295 (UInt32Value: the value itself, not a mapping), got string 'lots'"),
+    ("per_connection_buffer_limit_bytes", -1, "per_connection_buffer_limit_bytes",
+     "-1 is out of range: expected an integer in 0..4294967295"),
+    ("respect_dns_ttl", "yes", "respect_dns_ttl", "expected true or false (without quotes), got string 'yes'"),
+    ("dns_resolvers", [{"socket_address": {"address": "192.0.2.1", "port_value": 53}}, "x"], "dns_resolvers[1]",
+     "expected a mapping (envoy.config.core.v3.Address), got string 'x'"),
+    ("metadata", {"filter_metadata": {"x": 5}}, "metadata.filter_metadata.x", "expected a mapping, got integer 5"),
+])
+def test_bad_values_of_common_types_say_what_was_expected(field: str, value: object, path: str,
+                                                          message: str) -> None:
+    result = translate(config([{"@type": C, "name": "c", field: value}]))
+    [err] = ours(result, Severity.ERROR)
+    assert (err.code, err.field) == ("MC8002", f"spec.resources[0].{path}")
+    assert err.message == f"resource 0 (Cluster c): {message}"
+
+
+def test_an_any_with_an_unknown_type_names_it() -> None:
+    listener = http_listener()
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["@type"] = "type.googleapis.com/x.Nope"  # type: ignore[index]
+    result = translate(config([listener, routes()]))
+    [err] = ours(result, Severity.ERROR)
+    assert err.field == "spec.resources[0].filter_chains[0].filters[0].typed_config.@type"
+    assert "unknown @type type.googleapis.com/x.Nope" in err.message
 
 
 def test_unknown_and_misplaced_types_are_reported() -> None:

@@ -279,8 +279,6 @@ ISTIO_FIELD_NUMBERS = {
     "istio.networking.v1alpha3.ServerTLSSettings.credential_names": 14,
     "istio.networking.v1alpha3.ServerTLSSettings.tls_certificates": 15,
     "istio.networking.v1alpha3.ServerTLSSettings.ca_cert_credential_name": 16,
-    "istio.networking.v1alpha3.ServerTLSSettings.insecure_skip_verify": 17,
-    "istio.networking.v1alpha3.ServerTLSSettings.alpn_protocols": 19,
     "istio.mcp.v1alpha1.Resource.metadata": 1,
     "istio.mcp.v1alpha1.Resource.body": 2,
     "istio.mcp.v1alpha1.Metadata.name": 1,

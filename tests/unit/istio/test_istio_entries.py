@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from _istio_support import codes, find, http, istio, pod, service, translate
-from meshcore.model import LbPolicy, Protocol, ServiceRef
+from meshcore.model import HostnameBackend, LbPolicy, Protocol, Resolution, ServiceRef
 
 
 def test_static_service_entry_becomes_a_service_with_backends() -> None:
@@ -24,15 +24,60 @@ def test_static_service_entry_becomes_a_service_with_backends() -> None:
         ("192.0.2.1", 8443, 1), ("192.0.2.2", 9443, 2)]
 
 
-def test_dns_resolution_is_reported_without_backends() -> None:
+def test_dns_resolution_without_endpoints_resolves_the_hosts() -> None:
     result = translate(istio("ServiceEntry", "ext", """
         hosts: [ext.example.com]
+        addresses: [240.0.0.5]
         resolution: DNS
-        ports: [{number: 80, name: http}]
+        ports: [{number: 80, name: http}, {number: 8443, name: tls, protocol: TLS, targetPort: 443}]
     """))
     svc = result.snapshot.service(ServiceRef("default", "ext"))
-    assert svc is not None and svc.ports[0].backends == () and svc.ports[0].protocol is Protocol.HTTP
-    assert find(result, "MC7013").field == "spec.resolution"
+    assert svc is not None and svc.resolution is Resolution.DNS
+    assert [(p.port, p.backends, p.hostname_backends) for p in svc.ports] == [
+        (80, (), (HostnameBackend("ext.example.com", 80),)),
+        (8443, (), (HostnameBackend("ext.example.com", 443),))]
+    assert not result.diagnostics
+
+
+def test_dns_endpoints_and_round_robin() -> None:
+    result = translate(istio("ServiceEntry", "ext", """
+        hosts: [api.example.com]
+        resolution: DNS
+        ports: [{number: 80, name: http}]
+        endpoints:
+        - {address: US.api.example.com., ports: {http: 8080}, weight: 3}
+        - {address: 192.0.2.9}
+    """), istio("ServiceEntry", "one", """
+        hosts: [one.example.com]
+        resolution: DNS_ROUND_ROBIN
+        ports: [{number: 80, name: http}]
+        endpoints: [{address: lb.example.com}]
+    """))
+    ext = result.snapshot.service(ServiceRef("default", "ext"))
+    one = result.snapshot.service(ServiceRef("default", "one"))
+    assert ext is not None and one is not None
+    assert ext.ports[0].hostname_backends == (HostnameBackend("us.api.example.com", 8080, 3),
+                                              HostnameBackend("192.0.2.9", 80))
+    assert one.resolution is Resolution.DNS_ROUND_ROBIN
+    assert one.ports[0].hostname_backends == (HostnameBackend("lb.example.com", 80),)
+
+
+def test_hostname_workload_entries_are_backends_of_the_dns_service_entries_selecting_them() -> None:
+    result = translate(
+        istio("WorkloadEntry", "vm", "address: vm1.corp.example\nlabels: {app: legacy}\nports: {http: 8080}"),
+        istio("WorkloadEntry", "stray", "address: vm2.corp.example\nlabels: {app: nobody}"),
+        istio("ServiceEntry", "legacy", """
+            hosts: [legacy.corp.example]
+            resolution: DNS
+            ports: [{number: 80, name: http}]
+            workloadSelector: {labels: {app: legacy}}
+        """))
+    svc = result.snapshot.service(ServiceRef("default", "legacy"))
+    assert svc is not None and svc.ports[0].hostname_backends == (HostnameBackend("vm1.corp.example", 8080),)
+    [warning] = [d for d in result.diagnostics if d.code == "MC7014"]
+    assert (warning.source.name, warning.field) == ("stray", "spec.address")
+    assert "only resolved for a ServiceEntry with resolution DNS" in warning.message
+    assert not [d for d in result.diagnostics if d.severity.value == "error"]
 
 
 def test_workload_entries_are_workloads_selected_by_service_entries() -> None:
@@ -172,3 +217,45 @@ def test_port_level_settings_replace_the_rules_settings_and_an_empty_entry_reset
     v2_on_80 = snap.traffic_policy(ref, 80, "v2")
     assert v2_on_80 is not None and set(v2_on_80.settings) == {"lb", "connection_pool"}
     assert v2_on_80.lb is not None and v2_on_80.lb.policy is LbPolicy.LEAST_REQUEST
+
+
+def _severities(result: object) -> list[tuple[str, str, str]]:
+    return [(d.severity.value, d.code, d.field) for d in result.diagnostics]  # type: ignore[attr-defined]
+
+
+def test_valid_entries_meshcore_does_not_apply_are_warnings_naming_what_is_left_out() -> None:
+    result = translate(
+        istio("ServiceEntry", "noports", "hosts: [a.example]\nresolution: NONE"),
+        istio("ServiceEntry", "partial", """
+            hosts: ["*x.example", b.example]
+            resolution: STATIC
+            ports: [{number: 80, name: http, protocol: HTTP}]
+            endpoints: [{address: 192.0.2.1}, {address: "unix:///run/app.sock"}]
+        """),
+        istio("WorkloadEntry", "dns", "address: vm.example.com"),
+        istio("WorkloadEntry", "uds", "address: unix:///run/vm.sock"),
+    )
+    assert not [d for d in result.diagnostics if d.severity.value == "error"]
+    warned = {(d.code, d.source.name, d.field): d.message for d in result.diagnostics if d.code == "MC7014"}
+    assert "without ports" in warned[("MC7014", "noports", "spec")]
+    assert "partial wildcard host '*x.example'" in warned[("MC7014", "partial", "spec.hosts[0]")]
+    assert "unix domain socket" in warned[("MC7014", "partial", "spec.endpoints[1].address")]
+    assert "hostname address vm.example.com" in warned[("MC7014", "dns", "spec.address")]
+    assert "unix domain socket" in warned[("MC7014", "uds", "spec.address")]
+    svc = result.snapshot.service(ServiceRef("default", "partial"))
+    assert svc is not None and svc.hostnames == ("b.example",)
+    assert [b.address for b in svc.ports[0].backends] == ["192.0.2.1"]
+    assert result.snapshot.service(ServiceRef("default", "noports")) is None
+    assert not result.snapshot.workloads
+
+
+def test_an_address_listed_twice_is_one_vip_and_static_without_endpoints_is_valid() -> None:
+    result = translate(istio("ServiceEntry", "twice", """
+        hosts: [a.example]
+        addresses: [240.0.0.1, 240.0.0.1]
+        resolution: STATIC
+        ports: [{number: 80, name: http}]
+    """))
+    svc = result.snapshot.service(ServiceRef("default", "twice"))
+    assert svc is not None and svc.vips == ("240.0.0.1",)
+    assert not [d for d in result.diagnostics if d.severity.value == "error"]

@@ -56,7 +56,7 @@ def test_scope_follows_istio() -> None:
 @pytest.mark.parametrize(("rule", "code", "field", "message"), [
     ("{audiences: [a]}", "MC0101", "spec.jwtRules[0].issuer", "required"),
     ("{issuer: ''}", "MC7002", "spec.jwtRules[0].issuer", "must not be empty"),
-    (f"{{issuer: a, jwks: '{JWKS}', jwksUri: 'https://k'}}", "MC7010", "spec.jwtRules[0].jwks", "mutually exclusive"),
+    (f"{{issuer: a, jwks: '{JWKS}', jwksUri: 'https://k'}}", "MC7010", "spec.jwtRules[0].jwks", "only one of jwks or jwksUri can be set"),
     ("{issuer: a, jwks: 'not json'}", "MC7002", "spec.jwtRules[0].jwks", "jwks is not valid JSON"),
     ("{issuer: a, jwks: '{\"k\": 1}'}", "MC7002", "spec.jwtRules[0].jwks", '"keys" list'),
     ("{issuer: a, jwks: '{\"keys\": [{\"kty\": \"RSA\"}]}'}", "MC7002", "spec.jwtRules[0].jwks", "needs n, e"),
@@ -93,7 +93,7 @@ def test_selector_with_target_ref_is_an_error() -> None:
                               "targetRef: {kind: Service, group: '', name: web}\njwtRules: [{issuer: a}]"))
     [d] = result.diagnostics
     assert (d.code, d.field, d.severity.value) == ("MC7010", "spec.targetRef", "error")
-    assert "only one of selector or targetRef(s) may be set" in d.message
+    assert "only one of targetRefs or selector can be set" in d.message
     assert result.snapshot.request_authentications == ()
 
 

@@ -143,7 +143,7 @@ def test_selector_with_target_refs_is_an_error() -> None:
         rules: [{}]
     """))
     d = find(result, "MC7010")
-    assert d.field == "spec.targetRefs" and "only one of selector or targetRef(s) may be set" in d.message
+    assert d.field == "spec.targetRefs" and "only one of targetRefs or selector can be set" in d.message
     assert result.snapshot.policies == ()
 
 
@@ -151,3 +151,43 @@ def test_root_namespace_policy_without_selector_or_target_stays_mesh_wide() -> N
     result = translate(_policy("action: DENY\nrules: [{}]\ntargetRefs: []", namespace="istio-system"))
     [p] = result.snapshot.policies
     assert p.selector.namespace is None
+
+
+def test_service_accounts_are_principals_of_any_trust_domain() -> None:
+    result = translate(_policy("""
+        rules:
+        - from: [{source: {serviceAccounts: [shop/reviews], notServiceAccounts: [shop/legacy]}}]
+    """))
+    [p] = result.snapshot.policies
+    [source] = p.rules[0].sources
+    assert source.principals == ("*/ns/shop/sa/reviews",)
+    assert source.not_principals == ("*/ns/shop/sa/legacy",)
+    assert not result.diagnostics
+
+
+def test_trust_domains_alone_and_with_service_accounts() -> None:
+    result = translate(_policy("rules: [{from: [{source: {trustDomains: [td1, td2], notTrustDomains: [old]}}]}]",
+                               name="domains"),
+                       _policy("rules: [{from: [{source: {trustDomains: [td1], serviceAccounts: [a/b, c/d]}}]}]",
+                               name="both"))
+    by_name = {p.name: p.rules[0].sources[0] for p in result.snapshot.policies}
+    assert by_name["domains"].principals == ("td1/*", "td2/*")
+    assert by_name["domains"].not_principals == ("old/*",)
+    assert by_name["both"].principals == ("td1/ns/a/sa/b", "td1/ns/c/sa/d")
+    assert not result.diagnostics
+
+
+def test_trust_domains_with_principals_leave_an_allow_rule_out_with_a_warning() -> None:
+    result = translate(_policy("rules: [{from: [{source: {trustDomains: [td1], principals: [x/ns/a/sa/b]}}]}]"))
+    [p] = result.snapshot.policies
+    assert p.rules == ()
+    d = find(result, "MC7015")
+    assert d.field == "spec.rules[0].from[0].source.trustDomains" and "left out" in d.message
+
+
+def test_service_accounts_with_principals_is_refused_with_istios_words() -> None:
+    result = translate(_policy("rules: [{from: [{source: {serviceAccounts: [a/b], namespaces: [a]}}]}]"))
+    assert not result.snapshot.policies
+    d = find(result, "MC7010")
+    assert d.field == "spec.rules[0].from[0].source.namespaces"
+    assert "Cannot set serviceAccounts with namespaces or principals" in d.message

@@ -529,3 +529,25 @@ def test_delegate_matches_must_lie_within_the_roots() -> None:
     assert m.authority is not None and m.authority.value == "web.shop" and m.path is not None
     assert {(h.name, h.invert, h.match.value) for h in m.headers} == {("x-team", False, "team-a"),
                                                                      ("x-team", True, "team-b")}
+
+
+def test_per_destination_headers_apply_to_their_destination_only() -> None:
+    result = translate(*REVIEWS, istio("VirtualService", "reviews", """
+        hosts: [reviews]
+        http:
+        - headers: {request: {set: {x-rule: r}}}
+          route:
+          - destination: {host: reviews, subset: v1}
+            weight: 70
+            headers: {request: {set: {x-version: v1}}, response: {remove: [x-debug]}}
+          - destination: {host: reviews, subset: v2}
+            weight: 30
+    """))
+    [route] = http(result, "reviews")
+    v1, v2 = route.destinations
+    assert (v1.subset, v2.subset) == ("v1", "v2")
+    assert v1.request_headers is not None and v1.request_headers.set == (("x-version", "v1"),)
+    assert v1.response_headers is not None and v1.response_headers.remove == ("x-debug",)
+    assert v2.request_headers is None and v2.response_headers is None
+    assert route.request_headers.set == (("x-rule", "r"),)
+    assert "MC7015" not in codes(result)

@@ -8,6 +8,7 @@ not parse, and the error names that path as written in the input.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -26,16 +27,109 @@ _ANY = "google.protobuf.Any"
 _WELL_KNOWN = re.compile(r"^google\.protobuf\.")
 _FAILED = re.compile(r"^Failed to parse \w+ field: ")
 _AT = re.compile(r"\s+at \"?[\w.\[\]]+\"?\.*$")
+_DURATION = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?s$")
 
 
 def _clean(message: str) -> str:
     text = message.split("\n")[0]
     while _FAILED.match(text):
         text = _FAILED.sub("", text, count=1)
-    text = _AT.sub("", text).rstrip(".") or message
-    if "Duration" in text:
-        text += ' (a duration is a string such as "5s" or "0.250s")'
-    return text
+    return _AT.sub("", text).rstrip(".") or message
+
+
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1), FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1), FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1), FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+_WRAPPERS = frozenset(f"google.protobuf.{n}Value" for n in
+                      ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes"))
+#: What protobuf's JSON form of a well-known message looks like, as a user writes it.
+_WELL_KNOWN_FORMS = {
+    "google.protobuf.Duration": 'a duration such as "5s" or "0.250s" (seconds, with an "s")',
+    "google.protobuf.Timestamp": 'an RFC 3339 timestamp such as "2024-01-31T12:00:00Z"',
+    "google.protobuf.Struct": "a mapping",
+    "google.protobuf.ListValue": "a list",
+    "google.protobuf.Value": "any JSON value",
+    "google.protobuf.FieldMask": 'a comma-separated list of field paths such as "a.b,c"',
+    "google.protobuf.Empty": "an empty mapping {}",
+    "google.protobuf.Any": "a mapping with an @type naming its message",
+}
+
+
+def _scalar_form(field: Any) -> str:
+    """How a scalar or enum field's value is written, e.g. "an integer in 0..4294967295"."""
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return "one of " + ", ".join(v.name for v in field.enum_type.values)
+    if field.type in _INT_RANGES:
+        low, high = _INT_RANGES[field.type]
+        return f"an integer in {low}..{high}"
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return "a number"
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "true or false (without quotes)"
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return "base64 text"
+    return "a string"
+
+
+def _form(field: Any) -> str:
+    """How one value of ``field`` is written (a list's or map's items are described by the caller)."""
+    if field.type != FieldDescriptor.TYPE_MESSAGE:
+        return _scalar_form(field)
+    name = field.message_type.full_name
+    if name in _WELL_KNOWN_FORMS:
+        return _WELL_KNOWN_FORMS[name]
+    if name in _WRAPPERS:
+        inner = _scalar_form(field.message_type.fields_by_name["value"])
+        return f"{inner} ({name.removeprefix('google.protobuf.')}: the value itself, not a mapping)"
+    return f"a mapping ({name})"
+
+
+def _shown(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _explain(field: Any, value: Any, path: str, failure: str) -> tuple[str, str]:
+    """The (path, message) of a value protobuf refused: what was expected and what was given."""
+    entry = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+    if entry is not None and entry.GetOptions().map_entry:
+        item_field = entry.fields_by_name["value"]
+        if not isinstance(value, Mapping):
+            return path, f"expected a mapping of {_form(item_field)}, got {_shown(value)}"
+        for key, item in value.items():
+            if _parses(field.containing_type, {field.name: {key: item}}) is not None:
+                return _explain_one(item_field, item, f"{path}.{key}", failure)
+        return path, _clean(failure)
+    if field.is_repeated:
+        if not isinstance(value, list):
+            return path, f"expected a list of {_form(field)}, got {_shown(value)}"
+        for i, item in enumerate(value):
+            if _parses(field.containing_type, {field.name: [item]}) is not None:
+                return _explain_one(field, item, f"{path}[{i}]", failure)
+        return path, _clean(failure)
+    return _explain_one(field, value, path, failure)
+
+
+def _explain_one(field: Any, value: Any, path: str, failure: str) -> tuple[str, str]:
+    if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+        names = [v.name for v in field.enum_type.values]
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return path, f"{value!r} is not one of {', '.join(names)}{hint}"
+    number = field
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name in _WRAPPERS:
+        number = field.message_type.fields_by_name["value"]
+    if number.type in _INT_RANGES and isinstance(value, int) and not isinstance(value, bool):
+        low, high = _INT_RANGES[number.type]
+        return path, f"{value} is out of range: expected an integer in {low}..{high}"
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == "google.protobuf.Duration" \
+            and isinstance(value, str) and _DURATION.match(value.strip()):
+        return path, f"{value!r} is out of range: a duration is at most 315576000000s (10000 years)"
+    return path, f"expected {_form(field)}, got {_shown(value)}"
 
 
 def _check_types(value: Any, path: str) -> None:
@@ -96,7 +190,7 @@ def _locate(data: Mapping[str, Any], descriptor: Any, path: str) -> tuple[str, s
             name = field.message_type.full_name
             if name == _ANY or not _WELL_KNOWN.match(name):
                 deeper = _locate_in(field, value, child)
-        return deeper or (child, _clean(failure))
+        return deeper or _explain(field, value, child, failure)
     return None
 
 

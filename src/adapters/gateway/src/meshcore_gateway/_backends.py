@@ -79,11 +79,17 @@ def resolve(ref: BackendRef, ctx: BackendContext) -> Destination | Failure:
     if tls is not None and tls.problem:
         return Failure(ref.path, UNSUPPORTED_PROTOCOL, f"backend {ref.label}: its BackendTLSPolicy cannot be "
                        f"applied ({tls.problem}), so it is not sent plaintext")
-    if ref.has_filters:
-        return Failure(ref.path, UNSUPPORTED_PROTOCOL,
-                       f"backend {ref.label}: filters on a backendRef are not supported yet")
-    return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight,
-                       subset=SUBSET if tls is not None else "")
+    filters = ref.filters
+    if ref.has_filters and (filters is None or filters.unsupported):
+        kinds = ", ".join(filters.unsupported) if filters is not None else "its filters"
+        return Failure(f"{ref.path}.filters", UNSUPPORTED_PROTOCOL,
+                       f"backend {ref.label}: {kinds} on a backendRef {'is' if kinds.count(',') == 0 else 'are'} "
+                       "not supported (only RequestHeaderModifier and ResponseHeaderModifier are)")
+    subset = SUBSET if tls is not None else ""
+    if filters is not None:
+        return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight, subset=subset,
+                           request_headers=filters.request_headers, response_headers=filters.response_headers)
+    return Destination(ServiceRef(ref.namespace, ref.name), ref.port, ref.weight, subset=subset)
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ from __future__ import annotations
 from meshcore.kube import Fields, KubeObject
 from meshcore.model import HttpMatch
 
+from ._backend_filters import with_backend_filters
 from ._common import read_meta
 from ._filters import GRPC_FILTERS, read_filters
 from ._hostnames import read_hostnames
@@ -31,7 +32,8 @@ def read_grpcroute(obj: KubeObject) -> RouteSpec:
     for i, rule in enumerate(rule_fields):
         matches = tuple(read_grpc_match(m) for m in rule.maps("matches")) or (HttpMatch(),)
         filters = read_filters(rule, obj.namespace, GRPC_FILTERS)
-        backends = tuple(read_backend_ref(b, obj.namespace) for b in rule.maps("backendRefs"))
+        backends = tuple(with_backend_filters(read_backend_ref(b, obj.namespace), b, obj.namespace, GRPC_FILTERS)
+                         for b in rule.maps("backendRefs"))
         rules.append(L7Rule(i, matches, filters, backends, name=rule.str("name")))
     return RouteSpec(obj, "GRPCRoute", obj.namespace, obj.name, meta, tuple(hostnames), tuple(parents),
                      http=tuple(rules))

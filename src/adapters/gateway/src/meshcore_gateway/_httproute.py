@@ -10,6 +10,7 @@ from meshcore.kube import FieldError, Fields, KubeObject
 from meshcore.model import HttpMatch, MatchKind, StringMatch
 
 from ._codes import INVALID_VALUE
+from ._backend_filters import with_backend_filters
 from ._common import read_meta
 from ._filters import HTTP_FILTERS, read_filters, read_timing
 from ._hostnames import read_hostnames
@@ -34,7 +35,8 @@ def _rule(rule: Fields, index: int, namespace: str) -> L7Rule:
     entries = rule.maps("matches")
     matches = tuple(read_http_match(m) for m in entries) or (HttpMatch(),)
     filters = read_filters(rule, namespace, HTTP_FILTERS)
-    backends = tuple(read_backend_ref(b, namespace) for b in rule.maps("backendRefs"))
+    backends = tuple(with_backend_filters(read_backend_ref(b, namespace), b, namespace, HTTP_FILTERS)
+                     for b in rule.maps("backendRefs"))
     if filters.redirect is not None and backends:
         raise FieldError(f"{rule.path}.filters", "a RequestRedirect filter cannot be used together with "
                          "backendRefs", INVALID_VALUE)

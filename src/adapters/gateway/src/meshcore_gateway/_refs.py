@@ -88,6 +88,8 @@ class BackendRef:
     weight: int
     #: True when the entry carries its own (backend-level) filters.
     has_filters: bool = False
+    #: Those filters, read where the route kind is known (a ``BackendFilters``); None: not read.
+    filters: Any = attrs.field(default=None, eq=False)
 
     @property
     def is_service(self) -> bool:

@@ -40,10 +40,12 @@ from ._codes import (
     DUPLICATE_OBJECT,
     HOST_NOT_FOUND,
     NO_MATCHING_PORT,
+    NOT_SUPPORTED,
     SUBSET_NO_PODS,
     VS_HOST_UNMATCHED,
 )
 from ._common import ROOT_NAMESPACE, age_key
+from ._admission import check_crd
 from ._api import parse_spec
 from ._delegate import resolve_delegates
 from ._destinationrule import DestRule, read_destination_rule
@@ -52,12 +54,13 @@ from ._hosts import HostIndex, Known
 from ._ingress import serve_gateways
 from ._requestauthn import read_request_authentication
 from ._security import read_authorization_policy, read_peer_authentications
-from ._serviceentry import read_service_entry, read_workload_entry
+from ._serviceentry import NamedWorkload, read_service_entry, read_workload_entry
 from ._selectors import report_unselected
 from ._sidecar import Sidecars, SidecarScope, read_sidecar, resolve_sidecars, sidecar_policies
 from ._trafficpolicy import traffic_policies
 from ._virtualservice import VirtualService, check_shadowing, read_virtual_service
 from ._vs_scope import mesh_tables
+from ._webhook import check_webhook
 
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
@@ -88,7 +91,10 @@ def _run(obj: KubeObject, report: Report, fn: Callable[..., T], *args: Any) -> T
 
 
 def _checked(obj: KubeObject) -> bool:
-    parse_spec(obj.kind, obj.body.get("spec") or {})
+    spec = obj.body.get("spec") or {}
+    parse_spec(obj.kind, spec)
+    check_crd(obj.kind, spec)
+    check_webhook(obj.kind, spec)
     return True
 
 
@@ -111,17 +117,21 @@ class _Translation:
 
     def run(self) -> Fragment:
         report = self.report
+        named: list[NamedWorkload] = []
         for obj in self.by_kind["WorkloadEntry"]:
             w = _run(obj, report, read_workload_entry, obj, report)
-            if w is not None:
+            if isinstance(w, NamedWorkload):
+                named.append(w)
+            elif w is not None:
                 self.workloads.append(w)
+        used: set[int] = set()
         rules = [r for obj in self.by_kind["DestinationRule"]
                  if (r := _run(obj, report, read_destination_rule, obj, report)) is not None]
         known = [Known(s, s.hostnames) for s in self.inventory.services]
         taken = {s.ref for s in self.inventory.services}
         for obj in self.by_kind["ServiceEntry"]:
             entry = _run(obj, report, read_service_entry, obj, self.inventory, self.workloads,
-                         self._se_lb(obj, rules), report)
+                         self._se_lb(obj, rules), report, named, used)
             if entry is None:
                 continue
             if entry.known.service.ref in taken:
@@ -131,6 +141,11 @@ class _Translation:
             taken.add(entry.known.service.ref)
             self.services.append(entry.known.service)
             known.append(entry.known)
+        for n in named:
+            if id(n) not in used:
+                report.warn(n.obj, NOT_SUPPORTED, f"hostname address {n.hostname} is only resolved for a "
+                            "ServiceEntry with resolution DNS or DNS_ROUND_ROBIN that selects this WorkloadEntry; "
+                            "none does: it is not applied", "spec.address")
         hosts = HostIndex(known)
         scopes = [scope for obj in sorted(self.by_kind["Sidecar"], key=age_key)
                   if (scope := _run(obj, report, read_sidecar, obj, report)) is not None]

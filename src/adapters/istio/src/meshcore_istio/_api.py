@@ -332,3 +332,14 @@ def _duration(value: Any, path: str) -> str:
     sign = "-" if match.group(1) == "-" and total else ""
     seconds, rest = divmod(total, 10**9)
     return f"{sign}{seconds}.{rest:09d}s" if rest else f"{sign}{seconds}s"
+
+
+def duration_nanos(value: Any) -> int | None:
+    """A duration string's length in nanoseconds (negative when signed so), or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value)
+    if not match:
+        return None
+    total = int(sum(Decimal(number) * _UNIT_NS[unit] for number, unit in _DURATION_PART.findall(value)))
+    return -total if match.group(1) == "-" else total

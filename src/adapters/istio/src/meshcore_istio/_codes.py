@@ -34,7 +34,10 @@ MC7014   warning   A kind or feature recognised but not supported yet: Sidecar
                    egressProxy, targetRef policies, CUSTOM authorization, Gateway servers with
                    MUTUAL TLS, TLS termination on a TLS server, certificates from
                    files, AUTO_PASSTHROUGH, PeerAuthentication STRICT
-                   (mutual TLS is not implemented: plain text is still accepted).
+                   (mutual TLS is not implemented: plain text is still accepted),
+                   ServiceEntries without ports, partial wildcard hosts, unix socket
+                   or network-only addresses, hostname WorkloadEntries no DNS
+                   ServiceEntry selects, retryBudget, spaceDelimitedClaims.
 MC7015   warning   A condition the model cannot express: the match or rule is left
                    out (ALLOW) or widened (DENY), so that traffic is never allowed
                    that Istio would refuse.

@@ -304,6 +304,9 @@ def _layers(parent: Fields, obj: KubeObject, report: Report, subset: Subset | No
     for key in ("tunnel", "proxyProtocol"):
         if fields.has(key):
             report.info(obj, NOT_CARRIED, f"{key} is not carried", f"{fields.path}.{key}")
+    if fields.has("retryBudget"):
+        report.warn(obj, NOT_SUPPORTED, "retryBudget is not applied: retries to this host are not capped by a "
+                    "budget (the route's retry policy still applies)", f"{fields.path}.retryBudget")
     out = [Layer(None, subset, _settings(fields, obj, report), fields.path)]
     seen: dict[int, str] = {}
     for port_policy in fields.maps("portLevelSettings"):

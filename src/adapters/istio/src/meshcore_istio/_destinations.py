@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
-from meshcore.model import Destination, Service
+from meshcore.model import Destination, HeaderModifier, Service
 
 from ._codes import HOST_NOT_FOUND, INVALID_COMBINATION, INVALID_VALUE, SUBSET_NOT_FOUND
 from ._common import fqdn
@@ -31,6 +31,9 @@ class Target:
     service: Service | None
     subset_labels: tuple[tuple[str, str], ...]
     path: str
+    #: The destination's own ``headers`` changes (None: none).
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
 
     def resolve(self, table_port: int) -> Destination | None:
         """The model destination for a route table on ``table_port`` (``None`` when unresolved)."""
@@ -44,7 +47,8 @@ class Target:
                 port = table_port
         if self.service.port(port) is None and self.service.port(port, "UDP") is None:
             return None
-        return Destination(self.service.ref, port, self.weight, self.subset, self.subset_labels)
+        return Destination(self.service.ref, port, self.weight, self.subset, self.subset_labels,
+                           self.request_headers, self.response_headers)
 
 
 class Resolver:

@@ -403,11 +403,11 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
             request_headers = _merge(request_headers, _modifier(per_dest[0].map("request")))
             response_headers = _merge(response_headers, _modifier(per_dest[0].map("response")))
         else:
-            for h in per_dest:
-                _modifier(h.map("request"))
-                _modifier(h.map("response"))
-            report.warn(obj, NOT_EXPRESSIBLE, "per-destination header changes are not carried when a rule has "
-                        "several destinations; they are ignored", per_dest[0].path)
+            # Each destination's own changes apply to the requests sent to it (after the rule's).
+            own = [e.map("headers") if e.has("headers") else None for e in rule.maps("route")]
+            targets = tuple(t if h is None else attrs.evolve(
+                t, request_headers=_modifier(h.map("request")) or None,
+                response_headers=_modifier(h.map("response")) or None) for t, h in zip(targets, own, strict=True))
     redirect = _redirect(rule.map("redirect")) if has["redirect"] else None
     direct = _direct(rule.map("directResponse")) if has["directResponse"] else None
     delegate = None

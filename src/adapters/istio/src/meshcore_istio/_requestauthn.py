@@ -17,7 +17,7 @@ from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication, WorkloadSelector
 from meshcore.model.authn import canonical_jwks
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE
+from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_SUPPORTED
 from ._common import ROOT_NAMESPACE, model, read_duration, targets_by_reference
 
 _SEPARATORS = set('"(),/:;<=>?@[\\]{}')
@@ -90,4 +90,8 @@ def read_request_authentication(obj: KubeObject, report: Report,
     labels = spec.map("selector").str_map("matchLabels")
     selector = WorkloadSelector(None if obj.namespace == root else obj.namespace, labels)
     rules = tuple(_rule(r) for r in spec.maps("jwtRules"))
+    for r in spec.maps("jwtRules"):
+        if r.strs("spaceDelimitedClaims"):
+            report.warn(obj, NOT_SUPPORTED, "spaceDelimitedClaims is not applied: policies match these claims as "
+                        "whole strings, not word by word", f"{r.path}.spaceDelimitedClaims")
     return model("spec", lambda: RequestAuthentication(obj.name, obj.namespace, selector, rules, source=obj.source))

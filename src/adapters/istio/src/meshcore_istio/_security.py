@@ -139,17 +139,54 @@ class _Rules:
                 _blocks(src, key)
                 if self._unexpressible(f"{src.path}.{key}", key):
                     return None
-        for key in ("serviceAccounts", "notServiceAccounts"):
-            if src.has(key):
-                if self._unexpressible(f"{src.path}.{key}", key):
-                    return None
+        peers = self._peers(src, principals)
+        if peers is None:
+            return None
+        principals, not_principals = peers
         return model(src.path, lambda: PeerSelector(
-            principals=principals, not_principals=_patterns(src, "notPrincipals"),
+            principals=principals, not_principals=not_principals,
             namespaces=namespaces, not_namespaces=_patterns(src, "notNamespaces"),
             ip_blocks=_blocks(src, "ipBlocks"), not_ip_blocks=_blocks(src, "notIpBlocks"),
             request_principals=_patterns(src, "requestPrincipals"),
             not_request_principals=_patterns(src, "notRequestPrincipals"),
         ))
+
+    def _peers(self, src: Fields, principals: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """Principals and notPrincipals with serviceAccounts and trustDomains folded in; None leaves the rule out.
+
+        ``ns/name`` service accounts are principals of any trust domain (``*/ns/ns/sa/name``);
+        a trust domain ``td`` stands for ``td/*``. Trust domains with service accounts become
+        exact principals (``td/ns/ns/sa/name``); with principals they cannot be expressed.
+        """
+        accounts = self._accounts(src, "serviceAccounts")
+        not_accounts = self._accounts(src, "notServiceAccounts")
+        if accounts is None or not_accounts is None:
+            return None
+        domains = src.strs("trustDomains")
+        not_domains = tuple(f"{d}/*" if d != "*" else "*" for d in src.strs("notTrustDomains"))
+        allowed = principals or accounts
+        if domains:
+            if principals or (accounts and any("*" in d for d in domains)):
+                if self._unexpressible(f"{src.path}.trustDomains",
+                                       "trustDomains with principals (or a wildcard trust domain with serviceAccounts)"):
+                    return None
+            elif accounts:
+                allowed = tuple(f"{d}{p[1:]}" for d in domains for p in accounts)
+            else:
+                allowed = tuple(f"{d}/*" if d != "*" else "*" for d in domains)
+        return allowed, (*_patterns(src, "notPrincipals"), *not_accounts, *not_domains)
+
+    def _accounts(self, src: Fields, key: str) -> tuple[str, ...] | None:
+        """``ns/name`` service accounts as principal patterns of any trust domain; None leaves the rule out."""
+        out = []
+        for i, value in enumerate(src.strs(key)):
+            namespace, _, name = value.partition("/")
+            if not namespace or not name or "/" in name or "*" in value:
+                if self._unexpressible(f"{src.path}.{key}[{i}]", f"{key} {value!r} (not <namespace>/<name>)"):
+                    return None
+                continue
+            out.append(f"*/ns/{namespace}/sa/{name}")
+        return tuple(out)
 
     def operation(self, op: Fields) -> Operation:
         for key in ("methods", "notMethods"):

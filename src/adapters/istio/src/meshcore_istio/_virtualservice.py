@@ -25,12 +25,14 @@ from ._codes import (
     GATEWAY_NOT_FOUND,
     INVALID_VALUE,
     NOT_EXPRESSIBLE,
+    NOT_SUPPORTED,
     SHADOWED_MATCH,
 )
 from ._common import export_to, fqdn
 from ._destinations import Resolver, Target
 from ._gateway import MESH, gateway_key
 from ._http import HttpRule, Match, read_clients, read_http_rule
+from ._webhook import partial_wildcard
 
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$|^\*$")
 
@@ -117,10 +119,19 @@ def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, 
 
 
 def read_virtual_service(obj: KubeObject, resolver: Resolver, gateways: Mapping[tuple[str, str], KubeObject],
-                         report: Report) -> VirtualService:
-    """Read and validate one VirtualService."""
+                         report: Report) -> VirtualService | None:
+    """Read and validate one VirtualService; None (with a warning) when none of its hosts can be applied."""
     spec = Fields.of(obj).map("spec", required=True)
-    hosts = spec.strs("hosts")
+    written = spec.strs("hosts")
+    hosts = []
+    for i, h in enumerate(written):
+        if partial_wildcard(h):
+            report.warn(obj, NOT_SUPPORTED, f"partial wildcard host {h!r} is not supported: this host is not applied",
+                        f"spec.hosts[{i}]")
+            continue
+        hosts.append(h)
+    if written and not hosts:
+        return None
     if not hosts:
         # A delegate: its HTTP rules stand in for a root VirtualService's delegating rule.
         if spec.has("tls") or spec.has("tcp"):
