@@ -37,7 +37,7 @@ class _Placement:
         with self._lock:
             stamp = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in self.paths)
             if stamp != self._stamp:
-                objects, _ = load(paths=[p for p in self.paths if p.exists()])
+                objects, _ = load([p for p in self.paths if p.exists()])
                 self._value = identities_by_node(translate(objects=objects).snapshot)
                 self._stamp = stamp
             return self._value
