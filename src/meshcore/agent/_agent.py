@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .._translate import load, translate
 from ..adapter import Adapter
-from ..compile import CompileOptions, Plan, compile_plan
+from ..compile import CompileOptions, EnvoyPlan, Plan, compile_plan
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
 from ..observe import AgentMetrics, Flow
@@ -24,6 +25,10 @@ from ._enforcers import Change, LoadBalancer, NodeProxy, PolicyEnforcement
 from ._facts import NodeFacts
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, JournalLimits, policy_names
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
+
+if TYPE_CHECKING:
+    from ..identity import SvidSource
+    from ._mtls import MutualTls
 
 __all__ = ["REPORT_FILE", "NodeAgent"]
 
@@ -90,10 +95,18 @@ class NodeAgent:
         metrics: AgentMetrics | None = None,
         write_reports: bool = True,
         journal: JournalLimits | None = None,
+        svids: SvidSource | None = None,
     ) -> None:
         self.facts = facts
         self.adapters = adapters
         self.options = options or CompileOptions(proxy_enabled=True)
+        # Mutual TLS needs SVIDs: with a source of them, meshed traffic between nodes is tunnelled.
+        self._mtls: MutualTls | None = None
+        if svids is not None:
+            from ._mtls import MutualTls  # noqa: PLC0415 - cryptography and the steering only with mutual TLS
+
+            self._mtls = MutualTls(facts, svids)
+            self.options = attrs.evolve(self.options, mtls=True)
         self.metrics = metrics or AgentMetrics()
         self.write_reports = write_reports
         self._make_lb = load_balancer
@@ -174,16 +187,21 @@ class NodeAgent:
     def _enforce(self, plan: Plan, interfaces: Mapping[WorkloadRef, str] | None) -> list[str]:
         """Kernel and proxy in the hand-off-safe order, then policy; any failure is a :class:`_Failed`."""
         stage = Stage.KERNEL
+        envoy = self._with_svids(plan)
+        steered = ""
 
         def kernel() -> Change:
-            nonlocal stage
+            nonlocal stage, steered
             stage = Stage.KERNEL
-            return self.load_balancer().apply(plan.bpf)
+            change = self.load_balancer().apply(plan.bpf)
+            if self._mtls is not None:
+                steered = self._mtls.steer(plan.tunnel)
+            return change
 
         try:
-            if plan.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
+            if envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
                 stage = Stage.PROXY
-                lb_summary = self.proxy().apply(plan.envoy, kernel)
+                lb_summary = self.proxy().apply(envoy, kernel)
             else:
                 lb_summary = kernel()
         except Exception as exc:
@@ -193,7 +211,14 @@ class NodeAgent:
         except Exception as exc:
             self._roll_back(plan)
             raise _Failed(Stage.POLICY, exc) from exc
-        return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}"]
+        return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}",
+                *([f"mutual TLS {steered}"] if steered else [])]
+
+    def _with_svids(self, plan: Plan) -> EnvoyPlan:
+        """The plan's Envoy part with the SVIDs and trust bundle of its tunnels' identities."""
+        if self._mtls is None or plan.tunnel is None:
+            return plan.envoy
+        return attrs.evolve(plan.envoy, secrets=(*plan.envoy.secrets, *self._mtls.secrets(plan.tunnel)))
 
     def _roll_back(self, plan: Plan) -> None:
         """Put the last applied kernel and proxy state back after a later step failed."""
@@ -203,7 +228,7 @@ class NodeAgent:
         try:
             lb = self.load_balancer()
             if previous.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
-                self.proxy().apply(previous.envoy, lambda: lb.apply(previous.bpf))
+                self.proxy().apply(self._with_svids(previous), lambda: lb.apply(previous.bpf))
             else:
                 lb.apply(previous.bpf)
         except Exception as exc:  # noqa: BLE001 - best effort; the report says the generation failed
@@ -351,8 +376,9 @@ class NodeAgent:
         write_report(self.facts.state_dir / REPORT_FILE, self.last_report)
 
     def watch(self) -> None:
-        """Between generations: let the proxy note a restarted Envoy and refresh the report if it changed."""
+        """Between generations: renew SVIDs that are due, let the proxy note a restarted Envoy, refresh the report."""
         with self._lock:
+            self._renew_svids()
             if self._proxy is None or self.last_report is None:
                 return
             self._proxy.watch()
@@ -360,6 +386,20 @@ class NodeAgent:
             if status != self.last_report.proxy:
                 self.last_report = attrs.evolve(self.last_report, proxy=status)
                 self.save_report()
+
+    def _renew_svids(self) -> None:
+        """Serve renewed SVIDs to the node proxy (its open connections keep their sessions)."""
+        plan = self._applied
+        if self._mtls is None or plan is None or plan.tunnel is None or self._proxy is None:
+            return
+        if not self._mtls.renew():
+            return
+        envoy = attrs.evolve(plan.envoy, secrets=(*plan.envoy.secrets, *self._mtls.current()))
+        try:
+            self._proxy.apply(envoy, lambda: None)
+            log.info("renewed SVIDs served to the node proxy")
+        except Exception as exc:  # noqa: BLE001 - the old SVIDs stay valid; retried at the next watch
+            log.error("serving renewed SVIDs failed: %s", exc)
 
     # ------------------------------------------------------------------ flows
 
@@ -440,4 +480,6 @@ class NodeAgent:
             if self._policy is not None:
                 self._policy.close()
                 self._policy = None
+            if self._mtls is not None:
+                self._mtls.close()
             self.journal.close()

@@ -17,6 +17,7 @@ from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
+from ._tunnel import compile_tunnel, strict_gates
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE, PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
@@ -36,6 +37,9 @@ class CompileOptions:
     handed to it. Without it those ports stay in the kernel, their L7 features are not
     applied and their decisions say so.
 
+    ``mtls`` tunnels meshed traffic between nodes and enforces PeerAuthentication (see
+    :mod:`._tunnel`); it takes effect only with ``proxy_enabled``.
+
     ``node_labels`` are the node's labels, matched against raw Envoy configs' node
     selectors: a config with an empty selector applies to every node, one with a
     selector only to nodes carrying all its labels (so with no labels given, only
@@ -43,6 +47,9 @@ class CompileOptions:
     """
 
     proxy_enabled: bool = True
+    #: Mutual TLS between meshed workloads (tunnels between node proxies, PeerAuthentication
+    #: enforced); needs the node proxy and SVIDs from a CA.
+    mtls: bool = False
     proxy_port_base: int = attrs.field(default=PROXY_PORT_BASE)
     proxy_port_range: int = attrs.field(default=PROXY_PORT_RANGE)
     node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
@@ -142,14 +149,17 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
             frontends.extend(
                 _frontends(service, port, backends, proxy_port)
             )
+    tunnel = compile_tunnel(snapshot, node) if options.mtls and options.proxy_enabled else None
+    envoy = build_envoy_plan(snapshot, proxied, raw, node) if options.proxy_enabled and (proxied or raw.resources) \
+        else EnvoyPlan()
     return Plan(
         node=node,
         snapshot_hash=snapshot.content_hash,
         bpf=BpfPlan(frontends),
-        envoy=build_envoy_plan(snapshot, proxied, raw, node) if options.proxy_enabled and (proxied or raw.resources)
-        else EnvoyPlan(),
+        envoy=attrs.evolve(envoy, tunnel=tunnel) if tunnel is not None else envoy,
         decisions=tuple(decisions),
-        policy=compile_policy(snapshot, node),
+        policy=compile_policy(snapshot, node, strict_gates(snapshot) if tunnel is not None else ()),
+        tunnel=tunnel,
     )
 
 
