@@ -10,6 +10,7 @@ open ones, so no connection drops.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -66,7 +67,11 @@ class MutualTls:
                for _, s in sorted(self.cache.svids.items())]
         bundle = self.cache.bundle
         if bundle is not None:
-            out.append(EnvoySecret(bundle_secret_name(bundle.trust_domain), "", Redacted(""), trusted_ca=bundle.pem))
+            # Named by content: a changed bundle changes the tunnels' clusters and chains, so Envoy
+            # replaces them and no new stream rides a session the old bundle admitted.
+            digest = hashlib.sha256(bundle.pem.encode()).hexdigest()[:12]
+            out.append(EnvoySecret(f"{bundle_secret_name(bundle.trust_domain)}@{digest}", "", Redacted(""),
+                                   trusted_ca=bundle.pem))
         return tuple(out)
 
     def renew(self) -> bool:

@@ -16,7 +16,7 @@ from .._translate import load, translate
 from ..model import DEFAULT_TRUST_DOMAIN
 from ._authorize import NodeAuthorizer, NodeTokens, identities_by_node
 from ._ca import CaError, CertificateAuthority
-from ._server import CaServer
+from ._server import BUNDLE_FILE, CaServer
 
 __all__ = ["ca_command"]
 
@@ -64,12 +64,18 @@ def ca_command() -> None:
 @click.option("--cert", "cert_file", type=click.Path(path_type=Path, exists=True),
               help="An existing CA's certificate (PEM, then its issuers), e.g. a cert-manager tls.crt.")
 @click.option("--key", "key_file", type=click.Path(path_type=Path, exists=True), help="That CA's private key.")
-@click.option("--ttl", default="1h", show_default=True, help="How long SVIDs are valid (nodes renew at half).")
+@click.option("--ttl", default="1h", show_default=True, envvar="MESHCORE_CA_TTL",
+              help="How long SVIDs are valid (nodes renew at half) [env MESHCORE_CA_TTL].")
 @click.option("--objects", "objects", type=click.Path(path_type=Path), multiple=True, required=True,
               help="Files with the cluster's objects: which node runs which workloads (re-read when changed).")
 def serve(socket_path: Path, ca_dir: Path, trust_domain: str, cert_file: Path | None, key_file: Path | None,
           ttl: str, objects: tuple[Path, ...]) -> None:
-    """Issue SVIDs to node agents, each only for the identities of the workloads on its node."""
+    """Issue SVIDs to node agents, each only for the identities of the workloads on its node.
+
+    The trust bundle served is the CA's root, or the PEM file DIR/bundle.pem when it exists
+    (read on every request): add the next root there before rotating the CA, or leave out a
+    root that is no longer trusted; nodes take it with their next renewal.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert and --key go together (an existing CA's certificate and its key)")
@@ -80,7 +86,8 @@ def serve(socket_path: Path, ca_dir: Path, trust_domain: str, cert_file: Path | 
             ca = CertificateAuthority.load_or_create(ca_dir, trust_domain, ttl=_ttl(ttl))
     except CaError as exc:
         raise click.ClickException(str(exc)) from None
-    server = CaServer(ca, socket_path, NodeTokens(ca_dir / "tokens"), NodeAuthorizer(_Placement(objects))).start()
+    server = CaServer(ca, socket_path, NodeTokens(ca_dir / "tokens"), NodeAuthorizer(_Placement(objects)),
+                      bundle_file=ca_dir / BUNDLE_FILE).start()
     log.info("CA for %s serving on %s (pid %d)", trust_domain, socket_path, os.getpid())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

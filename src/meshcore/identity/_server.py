@@ -20,7 +20,10 @@ from typing import Any
 from ._authorize import NodeAuthorizer, NodeTokens
 from ._ca import CaError, CertificateAuthority
 
-__all__ = ["CaServer"]
+__all__ = ["BUNDLE_FILE", "CaServer"]
+
+#: An operator's trust bundle in the CA's directory, served instead of the CA's own root.
+BUNDLE_FILE = "bundle.pem"
 
 log = logging.getLogger("meshcore.ca")
 _MAX_BODY = 64 * 1024
@@ -84,19 +87,24 @@ class CaServer:
     """Serves ``ca`` on the Unix socket ``path`` to nodes holding a token, for the identities they run."""
 
     def __init__(self, ca: CertificateAuthority, path: Path, tokens: NodeTokens, authorizer: NodeAuthorizer,
-                 *, extra_bundle: str = "") -> None:
+                 *, bundle_file: Path | None = None) -> None:
         self.ca = ca
         self.path = Path(path)
         self.tokens = tokens
         self.authorizer = authorizer
-        #: More trusted roots served with the CA's own (e.g. the next root during a rotation).
-        self.extra_bundle = extra_bundle
+        #: When this file exists, its PEM is the bundle served instead of the CA's root.
+        self.bundle_file = bundle_file
         self._server: _UnixServer | None = None
         self._thread: threading.Thread | None = None
 
     def bundle_pem(self) -> str:
-        """The trust bundle served: the CA's root and any extra roots."""
-        return self.ca.bundle.pem + self.extra_bundle
+        """The trust bundle served: the bundle file's certificates when it exists, else the CA's root."""
+        if self.bundle_file is not None:
+            try:
+                return self.bundle_file.read_text(encoding="ascii")
+            except FileNotFoundError:
+                pass
+        return self.ca.bundle.pem
 
     def start(self) -> CaServer:
         """Listen and serve in a background thread."""

@@ -58,6 +58,8 @@ def ensure_ca(state: LabState, timeout: float = 10.0) -> None:
             "--dir", str(directory), "--objects", str(directory / CA_OBJECTS)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8"),
            **python_env()}
+    if os.environ.get("MESHCORE_CA_TTL"):
+        env["MESHCORE_CA_TTL"] = os.environ["MESHCORE_CA_TTL"]
     sock.unlink(missing_ok=True)
     log = str(directory / CA_LOG)
     pid, started = procs.spawn(argv, env=env, cwd=str(directory), cgroup=state.cgroup_root, log=log)

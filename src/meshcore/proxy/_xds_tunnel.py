@@ -67,12 +67,9 @@ def _host_cidr(address: str) -> dict[str, Any]:
     return _cidr_range(str(ipaddress.ip_network(address)))
 
 
-def _validation(plan: TunnelPlan, sans: list[dict[str, Any]]) -> dict[str, Any]:
-    # One validation context per trust domain would need one chain each; the bundles of every
-    # domain are served, and the SAN matchers decide which identities are accepted.
-    domain = plan.trust_domains[0] if plan.trust_domains else "cluster.local"
+def _validation(bundle: str, sans: list[dict[str, Any]]) -> dict[str, Any]:
     return {"default_validation_context": {"match_typed_subject_alt_names": sans},
-            "validation_context_sds_secret_config": _sds(bundle_secret_name(domain))}
+            "validation_context_sds_secret_config": _sds(bundle)}
 
 
 def _uri_san(match: dict[str, str]) -> dict[str, Any]:
@@ -83,8 +80,8 @@ def _cluster_name(client: str, server: str, node: str) -> str:
     return f"tunnel|{client}|{server}|{node}"
 
 
-def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str]) -> tuple[dict[str, Any],
-                                                                                        list[dict[str, Any]]]:
+def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
+              bundle: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The outbound listener and one cluster per (client identity, server identity, node)."""
     groups: dict[tuple[str, str], list[TunnelDestination]] = defaultdict(list)
     for d in plan.destinations:
@@ -127,7 +124,7 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str]) ->
                     "common_tls_context": {
                         "alpn_protocols": ["h2"],
                         "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(client))],
-                        "combined_validation_context": _validation(plan, [_uri_san({"exact": server})]),
+                        "combined_validation_context": _validation(bundle, [_uri_san({"exact": server})]),
                     },
                 }},
             })
@@ -164,7 +161,7 @@ def _client_guard(plan: TunnelPlan, peers: dict[str, list[str]]) -> dict[str, An
 
 
 def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[str]],
-             available: set[str]) -> dict[str, Any]:
+             available: set[str], bundle: str) -> dict[str, Any]:
     servers: dict[str, list[str]] = defaultdict(list)
     for w in plan.workloads:
         servers[w.spiffe_id].extend(w.addresses)
@@ -199,7 +196,7 @@ def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[st
                 "common_tls_context": {
                     "alpn_protocols": ["h2"],
                     "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(server))],
-                    "combined_validation_context": _validation(plan, domains),
+                    "combined_validation_context": _validation(bundle, domains),
                 },
             }},
             "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
@@ -229,5 +226,10 @@ def tunnel_resources(plan: TunnelPlan, settings: ProxySettings,
     """(listeners, clusters) of the tunnels; identities without an SVID among ``secrets`` get no chain."""
     peers = {spiffe_id: list(addresses) for spiffe_id, addresses in plan.peers}
     available = {s.name.removeprefix("svid/") for s in secrets if s.name.startswith("svid/")}
-    outbound, clusters = _outbound(plan, settings, available)
-    return [outbound, _inbound(plan, settings, peers, available)], [*clusters, _deliver_cluster(settings)]
+    # The bundle's name (bundle/<trust domain>, possibly with a digest of its content): without
+    # one no peer can be verified, so no identity gets a chain.
+    bundle = next((s.name for s in secrets if s.name.startswith("bundle/")), "")
+    if not bundle:
+        available = set()
+    outbound, clusters = _outbound(plan, settings, available, bundle)
+    return [outbound, _inbound(plan, settings, peers, available, bundle)], [*clusters, _deliver_cluster(settings)]
