@@ -107,6 +107,10 @@ class NodeAgent:
 
             self._mtls = MutualTls(facts, svids)
             self.options = attrs.evolve(self.options, mtls=True)
+            from ..linux import kernel_encryption  # noqa: PLC0415
+
+            # The node proxies encrypt; the kernel's own options are reported, not used.
+            log.info("mutual TLS in the node proxy; kernel encryption: %s", kernel_encryption().summary())
         self.metrics = metrics or AgentMetrics()
         self.write_reports = write_reports
         self._make_lb = load_balancer
