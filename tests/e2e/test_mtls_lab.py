@@ -66,10 +66,21 @@ spec:
 {pa}"""
 
 
+GUARDED = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: guarded-from-others}
+spec:
+  podSelector: {matchLabels: {app: guarded}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: other}}}]
+"""
+
 APP = "\n---\n".join([
     "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: client}",
     client_pod("client", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
-    _echo("strict", "STRICT"), _echo("web", None), _echo("plain", "DISABLE"),
+    client_pod("other", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
+    _echo("strict", "STRICT"), _echo("web", None), _echo("plain", "DISABLE"), _echo("guarded", "STRICT"), GUARDED,
 ])
 
 _SEND = """
@@ -162,6 +173,14 @@ def test_meshed_traffic_crosses_the_underlay_encrypted_and_disable_in_clear_text
         assert got == {name: MARKER.decode(), pods[name]: MARKER.decode()}, (name, got)
         assert capture.frames, "the capture saw nothing on the fabric"
         assert capture.shows(MARKER) is (name == "plain"), name
+
+
+def test_the_servers_ingress_policy_applies_to_tunnelled_connections(lab: Lab) -> None:
+    # client and other share a service account (one SPIFFE ID): the policy tells them apart by pod.
+    pods = _addresses(lab)
+    assert run_python(lab, "other", _SEND, json.dumps([pods["guarded"]]), "hi") == {pods["guarded"]: "hi"}
+    refused = run_python(lab, "client", _SEND, json.dumps([pods["guarded"], "guarded"]), "hi")
+    assert refused == {pods["guarded"]: "", "guarded": ""}, refused  # the tunnel closed it: no answer
 
 
 def test_a_process_on_the_underlay_forging_a_pods_address_is_refused_by_a_strict_workload(lab: Lab) -> None:

@@ -48,7 +48,7 @@ def _dests(snapshot: Snapshot, node: str = "node-1") -> dict[tuple[str, int], tu
 def test_without_mutual_tls_there_is_no_tunnel_and_peer_authentication_gates_nothing() -> None:
     plan = compile_plan(_snapshot(_pa("db", "STRICT", app="db")), "node-2")
     assert plan.tunnel is None and not plan.envoy.needs_proxy
-    assert not any(o.action == "PROXY-ONLY" for o in plan.policy.origins)
+    assert not any(o.action == "MTLS-STRICT" for o in plan.policy.origins)
 
 
 def test_meshed_workloads_on_other_nodes_are_steered_and_same_node_ones_stay_in_the_kernel() -> None:
@@ -74,7 +74,7 @@ def test_strict_same_node_workloads_are_steered_too_and_the_most_specific_peer_a
 
 def test_strict_ports_admit_only_the_node_proxy_in_the_kernel() -> None:
     plan = compile_plan(_snapshot(_pa("db", "PERMISSIVE", app="db", ports={5432: "STRICT"})), "node-2", MTLS)
-    gate = next(o for o in plan.policy.origins if o.action == "PROXY-ONLY")
+    gate = next(o for o in plan.policy.origins if o.action == "MTLS-STRICT")
     assert gate.policy == "default/db"
     db = plan.policy.endpoint(_w("db", "node-2", "10.1.2.5").ref)
     assert db is not None
@@ -120,3 +120,30 @@ def test_without_a_trust_bundle_no_identity_gets_a_chain() -> None:
                                 ProxySettings(listen_ipv4="10.0.1.1")).to_json()
     assert resources["Listener"]["tunnel_outbound"]["filter_chains"] == []
     assert resources["Listener"]["tunnel_inbound"]["filter_chains"] == []
+
+
+def test_the_tunnel_applies_the_servers_kernel_ingress_policy_by_client_address_and_port() -> None:
+    from meshcore.model import AuthorizationPolicy, Operation, PeerSelector, PolicyRule, PortRange
+
+    allow = AuthorizationPolicy("db-from-client", "default", WorkloadSelector("default", {"app": "db"}), "ALLOW",
+                                [PolicyRule(sources=[PeerSelector(principals=["cluster.local/ns/default/sa/client"])],
+                                            operations=[Operation(ports=[PortRange(5000, 5999)])])])
+    snapshot = Snapshot(nodes=NODES, workloads=_snapshot().workloads, policies=(allow,),
+                        peer_authentications=(_pa("db", "STRICT", app="db"),))
+    tunnel = compile_plan(snapshot, "node-2", MTLS).tunnel
+    assert tunnel is not None
+    db = next(w for w in tunnel.workloads if w.workload.name == "db")
+    # The STRICT gate (only the proxy) is not the tunnel's to apply; the ALLOW policy is.
+    assert db.deny == ()
+    assert db.allow is not None and [(r.sources, r.first, r.last) for r in db.allow] == [(("10.1.1.5/32",), 5000, 5999)]
+
+
+def test_port_regexes_match_exactly_their_range() -> None:
+    import re
+
+    from meshcore.proxy._xds_tunnel import port_regex
+
+    for first, last in [(1, 65535), (80, 80), (999, 1000), (5000, 5999), (8080, 8095), (65530, 65535), (9, 10)]:
+        pattern = re.compile(f"^({port_regex(first, last)})$")
+        around = [*range(max(1, first - 20), first + 20), *range(max(1, last - 20), min(65536, last + 20)), 1, 65535]
+        assert [p for p in around if pattern.match(str(p))] == [p for p in around if first <= p <= last]

@@ -57,6 +57,7 @@ from ._tunnel import (
     TUNNEL_OUTBOUND_PORT,
     TunnelDestination,
     TunnelPlan,
+    TunnelRule,
     TunnelWorkload,
     compile_tunnel,
     tunnel_sni,
@@ -64,7 +65,7 @@ from ._tunnel import (
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
-    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelWorkload",
+    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
     "compile_tunnel", "tunnel_sni",
     "PROXY_PORT_BASE", "PROXY_PORT_RANGE",
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",

@@ -17,7 +17,7 @@ from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
-from ._tunnel import compile_tunnel, strict_gates
+from ._tunnel import compile_tunnel, strict_gates, with_access
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE, PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
@@ -150,6 +150,9 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
                 _frontends(service, port, backends, proxy_port)
             )
     tunnel = compile_tunnel(snapshot, node) if options.mtls and options.proxy_enabled else None
+    policy = compile_policy(snapshot, node, strict_gates(snapshot) if tunnel is not None else ())
+    if tunnel is not None:
+        tunnel = with_access(tunnel, policy)
     envoy = build_envoy_plan(snapshot, proxied, raw, node) if options.proxy_enabled and (proxied or raw.resources) \
         else EnvoyPlan()
     return Plan(
@@ -158,7 +161,7 @@ def compile_plan(snapshot: Snapshot, node: str = "", options: CompileOptions | N
         bpf=BpfPlan(frontends),
         envoy=attrs.evolve(envoy, tunnel=tunnel) if tunnel is not None else envoy,
         decisions=tuple(decisions),
-        policy=compile_policy(snapshot, node, strict_gates(snapshot) if tunnel is not None else ()),
+        policy=policy,
         tunnel=tunnel,
     )
 

@@ -263,12 +263,17 @@ def _minus(r: tuple[int, int], ex: tuple[int, int]) -> list[tuple[int, int]]:
 _Contribs = dict[tuple[int, int], list[tuple[int, int, PolicyVerdict, int]]]
 
 
+#: The action of the origin whose entries refuse clear text on STRICT ports (only the node proxy may reach them).
+STRICT_ORIGIN = "MTLS-STRICT"
+
+
 def compile_policy(snapshot: Snapshot, node: str = "",
                    strict: Sequence[tuple[WorkloadRef, Sequence[PortRange], str, Source]] = ()) -> PolicyPlan:
     """The L3/L4 policy of ``snapshot`` for the workloads on ``node`` (all when ``node`` is '').
 
     ``strict`` are ports that refuse clear text (mutual TLS STRICT, see :mod:`._tunnel`): only
-    the node proxy, which terminates the tunnels, may reach them (a PROXY-ONLY origin).
+    the node proxy, which terminates the tunnels, may reach them (an origin of action
+    :data:`STRICT_ORIGIN`).
     """
     universe = _Universe(snapshot)
     ipcache = {
@@ -327,7 +332,7 @@ def compile_policy(snapshot: Snapshot, node: str = "",
     strict_only: dict[int, dict[int, list[PortRange]]] = defaultdict(dict)
     for workload, ranges, by, source in strict:
         index = len(origins) + 1
-        origins.append(PolicyOrigin(index, by, "PROXY-ONLY", Direction.INGRESS, 0, source))
+        origins.append(PolicyOrigin(index, by, STRICT_ORIGIN, Direction.INGRESS, 0, source))
         handoffs.append(L7Handoff(by, 0, f"mutual TLS STRICT: clear text is refused, so only the node proxy (which "
                                          f"terminates the tunnels) may reach {workload}"))
         strict_only[identity_of[workload]][index] = list(ranges)

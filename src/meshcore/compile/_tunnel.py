@@ -23,11 +23,15 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..model import PeerAuthentication, PeerAuthMode, PortRange, ProxyMode, Snapshot, Source, Workload, WorkloadRef
+from ..model import Direction, PeerAuthentication, PeerAuthMode, PortRange, ProxyMode, Snapshot, Source, Workload, WorkloadRef
+
+from ._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyPlan, PolicyVerdict
+
+_TCP = 6
 
 __all__ = [
-    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelWorkload",
-    "compile_tunnel", "peer_auth_modes", "strict_port_ranges", "tunnel_sni",
+    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
+    "compile_tunnel", "peer_auth_modes", "strict_port_ranges", "tunnel_sni", "with_access",
 ]
 
 #: The HBONE port: every node proxy terminates tunnels here.
@@ -37,14 +41,31 @@ TUNNEL_OUTBOUND_PORT = 15001
 
 
 @attrs.frozen(order=True)
+class TunnelRule:
+    """Clients from ``sources`` (address prefixes; empty: anyone) to ports ``first``..``last``."""
+
+    sources: tuple[str, ...]
+    first: int
+    last: int
+
+
+@attrs.frozen(order=True)
 class TunnelWorkload:
-    """A meshed workload of this node: its SPIFFE ID, addresses and peer-authentication modes."""
+    """A meshed workload of this node: its SPIFFE ID, addresses, peer-authentication modes and ingress policy.
+
+    ``deny`` and ``allow`` are the workload's kernel ingress policy for TCP (see
+    :func:`with_access`), which the node proxy applies to connections it delivers from a
+    tunnel (the kernel sees only the proxy there): refused when any ``deny`` rule matches,
+    else admitted when ``allow`` is None (no ALLOW policy selects it) or any rule matches.
+    """
 
     workload: WorkloadRef
     spiffe_id: str
     addresses: tuple[str, ...]
     mode: PeerAuthMode
     port_modes: tuple[tuple[int, PeerAuthMode], ...] = ()
+    deny: tuple[TunnelRule, ...] = ()
+    allow: tuple[TunnelRule, ...] | None = None
 
 
 @attrs.frozen(order=True)
@@ -161,6 +182,53 @@ def compile_tunnel(snapshot: Snapshot, node: str) -> TunnelPlan:
         peers.setdefault(w.identity.spiffe_id, set()).update(w.addresses)
     return TunnelPlan(tuple(sorted(local)), tuple(sorted(dests)), trust_domains=domains,
                       peers=tuple((k, tuple(sorted(v))) for k, v in sorted(peers.items())))
+
+
+def with_access(tunnel: TunnelPlan, policy: PolicyPlan) -> TunnelPlan:
+    """``tunnel`` with each workload's TCP ingress policy from ``policy`` (the same entries the kernel holds).
+
+    The kernel decides a connection by every entry matching (its peer's identity or any, its
+    protocol or any, the longest port block of each): refused when one is DENY, else admitted
+    when one is ALLOW or no ALLOW policy selects the workload. Entries are already flattened
+    so that a port block inside a DENY block is DENY, so the union of DENY rules and the
+    union of ALLOW rules decide the same.
+    """
+    # The STRICT gates admit only the node proxy, which is what delivers from the tunnel.
+    gates = {o.index for o in policy.origins if o.action == "MTLS-STRICT"}
+    prefixes: dict[int, list[str]] = {}
+    for entry in policy.ipcache:
+        prefixes.setdefault(entry.identity, []).append(entry.prefix)
+    workloads = []
+    for w in tunnel.workloads:
+        endpoint = policy.endpoint(w.workload)
+        if endpoint is None:
+            workloads.append(w)
+            continue
+        deny: list[TunnelRule] = []
+        allow: list[TunnelRule] = []
+        for e in policy.entries:
+            if e.endpoint != endpoint.identity or e.direction is not Direction.INGRESS or \
+                    e.protocol not in (ANY_PROTOCOL, _TCP) or e.policy_index in gates:
+                continue
+            sources = () if e.remote == ANY_IDENTITY else tuple(sorted(prefixes.get(e.remote, ("0.0.0.0/32",))))
+            first, last = (1, 65535) if e.protocol == ANY_PROTOCOL else e.port_range
+            rule = TunnelRule(sources, max(first, 1), last)
+            (deny if e.verdict is PolicyVerdict.DENY else allow).append(rule)
+        workloads.append(attrs.evolve(w, deny=_merged(deny), allow=_merged(allow) if endpoint.ingress_default_deny
+                                      else None))
+    return attrs.evolve(tunnel, workloads=tuple(workloads))
+
+
+def _merged(rules: Iterable[TunnelRule]) -> tuple[TunnelRule, ...]:
+    """The rules with adjacent or overlapping port ranges of the same sources joined (the kernel's blocks, whole)."""
+    out: list[TunnelRule] = []
+    for rule in sorted(set(rules)):
+        last = out[-1] if out else None
+        if last is not None and last.sources == rule.sources and rule.first <= last.last + 1:
+            out[-1] = attrs.evolve(last, last=max(last.last, rule.last))
+        else:
+            out.append(rule)
+    return tuple(out)
 
 
 def strict_gates(snapshot: Snapshot) -> list[tuple[WorkloadRef, list[PortRange], str, Source]]:

@@ -15,16 +15,18 @@ presents that identity's SVID and requires a client certificate chaining to a tr
 bundle with a SPIFFE ID of a known trust domain. A CONNECT is delivered (original
 destination cluster, from the node proxy's address) only to a pod of that identity, and
 only when the forwarded client address belongs to a workload of the verified client
-identity. Access logs carry the peer certificate for the flows.
+identity. Each pod's route then applies the pod's kernel ingress policy (for TCP) to the
+client's address — the kernel only sees the proxy there.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import defaultdict
 from typing import Any
 
-from ..compile import EnvoySecret, TunnelDestination, TunnelPlan, tunnel_sni
+from ..compile import EnvoySecret, TunnelDestination, TunnelPlan, TunnelRule, TunnelWorkload, tunnel_sni
 from ._xds_common import (
     _DOWNSTREAM_TLS,
     _HCM,
@@ -41,7 +43,7 @@ from ._xds_common import (
 from ._xds_clusters import _bind_config
 from ._xds_listeners import _access_log, _addresses, _cidr_range
 
-__all__ = ["DELIVER_CLUSTER", "INBOUND_LISTENER", "OUTBOUND_LISTENER", "bundle_secret_name", "svid_secret_name",
+__all__ = ["ALLOW_FILTER", "DELIVER_CLUSTER", "DENY_FILTER", "port_regex", "INBOUND_LISTENER", "OUTBOUND_LISTENER", "bundle_secret_name", "svid_secret_name",
            "tunnel_resources"]
 
 OUTBOUND_LISTENER = "tunnel_outbound"
@@ -49,6 +51,9 @@ INBOUND_LISTENER = "tunnel_inbound"
 DELIVER_CLUSTER = "tunnel_deliver"
 _ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 _TCP_ALS = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
+_RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+DENY_FILTER = "meshcore.tunnel.deny"
+ALLOW_FILTER = "meshcore.tunnel.allow"
 #: Who the client is, as its own node proxy saw it (the kernel proved it on that node).
 CLIENT_HEADER = "x-forwarded-for"
 
@@ -144,6 +149,67 @@ def _authority_prefix(address: str) -> str:
     return f"[{address}]:" if ":" in address else f"{address}:"
 
 
+def _digits_regex(low: str, high: str) -> list[str]:
+    """Alternatives matching every decimal number from ``low`` to ``high`` (same length, low <= high)."""
+    if low == high:
+        return [low]
+    i = next(i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b)
+    prefix, rest = low[:i], len(low) - i - 1
+    lo_digit, hi_digit = int(low[i]), int(high[i])
+    if low[i + 1:] == "0" * rest and high[i + 1:] == "9" * rest:
+        return [prefix + (f"[{lo_digit}-{hi_digit}]" if lo_digit != hi_digit else str(lo_digit)) + r"\d" * rest]
+    out = _digits_regex(low, prefix + str(lo_digit) + "9" * rest)
+    if hi_digit - lo_digit > 1:
+        middle = f"[{lo_digit + 1}-{hi_digit - 1}]" if hi_digit - lo_digit > 2 else str(lo_digit + 1)
+        out.append(prefix + middle + r"\d" * rest)
+    out += _digits_regex(prefix + str(hi_digit) + "0" * rest, high)
+    return out
+
+
+def port_regex(first: int, last: int) -> str:
+    """A regular expression matching exactly the decimal ports ``first``..``last``."""
+    parts: list[str] = []
+    low = first
+    while low <= last:
+        top = min(last, 10 ** len(str(low)) - 1)
+        parts += _digits_regex(str(low), str(top))
+        low = top + 1
+    return "|".join(parts)
+
+
+def _address_regex(address: str) -> str:
+    return re.escape(f"[{address}]") if ":" in address else re.escape(address)
+
+
+def _rule_policy(rule: TunnelRule, addresses: list[str]) -> dict[str, Any]:
+    """An RBAC policy: CONNECT to one of ``addresses`` on the rule's ports, from the rule's sources."""
+    target = "|".join(_address_regex(a) for a in addresses)
+    permission = {"header": {"name": ":authority", "string_match": {"safe_regex": {
+        "regex": f"^({target}):({port_regex(rule.first, rule.last)})$"}}}}
+    if not rule.sources:
+        principal: dict[str, Any] = {"any": True}
+    else:
+        principal = {"or_ids": {"ids": [{"remote_ip": _cidr_range(str(ipaddress.ip_network(p)))}
+                                        for p in rule.sources]}}
+    return {"permissions": [permission], "principals": [principal]}
+
+
+def _access(workload: TunnelWorkload) -> dict[str, Any]:
+    """Per-route overrides of the deny and allow filters: the workload's kernel ingress policy."""
+    addresses = sorted(set(workload.addresses))
+    deny = {f"deny-{i}": _rule_policy(r, addresses) for i, r in enumerate(workload.deny)}
+    out: dict[str, Any] = {DENY_FILTER: {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": {
+        "action": "DENY", "policies": deny}}}}
+    if workload.allow is None:
+        out[ALLOW_FILTER] = {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": {
+            "action": "ALLOW", "policies": {"no-allow-policy": {"permissions": [{"any": True}],
+                                                               "principals": [{"any": True}]}}}}}
+    else:
+        allow = {f"allow-{i}": _rule_policy(r, addresses) for i, r in enumerate(workload.allow)}
+        out[ALLOW_FILTER] = {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": {"action": "ALLOW", "policies": allow}}}
+    return out
+
+
 def _client_guard(plan: TunnelPlan, peers: dict[str, list[str]]) -> dict[str, Any]:
     """RBAC: the forwarded client address must be one of the verified client identity's workloads."""
     policies = {}
@@ -162,12 +228,12 @@ def _client_guard(plan: TunnelPlan, peers: dict[str, list[str]]) -> dict[str, An
 
 def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[str]],
              available: set[str], bundle: str) -> dict[str, Any]:
-    servers: dict[str, list[str]] = defaultdict(list)
+    servers: dict[str, list[TunnelWorkload]] = defaultdict(list)
     for w in plan.workloads:
-        servers[w.spiffe_id].extend(w.addresses)
+        servers[w.spiffe_id].append(w)
     domains = [_uri_san({"prefix": f"spiffe://{td}/"}) for td in plan.trust_domains]
     chains = []
-    for server, addresses in sorted(servers.items()):
+    for server, workloads in sorted(servers.items()):
         if server not in available:
             continue
         routes = [{
@@ -175,14 +241,23 @@ def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[st
                 {"name": ":authority", "string_match": {"prefix": _authority_prefix(a)}}]},
             "route": {"cluster": DELIVER_CLUSTER, "upgrade_configs": [{"upgrade_type": "CONNECT",
                                                                        "connect_config": {}}]},
-        } for a in sorted(set(addresses))]
+            "typed_per_filter_config": _access(w),
+        } for w in workloads for a in sorted(set(w.addresses))]
         hcm: dict[str, Any] = {
             "@type": _HCM, "stat_prefix": "tunnel_inbound", "codec_type": "HTTP2",
             "http2_protocol_options": {"allow_connect": True},
             "upgrade_configs": [{"upgrade_type": "CONNECT"}],
             "route_config": {"name": f"tunnel_inbound|{server}", "virtual_hosts": [
                 {"name": "pods", "domains": ["*"], "routes": routes}]},
+            # The client address is the forwarded one (use_remote_address off, no trusted hops), so
+            # policy's source prefixes match the client pod, once the guard checked it against the certificate.
+            "use_remote_address": False,
             "http_filters": [_client_guard(plan, peers),
+                             {"name": DENY_FILTER, "typed_config": {"@type": _RBAC, "rules": {
+                                 "action": "DENY", "policies": {}}}},
+                             # Routes override it with each pod's policy; a CONNECT no route names is refused.
+                             {"name": ALLOW_FILTER, "typed_config": {"@type": _RBAC, "rules": {
+                                 "action": "ALLOW", "policies": {}}}},
                              {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
         }
         access_log = _access_log(settings)
