@@ -53,6 +53,10 @@ _ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_
 _TCP_ALS = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
 _RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 DENY_FILTER = "meshcore.tunnel.deny"
+#: Bulk transfers through a tunnel stall on HTTP/2 flow control at Envoy's defaults (a 256 KiB
+#: stream window, 1 MiB buffers): larger windows and buffers keep a stream's pipe full.
+_H2_WINDOWS = {"initial_stream_window_size": 8 * 1024 * 1024, "initial_connection_window_size": 16 * 1024 * 1024}
+_BUFFER_BYTES = 4 * 1024 * 1024
 ALLOW_FILTER = "meshcore.tunnel.allow"
 #: Who the client is, as its own node proxy saw it (the kernel proved it on that node).
 CLIENT_HEADER = "x-forwarded-for"
@@ -122,8 +126,9 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
                 "name": name, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_ms),
                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
                     "address": {"socket_address": {"address": endpoint, "port_value": plan.inbound_port}}}}]}]},
+                "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
                 "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}},
+                    "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": _H2_WINDOWS}}},
                 "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
                     "@type": _UPSTREAM_TLS, "sni": tunnel_sni(server),
                     "common_tls_context": {
@@ -135,6 +140,7 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
             })
     listener = {
         "name": OUTBOUND_LISTENER, **_addresses(plan.outbound_port, settings),
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
         "listener_filters": [{"name": "envoy.filters.listener.original_dst",
                               "typed_config": {"@type": _ORIGINAL_DST}}],
         "filter_chains": chains,
@@ -245,7 +251,7 @@ def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[st
         } for w in workloads for a in sorted(set(w.addresses))]
         hcm: dict[str, Any] = {
             "@type": _HCM, "stat_prefix": "tunnel_inbound", "codec_type": "HTTP2",
-            "http2_protocol_options": {"allow_connect": True},
+            "http2_protocol_options": {"allow_connect": True, **_H2_WINDOWS},
             "upgrade_configs": [{"upgrade_type": "CONNECT"}],
             "route_config": {"name": f"tunnel_inbound|{server}", "virtual_hosts": [
                 {"name": "pods", "domains": ["*"], "routes": routes}]},
@@ -278,6 +284,7 @@ def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[st
         })
     return {
         "name": INBOUND_LISTENER, **_addresses(plan.inbound_port, settings),
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
         "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
                               "typed_config": {"@type": _TLS_INSPECTOR}}],
         "filter_chains": chains,
@@ -287,6 +294,7 @@ def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[st
 def _deliver_cluster(settings: ProxySettings) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": DELIVER_CLUSTER, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
         "connect_timeout": _duration(settings.connect_timeout_ms),
         "original_dst_lb_config": {"use_http_header": True, "http_header_name": ":authority"},
     }
