@@ -20,6 +20,7 @@ _AGENT = (
     ("grpc", "grpcio"),
     ("google.protobuf", "protobuf"),
     ("envoy.config.core.v3", "xds-protos"),
+    ("cryptography", "cryptography"),
 )
 
 #: Each extra → (a module it provides, the distribution providing it); the same sets as

@@ -376,10 +376,14 @@ def _register_optional_groups() -> None:
     """Add the commands that need an extra (the node agent, the lab, the demo), or stand-ins naming it."""
     if _extras.missing("agent"):
         cli.add_command(_needs_extra("agent", "agent"))
+        cli.add_command(_needs_extra("ca", "agent"))
     else:
         from .agent._cli import agent_command  # noqa: PLC0415 - the agent extra, checked above
 
         cli.add_command(agent_command)
+        from .identity._cli import ca_command  # noqa: PLC0415 - the agent extra (cryptography), checked above
+
+        cli.add_command(ca_command)
     if _extras.missing("lab"):
         for name in ("lab", "demo", "observe"):
             cli.add_command(_needs_extra(name, "lab"))

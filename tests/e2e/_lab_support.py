@@ -205,14 +205,14 @@ def envoy_pid(lab: Lab, node: str | None = None) -> int:
 
 @contextlib.contextmanager
 def running_lab(files: Sequence[Path], *, name: str | None = None, timeout: float = 60.0,
-                all_ready: bool = False, nodes: int | None = None) -> Iterator[Lab]:
+                all_ready: bool = False, nodes: int | None = None, mtls: bool | None = None) -> Iterator[Lab]:
     """A lab up from ``files`` (of ``nodes`` nodes) for the block, then torn down; fails if anything is left behind.
 
     ``all_ready`` also requires every pod to be ready after ``lab up``.
     """
     lab = Lab(name or unique_name())
     try:
-        result = lab.up(list(files), timeout=timeout, nodes=nodes)
+        result = lab.up(list(files), timeout=timeout, nodes=nodes, mtls=mtls)
         if all_ready:
             assert not result.not_ready, result
         assert result.agents and all(a.ok for a in result.agents), result.agents

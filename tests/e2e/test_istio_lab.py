@@ -368,7 +368,7 @@ def test_peer_authentication_strict_is_reported_not_enforced(bookinfo: tuple[Lab
 
     strict = analyze(PEER_STRICT)
     assert len(strict) == 1 and strict[0]["severity"] == "warning", strict
-    assert "not enforced" in strict[0]["message"] and "STRICT" in strict[0]["message"], strict
+    assert "enforced only where" in strict[0]["message"] and "STRICT" in strict[0]["message"], strict
     assert (strict[0]["namespace"], strict[0]["name"], strict[0]["field"]) == (NS, "default", "spec.mtls.mode"), strict
     assert strict[0]["file"].endswith("peer.yaml") and strict[0]["line"] == 6, strict
     # PERMISSIVE promises that plain text is accepted, which is what the mesh does.

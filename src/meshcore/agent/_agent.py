@@ -16,7 +16,7 @@ import attrs
 from .._translate import load
 from .._translator import ObjectKey
 from ..adapter import Adapter
-from ..compile import BpfDiff, BpfPlan, CompileOptions, Plan, compile_plan
+from ..compile import BpfDiff, BpfPlan, CompileOptions, EnvoyPlan, Plan, compile_plan
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
 from ..observe import AgentMetrics, Flow
@@ -32,6 +32,8 @@ from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage
 
 if TYPE_CHECKING:
     from ..datapath import PolicyEnforcer
+    from ..identity import SvidSource
+    from ._mtls import MutualTls
 
 __all__ = ["REPORT_FILE", "NodeAgent"]
 
@@ -101,10 +103,22 @@ class NodeAgent:
         flow_journal: bool = True,
         flow_event_rate: int | None = DEFAULT_FLOW_EVENT_RATE,
         flow_memory: int = DEFAULT_MEMORY_BYTES,
+        svids: SvidSource | None = None,
     ) -> None:
         self.facts = facts
         self.adapters = adapters
         self.options = options or CompileOptions(proxy_enabled=True)
+        # Mutual TLS needs SVIDs: with a source of them, meshed traffic between nodes is tunnelled.
+        self._mtls: MutualTls | None = None
+        if svids is not None:
+            from ._mtls import MutualTls  # noqa: PLC0415 - cryptography and the steering only with mutual TLS
+
+            self._mtls = MutualTls(facts, svids)
+            self.options = attrs.evolve(self.options, mtls=True)
+            from ..linux import kernel_encryption  # noqa: PLC0415
+
+            # The node proxies encrypt; the kernel's own options are reported, not used.
+            log.info("mutual TLS in the node proxy; kernel encryption: %s", kernel_encryption().summary())
         self.metrics = metrics or AgentMetrics()
         self.write_reports = write_reports
         self._make_lb = load_balancer
@@ -195,19 +209,25 @@ class NodeAgent:
         policy's attachments as they are.
         """
         stage = Stage.KERNEL
+        envoy = self._with_svids(plan)
+        steered = ""
 
         def kernel() -> Change:
-            nonlocal stage
+            nonlocal stage, steered
             stage = Stage.KERNEL
             lb = self.load_balancer()
             if bpf_change is not None and isinstance(lb, ChangingLoadBalancer):
-                return lb.apply_change(plan.bpf, *bpf_change)
-            return lb.apply(plan.bpf)
+                change = lb.apply_change(plan.bpf, *bpf_change)
+            else:
+                change = lb.apply(plan.bpf)
+            if self._mtls is not None:
+                self._mtls.steer(plan.tunnel)
+            return change
 
         try:
-            if plan.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
+            if envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
                 stage = Stage.PROXY
-                lb_summary = self.proxy().apply(plan.envoy, kernel)
+                lb_summary = self.proxy().apply(envoy, kernel)
             else:
                 lb_summary = kernel()
         except Exception as exc:
@@ -217,7 +237,14 @@ class NodeAgent:
         except Exception as exc:
             self._roll_back(plan)
             raise _Failed(Stage.POLICY, exc) from exc
-        return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}"]
+        return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}",
+                *([f"mutual TLS {steered}"] if steered else [])]
+
+    def _with_svids(self, plan: Plan) -> EnvoyPlan:
+        """The plan's Envoy part with the SVIDs and trust bundle of its tunnels' identities."""
+        if self._mtls is None or plan.tunnel is None:
+            return plan.envoy
+        return attrs.evolve(plan.envoy, secrets=(*plan.envoy.secrets, *self._mtls.secrets(plan.tunnel)))
 
     def _roll_back(self, plan: Plan) -> None:
         """Put the last applied kernel and proxy state back after a later step failed."""
@@ -227,7 +254,7 @@ class NodeAgent:
         try:
             lb = self.load_balancer()
             if previous.envoy.needs_proxy or (self._proxy is not None and self._proxy.running):
-                self.proxy().apply(previous.envoy, lambda: lb.apply(previous.bpf))
+                self.proxy().apply(self._with_svids(previous), lambda: lb.apply(previous.bpf))
             else:
                 lb.apply(previous.bpf)
         except Exception as exc:  # noqa: BLE001 - best effort; the report says the generation failed
@@ -408,8 +435,9 @@ class NodeAgent:
         write_report(self.facts.state_dir / REPORT_FILE, self.last_report)
 
     def watch(self) -> None:
-        """Between generations: let the proxy note a restarted Envoy and refresh the report if it changed."""
+        """Between generations: renew SVIDs that are due, let the proxy note a restarted Envoy, refresh the report."""
         with self._lock:
+            self._renew_svids()
             if self._proxy is None or self.last_report is None:
                 return
             self._proxy.watch()
@@ -417,6 +445,20 @@ class NodeAgent:
             if status != self.last_report.proxy:
                 self.last_report = attrs.evolve(self.last_report, proxy=status)
                 self.save_report()
+
+    def _renew_svids(self) -> None:
+        """Serve renewed SVIDs to the node proxy (its open connections keep their sessions)."""
+        plan = self._applied
+        if self._mtls is None or plan is None or plan.tunnel is None or self._proxy is None:
+            return
+        if not self._mtls.renew():
+            return
+        envoy = attrs.evolve(plan.envoy, secrets=(*plan.envoy.secrets, *self._mtls.current()))
+        try:
+            self._proxy.apply(envoy, lambda: None)
+            log.info("renewed SVIDs served to the node proxy")
+        except Exception as exc:  # noqa: BLE001 - the old SVIDs stay valid; retried at the next watch
+            log.error("serving renewed SVIDs failed: %s", exc)
 
     # ------------------------------------------------------------------ flows
 
@@ -564,6 +606,8 @@ class NodeAgent:
             if self._policy is not None:
                 self._policy.close()
                 self._policy = None
+            if self._mtls is not None:
+                self._mtls.close()
             self.journal.close()
             if self._flow_server is not None:
                 self._flow_server.close()

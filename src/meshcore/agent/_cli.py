@@ -98,6 +98,11 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
 @click.option("--poll", default=POLL_SECONDS, show_default=True, help="Seconds between looks at the source.")
 @click.option("--flows-max-size", default="8MiB", show_default=True, metavar="SIZE",
               help="Size at which the flow journal is rotated (bytes, or with KiB, MiB, GiB).")
+@click.option("--ca-socket", type=click.Path(path_type=Path), envvar="MESHCORE_CA_SOCKET", default=None,
+              help="meshcore's CA (`meshcore ca serve`): turns on mutual TLS between meshed workloads "
+                   "[env MESHCORE_CA_SOCKET].")
+@click.option("--ca-token-file", type=click.Path(path_type=Path, exists=True), envvar="MESHCORE_CA_TOKEN_FILE",
+              default=None, help="This node's token for the CA (`meshcore ca token NODE`) [env MESHCORE_CA_TOKEN_FILE].")
 @click.option("--flows-keep", type=click.IntRange(min=0), default=3, show_default=True,
               help="Rotated flow journal files kept besides the current one (the oldest flows go first).")
 @click.option("--flows-journal/--no-flows-journal", default=True, show_default=True,
@@ -112,7 +117,8 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   from_source: str | None, context: str | None, kubeconfig: Path | None,
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
-                  flows_keep: int, flows_journal: bool, flows_memory: str, flow_events: str) -> None:
+                  flows_keep: int, flows_journal: bool, flows_memory: str, flow_events: str,
+                  ca_socket: Path | None, ca_token_file: Path | None) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
 
     Exactly one source: --objects FILE, -f PATH or --from kube. SIGHUP makes it look at
@@ -138,6 +144,16 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     if rate is not None and not rate.isdigit():
         raise click.BadParameter(f"{flow_events!r}: expected a number of flows per second, or 'all'",
                                  param_hint="--flow-events")
+    if (ca_socket is None) != (ca_token_file is None):
+        raise click.UsageError("--ca-socket and --ca-token-file go together (the CA and this node's token for it)")
+    svids = None
+    if ca_socket is not None and ca_token_file is not None:
+        from ._mtls import source_from_files  # noqa: PLC0415 - cryptography only with mutual TLS
+
+        try:
+            svids = source_from_files(ca_socket, node, ca_token_file)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--ca-token-file") from None
     configure_logging(sys.stderr, logging.INFO)
     source: SnapshotSource
     if from_source == "kube":
@@ -150,7 +166,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
                       _pairs(labels, "--label", "KEY=VALUE"), netns, proxy_ipv4, proxy_ipv6, dns_resolvers)
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(facts, options=options, journal=journal, flow_journal=flows_journal,
-                      flow_event_rate=None if rate is None else int(rate), flow_memory=memory)
+                      flow_event_rate=None if rate is None else int(rate), flow_memory=memory, svids=svids)
     runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics, settle_heap=True)
     subscribe = getattr(source, "subscribe", None)
     if subscribe is not None:

@@ -54,9 +54,21 @@ from ._policy_plan import (
     PolicyPlan,
     PolicyVerdict,
 )
+from ._tunnel import (
+    TUNNEL_INBOUND_PORT,
+    TUNNEL_OUTBOUND_PORT,
+    TunnelDestination,
+    TunnelPlan,
+    TunnelRule,
+    TunnelWorkload,
+    compile_tunnel,
+    tunnel_sni,
+)
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
+    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
+    "compile_tunnel", "tunnel_sni",
     "PROXY_PORT_BASE", "PROXY_PORT_RANGE",
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
     "PolicyEntry", "PolicyIdentity", "PolicyPeer", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",

@@ -19,6 +19,7 @@ from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
+from ._tunnel import compile_tunnel, strict_gates, with_access
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE, PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
@@ -38,6 +39,9 @@ class CompileOptions:
     handed to it. Without it those ports stay in the kernel, their L7 features are not
     applied and their decisions say so.
 
+    ``mtls`` tunnels meshed traffic between nodes and enforces PeerAuthentication (see
+    :mod:`._tunnel`); it takes effect only with ``proxy_enabled``.
+
     ``node_labels`` are the node's labels, matched against raw Envoy configs' node
     selectors: a config with an empty selector applies to every node, one with a
     selector only to nodes carrying all its labels (so with no labels given, only
@@ -45,6 +49,9 @@ class CompileOptions:
     """
 
     proxy_enabled: bool = True
+    #: Mutual TLS between meshed workloads (tunnels between node proxies, PeerAuthentication
+    #: enforced); needs the node proxy and SVIDs from a CA.
+    mtls: bool = False
     proxy_port_base: int = attrs.field(default=PROXY_PORT_BASE)
     proxy_port_range: int = attrs.field(default=PROXY_PORT_RANGE)
     node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
@@ -154,13 +161,20 @@ class Compiler:
         """The plan of the services' parts (given in snapshot order)."""
         with gc_paused():
             chosen = list(parts)
+            options = self.options
+            tunnel = compile_tunnel(self.snapshot, self.node) if options.mtls and options.proxy_enabled else None
+            policy = compile_policy(self.snapshot, self.node, strict_gates(self.snapshot) if tunnel is not None else ())
+            if tunnel is not None:
+                tunnel = with_access(tunnel, policy)
+            envoy = self.envoy([i for p in chosen for i in p.proxied])
             return Plan(
                 node=self.node,
                 snapshot_hash=self.snapshot.content_hash,
                 bpf=BpfPlan([f for p in chosen for f in p.frontends]),
-                envoy=self.envoy([i for p in chosen for i in p.proxied]),
+                envoy=attrs.evolve(envoy, tunnel=tunnel) if tunnel is not None else envoy,
                 decisions=tuple(d for p in chosen for d in p.decisions),
-                policy=compile_policy(self.snapshot, self.node),
+                policy=policy,
+                tunnel=tunnel,
             )
 
     def envoy(self, proxied: Sequence[ProxiedPort]) -> EnvoyPlan:

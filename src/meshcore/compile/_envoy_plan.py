@@ -35,6 +35,7 @@ from ..model import (
     StringMatch,
     TrafficPolicy,
 )
+from ._tunnel import TunnelPlan
 
 
 @attrs.frozen(order=True)
@@ -424,12 +425,17 @@ class TcpChain:
 
 @attrs.frozen
 class EnvoySecret:
-    """A server certificate with its private key, served to the node proxy over SDS (never as a file)."""
+    """A certificate with its private key, served to the node proxy over SDS (never as a file).
+
+    With ``trusted_ca`` (PEM) and no chain it is instead a validation context: the CA
+    certificates peers must chain to (a trust bundle).
+    """
 
     name: str
     chain: str
     private_key: Redacted
     origins: tuple[Origin, ...] = attrs.field(factory=_origins, eq=False)
+    trusted_ca: str = ""
 
 
 def secret_name(namespace: str, name: str) -> str:
@@ -502,7 +508,8 @@ class RawResource:
 class EnvoyPlan:
     """The node Envoy's whole configuration; empty means the node needs no Envoy.
 
-    ``raw`` are the resources of the node's raw Envoy configs, served alongside the
+    ``tunnel`` adds the mutual-TLS tunnel listeners (their SVIDs and trust bundles are
+    ``secrets`` the node agent adds, never compile). ``raw`` are the resources of the node's raw Envoy configs, served alongside the
     generated ones; ``secrets`` the certificates listeners terminate TLS with. ``warnings`` are parts of the model the node proxy cannot express
     exactly, each naming the source object and what was done instead (always the
     fail-closed choice).
@@ -514,9 +521,11 @@ class EnvoyPlan:
     raw: tuple[RawResource, ...] = ()
     secrets: tuple[EnvoySecret, ...] = ()
     warnings: tuple[Diagnostic, ...] = attrs.field(default=(), eq=False)
+    #: Mutual-TLS tunnels: the outbound and inbound (HBONE) listeners and their clusters.
+    tunnel: TunnelPlan | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.listeners or self.raw)
+        return bool(self.listeners or self.raw or self.tunnel)
 
     @property
     def needs_proxy(self) -> bool:

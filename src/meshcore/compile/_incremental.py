@@ -165,6 +165,8 @@ class CompiledPlan:
             fresh = {_proxied_key(i): i for part in changed.values() for i in part.proxied}
             proxied = tuple(fresh.get(_proxied_key(i), i) for i in proxied)
             envoy = compiler.envoy(proxied)
+            if plan.tunnel is not None:  # workloads and peer authentication are unchanged: so is the tunnel
+                envoy = attrs.evolve(envoy, tunnel=plan.tunnel)
         new_plan = attrs.evolve(
             plan, snapshot_hash=compiler.snapshot.content_hash, bpf=sorted_bpf_plan(tuple(frontends)),
             envoy=envoy, decisions=tuple(decisions))

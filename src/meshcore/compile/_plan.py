@@ -15,6 +15,7 @@ import attrs
 from ..model import BackendState, ServiceRef, Source
 from ._envoy_plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
 from ._policy_plan import PolicyPlan
+from ._tunnel import TunnelPlan
 
 
 class Datapath(enum.StrEnum):
@@ -110,3 +111,5 @@ class Plan:
     envoy: EnvoyPlan
     decisions: tuple[Decision, ...] = ()
     policy: PolicyPlan = attrs.field(factory=PolicyPlan)
+    #: Mutual-TLS tunnels between nodes (None: mutual TLS is off, ``CompileOptions.mtls``).
+    tunnel: TunnelPlan | None = None

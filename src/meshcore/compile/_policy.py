@@ -40,7 +40,7 @@ import hashlib
 import ipaddress
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -57,6 +57,7 @@ from ..model import (
     PortRange,
     ReservedIdentity,
     Snapshot,
+    Source,
     Workload,
     WorkloadRef,
 )
@@ -262,8 +263,18 @@ def _minus(r: tuple[int, int], ex: tuple[int, int]) -> list[tuple[int, int]]:
 _Contribs = dict[tuple[int, int], list[tuple[int, int, PolicyVerdict, int]]]
 
 
-def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
-    """The L3/L4 policy of ``snapshot`` for the workloads on ``node`` (all when ``node`` is '')."""
+#: The action of the origin whose entries refuse clear text on STRICT ports (only the node proxy may reach them).
+STRICT_ORIGIN = "MTLS-STRICT"
+
+
+def compile_policy(snapshot: Snapshot, node: str = "",
+                   strict: Sequence[tuple[WorkloadRef, Sequence[PortRange], str, Source]] = ()) -> PolicyPlan:
+    """The L3/L4 policy of ``snapshot`` for the workloads on ``node`` (all when ``node`` is '').
+
+    ``strict`` are ports that refuse clear text (mutual TLS STRICT, see :mod:`._tunnel`): only
+    the node proxy, which terminates the tunnels, may reach them (an origin of action
+    :data:`STRICT_ORIGIN`).
+    """
     universe = _Universe(snapshot)
     ipcache = {
         str(ipaddress.ip_network(a)): universe.workload_id(w) for w in snapshot.workloads for a in w.addresses
@@ -318,6 +329,13 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
                                                 f"port(s) {', '.join(map(str, ports))} of the selected workloads"))
         for workload, workload_ports in found.ports.items():
             proxy_only[identity_of[workload]][index] |= workload_ports
+    strict_only: dict[int, dict[int, list[PortRange]]] = defaultdict(dict)
+    for workload, ranges, by, source in strict:
+        index = len(origins) + 1
+        origins.append(PolicyOrigin(index, by, STRICT_ORIGIN, Direction.INGRESS, 0, source))
+        handoffs.append(L7Handoff(by, 0, f"mutual TLS STRICT: clear text is refused, so only the node proxy (which "
+                                         f"terminates the tunnels) may reach {workload}"))
+        strict_only[identity_of[workload]][index] = list(ranges)
     local = [w for w in snapshot.workloads if not node or not w.node or w.node == node]
     endpoints: dict[WorkloadRef, PolicyEndpoint] = {}
     entries: list[PolicyEntry] = []
@@ -337,6 +355,9 @@ def compile_policy(snapshot: Snapshot, node: str = "") -> PolicyPlan:
         for index, gated_ports in sorted(proxy_only.get(ident, {}).items()):
             # Everyone but the node proxy (exempt in the datapath) is refused on these ports.
             only_proxy = PolicyRule(operations=[Operation(ports=[PortRange.single(p) for p in sorted(gated_ports)])])
+            _contribute(per_dir[Direction.INGRESS], universe, only_proxy, PolicyVerdict.DENY, index)
+        for index, ranges in sorted(strict_only.get(ident, {}).items()):
+            only_proxy = PolicyRule(operations=[Operation(ports=ranges)])
             _contribute(per_dir[Direction.INGRESS], universe, only_proxy, PolicyVerdict.DENY, index)
         endpoints[w.ref] = PolicyEndpoint(
             w.ref, ident, w.addresses, bool(allows[Direction.INGRESS]), bool(allows[Direction.EGRESS]),

@@ -82,11 +82,12 @@ from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
 from ._policy import EventStats, PolicyEnforcer, PolicyReport
 from ._socket_lb import SocketLB
+from ._tunnel import TunnelChange, TunnelSteering
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 
 __all__ = [
     "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "EventStats", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
-    "MirrorMismatch", "ServiceState", "SocketLB", "cgroup2_mount", "default_pin_root", "object_path",
+    "MirrorMismatch", "ServiceState", "SocketLB", "TunnelChange", "TunnelSteering", "cgroup2_mount", "default_pin_root", "object_path",
     "resolve_cgroup", "slot_counts",
 ]

@@ -36,6 +36,7 @@ from ._manifest import (
 )
 from ._nodeagent import AGENT_CGROUP, AgentStatus, ensure_agents, stop_agent
 from ._resolver import DNS_CGROUP, ensure_dns, stop_dns, write_table
+from ._ca import ensure_ca
 from ._placement import PlacementNode, lab_node_labels, place, unknown_nodes
 from ._pods import create_pod, remove_path, start_containers, teardown_pod, wait_ready, write_hosts
 from ._state import (
@@ -133,12 +134,15 @@ class Lab:
         nodes: int | None = None,
         timeout: float = 20.0,
         progress: Progress | None = None,
+        mtls: bool | None = None,
     ) -> UpResult:
         """Bring the lab to the objects in ``files``; a lab that is up is reconciled.
 
         Added objects appear, removed ones go, pods whose spec is unchanged keep running.
         ``nodes`` makes a new lab of that many nodes (``node-1`` ...) joined by a fabric;
-        without it a new lab has one node, ``lab-<name>``. Invalid input raises
+        without it a new lab has one node, ``lab-<name>``. ``mtls`` makes a new lab whose
+        meshed traffic between nodes goes in mutual-TLS tunnels (the lab runs meshcore's CA;
+        see :mod:`meshcore.lab._ca`). Invalid input raises
         :class:`LabInputError` before anything changes.
         """
         say = progress or (lambda _: None)
@@ -156,13 +160,16 @@ class Lab:
         if errors:
             raise LabInputError(errors)
         with locked(self.name), procs.forks_end_on_signals():
-            state = self._load_or_init(ranges, nodes)
+            state = self._load_or_init(ranges, nodes, mtls)
             given = [f if str(f) == "-" else Path(f).resolve() for f in files]
             return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say)
 
-    def _load_or_init(self, ranges: LabRanges | None, nodes: int | None) -> LabState:
+    def _load_or_init(self, ranges: LabRanges | None, nodes: int | None, mtls: bool | None = None) -> LabState:
         if self.is_up:
             state = LabState.load(self.dir)
+            if mtls is not None and mtls != state.mtls:
+                raise LabError(f"lab {self.name!r} is up {'with' if state.mtls else 'without'} mutual TLS; run "
+                               "`meshcore lab down` first to change --mtls")
             if ranges is not None and ranges.to_data() != state.ranges:
                 raise LabError(f"lab {self.name!r} is up with ranges {state.ranges}; run "
                                "`meshcore lab down` first to change them")
@@ -174,7 +181,8 @@ class Lab:
         ranges = ranges or LabRanges()
         cgroup_parent = cgroup2_mount() / "meshcore"
         root = cgroup_parent / self.name
-        state = LabState(name=self.name, dir=self.dir, cgroup_root=str(root), ranges=ranges.to_data())
+        state = LabState(name=self.name, dir=self.dir, cgroup_root=str(root), ranges=ranges.to_data(),
+                         mtls=bool(mtls))
         if nodes is None:
             name = f"lab-{self.name}"
             state.nodes[name] = NodeRecord(name, f"mc-{self.name}-node", str(root), str(self.dir),
@@ -273,6 +281,8 @@ class Lab:
             restarted = start_containers(state, desired, new, timeout)
             wait_ready(state, [*started, *restarted], timeout)
             generation = write_objects(state, desired, labels)
+            if state.mtls:
+                ensure_ca(state)
             agents = ensure_agents(state, generation, timeout, warnings)
             ensure_outside(state, list(gateways.values()))
             for record in leaving:
@@ -407,6 +417,8 @@ class Lab:
                 return [str(self.dir)]
             state = LabState.load(self.dir)
             processes = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
+            if state.ca is not None:
+                processes.append((state.ca.pid, state.ca.start_time))
             for node in state.nodes.values():
                 if node.agent:
                     processes.append((node.agent.pid, node.agent.start_time))

@@ -30,6 +30,7 @@ from ..kube import assign_cluster_ips as kube_assign_cluster_ips
 from ..agent import object_entry, write_objects_file
 from ..model import Diagnostic, Source, WorkloadRef
 from . import _procs as procs
+from ._ca import write_ca_objects
 from ._errors import LabError
 from ._gateways import enrich_gateway, enrich_ingress, our_gateways, our_ingresses
 from ._ipam import LabRanges
@@ -265,6 +266,8 @@ def _write_generation(state: LabState, entries: Sequence[Mapping[str, Any]], pod
     """Write ``entries`` as the next generation to every node, each with its own pods' interfaces."""
     state.generation += 1
     written = _now()
+    if state.mtls:
+        write_ca_objects(state, entries)
     for node in state.nodes.values():
         # Each pod's node-side veth, where the node's agent attaches L3/L4 policy.
         interfaces = {WorkloadRef(r.namespace, r.name): r.host_veth for r in pods if r.node == node.name}

@@ -22,6 +22,7 @@ from ..agent import REPORT_FILE, ConfigStatus, GenerationReport, ProxyStatus, re
 from ..agent._proxy import recorded_processes
 from . import _netns as netns
 from . import _procs as procs
+from ._ca import ca_agent_args
 from ._containers import python_env
 from ._state import LabState, NodeRecord, ProcRecord
 
@@ -102,6 +103,7 @@ def _start_agent(state: LabState, node: NodeRecord) -> None:
             "--dns-resolver", ranges.node_ipv4]
     if ranges.proxy_addresses:
         argv += ["--proxy-ipv4", ranges.proxy_addresses[0], "--proxy-ipv6", ranges.proxy_addresses[1]]
+    argv += ca_agent_args(state, node)
     log = str(node.agent_log)
     # Not `ip netns exec`: it remounts /sys, hiding the cgroup and BPF filesystems.
     pid, started = procs.spawn(argv, env=env, cwd=node.state_dir, cgroup=str(Path(node.cgroup) / AGENT_CGROUP),

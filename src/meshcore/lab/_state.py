@@ -255,6 +255,9 @@ class LabState:
     services: dict[str, ServiceRecord] = attrs.field(factory=dict)
     #: Notes about the input (e.g. how a container image was mapped) from the last `up`.
     notes: list[str] = attrs.field(factory=list)
+    #: Mutual TLS between the nodes' workloads: the lab runs meshcore's CA (``ca``) for the agents.
+    mtls: bool = False
+    ca: ProcRecord | None = None
 
     @property
     def path(self) -> Path:
@@ -285,6 +288,8 @@ class LabState:
             "pods": {k: p.to_data() for k, p in sorted(self.pods.items())},
             "services": {k: s.to_data() for k, s in sorted(self.services.items())},
             "notes": self.notes,
+            "mtls": self.mtls,
+            "ca": self.ca.to_data() if self.ca else None,
         }
         write_json(self.path, data)
 
@@ -313,6 +318,8 @@ class LabState:
                 pods={k: PodRecord.from_data(v) for k, v in data.get("pods", {}).items()},
                 services={k: ServiceRecord.from_data(v) for k, v in data.get("services", {}).items()},
                 notes=list(data.get("notes", [])),
+                mtls=bool(data.get("mtls", False)),
+                ca=ProcRecord.from_data(data["ca"]) if data.get("ca") else None,
             )
         except (KeyError, TypeError, ValueError, StopIteration) as exc:
             raise LabError(f"the lab state {path} is damaged ({type(exc).__name__}: {exc})") from exc

@@ -80,15 +80,18 @@ def lab() -> None:
                    "joined by a fabric; default: one node, lab-NAME.")
 @click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
               help="How long to wait for pods to serve their ports and for the agents to apply.")
+@click.option("--mtls/--no-mtls", default=None,
+              help="Make a new lab whose meshed traffic between nodes goes in mutual-TLS tunnels (the lab runs "
+                   "meshcore's CA, and PeerAuthentication is enforced).")
 @_reporting
 def up(name: str | None, files: tuple[str, ...], pod_cidrs: tuple[str, ...], service_cidrs: tuple[str, ...],
-       nodes: int | None, timeout: float) -> None:
+       nodes: int | None, timeout: float, mtls: bool | None) -> None:
     """Bring a lab up from Kubernetes YAML, or reconcile a lab that is up to these files."""
     target = Lab.select(name, default=DEFAULT_LAB)
     ranges = _ranges(pod_cidrs, service_cidrs)
     err = out.console(stderr=True)
     result = target.up(files, ranges=ranges, nodes=nodes, timeout=timeout,
-                       progress=lambda m: err.print(f"[dim]{m}[/]"))
+                       progress=lambda m: err.print(f"[dim]{m}[/]"), mtls=mtls)
     _print_up(result)
 
 

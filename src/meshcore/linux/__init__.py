@@ -15,11 +15,13 @@ This package imports nothing else from meshcore.
 """
 
 from ._errors import HostError
+from ._crypto import KernelEncryption, kernel_encryption
 from ._mounts import BPFFS_DEFAULT, CGROUP2_FALLBACK, Mount, bpffs, cgroup2, cgroup2_mounts, mounts, on_bpffs
 from ._proc import alive, start_time, stat_fields
 from ._netns import NETNS_RUN, enter_netns, in_netns, netns_path, socket_in_netns
 
 __all__ = [
+    "KernelEncryption", "kernel_encryption",
     "BPFFS_DEFAULT", "CGROUP2_FALLBACK", "HostError", "Mount", "NETNS_RUN", "bpffs", "cgroup2",
     "cgroup2_mounts", "enter_netns", "in_netns", "mounts", "netns_path", "on_bpffs", "socket_in_netns", "alive", "start_time", "stat_fields",
 ]

@@ -27,6 +27,7 @@ from ._xds_common import XDS_CLUSTER, ProxySettings
 from ._xds_filters import JWT_FILTER, _jwt_per_route, _rbac_per_route
 from ._xds_listeners import ACCESS_LOG_NAME, _addresses, _http_listener, _tcp_listener
 from ._xds_routes import _route
+from ._xds_tunnel import tunnel_resources
 
 # What the rest of the package imports from here (ProxySettings, XDS_CLUSTER and
 # ACCESS_LOG_NAME are defined with the builders that read them).
@@ -70,6 +71,7 @@ _MODULES = (
     "envoy.extensions.network.dns_resolver.cares.v3.cares_dns_resolver_pb2",
     "envoy.extensions.transport_sockets.tls.v3.secret_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
+    "envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2",
 )
 # Packages whose messages a raw resource's ``@type`` may name (imported on first use).
 _TYPE_ROOTS = ("envoy.", "xds.", "udpa.", "google.protobuf.", "validate.")
@@ -258,6 +260,13 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
             body = _tcp_listener(listener, settings)
             needs = ()
         by_type[LISTENER][listener.name] = _resource(LISTENER, listener.name, body, listener.origins, needs)
+    if plan.tunnel is not None:
+        tunnel_listeners, tunnel_clusters = tunnel_resources(plan.tunnel, settings, plan.secrets)
+        where = (Origin("mutual TLS tunnels"),)
+        for made in tunnel_clusters:
+            by_type[CLUSTER][made["name"]] = _resource(CLUSTER, made["name"], made, where)
+        for made in tunnel_listeners:
+            by_type[LISTENER][made["name"]] = _resource(LISTENER, made["name"], made, where)
     for secret in plan.secrets:
         by_type.setdefault(SECRET, {})[secret.name] = _secret_resource(secret)
     if plan.raw:
@@ -271,6 +280,9 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
 
 def _secret_resource(secret: EnvoySecret) -> Resource:
     """A certificate as an SDS Secret; its JSON form (what output and golden files show) has the key redacted."""
+    if secret.trusted_ca and not secret.chain:
+        bundle = {"name": secret.name, "validation_context": {"trusted_ca": {"inline_string": secret.trusted_ca}}}
+        return _resource(SECRET, secret.name, bundle, secret.origins)
     def body(key: str) -> dict[str, Any]:
         return {"name": secret.name, "tls_certificate": {"certificate_chain": {"inline_string": secret.chain},
                                                          "private_key": {"inline_string": key}}}

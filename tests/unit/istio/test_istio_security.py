@@ -115,7 +115,8 @@ def test_strict_is_reported_not_enforced_where_declared() -> None:
     )
     found = [(d.source.name, d.field, d.severity.value) for d in result.diagnostics if d.code == "MC7014"]
     assert found == [("mesh", "spec.mtls.mode", "warning"), ("wl", "spec.portLevelMtls.5432.mode", "warning")]
-    assert all("not enforced" in d.message for d in result.diagnostics if d.code == "MC7014")
+    assert all("enforced only where the node agents run mutual TLS" in d.message for d in result.diagnostics
+               if d.code == "MC7014")
 
 
 def test_target_ref_only_policy_is_not_applied_mesh_wide() -> None:

@@ -273,12 +273,13 @@ def _mode(fields: Fields) -> PeerAuthMode:
 
 def _warn_strict_not_enforced(obj: KubeObject, mode: PeerAuthMode, port_modes: tuple[PortMode, ...],
                               report: Report) -> None:
-    """Warn where the object itself asks for STRICT: mutual TLS is not implemented, so it is not enforced."""
+    """Warn where the object itself asks for STRICT: it is enforced only where the node agents run mutual TLS."""
     paths = (["spec.mtls.mode"] if mode is PeerAuthMode.STRICT else []) + [
         f"spec.portLevelMtls.{p.port}.mode" for p in port_modes if p.mode is PeerAuthMode.STRICT]
     for path in paths:
-        report.warn(obj, NOT_SUPPORTED, "mode STRICT is translated but not enforced: mutual TLS is not "
-                    "implemented yet, so workloads still accept plain-text connections", path)
+        report.warn(obj, NOT_SUPPORTED, "mode STRICT is enforced only where the node agents run mutual TLS "
+                    "(`meshcore agent --ca-socket`, `meshcore lab up --mtls`); elsewhere workloads still accept "
+                    "plain-text connections", path)
 
 
 def read_peer_authentications(objects: list[KubeObject], report: Report, errors: list[KubeObject],

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map keys and values shared by tunnel.bpf.c and meshcore.datapath (mirrored in
+ * src/meshcore/datapath/_tunnel_maps.py, checked against this object's BTF at load).
+ * Addresses are 16 bytes, network order, IPv4 v4-mapped, as in sock_lb.h.
+ */
+#ifndef MESHCORE_TUNNEL_H
+#define MESHCORE_TUNNEL_H
+
+#include <linux/types.h>
+
+/* tun_dest_value.flags */
+#define TUN_F_STEER 0x1  /* TCP to this destination goes to the node proxy's outbound tunnel listener */
+#define TUN_F_STRICT 0x2 /* the destination refuses clear text: UDP to it is refused at the socket */
+
+/* Map tun_dests: a meshed destination (port 0: every port without an entry of its own). */
+struct tun_dest_key {
+	__u32 addr[4];
+	__u16 port; /* network order */
+	__u16 pad;
+};
+
+struct tun_dest_value {
+	__u32 flags; /* TUN_F_* */
+};
+
+/* Map tun_config (array, key 0): where the node proxy's outbound tunnel listener is. */
+struct tun_config {
+	__u32 proxy4;        /* IPv4, network order; 0 = no proxy (steered TCP is refused) */
+	__u32 proxy6[4];     /* IPv6, network order; :: = none */
+	__u16 port;          /* outbound listener port, network order */
+	__u16 pad;
+	__u64 exempt_cgroup; /* the node proxy's cgroup: its own connections are never steered */
+};
+
+/* The original destination of a steered connection. */
+struct tun_orig {
+	__u32 addr[4];
+	__u16 port;   /* network order */
+	__u8 family;  /* 4 or 6 */
+	__u8 pad;
+};
+
+/* Map tun_origs: the client's (address, port) as the node proxy sees it → original destination. */
+struct tun_peer_key {
+	__u32 addr[4];
+	__u16 port; /* host order */
+	__u16 pad;
+};
+
+#endif /* MESHCORE_TUNNEL_H */

@@ -1,0 +1,181 @@
+"""TunnelSteering: the kernel's half of the mutual-TLS tunnels, on one node's cgroup.
+
+``tunnel.bpf.o``'s programs (connect4/6, sendmsg4/6, sockops, getsockopt) are attached to
+the node's cgroup *after* the socket LB's, so they see the backend it chose; they send
+connections to meshed destinations to the node proxy's outbound tunnel listener and answer
+its ``SO_ORIGINAL_DST`` (see bpf/tunnel.bpf.c). Maps and links are pinned under
+``<pin_root>/<node>/tunnel/`` and outlive the agent like the socket LB's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import attrs
+
+from ..compile import TunnelPlan
+from . import _libbpf
+from ._bpffs import default_pin_root, pins_on_bpffs
+from ._cgroup import cgroup_id, resolve_cgroup
+from ._errors import DatapathError
+from ._loader import BpfLink, BpfObject, map_info, object_path
+from .maps import BpfMap, MapSpec
+from .maps._base import set_addr
+from .maps.tunnel import (
+    CONFIG,
+    DESTS,
+    TUN_F_STEER,
+    TUN_F_STRICT,
+    TUNNEL_SPECS,
+    TunConfig,
+    TunDestKey,
+    TunDestValue,
+)
+
+__all__ = ["TunnelChange", "TunnelSteering"]
+
+OBJECT_NAME = "tunnel"
+PROGRAMS = ("tun_connect4", "tun_connect6", "tun_sendmsg4", "tun_sendmsg6", "tun_sockops", "tun_getsockopt")
+
+
+@attrs.frozen
+class TunnelChange:
+    """What one apply wrote: destinations added, changed and removed."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        """True when any entry was written or removed."""
+        return bool(self.added or self.updated or self.removed)
+
+    def summary(self) -> str:
+        """One line for logs and reports."""
+        return f"tunnel destinations +{self.added} ~{self.updated} -{self.removed}"
+
+
+def _dest_key(address: str, port: int) -> bytes:
+    key = TunDestKey()
+    set_addr(key.addr, address)
+    key.port = socket.htons(port)
+    return bytes(key)
+
+
+class TunnelSteering:
+    """Steering of meshed connections into the node proxy's tunnel, for every process under ``cgroup``.
+
+    ``exempt_cgroup`` is the node proxy's own cgroup (its connections are never steered).
+    """
+
+    def __init__(self, node: str, cgroup: str | os.PathLike[str], pin_root: Path | None = None, *,
+                 exempt_cgroup: str | os.PathLike[str] | None = None) -> None:
+        self.node = node
+        self.cgroup = Path(cgroup)
+        self.root = Path(pin_root if pin_root is not None else default_pin_root()) / node / "tunnel"
+        self.exempt_cgroup = Path(exempt_cgroup) if exempt_cgroup is not None else None
+        self._maps: dict[str, BpfMap] = {}  # type: ignore[type-arg]
+        self._held: dict[bytes, int] | None = None
+
+    def open(self) -> TunnelSteering:
+        """Attach the programs (the first time) and open the pinned maps."""
+        if self._maps:
+            return self
+        cgroup = resolve_cgroup(self.cgroup)
+        pins_on_bpffs(self.root.parent)
+        maps_dir, links_dir = self.root / "maps", self.root / "links"
+        if not all((links_dir / p).exists() for p in PROGRAMS):
+            maps_dir.mkdir(parents=True, exist_ok=True)
+            links_dir.mkdir(parents=True, exist_ok=True)
+            with BpfObject.open(object_path(OBJECT_NAME)) as obj:
+                obj.check_mirror(DESTS)
+                obj.check_mirror(CONFIG)
+                for name in (s.name for s in TUNNEL_SPECS):
+                    obj.set_pin_path(name, maps_dir / name)
+                obj.load()
+                for prog in PROGRAMS:
+                    pin = links_dir / prog
+                    if pin.exists():
+                        continue
+                    with obj.attach_cgroup(prog, cgroup) as link:
+                        link.pin(pin)
+        self._maps[DESTS.name] = self._open_map(DESTS, maps_dir / DESTS.name)
+        self._maps[CONFIG.name] = self._open_map(CONFIG, maps_dir / CONFIG.name)
+        return self
+
+    @staticmethod
+    def _open_map(spec: MapSpec, pin: Path) -> BpfMap:  # type: ignore[type-arg]
+        fd = _libbpf.call_int(f"opening pinned map {pin}", _libbpf.lib.bpf_obj_get, os.fsencode(pin))
+        info = map_info(fd)
+        if info.key_size != ctypes.sizeof(spec.key) or info.value_size != ctypes.sizeof(spec.value):
+            os.close(fd)
+            raise DatapathError(f"pinned map {pin} was made by another meshcore version: destroy the node's "
+                                "datapath and attach again")
+        return BpfMap(spec, fd)
+
+    def apply(self, plan: TunnelPlan | None, proxy_ipv4: str, proxy_ipv6: str) -> TunnelChange:
+        """Steer exactly ``plan``'s destinations to the proxy at ``proxy_ipv4``/``proxy_ipv6`` (None: none)."""
+        self.open()
+        cfg = TunConfig()
+        if plan is not None:
+            if proxy_ipv4:
+                cfg.proxy4 = int.from_bytes(ipaddress.IPv4Address(proxy_ipv4).packed, "little")
+            if proxy_ipv6:
+                set_addr(cfg.proxy6, proxy_ipv6)
+            cfg.port = socket.htons(plan.outbound_port)
+        if self.exempt_cgroup is not None:
+            cfg.exempt_cgroup = cgroup_id(resolve_cgroup(self.exempt_cgroup))
+        want: dict[bytes, int] = {}
+        for d in plan.destinations if plan is not None else ():
+            flags = (TUN_F_STEER if d.steer else 0) | (TUN_F_STRICT if d.strict else 0)
+            want[_dest_key(d.address, d.port)] = flags
+        dests = self._maps[DESTS.name]
+        if self._held is None:
+            self._held = {bytes(k): int(v.flags) for k, v in dests.items()}
+        added = updated = removed = 0
+        # Destinations first, then where the proxy is: a new destination is never steered
+        # to a proxy that is not configured yet (the listener is served before this runs).
+        self._maps[CONFIG.name].update(ctypes.c_uint32(0), cfg)
+        for key, flags in want.items():
+            if self._held.get(key) == flags:
+                continue
+            added, updated = (added + 1, updated) if key not in self._held else (added, updated + 1)
+            dests.update(TunDestKey.from_buffer_copy(key), TunDestValue(flags))
+        for key in set(self._held) - set(want):
+            dests.delete(TunDestKey.from_buffer_copy(key))
+            removed += 1
+        self._held = want
+        return TunnelChange(added, updated, removed)
+
+    def close(self) -> None:
+        """Close map handles; the pinned programs keep steering."""
+        for m in self._maps.values():
+            m.close()
+        self._maps = {}
+        self._held = None
+
+    def destroy(self) -> None:
+        """Detach the programs and remove the pins."""
+        self.close()
+        links_dir = self.root / "links"
+        for prog in PROGRAMS:
+            pin = links_dir / prog
+            if pin.exists():
+                try:
+                    with BpfLink.open_pinned(pin) as link:
+                        link.detach()
+                except _libbpf.BpfError:
+                    pass
+                pin.unlink()
+        for spec in TUNNEL_SPECS:
+            (self.root / "maps" / spec.name).unlink(missing_ok=True)
+        for d in (links_dir, self.root / "maps", self.root):
+            try:
+                d.rmdir()
+            except OSError:
+                pass

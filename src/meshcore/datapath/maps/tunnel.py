@@ -1,0 +1,58 @@
+"""The tunnel steering maps of ``tunnel.bpf.o``; mirrors of the structs in bpf/tunnel.h.
+
+``tun_dests``: meshed destinations (address, port or 0) → flags (steer TCP, strict);
+``tun_config``: the node proxy's outbound tunnel listener and the cgroup exempt from
+steering; ``tun_cookies`` / ``tun_origs``: the original destination of steered connections,
+by socket cookie and then by the client's address and port.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from ._base import MapSpec
+
+__all__ = ["CONFIG", "COOKIES", "DESTS", "ORIGS", "TUNNEL_SPECS", "TUN_F_STEER", "TUN_F_STRICT", "TunConfig",
+           "TunDestKey", "TunDestValue", "TunOrig", "TunPeerKey"]
+
+TUN_F_STEER = 0x1
+TUN_F_STRICT = 0x2
+
+
+class TunDestKey(ctypes.Structure):
+    """Mirror of ``struct tun_dest_key``."""
+
+    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+class TunDestValue(ctypes.Structure):
+    """Mirror of ``struct tun_dest_value``."""
+
+    _fields_ = [("flags", ctypes.c_uint32)]
+
+
+class TunConfig(ctypes.Structure):
+    """Mirror of ``struct tun_config``."""
+
+    _fields_ = [("proxy4", ctypes.c_uint32), ("proxy6", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
+                ("pad", ctypes.c_uint16), ("exempt_cgroup", ctypes.c_uint64)]
+
+
+class TunOrig(ctypes.Structure):
+    """Mirror of ``struct tun_orig``."""
+
+    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("family", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8)]
+
+
+class TunPeerKey(ctypes.Structure):
+    """Mirror of ``struct tun_peer_key``."""
+
+    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+DESTS = MapSpec("tun_dests", TunDestKey, TunDestValue)
+CONFIG = MapSpec("tun_config", ctypes.c_uint32, TunConfig)
+COOKIES = MapSpec("tun_cookies", ctypes.c_uint64, TunOrig)
+ORIGS = MapSpec("tun_origs", TunPeerKey, TunOrig)
+TUNNEL_SPECS = (DESTS, CONFIG, COOKIES, ORIGS)

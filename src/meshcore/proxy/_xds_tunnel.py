@@ -1,0 +1,318 @@
+"""Envoy JSON for the mutual-TLS tunnels between node proxies (HBONE: HTTP/2 CONNECT over mutual TLS).
+
+Outbound (``tunnel_outbound`` on the outbound port): the kernel steers meshed clients'
+connections here; the original destination listener filter reads the destination back
+(getsockopt SO_ORIGINAL_DST, answered by the kernel's steering program). One filter chain
+per (client identity, server identity, server node), matched on the client's and the
+destination's addresses, proxies the connection as a CONNECT stream to ``<dst ip>:<port>``
+over a cluster presenting the *client workload's* SVID and accepting only the *server
+workload's* SPIFFE ID; HTTP/2 pools the streams, so one TLS session carries many
+connections. The client's address travels in ``x-forwarded-for``.
+
+Inbound (``tunnel_inbound`` on the HBONE port): one filter chain per local identity,
+chosen by the server name the client asked for (see :func:`~meshcore.compile.tunnel_sni`),
+presents that identity's SVID and requires a client certificate chaining to a trust
+bundle with a SPIFFE ID of a known trust domain. A CONNECT is delivered (original
+destination cluster, from the node proxy's address) only to a pod of that identity, and
+only when the forwarded client address belongs to a workload of the verified client
+identity. Each pod's route then applies the pod's kernel ingress policy (for TCP) to the
+client's address — the kernel only sees the proxy there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from typing import Any
+
+from ..compile import EnvoySecret, TunnelDestination, TunnelPlan, TunnelRule, TunnelWorkload, tunnel_sni
+from ._xds_common import (
+    _DOWNSTREAM_TLS,
+    _HCM,
+    _HTTP_OPTIONS,
+    _RBAC,
+    _ROUTER,
+    _TCP_PROXY,
+    _TLS_INSPECTOR,
+    _UPSTREAM_TLS,
+    ProxySettings,
+    _duration,
+    _sds,
+)
+from ._xds_clusters import _bind_config
+from ._xds_listeners import _access_log, _addresses, _cidr_range
+
+__all__ = ["ALLOW_FILTER", "DELIVER_CLUSTER", "DENY_FILTER", "port_regex", "INBOUND_LISTENER", "OUTBOUND_LISTENER", "bundle_secret_name", "svid_secret_name",
+           "tunnel_resources"]
+
+OUTBOUND_LISTENER = "tunnel_outbound"
+INBOUND_LISTENER = "tunnel_inbound"
+DELIVER_CLUSTER = "tunnel_deliver"
+_ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+_TCP_ALS = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
+_RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+DENY_FILTER = "meshcore.tunnel.deny"
+#: Bulk transfers through a tunnel stall on HTTP/2 flow control at Envoy's defaults (a 256 KiB
+#: stream window, 1 MiB buffers): larger windows and buffers keep a stream's pipe full.
+_H2_WINDOWS = {"initial_stream_window_size": 8 * 1024 * 1024, "initial_connection_window_size": 16 * 1024 * 1024}
+_BUFFER_BYTES = 4 * 1024 * 1024
+ALLOW_FILTER = "meshcore.tunnel.allow"
+#: Who the client is, as its own node proxy saw it (the kernel proved it on that node).
+CLIENT_HEADER = "x-forwarded-for"
+
+
+def svid_secret_name(spiffe_id: str) -> str:
+    """The SDS name of an identity's SVID."""
+    return f"svid/{spiffe_id}"
+
+
+def bundle_secret_name(trust_domain: str) -> str:
+    """The SDS name of a trust domain's bundle."""
+    return f"bundle/{trust_domain}"
+
+
+def _host_cidr(address: str) -> dict[str, Any]:
+    return _cidr_range(str(ipaddress.ip_network(address)))
+
+
+def _validation(bundle: str, sans: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"default_validation_context": {"match_typed_subject_alt_names": sans},
+            "validation_context_sds_secret_config": _sds(bundle)}
+
+
+def _uri_san(match: dict[str, str]) -> dict[str, Any]:
+    return {"san_type": "URI", "matcher": match}
+
+
+def _cluster_name(client: str, server: str, node: str) -> str:
+    return f"tunnel|{client}|{server}|{node}"
+
+
+def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
+              bundle: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The outbound listener and one cluster per (client identity, server identity, node)."""
+    groups: dict[tuple[str, str], list[TunnelDestination]] = defaultdict(list)
+    for d in plan.destinations:
+        if d.steer:
+            groups[(d.spiffe_id, d.node)].append(d)
+    clients: dict[str, list[str]] = defaultdict(list)
+    for w in plan.workloads:
+        clients[w.spiffe_id].extend(w.addresses)
+    chains, clusters = [], []
+    for client, sources in sorted(clients.items()):
+        if client not in available:
+            continue  # no SVID (refused or not yet issued): its connections match no chain and are closed
+        for (server, node), dests in sorted(groups.items()):
+            name = _cluster_name(client, server, node)
+            chains.append({
+                "name": name,
+                "filter_chain_match": {
+                    "source_prefix_ranges": [_host_cidr(a) for a in sorted(set(sources))],
+                    "prefix_ranges": [_host_cidr(a) for a in sorted({d.address for d in dests})],
+                },
+                "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                    "@type": _TCP_PROXY, "stat_prefix": "tunnel_outbound", "cluster": name,
+                    "tunneling_config": {
+                        "hostname": "%DOWNSTREAM_LOCAL_ADDRESS%",
+                        "headers_to_add": [{"header": {"key": CLIENT_HEADER,
+                                                       "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}],
+                    },
+                }}],
+            })
+            target = dests[0].node_addresses
+            endpoint = next((a for a in target if ":" not in a), target[0])
+            clusters.append({
+                "name": name, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_ms),
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": endpoint, "port_value": plan.inbound_port}}}}]}]},
+                "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
+                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": _H2_WINDOWS}}},
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": _UPSTREAM_TLS, "sni": tunnel_sni(server),
+                    "common_tls_context": {
+                        "alpn_protocols": ["h2"],
+                        "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(client))],
+                        "combined_validation_context": _validation(bundle, [_uri_san({"exact": server})]),
+                    },
+                }},
+            })
+    listener = {
+        "name": OUTBOUND_LISTENER, **_addresses(plan.outbound_port, settings),
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
+                              "typed_config": {"@type": _ORIGINAL_DST}}],
+        "filter_chains": chains,
+    }
+    access_log = _access_log(settings, _TCP_ALS)
+    if access_log:
+        listener["access_log"] = access_log
+    return listener, clusters
+
+
+def _authority_prefix(address: str) -> str:
+    return f"[{address}]:" if ":" in address else f"{address}:"
+
+
+def _digits_regex(low: str, high: str) -> list[str]:
+    """Alternatives matching every decimal number from ``low`` to ``high`` (same length, low <= high)."""
+    if low == high:
+        return [low]
+    i = next(i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b)
+    prefix, rest = low[:i], len(low) - i - 1
+    lo_digit, hi_digit = int(low[i]), int(high[i])
+    if low[i + 1:] == "0" * rest and high[i + 1:] == "9" * rest:
+        return [prefix + (f"[{lo_digit}-{hi_digit}]" if lo_digit != hi_digit else str(lo_digit)) + r"\d" * rest]
+    out = _digits_regex(low, prefix + str(lo_digit) + "9" * rest)
+    if hi_digit - lo_digit > 1:
+        middle = f"[{lo_digit + 1}-{hi_digit - 1}]" if hi_digit - lo_digit > 2 else str(lo_digit + 1)
+        out.append(prefix + middle + r"\d" * rest)
+    out += _digits_regex(prefix + str(hi_digit) + "0" * rest, high)
+    return out
+
+
+def port_regex(first: int, last: int) -> str:
+    """A regular expression matching exactly the decimal ports ``first``..``last``."""
+    parts: list[str] = []
+    low = first
+    while low <= last:
+        top = min(last, 10 ** len(str(low)) - 1)
+        parts += _digits_regex(str(low), str(top))
+        low = top + 1
+    return "|".join(parts)
+
+
+def _address_regex(address: str) -> str:
+    return re.escape(f"[{address}]") if ":" in address else re.escape(address)
+
+
+def _rule_policy(rule: TunnelRule, addresses: list[str]) -> dict[str, Any]:
+    """An RBAC policy: CONNECT to one of ``addresses`` on the rule's ports, from the rule's sources."""
+    target = "|".join(_address_regex(a) for a in addresses)
+    permission = {"header": {"name": ":authority", "string_match": {"safe_regex": {
+        "regex": f"^({target}):({port_regex(rule.first, rule.last)})$"}}}}
+    if not rule.sources:
+        principal: dict[str, Any] = {"any": True}
+    else:
+        principal = {"or_ids": {"ids": [{"remote_ip": _cidr_range(str(ipaddress.ip_network(p)))}
+                                        for p in rule.sources]}}
+    return {"permissions": [permission], "principals": [principal]}
+
+
+def _access(workload: TunnelWorkload) -> dict[str, Any]:
+    """Per-route overrides of the deny and allow filters: the workload's kernel ingress policy."""
+    addresses = sorted(set(workload.addresses))
+    deny = {f"deny-{i}": _rule_policy(r, addresses) for i, r in enumerate(workload.deny)}
+    out: dict[str, Any] = {DENY_FILTER: {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": {
+        "action": "DENY", "policies": deny}}}}
+    if workload.allow is None:
+        out[ALLOW_FILTER] = {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": {
+            "action": "ALLOW", "policies": {"no-allow-policy": {"permissions": [{"any": True}],
+                                                               "principals": [{"any": True}]}}}}}
+    else:
+        allow = {f"allow-{i}": _rule_policy(r, addresses) for i, r in enumerate(workload.allow)}
+        out[ALLOW_FILTER] = {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": {"action": "ALLOW", "policies": allow}}}
+    return out
+
+
+def _client_guard(plan: TunnelPlan, peers: dict[str, list[str]]) -> dict[str, Any]:
+    """RBAC: the forwarded client address must be one of the verified client identity's workloads."""
+    policies = {}
+    for spiffe_id, addresses in sorted(peers.items()):
+        policies[spiffe_id] = {
+            "permissions": [{"any": True}],
+            "principals": [{"and_ids": {"ids": [
+                {"authenticated": {"principal_name": {"exact": spiffe_id}}},
+                {"or_ids": {"ids": [{"header": {"name": CLIENT_HEADER, "string_match": {"exact": a}}}
+                                    for a in sorted(set(addresses))]}},
+            ]}}],
+        }
+    return {"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": _RBAC, "rules": {"action": "ALLOW", "policies": policies}}}
+
+
+def _inbound(plan: TunnelPlan, settings: ProxySettings, peers: dict[str, list[str]],
+             available: set[str], bundle: str) -> dict[str, Any]:
+    servers: dict[str, list[TunnelWorkload]] = defaultdict(list)
+    for w in plan.workloads:
+        servers[w.spiffe_id].append(w)
+    domains = [_uri_san({"prefix": f"spiffe://{td}/"}) for td in plan.trust_domains]
+    chains = []
+    for server, workloads in sorted(servers.items()):
+        if server not in available:
+            continue
+        routes = [{
+            "match": {"connect_matcher": {}, "headers": [
+                {"name": ":authority", "string_match": {"prefix": _authority_prefix(a)}}]},
+            "route": {"cluster": DELIVER_CLUSTER, "upgrade_configs": [{"upgrade_type": "CONNECT",
+                                                                       "connect_config": {}}]},
+            "typed_per_filter_config": _access(w),
+        } for w in workloads for a in sorted(set(w.addresses))]
+        hcm: dict[str, Any] = {
+            "@type": _HCM, "stat_prefix": "tunnel_inbound", "codec_type": "HTTP2",
+            "http2_protocol_options": {"allow_connect": True, **_H2_WINDOWS},
+            "upgrade_configs": [{"upgrade_type": "CONNECT"}],
+            "route_config": {"name": f"tunnel_inbound|{server}", "virtual_hosts": [
+                {"name": "pods", "domains": ["*"], "routes": routes}]},
+            # The client address is the forwarded one (use_remote_address off, no trusted hops), so
+            # policy's source prefixes match the client pod, once the guard checked it against the certificate.
+            "use_remote_address": False,
+            "http_filters": [_client_guard(plan, peers),
+                             {"name": DENY_FILTER, "typed_config": {"@type": _RBAC, "rules": {
+                                 "action": "DENY", "policies": {}}}},
+                             # Routes override it with each pod's policy; a CONNECT no route names is refused.
+                             {"name": ALLOW_FILTER, "typed_config": {"@type": _RBAC, "rules": {
+                                 "action": "ALLOW", "policies": {}}}},
+                             {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+        }
+        access_log = _access_log(settings)
+        if access_log:
+            hcm["access_log"] = access_log
+        chains.append({
+            "name": server,
+            "filter_chain_match": {"server_names": [tunnel_sni(server)]},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": _DOWNSTREAM_TLS, "require_client_certificate": True,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(server))],
+                    "combined_validation_context": _validation(bundle, domains),
+                },
+            }},
+            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
+        })
+    return {
+        "name": INBOUND_LISTENER, **_addresses(plan.inbound_port, settings),
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+                              "typed_config": {"@type": _TLS_INSPECTOR}}],
+        "filter_chains": chains,
+    }
+
+
+def _deliver_cluster(settings: ProxySettings) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": DELIVER_CLUSTER, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
+        "connect_timeout": _duration(settings.connect_timeout_ms),
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": ":authority"},
+    }
+    bind = _bind_config(settings)
+    if bind:
+        out["upstream_bind_config"] = bind
+    return out
+
+
+def tunnel_resources(plan: TunnelPlan, settings: ProxySettings,
+                     secrets: tuple[EnvoySecret, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(listeners, clusters) of the tunnels; identities without an SVID among ``secrets`` get no chain."""
+    peers = {spiffe_id: list(addresses) for spiffe_id, addresses in plan.peers}
+    available = {s.name.removeprefix("svid/") for s in secrets if s.name.startswith("svid/")}
+    # The bundle's name (bundle/<trust domain>, possibly with a digest of its content): without
+    # one no peer can be verified, so no identity gets a chain.
+    bundle = next((s.name for s in secrets if s.name.startswith("bundle/")), "")
+    if not bundle:
+        available = set()
+    outbound, clusters = _outbound(plan, settings, available, bundle)
+    return [outbound, _inbound(plan, settings, peers, available, bundle)], [*clusters, _deliver_cluster(settings)]

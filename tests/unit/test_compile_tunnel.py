@@ -1,0 +1,149 @@
+"""Compile's tunnel plan: which destinations a node steers, which identities it needs, where STRICT gates."""
+
+from __future__ import annotations
+
+import json
+
+from meshcore.compile import CompileOptions, EnvoySecret, compile_plan, tunnel_sni
+from meshcore.model import (
+    Identity,
+    Node,
+    PeerAuthentication,
+    PeerAuthMode,
+    PortMode,
+    Redacted,
+    Snapshot,
+    Workload,
+    WorkloadSelector,
+)
+from meshcore.proxy import ProxySettings, build_resources
+
+NODES = (Node("node-1", addresses=("10.0.1.1",)), Node("node-2", addresses=("10.0.2.1",)))
+MTLS = CompileOptions(mtls=True)
+
+
+def _w(name: str, node: str, address: str, sa: str | None = None) -> Workload:
+    return Workload(name, "default", Identity("default", sa or name), addresses=(address,), labels={"app": name},
+                    node=node)
+
+
+def _pa(name: str, mode: str, *, app: str | None = None, ports: dict[int, str] | None = None) -> PeerAuthentication:
+    selector = WorkloadSelector("default", {"app": app} if app else {})
+    return PeerAuthentication(name, "default", selector, mode,
+                              [PortMode(p, m) for p, m in (ports or {}).items()])
+
+
+def _snapshot(*pas: PeerAuthentication) -> Snapshot:
+    return Snapshot(nodes=NODES, workloads=(_w("client", "node-1", "10.1.1.5"), _w("db", "node-2", "10.1.2.5"),
+                                            _w("cache", "node-1", "10.1.1.6")),
+                    peer_authentications=pas)
+
+
+def _dests(snapshot: Snapshot, node: str = "node-1") -> dict[tuple[str, int], tuple[bool, bool]]:
+    tunnel = compile_plan(snapshot, node, MTLS).tunnel
+    assert tunnel is not None
+    return {(d.address, d.port): (d.steer, d.strict) for d in tunnel.destinations}
+
+
+def test_without_mutual_tls_there_is_no_tunnel_and_peer_authentication_gates_nothing() -> None:
+    plan = compile_plan(_snapshot(_pa("db", "STRICT", app="db")), "node-2")
+    assert plan.tunnel is None and not plan.envoy.needs_proxy
+    assert not any(o.action == "MTLS-STRICT" for o in plan.policy.origins)
+
+
+def test_meshed_workloads_on_other_nodes_are_steered_and_same_node_ones_stay_in_the_kernel() -> None:
+    assert _dests(_snapshot()) == {("10.1.2.5", 0): (True, False)}  # PERMISSIVE by default
+    tunnel = compile_plan(_snapshot(), "node-1", MTLS).tunnel
+    assert tunnel is not None
+    assert tunnel.spiffe_ids == ("spiffe://cluster.local/ns/default/sa/cache",
+                                 "spiffe://cluster.local/ns/default/sa/client")
+    assert {d.node_addresses for d in tunnel.destinations} == {("10.0.2.1",)}
+
+
+def test_disable_is_never_steered_and_a_port_override_makes_an_exception_of_its_own() -> None:
+    assert _dests(_snapshot(_pa("db", "DISABLE", app="db"))) == {}
+    got = _dests(_snapshot(_pa("db", "PERMISSIVE", app="db", ports={5432: "DISABLE"})))
+    assert got == {("10.1.2.5", 0): (True, False), ("10.1.2.5", 5432): (False, False)}
+
+
+def test_strict_same_node_workloads_are_steered_too_and_the_most_specific_peer_authentication_wins() -> None:
+    # Namespace-wide STRICT, but cache's own selector says PERMISSIVE.
+    got = _dests(_snapshot(_pa("ns", "STRICT"), _pa("cache", "PERMISSIVE", app="cache")))
+    assert got == {("10.1.2.5", 0): (True, True), ("10.1.1.5", 0): (True, True)}
+
+
+def test_strict_ports_admit_only_the_node_proxy_in_the_kernel() -> None:
+    plan = compile_plan(_snapshot(_pa("db", "PERMISSIVE", app="db", ports={5432: "STRICT"})), "node-2", MTLS)
+    gate = next(o for o in plan.policy.origins if o.action == "MTLS-STRICT")
+    assert gate.policy == "default/db"
+    db = plan.policy.endpoint(_w("db", "node-2", "10.1.2.5").ref)
+    assert db is not None
+    denied = {(e.protocol, e.port, e.port_bits) for e in plan.policy.entries
+              if e.endpoint == db.identity and e.policy_index == gate.index}
+    assert denied == {(6, 5432, 16), (17, 5432, 16)}
+
+
+def test_the_envoy_resources_present_the_clients_svid_and_accept_only_the_servers() -> None:
+    plan = compile_plan(_snapshot(_pa("db", "STRICT", app="db")), "node-1", MTLS)
+    client = "spiffe://cluster.local/ns/default/sa/client"
+    db = "spiffe://cluster.local/ns/default/sa/db"
+    secrets = (EnvoySecret(f"svid/{client}", "CHAIN", Redacted("KEY")),
+               EnvoySecret("bundle/cluster.local@abc", "", Redacted(""), trusted_ca="CA"))
+    resources = build_resources(plan.envoy.__class__(tunnel=plan.tunnel, secrets=secrets),
+                                ProxySettings(listen_ipv4="10.0.1.1")).to_json()
+    cluster = resources["Cluster"][f"tunnel|{client}|{db}|node-2"]
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == tunnel_sni(db)
+    assert tls["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["name"] == f"svid/{client}"
+    validation = tls["common_tls_context"]["combined_validation_context"]
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": db}}]
+    assert cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": "10.0.2.1", "port_value": 15008}}
+    outbound = resources["Listener"]["tunnel_outbound"]
+    chains = {c["name"]: c["filter_chain_match"] for c in outbound["filter_chains"]}
+    # cache has no SVID here: its connections match no chain and are closed.
+    assert list(chains) == [f"tunnel|{client}|{db}|node-2"]
+    assert chains[f"tunnel|{client}|{db}|node-2"]["source_prefix_ranges"] == [
+        {"address_prefix": "10.1.1.5", "prefix_len": 32}]
+    inbound = resources["Listener"]["tunnel_inbound"]
+    assert [c["name"] for c in inbound["filter_chains"]] == [client]
+    downstream = inbound["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert downstream["require_client_certificate"] is True
+    assert "KEY" not in json.dumps(resources)
+
+
+def test_without_a_trust_bundle_no_identity_gets_a_chain() -> None:
+    plan = compile_plan(_snapshot(), "node-1", MTLS)
+    secrets = (EnvoySecret("svid/spiffe://cluster.local/ns/default/sa/client", "CHAIN", Redacted("KEY")),)
+    resources = build_resources(plan.envoy.__class__(tunnel=plan.tunnel, secrets=secrets),
+                                ProxySettings(listen_ipv4="10.0.1.1")).to_json()
+    assert resources["Listener"]["tunnel_outbound"]["filter_chains"] == []
+    assert resources["Listener"]["tunnel_inbound"]["filter_chains"] == []
+
+
+def test_the_tunnel_applies_the_servers_kernel_ingress_policy_by_client_address_and_port() -> None:
+    from meshcore.model import AuthorizationPolicy, Operation, PeerSelector, PolicyRule, PortRange
+
+    allow = AuthorizationPolicy("db-from-client", "default", WorkloadSelector("default", {"app": "db"}), "ALLOW",
+                                [PolicyRule(sources=[PeerSelector(principals=["cluster.local/ns/default/sa/client"])],
+                                            operations=[Operation(ports=[PortRange(5000, 5999)])])])
+    snapshot = Snapshot(nodes=NODES, workloads=_snapshot().workloads, policies=(allow,),
+                        peer_authentications=(_pa("db", "STRICT", app="db"),))
+    tunnel = compile_plan(snapshot, "node-2", MTLS).tunnel
+    assert tunnel is not None
+    db = next(w for w in tunnel.workloads if w.workload.name == "db")
+    # The STRICT gate (only the proxy) is not the tunnel's to apply; the ALLOW policy is.
+    assert db.deny == ()
+    assert db.allow is not None and [(r.sources, r.first, r.last) for r in db.allow] == [(("10.1.1.5/32",), 5000, 5999)]
+
+
+def test_port_regexes_match_exactly_their_range() -> None:
+    import re
+
+    from meshcore.proxy._xds_tunnel import port_regex
+
+    for first, last in [(1, 65535), (80, 80), (999, 1000), (5000, 5999), (8080, 8095), (65530, 65535), (9, 10)]:
+        pattern = re.compile(f"^({port_regex(first, last)})$")
+        around = [*range(max(1, first - 20), first + 20), *range(max(1, last - 20), min(65536, last + 20)), 1, 65535]
+        assert [p for p in around if pattern.match(str(p))] == [p for p in around if first <= p <= last]
