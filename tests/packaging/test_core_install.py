@@ -90,7 +90,7 @@ def test_controller_installs_only_the_core_and_translates_and_compiles(tmp_path:
     agent = _run([python, "-c", "import meshcore.agent"], env=_env(scripts))
     assert agent.stderr.strip().splitlines()[-1].endswith(
         "meshcore.agent needs the 'agent' extra: pip install 'meshcore[agent]' "
-        "(missing: click, rich, structlog, prometheus-client, grpcio, protobuf, xds-protos)")
+        "(missing: click, rich, structlog, prometheus-client, grpcio, protobuf, xds-protos, cryptography)")
 
 
 def _wheel(tree: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
