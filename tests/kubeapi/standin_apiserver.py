@@ -83,6 +83,8 @@ DEFAULT_KINDS: tuple[Kind, ...] = (
     Kind(GATEWAY, "v1", "HTTPRoute", "httproutes"),
     Kind(GATEWAY, "v1", "GRPCRoute", "grpcroutes"),
     Kind(GATEWAY, "v1beta1", "ReferenceGrant", "referencegrants", status=False, short_names=("refgrant",)),
+    # As Cilium's CustomResourceDefinition declares it: no status subresource.
+    Kind("cilium.io", "v2", "CiliumEnvoyConfig", "ciliumenvoyconfigs", status=False, short_names=("cec",)),
 )
 
 
