@@ -12,7 +12,7 @@ Kubernetes source use:
   410 Gone (an ERROR event) for one older than its history keeps;
 - create, get, update, delete, and patch (JSON merge, strategic merge, JSON patch);
 - status subresources (``…/status``: only ``status`` changes there, and only there);
-- Leases (coordination.k8s.io/v1) among the kinds.
+- Leases (coordination.k8s.io/v1), DaemonSets and RBAC objects among the kinds.
 
 :meth:`StandInApiServer.stop` breaks every connection as a crashing API server does;
 :meth:`StandInApiServer.start` again with ``compacted=True`` comes back like a restarted
@@ -73,11 +73,16 @@ DEFAULT_KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "ServiceAccount", "serviceaccounts", status=False, short_names=("sa",)),
     Kind("", "v1", "ConfigMap", "configmaps", status=False, short_names=("cm",)),
     Kind("apps", "v1", "Deployment", "deployments", short_names=("deploy",)),
+    Kind("apps", "v1", "DaemonSet", "daemonsets", short_names=("ds",)),
     Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", status=False),
     Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", status=False, short_names=("netpol",)),
     Kind("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",)),
     Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False, status=False),
     Kind("coordination.k8s.io", "v1", "Lease", "leases", status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False, status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False, status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", status=False),
     Kind(GATEWAY, "v1", "GatewayClass", "gatewayclasses", namespaced=False, short_names=("gc",)),
     Kind(GATEWAY, "v1", "Gateway", "gateways", short_names=("gtw",)),
     Kind(GATEWAY, "v1", "HTTPRoute", "httproutes"),
