@@ -45,6 +45,7 @@ class StatusWriteBack:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._also_on_change = election.on_change
         election.on_change = self._leadership_changed
 
     # ------------------------------------------------------------------ life cycle
@@ -89,6 +90,8 @@ class StatusWriteBack:
             if leading and self._objects is not None:
                 self._pending = True
             self._cond.notify_all()
+        if self._also_on_change is not None:
+            self._also_on_change(leading)
 
     # ------------------------------------------------------------------ writing
 

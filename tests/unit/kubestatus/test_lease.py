@@ -7,13 +7,14 @@ carrying an old resourceVersion is 409); the clocks are the test's.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from meshcore.kubesource import ApiError, Unreachable
-from meshcore.kubestatus import LeaderElection
+from meshcore.kubestatus import LeaderElection, StatusWriteBack, WriteResult
 
 PATH = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/status"
 
@@ -167,3 +168,28 @@ def test_release_empties_the_holder_and_another_candidate_leads_at_its_next_look
 def test_timing_that_could_let_two_lead_is_refused(api: LeaseApi) -> None:
     with pytest.raises(ValueError, match="retry .* < renew deadline .* < duration"):
         LeaderElection(api, "ops", "status", "a", duration=10, renew_deadline=10, retry=2)
+
+
+def test_write_back_writes_once_leading_releases_on_close_and_the_elections_listener_still_hears(
+        api: LeaseApi, clock: Clock) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.passes = 0
+
+        def write(self, statuses: Any) -> WriteResult:
+            self.passes += 1
+            return WriteResult()
+
+    changes: list[tuple[str, bool]] = []
+    recorder = Recorder()
+    writeback = StatusWriteBack(cache=None, election=candidate(api, clock, "a", changes),  # type: ignore[arg-type]
+                                writer=recorder)  # type: ignore[arg-type]
+    writeback.submit([])
+    writeback.start()
+    deadline = time.monotonic() + 5
+    while not recorder.passes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writeback.close()
+    assert recorder.passes == 1, "the objects handed over are written once the Lease is held"
+    assert changes == [("a", True), ("a", False)]
+    assert spec(api)["holderIdentity"] == "", "closing released the Lease"
