@@ -218,6 +218,8 @@ class Informer:
                 return 0.0
             return self._failed(str(exc))
         except Unreachable as exc:
+            if stop.is_set():
+                return 0.0  # the connection was closed to stop: nothing failed
             return self._failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug or a surprise answer must not end the watch
             return self._failed(f"{self.resource.path}: {type(exc).__name__}: {exc}")

@@ -202,6 +202,17 @@ def test_a_watch_that_ends_at_once_without_events_backs_off() -> None:
     assert informer.step(STOP) == 1  # a server closing every watch at once is not hammered
 
 
+def test_a_connection_closed_to_stop_is_no_failure(caplog: pytest.LogCaptureFixture) -> None:
+    api = ScriptedApi()
+    api.lists.append(listing(5))
+    api.watches.append(Unreachable("http://x/api/v1/pods: [Errno 9] Bad file descriptor"))
+    informer, _ = make(api)
+    stop = threading.Event()
+    stop.set()
+    assert informer.step(stop) == 0.0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and informer.backoff.failures == 0
+
+
 def test_field_selector_and_slimming_apply_to_lists_and_watches() -> None:
     api = ScriptedApi()
     api.lists.append(listing(5, pod("a", 3)))
