@@ -168,10 +168,12 @@ class Store:
                                 .replace(".core", ""))
             return copy.deepcopy(body)
 
-    def items(self, kind: Kind, namespace: str = "") -> list[dict[str, Any]]:
+    def items(self, kind: Kind, namespace: str = "", *, copy_items: bool = True) -> list[dict[str, Any]]:
+        """The objects of ``kind`` (in ``namespace``), sorted; copies unless the caller holds the lock and copies."""
         with self.cond:
-            return [copy.deepcopy(b) for k, b in sorted(self.objects.items())
-                    if k[:2] == (kind.api_version, kind.kind) and (not namespace or k[2] == namespace)]
+            found = [self.objects[k] for k in sorted(self.objects)
+                     if k[:2] == (kind.api_version, kind.kind) and (not namespace or k[2] == namespace)]
+            return [copy.deepcopy(b) for b in found] if copy_items else found
 
     def _check_namespace(self, kind: Kind, namespace: str) -> None:
         if kind.namespaced and (("v1", "Namespace", "", namespace) not in self.objects):
@@ -440,6 +442,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's backlog of 5 drops the connections of a client opening one per kind
+    # at once, which then retry a second later; the real server's backlog is large.
+    request_queue_size = 128
     owner: StandInApiServer
 
 
@@ -649,12 +654,13 @@ class StandInApiServer:
                 raise ApiStatus(410, "Expired", "the provided continue parameter is too old")
         else:
             rv, offset = self.store.rv, 0
+        limit = int(query.get("limit") or 0)
         with self.store.cond:
             rv = rv if token else self.store.rv
-            items = [b for b in self.store.items(kind, namespace)
+            # Only the page is copied: a paged list of many objects stays linear.
+            items = [b for b in self.store.items(kind, namespace, copy_items=False)
                      if _selected(b, query.get("labelSelector", ""), query.get("fieldSelector", ""))]
-        limit = int(query.get("limit") or 0)
-        page = items[offset:offset + limit] if limit else items[offset:]
+            page = copy.deepcopy(items[offset:offset + limit] if limit else items[offset:])
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if limit and offset + limit < len(items):
             meta["continue"] = base64.urlsafe_b64encode(f"{rv}:{offset + limit}".encode()).decode()
