@@ -33,6 +33,7 @@ import ipaddress
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -236,10 +237,14 @@ def kernel_lb(variant: str) -> Iterator[Any]:
 
 
 def sweep_stale() -> None:
-    """Remove what killed runs left behind (cgroups and pins named for their pid)."""
+    """Remove what killed runs left behind (cgroups, pins and state directories named for their pid)."""
     from meshcore import linux
     from meshcore.datapath import SocketLB, cgroup2_mount
 
+    for tmp in Path(tempfile.gettempdir()).glob(f"{PREFIX}-*"):
+        pid = owner(PREFIX, tmp.name)
+        if pid is not None and not alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
     for root in [*linux.bpffs().glob(f"{PREFIX}-*"), *cgroup2_mount().glob(f"{PREFIX}-*")]:
         pid = owner(PREFIX, root.name)
         if pid is None or alive(pid):
@@ -262,6 +267,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     timeline = Timeline()
     state = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-"))
     stack = contextlib.ExitStack()
+    stack.callback(shutil.rmtree, state, ignore_errors=True)
     inner = stack.enter_context(kernel_lb(args.variant)) if args.kernel else RecordingLoadBalancer()
     lb = TimedLoadBalancer(inner, timeline)
     agent = NodeAgent(NodeFacts(NODE, "/", state), load_balancer=lb, policy=NoPolicy(), adapters=[])
