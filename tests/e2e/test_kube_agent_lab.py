@@ -5,7 +5,7 @@ No kube-apiserver can run here: tests/kubeapi/standin_apiserver.py stands in for
 (pods in network namespaces, their addresses); everything the agent knows comes from
 the API: kubectl creates the Deployments, Pods, Services and the HTTPRoute and writes
 the pods' status as a kubelet would. Then: traffic flows; kubectl changes the route and
-the agent applies it; the API server dies and comes back with its history gone (watches
+the agent applies it and writes the route's status back; the API server dies and comes back with its history gone (watches
 answered 410) and the agent relists, applies nothing new and traffic keeps flowing; the
 agent itself restarts and finds the kernel already right (0 entries written).
 """
@@ -217,6 +217,18 @@ def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_n
     changed = node.wait_report(lambda r: r.generation > first.generation)
     assert changed.applied and changed.generation == 2, changed
     wait_answered_by(lab, {"v2"})
+
+    # The only agent holds the Lease, so it wrote the route's status for its new generation.
+    deadline = time.monotonic() + 15
+    parents: list[Any] = []
+    while time.monotonic() < deadline and not any(
+            c.get("observedGeneration") == 2 for p in parents for c in p.get("conditions", ())):
+        parents = json.loads(kubectl("get", "httproute", "web", "-o", "json")).get("status", {}).get("parents", [])
+        time.sleep(0.2)
+    [parent] = parents
+    assert parent["controllerName"] == "meshcore.io/mesh-controller", parent
+    assert {c["type"]: (c["status"], c["observedGeneration"]) for c in parent["conditions"]} == {
+        "Accepted": ("True", 2), "ResolvedRefs": ("True", 2)}, node.log()[-3000:]
 
     # The API server dies; it comes back with its history gone: every watch is answered 410.
     node.apiserver.stop()

@@ -12,7 +12,7 @@ Kubernetes source use:
   410 Gone (an ERROR event) for one older than its history keeps;
 - create, get, update, delete, and patch (JSON merge, strategic merge, JSON patch);
 - status subresources (``…/status``: only ``status`` changes there, and only there);
-- Leases (coordination.k8s.io/v1) among the kinds.
+- Leases (coordination.k8s.io/v1), DaemonSets and RBAC objects among the kinds.
 
 :meth:`StandInApiServer.stop` breaks every connection as a crashing API server does;
 :meth:`StandInApiServer.start` again with ``compacted=True`` comes back like a restarted
@@ -73,16 +73,23 @@ DEFAULT_KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "ServiceAccount", "serviceaccounts", status=False, short_names=("sa",)),
     Kind("", "v1", "ConfigMap", "configmaps", status=False, short_names=("cm",)),
     Kind("apps", "v1", "Deployment", "deployments", short_names=("deploy",)),
+    Kind("apps", "v1", "DaemonSet", "daemonsets", short_names=("ds",)),
     Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", status=False),
     Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", status=False, short_names=("netpol",)),
     Kind("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",)),
     Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False, status=False),
     Kind("coordination.k8s.io", "v1", "Lease", "leases", status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False, status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False, status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", status=False),
+    Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", status=False),
     Kind(GATEWAY, "v1", "GatewayClass", "gatewayclasses", namespaced=False, short_names=("gc",)),
     Kind(GATEWAY, "v1", "Gateway", "gateways", short_names=("gtw",)),
     Kind(GATEWAY, "v1", "HTTPRoute", "httproutes"),
     Kind(GATEWAY, "v1", "GRPCRoute", "grpcroutes"),
     Kind(GATEWAY, "v1beta1", "ReferenceGrant", "referencegrants", status=False, short_names=("refgrant",)),
+    # As Cilium's CustomResourceDefinition declares it: no status subresource.
+    Kind("cilium.io", "v2", "CiliumEnvoyConfig", "ciliumenvoyconfigs", status=False, short_names=("cec",)),
 )
 
 
@@ -161,10 +168,12 @@ class Store:
                                 .replace(".core", ""))
             return copy.deepcopy(body)
 
-    def items(self, kind: Kind, namespace: str = "") -> list[dict[str, Any]]:
+    def items(self, kind: Kind, namespace: str = "", *, copy_items: bool = True) -> list[dict[str, Any]]:
+        """The objects of ``kind`` (in ``namespace``), sorted; copies unless the caller holds the lock and copies."""
         with self.cond:
-            return [copy.deepcopy(b) for k, b in sorted(self.objects.items())
-                    if k[:2] == (kind.api_version, kind.kind) and (not namespace or k[2] == namespace)]
+            found = [self.objects[k] for k in sorted(self.objects)
+                     if k[:2] == (kind.api_version, kind.kind) and (not namespace or k[2] == namespace)]
+            return [copy.deepcopy(b) for b in found] if copy_items else found
 
     def _check_namespace(self, kind: Kind, namespace: str) -> None:
         if kind.namespaced and (("v1", "Namespace", "", namespace) not in self.objects):
@@ -433,6 +442,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's backlog of 5 drops the connections of a client opening one per kind
+    # at once, which then retry a second later; the real server's backlog is large.
+    request_queue_size = 128
     owner: StandInApiServer
 
 
@@ -642,12 +654,13 @@ class StandInApiServer:
                 raise ApiStatus(410, "Expired", "the provided continue parameter is too old")
         else:
             rv, offset = self.store.rv, 0
+        limit = int(query.get("limit") or 0)
         with self.store.cond:
             rv = rv if token else self.store.rv
-            items = [b for b in self.store.items(kind, namespace)
+            # Only the page is copied: a paged list of many objects stays linear.
+            items = [b for b in self.store.items(kind, namespace, copy_items=False)
                      if _selected(b, query.get("labelSelector", ""), query.get("fieldSelector", ""))]
-        limit = int(query.get("limit") or 0)
-        page = items[offset:offset + limit] if limit else items[offset:]
+            page = copy.deepcopy(items[offset:offset + limit] if limit else items[offset:])
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if limit and offset + limit < len(items):
             meta["continue"] = base64.urlsafe_b64encode(f"{rv}:{offset + limit}".encode()).decode()

@@ -10,6 +10,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from _kubectl_support import Kubectl, get_json
 from standin_apiserver import StandInApiServer
@@ -93,9 +94,10 @@ def test_status_changes_only_through_the_status_subresource(kubectl: Kubectl) ->
     assert deploy["metadata"]["generation"] == generation + 1  # only the spec change counts
 
 
-def test_get_watch_streams_changes(kubectl: Kubectl, kubeconfig: object) -> None:
+def test_get_watch_streams_changes(kubectl: Kubectl, kubeconfig: object, tmp_path: Path) -> None:
     kubectl("apply", "-f", "-", input=APP)
-    env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
+    # HOME too: without one kubectl caches discovery in ./.kube of the working directory.
+    env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     watch = subprocess.Popen(["kubectl", "get", "svc", "--watch", "-o", "jsonpath={.metadata.labels.tier}{\"\\n\"}"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,12 +16,19 @@ from ..observe import DEFAULT_METRICS_ADDRESS, configure_logging
 from ._agent import DEFAULT_FLOW_EVENT_RATE, NodeAgent
 from ._facts import NodeFacts
 from ._journal import JournalLimits, parse_size
+from ._report import GenerationReport
 from ._run import POLL_SECONDS, AgentRunner
-from ._source import ManifestFiles, ObjectsFile, SnapshotSource
+from ._source import ManifestFiles, ObjectsFile, SnapshotSource, Update
+
+if TYPE_CHECKING:
+    from ..kubesource import KubeSource
+    from ..kubestatus import StatusWriteBack
 
 __all__ = ["agent_command", "main"]
 
 DEFAULT_STATE_ROOT = Path("/run/meshcore/agent")
+#: The Lease naming the one agent that writes status back.
+DEFAULT_LEASE_NAME = "meshcore-status"
 
 
 def _pairs(values: tuple[str, ...], what: str, example: str) -> dict[str, str]:
@@ -88,6 +97,15 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
 @click.option("--kubeconfig", type=click.Path(path_type=Path), default=None,
               help="The kubeconfig file (with --from kube) [default $KUBECONFIG, ~/.kube/config, in a pod "
                    "its service account].")
+@click.option("--write-status/--no-write-status", "write_status", default=None,
+              help="With --from kube: write the status adapters compute (Gateway API conditions, raw Envoy "
+                   "configs' Accepted) back to the API server, from one agent at a time (the Lease holder) "
+                   "[default: on with --from kube].")
+@click.option("--lease-namespace", envvar="MESHCORE_NAMESPACE", default=None,
+              help="Namespace of the status writers' Lease [env MESHCORE_NAMESPACE; default: in a pod its "
+                   "own namespace, else 'default'].")
+@click.option("--lease-name", default=DEFAULT_LEASE_NAME, show_default=True,
+              help="Name of the status writers' Lease (coordination.k8s.io/v1).")
 @click.option("--interface", "interfaces", multiple=True, metavar="NAMESPACE/POD=INTERFACE",
               help="A workload's host-side interface, for policy (with -f or --from kube); repeatable.")
 @click.option("--metrics", default=DEFAULT_METRICS_ADDRESS, show_default=True,
@@ -116,6 +134,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
                   dns_resolvers: tuple[str, ...], state_dir: Path | None, pin_root: Path | None,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   from_source: str | None, context: str | None, kubeconfig: Path | None,
+                  write_status: bool | None, lease_namespace: str | None, lease_name: str,
                   interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
                   flows_keep: int, flows_journal: bool, flows_memory: str, flow_events: str,
                   ca_socket: Path | None, ca_token_file: Path | None) -> None:
@@ -123,14 +142,17 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
 
     Exactly one source: --objects FILE, -f PATH or --from kube. SIGHUP makes it look at
     the source at once; SIGTERM stops it (pinned programs keep enforcing; the node proxy
-    stops).
+    stops). The metrics address also answers /healthz and /readyz (ready once a
+    generation is applied).
     """
     if [objects_file is not None, bool(files), from_source is not None].count(True) != 1:
         raise click.UsageError("give the configuration with --objects FILE, -f PATH or --from kube (one of them)")
     if objects_file is not None and interfaces:
         raise click.UsageError("--interface goes with -f or --from kube; an objects file names its interfaces itself")
-    if from_source is None and (context or kubeconfig):
-        raise click.UsageError("--context and --kubeconfig go with --from kube")
+    kube_only = [flag for flag, value in (("--context", context), ("--kubeconfig", kubeconfig),
+                                          ("--write-status", write_status)) if value]
+    if from_source is None and kube_only:
+        raise click.UsageError(f"{' and '.join(kube_only)} {'goes' if len(kube_only) == 1 else 'go'} with --from kube")
     try:
         journal = JournalLimits(parse_size(flows_max_size), flows_keep)
     except ValueError as exc:
@@ -156,8 +178,12 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
             raise click.BadParameter(str(exc), param_hint="--ca-token-file") from None
     configure_logging(sys.stderr, logging.INFO)
     source: SnapshotSource
+    writeback: StatusWriteBack | None = None
     if from_source == "kube":
-        source = _kube_source(node, context, kubeconfig, _interfaces(interfaces))
+        kube = _kube_source(node, context, kubeconfig, _interfaces(interfaces))
+        if write_status is not False:
+            writeback = _status_writeback(kube, node, lease_namespace, lease_name)
+        source = kube
     elif objects_file is not None:
         source = ObjectsFile(objects_file)
     else:
@@ -167,14 +193,24 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     facts.state_dir.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(facts, options=options, journal=journal, flow_journal=flows_journal,
                       flow_event_rate=None if rate is None else int(rate), flow_memory=memory, svids=svids)
-    runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics, settle_heap=True)
+
+    def hand_over(update: Update, report: GenerationReport) -> None:
+        if writeback is not None:
+            writeback.submit(update.objects)
+
+    runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics, settle_heap=True,
+                         on_update=hand_over if writeback is not None else None)
     subscribe = getattr(source, "subscribe", None)
     if subscribe is not None:
         subscribe(runner.wake)  # a settled burst of API events is applied at once, not at the next poll
     runner.handle_signals()
     try:
+        if writeback is not None:
+            writeback.start()
         code = runner.run()
     finally:
+        if writeback is not None:
+            writeback.close()  # releases the Lease: another agent writes status at once
         close = getattr(source, "close", None)
         if close is not None:
             close()
@@ -182,7 +218,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
 
 
 def _kube_source(node: str, context: str | None, kubeconfig: Path | None,
-                 interfaces: dict[WorkloadRef, str] | None) -> SnapshotSource:
+                 interfaces: dict[WorkloadRef, str] | None) -> KubeSource:
     """The Kubernetes source for this node; a usage error naming what is missing when it cannot be set up."""
     from ..kubesource import ConfigError, KubeSource  # noqa: PLC0415 - the 'kube' extra only when asked for
 
@@ -190,6 +226,19 @@ def _kube_source(node: str, context: str | None, kubeconfig: Path | None,
         return KubeSource(context=context, kubeconfig=kubeconfig, node=node, interfaces=interfaces)
     except ConfigError as exc:
         raise click.UsageError(f"--from kube: {exc}") from None
+
+
+def _status_writeback(source: KubeSource, node: str, namespace: str | None, lease: str) -> StatusWriteBack:
+    """Status write-back over the source's connection, led through the Lease ``namespace/lease``."""
+    from ..kubesource import SERVICE_ACCOUNT, in_cluster  # noqa: PLC0415 - the 'kube' extra only when asked for
+    from ..kubestatus import LeaderElection, StatusWriteBack  # noqa: PLC0415
+
+    if not namespace:
+        account = SERVICE_ACCOUNT / "namespace"
+        namespace = account.read_text(encoding="utf-8").strip() if in_cluster() and account.is_file() else "default"
+    # Unique per process: an agent restarted on the same node is a new candidate, not the old holder.
+    election = LeaderElection(source.api, namespace, lease, f"{node}-{uuid.uuid4().hex[:8]}")
+    return StatusWriteBack(source, election)
 
 
 def main() -> None:

@@ -6,12 +6,14 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from ..observe import DEFAULT_METRICS_ADDRESS
 from ._agent import NodeAgent
+from ._health import AgentEndpoint
 from ._report import GenerationReport, Stage
-from ._source import SnapshotSource, SourceError
+from ._source import SnapshotSource, SourceError, Update
 
 __all__ = ["POLL_SECONDS", "AgentRunner", "settle_heap"]
 
@@ -44,18 +46,25 @@ class AgentRunner:
 
     With ``settle_heap`` (the agent's own process sets it), each generation built whole is
     followed by :func:`settle_heap`, so later changes never wait for the garbage collector
-    to walk the whole configuration.
+    to walk the whole configuration. ``on_update`` is handed every update with its report
+    after the agent took it (e.g. status write-back). The metrics address also serves
+    ``/healthz`` and ``/readyz`` (ready once a generation is applied: :meth:`readiness`).
     """
 
     def __init__(self, agent: NodeAgent, source: SnapshotSource, *, poll: float = POLL_SECONDS,
-                 metrics_address: str = DEFAULT_METRICS_ADDRESS, settle_heap: bool = False) -> None:
+                 metrics_address: str = DEFAULT_METRICS_ADDRESS, settle_heap: bool = False,
+                 on_update: Callable[[Update, GenerationReport], None] | None = None) -> None:
         self.agent = agent
         self.source = source
         self.poll = poll
         self.metrics_address = metrics_address
         self.settle_heap = settle_heap
+        self.on_update = on_update
+        self.endpoint = AgentEndpoint(agent.metrics.registry, self.readiness)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._applied: GenerationReport | None = None
+        self._last: GenerationReport | None = None
 
     def wake(self) -> None:
         """Look at the source now."""
@@ -84,7 +93,7 @@ class AgentRunner:
             update = self.source.poll()
         except SourceError as exc:
             log.error("%s; the previous state keeps enforcing", exc)
-            return self.agent.report_failure(Stage.SOURCE, exc, exc.generation)
+            return self._took(self.agent.report_failure(Stage.SOURCE, exc, exc.generation))
         if update is None:
             return None
         if update.changes is not None:
@@ -94,16 +103,39 @@ class AgentRunner:
         else:
             report = self.agent.apply_objects(update.objects, interfaces=update.interfaces,
                                               generation=update.generation, diagnostics=update.diagnostics)
+        self._took(report)
         if self.settle_heap and report.scope == "whole":
             settle_heap()
+        if self.on_update is not None:
+            try:
+                self.on_update(update, report)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the node
+                log.error("update listener failed: %s: %s", type(exc).__name__, exc)
         return report
+
+    def _took(self, report: GenerationReport) -> GenerationReport:
+        self._last = report
+        if report.applied:
+            self._applied = report
+        return report
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a generation is applied (the node enforces a configuration); why, or why not yet."""
+        applied, last = self._applied, self._last
+        if applied is None:
+            why = f"{last.stage}: {last.error}" if last is not None else "no configuration read yet"
+            return False, f"not ready: no generation applied yet ({why})"
+        if last is not None and not last.applied:
+            return True, (f"ready: generation {applied.generation} applied; generation {last.generation} was not "
+                          f"({last.stage}), the previous state keeps enforcing")
+        return True, f"ready: generation {applied.generation} applied"
 
     def _serve_metrics(self) -> None:
         if self.metrics_address in ("", "off"):
             return
         try:
-            host, port = self.agent.metrics.serve(self.metrics_address)
-            log.info("metrics served on %s:%d", host, port)
+            host, port = self.endpoint.serve(self.metrics_address)
+            log.info("metrics, /healthz and /readyz served on %s:%d", host, port)
         except (OSError, ValueError) as exc:
             log.error("metrics not served on %s: %s", self.metrics_address, exc)
 
@@ -125,6 +157,7 @@ class AgentRunner:
                 self.agent.watch()
         finally:
             self.agent.close()
+            self.endpoint.close()
             self.agent.metrics.close()
         log.info("node agent stopped")
         return 0

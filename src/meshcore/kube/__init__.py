@@ -16,6 +16,7 @@ from ._cluster_ips import (
     with_cluster_ips,
 )
 from ._codes import KUBE_CODES
+from ._conditions import stamp_transition_times
 from ._core import CORE_KINDS, translate_core
 from ._deployment import expand_deployment
 from ._fields import FieldError, FieldErrors, Fields, Problems, field_diagnostic, field_diagnostics, type_name
@@ -32,7 +33,7 @@ __all__ = [
     "Fields",
     "Inventory", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
     "field_diagnostic", "field_diagnostics", "load_objects", "iter_input_files", "load_paths", "load_text",
-    "make_object", "read_selector", "translate_core", "type_name", "unique_objects",
+    "make_object", "read_selector", "stamp_transition_times", "translate_core", "type_name", "unique_objects",
     "unknown_fields",
     "IPNetwork", "ServiceIpAllocator", "ServiceRangeFull", "ServiceRanges", "assign_addresses", "assign_cluster_ips",
     "given_cluster_ips", "parse_network", "with_cluster_ips",

@@ -17,18 +17,29 @@ and the in-cluster service account; the list/watch protocol is spoken here)::
   --from kube``.
 - :func:`connect` — the API server of a kubeconfig context, or the pod's own cluster.
 - :class:`Informer`, :class:`Backoff`, :func:`discover`, :func:`watched_kinds` — the parts.
+
+Writing status back is :mod:`meshcore.kubestatus`, over the same connection and caches.
 """
 
-from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect, in_cluster
+from ._api import SERVICE_ACCOUNT, ApiError, ConfigError, KubeApi, Unreachable, connect, in_cluster
 from ._backoff import Backoff
 from ._codes import KIND_NOT_SERVED
 from ._discovery import Resource, discover, group_version_path, version_priority
 from ._informer import Informer
-from ._kinds import NODE_KIND, node_labels_only, to_object, watched_kinds
+from ._kinds import (
+    NODE_KIND,
+    WRITTEN_STATUS_KEYS,
+    node_labels_only,
+    status_is_written,
+    to_object,
+    watched_kinds,
+    without_written_status,
+)
 from ._source import KubeSource, not_served, read_kube
 
 __all__ = [
-    "KIND_NOT_SERVED", "NODE_KIND", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi", "KubeSource",
+    "KIND_NOT_SERVED", "NODE_KIND", "SERVICE_ACCOUNT", "WRITTEN_STATUS_KEYS", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi", "KubeSource",
     "Resource", "Unreachable", "connect", "discover", "group_version_path", "in_cluster", "node_labels_only",
-    "not_served", "read_kube", "to_object", "version_priority", "watched_kinds",
+    "not_served", "read_kube", "status_is_written", "to_object", "version_priority", "watched_kinds",
+    "without_written_status",
 ]

@@ -1,7 +1,8 @@
-"""The API server as the source sees it: JSON GETs and watch streams, and how to reach it.
+"""The API server as meshcore sees it: JSON GETs, watch streams and writes, and how to reach it.
 
-:class:`KubeApi` is all the informers need, so tests can hand them a scripted one;
-:func:`connect` builds the real one from a kubeconfig or the pod's service account.
+:class:`KubeApi` is all the informers and the status writer need, so tests can hand them
+a scripted one; :func:`connect` builds the real one from a kubeconfig or the pod's
+service account.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ class ApiError(Exception):
         """410 Gone: the resourceVersion asked for is older than the server keeps; list again."""
         return self.status == 410
 
+    @property
+    def conflict(self) -> bool:
+        """409 Conflict: the object changed since the resourceVersion sent (or already exists)."""
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        """404 Not Found: no such object, or the server does not serve the resource."""
+        return self.status == 404
+
+    @property
+    def forbidden(self) -> bool:
+        """403 Forbidden: the account may not do this (its RBAC rules lack the verb)."""
+        return self.status == 403
+
 
 class Unreachable(Exception):
     """The API server could not be reached, or the connection broke."""
@@ -57,6 +73,14 @@ class KubeApi(Protocol):
 
         ``timeout`` bounds the wait for the next line, so a silent dead connection ends
         too. Closing the iterator closes the stream.
+        """
+
+    def send(self, method: str, path: str, body: Mapping[str, Any], *,
+             content_type: str = "application/json") -> dict[str, Any]:
+        """The JSON answer to ``method`` (POST, PUT or PATCH) with ``body`` at ``path``.
+
+        ``content_type`` names the patch type for PATCH (e.g.
+        ``application/merge-patch+json``). Raises :class:`ApiError` or :class:`Unreachable`.
         """
 
     def close(self) -> None:

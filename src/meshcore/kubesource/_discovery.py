@@ -21,12 +21,17 @@ def group_version_path(api_version: str) -> str:
 
 @attrs.frozen(order=True)
 class Resource:
-    """A kind as the API server serves it: its collection's plural name and whether it is namespaced."""
+    """A kind as the API server serves it: its collection's plural name, whether it is namespaced.
+
+    ``status`` is True when the server serves its ``status`` subresource (where a
+    controller writes status; a CRD without one has nowhere to write it).
+    """
 
     api_version: str
     kind: str
     plural: str
     namespaced: bool
+    status: bool = False
 
     @property
     def path(self) -> str:
@@ -37,6 +42,10 @@ class Resource:
         """The path of one object of this resource."""
         where = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
         return f"{group_version_path(self.api_version)}{where}/{self.plural}/{name}"
+
+    def status_path(self, namespace: str, name: str) -> str:
+        """The path of one object's ``status`` subresource."""
+        return f"{self.object_path(namespace, name)}/status"
 
 
 def _entries(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -82,6 +91,7 @@ def discover(api: KubeApi, kinds: Iterable[tuple[str, str]]) -> tuple[list[Resou
         wanted[(group, kind)].add(version)
     groups = _served_groups(api) if any(group for group, _ in wanted) else {}
     documents: dict[str, dict[str, Mapping[str, Any]] | None] = {}
+    with_status: set[tuple[str, str]] = set()
 
     def served_kinds(api_version: str) -> dict[str, Mapping[str, Any]] | None:
         if api_version not in documents:
@@ -92,8 +102,10 @@ def discover(api: KubeApi, kinds: Iterable[tuple[str, str]]) -> tuple[list[Resou
                     raise
                 documents[api_version] = None
             else:
-                documents[api_version] = {str(e.get("kind")): e for e in _entries(document)
-                                          if "/" not in str(e.get("name", ""))}
+                entries = _entries(document)
+                documents[api_version] = {str(e.get("kind")): e for e in entries if "/" not in str(e.get("name", ""))}
+                with_status.update((api_version, str(e["name"]).partition("/")[0]) for e in entries
+                                   if str(e.get("name", "")).endswith("/status"))
         return documents[api_version]
 
     found: list[Resource] = []
@@ -109,7 +121,9 @@ def discover(api: KubeApi, kinds: Iterable[tuple[str, str]]) -> tuple[list[Resou
             api_version = f"{group}/{version}" if group else version
             entry = (served_kinds(api_version) or {}).get(kind)
             if entry is not None:
-                found.append(Resource(api_version, kind, str(entry["name"]), bool(entry.get("namespaced"))))
+                plural = str(entry["name"])
+                found.append(Resource(api_version, kind, plural, bool(entry.get("namespaced")),
+                                      (api_version, plural) in with_status))
                 break
         else:
             missing.append((group, kind))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,10 @@ from ._api import ApiError, ConfigError, Unreachable
 __all__ = ["HttpApi"]
 
 _JSON = {"Accept": "application/json"}
+
+# The HTTP client logs every request at INFO: with Lease renewals every few seconds that
+# would drown the agent's own log, whose root level is INFO.
+logging.getLogger(httpx.__name__).setLevel(logging.WARNING)
 
 
 def _api_error(response: httpx.Response) -> ApiError:
@@ -75,15 +80,17 @@ class HttpApi:
             response = self._client.get(path, params=dict(params or {}), headers=_JSON)
         except (httpx.HTTPError, httpx.StreamError) as exc:
             raise Unreachable(f"{self.server}{path}: {exc or type(exc).__name__}") from None
-        if response.status_code >= 400:
-            raise _api_error(response)
+        return _answer(response)
+
+    def send(self, method: str, path: str, body: Mapping[str, Any], *,
+             content_type: str = "application/json") -> dict[str, Any]:
+        """The JSON answer to ``method`` with ``body`` (JSON) at ``path``."""
         try:
-            data = response.json()
-        except ValueError:
-            raise ApiError(response.status_code, "BadResponse", "the answer is not JSON", str(response.url)) from None
-        if not isinstance(data, dict):
-            raise ApiError(response.status_code, "BadResponse", "the answer is not a JSON object", str(response.url))
-        return data
+            response = self._client.request(method, path, content=json.dumps(body).encode(),
+                                            headers={**_JSON, "Content-Type": content_type})
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise Unreachable(f"{self.server}{path}: {exc or type(exc).__name__}") from None
+        return _answer(response)
 
     def watch(self, path: str, params: Mapping[str, str], timeout: float) -> Iterator[dict[str, Any]]:
         """The events of a watch on ``path``; each line of the stream is one event."""
@@ -118,6 +125,19 @@ class HttpApi:
             except Exception:  # noqa: BLE001,S110 - closing from another thread may race the reader
                 pass
         self._client.close()
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object a response carries; :class:`ApiError` for an error status or anything but an object."""
+    if response.status_code >= 400:
+        raise _api_error(response)
+    try:
+        data = response.json()
+    except ValueError:
+        raise ApiError(response.status_code, "BadResponse", "the answer is not JSON", str(response.url)) from None
+    if not isinstance(data, dict):
+        raise ApiError(response.status_code, "BadResponse", "the answer is not a JSON object", str(response.url))
+    return data
 
 
 def _event(line: str, url: str) -> dict[str, Any]:

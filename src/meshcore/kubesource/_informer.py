@@ -54,17 +54,20 @@ class Informer:
     ``on_change`` is called (on the informer's thread) after the first list and whenever
     the cache content changed; a relist that finds what the cache holds is no change. Bodies are stored without
     ``metadata.resourceVersion`` and ``metadata.managedFields``, which change without
-    meaning anything to the mesh.
+    meaning anything to the mesh. With ``significant``, only a change of what it returns
+    for a body counts (the cache still keeps the whole new body): e.g. the status meshcore
+    itself writes back is not configuration.
     """
 
     def __init__(self, api: KubeApi, resource: Resource, *, on_change: Callable[[], None] = lambda: None,
                  field_selector: str = "", slim: Slimmer | None = None, backoff: Backoff | None = None,
-                 watch_seconds: int = 300, page_size: int = 500) -> None:
+                 watch_seconds: int = 300, page_size: int = 500, significant: Slimmer | None = None) -> None:
         self.api = api
         self.resource = resource
         self.on_change = on_change
         self.field_selector = field_selector
         self.slim = slim
+        self.significant = significant
         self.backoff = backoff or Backoff()
         self.watch_seconds = watch_seconds
         self.page_size = page_size
@@ -89,6 +92,16 @@ class Informer:
         with self._lock:
             return [self._cache[k] for k in sorted(self._cache)]
 
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The cached object ``namespace/name`` (namespace "" when cluster-scoped), or None."""
+        with self._lock:
+            return self._cache.get((namespace, name))
+
+    def _differ(self, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+        if old is None or self.significant is None:
+            return old != new
+        return self.significant(dict(old)) != self.significant(dict(new))
+
     def _stored(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The body as cached: apiVersion and kind filled in (lists leave them out), volatile metadata dropped."""
         out = dict(body)
@@ -102,7 +115,7 @@ class Informer:
         stored = self._stored(body)
         key = _key(stored)
         with self._lock:
-            changed = self._cache.get(key) != stored
+            changed = self._differ(self._cache.get(key), stored)
             self._cache[key] = stored
         return changed
 
@@ -133,7 +146,8 @@ class Informer:
                 break
             params = {**self._params(), "limit": str(self.page_size), "continue": token}
         with self._lock:
-            changed = items != self._cache or not self.synced.is_set()
+            changed = (not self.synced.is_set() or items.keys() != self._cache.keys()
+                       or any(self._differ(self._cache[k], body) for k, body in items.items()))
             self._cache = items
         self.resource_version = version
         self.lists += 1
@@ -204,6 +218,8 @@ class Informer:
                 return 0.0
             return self._failed(str(exc))
         except Unreachable as exc:
+            if stop.is_set():
+                return 0.0  # the connection was closed to stop: nothing failed
             return self._failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug or a surprise answer must not end the watch
             return self._failed(f"{self.resource.path}: {type(exc).__name__}: {exc}")

@@ -10,12 +10,17 @@ from ..kube import CORE_KINDS, KubeObject, make_object
 from ..registry import AdapterInfo, discover
 from ._discovery import Resource
 
-__all__ = ["NODE_KIND", "node_labels_only", "to_object", "watched_kinds"]
+__all__ = ["NODE_KIND", "WRITTEN_STATUS_KEYS", "node_labels_only", "status_is_written", "to_object", "watched_kinds",
+           "without_written_status"]
 
 log = logging.getLogger("meshcore.kubesource")
 
 #: The agent's own Node, for its labels.
 NODE_KIND = ("v1", "Node")
+
+#: The keys of an adapter kind's ``status`` that controllers (meshcore among them) write
+#: and no translation reads: a change there is not a change of configuration.
+WRITTEN_STATUS_KEYS = frozenset({"conditions", "parents", "listeners", "errors", "warnings"})
 
 
 def watched_kinds(adapters: Sequence[AdapterInfo] | None = None) -> list[tuple[str, str]]:
@@ -33,6 +38,19 @@ def watched_kinds(adapters: Sequence[AdapterInfo] | None = None) -> list[tuple[s
     for info in adapters:
         kinds.update((k.api_version, k.kind) for k in info.kinds)
     return sorted(kinds)
+
+
+def status_is_written(api_version: str, kind: str) -> bool:
+    """True for the kinds whose status controllers write (the adapters' kinds); the core's status is input."""
+    return (api_version, kind) not in CORE_KINDS and (api_version, kind) != NODE_KIND
+
+
+def without_written_status(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the status keys controllers write (:data:`WRITTEN_STATUS_KEYS`), for change detection."""
+    status = body.get("status")
+    if not isinstance(status, Mapping) or not WRITTEN_STATUS_KEYS.intersection(status):
+        return body
+    return {**body, "status": {k: v for k, v in status.items() if k not in WRITTEN_STATUS_KEYS}}
 
 
 def node_labels_only(body: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..agent import SourceError, Update
 from ..kube import KubeObject
@@ -16,7 +17,7 @@ from ._backoff import Backoff
 from ._codes import KIND_NOT_SERVED
 from ._discovery import Resource, discover
 from ._informer import Informer
-from ._kinds import NODE_KIND, node_labels_only, to_object, watched_kinds
+from ._kinds import NODE_KIND, node_labels_only, status_is_written, to_object, watched_kinds, without_written_status
 
 __all__ = ["KubeSource", "not_served", "read_kube"]
 
@@ -48,6 +49,10 @@ class KubeSource:
     one :class:`~meshcore.agent.Update`: :meth:`poll` waits until no event came for
     ``settle`` seconds, or ``max_delay`` seconds after the first. A relist that finds
     the same objects (an API server restart, an expired watch) makes no new generation.
+
+    The status controllers write on the adapters' kinds (conditions, route parents,
+    listeners: :data:`~._kinds.WRITTEN_STATUS_KEYS`) is kept but is no change: writing
+    status back makes no new generation on any node.
 
     Kinds the API server does not serve are skipped with a warning (MC0500) and looked
     for again every ``rediscover`` seconds. With ``node``, that Node's labels are read
@@ -153,9 +158,11 @@ class KubeSource:
 
     def _start_informer(self, resource: Resource) -> None:
         node = (resource.api_version, resource.kind) == NODE_KIND and self.node
+        written = status_is_written(resource.api_version, resource.kind)
         informer = Informer(self.api, resource, on_change=self._changed, backoff=self._backoff(),
                             field_selector=f"metadata.name={self.node}" if node else "",
-                            slim=node_labels_only if node else None, watch_seconds=self.watch_seconds)
+                            slim=node_labels_only if node else None, watch_seconds=self.watch_seconds,
+                            significant=without_written_status if written else None)
         with self._cond:
             self._informers[(resource.api_version, resource.kind)] = informer
         thread = threading.Thread(target=informer.run, args=(self._stop,), name=f"kube-{resource.plural}",
@@ -239,7 +246,9 @@ class KubeSource:
                 return None
             self._dirty = False
         objects = self.objects()
-        fingerprint = [((o.api_version, o.kind, o.namespace, o.name), o.body) for o in objects]
+        fingerprint = [((o.api_version, o.kind, o.namespace, o.name),
+                        without_written_status(dict(o.body)) if status_is_written(o.api_version, o.kind) else o.body)
+                       for o in objects]
         if fingerprint == self._delivered:
             return None
         self._delivered = fingerprint
@@ -254,6 +263,18 @@ class KubeSource:
                 return False
             time.sleep(0.02)
         return True
+
+    def resource(self, api_version: str, kind: str) -> Resource | None:
+        """How the server serves ``kind`` in ``api_version`` (as read here), or None when it is not read."""
+        with self._cond:
+            informer = self._informers.get((api_version, kind))
+        return informer.resource if informer is not None else None
+
+    def cached(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The cached body of one object as the informers hold it now, or None."""
+        with self._cond:
+            informer = self._informers.get((api_version, kind))
+        return informer.get(namespace, name) if informer is not None else None
 
     @property
     def informers(self) -> Sequence[Informer]:

@@ -19,9 +19,11 @@ def test_one_source_only(tmp_path: Path) -> None:
     assert code == 2 and "--objects FILE, -f PATH or --from kube (one of them)" in out
 
 
-def test_context_and_kubeconfig_go_with_from_kube(tmp_path: Path) -> None:
+def test_context_kubeconfig_and_write_status_go_with_from_kube(tmp_path: Path) -> None:
     code, out = run("-f", str(tmp_path), "--context", "prod")
-    assert code == 2 and "--context and --kubeconfig go with --from kube" in out
+    assert code == 2 and "--context goes with --from kube" in out
+    code, out = run("-f", str(tmp_path), "--kubeconfig", str(tmp_path / "k"), "--write-status")
+    assert code == 2 and "--kubeconfig and --write-status go with --from kube" in out
 
 
 def test_a_missing_kubeconfig_is_a_usage_error_naming_it(tmp_path: Path) -> None:

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from meshcore.kubesource import ApiError, Backoff, Informer, Resource, Unreachable, discover, version_priority
+from meshcore.kubesource import (
+    ApiError,
+    Backoff,
+    Informer,
+    Resource,
+    Unreachable,
+    discover,
+    version_priority,
+    without_written_status,
+)
 
 PODS = Resource("v1", "Pod", "pods", True)
 
@@ -134,6 +143,24 @@ def test_a_modification_that_changes_only_volatile_metadata_is_no_change() -> No
     assert informer.items() == [] and informer.resource_version == "8"
 
 
+def test_with_significant_a_change_of_written_status_alone_is_kept_but_is_no_change() -> None:
+    def route(rv: int, conditions: str, hostname: str = "a.example") -> dict[str, Any]:
+        return {"metadata": {"name": "r", "namespace": "default", "resourceVersion": str(rv)},
+                "spec": {"hostnames": [hostname]}, "status": {"parents": [{"conditions": [conditions]}]}}
+
+    api = ScriptedApi()
+    api.lists += [listing(5, route(3, "old")), listing(9, route(8, "relisted"))]
+    api.watches += [[{"type": "MODIFIED", "object": route(6, "new")}, gone()],
+                    [{"type": "MODIFIED", "object": route(10, "relisted", hostname="b.example")}]]
+    informer, changes = make(api, significant=without_written_status)
+    informer.step(STOP)
+    assert len(changes) == 1, "the first list only: the status write is no change"
+    assert informer.get("default", "r")["status"]["parents"][0]["conditions"] == ["new"]  # but it is kept
+    informer.step(STOP)
+    assert len(changes) == 2 and informer.lists == 2, "a relist finding only new status is no change; the spec is"
+    assert informer.get("default", "r")["spec"]["hostnames"] == ["b.example"]
+
+
 def test_lists_are_read_in_pages() -> None:
     api = ScriptedApi()
     api.lists += [listing(5, pod("a", 3), more="t1"), listing(5, pod("b", 4))]
@@ -175,6 +202,17 @@ def test_a_watch_that_ends_at_once_without_events_backs_off() -> None:
     assert informer.step(STOP) == 1  # a server closing every watch at once is not hammered
 
 
+def test_a_connection_closed_to_stop_is_no_failure(caplog: pytest.LogCaptureFixture) -> None:
+    api = ScriptedApi()
+    api.lists.append(listing(5))
+    api.watches.append(Unreachable("http://x/api/v1/pods: [Errno 9] Bad file descriptor"))
+    informer, _ = make(api)
+    stop = threading.Event()
+    stop.set()
+    assert informer.step(stop) == 0.0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and informer.backoff.failures == 0
+
+
 def test_field_selector_and_slimming_apply_to_lists_and_watches() -> None:
     api = ScriptedApi()
     api.lists.append(listing(5, pod("a", 3)))
@@ -202,21 +240,21 @@ def _resources(*entries: tuple[str, str, bool]) -> dict[str, Any]:
     return {"resources": [{"name": n, "kind": k, "namespaced": ns} for n, k, ns in entries]}
 
 
-def test_discovery_reads_each_kind_in_one_version_and_reports_kinds_not_served() -> None:
+def test_discovery_reads_each_kind_in_one_version_with_its_status_subresource_and_reports_kinds_not_served() -> None:
     gw = "gateway.networking.k8s.io"
     api = DiscoveryApi({
         "/apis": {"groups": [{"name": gw, "versions": [{"version": "v1"}, {"version": "v1beta1"}],
                               "preferredVersion": {"version": "v1"}}]},
         "/api/v1": _resources(("pods", "Pod", True), ("pods/status", "Pod", True), ("namespaces", "Namespace", False)),
-        f"/apis/{gw}/v1": _resources(("httproutes", "HTTPRoute", True)),
+        f"/apis/{gw}/v1": _resources(("httproutes", "HTTPRoute", True), ("httproutes/status", "HTTPRoute", True)),
         f"/apis/{gw}/v1beta1": _resources(("httproutes", "HTTPRoute", True), ("referencegrants", "ReferenceGrant", True)),
     })
     found, missing = discover(api, [("v1", "Pod"), ("v1", "Namespace"), (f"{gw}/v1", "HTTPRoute"),
                                     (f"{gw}/v1beta1", "HTTPRoute"), (f"{gw}/v1alpha2", "HTTPRoute"),
                                     (f"{gw}/v1beta1", "ReferenceGrant"), (f"{gw}/v1", "TLSRoute"),
                                     ("networking.istio.io/v1", "VirtualService")])
-    assert found == [Resource("v1", "Namespace", "namespaces", False), Resource("v1", "Pod", "pods", True),
-                     Resource(f"{gw}/v1", "HTTPRoute", "httproutes", True),
+    assert found == [Resource("v1", "Namespace", "namespaces", False), Resource("v1", "Pod", "pods", True, status=True),
+                     Resource(f"{gw}/v1", "HTTPRoute", "httproutes", True, status=True),
                      Resource(f"{gw}/v1beta1", "ReferenceGrant", "referencegrants", True)]
     assert missing == [(gw, "TLSRoute"), ("networking.istio.io", "VirtualService")]
     assert f"/apis/{gw}/v1alpha2" not in [p for p, _ in api.requests]  # not served: not asked for
