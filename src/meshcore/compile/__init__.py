@@ -37,9 +37,7 @@ from ._envoy_plan import (
     ServerTls,
     TcpChain,
     cluster_name,
-    secret_name,
 )
-from ._policy import allocate_ids, compile_policy, identity_key, port_blocks
 from ._policy_plan import (
     ANY_IDENTITY,
     ANY_PROTOCOL,
@@ -61,22 +59,20 @@ from ._tunnel import (
     TunnelPlan,
     TunnelRule,
     TunnelWorkload,
-    compile_tunnel,
     tunnel_sni,
 )
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
     "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
-    "compile_tunnel", "tunnel_sni",
+    "tunnel_sni",
     "PROXY_PORT_BASE", "PROXY_PORT_RANGE",
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
-    "PolicyEntry", "PolicyIdentity", "PolicyPeer", "PolicyOrigin", "PolicyPlan", "PolicyVerdict", "allocate_ids",
-    "compile_policy", "identity_key", "port_blocks",
+    "PolicyEntry", "PolicyIdentity", "PolicyPeer", "PolicyOrigin", "PolicyPlan", "PolicyVerdict",
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
     "CompileOptions", "CompiledPlan", "Datapath", "Decision", "Discovery", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt",
     "EnvoyListener", "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoySecret", "EnvoyVirtualHost",
     "JwtProvider", "Origin", "Plan", "RawOrigin",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
-    "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "ServerTls", "TcpChain", "cluster_name", "secret_name", "compile_plan", "diff_bpf",
+    "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "ServerTls", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
 ]

@@ -14,9 +14,8 @@ from meshcore.compile import (
     PolicyPlan,
     PolicyVerdict,
     compile_plan,
-    compile_policy,
-    port_blocks,
 )
+from meshcore.compile._policy import compile_policy, port_blocks
 from meshcore.model import (
     FIRST_ALLOCATED_IDENTITY,
     AuthorizationPolicy,
