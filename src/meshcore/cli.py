@@ -19,7 +19,7 @@ from .compile import BpfService, CompileOptions, Plan, compile_plan
 from .kube import ServiceRanges
 from .model import BackendState, Service, ServiceRef, Severity, Snapshot, VipAssignment, to_data
 from .observe import configure_logging
-from .registry import SourceError, disabled_names, discover, read_source, source_names
+from .registry import ConfigSourceError, disabled_names, discover, read_config_source, config_source_names
 
 _output_option = click.option(
     "-o", "--output", "fmt", type=click.Choice(out.FORMATS), default=None,
@@ -75,7 +75,7 @@ def adapters(fmt: str | None) -> None:
                 for i in infos
             ],
             "disabled": off,
-            "sources": source_names(),
+            "sources": config_source_names(),
             "errors": [{"name": e.name, "distribution": e.distribution, "message": e.message} for e in errors],
         }, fmt)
         return
@@ -89,7 +89,7 @@ def adapters(fmt: str | None) -> None:
     out.print_table(fmt, "Adapters", ("name", "distribution", "version", "kinds"), rows)
     if off:
         out.remark(fmt, f"disabled by MESHCORE_DISABLE_ADAPTERS: {', '.join(off)}")
-    sources = source_names()
+    sources = config_source_names()
     if sources:
         out.remark(fmt, f"config sources (--from NAME=ADDRESS): {', '.join(sources)}")
     for e in errors:
@@ -115,8 +115,8 @@ def _run_translate(files: Sequence[str], sources: Sequence[str] = (), timeout: f
                                    "or kube")
         options = {"context": context, "kubeconfig": kubeconfig} if name == "kube" and (context or kubeconfig) else {}
         try:
-            objects += read_source(name, address, timeout, **options)
-        except SourceError as exc:
+            objects += read_config_source(name, address, timeout, **options)
+        except ConfigSourceError as exc:
             raise click.ClickException(str(exc)) from None
     return translate(files, objects=objects, assign_addresses=assign_addresses)
 
@@ -388,7 +388,7 @@ def _register_optional_groups() -> None:
         for name in ("lab", "demo", "observe"):
             cli.add_command(_needs_extra(name, "lab"))
         return
-    from .lab._observe import observe  # noqa: PLC0415 - the lab extra, checked above
+    from .lab._observe_command import observe  # noqa: PLC0415 - the lab extra, checked above
     from .lab.cli import demo, lab  # noqa: PLC0415
 
     cli.add_command(lab)

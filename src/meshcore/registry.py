@@ -146,35 +146,35 @@ SOURCE_GROUP = "meshcore.sources"
 ConfigSource = Callable[[str, float], Sequence[KubeObject]]
 
 
-class SourceError(Exception):
+class ConfigSourceError(Exception):
     """A config source that cannot be found, loaded or read."""
 
 
-def source_names() -> list[str]:
+def config_source_names() -> list[str]:
     """Names of the installed config sources."""
     return sorted({ep.name for ep in metadata.entry_points(group=SOURCE_GROUP)})
 
 
-def read_source(name: str, address: str, timeout: float = 10.0, **options: Any) -> list[KubeObject]:
-    """Objects read from the installed config source ``name`` at ``address``; raises :class:`SourceError`.
+def read_config_source(name: str, address: str, timeout: float = 10.0, **options: Any) -> list[KubeObject]:
+    """Objects read from the installed config source ``name`` at ``address``; raises :class:`ConfigSourceError`.
 
     ``options`` are passed to the source as keyword arguments (only the sources that take them).
     """
     found = [ep for ep in metadata.entry_points(group=SOURCE_GROUP) if ep.name == name]
     if not found:
-        names = ", ".join(source_names()) or "none installed"
-        raise SourceError(f"unknown config source {name!r}; installed: {names}")
+        names = ", ".join(config_source_names()) or "none installed"
+        raise ConfigSourceError(f"unknown config source {name!r}; installed: {names}")
     try:
         reader: ConfigSource = found[0].load()
     except Exception as exc:  # a plugin's failure must not crash the host
-        raise SourceError(f"config source {name!r} failed to load {found[0].value}: "
+        raise ConfigSourceError(f"config source {name!r} failed to load {found[0].value}: "
                           f"{type(exc).__name__}: {exc}") from None
     try:
         objects = reader(address, timeout, **options) if options else reader(address, timeout)
     except Exception as exc:  # its message names the address and what went wrong
         where = f"{name}={address}" if address else name
-        raise SourceError(f"config source {where}: {exc}") from None
+        raise ConfigSourceError(f"config source {where}: {exc}") from None
     bad = [o for o in objects if not isinstance(o, KubeObject)]
     if bad:
-        raise SourceError(f"config source {name!r} returned {type(bad[0]).__name__}, expected KubeObject")
+        raise ConfigSourceError(f"config source {name!r} returned {type(bad[0]).__name__}, expected KubeObject")
     return list(objects)

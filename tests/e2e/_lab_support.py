@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from meshcore.lab import Lab, LabError
-from meshcore.lab._host import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
+from meshcore.lab._machine import NETNS_ETC, bpffs_mount, cgroup2_mount, state_root
 from meshcore.lab._netns import NETNS_DIR
-from meshcore.lab._observe import node_dirs, node_flows
+from meshcore.lab._observe_command import node_dirs, node_flows
 from meshcore.observe import Flow
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

@@ -30,7 +30,7 @@ from meshcore.lab import Lab
 from meshcore.lab import _netns as netns
 from meshcore.lab import _procs as procs
 from meshcore.lab._containers import python_env
-from meshcore.lab._nodeagent import AGENT_CGROUP
+from meshcore.lab._agents import AGENT_CGROUP
 from meshcore.lab._state import LabState, ProcRecord
 from meshcore.linux import socket_in_netns
 

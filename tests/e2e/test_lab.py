@@ -18,7 +18,7 @@ import pytest
 
 from meshcore.agent import REPORT_FILE, read_report
 from meshcore.lab import Lab, LabInputError
-from meshcore.lab._host import NETNS_ETC
+from meshcore.lab._machine import NETNS_ETC
 from meshcore.lab._netns import NETNS_DIR
 from meshcore.lab._procs import alive
 

@@ -16,7 +16,7 @@ import pytest
 from meshcore.kube import load_text
 from meshcore.lab import LabError, LabRanges
 from meshcore.lab._containers import PodContext, container_process, echo_kind, expand
-from meshcore.lab._hosts import HostEntry, render
+from meshcore.lab._hostsfiles import HostEntry, render
 from meshcore.lab._ipam import lone_node_ranges
 from meshcore.lab._manifest import assign_cluster_ips, desired_state
 from meshcore.lab._state import ServiceRecord

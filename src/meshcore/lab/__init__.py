@@ -23,7 +23,7 @@ _require_extra("lab", "meshcore.lab")  # before the imports that need it: name t
 from ._errors import LabError
 from ._ipam import LabRanges
 from ._lab import DEFAULT_LAB, Lab, LabInputError
-from ._nodeagent import AgentStatus
+from ._agents import AgentStatus
 from ._state import PodRecord
 from ._status import ContainerStatus, FabricStatus, LabStatus, NodeStatus, PodStatus, ServiceStatus, UpResult
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ._errors import LabError
-from ._host import tool
+from ._machine import tool
 from ._state import PodRecord
 
 

@@ -20,7 +20,7 @@ from ._errors import LabError
 from ._exec import ignoring_interrupts, joiner, pod_command
 from ._gateways import assign_gateway_addresses, our_gateways, our_ingresses
 from ._outside import ensure_outside, remove_outside, run_outside
-from ._host import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
+from ._machine import NETNS_ETC, bpffs_mount, cgroup2_mount, check_lab_name, require_root, tool
 from ._ipam import LabRanges, lone_node_ranges, node_ranges
 from ..agent import SourceError, read_objects_file
 from ..agent._proxy import recorded_processes
@@ -34,7 +34,7 @@ from ._manifest import (
     rewrite_statuses,
     write_objects,
 )
-from ._nodeagent import AGENT_CGROUP, AgentStatus, ensure_agents, stop_agent
+from ._agents import AGENT_CGROUP, AgentStatus, ensure_agents, stop_agent
 from ._resolver import DNS_CGROUP, ensure_dns, stop_dns, write_table
 from ._ca import ensure_ca
 from ._placement import PlacementNode, lab_node_labels, place, unknown_nodes

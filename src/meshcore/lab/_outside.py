@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import _cgroups as cgroups
-from . import _hosts as hosts
+from . import _hostsfiles as hosts
 from . import _netns as netns
 from ._exec import joiner
-from ._host import NETNS_ETC, tool
+from ._machine import NETNS_ETC, tool
 from ._state import LabState, ServiceRecord
 
 #: The internet client's address (RFC 2544's benchmarking range: never a pod or service address).

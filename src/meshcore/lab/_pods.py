@@ -22,12 +22,12 @@ from pathlib import Path
 import attrs
 
 from . import _cgroups as cgroups
-from . import _hosts as hosts
+from . import _hostsfiles as hosts
 from . import _netns as netns
 from . import _procs as procs
 from ._containers import PodContext, ProcessSpec, container_process
 from ._exec import joiner
-from ._host import NETNS_ETC, tool
+from ._machine import NETNS_ETC, tool
 from ._ipam import next_pod_index
 from ._manifest import Desired, DesiredPod
 from ._ready import bound_ports

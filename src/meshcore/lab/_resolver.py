@@ -10,7 +10,7 @@ The table (``dns.json`` in the lab directory, served by :mod:`._dns`) has two vi
   ``addresses`` answered with those addresses (its virtual IPs), as a mesh's DNS proxy
   answers a client.
 
-Kubernetes Services keep being found through each pod's hosts file (see ``_hosts``);
+Kubernetes Services keep being found through each pod's hosts file (see ``_hostsfiles``);
 resolv.conf only adds the node's name server for the rest. Nothing is ever asked
 outside the lab.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from ..kube import KubeObject
 from . import _netns as netns
 from . import _procs as procs
-from ._hosts import write_in_place
+from ._hostsfiles import write_in_place
 from ._state import LabState, NodeRecord, ProcRecord
 
 CONFIGMAP = "meshcore-lab-dns"

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from ._errors import LabError
-from ._host import DEFAULT_STATE_ROOT, state_root
+from ._machine import DEFAULT_STATE_ROOT, state_root
 from ._ipam import NodeRanges
 
 #: Version 2 records nodes; a version 1 file (one node, before there were several) is read as one.

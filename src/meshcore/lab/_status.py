@@ -15,7 +15,7 @@ import attrs
 from ..model import Diagnostic
 from ..observe import DEFAULT_METRICS_ADDRESS
 from . import _procs as procs
-from ._nodeagent import AgentStatus, agent_status
+from ._agents import AgentStatus, agent_status
 from ._state import LabState, NodeRecord, PodRecord
 
 

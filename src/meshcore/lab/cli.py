@@ -20,7 +20,7 @@ from ._errors import LabError
 from ._ipam import LabRanges
 from ._ipam import MAX_NODES
 from ._lab import DEFAULT_LAB, Lab, LabInputError
-from ._nodeagent import AgentStatus
+from ._agents import AgentStatus
 from ._status import LabStatus, UpResult
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -169,7 +169,7 @@ def routed_request(lab: Lab, con: Console) -> bool:
 def refused_connection(lab: Lab, con: Console) -> bool:
     """The stranger's connection to api must be refused, and its flow logged as dropped."""
     from ..observe import FlowFilter  # noqa: PLC0415 - with the reader below
-    from ._observe import flows  # noqa: PLC0415 - the `observe` command's reader
+    from ._observe_command import flows  # noqa: PLC0415 - the `observe` command's reader
 
     outcome = _run_script(lab, STRANGER_POD, _CONNECT_SCRIPT, "api", "8080")
     con.print(f"{DEMO_NAMESPACE}/{STRANGER_POD} → api:8080: {outcome} (NetworkPolicy api-from-client-and-web)")
