@@ -15,6 +15,7 @@ change, at the cost of what changed.
 See docs/embedding.md.
 """
 
+from ._codes import TranslateCode
 from ._translate import Translation, load, translate, translate_objects
 from ._translator import Translator
 from .adapter import Adapter, ApiKind, Fragment
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adapter", "ApiKind", "CompileOptions", "CompiledPlan", "Diagnostic", "Fragment", "Plan", "ServiceRanges",
-    "Severity", "Snapshot", "Translation", "Translator", "__version__", "compile_plan", "discover", "load", "register",
-    "translate", "translate_objects", "unregister",
+    "Severity", "Snapshot", "TranslateCode", "Translation", "Translator", "__version__", "compile_plan", "discover",
+    "load", "register", "translate", "translate_objects", "unregister",
 ]

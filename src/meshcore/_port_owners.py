@@ -21,11 +21,9 @@ from typing import Any
 
 import attrs
 
+from ._codes import TranslateCode
 from .kube import KubeObject
 from .model import Diagnostic, RouteTable, ServiceRef, Severity, Source
-
-#: Route tables of two adapters for one service port: the later adapter's are not applied.
-PORT_ROUTED_TWICE = "MC0240"
 
 ObjectKey = tuple[str, str, str]
 #: (undated, creation time, namespace, name, kind): smaller comes first.
@@ -149,7 +147,7 @@ def one_adapter_per_port(
         if loser.source is not None:
             field = _field_at(index.get((loser.source.kind, loser.source.namespace, loser.source.name)), loser.source)
         diagnostics.append(Diagnostic(
-            PORT_ROUTED_TWICE, Severity.WARNING,
+            TranslateCode.PORT_ROUTED_TWICE, Severity.WARNING,
             f"service {service} {which} is also routed by {winning.named}, which wins it (the oldest "
             "creationTimestamp first, objects without one last, then namespace/name, then kind); routes of two "
             f"APIs are never merged on one port, so {what} are not applied there",

@@ -27,6 +27,7 @@ from .kube import (
 from .kube import assign_addresses as kube_assign_addresses
 from .kube._core import CoreState, translate_core_state
 from ._port_owners import one_adapter_per_port
+from ._codes import TranslateCode
 from .model import Diagnostic, ModelError, Service, Severity, Snapshot, Source, Workload, has_errors
 from .registry import AdapterInfo, LoadError, discover, wrap
 
@@ -127,7 +128,7 @@ def _unknown_kind(obj: KubeObject, by_kind: Mapping[str, list[AdapterInfo]], loa
             message = f"{obj.kind}.{obj.api_version} is handled by adapter {name!r}, which {why}"
         else:
             message = f"unknown kind {obj.kind}.{obj.api_version}: no installed adapter handles it"
-    return Diagnostic("MC0200", Severity.WARNING, message, obj.source, "kind")
+    return Diagnostic(TranslateCode.UNKNOWN_KIND, Severity.WARNING, message, obj.source, "kind")
 
 
 def _dedupe(items: Iterable[Any], label: str, diagnostics: list[Diagnostic]) -> list[Any]:
@@ -135,7 +136,7 @@ def _dedupe(items: Iterable[Any], label: str, diagnostics: list[Diagnostic]) -> 
     for item in items:
         if item.ref in seen:
             diagnostics.append(Diagnostic(
-                "MC0210", Severity.ERROR,
+                TranslateCode.DUPLICATE_OBJECT, Severity.ERROR,
                 f"{label} {item.ref} is defined twice (first at {seen[item.ref].source}); the second is ignored",
                 item.source,
             ))
@@ -172,8 +173,8 @@ def translate(
                 kube_objects = kube_assign_addresses(kube_objects, ranges)
             except ServiceRangeFull as exc:
                 diagnostics.append(Diagnostic(
-                    "MC0250", Severity.WARNING, f"ClusterIPs were not assigned: {exc}; Services without ClusterIPs "
-                    "keep none (give larger ranges)"))
+                    TranslateCode.SERVICE_RANGE_FULL, Severity.WARNING, f"ClusterIPs were not assigned: {exc}; "
+                    "Services without ClusterIPs keep none (give larger ranges)"))
         return translate_objects(kube_objects, infos, diagnostics, load_errors)
 
 
@@ -268,7 +269,8 @@ class Parts:
                 tls_terminations=dict.fromkeys(t for _, f in fragments for t in f.tls_terminations),
             )
         except ModelError as exc:
-            diagnostics.append(Diagnostic("MC0220", Severity.ERROR, f"the configuration is inconsistent: {exc}"))
+            diagnostics.append(Diagnostic(TranslateCode.INCONSISTENT_SNAPSHOT, Severity.ERROR,
+                                          f"the configuration is inconsistent: {exc}"))
             snapshot = Snapshot(namespaces=inventory.namespaces)
         diagnostics += _ip_blocks_holding_pods(snapshot)
         return Translation(
@@ -311,7 +313,7 @@ def run_adapters(infos: Sequence[AdapterInfo], routed: Mapping[str, list[KubeObj
                 raise TypeError(f"translate returned {type(fragment).__name__}, expected Fragment")
         except Exception as exc:  # an adapter bug must not take the whole translation down
             failed.append(Diagnostic(
-                "MC0300", Severity.ERROR,
+                TranslateCode.ADAPTER_FAILED, Severity.ERROR,
                 f"adapter {info.name!r} ({info.distribution}) failed: {type(exc).__name__}: {exc}; "
                 f"its {len(objs)} object(s) were not translated",
                 Source(kind=objs[0].kind),
@@ -337,7 +339,7 @@ def _ip_blocks_holding_pods(snapshot: Snapshot) -> list[Diagnostic]:
                     if held:
                         example = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
                         out.append(Diagnostic(
-                            "MC0230", Severity.WARNING,
+                            TranslateCode.IP_BLOCK_HOLDS_PODS, Severity.WARNING,
                             f"policy {policy.namespace}/{policy.name}: IP block {block.cidr} holds the addresses of "
                             f"{example}; IP blocks select only peers outside the mesh (a pod is always its workload "
                             "identity), so it does not select them: select pods by namespace, principal or labels",

@@ -38,6 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ._codes import TranslateCode
 from .kube import Fields, FieldError, Inventory, KubeObject, field_diagnostic
 from .model import (
     AuthorizationPolicy,
@@ -133,7 +134,7 @@ def unsupported(adapter: str, objects: Sequence[KubeObject], what: str = "not ye
     """A fragment with one warning per object an adapter recognises but does not translate."""
     diagnostics = [
         Diagnostic(
-            "MC0400", Severity.WARNING,
+            TranslateCode.NOT_SUPPORTED, Severity.WARNING,
             f"{o.kind}.{o.api_version} is recognised by adapter {adapter!r} but {what}; it has no effect",
             o.source, "kind",
         )

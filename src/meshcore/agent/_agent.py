@@ -16,7 +16,7 @@ import attrs
 from .._translate import load
 from .._translator import ObjectKey
 from ..adapter import Adapter
-from ..compile import BpfDiff, BpfPlan, CompileOptions, EnvoyPlan, Plan, compile_plan
+from ..compile import BpfDiff, BpfPlan, CompileOptions, EnvoyPlan, Plan, ProxyCode, compile_plan
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
 from ..observe import AgentMetrics, Flow
@@ -377,7 +377,7 @@ class NodeAgent:
                 self._proxy is not None and self._proxy.running):
             reason = f"no node proxy could be started ({cause}); ports that need it stay on the kernel datapath"
             plan = compile_plan(snapshot, self.facts.name, attrs.evolve(options, proxy_enabled=False))
-            diagnostic = Diagnostic("MC5003", Severity.ERROR, reason)
+            diagnostic = Diagnostic(ProxyCode.NOT_STARTED, Severity.ERROR, reason)
             return plan, Refusal("node proxy", reason, (diagnostic,)), config_statuses(
                 snapshot, options.node_labels, unserved=reason)
         return None

@@ -1,5 +1,6 @@
 """Compile: Snapshot (+ node) → Plan, deciding per service port between eBPF and Envoy."""
 
+from ._codes import ProxyCode
 from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE
 from ._diff import BpfDiff, BpfIndex, diff_bpf
@@ -72,7 +73,7 @@ __all__ = [
     "RBAC_NEVER", "WEIGHT_SCALE", "BpfBackend", "BpfDiff", "BpfIndex", "BpfPlan", "BpfService", "ClientView", "ClusterWeight",
     "CompileOptions", "CompiledPlan", "Datapath", "Decision", "Discovery", "EnvoyCluster", "EnvoyEndpoint", "EnvoyJwt",
     "EnvoyListener", "EnvoyPlan", "EnvoyRbac", "EnvoyRoute", "EnvoyRouteConfig", "EnvoySecret", "EnvoyVirtualHost",
-    "JwtProvider", "Origin", "Plan", "RawOrigin",
+    "JwtProvider", "Origin", "Plan", "ProxyCode", "RawOrigin",
     "RbacAction", "RbacAnd", "RbacAny", "RbacClaim", "RbacExpr", "RbacHeader", "RbacNot", "RbacOr", "RbacPath",
     "RbacPolicy", "RbacSourceIp", "RawResource", "RouteMirror", "ServerTls", "TcpChain", "cluster_name", "compile_plan", "diff_bpf",
 ]

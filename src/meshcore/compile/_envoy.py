@@ -24,13 +24,9 @@ the forwarding route) — a weighted cluster without endpoints would answer 503,
 ``<ns>/<svc>:<port>/invalid-backends`` without endpoints: the TCP proxy closes those
 connections at once (the socket-level balancer has no way to refuse a share).
 
-Diagnostic codes: MC5104 a destination whose service or port does not exist (its
-cluster has no endpoints, so requests routed there get 503); MC5105 a route whose
-destinations all have weight 0 (answered with 500); see :mod:`._envoy_rbac` for the
-policy ones and :mod:`._envoy_raw` for raw configs; MC5110 a route whose consistent-hash
-clusters hash on different keys (none is applied there); MC5111 a TCP chain whose
-authorization does not reduce to client addresses (it admits nobody; compile normally
-keeps such ports in the kernel).
+Diagnostics are :class:`ProxyCode` warnings: a missing destination, all weights 0, mixed
+hash keys, a TCP chain whose authorization does not reduce to client addresses; see
+:mod:`._envoy_rbac` for the policy ones and :mod:`._envoy_raw` for raw configs.
 """
 
 from __future__ import annotations
@@ -64,6 +60,7 @@ from ..model import (
     Source,
     Workload,
 )
+from ._codes import ProxyCode
 from ._envoy_plan import (
     ClusterWeight,
     Discovery,
@@ -179,7 +176,7 @@ class _Builder:
         if service is None or port is None:
             missing = f"service {dest.service}" if service is None else f"port {number} of service {dest.service}"
             self.warnings.append(Diagnostic(
-                "MC5104", Severity.WARNING,
+                ProxyCode.MISSING_DESTINATION, Severity.WARNING,
                 f"{origin.what} sends to {missing}, which does not exist; requests routed there get 503",
                 origin.source, "destinations",
             ))
@@ -212,7 +209,8 @@ class _Builder:
         ports = [p for n in whole.ports if service is not None and (p := service.port(n)) is not None]
         if service is None or not ports:
             self.warnings.append(Diagnostic(
-                "MC5104", Severity.WARNING, f"{whole.origin.what} sends to cluster {name}, but service "
+                ProxyCode.MISSING_DESTINATION, Severity.WARNING,
+                f"{whole.origin.what} sends to cluster {name}, but service "
                 f"{whole.service} {'does not exist' if service is None else 'has none of the TCP ports selected'}; "
                 "requests routed there get 503", whole.origin.source, "resources",
             ))
@@ -242,7 +240,7 @@ class _Builder:
             # Envoy computes one hash per request from all of a route's hash policies, so
             # each cluster would hash on a mix of keys: hash on none rather than on a wrong one.
             self.warnings.append(Diagnostic(
-                "MC5110", Severity.WARNING,
+                ProxyCode.MIXED_HASH_KEYS, Severity.WARNING,
                 f"{origin.what} sends to clusters hashing on different keys ({', '.join(map(str, keys))}); "
                 "their consistent hashing is not applied on this route", origin.source, "destinations",
             ))
@@ -308,7 +306,8 @@ class _Builder:
                     direct = DirectResponse(invalid.status, _INVALID_BODY)
                 else:
                     self.warnings.append(Diagnostic(
-                        "MC5105", Severity.WARNING, f"{origin.what}: every destination has weight 0; requests get 500",
+                        ProxyCode.ZERO_WEIGHTS, Severity.WARNING,
+                        f"{origin.what}: every destination has weight 0; requests get 500",
                         origin.source, "destinations",
                     ))
                     direct = DirectResponse(500, "no destination with a weight above 0\n")
@@ -569,7 +568,7 @@ class _Builder:
             # Compile keeps such ports in the kernel (see ``inexpressible_sources``); should
             # one get here regardless, the chain admits nobody rather than everyone.
             self.warnings.append(Diagnostic(
-                "MC5111", Severity.WARNING,
+                ProxyCode.TCP_AUTHORIZATION, Severity.WARNING,
                 f"{origin.what}: {e}; the node proxy refuses every connection there", origin.source, "",
             ))
             return ()

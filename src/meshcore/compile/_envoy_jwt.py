@@ -14,8 +14,8 @@ Each route validates tokens only with the providers of the request authenticatio
 selecting a workload that route may reach (:func:`route_jwt`); the listener's providers
 are for requests matching no route.
 
-Diagnostic codes: MC5108 a rule whose keys the node proxy cannot get, MC5109 a request
-authentication selecting only some of the backends a route may send to.
+A rule whose keys the node proxy cannot get, and a request authentication selecting
+only some of the backends a route may send to, are :class:`ProxyCode` warnings.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 
 from ..model import Diagnostic, RequestAuthentication, Severity, Workload
+from ._codes import ProxyCode
 from ._envoy_plan import EnvoyJwt, JwtProvider, Origin
 
 #: The key set of a provider whose keys are not available, so every token of its issuer
@@ -60,7 +61,7 @@ def route_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Worklo
     """
     found: list[Diagnostic] = []
     jwt = listener_jwt(authns, backends, backend_count, found, key_clusters=key_clusters)
-    warnings.extend(d for d in found if d.code == "MC5109" and d not in warnings)
+    warnings.extend(d for d in found if d.code == ProxyCode.PARTIAL_AUTHENTICATION and d not in warnings)
     return jwt.providers if jwt is not None else ()
 
 
@@ -78,7 +79,7 @@ def listener_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Wor
         chosen = [w for w in backends if authn.selects(w.namespace, w.labels)]
         if flag_partial and len(chosen) < backend_count:
             warnings.append(Diagnostic(
-                "MC5109", Severity.WARNING,
+                ProxyCode.PARTIAL_AUTHENTICATION, Severity.WARNING,
                 f"{where} selects {len(chosen)} of the {backend_count} backends a listener of the node proxy may send to; "
                 "the proxy validates tokens of requests for all of them on a route that may send to them", authn.source, "selector",
             ))
@@ -89,14 +90,14 @@ def listener_jwt(authns: Iterable[RequestAuthentication], backends: Sequence[Wor
                 cluster, why = key_clusters(rule.jwks_uri, origin)
                 if cluster is None:
                     warnings.append(Diagnostic(
-                        "MC5108", Severity.WARNING,
+                        ProxyCode.JWT_KEYS_UNAVAILABLE, Severity.WARNING,
                         f"{where}: the node proxy cannot fetch keys from {rule.jwks_uri} ({why}); tokens of issuer "
                         f"{rule.issuer} are refused with 401 (give the keys inline with jwks)",
                         authn.source, f"jwt_rules[{i}].jwks_uri",
                     ))
             elif jwks is None:
                 warnings.append(Diagnostic(
-                    "MC5108", Severity.WARNING,
+                    ProxyCode.JWT_KEYS_UNAVAILABLE, Severity.WARNING,
                     f"{where}: the node proxy cannot discover keys from the issuer; tokens of issuer {rule.issuer} "
                     "are refused with 401 (give the keys inline with jwks, or by jwks_uri from a service of the mesh)",
                     authn.source, f"jwt_rules[{i}].jwks",

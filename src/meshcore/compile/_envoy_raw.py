@@ -13,12 +13,9 @@ service's TCP ports the config selects (``backend_services`` port filters and
 service port a config redirects is handed to its listener through the same eBPF hand-off
 as meshcore's own L7 ports.
 
-Diagnostic codes: MC5106 a raw resource whose name meshcore's generated config already
-uses (the raw one is left out); MC5107 a redirect to a listener without a port, or a
-service port redirected by two configs (the first, by namespace/name, wins); MC5112 a
-``<ns>/<svc>`` cluster not as a config asks: another config selects other ports of the
-service (the first config wins, as for redirects), or the selected ports have
-different traffic policies (none is applied).
+What cannot be applied as a config asks is a :class:`ProxyCode` warning: a name the
+generated config already uses, a redirect that cannot be made, a ``<ns>/<svc>`` cluster
+whose ports another config selects differently or whose traffic policies differ.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from typing import Any
 import attrs
 
 from ..model import Diagnostic, EnvoyConfig, Labels, Service, ServiceRef, Severity, Snapshot, TrafficPolicy
+from ._codes import ProxyCode
 from ._ports import PortAllocator
 from ._envoy_plan import Origin, RawOrigin, RawResource
 
@@ -127,8 +125,8 @@ def _service_cluster(snapshot: Snapshot, config: EnvoyConfig, ref: ServiceRef, o
         # One Envoy cluster has one load balancer and one set of limits.
         traffic = None
         warnings.append(Diagnostic(
-            "MC5112", Severity.WARNING, f"{origin.what} uses cluster {ref}, which takes the endpoints of ports "
-            f"{_listed(ports)} of service {ref}; their traffic policies differ, so none is applied to it",
+            ProxyCode.SERVICE_CLUSTER, Severity.WARNING, f"{origin.what} uses cluster {ref}, which takes the endpoints "
+            f"of ports {_listed(ports)} of service {ref}; their traffic policies differ, so none is applied to it",
             config.source, "resources"))
     return ServiceCluster(ref, ports, traffic, origin, config)
 
@@ -143,8 +141,8 @@ def _add_service_cluster(taken: dict[ServiceRef, ServiceCluster], cluster: Servi
     first = taken.setdefault(cluster.service, cluster)
     if first.ports != cluster.ports:
         warnings.append(Diagnostic(
-            "MC5112", Severity.WARNING, f"{cluster.origin.what} uses cluster {cluster.service} for ports "
-            f"{_listed(cluster.ports)} of service {cluster.service}, but {config_label(first.config)} selects "
+            ProxyCode.SERVICE_CLUSTER, Severity.WARNING, f"{cluster.origin.what} uses cluster {cluster.service} for "
+            f"ports {_listed(cluster.ports)} of service {cluster.service}, but {config_label(first.config)} selects "
             f"ports {_listed(first.ports)} for that cluster; that one applies",
             cluster.config.source, "backendServices"))
 
@@ -200,7 +198,7 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
             proxy_port = ports.get(entry.listener)
             if proxy_port is None:
                 warnings.append(Diagnostic(
-                    "MC5107", Severity.WARNING, f"{label} redirects service {entry.service} to listener "
+                    ProxyCode.RAW_REDIRECT, Severity.WARNING, f"{label} redirects service {entry.service} to listener "
                     f"{entry.listener}, which has no port on this node; the service is not redirected",
                     config.source, "services"))
                 continue
@@ -208,8 +206,8 @@ def raw_part(snapshot: Snapshot, node_labels: Mapping[str, str], ports_for: Port
                 key = (entry.service, number)
                 if key in redirects:
                     warnings.append(Diagnostic(
-                        "MC5107", Severity.WARNING, f"{label} redirects {entry.service}:{number}, already "
-                        f"redirected by {config_label(redirects[key].config)}; that one applies",
+                        ProxyCode.RAW_REDIRECT, Severity.WARNING, f"{label} redirects {entry.service}:{number}, "
+                        f"already redirected by {config_label(redirects[key].config)}; that one applies",
                         config.source, "services"))
                     continue
                 redirects[key] = Redirect(entry.listener, proxy_port,
@@ -228,8 +226,8 @@ def drop_collisions(raw: tuple[RawResource, ...], generated: Mapping[str, set[st
         key = (res.type_url, res.name)
         if res.name in generated.get(res.type_url, set()) or key in seen:
             warnings.append(Diagnostic(
-                "MC5106", Severity.WARNING, f"{res.origin.what}: the name {res.name} is already used by the "
-                "node proxy's configuration; this resource is left out", res.origin.source, "resources"))
+                ProxyCode.RAW_NAME_TAKEN, Severity.WARNING, f"{res.origin.what}: the name {res.name} is already used "
+                "by the node proxy's configuration; this resource is left out", res.origin.source, "resources"))
             continue
         seen.add(key)
         kept.append(res)

@@ -35,11 +35,10 @@ What those filters admit is also each chain's set of client prefixes (see
 :mod:`._envoy_sources`), decided on accept; a port whose chains' ALLOW rules do not
 reduce to client addresses stays in the kernel (see :mod:`._envoy_tcp_checks`).
 
-Diagnostic codes: MC5101 a condition the node proxy cannot evaluate, MC5102 a policy
-selecting only some of the backends a route or TCP chain may send to (the proxy requires every
-backend's policies: fail closed), MC5103 request authentication (JWT)
-attributes on a port no request authentication selects (no request carries a verified
-token there, so they never match), or TLS server names (never set through the proxy).
+A condition the node proxy cannot evaluate, a policy selecting only some of the backends
+a route or TCP chain may send to (the proxy requires every backend's policies: fail
+closed), and conditions on attributes never set through the proxy (JWT attributes where
+no request authentication applies, TLS server names) are :class:`ProxyCode` warnings.
 """
 
 from __future__ import annotations
@@ -68,6 +67,7 @@ from ..model import (
     Workload,
     WorkloadRef,
 )
+from ._codes import ProxyCode
 from ._envoy_plan import (
     RBAC_NEVER,
     EnvoyRbac,
@@ -243,8 +243,8 @@ class _Context:
 
 def _no_token_warning(ctx: _Context, what: str, field: str) -> None:
     if not ctx.issuers:
-        ctx.warn("MC5103", f"{what}: no request authentication selects the backends of this port, so no request "
-                 "carries a verified JWT there", field)
+        ctx.warn(ProxyCode.NEVER_SET, f"{what}: no request authentication selects the backends of this port, so no "
+                 "request carries a verified JWT there", field)
 
 
 def _source(sel: PeerSelector, ctx: _Context, field: str) -> RbacExpr:
@@ -366,7 +366,7 @@ def _condition(cond_index: int, key: str, values: tuple[str, ...], negate: bool,
     if key == "connection.sni":
         # Absent attribute: requests through the node proxy carry no TLS server name, so
         # listed values never match and excluded values always do.
-        ctx.warn("MC5103", f"{key} is never set through the node proxy (no TLS server names); the condition "
+        ctx.warn(ProxyCode.NEVER_SET, f"{key} is never set through the node proxy (no TLS server names); the condition "
                  + ("always holds" if negate else "never holds"), field)
         return "permission", RbacAny() if negate else RBAC_NEVER
     return None
@@ -407,11 +407,14 @@ def _rule(ctx: _Context, rule: PolicyRule) -> RbacPolicy | None:
             found = _condition(i, cond.key, values, negate, ctx)
             if found is None:
                 if policy.action is PolicyAction.ALLOW:
-                    ctx.warn("MC5101", f"the node proxy cannot evaluate condition {cond.key!r}; this ALLOW rule matches no request",
+                    ctx.warn(ProxyCode.UNEVALUATED_CONDITION,
+                             f"the node proxy cannot evaluate condition {cond.key!r}; this ALLOW rule matches no "
+                             "request",
                              f"conditions[{i}].key")
                     return None
-                ctx.warn("MC5101", f"the node proxy cannot evaluate condition {cond.key!r}; this {policy.action.value} rule "
-                         "is applied as if it held", f"conditions[{i}].key")
+                ctx.warn(ProxyCode.UNEVALUATED_CONDITION,
+                         f"the node proxy cannot evaluate condition {cond.key!r}; this {policy.action.value} rule is "
+                         "applied as if it held", f"conditions[{i}].key")
                 continue
             side, expr = found
             (principals if side == "principal" else permissions).append(expr)
@@ -443,7 +446,7 @@ def listener_rbac(index: RbacIndex, destinations: Iterable[ChainEndpoint], warni
     """
     found: list[Diagnostic] = []
     out = _filters(index, list(dict.fromkeys(destinations)), found, tuple(issuers), False, denials)
-    warnings.extend(d for d in found if (flag_partial or d.code != "MC5102") and d not in warnings)
+    warnings.extend(d for d in found if (flag_partial or d.code != ProxyCode.PARTIAL_POLICY) and d not in warnings)
     return out
 
 
@@ -505,7 +508,7 @@ def _filters(index: RbacIndex, destinations: Sequence[ChainEndpoint], warnings: 
         if len(chosen) < backend_count:
             what = "a connection" if tcp else "a request"
             found.append(Diagnostic(
-                "MC5102", Severity.WARNING,
+                ProxyCode.PARTIAL_POLICY, Severity.WARNING,
                 f"authorization policy {policy.namespace}/{policy.name} selects {len(chosen)} of the {backend_count} "
                 f"backends a listener of the node proxy may send to; the proxy decides before it picks a backend, "
                 f"so it requires {what} to satisfy every backend's policies (fail closed)",

@@ -15,7 +15,7 @@ from ._cluster_ips import (
     parse_network,
     with_cluster_ips,
 )
-from ._codes import KUBE_CODES
+from ._codes import KUBE_CODES, FieldCode, KubeCode, LoadCode
 from ._conditions import stamp_transition_times
 from ._core import CORE_KINDS, translate_core
 from ._deployment import expand_deployment
@@ -29,9 +29,9 @@ from ._selector import LabelSelector, read_selector
 from ._strict import unknown_fields
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "PROXY_ADDRESSES_ANNOTATION", "FieldError", "FieldErrors",
-    "Fields",
-    "Inventory", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
+    "CLUSTER_SCOPED_KINDS", "CORE_KINDS", "KUBE_CODES", "PROXY_ADDRESSES_ANNOTATION", "FieldCode", "FieldError",
+    "FieldErrors", "Fields", "LoadCode",
+    "Inventory", "KubeCode", "KubeObject", "LabelSelector", "Problems", "Report", "expand_deployment",
     "field_diagnostic", "field_diagnostics", "load_objects", "iter_input_files", "load_paths", "load_text",
     "make_object", "read_selector", "stamp_transition_times", "translate_core", "type_name", "unique_objects",
     "unknown_fields",

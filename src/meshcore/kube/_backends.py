@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..model import Backend, BackendState, Service, ServicePort
-from ._codes import SELECTOR_NO_PODS, TARGET_PORT_UNDECLARED
+from ._codes import KubeCode
 from ._endpointslice import SliceInfo
 from ._pod import PodInfo
 from ._service import PortSpec, ServiceSpec
@@ -97,7 +97,7 @@ def _from_selector(service: ServiceSpec, selector: Mapping[str, str], pods: PodI
     selected = pods.select(service.namespace, selector)
     if not selected:
         findings.warn(
-            SELECTOR_NO_PODS,
+            KubeCode.SELECTOR_NO_PODS,
             f"selector {selector_text(selector)} selects no pods in namespace {service.namespace}; "
             "the service has no backends",
             "spec.selector",
@@ -138,7 +138,7 @@ def _named_target(service: ServiceSpec, port: PortSpec, name: str, selected: Seq
         for pod in selected for p in pod.workload.ports
     ):
         findings.warn(
-            TARGET_PORT_UNDECLARED,
+            KubeCode.TARGET_PORT_UNDECLARED,
             f"targetPort {name!r} is not a {transport} port name of any selected pod; "
             "this port has no backends",
             f"{port.path}.targetPort",

@@ -1,85 +1,131 @@
-"""Diagnostic codes of the core-kinds translation (block MC1xxx).
-
-=======  ========  ===============================================================
-Code     Severity  Meaning
-=======  ========  ===============================================================
-MC1000   error     The object is not one of the core kinds (a routing mistake).
-MC1001   error     Duplicate object (same kind, namespace, name) or a Deployment
-                   would create a pod whose name is already taken; the later one
-                   is dropped and the message names where the first was defined.
-MC1002   error     A Deployment's ``spec.selector`` is missing, empty, invalid or
-                   does not match ``spec.template.metadata.labels``.
-MC1003   warning   ``type: ExternalName`` Service: kept without VIPs or backends;
-                   the datapath does not resolve external names.
-MC1004   warning   A Service selector selects no pods: the service has no backends.
-MC1005   warning   A named ``targetPort`` is declared by none of the selected pods.
-MC1006   error     Invalid value: an IP address, a name, a port name, or fields that
-                   contradict each other (e.g. ``clusterIP`` vs ``clusterIPs[0]``).
-MC1007   error     Duplicate value inside one object (port names, port numbers).
-MC1008   warning   EndpointSlice without the ``kubernetes.io/service-name`` label:
-                   it belongs to no service and is ignored.
-MC1009   warning   EndpointSlice for a Service that is not defined: ignored.
-MC1010   warning   EndpointSlice with ``addressType: FQDN``: not supported, ignored.
-MC1011   warning   SCTP port: not supported by the datapath, the port is left out.
-MC1012   warning   Unknown ``meshcore.io/proxy`` annotation value: treated as mesh.
-MC1013   warning   Two pods declare the same IP address (host-network pods aside).
-MC1014   error     NetworkPolicy ``podSelector`` with ``matchExpressions`` (the mesh
-                   selects workloads by labels only).
-MC1015   warning   NetworkPolicy named port declared by no pod: the entry matches nothing.
-MC1016   warning   NetworkPolicy ``podSelector`` with labels no pod of its namespace
-                   carries: the policy selects no pod (an empty selector is not
-                   reported).
-MC1017   warning   A field its kind does not define (a misspelling such as ``selectr``):
-                   ignored, as the API server drops it; the closest valid name is
-                   suggested. Field names come from the Kubernetes API (``_schema.json``).
-=======  ========  ===============================================================
-
-Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
-(MC0101 missing, MC0102 wrong type, MC0103 not one of the allowed values, MC0104 out of
-range, MC0105 rejected by the model).
-"""
+"""Diagnostic codes of this package: :class:`LoadCode`, :class:`FieldCode` and :class:`KubeCode`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-NOT_CORE_KIND = "MC1000"
-DUPLICATE_OBJECT = "MC1001"
-DEPLOYMENT_SELECTOR = "MC1002"
-EXTERNAL_NAME = "MC1003"
-SELECTOR_NO_PODS = "MC1004"
-TARGET_PORT_UNDECLARED = "MC1005"
-INVALID_VALUE = "MC1006"
-DUPLICATE_VALUE = "MC1007"
-SLICE_NO_SERVICE_LABEL = "MC1008"
-SLICE_UNKNOWN_SERVICE = "MC1009"
-SLICE_FQDN = "MC1010"
-SCTP_UNSUPPORTED = "MC1011"
-PROXY_ANNOTATION = "MC1012"
-DUPLICATE_POD_IP = "MC1013"
-SELECTOR_EXPRESSIONS = "MC1014"
-NAMED_PORT_UNDECLARED = "MC1015"
-POLICY_SELECTS_NO_PODS = "MC1016"
-UNKNOWN_FIELD = "MC1017"
+from ..model import DiagnosticCode, Severity
 
-#: Every code of this block with a one-line meaning, for documentation and tooling.
-KUBE_CODES: Mapping[str, str] = {
-    NOT_CORE_KIND: "object is not a core kind",
-    DUPLICATE_OBJECT: "duplicate object or generated pod name",
-    DEPLOYMENT_SELECTOR: "Deployment selector missing, invalid or not matching the template",
-    EXTERNAL_NAME: "ExternalName Service not supported by the datapath",
-    SELECTOR_NO_PODS: "Service selector selects no pods",
-    TARGET_PORT_UNDECLARED: "named targetPort declared by no selected pod",
-    INVALID_VALUE: "invalid value (address, name, port name, contradicting fields)",
-    DUPLICATE_VALUE: "duplicate value inside one object",
-    SLICE_NO_SERVICE_LABEL: "EndpointSlice without kubernetes.io/service-name label",
-    SLICE_UNKNOWN_SERVICE: "EndpointSlice for an undefined Service",
-    SLICE_FQDN: "EndpointSlice with addressType FQDN not supported",
-    SCTP_UNSUPPORTED: "SCTP port not supported by the datapath",
-    PROXY_ANNOTATION: "unknown meshcore.io/proxy annotation value",
-    DUPLICATE_POD_IP: "two pods declare the same IP address",
-    SELECTOR_EXPRESSIONS: "NetworkPolicy podSelector with matchExpressions not supported",
-    NAMED_PORT_UNDECLARED: "NetworkPolicy named port declared by no pod",
-    POLICY_SELECTS_NO_PODS: "NetworkPolicy podSelector selects no pod",
-    UNKNOWN_FIELD: "unknown field in a core kind (ignored, with the closest valid name)",
-}
+
+class LoadCode(DiagnosticCode):
+    """Reading input (block MC00xx): files, directories, YAML and JSON documents, objects given as dicts."""
+
+    YAML_SYNTAX = (
+        "MC0001", Severity.ERROR,
+        "YAML syntax error, or a character YAML does not allow: nothing in that file is used.",
+    )
+    NOT_AN_OBJECT = (
+        "MC0002", Severity.ERROR,
+        "A document, List item or object given as a dict that is not a Kubernetes object (a mapping): "
+        "it is left out.",
+    )
+    MISSING_IDENTITY = (
+        "MC0003", Severity.ERROR,
+        "An object without `apiVersion`, `kind` or `metadata.name` (as strings), or a List without "
+        "`items`: it is left out.",
+    )
+    UNREADABLE_PATH = (
+        "MC0004", Severity.ERROR,
+        "A path that does not exist, cannot be read, or is not UTF-8 text.",
+    )
+    DUPLICATE_KEY = (
+        "MC0005", Severity.ERROR,
+        "A key given twice in one mapping (Kubernetes rejects it): nothing in that file is used.",
+    )
+    NO_OBJECTS = (
+        "MC0006", Severity.ERROR,
+        "The paths given hold no Kubernetes object at all (\"no objects passed\", as `kubectl` says).",
+    )
+    HELM_CHART = (
+        "MC0007", Severity.ERROR,
+        "A Helm chart, or a file of one, given as input: it must be rendered first (`helm template`); "
+        "nothing in it is used.",
+    )
+
+
+class FieldCode(DiagnosticCode):
+    """Field types and values (block MC01xx): the shared codes of every reader, core kinds and adapters alike."""
+
+    INVALID = (
+        "MC0100", Severity.ERROR,
+        "A field's value is not valid: the code of a `FieldError` raised without a more specific one.",
+    )
+    MISSING = "MC0101", Severity.ERROR, "A required field is missing."
+    WRONG_TYPE = (
+        "MC0102", Severity.ERROR,
+        "A field's value is of the wrong type (a string where an integer is expected, a list where a "
+        "mapping is).",
+    )
+    NOT_ONE_OF = (
+        "MC0103", Severity.ERROR,
+        "A value that is not one of the allowed values (the message lists them, with the closest one).",
+    )
+    OUT_OF_RANGE = "MC0104", Severity.ERROR, "A number out of its range (the message gives the range)."
+    MODEL_REJECTED = (
+        "MC0105", Severity.ERROR,
+        "A value the model's validation rejects (the message says why).",
+    )
+
+
+class KubeCode(DiagnosticCode):
+    """Core Kubernetes kinds (block MC1xxx): Namespace, Pod, Deployment, Service, EndpointSlice, NetworkPolicy."""
+
+    NOT_CORE_KIND = "MC1000", Severity.ERROR, "The object is not one of the core kinds (a routing mistake)."
+    DUPLICATE_OBJECT = (
+        "MC1001", Severity.ERROR,
+        "Duplicate object (same kind, namespace, name) or a Deployment would create a pod whose name is "
+        "already taken; the later one is dropped and the message names where the first was defined.",
+    )
+    DEPLOYMENT_SELECTOR = (
+        "MC1002", Severity.ERROR,
+        "A Deployment's `spec.selector` is missing, empty, invalid or does not match "
+        "`spec.template.metadata.labels`.",
+    )
+    EXTERNAL_NAME = (
+        "MC1003", Severity.WARNING,
+        "`type: ExternalName` Service: kept without VIPs or backends; the datapath does not resolve external "
+        "names.",
+    )
+    SELECTOR_NO_PODS = "MC1004", Severity.WARNING, "A Service selector selects no pods: the service has no backends."
+    TARGET_PORT_UNDECLARED = (
+        "MC1005", Severity.WARNING,
+        "A named `targetPort` is declared by none of the selected pods.",
+    )
+    INVALID_VALUE = (
+        "MC1006", Severity.ERROR,
+        "Invalid value: an IP address, a name, a port name, or fields that contradict each other (e.g. "
+        "`clusterIP` vs `clusterIPs[0]`).",
+    )
+    DUPLICATE_VALUE = "MC1007", Severity.ERROR, "Duplicate value inside one object (port names, port numbers)."
+    SLICE_NO_SERVICE_LABEL = (
+        "MC1008", Severity.WARNING,
+        "EndpointSlice without the `kubernetes.io/service-name` label: it belongs to no service and is "
+        "ignored.",
+    )
+    SLICE_UNKNOWN_SERVICE = "MC1009", Severity.WARNING, "EndpointSlice for a Service that is not defined: ignored."
+    SLICE_FQDN = "MC1010", Severity.WARNING, "EndpointSlice with `addressType: FQDN`: not supported, ignored."
+    SCTP_UNSUPPORTED = "MC1011", Severity.WARNING, "SCTP port: not supported by the datapath, the port is left out."
+    PROXY_ANNOTATION = "MC1012", Severity.WARNING, "Unknown `meshcore.io/proxy` annotation value: treated as mesh."
+    DUPLICATE_POD_IP = "MC1013", Severity.WARNING, "Two pods declare the same IP address (host-network pods aside)."
+    SELECTOR_EXPRESSIONS = (
+        "MC1014", Severity.ERROR,
+        "NetworkPolicy `podSelector` with `matchExpressions` (the mesh selects workloads by labels only).",
+    )
+    NAMED_PORT_UNDECLARED = (
+        "MC1015", Severity.WARNING,
+        "NetworkPolicy named port declared by no pod: the entry matches nothing.",
+    )
+    POLICY_SELECTS_NO_PODS = (
+        "MC1016", Severity.WARNING,
+        "NetworkPolicy `podSelector` with labels no pod of its namespace carries: the policy selects no pod "
+        "(an empty selector is not reported).",
+    )
+    UNKNOWN_FIELD = (
+        "MC1017", Severity.WARNING,
+        "A field its kind does not define (a misspelling such as `selectr`): ignored, as the API server drops "
+        "it; the closest valid name is suggested. Field names come from the Kubernetes API (`_schema.json`).",
+    )
+
+
+#: Every code of this block with its meaning, as plain strings (the members of :class:`KubeCode`).
+KUBE_CODES: Mapping[str, str] = {code.value: code.description for code in KubeCode}

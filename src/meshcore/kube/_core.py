@@ -37,7 +37,7 @@ import attrs
 
 from ..model import AuthorizationPolicy, Diagnostic, ModelError, Namespace, Node, Service, Source, Workload
 from ._backends import PodIndex, build_service
-from ._codes import DUPLICATE_OBJECT, DUPLICATE_POD_IP, NOT_CORE_KIND, SLICE_UNKNOWN_SERVICE
+from ._codes import KubeCode
 from ._deployment import TEMPLATE_HASH_LABEL, DeploymentSpec, deployment_pods, read_deployment
 from ._endpointslice import SliceInfo, translate_slice
 from ._fields import FieldError, field_diagnostics
@@ -195,7 +195,7 @@ def _check_pod_ips(run: _Run, objects: Sequence[tuple[KubeObject, PodInfo]]) -> 
         for address in pod.workload.addresses:
             first = owners.setdefault(address, obj)
             if first is not obj:
-                run.warn(obj, DUPLICATE_POD_IP,
+                run.warn(obj, KubeCode.DUPLICATE_POD_IP,
                          f"address {address} is also the address of {first.ref} ({_where(first.source)})",
                          "status.podIPs" if "podIPs" in (obj.body.get("status") or {}) else "status.podIP")
 
@@ -219,14 +219,14 @@ def _translate(objects: Sequence[KubeObject]) -> CoreState:
     by_kind: dict[str, list[KubeObject]] = defaultdict(list)
     for obj in objects:
         if (obj.api_version, obj.kind) not in CORE_KINDS:
-            run.error(obj, NOT_CORE_KIND, f"{obj.kind} {obj.api_version} is not a core kind "
+            run.error(obj, KubeCode.NOT_CORE_KIND, f"{obj.kind} {obj.api_version} is not a core kind "
                       f"(core kinds: {', '.join(sorted(f'{k} {v}' for v, k in CORE_KINDS))})")
             continue
         key = core_key(obj)
         first = defined.get(key)
         if first is not None:
             duplicated.add(key)
-            run.error(obj, DUPLICATE_OBJECT, f"{obj.ref} is defined twice; the first definition "
+            run.error(obj, KubeCode.DUPLICATE_OBJECT, f"{obj.ref} is defined twice; the first definition "
                       f"(used) is at {_where(first)}", "metadata.name")
             continue
         defined[key] = obj.source
@@ -298,7 +298,7 @@ def _translate(objects: Sequence[KubeObject]) -> CoreState:
 
     for obj, info in slice_objects:
         if ("Service", info.namespace, info.service) not in defined:
-            run.warn(obj, SLICE_UNKNOWN_SERVICE, f"Service {info.namespace}/{info.service} is not "
+            run.warn(obj, KubeCode.SLICE_UNKNOWN_SERVICE, f"Service {info.namespace}/{info.service} is not "
                       "defined; this EndpointSlice is ignored", "metadata.labels")
 
     for obj in by_kind["NetworkPolicy"]:
@@ -347,7 +347,7 @@ def _generator(deployment: DeploymentSpec, defined: dict[tuple[str, str, str], S
                     "metadata.name",
                     f"would create Pod {pod.workload.ref}, which is already defined at "
                     f"{_where(defined[key])}",
-                    DUPLICATE_OBJECT,
+                    KubeCode.DUPLICATE_OBJECT,
                 )
         for pod in generated:
             defined[("Pod", pod.workload.namespace, pod.workload.name)] = obj.source

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ..model import Diagnostic, Labels, ModelError, Workload
-from ._codes import DEPLOYMENT_SELECTOR
+from ._codes import KubeCode
 from ._fields import FieldError, Fields, Problems, field_diagnostics
 from ._objects import KubeObject
 from ._pod import OWNER_ANNOTATION, PodInfo, PodShape, read_shape
@@ -77,13 +77,13 @@ def read_deployment(obj: KubeObject, findings: Findings) -> DeploymentSpec:
     with problems:
         if selector is not None and selector.empty:
             raise FieldError("spec.selector", "must not be empty (it selects the Deployment's pods)",
-                             DEPLOYMENT_SELECTOR)
+                             KubeCode.DEPLOYMENT_SELECTOR)
         if selector is not None and labels is not None and not selector.matches(labels):
             raise FieldError(
                 "spec.selector",
                 f"does not match the template labels {selector_text(labels)} "
                 "(spec.template.metadata.labels must satisfy spec.selector)",
-                DEPLOYMENT_SELECTOR,
+                KubeCode.DEPLOYMENT_SELECTOR,
             )
     pod_spec = problems.read(template.map, None, "spec", required=True)
     shape = None

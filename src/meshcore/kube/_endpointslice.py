@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from ..model import BackendState, Protocol, WorkloadRef
-from ._codes import SLICE_FQDN, SLICE_NO_SERVICE_LABEL
+from ._codes import FieldCode, KubeCode
 from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._values import Findings, Unusual, ip_address, opt, port_name, read_metadata, transport
@@ -65,7 +65,7 @@ def _endpoint(endpoint: Fields, namespace: str, family: int) -> SliceEndpoint | 
         for i, text in enumerate(endpoint.strs("addresses"))
     ]
     if not addresses:
-        raise FieldError(f"{endpoint.path}.addresses", "must hold at least one address", "MC0101")
+        raise FieldError(f"{endpoint.path}.addresses", "must hold at least one address", FieldCode.MISSING)
     conditions = endpoint.map("conditions")
     state = _state(conditions.bool("ready", True), conditions.bool("serving", True),
                    conditions.bool("terminating", False))
@@ -135,7 +135,7 @@ def _fast_endpoint(raw: Any, namespace: str, family: int) -> SliceEndpoint | Non
 def _slow_endpoint(raw: Any, index: int, namespace: str, family: int) -> SliceEndpoint | None:
     path = f"endpoints[{index}]"
     if not isinstance(raw, Mapping):
-        raise FieldError(path, "expected a mapping", "MC0102")
+        raise FieldError(path, "expected a mapping", FieldCode.WRONG_TYPE)
     return _endpoint(Fields(raw, path), namespace, family)
 
 
@@ -159,7 +159,7 @@ def translate_slice(obj: KubeObject, findings: Findings) -> SliceInfo | None:
     address_type = root.req_str("addressType", choices=_ADDRESS_TYPES)
     if address_type == "FQDN":
         problems.check()
-        findings.warn(SLICE_FQDN, "addressType FQDN is not supported by the datapath; "
+        findings.warn(KubeCode.SLICE_FQDN, "addressType FQDN is not supported by the datapath; "
                       "this EndpointSlice is ignored", "addressType")
         return None
     family = 4 if address_type == "IPv4" else 6
@@ -177,7 +177,7 @@ def translate_slice(obj: KubeObject, findings: Findings) -> SliceInfo | None:
     problems.check()
     if service is None:
         findings.warn(
-            SLICE_NO_SERVICE_LABEL,
+            KubeCode.SLICE_NO_SERVICE_LABEL,
             f"no {SERVICE_NAME_LABEL} label: this EndpointSlice belongs to no Service and is ignored",
             "metadata.labels",
         )

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ..model import Diagnostic, ModelError, Severity
+from ._codes import FieldCode
 from ._objects import KubeObject
 
 _MISSING = object()
@@ -30,7 +31,7 @@ _List = list
 class FieldError(Exception):
     """A field of an input object is missing, of the wrong type, or out of range."""
 
-    def __init__(self, path: str, message: str, code: str = "MC0100") -> None:
+    def __init__(self, path: str, message: str, code: str = FieldCode.INVALID) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
@@ -128,7 +129,7 @@ class Fields:
         value = self.data.get(key, _MISSING)
         if value is _MISSING or value is None:
             if required:
-                raise FieldError(self._child(key), "required field is missing", "MC0101")
+                raise FieldError(self._child(key), "required field is missing", FieldCode.MISSING)
             return _MISSING
         return value
 
@@ -139,9 +140,10 @@ class Fields:
         if value is _MISSING:
             return default
         if not isinstance(value, str):
-            raise FieldError(self._child(key), f"expected a string, got {type_name(value)} {value!r}", "MC0102")
+            raise FieldError(self._child(key), f"expected a string, got {type_name(value)} {value!r}",
+                             FieldCode.WRONG_TYPE)
         if choices is not None and value not in choices:
-            raise FieldError(self._child(key), f"{value!r} is not one of {', '.join(choices)}", "MC0103")
+            raise FieldError(self._child(key), f"{value!r} is not one of {', '.join(choices)}", FieldCode.NOT_ONE_OF)
         return value
 
     def req_str(self, key: _Str, *, choices: tuple[_Str, ...] | None = None) -> _Str:
@@ -157,11 +159,12 @@ class Fields:
         if value is _MISSING:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldError(self._child(key), f"expected an integer, got {type_name(value)} {value!r}", "MC0102")
+            raise FieldError(self._child(key), f"expected an integer, got {type_name(value)} {value!r}",
+                             FieldCode.WRONG_TYPE)
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             lo = "" if minimum is None else str(minimum)
             hi = "" if maximum is None else str(maximum)
-            raise FieldError(self._child(key), f"{value} is out of range ({lo}..{hi})", "MC0104")
+            raise FieldError(self._child(key), f"{value} is out of range ({lo}..{hi})", FieldCode.OUT_OF_RANGE)
         return value
 
     def port(self, key: _Str, *, required: _Bool = False) -> _Int | None:
@@ -174,7 +177,8 @@ class Fields:
         if value is _MISSING:
             return None
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise FieldError(self._child(key), f"expected an integer or a string, got {type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected an integer or a string, got {type_name(value)}",
+                             FieldCode.WRONG_TYPE)
         return value
 
     def bool(self, key: _Str, default: _Bool = False) -> _Bool:
@@ -183,7 +187,8 @@ class Fields:
         if value is _MISSING:
             return default
         if not isinstance(value, bool):
-            raise FieldError(self._child(key), f"expected true or false, got {type_name(value)} {value!r}", "MC0102")
+            raise FieldError(self._child(key), f"expected true or false, got {type_name(value)} {value!r}",
+                             FieldCode.WRONG_TYPE)
         return value
 
     def map(self, key: _Str, *, required: _Bool = False) -> Fields:
@@ -192,7 +197,7 @@ class Fields:
         if value is _MISSING:
             return Fields({}, self._child(key))
         if not isinstance(value, Mapping):
-            raise FieldError(self._child(key), f"expected a mapping, got {type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected a mapping, got {type_name(value)}", FieldCode.WRONG_TYPE)
         return Fields(value, self._child(key))
 
     def has(self, key: _Str) -> _Bool:
@@ -205,7 +210,7 @@ class Fields:
         if value is _MISSING:
             return []
         if not isinstance(value, list):
-            raise FieldError(self._child(key), f"expected a list, got {type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected a list, got {type_name(value)}", FieldCode.WRONG_TYPE)
         return value
 
     def maps(self, key: _Str, *, required: _Bool = False) -> _List[Fields]:
@@ -214,7 +219,7 @@ class Fields:
         for i, item in enumerate(self.list(key, required=required)):
             path = f"{self._child(key)}[{i}]"
             if not isinstance(item, Mapping):
-                raise FieldError(path, f"expected a mapping, got {type_name(item)}", "MC0102")
+                raise FieldError(path, f"expected a mapping, got {type_name(item)}", FieldCode.WRONG_TYPE)
             out.append(Fields(item, path))
         return out
 
@@ -223,7 +228,8 @@ class Fields:
         out = []
         for i, item in enumerate(self.list(key)):
             if not isinstance(item, str):
-                raise FieldError(f"{self._child(key)}[{i}]", f"expected a string, got {type_name(item)}", "MC0102")
+                raise FieldError(f"{self._child(key)}[{i}]", f"expected a string, got {type_name(item)}",
+                                 FieldCode.WRONG_TYPE)
             out.append(item)
         return out
 
@@ -233,11 +239,13 @@ class Fields:
         if value is _MISSING:
             return {}
         if not isinstance(value, Mapping):
-            raise FieldError(self._child(key), f"expected a mapping of strings, got {type_name(value)}", "MC0102")
+            raise FieldError(self._child(key), f"expected a mapping of strings, got {type_name(value)}",
+                             FieldCode.WRONG_TYPE)
         out = {}
         for k, v in value.items():
             if not isinstance(v, str):
-                raise FieldError(f"{self._child(key)}.{k}", f"expected a string, got {type_name(v)} {v!r}", "MC0102")
+                raise FieldError(f"{self._child(key)}.{k}", f"expected a string, got {type_name(v)} {v!r}",
+                                 FieldCode.WRONG_TYPE)
             out[str(k)] = v
         return out
 
@@ -255,5 +263,5 @@ def field_diagnostic(obj: KubeObject, error: FieldError | ModelError, prefix: st
         path, code, message = error.path, error.code, error.message
     else:
         path = f"{prefix}.{error.field}" if prefix else error.field
-        code, message = "MC0105", error.message
+        code, message = FieldCode.MODEL_REJECTED, error.message
     return Diagnostic(code, Severity.ERROR, message, obj.source_at(path), path)

@@ -4,10 +4,8 @@ Every object keeps the file and line it came from, and every field its position,
 diagnostics can point at ``file:line``. Reading never raises for bad input: problems are
 returned as diagnostics and the offending document is left out whole.
 
-Codes: MC0001 YAML syntax, MC0002 a document that is not an object, MC0003 missing
-apiVersion/kind/name, MC0004 a path that cannot be read, MC0005 duplicate key, MC0006 no
-objects in the whole input, MC0007 an unrendered Helm chart or template. A diagnostic
-names a ``file`` only when it points at a line of it (line and column >= 1).
+Problems are :class:`LoadCode` errors (block MC00xx). A diagnostic names a ``file`` only
+when it points at a line of it (line and column >= 1).
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from yaml import nodes
 from yaml.reader import ReaderError
 
 from ..model import Diagnostic, Severity, Source
+from ._codes import LoadCode
 from ._gc import gc_paused
 from ._objects import KubeObject, Locator, make_object
 
@@ -237,22 +236,22 @@ def _parse(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
             line, column = end
         problem = exc.problem or exc.context or "invalid YAML"
         return [], [_error(
-            "MC0001", f"YAML syntax error at line {line}, column {column}: {problem} "
+            LoadCode.YAML_SYNTAX, f"YAML syntax error at line {line}, column {column}: {problem} "
             "(nothing in this file was used)", file, line, column,
         )]
     except ReaderError as exc:  # a character YAML does not allow: it carries an offset, not a mark
         line, column = _position(text, exc.position)
         return [], [_error(
-            "MC0001", f"YAML syntax error at line {line}, column {column}: character U+{exc.character:04X} "
+            LoadCode.YAML_SYNTAX, f"YAML syntax error at line {line}, column {column}: character U+{exc.character:04X} "
             "is not allowed in YAML (nothing in this file was used)", file, line, column,
         )]
     except _DuplicateKey as dup:
         return [], [_error(
-            "MC0005", f"duplicate key {dup.key!r} (Kubernetes rejects it; nothing in this file was used)",
+            LoadCode.DUPLICATE_KEY, f"duplicate key {dup.key!r} (Kubernetes rejects it; nothing in this file was used)",
             file, dup.mark.line + 1, dup.mark.column + 1, dup.key,
         )]
     except (yaml.YAMLError, ValueError) as exc:
-        return [], [_error("MC0001", f"YAML error: {exc} (nothing in this file was used)", file)]
+        return [], [_error(LoadCode.YAML_SYNTAX, f"YAML error: {exc} (nothing in this file was used)", file)]
 
 
 def _compose(text: str, file: str) -> tuple[list[KubeObject], list[Diagnostic]]:
@@ -273,7 +272,7 @@ def _document(body: Any, file: str, index: int, line: int, locate: Locator,
     """Objects of one document; a ``*List`` yields its items (at ``item_lines`` when known)."""
     if not isinstance(body, dict):
         diagnostics.append(_error(
-            "MC0002", f"document {index} is {_in_words(body)}, not a Kubernetes object (a mapping with "
+            LoadCode.NOT_AN_OBJECT, f"document {index} is {_in_words(body)}, not a Kubernetes object (a mapping with "
             "apiVersion, kind and metadata)", file, line,
         ))
         return []
@@ -281,7 +280,8 @@ def _document(body: Any, file: str, index: int, line: int, locate: Locator,
     if isinstance(kind, str) and kind.endswith("List") and "items" in body:
         items = body.get("items")
         if not isinstance(items, list):
-            diagnostics.append(_error("MC0003", "a List needs 'items', a list of objects", file, line, field="items"))
+            diagnostics.append(_error(LoadCode.MISSING_IDENTITY, "a List needs 'items', a list of objects", file, line,
+                                      field="items"))
             return []
         result: list[KubeObject] = []
         lines = item_lines or [line] * len(items)
@@ -297,7 +297,7 @@ def _document(body: Any, file: str, index: int, line: int, locate: Locator,
         # A field present with the wrong type is pointed at; a missing one at its document.
         where = locate(missing[0]) or (line, 1)
         diagnostics.append(_error(
-            "MC0003",
+            LoadCode.MISSING_IDENTITY,
             f"document {index} is missing {', '.join(missing)} (every object needs apiVersion, kind and "
             "metadata.name, as strings)", file, where[0], where[1], field=missing[0],
         ))
@@ -353,13 +353,13 @@ def _chart_error(chart: Path, file: Path | None = None) -> Diagnostic:
     """A Helm chart (or one of its files) given as input: it must be rendered first."""
     render = _RENDER.format(chart=chart)
     if file is None:
-        return _error("MC0007", f"{chart} is a Helm chart: {render}; nothing in the chart was used",
+        return _error(LoadCode.HELM_CHART, f"{chart} is a Helm chart: {render}; nothing in the chart was used",
                       str(chart / "Chart.yaml"))
     try:
         line = _template_line(file.read_text(encoding="utf-8")) or 1
     except (OSError, UnicodeDecodeError):
         line = 1
-    return _error("MC0007", f"{file} belongs to the Helm chart {chart}: {render}; nothing in this file "
+    return _error(LoadCode.HELM_CHART, f"{file} belongs to the Helm chart {chart}: {render}; nothing in this file "
                   "was used", str(file), line)
 
 
@@ -384,14 +384,14 @@ def _read(file: Path) -> tuple[str | None, Diagnostic | None]:
     try:
         data = file.read_bytes()
     except OSError as exc:
-        return None, _error("MC0004", f"cannot read {file}: {exc.strerror or exc}")
+        return None, _error(LoadCode.UNREADABLE_PATH, f"cannot read {file}: {exc.strerror or exc}")
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         return None, _error(
-            "MC0004", f"{file} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column "
+            LoadCode.UNREADABLE_PATH, f"{file} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column "
             f"{column}); nothing in this file was used", str(file), line, column,
         )
 
@@ -416,7 +416,7 @@ def load_paths(paths: Iterable[str | Path], stdin: Any = None) -> tuple[list[Kub
             continue
         path = Path(raw)
         if not path.exists():
-            diagnostics.append(_error("MC0004", f"no such file or directory: {path}"))
+            diagnostics.append(_error(LoadCode.UNREADABLE_PATH, f"no such file or directory: {path}"))
             continue
         chart = _chart_of(path)
         if chart is not None:
@@ -441,7 +441,7 @@ def load_paths(paths: Iterable[str | Path], stdin: Any = None) -> tuple[list[Kub
             else:
                 empty.append(f"{path} holds no {', '.join(INPUT_SUFFIXES[:-1])} or {INPUT_SUFFIXES[-1]} file")
     if empty and not objects and not any(d.severity is Severity.ERROR for d in diagnostics):
-        diagnostics.append(_error("MC0006", f"no objects passed ({'; '.join(empty)})"))
+        diagnostics.append(_error(LoadCode.NO_OBJECTS, f"no objects passed ({'; '.join(empty)})"))
     return objects, diagnostics
 
 
@@ -455,13 +455,14 @@ def load_objects(items: Iterable[Mapping[str, Any]]) -> tuple[list[KubeObject], 
     for index, item in enumerate(items, 1):
         if not isinstance(item, Mapping):
             diagnostics.append(_error(
-                "MC0002", f"item {index} is {_in_words(item)}, not a Kubernetes object (a mapping)"))
+                LoadCode.NOT_AN_OBJECT, f"item {index} is {_in_words(item)}, not a Kubernetes object (a mapping)"))
             continue
         kind = item.get("kind")
         meta = item.get("metadata")
         name = meta.get("name") if isinstance(meta, Mapping) else None
         if not isinstance(item.get("apiVersion"), str) or not isinstance(kind, str) or not isinstance(name, str) or not name:
-            diagnostics.append(_error("MC0003", f"item {index} is missing apiVersion, kind or metadata.name"))
+            diagnostics.append(_error(LoadCode.MISSING_IDENTITY,
+                                      f"item {index} is missing apiVersion, kind or metadata.name"))
             continue
         text_free.append(make_object(dict(item), cluster_scoped=kind in CLUSTER_SCOPED_KINDS))
     return text_free, diagnostics

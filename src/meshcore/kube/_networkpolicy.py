@@ -36,7 +36,7 @@ from ..model import (
     Workload,
     WorkloadSelector,
 )
-from ._codes import INVALID_VALUE, NAMED_PORT_UNDECLARED, POLICY_SELECTS_NO_PODS, SELECTOR_EXPRESSIONS
+from ._codes import FieldCode, KubeCode
 from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._selector import LabelSelector, read_selector
@@ -51,7 +51,7 @@ def _labels_only(fields: Fields) -> dict[str, str]:
         raise FieldError(
             f"{fields.path}.matchExpressions",
             "matchExpressions is not supported here (the mesh selects workloads by labels); use matchLabels",
-            SELECTOR_EXPRESSIONS,
+            KubeCode.SELECTOR_EXPRESSIONS,
         )
     return dict(selector.match_labels)
 
@@ -60,14 +60,16 @@ def _cidr(text: str, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise FieldError(path, f"{text!r} is not a CIDR such as 10.0.0.0/8 or fd00::/64", INVALID_VALUE) from None
+        raise FieldError(path, f"{text!r} is not a CIDR such as 10.0.0.0/8 or fd00::/64",
+                         KubeCode.INVALID_VALUE) from None
 
 
 def _peer(peer: Fields, namespace: str, namespaces: Sequence[Namespace]) -> PeerSelector | None:
     """The model peer, or None when it can match nothing (a namespace selector matching none)."""
     if peer.has("ipBlock"):
         if peer.has("podSelector") or peer.has("namespaceSelector"):
-            raise FieldError(peer.path, "ipBlock cannot be combined with podSelector or namespaceSelector", INVALID_VALUE)
+            raise FieldError(peer.path, "ipBlock cannot be combined with podSelector or namespaceSelector",
+                             KubeCode.INVALID_VALUE)
         block = peer.map("ipBlock")
         cidr = block.req_str("cidr")
         outer = _cidr(cidr, f"{block.path}.cidr")
@@ -75,10 +77,11 @@ def _peer(peer: Fields, namespace: str, namespaces: Sequence[Namespace]) -> Peer
         for i, e in enumerate(excepts):
             inner = _cidr(e, f"{block.path}.except[{i}]")
             if inner.version != outer.version or not inner.subnet_of(outer) or inner == outer:  # type: ignore[arg-type]
-                raise FieldError(f"{block.path}.except[{i}]", f"{e} must be a strict subnet of {cidr}", INVALID_VALUE)
+                raise FieldError(f"{block.path}.except[{i}]", f"{e} must be a strict subnet of {cidr}",
+                                 KubeCode.INVALID_VALUE)
         return PeerSelector(ip_blocks=[IpBlock(str(outer), [str(_cidr(e, "")) for e in excepts])])
     if not peer.has("podSelector") and not peer.has("namespaceSelector"):
-        raise FieldError(peer.path, "a peer needs podSelector, namespaceSelector or ipBlock", INVALID_VALUE)
+        raise FieldError(peer.path, "a peer needs podSelector, namespaceSelector or ipBlock", KubeCode.INVALID_VALUE)
     workload_labels = _labels_only(peer.map("podSelector")) if peer.has("podSelector") else {}
     if not peer.has("namespaceSelector"):
         return PeerSelector(namespaces=[namespace], workload_labels=workload_labels)
@@ -97,24 +100,26 @@ def _ports(entry: Fields, candidates: Sequence[Workload], findings: Findings) ->
     end = entry.int("endPort", minimum=1, maximum=65535)
     if port is None:
         if end is not None:
-            raise FieldError(f"{entry.path}.endPort", "endPort needs a numeric port", INVALID_VALUE)
+            raise FieldError(f"{entry.path}.endPort", "endPort needs a numeric port", KubeCode.INVALID_VALUE)
         return [PortRange(0, 65535, protocol)]
     if isinstance(port, str):
         if end is not None:
-            raise FieldError(f"{entry.path}.endPort", "endPort needs a numeric port, not a named one", INVALID_VALUE)
+            raise FieldError(f"{entry.path}.endPort", "endPort needs a numeric port, not a named one",
+                             KubeCode.INVALID_VALUE)
         if not is_port_name(port):
-            raise FieldError(f"{entry.path}.port", f"{port!r} is neither a port number nor a port name", INVALID_VALUE)
+            raise FieldError(f"{entry.path}.port", f"{port!r} is neither a port number nor a port name",
+                             KubeCode.INVALID_VALUE)
         numbers = sorted({
             p.port for w in candidates for p in w.ports if p.name == port and p.protocol.transport == protocol
         })
         if not numbers:
-            findings.warn(NAMED_PORT_UNDECLARED, f"no pod declares a {protocol} port named {port!r}; "
+            findings.warn(KubeCode.NAMED_PORT_UNDECLARED, f"no pod declares a {protocol} port named {port!r}; "
                           "this entry matches no traffic", f"{entry.path}.port")
         return [PortRange.single(n, protocol) for n in numbers]
     if not 1 <= port <= 65535:
-        raise FieldError(f"{entry.path}.port", f"{port} is out of range (1..65535)", "MC0104")
+        raise FieldError(f"{entry.path}.port", f"{port} is out of range (1..65535)", FieldCode.OUT_OF_RANGE)
     if end is not None and end < port:
-        raise FieldError(f"{entry.path}.endPort", f"{end} is below port {port}", INVALID_VALUE)
+        raise FieldError(f"{entry.path}.endPort", f"{end} is below port {port}", KubeCode.INVALID_VALUE)
     return [PortRange(port, end or port, protocol)]
 
 
@@ -148,7 +153,8 @@ def translate_network_policy(
     types: list[str] = problems.read(spec.strs, [], "policyTypes")
     for i, t in enumerate(types):
         if t not in _TYPES:
-            problems.add(FieldError(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress", "MC0103"))
+            problems.add(FieldError(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress",
+                                    FieldCode.NOT_ONE_OF))
     if not types:
         types = ["Ingress", *(["Egress"] if spec.has("egress") else [])]
     selected = [w for w in workloads if labels is not None and w.namespace == namespace and w.labels.matches(labels)]
@@ -163,7 +169,7 @@ def translate_network_policy(
     selector = WorkloadSelector(namespace, labels)
     if labels and not selected:
         # An empty podSelector (the whole namespace) is often written before the pods: never reported.
-        findings.warn(POLICY_SELECTS_NO_PODS, f"no pod in namespace {namespace} has the labels "
+        findings.warn(KubeCode.POLICY_SELECTS_NO_PODS, f"no pod in namespace {namespace} has the labels "
                       f"{selector_text(labels)}: this NetworkPolicy selects no pod and restricts nothing",
                       "spec.podSelector.matchLabels")
     out = []

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from ..model import Identity, Labels, Protocol, ProxyMode, Workload, WorkloadPort
-from ._codes import DUPLICATE_VALUE, INVALID_VALUE, PROXY_ANNOTATION, SCTP_UNSUPPORTED
+from ._codes import FieldCode, KubeCode
 from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._values import (
@@ -108,7 +108,7 @@ class PodFacts(NamedTuple):
 def _containers(spec: Fields) -> list[Fields]:
     containers = spec.maps("containers", required=True)
     if not containers:
-        raise FieldError(f"{spec.path}.containers", "a pod needs at least one container", "MC0101")
+        raise FieldError(f"{spec.path}.containers", "a pod needs at least one container", FieldCode.MISSING)
     return containers
 
 
@@ -291,15 +291,15 @@ def _ports(facts: list[PortFacts], findings: Findings, problems: Problems) -> tu
                         f"{port.path}.name",
                         f"{port.name!r} is not a valid port name (1-15 lower-case letters, digits and "
                         "'-', with at least one letter, no '--', not starting or ending with '-')",
-                        INVALID_VALUE,
+                        KubeCode.INVALID_VALUE,
                     )
                 if port.name in names:
                     raise FieldError(f"{port.path}.name",
                                      f"port name {port.name!r} is already used by {names[port.name]}",
-                                     DUPLICATE_VALUE)
+                                     KubeCode.DUPLICATE_VALUE)
                 names[port.name] = port.path
             if port.protocol == "SCTP":
-                findings.warn(SCTP_UNSUPPORTED, "SCTP is not supported by the datapath; this port is left out",
+                findings.warn(KubeCode.SCTP_UNSUPPORTED, "SCTP is not supported by the datapath; this port is left out",
                               f"{port.path}.protocol")
                 continue
             ports.append(_workload_port(port.number, port.name,
@@ -320,7 +320,7 @@ def shape(facts: SpecFacts, spec_path: str, annotations: Mapping[str, str], anno
     mode = annotations.get(PROXY_MODE_ANNOTATION, "mesh")
     if mode not in ("mesh", "none"):
         findings.warn(
-            PROXY_ANNOTATION,
+            KubeCode.PROXY_ANNOTATION,
             f"{PROXY_MODE_ANNOTATION} is {mode!r}; valid values are 'mesh' and 'none' (using 'mesh')",
             f"{annotations_path}.{PROXY_MODE_ANNOTATION}",
         )
@@ -352,7 +352,7 @@ def _addresses(facts: PodFacts, problems: Problems) -> tuple[str, ...]:
                 good = [ip]
             elif good[0] != ip:
                 raise FieldError("status.podIPs[0].ip", f"must match status.podIP ({facts.pod_ip})",
-                                 INVALID_VALUE)
+                                 KubeCode.INVALID_VALUE)
         dual_stack(good, "status.podIPs")
         return tuple(good)
     return ()

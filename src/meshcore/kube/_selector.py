@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._codes import INVALID_VALUE
+from ._codes import KubeCode
 from ._fields import FieldError, Fields, Problems
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -55,9 +55,9 @@ def _requirement(expr: Fields) -> Requirement:
     operator = expr.req_str("operator", choices=OPERATORS)
     values = expr.strs("values")
     if operator in ("In", "NotIn") and not values:
-        raise FieldError(f"{expr.path}.values", f"must not be empty for operator {operator}", INVALID_VALUE)
+        raise FieldError(f"{expr.path}.values", f"must not be empty for operator {operator}", KubeCode.INVALID_VALUE)
     if operator in ("Exists", "DoesNotExist") and values:
-        raise FieldError(f"{expr.path}.values", f"must be empty for operator {operator}", INVALID_VALUE)
+        raise FieldError(f"{expr.path}.values", f"must be empty for operator {operator}", KubeCode.INVALID_VALUE)
     return Requirement(key, operator, frozenset(values))
 
 

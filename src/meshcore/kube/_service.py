@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import attrs
 
 from ..model import LbPolicy, Protocol, Source, VipAssignment
-from ._codes import DUPLICATE_VALUE, EXTERNAL_NAME, INVALID_VALUE
+from ._codes import FieldCode, KubeCode
 from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
 from ._values import (
@@ -121,11 +121,11 @@ def _vips(spec: Fields, external: bool) -> tuple[str, ...]:
         return ()
     if many and single and many[0] != single:
         raise FieldError("spec.clusterIPs[0]", f"{many[0]!r} must match spec.clusterIP ({single!r})",
-                         INVALID_VALUE)
+                         KubeCode.INVALID_VALUE)
     values = many or ([single] if single else [])
     if values and values[0] == "None":
         if len(values) > 1:
-            raise FieldError("spec.clusterIPs", "'None' (headless) must be the only value", INVALID_VALUE)
+            raise FieldError("spec.clusterIPs", "'None' (headless) must be the only value", KubeCode.INVALID_VALUE)
         return ()
     path = "spec.clusterIPs" if many else "spec.clusterIP"
     vips = [ip_address(v, f"{path}[{i}]" if many else path) for i, v in enumerate(values)]
@@ -140,14 +140,14 @@ def _target(entry: Fields, port: int) -> int | str:
         return port
     if isinstance(target, int):
         if not 1 <= target <= 65535:
-            raise FieldError(path, f"{target} is out of range (1..65535)", "MC0104")
+            raise FieldError(path, f"{target} is out of range (1..65535)", FieldCode.OUT_OF_RANGE)
         return target
     if not is_port_name(target):
         raise FieldError(
             path,
             f"{target!r} is neither a port number nor a valid port name (a name has 1-15 "
             "lower-case letters, digits and '-', with at least one letter)",
-            INVALID_VALUE,
+            KubeCode.INVALID_VALUE,
         )
     return target
 
@@ -170,16 +170,16 @@ def _port(index: int, entry: Fields, count: int, names: dict[str, str], numbers:
     assert number is not None
     name = port_name(entry)
     if not name and count > 1:
-        raise FieldError(f"{entry.path}.name", "required when a Service has more than one port", "MC0101")
+        raise FieldError(f"{entry.path}.name", "required when a Service has more than one port", FieldCode.MISSING)
     if name in names:
         raise FieldError(f"{entry.path}.name", f"port name {name!r} is already used by {names[name]}",
-                         DUPLICATE_VALUE)
+                         KubeCode.DUPLICATE_VALUE)
     names[name] = entry.path
     protocol = entry.str("protocol", "TCP") or "TCP"
     key = (number, protocol)
     if key in numbers:
         raise FieldError(f"{entry.path}.port", f"port {number}/{protocol} is already used by "
-                         f"{numbers[key]}", DUPLICATE_VALUE)
+                         f"{numbers[key]}", KubeCode.DUPLICATE_VALUE)
     numbers[key] = entry.path
     target = _target(entry, number)
     app_protocol = entry.str("appProtocol")
@@ -206,7 +206,7 @@ def read_service(obj: KubeObject, findings: Findings) -> ServiceSpec:
         with problems:
             external_name = spec.req_str("externalName")
             findings.warn(
-                EXTERNAL_NAME,
+                KubeCode.EXTERNAL_NAME,
                 f"type ExternalName ({external_name}) is not supported by the datapath; the service "
                 "has no VIPs and no backends",
                 "spec.type",
@@ -217,7 +217,7 @@ def read_service(obj: KubeObject, findings: Findings) -> ServiceSpec:
                                      or spec.strs("clusterIPs")[:1] == ["None"])
         if not spec.list("ports") and not (external or headless):
             raise FieldError("spec.ports", "required field is missing (only headless and ExternalName "
-                             "Services may have no ports)", "MC0101")
+                             "Services may have no ports)", FieldCode.MISSING)
     ports: tuple[PortSpec, ...] = problems.read(lambda: _ports(spec, findings, problems), ())
     selector: dict[str, str] = problems.read(lambda: spec.str_map("selector"), {})
     affinity = problems.read(lambda: spec.str("sessionAffinity", "None", choices=_AFFINITY), None)

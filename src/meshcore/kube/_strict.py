@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ..model import Diagnostic, Severity
-from ._codes import UNKNOWN_FIELD
+from ._codes import KubeCode
 from ._objects import KubeObject
 
 _OBJECT, _LIST, _MAP = "", "[]", "{}"
@@ -149,6 +149,6 @@ def unknown_fields(obj: KubeObject) -> list[Diagnostic]:
     out = []
     for parent, key, where in found:
         path = f"{parent}.{key}" if parent else key
-        out.append(Diagnostic(UNKNOWN_FIELD, Severity.WARNING, _message(obj, parent, str(key), where.fields),
+        out.append(Diagnostic(KubeCode.UNKNOWN_FIELD, Severity.WARNING, _message(obj, parent, str(key), where.fields),
                               obj.source_at(path), path))
     return out

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..model import Diagnostic, ModelError, Protocol, Severity
-from ._codes import INVALID_VALUE, SCTP_UNSUPPORTED
+from ._codes import FieldCode, KubeCode
 from ._fields import FieldError, Fields
 from ._objects import KubeObject
 
@@ -71,7 +71,7 @@ def port_name(fields: Fields, key: str = "name") -> str:
             f"{fields.path}.{key}",
             f"{value!r} is not a valid port name (a DNS label: lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)",
-            INVALID_VALUE,
+            KubeCode.INVALID_VALUE,
         )
     return value
 
@@ -83,7 +83,7 @@ def service_name(name: str, path: str) -> None:
             path,
             f"{name!r} is not a valid Service name (lower-case letters, digits and '-', "
             "starting with a letter, ending with a letter or digit, at most 63 characters)",
-            INVALID_VALUE,
+            KubeCode.INVALID_VALUE,
         )
 
 
@@ -108,9 +108,9 @@ def ip_address(text: str, path: str, family: int | None = None) -> str:
     parsed = _parse_ip(text)
     if parsed is None:
         kind = f"IPv{family}" if family else "IPv4 or IPv6"
-        raise FieldError(path, f"{text!r} is not an {kind} address", INVALID_VALUE)
+        raise FieldError(path, f"{text!r} is not an {kind} address", KubeCode.INVALID_VALUE)
     if family is not None and parsed[1] != family:
-        raise FieldError(path, f"{text!r} is not an IPv{family} address", INVALID_VALUE)
+        raise FieldError(path, f"{text!r} is not an IPv{family} address", KubeCode.INVALID_VALUE)
     return parsed[0]
 
 
@@ -121,7 +121,7 @@ def dual_stack(addresses: list[str], path: str) -> None:
                               == ipaddress.ip_address(addresses[1]).version):
         raise FieldError(
             path, f"{addresses} must hold at most one IPv4 and one IPv6 address (dual-stack)",
-            INVALID_VALUE,
+            KubeCode.INVALID_VALUE,
         )
 
 
@@ -130,7 +130,7 @@ def transport(fields: Fields, findings: Findings) -> Protocol | None:
     value = fields.str("protocol", "TCP", choices=PORT_PROTOCOLS)
     if value == "SCTP":
         findings.warn(
-            SCTP_UNSUPPORTED,
+            KubeCode.SCTP_UNSUPPORTED,
             "SCTP is not supported by the datapath; this port is left out",
             f"{fields.path}.protocol",
         )
@@ -148,7 +148,7 @@ def build(paths: Mapping[str, str], default: str, make: Callable[[], T]) -> T:
         return make()
     except ModelError as exc:
         head = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
-        raise FieldError(paths.get(head, default), exc.message, "MC0105") from None
+        raise FieldError(paths.get(head, default), exc.message, FieldCode.MODEL_REJECTED) from None
 
 
 # Direct readers for the hot paths: they accept only plain, well-typed data and raise

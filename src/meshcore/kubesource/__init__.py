@@ -23,7 +23,7 @@ Writing status back is :mod:`meshcore.kubestatus`, over the same connection and 
 
 from ._api import SERVICE_ACCOUNT, ApiError, ConfigError, KubeApi, Unreachable, connect, in_cluster
 from ._backoff import Backoff
-from ._codes import KIND_NOT_SERVED
+from ._codes import KubeSourceCode
 from ._discovery import Resource, discover, group_version_path, version_priority
 from ._informer import Informer
 from ._kinds import (
@@ -38,7 +38,8 @@ from ._kinds import (
 from ._source import KubeSource, not_served, read_kube
 
 __all__ = [
-    "KIND_NOT_SERVED", "NODE_KIND", "SERVICE_ACCOUNT", "WRITTEN_STATUS_KEYS", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi", "KubeSource",
+    "NODE_KIND", "SERVICE_ACCOUNT", "WRITTEN_STATUS_KEYS", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi",
+    "KubeSource", "KubeSourceCode",
     "Resource", "Unreachable", "connect", "discover", "group_version_path", "in_cluster", "node_labels_only",
     "not_served", "read_kube", "status_is_written", "to_object", "version_priority", "watched_kinds",
     "without_written_status",

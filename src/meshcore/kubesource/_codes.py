@@ -1,14 +1,15 @@
-"""Diagnostic codes of live sources (block MC05xx).
-
-=======  ========  ===============================================================
-Code     Severity  Meaning
-=======  ========  ===============================================================
-MC0500   warning   A kind meshcore reads is not served by the API server (its
-                   CustomResourceDefinition is not installed): it is not watched,
-                   and the source looks for it again from time to time.
-=======  ========  ===============================================================
-"""
+"""Diagnostic codes of this package: :class:`KubeSourceCode`."""
 
 from __future__ import annotations
 
-KIND_NOT_SERVED = "MC0500"
+from ..model import DiagnosticCode, Severity
+
+
+class KubeSourceCode(DiagnosticCode):
+    """Live sources (block MC05xx): reading objects from a Kubernetes API server."""
+
+    KIND_NOT_SERVED = (
+        "MC0500", Severity.WARNING,
+        "A kind meshcore reads is not served by the API server (its CustomResourceDefinition is not "
+        "installed): it is not watched, and the source looks for it again from time to time.",
+    )

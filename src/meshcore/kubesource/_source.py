@@ -14,7 +14,7 @@ from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Source, WorkloadRef
 from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect
 from ._backoff import Backoff
-from ._codes import KIND_NOT_SERVED
+from ._codes import KubeSourceCode
 from ._discovery import Resource, discover
 from ._informer import Informer
 from ._kinds import NODE_KIND, node_labels_only, status_is_written, to_object, watched_kinds, without_written_status
@@ -32,7 +32,7 @@ def not_served(origin: str, missing: Iterable[tuple[str, str]]) -> list[Diagnost
     out = []
     for group, kinds in by_group.items():
         what = f"{', '.join(kinds)} ({group or 'core'})"
-        out.append(Diagnostic(KIND_NOT_SERVED, Severity.WARNING,
+        out.append(Diagnostic(KubeSourceCode.KIND_NOT_SERVED, Severity.WARNING,
                               f"the API server does not serve {what}: objects of "
                               f"{'this kind' if len(kinds) == 1 else 'these kinds'} are not read (are the "
                               "CustomResourceDefinitions installed?)",

@@ -24,10 +24,11 @@ from ._errors import LabError
 from ._ipam import LabRanges
 from ._lab import DEFAULT_LAB, Lab, LabInputError
 from ._agents import AgentStatus
+from ._codes import PlacementCode
 from ._state import PodRecord
 from ._status import ContainerStatus, FabricStatus, LabStatus, NodeStatus, PodStatus, ServiceStatus, UpResult
 
 __all__ = [
     "DEFAULT_LAB", "AgentStatus", "ContainerStatus", "FabricStatus", "Lab", "LabError", "LabInputError",
-    "LabRanges", "LabStatus", "NodeStatus", "PodRecord", "PodStatus", "ServiceStatus", "UpResult",
+    "LabRanges", "LabStatus", "NodeStatus", "PlacementCode", "PodRecord", "PodStatus", "ServiceStatus", "UpResult",
 ]

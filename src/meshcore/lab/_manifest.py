@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .._codes import TranslateCode
 from ..kube import (
     CLUSTER_SCOPED_KINDS,
     PROXY_ADDRESSES_ANNOTATION,
@@ -112,7 +113,7 @@ def desired_state(objects: Sequence[KubeObject]) -> Desired:
         else:
             if obj.kind in UNSUPPORTED_WORKLOADS and obj.group in ("apps", "batch"):
                 diagnostics.append(Diagnostic(
-                    "MC0400", "warning", f"the lab does not run {obj.kind}s (only Pods and "
+                    TranslateCode.NOT_SUPPORTED, "warning", f"the lab does not run {obj.kind}s (only Pods and "
                     "Deployments); it was passed on unchanged", obj.source, "kind"))
             others.append(obj)
     seen: dict[str, DesiredPod] = {}

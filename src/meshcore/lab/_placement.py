@@ -7,16 +7,8 @@ that runs keeps its node until its spec changes. Node labels are those of the in
 ``Node`` object of that name plus the labels every node has (``kubernetes.io/hostname``,
 ``kubernetes.io/os``, ``kubernetes.io/arch``).
 
-What cannot be honoured is a warning saying where the pod runs instead:
-
-=======  ===============================================================================
-Code     Meaning
-=======  ===============================================================================
-MC0600   ``spec.nodeName`` names a node the lab does not have: placed as if not given.
-MC0601   ``spec.nodeSelector`` matches no node of the lab: placed as if not given.
-MC0602   ``spec.affinity.nodeAffinity`` or ``topologySpreadConstraints``: not applied.
-MC0603   A ``Node`` object names a node the lab does not have: passed on unchanged.
-=======  ===============================================================================
+What cannot be honoured is a warning (a :class:`PlacementCode`) saying where the pod runs
+instead.
 """
 
 from __future__ import annotations
@@ -29,15 +21,11 @@ import attrs
 
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Source
+from ._codes import PlacementCode
 from ._manifest import DesiredPod
 
-NODE_NAME_UNKNOWN = "MC0600"
-NODE_SELECTOR_UNMATCHED = "MC0601"
-PLACEMENT_NOT_APPLIED = "MC0602"
-NODE_UNKNOWN = "MC0603"
-
 #: Reports a warning: (pod, code, field under the pod spec, message).
-Warn = Callable[[DesiredPod, str, str, str], None]
+Warn = Callable[[DesiredPod, PlacementCode, str, str], None]
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -66,7 +54,7 @@ def lab_node_labels(name: str, given: KubeObject | None) -> dict[str, str]:
 def unknown_nodes(given: Mapping[str, KubeObject], names: Sequence[str]) -> list[Diagnostic]:
     """A warning per input Node object that names no node of the lab."""
     listed = ", ".join(names)
-    return [Diagnostic(NODE_UNKNOWN, Severity.WARNING,
+    return [Diagnostic(PlacementCode.NODE_UNKNOWN, Severity.WARNING,
                        f"the lab has no node {name!r} (its nodes: {listed}); this Node is passed on unchanged "
                        "(name a lab node to give it labels)", obj.source, "metadata.name")
             for name, obj in sorted(given.items()) if name not in names]
@@ -99,7 +87,7 @@ def place(pods: Sequence[DesiredPod], nodes: Sequence[PlacementNode],
     placed: dict[str, str] = {}
     found: dict[tuple[str, str, str], Diagnostic] = {}
 
-    def warn(pod: DesiredPod, code: str, field: str, message: str) -> None:
+    def warn(pod: DesiredPod, code: PlacementCode, field: str, message: str) -> None:
         source, path = _where(pod, field)
         key = (code, f"{source.namespace}/{source.kind}/{source.name}", path)
         found.setdefault(key, Diagnostic(code, Severity.WARNING, message, source, path))
@@ -116,7 +104,7 @@ def place(pods: Sequence[DesiredPod], nodes: Sequence[PlacementNode],
                 placed[pod.key] = wanted
                 load[wanted] += 1
                 continue
-            warn(pod, NODE_NAME_UNKNOWN, "nodeName",
+            warn(pod, PlacementCode.NODE_NAME_UNKNOWN, "nodeName",
                  f"nodeName {wanted!r} is not a node of the lab (its nodes: {', '.join(names)}); "
                  "the pod is placed as if no node were named")
         selector = _selector(pod)
@@ -125,7 +113,7 @@ def place(pods: Sequence[DesiredPod], nodes: Sequence[PlacementNode],
             if matching:
                 candidates = matching
             else:
-                warn(pod, NODE_SELECTOR_UNMATCHED, "nodeSelector",
+                warn(pod, PlacementCode.NODE_SELECTOR_UNMATCHED, "nodeSelector",
                      f"nodeSelector {selector} matches no node of the lab (nodes are labelled by Node objects "
                      "of their names); the pod is placed as if it had none")
         up = [n for n in candidates if n.up] or candidates
@@ -139,8 +127,8 @@ def _check_unapplied(pod: DesiredPod, warn: Warn) -> None:
     """Warn about placement rules the lab does not apply."""
     affinity = pod.spec.get("affinity")
     if isinstance(affinity, Mapping) and affinity.get("nodeAffinity"):
-        warn(pod, PLACEMENT_NOT_APPLIED, "affinity.nodeAffinity",
+        warn(pod, PlacementCode.PLACEMENT_NOT_APPLIED, "affinity.nodeAffinity",
              "the lab places pods by nodeName and nodeSelector only; nodeAffinity is not applied")
     if pod.spec.get("topologySpreadConstraints"):
-        warn(pod, PLACEMENT_NOT_APPLIED, "topologySpreadConstraints",
+        warn(pod, PlacementCode.PLACEMENT_NOT_APPLIED, "topologySpreadConstraints",
              "the lab spreads pods over its nodes by count only; topologySpreadConstraints are not applied")

@@ -10,7 +10,7 @@ from ._labels import Labels
 from ._serialize import to_data
 from ._source import Source
 from .authn import ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication
-from .diagnostics import Diagnostic, Severity, has_errors
+from .diagnostics import Diagnostic, DiagnosticCode, Severity, has_errors
 from .envoy import ENVOY_RESOURCE_TYPES, BackendService, EnvoyConfig, EnvoyResource, ServiceListener
 from .identity import DEFAULT_TRUST_DOMAIN, FIRST_ALLOCATED_IDENTITY, Identity, ReservedIdentity
 from .namespace import Namespace
@@ -84,7 +84,7 @@ from .workload import Protocol, ProxyMode, Workload, WorkloadPort, WorkloadRef
 __all__ = [
     "DEFAULT_TRUST_DOMAIN", "ENVOY_RESOURCE_TYPES", "FIRST_ALLOCATED_IDENTITY",
     "AuthorizationPolicy", "Backend", "BackendService", "BackendState", "ClaimToHeader", "ClientMatch", "Condition", "CorsPolicy", "Destination",
-    "Diagnostic", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
+    "Diagnostic", "DiagnosticCode", "DirectResponse", "Direction", "EnvoyConfig", "EnvoyResource",
     "FaultInjection", "HeaderMatch", "HeaderModifier", "HttpMatch", "HostnameBackend", "HttpRoute", "Identity", "InvalidBackends",
     "IpBlock", "JwtHeader", "JwtRule", "Labels", "LbPolicy", "MatchKind", "Mirror", "ModelError", "Namespace", "Node",
     "Operation", "PeerAuthMode", "PeerAuthentication", "PeerSelector", "PolicyAction",

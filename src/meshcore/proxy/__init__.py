@@ -61,7 +61,7 @@ _require_extra("agent", "meshcore.proxy")  # before the imports that need it: na
 from ..compile import Origin
 from ._admin import AdminClient, socket_in_netns
 from ._als import FlowHub, FlowSubscription, Resolver, decode_batch, decode_http_entry, decode_tcp_entry
-from ._errors import CONFIG_CODE, NACK_CODE, EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
+from ._errors import EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
 from ._names import NamesTable, plan_names
 from ._resources import (
     ACCESS_LOG_NAME,
@@ -84,7 +84,7 @@ from ._xds import AdsServer, NodeStatus, TypeStatus
 from ._xds_tunnel import bundle_secret_name, svid_secret_name
 
 __all__ = [
-    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE", "SECRET",
+    "ACCESS_LOG_NAME", "CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SECRET",
     "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
     "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder", "FlowSubscription", "Nack",
     "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resolver",

@@ -7,13 +7,8 @@ from datetime import datetime
 
 import attrs
 
-from ..compile import Origin
+from ..compile import Origin, ProxyCode
 from ..model import Diagnostic, Severity, Source
-
-#: Diagnostic code of a resource the node Envoy rejected.
-NACK_CODE = "MC5001"
-#: Diagnostic code of a plan part the Envoy API cannot express.
-CONFIG_CODE = "MC5002"
 
 
 class ProxyError(Exception):
@@ -33,7 +28,7 @@ class ProxyConfigError(ProxyError):
         """This error as a model diagnostic attributed to the source object."""
         source = self.origin.source if self.origin is not None else Source()
         what = f"{self.origin.what}: " if self.origin is not None else ""
-        return Diagnostic(CONFIG_CODE, Severity.ERROR, f"{what}{self.message}", source)
+        return Diagnostic(ProxyCode.NOT_EXPRESSIBLE, Severity.ERROR, f"{what}{self.message}", source)
 
 
 @attrs.frozen
@@ -58,8 +53,8 @@ class Nack:
         names = ", ".join(self.resources) or "(unnamed)"
         text = f"node {self.node}: Envoy rejected {kind} {names} (version {self.version}): {self.message}"
         if not self.origins:
-            return (Diagnostic(NACK_CODE, Severity.ERROR, text),)
-        return tuple(Diagnostic(NACK_CODE, Severity.ERROR, f"{o.what}: {text}", o.source) for o in self.origins)
+            return (Diagnostic(ProxyCode.NACK, Severity.ERROR, text),)
+        return tuple(Diagnostic(ProxyCode.NACK, Severity.ERROR, f"{o.what}: {text}", o.source) for o in self.origins)
 
     def __str__(self) -> str:
         return "\n".join(str(d) for d in self.diagnostics())

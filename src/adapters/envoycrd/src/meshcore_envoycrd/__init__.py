@@ -9,11 +9,11 @@ protobuf messages and checked against the Envoy API's constraints; names are qua
 :class:`~meshcore.model.ServiceListener` redirects and ``backendServices`` (with their
 ``number`` port filters) the :class:`~meshcore.model.BackendService` entries whose
 endpoints Envoy needs. Each config gets an :class:`~meshcore.adapter.ObjectStatus`
-(Accepted, or the errors). Diagnostic codes: :data:`ENVOYCRD_CODES` (block MC8xxx).
+(Accepted, or the errors). Diagnostic codes: :class:`EnvoyCrdCode` (block MC8xxx).
 """
 
 from ._adapter import KINDS, EnvoyCrdAdapter, adapter
-from ._codes import ENVOYCRD_CODES
+from ._codes import ENVOYCRD_CODES, EnvoyCrdCode
 from ._config import CLUSTERWIDE_DEFAULT_NAMESPACE
 
-__all__ = ["CLUSTERWIDE_DEFAULT_NAMESPACE", "ENVOYCRD_CODES", "KINDS", "EnvoyCrdAdapter", "adapter"]
+__all__ = ["CLUSTERWIDE_DEFAULT_NAMESPACE", "ENVOYCRD_CODES", "KINDS", "EnvoyCrdAdapter", "EnvoyCrdCode", "adapter"]

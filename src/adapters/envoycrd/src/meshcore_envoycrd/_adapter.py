@@ -14,7 +14,7 @@ import attrs
 from meshcore.adapter import ApiKind, Fragment, Inventory, KubeObject, ObjectStatus
 from meshcore.model import Diagnostic, EnvoyConfig, ServiceRef
 
-from ._codes import DUPLICATE_OBJECT, NOT_OUR_KIND, SERVICE_REDIRECT
+from ._codes import EnvoyCrdCode
 from ._config import Translated, translate_config
 from ._problems import Problem, error
 from ._status import config_status
@@ -35,8 +35,8 @@ def _conflict(result: Translated, taken: dict[tuple[ServiceRef, int | None], Kub
         for (other_ref, other_port), owner in taken.items():
             if other_ref == ref and (port is None or other_port is None or port == other_port):
                 which = "every port" if port is None else f"port {port}"
-                return error(SERVICE_REDIRECT, "spec.services", f"service {ref} {which} is already redirected by "
-                             f"{owner.ref}; a service port is redirected by one config only")
+                return error(EnvoyCrdCode.SERVICE_REDIRECT, "spec.services", f"service {ref} {which} is already "
+                             f"redirected by {owner.ref}; a service port is redirected by one config only")
     return None
 
 
@@ -56,13 +56,14 @@ class EnvoyCrdAdapter:
         taken: dict[tuple[ServiceRef, int | None], KubeObject] = {}
         for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name)):
             if obj.kind not in _KIND_NAMES:
-                diagnostics.append(_diagnostic(obj, error(NOT_OUR_KIND, "kind", f"{obj.kind} is not handled by "
-                                                          f"adapter {self.name!r}")))
+                diagnostics.append(_diagnostic(obj, error(EnvoyCrdCode.NOT_OUR_KIND, "kind", f"{obj.kind} is not "
+                                                          f"handled by adapter {self.name!r}")))
                 continue
             key = (obj.kind, obj.namespace, obj.name)
             if key in seen:
                 first = seen[key].source.location or str(seen[key].source)
-                diagnostics.append(_diagnostic(obj, error(DUPLICATE_OBJECT, "metadata.name", f"{obj.ref} is "
+                diagnostics.append(_diagnostic(obj, error(EnvoyCrdCode.DUPLICATE_OBJECT,
+                                                          "metadata.name", f"{obj.ref} is "
                                                           f"defined twice (first at {first}); the second is ignored")))
                 continue
             seen[key] = obj

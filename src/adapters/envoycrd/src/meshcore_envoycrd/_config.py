@@ -16,12 +16,10 @@ from typing import Any
 import attrs
 from google.protobuf import json_format
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject
+from meshcore.kube import FieldCode, FieldError, Fields, Inventory, KubeObject
 from meshcore.model import BackendService, EnvoyConfig, EnvoyResource, ServiceListener, ServiceRef, Severity
 
-from ._codes import (
-    CONSTRAINT, DUPLICATE_RESOURCE, INVALID_NAME, MISSING_SERVICE, NODE_SELECTOR, NOT_A_FIELD, SERVICE_REDIRECT,
-)
+from ._codes import EnvoyCrdCode
 from ._constraints import violations
 from ._names import ENDPOINT, LISTENER, Namer, resource_name
 from ._parse import parse_resource
@@ -62,11 +60,11 @@ def _ports(fields: Fields, key: str, numbers_only: bool) -> list[int | str]:
     for i, item in enumerate(fields.list(key)):
         at = f"{fields.path}.{key}[{i}]"
         if isinstance(item, bool) or not isinstance(item, int | str) or (numbers_only and not isinstance(item, int)):
-            raise FieldError(at, f"expected a port number, got {item!r}", "MC0102")
+            raise FieldError(at, f"expected a port number, got {item!r}", FieldCode.WRONG_TYPE)
         if isinstance(item, str) and item.isdigit():
             item = int(item)
         if isinstance(item, int) and not 1 <= item <= 65535:
-            raise FieldError(at, f"{item} is out of range (1..65535)", "MC0104")
+            raise FieldError(at, f"{item} is out of range (1..65535)", FieldCode.OUT_OF_RANGE)
         out.append(item)
     return out
 
@@ -89,15 +87,15 @@ class _Reader:
         name = fields.req_str("name")
         namespace = fields.str("namespace") or self.default_namespace
         if redirect and not self.clusterwide and namespace != self.obj.namespace:
-            self.problems.append(error(SERVICE_REDIRECT, f"{fields.path}.namespace", f"a CiliumEnvoyConfig in "
-                                       f"namespace {self.obj.namespace} cannot redirect service {namespace}/{name}; "
-                                       "use a CiliumClusterwideEnvoyConfig"))
+            self.problems.append(error(EnvoyCrdCode.SERVICE_REDIRECT, f"{fields.path}.namespace",
+                                       f"a CiliumEnvoyConfig in namespace {self.obj.namespace} cannot redirect "
+                                       f"service {namespace}/{name}; use a CiliumClusterwideEnvoyConfig"))
         ref = ServiceRef(namespace, name)
         found = self.inventory.service(namespace, name)
         if found is None:
             what = "no traffic is redirected" if redirect else "its endpoints are not available to Envoy"
-            self.problems.append(warning(MISSING_SERVICE, f"{fields.path}.name", f"service {ref} does not exist; "
-                                         f"{what}"))
+            self.problems.append(warning(EnvoyCrdCode.MISSING_SERVICE, f"{fields.path}.name", f"service {ref} does not "
+                                         f"exist; {what}"))
         return ref, found
 
     def check_ports(self, fields: Fields, service: Any, ports: list[int | str], key: str = "ports") -> None:
@@ -107,7 +105,7 @@ class _Reader:
             known = any(p.port == port or (p.name and p.name == port) for p in service.ports)
             if not known:
                 names = ", ".join(p.name or str(p.port) for p in service.ports) or "none"
-                self.problems.append(warning(MISSING_SERVICE, f"{fields.path}.{key}[{i}]", f"service "
+                self.problems.append(warning(EnvoyCrdCode.MISSING_SERVICE, f"{fields.path}.{key}[{i}]", f"service "
                                              f"{service.ref} has no port {port} (ports: {names})"))
 
     def backend_service(self, entry: Fields) -> BackendService:
@@ -116,17 +114,17 @@ class _Reader:
         numbers = _ports(entry, "number", numbers_only=False)
         self.check_ports(entry, found, numbers, key="number")
         if entry.has("ports"):
-            self.problems.append(warning(NOT_A_FIELD, f"{entry.path}.ports", "a backendServices entry has no "
-                                         "'ports' (that is a field of services); its port filter is 'number', a "
+            self.problems.append(warning(EnvoyCrdCode.NOT_A_FIELD, f"{entry.path}.ports", "a backendServices entry has "
+                                         "no 'ports' (that is a field of services); its port filter is 'number', a "
                                          "list of port numbers or names as strings: 'ports' is ignored"))
         return BackendService(ref, tuple(str(n) for n in numbers))
 
     def node_selector(self, spec: Fields) -> dict[str, str]:
         selector = spec.map("nodeSelector")
         if selector.list("matchExpressions"):
-            self.problems.append(error(NODE_SELECTOR, f"{selector.path}.matchExpressions", "matchExpressions "
-                                       "are not supported, only matchLabels; the config is not applied rather "
-                                       "than applied to more nodes than intended"))
+            self.problems.append(error(EnvoyCrdCode.NODE_SELECTOR, f"{selector.path}.matchExpressions",
+                                       "matchExpressions are not supported, only matchLabels; the config is not "
+                                       "applied rather than applied to more nodes than intended"))
         return selector.str_map("matchLabels")
 
     def parse(self, spec: Fields) -> list[_Parsed]:
@@ -143,7 +141,7 @@ class _Reader:
                 continue
             if not resource_name(type_url, message):
                 field = "cluster_name" if type_url == ENDPOINT else "name"
-                self.problems.append(error(INVALID_NAME, f"{path}.{field}", f"resource {i} "
+                self.problems.append(error(EnvoyCrdCode.INVALID_NAME, f"{path}.{field}", f"resource {i} "
                                            f"({SHORT_NAMES[type_url]}): {field} is required"))
                 continue
             parsed.append(_Parsed(i, type_url, message))
@@ -155,7 +153,7 @@ class _Reader:
             name = resource_name(item.type_url, item.message)
             seen = names.setdefault(item.type_url, {})
             if name in seen:
-                self.problems.append(error(DUPLICATE_RESOURCE, f"{spec.path}.resources[{item.index}]",
+                self.problems.append(error(EnvoyCrdCode.DUPLICATE_RESOURCE, f"{spec.path}.resources[{item.index}]",
                                            f"resource {item.index}: {SHORT_NAMES[item.type_url]} {name!r} is "
                                            f"already defined by resource {seen[name]}"))
             else:
@@ -204,7 +202,7 @@ def translate_config(obj: KubeObject, inventory: Inventory) -> Translated:
             served = namer.rewrite(item.type_url, item.message, path)
             namer.problems[before:] = [_in_resource(p, item.index, data) for p in namer.problems[before:]]
             for at, problem in violations(item.message, path):
-                reader.problems.append(error(CONSTRAINT, at, f"{_label(item.index, data)}: {problem}"))
+                reader.problems.append(error(EnvoyCrdCode.CONSTRAINT, at, f"{_label(item.index, data)}: {problem}"))
             body = json_format.MessageToDict(item.message, preserving_proto_field_name=True)
             resources.append(EnvoyResource(item.type_url, served, body))
         reader.problems.extend(namer.problems)
@@ -247,14 +245,14 @@ def _services(reader: _Reader, spec: Fields, defined: dict[str, set[str]], namer
         listener = entry.str("listener") or ""
         if not listener:
             if not listeners:
-                reader.problems.append(error(SERVICE_REDIRECT, entry.path, f"service {ref} is redirected to the "
-                                             "config's first Listener, but the config defines none"))
+                reader.problems.append(error(EnvoyCrdCode.SERVICE_REDIRECT, entry.path, f"service {ref} is redirected "
+                                             "to the config's first Listener, but the config defines none"))
                 continue
             listener = listeners[0]
         elif "/" in listener or listener not in defined.get(LISTENER, set()):
             known = ", ".join(dict.fromkeys(listeners)) or "none"
-            reader.problems.append(error(SERVICE_REDIRECT, f"{entry.path}.listener", f"Listener {listener!r} is "
-                                         f"not defined in this config (its Listeners: {known})"))
+            reader.problems.append(error(EnvoyCrdCode.SERVICE_REDIRECT, f"{entry.path}.listener", f"Listener "
+                                         f"{listener!r} is not defined in this config (its Listeners: {known})"))
             continue
         services.append(ServiceListener(ref, namer.qualify(listener), tuple(sorted(set(ports)))))
         if ports:

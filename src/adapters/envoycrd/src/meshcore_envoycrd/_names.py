@@ -20,7 +20,7 @@ from typing import Any
 from meshcore.kube import Inventory
 from meshcore.model import ServiceRef
 
-from ._codes import BAD_REFERENCE, CONSTRAINT, INVALID_NAME, MISSING_SERVICE, PORT_ALLOCATED, UNDEFINED_REFERENCE
+from ._codes import EnvoyCrdCode
 from ._problems import Problem, error, info, warning
 from ._types import SHORT_NAMES, descriptor_for, message_class
 
@@ -100,25 +100,26 @@ class Namer:
         """Check a ``<ns>/<svc>[:<port>]`` name against the inventory; False when malformed."""
         parsed = mesh_cluster(name)
         if parsed is None:
-            self.problems.append(error(BAD_REFERENCE, path, f"{what} {name!r} contains '/' but is not a meshcore "
-                                       f"service cluster {_MESH_FORMS}; name a resource of this config without '/' "
+            self.problems.append(error(EnvoyCrdCode.BAD_REFERENCE, path,
+                                       f"{what} {name!r} contains '/' but is not a meshcore service cluster "
+                                       f"{_MESH_FORMS}; name a resource of this config without '/' "
                                        "(references to other configs are not supported)"))
             return False
         ref, port = parsed
         self.mesh_services.add(ref)
         service = self.inventory.service(ref.namespace, ref.name)
         if service is None:
-            self.problems.append(warning(MISSING_SERVICE, path, f"{what} {name!r}: service {ref} does not exist; "
-                                         "its cluster has no endpoints (503)"))
+            self.problems.append(warning(EnvoyCrdCode.MISSING_SERVICE, path, f"{what} {name!r}: service {ref} does not "
+                                         "exist; its cluster has no endpoints (503)"))
             return True
         tcp = [p.port for p in service.ports if p.protocol.transport == "TCP"]
         if port is None and not tcp:
-            self.problems.append(warning(MISSING_SERVICE, path, f"{what} {name!r}: service {ref} has no TCP port; "
-                                         "its cluster has no endpoints (503)"))
+            self.problems.append(warning(EnvoyCrdCode.MISSING_SERVICE, path, f"{what} {name!r}: service {ref} has no "
+                                         "TCP port; its cluster has no endpoints (503)"))
         elif port is not None and port not in tcp:
             ports = ", ".join(map(str, tcp)) or "none"
-            self.problems.append(warning(MISSING_SERVICE, path, f"{what} {name!r}: service {ref} has no TCP port "
-                                         f"{port} (TCP ports: {ports}); its cluster has no endpoints (503)"))
+            self.problems.append(warning(EnvoyCrdCode.MISSING_SERVICE, path, f"{what} {name!r}: service {ref} has no "
+                                         f"TCP port {port} (TCP ports: {ports}); its cluster has no endpoints (503)"))
         return True
 
     def cluster_ref(self, name: str, path: str) -> str:
@@ -130,20 +131,20 @@ class Namer:
         if "/" in name:
             self.check_mesh(name, path, "cluster")
             return name
-        self.problems.append(warning(UNDEFINED_REFERENCE, path, f"cluster {name!r} is not defined in this config; "
-                                     "requests routed to it get 503"))
+        self.problems.append(warning(EnvoyCrdCode.UNDEFINED_REFERENCE, path, f"cluster {name!r} is not defined in this "
+                                     "config; requests routed to it get 503"))
         return self.qualify(name)
 
     def local_ref(self, type_url: str, name: str, path: str) -> str:
         """The served name of a referenced route configuration, endpoints or secret."""
         what = SHORT_NAMES[type_url]
         if "/" in name:
-            self.problems.append(error(BAD_REFERENCE, path, f"{what} {name!r} contains '/': reference a "
+            self.problems.append(error(EnvoyCrdCode.BAD_REFERENCE, path, f"{what} {name!r} contains '/': reference a "
                                        f"{what} of this config by its own name"))
             return name
         if name not in self.defined.get(type_url, set()):
-            self.problems.append(warning(UNDEFINED_REFERENCE, path, f"{what} {name!r} is not defined in this "
-                                         "config; Envoy waits for it"))
+            self.problems.append(warning(EnvoyCrdCode.UNDEFINED_REFERENCE, path, f"{what} {name!r} is not defined in "
+                                         "this config; Envoy waits for it"))
         return self.qualify(name)
 
     # -- resources ------------------------------------------------------------------------
@@ -156,8 +157,8 @@ class Namer:
         if type_url == CLUSTER and "/" in name:
             served = self._mesh_cluster_resource(message, name, path)
         elif "/" in name:
-            self.problems.append(error(INVALID_NAME, f"{path}.{field}", f"{name!r} contains '/': the name is "
-                                       f"qualified as {self.qualify('<name>')}, give it without '/'"))
+            self.problems.append(error(EnvoyCrdCode.INVALID_NAME, f"{path}.{field}", f"{name!r} contains '/': the name "
+                                       f"is qualified as {self.qualify('<name>')}, give it without '/'"))
         if type_url == CLUSTER:
             self._cluster(message, name, path)
         if type_url == LISTENER:
@@ -173,11 +174,12 @@ class Namer:
         if kind is None:
             message.type = 3  # EDS
         elif kind != "type" or message.type != 3:
-            self.problems.append(error(INVALID_NAME, f"{path}.type", f"cluster {name!r} is named after a meshcore "
-                                       "service cluster, so its endpoints come from meshcore: it must be type EDS"))
+            self.problems.append(error(EnvoyCrdCode.INVALID_NAME, f"{path}.type",
+                                       f"cluster {name!r} is named after a meshcore service cluster, so its "
+                                       "endpoints come from meshcore: it must be type EDS"))
         eds = message.eds_cluster_config
         if eds.service_name and eds.service_name != name:
-            self.problems.append(error(INVALID_NAME, f"{path}.eds_cluster_config.service_name",
+            self.problems.append(error(EnvoyCrdCode.INVALID_NAME, f"{path}.eds_cluster_config.service_name",
                                        f"cluster {name!r} takes the endpoints of {name}; leave service_name unset"))
         eds.service_name = name
         return self.qualify(name)
@@ -196,8 +198,8 @@ class Namer:
         elif eds.service_name:
             eds.service_name = self.local_ref(ENDPOINT, eds.service_name, at)
         elif name not in self.defined.get(ENDPOINT, set()):
-            self.problems.append(warning(UNDEFINED_REFERENCE, f"{path}.name", f"EDS cluster {name!r} has no "
-                                         "ClusterLoadAssignment of that name in this config; it has no endpoints"))
+            self.problems.append(warning(EnvoyCrdCode.UNDEFINED_REFERENCE, f"{path}.name", f"EDS cluster {name!r} has "
+                                         "no ClusterLoadAssignment of that name in this config; it has no endpoints"))
 
     def _listener(self, message: Any, served: str, path: str) -> None:
         if message.HasField("address"):
@@ -205,18 +207,18 @@ class Namer:
             for i, extra in enumerate(message.additional_addresses):
                 self._address(extra.address, f"{path}.additional_addresses[{i}].address")
         elif not message.HasField("api_listener") and not message.HasField("internal_listener"):
-            self.problems.append(info(PORT_ALLOCATED, path, f"Listener {served} has no address: the node proxy "
-                                      "binds it on a port it allocates"))
+            self.problems.append(info(EnvoyCrdCode.PORT_ALLOCATED, path, f"Listener {served} has no address: the node "
+                                      "proxy binds it on a port it allocates"))
 
     def _address(self, address: Any, path: str) -> None:
         if address.WhichOneof("address") != "socket_address":
-            self.problems.append(error(CONSTRAINT, path, "a listener address must be a socket_address (or leave "
-                                       "the address out and the node proxy allocates a port)"))
+            self.problems.append(error(EnvoyCrdCode.CONSTRAINT, path, "a listener address must be a socket_address (or "
+                                       "leave the address out and the node proxy allocates a port)"))
             return
         socket = address.socket_address
         if socket.WhichOneof("port_specifier") != "port_value" or not 1 <= socket.port_value <= 65535:
-            self.problems.append(error(CONSTRAINT, f"{path}.socket_address", "a listener socket_address needs a "
-                                       "port_value between 1 and 65535"))
+            self.problems.append(error(EnvoyCrdCode.CONSTRAINT, f"{path}.socket_address", "a listener socket_address "
+                                       "needs a port_value between 1 and 65535"))
 
     # -- nested messages ------------------------------------------------------------------
 
@@ -262,5 +264,5 @@ class Namer:
         filters = list(hcm.http_filters)
         for i, item in enumerate(filters[:-1]):
             if item.HasField("typed_config") and item.typed_config.type_url == _ROUTER:
-                self.problems.append(error(CONSTRAINT, f"{path}.http_filters[{i}]", "the router filter must be the "
-                                           "last HTTP filter (Envoy rejects filters after it)"))
+                self.problems.append(error(EnvoyCrdCode.CONSTRAINT, f"{path}.http_filters[{i}]", "the router filter "
+                                           "must be the last HTTP filter (Envoy rejects filters after it)"))

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from meshcore.model import ENVOY_RESOURCE_TYPES
 
-from ._codes import INVALID_RESOURCE, UNKNOWN_TYPE
+from ._codes import EnvoyCrdCode
 from ._problems import ResourceError
 from ._types import UnknownType, descriptor_for, message_class
 
@@ -139,11 +139,12 @@ def _check_types(value: Any, path: str) -> None:
             child = f"{path}.{key}"
             if key == "@type":
                 if not isinstance(item, str):
-                    raise ResourceError(UNKNOWN_TYPE, child, f"@type must be a string, got {item!r}")
+                    raise ResourceError(EnvoyCrdCode.UNKNOWN_TYPE, child, f"@type must be a string, got {item!r}")
                 try:
                     descriptor_for(item)
                 except UnknownType as exc:
-                    raise ResourceError(UNKNOWN_TYPE, child, f"unknown @type {item}: {exc.reason}") from None
+                    raise ResourceError(EnvoyCrdCode.UNKNOWN_TYPE, child,
+                                        f"unknown @type {item}: {exc.reason}") from None
             else:
                 _check_types(item, child)
     elif isinstance(value, list):
@@ -221,10 +222,10 @@ def _locate_in(field: Any, value: Any, path: str) -> tuple[str, str] | None:
 def parse_resource(data: Any, path: str) -> tuple[str, Any]:
     """The ``@type`` URL and parsed message of the resource at ``path``; raises :class:`ResourceError`."""
     if not isinstance(data, Mapping):
-        raise ResourceError(INVALID_RESOURCE, path, f"a resource is a mapping with an @type, got {data!r}")
+        raise ResourceError(EnvoyCrdCode.INVALID_RESOURCE, path, f"a resource is a mapping with an @type, got {data!r}")
     type_url = data.get("@type")
     if not isinstance(type_url, str):
-        raise ResourceError(UNKNOWN_TYPE, path, "the resource has no @type (one of: "
+        raise ResourceError(EnvoyCrdCode.UNKNOWN_TYPE, path, "the resource has no @type (one of: "
                             + ", ".join(ENVOY_RESOURCE_TYPES) + ")")
     if type_url not in ENVOY_RESOURCE_TYPES:
         try:
@@ -232,8 +233,8 @@ def parse_resource(data: Any, path: str) -> tuple[str, Any]:
             reason = f"{known} is not a resource a config may carry"
         except UnknownType as exc:
             reason = exc.reason
-        raise ResourceError(UNKNOWN_TYPE, f"{path}.@type", f"unsupported @type {type_url}: {reason}; a resource "
-                            "is a Listener, RouteConfiguration, Cluster, ClusterLoadAssignment or Secret "
+        raise ResourceError(EnvoyCrdCode.UNKNOWN_TYPE, f"{path}.@type", f"unsupported @type {type_url}: {reason}; a "
+                            "resource is a Listener, RouteConfiguration, Cluster, ClusterLoadAssignment or Secret "
                             "(envoy.config.*.v3 / envoy.extensions.transport_sockets.tls.v3.Secret)")
     body = {k: v for k, v in data.items() if k != "@type"}
     _check_types(body, path)
@@ -243,5 +244,5 @@ def parse_resource(data: Any, path: str) -> tuple[str, Any]:
         json_format.ParseDict(body, message)
     except json_format.ParseError as exc:
         where = _locate(body, descriptor, path) or (path, _clean(str(exc)))
-        raise ResourceError(INVALID_RESOURCE, where[0], where[1]) from None
+        raise ResourceError(EnvoyCrdCode.INVALID_RESOURCE, where[0], where[1]) from None
     return type_url, message

@@ -9,11 +9,11 @@ computes (:class:`meshcore.adapter.ObjectStatus`) is ready to write back once
 """
 
 from ._adapter import KINDS, GatewayAdapter, adapter
-from ._codes import GATEWAY_CODES
+from ._codes import GATEWAY_CODES, GatewayCode
 from ._common import CONTROLLER_NAME, INGRESS_CONTROLLER, MESH_CONTROLLER_NAME
 from ._status import stamp_transition_times
 
 __all__ = [
     "CONTROLLER_NAME", "GATEWAY_CODES", "INGRESS_CONTROLLER", "KINDS", "MESH_CONTROLLER_NAME",
-    "GatewayAdapter", "adapter", "stamp_transition_times",
+    "GatewayAdapter", "GatewayCode", "adapter", "stamp_transition_times",
 ]

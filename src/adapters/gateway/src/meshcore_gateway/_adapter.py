@@ -35,21 +35,7 @@ from ._backends import BackendContext, Failure
 from ._backendtls import BackendTls, read_backend_tls
 from ._backendtls_status import policy_status
 from ._build import Built, build
-from ._codes import (
-    DUPLICATE_OBJECT,
-    LISTENER_NOT_ACCEPTED,
-    NO_ADDRESS,
-    NOT_OUR_KIND,
-    OTHER_CONTROLLER,
-    PARENT_NOT_FOUND,
-    ROUTE_CONFLICT,
-    ROUTE_NOT_ACCEPTED,
-    SERVICE_NAME,
-    SHADOWED_L4_ROUTE,
-    CERTIFICATE_REF,
-    UNRESOLVED_BACKEND,
-    UNSUPPORTED_FEATURE,
-)
+from ._codes import GatewayCode
 from ._common import CONTROLLER_NAME, GATEWAY_GROUP, MESH_CONTROLLER_NAME, reporting_errors
 from ._gateway import PORT_PROTOCOL, ClassInfo, GatewayInfo, read_gateway, read_gateway_class
 from ._grpcroute import read_grpcroute
@@ -122,7 +108,7 @@ class _Translation:
         self.terminations: list[TlsTermination] = []
         self.certificates: list[Certificate] = []
         self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
-        for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
+        for obj in unique_objects(objects, self.report, GatewayCode.DUPLICATE_OBJECT):
             self.by_kind[obj.kind].append(obj)
         self.grants = ReferenceGrants()
         self.tls_backends: dict[tuple[str, str], list[BackendTls]] = defaultdict(list)
@@ -158,8 +144,8 @@ class _Translation:
             problems = dict.fromkeys(t.problem for t in targets if t.problem)
             for problem in problems:
                 names = ", ".join(f"{t.namespace}/{t.name}" for t in targets)
-                self.report.warn(obj, UNSUPPORTED_FEATURE, f"{problem}: routes to {names} treat it as an invalid "
-                                 "backend (its share is answered with an error), never plaintext", "spec")
+                self.report.warn(obj, GatewayCode.UNSUPPORTED_FEATURE, f"{problem}: routes to {names} treat it as an "
+                                 "invalid backend (its share is answered with an error), never plaintext", "spec")
 
     def read_classes(self) -> None:
         for obj in self.by_kind["GatewayClass"]:
@@ -168,11 +154,11 @@ class _Translation:
                 continue
             self.classes[obj.name] = info
             if not info.ours:
-                self.report.info(obj, OTHER_CONTROLLER, f"GatewayClass {obj.name} is handled by "
+                self.report.info(obj, GatewayCode.OTHER_CONTROLLER, f"GatewayClass {obj.name} is handled by "
                                  f"{info.controller}, not {CONTROLLER_NAME}; ignored", "spec.controllerName")
                 continue
             if not info.accepted:
-                self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"GatewayClass not accepted: {info.message}",
+                self.report.warn(obj, GatewayCode.LISTENER_NOT_ACCEPTED, f"GatewayClass not accepted: {info.message}",
                                  "spec.parametersRef")
             self.statuses.append(class_status(info))
 
@@ -184,12 +170,12 @@ class _Translation:
                 continue
             cls = self.classes.get(name)
             if cls is None:
-                self.report.warn(obj, PARENT_NOT_FOUND, f"GatewayClass {name} is not in the input; the Gateway "
-                                 "is ignored", "spec.gatewayClassName")
+                self.report.warn(obj, GatewayCode.PARENT_NOT_FOUND, f"GatewayClass {name} is not in the input; the "
+                                 "Gateway is ignored", "spec.gatewayClassName")
                 self.foreign.add(key)
                 continue
             if not cls.ours:
-                self.report.info(obj, OTHER_CONTROLLER, f"GatewayClass {name} belongs to {cls.controller}; "
+                self.report.info(obj, GatewayCode.OTHER_CONTROLLER, f"GatewayClass {name} belongs to {cls.controller}; "
                                  "the Gateway is ignored", "spec.gatewayClassName")
                 self.foreign.add(key)
                 continue
@@ -203,7 +189,7 @@ class _Translation:
                 continue
             problem = self._service_problem(info)
             if problem:
-                self.report.error(obj, SERVICE_NAME, problem, "metadata.name")
+                self.report.error(obj, GatewayCode.SERVICE_NAME, problem, "metadata.name")
                 info = attrs.evolve(info, service_problem=problem)
             self.gateways[key] = info
             self._gateway_findings(info)
@@ -221,22 +207,22 @@ class _Translation:
     def _gateway_findings(self, info: GatewayInfo) -> None:
         obj = info.obj
         if not info.accepted[0]:
-            self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"Gateway not accepted ({info.accepted[1]}): "
+            self.report.warn(obj, GatewayCode.LISTENER_NOT_ACCEPTED, f"Gateway not accepted ({info.accepted[1]}): "
                              f"{info.accepted[2]}", "spec")
         for listener in info.listeners:
             if listener.serving:
                 continue
             if listener.resolved[1] == "InvalidCertificateRef" and listener.cert_refs:
-                self.report.warn(obj, CERTIFICATE_REF, f"listener {listener.name}: {listener.resolved[2]}",
+                self.report.warn(obj, GatewayCode.CERTIFICATE_REF, f"listener {listener.name}: {listener.resolved[2]}",
                                  f"{listener.path}.tls.certificateRefs")
                 continue
             problems = [c for c in (listener.accepted, listener.resolved) if not c[0]]
             reason, message = (listener.conflict if listener.conflict else (problems[0][1], problems[0][2]))
-            self.report.warn(obj, LISTENER_NOT_ACCEPTED, f"listener {listener.name} does not serve traffic "
+            self.report.warn(obj, GatewayCode.LISTENER_NOT_ACCEPTED, f"listener {listener.name} does not serve traffic "
                              f"({reason}): {message}", listener.path)
         if info.accepted[0] and not info.addresses and not info.service_problem:
-            self.report.info(obj, NO_ADDRESS, "no IPAddress in spec.addresses or status.addresses: the Gateway "
-                             "is translated but not programmed until an address is assigned", "spec")
+            self.report.info(obj, GatewayCode.NO_ADDRESS, "no IPAddress in spec.addresses or status.addresses: the "
+                             "Gateway is translated but not programmed until an address is assigned", "spec")
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -280,14 +266,15 @@ class _Translation:
             for kind in rule.filters.failing:
                 if kind == "ExtensionRef":
                     continue  # reported as an unresolvable reference (ResolvedRefs InvalidKind)
-                self.report.warn(obj, UNSUPPORTED_FEATURE, f"{kind} filters are not supported; requests matching "
-                                 "this rule are answered with 500", f"{rule.path}.filters")
+                self.report.warn(obj, GatewayCode.UNSUPPORTED_FEATURE, f"{kind} filters are not supported; requests "
+                                 "matching this rule are answered with 500", f"{rule.path}.filters")
             if rule.timing.backoff_ignored:
-                self.report.warn(obj, UNSUPPORTED_FEATURE, "retry.backoff is not carried by the model; the "
+                self.report.warn(obj, GatewayCode.UNSUPPORTED_FEATURE, "retry.backoff is not carried by the model; the "
                                  "proxy's default backoff applies", f"{rule.path}.retry.backoff")
         for i, raw in enumerate(obj.spec.get("rules") or []):
             if isinstance(raw, dict) and raw.get("sessionPersistence") is not None:
-                self.report.warn(obj, UNSUPPORTED_FEATURE, "sessionPersistence is not supported yet; ignored",
+                self.report.warn(obj, GatewayCode.UNSUPPORTED_FEATURE,
+                                 "sessionPersistence is not supported yet; ignored",
                                  f"spec.rules[{i}].sessionPersistence")
 
     def _attach(self, route: RouteSpec) -> list[ParentResult]:
@@ -303,8 +290,8 @@ class _Translation:
                 results.append(ParentResult(ref, CONTROLLER_NAME, False, "NoMatchingParent",
                                             f"Gateway {ref.namespace}/{ref.name} is invalid"))
             elif ref.is_gateway and key not in self.foreign:
-                self.route_warn(route, PARENT_NOT_FOUND, f"Gateway {ref.namespace}/{ref.name} is not in the input; "
-                                "the route is not attached to it", ref.path)
+                self.route_warn(route, GatewayCode.PARENT_NOT_FOUND, f"Gateway {ref.namespace}/{ref.name} is not in "
+                                "the input; the route is not attached to it", ref.path)
         return results
 
     def route_warn(self, route: RouteSpec, code: str, message: str, path: str) -> None:
@@ -348,9 +335,9 @@ class _Translation:
                     continue
                 remaining = tuple(a for a in res.listeners if all(a is not d for d, _ in lost))
                 rivals = ", ".join(sorted({who for _, who in lost}))
-                self.route_warn(item.route, ROUTE_CONFLICT, f"{item.route.kind} shares hostnames with the older "
-                                f"{rivals} on a listener of Gateway {res.ref.namespace}/{res.ref.name}; it is not "
-                                "attached there", res.ref.path)
+                self.route_warn(item.route, GatewayCode.ROUTE_CONFLICT,
+                                f"{item.route.kind} shares hostnames with the older {rivals} on a listener of Gateway "
+                                f"{res.ref.namespace}/{res.ref.name}; it is not attached there", res.ref.path)
                 item.results[i] = (attrs.evolve(res, listeners=remaining) if remaining else
                                    res.reject(CONFLICTED, f"conflicts with {rivals}, which is older, on every "
                                               "listener (an HTTPRoute and a GRPCRoute cannot share hostnames)"))
@@ -367,8 +354,9 @@ class _Translation:
         mesh = mesh_tables(placed)
         self.tables += mesh.tables
         for route, service, port in mesh.shadowed:
-            self.route_warn(route, SHADOWED_L4_ROUTE, f"an older {route.kind} on Service {service} port {port} "
-                            "takes every connection; this route never matches there", "spec.parentRefs")
+            self.route_warn(route, GatewayCode.SHADOWED_L4_ROUTE,
+                            f"an older {route.kind} on Service {service} port {port} takes every connection; this "
+                            "route never matches there", "spec.parentRefs")
         for item in attached:
             lost = mesh.lost.get((item.route.kind, item.route.namespace, item.route.name))
             if not lost:
@@ -377,8 +365,8 @@ class _Translation:
             for i, res in enumerate(item.results):
                 if res.accepted and res.service is not None and set(res.ports) <= lost_ports:
                     winners = ", ".join(sorted({w for _, w in lost}))
-                    self.route_warn(item.route, ROUTE_CONFLICT, f"Service {res.service} has a {winners} on every "
-                                    f"port this {item.route.kind} selects; route kinds do not merge and "
+                    self.route_warn(item.route, GatewayCode.ROUTE_CONFLICT, f"Service {res.service} has a {winners} on "
+                                    f"every port this {item.route.kind} selects; route kinds do not merge and "
                                     f"{winners} takes precedence", res.ref.path)
                     item.results[i] = res.reject(CONFLICTED, f"a {winners} attached to the same Service port takes "
                                                  "precedence")
@@ -401,9 +389,10 @@ class _Translation:
             tables, shadowed = gateway_tables(info, placed.get(key, {}))
             self.tables += tables
             for route, listener in shadowed:
-                self.route_warn(route, SHADOWED_L4_ROUTE, f"an older {route.kind} on listener {listener.name} of "
-                                f"Gateway {info.namespace}/{info.name} takes every connection; this route never "
-                                "matches there", "spec.parentRefs")
+                self.route_warn(route, GatewayCode.SHADOWED_L4_ROUTE,
+                                f"an older {route.kind} on listener {listener.name} of Gateway {info.namespace}/"
+                                f"{info.name} takes every connection; this route never matches there",
+                                "spec.parentRefs")
             ports: dict[int, ServicePort] = {}
             for listener in info.listeners:
                 if listener.serving and listener.port not in ports:
@@ -438,8 +427,8 @@ class _Translation:
         carried = any(res.accepted for res in item.results)
         for res, seen in zip(item.results, failures):
             if not res.accepted and res.reason != CONFLICTED:
-                self.route_warn(route, ROUTE_NOT_ACCEPTED, f"not accepted by {res.ref.kind} {res.ref.namespace}/"
-                                f"{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
+                self.route_warn(route, GatewayCode.ROUTE_NOT_ACCEPTED, f"not accepted by {res.ref.kind} "
+                                f"{res.ref.namespace}/{res.ref.name} ({res.reason}): {res.message}", res.ref.path)
             if res.accepted or not carried:
                 for failure in seen:
                     if (failure.path, failure.message) in reported:
@@ -447,8 +436,8 @@ class _Translation:
                     reported.add((failure.path, failure.message))
                     effect = (failure.effect or "it is not used") if carried else (
                         "no parent accepts the route, so it carries no traffic yet")
-                    self.route_warn(route, UNRESOLVED_BACKEND, f"{failure.message} ({failure.reason}); {effect}",
-                                    failure.path)
+                    self.route_warn(route, GatewayCode.UNRESOLVED_BACKEND,
+                                    f"{failure.message} ({failure.reason}); {effect}", failure.path)
 
     def tls_policy_statuses(self, attached: list[_Attached]) -> None:
         """BackendTLSPolicy status: the Gateways whose accepted routes reach one of its Services."""
@@ -476,7 +465,8 @@ class _Translation:
         for kind, objs in self.by_kind.items():
             if kind not in handled:
                 for obj in objs:
-                    self.report.error(obj, NOT_OUR_KIND, f"{obj.kind} is not handled by the gateway adapter", "kind")
+                    self.report.error(obj, GatewayCode.NOT_OUR_KIND,
+                                      f"{obj.kind} is not handled by the gateway adapter", "kind")
         self.read_grants()
         self.read_tls_policies()
         self.read_classes()

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject, Report, field_diagnostic
+from meshcore.kube import FieldCode, FieldError, Fields, KubeObject, Report, field_diagnostic
 from meshcore.model import ModelError
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 
 #: The API group of the Gateway API.
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -43,7 +43,7 @@ def parse_duration(text: str, path: str) -> int:
     """A Gateway API duration (GEP-2257, e.g. ``1m30s``, ``500ms``) in milliseconds."""
     if not _DURATION.match(text):
         raise FieldError(path, f"{text!r} is not a duration (1 to 4 parts of up to 5 digits with "
-                         "unit h, m, s or ms, e.g. 10s, 1m30s, 500ms)", INVALID_VALUE)
+                         "unit h, m, s or ms, e.g. 10s, 1m30s, 500ms)", GatewayCode.INVALID_VALUE)
     return sum(int(number) * _UNIT_MS[unit] for number, unit in _DURATION_PART.findall(text))
 
 
@@ -76,9 +76,9 @@ def _timestamp(value: Any, path: str) -> datetime.datetime:
             parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise FieldError(path, f"{value!r} is not an RFC 3339 time (e.g. 2024-05-01T10:00:00Z)",
-                             INVALID_VALUE) from None
+                             GatewayCode.INVALID_VALUE) from None
     else:
-        raise FieldError(path, f"expected an RFC 3339 time, got {value!r}", "MC0102")
+        raise FieldError(path, f"expected an RFC 3339 time, got {value!r}", FieldCode.WRONG_TYPE)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import attrs
 
-from meshcore.kube import FieldError, Fields
+from meshcore.kube import FieldCode, FieldError, Fields
 from meshcore.model import CorsPolicy, HeaderModifier, Redirect, RetryPolicy, Rewrite
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 from ._common import read_duration
 from ._hostnames import check_hostname
 from ._matches import METHODS, header_name, model
@@ -86,7 +86,7 @@ def _header_modifier(fields: Fields) -> HeaderModifier:
         key = name.lower()
         if key in seen:
             raise FieldError(path, f"header {name!r} already has an action at {seen[key]}; only one "
-                             "action per header name is allowed", INVALID_VALUE)
+                             "action per header name is allowed", GatewayCode.INVALID_VALUE)
         seen[key] = path
 
     pairs: dict[str, list[tuple[str, str]]] = {"set": [], "add": []}
@@ -104,7 +104,7 @@ def _header_modifier(fields: Fields) -> HeaderModifier:
 def _absolute(value: str, path: str) -> str:
     # The proxy builds the new path from it, so it must be an absolute path.
     if not value.startswith("/"):
-        raise FieldError(path, f"{value!r} must start with '/'", INVALID_VALUE)
+        raise FieldError(path, f"{value!r} must start with '/'", GatewayCode.INVALID_VALUE)
     return value
 
 
@@ -132,7 +132,7 @@ def _redirect(fields: Fields) -> Redirect:
     status = fields.int("statusCode", 302)
     if status not in _REDIRECT_CODES:
         raise FieldError(f"{fields.path}.statusCode", f"{status} is not one of 301, 302, 303, 307, 308",
-                         "MC0103")
+                         FieldCode.NOT_ONE_OF)
     modifier = _path_modifier(fields.map("path")) if fields.has("path") else PathModifier()
     assert status is not None
     return model(fields.path, lambda: Redirect(scheme=scheme, host=host, port=port, path=modifier.full,
@@ -150,7 +150,7 @@ def _rewrite(fields: Fields) -> Rewrite:
 def _mirror(fields: Fields, namespace: str) -> MirrorSpec:
     backend = read_backend_ref(fields.map("backendRef", required=True), namespace, weighted=False)
     if fields.has("percent") and fields.has("fraction"):
-        raise FieldError(fields.path, "only one of percent or fraction may be set", INVALID_VALUE)
+        raise FieldError(fields.path, "only one of percent or fraction may be set", GatewayCode.INVALID_VALUE)
     percent: float = 100.0
     if fields.has("percent"):
         value = fields.int("percent", minimum=0, maximum=100)
@@ -162,7 +162,8 @@ def _mirror(fields: Fields, namespace: str) -> MirrorSpec:
         denominator = fraction.int("denominator", 100, minimum=1)
         assert numerator is not None and denominator is not None
         if numerator > denominator:
-            raise FieldError(fraction.path, "numerator must be less than or equal to denominator", INVALID_VALUE)
+            raise FieldError(fraction.path, "numerator must be less than or equal to denominator",
+                             GatewayCode.INVALID_VALUE)
         percent = 100.0 * numerator / denominator
     return MirrorSpec(backend, percent)
 
@@ -170,13 +171,15 @@ def _mirror(fields: Fields, namespace: str) -> MirrorSpec:
 def _cors(fields: Fields) -> CorsPolicy:
     def no_star_with_others(key: str, values: list[str]) -> list[str]:
         if "*" in values and len(values) > 1:
-            raise FieldError(f"{fields.path}.{key}", "'*' cannot be combined with other values", INVALID_VALUE)
+            raise FieldError(f"{fields.path}.{key}", "'*' cannot be combined with other values",
+                             GatewayCode.INVALID_VALUE)
         return values
 
     methods = no_star_with_others("allowMethods", fields.strs("allowMethods"))
     for i, method in enumerate(methods):
         if method != "*" and method not in METHODS:
-            raise FieldError(f"{fields.path}.allowMethods[{i}]", f"{method!r} is not an HTTP method", "MC0103")
+            raise FieldError(f"{fields.path}.allowMethods[{i}]", f"{method!r} is not an HTTP method",
+                             FieldCode.NOT_ONE_OF)
     return CorsPolicy(
         allow_origins=no_star_with_others("allowOrigins", fields.strs("allowOrigins")),
         allow_methods=methods,
@@ -199,10 +202,11 @@ def read_filters(rule: Fields, namespace: str, allowed: tuple[str, ...] = HTTP_F
         for other_kind, other_field in _FIELD.items():
             if other_field != field and entry.has(other_field):
                 raise FieldError(f"{entry.path}.{other_field}", f"must not be set for a {kind} filter",
-                                 INVALID_VALUE)
+                                 GatewayCode.INVALID_VALUE)
         config = entry.map(field, required=True)
         if kind in seen and kind not in _REPEATABLE:
-            raise FieldError(entry.path, f"{kind} filter cannot be repeated (first at {seen[kind]})", INVALID_VALUE)
+            raise FieldError(entry.path, f"{kind} filter cannot be repeated (first at {seen[kind]})",
+                             GatewayCode.INVALID_VALUE)
         seen.setdefault(kind, entry.path)
         if kind == "RequestHeaderModifier" or kind == "ResponseHeaderModifier":
             values[kind] = _header_modifier(config)
@@ -218,7 +222,7 @@ def read_filters(rule: Fields, namespace: str, allowed: tuple[str, ...] = HTTP_F
             failing.append(kind)
     if "RequestRedirect" in values and "URLRewrite" in values:
         raise FieldError(f"{rule.path}.filters", "RequestRedirect and URLRewrite cannot both be used in a rule",
-                         INVALID_VALUE)
+                         GatewayCode.INVALID_VALUE)
     request = values.get("RequestHeaderModifier")
     response = values.get("ResponseHeaderModifier")
     redirect = values.get("RequestRedirect")
@@ -253,7 +257,7 @@ def read_timing(rule: Fields) -> Timing:
     backend = read_duration(timeouts, "backendRequest")
     if request and backend is not None and backend > request:
         raise FieldError(f"{timeouts.path}.backendRequest", "backendRequest timeout cannot be longer than "
-                         "the request timeout", INVALID_VALUE)
+                         "the request timeout", GatewayCode.INVALID_VALUE)
     retries = None
     backoff = False
     if rule.has("retry"):
@@ -261,7 +265,8 @@ def read_timing(rule: Fields) -> Timing:
         codes = []
         for i, code in enumerate(retry.list("codes")):
             if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
-                raise FieldError(f"{retry.path}.codes[{i}]", f"{code!r} is not a status code in 400..599", "MC0104")
+                raise FieldError(f"{retry.path}.codes[{i}]", f"{code!r} is not a status code in 400..599",
+                                 FieldCode.OUT_OF_RANGE)
             codes.append(code)
         attempts = retry.int("attempts", 1, minimum=0)
         assert attempts is not None

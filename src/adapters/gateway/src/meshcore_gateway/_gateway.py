@@ -18,10 +18,10 @@ from collections.abc import Mapping
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, Inventory, KubeObject, LabelSelector, read_selector
+from meshcore.kube import FieldCode, FieldError, Fields, Inventory, KubeObject, LabelSelector, read_selector
 from meshcore.model import Certificate, Protocol
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 from ._common import CONTROLLER_NAME, GATEWAY_GROUP, Meta, read_meta
 from ._hostnames import ANY, check_hostname
 from ._referencegrant import ReferenceGrants
@@ -152,22 +152,23 @@ def _read_listener(entry: Fields, index: int, namespace: str) -> Listener:
     if hostname:
         check_hostname(hostname, f"{entry.path}.hostname")
         if protocol in ("TCP", "UDP"):
-            raise FieldError(f"{entry.path}.hostname", f"must not be set for protocol {protocol}", INVALID_VALUE)
+            raise FieldError(f"{entry.path}.hostname", f"must not be set for protocol {protocol}",
+                             GatewayCode.INVALID_VALUE)
     tls_mode = None
     certs: tuple[CertRef, ...] = ()
     if entry.has("tls"):
         if protocol in ("HTTP", "TCP", "UDP"):
-            raise FieldError(f"{entry.path}.tls", f"must not be set for protocol {protocol}", INVALID_VALUE)
+            raise FieldError(f"{entry.path}.tls", f"must not be set for protocol {protocol}", GatewayCode.INVALID_VALUE)
         tls = entry.map("tls")
         tls_mode = tls.str("mode", "Terminate", choices=("Terminate", "Passthrough"))
         if protocol == "HTTPS" and tls_mode != "Terminate":
-            raise FieldError(f"{tls.path}.mode", "must be Terminate for protocol HTTPS", INVALID_VALUE)
+            raise FieldError(f"{tls.path}.mode", "must be Terminate for protocol HTTPS", GatewayCode.INVALID_VALUE)
         certs = _cert_refs(tls, namespace)
         if tls_mode == "Terminate" and not certs and not tls.map("options").data:
             raise FieldError(f"{tls.path}.certificateRefs", "certificateRefs or options must be set when mode "
-                             "is Terminate", INVALID_VALUE)
+                             "is Terminate", GatewayCode.INVALID_VALUE)
     elif protocol == "TLS":
-        raise FieldError(f"{entry.path}.tls", "required for protocol TLS (with mode set)", "MC0101")
+        raise FieldError(f"{entry.path}.tls", "required for protocol TLS (with mode set)", FieldCode.MISSING)
     allowed = entry.map("allowedRoutes")
     spaces = allowed.map("namespaces")
     namespaces_from = spaces.str("from", "Same", choices=_FROM) or "Same"
@@ -307,7 +308,8 @@ def _addresses(spec: Fields) -> tuple[tuple[str, ...], tuple[bool, str, str] | N
         try:
             vips.append(str(ipaddress.ip_address(value)))
         except ValueError:
-            raise FieldError(f"{entry.path}.value", f"{value!r} is not an IP address", INVALID_VALUE) from None
+            raise FieldError(f"{entry.path}.value", f"{value!r} is not an IP address",
+                             GatewayCode.INVALID_VALUE) from None
     return tuple(dict.fromkeys(vips)), None
 
 
@@ -337,12 +339,12 @@ def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGra
         listener = _read_listener(entry, i, obj.namespace)
         if listener.name in names:
             raise FieldError(f"{entry.path}.name", f"listener name {listener.name!r} is already used by "
-                             f"{names[listener.name]}", INVALID_VALUE)
+                             f"{names[listener.name]}", GatewayCode.INVALID_VALUE)
         names[listener.name] = entry.path
         listener = _check_certs(_check_protocol(listener), obj.namespace, grants, inventory)
         listeners.append(listener)
     if not listeners:
-        raise FieldError("spec.listeners", "at least one listener is required", "MC0101")
+        raise FieldError("spec.listeners", "at least one listener is required", FieldCode.MISSING)
     listeners = _mark_conflicts(listeners)
     addresses, address_problem = _addresses(spec)
     if not addresses and address_problem is None:

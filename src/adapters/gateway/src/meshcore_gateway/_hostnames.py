@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from meshcore.kube import FieldError, Fields
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 
 ANY = ""
 
@@ -27,7 +27,7 @@ def check_hostname(value: str, path: str, *, precise: bool = False) -> str:
     if len(value) > 253 or not pattern.match(value) or _IPV4.match(value):
         kind = "a DNS name" if precise else "a DNS name, optionally prefixed by '*.'"
         raise FieldError(path, f"{value!r} is not a valid hostname ({kind}; lower case, no IP address)",
-                         INVALID_VALUE)
+                         GatewayCode.INVALID_VALUE)
     return value
 
 

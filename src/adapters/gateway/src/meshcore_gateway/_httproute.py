@@ -9,7 +9,7 @@ from __future__ import annotations
 from meshcore.kube import FieldError, Fields, KubeObject
 from meshcore.model import HttpMatch, MatchKind, StringMatch
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 from ._backend_filters import with_backend_filters
 from ._common import read_meta
 from ._filters import HTTP_FILTERS, read_filters, read_timing
@@ -27,7 +27,8 @@ def check_rule_names(rules: list[Fields]) -> None:
         if name is None:
             continue
         if name in seen:
-            raise FieldError(f"{rule.path}.name", f"rule name {name!r} is already used by {seen[name]}", INVALID_VALUE)
+            raise FieldError(f"{rule.path}.name", f"rule name {name!r} is already used by {seen[name]}",
+                             GatewayCode.INVALID_VALUE)
         seen[name] = rule.path
 
 
@@ -39,11 +40,11 @@ def _rule(rule: Fields, index: int, namespace: str) -> L7Rule:
                      for b in rule.maps("backendRefs"))
     if filters.redirect is not None and backends:
         raise FieldError(f"{rule.path}.filters", "a RequestRedirect filter cannot be used together with "
-                         "backendRefs", INVALID_VALUE)
+                         "backendRefs", GatewayCode.INVALID_VALUE)
     if filters.replaces_prefix:
         if len(matches) != 1 or (matches[0].path is not None and matches[0].path.kind is not MatchKind.PATH_PREFIX):
             raise FieldError(f"{rule.path}.matches", "ReplacePrefixMatch needs exactly one PathPrefix match "
-                             "in the rule", INVALID_VALUE)
+                             "in the rule", GatewayCode.INVALID_VALUE)
         if matches[0].path is None:
             # The matched prefix is "/": say so, so the proxy knows what to replace.
             only = matches[0]

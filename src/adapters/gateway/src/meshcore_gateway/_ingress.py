@@ -40,7 +40,7 @@ from meshcore.model import (
     TlsTermination,
 )
 
-from ._codes import INVALID_VALUE, OTHER_CONTROLLER, SERVICE_NAME, UNRESOLVED_BACKEND
+from ._codes import GatewayCode
 from ._common import INGRESS_CONTROLLER, object_annotations, reporting_errors
 from ._hostnames import ANY, check_hostname
 from ._ingress_tls import IngressTls, assigned_addresses, ingress_status, ingress_tls
@@ -108,7 +108,7 @@ def _backend(entry: Fields, obj: KubeObject, inventory: Inventory) -> _Backend:
     number = port.port("number")
     port_name = port.str("name")
     if (number is None) == (not port_name):
-        raise FieldError(port.path, "exactly one of number or name must be set", INVALID_VALUE)
+        raise FieldError(port.path, "exactly one of number or name must be set", GatewayCode.INVALID_VALUE)
     found = inventory.service(obj.namespace, name)
     if found is None:
         return _Backend(entry.path, None, f"Service {obj.namespace}/{name} not found")
@@ -122,7 +122,7 @@ def _path_match(entry: Fields) -> HttpMatch:
     kind = entry.req_str("pathType", choices=PATH_TYPES)
     value = entry.str("path", "/") or "/"
     if not value.startswith("/"):
-        raise FieldError(f"{entry.path}.path", f"{value!r} must start with '/'", INVALID_VALUE)
+        raise FieldError(f"{entry.path}.path", f"{value!r} must start with '/'", GatewayCode.INVALID_VALUE)
     if kind == "Exact":
         return HttpMatch(path=StringMatch(MatchKind.EXACT, value))
     prefix = path_prefix(value)
@@ -171,7 +171,7 @@ def read_ingress(obj: KubeObject, inventory: Inventory, report: Report) -> Ingre
             route = _route(f"{ref}.rules[{i}].http.paths[{j}]", match, backend, obj)
             by_host[host].append(l7_entry(route, ((0, 0.0), "", ""), i, j))
     for backend in unresolved:
-        report.warn(obj, UNRESOLVED_BACKEND, f"{backend.problem}: requests for this backend are answered "
+        report.warn(obj, GatewayCode.UNRESOLVED_BACKEND, f"{backend.problem}: requests for this backend are answered "
                     f"with {UNAVAILABLE}", backend.path)
     if default is not None:
         by_host.setdefault(ANY, [])
@@ -225,10 +225,10 @@ def translate_ingresses(classes: Sequence[KubeObject], ingresses: Sequence[KubeO
         if cls is not None and not cls.ours:
             why = f"its IngressClass {cls.name} belongs to {cls.controller}"
         if cls is None or not cls.ours:
-            report.info(obj, OTHER_CONTROLLER, f"Ingress ignored: {why}", "spec")
+            report.info(obj, GatewayCode.OTHER_CONTROLLER, f"Ingress ignored: {why}", "spec")
             continue
         if inventory.service(obj.namespace, obj.name) is not None:
-            report.error(obj, SERVICE_NAME, f"Ingress {obj.ref} is served as a Service of the same name, "
+            report.error(obj, GatewayCode.SERVICE_NAME, f"Ingress {obj.ref} is served as a Service of the same name, "
                          f"but Service {obj.namespace}/{obj.name} already exists; rename the Ingress",
                          "metadata.name")
             continue

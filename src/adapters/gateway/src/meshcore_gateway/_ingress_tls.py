@@ -20,7 +20,7 @@ import attrs
 from meshcore.kube import Fields, Inventory, KubeObject, Report
 from meshcore.model import Certificate, ServiceRef, TlsTermination
 
-from ._codes import CERTIFICATE_REF
+from ._codes import GatewayCode
 from ._hostnames import check_hostname
 
 HTTPS_PORT = 443
@@ -49,12 +49,12 @@ def ingress_tls(obj: KubeObject, inventory: Inventory, report: Report) -> Ingres
             continue
         secret = entry.str("secretName")
         if not secret:
-            report.warn(obj, CERTIFICATE_REF, f"spec.tls[{i}] names no secretName and meshcore has no default "
-                        f"certificate: {label} not served on port {HTTPS_PORT}", entry.path)
+            report.warn(obj, GatewayCode.CERTIFICATE_REF, f"spec.tls[{i}] names no secretName and meshcore has no "
+                        f"default certificate: {label} not served on port {HTTPS_PORT}", entry.path)
             continue
         certificate, problem = inventory.certificate(obj.namespace, secret)
         if certificate is None:
-            report.warn(obj, CERTIFICATE_REF, f"{problem}: {label} not served on port {HTTPS_PORT} (never "
+            report.warn(obj, GatewayCode.CERTIFICATE_REF, f"{problem}: {label} not served on port {HTTPS_PORT} (never "
                         "without TLS)", f"{entry.path}.secretName")
             continue
         claimed.update(fresh or ("",))

@@ -13,10 +13,10 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from meshcore.kube import FieldError, Fields
+from meshcore.kube import FieldCode, FieldError, Fields
 from meshcore.model import HeaderMatch, HttpMatch, MatchKind, ModelError, QueryMatch, StringMatch
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 
 T = TypeVar("T")
 
@@ -35,14 +35,14 @@ def model(path: str, build: Callable[[], T]) -> T:
     try:
         return build()
     except ModelError as exc:
-        raise FieldError(path, exc.message, "MC0105") from None
+        raise FieldError(path, exc.message, FieldCode.MODEL_REJECTED) from None
 
 
 def header_name(value: str, path: str) -> str:
     """Validate an HTTP header (or query parameter) name."""
     if len(value) > 256 or not _HEADER_NAME.match(value):
         raise FieldError(path, f"{value!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)",
-                         INVALID_VALUE)
+                         GatewayCode.INVALID_VALUE)
     return value
 
 
@@ -50,7 +50,7 @@ def _value_match(entry: Fields) -> StringMatch:
     kind = entry.str("type", "Exact", choices=VALUE_TYPES)
     value = entry.req_str("value")
     if not value:
-        raise FieldError(f"{entry.path}.value", "must not be empty", INVALID_VALUE)
+        raise FieldError(f"{entry.path}.value", "must not be empty", GatewayCode.INVALID_VALUE)
     match_kind = MatchKind.REGEX if kind == "RegularExpression" else MatchKind.EXACT
     return model(f"{entry.path}.value", lambda: StringMatch(match_kind, value))
 
@@ -86,7 +86,7 @@ def check_path(value: str, path: str) -> str:
     ]
     for bad, why in problems:
         if bad:
-            raise FieldError(path, f"{value!r} {why}", INVALID_VALUE)
+            raise FieldError(path, f"{value!r} {why}", GatewayCode.INVALID_VALUE)
     return value
 
 
@@ -105,7 +105,7 @@ def read_path(fields: Fields) -> StringMatch | None:
     at = f"{entry.path}.value"
     if kind == "RegularExpression":
         if not value:
-            raise FieldError(at, "must not be empty", INVALID_VALUE)
+            raise FieldError(at, "must not be empty", GatewayCode.INVALID_VALUE)
         return model(at, lambda: StringMatch(MatchKind.REGEX, value))
     check_path(value, at)
     if kind == "Exact":
@@ -127,13 +127,13 @@ def _grpc_path(entry: Fields) -> StringMatch:
     service = entry.str("service") or ""
     method = entry.str("method") or ""
     if not service and not method:
-        raise FieldError(entry.path, "one or both of service and method must be set", INVALID_VALUE)
+        raise FieldError(entry.path, "one or both of service and method must be set", GatewayCode.INVALID_VALUE)
     if kind == "Exact":
         if service and not _GRPC_SERVICE.match(service):
             raise FieldError(f"{entry.path}.service", f"{service!r} is not a gRPC service name "
-                             "(dot-separated identifiers)", INVALID_VALUE)
+                             "(dot-separated identifiers)", GatewayCode.INVALID_VALUE)
         if method and not _GRPC_METHOD.match(method):
-            raise FieldError(f"{entry.path}.method", f"{method!r} is not a gRPC method name", INVALID_VALUE)
+            raise FieldError(f"{entry.path}.method", f"{method!r} is not a gRPC method name", GatewayCode.INVALID_VALUE)
         if service and method:
             return StringMatch(MatchKind.EXACT, f"/{service}/{method}")
         if service:

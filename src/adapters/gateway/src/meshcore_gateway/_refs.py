@@ -7,9 +7,9 @@ from typing import Any
 
 import attrs
 
-from meshcore.kube import FieldError, Fields
+from meshcore.kube import FieldCode, FieldError, Fields
 
-from ._codes import INVALID_VALUE
+from ._codes import GatewayCode
 from ._common import GATEWAY_GROUP
 
 #: API group spellings that mean the core group (``core`` is accepted for parentRefs).
@@ -61,7 +61,7 @@ def read_parent_refs(spec: Fields, route_namespace: str) -> list[ParentRef]:
         key = (group, kind, namespace, name, section, port)
         if key in seen:
             raise FieldError(entry.path, f"duplicates {seen[key]}: parentRefs to one parent must differ "
-                             "in sectionName or port", INVALID_VALUE)
+                             "in sectionName or port", GatewayCode.INVALID_VALUE)
         seen[key] = entry.path
         echo: dict[str, Any] = {"group": group, "kind": kind}
         if entry.has("namespace"):
@@ -112,7 +112,7 @@ def read_backend_ref(entry: Fields, route_namespace: str, *, weighted: bool = Tr
     namespace = entry.str("namespace") or route_namespace
     port = entry.port("port")
     if group in CORE_GROUPS and kind == "Service" and port is None:
-        raise FieldError(f"{entry.path}.port", "required when referring to a Service", "MC0101")
+        raise FieldError(f"{entry.path}.port", "required when referring to a Service", FieldCode.MISSING)
     weight = entry.int("weight", 1, minimum=0, maximum=1_000_000) if weighted else 1
     assert weight is not None
     return BackendRef(entry.path, group, kind, namespace, name, port, weight,

@@ -6,13 +6,13 @@ WorkloadEntry into services and route tables, AuthorizationPolicy,
 PeerAuthentication and RequestAuthentication into model policies, serves Gateway on the
 Services exposing its workloads, and turns a REGISTRY_ONLY Sidecar into egress policies.
 Every spec is first parsed into its Istio API
-protobuf message (:func:`parse_spec`). Codes are listed in :data:`ISTIO_CODES`.
+protobuf message (:func:`parse_spec`). Codes are the members of :class:`IstioCode`.
 :class:`IstiodSource` reads the same objects from a running istiod over xDS.
 """
 
 from ._adapter import KINDS, IstioAdapter, adapter
 from ._api import KIND_MESSAGES, message_type, parse_spec, type_url
-from ._codes import ISTIO_CODES
+from ._codes import ISTIO_CODES, IstioCode
 from ._common import ROOT_NAMESPACE
 from ._istiod import IstiodSource, read_istiod
 from ._istiod_types import IstiodStatus, IstiodTypeStatus
@@ -24,6 +24,7 @@ __all__ = [
     "KIND_MESSAGES",
     "ROOT_NAMESPACE",
     "IstioAdapter",
+    "IstioCode",
     "IstiodError",
     "IstiodSource",
     "IstiodStatus",

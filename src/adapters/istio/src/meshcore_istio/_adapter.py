@@ -35,15 +35,7 @@ from meshcore.model import (
     WorkloadSelector,
 )
 
-from ._codes import (
-    CONFLICT,
-    DUPLICATE_OBJECT,
-    HOST_NOT_FOUND,
-    NO_MATCHING_PORT,
-    NOT_SUPPORTED,
-    SUBSET_NO_PODS,
-    VS_HOST_UNMATCHED,
-)
+from ._codes import IstioCode
 from ._common import ROOT_NAMESPACE, age_key
 from ._admission import check_crd
 from ._api import parse_spec
@@ -106,7 +98,7 @@ class _Translation:
         self.root = root
         self.report = Report()
         self.by_kind: dict[str, list[KubeObject]] = defaultdict(list)
-        for obj in unique_objects(objects, self.report, DUPLICATE_OBJECT):
+        for obj in unique_objects(objects, self.report, IstioCode.DUPLICATE_OBJECT):
             if not _run(obj, self.report, _checked, obj):
                 continue
             self.by_kind[obj.kind].append(obj)
@@ -135,15 +127,15 @@ class _Translation:
             if entry is None:
                 continue
             if entry.known.service.ref in taken:
-                report.error(obj, DUPLICATE_OBJECT, f"the service {entry.known.service.ref} this ServiceEntry "
-                             "would define already exists; rename the ServiceEntry")
+                report.error(obj, IstioCode.DUPLICATE_OBJECT, f"the service {entry.known.service.ref} this "
+                             "ServiceEntry would define already exists; rename the ServiceEntry")
                 continue
             taken.add(entry.known.service.ref)
             self.services.append(entry.known.service)
             known.append(entry.known)
         for n in named:
             if id(n) not in used:
-                report.warn(n.obj, NOT_SUPPORTED, f"hostname address {n.hostname} is only resolved for a "
+                report.warn(n.obj, IstioCode.NOT_SUPPORTED, f"hostname address {n.hostname} is only resolved for a "
                             "ServiceEntry with resolution DNS or DNS_ROUND_ROBIN that selects this WorkloadEntry; "
                             "none does: it is not applied", "spec.address")
         hosts = HostIndex(known)
@@ -183,14 +175,14 @@ class _Translation:
         for r in sorted(rules, key=lambda x: age_key(x.obj)):
             found = hosts.lookup(r.host, r.obj.namespace)
             if not found and not r.selector:
-                report.warn(r.obj, HOST_NOT_FOUND, f"host {r.host} matches no Service or ServiceEntry visible "
-                            "from this namespace", "spec.host")
+                report.warn(r.obj, IstioCode.HOST_NOT_FOUND, f"host {r.host} matches no Service or ServiceEntry "
+                            "visible from this namespace", "spec.host")
             # Rules with a workloadSelector apply to their workloads only: they never conflict per host.
             if not r.selector:
                 key = (r.obj.namespace, r.host)
                 if key in by_host:
                     first = by_host[key].obj
-                    report.warn(r.obj, CONFLICT, f"DestinationRule {first.namespace}/{first.name} for host "
+                    report.warn(r.obj, IstioCode.CONFLICT, f"DestinationRule {first.namespace}/{first.name} for host "
                                 f"{r.host} in this namespace is older; this one is ignored", "spec.host")
                     rules.remove(r)
                     continue
@@ -205,7 +197,7 @@ class _Translation:
                     selected = [ref for ref in backing if ref in workloads and workloads[ref].labels.matches(labels)]
                     if not selected:
                         text = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-                        report.warn(r.obj, SUBSET_NO_PODS, f"subset {subset.name!r} selects no workload of "
+                        report.warn(r.obj, IstioCode.SUBSET_NO_PODS, f"subset {subset.name!r} selects no workload of "
                                     f"{service.ref}: none of its backends has the labels {text}",
                                     f"{subset.path}.labels")
 
@@ -226,7 +218,7 @@ class _Translation:
             for i, host in enumerate(vs.hosts):
                 services = hosts.lookup(host, vs.obj.namespace)
                 if not services:
-                    report.warn(vs.obj, VS_HOST_UNMATCHED, f"host {host} matches no Service or ServiceEntry: "
+                    report.warn(vs.obj, IstioCode.VS_HOST_UNMATCHED, f"host {host} matches no Service or ServiceEntry: "
                                 "nothing is routed for it on the mesh", f"spec.hosts[{i}]")
                 for service in services:
                     listed = candidates.setdefault(service.ref, [])
@@ -249,7 +241,7 @@ class _Translation:
         for key, rules, kind, what in (("http", vs.http, RouteKind.L7, "HTTP"),
                                        ("tcp", (*vs.tls, *vs.tcp), RouteKind.L4, "TCP or TLS")):
             if rules and kind not in kinds:
-                self.report.warn(vs.obj, NO_MATCHING_PORT, f"service {service.ref} has no {what} port these "
+                self.report.warn(vs.obj, IstioCode.NO_MATCHING_PORT, f"service {service.ref} has no {what} port these "
                                  f"rules apply to (name the port {'http-*' if kind is RouteKind.L7 else 'tcp-*'} "
                                  "or set appProtocol)", f"spec.{key}")
 

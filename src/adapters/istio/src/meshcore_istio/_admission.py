@@ -20,12 +20,12 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from meshcore.kube import FieldError
+from meshcore.kube import FieldCode, FieldError
 
 from ._api import OUT_OF_RANGE, duration_nanos
-from ._codes import INVALID_COMBINATION, INVALID_VALUE
+from ._codes import IstioCode
 
-MISSING = "MC0101"
+MISSING = FieldCode.MISSING
 
 _PORT_NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 _ONE_OF = re.compile(r"^\(has\(self\.\w+\) \? 1 : 0\)(?: \+ \(has\(self\.\w+\) \? 1 : 0\))+ <= 1$")
@@ -87,41 +87,41 @@ def _cidr_only_static(value: Mapping[str, Any]) -> bool:
 
 #: The Python form of each CEL rule of the pinned release: (holds, diagnostic code).
 RULES: Mapping[str, tuple[Callable[[Any], bool], str]] = {
-    "duration(self) >= duration('1ms')": (_at_least_1ms, INVALID_VALUE),
-    'self.all(key, !key.contains("*"))': (lambda v: all("*" not in str(k) for k in v), INVALID_VALUE),
-    'self.all(key, key.size() != 0)': (lambda v: all(str(k) for k in v), INVALID_VALUE),
-    '!self.contains("*")': (lambda v: "*" not in v, INVALID_VALUE),
-    'self != "*"': (lambda v: v != "*", INVALID_VALUE),
-    'self.size() == 0': (lambda v: len(v) == 0, INVALID_VALUE),
+    "duration(self) >= duration('1ms')": (_at_least_1ms, IstioCode.INVALID_VALUE),
+    'self.all(key, !key.contains("*"))': (lambda v: all("*" not in str(k) for k in v), IstioCode.INVALID_VALUE),
+    'self.all(key, key.size() != 0)': (lambda v: all(str(k) for k in v), IstioCode.INVALID_VALUE),
+    '!self.contains("*")': (lambda v: "*" not in v, IstioCode.INVALID_VALUE),
+    'self != "*"': (lambda v: v != "*", IstioCode.INVALID_VALUE),
+    'self.size() == 0': (lambda v: len(v) == 0, IstioCode.INVALID_VALUE),
     '0 < self && self <= 65535': (_port_in_range, OUT_OF_RANGE),
     'self.all(key, 0 < int(key) && int(key) <= 65535)': (_port_keys, OUT_OF_RANGE),
     'self.all(key, size(key) < 63 && key.matches("^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$"))':
-        (lambda v: all(len(str(k)) < 63 and _PORT_NAME.match(str(k)) for k in v), INVALID_VALUE),
-    'self.all(l1, self.exists_one(l2, l1.number == l2.number))': (_unique_numbers, INVALID_COMBINATION),
+        (lambda v: all(len(str(k)) < 63 and _PORT_NAME.match(str(k)) for k in v), IstioCode.INVALID_VALUE),
+    'self.all(l1, self.exists_one(l2, l1.number == l2.number))': (_unique_numbers, IstioCode.INVALID_COMBINATION),
     'self.startsWith("unix://") ? !self.endsWith("/") : true':
-        (lambda v: not v.startswith("unix://") or not v.endswith("/"), INVALID_VALUE),
+        (lambda v: not v.startswith("unix://") or not v.endswith("/"), IstioCode.INVALID_VALUE),
     'self.startsWith("unix://") ? (self.substring(7, 8) == "/" || self.substring(7, 8) == "@") : true':
-        (_uds_absolute, INVALID_VALUE),
-    'url(self).getScheme() in ["http", "https"]': (_http_url, INVALID_VALUE),
+        (_uds_absolute, IstioCode.INVALID_VALUE),
+    'url(self).getScheme() in ["http", "https"]': (_http_url, IstioCode.INVALID_VALUE),
     'has(self.address) || has(self.network)':
         (lambda v: _has(v, "address") or _has(v, "network"), MISSING),
     '(has(self.address) ? self.address : "").startsWith("unix://") ? !has(self.ports) : true':
         (lambda v: not str(_get(v, "address", "")).startswith("unix://") or not _has(v, "ports"),
-         INVALID_COMBINATION),
+         IstioCode.INVALID_COMBINATION),
     '!((has(self.addresses) ? self.addresses : []).exists(k, k.contains("/")) && '
     '!((has(self.resolution) ? self.resolution : "NONE") in ["STATIC", "NONE"]))':
-        (_cidr_only_static, INVALID_COMBINATION),
+        (_cidr_only_static, IstioCode.INVALID_COMBINATION),
     '((has(self.resolution) ? self.resolution : "NONE") == "NONE") ? !has(self.endpoints) : true':
-        (lambda v: _get(v, "resolution", "NONE") != "NONE" or not _has(v, "endpoints"), INVALID_COMBINATION),
+        (lambda v: _get(v, "resolution", "NONE") != "NONE" or not _has(v, "endpoints"), IstioCode.INVALID_COMBINATION),
     '((has(self.resolution) ? self.resolution : "") == "DNS_ROUND_ROBIN") ? '
     '((has(self.endpoints) ? self.endpoints : []).size() <= 1) : true':
         (lambda v: _get(v, "resolution", "") != "DNS_ROUND_ROBIN" or len(_get(v, "endpoints", [])) <= 1,
-         INVALID_COMBINATION),
+         IstioCode.INVALID_COMBINATION),
     '(has(self.serviceAccounts) || has(self.notServiceAccounts)) ? (!has(self.principals) &&\n'
     '!has(self.notPrincipals) && !has(self.namespaces) && !has(self.notNamespaces)) : true':
-        (_accounts_alone, INVALID_COMBINATION),
+        (_accounts_alone, IstioCode.INVALID_COMBINATION),
     'has(self.portLevelMtls) ? (((has(self.selector) && has(self.selector.matchLabels)) ? '
-    'self.selector.matchLabels : {}).size() > 0) : true': (_port_level_needs_selector, INVALID_COMBINATION),
+    'self.selector.matchLabels : {}).size() > 0) : true': (_port_level_needs_selector, IstioCode.INVALID_COMBINATION),
 }
 
 
@@ -131,7 +131,7 @@ def _rule(text: str) -> tuple[Callable[[Any], bool], str] | None:
         return RULES[text]
     if _ONE_OF.match(text):
         keys = _HAS.findall(text)
-        return (lambda v: sum(_has(v, k) for k in keys) <= 1), INVALID_COMBINATION
+        return (lambda v: sum(_has(v, k) for k in keys) <= 1), IstioCode.INVALID_COMBINATION
     return None
 
 
@@ -184,7 +184,7 @@ def _structural(entry: Mapping[str, Any], where: str, value: Any) -> None:
     if isinstance(value, str) and "minLength" in entry and len(value) < entry["minLength"]:
         low = entry["minLength"]
         raise FieldError(where, "must not be empty" if low == 1 else f"must be at least {low} characters long",
-                         INVALID_VALUE)
+                         IstioCode.INVALID_VALUE)
     sized = [("minItems", "maxItems", "items", list), ("minProperties", "maxProperties", "entries", Mapping),
              ("", "maxLength", "characters", str)]
     for low, high, unit, kind in sized:
@@ -199,7 +199,7 @@ def _structural(entry: Mapping[str, Any], where: str, value: Any) -> None:
         if "maximum" in entry and value > entry["maximum"]:
             raise FieldError(where, f"should be less than or equal to {entry['maximum']}", OUT_OF_RANGE)
     if "pattern" in entry and isinstance(value, str) and not re.search(entry["pattern"], value):
-        raise FieldError(where, f"{value!r} should match '{entry['pattern']}'", INVALID_VALUE)
+        raise FieldError(where, f"{value!r} should match '{entry['pattern']}'", IstioCode.INVALID_VALUE)
     if "listMapKeys" in entry and isinstance(value, list):
         seen: dict[tuple[Any, ...], int] = {}
         for i, item in enumerate(value):
@@ -207,7 +207,7 @@ def _structural(entry: Mapping[str, Any], where: str, value: Any) -> None:
             if key in seen:
                 names = ", ".join(f"{k}: {v!r}" for k, v in zip(entry["listMapKeys"], key, strict=True))
                 raise FieldError(f"{where}[{i}]", f"Duplicate value: {{{names}}} (as {where}[{seen[key]}])",
-                                 INVALID_COMBINATION)
+                                 IstioCode.INVALID_COMBINATION)
             seen[key] = i
 
 

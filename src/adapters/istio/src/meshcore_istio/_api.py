@@ -34,10 +34,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from meshcore.kube import FieldError, type_name
+from meshcore.kube import FieldCode, FieldError, type_name
 
 from . import _gen
-from ._codes import INVALID_COMBINATION, INVALID_VALUE, UNKNOWN_FIELD
+from ._codes import IstioCode
 from ._gen.istio.networking.v1alpha3 import (
     destination_rule_pb2,
     gateway_pb2,
@@ -52,9 +52,9 @@ from ._gen.istio.security.v1beta1 import (
     request_authentication_pb2,
 )
 
-WRONG_TYPE = "MC0102"
-NOT_ALLOWED = "MC0103"
-OUT_OF_RANGE = "MC0104"
+WRONG_TYPE = FieldCode.WRONG_TYPE
+NOT_ALLOWED = FieldCode.NOT_ONE_OF
+OUT_OF_RANGE = FieldCode.OUT_OF_RANGE
 
 # Every generated module (including ones this module names nowhere, such as the MCP
 # transport's), so every Istio message can be found by name in the default pool.
@@ -145,7 +145,7 @@ def _unknown_field(key: str, descriptor: Descriptor, path: str) -> FieldError:
     close = [proto.json_name] if proto is not None else difflib.get_close_matches(key, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return FieldError(path, f"unknown field {key!r} in {_short(descriptor)}{hint}; valid fields: "
-                      f"{', '.join(valid)}", UNKNOWN_FIELD)
+                      f"{', '.join(valid)}", IstioCode.UNKNOWN_FIELD)
 
 
 def _real_oneofs(descriptor: Descriptor) -> list[Any]:
@@ -170,7 +170,7 @@ def _message(value: Any, descriptor: Descriptor, path: str) -> Any:
             Timestamp().FromJsonString(value)
         except ValueError:
             raise FieldError(path, f"{value!r} is not an RFC 3339 timestamp "
-                             "(e.g. 2024-01-31T12:00:00Z)", INVALID_VALUE) from None
+                             "(e.g. 2024-01-31T12:00:00Z)", IstioCode.INVALID_VALUE) from None
         return value
     if not isinstance(value, Mapping):
         raise FieldError(path, f"expected a mapping ({_short(descriptor)}), got {type_name(value)}", WRONG_TYPE)
@@ -190,7 +190,7 @@ def _message(value: Any, descriptor: Descriptor, path: str) -> Any:
         present = [str(k) for k, v in value.items() if v is not None and fields[str(k)].name in members]
         if len(present) > 1:
             raise FieldError(f"{path}.{present[1]}", f"{present[0]!r} and {present[1]!r} are both set; only one "
-                             f"of {', '.join(f.json_name for f in oneof.fields)} may be", INVALID_COMBINATION)
+                             f"of {', '.join(f.json_name for f in oneof.fields)} may be", IstioCode.INVALID_COMBINATION)
     return out
 
 
@@ -208,7 +208,7 @@ def _field(value: Any, field: FieldDescriptor, path: str) -> Any:
             map_key = _map_key(key, key_field, child)
             if map_key in spelled:
                 raise FieldError(child, f"the keys {spelled[map_key]!r} and {key!r} are the same key "
-                                 f"({map_key}); give it once", INVALID_COMBINATION)
+                                 f"({map_key}); give it once", IstioCode.INVALID_COMBINATION)
             spelled[map_key] = key
             if item is None:
                 raise FieldError(child, f"expected {_expected(value_field)}, got null", WRONG_TYPE)
@@ -313,7 +313,7 @@ def _scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
         try:
             base64.b64decode(value + "=" * (-len(value) % 4), validate=False)
         except (binascii.Error, ValueError):
-            raise FieldError(path, f"{value!r} is not base64", INVALID_VALUE) from None
+            raise FieldError(path, f"{value!r} is not base64", IstioCode.INVALID_VALUE) from None
     return value
 
 
@@ -324,7 +324,7 @@ def _duration(value: Any, path: str) -> str:
                          f"{type_name(value)} {value!r}", WRONG_TYPE)
     match = _DURATION.match(value)
     if not match:
-        raise FieldError(path, f"{value!r} is not a duration (e.g. 10s, 1.5s, 500ms, 1m30s)", INVALID_VALUE)
+        raise FieldError(path, f"{value!r} is not a duration (e.g. 10s, 1.5s, 500ms, 1m30s)", IstioCode.INVALID_VALUE)
     nanos = sum(Decimal(number) * _UNIT_NS[unit] for number, unit in _DURATION_PART.findall(value))
     total = int(nanos)
     if total > _MAX_DURATION_NS:

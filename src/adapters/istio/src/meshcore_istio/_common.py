@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from meshcore.kube import FieldError, Fields, KubeObject, Report
+from meshcore.kube import FieldCode, FieldError, Fields, KubeObject, Report
 from meshcore.model import MatchKind, ModelError, StringMatch, regex_error
 
-from ._codes import INVALID_COMBINATION, INVALID_REGEX, INVALID_VALUE, NOT_SUPPORTED
+from ._codes import IstioCode
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ def model(path: str, build: Callable[[], T]) -> T:
     try:
         return build()
     except ModelError as exc:
-        raise FieldError(path, exc.message, "MC0105") from None
+        raise FieldError(path, exc.message, FieldCode.MODEL_REJECTED) from None
 
 
 def targets_by_reference(spec: Fields, obj: KubeObject, report: Report) -> bool:
@@ -43,24 +43,26 @@ def targets_by_reference(spec: Fields, obj: KubeObject, report: Report) -> bool:
     if not keys:
         return False
     if len(keys) > 1:
-        raise FieldError("spec.targetRefs", "only one of targetRefs or targetRef may be set", INVALID_COMBINATION)
+        raise FieldError("spec.targetRefs", "only one of targetRefs or targetRef may be set",
+                         IstioCode.INVALID_COMBINATION)
     key = keys[0]
     if spec.has("selector"):
-        raise FieldError(f"spec.{key}", "only one of selector or targetRef(s) may be set", INVALID_COMBINATION)
+        raise FieldError(f"spec.{key}", "only one of selector or targetRef(s) may be set",
+                         IstioCode.INVALID_COMBINATION)
     refs = [spec.map(key)] if key == "targetRef" else spec.maps(key)
     names = ", ".join(f"{r.str('kind') or '?'}/{r.str('name') or '?'}" for r in refs)
-    report.warn(obj, NOT_SUPPORTED, f"targets {names} ({key}); policies attached to Gateways/Services/waypoints "
-                "are not supported: not applied", f"spec.{key}")
+    report.warn(obj, IstioCode.NOT_SUPPORTED, f"targets {names} ({key}); policies attached to "
+                "Gateways/Services/waypoints are not supported: not applied", f"spec.{key}")
     return True
 
 
 def parse_duration(text: str, path: str) -> int:
     """An Istio duration (``10s``, ``1.5s``, ``500ms``, ``1m30s``) in whole milliseconds."""
     if not _DURATION.match(text):
-        raise FieldError(path, f"{text!r} is not a duration (e.g. 10s, 1.5s, 500ms, 1m30s)", INVALID_VALUE)
+        raise FieldError(path, f"{text!r} is not a duration (e.g. 10s, 1.5s, 500ms, 1m30s)", IstioCode.INVALID_VALUE)
     total = sum(float(number) * _UNIT_MS[unit] for number, unit in _DURATION_PART.findall(text))
     if total < 1:
-        raise FieldError(path, f"{text!r} is shorter than 1ms", INVALID_VALUE)
+        raise FieldError(path, f"{text!r} is shorter than 1ms", IstioCode.INVALID_VALUE)
     return int(total)
 
 
@@ -76,7 +78,7 @@ def number(fields: Fields, key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FieldError(f"{fields.path}.{key}", f"expected a number, got {value!r}", "MC0102")
+        raise FieldError(f"{fields.path}.{key}", f"expected a number, got {value!r}", FieldCode.WRONG_TYPE)
     return float(value)
 
 
@@ -87,7 +89,7 @@ def percentage(fields: Fields, key: str = "percentage", legacy: str | None = Non
         value = number(pct, "value")
         value = 0.0 if value is None else value
         if not 0 <= value <= 100:
-            raise FieldError(f"{pct.path}.value", f"{value} is not a percentage (0..100)", INVALID_VALUE)
+            raise FieldError(f"{pct.path}.value", f"{value} is not a percentage (0..100)", IstioCode.INVALID_VALUE)
         return value
     if legacy is not None and fields.has(legacy):
         raw = fields.int(legacy, minimum=0, maximum=100)
@@ -99,7 +101,7 @@ def check_regex(value: str, path: str) -> str:
     """Validate a regular expression as Envoy will compile it (RE2, bounded program size)."""
     problem = regex_error(value)
     if problem is not None:
-        raise FieldError(path, problem, INVALID_REGEX)
+        raise FieldError(path, problem, IstioCode.INVALID_REGEX)
     return value
 
 
@@ -108,11 +110,11 @@ def string_match(fields: Fields, *, allow_empty: bool = False) -> StringMatch:
     given = [k for k in ("exact", "prefix", "regex") if fields.has(k)]
     if len(given) > 1:
         raise FieldError(fields.path, f"only one of exact, prefix or regex may be set, got {', '.join(given)}",
-                         INVALID_VALUE)
+                         IstioCode.INVALID_VALUE)
     if not given:
         if allow_empty:
             return StringMatch(MatchKind.PRESENT)
-        raise FieldError(fields.path, "one of exact, prefix or regex is required", INVALID_VALUE)
+        raise FieldError(fields.path, "one of exact, prefix or regex is required", IstioCode.INVALID_VALUE)
     key = given[0]
     value = fields.req_str(key)
     path = f"{fields.path}.{key}"
@@ -131,10 +133,10 @@ def export_to(fields: Fields) -> tuple[str, ...]:
     for i, value in enumerate(values):
         if value not in ("*", ".") and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
             raise FieldError(f"{fields.path}.exportTo[{i}]".lstrip("."),
-                             f"{value!r} is not '*', '.' or a namespace name", INVALID_VALUE)
+                             f"{value!r} is not '*', '.' or a namespace name", IstioCode.INVALID_VALUE)
     if "*" in values and len(values) > 1:
         raise FieldError(f"{fields.path}.exportTo".lstrip("."), "'*' cannot be combined with other values",
-                         INVALID_VALUE)
+                         IstioCode.INVALID_VALUE)
     return tuple(values) or ("*",)
 
 

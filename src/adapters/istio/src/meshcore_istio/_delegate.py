@@ -24,7 +24,7 @@ import attrs
 from meshcore.kube import KubeObject, Report
 from meshcore.model import ClientMatch, HeaderMatch, HttpMatch, MatchKind, QueryMatch, StringMatch
 
-from ._codes import CONFLICT, NOT_SUPPORTED, UNKNOWN_REFERENCE
+from ._codes import IstioCode
 from ._common import visible
 from ._http import HttpRule, Match
 from ._virtualservice import VirtualService
@@ -130,8 +130,8 @@ def _expand(rule: HttpRule, delegate: VirtualService, root_gateways: tuple[str, 
     out = []
     for child in delegate.http:
         if child.delegate is not None:
-            report.warn(delegate.obj, NOT_SUPPORTED, "a delegate cannot delegate again (one level only): this rule "
-                        "never applies", f"{child.path}.delegate")
+            report.warn(delegate.obj, IstioCode.NOT_SUPPORTED, "a delegate cannot delegate again (one level only): "
+                        "this rule never applies", f"{child.path}.delegate")
             continue
         if child.never:
             continue
@@ -150,8 +150,8 @@ def _expand(rule: HttpRule, delegate: VirtualService, root_gateways: tuple[str, 
             fits = fits and bool(found)
             merged += found
         if not fits:
-            report.info(delegate.obj, CONFLICT, f"a match of this rule is not within the match of the rule of "
-                        f"{where.namespace}/{where.name} delegating to it: the rule is left out there",
+            report.info(delegate.obj, IstioCode.CONFLICT, f"a match of this rule is not within the match of the rule "
+                        f"of {where.namespace}/{where.name} delegating to it: the rule is left out there",
                         child.path)
         plain = not rule.matches and not child.matches
         out.append(_inherit(child, rule, delegate, () if plain else tuple(merged),
@@ -177,8 +177,8 @@ def resolve_delegates(read: list[VirtualService], report: Report) -> list[Virtua
             if target is None or not visible(target.exported, target.obj.namespace, vs.obj.namespace):
                 why = "does not exist (a delegate has no hosts)" if target is None else \
                     f"is not exported to namespace {vs.obj.namespace}"
-                report.warn(vs.obj, UNKNOWN_REFERENCE, f"delegate VirtualService {namespace}/{name} {why}: this "
-                            "rule never applies", f"{rule.path}.delegate")
+                report.warn(vs.obj, IstioCode.UNKNOWN_REFERENCE, f"delegate VirtualService {namespace}/{name} {why}: "
+                            "this rule never applies", f"{rule.path}.delegate")
                 rules.append(attrs.evolve(rule, never=True))
                 continue
             rules += _expand(rule, target, vs.gateways, report, vs.obj)

@@ -30,7 +30,7 @@ from meshcore.model import (
     UpstreamTls,
 )
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_CARRIED, NOT_SUPPORTED
+from ._codes import IstioCode
 from ._common import ROOT_NAMESPACE, export_to, fqdn, model, parse_duration, visible
 
 SIMPLE_LB = {
@@ -99,7 +99,7 @@ def _duration(fields: Fields, key: str, *, allow_zero: bool = False) -> int | No
         return None
     path = f"{fields.path}.{key}"
     if text.startswith("-"):
-        raise FieldError(path, f"{text!r}: a duration must not be negative", INVALID_VALUE)
+        raise FieldError(path, f"{text!r}: a duration must not be negative", IstioCode.INVALID_VALUE)
     if allow_zero and _ZERO.match(text):
         return 0
     return parse_duration(text, path)
@@ -112,9 +112,9 @@ def _count(fields: Fields, key: str, *, maximum: int | None = None, what: str = 
         return None
     path = f"{fields.path}.{key}"
     if value < 0:
-        raise FieldError(path, f"{what or key} must not be negative, got {value}", INVALID_VALUE)
+        raise FieldError(path, f"{what or key} must not be negative, got {value}", IstioCode.INVALID_VALUE)
     if maximum is not None and value > maximum:
-        raise FieldError(path, f"{what or key} must be in range [0..{maximum}], got {value}", INVALID_VALUE)
+        raise FieldError(path, f"{what or key} must be in range [0..{maximum}], got {value}", IstioCode.INVALID_VALUE)
     return value
 
 
@@ -129,28 +129,28 @@ def _hash_key(ch: Fields, obj: KubeObject, report: Report) -> HashKey:
     if len(keys) != 1:
         got = f"; got {', '.join(keys)}" if keys else ""
         raise FieldError(ch.path, f"consistentHash takes exactly one of {', '.join(_HASH_KEYS)}{got}",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     key = keys[0]
     path = f"{ch.path}.{key}"
     if key == "httpCookie":
         cookie = ch.map("httpCookie")
         name = cookie.req_str("name")
         if not name:
-            raise FieldError(f"{cookie.path}.name", "name required for httpCookie", INVALID_VALUE)
+            raise FieldError(f"{cookie.path}.name", "name required for httpCookie", IstioCode.INVALID_VALUE)
         if not cookie.has("ttl"):
             raise FieldError(f"{cookie.path}.ttl", "ttl required for httpCookie (0s for a session cookie)",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
         if cookie.has("attributes"):
-            report.info(obj, NOT_CARRIED, "cookie attributes are not carried", f"{cookie.path}.attributes")
+            report.info(obj, IstioCode.NOT_CARRIED, "cookie attributes are not carried", f"{cookie.path}.attributes")
         ttl = _duration(cookie, "ttl", allow_zero=True)
         return model(path, lambda: HashKey(HashKeyKind.COOKIE, name, cookie.str("path", "") or "", ttl))
     if key == "useSourceIp":
         if not ch.bool("useSourceIp"):
-            raise FieldError(path, "useSourceIp must be true when it is the hash key", INVALID_VALUE)
+            raise FieldError(path, "useSourceIp must be true when it is the hash key", IstioCode.INVALID_VALUE)
         return HashKey(HashKeyKind.SOURCE_IP)
     name = ch.req_str(key)
     if not name:
-        raise FieldError(path, "must not be empty", INVALID_VALUE)
+        raise FieldError(path, "must not be empty", IstioCode.INVALID_VALUE)
     kind = HashKeyKind.HEADER if key == "httpHeaderName" else HashKeyKind.QUERY_PARAMETER
     return model(path, lambda: HashKey(kind, name))
 
@@ -159,15 +159,15 @@ def _consistent_hash(ch: Fields, obj: KubeObject, report: Report) -> LoadBalance
     key = _hash_key(ch, obj, report)
     algorithms = [k for k in ("ringHash", "maglev") if ch.has(k)]
     if len(algorithms) > 1:
-        raise FieldError(ch.path, "only one of ringHash or maglev may be set", INVALID_COMBINATION)
+        raise FieldError(ch.path, "only one of ringHash or maglev may be set", IstioCode.INVALID_COMBINATION)
     legacy = _count(ch, "minimumRingSize")
     if legacy and algorithms:
         raise FieldError(f"{ch.path}.minimumRingSize", "only one of minimumRingSize or ringHash/maglev may be set",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if algorithms == ["maglev"]:
         maglev = ch.map("maglev")
         if _count(maglev, "tableSize"):
-            report.info(obj, NOT_CARRIED, "the Maglev table size is not carried; Envoy's default applies",
+            report.info(obj, IstioCode.NOT_CARRIED, "the Maglev table size is not carried; Envoy's default applies",
                         f"{maglev.path}.tableSize")
         return LoadBalancer(LbPolicy.CONSISTENT_HASH, key, HashAlgorithm.MAGLEV)
     ring = _count(ch.map("ringHash"), "minimumRingSize") if algorithms else legacy
@@ -180,13 +180,13 @@ def _load_balancer(fields: Fields, obj: KubeObject, report: Report) -> LoadBalan
         return None
     given = [k for k in ("simple", "consistentHash") if lb.has(k)]
     if len(given) > 1:
-        raise FieldError(lb.path, "only one of simple or consistentHash may be set", INVALID_COMBINATION)
+        raise FieldError(lb.path, "only one of simple or consistentHash may be set", IstioCode.INVALID_COMBINATION)
     if lb.has("localityLbSetting") or lb.has("warmupDurationSecs") or lb.has("warmup"):
-        report.info(obj, NOT_CARRIED, "locality load balancing and warm-up are not enforced yet", lb.path)
+        report.info(obj, IstioCode.NOT_CARRIED, "locality load balancing and warm-up are not enforced yet", lb.path)
     if lb.has("simple"):
         simple = lb.req_str("simple", choices=tuple(SIMPLE_LB))
         if simple == "PASSTHROUGH":
-            report.info(obj, NOT_CARRIED, "PASSTHROUGH load balancing is not supported; the default applies",
+            report.info(obj, IstioCode.NOT_CARRIED, "PASSTHROUGH load balancing is not supported; the default applies",
                         f"{lb.path}.simple")
         policy = SIMPLE_LB[simple]
         return None if policy is None else LoadBalancer(policy)
@@ -200,14 +200,14 @@ def _connection_pool(fields: Fields, obj: KubeObject, report: Report) -> Connect
         return None
     cp = fields.map("connectionPool")
     if not cp.has("tcp") and not cp.has("http"):
-        raise FieldError(cp.path, "a connection pool needs tcp or http settings", INVALID_VALUE)
+        raise FieldError(cp.path, "a connection pool needs tcp or http settings", IstioCode.INVALID_VALUE)
     tcp, http = cp.map("tcp"), cp.map("http")
     for f, key in ((tcp, "maxConnectionDuration"), (tcp, "idleTimeout"), (http, "h2UpgradePolicy"),
                    (http, "useClientProtocol"), (http, "maxConcurrentStreams")):
         if f.has(key):
             if key.endswith(("Duration", "Timeout")):
                 _duration(f, key)  # still validated: Istio rejects a bad one
-            report.info(obj, NOT_CARRIED, f"connectionPool {key} is not carried", f"{f.path}.{key}")
+            report.info(obj, IstioCode.NOT_CARRIED, f"connectionPool {key} is not carried", f"{f.path}.{key}")
     keepalive = None
     if tcp.has("tcpKeepalive"):
         ka = tcp.map("tcpKeepalive")
@@ -231,8 +231,8 @@ def _outlier_detection(fields: Fields, obj: KubeObject, report: Report) -> Outli
     od = fields.map("outlierDetection")
     for key in ("splitExternalLocalOriginErrors", "consecutiveLocalOriginFailures"):
         if od.has(key):
-            report.info(obj, NOT_CARRIED, f"outlierDetection {key} is not carried: local-origin errors count as "
-                        "5xx errors", f"{od.path}.{key}")
+            report.info(obj, IstioCode.NOT_CARRIED, f"outlierDetection {key} is not carried: local-origin errors count "
+                        "as 5xx errors", f"{od.path}.{key}")
     gateway = _count(od, "consecutiveGatewayErrors", what="outlier detection consecutive gateway errors")
     legacy = _count(od, "consecutiveErrors", what="outlier detection consecutive errors")
     if legacy and gateway is None:
@@ -258,28 +258,28 @@ def _tls(fields: Fields, obj: KubeObject, report: Report) -> UpstreamTls | None:
     credential = tls.str("credentialName", "") or ""
     if mode == "ISTIO_MUTUAL" and (credential or any(files.values())):
         raise FieldError(tls.path, "cannot specify client certificates or CA certificate or credentialName if "
-                         "mode is ISTIO_MUTUAL", INVALID_COMBINATION)
+                         "mode is ISTIO_MUTUAL", IstioCode.INVALID_COMBINATION)
     if mode == "MUTUAL" and not credential and not (files["clientCertificate"] and files["privateKey"]):
         raise FieldError(tls.path, "MUTUAL needs credentialName or clientCertificate and privateKey",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if tls.has("caCrl"):
-        report.info(obj, NOT_CARRIED, "caCrl is not carried: revoked certificates are not refused",
+        report.info(obj, IstioCode.NOT_CARRIED, "caCrl is not carried: revoked certificates are not refused",
                     f"{tls.path}.caCrl")
     if mode == "ISTIO_MUTUAL":
-        report.warn(obj, NOT_SUPPORTED, "ISTIO_MUTUAL is not supported: mutual TLS between workloads is not "
+        report.warn(obj, IstioCode.NOT_SUPPORTED, "ISTIO_MUTUAL is not supported: mutual TLS between workloads is not "
                     "implemented, so this traffic stays plain text", f"{tls.path}.mode")
         return UpstreamTls(TlsMode.ISTIO_MUTUAL, sni=tls.str("sni", "") or "")
     if mode == "DISABLE":
         return UpstreamTls(TlsMode.DISABLE)
     if credential:
         # Fail closed: without the Secret's certificates the proxy cannot originate the TLS asked for.
-        report.warn(obj, NOT_SUPPORTED, f"credentialName {credential!r} is not read (certificates come from "
+        report.warn(obj, IstioCode.NOT_SUPPORTED, f"credentialName {credential!r} is not read (certificates come from "
                     "files: clientCertificate, privateKey, caCertificates); TLS origination is not applied",
                     f"{tls.path}.credentialName")
         return None
     sans = tuple(tls.strs("subjectAltNames"))
     if not files["caCertificates"]:
-        report.info(obj, NOT_CARRIED, "no caCertificates: the server certificate is not verified"
+        report.info(obj, IstioCode.NOT_CARRIED, "no caCertificates: the server certificate is not verified"
                     + (" and subjectAltNames are not checked" if sans else ""), f"{tls.path}.mode")
         sans = ()
     skip = tls.bool("insecureSkipVerify")
@@ -300,13 +300,13 @@ def _layers(parent: Fields, obj: KubeObject, report: Report, subset: Subset | No
         return []
     fields = parent.map("trafficPolicy")
     if not fields.data:
-        raise FieldError(fields.path, "traffic policy must have at least one field", INVALID_VALUE)
+        raise FieldError(fields.path, "traffic policy must have at least one field", IstioCode.INVALID_VALUE)
     for key in ("tunnel", "proxyProtocol"):
         if fields.has(key):
-            report.info(obj, NOT_CARRIED, f"{key} is not carried", f"{fields.path}.{key}")
+            report.info(obj, IstioCode.NOT_CARRIED, f"{key} is not carried", f"{fields.path}.{key}")
     if fields.has("retryBudget"):
-        report.warn(obj, NOT_SUPPORTED, "retryBudget is not applied: retries to this host are not capped by a "
-                    "budget (the route's retry policy still applies)", f"{fields.path}.retryBudget")
+        report.warn(obj, IstioCode.NOT_SUPPORTED, "retryBudget is not applied: retries to this host are not capped by "
+                    "a budget (the route's retry policy still applies)", f"{fields.path}.retryBudget")
     out = [Layer(None, subset, _settings(fields, obj, report), fields.path)]
     seen: dict[int, str] = {}
     for port_policy in fields.maps("portLevelSettings"):
@@ -314,7 +314,7 @@ def _layers(parent: Fields, obj: KubeObject, report: Report, subset: Subset | No
         assert number is not None
         if number in seen:
             raise FieldError(f"{port_policy.path}.port.number", f"port {number} already has settings at "
-                             f"{seen[number]}", INVALID_COMBINATION)
+                             f"{seen[number]}", IstioCode.INVALID_COMBINATION)
         seen[number] = port_policy.path
         out.append(Layer(number, subset, _settings(port_policy, obj, report), port_policy.path))
     return out
@@ -325,7 +325,7 @@ def read_destination_rule(obj: KubeObject, report: Report) -> DestRule:
     spec = Fields.of(obj).map("spec", required=True)
     host = spec.req_str("host")
     if not host:
-        raise FieldError("spec.host", "must not be empty", INVALID_VALUE)
+        raise FieldError("spec.host", "must not be empty", IstioCode.INVALID_VALUE)
     exported = export_to(spec)
     selector = tuple(sorted(spec.map("workloadSelector").str_map("matchLabels").items()))
     layers = _layers(spec, obj, report, None)
@@ -333,7 +333,7 @@ def read_destination_rule(obj: KubeObject, report: Report) -> DestRule:
     for s in spec.maps("subsets"):
         name = s.req_str("name")
         if any(x.name == name for x in subsets):
-            raise FieldError(f"{s.path}.name", f"duplicate subset name {name!r}", INVALID_VALUE)
+            raise FieldError(f"{s.path}.name", f"duplicate subset name {name!r}", IstioCode.INVALID_VALUE)
         subset = Subset(name, tuple(sorted(s.str_map("labels").items())), s.path)
         layers += _layers(s, obj, report, subset)
         subsets.append(subset)

@@ -14,7 +14,7 @@ import attrs
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report
 from meshcore.model import Destination, HeaderModifier, Service
 
-from ._codes import HOST_NOT_FOUND, INVALID_COMBINATION, INVALID_VALUE, SUBSET_NOT_FOUND
+from ._codes import IstioCode
 from ._common import fqdn
 from ._destinationrule import DestRule, find_rule
 from ._hosts import HostIndex
@@ -66,10 +66,10 @@ class Resolver:
         """Read a ``Destination`` message and resolve its host and subset (``mirror``: it only receives copies)."""
         raw = dest.req_str("host")
         if not raw:
-            raise FieldError(f"{dest.path}.host", "must not be empty", INVALID_VALUE)
+            raise FieldError(f"{dest.path}.host", "must not be empty", IstioCode.INVALID_VALUE)
         if "*" in raw:
             raise FieldError(f"{dest.path}.host", f"{raw!r}: a destination host cannot be a wildcard",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
         host = fqdn(raw, self.obj.namespace)
         subset = dest.str("subset", "") or ""
         port = dest.map("port").port("number") if dest.has("port") else None
@@ -79,10 +79,10 @@ class Resolver:
         outcome = "no copies are sent there" if mirror else "its share of traffic is answered with 503"
         if service is None:
             why = " (it exists but is not exported to this namespace)" if self.hosts.exists(host) else ""
-            self.report.warn(self.obj, HOST_NOT_FOUND, f"destination host {host} matches no Service or "
+            self.report.warn(self.obj, IstioCode.HOST_NOT_FOUND, f"destination host {host} matches no Service or "
                              f"ServiceEntry{why}; {outcome}", f"{dest.path}.host")
         elif port is not None and service.port(port) is None and service.port(port, "UDP") is None:
-            self.report.warn(self.obj, HOST_NOT_FOUND, f"service {service.ref} has no port {port}; {outcome}",
+            self.report.warn(self.obj, IstioCode.HOST_NOT_FOUND, f"service {service.ref} has no port {port}; {outcome}",
                              f"{dest.path}.port.number")
             service = None
         elif port is None and len(service.ports) > 1:
@@ -93,8 +93,8 @@ class Resolver:
             if found_subset is None:
                 where = (f"DestinationRule {rule.obj.namespace}/{rule.obj.name}" if rule is not None
                          else "no DestinationRule")
-                self.report.warn(self.obj, SUBSET_NOT_FOUND, f"subset {subset!r} of host {host} is not defined "
-                                 f"({where}); {outcome}", f"{dest.path}.subset")
+                self.report.warn(self.obj, IstioCode.SUBSET_NOT_FOUND, f"subset {subset!r} of host {host} is not "
+                                 f"defined ({where}); {outcome}", f"{dest.path}.subset")
                 service = None
             else:
                 labels = found_subset.labels
@@ -115,5 +115,5 @@ class Resolver:
             total = sum(t.weight for t in targets)
             if total != 100:
                 raise FieldError(f"{rule.path}.{key}", f"destination weights add up to {total}, not 100",
-                                 INVALID_COMBINATION)
+                                 IstioCode.INVALID_COMBINATION)
         return targets

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject
+from meshcore.kube import FieldCode, FieldError, Fields, KubeObject
 
-from ._codes import INVALID_VALUE, INVALID_COMBINATION, SERVER_PROTOCOL
+from ._codes import IstioCode
 
 #: The name of the mesh "gateway": every sidecar (here: every client of the mesh).
 MESH = "mesh"
@@ -141,10 +141,11 @@ def _host(raw: str, path: str, gateway_namespace: str) -> ServerHost:
     elif ns == ".":
         ns = gateway_namespace
     elif ns != "*" and not _LABEL.match(ns):
-        raise FieldError(path, f"{raw!r}: the namespace part must be '*', '.' or a namespace name", INVALID_VALUE)
+        raise FieldError(path, f"{raw!r}: the namespace part must be '*', '.' or a namespace name",
+                         IstioCode.INVALID_VALUE)
     if not _DNS.match(dns):
         raise FieldError(path, f"{raw!r}: the host must be a DNS name, '*.' + DNS name or '*' (with an "
-                         "optional namespace/ prefix)", INVALID_VALUE)
+                         "optional namespace/ prefix)", IstioCode.INVALID_VALUE)
     return ServerHost(ns, dns.lower())
 
 
@@ -157,13 +158,13 @@ def _server(entry: Fields, index: int, namespace: str) -> Server:
     if protocol not in PROTOCOL_FAMILIES:
         raise FieldError(f"{port.path}.protocol", f"invalid protocol {raw_protocol!r}; Istio accepts "
                          f"{', '.join(p for p in PROTOCOL_FAMILIES if p not in ('UDP', 'HTTP_PROXY'))}",
-                         SERVER_PROTOCOL)
+                         IstioCode.SERVER_PROTOCOL)
     name = port.str("name", "") or ""
     if not name:
-        raise FieldError(f"{port.path}.name", "port name must be set", "MC0101")
+        raise FieldError(f"{port.path}.name", "port name must be set", FieldCode.MISSING)
     raw_hosts = entry.strs("hosts")
     if not raw_hosts:
-        raise FieldError(f"{entry.path}.hosts", "a server must have at least one host", INVALID_VALUE)
+        raise FieldError(f"{entry.path}.hosts", "a server must have at least one host", IstioCode.INVALID_VALUE)
     hosts = tuple(_host(h, f"{entry.path}.hosts[{i}]", namespace) for i, h in enumerate(raw_hosts))
     tls = entry.map("tls")
     redirect = tls.bool("httpsRedirect")
@@ -171,7 +172,7 @@ def _server(entry: Fields, index: int, namespace: str) -> Server:
     is_tls = PROTOCOL_FAMILIES[protocol] == "TLS"
     if is_tls:
         if not entry.has("tls"):
-            raise FieldError(f"{entry.path}.tls", f"a {protocol} server must have TLS settings", "MC0101")
+            raise FieldError(f"{entry.path}.tls", f"a {protocol} server must have TLS settings", FieldCode.MISSING)
         mode = tls.str("mode", "PASSTHROUGH", choices=_TLS_MODES)
     elif entry.has("tls"):
         # As Istio's validateServer: a plain-text HTTP server may carry httpsRedirect and a
@@ -182,10 +183,10 @@ def _server(entry: Fields, index: int, namespace: str) -> Server:
             if not plain_mode or certs:
                 raise FieldError(f"{entry.path}.tls", f"server cannot have TLS settings for plain text HTTP ports "
                                  f"(a {protocol} server may set only httpsRedirect; use protocol HTTPS or TLS)",
-                                 INVALID_COMBINATION)
+                                 IstioCode.INVALID_COMBINATION)
         else:
             raise FieldError(f"{entry.path}.tls", f"server cannot have TLS settings for non HTTPS/TLS ports "
-                             f"({protocol})", INVALID_COMBINATION)
+                             f"({protocol})", IstioCode.INVALID_COMBINATION)
     return Server(index, number, protocol, name, hosts, mode, redirect, tls.str("credentialName", "") or "")
 
 
@@ -194,14 +195,14 @@ def read_gateway(obj: KubeObject) -> Gateway:
     spec = Fields.of(obj).map("spec", required=True)
     entries = spec.maps("servers")
     if not entries:
-        raise FieldError("spec.servers", "a Gateway must have at least one server", "MC0101")
+        raise FieldError("spec.servers", "a Gateway must have at least one server", FieldCode.MISSING)
     servers = []
     names: dict[str, str] = {}
     for i, entry in enumerate(entries):
         server = _server(entry, i, obj.namespace)
         if server.name in names:
             raise FieldError(f"{entry.path}.port.name", f"port name {server.name!r} is already used by "
-                             f"{names[server.name]}; port names must be unique", INVALID_VALUE)
+                             f"{names[server.name]}; port names must be unique", IstioCode.INVALID_VALUE)
         names[server.name] = entry.path
         servers.append(server)
     selector = tuple(sorted(spec.str_map("selector").items()))

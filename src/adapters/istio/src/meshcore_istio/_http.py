@@ -15,7 +15,7 @@ import re
 
 import attrs
 
-from meshcore.kube import FieldError, Fields, KubeObject, Report
+from meshcore.kube import FieldCode, FieldError, Fields, KubeObject, Report
 from meshcore.model import (
     ClientMatch,
     CorsPolicy,
@@ -36,7 +36,7 @@ from meshcore.model import (
     StringMatch,
 )
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_EXPRESSIBLE, NOT_SUPPORTED
+from ._codes import IstioCode
 from ._common import check_regex, model, percentage, read_duration, string_match
 from ._destinations import Resolver, Target
 from ._gateway import MESH, gateway_key
@@ -167,7 +167,7 @@ class HttpRule:
 def _header_name(name: str, path: str) -> str:
     if not _HEADER_NAME.match(name):
         raise FieldError(path, f"{name!r} is not a valid header name: Istio requires lower-case names "
-                         "(letters, digits and !#$%&'*+-.^_`|~)", INVALID_VALUE)
+                         "(letters, digits and !#$%&'*+-.^_`|~)", IstioCode.INVALID_VALUE)
     return name
 
 
@@ -189,8 +189,8 @@ def read_match(entry: Fields, obj: KubeObject, report: Report, vs_gateways: tupl
         if path.kind is MatchKind.PRESENT:
             path = None
     if entry.bool("ignoreUriCase"):
-        report.warn(obj, NOT_EXPRESSIBLE, "ignoreUriCase is not carried: the path is matched case-sensitively",
-                    f"{entry.path}.ignoreUriCase")
+        report.warn(obj, IstioCode.NOT_EXPRESSIBLE,
+                    "ignoreUriCase is not carried: the path is matched case-sensitively", f"{entry.path}.ignoreUriCase")
     headers = _headers(entry, "headers", False) + _headers(entry, "withoutHeaders", True)
     method: str | None = None
     if entry.has("method"):
@@ -206,7 +206,7 @@ def read_match(entry: Fields, obj: KubeObject, report: Report, vs_gateways: tupl
     for name in entry.map("queryParams").data:
         q = entry.map("queryParams").map(str(name))
         if q.has("prefix"):
-            raise FieldError(f"{q.path}.prefix", "query parameters match only exact or regex", INVALID_VALUE)
+            raise FieldError(f"{q.path}.prefix", "query parameters match only exact or regex", IstioCode.INVALID_VALUE)
         query.append(QueryMatch(str(name), string_match(q, allow_empty=True)))
     port = entry.port("port")
     gateways = tuple(gateway_key(g, obj.namespace) for g in entry.strs("gateways")) or vs_gateways
@@ -227,8 +227,9 @@ def read_clients(entry: Fields, obj: KubeObject, report: Report, gateways: tuple
     namespace = entry.str("sourceNamespace")
     if any(g != MESH for g in gateways):
         key = "sourceLabels" if entry.has("sourceLabels") else "sourceNamespace"
-        report.warn(obj, NOT_EXPRESSIBLE, f"on a Gateway the clients are outside the mesh: this match ({key}) "
-                    "is left out there and what it would take falls through to later rules", f"{entry.path}.{key}")
+        report.warn(obj, IstioCode.NOT_EXPRESSIBLE,
+                    f"on a Gateway the clients are outside the mesh: this match ({key}) is left out there and what it "
+                    "would take falls through to later rules", f"{entry.path}.{key}")
     return ClientMatch(namespaces=(namespace,) if namespace else (), labels=tuple(entry.str_map("sourceLabels").items()))
 
 
@@ -259,13 +260,13 @@ def _flag_envoy_variables(rule: Fields, obj: KubeObject, report: Report) -> None
                 for name in values.data:
                     value = values.data[name]
                     if isinstance(value, str) and _ENVOY_VARIABLE.search(value):
-                        report.warn(obj, NOT_EXPRESSIBLE, f"header value {value!r} uses an Envoy variable; values "
-                                    "are sent as written, not expanded", f"{values.path}.{name}")
+                        report.warn(obj, IstioCode.NOT_EXPRESSIBLE, f"header value {value!r} uses an Envoy variable; "
+                                    "values are sent as written, not expanded", f"{values.path}.{name}")
 
 
 def _redirect(r: Fields) -> Redirect:
     if r.has("port") and r.has("derivePort"):
-        raise FieldError(r.path, "only one of port or derivePort may be set", INVALID_COMBINATION)
+        raise FieldError(r.path, "only one of port or derivePort may be set", IstioCode.INVALID_COMBINATION)
     r.str("derivePort", choices=("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"))
     code = r.int("redirectCode", 301, minimum=300, maximum=399)
     assert code is not None
@@ -278,13 +279,13 @@ def _direct(d: Fields) -> DirectResponse:
     assert status is not None
     body = d.map("body")
     if body.has("string") and body.has("bytes"):
-        raise FieldError(body.path, "only one of string or bytes may be set", INVALID_COMBINATION)
+        raise FieldError(body.path, "only one of string or bytes may be set", IstioCode.INVALID_COMBINATION)
     text = body.str("string", "") or ""
     if body.has("bytes"):
         try:
             text = base64.b64decode(body.req_str("bytes"), validate=True).decode("utf-8", "replace")
         except (binascii.Error, ValueError):
-            raise FieldError(f"{body.path}.bytes", "is not base64", INVALID_VALUE) from None
+            raise FieldError(f"{body.path}.bytes", "is not base64", IstioCode.INVALID_VALUE) from None
     return DirectResponse(status, text)
 
 
@@ -302,7 +303,7 @@ def _retries(r: Fields) -> RetryPolicy | None:
             conditions.append(item)
         else:
             raise FieldError(f"{r.path}.retryOn", f"{item!r} is not a retry condition (one of "
-                             f"{', '.join(sorted(RETRY_ON))}, or an HTTP status code)", INVALID_VALUE)
+                             f"{', '.join(sorted(RETRY_ON))}, or an HTTP status code)", IstioCode.INVALID_VALUE)
     if codes and "retriable-status-codes" not in conditions:
         conditions.append("retriable-status-codes")
     if raw is None:
@@ -320,10 +321,10 @@ def _fault(f: Fields, obj: KubeObject, report: Report) -> FaultInjection:
         d = f.map("delay")
         if d.has("exponentialDelay"):
             raise FieldError(f"{d.path}.exponentialDelay", "exponentialDelay is not supported by Istio",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
         delay_ms = read_duration(d, "fixedDelay")
         if delay_ms is None:
-            raise FieldError(f"{d.path}.fixedDelay", "required field is missing", "MC0101")
+            raise FieldError(f"{d.path}.fixedDelay", "required field is missing", FieldCode.MISSING)
         pct = percentage(d, "percentage", "percent")
         delay_pct = 100.0 if pct is None else pct
     abort_status = abort_grpc = None
@@ -333,22 +334,22 @@ def _fault(f: Fields, obj: KubeObject, report: Report) -> FaultInjection:
         given = [k for k in ("httpStatus", "grpcStatus", "http2Error") if a.has(k)]
         if len(given) != 1:
             raise FieldError(a.path, "exactly one of httpStatus, grpcStatus or http2Error is required",
-                             INVALID_COMBINATION)
+                             IstioCode.INVALID_COMBINATION)
         if a.has("httpStatus"):
             abort_status = a.int("httpStatus", minimum=200, maximum=599)
         elif a.has("grpcStatus"):
             abort_grpc = GRPC_STATUS.get(a.req_str("grpcStatus"))
             if abort_grpc is None:
                 raise FieldError(f"{a.path}.grpcStatus", f"not a gRPC status name (one of "
-                                 f"{', '.join(GRPC_STATUS)})", INVALID_VALUE)
+                                 f"{', '.join(GRPC_STATUS)})", IstioCode.INVALID_VALUE)
         else:
-            report.warn(obj, NOT_SUPPORTED, "http2Error aborts are not supported: requests are aborted with 503",
-                        f"{a.path}.http2Error")
+            report.warn(obj, IstioCode.NOT_SUPPORTED,
+                        "http2Error aborts are not supported: requests are aborted with 503", f"{a.path}.http2Error")
             abort_status = 503
         pct = percentage(a)
         abort_pct = 100.0 if pct is None else pct
     if delay_ms is None and abort_status is None and abort_grpc is None:
-        raise FieldError(f.path, "a fault needs a delay or an abort", INVALID_COMBINATION)
+        raise FieldError(f.path, "a fault needs a delay or an abort", IstioCode.INVALID_COMBINATION)
     return FaultInjection(delay_ms, delay_pct, abort_status, abort_grpc, abort_pct)
 
 
@@ -361,8 +362,8 @@ def _cors(c: Fields, obj: KubeObject, report: Report) -> CorsPolicy:
         elif sm.kind is MatchKind.PREFIX:
             origins.append(sm.value + "*")
         else:
-            report.warn(obj, NOT_EXPRESSIBLE, "regex origins cannot be expressed yet: this origin is not allowed",
-                        o.path)
+            report.warn(obj, IstioCode.NOT_EXPRESSIBLE,
+                        "regex origins cannot be expressed yet: this origin is not allowed", o.path)
     max_age = read_duration(c, "maxAge")
     c.str("unmatchedPreflights", choices=("UNSPECIFIED", "FORWARD", "IGNORE"))
     return CorsPolicy(tuple(origins), tuple(c.strs("allowMethods")), tuple(c.strs("allowHeaders")),
@@ -379,15 +380,15 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
     outcome = [k for k, v in has.items() if v]
     if len(outcome) > 1:
         raise FieldError(rule.path, f"an HTTP route cannot have both {outcome[0]} and {outcome[1]}",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if not outcome:
         raise FieldError(rule.path, "an HTTP route needs one of route, redirect, directResponse or delegate",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if rule.has("rewrite") and (has["redirect"] or has["directResponse"]):
         raise FieldError(f"{rule.path}.rewrite", "rewrite cannot be combined with redirect or directResponse",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if rule.has("mirror") and rule.has("mirrors"):
-        raise FieldError(f"{rule.path}.mirrors", "mirror and mirrors cannot both be set", INVALID_COMBINATION)
+        raise FieldError(f"{rule.path}.mirrors", "mirror and mirrors cannot both be set", IstioCode.INVALID_COMBINATION)
 
     raw_matches = rule.maps("match")
     matches = [read_match(m, obj, report, vs_gateways) for m in raw_matches]
@@ -418,11 +419,11 @@ def read_http_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Re
     if rule.has("rewrite"):
         rw = rule.map("rewrite")
         if rw.has("uri") and rw.has("uriRegexRewrite"):
-            raise FieldError(rw.path, "only one of uri or uriRegexRewrite may be set", INVALID_COMBINATION)
+            raise FieldError(rw.path, "only one of uri or uriRegexRewrite may be set", IstioCode.INVALID_COMBINATION)
         if rw.has("uriRegexRewrite"):
             rx = rw.map("uriRegexRewrite")
             check_regex(rx.req_str("match"), f"{rx.path}.match")
-            report.warn(obj, NOT_EXPRESSIBLE, "uriRegexRewrite cannot be expressed yet: requests this rule "
+            report.warn(obj, IstioCode.NOT_EXPRESSIBLE, "uriRegexRewrite cannot be expressed yet: requests this rule "
                         "matches are answered with 500", rx.path)
             direct = DirectResponse(500)
         uri = rw.str("uri")

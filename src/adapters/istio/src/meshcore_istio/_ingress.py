@@ -43,14 +43,7 @@ from meshcore.model import (
     Workload,
 )
 
-from ._codes import (
-    CREDENTIAL,
-    GATEWAY_CONFLICT,
-    GATEWAY_NO_SERVICE,
-    GATEWAY_NO_WORKLOAD,
-    NOT_SUPPORTED,
-    VS_GATEWAY_HOST,
-)
+from ._codes import IstioCode
 from ._common import age_key, host_matches, visible
 from ._gateway import MESH, Gateway, Server, ServerHost, read_gateway
 from ._virtualservice import VirtualService, http_routes, l4_routes
@@ -93,15 +86,15 @@ def frontends(gw: Gateway, workloads: Iterable[Workload], services: Iterable[Ser
               report: Report) -> list[Frontend]:
     """The Service ports exposing the workloads ``gw`` selects (reporting when there are none)."""
     if not gw.selector:
-        report.warn(gw.obj, NOT_SUPPORTED, "a Gateway without selector applies to every workload; meshcore "
+        report.warn(gw.obj, IstioCode.NOT_SUPPORTED, "a Gateway without selector applies to every workload; meshcore "
                     "serves a Gateway on the Services of the workloads it selects, so this one is not served",
                     "spec")
         return []
     selector = dict(gw.selector)
     selected = {w.ref for w in workloads if w.labels.matches(selector)}
     if not selected:
-        report.warn(gw.obj, GATEWAY_NO_WORKLOAD, f"spec.selector {_selector_text(gw)} matches no workload in any "
-                    "namespace: the Gateway applies nowhere", "spec.selector")
+        report.warn(gw.obj, IstioCode.GATEWAY_NO_WORKLOAD, f"spec.selector {_selector_text(gw)} matches no workload in "
+                    "any namespace: the Gateway applies nowhere", "spec.selector")
         return []
     out = []
     for service in services:
@@ -113,7 +106,7 @@ def frontends(gw: Gateway, workloads: Iterable[Workload], services: Iterable[Ser
             targets = sorted({b.port for b in port.backends if b.workload in selected})
             out += [Frontend(service, port, t) for t in targets]
     if not out:
-        report.warn(gw.obj, GATEWAY_NO_SERVICE, f"no Service exposes the workloads selected by spec.selector "
+        report.warn(gw.obj, IstioCode.GATEWAY_NO_SERVICE, f"no Service exposes the workloads selected by spec.selector "
                     f"{_selector_text(gw)}: without an address the Gateway is not served (expose them with a "
                     "Service, e.g. a LoadBalancer like istio-ingressgateway)", "spec.selector")
     return out
@@ -188,19 +181,19 @@ class GatewayTables:
             state = self.ports[key] = _Port(front.service.ref, front.port.port, server.family, gw.key,
                                             gw.obj.source_at(server.path))
         if state.family != server.family:
-            self.report.warn(gw.obj, GATEWAY_CONFLICT, f"{where} already serves {state.family} for Gateway "
+            self.report.warn(gw.obj, IstioCode.GATEWAY_CONFLICT, f"{where} already serves {state.family} for Gateway "
                              f"{state.owner}; this {server.protocol} server cannot share it and is not served there",
                              f"{server.path}.port.protocol")
             return
         if server.family == "TCP" and state.owner != gw.key:
-            self.report.warn(gw.obj, GATEWAY_CONFLICT, f"Gateway {state.owner} is older and also serves TCP on "
-                             f"{where}; this server is not served there", f"{server.path}.port")
+            self.report.warn(gw.obj, IstioCode.GATEWAY_CONFLICT, f"Gateway {state.owner} is older and also serves TCP "
+                             f"on {where}; this server is not served there", f"{server.path}.port")
             return
         hosts = []
         for j, host in enumerate(server.hosts):
             owner = state.claimed.get(host.dns)
             if owner is not None and owner != gw.key:
-                self.report.warn(gw.obj, GATEWAY_CONFLICT, f"Gateway {owner} is older and also serves host "
+                self.report.warn(gw.obj, IstioCode.GATEWAY_CONFLICT, f"Gateway {owner} is older and also serves host "
                                  f"{host.dns} on {where}; this server is ignored for that host",
                                  f"{server.path}.hosts[{j}]")
                 continue
@@ -250,15 +243,16 @@ def check_bindings(vs: VirtualService, gateways: dict[str, Gateway], report: Rep
         if key == MESH or gw is None:
             continue
         if not visible(vs.exported, vs.obj.namespace, gw.obj.namespace):
-            report.warn(vs.obj, VS_GATEWAY_HOST, f"this VirtualService is not exported to namespace "
+            report.warn(vs.obj, IstioCode.VS_GATEWAY_HOST, f"this VirtualService is not exported to namespace "
                         f"{gw.obj.namespace} of Gateway {key}: nothing is routed through it", f"spec.gateways[{i}]")
             continue
         missing = [h for h in vs.hosts
                    if not any(binds(sh, vs, h) for s in gw.servers for sh in s.hosts)]
         if missing:
-            report.warn(vs.obj, VS_GATEWAY_HOST, f"host{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                        f"match{'' if len(missing) > 1 else 'es'} no server host of Gateway {key} (for "
-                        f"VirtualServices of namespace {vs.obj.namespace}): nothing is routed for "
+            report.warn(vs.obj, IstioCode.VS_GATEWAY_HOST,
+                        f"host{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        f"match{'' if len(missing) > 1 else 'es'} no server host of Gateway {key} (for VirtualServices "
+                        f"of namespace {vs.obj.namespace}): nothing is routed for "
                         f"{'them' if len(missing) > 1 else 'it'} through that Gateway", f"spec.gateways[{i}]")
 
 
@@ -286,7 +280,7 @@ def _termination(gw: Gateway, server: Server, front: Frontend, inventory: Invent
     namespace = front.service.namespace
     certificate, problem = inventory.certificate(namespace, server.credential)
     if certificate is None:
-        report.warn(gw.obj, CREDENTIAL, f"server {server.name}: {problem}; the server is not served on port "
+        report.warn(gw.obj, IstioCode.CREDENTIAL, f"server {server.name}: {problem}; the server is not served on port "
                     f"{front.port.port} of Service {front.service.ref} (never in clear text)",
                     f"{server.path}.tls.credentialName")
         return None
@@ -309,15 +303,16 @@ def serve_gateways(objects: Sequence[KubeObject], virtual_services: Sequence[Vir
         for server in gw.servers:
             reason = server.unserved_reason()
             if reason is not None:
-                report.warn(gw.obj, NOT_SUPPORTED, f"server {server.name} (port {server.number}): {reason}",
+                report.warn(gw.obj, IstioCode.NOT_SUPPORTED, f"server {server.name} (port {server.number}): {reason}",
                             server.path)
                 continue
             mine = serving_ports(fronts, server.number)
             if fronts and not mine:
                 names = ", ".join(dict.fromkeys(str(f.service.ref) for f in fronts))
-                report.warn(gw.obj, GATEWAY_NO_SERVICE, f"server {server.name}: no port of Service {names} is or "
-                            f"targets port {server.number} of the gateway workloads, so the server has no address "
-                            "and is not served", f"{server.path}.port.number")
+                report.warn(gw.obj, IstioCode.GATEWAY_NO_SERVICE,
+                            f"server {server.name}: no port of Service {names} is or targets port {server.number} of "
+                            "the gateway workloads, so the server has no address and is not "
+                            "served", f"{server.path}.port.number")
             for front in mine:
                 if server.terminates:
                     found = _termination(gw, server, front, inventory, report)

@@ -17,7 +17,7 @@ from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication, WorkloadSelector
 from meshcore.model.authn import canonical_jwks
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE, NOT_SUPPORTED
+from ._codes import IstioCode
 from ._common import ROOT_NAMESPACE, model, read_duration, targets_by_reference
 
 _SEPARATORS = set('"(),/:;<=>?@[\\]{}')
@@ -25,7 +25,7 @@ _SEPARATORS = set('"(),/:;<=>?@[\\]{}')
 
 def _header(name: str, path: str) -> str:
     if not name or any(c.isspace() or c in _SEPARATORS or not c.isprintable() for c in name):
-        raise FieldError(path, f"{name!r} is not a valid HTTP header name", INVALID_VALUE)
+        raise FieldError(path, f"{name!r} is not a valid HTTP header name", IstioCode.INVALID_VALUE)
     return name
 
 
@@ -36,25 +36,26 @@ def _jwks(rule: Fields) -> str | None:
     try:
         return canonical_jwks(text)
     except ValueError as exc:
-        raise FieldError(f"{rule.path}.jwks", f"jwks {exc}", INVALID_VALUE) from None
+        raise FieldError(f"{rule.path}.jwks", f"jwks {exc}", IstioCode.INVALID_VALUE) from None
 
 
 def _rule(rule: Fields) -> JwtRule:
     issuer = rule.req_str("issuer")
     if not issuer:
-        raise FieldError(f"{rule.path}.issuer", "issuer must not be empty", INVALID_VALUE)
+        raise FieldError(f"{rule.path}.issuer", "issuer must not be empty", IstioCode.INVALID_VALUE)
     uri_key = "jwksUri"
     uri = rule.str(uri_key) or None
     jwks = _jwks(rule)
     if jwks is not None and uri is not None:
         raise FieldError(f"{rule.path}.jwks", f"jwks and {uri_key} are mutually exclusive: give the key set "
-                         "inline or its URI, not both", INVALID_COMBINATION)
+                         "inline or its URI, not both", IstioCode.INVALID_COMBINATION)
     if uri is not None and not uri.startswith(("http://", "https://")):
-        raise FieldError(f"{rule.path}.{uri_key}", f"{uri!r} is not an http:// or https:// URI", INVALID_VALUE)
+        raise FieldError(f"{rule.path}.{uri_key}", f"{uri!r} is not an http:// or https:// URI",
+                         IstioCode.INVALID_VALUE)
     audiences = rule.strs("audiences")
     for i, audience in enumerate(audiences):
         if not audience:
-            raise FieldError(f"{rule.path}.audiences[{i}]", "audiences must not be empty", INVALID_VALUE)
+            raise FieldError(f"{rule.path}.audiences[{i}]", "audiences must not be empty", IstioCode.INVALID_VALUE)
     headers = []
     for h in rule.maps("fromHeaders"):
         name = _header(h.req_str("name"), f"{h.path}.name")
@@ -62,7 +63,7 @@ def _rule(rule: Fields) -> JwtRule:
     for key in ("fromParams", "fromCookies"):
         for i, value in enumerate(rule.strs(key)):
             if not value:
-                raise FieldError(f"{rule.path}.{key}[{i}]", "must not be empty", INVALID_VALUE)
+                raise FieldError(f"{rule.path}.{key}[{i}]", "must not be empty", IstioCode.INVALID_VALUE)
     payload = rule.str("outputPayloadToHeader") or None
     if payload is not None:
         _header(payload, f"{rule.path}.outputPayloadToHeader")
@@ -71,7 +72,7 @@ def _rule(rule: Fields) -> JwtRule:
         header = _header(c.req_str("header"), f"{c.path}.header")
         claim = c.req_str("claim")
         if not claim:
-            raise FieldError(f"{c.path}.claim", "claim must not be empty", INVALID_VALUE)
+            raise FieldError(f"{c.path}.claim", "claim must not be empty", IstioCode.INVALID_VALUE)
         claims.append(ClaimToHeader(header, claim))
     return model(rule.path, lambda: JwtRule(
         issuer=issuer, audiences=tuple(audiences), jwks=jwks, jwks_uri=uri, from_headers=tuple(headers),
@@ -92,6 +93,6 @@ def read_request_authentication(obj: KubeObject, report: Report,
     rules = tuple(_rule(r) for r in spec.maps("jwtRules"))
     for r in spec.maps("jwtRules"):
         if r.strs("spaceDelimitedClaims"):
-            report.warn(obj, NOT_SUPPORTED, "spaceDelimitedClaims is not applied: policies match these claims as "
-                        "whole strings, not word by word", f"{r.path}.spaceDelimitedClaims")
+            report.warn(obj, IstioCode.NOT_SUPPORTED, "spaceDelimitedClaims is not applied: policies match these "
+                        "claims as whole strings, not word by word", f"{r.path}.spaceDelimitedClaims")
     return model("spec", lambda: RequestAuthentication(obj.name, obj.namespace, selector, rules, source=obj.source))

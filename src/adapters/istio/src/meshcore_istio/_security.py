@@ -39,14 +39,7 @@ from meshcore.model import (
     WorkloadSelector,
 )
 
-from ._codes import (
-    CONFLICT,
-    INVALID_COMBINATION,
-    INVALID_VALUE,
-    NOT_EXPRESSIBLE,
-    NOT_SUPPORTED,
-    UNKNOWN_REFERENCE,
-)
+from ._codes import IstioCode
 from ._common import ROOT_NAMESPACE, age_key, model, targets_by_reference
 
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
@@ -69,7 +62,7 @@ def _pattern(value: str, path: str) -> str:
     inner = inner[:-1] if inner.endswith("*") and not value.startswith("*") else inner
     if "*" in inner or value == "":
         raise FieldError(path, f"{value!r}: '*' may only be the whole value, its first or its last character, "
-                         "and values must not be empty", INVALID_VALUE)
+                         "and values must not be empty", IstioCode.INVALID_VALUE)
     return value
 
 
@@ -84,7 +77,7 @@ def _blocks(fields: Fields, key: str) -> tuple[IpBlock, ...]:
             net = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise FieldError(f"{fields.path}.{key}[{i}]", f"{text!r} is not an IP address or CIDR",
-                             INVALID_VALUE) from None
+                             IstioCode.INVALID_VALUE) from None
         out.append(IpBlock(str(net)))
     return tuple(out)
 
@@ -94,7 +87,7 @@ def _ports(fields: Fields, key: str) -> tuple[PortRange, ...]:
     for i, text in enumerate(fields.strs(key)):
         if not text.isdigit() or not 1 <= int(text) <= 65535:
             raise FieldError(f"{fields.path}.{key}[{i}]", f"{text!r} is not a port (a string of 1..65535)",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
         out.append(PortRange.single(int(text)))
     return tuple(out)
 
@@ -111,10 +104,10 @@ class _Rules:
     def _unexpressible(self, path: str, what: str) -> bool:
         """Report a field the model cannot carry; True when the whole rule must be left out."""
         if self.allowing:
-            self.report.warn(self.obj, NOT_EXPRESSIBLE, f"{what} cannot be expressed yet: this rule is left "
+            self.report.warn(self.obj, IstioCode.NOT_EXPRESSIBLE, f"{what} cannot be expressed yet: this rule is left "
                              "out, so it allows nothing", path)
             return True
-        self.report.warn(self.obj, NOT_EXPRESSIBLE, f"{what} cannot be expressed yet: the rule is kept "
+        self.report.warn(self.obj, IstioCode.NOT_EXPRESSIBLE, f"{what} cannot be expressed yet: the rule is kept "
                          "without it, so it denies more", path)
         return False
 
@@ -123,11 +116,11 @@ class _Rules:
             m = _PRINCIPAL.match(p)
             if m and "*" not in p and self.inventory.namespace(m.group(2)) is not None \
                     and not self.inventory.has_service_account(m.group(2), m.group(3)):
-                self.report.info(self.obj, UNKNOWN_REFERENCE, f"service account {m.group(2)}/{m.group(3)} "
+                self.report.info(self.obj, IstioCode.UNKNOWN_REFERENCE, f"service account {m.group(2)}/{m.group(3)} "
                                  "is not in the input", f"{src.path}.principals[{i}]")
         for i, ns in enumerate(namespaces):
             if "*" not in ns and self.inventory.namespaces and self.inventory.namespace(ns) is None:
-                self.report.info(self.obj, UNKNOWN_REFERENCE, f"namespace {ns} is not in the input",
+                self.report.info(self.obj, IstioCode.UNKNOWN_REFERENCE, f"namespace {ns} is not in the input",
                                  f"{src.path}.namespaces[{i}]")
 
     def source(self, src: Fields) -> PeerSelector | None:
@@ -193,7 +186,7 @@ class _Rules:
             for i, method in enumerate(op.strs(key)):
                 if "*" in method:
                     raise FieldError(f"{op.path}.{key}[{i}]", "methods are matched exactly; '*' is not allowed",
-                                     INVALID_VALUE)
+                                     IstioCode.INVALID_VALUE)
         return Operation(
             ports=_ports(op, "ports"), not_ports=_ports(op, "notPorts"),
             methods=tuple(op.strs("methods")), not_methods=tuple(op.strs("notMethods")),
@@ -208,11 +201,12 @@ class _Rules:
                 and not key.startswith(CONDITION_PREFIXES[2]):
             raise FieldError(f"{when.path}.key", f"{key!r} is not a condition key Istio accepts (e.g. "
                              "request.headers[x-user], source.ip, request.auth.claims[iss], destination.port)",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
         values = when.strs("values")
         not_values = when.strs("notValues")
         if not values and not not_values:
-            raise FieldError(when.path, "at least one of values or notValues is required", INVALID_COMBINATION)
+            raise FieldError(when.path, "at least one of values or notValues is required",
+                             IstioCode.INVALID_COMBINATION)
         if key in ("source.ip", "remote.ip", "destination.ip"):
             for name, items in (("values", values), ("notValues", not_values)):
                 for i, v in enumerate(items):
@@ -220,12 +214,12 @@ class _Rules:
                         ipaddress.ip_network(v, strict=False)
                     except ValueError:
                         raise FieldError(f"{when.path}.{name}[{i}]", f"{v!r} is not an IP address or CIDR",
-                                         INVALID_VALUE) from None
+                                         IstioCode.INVALID_VALUE) from None
         if key == "destination.port":
             for name, items in (("values", values), ("notValues", not_values)):
                 for i, v in enumerate(items):
                     if not v.isdigit() or not 1 <= int(v) <= 65535:
-                        raise FieldError(f"{when.path}.{name}[{i}]", f"{v!r} is not a port", INVALID_VALUE)
+                        raise FieldError(f"{when.path}.{name}[{i}]", f"{v!r} is not a port", IstioCode.INVALID_VALUE)
         return Condition(key, tuple(values), tuple(not_values))
 
     def rule(self, rule: Fields) -> PolicyRule | None:
@@ -248,11 +242,11 @@ def read_authorization_policy(obj: KubeObject, inventory: Inventory, report: Rep
     if targets_by_reference(spec, obj, report):
         return None
     if spec.has("provider") and action != "CUSTOM":
-        raise FieldError("spec.provider", "provider is only allowed with action CUSTOM", INVALID_COMBINATION)
+        raise FieldError("spec.provider", "provider is only allowed with action CUSTOM", IstioCode.INVALID_COMBINATION)
     if action == "CUSTOM":
         if not spec.has("provider"):
-            raise FieldError("spec.provider", "action CUSTOM needs a provider", INVALID_COMBINATION)
-        report.warn(obj, NOT_SUPPORTED, "CUSTOM (external authorization) is not supported yet: requests its "
+            raise FieldError("spec.provider", "action CUSTOM needs a provider", IstioCode.INVALID_COMBINATION)
+        report.warn(obj, IstioCode.NOT_SUPPORTED, "CUSTOM (external authorization) is not supported yet: requests its "
                     "rules match are denied (fail closed)", "spec.action")
     labels = spec.map("selector").str_map("matchLabels")
     selector = WorkloadSelector(None if obj.namespace == root else obj.namespace, labels)
@@ -277,7 +271,7 @@ def _warn_strict_not_enforced(obj: KubeObject, mode: PeerAuthMode, port_modes: t
     paths = (["spec.mtls.mode"] if mode is PeerAuthMode.STRICT else []) + [
         f"spec.portLevelMtls.{p.port}.mode" for p in port_modes if p.mode is PeerAuthMode.STRICT]
     for path in paths:
-        report.warn(obj, NOT_SUPPORTED, "mode STRICT is enforced only where the node agents run mutual TLS "
+        report.warn(obj, IstioCode.NOT_SUPPORTED, "mode STRICT is enforced only where the node agents run mutual TLS "
                     "(`meshcore agent --ca-socket`, `meshcore lab up --mtls`); elsewhere workloads still accept "
                     "plain-text connections", path)
 
@@ -295,11 +289,11 @@ def read_peer_authentications(objects: list[KubeObject], report: Report, errors:
             for name in spec.map("portLevelMtls").data:
                 path = f"spec.portLevelMtls.{name}"
                 if not str(name).isdigit() or not 1 <= int(str(name)) <= 65535:
-                    raise FieldError(path, f"{name!r} is not a port (1..65535)", INVALID_VALUE)
+                    raise FieldError(path, f"{name!r} is not a port (1..65535)", IstioCode.INVALID_VALUE)
                 ports.append(PortMode(int(str(name)), _mode(spec.map("portLevelMtls").map(str(name)))))
             if ports and not labels:
                 raise FieldError("spec.portLevelMtls", "portLevelMtls needs a selector with matchLabels",
-                                 INVALID_COMBINATION)
+                                 IstioCode.INVALID_COMBINATION)
         except FieldError as exc:
             report.items.append(field_diagnostic(obj, exc))
             errors.append(obj)
@@ -316,7 +310,7 @@ def read_peer_authentications(objects: list[KubeObject], report: Report, errors:
         if scope in winners:
             first = winners[scope]
             what = "mesh-wide" if not scope else f"namespace-wide (namespace {scope})"
-            report.warn(obj, CONFLICT, f"another {what} PeerAuthentication applies: {first.namespace}/"
+            report.warn(obj, IstioCode.CONFLICT, f"another {what} PeerAuthentication applies: {first.namespace}/"
                         f"{first.name} is older; this one is ignored")
             continue
         winners[scope] = obj

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from meshcore.kube import KubeObject, Report
 from meshcore.model import Workload, WorkloadSelector
 
-from ._codes import SELECTOR_NO_WORKLOAD
+from ._codes import IstioCode
 
 
 def _labels_text(selector: WorkloadSelector) -> str:
@@ -31,5 +31,5 @@ def report_unselected(selecting: Iterable[tuple[KubeObject, str, WorkloadSelecto
         if not selector.labels or any(selector.selects(w.namespace, w.labels) for w in workloads):
             continue
         where = "in any namespace" if selector.namespace is None else f"in namespace {selector.namespace}"
-        report.warn(obj, SELECTOR_NO_WORKLOAD, f"no workload {where} has the labels {_labels_text(selector)}: "
-                    f"this {obj.kind} applies to no workload", path)
+        report.warn(obj, IstioCode.SELECTOR_NO_WORKLOAD, f"no workload {where} has the labels "
+                    f"{_labels_text(selector)}: this {obj.kind} applies to no workload", path)

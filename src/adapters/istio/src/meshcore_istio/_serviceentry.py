@@ -34,7 +34,7 @@ from meshcore.model import (
     WorkloadRef,
 )
 
-from ._codes import NOT_CARRIED, NOT_SUPPORTED
+from ._codes import IstioCode
 from ._common import export_to, model
 from ._hosts import Known
 from ._webhook import partial_wildcard
@@ -115,7 +115,8 @@ def _workload_entry(obj: KubeObject, spec: Fields, name: str, report: Report) ->
     address = spec.str("address", "") or ""
     problem = _unreachable(address, names=True)
     if problem is not None:
-        report.warn(obj, NOT_SUPPORTED, f"{problem}: this WorkloadEntry is not applied", f"{spec.path}.address")
+        report.warn(obj, IstioCode.NOT_SUPPORTED, f"{problem}: this WorkloadEntry is not applied",
+                    f"{spec.path}.address")
         return None
     if not _ip(address):
         ports_by_name = {str(k): int(v) for k, v in spec.map("ports").data.items()}
@@ -140,8 +141,8 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
     hosts = []
     for i, h in enumerate(spec.strs("hosts")):
         if partial_wildcard(h):
-            report.warn(obj, NOT_SUPPORTED, f"partial wildcard host {h!r} is not supported (Istio warns it is not "
-                        "allowed): this host is not applied", f"spec.hosts[{i}]")
+            report.warn(obj, IstioCode.NOT_SUPPORTED, f"partial wildcard host {h!r} is not supported (Istio warns it "
+                        "is not allowed): this host is not applied", f"spec.hosts[{i}]")
             continue
         hosts.append(h)
     resolution = spec.str("resolution", "NONE", choices=RESOLUTIONS)
@@ -155,7 +156,7 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
             if vip not in vips:  # Istio accepts an address listed twice; it is one VIP
                 vips.append(vip)
             continue
-        report.info(obj, NOT_CARRIED, f"CIDR address {addr} is not carried as a VIP", path)
+        report.info(obj, IstioCode.NOT_CARRIED, f"CIDR address {addr} is not carried as a VIP", path)
     ports: list[tuple[int, Protocol, str, int | None]] = []
     for p in spec.maps("ports"):
         number = p.port("number", required=True)
@@ -164,8 +165,8 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
         target = p.port("targetPort")
         ports.append((number, _protocol(p), name, target))
     if not ports:
-        report.warn(obj, NOT_SUPPORTED, "a ServiceEntry without ports is not supported (meshcore routes by port): "
-                    "this ServiceEntry is not applied", "spec.ports" if spec.has("ports") else "spec")
+        report.warn(obj, IstioCode.NOT_SUPPORTED, "a ServiceEntry without ports is not supported (meshcore routes by "
+                    "port): this ServiceEntry is not applied", "spec.ports" if spec.has("ports") else "spec")
         return None
     if not hosts:
         return None  # every host was a partial wildcard, each reported above
@@ -179,7 +180,8 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
             addr = e.str("address", "") or ""
             problem = _unreachable(addr, names=dns)
             if problem is not None:
-                report.warn(obj, NOT_SUPPORTED, f"{problem}: this endpoint is not applied", f"{e.path}.address")
+                report.warn(obj, IstioCode.NOT_SUPPORTED, f"{problem}: this endpoint is not applied",
+                            f"{e.path}.address")
                 continue
             mapping = {str(k): v for k, v in e.map("ports").data.items() if isinstance(v, int)}
             weight = e.int("weight", 1, minimum=0) or 0
@@ -203,7 +205,7 @@ def read_service_entry(obj: KubeObject, inventory: Inventory, workload_entries: 
         # No endpoints: the proxy resolves the hosts themselves (Istio's validation made them FQDNs).
         targets = [(h.lower(), {}, 1, None) for h in hosts]
     if resolution == "NONE":
-        report.info(obj, NOT_CARRIED, "resolution NONE: connections keep their original destination; the "
+        report.info(obj, IstioCode.NOT_CARRIED, "resolution NONE: connections keep their original destination; the "
                     "service has no backends", "spec.resolution")
 
     service_ports = []

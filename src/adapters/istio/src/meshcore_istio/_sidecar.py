@@ -46,7 +46,7 @@ from meshcore.model import (
     WorkloadSelector,
 )
 
-from ._codes import CONFLICT, INVALID_VALUE, NOT_CARRIED, NOT_SUPPORTED
+from ._codes import IstioCode
 from ._common import host_matches, model
 from ._hosts import HostIndex
 
@@ -101,7 +101,7 @@ def _host(value: str, path: str) -> tuple[str, str]:
     namespace, slash, name = value.partition("/")
     if not slash or not namespace or not name:
         raise FieldError(path, f"{value!r} is not namespace/dnsName (e.g. './*', 'istio-system/*', "
-                         "'*/api.example.com')", INVALID_VALUE)
+                         "'*/api.example.com')", IstioCode.INVALID_VALUE)
     return namespace, name
 
 
@@ -115,21 +115,23 @@ def read_sidecar(obj: KubeObject, report: Report) -> SidecarScope:
     for listener in spec.maps("egress"):
         hosts = tuple(_host(h, f"{listener.path}.hosts[{i}]") for i, h in enumerate(listener.strs("hosts")))
         if not hosts:
-            raise FieldError(f"{listener.path}.hosts", "an egress listener needs at least one host", INVALID_VALUE)
+            raise FieldError(f"{listener.path}.hosts", "an egress listener needs at least one host",
+                             IstioCode.INVALID_VALUE)
         port = (listener.map("port").int("number") or None) if listener.has("port") else None  # 0: any port
         for key in ("bind", "captureMode"):
             if listener.has(key):
-                report.info(obj, NOT_CARRIED, f"{key} has no meaning without a sidecar proxy", f"{listener.path}.{key}")
+                report.info(obj, IstioCode.NOT_CARRIED, f"{key} has no meaning without a sidecar proxy",
+                            f"{listener.path}.{key}")
         egress.append(_Egress(hosts, port))
     policy = spec.map("outboundTrafficPolicy")
     registry_only = spec.has("outboundTrafficPolicy") and (policy.str("mode") or REGISTRY_ONLY) == REGISTRY_ONLY
     if policy.has("egressProxy"):
-        report.warn(obj, NOT_SUPPORTED, "egressProxy is not supported: unknown destinations are refused, not sent "
-                    "to the egress proxy" if registry_only else "egressProxy is not supported",
+        report.warn(obj, IstioCode.NOT_SUPPORTED, "egressProxy is not supported: unknown destinations are refused, not "
+                    "sent to the egress proxy" if registry_only else "egressProxy is not supported",
                     "spec.outboundTrafficPolicy.egressProxy")
     for key in ("ingress", "inboundConnectionPool"):
         if spec.has(key):
-            report.info(obj, NOT_CARRIED, f"{key} is not applied: there is no sidecar proxy in front of the "
+            report.info(obj, IstioCode.NOT_CARRIED, f"{key} is not applied: there is no sidecar proxy in front of the "
                         "workload", f"spec.{key}")
     return SidecarScope(obj, selector, registry_only, tuple(egress))
 
@@ -176,8 +178,8 @@ def resolve_sidecars(scopes: Sequence[SidecarScope], root: str, report: Report) 
             continue
         first = defaults.setdefault(s.obj.namespace, s)
         if first is not s:
-            report.warn(s.obj, CONFLICT, f"Sidecar {first.obj.namespace}/{first.obj.name} is older and also has "
-                        "no workloadSelector; this one is ignored", "spec")
+            report.warn(s.obj, IstioCode.CONFLICT, f"Sidecar {first.obj.namespace}/{first.obj.name} is older and also "
+                        "has no workloadSelector; this one is ignored", "spec")
     return Sidecars(selecting, defaults, root)
 
 
@@ -188,8 +190,9 @@ def _effective(sidecars: Sidecars, workload: Workload, report: Report,
     if selecting:
         if len(selecting) > 1 and (workload.namespace, workload.name) not in reported:
             reported.add((workload.namespace, workload.name))
-            report.warn(selecting[1].obj, CONFLICT, f"Sidecar {selecting[0].obj.namespace}/{selecting[0].obj.name} "
-                        f"is older and also selects {workload.namespace}/{workload.name}; this one is ignored for it",
+            report.warn(selecting[1].obj, IstioCode.CONFLICT,
+                        f"Sidecar {selecting[0].obj.namespace}/{selecting[0].obj.name} is older and also selects "
+                        f"{workload.namespace}/{workload.name}; this one is ignored for it",
                         "spec.workloadSelector")
         return selecting[0]
     return sidecars.default_for(workload.namespace)
@@ -268,8 +271,8 @@ def sidecar_policies(sidecars: Sidecars, services: Sequence[Service], workloads:
                                            source=scope.obj.source)
             out.append(model("spec", build))
         if unreachable:
-            report.warn(scope.obj, NOT_SUPPORTED, f"imported services known by no address (resolved by DNS, or "
-                        "by CIDR addresses, which are not carried): "
+            report.warn(scope.obj, IstioCode.NOT_SUPPORTED, f"imported services known by no address (resolved by DNS, "
+                        "or by CIDR addresses, which are not carried): "
                         f"{', '.join(sorted(unreachable))}; with REGISTRY_ONLY their connections are refused",
                         "spec.egress" if scope.egress else "spec")
     return out
@@ -292,8 +295,9 @@ def _selectors(scope: SidecarScope, members: Sequence[Workload], effective: dict
             selector = WorkloadSelector(namespace, dict(labels))
             shared = [o for o in others if selector.selects(o.namespace, o.labels)]
             if shared:
-                report.warn(scope.obj, CONFLICT, f"workloads {', '.join(f'{o.namespace}/{o.name}' for o in shared)} "
-                            "have their own Sidecar but carry all the labels of workloads this one applies to "
-                            f"({dict(labels) or 'none'}): this Sidecar restricts them too", "spec")
+                report.warn(scope.obj, IstioCode.CONFLICT,
+                            f"workloads {', '.join(f'{o.namespace}/{o.name}' for o in shared)} have their own Sidecar "
+                            f"but carry all the labels of workloads this one applies to ({dict(labels) or 'none'}): "
+                            "this Sidecar restricts them too", "spec")
             out.append(selector)
     return out

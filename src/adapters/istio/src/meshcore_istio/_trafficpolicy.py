@@ -15,10 +15,10 @@ the rule's one by one).
 
 from __future__ import annotations
 
-from meshcore.kube import Report
+from meshcore.kube import FieldCode, Report
 from meshcore.model import ModelError, Service, TrafficPolicy
 
-from ._codes import NOT_CARRIED
+from ._codes import IstioCode
 from ._common import ROOT_NAMESPACE, visible
 from ._destinationrule import DestRule
 from ._hosts import HostIndex
@@ -38,8 +38,8 @@ def traffic_policies(rules: list[DestRule], hosts: HostIndex, report: Report) ->
         if not rule.layers:
             continue
         if rule.selector:
-            report.info(rule.obj, NOT_CARRIED, "a DestinationRule with a workloadSelector configures only the "
-                        "selected clients, which the shared node proxy cannot tell apart; its traffic policy is "
+            report.info(rule.obj, IstioCode.NOT_CARRIED, "a DestinationRule with a workloadSelector configures only "
+                        "the selected clients, which the shared node proxy cannot tell apart; its traffic policy is "
                         "not applied", "spec.workloadSelector")
             continue
         for service in hosts.lookup(rule.host, rule.obj.namespace):
@@ -68,13 +68,13 @@ def traffic_policies(rules: list[DestRule], hosts: HostIndex, report: Report) ->
                                          subset.labels if subset else (), replaces_all=replaces_all,
                                          source=chosen.obj.source, **fields))
             except ModelError as exc:
-                report.error(chosen.obj, "MC0105", f"{layer.path}: {exc}", layer.path)
+                report.error(chosen.obj, FieldCode.MODEL_REJECTED, f"{layer.path}: {exc}", layer.path)
     for key, (rule, service, chosen) in passed_over.items():
         if key in applied:
             continue
         instead = (f"DestinationRule {chosen.obj.namespace}/{chosen.obj.name} applies instead" if chosen
                    else "no traffic policy applies")
-        report.info(rule.obj, NOT_CARRIED, f"Istio applies this rule only to clients in namespace "
+        report.info(rule.obj, IstioCode.NOT_CARRIED, f"Istio applies this rule only to clients in namespace "
                     f"{rule.obj.namespace}; the node proxy serves every client of {service.ref} alike, with the rule "
                     f"of the service's namespace ({instead})", rule.layers[0].path)
     return out

@@ -21,13 +21,7 @@ import attrs
 from meshcore.kube import FieldError, Fields, KubeObject, Report
 from meshcore.model import ClientMatch, HttpMatch, HttpRoute, MatchKind, TcpRoute
 
-from ._codes import (
-    GATEWAY_NOT_FOUND,
-    INVALID_VALUE,
-    NOT_EXPRESSIBLE,
-    NOT_SUPPORTED,
-    SHADOWED_MATCH,
-)
+from ._codes import IstioCode
 from ._common import export_to, fqdn
 from ._destinations import Resolver, Target
 from ._gateway import MESH, gateway_key
@@ -92,7 +86,7 @@ def _gateways(spec: Fields, obj: KubeObject, gateways: Mapping[tuple[str, str], 
             continue
         ns, _, gw = name.partition("/")
         if (ns, gw) not in gateways:
-            report.warn(obj, GATEWAY_NOT_FOUND, f"Gateway {name} is not in the input", f"spec.gateways[{i}]")
+            report.warn(obj, IstioCode.GATEWAY_NOT_FOUND, f"Gateway {name} is not in the input", f"spec.gateways[{i}]")
     return tuple(dict.fromkeys(names))
 
 
@@ -103,17 +97,17 @@ def _l4_rule(rule: Fields, obj: KubeObject, resolver: Resolver, report: Report, 
     for m in raw:
         sni = tuple(m.strs("sniHosts"))
         if tls and not sni:
-            raise FieldError(f"{m.path}.sniHosts", "a TLS match needs at least one SNI host", INVALID_VALUE)
+            raise FieldError(f"{m.path}.sniHosts", "a TLS match needs at least one SNI host", IstioCode.INVALID_VALUE)
         port = m.port("port")
         gateways = tuple(gateway_key(g, obj.namespace) for g in m.strs("gateways")) or vs_gateways
         dropped = [k for k in ("destinationSubnets", "sourceSubnet") if m.has(k)]
         if dropped:
-            report.warn(obj, NOT_EXPRESSIBLE, f"{dropped[0]} cannot be expressed yet: this match is left out",
+            report.warn(obj, IstioCode.NOT_EXPRESSIBLE, f"{dropped[0]} cannot be expressed yet: this match is left out",
                         f"{m.path}.{dropped[0]}")
             continue
         matches.append((port, sni, gateways, read_clients(m, obj, report, gateways)))
     if not rule.list("route"):
-        raise FieldError(f"{rule.path}.route", "at least one destination is required", INVALID_VALUE)
+        raise FieldError(f"{rule.path}.route", "at least one destination is required", IstioCode.INVALID_VALUE)
     targets = tuple(resolver.weighted(rule))
     return L4Rule(rule.path, tuple(matches), bool(raw) and not matches, targets)
 
@@ -126,8 +120,8 @@ def read_virtual_service(obj: KubeObject, resolver: Resolver, gateways: Mapping[
     hosts = []
     for i, h in enumerate(written):
         if partial_wildcard(h):
-            report.warn(obj, NOT_SUPPORTED, f"partial wildcard host {h!r} is not supported: this host is not applied",
-                        f"spec.hosts[{i}]")
+            report.warn(obj, IstioCode.NOT_SUPPORTED,
+                        f"partial wildcard host {h!r} is not supported: this host is not applied", f"spec.hosts[{i}]")
             continue
         hosts.append(h)
     if written and not hosts:
@@ -136,24 +130,24 @@ def read_virtual_service(obj: KubeObject, resolver: Resolver, gateways: Mapping[
         # A delegate: its HTTP rules stand in for a root VirtualService's delegating rule.
         if spec.has("tls") or spec.has("tcp"):
             raise FieldError("spec.hosts", "at least one host is required (a delegate VirtualService, without "
-                             "hosts, has only http rules)", INVALID_VALUE)
+                             "hosts, has only http rules)", IstioCode.INVALID_VALUE)
         http = tuple(read_http_rule(r, obj, resolver, report, (MESH,)) for r in spec.maps("http"))
         if not http:
-            raise FieldError("spec", "a delegate VirtualService (no hosts) needs http rules", INVALID_VALUE)
+            raise FieldError("spec", "a delegate VirtualService (no hosts) needs http rules", IstioCode.INVALID_VALUE)
         return VirtualService(obj, (), False, export_to(spec), http, (), (), ())
     for i, h in enumerate(hosts):
         if not _HOST.match(h):
             raise FieldError(f"spec.hosts[{i}]", f"{h!r} is not a host name, '*.' + host name, or '*'",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
     names = _gateways(spec, obj, gateways, report)
     if MESH in names and "*" in hosts:
-        raise FieldError("spec.hosts", "'*' is not allowed for the mesh gateway", INVALID_VALUE)
+        raise FieldError("spec.hosts", "'*' is not allowed for the mesh gateway", IstioCode.INVALID_VALUE)
     exported = export_to(spec)
     http = tuple(read_http_rule(r, obj, resolver, report, names) for r in spec.maps("http"))
     tls = tuple(_l4_rule(r, obj, resolver, report, names, True) for r in spec.maps("tls"))
     tcp = tuple(_l4_rule(r, obj, resolver, report, names, False) for r in spec.maps("tcp"))
     if not (http or tls or tcp):
-        raise FieldError("spec", "a VirtualService needs http, tls or tcp rules", INVALID_VALUE)
+        raise FieldError("spec", "a VirtualService needs http, tls or tcp rules", IstioCode.INVALID_VALUE)
     return VirtualService(obj, tuple(fqdn(h, obj.namespace) for h in hosts), MESH in names, exported,
                           http, tls, tcp, names)
 
@@ -178,12 +172,12 @@ def check_shadowing(vs: VirtualService, report: Report) -> None:
         for m, path in items:
             port = m.port if m is not None else None
             if None in catch_all or port in catch_all:
-                report.warn(rule.origin or vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier rule "
-                            "matches every request", path)
+                report.warn(rule.origin or vs.obj, IstioCode.SHADOWED_MATCH, "this match is never reached: an earlier "
+                            "rule matches every request", path)
                 continue
             if m is not None and ((port, m.match) in seen or (None, m.match) in seen):
-                report.warn(rule.origin or vs.obj, SHADOWED_MATCH, "this match is never reached: an earlier match "
-                            "has the same conditions", path)
+                report.warn(rule.origin or vs.obj, IstioCode.SHADOWED_MATCH, "this match is never reached: an earlier "
+                            "match has the same conditions", path)
                 continue
             if _catch_all(m.match if m is not None else None):
                 catch_all.add(port)

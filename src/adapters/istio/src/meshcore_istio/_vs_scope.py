@@ -39,7 +39,7 @@ from meshcore.model import (
     TcpRoute,
 )
 
-from ._codes import VS_CONFLICT
+from ._codes import IstioCode
 from ._sidecar import Sidecars
 from ._virtualservice import VirtualService, http_routes, l4_routes
 
@@ -186,7 +186,7 @@ def mesh_tables(candidates: Sequence[VirtualService], service: Service, namespac
                 tables.append(RouteTable(service.ref, number, RouteKind.L4, tcp=tuple(tcp), source=first.obj.source))
     for i, vs in enumerate(candidates):
         if i not in won:
-            report.warn(vs.obj, VS_CONFLICT, f"no client uses this VirtualService for {service.ref}: the clients it is "
-                        "exported to use an older or closer one (or their Sidecar does not import it)",
+            report.warn(vs.obj, IstioCode.VS_CONFLICT, f"no client uses this VirtualService for {service.ref}: the "
+                        "clients it is exported to use an older or closer one (or their Sidecar does not import it)",
                         _host_field(vs, service))
     return tables

@@ -15,7 +15,7 @@ from typing import Any
 
 from meshcore.kube import FieldError
 
-from ._codes import INVALID_COMBINATION, INVALID_VALUE
+from ._codes import IstioCode
 
 _LABEL = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 _WILDCARD_LABEL = re.compile(r"^(?:\*|(?:\*|\*-)?[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)$")
@@ -90,23 +90,23 @@ def _service_entry(spec: Mapping[str, Any]) -> None:
     for i, host in enumerate(hosts):
         problem = wildcard_domain_error(host)
         if problem:
-            raise FieldError(f"spec.hosts[{i}]", problem, INVALID_VALUE)
+            raise FieldError(f"spec.hosts[{i}]", problem, IstioCode.INVALID_VALUE)
     for i, address in enumerate(_list(spec, "addresses")):
         try:
             ipaddress.ip_network(str(address), strict=False)
         except ValueError:
             raise FieldError(f"spec.addresses[{i}]", f"{address!r} is not a valid IP address or CIDR block",
-                             INVALID_VALUE) from None
+                             IstioCode.INVALID_VALUE) from None
     names: set[str] = set()
     ports = [p for p in _list(spec, "ports") if isinstance(p, Mapping)]
     for i, port in enumerate(ports):
         name, protocol = str(port.get("name") or ""), str(port.get("protocol") or "")
         names.add(name)
         if not _LABEL.match(name) or len(name) > 63:
-            raise FieldError(f"spec.ports[{i}].name", f"invalid port name: {name}", INVALID_VALUE)
+            raise FieldError(f"spec.ports[{i}].name", f"invalid port name: {name}", IstioCode.INVALID_VALUE)
         if not protocol_known(protocol):
             raise FieldError(f"spec.ports[{i}].protocol", f"unsupported protocol: {protocol} (one of "
-                             f"{', '.join(sorted(PROTOCOLS))})", INVALID_VALUE)
+                             f"{', '.join(sorted(PROTOCOLS))})", IstioCode.INVALID_VALUE)
     resolution = str(spec.get("resolution") or "NONE")
     endpoints = [e for e in _list(spec, "endpoints") if isinstance(e, Mapping)]
     if resolution in ("DNS", "DNS_ROUND_ROBIN"):
@@ -114,36 +114,36 @@ def _service_entry(spec: Mapping[str, Any]) -> None:
             for i, host in enumerate(hosts):
                 if fqdn_error(host):
                     raise FieldError(f"spec.hosts[{i}]", "hosts must be FQDN if no endpoints are provided for "
-                                     f"resolution mode {resolution}", INVALID_COMBINATION)
+                                     f"resolution mode {resolution}", IstioCode.INVALID_COMBINATION)
         for i, endpoint in enumerate(endpoints):
             address = str(endpoint.get("address") or "")
             if address and not _ip(address) and fqdn_error(address):
                 raise FieldError(f"spec.endpoints[{i}].address", f"endpoint address {address!r} is not a valid "
-                                 "FQDN or an IP address", INVALID_VALUE)
+                                 "FQDN or an IP address", IstioCode.INVALID_VALUE)
     if resolution == "STATIC":
         for i, endpoint in enumerate(endpoints):
             address = str(endpoint.get("address") or "")
             if address and not address.startswith("unix://") and not _ip(address):
                 raise FieldError(f"spec.endpoints[{i}].address", f"endpoint address {address!r} is not a valid "
-                                 "IP address (resolution STATIC)", INVALID_VALUE)
+                                 "IP address (resolution STATIC)", IstioCode.INVALID_VALUE)
     for i, endpoint in enumerate(endpoints):
         for name in _map(endpoint, "ports"):
             if str(name) not in names and resolution != "NONE":
                 raise FieldError(f"spec.endpoints[{i}].ports.{name}", f"endpoint port {name} is not defined by "
-                                 "the service entry", INVALID_COMBINATION)
+                                 "the service entry", IstioCode.INVALID_COMBINATION)
     if resolution != "NONE" and len(hosts) > 1:
         for i, port in enumerate(ports):
             protocol = str(port.get("protocol") or "").upper()
             if protocol not in _HTTP | _TLS:
                 raise FieldError(f"spec.ports[{i}].protocol", "multiple hosts provided with non-HTTP, non-TLS "
-                                 "ports", INVALID_COMBINATION)
+                                 "ports", IstioCode.INVALID_COMBINATION)
 
 
 def _destination_rule(spec: Mapping[str, Any]) -> None:
     host = str(spec.get("host") or "")
     problem = wildcard_domain_error(host)
     if problem and not _ip(host):
-        raise FieldError("spec.host", problem, INVALID_VALUE)
+        raise FieldError("spec.host", problem, IstioCode.INVALID_VALUE)
     policies = [("spec.trafficPolicy", _map(spec, "trafficPolicy"))]
     for i, subset in enumerate(_list(spec, "subsets")):
         if isinstance(subset, Mapping) and "trafficPolicy" in subset:
@@ -151,7 +151,7 @@ def _destination_rule(spec: Mapping[str, Any]) -> None:
     for path, policy in policies:
         if "tunnel" in policy and "proxyProtocol" in policy:
             raise FieldError(f"{path}.proxyProtocol", "tunnel and proxyProtocol must not be set together",
-                             INVALID_COMBINATION)
+                             IstioCode.INVALID_COMBINATION)
         levels = [(path, policy)] + [(f"{path}.portLevelSettings[{i}]", p)
                                      for i, p in enumerate(_list(policy, "portLevelSettings"))
                                      if isinstance(p, Mapping)]
@@ -164,24 +164,24 @@ def _traffic_settings(path: str, level: Mapping[str, Any]) -> None:
     if not outlier.get("splitExternalLocalOriginErrors") and (outlier.get("consecutiveLocalOriginFailures") or 0) > 0:
         raise FieldError(f"{path}.outlierDetection.consecutiveLocalOriginFailures", "outlier detection consecutive "
                          "local origin failures is specified, but split external local origin errors is set to "
-                         "false", INVALID_COMBINATION)
+                         "false", IstioCode.INVALID_COMBINATION)
     http = _map(_map(level, "connectionPool"), "http")
     if http.get("h2UpgradePolicy") == "UPGRADE" and http.get("useClientProtocol"):
         raise FieldError(f"{path}.connectionPool.http.useClientProtocol", "use client protocol must not be true "
-                         "when H2UpgradePolicy is UPGRADE", INVALID_COMBINATION)
+                         "when H2UpgradePolicy is UPGRADE", IstioCode.INVALID_COMBINATION)
     consistent = _map(_map(level, "loadBalancer"), "consistentHash")
     where = f"{path}.loadBalancer.consistentHash"
     if consistent.get("minimumRingSize") and ("ringHash" in consistent or "maglev" in consistent):
         raise FieldError(f"{where}.minimumRingSize", "only one of MinimumRingSize or Maglev/Ringhash can be "
-                         "specified", INVALID_COMBINATION)
+                         "specified", IstioCode.INVALID_COMBINATION)
     size = int(_map(consistent, "maglev").get("tableSize") or 0)
     if size:  # an unset size takes Envoy's default
         if size >= 5000011:
             raise FieldError(f"{where}.maglev.tableSize", "tableSize must be less than 5000011 for maglev",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
         if not _prime(size):
             raise FieldError(f"{where}.maglev.tableSize", f"tableSize must be a prime number for maglev (got {size})",
-                             INVALID_VALUE)
+                             IstioCode.INVALID_VALUE)
 
 
 def _prime(number: int) -> bool:
@@ -196,13 +196,13 @@ def _authorization_policy(spec: Mapping[str, Any]) -> None:
     action = str(spec.get("action") or "ALLOW")
     if spec.get("provider") is not None and action != "CUSTOM":
         raise FieldError("spec.provider", f"`provider` must not be with non CUSTOM action, found {action}",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if action in ("DENY", "CUSTOM") and spec.get("rules") is None:
         raise FieldError("spec.action", f"{action} action without `rules` is meaningless as it will never be "
                          "triggered, add an empty rule `{}` if you want it be triggered for every request",
-                         INVALID_COMBINATION)
+                         IstioCode.INVALID_COMBINATION)
     if action == "CUSTOM" and not str(_map(spec, "provider").get("name") or ""):
-        raise FieldError("spec.provider.name", "`provider.name` must not be empty", INVALID_VALUE)
+        raise FieldError("spec.provider.name", "`provider.name` must not be empty", IstioCode.INVALID_VALUE)
 
 
 def _covers(a: str, b: str) -> bool:
@@ -219,23 +219,23 @@ def _virtual_service(spec: Mapping[str, Any]) -> None:
         for key, what in (("gateways", "gateways"), ("tls", "tls route"), ("tcp", "tcp route")):
             if _list(spec, key):
                 raise FieldError(f"spec.{key}", f"delegate virtual service must have no {what} specified",
-                                 INVALID_COMBINATION)
+                                 IstioCode.INVALID_COMBINATION)
     mesh = not gateways or "mesh" in gateways
     for i, host in enumerate(hosts):
         problem = None if host == "*" else wildcard_domain_error(host)
         if problem and not _ip(host):
-            raise FieldError(f"spec.hosts[{i}]", problem, INVALID_VALUE)
+            raise FieldError(f"spec.hosts[{i}]", problem, IstioCode.INVALID_VALUE)
         if mesh and host == "*":
             raise FieldError(f"spec.hosts[{i}]", "wildcard host * is not allowed for virtual services bound to the "
-                             "mesh gateway", INVALID_VALUE)
+                             "mesh gateway", IstioCode.INVALID_VALUE)
     for i, a in enumerate(hosts):
         for j in range(i + 1, len(hosts)):
             b = hosts[j]
             if _covers(a, b) or _covers(b, a):
                 raise FieldError(f"spec.hosts[{j}]", f"duplicate hosts in virtual service: {a} & {b}",
-                                 INVALID_COMBINATION)
+                                 IstioCode.INVALID_COMBINATION)
     if not (_list(spec, "http") or _list(spec, "tcp") or _list(spec, "tls")):
-        raise FieldError("spec", "http, tcp or tls must be provided in virtual service", INVALID_VALUE)
+        raise FieldError("spec", "http, tcp or tls must be provided in virtual service", IstioCode.INVALID_VALUE)
 
 
 _CHECKS: Mapping[str, Callable[[Mapping[str, Any]], None]] = {
