@@ -59,9 +59,11 @@ from .._extras import require as _require_extra
 _require_extra("agent", "meshcore.proxy")  # before the imports that need it: name the extra, not a module
 
 from ..compile import Origin
+from ._access_file import HTTP_FORMAT, TCP_FORMAT, AccessLogFollower, decode_lines
 from ._admin import AdminClient, socket_in_netns
-from ._als import FlowHub, FlowSubscription, Resolver, decode_batch, decode_http_entry, decode_tcp_entry
+from ._als import Resolver, decode_batch, decode_http_entry, decode_tcp_entry
 from ._errors import CONFIG_CODE, NACK_CODE, EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
+from ._flowhub import FlowHub, FlowSubscription
 from ._names import NamesTable, plan_names
 from ._resources import (
     ACCESS_LOG_NAME,
@@ -83,10 +85,11 @@ from ._supervisor import EnvoyOptions, EnvoySupervisor, Exit, bootstrap, find_en
 from ._xds import AdsServer, NodeStatus, TypeStatus
 
 __all__ = [
-    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "LISTENER", "NACK_CODE", "ROUTE", "SECRET",
-    "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
-    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder", "FlowSubscription", "Nack",
-    "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resolver",
-    "Resource", "Resources", "TypeStatus", "XdsEndpoint", "bootstrap", "build_resources", "canonical_json",
-    "decode_batch", "decode_http_entry", "decode_tcp_entry", "find_envoy", "plan_names", "socket_in_netns",
+    "ACCESS_LOG_NAME", "CLUSTER", "CONFIG_CODE", "ENDPOINT", "HTTP_FORMAT", "LISTENER", "NACK_CODE", "ROUTE",
+    "SECRET", "TCP_FORMAT", "TYPE_ORDER", "XDS_CLUSTER", "AccessLogFollower", "AdminClient", "AdsServer",
+    "ControlPlane", "EnvoyOptions", "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder",
+    "FlowSubscription", "Nack", "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError",
+    "ProxySettings", "Resolver", "Resource", "Resources", "TypeStatus", "XdsEndpoint", "bootstrap",
+    "build_resources", "canonical_json", "decode_batch", "decode_http_entry", "decode_lines", "decode_tcp_entry",
+    "find_envoy", "plan_names", "socket_in_netns",
 ]
