@@ -109,8 +109,9 @@ def _jwt(cfg: dict[str, Any], ctx: Context) -> None:
             {"provider_name": "bench"}, {"allow_missing": {}}]}}}]}})
 
 
-def _node_options(both_families: bool) -> Callable[[dict[str, Any], Context], None]:
-    """The options the node Envoy's generated listener, route and cluster carry (see /config_dump)."""
+def _node_options(families: str) -> Callable[[dict[str, Any], Context], None]:
+    """The options the node Envoy's generated listener, route and cluster carry (see /config_dump),
+    with the backend pod's IPv4 address, its IPv6 one, or both (``4``, ``6``, ``46``) as endpoints."""
     def apply(cfg: dict[str, Any], ctx: Context) -> None:
         hcm = _hcm(cfg)
         hcm.update(normalize_path=True, merge_slashes=True, codec_type="AUTO")
@@ -124,11 +125,21 @@ def _node_options(both_families: bool) -> Callable[[dict[str, Any], Context], No
         cluster["lb_policy"] = "RANDOM"
         cluster["circuit_breakers"] = {"thresholds": [{"max_connections": 4294967295, "max_pending_requests": 4294967295,
                                                        "max_requests": 4294967295, "max_retries": 4294967295}]}
-        if both_families:
-            endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-            endpoints.append({"endpoint": {"address": {"socket_address": {
-                "address": ctx.server_ipv6, "port_value": endpoints[0]["endpoint"]["address"]["socket_address"]["port_value"]}}}})
+        endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        port = endpoints[0]["endpoint"]["address"]["socket_address"]["port_value"]
+        ipv6 = {"endpoint": {"address": {"socket_address": {"address": ctx.server_ipv6, "port_value": port}}}}
+        if families == "46":
+            endpoints.append(ipv6)
+        elif families == "6":
+            endpoints[:] = [ipv6]
     return apply
+
+
+def _jwt_off(cfg: dict[str, Any], ctx: Context) -> None:
+    _jwt(cfg, ctx)
+    route = _hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"][0]
+    route["typed_per_filter_config"] = {"envoy.filters.http.jwt_authn": {
+        "@type": _T + "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig", "disabled": True}}
 
 
 def _b64(data: bytes) -> str:
@@ -165,11 +176,14 @@ VARIANTS = {
     "als1m": Variant("(d) + gRPC access log, 1 MiB", _als(1024 * 1024)),
     "otel": Variant("(d) + OpenTelemetry log, 32 KiB", _otel),
     "file": Variant("(d) + file access log (line format)", _file),
-    "node": Variant("(d) + the node's options, IPv4+IPv6 pod", _node_options(True)),
-    "node4": Variant("(d) + the node's options, IPv4 pod", _node_options(False)),
+    "node": Variant("(d) + the node's options, IPv4+IPv6 pod", _node_options("46")),
+    "node4": Variant("(d) + the node's options, IPv4 pod", _node_options("4")),
+    "node6": Variant("(d) + the node's options, IPv6 pod", _node_options("6")),
     "rbac": Variant("(d) + RBAC (one ALLOW policy)", _rbac),
     "rbacoff": Variant("(d) + RBAC, off on the route", _rbac_off),
     "jwt": Variant("(d) + JWT (a valid token)", _jwt, ("Authorization: Bearer {token}",)),
+    "jwtnone": Variant("(d) + JWT (no token)", _jwt),
+    "jwtoff": Variant("(d) + JWT, off on the route", _jwt_off, ("Authorization: Bearer {token}",)),
 }
 
 
