@@ -17,6 +17,7 @@ from meshcore.agent._flowstore import FlowRing, FlowStore
 from meshcore.model import WorkloadRef
 from meshcore.observe import Enforcer, Layer, Peer, Verdict
 from meshcore.proxy import HTTP_FORMAT, TCP_FORMAT, AccessLogFollower, FlowHub, NamesTable, decode_lines
+from meshcore.proxy._access_file import CHUNK_BYTES
 from meshcore.proxy._als import NO_CHAIN_DETAILS
 
 NODE = "node-1"
@@ -223,3 +224,27 @@ def test_a_file_removed_by_someone_else_is_followed_to_its_replacement(tmp_path:
     follower.stop()
     assert [f.l7.path for f in decode_lines(b"".join(got), NODE) if f.l7] == ["/1", "/2", "/3"]
     assert envoy.reopens == 1 and path.exists()
+
+
+def test_a_large_backlog_is_handed_on_in_bounded_chunks_of_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    envoy = FakeEnvoy(path)
+    lines = [http(f"/{i}") for i in range(4000)] + [http("/" + "x" * (CHUNK_BYTES + 10))]  # ~600 KiB and a huge line
+    envoy.write("".join(lines))
+    got: list[bytes] = []
+    follower = AccessLogFollower(path, got.append, envoy.reopen, max_bytes=64 << 20)
+    follower.poll()
+    follower.stop()
+    assert b"".join(got) == "".join(lines).encode()
+    assert len(got) >= 4 and all(chunk.endswith(b"\n") for chunk in got)
+    assert all(len(chunk) <= CHUNK_BYTES for chunk in got[:-1]) and len(got[-1]) > CHUNK_BYTES
+
+
+def test_the_metrics_backlog_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshcore.agent import _flowstore
+
+    monkeypatch.setattr(_flowstore, "_UNCOUNTED_BYTES", 3 * len(http("/0")))
+    store = FlowStore(FlowRing())
+    for i in range(10):
+        store.add_lines(NODE, http(f"/{i}").encode())
+    assert [f.l7.path for f in store.uncounted_requests() if f.l7] == ["/7", "/8", "/9"], "the oldest went first"

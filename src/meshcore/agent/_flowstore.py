@@ -23,8 +23,8 @@ __all__ = ["DEFAULT_MEMORY_BYTES", "FlowRing", "FlowStore"]
 
 #: What the ring holds by default: about 100,000 kernel verdicts.
 DEFAULT_MEMORY_BYTES = 8 * 1024 * 1024
-#: Access-log chunks (batches or lines) kept for the metrics between two scrapes, at most.
-_UNCOUNTED_BATCHES = 4096
+#: Bytes of access-log chunks (batches or lines) kept for the metrics between two scrapes, at most.
+_UNCOUNTED_BYTES = 32 * 1024 * 1024
 
 
 @attrs.frozen
@@ -94,8 +94,8 @@ class FlowStore:
     """The node's flow sink: every flow goes to the :class:`FlowRing` and, when one is given, to the journal.
 
     It is the node proxy's :class:`~meshcore.proxy.FlowRecorder` as well as the kernel
-    reports' destination. Access-log chunks are also kept (at most 4,096) until the
-    metrics count them at the next scrape.
+    reports' destination. Access-log chunks are also kept (at most 32 MiB, the oldest go
+    first) until the metrics count them at the next scrape.
     """
 
     def __init__(self, ring: FlowRing, journal: FlowJournal | None = None) -> None:
@@ -103,8 +103,8 @@ class FlowStore:
         self.journal = journal
         self._names = NamesTable()
         self._lock = threading.Lock()
-        self._uncounted: collections.deque[tuple[str, str, bytes, NamesTable]] = collections.deque(
-            maxlen=_UNCOUNTED_BATCHES)
+        self._uncounted: collections.deque[tuple[str, str, bytes, NamesTable]] = collections.deque()
+        self._uncounted_bytes = 0
 
     @property
     def path(self) -> Path | None:
@@ -152,6 +152,9 @@ class FlowStore:
         with self._lock:
             names = self._names
             self._uncounted.append((kind, node, raw, names))
+            self._uncounted_bytes += len(raw)
+            while self._uncounted_bytes > _UNCOUNTED_BYTES and len(self._uncounted) > 1:
+                self._uncounted_bytes -= len(self._uncounted.popleft()[2])
         self.ring.add(kind, node, raw, names, len(raw))
 
     def names_changed(self, node: str, names: Mapping[str, Any]) -> None:
@@ -170,6 +173,7 @@ class FlowStore:
         with self._lock:
             batches = list(self._uncounted)
             self._uncounted.clear()
+            self._uncounted_bytes = 0
         return [flow for kind, node, raw, names in batches
                 for flow in (decode_lines if kind == "lines" else decode_batch)(raw, node, names)]
 

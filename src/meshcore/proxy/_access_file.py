@@ -38,7 +38,10 @@ from pathlib import Path
 from ..observe import Enforcer, Flow, L7Details, Layer, Peer
 from ._als import _NOBODY, NO_CHAIN_DETAILS, Resolver, _decision
 
-__all__ = ["HTTP_FORMAT", "TCP_FORMAT", "AccessLogFollower", "decode_lines"]
+__all__ = ["CHUNK_BYTES", "HTTP_FORMAT", "TCP_FORMAT", "AccessLogFollower", "decode_lines"]
+
+#: The most a chunk handed on by :class:`AccessLogFollower` holds (whole lines; a longer line is a chunk of its own).
+CHUNK_BYTES = 256 * 1024
 
 #: Envoy's format of an HTTP request's line (see the module docstring).
 HTTP_FORMAT = "\t".join((
@@ -140,7 +143,8 @@ def decode_lines(raw: bytes, node: str, resolver: Resolver | None = None) -> lis
 
 
 class AccessLogFollower:
-    """Reads the lines Envoy appends to ``path`` and hands them to ``deliver`` in chunks of whole lines.
+    """Reads the lines Envoy appends to ``path`` and hands them to ``deliver`` in chunks of whole lines
+    (at most :data:`CHUNK_BYTES` each).
 
     :meth:`poll` reads what was appended since the previous call; :meth:`start` polls every
     ``interval`` seconds on a thread until :meth:`stop` (which reads what is left). The
@@ -228,9 +232,15 @@ class AccessLogFollower:
         self._hand_on(data[:end])
 
     def _hand_on(self, lines: bytes) -> None:
-        if lines:
-            self.bytes += len(lines)
-            self._deliver(lines)
+        # Chunks of at most CHUNK_BYTES (whole lines), so one record of whoever stores them stays small.
+        at = 0
+        while at < len(lines):
+            end = len(lines) if len(lines) - at <= CHUNK_BYTES else lines.rfind(b"\n", at, at + CHUNK_BYTES) + 1
+            if end <= at:  # one line longer than a chunk
+                end = lines.index(b"\n", at) + 1
+            self.bytes += end - at
+            self._deliver(lines[at:end])
+            at = end
 
     def _replaced(self) -> bool:
         try:
