@@ -135,6 +135,15 @@ def _node_options(families: str) -> Callable[[dict[str, Any], Context], None]:
     return apply
 
 
+def _skipped(name: str, base: Callable[[dict[str, Any], Context], None]) -> Callable[[dict[str, Any], Context], None]:
+    """``base``'s filter, not created for the route's requests (what the node Envoy's routes get)."""
+    def apply(cfg: dict[str, Any], ctx: Context) -> None:
+        base(cfg, ctx)
+        route = _hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"][0]
+        route["typed_per_filter_config"] = {name: {"@type": _T + "envoy.config.route.v3.FilterConfig", "disabled": True}}
+    return apply
+
+
 def _jwt_off(cfg: dict[str, Any], ctx: Context) -> None:
     _jwt(cfg, ctx)
     route = _hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"][0]
@@ -180,10 +189,13 @@ VARIANTS = {
     "node4": Variant("(d) + the node's options, IPv4 pod", _node_options("4")),
     "node6": Variant("(d) + the node's options, IPv6 pod", _node_options("6")),
     "rbac": Variant("(d) + RBAC (one ALLOW policy)", _rbac),
-    "rbacoff": Variant("(d) + RBAC, off on the route", _rbac_off),
+    "rbacoff": Variant("(d) + RBAC, told to pass (route)", _rbac_off),
+    "rbacskip": Variant("(d) + RBAC, not created (route)", _skipped("envoy.filters.http.rbac", _rbac)),
     "jwt": Variant("(d) + JWT (a valid token)", _jwt, ("Authorization: Bearer {token}",)),
     "jwtnone": Variant("(d) + JWT (no token)", _jwt),
-    "jwtoff": Variant("(d) + JWT, off on the route", _jwt_off, ("Authorization: Bearer {token}",)),
+    "jwtoff": Variant("(d) + JWT, told to pass (route)", _jwt_off, ("Authorization: Bearer {token}",)),
+    "jwtskip": Variant("(d) + JWT, not created (route)", _skipped("envoy.filters.http.jwt_authn", _jwt),
+                       ("Authorization: Bearer {token}",)),
 }
 
 

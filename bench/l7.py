@@ -1,11 +1,12 @@
-"""L7 through the node Envoy vs a sidecar pair: requests/s and p50/p99 latency with wrk.
+"""L7 through the node Envoy vs a sidecar pair and a bare Envoy hop: requests/s, p50/p99 latency and CPU with wrk.
 
-Three paths from a client pod to the same HTTP backend, measured side by side in one lab:
+Four paths from a client pod to the same HTTP backend, measured side by side in one lab:
 
 (a) direct: wrk → the backend pod's address (no proxy);
 (b) node Envoy: wrk → the service's ClusterIP; the socket-level LB hands the connection
     to the node's Envoy (one hop, sidecar-free, programmed over ADS from an HTTPRoute,
-    access logs streamed to meshcore over gRPC), which connects to the backend pod;
+    every request's record written to its access-log file, which the node agent reads),
+    which connects to the backend pod;
 (c) sidecar pair: wrk → the backend pod's port 80, redirected by iptables (nat OUTPUT,
     REDIRECT) to a client-side Envoy in the client pod, which connects to the backend pod,
     where iptables (nat PREROUTING, REDIRECT) hands it to a server-side Envoy in the
@@ -16,15 +17,21 @@ Three paths from a client pod to the same HTTP backend, measured side by side in
     no access log, no xDS), which connects to the backend pod. It is the yardstick for
     (b): what one proxy hop costs on this machine without any mesh machinery.
 
+``--variants`` adds more static Envoys beside (d), each (d) plus one piece of machinery
+(an access logger, the node listener's options, an RBAC or JWT filter; see
+bench/_l7_variants.py), and the node Envoy dialled at its listener without the socket LB.
+
 The backend is an Envoy answering every request with a fixed 200 (direct response), so
 the application costs the same in every path and is never the bottleneck. All proxies
 run with the same ``--concurrency``; the node Envoy is the lab's own (started by the
-node agent). Rounds interleave (a), (b), (c), (d) (every other round reversed); figures
-are medians over rounds. Ratios compare (b) with (c): the targets are p99 ≤ 0.55× and
-throughput ≥ 2×; (d)/(c) shows what a bare one-hop proxy reaches, (b)/(d) what the mesh
-machinery (ADS-built configuration, access logs to the agent) costs on top of it.
+node agent). Rounds interleave the paths (every other round reversed); figures are
+medians over rounds. Targets: (b)/(c) p99 ≤ 0.55× and throughput ≥ 2×; (b)/(d) — what
+the mesh machinery (ADS-built configuration, access logs, the hand-off) costs on top of
+one bare hop — p99 ≤ 1.05× and throughput ≥ 0.95×. The bench also prints each process's
+CPU per request (from ``/proc/<pid>/stat``) and the L7 path's CPU (agent + node Envoy)
+per 1,000 requests/s beside Istio's published waypoint figure.
 
-Run as root: ``PYTHONPATH=src .venv/bin/python bench/l7.py [--duration 5] [--rounds 3]``.
+Run as root: ``PYTHONPATH=src .venv/bin/python bench/l7.py [--duration 5] [--rounds 3] [--variants all]``.
 Everything lives in a lab named ``l7b<pid>`` that is torn down at the end.
 """
 
