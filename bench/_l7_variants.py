@@ -151,6 +151,12 @@ def _jwt_off(cfg: dict[str, Any], ctx: Context) -> None:
         "@type": _T + "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig", "disabled": True}}
 
 
+def _replica(cfg: dict[str, Any], ctx: Context) -> None:
+    """A static copy of the node Envoy's listener, route and cluster, logging like it."""
+    _node_options("46")(cfg, ctx)
+    _file(cfg, ctx)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -188,6 +194,7 @@ VARIANTS = {
     "node": Variant("(d) + the node's options, IPv4+IPv6 pod", _node_options("46")),
     "node4": Variant("(d) + the node's options, IPv4 pod", _node_options("4")),
     "node6": Variant("(d) + the node's options, IPv6 pod", _node_options("6")),
+    "replica": Variant("(d) + the node's options and file log", _replica),
     "rbac": Variant("(d) + RBAC (one ALLOW policy)", _rbac),
     "rbacoff": Variant("(d) + RBAC, told to pass (route)", _rbac_off),
     "rbacskip": Variant("(d) + RBAC, not created (route)", _skipped("envoy.filters.http.rbac", _rbac)),

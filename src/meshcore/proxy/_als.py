@@ -1,11 +1,12 @@
 """L7 flows: Envoy's gRPC access logs (ALS) as raw batches, decoded only for whoever reads them.
 
-The receiving side does no per-request work: each ALS message arrives as bytes (no
-protobuf decoding in the server), goes to raw consumers as is — the node agent's flow
-journal appends it to a file with one write — and is decoded into
-:class:`~meshcore.observe.Flow` only when something subscribed to decoded flows
-(:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`), or later, when a reader of the
-journal asks for them (:func:`decode_batch`).
+How Envoy sends its flows when it has no access-log file (``ProxySettings.access_log_file``,
+see :mod:`._access_file`, which the node agent uses). The receiving side does no
+per-request work: each ALS message arrives as bytes (no protobuf decoding in the server),
+goes to raw consumers as is — a flow journal appends it to a file with one write — and is
+decoded into :class:`~meshcore.observe.Flow` only when something subscribed to decoded
+flows (:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`), or later, when a reader of the
+journal asks for them (:func:`decode_batch`). The decision helpers here serve both forms.
 """
 
 from __future__ import annotations
