@@ -1,11 +1,12 @@
-"""L7 through the node Envoy vs a sidecar pair: requests/s and p50/p99 latency with wrk.
+"""L7 through the node Envoy vs a sidecar pair and a bare Envoy hop: requests/s, p50/p99 latency and CPU with wrk.
 
-Three paths from a client pod to the same HTTP backend, measured side by side in one lab:
+Four paths from a client pod to the same HTTP backend, measured side by side in one lab:
 
 (a) direct: wrk → the backend pod's address (no proxy);
 (b) node Envoy: wrk → the service's ClusterIP; the socket-level LB hands the connection
     to the node's Envoy (one hop, sidecar-free, programmed over ADS from an HTTPRoute,
-    access logs streamed to meshcore over gRPC), which connects to the backend pod;
+    every request's record written to its access-log file, which the node agent reads),
+    which connects to the backend pod;
 (c) sidecar pair: wrk → the backend pod's port 80, redirected by iptables (nat OUTPUT,
     REDIRECT) to a client-side Envoy in the client pod, which connects to the backend pod,
     where iptables (nat PREROUTING, REDIRECT) hands it to a server-side Envoy in the
@@ -16,15 +17,21 @@ Three paths from a client pod to the same HTTP backend, measured side by side in
     no access log, no xDS), which connects to the backend pod. It is the yardstick for
     (b): what one proxy hop costs on this machine without any mesh machinery.
 
+``--variants`` adds more static Envoys beside (d), each (d) plus one piece of machinery
+(an access logger, the node listener's options, an RBAC or JWT filter; see
+bench/_l7_variants.py), and the node Envoy dialled at its listener without the socket LB.
+
 The backend is an Envoy answering every request with a fixed 200 (direct response), so
 the application costs the same in every path and is never the bottleneck. All proxies
 run with the same ``--concurrency``; the node Envoy is the lab's own (started by the
-node agent). Rounds interleave (a), (b), (c), (d) (every other round reversed); figures
-are medians over rounds. Ratios compare (b) with (c): the targets are p99 ≤ 0.55× and
-throughput ≥ 2×; (d)/(c) shows what a bare one-hop proxy reaches, (b)/(d) what the mesh
-machinery (ADS-built configuration, access logs to the agent) costs on top of it.
+node agent). Rounds interleave the paths (every other round reversed); figures are
+medians over rounds. Targets: (b)/(c) p99 ≤ 0.55× and throughput ≥ 2×; (b)/(d) — what
+the mesh machinery (ADS-built configuration, access logs, the hand-off) costs on top of
+one bare hop — p99 ≤ 1.05× and throughput ≥ 0.95×. The bench also prints each process's
+CPU per request (from ``/proc/<pid>/stat``) and the L7 path's CPU (agent + node Envoy)
+per 1,000 requests/s beside Istio's published waypoint figure.
 
-Run as root: ``PYTHONPATH=src .venv/bin/python bench/l7.py [--duration 5] [--rounds 3]``.
+Run as root: ``PYTHONPATH=src .venv/bin/python bench/l7.py [--duration 5] [--rounds 3] [--variants all]``.
 Everything lives in a lab named ``l7b<pid>`` that is torn down at the end.
 """
 
@@ -43,8 +50,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshcore.lab import Lab, LabRanges
-from meshcore.proxy import find_envoy
+from _l7_variants import LISTENER, VARIANTS, Context, OtelSink, headers, variant_config
+
+from meshcore.lab import Lab, LabStatus
+from meshcore.proxy import AdminClient, find_envoy
 
 CONCURRENCY = 2
 CLIENT_SIDECAR_PORT = 15001
@@ -102,11 +111,11 @@ def server_sidecar_config() -> dict[str, Any]:
     }}
 
 
-def bare_config(server_ip: str) -> dict[str, Any]:
+def bare_config(server_ip: str, port: int = BARE_PORT) -> dict[str, Any]:
     """Path (d): one static Envoy in the node namespace, routing like the sidecars, nothing else."""
     route = {"match": {"prefix": "/api"}, "route": {"cluster": "app"}}
     return {"static_resources": {
-        "listeners": [_listener("bare", "0.0.0.0", BARE_PORT, [route])],
+        "listeners": [_listener("bare", "0.0.0.0", port, [route])],
         "clusters": [_cluster("app", server_ip, APP_PORT)],
     }}
 
@@ -179,12 +188,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(lab: Lab, url: str, duration: int, connections: int,
-        watch: dict[str, int] | None = None) -> dict[str, float]:
+        watch: dict[str, int] | None = None, headers: list[str] | None = None) -> dict[str, float]:
     """One wrk run from the client pod (in the lab's cgroup, so the socket LB applies).
 
     With ``watch`` (name → pid), adds ``us/<name>``: that process's CPU microseconds per request.
     """
-    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency", url]
+    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
+    for header in headers or ():
+        argv += ["-H", header]
+    argv.append(url)
     before = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
     result = lab.run("client", argv, timeout=duration + 30)
     if result.returncode != 0:
@@ -194,6 +206,18 @@ def wrk(lab: Lab, url: str, duration: int, connections: int,
     for name, pid in (watch or {}).items():
         out[f"us/{name}"] = (cpu_seconds(pid) - before[name]) * 1e6 / requests
     return out
+
+
+def node_proxy_port(status: LabStatus) -> int:
+    """The port of the node Envoy's one listener (from its admin endpoint)."""
+    work = Path(status.agent.log).parent / "envoy"
+    admin = AdminClient((work / "admin.address").read_text().strip(), status.node_netns)
+    code, body = admin.request("GET", "/listeners?format=json")
+    ports = [a["socket_address"]["port_value"] for lst in json.loads(body)["listener_statuses"]
+             for a in [lst["local_address"]]]
+    if code != 200 or len(ports) != 1:
+        raise RuntimeError(f"cannot tell the node Envoy's listener port: {code} {body}")
+    return int(ports[0])
 
 
 def netns_run(netns: str, *argv: str) -> None:
@@ -262,18 +286,26 @@ class Sidecars:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Set up the lab, measure the three paths in interleaved rounds, print figures and ratios."""
+    """Set up the lab, measure the paths in interleaved rounds, print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated variants of (d) to measure too: "
+                             f"{', '.join(VARIANTS)}, or all (default none)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
+    variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     if os.geteuid() != 0:
         print("bench/l7.py needs root (network namespaces, cgroups, BPF)", file=sys.stderr)
         return 2
     lab = Lab(f"l7b{os.getpid()}")
     sidecars: Sidecars | None = None
+    sink: OtelSink | None = None
     with tempfile.TemporaryDirectory(prefix="mcbench-l7-") as tmp:
         work = Path(tmp)
         (work / "backend.json").write_text(json.dumps(backend_config()))
@@ -285,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             server_ip = lab.pod("server").ipv4
             sidecars = Sidecars(lab, work, server_ip)
             status = lab.status()
-            node_ip = LabRanges.from_data(json.loads((lab.dir / "state.json").read_text())["ranges"]).node_ipv4
+            node_ip = status.nodes[0].addresses[0]
             (work / "bare.json").write_text(json.dumps(bare_config(server_ip)))
             bare = start_envoy(status.node_netns, work / "bare.json", work / "bare.log")
             sidecars.procs.append(bare)  # stopped with the sidecars
@@ -295,9 +327,24 @@ def main(argv: list[str] | None = None) -> int:
                 "c": f"http://{server_ip}:{SIDECAR_SERVICE_PORT}/api/x",
                 "d": f"http://{node_ip}:{BARE_PORT}/api/x",
             }
-            wait_http(lab, urls["a"])
-            wait_http(lab, urls["b"])
-            wait_http(lab, urls["d"])
+            if "otel" in variants:
+                sink = OtelSink(work / "otel.sock")
+            ctx = Context(work, Path(status.agent.log).parent / "xds.sock", work / "otel.sock",
+                          lab.pod("client").ipv4, lab.pod("server").ipv6)
+            extra: dict[str, int] = {}
+            for i, name in enumerate(variants, start=1):
+                if name == LISTENER:
+                    urls[name] = f"http://{node_ip}:{node_proxy_port(status)}/api/x"
+                    continue
+                base = bare_config(server_ip, BARE_PORT + i)
+                (work / f"{name}.json").write_text(json.dumps(variant_config(name, base, ctx)))
+                proc = start_envoy(status.node_netns, work / f"{name}.json", work / f"{name}.log")
+                sidecars.procs.append(proc)
+                extra[name] = proc.pid
+                urls[name] = f"http://{node_ip}:{BARE_PORT + i}/api/x"
+            for key in urls:
+                if key != "c":
+                    wait_http(lab, urls[key])
             sidecars.redirect(True)
             wait_http(lab, urls["c"])
             sidecars.redirect(False)
@@ -309,34 +356,49 @@ def main(argv: list[str] | None = None) -> int:
                      "c": {"client-sidecar": sidecars.procs[0].pid, "server-sidecar": sidecars.procs[1].pid,
                            "backend": backend},
                      "d": {"bare-envoy": bare.pid, "backend": backend}}
+            for name, pid in extra.items():
+                watch[name] = {"envoy": pid, "agent": status.agent.pid, "backend": backend}
+            if LISTENER in urls:
+                watch[LISTENER] = {"envoy": status.agent.proxy.pid, "agent": status.agent.pid, "backend": backend}
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in urls}
             for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
-                order = ["a", "b", "c", "d"] if r % 2 == 0 else ["d", "c", "b", "a"]
+                order = list(urls) if r % 2 == 0 else list(reversed(urls))
                 for key in order:
                     sidecars.redirect(key == "c")
-                    result = wrk(lab, urls[key], args.duration if r else 1, args.connections, watch[key])
+                    result = wrk(lab, urls[key], args.duration if r else 1, args.connections, watch[key],
+                                 headers(key) if key in VARIANTS else None)
                     if r:
                         runs[key].append(result)
                 sidecars.redirect(False)
-            report(runs, args)
+            report(runs, args, os.getloadavg())
         finally:
+            if sink is not None:
+                sink.stop()
             if sidecars is not None:
                 sidecars.stop()
             lab.down()
     return 0
 
 
-def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
-    """Print medians per path, the (b)/(c) ratios against the targets, and (d) for comparison."""
+#: Istio 1.24's published figure for a waypoint proxy (2 worker threads, 1,000 HTTP
+#: requests per second of 1 KB): ~0.25 vCPU (istio.io, "Performance and scalability").
+ISTIO_WAYPOINT_VCPU = 0.25
+
+
+def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace,
+           load: tuple[float, float, float]) -> None:
+    """Print medians per path, the ratios against the targets, the variants, and CPU per 1,000 requests/s."""
     names = {"a": "(a) direct to the pod", "b": "(b) node Envoy (VIP, one hop)",
-             "c": "(c) sidecar pair (two hops)", "d": "(d) bare one-hop Envoy (static)"}
+             "c": "(c) sidecar pair (two hops)", "d": "(d) bare one-hop Envoy (static)",
+             **{k: v.label for k, v in VARIANTS.items()}}
     med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in runs.items()}
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds, "
-          f"proxies --concurrency {CONCURRENCY}; medians [min-max over rounds]")
-    print(f"{'path':34} {'req/s':>22} {'p50 ms':>8} {'p99 ms':>22}")
-    for k in ("a", "b", "c", "d"):
+          f"proxies --concurrency {CONCURRENCY}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          "medians [min-max over rounds]")
+    print(f"{'path':38} {'req/s':>22} {'p50 ms':>8} {'p99 ms':>22}")
+    for k in runs:
         m, rps, p99s = med[k], [x["rps"] for x in runs[k]], [x["p99"] for x in runs[k]]
-        print(f"{names[k]:34} {m['rps']:8.0f} [{min(rps):5.0f}-{max(rps):5.0f}] {m['p50']:8.3f} "
+        print(f"{names[k]:38} {m['rps']:8.0f} [{min(rps):5.0f}-{max(rps):5.0f}] {m['p50']:8.3f} "
               f"{m['p99']:8.3f} [{min(p99s):5.2f}-{max(p99s):5.2f}]")
 
     def ratios(x: str, y: str) -> tuple[float, float]:
@@ -347,15 +409,34 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
           f"throughput {rps:.2f}x (target >= 2x: {'met' if rps >= 2 else 'NOT met'})")
     per_round = [(b["p99"] / c["p99"], b["rps"] / c["rps"]) for b, c in zip(runs["b"], runs["c"], strict=True)]
     print("(b)/(c) per round: " + ", ".join(f"p99 {p:.2f}x rps {t:.2f}x" for p, t in per_round))
-    for x, y in (("d", "c"), ("b", "d"), ("b", "a")):
+    bd_p99, bd_rps = ratios("b", "d")
+    print(f"(b)/(d): p99 {bd_p99:.2f}x (target <= 1.05x: {'met' if bd_p99 <= 1.05 else 'NOT met'}), "
+          f"throughput {bd_rps:.2f}x (target >= 0.95x: {'met' if bd_rps >= 0.95 else 'NOT met'})")
+    per_round = [(b["p99"] / d["p99"], b["rps"] / d["rps"]) for b, d in zip(runs["b"], runs["d"], strict=True)]
+    print("(b)/(d) per round: " + ", ".join(f"p99 {p:.2f}x rps {t:.2f}x" for p, t in per_round))
+    for x, y in (("d", "c"), ("b", "a")):
         p, t = ratios(x, y)
         print(f"({x})/({y}): p99 {p:.2f}x, throughput {t:.2f}x")
     print("CPU per request (us, medians): " + "; ".join(
         f"({k}) " + ", ".join(f"{m[3:]} {v:.0f}" for m, v in med[k].items() if m.startswith("us/"))
         for k in ("a", "b", "c", "d")))
+    l7_us = med["b"]["us/agent"] + med["b"]["us/node-envoy"]
+    sidecars_us = med["c"]["us/client-sidecar"] + med["c"]["us/server-sidecar"]
+    print(f"CPU per 1,000 requests/s: (b) agent + node Envoy {l7_us / 1000:.3f} vCPU "
+          f"(Envoy {med['b']['us/node-envoy'] / 1000:.3f}, agent {med['b']['us/agent'] / 1000:.3f}); "
+          f"(c) sidecar pair {sidecars_us / 1000:.3f}; (d) bare Envoy {med['d']['us/bare-envoy'] / 1000:.3f}; "
+          f"Istio 1.24 waypoint (published) ~{ISTIO_WAYPOINT_VCPU:.2f}")
+    for k in runs:
+        if k in VARIANTS:
+            m = med[k]
+            per_round = [x["us/envoy"] - d["us/bare-envoy"] for x, d in zip(runs[k], runs["d"], strict=True)]
+            print(f"{names[k]}: Envoy {m['us/envoy']:.0f} us/req ({statistics.median(per_round):+.0f} vs (d), "
+                  f"per round {', '.join(f'{v:+.0f}' for v in per_round)}), agent {m['us/agent']:.1f}, "
+                  f"throughput {m['rps'] / med['d']['rps']:.2f}x of (d), p99 {m['p99'] / med['d']['p99']:.2f}x")
     if args.json:
-        print(json.dumps({"medians": med, "runs": runs, "ratios": {"p99_b_over_c": p99, "rps_b_over_c": rps}}))
-
+        print(json.dumps({"medians": med, "runs": runs, "load": load,
+                          "ratios": {"p99_b_over_c": p99, "rps_b_over_c": rps,
+                                     "p99_b_over_d": bd_p99, "rps_b_over_d": bd_rps}}))
 
 if __name__ == "__main__":
     sys.exit(main())

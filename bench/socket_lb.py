@@ -31,8 +31,8 @@ stale): it opens and closes connections itself, closing with RST (SO_LINGER 0) s
 TIME_WAIT never caps the rate. By default the server side is the kernel's backlog: the
 listener uses TCP_DEFER_ACCEPT, so a handshake completes without waking any process and
 the client's RST drops it; ``--server accept`` runs an accept-and-close loop instead.
-Before measuring, each socket LB's LRU reverse-translation map is filled by real
-connections, as on a node that has been running for a while.
+Before measuring, every slot of each socket LB's reverse-translation array has been taken
+by a real connection, as on a node that has been running for a while.
 
 Needs root. Everything lives in namespaces, cgroups and bpffs pins named
 ``mcbench-slb-<pid>-*``; they are removed at the end, on Ctrl-C or SIGTERM, and a later run
@@ -112,7 +112,7 @@ class Config:
     key: str
     node: Node
     host: str
-    lru_entries: int = 0  # connections to this VIP fill a socket LB's LRU map of this size
+    reverse_slots: int = 0  # connections to this VIP take every slot of a reverse-translation array this big
 
 
 def make_topology(stack: contextlib.ExitStack, prefix: str, clients: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -154,15 +154,15 @@ def start_server(stack: contextlib.ExitStack, conn: Path, server_ns: str, mode: 
           "the bench server")
 
 
-def lru_size(lb: SocketLB) -> int:
-    """max_entries of the node's reverse-translation LRU map, read with bpftool from its pin."""
-    pin = lb.pin_dir / "maps" / "lb_rev_nat"
+def reverse_slots(lb: SocketLB) -> int:
+    """max_entries of the node's reverse-translation array (connected sockets), read with bpftool from its pin."""
+    pin = lb.pin_dir / "maps" / "lb_rev_sock"
     tool = shutil.which("bpftool")
     if tool is not None:
         done = subprocess.run([tool, "-j", "map", "show", "pinned", str(pin)], capture_output=True, text=True)
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return int(json.loads(done.stdout)["max_entries"])
-    return 131072  # the size bpf/lib/maps.h declares
+    return 131072  # LB_REV_SOCK_SLOTS in bpf/sock_lb.h
 
 
 def fillers(n: int) -> list[tuple[str, str, list[str]]]:
@@ -324,12 +324,12 @@ Results = dict[str, list[Sample]]
 
 def warm(w: Worker) -> None:
     """Bring a configuration to its steady state: caches and conntrack warm and, for a socket LB
-    VIP, its LRU reverse-translation map full, as on a node that has run for a while (the
-    programs write one entry per translated connect, so updates evict once it is full)."""
+    VIP, every slot of its reverse-translation array taken, as on a node that has run for a
+    while (each translated connect takes over the slot of its socket cookie)."""
     w.run(0.3)
-    if w.cfg.lru_entries:
+    if w.cfg.reverse_slots:
         made = 0
-        while made < 1.2 * w.cfg.lru_entries:
+        while made < 1.2 * w.cfg.reverse_slots:
             made += w.run(1.0)[0]
 
 
@@ -547,13 +547,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     configs = [
         Config("bare", plain, BACKENDS[0]),
         Config("direct", lb_nodes[small], BACKENDS[0]),
-        Config("vip", lb_nodes[small], VIP, lru_size(lbs[small])),
-        *(Config(f"lb{n}", lb_nodes[n], VIP, lru_size(lbs[n])) for n in sizes[1:]),
+        Config("vip", lb_nodes[small], VIP, reverse_slots(lbs[small])),
+        *(Config(f"lb{n}", lb_nodes[n], VIP, reverse_slots(lbs[n])) for n in sizes[1:]),
         *(Config(f"kp{n}", kp_nodes[n], VIP) for n in sizes),
         Config("kpdirect", kp_nodes[largest], BACKENDS[0]),
     ]
     workers = [Worker(stack, conn, c) for c in configs]
-    progress("warming up (filling each socket LB's LRU map)")
+    progress("warming up (taking every slot of each socket LB's reverse-translation array)")
     r = rounds(workers, args.rounds, args.seconds, args.slice, progress)
     r[f"lb{small}"] = r["vip"]
     server = ("the kernel's backlog (TCP_DEFER_ACCEPT, no server process)" if args.server == "backlog"
@@ -561,7 +561,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     print(f"\n{args.rounds} rounds; in each, all {len(configs)} configurations ran {args.seconds:g} s in all, "
           f"in slices of {args.slice * 1e3:g} ms")
     print("cycling through them, every other cycle in reverse order (ABBA), so they share the machine's load.")
-    print(f"Server side: {server}. Socket LB LRU maps filled before measuring.")
+    print(f"Server side: {server}. Every slot of the socket LBs' reverse-translation arrays taken before measuring.")
     print("Rates: median over rounds, ± half the interquartile range. Ratios: median of the per-round "
           "ratios [interquartile range].")
     print("'per CPU-second of the client' divides by the time the client ran (its own work and the "

@@ -6,7 +6,8 @@
  * chosen by weight (or to the node proxy), once per connection, so packets carry real
  * addresses and cost nothing extra. getpeername() and UDP recvmsg() translate back, so the
  * application only ever sees the VIP it asked for. Anything that is not a service passes
- * untouched.
+ * untouched. A connected socket's translation is kept in its own slot of an array (see
+ * lib/maps.h), so a translated connect costs no more than one that is not.
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -83,7 +84,7 @@ static __always_inline enum lb_verdict lb_translate(struct bpf_sock_addr *ctx, _
 	}
 	if (want_v4 && !addr_is_v4(addr))
 		return LB_REFUSE;
-	lb_remember_vip(cookie, addr, *port, vip, vip_port);
+	lb_remember_vip(cookie, !udp_msg, addr, *port, vip, vip_port);
 	return LB_TRANSLATED;
 }
 
@@ -137,33 +138,32 @@ static __always_inline int lb_forward6(struct bpf_sock_addr *ctx, int udp_msg)
 
 static __always_inline void lb_reverse4(struct bpf_sock_addr *ctx)
 {
-	struct lb_rev_nat_value *vip;
-	__u32 real[4];
+	__u32 real[4], vip[4];
+	__u16 vip_port;
 
 	addr_set_v4(real, ctx->user_ip4);
-	vip = lb_lookup_vip(bpf_get_socket_cookie(ctx), real, (__u16)ctx->user_port);
-	if (vip && addr_is_v4(vip->addr)) {
-		ctx->user_ip4 = vip->addr[3];
-		ctx->user_port = vip->port;
+	if (lb_lookup_vip(bpf_get_socket_cookie(ctx), real, (__u16)ctx->user_port, vip, &vip_port) &&
+	    addr_is_v4(vip)) {
+		ctx->user_ip4 = vip[3];
+		ctx->user_port = vip_port;
 	}
 }
 
 static __always_inline void lb_reverse6(struct bpf_sock_addr *ctx)
 {
-	struct lb_rev_nat_value *vip;
-	__u32 real[4];
+	__u32 real[4], vip[4];
+	__u16 vip_port;
 
 	real[0] = ctx->user_ip6[0];
 	real[1] = ctx->user_ip6[1];
 	real[2] = ctx->user_ip6[2];
 	real[3] = ctx->user_ip6[3];
-	vip = lb_lookup_vip(bpf_get_socket_cookie(ctx), real, (__u16)ctx->user_port);
-	if (vip) {
-		ctx->user_ip6[0] = vip->addr[0];
-		ctx->user_ip6[1] = vip->addr[1];
-		ctx->user_ip6[2] = vip->addr[2];
-		ctx->user_ip6[3] = vip->addr[3];
-		ctx->user_port = vip->port;
+	if (lb_lookup_vip(bpf_get_socket_cookie(ctx), real, (__u16)ctx->user_port, vip, &vip_port)) {
+		ctx->user_ip6[0] = vip[0];
+		ctx->user_ip6[1] = vip[1];
+		ctx->user_ip6[2] = vip[2];
+		ctx->user_ip6[3] = vip[3];
+		ctx->user_port = vip_port;
 	}
 }
 

@@ -56,6 +56,21 @@ struct lb_slot_key {
 	__u32 slot;
 };
 
+/*
+ * Map lb_rev_sock (key: __u32 slot, the socket cookie modulo LB_REV_SOCK_SLOTS): must match
+ * RevSockValue in src/meshcore/datapath/maps/rev_sock.py
+ */
+#define LB_REV_SOCK_SLOTS 131072 /* a power of two: the slot is cookie & (LB_REV_SOCK_SLOTS - 1) */
+
+struct lb_rev_sock_value {
+	__u64 cookie;   /* the socket's cookie; 0: empty (no socket has cookie 0) */
+	__u32 real[4];  /* address the socket really talks to (backend or proxy) */
+	__u16 real_port;
+	__u16 vip_port; /* the VIP port the application asked for */
+	__u32 vip[4];   /* the VIP the application asked for */
+	__u32 pad;
+};
+
 /* Map lb_rev_nat: must match RevNatKey in src/meshcore/datapath/maps/rev_nat.py */
 struct lb_rev_nat_key {
 	__u64 cookie;   /* socket cookie */

@@ -78,13 +78,30 @@ static __always_inline void lb_remember_backend(__u64 cookie, const struct lb_se
 	bpf_map_update_elem(&lb_affinity, &key, &backend_id, BPF_ANY);
 }
 
-/* Record what the socket asked for, keyed by what it really talks to. */
-static __always_inline void lb_remember_vip(__u64 cookie, const __u32 real[4], __u16 real_port,
+/*
+ * Record what the socket asked for, keyed by what it really talks to. A connected socket
+ * talks to one address: its cookie's slot holds it. An unconnected UDP socket may send to
+ * several services, so each destination is an entry of the LRU map.
+ */
+static __always_inline void lb_remember_vip(__u64 cookie, int connected, const __u32 real[4], __u16 real_port,
 					    const __u32 vip[4], __u16 vip_port)
 {
 	struct lb_rev_nat_key key;
 	struct lb_rev_nat_value val;
 
+	if (connected) {
+		__u32 slot = (__u32)cookie & (LB_REV_SOCK_SLOTS - 1);
+		struct lb_rev_sock_value *rev = bpf_map_lookup_elem(&lb_rev_sock, &slot);
+
+		if (!rev)
+			return;
+		addr_copy(rev->real, real);
+		rev->real_port = real_port;
+		addr_copy(rev->vip, vip);
+		rev->vip_port = vip_port;
+		rev->cookie = cookie; /* last: the slot is this socket's once the rest is written */
+		return;
+	}
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memset(&val, 0, sizeof(val));
 	key.cookie = cookie;
@@ -95,15 +112,31 @@ static __always_inline void lb_remember_vip(__u64 cookie, const __u32 real[4], _
 	bpf_map_update_elem(&lb_rev_nat, &key, &val, BPF_ANY);
 }
 
-static __always_inline struct lb_rev_nat_value *lb_lookup_vip(__u64 cookie, const __u32 real[4], __u16 real_port)
+/* The VIP and port a socket asked for, given what it really talks to; 0 when it asked for none. */
+static __always_inline int lb_lookup_vip(__u64 cookie, const __u32 real[4], __u16 real_port, __u32 vip[4],
+					 __u16 *vip_port)
 {
+	__u32 slot = (__u32)cookie & (LB_REV_SOCK_SLOTS - 1);
+	struct lb_rev_sock_value *rev = bpf_map_lookup_elem(&lb_rev_sock, &slot);
+	struct lb_rev_nat_value *val;
 	struct lb_rev_nat_key key;
 
+	if (rev && rev->cookie == cookie && rev->real_port == real_port && rev->real[0] == real[0] &&
+	    rev->real[1] == real[1] && rev->real[2] == real[2] && rev->real[3] == real[3]) {
+		addr_copy(vip, rev->vip);
+		*vip_port = rev->vip_port;
+		return 1;
+	}
 	__builtin_memset(&key, 0, sizeof(key));
 	key.cookie = cookie;
 	addr_copy(key.addr, real);
 	key.port = real_port;
-	return bpf_map_lookup_elem(&lb_rev_nat, &key);
+	val = bpf_map_lookup_elem(&lb_rev_nat, &key);
+	if (!val)
+		return 0;
+	addr_copy(vip, val->addr);
+	*vip_port = val->port;
+	return 1;
 }
 
 #endif /* MESHCORE_LIB_LB_H */

@@ -35,7 +35,20 @@ struct {
 	__type(value, __u32);
 } lb_slots SEC(".maps");
 
-/* Reverse translation for getpeername() and UDP recvmsg(): what the socket asked for. */
+/*
+ * Reverse translation for getpeername() and recvmsg() of connected sockets: one slot per
+ * socket, at its cookie modulo the size. Written with plain stores (no lock, no allocation,
+ * nothing to evict), so a translated connect costs no more than one that is not; a slot is
+ * taken over by the socket that comes LB_REV_SOCK_SLOTS cookies later.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_REV_SOCK_SLOTS);
+	__type(key, __u32);
+	__type(value, struct lb_rev_sock_value);
+} lb_rev_sock SEC(".maps");
+
+/* Reverse translation for unconnected UDP sends, which may reach several services from one socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);

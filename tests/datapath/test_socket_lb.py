@@ -3,6 +3,7 @@ application saw, and which connections were refused."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from _datapath_support import PORT, V4, V6, Clients, plan, service
 from meshcore.compile import diff_bpf
 from meshcore.datapath import DatapathError, LbSettings, SocketLB
+from meshcore.datapath.maps import rev_nat, rev_sock
+from meshcore.datapath.maps._base import get_addr
 from meshcore.model import BackendState
 
 pytestmark = pytest.mark.root
@@ -123,6 +126,31 @@ def test_udp_socket_stays_on_its_backend_while_it_terminates_and_moves_when_it_i
 
     lb.apply(plan(service(VIP4, 53, [(other, 1)], "UDP")))
     assert send() == {"backend": other, "from": [VIP4, 53]}, "a removed backend's flow moves on"
+
+
+def test_a_connected_socket_keeps_its_translation_in_its_own_slot_and_udp_sends_in_the_lru(
+    lb: SocketLB, clients: Clients
+) -> None:
+    # The slot is a plain array write per connect (no LRU insert and eviction): what makes a
+    # translated connect cost no more than a direct one.
+    lb.apply(plan(service(VIP4, 80, [("b1", 1)]), service(VIP4, 53, [("b1", 1)], "UDP", name="dns")))
+    assert clients.run({"op": "tcp", "host": VIP4, "port": 80})["peername"] == [VIP4, 80]
+    slots, lru = lb.pins.open_map(rev_sock.SPEC), lb.pins.open_map(rev_nat.SPEC)
+    try:
+        used = [(slot.value, v) for slot, v in slots.items() if v.cookie]
+        assert len(used) == 1, "one slot for the one translated connect"
+        (slot, value), = used
+        assert slot == value.cookie % rev_sock.SLOTS
+        assert (get_addr(value.vip)[0], socket.ntohs(value.vip_port)) == (VIP4, 80)
+        assert (get_addr(value.real)[0], socket.ntohs(value.real_port)) == (V4["b1"], PORT)
+        assert list(lru.items()) == [], "nothing in the LRU map for a connected socket"
+        # An unconnected UDP socket may send to several services: its entries go to the LRU map.
+        replies = clients.run({"op": "udp", "host": VIP4, "port": 53, "n": 2})["replies"]
+        assert {tuple(r["from"]) for r in replies} == {(VIP4, 53)}
+        assert len(list(lru.items())) == 1
+    finally:
+        slots.close()
+        lru.close()
 
 
 def test_dual_stack_socket_reaches_an_ipv4_service_through_a_v4_mapped_address(

@@ -158,3 +158,23 @@ def test_the_agents_memory_serves_the_same_flows_as_the_journal(lab: Lab) -> Non
 
     drop = first(served, lambda f: f.verdict is Verdict.DROPPED and f.source.workload == WorkloadRef("default", "other"))
     assert drop in list(agent.flows()), "the ring in memory and the journal hold the same flow"
+
+
+def test_every_request_through_the_node_proxy_is_one_flow(lab: Lab) -> None:
+    # 150 requests on one keep-alive connection (curl's URL ranges), faster than Envoy writes its log.
+    prefix = f"/each-{secrets.token_hex(3)}-"
+    result = lab.run("client", ["curl", "-sS", "-m", "30", "-o", "/dev/null", "-w", "%{http_code}\\n",
+                                f"http://web{prefix}[1-150]"], timeout=60)
+    assert result.stdout.decode().split() == ["200"] * 150, result.stderr
+    agent = reader(lab)
+
+    def ours() -> list[Flow]:
+        return [f for f in agent.flows() if f.l7 is not None and f.l7.path.startswith(prefix)]
+
+    deadline = time.monotonic() + 10
+    while len(got := ours()) < 150 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert sorted(int(f.l7.path.removeprefix(prefix)) for f in got if f.l7) == list(range(1, 151))
+    assert all(f.source.workload == WorkloadRef("default", "client") and f.source.identity > 0
+               and f.destination.workload == WorkloadRef("default", "server") and f.l7 is not None
+               and (f.l7.method, f.l7.status) == ("GET", 200) and f.l7.latency_ms > 0 for f in got)

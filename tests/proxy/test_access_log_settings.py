@@ -8,7 +8,7 @@ import pytest
 
 from meshcore import model as m
 from meshcore.compile import CompileOptions, compile_plan
-from meshcore.proxy import LISTENER, ProxyConfigError, ProxySettings, build_resources
+from meshcore.proxy import HTTP_FORMAT, LISTENER, TCP_FORMAT, ProxyConfigError, ProxySettings, build_resources
 
 NS = "shop"
 
@@ -44,3 +44,26 @@ def test_request_ids_and_batch_size_can_be_changed() -> None:
 def test_a_batch_size_outside_grpc_limits_is_refused(size: int) -> None:
     with pytest.raises(ProxyConfigError, match="access_log_buffer_bytes is .*give 1 to 4194304"):
         ProxySettings(access_log_buffer_bytes=size)
+
+
+def test_an_access_log_file_makes_every_listener_write_lines_in_meshcores_format() -> None:
+    hcm = _hcm(ProxySettings(access_log_file="/run/meshcore/node-1/envoy/access.log"))
+    (log,) = hcm["access_log"]
+    assert log["name"] == "envoy.access_loggers.file" and "filter" not in log  # every request, no sampling
+    assert log["typed_config"]["path"] == "/run/meshcore/node-1/envoy/access.log"
+    assert log["typed_config"]["log_format"] == {"text_format_source": {"inline_string": HTTP_FORMAT}}
+
+
+def test_a_tcp_listener_logs_its_connections_to_the_same_file() -> None:
+    from test_golden_envoy import _tcp_rbac
+
+    plan = compile_plan(_tcp_rbac(), "n1", CompileOptions(proxy_enabled=True, proxy_port_base=15001, proxy_port_range=1))
+    (listener,) = build_resources(plan.envoy, ProxySettings(access_log_file="/x/access.log")).of(LISTENER).values()
+    (log,) = listener.body["access_log"]
+    assert log["typed_config"]["path"] == "/x/access.log"
+    assert log["typed_config"]["log_format"]["text_format_source"]["inline_string"] == TCP_FORMAT
+
+
+def test_a_relative_access_log_file_is_refused() -> None:
+    with pytest.raises(ProxyConfigError, match="access_log_file is 'access.log': give an absolute path"):
+        ProxySettings(access_log_file="access.log")

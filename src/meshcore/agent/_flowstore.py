@@ -1,7 +1,7 @@
 """Where a node's flows go: a bounded in-memory ring, and the on-disk journal when it is on.
 
 Both keep flows as they came — the kernel's verdict records and flow sums, the node
-proxy's access-log batches — and decode them only when read, with the names in force
+proxy's access-log lines (or gRPC batches) — and decode them only when read, with the names in force
 when they arrived, so the agent's cost per flow is a copy, not a Python object.
 """
 
@@ -16,21 +16,21 @@ from typing import Any
 import attrs
 
 from ..observe import Flow, KernelNames, decode_events, decode_sums
-from ..proxy import NamesTable, decode_batch
+from ..proxy import NamesTable, decode_batch, decode_lines
 from ._journal import FlowJournal, FlowLoss
 
 __all__ = ["DEFAULT_MEMORY_BYTES", "FlowRing", "FlowStore"]
 
 #: What the ring holds by default: about 100,000 kernel verdicts.
 DEFAULT_MEMORY_BYTES = 8 * 1024 * 1024
-#: Access-log batches kept for the metrics between two scrapes, at most.
-_UNCOUNTED_BATCHES = 4096
+#: Bytes of access-log chunks (batches or lines) kept for the metrics between two scrapes, at most.
+_UNCOUNTED_BYTES = 32 * 1024 * 1024
 
 
 @attrs.frozen
 class _Entry:
     seq: int
-    kind: str  # "events", "sums", "batch" or "flows"
+    kind: str  # "events", "sums", "lines", "batch" or "flows"
     node: str
     payload: Any  # raw bytes, or decoded flows
     names: Any  # KernelNames, a NamesTable, or None
@@ -83,6 +83,8 @@ def _decode(entry: _Entry) -> list[Flow]:
         return decode_events(entry.payload, entry.names, entry.node)
     if entry.kind == "sums":
         return decode_sums(entry.payload, entry.names, entry.node)
+    if entry.kind == "lines":
+        return decode_lines(entry.payload, entry.node, entry.names)
     if entry.kind == "batch":
         return decode_batch(entry.payload, entry.node, entry.names)
     return list(entry.payload)
@@ -92,8 +94,8 @@ class FlowStore:
     """The node's flow sink: every flow goes to the :class:`FlowRing` and, when one is given, to the journal.
 
     It is the node proxy's :class:`~meshcore.proxy.FlowRecorder` as well as the kernel
-    reports' destination. Access-log batches are also kept (at most 4,096) until the
-    metrics count them at the next scrape.
+    reports' destination. Access-log chunks are also kept (at most 32 MiB, the oldest go
+    first) until the metrics count them at the next scrape.
     """
 
     def __init__(self, ring: FlowRing, journal: FlowJournal | None = None) -> None:
@@ -101,8 +103,8 @@ class FlowStore:
         self.journal = journal
         self._names = NamesTable()
         self._lock = threading.Lock()
-        self._uncounted: collections.deque[tuple[str, bytes, NamesTable]] = collections.deque(
-            maxlen=_UNCOUNTED_BATCHES)
+        self._uncounted: collections.deque[tuple[str, str, bytes, NamesTable]] = collections.deque()
+        self._uncounted_bytes = 0
 
     @property
     def path(self) -> Path | None:
@@ -134,14 +136,26 @@ class FlowStore:
             if self.journal is not None:
                 self.journal.add(kept)
 
+    def add_lines(self, node: str, lines: bytes) -> None:
+        """Whole lines of ``node``'s access-log file, undecoded."""
+        self._add_raw("lines", node, lines)
+        if self.journal is not None:
+            self.journal.add_lines(node, lines)
+
     def add_batch(self, node: str, raw: bytes) -> None:
-        """One access-log batch of ``node``'s Envoy, undecoded."""
-        with self._lock:
-            names = self._names
-            self._uncounted.append((node, raw, names))
-        self.ring.add("batch", node, raw, names, len(raw))
+        """One gRPC access-log batch of ``node``'s Envoy, undecoded."""
+        self._add_raw("batch", node, raw)
         if self.journal is not None:
             self.journal.add_batch(node, raw)
+
+    def _add_raw(self, kind: str, node: str, raw: bytes) -> None:
+        with self._lock:
+            names = self._names
+            self._uncounted.append((kind, node, raw, names))
+            self._uncounted_bytes += len(raw)
+            while self._uncounted_bytes > _UNCOUNTED_BYTES and len(self._uncounted) > 1:
+                self._uncounted_bytes -= len(self._uncounted.popleft()[2])
+        self.ring.add(kind, node, raw, names, len(raw))
 
     def names_changed(self, node: str, names: Mapping[str, Any]) -> None:
         """``node``'s proxy names from now on: later batches resolve with them, earlier ones keep theirs."""
@@ -159,7 +173,9 @@ class FlowStore:
         with self._lock:
             batches = list(self._uncounted)
             self._uncounted.clear()
-        return [flow for node, raw, names in batches for flow in decode_batch(raw, node, names)]
+            self._uncounted_bytes = 0
+        return [flow for kind, node, raw, names in batches
+                for flow in (decode_lines if kind == "lines" else decode_batch)(raw, node, names)]
 
     def close(self) -> None:
         """Close the journal's file (a later flow opens it again)."""

@@ -1,7 +1,8 @@
 """The node's flow journal: the kernel's verdicts and the node proxy's requests in one bounded file.
 
 The agent appends what it learns as it comes, with one write per record and no decoding
-of requests: the node proxy's access-log batches are stored as Envoy sent them, with the
+of requests: the node proxy's access logs (lines of its access-log file, or gRPC
+batches) are stored as Envoy wrote them, with the
 names (listeners, endpoints, policies, workloads and identities by address) in force when
 they arrived. Readers decode both layers into :class:`~meshcore.observe.Flow`.
 
@@ -14,8 +15,9 @@ length) and the payload. Kinds: ``N`` — names of a node (JSON: ``node`` and ta
 :class:`~meshcore.proxy.NamesTable`; tables given replace earlier ones), repeated at the
 head of every file; ``T`` — the kernel names of a node (JSON: ``node`` and
 :meth:`~meshcore.observe.KernelNames.to_data`), also repeated at the head of every file;
-``B`` — one access-log batch (2-byte node length, node, the serialized
-``StreamAccessLogsMessage``); ``K`` — kernel verdict records (2-byte node length, node,
+``A`` — whole lines of the node proxy's access-log file (2-byte node length, node, the
+lines; see :func:`~meshcore.proxy.decode_lines`); ``B`` — one gRPC access-log batch
+(2-byte node length, node, the serialized ``StreamAccessLogsMessage``); ``K`` — kernel verdict records (2-byte node length, node,
 concatenated ``struct pol_event``); ``S`` — flow sums, likewise (concatenated
 :data:`~meshcore.observe.SUM_RECORD`); ``L`` — verdicts the kernel could neither report
 nor count (JSON: ``node``, ``time``, ``lost``); ``F`` — decoded flows (JSON list of
@@ -40,7 +42,7 @@ import attrs
 
 from ..compile import PolicyPlan
 from ..observe import Flow, KernelNames, decode_events, decode_sums
-from ..proxy import NamesTable, decode_batch
+from ..proxy import NamesTable, decode_batch, decode_lines
 
 __all__ = ["FLOWS_FILE", "FlowJournal", "FlowJournalReader", "FlowLoss", "JournalLimits", "parse_size",
            "policy_names"]
@@ -50,7 +52,7 @@ FLOWS_FILE = "flows.journal"
 MAGIC = b"MCFLOWS2"
 _HEADER = struct.Struct("<cI")
 _NODE_LEN = struct.Struct("<H")
-_NAMES, _BATCH, _FLOWS = b"N", b"B", b"F"
+_NAMES, _LINES, _BATCH, _FLOWS = b"N", b"A", b"B", b"F"
 _KERNEL_NAMES, _EVENTS, _SUMS, _LOSS = b"T", b"K", b"S", b"L"
 _MIN_BYTES = 64 * 1024
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -163,8 +165,8 @@ class FlowJournal:
     ``limits.max_bytes`` so it never holds more than ``limits.total_bytes``.
 
     :meth:`add_events` and :meth:`add_sums` take the kernel's records raw (with the names
-    to decode them), :meth:`add` decoded flows of any other enforcer; :meth:`add_batch` and
-    :meth:`names_changed` make it a :class:`~meshcore.proxy.FlowRecorder` for the node
+    to decode them), :meth:`add` decoded flows of any other enforcer; :meth:`add_lines`,
+    :meth:`add_batch` and :meth:`names_changed` make it a :class:`~meshcore.proxy.FlowRecorder` for the node
     proxy's access logs. Write errors go to ``on_error``, never to the caller: flows are
     best effort and enforcement never waits for them.
     """
@@ -211,6 +213,10 @@ class FlowJournal:
     def add_batch(self, node: str, raw: bytes) -> None:
         """Append one serialized ``StreamAccessLogsMessage`` of ``node``'s Envoy, undecoded."""
         self._write(_node_record(_BATCH, node, raw))
+
+    def add_lines(self, node: str, lines: bytes) -> None:
+        """Append whole lines of ``node``'s access-log file, undecoded."""
+        self._write(_node_record(_LINES, node, lines))
 
     def names_changed(self, node: str, names: Mapping[str, Any]) -> None:
         """Record ``node``'s tables that ``names`` gives (entries appended later resolve with them)."""
@@ -339,6 +345,9 @@ class FlowJournalReader:
                     self._kernel_names[str(tables.get("node", ""))] = KernelNames.from_data(tables)
                 elif out is None:
                     continue
+                elif kind == _LINES:
+                    node, raw = _split_node(payload)
+                    out.extend(decode_lines(raw, node, self._names))
                 elif kind == _BATCH:
                     node, raw = _split_node(payload)
                     out.extend(decode_batch(raw, node, self._names))

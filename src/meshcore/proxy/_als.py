@@ -1,24 +1,25 @@
 """L7 flows: Envoy's gRPC access logs (ALS) as raw batches, decoded only for whoever reads them.
 
-The receiving side does no per-request work: each ALS message arrives as bytes (no
-protobuf decoding in the server), goes to raw consumers as is — the node agent's flow
-journal appends it to a file with one write — and is decoded into
-:class:`~meshcore.observe.Flow` only when something subscribed to decoded flows
-(:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`), or later, when a reader of the
-journal asks for them (:func:`decode_batch`).
+How Envoy sends its flows when it has no access-log file (``ProxySettings.access_log_file``,
+see :mod:`._access_file`, which the node agent uses). The receiving side does no
+per-request work: each ALS message arrives as bytes (no protobuf decoding in the server),
+goes to raw consumers as is — a flow journal appends it to a file with one write — and is
+decoded into :class:`~meshcore.observe.Flow` only when something subscribed to decoded
+flows (:meth:`FlowHub.subscribe`, :meth:`FlowHub.on_flow`), or later, when a reader of the
+journal asks for them (:func:`decode_batch`). The decision helpers here serve both forms.
 """
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..observe import Enforcer, Flow, L7Details, Layer, Peer, Verdict
+
+if TYPE_CHECKING:
+    from ._flowhub import FlowHub
 
 # Envoy's short response-flag codes, by the field of envoy.data.accesslog.v3.ResponseFlags.
 _FLAGS = {
@@ -179,173 +180,10 @@ def decode_batch(raw: bytes, node: str, resolver: Resolver | None = None) -> lis
     return []
 
 
-class FlowSubscription:
-    """Flows as they arrive: iterate (blocks), or :meth:`get` with a timeout; close when done.
-
-    At most ``maxsize`` flows wait; when a reader falls behind, the oldest are dropped
-    and counted in :attr:`dropped`.
-    """
-
-    def __init__(self, hub: FlowHub, maxsize: int) -> None:
-        self._hub = hub
-        self._queue: queue.Queue[Flow | None] = queue.Queue(maxsize)
-        self.dropped = 0
-        self.closed = False
-
-    def _put(self, flow: Flow) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(flow)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
-
-    def get(self, timeout: float | None = None) -> Flow | None:
-        """The next flow, or ``None`` after ``timeout`` seconds (or once closed)."""
-        if self.closed and self._queue.empty():
-            return None
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def drain(self) -> list[Flow]:
-        """Every flow waiting now, without blocking."""
-        out: list[Flow] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return out
-            if item is not None:
-                out.append(item)
-
-    def __iter__(self) -> Iterator[Flow]:
-        while True:
-            item = self.get()
-            if item is None:
-                return
-            yield item
-
-    def close(self) -> None:
-        """Stop receiving; a blocked iteration ends."""
-        if not self.closed:
-            self.closed = True
-            self._hub._remove(self)
-            self._put_end()
-
-    def _put_end(self) -> None:
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-
-    def __enter__(self) -> FlowSubscription:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-
-RawCallback = Callable[[str, bytes], None]
-
-
 def _log_message(raw: bytes) -> Any:
     from envoy.service.accesslog.v3 import als_pb2
 
     return als_pb2.StreamAccessLogsMessage.FromString(raw)
-
-
-class FlowHub:
-    """Fans flows out to raw consumers (one call per ALS batch, bytes as received), and
-    decoded flows to subscriptions and callbacks — decoding only when someone wants them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._subscriptions: list[FlowSubscription] = []
-        self._callbacks: list[Callable[[Flow], None]] = []
-        self._raw_callbacks: list[RawCallback] = []
-        #: Access-log batches (ALS messages) and their bytes received so far.
-        self.batches = 0
-        self.bytes = 0
-        #: Flows decoded for subscribers and callbacks so far (0 while only raw consumers listen).
-        self.received = 0
-
-    def subscribe(self, maxsize: int = 10_000) -> FlowSubscription:
-        """A new subscription receiving every flow from now on."""
-        sub = FlowSubscription(self, maxsize)
-        with self._lock:
-            self._subscriptions.append(sub)
-        return sub
-
-    def _add(self, registry: list[Any], callback: Any) -> Callable[[], None]:
-        with self._lock:
-            registry.append(callback)
-
-        def remove() -> None:
-            with self._lock:
-                if callback in registry:
-                    registry.remove(callback)
-        return remove
-
-    def on_flow(self, callback: Callable[[Flow], None]) -> Callable[[], None]:
-        """Call ``callback`` for every flow (from a server thread); returns a remover."""
-        return self._add(self._callbacks, callback)
-
-    def on_flow_batch(self, callback: RawCallback) -> Callable[[], None]:
-        """Call ``callback(node, message)`` once per ALS batch with the serialized
-        ``StreamAccessLogsMessage`` exactly as Envoy sent it; returns a remover.
-
-        Nothing is decoded for it: the cheap path for storing or forwarding flows
-        (:func:`decode_batch` reads them later).
-        """
-        return self._add(self._raw_callbacks, callback)
-
-    def publish_raw(self, raw: bytes, node: str, resolver: Resolver | None = None) -> None:
-        """Deliver one serialized ``StreamAccessLogsMessage``: as is to raw consumers, decoded to the others."""
-        with self._lock:
-            self.batches += 1
-            self.bytes += len(raw)
-            raw_callbacks = list(self._raw_callbacks)
-            decode = bool(self._subscriptions or self._callbacks)
-        for callback in raw_callbacks:
-            try:
-                callback(node, raw)
-            except Exception:  # one consumer's failure must not stop the others
-                pass
-        if decode:
-            for flow in decode_batch(raw, node, resolver):
-                self.publish(flow)
-
-    def publish(self, flow: Flow) -> None:
-        """Deliver one flow to every subscriber."""
-        with self._lock:
-            self.received += 1
-            subs = list(self._subscriptions)
-            callbacks = list(self._callbacks)
-        for sub in subs:
-            sub._put(flow)
-        for callback in callbacks:
-            try:
-                callback(flow)
-            except Exception:  # one consumer's failure must not stop the others
-                pass
-
-    def close(self) -> None:
-        """End every subscription."""
-        with self._lock:
-            subs = list(self._subscriptions)
-        for sub in subs:
-            sub.close()
-
-    def _remove(self, sub: FlowSubscription) -> None:
-        with self._lock:
-            if sub in self._subscriptions:
-                self._subscriptions.remove(sub)
 
 
 class AlsServicer:

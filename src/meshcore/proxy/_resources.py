@@ -64,6 +64,7 @@ _MODULES = (
     "envoy.extensions.filters.http.cors.v3.cors_pb2",
     "envoy.extensions.filters.http.router.v3.router_pb2",
     "envoy.extensions.access_loggers.grpc.v3.als_pb2",
+    "envoy.extensions.access_loggers.file.v3.file_pb2",
     "envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2",
     "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",

@@ -1,4 +1,4 @@
-"""meshcore's gRPC server for node Envoys: ADS for configuration, ALS for access logs."""
+"""meshcore's gRPC server for node Envoys: ADS for configuration, ALS for access logs; access-log files followed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import attrs
 
 from ..compile import EnvoyPlan
 from ..observe import Flow
-from ._als import AlsServicer, FlowHub, FlowSubscription
+from ._access_file import AccessLogFollower
+from ._als import AlsServicer
+from ._flowhub import FlowHub, FlowSubscription
 from ._errors import Nack, ProxyError
 from ._names import NamesTable, plan_names
 from ._resources import ProxySettings, Resources, build_resources
@@ -63,10 +65,14 @@ class XdsEndpoint:
 
 
 class FlowRecorder(Protocol):
-    """Stores a control plane's access logs undecoded: every ALS batch, and each node's names as they change."""
+    """Stores a control plane's access logs undecoded: every ALS batch and chunk of access-log
+    lines, and each node's names as they change."""
 
     def add_batch(self, node: str, raw: bytes) -> None:
         """One serialized ``StreamAccessLogsMessage`` of ``node``'s Envoy, as Envoy sent it."""
+
+    def add_lines(self, node: str, lines: bytes) -> None:
+        """Whole lines of ``node``'s access-log file, as Envoy wrote them."""
 
     def names_changed(self, node: str, names: Mapping[str, Any]) -> None:
         """``node``'s names (JSON form, see :class:`NamesTable`) from now on, until the next change."""
@@ -90,6 +96,7 @@ class ControlPlane:
         self._names = NamesTable()
         self._als = AlsServicer(self.flows, self._names)
         self._recorders: list[FlowRecorder] = []
+        self._followers: dict[str, AccessLogFollower] = {}
 
     @property
     def endpoint(self) -> XdsEndpoint:
@@ -127,7 +134,9 @@ class ControlPlane:
         return self
 
     def stop(self, grace: float = 1.0) -> None:
-        """End every stream and stop serving (a Unix socket file is removed)."""
+        """End every stream, read what access-log files hold, and stop serving (a Unix socket file is removed)."""
+        for node in list(self._followers):
+            self.unfollow_access_log(node)
         if self._server is None:
             return
         self.ads.stop()
@@ -193,21 +202,50 @@ class ControlPlane:
         """Call ``callback(node, message)`` with each ALS batch undecoded; see :meth:`FlowHub.on_flow_batch`."""
         return self.flows.on_flow_batch(callback)
 
+    def on_flow_lines(self, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+        """Call ``callback(node, lines)`` with each chunk of access-log lines; see :meth:`FlowHub.on_flow_lines`."""
+        return self.flows.on_flow_lines(callback)
+
     def record_flows(self, recorder: FlowRecorder) -> Callable[[], None]:
-        """Hand every ALS batch, undecoded, to ``recorder``, with each node's names first and on every
-        change, so the entries can be resolved later as they would have been when they arrived;
-        returns a function that stops recording.
+        """Hand every ALS batch and chunk of access-log lines, undecoded, to ``recorder``, with
+        each node's names first and on every change, so the entries can be resolved later as
+        they would have been when they arrived; returns a function that stops recording.
 
         :class:`meshcore.agent.FlowJournal` is such a recorder (a bounded file read back
-        as :class:`~meshcore.observe.Flow`); :func:`decode_batch` decodes a batch.
+        as :class:`~meshcore.observe.Flow`); :func:`decode_batch` and :func:`decode_lines`
+        decode what it stored.
         """
         for node in self._names.nodes():
             recorder.names_changed(node, self._names.data(node))
         self._recorders.append(recorder)
         remove_batches = self.flows.on_flow_batch(recorder.add_batch)
+        remove_lines = self.flows.on_flow_lines(recorder.add_lines)
 
         def stop() -> None:
             remove_batches()
+            remove_lines()
             if recorder in self._recorders:
                 self._recorders.remove(recorder)
         return stop
+
+    def follow_access_log(self, node: str, path: Path, reopen: Callable[[], bool], *,
+                          interval: float = 0.25, max_bytes: int = 8 * 1024 * 1024) -> None:
+        """Take ``node``'s flows from the access-log file ``path`` (``ProxySettings.access_log_file``).
+
+        The lines Envoy appends are read every ``interval`` seconds and delivered like ALS
+        batches (undecoded to :meth:`record_flows` recorders, decoded to subscribers);
+        ``reopen`` asks that Envoy to reopen its access logs
+        (:meth:`EnvoySupervisor.reopen_access_logs`), which keeps the file below about
+        ``max_bytes``. Following again replaces the previous follower of ``node``.
+        """
+        self.unfollow_access_log(node)
+        names, publish = self._names, self.flows.publish_lines
+        follower = AccessLogFollower(Path(path), lambda lines: publish(lines, node, names), reopen,
+                                     interval=interval, max_bytes=max_bytes)
+        self._followers[node] = follower.start()
+
+    def unfollow_access_log(self, node: str) -> None:
+        """Stop following ``node``'s access-log file, after reading what it holds now."""
+        follower = self._followers.pop(node, None)
+        if follower is not None:
+            follower.stop()

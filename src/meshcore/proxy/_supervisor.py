@@ -87,6 +87,9 @@ class EnvoyOptions:
     ``netns`` is an ``ip netns`` name (``None``: this process's namespace); the admin
     endpoint listens on ``admin_address`` in that namespace (port 0: Envoy picks one).
     ``cgroup`` is a cgroup v2 directory Envoy is moved into after it starts.
+    ``file_flush_interval_ms`` is how often Envoy writes its buffered access-log lines to
+    their files at the latest (Envoy's own default is 10 s; it also writes once 64 KiB
+    are buffered).
     """
 
     node: str
@@ -102,6 +105,7 @@ class EnvoyOptions:
     base_id: int | None = None
     cgroup: Path | None = None
     extra_args: tuple[str, ...] = ()
+    file_flush_interval_ms: int = 1000
     restart_backoff_s: float = 0.2
     max_restart_backoff_s: float = 10.0
 
@@ -213,6 +217,17 @@ class EnvoySupervisor:
             raise ProxyError(f"Envoy for node {self.options.node} has no admin endpoint yet")
         return client
 
+    def reopen_access_logs(self) -> bool:
+        """Ask the running Envoy to reopen its access-log files (after one was moved aside); True when it took the request."""
+        client = self._admin_client() if self.pid is not None else None
+        if client is None:
+            return False
+        try:
+            status, _ = client.request("POST", "/reopen_logs", timeout=2.0)
+        except OSError:
+            return False
+        return status == 200
+
     def stop(self, drain_timeout: float | None = None) -> None:
         """Drain the listeners gracefully (up to ``drain_timeout``, default the drain time), then terminate."""
         self._stop.set()
@@ -255,7 +270,7 @@ class EnvoySupervisor:
             "--admin-address-path", str(self._admin_path),
             "--log-path", str(self.log_path), "--log-level", opts.log_level,
             "--concurrency", str(opts.concurrency), "--drain-time-s", str(opts.drain_time_s),
-            "--drain-strategy", "immediate",
+            "--drain-strategy", "immediate", "--file-flush-interval-msec", str(opts.file_flush_interval_ms),
         ]
         argv += ["--base-id", str(opts.base_id)] if opts.base_id is not None else ["--disable-hot-restart"]
         argv += list(opts.extra_args)

@@ -29,6 +29,7 @@ _CORS_POLICY = _T + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 _ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
 _ALS = _T + "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
 _TCP_ALS = _T + "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
+_FILE_LOG = _T + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _TCP_PROXY = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _TLS_INSPECTOR = _T + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 _HTTP_OPTIONS = _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -47,8 +48,12 @@ class ProxySettings:
     Listeners bind ``listen_ipv4`` and/or ``listen_ipv6`` (the node proxy's addresses the
     socket-level LB sends proxied connections to) on each service port's proxy port.
 
-    Access logs (every request, streamed to the control plane over gRPC) are sent by each
-    Envoy worker once ``access_log_buffer_bytes`` of entries are buffered, or every
+    Access logs record every request. With ``access_log_file`` set, Envoy's file logger
+    writes one compact line per request to that file (see :mod:`._access_file`; read
+    with :meth:`ControlPlane.follow_access_log`): the cheapest way out of Envoy, the
+    line being formatted on the worker and written by Envoy's flush thread. Without it
+    they are streamed to the control plane over gRPC, sent by each Envoy worker once
+    ``access_log_buffer_bytes`` of entries are buffered, or every
     ``access_log_flush_ms``. The receiving side pays per message, not per entry, so the
     buffer is twice Envoy's default (16 KiB, ~40 entries): half the messages for the
     same flows. Larger buffers save little more and lengthen the pause of the Envoy
@@ -64,6 +69,7 @@ class ProxySettings:
     listen_ipv4: str | None = "127.0.0.1"
     listen_ipv6: str | None = None
     access_log: bool = True
+    access_log_file: str | None = None
     access_log_flush_ms: int = 1000
     access_log_buffer_bytes: int = 32 * 1024
     connect_timeout_ms: int = 1000
@@ -80,6 +86,9 @@ class ProxySettings:
         if not 0 < self.access_log_buffer_bytes <= 4 * 1024 * 1024:
             raise ProxyConfigError(f"ProxySettings.access_log_buffer_bytes is {self.access_log_buffer_bytes}: "
                                    "give 1 to 4194304 bytes (gRPC's default message size limit)")
+        if self.access_log_file is not None and not self.access_log_file.startswith("/"):
+            raise ProxyConfigError(f"ProxySettings.access_log_file is {self.access_log_file!r}: give an absolute path "
+                                   "(Envoy resolves a relative one against its own working directory)")
 
 
 def _sds(name: str) -> dict[str, Any]:

@@ -89,9 +89,9 @@ def _jwt_requirement_name(names: Sequence[str]) -> str:
 
 
 def _jwt_per_route(names: Sequence[str]) -> dict[str, Any]:
-    """A route's JWT configuration: its own requirement, or none (tokens are not checked there)."""
+    """A route's JWT configuration: its own requirement, or none (the filter does not run there)."""
     if not names:
-        return {"@type": _JWT_PER_ROUTE, "disabled": True}
+        return _filter_off()
     return {"@type": _JWT_PER_ROUTE, "requirement_name": _jwt_requirement_name(names)}
 
 
@@ -186,14 +186,20 @@ def _rbac_filters(filters: Sequence[EnvoyRbac]) -> list[dict[str, Any]]:
 
 _RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 _JWT_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
+_FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+
+def _filter_off() -> dict[str, Any]:
+    """A route's configuration of a listener filter it needs none of: the filter is not even created
+    for its requests (a filter present but told to pass costs ~1–2 µs per request in Envoy)."""
+    return {"@type": _FILTER_CONFIG, "disabled": True}
 
 
 def _rbac_per_route(route: Sequence[EnvoyRbac], listener: Sequence[EnvoyRbac], where: Origin) -> dict[str, Any]:
     """A route's override of each of the listener's RBAC filters: its own filter of that action, or none.
 
     The route's filters take the listener's filters of the same action in order; a
-    listener filter left over is disabled for the route (an ``RBACPerRoute`` without
-    ``rbac`` turns the filter off for that route).
+    listener filter left over does not run for the route (see :func:`_filter_off`).
     """
     spare: dict[str, list[EnvoyRbac]] = {}
     for rbac in route:
@@ -201,10 +207,8 @@ def _rbac_per_route(route: Sequence[EnvoyRbac], listener: Sequence[EnvoyRbac], w
     out: dict[str, Any] = {}
     for rbac, name in zip(listener, _filter_names(listener), strict=True):
         own = spare.get(rbac.action.value)
-        config: dict[str, Any] = {"@type": _RBAC_PER_ROUTE}
-        if own:
-            config["rbac"] = {"rules": _rbac_rules(own.pop(0))}
-        out[f"meshcore.rbac.{name}"] = config
+        out[f"meshcore.rbac.{name}"] = (
+            {"@type": _RBAC_PER_ROUTE, "rbac": {"rules": _rbac_rules(own.pop(0))}} if own else _filter_off())
     if any(spare.values()):
         raise ProxyConfigError("a route needs an RBAC filter its listener does not have", where)
     return out

@@ -5,8 +5,9 @@ its route configuration over RDS; a listener that terminates TLS has those chain
 per set of server names, each with a TLS transport socket whose certificates come over
 SDS on the ADS stream, and no chain without TLS; a TCP listener has one filter chain per
 :class:`~meshcore.compile.TcpChain`, matched by server name and client prefix. Both bind
-the node proxy's addresses (:func:`_addresses`, also applied to raw listeners) and stream
-access logs, under :data:`ACCESS_LOG_NAME`, to the control-plane cluster.
+the node proxy's addresses (:func:`_addresses`, also applied to raw listeners) and log
+every request: to the settings' access-log file in meshcore's line format, or streamed
+under :data:`ACCESS_LOG_NAME` to the control-plane cluster.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..compile import EnvoyListener, EnvoyRouteConfig, ServerTls, TcpChain
+from ._access_file import HTTP_FORMAT, TCP_FORMAT
 from ._xds_common import (
     _ALS,
     _CORS,
     _DOWNSTREAM_TLS,
     _FAULT,
+    _FILE_LOG,
     _HCM,
     _ROUTER,
     _TCP_ALS,
@@ -44,6 +47,12 @@ ACCESS_LOG_NAME = "meshcore"
 def _access_log(settings: ProxySettings, kind: str = _ALS) -> list[dict[str, Any]]:
     if not settings.access_log:
         return []
+    if settings.access_log_file is not None:
+        # Every listener names the same file: Envoy opens it once and buffers all workers' lines.
+        return [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": _FILE_LOG, "path": settings.access_log_file,
+            "log_format": {"text_format_source": {"inline_string": TCP_FORMAT if kind == _TCP_ALS else HTTP_FORMAT}},
+        }}]
     name = "envoy.access_loggers.tcp_grpc" if kind == _TCP_ALS else "envoy.access_loggers.http_grpc"
     return [{"name": name, "typed_config": {
         "@type": kind,

@@ -13,12 +13,14 @@ from . import (
     pol_ipcache,
     pol_policy,
     rev_nat,
+    rev_sock,
     services,
     slots,
 )
 from ._base import BpfMap, MapSpec
 
-ALL_SPECS: tuple[MapSpec, ...] = (services.SPEC, backends.SPEC, slots.SPEC, rev_nat.SPEC, affinity.SPEC)  # type: ignore[type-arg]
+ALL_SPECS: tuple[MapSpec, ...] = (  # type: ignore[type-arg]
+    services.SPEC, backends.SPEC, slots.SPEC, rev_sock.SPEC, rev_nat.SPEC, affinity.SPEC)
 
 #: The maps of the policy object (bpf/policy.bpf.c) with key/value mirrors; the event ring
 #: buffer is checked by struct name (see pol_events).
@@ -29,5 +31,5 @@ POLICY_SPECS: tuple[MapSpec, ...] = (  # type: ignore[type-arg]
 
 __all__ = [
     "ALL_SPECS", "POLICY_SPECS", "BpfMap", "MapSpec", "affinity", "backends", "pol_conntrack", "pol_endpoints",
-    "pol_events", "pol_flows", "pol_ipcache", "pol_policy", "rev_nat", "services", "slots",
+    "pol_events", "pol_flows", "pol_ipcache", "pol_policy", "rev_nat", "rev_sock", "services", "slots",
 ]

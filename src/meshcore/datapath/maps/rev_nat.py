@@ -1,6 +1,7 @@
 """Map ``lb_rev_nat`` (LRU): (socket cookie, real address, port) → the VIP the socket asked for.
 
-Written by connect/sendmsg, read by getpeername and UDP recvmsg. Mirrors
+Written by unconnected UDP sendmsg (connected sockets use ``lb_rev_sock``), read by
+getpeername and UDP recvmsg. Mirrors
 ``struct lb_rev_nat_key`` / ``struct lb_rev_nat_value`` in bpf/sock_lb.h.
 """
 
