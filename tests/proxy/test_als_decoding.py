@@ -8,7 +8,7 @@ import pytest
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 
 from meshcore.model import WorkloadRef
 from meshcore.observe import Enforcer, Layer, Peer, Verdict
@@ -185,13 +185,18 @@ def test_a_request_sent_through_a_tunnel_names_the_pod_and_the_identity_it_had_t
     e.common_properties.upstream_remote_address.CopyFrom(address_pb2.Address(
         envoy_internal_address=address_pb2.EnvoyInternalAddress(
             server_listener_name="tunnel_internal", endpoint_id=f"{destination} {WEB_ID}")))
+    e.response.response_code_details = "via_upstream"
+    # A client the tunnels do not act for (not a meshed workload of the node) went in clear text.
+    outsider = decode_http_entry(e, NODE, _names())
+    assert outsider.destination == Peer("fd00::9" if ipv6 else "10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+    assert (outsider.mtls, outsider.peer_principal) == (False, "")
+    e.common_properties.filter_state_objects["meshcore.tunnel.client"].Pack(
+        wrappers_pb2.StringValue(value="fd00::5" if ipv6 else "10.244.0.5"))
     flow = decode_http_entry(e, NODE, _names())
-    assert flow.destination == Peer("fd00::9" if ipv6 else "10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
     assert (flow.mtls, flow.peer_principal) == (True, WEB_ID)
-    # No connection was made: nothing was authenticated.
-    failed = _entry(flags=True, hint=False, ipv6=ipv6)
-    failed.common_properties.upstream_remote_address.CopyFrom(e.common_properties.upstream_remote_address)
-    assert decode_http_entry(failed, NODE, _names()).mtls is False
+    # No answer came through the tunnel (the proxy answered itself): nothing was shown authenticated.
+    e.response.response_code_details = "upstream_reset_before_response_started{connection_termination}"
+    assert decode_http_entry(e, NODE, _names()).mtls is False
 
 
 def test_a_tunnelled_tcp_connection_goes_to_the_pod_dialled_and_names_the_servers_identity() -> None:

@@ -150,8 +150,12 @@ def test_port_regexes_match_exactly_their_range() -> None:
         assert [p for p in around if pattern.match(str(p))] == [p for p in around if first <= p <= last]
 
 
-def _proxied_db(snapshot: Snapshot, secrets: tuple[EnvoySecret, ...]) -> dict[str, Any]:
-    """Node-1's resources with a TCP listener of the node proxy sending to db (node-2) and cache (node-1)."""
+def _proxied_db(snapshot: Snapshot, secrets: tuple[EnvoySecret, ...],
+                sources: tuple[tuple[str, ...] | None, ...] = (("10.1.1.5/32", "fd00::5/128"),)) -> dict[str, Any]:
+    """Node-1's resources with a TCP listener of the node proxy sending to db (node-2) and cache (node-1).
+
+    The listener has a chain per entry of ``sources`` (the clients it admits; None: everyone).
+    """
     from meshcore.compile import ClusterWeight, EnvoyCluster, EnvoyEndpoint, EnvoyListener, TcpChain
     from meshcore.model import Protocol, ServiceRef
 
@@ -159,8 +163,9 @@ def _proxied_db(snapshot: Snapshot, secrets: tuple[EnvoySecret, ...]) -> dict[st
     service = ServiceRef("default", "db")
     cluster = EnvoyCluster("default/db:5432", service, 5432, Protocol.TCP,
                            endpoints=(EnvoyEndpoint("10.1.2.5", 5432), EnvoyEndpoint("10.1.1.6", 5432)))
-    listener = EnvoyListener("default/db:5432", service, 5432, Protocol.TCP, 20000, tcp=(
-        TcpChain("default/db:5432", (), (ClusterWeight(cluster.name, 1),), sources=("10.1.1.5/32", "fd00::5/128")),))
+    listener = EnvoyListener("default/db:5432", service, 5432, Protocol.TCP, 20000, tcp=tuple(
+        TcpChain(f"chain-{i}", (), (ClusterWeight(cluster.name, 1),), sources=clients)
+        for i, clients in enumerate(sources)))
     envoy = plan.envoy.__class__(clusters=(cluster,), listeners=(listener,), tunnel=plan.tunnel, secrets=secrets)
     return build_resources(envoy, ProxySettings(listen_ipv4="10.0.1.1")).to_json()
 
@@ -196,6 +201,9 @@ def test_the_proxys_own_connections_to_other_nodes_pods_go_through_the_internal_
         ([{"address_prefix": "fd00::5", "prefix_len": 128}],
          {"inline_string": "[%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%]:0"})]
     assert chains[0]["filters"][-1]["name"] == "envoy.filters.network.tcp_proxy"
+    # The access log says which clients those are (only for them a tunnelled endpoint means mutual TLS).
+    common = resources["Listener"]["default/db:5432"]["access_log"][0]["typed_config"]["common_config"]
+    assert common["filter_state_objects_to_log"] == ["meshcore.tunnel.client"]
     # The internal listener: the client tunnels as itself (saying its node proxy made the stream),
     # cache has no SVID and is closed, anyone else passes in clear text.
     internal = {c["name"]: c for c in resources["Listener"]["tunnel_internal"]["filter_chains"]}
@@ -232,3 +240,19 @@ def test_a_stream_the_client_nodes_proxy_made_skips_the_pods_kernel_policy_as_th
     assert via["typed_per_filter_config"]["meshcore.tunnel.allow"]["rbac"]["rules"]["policies"]["node-proxy"][
         "principals"] == [{"any": True}]
     assert not any(h["name"] == "x-meshcore-via-proxy" for h in direct["match"]["headers"])
+
+
+def test_a_chain_for_everyone_records_only_this_nodes_meshed_clients_others_keep_sharing_connections() -> None:
+    # chain-0 names cache (by its subnet); chain-1 serves everyone else.
+    resources = _proxied_db(_snapshot(), SECRETS, sources=(("10.1.1.6/31",), None))
+    chains = resources["Listener"]["default/db:5432"]["filter_chains"]
+
+    def recorded(chain: dict[str, Any]) -> bool:
+        return chain["filters"][0]["name"] == "envoy.filters.network.set_filter_state"
+
+    assert [(c["name"], c.get("filter_chain_match", {}).get("source_prefix_ranges"), recorded(c)) for c in chains] == [
+        ("chain-0|ipv4", [{"address_prefix": "10.1.1.6", "prefix_len": 31}], True),
+        # client is a meshed workload of this node no other chain names; cache keeps chain-0.
+        ("chain-1|meshed|ipv4", [{"address_prefix": "10.1.1.5", "prefix_len": 32}], True),
+        ("chain-1", None, False),
+    ]

@@ -59,6 +59,9 @@ TUNNEL_ROUTE_PREFIX = "tunnel_inbound/"
 TUNNEL_CLUSTER_PREFIX = "tunnel|"
 #: An endpoint reached through a tunnel is an internal address whose ID is ``<ip>:<port> <server id>``.
 TUNNEL_ENDPOINT_SEPARATOR = " "
+#: Filter state (logged) naming a client the node proxy's tunnels act for: only its
+#: requests to such an endpoint go through the tunnel, anyone else's in clear text.
+TUNNEL_CLIENT_STATE = "meshcore.tunnel.client"
 # Response flags saying no upstream connection was made.
 _NOT_CONNECTED = frozenset({"UF", "UH", "UO", "NC", "NR", "DF"})
 _RBAC_POLICY = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>[^\[\]]+)(?:\[\d+\])?\]")
@@ -92,12 +95,13 @@ def _peer(addr: Any, node: str, resolver: Resolver | None) -> Peer:
     return resolver.peer(node, host, port) if resolver is not None else Peer(host, port)
 
 
-def _mutual_tls(common: Any, flags: tuple[str, ...]) -> tuple[bool, str]:
+def _mutual_tls(common: Any, flags: tuple[str, ...], answered: bool = True) -> tuple[bool, str]:
     """Whether the entry's connection was mutually authenticated, and the peer's identity.
 
     The downstream's: a verified client certificate (its URI SAN, else its subject). The
     upstream's: sent through a tunnel, which verified the server's SPIFFE ID (named by
-    the tunnel's cluster, or the internal endpoint's ID), when it connected.
+    the tunnel's cluster, or the internal endpoint's ID for a client the tunnels act
+    for), when it connected (and, for a request, the answer came through it).
     """
     if common.HasField("tls_properties") and common.tls_properties.HasField("peer_certificate_properties"):
         certificate = common.tls_properties.peer_certificate_properties
@@ -106,10 +110,11 @@ def _mutual_tls(common: Any, flags: tuple[str, ...]) -> tuple[bool, str]:
     cluster = common.upstream_cluster
     if cluster.startswith(TUNNEL_CLUSTER_PREFIX):
         server = cluster.split("|")[2] if cluster.count("|") >= 3 else ""
-    elif common.upstream_remote_address.HasField("envoy_internal_address"):
+    elif common.upstream_remote_address.HasField("envoy_internal_address") and \
+            TUNNEL_CLIENT_STATE in common.filter_state_objects:
         server = common.upstream_remote_address.envoy_internal_address.endpoint_id.partition(
             TUNNEL_ENDPOINT_SEPARATOR)[2]
-    if server and not _NOT_CONNECTED.intersection(flags):
+    if server and answered and not _NOT_CONNECTED.intersection(flags):
         return True, server
     return False, ""
 
@@ -170,7 +175,7 @@ def decode_http_entry(entry: Any, node: str, resolver: Resolver | None = None) -
     details = response.response_code_details
     verdict, reason, policy, policy_source = _decision(details, audited, node, resolver)
     flags = _flags(common.response_flags)
-    mtls, principal = _mutual_tls(common, flags)
+    mtls, principal = _mutual_tls(common, flags, answered=details.startswith("via_upstream"))
     if not upstream.address and common.route_name.startswith(TUNNEL_ROUTE_PREFIX):
         # A tunnelled connection refused before delivery: its destination is the one it asked for.
         host, _, port = request.authority.rpartition(":")

@@ -50,7 +50,7 @@ from ._xds_common import (
     _duration,
     _sds,
 )
-from ._als import TUNNEL_CLUSTER_PREFIX, TUNNEL_ENDPOINT_SEPARATOR, TUNNEL_ROUTE_PREFIX
+from ._als import TUNNEL_CLIENT_STATE, TUNNEL_CLUSTER_PREFIX, TUNNEL_ENDPOINT_SEPARATOR, TUNNEL_ROUTE_PREFIX
 from ._xds_clusters import _bind_config
 from ._xds_listeners import _access_log, _addresses, _cidr_range
 
@@ -463,45 +463,86 @@ def _client_address_filter(family: int) -> dict[str, Any]:
         "@type": _SET_FILTER_STATE, "on_new_connection": [{
             "object_key": _CLIENT_ADDRESS_STATE, "format_string": {"text_format_source": {"inline_string": value}},
             # Shared with the upstream connection: part of its pool's key, and handed to the internal listener.
-            "shared_with_upstream": "ONCE"}]}}
+            "shared_with_upstream": "ONCE",
+        }, {
+            # The same, as text the access log can carry (the address object has no protobuf form).
+            "object_key": TUNNEL_CLIENT_STATE, "factory_key": "envoy.string",
+            "format_string": {"text_format_source": {"inline_string": text}},
+        }]}}
 
 
-_EVERYONE = {4: {"address_prefix": "0.0.0.0", "prefix_len": 0}, 6: {"address_prefix": "::", "prefix_len": 0}}
-
-
-def _per_family(chain: dict[str, Any]) -> list[dict[str, Any]]:
-    """``chain`` once per address family of its clients, each recording the client's address first."""
-    match = chain.get("filter_chain_match") or {}
-    sources = match.get("source_prefix_ranges")
+def _recording(chain: dict[str, Any], ranges: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
+    """``chain`` for the clients in ``ranges``, once per address family, each recording the client's address first."""
     out = []
     for family in (4, 6):
-        if sources is None:
-            ranges = [_EVERYONE[family]]
-        else:
-            ranges = [r for r in sources if (":" in r["address_prefix"]) == (family == 6)]
-            if not ranges:
-                continue
-        named = {"name": f"{chain['name']}|ipv{family}"} if "name" in chain else {}
-        out.append({**chain, **named, "filter_chain_match": {**match, "source_prefix_ranges": ranges},
-                    "filters": [_client_address_filter(family), *chain["filters"]]})
+        mine = [r for r in ranges if (":" in r["address_prefix"]) == (family == 6)]
+        if mine:
+            named = {"name": f"{chain['name']}|{suffix}ipv{family}"} if "name" in chain else {}
+            out.append({**chain, **named,
+                        "filter_chain_match": {**(chain.get("filter_chain_match") or {}), "source_prefix_ranges": mine},
+                        "filters": [_client_address_filter(family), *_logging_client_addresses(chain["filters"])]})
     return out
 
 
+def _logging_client_addresses(value: Any) -> Any:
+    """``value`` (a chain or listener JSON) with its gRPC access logs also logging the recorded client address."""
+    if isinstance(value, dict):
+        out = {k: _logging_client_addresses(v) for k, v in value.items()}
+        common = out.get("common_config")
+        if isinstance(common, dict) and "log_name" in common:
+            out["common_config"] = {**common, "filter_state_objects_to_log": [TUNNEL_CLIENT_STATE]}
+        return out
+    if isinstance(value, list):
+        return [_logging_client_addresses(v) for v in value]
+    return value
+
+
+def _unmatched(match: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in match.items() if k != "source_prefix_ranges"}
+
+
+def _with_client_addresses(chains: list[dict[str, Any]], clients: list[str]) -> list[dict[str, Any]]:
+    """A listener's chains recording the address of each client that may need the tunnel (see :func:`tunnelled_upstreams`).
+
+    A chain for given clients records it for all of them. A chain for everyone gets a
+    sibling for this node's meshed workloads (those no other chain of the same match
+    names: they keep their own chain) that records it, and serves everyone else as it
+    was, so clients that never tunnel keep sharing upstream connections.
+    """
+    out = []
+    for chain in chains:
+        match = chain.get("filter_chain_match") or {}
+        sources = match.get("source_prefix_ranges")
+        if sources is not None:
+            out += _recording(chain, sources, "")
+            continue
+        taken = [ipaddress.ip_network(f"{r['address_prefix']}/{r['prefix_len']}")
+                 for other in chains if other is not chain
+                 and _unmatched(other.get("filter_chain_match") or {}) == _unmatched(match)
+                 for r in (other.get("filter_chain_match") or {}).get("source_prefix_ranges", [])]
+        meshed = [_host_cidr(a) for a in clients
+                  if not any(ipaddress.ip_address(a) in net for net in taken)]
+        out += [*_recording(chain, meshed, "meshed|"), chain]
+    return out
 def tunnelled_upstreams(plan: TunnelPlan, listeners: dict[str, dict[str, Any]], clusters: dict[str, dict[str, Any]],
                         assignments: dict[str, dict[str, Any]]) -> None:
     """Route the node proxy's own upstream connections to steered endpoints through the internal listener (in place).
 
-    The listeners' chains record the client's address (split per address family, the
-    form the internal listener restores it from needs one), the clusters get a transport
-    socket that hands it over, and the steered endpoints of the load assignments become
-    internal addresses naming the destination and the identity it must present.
+    The listeners' chains record the address of clients that may be meshed workloads of
+    this node (split per address family, the form the internal listener restores it from
+    needs one); the clusters get a transport socket that hands it over, and the steered
+    endpoints of the load assignments become internal addresses naming the destination
+    and the identity it must present. A client whose address is not recorded is not one
+    of this node's meshed workloads and reaches the endpoint in clear text.
     """
     steered = _Steered(plan)
     if not steered:
         return
+    clients = sorted({a for addresses in _clients(plan).values() for a in addresses})
     for name, listener in listeners.items():
-        listeners[name] = {**listener, "filter_chains": [c for chain in listener.get("filter_chains", [])
-                                                         for c in _per_family(chain)]}
+        listeners[name] = {**listener, "filter_chains": _with_client_addresses(listener.get("filter_chains", []), clients)}
+        if "access_log" in listener:  # a TCP listener's, for every connection
+            listeners[name]["access_log"] = _logging_client_addresses(listener["access_log"])
     for name, assignment in assignments.items():
         tunnelled = [{**group, "lb_endpoints": [_tunnelled_endpoint(e, steered) for e in group.get("lb_endpoints", [])]}
                      for group in assignment.get("endpoints", [])]
