@@ -10,16 +10,23 @@ on node-2 three backend pods each run an Envoy answering every request with a fi
 - ``sidecar``: DISABLE too, reached through a pair of static Envoys doing mTLS — one in
   the client pod (plain HTTP in on loopback, mutual TLS out with the client's certificate)
   and one in the backend pod (mutual TLS in, requiring a client certificate, to the app on
-  loopback) — what a sidecar mesh does for one request path.
+  loopback) — what a sidecar mesh does for one request path;
+- ``routed``: PERMISSIVE behind an HTTPRoute: node-1's proxy routes each request (L7) and
+  sends it through its internal tunnel listener and the same HBONE tunnel as the client
+  (requests only: (b) and (c)).
 
 Measured, the paths interleaved per round (every other round reversed):
 (a) bulk throughput: one TCP connection sending 1 MiB writes for ``--duration`` seconds to
     the sink (sidecars: not measured, their listeners speak HTTP); with the whole machine's
-    CPU seconds per GB sent (both nodes and the client share its 2 cores);
+    CPU seconds per GB sent (both nodes and the client share its 2 cores), and that CPU by
+    component: each node's proxy, the sink, the interrupts' share (softirq: the kernel's
+    forwarding and TCP receive), and the rest (the client, the kernel's other work, and
+    whatever else the machine ran meanwhile);
 (b) new connections/s: connect, one request (``Connection: close``), read the whole answer, close, again;
 (c) requests: wrk over ``--connections`` kept-alive connections: requests/s, p50, p99.
 
-Run as root: ``PYTHONPATH=src .venv/bin/python bench/mtls.py [--duration 5] [--rounds 3]``.
+Run as root: ``PYTHONPATH=src .venv/bin/python bench/mtls.py [--duration 5] [--rounds 3]``;
+``--bulk`` measures only (a) of the tunnel and clear text (for trying tunnel settings).
 Everything lives in a lab named ``mb<pid>`` that is torn down at the end.
 """
 
@@ -41,9 +48,11 @@ from l7 import APP_PORT, CONCURRENCY, backend_config, parse_wrk, start_envoy, wa
 from meshcore.identity import CertificateAuthority
 from meshcore.identity._svid import csr_for, key_pem, new_key
 from meshcore.lab import Lab
+from meshcore.lab._observe import node_dirs
+from meshcore.lab._state import LabState
 from meshcore.proxy import find_envoy
 
-PATHS = ("tunnel", "clear", "sidecar")
+PATHS = ("tunnel", "clear", "sidecar", "routed")
 SINK_PORT = 9100
 CLIENT_SIDECAR_PORT = 15101
 SERVER_SIDECAR_PORT = 15443
@@ -140,7 +149,16 @@ spec:
   selector: {{app: {path}}}
   ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}, {{name: sink, port: {SINK_PORT}}}]
 """)
-        if path != "tunnel":
+        if path == "routed":
+            out.append("""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: routed}
+spec:
+  parentRefs: [{group: "", kind: Service, name: routed, port: 80}]
+  rules: [{backendRefs: [{name: routed, port: 80}]}]
+""")
+        elif path != "tunnel":
             out.append(f"""
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -209,6 +227,39 @@ def busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+#: The components whose CPU the bulk measurement splits out (the rest is "other").
+COMPONENTS = ("node-1 proxy", "node-2 proxy", "sink", "softirq")
+
+
+def component_pids(lab: Lab, path: str) -> dict[str, list[int]]:
+    """The processes of each component while ``path`` is measured: the node proxies and that path's sink."""
+    out: dict[str, list[int]] = {}
+    for node, where in node_dirs(lab).items():
+        data = json.loads((where / "proxy.json").read_text())
+        out[f"{node} proxy"] = [int(data["envoy"]["pid"])]
+    state = LabState.load(lab.dir)
+    out["sink"] = [p.pid for r in state.pods.values() if r.name == path for p in r.processes if p.container == "sink"]
+    return out
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each component (user and system time of its processes; softirq machine-wide)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, numbers in pids.items():
+        total = 0
+        for pid in numbers:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        out[name] = total / tick
+    stat = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    out["softirq"] = (stat[5] + stat[6]) / tick
+    return out
+
+
 def run_json(lab: Lab, code: str, *args: str, timeout: float) -> Any:
     result = lab.run("client", [sys.executable, "-S", "-c", code, *args], timeout=timeout)
     if result.returncode != 0:
@@ -223,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--bulk", action="store_true", help="only bulk throughput, tunnel and clear text")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/mtls.py needs root (network namespaces, cgroups, BPF)", file=sys.stderr)
@@ -244,22 +296,33 @@ def main(argv: list[str] | None = None) -> int:
             procs = [start_envoy(lab.pod("client").netns, work / "client-sidecar.json", work / "c.log"),
                      start_envoy(lab.pod("sidecar").netns, work / "server-sidecar.json", work / "s.log")]
             urls = {"tunnel": "http://tunnel/", "clear": "http://clear/",
-                    "sidecar": f"http://127.0.0.1:{CLIENT_SIDECAR_PORT}/"}
+                    "sidecar": f"http://127.0.0.1:{CLIENT_SIDECAR_PORT}/", "routed": "http://routed/"}
+            vips = {s.name: s.cluster_ips[0] for s in lab.status().services}
             targets = {"tunnel": (pods["tunnel"].addresses[0], APP_PORT), "clear": (pods["clear"].addresses[0], APP_PORT),
-                       "sidecar": ("127.0.0.1", CLIENT_SIDECAR_PORT)}
+                       "sidecar": ("127.0.0.1", CLIENT_SIDECAR_PORT), "routed": (vips["routed"], 80)}
             for url in urls.values():
                 wait_http(lab, url)
-            runs: dict[str, list[dict[str, float]]] = {p: [] for p in PATHS}
+            paths = PATHS[:2] if args.bulk else PATHS
+            runs: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
             for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
                 seconds = args.duration if r else 1
-                for path in PATHS if r % 2 == 0 else PATHS[::-1]:
+                for path in paths if r % 2 == 0 else paths[::-1]:
                     row: dict[str, float] = {}
-                    if path != "sidecar":
-                        before = busy_seconds()
+                    if path in ("tunnel", "clear"):
+                        pids = component_pids(lab, path)
+                        components, before = cpu_seconds(pids), busy_seconds()
                         bulk = run_json(lab, BULK, pods[path].addresses[0], str(seconds), timeout=seconds + 60)
-                        cpu = busy_seconds() - before
+                        cpu, spent = busy_seconds() - before, cpu_seconds(pids)
+                        gb = bulk["bytes"] / 1e9
                         row["gbps"] = bulk["bytes"] * 8 / bulk["seconds"] / 1e9
-                        row["cpu_s_per_gb"] = cpu / (bulk["bytes"] / 1e9)
+                        row["cpu_s_per_gb"] = cpu / gb
+                        for name in COMPONENTS:
+                            row[f"cpu {name}"] = (spent[name] - components[name]) / gb
+                        row["cpu other"] = row["cpu_s_per_gb"] - sum(row[f"cpu {name}"] for name in COMPONENTS)
+                    if args.bulk:
+                        if r:
+                            runs[path].append(row)
+                        continue
                     host, port = targets[path]
                     conns = run_json(lab, CONNS, host, str(port), str(seconds), timeout=seconds + 60)
                     row["conn_per_s"], row["conn_p99"], row["conn_failed"] = conns["rate"], conns["p99"], conns["failed"]
@@ -287,10 +350,21 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
 
     print(f"{args.rounds} rounds × {args.duration} s per measurement; wrk -t1 -c{args.connections}; "
           f"backends: Envoy direct response (--concurrency {CONCURRENCY}); 2 cores shared by everything")
+    print("    bulk CPU s/GB by component: " + ", ".join(
+        f"{path} " + " ".join(f"{name}={med(path, f'cpu {name}'):.2f}" for name in (*COMPONENTS, "other"))
+        for path in ("tunnel", "clear")))
+    if args.bulk:
+        for path in ("tunnel", "clear"):
+            print(f"    {path:<8} {med(path, 'gbps'):7.2f} Gbit/s {med(path, 'cpu_s_per_gb'):6.2f} CPU s/GB")
+        values = sorted(t["gbps"] / c["gbps"] for t, c in zip(runs["tunnel"], runs["clear"], strict=True))
+        print(f"    tunnel / clear text: throughput {statistics.median(values):.2f} [{values[0]:.2f}-{values[-1]:.2f}]")
+        if args.json:
+            print(json.dumps(runs))
+        return
     print(f"    {'path':<8} {'Gbit/s':>7} {'CPU s/GB':>9} {'conn/s':>7} {'conn p99':>9} {'req/s':>7} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
     for path in PATHS:
-        bulk = (f"{med(path, 'gbps'):7.2f} {med(path, 'cpu_s_per_gb'):9.2f}" if path != "sidecar"
+        bulk = (f"{med(path, 'gbps'):7.2f} {med(path, 'cpu_s_per_gb'):9.2f}" if path in ("tunnel", "clear")
                 else f"{'-':>7} {'-':>9}")
         print(f"    {path:<8} {bulk} {med(path, 'conn_per_s'):7.0f} {med(path, 'conn_p99'):9.2f} "
               f"{med(path, 'rq_rps'):7.0f} {med(path, 'rq_p50'):7.2f} {med(path, 'rq_p99'):7.2f} "
@@ -304,6 +378,8 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
           f"req/s {ratio('rq_rps', 'clear')}, p99 {ratio('rq_p99', 'clear')}")
     print(f"    tunnel / sidecar pair: conn/s {ratio('conn_per_s', 'sidecar')}, req/s {ratio('rq_rps', 'sidecar')}, "
           f"p99 {ratio('rq_p99', 'sidecar')}")
+    routed = sorted(r["rq_rps"] / t["rq_rps"] for r, t in zip(runs["routed"], runs["tunnel"], strict=True))
+    print(f"    routed / tunnel: req/s {statistics.median(routed):.2f} [{routed[0]:.2f}-{routed[-1]:.2f}]")
     if args.json:
         print(json.dumps(runs))
 

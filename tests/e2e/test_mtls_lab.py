@@ -1,9 +1,11 @@
 """Mutual TLS across a two-node lab: what the underlay sees, what STRICT refuses, who gets which SVID.
 
 node-1 holds ``client``; node-2 holds ``strict`` (PeerAuthentication STRICT), ``web`` (no
-PeerAuthentication: PERMISSIVE) and ``plain`` (DISABLE), each an echo server. A raw
-AF_PACKET socket on node-1's port of the fabric bridge records every frame between the
-nodes while the client sends a marker; only DISABLE may show it.
+PeerAuthentication: PERMISSIVE) and ``plain`` (DISABLE), each an echo server, and ``site``
+(STRICT, HTTP behind an HTTPRoute and an AuthorizationPolicy with an HTTP part, so node-1's
+proxy routes and authorizes its requests). A raw AF_PACKET socket on node-1's port of the
+fabric bridge records every frame between the nodes while the client sends a marker; only
+DISABLE may show it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from _lab_support import client_pod, logged, run_python, running_lab, write
+from _lab_support import client_pod, curl_json, logged, meshcore_cli, observed, run_python, running_lab, write
 
 from meshcore.identity import CaClient, CaError
 from meshcore.lab import Lab
@@ -76,7 +80,55 @@ spec:
   - from: [{podSelector: {matchLabels: {app: other}}}]
 """
 
-APP = "\n---\n".join([
+SITE = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: site}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: site, labels: {app: site}}
+spec:
+  nodeName: node-2
+  serviceAccountName: site
+  containers:
+  - {name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: site}
+spec:
+  selector: {app: site}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: site}
+spec:
+  selector: {matchLabels: {app: site}}
+  mtls: {mode: STRICT}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: site}
+spec:
+  parentRefs: [{group: "", kind: Service, name: site, port: 80}]
+  rules:
+  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-route, value: site}]}}]
+    backendRefs: [{name: site, port: 80}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: site-readers}
+spec:
+  selector: {matchLabels: {app: site}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+    to: [{operation: {methods: [GET]}}]
+"""
+
+APP = "\n---\n".join([SITE, 
     "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: client}",
     client_pod("client", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
     client_pod("other", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
@@ -262,3 +314,53 @@ def test_a_bundle_that_no_longer_trusts_the_ca_stops_the_tunnel(lab: Lab) -> Non
         extra.unlink()
     time.sleep(14)
     assert run_python(lab, "client", _SEND, json.dumps([pods["strict"]]), "back") == {pods["strict"]: "back"}
+
+
+CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client"
+
+
+def test_flows_of_tunnelled_connections_name_the_peers_spiffe_id_and_disable_ones_say_no_mtls(lab: Lab) -> None:
+    pods = _addresses(lab)
+    start = datetime.now(UTC)
+
+    def now(keep: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, Any]], bool]:
+        return lambda r: datetime.fromisoformat(r["time"]) >= start and keep(r)
+
+    assert run_python(lab, "client", _SEND, json.dumps([pods["strict"], pods["plain"]]), "flows") == {
+        pods["strict"]: "flows", pods["plain"]: "flows"}
+    # The server's node: the tunnel's server side verified the client's certificate, and
+    # names the client pod (the address its node proxy forwarded), not that proxy.
+    inbound = observed(lab, "--node", "node-2", "--kind", "l7", "--pod", "strict",
+                       keep=now(lambda r: r["method"] == "CONNECT" and r["destinationPort"] == 9000))
+    assert inbound and all(r["mtls"] is True and r["peerPrincipal"] == CLIENT_ID for r in inbound), inbound
+    assert {r["source"] for r in inbound} == {"default/client"} and {r["sourceAddress"] for r in inbound} == {
+        pods["client"]}, inbound
+    # The client's node: the tunnel verified the server's SPIFFE ID; the flow's destination is the pod dialled.
+    outbound = observed(lab, "--node", "node-1", "--kind", "l7", "--pod", "strict",
+                        keep=now(lambda r: r["protocol"] == "TCP" and r["destinationPort"] == 9000))
+    assert outbound and all(r["mtls"] is True and r["peerPrincipal"] == "spiffe://cluster.local/ns/default/sa/strict"
+                            for r in outbound), outbound
+    # DISABLE: never tunnelled, only the kernels saw it, and no flow of it says mutual TLS.
+    plain = observed(lab, "--pod", "plain", keep=now(lambda r: r["destinationPort"] == 9000), at_least=2)
+    assert plain and {r["layer"] for r in plain} == {"l4"} and not any(r["mtls"] for r in plain), plain
+    # The text form says it too.
+    text = meshcore_cli("observe", "--name", lab.name, "--node", "node-2", "--pod", "strict", "--kind", "l7")
+    assert f"mtls {CLIENT_ID}" in text.stdout.decode(), text.stdout.decode()[-2000:]
+
+
+def test_the_client_nodes_proxy_routes_l7_to_a_strict_pod_of_another_node_through_the_tunnel(lab: Lab) -> None:
+    proxies = {n.name: n.proxy_addresses for n in lab.status().nodes}
+    marker = MARKER.decode()
+    with _Capture(lab) as capture:
+        status, body = curl_json(lab, "client", f"http://site/{marker}", "-H", f"x-marker: {marker}")
+        refused, _ = curl_json(lab, "client", f"http://site/{marker}", "-X", "POST")
+    assert status == 200 and body["headers"].get("X-Route") == ["site"], (status, body)  # node-1's route ran
+    # Delivered by node-2's proxy (the tunnel's server side), not node-1's in clear text.
+    assert body["remote"].rsplit(":", 1)[0].strip("[]") in proxies["node-2"], (body["remote"], proxies)
+    assert refused == 403  # node-1's proxy applied the policy's HTTP part
+    assert capture.frames and not capture.shows(MARKER)
+    # Both ends' flows say mutual TLS, each naming the other's SPIFFE ID.
+    request = observed(lab, "--node", "node-1", "--kind", "l7", "--pod", "site",
+                       keep=lambda r: r["path"] == f"/{marker}" and r["status"] == 200)
+    assert request and all(r["mtls"] and r["peerPrincipal"] == "spiffe://cluster.local/ns/default/sa/site"
+                           and r["destination"] == "default/site" for r in request), request

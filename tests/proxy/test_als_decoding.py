@@ -8,7 +8,7 @@ import pytest
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 
 from meshcore.model import WorkloadRef
 from meshcore.observe import Enforcer, Layer, Peer, Verdict
@@ -139,3 +139,74 @@ def test_a_batch_of_either_kind() -> None:
     assert [f.protocol for f in decode_batch(http.SerializeToString(), NODE)] == ["HTTP/1.1"]
     assert [f.protocol for f in decode_batch(tcp.SerializeToString(), NODE)] == ["TCP"]
     assert decode_batch(als_pb2.StreamAccessLogsMessage().SerializeToString(), NODE) == []
+
+
+CLIENT_ID = "spiffe://cluster.local/ns/shop/sa/client"
+WEB_ID = "spiffe://cluster.local/ns/shop/sa/web"
+
+
+def test_a_tunnels_server_side_names_the_verified_client_and_the_pod_it_forwarded() -> None:
+    e = _entry(flags=False, hint=False, ipv6=False)
+    c = e.common_properties
+    # The peer is the client's node proxy; the forwarded (and certificate-checked) client is the pod.
+    c.downstream_direct_remote_address.CopyFrom(_addr("10.0.2.1", 51000))
+    c.downstream_remote_address.CopyFrom(_addr("10.244.0.5", 0))
+    c.route_name = "tunnel_inbound/shop/web-1"
+    c.tls_properties.peer_certificate_properties.subject_alt_name.add(uri=CLIENT_ID)
+    e.request.request_method = base_pb2.CONNECT
+    e.request.authority = "10.244.0.9:8080"
+    flow = decode_http_entry(e, NODE, _names())
+    assert (flow.mtls, flow.peer_principal) == (True, CLIENT_ID)
+    assert flow.source.workload == WorkloadRef("shop", "client")
+    # Any other listener's client is the connection's peer, whatever it forwards.
+    c.route_name = "shop/web:80/0"
+    assert decode_http_entry(e, NODE, _names()).source.address == "10.0.2.1"
+    # Refused before delivery: the destination is the one the stream asked for.
+    c.route_name = "tunnel_inbound/shop/web-1"
+    c.ClearField("upstream_remote_address")
+    e.response.response_code.value = 403
+    e.response.response_code_details = "rbac_access_denied_matched_policy[none]"
+    refused = decode_http_entry(e, NODE, _names())
+    assert refused.verdict is Verdict.DROPPED and refused.destination == Peer(
+        "10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+
+
+def test_a_certificate_without_a_uri_is_named_by_its_subject() -> None:
+    e = _entry(flags=False, hint=False, ipv6=False)
+    e.common_properties.tls_properties.peer_certificate_properties.subject = "CN=partner"
+    assert (decode_http_entry(e, NODE).mtls, decode_http_entry(e, NODE).peer_principal) == (True, "CN=partner")
+    assert decode_http_entry(_entry(flags=False, hint=False, ipv6=False), NODE).mtls is False
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_a_request_sent_through_a_tunnel_names_the_pod_and_the_identity_it_had_to_present(ipv6: bool) -> None:
+    e = _entry(flags=False, hint=False, ipv6=ipv6)
+    destination = "[fd00::9]:8080" if ipv6 else "10.244.0.9:8080"
+    e.common_properties.upstream_remote_address.CopyFrom(address_pb2.Address(
+        envoy_internal_address=address_pb2.EnvoyInternalAddress(
+            server_listener_name="tunnel_internal", endpoint_id=f"{destination} {WEB_ID}")))
+    e.response.response_code_details = "via_upstream"
+    # A client the tunnels do not act for (not a meshed workload of the node) went in clear text.
+    outsider = decode_http_entry(e, NODE, _names())
+    assert outsider.destination == Peer("fd00::9" if ipv6 else "10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+    assert (outsider.mtls, outsider.peer_principal) == (False, "")
+    e.common_properties.filter_state_objects["meshcore.tunnel.client"].Pack(
+        wrappers_pb2.StringValue(value="fd00::5" if ipv6 else "10.244.0.5"))
+    flow = decode_http_entry(e, NODE, _names())
+    assert (flow.mtls, flow.peer_principal) == (True, WEB_ID)
+    # No answer came through the tunnel (the proxy answered itself): nothing was shown authenticated.
+    e.response.response_code_details = "upstream_reset_before_response_started{connection_termination}"
+    assert decode_http_entry(e, NODE, _names()).mtls is False
+
+
+def test_a_tunnelled_tcp_connection_goes_to_the_pod_dialled_and_names_the_servers_identity() -> None:
+    e = _tcp_entry(chain=True)
+    c = e.common_properties
+    c.downstream_local_address.CopyFrom(_addr("10.244.0.9", 8080))  # the original destination
+    c.upstream_remote_address.CopyFrom(_addr("10.0.2.1", 15008))  # the server's node
+    c.upstream_cluster = f"tunnel|{CLIENT_ID}|{WEB_ID}|node-2"
+    flow = decode_tcp_entry(e, NODE, _names())
+    assert flow.destination == Peer("10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+    assert (flow.mtls, flow.peer_principal) == (True, WEB_ID) and flow.l7 is not None and flow.l7.listener == ""
+    c.response_flags.upstream_connection_failure = True
+    assert decode_tcp_entry(e, NODE, _names()).mtls is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from meshcore.compile import CompileOptions, EnvoySecret, compile_plan, tunnel_sni
 from meshcore.model import (
@@ -147,3 +148,111 @@ def test_port_regexes_match_exactly_their_range() -> None:
         pattern = re.compile(f"^({port_regex(first, last)})$")
         around = [*range(max(1, first - 20), first + 20), *range(max(1, last - 20), min(65536, last + 20)), 1, 65535]
         assert [p for p in around if pattern.match(str(p))] == [p for p in around if first <= p <= last]
+
+
+def _proxied_db(snapshot: Snapshot, secrets: tuple[EnvoySecret, ...],
+                sources: tuple[tuple[str, ...] | None, ...] = (("10.1.1.5/32", "fd00::5/128"),)) -> dict[str, Any]:
+    """Node-1's resources with a TCP listener of the node proxy sending to db (node-2) and cache (node-1).
+
+    The listener has a chain per entry of ``sources`` (the clients it admits; None: everyone).
+    """
+    from meshcore.compile import ClusterWeight, EnvoyCluster, EnvoyEndpoint, EnvoyListener, TcpChain
+    from meshcore.model import Protocol, ServiceRef
+
+    plan = compile_plan(snapshot, "node-1", MTLS)
+    service = ServiceRef("default", "db")
+    cluster = EnvoyCluster("default/db:5432", service, 5432, Protocol.TCP,
+                           endpoints=(EnvoyEndpoint("10.1.2.5", 5432), EnvoyEndpoint("10.1.1.6", 5432)))
+    listener = EnvoyListener("default/db:5432", service, 5432, Protocol.TCP, 20000, tcp=tuple(
+        TcpChain(f"chain-{i}", (), (ClusterWeight(cluster.name, 1),), sources=clients)
+        for i, clients in enumerate(sources)))
+    envoy = plan.envoy.__class__(clusters=(cluster,), listeners=(listener,), tunnel=plan.tunnel, secrets=secrets)
+    return build_resources(envoy, ProxySettings(listen_ipv4="10.0.1.1")).to_json()
+
+
+CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client"
+DB_ID = "spiffe://cluster.local/ns/default/sa/db"
+SECRETS = (EnvoySecret(f"svid/{CLIENT_ID}", "CHAIN", Redacted("KEY")),
+           EnvoySecret("bundle/cluster.local@abc", "", Redacted(""), trusted_ca="CA"))
+
+
+def test_the_proxys_own_connections_to_other_nodes_pods_go_through_the_internal_tunnel_listener() -> None:
+    resources = _proxied_db(_snapshot(_pa("db", "STRICT", app="db")), SECRETS)
+    endpoints = [e for g in resources["ClusterLoadAssignment"]["default/db:5432"]["endpoints"] for e in g["lb_endpoints"]]
+    [remote] = [e for e in endpoints if "envoy_internal_address" in e["endpoint"]["address"]]
+    [local] = [e for e in endpoints if e is not remote]
+    # db is on node-2: an internal address naming it and the identity it must present.
+    assert remote["endpoint"]["address"] == {"envoy_internal_address": {
+        "server_listener_name": "tunnel_internal", "endpoint_id": f"10.1.2.5:5432 {DB_ID}"}}
+    assert remote["metadata"]["filter_metadata"]["envoy.filters.listener.original_dst"] == {"local": "10.1.2.5:5432"}
+    # cache is on this node: reached directly (the kernel admits the node proxy even where STRICT).
+    assert local["endpoint"]["address"] == {"socket_address": {"address": "10.1.1.6", "port_value": 5432}}
+    [match] = resources["Cluster"]["default/db:5432"]["transport_socket_matches"]
+    assert match["transport_socket"]["typed_config"]["passthrough_metadata"][0]["name"] == \
+        "envoy.filters.listener.original_dst"
+    # The listener records the client's address (port 0), once per family of its clients.
+    chains = resources["Listener"]["default/db:5432"]["filter_chains"]
+    recorded = [(c["filter_chain_match"]["source_prefix_ranges"],
+                 c["filters"][0]["typed_config"]["on_new_connection"][0]["format_string"]["text_format_source"])
+                for c in chains]
+    assert recorded == [
+        ([{"address_prefix": "10.1.1.5", "prefix_len": 32}],
+         {"inline_string": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%:0"}),
+        ([{"address_prefix": "fd00::5", "prefix_len": 128}],
+         {"inline_string": "[%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%]:0"})]
+    assert chains[0]["filters"][-1]["name"] == "envoy.filters.network.tcp_proxy"
+    # The access log says which clients those are (only for them a tunnelled endpoint means mutual TLS).
+    common = resources["Listener"]["default/db:5432"]["access_log"][0]["typed_config"]["common_config"]
+    assert common["filter_state_objects_to_log"] == ["meshcore.tunnel.client"]
+    # The internal listener: the client tunnels as itself (saying its node proxy made the stream),
+    # cache has no SVID and is closed, anyone else passes in clear text.
+    internal = {c["name"]: c for c in resources["Listener"]["tunnel_internal"]["filter_chains"]}
+    tunnel = internal[f"tunnel|{CLIENT_ID}|{DB_ID}|node-2"]
+    assert tunnel["filter_chain_match"]["source_prefix_ranges"] == [{"address_prefix": "10.1.1.5", "prefix_len": 32}]
+    headers = tunnel["filters"][0]["typed_config"]["tunneling_config"]["headers_to_add"]
+    assert {h["header"]["key"] for h in headers} == {"x-forwarded-for", "x-meshcore-via-proxy"}
+    closed = internal[f"tunnel|spiffe://cluster.local/ns/default/sa/cache|{DB_ID}|node-2|no-svid"]
+    assert closed["filters"][0]["name"] == "envoy.filters.network.direct_response"
+    anyone = internal[f"tunnel_passthrough|{DB_ID}|node-2"]
+    assert "source_prefix_ranges" not in anyone["filter_chain_match"]
+    assert anyone["filters"][0]["typed_config"]["cluster"] == "tunnel_passthrough"
+    assert resources["Cluster"]["tunnel_passthrough"]["type"] == "ORIGINAL_DST"
+
+
+def test_an_endpoint_on_a_disable_port_stays_in_clear_text() -> None:
+    resources = _proxied_db(_snapshot(_pa("db", "PERMISSIVE", app="db", ports={5432: "DISABLE"})), SECRETS)
+    endpoints = [e for g in resources["ClusterLoadAssignment"]["default/db:5432"]["endpoints"] for e in g["lb_endpoints"]]
+    assert all("socket_address" in e["endpoint"]["address"] for e in endpoints), endpoints
+
+
+def test_a_stream_the_client_nodes_proxy_made_skips_the_pods_kernel_policy_as_the_kernel_does() -> None:
+    plan = compile_plan(_snapshot(_pa("db", "STRICT", app="db")), "node-2", MTLS)
+    secrets = (EnvoySecret(f"svid/{DB_ID}", "CHAIN", Redacted("KEY")),
+               EnvoySecret("bundle/cluster.local@abc", "", Redacted(""), trusted_ca="CA"))
+    resources = build_resources(plan.envoy.__class__(tunnel=plan.tunnel, secrets=secrets),
+                                ProxySettings(listen_ipv4="10.0.2.1")).to_json()
+    [chain] = resources["Listener"]["tunnel_inbound"]["filter_chains"]
+    routes = chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes] == ["tunnel_inbound/default/db"] * 2
+    via, direct = routes
+    # The marked stream comes first and admits everyone; the client guard (certificate ↔ address) still applies.
+    assert {"name": "x-meshcore-via-proxy", "present_match": True} in via["match"]["headers"]
+    assert via["typed_per_filter_config"]["meshcore.tunnel.allow"]["rbac"]["rules"]["policies"]["node-proxy"][
+        "principals"] == [{"any": True}]
+    assert not any(h["name"] == "x-meshcore-via-proxy" for h in direct["match"]["headers"])
+
+
+def test_a_chain_for_everyone_records_only_this_nodes_meshed_clients_others_keep_sharing_connections() -> None:
+    # chain-0 names cache (by its subnet); chain-1 serves everyone else.
+    resources = _proxied_db(_snapshot(), SECRETS, sources=(("10.1.1.6/31",), None))
+    chains = resources["Listener"]["default/db:5432"]["filter_chains"]
+
+    def recorded(chain: dict[str, Any]) -> bool:
+        return chain["filters"][0]["name"] == "envoy.filters.network.set_filter_state"
+
+    assert [(c["name"], c.get("filter_chain_match", {}).get("source_prefix_ranges"), recorded(c)) for c in chains] == [
+        ("chain-0|ipv4", [{"address_prefix": "10.1.1.6", "prefix_len": 31}], True),
+        # client is a meshed workload of this node no other chain names; cache keeps chain-0.
+        ("chain-1|meshed|ipv4", [{"address_prefix": "10.1.1.5", "prefix_len": 32}], True),
+        ("chain-1", None, False),
+    ]

@@ -56,7 +56,8 @@ def l7(**kw: object) -> Flow:
 
 
 @pytest.mark.parametrize("flow", [l4(), l4(Verdict.FORWARDED, "policy-allowed", direction=None), l7(),
-                                  l7(destination=Peer(), verdict=Verdict.DROPPED, reason="policy-denied")])
+                                  l7(destination=Peer(), verdict=Verdict.DROPPED, reason="policy-denied"),
+                                  l7(mtls=True, peer_principal="spiffe://cluster.local/ns/shop/sa/client")])
 def test_json_form_round_trips(flow: Flow) -> None:
     assert Flow.from_data(flow.to_data()) == flow
 
@@ -92,6 +93,18 @@ def test_text_line_shows_ends_verdict_and_policy() -> None:
     assert "HTTP/1.1 GET /api 200  3.2ms  FORWARDED [URX]" in request
     unknown = str(l7(source=Peer("fd00::5", 41000)))
     assert "[fd00::5]:41000 -> shop/web-1:8080" in unknown
+
+
+def test_a_mutually_authenticated_flow_names_its_peer_in_text_and_json() -> None:
+    peer = "spiffe://cluster.local/ns/shop/sa/client"
+    tunnelled = l7(protocol="TCP", mtls=True, peer_principal=peer)
+    assert str(tunnelled).endswith(f"FORWARDED [URX]  mtls {peer}")
+    assert (tunnelled.to_data()["mtls"], tunnelled.to_data()["peerPrincipal"]) == (True, peer)
+    # Flows without it (every kernel verdict) say so in JSON and nothing in text.
+    assert "mtls" not in str(l4()) and (l4().to_data()["mtls"], l4().to_data()["peerPrincipal"]) == (False, "")
+    # Journals written before the fields existed read back as not mutually authenticated.
+    old = {k: v for k, v in l7().to_data().items() if k not in ("mtls", "peerPrincipal")}
+    assert Flow.from_data(old).mtls is False
 
 
 def test_filters_combine() -> None:

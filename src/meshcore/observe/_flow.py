@@ -113,6 +113,12 @@ class Flow:
     where it was written; both are empty for default verdicts. ``l7`` is set for flows of
     the node proxy.
 
+    ``mtls`` is True when the node proxy carried the flow over mutual TLS: received it
+    from a peer that presented a verified certificate (a tunnel's server side), or sent
+    it through a tunnel that verified the server's; ``peer_principal`` is then that
+    peer's identity (its SPIFFE ID: the client's on the server's node, the server's on
+    the client's). Kernel verdicts never say it (the kernel does not see the tunnel).
+
     A ``summary`` stands for ``count`` kernel verdicts alike (same identities, destination
     port, verdict and policy) that the kernel counted instead of reporting one by one: the
     allowed flows past the node's flow event rate, or verdicts the ring buffer had no room
@@ -135,6 +141,8 @@ class Flow:
     l7: L7Details | None = None
     count: int = 1
     summary: bool = False
+    mtls: bool = False
+    peer_principal: str = ""
 
     @property
     def destination_name(self) -> str:
@@ -160,7 +168,7 @@ class Flow:
             "latencyMs": round(l7.latency_ms, 3), "listener": l7.listener, "route": l7.route,
             "cluster": l7.cluster, "flags": list(l7.flags), "details": l7.details,
             "bytesReceived": l7.bytes_received, "bytesSent": l7.bytes_sent,
-            "count": self.count, "summary": self.summary,
+            "count": self.count, "summary": self.summary, "mtls": self.mtls, "peerPrincipal": self.peer_principal,
         }
 
     @classmethod
@@ -185,6 +193,7 @@ class Flow:
             reason=str(data.get("reason") or ""), policy=str(data.get("policy") or ""),
             policy_source=str(data.get("policySource") or ""), l7=l7,
             count=int(data.get("count") or 1), summary=bool(data.get("summary") or False),
+            mtls=bool(data.get("mtls") or False), peer_principal=str(data.get("peerPrincipal") or ""),
         )
 
     def __str__(self) -> str:
@@ -193,8 +202,9 @@ class Flow:
                 + f"  {_end(self.source, self.source.name)} -> {_end(self.destination, self.destination_name)}")
         verdict = f"{self.verdict} ({self.reason})" if self.reason and self.verdict is Verdict.DROPPED \
             else str(self.verdict)
+        mtls = f"  mtls {self.peer_principal}".rstrip() if self.mtls else ""
         if self.l7 is None:
-            text = f"{head}  {self.protocol} {self.direction or ''}  {verdict}"
+            text = f"{head}  {self.protocol} {self.direction or ''}  {verdict}{mtls}"
             if self.summary:
                 text += f"  x{self.count} (summary)"
             if self.policy:
@@ -206,7 +216,7 @@ class Flow:
         flags = f" [{','.join(l7.flags)}]" if l7.flags else ""
         by = f"  by {self.policy}" if self.policy else ""
         return (f"{head}  {self.protocol} {l7.method} {l7.path} {l7.status}  {l7.latency_ms:.1f}ms  "
-                f"{verdict}{flags}{by}")
+                f"{verdict}{flags}{mtls}{by}")
 
 
 _NO_L7 = L7Details()

@@ -53,6 +53,18 @@ class Resolver(Protocol):
 
 #: The details of a TCP connection that matched no filter chain (refused on accept).
 NO_CHAIN_DETAILS = "rbac_access_denied_no_matching_filter_chain"
+#: Routes of a tunnel's server side are ``tunnel_inbound/<ns>/<pod>``: their client is the
+#: address the verified peer forwarded (checked against its certificate), not the peer.
+TUNNEL_ROUTE_PREFIX = "tunnel_inbound/"
+#: Clusters of a tunnel's client side are ``tunnel|<client id>|<server id>|<node>``.
+TUNNEL_CLUSTER_PREFIX = "tunnel|"
+#: An endpoint reached through a tunnel is an internal address whose ID is ``<ip>:<port> <server id>``.
+TUNNEL_ENDPOINT_SEPARATOR = " "
+#: Filter state (logged) naming a client the node proxy's tunnels act for: only its
+#: requests to such an endpoint go through the tunnel, anyone else's in clear text.
+TUNNEL_CLIENT_STATE = "meshcore.tunnel.client"
+# Response flags saying no upstream connection was made.
+_NOT_CONNECTED = frozenset({"UF", "UH", "UO", "NC", "NR", "DF"})
 _RBAC_POLICY = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>[^\[\]]+)(?:\[\d+\])?\]")
 _METHODS: dict[int, str] = {}
 _NOBODY = Peer()
@@ -68,12 +80,44 @@ def _method_name(value: int) -> str:
 
 
 def _peer(addr: Any, node: str, resolver: Resolver | None) -> Peer:
-    # Only socket addresses occur on proxied requests; a pipe has a path and no port.
+    # Socket addresses occur on proxied requests, internal ones on those sent through a
+    # tunnel (their ID names the destination); a pipe has a path and no port.
     sa = addr.socket_address
     host, port = sa.address, sa.port_value
     if not host:
-        return Peer(str(addr.pipe.path)) if addr.HasField("pipe") else _NOBODY
+        if addr.HasField("envoy_internal_address"):
+            destination = addr.envoy_internal_address.endpoint_id.partition(TUNNEL_ENDPOINT_SEPARATOR)[0]
+            host, _, number = destination.rpartition(":")
+            host, port = host.strip("[]"), int(number) if number.isdigit() else 0
+            if not host:
+                return _NOBODY
+        else:
+            return Peer(str(addr.pipe.path)) if addr.HasField("pipe") else _NOBODY
     return resolver.peer(node, host, port) if resolver is not None else Peer(host, port)
+
+
+def _mutual_tls(common: Any, flags: tuple[str, ...], answered: bool = True) -> tuple[bool, str]:
+    """Whether the entry's connection was mutually authenticated, and the peer's identity.
+
+    The downstream's: a verified client certificate (its URI SAN, else its subject). The
+    upstream's: sent through a tunnel, which verified the server's SPIFFE ID (named by
+    the tunnel's cluster, or the internal endpoint's ID for a client the tunnels act
+    for), when it connected (and, for a request, the answer came through it).
+    """
+    if common.HasField("tls_properties") and common.tls_properties.HasField("peer_certificate_properties"):
+        certificate = common.tls_properties.peer_certificate_properties
+        return True, next((san.uri for san in certificate.subject_alt_name if san.uri), certificate.subject)
+    server = ""
+    cluster = common.upstream_cluster
+    if cluster.startswith(TUNNEL_CLUSTER_PREFIX):
+        server = cluster.split("|")[2] if cluster.count("|") >= 3 else ""
+    elif common.upstream_remote_address.HasField("envoy_internal_address") and \
+            TUNNEL_CLIENT_STATE in common.filter_state_objects:
+        server = common.upstream_remote_address.envoy_internal_address.endpoint_id.partition(
+            TUNNEL_ENDPOINT_SEPARATOR)[2]
+    if server and answered and not _NOT_CONNECTED.intersection(flags):
+        return True, server
+    return False, ""
 
 
 def _flags(rf: Any) -> tuple[str, ...]:
@@ -87,7 +131,9 @@ def _flags(rf: Any) -> tuple[str, ...]:
 def _common(common: Any, node: str, resolver: Resolver | None) -> tuple[datetime, Peer, Peer, str]:
     """Start time, source (the client), destination (the upstream) and listener of an entry."""
     start = common.start_time
-    downstream = (common.downstream_direct_remote_address if common.HasField("downstream_direct_remote_address")
+    forwarded = common.route_name.startswith(TUNNEL_ROUTE_PREFIX)
+    downstream = (common.downstream_direct_remote_address
+                  if common.HasField("downstream_direct_remote_address") and not forwarded
                   else common.downstream_remote_address)
     source = _peer(downstream, node, resolver) if downstream.ByteSize() else _NOBODY
     upstream = (_peer(common.upstream_remote_address, node, resolver)
@@ -129,15 +175,23 @@ def decode_http_entry(entry: Any, node: str, resolver: Resolver | None = None) -
         else common.duration
     details = response.response_code_details
     verdict, reason, policy, policy_source = _decision(details, audited, node, resolver)
+    flags = _flags(common.response_flags)
+    mtls, principal = _mutual_tls(common, flags, answered=details.startswith("via_upstream"))
+    if not upstream.address and common.route_name.startswith(TUNNEL_ROUTE_PREFIX):
+        # A tunnelled connection refused before delivery: its destination is the one it asked for.
+        host, _, port = request.authority.rpartition(":")
+        if host and port.isdigit():
+            host = host.strip("[]")
+            upstream = resolver.peer(node, host, int(port)) if resolver is not None else Peer(host, int(port))
     return Flow(
         time=time, node=node, layer=Layer.L7, verdict=verdict, enforcer=Enforcer.PROXY, source=source,
         destination=upstream, protocol=_PROTOCOLS.get(entry.protocol_version, "") or "HTTP", reason=reason,
-        policy=policy, policy_source=policy_source,
+        policy=policy, policy_source=policy_source, mtls=mtls, peer_principal=principal,
         l7=L7Details(
             method=_method_name(request.request_method), path=request.path, authority=request.authority,
             status=response.response_code.value, latency_ms=last.seconds * 1000 + last.nanos / 1e6,
             listener=listener, route=common.route_name, cluster=common.upstream_cluster,
-            flags=_flags(common.response_flags), details=details,
+            flags=flags, details=details,
             bytes_received=request.request_body_bytes, bytes_sent=response.response_body_bytes,
         ),
     )
@@ -159,10 +213,15 @@ def decode_tcp_entry(entry: Any, node: str, resolver: Resolver | None = None) ->
         details = NO_CHAIN_DETAILS
     time, source, upstream, listener = _common(common, node, resolver)
     verdict, reason, policy, policy_source = _decision(details, False, node, resolver)
+    mtls, principal = _mutual_tls(common, flags)
+    if common.upstream_cluster.startswith(TUNNEL_CLUSTER_PREFIX):
+        # The upstream is the server's node; the connection's destination is what the client dialled.
+        upstream, listener = _peer(common.downstream_local_address, node, resolver), ""
     duration = common.duration
     return Flow(
         time=time, node=node, layer=Layer.L7, verdict=verdict, enforcer=Enforcer.PROXY, source=source,
         destination=upstream, protocol="TCP", reason=reason, policy=policy, policy_source=policy_source,
+        mtls=mtls, peer_principal=principal,
         l7=L7Details(latency_ms=duration.seconds * 1000 + duration.nanos / 1e6, listener=listener,
                      cluster=common.upstream_cluster, flags=flags, details=details,
                      bytes_received=entry.connection_properties.received_bytes,

@@ -27,7 +27,7 @@ from ._xds_common import XDS_CLUSTER, ProxySettings
 from ._xds_filters import JWT_FILTER, _jwt_per_route, _rbac_per_route
 from ._xds_listeners import ACCESS_LOG_NAME, _addresses, _http_listener, _tcp_listener
 from ._xds_routes import _route
-from ._xds_tunnel import tunnel_resources
+from ._xds_tunnel import tunnel_resources, tunnelled_upstreams
 
 # What the rest of the package imports from here (ProxySettings, XDS_CLUSTER and
 # ACCESS_LOG_NAME are defined with the builders that read them).
@@ -73,6 +73,10 @@ _MODULES = (
     "envoy.extensions.transport_sockets.tls.v3.secret_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2",
+    "envoy.extensions.filters.network.set_filter_state.v3.set_filter_state_pb2",
+    "envoy.extensions.filters.network.direct_response.v3.config_pb2",
+    "envoy.extensions.transport_sockets.internal_upstream.v3.internal_upstream_pb2",
+    "envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2",
 )
 # Packages whose messages a raw resource's ``@type`` may name (imported on first use).
 _TYPE_ROOTS = ("envoy.", "xds.", "udpa.", "google.protobuf.", "validate.")
@@ -231,14 +235,26 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
     """Every xDS resource for ``plan``; raises :class:`ProxyConfigError` naming the model object."""
     settings = settings or ProxySettings()
     by_type: dict[str, dict[str, Resource]] = {t: {} for t in TYPE_ORDER}
+    cluster_bodies = {cluster.name: _cluster(cluster, settings) for cluster in plan.clusters}
+    # A DNS cluster carries its own endpoints.
+    assignments = {c.name: _load_assignment(c) for c in plan.clusters if c.discovery is Discovery.EDS}
+    listener_bodies: dict[str, dict[str, Any]] = {}
+    route_configs = {rc.name: rc for rc in plan.route_configs}
+    for listener in plan.listeners:
+        if listener.is_http:
+            listener_bodies[listener.name] = _http_listener(
+                listener, [route_configs[n] for n in listener.route_configs if n in route_configs], settings)
+        else:
+            listener_bodies[listener.name] = _tcp_listener(listener, settings)
+    if plan.tunnel is not None:
+        tunnelled_upstreams(plan.tunnel, listener_bodies, cluster_bodies, assignments)
     for cluster in plan.clusters:
-        eds = cluster.discovery is Discovery.EDS  # a DNS cluster carries its own endpoints
-        by_type[CLUSTER][cluster.name] = _resource(CLUSTER, cluster.name, _cluster(cluster, settings),
+        eds = cluster.name in assignments
+        by_type[CLUSTER][cluster.name] = _resource(CLUSTER, cluster.name, cluster_bodies[cluster.name],
                                                    cluster.origins, (cluster.name,) if eds else ())
         if eds:
-            by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, _load_assignment(cluster),
+            by_type[ENDPOINT][cluster.name] = _resource(ENDPOINT, cluster.name, assignments[cluster.name],
                                                         cluster.origins)
-    route_configs = {rc.name: rc for rc in plan.route_configs}
     listeners = {name: x for x in plan.listeners for name in x.route_configs}
     for rc in plan.route_configs:
         body = {
@@ -254,13 +270,8 @@ def build_resources(plan: EnvoyPlan, settings: ProxySettings | None = None) -> R
         }
         by_type[ROUTE][rc.name] = _resource(ROUTE, rc.name, body, rc.origins)
     for listener in plan.listeners:
-        if listener.is_http:
-            needs: tuple[str, ...] = listener.route_configs
-            body = _http_listener(listener, [route_configs[n] for n in needs if n in route_configs], settings)
-        else:
-            body = _tcp_listener(listener, settings)
-            needs = ()
-        by_type[LISTENER][listener.name] = _resource(LISTENER, listener.name, body, listener.origins, needs)
+        by_type[LISTENER][listener.name] = _resource(LISTENER, listener.name, listener_bodies[listener.name],
+                                                     listener.origins, listener.route_configs)
     if plan.tunnel is not None:
         tunnel_listeners, tunnel_clusters = tunnel_resources(plan.tunnel, settings, plan.secrets)
         where = (Origin("mutual TLS tunnels"),)

@@ -44,9 +44,15 @@ def find_envoy() -> str:
 
 def bootstrap(node: str, xds: XdsEndpoint, admin_address: str = "127.0.0.1", admin_port: int = 0,
               cluster: str = "meshcore") -> dict[str, Any]:
-    """Envoy's bootstrap: only the control-plane cluster, ADS for everything, and the admin."""
+    """Envoy's bootstrap: only the control-plane cluster, ADS for everything, and the admin.
+
+    Internal listeners are enabled: the mutual-TLS tunnels take the node proxy's own
+    upstream connections to other nodes through one.
+    """
     return {
         "node": {"id": node, "cluster": cluster},
+        "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {
