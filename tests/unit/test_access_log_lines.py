@@ -35,18 +35,21 @@ def names() -> NamesTable:
 
 def http(path: str = "/api?x=1", *, client: str = "10.244.0.5:40000", upstream: str = "10.244.0.9:8080",
          status: str = "503", flags: str = "-", tx_us: str = "7250", hint: str = "-",
-         details: str = "upstream_reset_before_response_started", start: str = "1790000000.250000") -> str:
+         details: str = "upstream_reset_before_response_started", start: str = "1790000000.250000",
+         route: str = "shop/web:80/0", cluster: str = "shop/web:80", forwarded: str = "-", uri_san: str = "-",
+         tunnel_client: str = "-", authority: str = "web") -> str:
     """One HTTP line as Envoy writes it with HTTP_FORMAT."""
     fields = ["H", start, client, "15001", upstream, "HTTP/1.1", status, flags, tx_us, "12", "3", "91",
-              "shop/web:80/0", "shop/web:80", hint, details, "POST", "web", path]
+              route, cluster, hint, details, forwarded, uri_san, "-", tunnel_client, "POST", authority, path]
     assert len(fields) == HTTP_FORMAT.count("\t") + 1
     return "\t".join(fields) + "\n"
 
 
-def tcp(*, flags: str = "-", cluster: str = "shop/db:5432", details: str = "-", upstream: str = "10.244.0.9:8080") -> str:
+def tcp(*, flags: str = "-", cluster: str = "shop/db:5432", details: str = "-", upstream: str = "10.244.0.9:8080",
+        local: str = "10.0.1.1:15002", uri_san: str = "-", subject: str = "-") -> str:
     """One TCP line as Envoy writes it with TCP_FORMAT."""
     fields = ["T", "1790000001.000000", "10.244.0.5:40001", "15002", upstream, flags, "1500", "120", "4000",
-              cluster, details]
+              cluster, details, local, uri_san, subject, "-"]
     assert len(fields) == TCP_FORMAT.count("\t") + 1
     return "\t".join(fields) + "\n"
 
@@ -248,3 +251,50 @@ def test_the_metrics_backlog_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch
     for i in range(10):
         store.add_lines(NODE, http(f"/{i}").encode())
     assert [f.l7.path for f in store.uncounted_requests() if f.l7] == ["/7", "/8", "/9"], "the oldest went first"
+
+
+WEB_ID = "spiffe://cluster.local/ns/shop/sa/web"
+CLIENT_ID = "spiffe://cluster.local/ns/shop/sa/client"
+
+
+def test_a_request_through_a_tunnel_names_the_pod_and_the_identity_it_had_to_present() -> None:
+    through = http(upstream=f"envoy://tunnel_internal/10.244.0.9:8080 {WEB_ID}", status="200", details="via_upstream",
+                   tunnel_client="10.244.0.5")
+    # The same, for a client the tunnels do not act for: clear text, nothing authenticated.
+    outsider = http(upstream=f"envoy://tunnel_internal/10.244.0.9:8080 {WEB_ID}", status="200",
+                    details="via_upstream")
+    # The proxy answered itself: no answer came through the tunnel.
+    reset = http(upstream=f"envoy://tunnel_internal/10.244.0.9:8080 {WEB_ID}", tunnel_client="10.244.0.5")
+    flow, clear, unanswered = decode_lines((through + outsider + reset).encode(), NODE, names())
+    assert flow.destination == Peer("10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+    assert (flow.mtls, flow.peer_principal) == (True, WEB_ID)
+    assert clear.destination == flow.destination and (clear.mtls, clear.peer_principal) == (False, "")
+    assert (unanswered.mtls, unanswered.peer_principal) == (False, "")
+
+
+def test_a_tunnels_server_side_names_the_forwarded_client_and_its_verified_certificate() -> None:
+    line = http(client="10.0.2.1:50000", forwarded="10.244.0.5:40000", route="tunnel_inbound/shop/web-1",
+                cluster="tunnel_inbound/shop/web-1", uri_san=CLIENT_ID, status="200", details="via_upstream")
+    refused = http(client="10.0.2.1:50000", forwarded="10.244.0.5:40000", route="tunnel_inbound/shop/web-1",
+                   upstream="-", uri_san=CLIENT_ID, status="403", authority="10.244.0.9:8080",
+                   details="rbac_access_denied_matched_policy[none]")
+    (flow, denied) = decode_lines((line + refused).encode(), NODE, names())
+    assert flow.source.workload == WorkloadRef("shop", "client")
+    assert (flow.mtls, flow.peer_principal) == (True, CLIENT_ID)
+    # Refused before delivery: the destination is the one the tunnel asked for.
+    assert denied.destination == Peer("10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+    assert denied.verdict == Verdict.DROPPED
+
+
+def test_a_tcp_connection_into_a_tunnel_goes_to_the_address_dialled_and_names_the_servers_identity() -> None:
+    line = tcp(cluster=f"tunnel|{CLIENT_ID}|{WEB_ID}|node-2", upstream="10.0.2.1:15008", local="10.244.0.9:8080")
+    refused = tcp(cluster=f"tunnel|{CLIENT_ID}|{WEB_ID}|node-2", upstream="10.0.2.1:15008", local="10.244.0.9:8080",
+                  flags="UF")
+    (flow, failed) = decode_lines((line + refused).encode(), NODE, names())
+    assert flow.destination == Peer("10.244.0.9", 8080, WorkloadRef("shop", "web-1"), "shop")
+    assert (flow.mtls, flow.peer_principal) == (True, WEB_ID)
+    assert flow.l7 is not None and flow.l7.listener == ""
+    assert (failed.mtls, failed.peer_principal) == (False, "")
+    # A plain connection: nothing authenticated; a verified client certificate names its URI SAN.
+    plain, verified = decode_lines((tcp() + tcp(uri_san=CLIENT_ID, subject="O=x")).encode(), NODE, names())
+    assert (plain.mtls, verified.mtls, verified.peer_principal) == (False, True, CLIENT_ID)

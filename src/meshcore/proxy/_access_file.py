@@ -13,11 +13,18 @@ Line layout (fields in this order; Envoy writes ``-`` for an empty value):
   proxy port, upstream host ``ip:port``, protocol, status, response flags (``UF,URX``),
   microseconds to the last byte sent to the client, duration in milliseconds (when the
   former is missing), body bytes received and sent, route, cluster, access-log hint
-  (``true`` when an AUDIT policy matched), response code details, method, authority,
+  (``true`` when an AUDIT policy matched), response code details, the client's address
+  as forwarded, the verified client certificate's URI SAN and subject, the tunnel client
+  recorded for the request (:data:`~._als.TUNNEL_CLIENT_STATE`), method, authority,
   path. The path is last: whatever it holds, the fields before it stay in place.
 - ``T`` (a TCP connection): start, client, proxy port, upstream host, response flags,
   duration in milliseconds, bytes received and sent, cluster, connection termination
-  details.
+  details, the proxy's local address, the client certificate's URI SAN and subject, the
+  tunnel client.
+
+Mutual TLS is read as from the gRPC access log: a verified client certificate, or an
+upstream reached through a tunnel (a ``tunnel|`` cluster, or an internal endpoint
+``envoy://<listener>/<ip:port> <server id>`` for a recorded tunnel client) that connected.
 
 The upstream host is the one Envoy picked, also when it could not be reached (``UF``).
 Envoy names the route's cluster even when no host was picked (a request refused by
@@ -36,7 +43,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..observe import Enforcer, Flow, L7Details, Layer, Peer
-from ._als import _NOBODY, NO_CHAIN_DETAILS, Resolver, _decision
+from ._als import (
+    _NOBODY,
+    _NOT_CONNECTED,
+    NO_CHAIN_DETAILS,
+    TUNNEL_CLIENT_STATE,
+    TUNNEL_CLUSTER_PREFIX,
+    TUNNEL_ENDPOINT_SEPARATOR,
+    TUNNEL_ROUTE_PREFIX,
+    Resolver,
+    _decision,
+)
 
 __all__ = ["CHUNK_BYTES", "HTTP_FORMAT", "TCP_FORMAT", "AccessLogFollower", "decode_lines"]
 
@@ -49,13 +66,17 @@ HTTP_FORMAT = "\t".join((
     "%UPSTREAM_HOST%", "%PROTOCOL%", "%RESPONSE_CODE%", "%RESPONSE_FLAGS%",
     "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%", "%DURATION%", "%BYTES_RECEIVED%", "%BYTES_SENT%",
     "%ROUTE_NAME%", "%UPSTREAM_CLUSTER_RAW%", "%DYNAMIC_METADATA(envoy.common:access_log_hint)%",
-    "%RESPONSE_CODE_DETAILS%", "%REQ(:METHOD)%", "%REQ(:AUTHORITY)%", "%REQ(:PATH)%",
+    "%RESPONSE_CODE_DETAILS%", "%DOWNSTREAM_REMOTE_ADDRESS%", "%DOWNSTREAM_PEER_URI_SAN%",
+    "%DOWNSTREAM_PEER_SUBJECT%", f"%FILTER_STATE({TUNNEL_CLIENT_STATE}:PLAIN)%",
+    "%REQ(:METHOD)%", "%REQ(:AUTHORITY)%", "%REQ(:PATH)%",
 )) + "\n"
 #: Envoy's format of a TCP connection's line.
 TCP_FORMAT = "\t".join((
     "T", "%START_TIME(%s.%6f)%", "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%", "%DOWNSTREAM_LOCAL_PORT%",
     "%UPSTREAM_HOST%", "%RESPONSE_FLAGS%", "%DURATION%", "%BYTES_RECEIVED%", "%BYTES_SENT%",
     "%UPSTREAM_CLUSTER_RAW%", "%CONNECTION_TERMINATION_DETAILS%",
+    "%DOWNSTREAM_LOCAL_ADDRESS%", "%DOWNSTREAM_PEER_URI_SAN%", "%DOWNSTREAM_PEER_SUBJECT%",
+    f"%FILTER_STATE({TUNNEL_CLIENT_STATE}:PLAIN)%",
 )) + "\n"
 _HTTP_FIELDS = HTTP_FORMAT.count("\t") + 1
 _TCP_FIELDS = TCP_FORMAT.count("\t") + 1
@@ -67,6 +88,33 @@ def _text(value: str) -> str:
 
 def _number(value: str) -> int:
     return int(value) if value.isdigit() else 0
+
+
+#: How Envoy writes an internal address (an endpoint reached through a tunnel).
+_INTERNAL = "envoy://"
+
+
+def _upstream(text: str) -> tuple[str, str]:
+    """The upstream host's ``ip:port`` and, for an internal endpoint, the server identity its ID names."""
+    if not text.startswith(_INTERNAL):
+        return text, ""
+    endpoint_id = text[len(_INTERNAL):].partition("/")[2]
+    destination, _, server = endpoint_id.partition(TUNNEL_ENDPOINT_SEPARATOR)
+    return destination, server
+
+
+def _mutual_tls(uri_san: str, subject: str, cluster: str, server: str, tunnel_client: str,
+                flags: tuple[str, ...], answered: bool = True) -> tuple[bool, str]:
+    """Whether the line's connection was mutually authenticated, and the peer's identity (see the module docstring)."""
+    if _text(uri_san) or _text(subject):
+        return True, _text(uri_san).partition(",")[0] or _text(subject)
+    if cluster.startswith(TUNNEL_CLUSTER_PREFIX):
+        server = cluster.split("|")[2] if cluster.count("|") >= 3 else ""
+    elif not _text(tunnel_client):
+        server = ""
+    if server and answered and not _NOT_CONNECTED.intersection(flags):
+        return True, server
+    return False, ""
 
 
 def _peer(text: str, node: str, resolver: Resolver | None) -> Peer:
@@ -91,35 +139,52 @@ def _cluster(cluster: str, upstream: str) -> str:
 
 def _http(fields: list[str], node: str, resolver: Resolver | None) -> Flow:
     (_, start, client, port, upstream, protocol, status, flags, tx_us, duration_ms, received, sent, route, cluster,
-     hint, details, method, authority, path) = fields
+     hint, details, forwarded, uri_san, subject, tunnel_client, method, authority, path) = fields
     details = _text(details)
     verdict, reason, policy, policy_source = _decision(details, hint == "true", node, resolver)
     latency_ms = int(tx_us) / 1000 if tx_us.isdigit() else float(_number(duration_ms))
+    upstream, server = _upstream(upstream)
+    flag_codes = _flags(flags)
+    mtls, principal = _mutual_tls(uri_san, subject, cluster, server, tunnel_client, flag_codes,
+                                  answered=details.startswith("via_upstream"))
+    tunnelled_in = route.startswith(TUNNEL_ROUTE_PREFIX)
+    if upstream == "-" and tunnelled_in:
+        # A tunnelled connection refused before delivery: its destination is the one it asked for.
+        upstream = _text(authority)
     return Flow(
         time=datetime.fromtimestamp(float(start), UTC), node=node, layer=Layer.L7, verdict=verdict,
-        enforcer=Enforcer.PROXY, source=_peer(client, node, resolver), destination=_peer(upstream, node, resolver),
-        protocol=_text(protocol) or "HTTP", reason=reason, policy=policy, policy_source=policy_source,
+        enforcer=Enforcer.PROXY, source=_peer(forwarded if tunnelled_in else client, node, resolver),
+        destination=_peer(upstream, node, resolver), protocol=_text(protocol) or "HTTP", reason=reason,
+        policy=policy, policy_source=policy_source, mtls=mtls, peer_principal=principal,
         l7=L7Details(
             method=_text(method), path=_text(path), authority=_text(authority), status=_number(status),
             latency_ms=latency_ms, listener=_listener(port, node, resolver), route=_text(route),
-            cluster=_cluster(cluster, upstream), flags=_flags(flags), details=details, bytes_received=_number(received),
+            cluster=_cluster(cluster, upstream), flags=flag_codes, details=details, bytes_received=_number(received),
             bytes_sent=_number(sent),
         ),
     )
 
 
 def _tcp(fields: list[str], node: str, resolver: Resolver | None) -> Flow:
-    _, start, client, port, upstream, flags, duration_ms, received, sent, cluster, details = fields
+    (_, start, client, port, upstream, flags, duration_ms, received, sent, cluster, details, local,
+     uri_san, subject, tunnel_client) = fields
+    upstream, server = _upstream(upstream)
     flag_codes, cluster, details = _flags(flags), _cluster(cluster, upstream), _text(details)
     if not details and "NR" in flag_codes and not cluster:
         # No filter chain admitted the client (decided on accept): closed unforwarded.
         details = NO_CHAIN_DETAILS
     verdict, reason, policy, policy_source = _decision(details, False, node, resolver)
+    mtls, principal = _mutual_tls(uri_san, subject, cluster, server, tunnel_client, flag_codes)
+    listener = _listener(port, node, resolver)
+    if cluster.startswith(TUNNEL_CLUSTER_PREFIX):
+        # The upstream is the server's node; the connection's destination is what the client dialled.
+        upstream, listener = local, ""
     return Flow(
         time=datetime.fromtimestamp(float(start), UTC), node=node, layer=Layer.L7, verdict=verdict,
-        enforcer=Enforcer.PROXY, source=_peer(client, node, resolver), destination=_peer(upstream, node, resolver),
-        protocol="TCP", reason=reason, policy=policy, policy_source=policy_source,
-        l7=L7Details(latency_ms=float(_number(duration_ms)), listener=_listener(port, node, resolver),
+        enforcer=Enforcer.PROXY, source=_peer(client, node, resolver),
+        destination=_peer(upstream, node, resolver), protocol="TCP", reason=reason, policy=policy,
+        policy_source=policy_source, mtls=mtls, peer_principal=principal,
+        l7=L7Details(latency_ms=float(_number(duration_ms)), listener=listener,
                      cluster=cluster, flags=flag_codes, details=details, bytes_received=_number(received),
                      bytes_sent=_number(sent)),
     )
