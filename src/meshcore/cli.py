@@ -295,6 +295,10 @@ def plan_data(plan: Plan) -> dict[str, Any]:
              "backends": [to_data(b) for b in s.backends]}
             for s in plan.bpf.services
         ]},
+        "workloads": [
+            {"workload": str(m.workload), "mode": m.mode.value, "reason": m.reason, "source": str(m.source)}
+            for m in plan.modes
+        ],
     }
 
 
@@ -311,7 +315,8 @@ def plan_data(plan: Plan) -> dict[str, Any]:
                    f"(from {ServiceRanges().ipv4} and {ServiceRanges().ipv6}).")
 def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, kubeconfig: str | None,
          source_timeout: float, fmt: str | None, fail_on: str, node: str, assign_addresses: bool) -> None:
-    """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends.
+    """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends;
+    per workload, its proxy mode and why.
 
     Services read from files have no ClusterIPs until the API server assigns them; their
     ports are listed without frontends unless --assign-addresses assigns them here.
@@ -324,6 +329,9 @@ def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, 
     else:
         out.print_table(fmt, "Plan", ("service", "port", "addresses", "datapath", "backends", "reason"),
                         _plan_rows(result.snapshot, compiled), keep=("service", "port", "datapath"))
+        out.print_table(fmt, "Proxy modes", ("workload", "mode", "why"),
+                        [(str(m.workload), m.mode.value, m.reason) for m in compiled.modes],
+                        keep=("workload", "mode"))
         pending = [s for s in result.snapshot.services if s.vip_assignment is VipAssignment.PENDING]
         if pending:
             out.remark(fmt, f"{len(pending)} service(s) have no ClusterIPs yet, so no frontends: "

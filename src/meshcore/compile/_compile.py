@@ -17,6 +17,7 @@ from ..model._gc import gc_paused
 from ._decide import decide, l7_policies, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
+from ._modes import workload_modes
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
 from ._tunnel import compile_tunnel, strict_gates, with_access
@@ -175,6 +176,7 @@ class Compiler:
                 decisions=tuple(d for p in chosen for d in p.decisions),
                 policy=policy,
                 tunnel=tunnel,
+                modes=workload_modes(self.snapshot, self.node),
             )
 
     def envoy(self, proxied: Sequence[ProxiedPort]) -> EnvoyPlan:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..model import Direction, PeerAuthentication, PeerAuthMode, PortRange, ProxyMode, Snapshot, Source, Workload, WorkloadRef
+from ..model import Direction, PeerAuthentication, PeerAuthMode, PortRange, Snapshot, Source, Workload, WorkloadRef
 
 from ._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyPlan, PolicyVerdict
 
@@ -150,7 +150,7 @@ def strict_port_ranges(mode: PeerAuthMode, port_modes: Mapping[int, PeerAuthMode
 
 
 def _meshed(workloads: Iterable[Workload]) -> list[Workload]:
-    return [w for w in workloads if w.proxy_mode is ProxyMode.MESH and w.addresses]
+    return [w for w in workloads if w.proxy_mode.meshed and w.addresses]
 
 
 def compile_tunnel(snapshot: Snapshot, node: str) -> TunnelPlan:

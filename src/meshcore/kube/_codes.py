@@ -21,7 +21,8 @@ MC1008   warning   EndpointSlice without the ``kubernetes.io/service-name`` labe
 MC1009   warning   EndpointSlice for a Service that is not defined: ignored.
 MC1010   warning   EndpointSlice with ``addressType: FQDN``: not supported, ignored.
 MC1011   warning   SCTP port: not supported by the datapath, the port is left out.
-MC1012   warning   Unknown ``meshcore.io/proxy`` annotation value: treated as mesh.
+MC1012   warning   Unknown ``meshcore.io/proxy-mode`` (or older ``meshcore.io/proxy``)
+                   annotation value, or the two disagreeing: the value is ignored.
 MC1013   warning   Two pods declare the same IP address (host-network pods aside).
 MC1014   error     NetworkPolicy ``podSelector`` with ``matchExpressions`` (the mesh
                    selects workloads by labels only).
@@ -32,6 +33,8 @@ MC1016   warning   NetworkPolicy ``podSelector`` with labels no pod of its names
 MC1017   warning   A field its kind does not define (a misspelling such as ``selectr``):
                    ignored, as the API server drops it; the closest valid name is
                    suggested. Field names come from the Kubernetes API (``_schema.json``).
+MC1018   warning   A host-network pod annotated ``meshcore.io/proxy-mode: sidecar``: it
+                   shares its node's network namespace, so its mode is ``none``.
 =======  ========  ===============================================================
 
 Field-level read errors keep the shared codes of :class:`~meshcore.kube.FieldError`
@@ -61,6 +64,7 @@ SELECTOR_EXPRESSIONS = "MC1014"
 NAMED_PORT_UNDECLARED = "MC1015"
 POLICY_SELECTS_NO_PODS = "MC1016"
 UNKNOWN_FIELD = "MC1017"
+HOST_NETWORK_SIDECAR = "MC1018"
 
 #: Every code of this block with a one-line meaning, for documentation and tooling.
 KUBE_CODES: Mapping[str, str] = {
@@ -76,10 +80,11 @@ KUBE_CODES: Mapping[str, str] = {
     SLICE_UNKNOWN_SERVICE: "EndpointSlice for an undefined Service",
     SLICE_FQDN: "EndpointSlice with addressType FQDN not supported",
     SCTP_UNSUPPORTED: "SCTP port not supported by the datapath",
-    PROXY_ANNOTATION: "unknown meshcore.io/proxy annotation value",
+    PROXY_ANNOTATION: "unknown meshcore.io/proxy-mode annotation value (ignored)",
     DUPLICATE_POD_IP: "two pods declare the same IP address",
     SELECTOR_EXPRESSIONS: "NetworkPolicy podSelector with matchExpressions not supported",
     NAMED_PORT_UNDECLARED: "NetworkPolicy named port declared by no pod",
     POLICY_SELECTS_NO_PODS: "NetworkPolicy podSelector selects no pod",
     UNKNOWN_FIELD: "unknown field in a core kind (ignored, with the closest valid name)",
+    HOST_NETWORK_SIDECAR: "a host-network pod cannot have a sidecar (its proxy mode is none)",
 }

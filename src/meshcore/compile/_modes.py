@@ -1,0 +1,37 @@
+"""Each workload's proxy mode on the node, and why: what ``meshcore plan`` shows per workload.
+
+The model gives a workload's mode and the annotation that chose it (see
+:class:`~meshcore.model.ProxyMode`); compile states it for every workload of the node it
+compiles for (every workload when no node is given).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..model import ProxyMode, Snapshot, Source, Workload, WorkloadRef
+
+__all__ = ["WorkloadMode", "mode_reason", "workload_modes"]
+
+
+@attrs.frozen(order=True)
+class WorkloadMode:
+    """A workload's proxy mode and why it has it."""
+
+    workload: WorkloadRef
+    mode: ProxyMode
+    reason: str
+    source: Source = attrs.field(default=Source(), eq=False, order=False)
+
+
+def mode_reason(workload: Workload) -> str:
+    """Why ``workload`` has its mode: the annotation that chose it, or that nothing did."""
+    if workload.proxy_mode_reason:
+        return workload.proxy_mode_reason
+    return "the default" if workload.proxy_mode is ProxyMode.NODE else "set on the workload"
+
+
+def workload_modes(snapshot: Snapshot, node: str) -> tuple[WorkloadMode, ...]:
+    """The mode of every workload on ``node`` or on no node yet (all when ``node`` is ''), in snapshot order."""
+    return tuple(WorkloadMode(w.ref, w.proxy_mode, mode_reason(w), w.source)
+                 for w in snapshot.workloads if not node or not w.node or w.node == node)
