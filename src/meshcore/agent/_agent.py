@@ -28,7 +28,9 @@ from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
 from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
 from ._pipeline import Generation, Pipeline
-from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
+from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, SidecarStatus, Stage, write_report
+from ._sidecars import RECORDS_FILE as SIDECAR_RECORDS
+from ._sidecars import PodSandbox, Sidecars
 
 if TYPE_CHECKING:
     from ..datapath import PolicyEnforcer
@@ -108,6 +110,9 @@ class NodeAgent:
         self.facts = facts
         self.adapters = adapters
         self.options = options or CompileOptions(proxy_enabled=True)
+        if self.options.sidecars_serving is None:
+            # Sidecars are enforced as such once this agent has seen them serve.
+            self.options = attrs.evolve(self.options, sidecars_serving=frozenset())
         # Mutual TLS needs SVIDs: with a source of them, meshed traffic between nodes is tunnelled.
         self._mtls: MutualTls | None = None
         if svids is not None:
@@ -131,6 +136,8 @@ class NodeAgent:
         self._applied: Plan | None = None
         self._kept: Pipeline | None = None
         self._interfaces: dict[WorkloadRef, str] | None = None
+        self._sandboxes: dict[WorkloadRef, PodSandbox] = {}
+        self._sidecars: Sidecars | None = None
         self._statuses: tuple[ConfigStatus, ...] = ()
         self._generation = 0
         self._flow_thread: threading.Thread | None = None
@@ -189,6 +196,30 @@ class NodeAgent:
         assert self._proxy is not None
         return self._proxy
 
+    def sidecars(self) -> Sidecars:
+        """The node's sidecars: served over the node proxy's control plane, steered in the kernel."""
+        if self._sidecars is None:
+            def control_plane() -> ControlPlane:
+                proxy = self.proxy()
+                if not isinstance(proxy, EnvoyNodeProxy):
+                    raise TypeError("sidecars are served over the Envoy node proxy's control plane")
+                return proxy.control_plane()
+
+            def settings() -> ProxySettings:
+                proxy = self.proxy()
+                return proxy.settings if isinstance(proxy, EnvoyNodeProxy) else ProxySettings()
+
+            from ._proxy import EnvoyNodeProxy  # noqa: PLC0415 - grpcio only when sidecars exist
+            from ..proxy import ControlPlane, ProxySettings  # noqa: PLC0415
+
+            self._sidecars = Sidecars(self.facts.name, self.facts.state_dir, control_plane, settings,
+                                      pin_root=self.facts.pin_root)
+        return self._sidecars
+
+    def _has_sidecars(self, plan: Plan) -> bool:
+        """True when ``plan`` has sidecars, or sidecars were served or attached before."""
+        return bool(plan.sidecars) or self._sidecars is not None or (self.facts.state_dir / SIDECAR_RECORDS).exists()
+
     def proxy_status(self) -> ProxyStatus:
         """The node proxy as it is now (``running`` False until a plan needed it)."""
         if self._proxy is None:
@@ -232,13 +263,30 @@ class NodeAgent:
                 lb_summary = kernel()
         except Exception as exc:
             raise _Failed(stage, exc) from exc
+        sidecar_changes: list[str] = []
+        if self._has_sidecars(plan):
+            # Before policy: a sidecar that serves is steered through before the kernel stops
+            # admitting only the node proxy on its workload's checked ports.
+            try:
+                svids = self._mtls.current() if self._mtls is not None and plan.tunnel is not None else ()
+                sidecar_changes += self.sidecars().before_policy(plan, self._sandboxes, svids)
+            except Exception as exc:
+                self._roll_back(plan)
+                raise _Failed(Stage.KERNEL, exc) from exc
         try:
             policy_summary = self.policy().apply(plan.policy, interfaces)
         except Exception as exc:
             self._roll_back(plan)
             raise _Failed(Stage.POLICY, exc) from exc
+        if self._has_sidecars(plan):
+            # After policy: steering off only once the kernel admits only the node proxy again.
+            try:
+                sidecar_changes += self.sidecars().after_policy(plan)
+            except Exception as exc:  # noqa: BLE001 - policy is in force; steering stays until the next generation
+                log.error("updating the sidecars' steering failed (retried with the next generation): %s", exc)
+                sidecar_changes.append(f"sidecars: steering not updated ({exc})")
         return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}",
-                *([f"mutual TLS {steered}"] if steered else [])]
+                *([f"mutual TLS {steered}"] if steered else []), *sidecar_changes]
 
     def _with_svids(self, plan: Plan) -> EnvoyPlan:
         """The plan's Envoy part with the SVIDs and trust bundle of its tunnels' identities."""
@@ -281,16 +329,21 @@ class NodeAgent:
 
     def apply_objects(self, objects: Iterable[KubeObject | Mapping[str, object]], *,
                       interfaces: Mapping[WorkloadRef, str] | None = None, generation: int | None = None,
-                      diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
+                      diagnostics: Sequence[Diagnostic] = (),
+                      sandboxes: Mapping[WorkloadRef, PodSandbox] | None = None) -> GenerationReport:
         """Translate and compile ``objects`` (every object of the generation) for this node and apply them.
 
         Raw Envoy configs Envoy rejects are left out and the rest is applied; when no node
         proxy can run, ports that needed it stay on the kernel datapath and the configs
         that needed it are reported NotServed. What changed since the previous generation
         is found first, so a change costs what it touches (see :meth:`apply_changes`).
+        ``sandboxes`` (workload → where its pod lives) let its sidecar be steered through;
+        left out, the previous ones stay.
         """
         with self._lock:
             generation = self._next(generation)
+            if sandboxes is not None:
+                self._sandboxes = dict(sandboxes)
             try:
                 kube, loaded = load(objects=objects)
                 result = self._pipeline().objects(kube)
@@ -300,7 +353,8 @@ class NodeAgent:
 
     def apply_changes(self, upserted: Iterable[KubeObject | Mapping[str, object]] = (),
                       deleted: Iterable[ObjectKey] = (), *, interfaces: Mapping[WorkloadRef, str] | None = None,
-                      generation: int | None = None, diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
+                      generation: int | None = None, diagnostics: Sequence[Diagnostic] = (),
+                      sandboxes: Mapping[WorkloadRef, PodSandbox] | None = None) -> GenerationReport:
         """Apply a change to the previous generation: ``upserted`` objects added or replacing those
         of their (apiVersion, kind, namespace, name), ``deleted`` keys removed.
 
@@ -312,6 +366,8 @@ class NodeAgent:
         """
         with self._lock:
             generation = self._next(generation)
+            if sandboxes is not None:
+                self._sandboxes = dict(sandboxes)
             try:
                 kube, loaded = load(objects=upserted)
                 result = self._pipeline().changes(kube, deleted)
@@ -421,7 +477,7 @@ class NodeAgent:
     def _report(self, report: GenerationReport) -> GenerationReport:
         if report.applied and not report.config_status:
             report = attrs.evolve(report, config_status=self._statuses)
-        report = attrs.evolve(report, proxy=self.proxy_status(), time=time.time())
+        report = attrs.evolve(report, proxy=self.proxy_status(), time=time.time(), sidecars=self._sidecar_statuses())
         if report.applied:
             log.info("%s", report.summary)
         self.last_report = report
@@ -434,17 +490,50 @@ class NodeAgent:
             return
         write_report(self.facts.state_dir / REPORT_FILE, self.last_report)
 
+    def _sidecar_statuses(self) -> tuple[SidecarStatus, ...]:
+        if self._sidecars is None:
+            return ()
+        try:
+            return self._sidecars.statuses(self._applied)
+        except Exception as exc:  # noqa: BLE001 - status must never break reporting
+            log.warning("reading the sidecars' status failed: %s", exc)
+            return ()
+
     def watch(self) -> None:
-        """Between generations: renew SVIDs that are due, let the proxy note a restarted Envoy, refresh the report."""
+        """Between generations: renew SVIDs that are due, steer through sidecars that began (or stopped)
+        serving, let the proxy note a restarted Envoy, refresh the report."""
         with self._lock:
             self._renew_svids()
+            self._follow_sidecars()
             if self._proxy is None or self.last_report is None:
                 return
             self._proxy.watch()
             status = self.proxy_status()
-            if status != self.last_report.proxy:
-                self.last_report = attrs.evolve(self.last_report, proxy=status)
+            sidecars = self._sidecar_statuses()
+            if status != self.last_report.proxy or sidecars != self.last_report.sidecars:
+                self.last_report = attrs.evolve(self.last_report, proxy=status, sidecars=sidecars)
                 self.save_report()
+
+    def _follow_sidecars(self) -> None:
+        """Compile and apply the last generation again when the set of serving sidecars changed."""
+        if self._sidecars is None or self._kept is None or self._kept.translation is None:
+            return
+        try:
+            serving = self._sidecars.serving()
+        except Exception as exc:  # noqa: BLE001 - looked at again at the next watch
+            log.warning("reading the sidecars' status failed: %s", exc)
+            return
+        pipeline = self._kept
+        if serving == pipeline.options.sidecars_serving:
+            return
+        log.info("sidecars serving: %s", ", ".join(sorted(map(str, serving))) or "none")
+        pipeline.options = attrs.evolve(pipeline.options, sidecars_serving=serving)
+        try:
+            result = pipeline.recompile()
+        except Exception as exc:  # noqa: BLE001 - a bug in compile must not stop the node
+            self._failed(self._generation, Stage.COMPILE, exc)
+            return
+        self._apply_generation(self._generation, result, None, [])
 
     def _renew_svids(self) -> None:
         """Serve renewed SVIDs to the node proxy (its open connections keep their sessions)."""
@@ -608,6 +697,8 @@ class NodeAgent:
                 self._policy = None
             if self._mtls is not None:
                 self._mtls.close()
+            if self._sidecars is not None:
+                self._sidecars.close()
             self.journal.close()
             if self._flow_server is not None:
                 self._flow_server.close()

@@ -31,7 +31,19 @@ def mode_reason(workload: Workload) -> str:
     return "the default" if workload.proxy_mode is ProxyMode.NODE else "set on the workload"
 
 
-def workload_modes(snapshot: Snapshot, node: str) -> tuple[WorkloadMode, ...]:
-    """The mode of every workload on ``node`` or on no node yet (all when ``node`` is ''), in snapshot order."""
-    return tuple(WorkloadMode(w.ref, w.proxy_mode, mode_reason(w), w.source)
-                 for w in snapshot.workloads if not node or not w.node or w.node == node)
+def workload_modes(snapshot: Snapshot, node: str,
+                   serving: frozenset[WorkloadRef] | None = None) -> tuple[WorkloadMode, ...]:
+    """The mode of every workload on ``node`` or on no node yet (all when ``node`` is ''), in snapshot order.
+
+    ``serving`` are the sidecars seen serving on the node (None: every one): a workload
+    whose sidecar does not serve yet is in ``node`` mode until it does.
+    """
+    out = []
+    for w in snapshot.workloads:
+        if node and w.node and w.node != node:
+            continue
+        mode, reason = w.proxy_mode, mode_reason(w)
+        if mode is ProxyMode.SIDECAR and serving is not None and w.ref not in serving:
+            mode, reason = ProxyMode.NODE, f"{reason} asks for a sidecar, which does not serve yet: node until it does"
+        out.append(WorkloadMode(w.ref, mode, reason, w.source))
+    return tuple(out)

@@ -15,6 +15,7 @@ import attrs
 from ..model import BackendState, ServiceRef, Source
 from ._envoy_plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
 from ._modes import WorkloadMode
+from ._sidecar import SidecarPlan
 from ._policy_plan import PolicyPlan
 from ._tunnel import TunnelPlan
 
@@ -116,3 +117,5 @@ class Plan:
     tunnel: TunnelPlan | None = None
     #: The proxy mode of each workload of the node, and why.
     modes: tuple[WorkloadMode, ...] = ()
+    #: What each sidecar of the node serves.
+    sidecars: tuple[SidecarPlan, ...] = ()
