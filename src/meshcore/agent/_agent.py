@@ -252,7 +252,10 @@ class NodeAgent:
             else:
                 change = lb.apply(plan.bpf)
             if self._mtls is not None:
-                self._mtls.steer(plan.tunnel)
+                # Sidecars tunnel their pods' connections themselves (their cgroups, once they exist).
+                sidecars = [box.sidecar_cgroup for s in plan.sidecars
+                            if (box := self._sandboxes.get(s.workload)) is not None and os.path.isdir(box.sidecar_cgroup)]
+                self._mtls.steer(plan.tunnel, sidecars)
             return change
 
         try:
