@@ -18,7 +18,7 @@ from .._translator import ObjectKey
 from ..adapter import Adapter
 from ..compile import BpfDiff, BpfPlan, CompileOptions, EnvoyPlan, Plan, compile_plan
 from ..kube import KubeObject
-from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
+from ..model import Diagnostic, ProxyMode, Severity, Snapshot, WorkloadRef
 from ..observe import AgentMetrics, Flow
 from ..proxy import EnvoyStartError, NackError, ProxyConfigError
 from ._configs import config_statuses, rejected_configs
@@ -252,10 +252,7 @@ class NodeAgent:
             else:
                 change = lb.apply(plan.bpf)
             if self._mtls is not None:
-                # Sidecars tunnel their pods' connections themselves (their cgroups, once they exist).
-                sidecars = [box.sidecar_cgroup for s in plan.sidecars
-                            if (box := self._sandboxes.get(s.workload)) is not None and os.path.isdir(box.sidecar_cgroup)]
-                self._mtls.steer(plan.tunnel, sidecars)
+                self._mtls.steer(plan.tunnel, self._unsteered(plan))
             return change
 
         try:
@@ -290,6 +287,16 @@ class NodeAgent:
                 sidecar_changes.append(f"sidecars: steering not updated ({exc})")
         return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}",
                 *([f"mutual TLS {steered}"] if steered else []), *sidecar_changes]
+
+    def _unsteered(self, plan: Plan) -> list[str]:
+        """Cgroups the node's tunnel steering leaves alone: sidecars (they tunnel their pods' connections
+        themselves, once their cgroups exist) and kernel-only pods (not in mutual TLS)."""
+        out = [box.sidecar_cgroup for s in plan.sidecars
+               if (box := self._sandboxes.get(s.workload)) is not None and os.path.isdir(box.sidecar_cgroup)]
+        out += [box.cgroup for m in plan.modes
+                if m.mode is ProxyMode.NONE and (box := self._sandboxes.get(m.workload)) is not None
+                and os.path.isdir(box.cgroup)]
+        return out
 
     def _with_svids(self, plan: Plan) -> EnvoyPlan:
         """The plan's Envoy part with the SVIDs and trust bundle of its tunnels' identities."""
@@ -462,7 +469,13 @@ class NodeAgent:
             self._statuses = statuses
         self.metrics.applied(True)
         # The node proxy's requests name their peers' workloads and identities with these.
-        self.journal.names_changed(self.facts.name, policy_names(plan.policy))
+        names = policy_names(plan.policy)
+        self.journal.names_changed(self.facts.name, names)
+        for sidecar in plan.sidecars:
+            # A sidecar sees its own pod's connections coming from loopback.
+            own = names["peers"].get(sidecar.addresses[0])
+            peers = {**names["peers"], **({"127.0.0.1": own, "::1": own} if own else {})}
+            self.journal.names_changed(sidecar.node_id, {"peers": peers})
 
     def _failed(self, generation: int, stage: Stage, cause: BaseException) -> GenerationReport:
         if os.environ.get("MESHCORE_DEBUG"):

@@ -73,9 +73,14 @@ def _loopbacks(plan: SidecarPlan) -> tuple[str, ...]:
     return tuple(a for a, v in (("127.0.0.1", 4), ("::1", 6)) if v in families) or ("127.0.0.1",)
 
 
-def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...],
-                   settings: ProxySettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """HBONE chains and clusters for the destinations the sidecar tunnels (none without its SVID and a bundle)."""
+def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...], settings: ProxySettings,
+                   service_ports: set[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """HBONE chains and clusters for the destinations the sidecar tunnels (none without its SVID and a bundle).
+
+    Envoy picks among the chains of a connection's destination port before it looks at
+    addresses, and never falls back to chains without a port: a port the service chains
+    use gets its own copy of each tunnel chain.
+    """
     names = {s.name for s in secrets}
     bundle = next((s.name for s in secrets if s.name.startswith("bundle/")), "")
     if not plan.tunnel or svid_secret_name(plan.spiffe_id) not in names or not bundle:
@@ -87,18 +92,21 @@ def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...],
     for (server, node), dests in sorted(groups.items()):
         name = f"tunnel|{server}|{node}"
         steered = sorted({d.address for d in dests if d.steer and d.port == 0})
-        # A port of a steered address that is not steered (DISABLE) goes straight there.
-        for d in sorted((d for d in dests if d.port and not d.steer), key=lambda d: (d.address, d.port)):
-            chains.append({**_passthrough(f"{name}|{d.address}:{d.port}"), "filter_chain_match": {
-                "prefix_ranges": [_host_range(d.address)], "destination_port": d.port}})
-        for d in sorted((d for d in dests if d.port and d.steer), key=lambda d: (d.address, d.port)):
-            if d.address not in steered:
-                chains.append({**_tunnel_chain(f"{name}|{d.address}:{d.port}", name, plan, d.address),
-                               "filter_chain_match": {"prefix_ranges": [_host_range(d.address)],
-                                                      "destination_port": d.port}})
+        # A port with an entry of its own: tunnelled or not (DISABLE) as that entry says.
+        specific = {(d.address, d.port): d.steer for d in dests if d.port}
+        for (address, port), steer in sorted(specific.items()):
+            match = {"prefix_ranges": [_host_range(address)], "destination_port": port}
+            chain = _tunnel_chain(f"{name}|{address}:{port}", name, plan, address) if steer else \
+                _passthrough(f"{name}|{address}:{port}")
+            chains.append({**chain, "filter_chain_match": match})
         if steered:
             chains.append({**_tunnel_chain(name, name, plan, steered[0]),
                            "filter_chain_match": {"prefix_ranges": [_host_range(a) for a in steered]}})
+        for port in sorted(service_ports):
+            here = [a for a in steered if (a, port) not in specific]
+            if here:
+                chains.append({**_tunnel_chain(f"{name}|:{port}", name, plan, here[0]), "filter_chain_match": {
+                    "prefix_ranges": [_host_range(a) for a in here], "destination_port": port}})
         target = dests[0].node_addresses
         endpoint = next((a for a in target if ":" not in a), target[0])
         clusters.append({
@@ -178,7 +186,7 @@ def sidecar_resources(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...] = (),
     built = build_resources(envoy, settings)
     by_type = {t: dict(built.of(t)) for t in built.by_type}
     where = (Origin(f"sidecar of {plan.workload}"),)
-    tunnel_chains, tunnel_clusters = _tunnel_chains(plan, secrets, settings)
+    tunnel_chains, tunnel_clusters = _tunnel_chains(plan, secrets, settings, {o.port for o in plan.outbound})
     for made in (*tunnel_clusters, _passthrough_cluster(settings)):
         by_type.setdefault(CLUSTER, {})[made["name"]] = _resource(CLUSTER, made["name"], made, where)
     outbound: dict[str, Any] = {
