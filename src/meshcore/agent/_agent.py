@@ -692,11 +692,12 @@ class NodeAgent:
 
     def destroy(self) -> None:
         """Stop enforcing on this node: stop the proxy, detach the programs and remove the node's pins."""
-        from ..datapath import PolicyEnforcer, SocketLB  # noqa: PLC0415 - libbpf only when enforcing
+        from ..datapath import PolicyEnforcer, SidecarSteering, SocketLB  # noqa: PLC0415 - libbpf only when enforcing
 
         self.close()
         SocketLB(self.facts.name, self.facts.cgroup, self.facts.pin_root).destroy()
         PolicyEnforcer(self.facts.name, self.facts.pin_root, netns=self.facts.netns).destroy()
+        SidecarSteering(self.facts.name, self.facts.state_dir / SIDECAR_RECORDS, self.facts.pin_root).destroy()
 
     def close(self, *, keep_proxy: bool = False) -> None:
         """Release the enforcers' handles (pins keep enforcing) and stop the node proxy unless ``keep_proxy``."""

@@ -328,8 +328,8 @@ class SidecarSteering:
         self.records.unlink(missing_ok=True)
         for name in _MAP_NAMES:
             (self.root / "maps" / name).unlink(missing_ok=True)
-        for d in (pods, self.root / "maps", self.root):
+        for d in (pods, self.root / "maps", self.root, self.root.parent):
             try:
-                d.rmdir()
+                d.rmdir()  # the node's directory too, once nothing else of the node is pinned there
             except OSError:
                 pass
