@@ -180,7 +180,8 @@ def test_the_servers_ingress_policy_applies_to_tunnelled_connections(lab: Lab) -
     pods = _addresses(lab)
     assert run_python(lab, "other", _SEND, json.dumps([pods["guarded"]]), "hi") == {pods["guarded"]: "hi"}
     refused = run_python(lab, "client", _SEND, json.dumps([pods["guarded"], "guarded"]), "hi")
-    assert refused == {pods["guarded"]: "", "guarded": ""}, refused  # the tunnel closed it: no answer
+    # The tunnel closed it: no answer (a reset when the client's bytes were still unread).
+    assert set(refused) == {pods["guarded"], "guarded"} and set(refused.values()) <= {"", "ConnectionResetError"}, refused
 
 
 def test_a_process_on_the_underlay_forging_a_pods_address_is_refused_by_a_strict_workload(lab: Lab) -> None:
