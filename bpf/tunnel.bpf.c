@@ -8,7 +8,8 @@
  * (sockops TCP_CONNECT_CB), by the client's address and port. The node proxy reads it
  * back with getsockopt(SO_ORIGINAL_DST), answered here from that map, as netfilter
  * would answer it after a REDIRECT. UDP to a destination that refuses clear text is
- * refused. The node proxy's own connections are never steered.
+ * refused. The node proxy's own connections are never steered, nor those of the cgroups in
+ * tun_exempt (sidecars, which carry their pods' connections in tunnels of their own).
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -43,6 +44,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tun_config);
 } tun_config SEC(".maps");
+
+/* Cgroups whose connections are never steered besides the node proxy's: sidecars, which tunnel their own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} tun_exempt SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -96,12 +105,13 @@ static __always_inline int tun_steer(struct bpf_sock_addr *ctx, __u32 addr[4], _
 	struct tun_config *cfg;
 	struct tun_orig orig;
 	__u32 zero = 0;
-	__u64 cookie;
+	__u64 cookie, cgroup;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
 	cfg = bpf_map_lookup_elem(&tun_config, &zero);
-	if (!cfg || bpf_get_current_cgroup_id() == cfg->exempt_cgroup)
+	cgroup = bpf_get_current_cgroup_id();
+	if (!cfg || cgroup == cfg->exempt_cgroup || bpf_map_lookup_elem(&tun_exempt, &cgroup))
 		return 1;
 	dest = tun_lookup(addr, *port);
 	if (!dest || !(dest->flags & TUN_F_STEER))

@@ -295,6 +295,17 @@ def plan_data(plan: Plan) -> dict[str, Any]:
              "backends": [to_data(b) for b in s.backends]}
             for s in plan.bpf.services
         ]},
+        "workloads": [
+            {"workload": str(m.workload), "mode": m.mode.value, "reason": m.reason, "source": str(m.source)}
+            for m in plan.modes
+        ],
+        "sidecars": [
+            {"workload": str(sc.workload), "serving": sc.serving,
+             "serves": [f"{o.service}:{o.port}" for o in sc.outbound],
+             "passes": [{"service": f"{p.service}:{p.port}", "reason": p.reason} for p in sc.passed],
+             "checks": [listener.port for listener in sc.inbound]}
+            for sc in plan.sidecars
+        ],
     }
 
 
@@ -311,7 +322,8 @@ def plan_data(plan: Plan) -> dict[str, Any]:
                    f"(from {ServiceRanges().ipv4} and {ServiceRanges().ipv6}).")
 def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, kubeconfig: str | None,
          source_timeout: float, fmt: str | None, fail_on: str, node: str, assign_addresses: bool) -> None:
-    """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends.
+    """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends;
+    per workload, its proxy mode and why.
 
     Services read from files have no ClusterIPs until the API server assigns them; their
     ports are listed without frontends unless --assign-addresses assigns them here.
@@ -324,12 +336,29 @@ def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, 
     else:
         out.print_table(fmt, "Plan", ("service", "port", "addresses", "datapath", "backends", "reason"),
                         _plan_rows(result.snapshot, compiled), keep=("service", "port", "datapath"))
+        out.print_table(fmt, "Proxy modes", ("workload", "mode", "why"),
+                        [(str(m.workload), m.mode.value, m.reason) for m in compiled.modes],
+                        keep=("workload", "mode"))
+        if compiled.sidecars:
+            out.print_table(fmt, "Sidecars", ("workload", "service port", "handled by", "why"),
+                            _sidecar_rows(compiled), keep=("workload", "service port", "handled by"))
         pending = [s for s in result.snapshot.services if s.vip_assignment is VipAssignment.PENDING]
         if pending:
             out.remark(fmt, f"{len(pending)} service(s) have no ClusterIPs yet, so no frontends: "
                             "--assign-addresses assigns them as the lab does")
         out.print_diagnostics(result.diagnostics, fmt, stderr=True)
     sys.exit(1 if out.fails(result.diagnostics, fail_on) else 0)
+
+
+def _sidecar_rows(compiled: Plan) -> list[tuple[str, ...]]:
+    """Per sidecar and service port: whether the sidecar serves it or passes it to the node proxy, and why."""
+    rows: list[tuple[str, ...]] = []
+    for sc in compiled.sidecars:
+        rows += [(str(sc.workload), f"{o.service}:{o.port}", "sidecar", "") for o in sc.outbound]
+        rows += [(str(sc.workload), f"{p.service}:{p.port}", "node proxy", p.reason) for p in sc.passed]
+        rows += [(str(sc.workload), f"own port {listener.port}", "sidecar", "checks its L7 policy or tokens")
+                 for listener in sc.inbound]
+    return rows
 
 
 def _plan_rows(snapshot: Snapshot, compiled: Plan) -> list[tuple[str, ...]]:

@@ -99,6 +99,22 @@ def test_plan_shows_frontends_backends_and_decision(app: Path) -> None:
     ]
 
 
+def test_plan_shows_each_workload_proxy_mode_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(APP.replace("metadata: {name: shop}",
+                                "metadata: {name: shop, annotations: {meshcore.io/proxy-mode: sidecar}}"))
+    code, output = run("plan", "-f", str(path), "-o", "json")
+    assert code == 0
+    (workload,) = json.loads(output)["workloads"]
+    assert (workload["workload"], workload["mode"]) == ("shop/cart-1", "sidecar")
+    assert workload["reason"] == "annotation meshcore.io/proxy-mode on Namespace shop"
+    code, text = run("plan", "-f", str(path))
+    assert rows(text, "Proxy modes") == [
+        ["WORKLOAD", "MODE", "WHY"],
+        ["shop/cart-1", "sidecar", "annotation meshcore.io/proxy-mode on Namespace shop"],
+    ]
+
+
 def test_translate_reads_directories_and_stdin(app: Path) -> None:
     code, output = run("translate", "-f", str(app.parent), "-o", "json")
     from_dir = json.loads(output)

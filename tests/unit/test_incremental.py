@@ -38,8 +38,10 @@ def service(name: str, ip: str, selector: dict[str, str] | None = None, **spec: 
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "shop"}, "spec": body}
 
 
-def pod(name: str, app: str, ip: str, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+def pod(name: str, app: str, ip: str, ready: bool = True, deleting: bool = False, sidecar: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": "shop", "labels": {"app": app}}
+    if sidecar:
+        meta["annotations"] = {"meshcore.io/proxy-mode": "sidecar"}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
@@ -79,7 +81,8 @@ BASE: list[dict[str, Any]] = [
     service("split", "10.96.0.5"),
     # proxied needs the node proxy (a header match), which holds c's endpoints in a cluster.
     service("proxied", "10.96.0.6"),
-    pod("a-0", "a", "10.1.0.1"), pod("a-1", "a", "10.1.0.2"), pod("b-0", "b", "10.1.0.3"),
+    # b-0 has a sidecar, whose plan holds the same services' backends.
+    pod("a-0", "a", "10.1.0.1"), pod("a-1", "a", "10.1.0.2"), pod("b-0", "b", "10.1.0.3", sidecar=True),
     pod("d-0", "d", "10.1.0.4", ready=False),
     endpoint_slice("c-1", "c", [("10.1.0.4", True, False, "d-0")]),
     http_route("split", "split", [{"backendRefs": [{"name": "a", "port": 80, "weight": 3},
@@ -125,7 +128,8 @@ def changes(draw: st.DrawFn) -> tuple[str, Any]:
         return kind, draw(st.sampled_from(["c-1", "c-2", "x-1"]))
     if kind == "pod":
         name = draw(st.sampled_from(PODS))
-        return kind, pod(name, name[0], ADDRESSES[PODS.index(name)], draw(st.booleans()), draw(st.booleans()))
+        return kind, pod(name, name[0], ADDRESSES[PODS.index(name)], draw(st.booleans()), draw(st.booleans()),
+                         name == "b-0" and draw(st.booleans()))
     if kind == "delete-pod":
         return kind, draw(st.sampled_from(PODS))
     if kind == "service":

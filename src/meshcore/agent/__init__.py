@@ -32,6 +32,10 @@ embedded in another platform::
   those to the kernel (:class:`ChangingLoadBalancer`); a wider change is translated and
   compiled whole, with the same result. Sources may hand out every object or only
   :class:`Changes`.
+- Sidecars (:class:`Sidecars`): the node's workloads in sidecar mode get their own Envoy's
+  configuration over the node proxy's control plane, and the kernel steers them through it
+  once it serves (``sandboxes=`` says where each pod lives: :class:`PodSandbox`); the
+  report's ``sidecars`` (:class:`SidecarStatus`) say which serve.
 """
 
 from .._extras import require as _require_extra
@@ -52,11 +56,13 @@ from ._report import (
     ProxyStatus,
     Refusal,
     ResourceError,
+    SidecarStatus,
     Stage,
     read_report,
     write_report,
 )
 from ._run import AgentRunner, settle_heap
+from ._sidecars import PodSandbox, Sidecars
 from ._source import (
     Changes,
     ManifestFiles,
@@ -74,6 +80,6 @@ __all__ = [
     "JournalLimits", "parse_size", "Change", "Changes", "ChangingLoadBalancer", "ConfigReason", "ConfigStatus",
     "GenerationReport", "KernelLoadBalancer", "KernelPolicy", "LoadBalancer",
     "ManifestFiles", "NodeAgent", "NodeFacts", "NodeProxy", "ObjectsFile", "PolicyEnforcement", "ProxyStatus",
-    "Refusal", "ResourceError", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
+    "PodSandbox", "Refusal", "ResourceError", "SidecarStatus", "Sidecars", "SnapshotSource", "SourceError", "Stage", "Update", "config_statuses",
     "object_entry", "read_objects_file", "read_report", "settle_heap", "write_objects_file", "write_report",
 ]

@@ -18,7 +18,7 @@ from .._translator import ObjectKey
 from ..adapter import Adapter
 from ..compile import BpfDiff, BpfPlan, CompileOptions, EnvoyPlan, Plan, ProxyCode, compile_plan
 from ..kube import KubeObject
-from ..model import Diagnostic, Severity, Snapshot, WorkloadRef
+from ..model import Diagnostic, ProxyMode, Severity, Snapshot, WorkloadRef
 from ..observe import AgentMetrics, Flow
 from ..proxy import EnvoyStartError, NackError, ProxyConfigError
 from ._configs import config_statuses, rejected_configs
@@ -28,7 +28,9 @@ from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
 from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
 from ._pipeline import Generation, Pipeline
-from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, Stage, write_report
+from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, SidecarStatus, Stage, write_report
+from ._sidecars import RECORDS_FILE as SIDECAR_RECORDS
+from ._sidecars import PodSandbox, Sidecars
 
 if TYPE_CHECKING:
     from ..datapath import PolicyEnforcer
@@ -108,6 +110,9 @@ class NodeAgent:
         self.facts = facts
         self.adapters = adapters
         self.options = options or CompileOptions(proxy_enabled=True)
+        if self.options.sidecars_serving is None:
+            # Sidecars are enforced as such once this agent has seen them serve.
+            self.options = attrs.evolve(self.options, sidecars_serving=frozenset())
         # Mutual TLS needs SVIDs: with a source of them, meshed traffic between nodes is tunnelled.
         self._mtls: MutualTls | None = None
         if svids is not None:
@@ -131,6 +136,8 @@ class NodeAgent:
         self._applied: Plan | None = None
         self._kept: Pipeline | None = None
         self._interfaces: dict[WorkloadRef, str] | None = None
+        self._sandboxes: dict[WorkloadRef, PodSandbox] = {}
+        self._sidecars: Sidecars | None = None
         self._statuses: tuple[ConfigStatus, ...] = ()
         self._generation = 0
         self._flow_thread: threading.Thread | None = None
@@ -189,6 +196,30 @@ class NodeAgent:
         assert self._proxy is not None
         return self._proxy
 
+    def sidecars(self) -> Sidecars:
+        """The node's sidecars: served over the node proxy's control plane, steered in the kernel."""
+        if self._sidecars is None:
+            def control_plane() -> ControlPlane:
+                proxy = self.proxy()
+                if not isinstance(proxy, EnvoyNodeProxy):
+                    raise TypeError("sidecars are served over the Envoy node proxy's control plane")
+                return proxy.control_plane()
+
+            def settings() -> ProxySettings:
+                proxy = self.proxy()
+                return proxy.settings if isinstance(proxy, EnvoyNodeProxy) else ProxySettings()
+
+            from ._proxy import EnvoyNodeProxy  # noqa: PLC0415 - grpcio only when sidecars exist
+            from ..proxy import ControlPlane, ProxySettings  # noqa: PLC0415
+
+            self._sidecars = Sidecars(self.facts.name, self.facts.state_dir, control_plane, settings,
+                                      pin_root=self.facts.pin_root)
+        return self._sidecars
+
+    def _has_sidecars(self, plan: Plan) -> bool:
+        """True when ``plan`` has sidecars, or sidecars were served or attached before."""
+        return bool(plan.sidecars) or self._sidecars is not None or (self.facts.state_dir / SIDECAR_RECORDS).exists()
+
     def proxy_status(self) -> ProxyStatus:
         """The node proxy as it is now (``running`` False until a plan needed it)."""
         if self._proxy is None:
@@ -221,7 +252,7 @@ class NodeAgent:
             else:
                 change = lb.apply(plan.bpf)
             if self._mtls is not None:
-                self._mtls.steer(plan.tunnel)
+                self._mtls.steer(plan.tunnel, self._unsteered(plan))
             return change
 
         try:
@@ -232,13 +263,40 @@ class NodeAgent:
                 lb_summary = kernel()
         except Exception as exc:
             raise _Failed(stage, exc) from exc
+        sidecar_changes: list[str] = []
+        if self._has_sidecars(plan):
+            # Before policy: a sidecar that serves is steered through before the kernel stops
+            # admitting only the node proxy on its workload's checked ports.
+            try:
+                svids = self._mtls.current() if self._mtls is not None and plan.tunnel is not None else ()
+                sidecar_changes += self.sidecars().before_policy(plan, self._sandboxes, svids)
+            except Exception as exc:
+                self._roll_back(plan)
+                raise _Failed(Stage.KERNEL, exc) from exc
         try:
             policy_summary = self.policy().apply(plan.policy, interfaces)
         except Exception as exc:
             self._roll_back(plan)
             raise _Failed(Stage.POLICY, exc) from exc
+        if self._has_sidecars(plan):
+            # After policy: steering off only once the kernel admits only the node proxy again.
+            try:
+                sidecar_changes += self.sidecars().after_policy(plan)
+            except Exception as exc:  # noqa: BLE001 - policy is in force; steering stays until the next generation
+                log.error("updating the sidecars' steering failed (retried with the next generation): %s", exc)
+                sidecar_changes.append(f"sidecars: steering not updated ({exc})")
         return [f"kernel {lb_summary.summary()}", f"policy {policy_summary.summary()}",
-                *([f"mutual TLS {steered}"] if steered else [])]
+                *([f"mutual TLS {steered}"] if steered else []), *sidecar_changes]
+
+    def _unsteered(self, plan: Plan) -> list[str]:
+        """Cgroups the node's tunnel steering leaves alone: sidecars (they tunnel their pods' connections
+        themselves, once their cgroups exist) and kernel-only pods (not in mutual TLS)."""
+        out = [box.sidecar_cgroup for s in plan.sidecars
+               if (box := self._sandboxes.get(s.workload)) is not None and os.path.isdir(box.sidecar_cgroup)]
+        out += [box.cgroup for m in plan.modes
+                if m.mode is ProxyMode.NONE and (box := self._sandboxes.get(m.workload)) is not None
+                and os.path.isdir(box.cgroup)]
+        return out
 
     def _with_svids(self, plan: Plan) -> EnvoyPlan:
         """The plan's Envoy part with the SVIDs and trust bundle of its tunnels' identities."""
@@ -281,16 +339,21 @@ class NodeAgent:
 
     def apply_objects(self, objects: Iterable[KubeObject | Mapping[str, object]], *,
                       interfaces: Mapping[WorkloadRef, str] | None = None, generation: int | None = None,
-                      diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
+                      diagnostics: Sequence[Diagnostic] = (),
+                      sandboxes: Mapping[WorkloadRef, PodSandbox] | None = None) -> GenerationReport:
         """Translate and compile ``objects`` (every object of the generation) for this node and apply them.
 
         Raw Envoy configs Envoy rejects are left out and the rest is applied; when no node
         proxy can run, ports that needed it stay on the kernel datapath and the configs
         that needed it are reported NotServed. What changed since the previous generation
         is found first, so a change costs what it touches (see :meth:`apply_changes`).
+        ``sandboxes`` (workload → where its pod lives) let its sidecar be steered through;
+        left out, the previous ones stay.
         """
         with self._lock:
             generation = self._next(generation)
+            if sandboxes is not None:
+                self._sandboxes = dict(sandboxes)
             try:
                 kube, loaded = load(objects=objects)
                 result = self._pipeline().objects(kube)
@@ -300,7 +363,8 @@ class NodeAgent:
 
     def apply_changes(self, upserted: Iterable[KubeObject | Mapping[str, object]] = (),
                       deleted: Iterable[ObjectKey] = (), *, interfaces: Mapping[WorkloadRef, str] | None = None,
-                      generation: int | None = None, diagnostics: Sequence[Diagnostic] = ()) -> GenerationReport:
+                      generation: int | None = None, diagnostics: Sequence[Diagnostic] = (),
+                      sandboxes: Mapping[WorkloadRef, PodSandbox] | None = None) -> GenerationReport:
         """Apply a change to the previous generation: ``upserted`` objects added or replacing those
         of their (apiVersion, kind, namespace, name), ``deleted`` keys removed.
 
@@ -312,6 +376,8 @@ class NodeAgent:
         """
         with self._lock:
             generation = self._next(generation)
+            if sandboxes is not None:
+                self._sandboxes = dict(sandboxes)
             try:
                 kube, loaded = load(objects=upserted)
                 result = self._pipeline().changes(kube, deleted)
@@ -403,7 +469,13 @@ class NodeAgent:
             self._statuses = statuses
         self.metrics.applied(True)
         # The node proxy's requests name their peers' workloads and identities with these.
-        self.journal.names_changed(self.facts.name, policy_names(plan.policy))
+        names = policy_names(plan.policy)
+        self.journal.names_changed(self.facts.name, names)
+        for sidecar in plan.sidecars:
+            # A sidecar sees its own pod's connections coming from loopback.
+            own = names["peers"].get(sidecar.addresses[0])
+            peers = {**names["peers"], **({"127.0.0.1": own, "::1": own} if own else {})}
+            self.journal.names_changed(sidecar.node_id, {"peers": peers})
 
     def _failed(self, generation: int, stage: Stage, cause: BaseException) -> GenerationReport:
         if os.environ.get("MESHCORE_DEBUG"):
@@ -421,7 +493,7 @@ class NodeAgent:
     def _report(self, report: GenerationReport) -> GenerationReport:
         if report.applied and not report.config_status:
             report = attrs.evolve(report, config_status=self._statuses)
-        report = attrs.evolve(report, proxy=self.proxy_status(), time=time.time())
+        report = attrs.evolve(report, proxy=self.proxy_status(), time=time.time(), sidecars=self._sidecar_statuses())
         if report.applied:
             log.info("%s", report.summary)
         self.last_report = report
@@ -434,17 +506,50 @@ class NodeAgent:
             return
         write_report(self.facts.state_dir / REPORT_FILE, self.last_report)
 
+    def _sidecar_statuses(self) -> tuple[SidecarStatus, ...]:
+        if self._sidecars is None:
+            return ()
+        try:
+            return self._sidecars.statuses(self._applied)
+        except Exception as exc:  # noqa: BLE001 - status must never break reporting
+            log.warning("reading the sidecars' status failed: %s", exc)
+            return ()
+
     def watch(self) -> None:
-        """Between generations: renew SVIDs that are due, let the proxy note a restarted Envoy, refresh the report."""
+        """Between generations: renew SVIDs that are due, steer through sidecars that began (or stopped)
+        serving, let the proxy note a restarted Envoy, refresh the report."""
         with self._lock:
             self._renew_svids()
+            self._follow_sidecars()
             if self._proxy is None or self.last_report is None:
                 return
             self._proxy.watch()
             status = self.proxy_status()
-            if status != self.last_report.proxy:
-                self.last_report = attrs.evolve(self.last_report, proxy=status)
+            sidecars = self._sidecar_statuses()
+            if status != self.last_report.proxy or sidecars != self.last_report.sidecars:
+                self.last_report = attrs.evolve(self.last_report, proxy=status, sidecars=sidecars)
                 self.save_report()
+
+    def _follow_sidecars(self) -> None:
+        """Compile and apply the last generation again when the set of serving sidecars changed."""
+        if self._sidecars is None or self._kept is None or self._kept.translation is None:
+            return
+        try:
+            serving = self._sidecars.serving()
+        except Exception as exc:  # noqa: BLE001 - looked at again at the next watch
+            log.warning("reading the sidecars' status failed: %s", exc)
+            return
+        pipeline = self._kept
+        if serving == pipeline.options.sidecars_serving:
+            return
+        log.info("sidecars serving: %s", ", ".join(sorted(map(str, serving))) or "none")
+        pipeline.options = attrs.evolve(pipeline.options, sidecars_serving=serving)
+        try:
+            result = pipeline.recompile()
+        except Exception as exc:  # noqa: BLE001 - a bug in compile must not stop the node
+            self._failed(self._generation, Stage.COMPILE, exc)
+            return
+        self._apply_generation(self._generation, result, None, [])
 
     def _renew_svids(self) -> None:
         """Serve renewed SVIDs to the node proxy (its open connections keep their sessions)."""
@@ -587,11 +692,12 @@ class NodeAgent:
 
     def destroy(self) -> None:
         """Stop enforcing on this node: stop the proxy, detach the programs and remove the node's pins."""
-        from ..datapath import PolicyEnforcer, SocketLB  # noqa: PLC0415 - libbpf only when enforcing
+        from ..datapath import PolicyEnforcer, SidecarSteering, SocketLB  # noqa: PLC0415 - libbpf only when enforcing
 
         self.close()
         SocketLB(self.facts.name, self.facts.cgroup, self.facts.pin_root).destroy()
         PolicyEnforcer(self.facts.name, self.facts.pin_root, netns=self.facts.netns).destroy()
+        SidecarSteering(self.facts.name, self.facts.state_dir / SIDECAR_RECORDS, self.facts.pin_root).destroy()
 
     def close(self, *, keep_proxy: bool = False) -> None:
         """Release the enforcers' handles (pins keep enforcing) and stop the node proxy unless ``keep_proxy``."""
@@ -608,6 +714,8 @@ class NodeAgent:
                 self._policy = None
             if self._mtls is not None:
                 self._mtls.close()
+            if self._sidecars is not None:
+                self._sidecars.close()
             self.journal.close()
             if self._flow_server is not None:
                 self._flow_server.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..compile import EnvoySecret, TunnelPlan
@@ -78,9 +79,12 @@ class MutualTls:
         """Renew the SVIDs that are due; True when any changed (the proxy's secrets must be served again)."""
         return bool(self._wanted) and self.cache.sync(self._wanted)
 
-    def steer(self, tunnel: TunnelPlan | None) -> str:
-        """Point the kernel at the proxy for ``tunnel``'s destinations; a one-line summary."""
-        return self.steering().apply(tunnel, self.facts.ipv4, self.facts.ipv6).summary()
+    def steer(self, tunnel: TunnelPlan | None, exempt: Sequence[str] = ()) -> str:
+        """Point the kernel at the proxy for ``tunnel``'s destinations, never steering the cgroups ``exempt``
+        (sidecars, which tunnel their own); a one-line summary."""
+        steering = self.steering()
+        steering.exempt(exempt)
+        return steering.apply(tunnel, self.facts.ipv4, self.facts.ipv6).summary()
 
     def close(self) -> None:
         """Release the steering's handles (its pins keep steering)."""

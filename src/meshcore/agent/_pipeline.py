@@ -70,12 +70,24 @@ class Pipeline:
         """The generation the previous one becomes with ``upserted`` added or replaced and ``deleted`` removed."""
         return self._compile(self._translator.update(upserted, deleted))
 
+    @property
+    def translation(self) -> Translation | None:
+        """The last generation's translation (None before the first)."""
+        return self._translator.translation
+
+    def recompile(self) -> Generation:
+        """The last generation compiled again with the current :attr:`options`."""
+        translation = self._translator.translation
+        if translation is None:
+            raise ValueError("nothing was translated yet")
+        return self._compile(translation, whole=True)
+
     def labels(self) -> dict[str, str]:
         """The node's labels: its Node object's, else the defaults."""
         node = self._translator.objects.get(node_key(self.node))
         return dict(node.labels) if node is not None else dict(self.default_labels)
 
-    def _compile(self, translation: Translation) -> Generation:
+    def _compile(self, translation: Translation, whole: bool = False) -> Generation:
         labels = self.labels()
         options = attrs.evolve(self.options, node_labels=labels)
         previous = self._compiled
@@ -84,7 +96,7 @@ class Pipeline:
         else:
             compiled = previous.recompile(translation.snapshot, self.node, options)
         self._compiled = compiled
-        replaced = self._translator.replaced
+        replaced = None if whole else self._translator.replaced
         if replaced is None:
             return Generation(translation, compiled, labels)
         if previous is None or compiled.bpf_diff is None:

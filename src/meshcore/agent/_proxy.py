@@ -99,13 +99,21 @@ class EnvoyNodeProxy:
         """True once the control plane and Envoy were started (and until stopped)."""
         return self._envoy is not None
 
-    def _start(self, plan: EnvoyPlan) -> None:
-        """Start the control plane serving ``plan`` and an Envoy; waits until Envoy acknowledged it."""
-        cp = ControlPlane(f"unix:{self.state_dir / XDS_SOCKET}").start()
-        try:
+    def control_plane(self) -> ControlPlane:
+        """The node's control plane (started on first use), which also serves the node's sidecars."""
+        if self._cp is None:
+            cp = ControlPlane(f"unix:{self.state_dir / XDS_SOCKET}").start()
             if self.journal is not None:
                 # Raw chunks, one write each: the agent does no per-request work; readers decode.
                 cp.record_flows(self.journal)
+            self._cp = cp
+        return self._cp
+
+    def _start(self, plan: EnvoyPlan) -> None:
+        """Start the control plane serving ``plan`` and an Envoy; waits until Envoy acknowledged it."""
+        started = self._cp is None
+        cp = self.control_plane()
+        try:
             version = cp.set_plan(self.node, plan, self.settings)
             envoy = EnvoySupervisor(EnvoyOptions(self.node, cp.endpoint, self.state_dir / ENVOY_DIR, netns=self.envoy_netns))
             # A previous run's lines were journaled up to its last read: reading them again
@@ -117,9 +125,11 @@ class EnvoyNodeProxy:
             self._record(None)
             envoy.start()
         except BaseException:
-            cp.stop(0)
+            if started:
+                cp.stop(0)
+                self._cp = None
             raise
-        self._cp, self._envoy = cp, envoy
+        self._envoy = envoy
         self.record()
         log.info("node proxy started: Envoy pid %s, control plane %s", envoy.pid, cp.endpoint.grpc_target)
         cp.wait_synced(self.node, version, SYNC_TIMEOUT_S)

@@ -15,7 +15,7 @@ import attrs
 from ..model import Diagnostic, Severity, Source
 
 __all__ = [
-    "ConfigReason", "ConfigStatus", "GenerationReport", "ProxyStatus", "Refusal", "ResourceError",
+    "ConfigReason", "ConfigStatus", "GenerationReport", "ProxyStatus", "Refusal", "ResourceError", "SidecarStatus",
     "Stage", "read_report", "write_report",
 ]
 
@@ -120,6 +120,30 @@ class ProxyStatus:
 
 
 @attrs.frozen
+class SidecarStatus:
+    """One sidecar as the agent sees it: connected, acknowledged its configuration, steered through."""
+
+    workload: str
+    node_id: str
+    connected: bool = False
+    synced: bool = False
+    #: The kernel steers the workload's connections through it.
+    serving: bool = False
+    #: Why it cannot serve, when it cannot (e.g. the agent does not know where the pod is).
+    problem: str = ""
+
+    def to_data(self) -> dict[str, object]:
+        """Plain data for JSON."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, object]) -> SidecarStatus:
+        """Read back what :meth:`to_data` wrote."""
+        names = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+
+
+@attrs.frozen
 class Refusal:
     """Part of a generation that was left out while the rest was applied, and why."""
 
@@ -165,6 +189,8 @@ class GenerationReport:
     pid: int = attrs.field(factory=os.getpid)
     time: float = 0.0
     scope: str = ""
+    #: The node's sidecars as they are now.
+    sidecars: tuple[SidecarStatus, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -185,6 +211,7 @@ class GenerationReport:
             "configStatus": [c.to_data() for c in self.config_status],
             "diagnostics": [_diagnostic_data(d) for d in self.diagnostics],
             "proxy": self.proxy.to_data(), "time": self.time, "scope": self.scope,
+            "sidecars": [sc.to_data() for sc in self.sidecars],
         }
 
     @classmethod
@@ -202,6 +229,7 @@ class GenerationReport:
             diagnostics=tuple(_diagnostic_from(d) for d in data.get("diagnostics") or ()),
             proxy=ProxyStatus.from_data(data.get("proxy") or {}), pid=int(data.get("pid", 0)),
             time=float(data.get("time", 0.0)), scope=str(data.get("scope", "")),
+            sidecars=tuple(SidecarStatus.from_data(sc) for sc in data.get("sidecars") or ()),
         )
 
 

@@ -99,10 +99,11 @@ class AgentRunner:
         if update.changes is not None:
             report = self.agent.apply_changes(update.changes.upserted, update.changes.deleted,
                                               interfaces=update.interfaces, generation=update.generation,
-                                              diagnostics=update.diagnostics)
+                                              diagnostics=update.diagnostics, sandboxes=update.sandboxes)
         else:
             report = self.agent.apply_objects(update.objects, interfaces=update.interfaces,
-                                              generation=update.generation, diagnostics=update.diagnostics)
+                                              generation=update.generation, diagnostics=update.diagnostics,
+                                              sandboxes=update.sandboxes)
         self._took(report)
         if self.settle_heap and report.scope == "whole":
             settle_heap()

@@ -26,6 +26,7 @@ import attrs
 from .._translator import ObjectKey
 from ..kube import CLUSTER_SCOPED_KINDS, KubeObject, iter_input_files, load_paths, make_object
 from ..model import Diagnostic, Source, WorkloadRef
+from ._sidecars import PodSandbox
 
 __all__ = ["OBJECTS_VERSION", "Changes", "ManifestFiles", "ObjectsFile", "SnapshotSource", "SourceError", "Update",
            "object_entry", "read_objects_file", "write_objects_file"]
@@ -61,7 +62,7 @@ class Update:
     ``objects`` are every object of the generation, unless ``changes`` is given: then the
     generation is the previous one with those changes (and ``objects`` is not read).
     ``interfaces`` maps each local workload to its host-side interface, where L3/L4
-    policy is attached; None when the source does not know them (something else wires
+    policy is attached, and ``sandboxes`` to its cgroup and network namespace; None when the source does not know them (something else wires
     the workloads): the policy's attachments are then left as they are. ``diagnostics``
     are problems the source met reading the input.
     """
@@ -71,6 +72,9 @@ class Update:
     interfaces: Mapping[WorkloadRef, str] | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
     changes: Changes | None = None
+    #: Where each local pod lives (cgroup, network namespace), for steering through its
+    #: sidecar; None when the source does not know.
+    sandboxes: Mapping[WorkloadRef, PodSandbox] | None = None
 
 
 class SnapshotSource(Protocol):
@@ -89,10 +93,12 @@ def object_entry(body: Mapping[str, Any], source: Source) -> dict[str, Any]:
 
 
 def write_objects_file(path: Path, generation: int, entries: Sequence[Mapping[str, Any]],
-                       interfaces: Mapping[WorkloadRef, str], **extra: Any) -> None:
+                       interfaces: Mapping[WorkloadRef, str], sandboxes: Mapping[WorkloadRef, PodSandbox] | None = None,
+                       **extra: Any) -> None:
     """Write an objects file atomically (``entries`` from :func:`object_entry`)."""
     data = {"version": OBJECTS_VERSION, "generation": generation, **extra, "objects": list(entries),
-            "interfaces": {f"{ref.namespace}/{ref.name}": name for ref, name in sorted(interfaces.items())}}
+            "interfaces": {f"{ref.namespace}/{ref.name}": name for ref, name in sorted(interfaces.items())},
+            "sandboxes": {str(ref): box.to_data() for ref, box in sorted((sandboxes or {}).items())}}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -112,6 +118,16 @@ def _objects(entries: Iterable[Mapping[str, Any]]) -> tuple[KubeObject, ...]:
                                column=int(source.get("column", 0)),
                                cluster_scoped=str(body.get("kind", "")) in CLUSTER_SCOPED_KINDS))
     return tuple(out)
+
+
+def _sandboxes(data: Mapping[str, Mapping[str, object]]) -> dict[WorkloadRef, PodSandbox]:
+    out = {}
+    for key, box in data.items():
+        namespace, sep, pod = key.partition("/")
+        if not sep:
+            raise SourceError(f"sandbox key {key!r} is not <namespace>/<pod>")
+        out[WorkloadRef(namespace, pod)] = PodSandbox.from_data(box)
+    return out
 
 
 def _interfaces(data: Mapping[str, str]) -> dict[WorkloadRef, str]:
@@ -161,7 +177,8 @@ def read_objects_file(path: Path) -> Update:
     except (TypeError, ValueError):
         raise SourceError(f"{path}: generation {data.get('generation')!r} is not a number") from None
     try:
-        return Update(generation, _objects(data.get("objects") or ()), _interfaces(data.get("interfaces") or {}))
+        return Update(generation, _objects(data.get("objects") or ()), _interfaces(data.get("interfaces") or {}),
+                      sandboxes=_sandboxes(data.get("sandboxes") or {}))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SourceError(f"{path}: malformed objects file: {exc}", generation) from None
 

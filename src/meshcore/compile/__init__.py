@@ -62,11 +62,24 @@ from ._tunnel import (
     TunnelWorkload,
     tunnel_sni,
 )
+from ._modes import WorkloadMode, mode_reason, workload_modes
+from ._sidecar import (
+    SIDECAR_INBOUND_PORT,
+    SIDECAR_OUTBOUND_PORT,
+    SidecarPassed,
+    SidecarPlan,
+    SidecarService,
+    compile_sidecars,
+    sidecar_node_id,
+)
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
     "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
     "tunnel_sni",
+    "WorkloadMode", "mode_reason", "workload_modes",
+    "SIDECAR_INBOUND_PORT", "SIDECAR_OUTBOUND_PORT", "SidecarPassed", "SidecarPlan", "SidecarService",
+    "compile_sidecars", "sidecar_node_id",
     "PROXY_PORT_BASE", "PROXY_PORT_RANGE",
     "ANY_IDENTITY", "ANY_PROTOCOL", "CIDR_IDENTITY_BASE", "IpcacheEntry", "L7Handoff", "PolicyEndpoint",
     "PolicyEntry", "PolicyIdentity", "PolicyPeer", "PolicyOrigin", "PolicyPlan", "PolicyVerdict",

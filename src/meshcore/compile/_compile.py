@@ -17,14 +17,20 @@ from ..model._gc import gc_paused
 from ._decide import decide, l7_policies, virtual_hosts
 from ._envoy import ProxiedPort, build_envoy_plan
 from ._envoy_raw import raw_part
+from ._modes import workload_modes
+from ._sidecar import SidecarPlan, compile_sidecars, serving_sidecars, sidecar_gates
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
-from ._tunnel import compile_tunnel, strict_gates, with_access
+from ._tunnel import TunnelPlan, compile_tunnel, strict_gates, with_access
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE, PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 #: Backend weights written to the kernel are scaled so one frontend's weights sum to this.
 WEIGHT_SCALE = 1000
+
+
+def _refs(value: Iterable[WorkloadRef] | None) -> frozenset[WorkloadRef] | None:
+    return None if value is None else frozenset(value)
 
 
 def _labels(value: Mapping[str, str]) -> Labels:
@@ -55,6 +61,10 @@ class CompileOptions:
     proxy_port_base: int = attrs.field(default=PROXY_PORT_BASE)
     proxy_port_range: int = attrs.field(default=PROXY_PORT_RANGE)
     node_labels: Labels = attrs.field(factory=Labels, converter=_labels)
+    #: The node's sidecars seen serving (their Envoy acknowledged its configuration): only
+    #: their workloads are enforced in sidecar mode, the others in node mode until theirs
+    #: serve. None (planning offline): every sidecar is taken to serve.
+    sidecars_serving: frozenset[WorkloadRef] | None = attrs.field(default=None, converter=_refs)
 
     def __attrs_post_init__(self) -> None:
         if self.proxy_port_range < 1 or not 1 <= self.proxy_port_base <= 65536 - self.proxy_port_range:
@@ -163,19 +173,29 @@ class Compiler:
             chosen = list(parts)
             options = self.options
             tunnel = compile_tunnel(self.snapshot, self.node) if options.mtls and options.proxy_enabled else None
-            policy = compile_policy(self.snapshot, self.node, strict_gates(self.snapshot) if tunnel is not None else ())
+            serving = serving_sidecars(self.snapshot, self.node, options.sidecars_serving)
+            policy = compile_policy(self.snapshot, self.node, strict_gates(self.snapshot) if tunnel is not None else (),
+                                    serving)
             if tunnel is not None:
-                tunnel = with_access(tunnel, policy)
+                tunnel = with_access(tunnel, policy, {r: p for r, p in sidecar_gates(self.snapshot).items()
+                                                      if r in serving})
             envoy = self.envoy([i for p in chosen for i in p.proxied])
+            bpf = BpfPlan([f for p in chosen for f in p.frontends])
             return Plan(
                 node=self.node,
                 snapshot_hash=self.snapshot.content_hash,
-                bpf=BpfPlan([f for p in chosen for f in p.frontends]),
+                bpf=bpf,
                 envoy=attrs.evolve(envoy, tunnel=tunnel) if tunnel is not None else envoy,
                 decisions=tuple(d for p in chosen for d in p.decisions),
                 policy=policy,
                 tunnel=tunnel,
+                modes=workload_modes(self.snapshot, self.node, options.sidecars_serving),
+                sidecars=self.sidecars(bpf, envoy, tunnel),
             )
+
+    def sidecars(self, bpf: BpfPlan, envoy: EnvoyPlan, tunnel: TunnelPlan | None) -> tuple[SidecarPlan, ...]:
+        """The plans of the node's sidecars, from the node's frontends and node proxy plan."""
+        return compile_sidecars(self.snapshot, self.node, bpf, envoy, tunnel, self.options.sidecars_serving)
 
     def envoy(self, proxied: Sequence[ProxiedPort]) -> EnvoyPlan:
         """The node proxy's plan for the proxied ports and the node's raw configs."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..model import ClientMatch, ProxyMode, Workload
+from ..model import ClientMatch, Workload
 from ._envoy_plan import ClientView, EnvoyRoute, EnvoyVirtualHost
 from ._envoy_sources import SourceSet
 
@@ -52,7 +52,7 @@ def _kept(vhosts: Sequence[EnvoyVirtualHost], answers: dict[ClientMatch, bool]) 
 
 def _clients(workloads: Sequence[Workload]) -> list[Workload]:
     """The workloads whose connections are their own: not host-network or opted out (their address is the node's)."""
-    return [w for w in workloads if w.proxy_mode is ProxyMode.MESH]
+    return [w for w in workloads if w.proxy_mode.meshed]
 
 
 @functools.lru_cache(maxsize=65536)

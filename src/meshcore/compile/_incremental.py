@@ -170,6 +170,9 @@ class CompiledPlan:
         new_plan = attrs.evolve(
             plan, snapshot_hash=compiler.snapshot.content_hash, bpf=sorted_bpf_plan(tuple(frontends)),
             envoy=envoy, decisions=tuple(decisions))
+        if plan.sidecars:
+            # Sidecars serve the same backends: their clusters follow the new ones.
+            new_plan = attrs.evolve(new_plan, sidecars=compiler.sidecars(new_plan.bpf, new_plan.envoy, plan.tunnel))
         if envoy is not plan.envoy:
             indexes = attrs.evolve(indexes, envoy_services=_envoy_services(new_plan))
         return CompiledPlan(compiler, new_plan, proxied, BpfDiff(changed=tuple(updated)), indexes)

@@ -14,6 +14,8 @@ import attrs
 
 from ..model import BackendState, ServiceRef, Source
 from ._envoy_plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
+from ._modes import WorkloadMode
+from ._sidecar import SidecarPlan
 from ._policy_plan import PolicyPlan
 from ._tunnel import TunnelPlan
 
@@ -113,3 +115,7 @@ class Plan:
     policy: PolicyPlan = attrs.field(factory=PolicyPlan)
     #: Mutual-TLS tunnels between nodes (None: mutual TLS is off, ``CompileOptions.mtls``).
     tunnel: TunnelPlan | None = None
+    #: The proxy mode of each workload of the node, and why.
+    modes: tuple[WorkloadMode, ...] = ()
+    #: What each sidecar of the node serves.
+    sidecars: tuple[SidecarPlan, ...] = ()

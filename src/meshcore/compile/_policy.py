@@ -83,10 +83,14 @@ _PROTOCOLS = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": sock
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def identity_key(workload: Workload) -> str:
-    """The stable text a workload's numeric identity is derived from."""
+def identity_key(workload: Workload, sidecar: bool = False) -> str:
+    """The stable text a workload's numeric identity is derived from.
+
+    A workload whose sidecar serves is enforced differently (its sidecar checks its L7
+    rules), so it has an identity of its own on its node (``sidecar``).
+    """
     labels = ",".join(f"{k}={v}" for k, v in workload.labels.items())
-    return f"{workload.identity.spiffe_id}|{labels}"
+    return f"{workload.identity.spiffe_id}|{labels}" + ("|sidecar" if sidecar else "")
 
 
 def allocate_ids(keys: Iterable[str], low: int, high: int) -> dict[str, int]:
@@ -146,11 +150,12 @@ class _Cidr:
 class _Universe:
     """Every identity in the snapshot and what peer selectors resolve to."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, sidecars: frozenset[WorkloadRef] = frozenset()) -> None:
         self.ns_labels = {n.name: n.labels for n in snapshot.namespaces}
+        self.sidecars = sidecars
         by_key: dict[str, Workload] = {}
         for w in snapshot.workloads:
-            by_key.setdefault(identity_key(w), w)
+            by_key.setdefault(identity_key(w, w.ref in sidecars), w)
         ids = allocate_ids(by_key, FIRST_ALLOCATED_IDENTITY, CIDR_IDENTITY_BASE)
         self.workload_ids = {k: ids[k] for k in by_key}
         self.idents = [
@@ -177,7 +182,7 @@ class _Universe:
 
     def workload_id(self, workload: Workload) -> int:
         """The numeric identity of a workload."""
-        return self.workload_ids[identity_key(workload)]
+        return self.workload_ids[identity_key(workload, workload.ref in self.sidecars)]
 
     def _in_blocks(self, net: _Net, blocks: tuple[IpBlock, ...]) -> bool:
         for block in blocks:
@@ -268,14 +273,17 @@ STRICT_ORIGIN = "MTLS-STRICT"
 
 
 def compile_policy(snapshot: Snapshot, node: str = "",
-                   strict: Sequence[tuple[WorkloadRef, Sequence[PortRange], str, Source]] = ()) -> PolicyPlan:
+                   strict: Sequence[tuple[WorkloadRef, Sequence[PortRange], str, Source]] = (),
+                   sidecars: frozenset[WorkloadRef] = frozenset()) -> PolicyPlan:
     """The L3/L4 policy of ``snapshot`` for the workloads on ``node`` (all when ``node`` is '').
 
     ``strict`` are ports that refuse clear text (mutual TLS STRICT, see :mod:`._tunnel`): only
     the node proxy, which terminates the tunnels, may reach them (an origin of action
-    :data:`STRICT_ORIGIN`).
+    :data:`STRICT_ORIGIN`). ``sidecars`` are workloads whose own sidecar serves: it checks
+    their L7 rules and tokens, so the kernel admits everyone the rules' L3/L4 parts admit on
+    their checked ports (no proxy-only gates), and each has an identity of its own.
     """
-    universe = _Universe(snapshot)
+    universe = _Universe(snapshot, sidecars)
     ipcache = {
         str(ipaddress.ip_network(a)): universe.workload_id(w) for w in snapshot.workloads for a in w.addresses
     }
@@ -287,17 +295,21 @@ def compile_policy(snapshot: Snapshot, node: str = "",
     handoffs: list[L7Handoff] = []
     # policy → (origin index, L4 rule, remote identities if fixed) it enforces at L4
     compiled: list[tuple[AuthorizationPolicy, list[tuple[int, PolicyRule, list[int] | None]]]] = []
+    # The same for workloads whose sidecar checks the L7 parts: an ALLOW rule's L3/L4 part.
+    for_sidecars: list[tuple[AuthorizationPolicy, list[tuple[int, PolicyRule, list[int] | None]]]] = []
     for policy in snapshot.policies:
         if policy.action is PolicyAction.AUDIT:
             continue
         ref = f"{policy.namespace}/{policy.name}"
         rules: list[tuple[int, PolicyRule, list[int] | None]] = []
+        sidecar_rules: list[tuple[int, PolicyRule, list[int] | None]] = []
         for i, rule in enumerate(policy.rules):
             remotes = None
             folded = fold_conditions(rule)
             if folded is MATCHES_NOTHING:
                 continue
             base = folded if folded is not None else rule
+            sidecar_rule: PolicyRule | None = None
             if not base.needs_l7:
                 # Its conditions were all on the peer's namespace or principal or the port.
                 rule = base
@@ -308,11 +320,15 @@ def compile_policy(snapshot: Snapshot, node: str = "",
             else:
                 handoffs.append(L7Handoff(
                     ref, i, "ALLOW rule with L7 parts: L4 admits only the node proxy on its ports, Envoy RBAC the rest"))
+                # A workload's own sidecar checks the L7 parts; its kernel applies the rest.
+                sidecar_rule = without_l7(base)
                 rule, remotes = ports_only(base), [int(ReservedIdentity.NODE_PROXY)]
             index = len(origins) + 1
             origins.append(PolicyOrigin(index, ref, str(policy.action), policy.direction, i, policy.source))
             rules.append((index, rule, remotes))
+            sidecar_rules.append((index, sidecar_rule, None) if sidecar_rule is not None else (index, rule, remotes))
         compiled.append((policy, rules))
+        for_sidecars.append((policy, sidecar_rules))
 
     # What only the node Envoy checks (L7 rules, JWTs) must not be skipped by dialling a pod's
     # HTTP port directly (nor the headers JWT claims are copied to forged): there only the
@@ -328,7 +344,8 @@ def compile_policy(snapshot: Snapshot, node: str = "",
         handoffs.append(L7Handoff(found.ref, 0, f"{found.why} is checked by the node proxy, so only it may reach "
                                                 f"port(s) {', '.join(map(str, ports))} of the selected workloads"))
         for workload, workload_ports in found.ports.items():
-            proxy_only[identity_of[workload]][index] |= workload_ports
+            if workload not in sidecars:  # a serving sidecar checks these ports itself
+                proxy_only[identity_of[workload]][index] |= workload_ports
     strict_only: dict[int, dict[int, list[PortRange]]] = defaultdict(dict)
     for workload, ranges, by, source in strict:
         index = len(origins) + 1
@@ -344,7 +361,7 @@ def compile_policy(snapshot: Snapshot, node: str = "",
         ident = universe.workload_id(w)
         allows: dict[Direction, list[str]] = {d: [] for d in Direction}
         per_dir: dict[Direction, _Contribs] = {d: defaultdict(list) for d in Direction}
-        for policy, rules in compiled:
+        for policy, rules in for_sidecars if w.ref in sidecars else compiled:
             if not policy.selects(w.namespace, w.labels):
                 continue
             if policy.action is PolicyAction.ALLOW:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..model import Direction, PeerAuthentication, PeerAuthMode, PortRange, ProxyMode, Snapshot, Source, Workload, WorkloadRef
+from ..model import Direction, PeerAuthentication, PeerAuthMode, PortRange, Snapshot, Source, Workload, WorkloadRef
 
 from ._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyPlan, PolicyVerdict
 
@@ -150,7 +150,7 @@ def strict_port_ranges(mode: PeerAuthMode, port_modes: Mapping[int, PeerAuthMode
 
 
 def _meshed(workloads: Iterable[Workload]) -> list[Workload]:
-    return [w for w in workloads if w.proxy_mode is ProxyMode.MESH and w.addresses]
+    return [w for w in workloads if w.proxy_mode.meshed and w.addresses]
 
 
 def compile_tunnel(snapshot: Snapshot, node: str) -> TunnelPlan:
@@ -184,7 +184,8 @@ def compile_tunnel(snapshot: Snapshot, node: str) -> TunnelPlan:
                       peers=tuple((k, tuple(sorted(v))) for k, v in sorted(peers.items())))
 
 
-def with_access(tunnel: TunnelPlan, policy: PolicyPlan) -> TunnelPlan:
+def with_access(tunnel: TunnelPlan, policy: PolicyPlan,
+                sidecar_checked: Mapping[WorkloadRef, Iterable[int]] | None = None) -> TunnelPlan:
     """``tunnel`` with each workload's TCP ingress policy from ``policy`` (the same entries the kernel holds).
 
     The kernel decides a connection by every entry matching (its peer's identity or any, its
@@ -192,6 +193,11 @@ def with_access(tunnel: TunnelPlan, policy: PolicyPlan) -> TunnelPlan:
     when one is ALLOW or no ALLOW policy selects the workload. Entries are already flattened
     so that a port block inside a DENY block is DENY, so the union of DENY rules and the
     union of ALLOW rules decide the same.
+
+    ``sidecar_checked`` are the ports a workload's own sidecar checks (L7 policies, tokens):
+    a connection delivered from a tunnel comes from the node proxy, which that sidecar
+    admits, so those ports refuse tunnelled connections, as the kernel's proxy-only gates do
+    for a workload without a sidecar.
     """
     # The STRICT gates admit only the node proxy, which is what delivers from the tunnel.
     gates = {o.index for o in policy.origins if o.action == "MTLS-STRICT"}
@@ -214,6 +220,8 @@ def with_access(tunnel: TunnelPlan, policy: PolicyPlan) -> TunnelPlan:
             first, last = (1, 65535) if e.protocol == ANY_PROTOCOL else e.port_range
             rule = TunnelRule(sources, max(first, 1), last)
             (deny if e.verdict is PolicyVerdict.DENY else allow).append(rule)
+        for port in sorted((sidecar_checked or {}).get(w.workload, ())):
+            deny.append(TunnelRule((), port, port))
         workloads.append(attrs.evolve(w, deny=_merged(deny), allow=_merged(allow) if endpoint.ingress_default_deny
                                       else None))
     return attrs.evolve(tunnel, workloads=tuple(workloads))

@@ -66,6 +66,11 @@ the ring buffer in batches of raw records through its mapping, ``drain_sums()`` 
 counted flows out as raw sum records, ``event_stats()`` says what became of every verdict
 (:class:`EventStats`), and ``decoder`` turns raw records into flows.
 
+Sidecars: ``SidecarSteering(node, records, pin_root)`` loads bpf/sidecar.bpf.c once per node,
+``apply(pods)`` attaches each :class:`SidecarPod`'s programs at its cgroup and network
+namespace and turns steering through its sidecar on or off (see :mod:`._sidecar`), and
+``steer(destinations)`` names what sidecars tunnel themselves.
+
 Lower layers, for other datapath parts: :class:`BpfObject` / :class:`BpfLink` (loader
 context managers), :func:`object_path`, :class:`BpfError` (errno + libbpf's log),
 :class:`MirrorMismatch` (a ctypes mirror in :mod:`meshcore.datapath.maps` disagrees with
@@ -81,6 +86,7 @@ from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
 from ._policy import EventStats, PolicyEnforcer, PolicyReport
+from ._sidecar import SidecarChange, SidecarPod, SidecarSteering
 from ._socket_lb import SocketLB
 from ._tunnel import TunnelChange, TunnelSteering
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
@@ -89,5 +95,5 @@ __all__ = [
     "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "EventStats", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
     "MirrorMismatch", "ServiceState", "SocketLB", "TunnelChange", "TunnelSteering", "cgroup2_mount", "default_pin_root", "object_path",
-    "resolve_cgroup", "slot_counts",
+    "resolve_cgroup", "slot_counts", "SidecarChange", "SidecarPod", "SidecarSteering",
 ]

@@ -116,6 +116,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_program__name": (ctypes.c_char_p, [_P]),
     "bpf_program__attach_cgroup": (_P, [_P, ctypes.c_int]),
+    "bpf_program__attach_netns": (_P, [_P, ctypes.c_int]),
     "bpf_link__pin": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "bpf_link__open": (_P, [ctypes.c_char_p]),
     "bpf_link__fd": (ctypes.c_int, [_P]),

@@ -243,6 +243,24 @@ class BpfObject:
             os.close(fd)
         return BpfLink(ptr, f"{program} on {path}")
 
+    def attach_netns(self, program: str, netns: str | os.PathLike[str]) -> BpfLink:
+        """Attach a loaded program (sk_lookup) to the network namespace file ``netns`` through a BPF link."""
+        if not self.loaded:
+            raise DatapathError(f"load {self.path} before attaching {program}")
+        prog = self.program(program)
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise DatapathError(f"network namespace {os.fspath(netns)} cannot be opened: {exc.strerror}") from None
+        try:
+            ptr = _libbpf.call_ptr(
+                f"attaching {program} to network namespace {os.fspath(netns)}",
+                _libbpf.lib.bpf_program__attach_netns, prog, fd,
+            )
+        finally:
+            os.close(fd)
+        return BpfLink(ptr, f"{program} on {os.fspath(netns)}")
+
 
 # --- object info (bpf_obj_get_info_by_fd) -------------------------------------------------
 

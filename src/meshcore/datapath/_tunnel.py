@@ -13,6 +13,7 @@ import ctypes
 import ipaddress
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -28,6 +29,7 @@ from .maps._base import set_addr
 from .maps.tunnel import (
     CONFIG,
     DESTS,
+    EXEMPT,
     TUN_F_STEER,
     TUN_F_STRICT,
     TUNNEL_SPECS,
@@ -106,7 +108,20 @@ class TunnelSteering:
                         link.pin(pin)
         self._maps[DESTS.name] = self._open_map(DESTS, maps_dir / DESTS.name)
         self._maps[CONFIG.name] = self._open_map(CONFIG, maps_dir / CONFIG.name)
+        self._maps[EXEMPT.name] = self._open_map(EXEMPT, maps_dir / EXEMPT.name)
         return self
+
+    def exempt(self, cgroups: Iterable[str | os.PathLike[str]]) -> int:
+        """Never steer the connections of these cgroups (sidecars, which tunnel their own); entries written."""
+        self.open()
+        want = {cgroup_id(resolve_cgroup(c)) for c in cgroups}
+        exempt = self._maps[EXEMPT.name]
+        held = {int(k.value) for k, _ in exempt.items()}
+        for cg in want - held:
+            exempt.update(ctypes.c_uint64(cg), ctypes.c_uint32(1))
+        for cg in held - want:
+            exempt.delete(ctypes.c_uint64(cg))
+        return len(want ^ held)
 
     @staticmethod
     def _open_map(spec: MapSpec, pin: Path) -> BpfMap:  # type: ignore[type-arg]

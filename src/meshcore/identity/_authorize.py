@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..model import ProxyMode, Snapshot
+from ..model import Snapshot
 from ._ca import CaError
 
 __all__ = ["NodeTokens", "identities_by_node"]
@@ -27,7 +27,7 @@ def identities_by_node(snapshot: Snapshot) -> dict[str, frozenset[str]]:
     """Node name → the SPIFFE IDs of the meshed workloads placed on it."""
     out: dict[str, set[str]] = {}
     for w in snapshot.workloads:
-        if w.node and w.proxy_mode is ProxyMode.MESH:
+        if w.node and w.proxy_mode.meshed:
             out.setdefault(w.node, set()).add(w.identity.spiffe_id)
     return {node: frozenset(ids) for node, ids in out.items()}
 

@@ -105,7 +105,11 @@ class KubeCode(DiagnosticCode):
     SLICE_UNKNOWN_SERVICE = "MC1009", Severity.WARNING, "EndpointSlice for a Service that is not defined: ignored."
     SLICE_FQDN = "MC1010", Severity.WARNING, "EndpointSlice with `addressType: FQDN`: not supported, ignored."
     SCTP_UNSUPPORTED = "MC1011", Severity.WARNING, "SCTP port: not supported by the datapath, the port is left out."
-    PROXY_ANNOTATION = "MC1012", Severity.WARNING, "Unknown `meshcore.io/proxy` annotation value: treated as mesh."
+    PROXY_ANNOTATION = (
+        "MC1012", Severity.WARNING,
+        "Unknown `meshcore.io/proxy-mode` (or older `meshcore.io/proxy`) annotation value, or the two "
+        "disagreeing: the value is ignored.",
+    )
     DUPLICATE_POD_IP = "MC1013", Severity.WARNING, "Two pods declare the same IP address (host-network pods aside)."
     SELECTOR_EXPRESSIONS = (
         "MC1014", Severity.ERROR,
@@ -124,6 +128,11 @@ class KubeCode(DiagnosticCode):
         "MC1017", Severity.WARNING,
         "A field its kind does not define (a misspelling such as `selectr`): ignored, as the API server drops "
         "it; the closest valid name is suggested. Field names come from the Kubernetes API (`_schema.json`).",
+    )
+    HOST_NETWORK_SIDECAR = (
+        "MC1018", Severity.WARNING,
+        "A host-network pod annotated `meshcore.io/proxy-mode: sidecar`: it shares its node's network "
+        "namespace, so its mode is `none`.",
     )
 
 

@@ -29,6 +29,7 @@ with an error contributes nothing but never stops the others.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -43,11 +44,12 @@ from ._endpointslice import SliceInfo, translate_slice
 from ._fields import FieldError, field_diagnostics
 from ._gc import gc_paused
 from ._inventory import Inventory
-from ._namespace import implied_namespace, translate_namespace
+from ._namespace import implied_namespace, namespace_mode, translate_namespace
 from ._networkpolicy import translate_network_policy
 from ._node import translate_node
 from ._objects import KubeObject
 from ._pod import PodInfo, translate_pod
+from ._proxy_mode import ModeChoice
 from ._secret import read_ca_bundle, read_tls_secret
 from ._service import ServiceSpec, read_service
 from ._serviceaccount import translate_service_account
@@ -143,6 +145,8 @@ class CoreState:
     slices: dict[tuple[str, str], dict[tuple[str, str], SliceInfo]]
     #: The same slices by their own (namespace, name).
     slice_infos: dict[tuple[str, str], SliceInfo]
+    #: The proxy modes Namespaces choose for their pods, by namespace name.
+    namespace_modes: dict[str, ModeChoice] = attrs.field(factory=dict)
     #: The translated services of each namespace (built when first needed).
     by_namespace: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)
     _replaced: dict[tuple[str, str], Service] = attrs.field(factory=dict)
@@ -235,10 +239,14 @@ def _translate(objects: Sequence[KubeObject]) -> CoreState:
         run.file(obj, unknown_fields(obj))
 
     namespaces: dict[str, Namespace] = {}
+    namespace_modes: dict[str, ModeChoice] = {}
     for obj in by_kind["Namespace"]:
         namespace = run(obj, translate_namespace)
         if namespace is not None:
             namespaces[namespace.name] = namespace
+            mode = run(obj, namespace_mode)
+            if mode is not None:
+                namespace_modes[namespace.name] = mode
     used: set[str] = set()
 
     accounts: set[tuple[str, str]] = set()
@@ -256,8 +264,9 @@ def _translate(objects: Sequence[KubeObject]) -> CoreState:
 
     pods: list[PodInfo] = []
     explicit: list[tuple[KubeObject, PodInfo]] = []
+    pod_translation = functools.partial(translate_pod, namespace_modes=namespace_modes)
     for obj in by_kind["Pod"]:
-        pod = run(obj, translate_pod)
+        pod = run(obj, pod_translation)
         if pod is not None:
             pods.append(pod)
             explicit.append((obj, pod))
@@ -273,7 +282,7 @@ def _translate(objects: Sequence[KubeObject]) -> CoreState:
         used.add(obj.namespace)
         if (obj.namespace, obj.name) in realized:
             continue
-        generated = run(obj, _generator(deployment, defined))
+        generated = run(obj, _generator(deployment, defined, namespace_modes.get(obj.namespace)))
         if generated is not None:
             pods.extend(generated)
 
@@ -331,15 +340,15 @@ def _translate(objects: Sequence[KubeObject]) -> CoreState:
     # Report in input order (file, then line), whatever order the kinds were processed in.
     run.diagnostics.sort(key=lambda d: (d.source.file, d.source.line))
     return CoreState(inventory, run.diagnostics, run, defined, duplicated, read, input_pods, index, slices,
-                     {(obj.namespace, obj.name): info for obj, info in slice_objects})
+                     {(obj.namespace, obj.name): info for obj, info in slice_objects}, namespace_modes)
 
 
 def _generator(deployment: DeploymentSpec, defined: dict[tuple[str, str, str], Source],
-               ) -> Callable[[KubeObject, Findings], list[PodInfo]]:
+               namespace_mode: ModeChoice | None) -> Callable[[KubeObject, Findings], list[PodInfo]]:
     """A translation step creating a Deployment's pods, refusing names already taken."""
 
-    def generate(obj: KubeObject, _: Findings) -> list[PodInfo]:
-        generated = deployment_pods(obj, deployment)
+    def generate(obj: KubeObject, findings: Findings) -> list[PodInfo]:
+        generated = deployment_pods(obj, deployment, findings, namespace_mode)
         for pod in generated:
             key = ("Pod", pod.workload.namespace, pod.workload.name)
             if key in defined:

@@ -20,6 +20,7 @@ from ._codes import KubeCode
 from ._fields import FieldError, Fields, Problems, field_diagnostics
 from ._objects import KubeObject
 from ._pod import OWNER_ANNOTATION, PodInfo, PodShape, read_shape
+from ._proxy_mode import ModeChoice
 from ._selector import read_selector
 from ._values import Findings, build, read_metadata, selector_text
 
@@ -89,7 +90,7 @@ def read_deployment(obj: KubeObject, findings: Findings) -> DeploymentSpec:
     shape = None
     if pod_spec is not None:
         shape = read_shape(pod_spec, annotations, "spec.template.metadata.annotations", obj.namespace,
-                           findings, problems)
+                           findings, problems, "the pod template")
     problems.check()
     assert shape is not None and pod_spec is not None and labels is not None and replicas is not None
     digest = template_hash(template.data)
@@ -99,9 +100,14 @@ def read_deployment(obj: KubeObject, findings: Findings) -> DeploymentSpec:
                           pod_spec.data, shape)
 
 
-def deployment_pods(obj: KubeObject, deployment: DeploymentSpec) -> list[PodInfo]:
-    """The pods of a Deployment as workloads (no addresses: nothing has scheduled them)."""
+def deployment_pods(obj: KubeObject, deployment: DeploymentSpec, findings: Findings,
+                    namespace_mode: ModeChoice | None = None) -> list[PodInfo]:
+    """The pods of a Deployment as workloads (no addresses: nothing has scheduled them).
+
+    ``namespace_mode`` is the proxy mode the Deployment's Namespace chooses for its pods.
+    """
     shape = deployment.shape
+    mode = shape.resolved_mode(namespace_mode, findings)
     labels = Labels(deployment.labels)
     pods = []
     for index in range(deployment.replicas):
@@ -110,7 +116,8 @@ def deployment_pods(obj: KubeObject, deployment: DeploymentSpec) -> list[PodInfo
             {"name": "metadata.name", "namespace": "metadata.namespace"}, "metadata",
             lambda: Workload(
                 name=name, namespace=deployment.namespace, identity=shape.identity, labels=labels,
-                ports=shape.ports, node=shape.node, proxy_mode=shape.proxy_mode, source=obj.source,
+                ports=shape.ports, node=shape.node, proxy_mode=mode.mode, proxy_mode_reason=mode.reason,
+                source=obj.source,
             ),
         )
         pods.append(PodInfo(workload=workload, labels=deployment.labels,
@@ -141,7 +148,7 @@ def expand_deployment(obj: KubeObject) -> tuple[list[dict[str, Any]], list[Diagn
     findings = Findings(obj)
     try:
         deployment = read_deployment(obj, findings)
-        deployment_pods(obj, deployment)
+        deployment_pods(obj, deployment, findings)
     except (FieldError, ModelError) as exc:
         return [], field_diagnostics(obj, exc)
     return [pod_body(deployment, i) for i in range(deployment.replicas)], findings.items

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..model import Namespace
 from ._fields import Fields, Problems
 from ._objects import KubeObject
+from ._proxy_mode import ModeChoice, annotated_mode
 from ._values import Findings, build, read_metadata
 
 #: The label the API server sets on every namespace to its own name.
@@ -21,6 +22,12 @@ def translate_namespace(obj: KubeObject, findings: Findings | None = None) -> Na
     labels[NAME_LABEL] = obj.name
     return build({"name": "metadata.name", "labels": "metadata.labels"}, "metadata",
                  lambda: Namespace(name=obj.name, labels=labels, source=obj.source))
+
+
+def namespace_mode(obj: KubeObject, findings: Findings) -> ModeChoice | None:
+    """The proxy mode the Namespace's ``meshcore.io/proxy-mode`` annotation chooses for its pods, if any."""
+    annotations = Fields.of(obj).map("metadata").str_map("annotations")
+    return annotated_mode(annotations, "metadata.annotations", f"Namespace {obj.name}", findings)
 
 
 def implied_namespace(name: str) -> Namespace:

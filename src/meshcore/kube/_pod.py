@@ -15,10 +15,11 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from ..model import Identity, Labels, Protocol, ProxyMode, Workload, WorkloadPort
+from ..model import Identity, Labels, Protocol, Workload, WorkloadPort
 from ._codes import FieldCode, KubeCode
 from ._fields import FieldError, Fields, Problems
 from ._objects import KubeObject
+from ._proxy_mode import ModeChoice, annotated_mode, resolve_mode
 from ._values import (
     PORT_PROTOCOLS,
     Findings,
@@ -34,8 +35,6 @@ from ._values import (
 
 #: Annotation naming the object that generated a pod (``Deployment/<name>``).
 OWNER_ANNOTATION = "meshcore.io/owner"
-#: Annotation opting a pod out of the mesh (``none``) or in (``mesh``, the default).
-PROXY_MODE_ANNOTATION = "meshcore.io/proxy"
 
 _SKIPPED_PHASES = frozenset({"Succeeded", "Failed"})
 _PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
@@ -49,8 +48,15 @@ class PodShape:
     identity: Identity
     ports: tuple[WorkloadPort, ...]
     node: str
-    proxy_mode: ProxyMode
+    #: The proxy mode the pod's own annotations choose (None: its namespace's or the default).
+    mode: ModeChoice | None
     host_network: bool
+    #: Where the pod's annotations are (for warnings about its mode).
+    annotations_path: str = "metadata.annotations"
+
+    def resolved_mode(self, namespace: ModeChoice | None, findings: Findings) -> ModeChoice:
+        """The pod's mode given its namespace's choice (see :func:`resolve_mode`)."""
+        return resolve_mode(self.mode, namespace, self.host_network, findings, self.annotations_path)
 
 
 @attrs.frozen(eq=False)
@@ -151,7 +157,7 @@ def _ready(status: Fields) -> bool:
 
 def _replica_set(meta: Fields) -> str:
     for ref in meta.maps("ownerReferences"):
-        if ref.str("kind") == "ReplicaSet" and ref.str("apiVersion", "apps/v1") == "apps/v1":
+        if ref.str("kind") == "ReplicaSet" and (ref.str("apiVersion", "") or "apps/v1") == "apps/v1":
             return ref.req_str("name")
     return ""
 
@@ -308,35 +314,28 @@ def _ports(facts: list[PortFacts], findings: Findings, problems: Problems) -> tu
 
 
 def shape(facts: SpecFacts, spec_path: str, annotations: Mapping[str, str], annotations_path: str,
-          namespace: str, findings: Findings, problems: Problems) -> PodShape | None:
+          namespace: str, findings: Findings, problems: Problems, where: str = "the pod") -> PodShape | None:
     """Interpret a pod spec: identity, ports, node and proxy mode (``None`` when the identity is bad).
 
-    Errors are kept in ``problems``.
+    ``where`` names the object the annotations are on, in the mode's reason. Errors are
+    kept in ``problems``.
     """
     identity = problems.read(lambda: build(
         {"namespace": "metadata.namespace", "service_account": f"{spec_path}.serviceAccountName"},
         spec_path, lambda: _identity(namespace, facts.account),
     ), None)
-    mode = annotations.get(PROXY_MODE_ANNOTATION, "mesh")
-    if mode not in ("mesh", "none"):
-        findings.warn(
-            KubeCode.PROXY_ANNOTATION,
-            f"{PROXY_MODE_ANNOTATION} is {mode!r}; valid values are 'mesh' and 'none' (using 'mesh')",
-            f"{annotations_path}.{PROXY_MODE_ANNOTATION}",
-        )
-        mode = "mesh"
-    proxy_mode = ProxyMode.NONE if facts.host_network or mode == "none" else ProxyMode.MESH
+    mode = annotated_mode(annotations, annotations_path, where, findings)
     ports = _ports(facts.ports, findings, problems)
     if identity is None:
         return None
-    return PodShape(identity, ports, facts.node, proxy_mode, facts.host_network)
+    return PodShape(identity, ports, facts.node, mode, facts.host_network, annotations_path)
 
 
 def read_shape(spec: Fields, annotations: Mapping[str, str], annotations_path: str, namespace: str,
-               findings: Findings, problems: Problems) -> PodShape | None:
+               findings: Findings, problems: Problems, where: str = "the pod") -> PodShape | None:
     """Read and interpret the pod spec at ``spec``; errors are kept in ``problems``."""
     return shape(spec_facts(spec, problems), spec.path, annotations, annotations_path, namespace, findings,
-                 problems)
+                 problems, where)
 
 
 def _addresses(facts: PodFacts, problems: Problems) -> tuple[str, ...]:
@@ -364,10 +363,12 @@ _WORKLOAD_PATHS = {
 }
 
 
-def translate_pod(obj: KubeObject, findings: Findings) -> PodInfo | None:
+def translate_pod(obj: KubeObject, findings: Findings,
+                  namespace_modes: Mapping[str, ModeChoice] | None = None) -> PodInfo | None:
     """The pod's workload and serving state; ``None`` for a pod that has finished.
 
-    Every bad field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
+    ``namespace_modes`` are the proxy modes Namespaces choose for their pods. Every bad
+    field is reported (:class:`~meshcore.kube.FieldErrors`), not only the first.
     """
     problems = Problems()
     try:
@@ -381,12 +382,13 @@ def translate_pod(obj: KubeObject, findings: Findings) -> PodInfo | None:
     assert pod_shape is not None  # a bad identity is one of the problems
     if facts.phase in _SKIPPED_PHASES:
         return None
+    mode = pod_shape.resolved_mode((namespace_modes or {}).get(obj.namespace), findings)
     workload = build(
         _WORKLOAD_PATHS, "metadata",
         lambda: Workload(
             name=obj.name, namespace=obj.namespace, identity=pod_shape.identity, addresses=addresses,
             labels=Labels(facts.labels), ports=pod_shape.ports, node=pod_shape.node,
-            proxy_mode=pod_shape.proxy_mode, source=obj.source,
+            proxy_mode=mode.mode, proxy_mode_reason=mode.reason, source=obj.source,
         ),
     )
     return PodInfo(

@@ -113,7 +113,7 @@ def _change_pod(plan: _Plan, old: KubeObject | None, new: KubeObject | None) -> 
     key = (new.namespace, new.name)
     before = state.pods.get(key)
     run = _Run()
-    after = run(new, translate_pod)
+    after = run(new, lambda o, f: translate_pod(o, f, state.namespace_modes))
     if before is None or after is None or not _same_workload(before, after):
         return False
     plan.translated(new, run.read.get(core_key(new), []))

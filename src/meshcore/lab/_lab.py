@@ -11,7 +11,7 @@ import attrs
 
 from .. import translate
 from ..kube import KubeObject, load_paths
-from ..model import Diagnostic, Severity
+from ..model import Diagnostic, ProxyMode, Severity
 from . import _cgroups as cgroups
 from . import _fabric as fabric
 from . import _netns as netns
@@ -39,6 +39,7 @@ from ._resolver import DNS_CGROUP, ensure_dns, stop_dns, write_table
 from ._ca import ensure_ca
 from ._placement import PlacementNode, lab_node_labels, place, unknown_nodes
 from ._pods import create_pod, remove_path, start_containers, teardown_pod, wait_ready, write_hosts
+from ._sidecar import ensure_sidecars, stop_sidecars, wait_serving
 from ._state import (
     STATE_FILE,
     FabricRecord,
@@ -79,6 +80,10 @@ def _dedupe(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def _sidecar_log(record: PodRecord) -> str:
+    return record.sidecar.log if record.sidecar is not None else "none"
 
 
 class Lab:
@@ -159,10 +164,11 @@ class Lab:
         errors = [d for d in found if d.severity is Severity.ERROR]
         if errors:
             raise LabInputError(errors)
+        modes = {str(w.ref): w.proxy_mode for w in checked.snapshot.workloads}
         with locked(self.name), procs.forks_end_on_signals():
             state = self._load_or_init(ranges, nodes, mtls)
             given = [f if str(f) == "-" else Path(f).resolve() for f in files]
-            return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say)
+            return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say, modes)
 
     def _load_or_init(self, ranges: LabRanges | None, nodes: int | None, mtls: bool | None = None) -> LabState:
         if self.is_up:
@@ -240,7 +246,7 @@ class Lab:
         fabric.route_pods(list(state.pods.values()), state.nodes)
 
     def _reconcile(self, state: LabState, desired: Desired, files: list[str], diagnostics: list[Diagnostic],
-                   timeout: float, say: Progress) -> UpResult:
+                   timeout: float, say: Progress, modes: dict[str, ProxyMode]) -> UpResult:
         ranges = LabRanges.from_data(state.ranges)
         self._ensure_nodes(state)
         state.files = files
@@ -284,6 +290,9 @@ class Lab:
             if state.mtls:
                 ensure_ca(state)
             agents = ensure_agents(state, generation, timeout, warnings)
+            # Sidecars start once their agent serves them (and steers through them once they serve);
+            # those of pods that left sidecar mode stop once their agent no longer steers through them.
+            warnings += self._sidecars(state, modes, timeout, say)
             ensure_outside(state, list(gateways.values()))
             for record in leaving:
                 say(f"removing pod {record.key}")
@@ -307,6 +316,19 @@ class Lab:
             warnings=tuple(warnings),
             placement={k: state.pods[k].node for k in wanted},
         )
+
+    @staticmethod
+    def _sidecars(state: LabState, modes: dict[str, ProxyMode], timeout: float, say: Progress) -> list[str]:
+        """Start the sidecars pods in sidecar mode lack and wait until they serve; stop those no pod wants."""
+        started = ensure_sidecars(state, modes)
+        for key in started:
+            say(f"starting the sidecar of {key}")
+        late = wait_serving(state, started, timeout)
+        warnings = [f"the sidecar of {key} does not serve yet (its log: {_sidecar_log(state.pods[key])}); its pod is "
+                    "handled in node mode until it does" for key in late]
+        for key in stop_sidecars(state, modes):
+            say(f"stopped the sidecar of {key}")
+        return warnings
 
     @contextlib.contextmanager
     def _networks(self, state: LabState, ranges: LabRanges) -> Iterator[Callable[[str], netns.NodeNetwork]]:
@@ -374,6 +396,8 @@ class Lab:
             generation = rewrite_statuses(state)
             warnings: list[str] = []
             agents = ensure_agents(state, generation, timeout, warnings)
+            modes = {str(w.ref): w.proxy_mode for w in translate(objects=last_objects(state)).snapshot.workloads}
+            warnings += self._sidecars(state, modes, timeout, lambda _: None)
         if warnings:
             raise LabError(f"node {name} is up, but: " + "; ".join(warnings))
         return agents
@@ -416,7 +440,8 @@ class Lab:
                 remove_lock(self.name)
                 return [str(self.dir)]
             state = LabState.load(self.dir)
-            processes = [(p.pid, p.start_time) for r in state.pods.values() for p in r.processes]
+            processes = [(p.pid, p.start_time) for r in state.pods.values()
+                         for p in (*r.processes, *((r.sidecar,) if r.sidecar else ()))]
             if state.ca is not None:
                 processes.append((state.ca.pid, state.ca.start_time))
             for node in state.nodes.values():

@@ -28,8 +28,9 @@ from ..kube import (
     with_cluster_ips,
 )
 from ..kube import assign_cluster_ips as kube_assign_cluster_ips
-from ..agent import object_entry, write_objects_file
+from ..agent import PodSandbox, object_entry, write_objects_file
 from ..model import Diagnostic, Source, WorkloadRef
+from . import _netns as netns
 from . import _procs as procs
 from ._ca import write_ca_objects
 from ._errors import LabError
@@ -263,6 +264,12 @@ def pod_status(state: LabState, record: PodRecord) -> tuple[str, bool]:
     return ("Running" if running else "Failed"), running
 
 
+def sandboxes(state: LabState, node: str) -> dict[WorkloadRef, PodSandbox]:
+    """Where each pod of ``node`` lives: its cgroup, its sidecar's and its network namespace."""
+    return {WorkloadRef(r.namespace, r.name): PodSandbox(r.cgroup, r.sidecar_cgroup, str(netns.path(r.netns)))
+            for r in state.pods.values() if r.node == node}
+
+
 def _write_generation(state: LabState, entries: Sequence[Mapping[str, Any]], pods: Sequence[PodRecord]) -> int:
     """Write ``entries`` as the next generation to every node, each with its own pods' interfaces."""
     state.generation += 1
@@ -272,8 +279,8 @@ def _write_generation(state: LabState, entries: Sequence[Mapping[str, Any]], pod
     for node in state.nodes.values():
         # Each pod's node-side veth, where the node's agent attaches L3/L4 policy.
         interfaces = {WorkloadRef(r.namespace, r.name): r.host_veth for r in pods if r.node == node.name}
-        write_objects_file(node.objects_path, state.generation, entries, interfaces, lab=state.name,
-                           node=node.name, written=written)
+        write_objects_file(node.objects_path, state.generation, entries, interfaces, sandboxes(state, node.name),
+                           lab=state.name, node=node.name, written=written)
     state.save()
     return state.generation
 

@@ -105,11 +105,18 @@ class PodRecord:
     notes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     #: The lab node the pod runs on.
     node: str = ""
+    #: The pod's sidecar Envoy, while its proxy mode is ``sidecar``.
+    sidecar: ProcRecord | None = None
 
     @property
     def key(self) -> str:
         """``namespace/name``."""
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def sidecar_cgroup(self) -> str:
+        """The cgroup of the pod's sidecar, below the pod's own."""
+        return str(Path(self.cgroup) / "sidecar")
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -122,6 +129,7 @@ class PodRecord:
         data["labels"] = dict(self.labels)
         data["env"] = [list(p) for p in self.env]
         data["processes"] = [p.to_data() for p in self.processes]
+        data["sidecar"] = self.sidecar.to_data() if self.sidecar is not None else None
         data["notes"] = list(self.notes)
         data["ports"] = [list(p) for p in self.ports]
         return data
@@ -132,6 +140,7 @@ class PodRecord:
         fields = {f.name for f in attrs.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["processes"] = tuple(ProcRecord.from_data(p) for p in data.get("processes", ()))
+        values["sidecar"] = ProcRecord.from_data(data["sidecar"]) if data.get("sidecar") else None
         return cls(**values)
 
 

@@ -47,15 +47,20 @@ class PodStatus:
     notes: tuple[str, ...] = ()
     #: The node it runs on.
     node: str = ""
+    #: Its sidecar Envoy, while it is in sidecar mode.
+    sidecar: ContainerStatus | None = None
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for JSON/YAML output."""
+        def container(c: ContainerStatus) -> dict[str, Any]:
+            return {"name": c.name, "pid": c.pid, "running": c.running, "command": list(c.command), "log": c.log}
+
         return {
             "namespace": self.namespace, "name": self.name, "labels": dict(self.labels),
             "addresses": list(self.addresses), "phase": self.phase, "ready": self.ready,
             "owner": self.owner, "node": self.node, "netns": self.netns, "cgroup": self.cgroup,
-            "containers": [{"name": c.name, "pid": c.pid, "running": c.running,
-                            "command": list(c.command), "log": c.log} for c in self.containers],
+            "containers": [container(c) for c in self.containers],
+            "sidecar": container(self.sidecar) if self.sidecar is not None else None,
             "notes": list(self.notes),
         }
 
@@ -188,6 +193,9 @@ def lab_status(state: LabState) -> LabStatus:
             ready=record.ready and bool(containers) and all(c.running for c in containers),
             owner=record.owner, netns=record.netns, cgroup=record.cgroup, containers=containers,
             notes=record.notes, node=record.node,
+            sidecar=ContainerStatus(record.sidecar.container, record.sidecar.pid,
+                                    procs.alive(record.sidecar.pid, record.sidecar.start_time), record.sidecar.argv,
+                                    record.sidecar.log) if record.sidecar is not None else None,
         ))
     services = tuple(
         ServiceStatus(s.namespace, s.name, s.cluster_ips, s.ports)

@@ -34,12 +34,26 @@ class Protocol(enum.StrEnum):
 
 
 class ProxyMode(enum.StrEnum):
-    """How the mesh handles a workload's traffic."""
+    """Which proxy, if any, handles a workload's own traffic."""
 
-    #: Socket-level LB and L3/L4 policy in the kernel, node Envoy where L7 is needed.
-    MESH = "mesh"
-    #: Not captured by the mesh (host-network or opted out).
+    #: Kernel only: socket-level LB and L3/L4 policy, no proxy of its own and no mutual TLS
+    #: (host-network pods, and pods opted out).
     NONE = "none"
+    #: The kernel, and the shared node Envoy where L7 is needed (the default).
+    NODE = "node"
+    #: An Envoy of the pod's own: the kernel steers its connections, both ways, through it.
+    SIDECAR = "sidecar"
+    #: The older name of :attr:`NODE` (the value ``mesh`` is read as ``node``).
+    MESH = "node"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ProxyMode | None:
+        return cls.NODE if value == "mesh" else None
+
+    @property
+    def meshed(self) -> bool:
+        """True when the workload's connections are its own in the mesh (mutual TLS, client-dependent routes)."""
+        return self is not ProxyMode.NONE
 
 
 @attrs.frozen(order=True)
@@ -73,7 +87,10 @@ class Workload:
     labels: Labels = attrs.field(factory=Labels, converter=to_labels)
     ports: tuple[WorkloadPort, ...] = attrs.field(default=(), converter=to_tuple)
     node: str = ""
-    proxy_mode: ProxyMode = attrs.field(default=ProxyMode.MESH, converter=ProxyMode)
+    proxy_mode: ProxyMode = attrs.field(default=ProxyMode.NODE, converter=ProxyMode)
+    #: Why the workload has its proxy mode (the annotation that chose it); empty when set
+    #: through the model, or when it is the default.
+    proxy_mode_reason: str = ""
     source: Source = attrs.field(default=UNKNOWN, eq=False, order=False)
 
     @property

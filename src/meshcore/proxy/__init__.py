@@ -87,6 +87,7 @@ from ._resources import (
 from ._server import ControlPlane, FlowRecorder, XdsEndpoint
 from ._supervisor import EnvoyOptions, EnvoySupervisor, Exit, bootstrap, find_envoy
 from ._xds import AdsServer, NodeStatus, TypeStatus
+from ._xds_sidecar import sidecar_resources
 from ._xds_tunnel import bundle_secret_name, svid_secret_name
 
 __all__ = [
@@ -96,5 +97,5 @@ __all__ = [
     "FlowSubscription", "Nack", "NackError", "NamesTable", "NodeStatus", "Origin", "ProxyConfigError", "ProxyError",
     "ProxySettings", "Resolver", "Resource", "Resources", "TypeStatus", "XdsEndpoint", "bootstrap",
     "build_resources", "bundle_secret_name", "canonical_json", "decode_batch", "decode_http_entry", "decode_lines", "decode_tcp_entry",
-    "find_envoy", "plan_names", "socket_in_netns", "svid_secret_name",
+    "find_envoy", "plan_names", "sidecar_resources", "socket_in_netns", "svid_secret_name",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..compile import EnvoyPlan
+from ..compile import EnvoyPlan, EnvoySecret, SidecarPlan
 from ..observe import Flow
 from ._access_file import AccessLogFollower
 from ._als import AlsServicer
@@ -21,6 +21,7 @@ from ._errors import Nack, ProxyError
 from ._names import NamesTable, plan_names
 from ._resources import ProxySettings, Resources, build_resources
 from ._xds import AdsServer, NodeStatus
+from ._xds_sidecar import sidecar_resources
 
 
 @attrs.frozen
@@ -167,6 +168,19 @@ class ControlPlane:
             for recorder in list(self._recorders):
                 recorder.names_changed(node, names)
         return self.ads.set_resources(node, resources)
+
+    def set_sidecar(self, plan: SidecarPlan, secrets: tuple[EnvoySecret, ...] = (),
+                    settings: ProxySettings | None = None) -> int:
+        """Serve a workload's sidecar its resources (on its own node id, :attr:`SidecarPlan.node_id`); the version.
+
+        ``secrets`` are its SVID and trust bundle; ``settings`` the node's (access logs, timeouts).
+        """
+        resources = sidecar_resources(plan, secrets, settings)
+        names = plan_names(EnvoyPlan(listeners=plan.inbound, clusters=plan.clusters))
+        if self._names.update(plan.node_id, names):
+            for recorder in list(self._recorders):
+                recorder.names_changed(plan.node_id, names)
+        return self.ads.set_resources(plan.node_id, resources)
 
     def set_resources(self, node: str, resources: Resources) -> int:
         """Serve already-built resources to ``node``'s Envoy; returns the snapshot version."""

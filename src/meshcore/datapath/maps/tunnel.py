@@ -2,7 +2,7 @@
 
 ``tun_dests``: meshed destinations (address, port or 0) → flags (steer TCP, strict);
 ``tun_config``: the node proxy's outbound tunnel listener and the cgroup exempt from
-steering; ``tun_cookies`` / ``tun_origs``: the original destination of steered connections,
+steering; ``tun_exempt``: other cgroups never steered (sidecars); ``tun_cookies`` / ``tun_origs``: the original destination of steered connections,
 by socket cookie and then by the client's address and port.
 """
 
@@ -12,7 +12,7 @@ import ctypes
 
 from ._base import MapSpec
 
-__all__ = ["CONFIG", "COOKIES", "DESTS", "ORIGS", "TUNNEL_SPECS", "TUN_F_STEER", "TUN_F_STRICT", "TunConfig",
+__all__ = ["CONFIG", "COOKIES", "DESTS", "EXEMPT", "ORIGS", "TUNNEL_SPECS", "TUN_F_STEER", "TUN_F_STRICT", "TunConfig",
            "TunDestKey", "TunDestValue", "TunOrig", "TunPeerKey"]
 
 TUN_F_STEER = 0x1
@@ -55,4 +55,6 @@ DESTS = MapSpec("tun_dests", TunDestKey, TunDestValue)
 CONFIG = MapSpec("tun_config", ctypes.c_uint32, TunConfig)
 COOKIES = MapSpec("tun_cookies", ctypes.c_uint64, TunOrig)
 ORIGS = MapSpec("tun_origs", TunPeerKey, TunOrig)
-TUNNEL_SPECS = (DESTS, CONFIG, COOKIES, ORIGS)
+#: Cgroup ids never steered (sidecars): value 1.
+EXEMPT = MapSpec("tun_exempt", ctypes.c_uint64, ctypes.c_uint32)
+TUNNEL_SPECS = (DESTS, CONFIG, COOKIES, ORIGS, EXEMPT)

@@ -1,0 +1,158 @@
+"""Compile's sidecar plans: what a workload's own Envoy serves, what it leaves to the node proxy, what it checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import meshcore
+from meshcore.compile import CompileOptions, EnvoySecret, Plan, PolicyVerdict, compile_plan
+from meshcore.model import Direction, ProxyMode, Redacted, ReservedIdentity, WorkloadRef
+from meshcore.proxy import ProxySettings, sidecar_resources
+
+CASE = Path(__file__).parents[1] / "golden" / "plan" / "proxy-modes.in.yaml"
+CLIENT = WorkloadRef("tenant", "client")
+
+
+def _plan(options: CompileOptions | None = None, node: str = "node-1") -> Plan:
+    result = meshcore.translate([CASE])
+    assert not result.diagnostics, result.diagnostics
+    return compile_plan(result.snapshot, node, options)
+
+
+def _resources(plan: Plan, secrets: tuple[EnvoySecret, ...] = ()) -> dict[str, Any]:
+    (sidecar,) = plan.sidecars
+    return sidecar_resources(sidecar, secrets, ProxySettings()).to_json()
+
+
+def test_a_sidecar_serves_routing_and_kernel_ports_and_leaves_checked_ones_to_the_node_proxy() -> None:
+    (sidecar,) = _plan().sidecars
+    assert sidecar.workload == CLIENT and sidecar.node_id == "sidecar/tenant/client"
+    assert [(str(o.service), o.port, o.vips) for o in sidecar.outbound] == [
+        ("shop/web", 80, ("10.96.1.1",)), ("shop/web-v2", 80, ("10.96.1.2",)), ("shop/db", 5432, ("10.96.1.3",))]
+    passed = {(str(p.service), p.port): p.reason for p in sidecar.passed}
+    # guarded's L7 policy is checked by the node proxy, which the sidecar must not skip (istio/istio#57729).
+    assert passed[("shop/guarded", 80)].startswith("the node proxy checks authorization")
+    # Its own service too: its own L7 policy, as seen from any client of the node proxy.
+    assert ("tenant/client", 80) in passed
+    # The node proxies are trusted on the way in, as the kernel trusts them.
+    assert sidecar.trusted == ("10.0.0.2", "10.0.1.2")
+
+
+def test_the_sidecar_routes_with_its_own_view_of_routes_matching_on_the_client() -> None:
+    plan = _plan()
+    web = next(o for o in plan.sidecars[0].outbound if str(o.service) == "shop/web")
+    node_listener = plan.envoy.listener("shop/web:80")
+    assert node_listener is not None and node_listener.client_views
+    # The sidecar takes the view of its own address (the sourceLabels route), not the default one.
+    view = next(v for v in node_listener.client_views if "10.244.1.1/32" in v.sources)
+    assert web.listener.route_config == view.route_config and not web.listener.client_views
+    config = next(c for c in plan.sidecars[0].route_configs if c.name == view.route_config)
+    # The sourceLabels route (http[1]) is in its view; the default view, for other clients, lacks it.
+    assert [r.name.rpartition("/")[2] for r in config.routes()] == ["web.http[0]", "web.http[1]", "web.http[2]"]
+    default = plan.envoy.route_config(node_listener.route_config or "")
+    assert default is not None and [r.name.rpartition("/")[2] for r in default.routes()] == [
+        "web.http[0]", "web.http[2]"]
+    # And the L4 port is the kernel's backends with the kernel's weights.
+    db = next(c for c in plan.sidecars[0].clusters if c.name == "shop/db:5432")
+    assert [(e.address, e.port) for e in db.endpoints] == [("10.244.2.3", 5432)]
+
+
+def test_the_sidecar_checks_its_own_l7_policy_on_its_http_port() -> None:
+    (sidecar,) = _plan().sidecars
+    (inbound,) = sidecar.inbound
+    assert (inbound.name, inbound.port) == ("inbound|8080", 8080)
+    assert [f.action.value for f in inbound.rbac] == ["ALLOW"]
+    assert [p.name for p in inbound.rbac[0].policies] == ["tenant/client-get[0]"]
+
+
+def test_a_sidecar_that_does_not_serve_yet_leaves_its_workload_in_node_mode() -> None:
+    waiting = _plan(CompileOptions(sidecars_serving=frozenset()))
+    serving = _plan(CompileOptions(sidecars_serving={CLIENT}))
+    assert not waiting.sidecars[0].serving and serving.sidecars[0].serving
+    modes = {str(m.workload): (m.mode, m.reason) for m in waiting.modes}
+    assert modes["tenant/client"] == (ProxyMode.NODE, "annotation meshcore.io/proxy-mode on Namespace tenant asks for "
+                                      "a sidecar, which does not serve yet: node until it does")
+
+    def gated(plan: Plan) -> set[int]:
+        endpoint = plan.policy.endpoint(CLIENT)
+        assert endpoint is not None
+        origins = {o.index for o in plan.policy.origins if o.action == "PROXY-ONLY"}
+        return {e.port for e in plan.policy.entries if e.endpoint == endpoint.identity and e.policy_index in origins
+                and e.verdict is PolicyVerdict.DENY}
+
+    # Until its sidecar serves, only the node proxy may reach its checked port; then its sidecar checks it.
+    assert gated(waiting) == {8080} and gated(serving) == set()
+    assert waiting.policy.endpoint(CLIENT).identity != serving.policy.endpoint(CLIENT).identity  # type: ignore[union-attr]
+
+
+def test_an_allow_rule_with_l7_parts_admits_its_peers_in_the_kernel_when_a_sidecar_checks_the_rest() -> None:
+    serving = _plan(CompileOptions(sidecars_serving={CLIENT}))
+    waiting = _plan(CompileOptions(sidecars_serving=frozenset()))
+
+    def ingress_remotes(plan: Plan) -> set[int]:
+        endpoint = plan.policy.endpoint(CLIENT)
+        assert endpoint is not None
+        allow = {o.index for o in plan.policy.origins if o.policy == "tenant/client-get"}
+        return {e.remote for e in plan.policy.entries if e.endpoint == endpoint.identity and e.policy_index in allow
+                and e.direction is Direction.INGRESS and e.verdict is PolicyVerdict.ALLOW}
+
+    assert ingress_remotes(waiting) == {int(ReservedIdentity.NODE_PROXY)}
+    assert int(ReservedIdentity.NODE_PROXY) not in ingress_remotes(serving) and ingress_remotes(serving)
+
+
+def test_tunnels_deliver_nothing_to_the_ports_a_sidecar_checks() -> None:
+    plan = _plan(CompileOptions(mtls=True, sidecars_serving={CLIENT}))
+    assert plan.tunnel is not None
+    client = next(w for w in plan.tunnel.workloads if w.workload == CLIENT)
+    assert any(r.first <= 8080 <= r.last and not r.sources for r in client.deny), client.deny
+
+
+def test_sidecar_resources_steer_by_virtual_ip_and_port_and_pass_the_rest_through() -> None:
+    found = _resources(_plan())
+    outbound = found["Listener"]["sidecar_outbound"]
+    assert outbound["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15001}
+    assert outbound["additional_addresses"][0]["address"]["socket_address"]["address"] == "::1"
+    assert outbound["listener_filters"][0]["name"] == "envoy.filters.listener.original_dst"
+    matches = {c["name"]: c["filter_chain_match"] for c in outbound["filter_chains"]}
+    assert matches["shop/db:5432"] == {"prefix_ranges": [{"address_prefix": "10.96.1.3", "prefix_len": 32}],
+                                       "destination_port": 5432}
+    assert outbound["default_filter_chain"]["filters"][0]["typed_config"]["cluster"] == "passthrough"
+    assert found["Cluster"]["passthrough"]["type"] == "ORIGINAL_DST"
+    inbound = found["Listener"]["sidecar_inbound"]
+    assert inbound["address"]["socket_address"] == {"address": "10.244.1.1", "port_value": 15006}
+    assert inbound["enable_reuse_port"] is False
+    trusted, checked = inbound["filter_chains"]
+    assert [r["address_prefix"] for r in trusted["filter_chain_match"]["source_prefix_ranges"]] == [
+        "10.0.0.2", "10.0.1.2"]
+    assert checked["filter_chain_match"] == {"destination_port": 8080}
+    filters = [f["name"] for f in checked["filters"][0]["typed_config"]["http_filters"]]
+    assert filters == ["meshcore.rbac.allow", "envoy.filters.http.router"]
+
+
+def test_sidecar_tunnels_present_its_own_svid_on_every_port_the_service_chains_use() -> None:
+    plan = _plan(CompileOptions(mtls=True))
+    spiffe = plan.sidecars[0].spiffe_id
+    secrets = (EnvoySecret(f"svid/{spiffe}", "CHAIN", Redacted("KEY")),
+               EnvoySecret("bundle/cluster.local", "", Redacted(""), trusted_ca="CA"))
+    found = _resources(plan, secrets)
+    chains = found["Listener"]["sidecar_outbound"]["filter_chains"]
+    tunnels = [c for c in chains if c["name"].startswith("tunnel|")]
+    # Envoy picks chains by port before address: a copy for each port a service chain uses.
+    ports = sorted(c["filter_chain_match"].get("destination_port", 0) for c in tunnels)
+    assert ports == [0, 80, 5432]
+    header = tunnels[0]["filters"][0]["typed_config"]["tunneling_config"]["headers_to_add"][0]["header"]
+    assert header == {"key": "x-forwarded-for", "value": "10.244.1.1"}
+    cluster = found["Cluster"][tunnels[0]["filters"][0]["typed_config"]["cluster"]]
+    tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificate_sds_secret_configs"][0]["name"] == f"svid/{spiffe}"
+    assert cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"] == {"address": "10.0.1.1", "port_value": 15008}
+    # Only its own SVID and the bundle are served to it.
+    assert set(found["Secret"]) == {f"svid/{spiffe}", "bundle/cluster.local"}
+    # Without its SVID it has no tunnel chain (such connections pass through, and the kernel refuses what
+    # must not be clear text).
+    assert not [c for c in _resources(plan)["Listener"]["sidecar_outbound"]["filter_chains"]
+                if c["name"].startswith("tunnel|")]
+    json.dumps(found)  # the whole is plain JSON
