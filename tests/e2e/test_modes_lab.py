@@ -236,7 +236,10 @@ def test_traffic_between_nodes_is_mutual_tls_unless_an_end_has_no_proxy(lab: Lab
 def test_a_sidecar_client_tunnels_with_its_own_identity(lab: Lab) -> None:
     pods = _pods(lab)
     _ask(lab, "c-side", [["tcp", "tcp", "s-node-2", 9000, "whoami", {}]])
-    # Its own Envoy opened the HBONE stream (to node-2's tunnel port), naming the pod as the client.
+    # Its own Envoy opened the HBONE stream (a tunnel cluster to node-2), for the pod it dialled,
+    # and verified that pod's identity.
     assert logged(lab, lambda f: f.node == "sidecar/default/c-side" and f.l7 is not None
-                  and f.l7.cluster.startswith("tunnel|") and f.destination.port == 15008)
+                  and f.l7.cluster.startswith("tunnel|") and f.destination.address == pods["s-node-2"]
+                  and f.destination.port == 9000 and f.mtls
+                  and f.peer_principal == "spiffe://cluster.local/ns/default/sa/default")
     assert logged(lab, lambda f: f.node == "node-2" and f.source.address == pods["c-side"])

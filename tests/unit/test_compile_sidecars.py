@@ -147,6 +147,10 @@ def test_sidecar_tunnels_present_its_own_svid_on_every_port_the_service_chains_u
     cluster = found["Cluster"][tunnels[0]["filters"][0]["typed_config"]["cluster"]]
     tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]
     assert tls["tls_certificate_sds_secret_configs"][0]["name"] == f"svid/{spiffe}"
+    # Named like the node proxy's tunnels (client, server, node): the flows read the server's identity from it.
+    server = tls["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"][0][
+        "matcher"]["exact"]
+    assert cluster["name"].split("|")[1:3] == [spiffe, server]
     assert cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
         "socket_address"] == {"address": "10.0.1.1", "port_value": 15008}
     # Only its own SVID and the bundle are served to it.

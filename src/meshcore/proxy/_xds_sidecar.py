@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from ..compile import EnvoyPlan, EnvoySecret, Origin, SidecarPlan, TunnelDestination, tunnel_sni
+from ._als import TUNNEL_CLUSTER_PREFIX
 from ._resources import CLUSTER, LISTENER, Resource, Resources, _resource, build_resources
 from ._xds_common import _HTTP_OPTIONS, _TCP_PROXY, _UPSTREAM_TLS, ProxySettings, _duration, _sds
 from ._xds_listeners import _access_log, _cidr_range, _http_listener, _tcp_listener
@@ -90,7 +91,8 @@ def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...], settings
         groups[(d.spiffe_id, d.node)].append(d)
     chains, clusters = [], []
     for (server, node), dests in sorted(groups.items()):
-        name = f"tunnel|{server}|{node}"
+        # Named as the node proxy's tunnel clusters are (see TUNNEL_CLUSTER_PREFIX): flows read the server's identity from it.
+        name = f"{TUNNEL_CLUSTER_PREFIX}{plan.spiffe_id}|{server}|{node}"
         steered = sorted({d.address for d in dests if d.steer and d.port == 0})
         # A port with an entry of its own: tunnelled or not (DISABLE) as that entry says.
         specific = {(d.address, d.port): d.steer for d in dests if d.port}
@@ -179,7 +181,10 @@ def sidecar_resources(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...] = (),
     """Every resource of ``plan``'s sidecar; ``secrets`` are its SVID and trust bundle (mutual TLS)."""
     base = settings or ProxySettings()
     # Its upstream connections leave from the pod's own addresses: no source of the node's.
-    settings = attrs.evolve(base, listen_ipv4="127.0.0.1", listen_ipv6=None, source_ipv4=None, source_ipv6=None)
+    # Its flows go over gRPC to the agent, whose stream names the sidecar by its node id: the
+    # node Envoy's access-log file is not the sidecar's to write (nor, in a pod, reachable).
+    settings = attrs.evolve(base, listen_ipv4="127.0.0.1", listen_ipv6=None, source_ipv4=None, source_ipv6=None,
+                            access_log_file=None)
     envoy = EnvoyPlan(route_configs=plan.route_configs, clusters=plan.clusters,
                       secrets=tuple(s for s in secrets if s.name == svid_secret_name(plan.spiffe_id)
                                     or s.name.startswith("bundle/")))
