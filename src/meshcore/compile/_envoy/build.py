@@ -5,9 +5,9 @@ route configuration (virtual hosts from the tables' hostnames, routes in table o
 model route with several alternative matches becomes one Envoy route per match), a JWT
 filter when request authentications select a workload any route or mirror sends to, and
 RBAC filters for all of those workloads and the clients' egress policies (see
-:mod:`._envoy_rbac`, :mod:`._envoy_egress`) — each forwarding route narrows both to what it
+:mod:`.rbac`, :mod:`.egress`) — each forwarding route narrows both to what it
 reaches (``EnvoyRoute.rbac`` / ``jwt``), the listener's are the fallback; routes matching on the client split the listener into
-filter chains by client address (see :mod:`._envoy_clients`); TLS-by-SNI tables become L4 filter chains.
+filter chains by client address (see :mod:`.clients`); TLS-by-SNI tables become L4 filter chains.
 A port with TLS terminations gets them on its listener (HTTP) or on the chains of the
 server names they cover (L4), with their certificates as SDS secrets ``tls/<ns>/<secret>``.
 Every destination becomes an EDS
@@ -26,7 +26,7 @@ connections at once (the socket-level balancer has no way to refuse a share).
 
 Diagnostics are :class:`ProxyCode` warnings: a missing destination, all weights 0, mixed
 hash keys, a TCP chain whose authorization does not reduce to client addresses; see
-:mod:`._envoy_rbac` for the policy ones and :mod:`._envoy_raw` for raw configs.
+:mod:`.rbac` for the policy ones and :mod:`.raw` for raw configs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from ..model import (
+from ...model import (
     Backend,
     BackendState,
     Destination,
@@ -60,8 +60,8 @@ from ..model import (
     Source,
     Workload,
 )
-from ._codes import ProxyCode
-from ._envoy_plan import (
+from .._codes import ProxyCode
+from .plan import (
     ClusterWeight,
     Discovery,
     EnvoyCluster,
@@ -87,14 +87,14 @@ from ._envoy_plan import (
 #: The subset name of a TCP route's cluster without endpoints (its share of connections is refused).
 REFUSED_SUBSET = "invalid-backends"
 _INVALID_BODY = "the backend for this share of requests is invalid\n"
-from ._envoy_clients import ClientGroups, client_sources, split_by_client
-from ._envoy_raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, ServiceCluster, drop_collisions
-from ._envoy_egress import EgressIndex
-from ._envoy_jwt import listener_jwt, route_jwt
-from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
-from ._envoy_tcp_checks import serves_tcp
-from ._envoy_sources import NotASourceSet, SourceSet, admitted_sources
-from ._plan import Decision
+from .clients import ClientGroups, client_sources, split_by_client
+from .raw import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, RawPart, ServiceCluster, drop_collisions
+from .egress import EgressIndex
+from .jwt import listener_jwt, route_jwt
+from .rbac import ChainEndpoint, RbacIndex, listener_rbac, tcp_chain_rbac
+from .tcp_checks import serves_tcp
+from .sources import NotASourceSet, SourceSet, admitted_sources
+from .._plan import Decision
 
 
 #: A route's RBAC filters and JWT provider names where they differ from its listener's.
