@@ -17,8 +17,8 @@ from meshcore.compile import (
     RbacOr,
     compile_plan,
 )
-from meshcore.compile._envoy_jwt import NO_KEYS
-from meshcore.compile._envoy_rbac import claim_path, request_principal
+from meshcore.compile._envoy.jwt import NO_KEYS
+from meshcore.compile._envoy.rbac import claim_path, request_principal
 from meshcore.proxy import LISTENER, build_resources
 
 NS = "shop"

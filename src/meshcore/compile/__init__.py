@@ -5,7 +5,7 @@ from ._compile import WEIGHT_SCALE, CompileOptions, compile_plan
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE
 from ._diff import BpfDiff, BpfIndex, diff_bpf
 from ._incremental import CompiledPlan
-from ._envoy_plan import (
+from ._envoy.plan import (
     RBAC_NEVER,
     ClientView,
     ClusterWeight,

@@ -15,8 +15,9 @@ from ..model import (
 )
 from ..model._gc import gc_paused
 from ._decide import decide, l7_policies, virtual_hosts
-from ._envoy import ProxiedPort, build_envoy_plan
-from ._envoy_raw import raw_part
+from ._envoy.build import build_envoy_plan
+from ._envoy.ports import ProxiedPort
+from ._envoy.raw import raw_part
 from ._modes import workload_modes
 from ._sidecar import SidecarPlan, compile_sidecars, serving_sidecars, sidecar_gates
 from ._policy import compile_policy

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..model import AuthorizationPolicy, RouteKind, RouteTable, Service, ServicePort, Snapshot, Workload
-from ._envoy_jwt import selecting
-from ._envoy_tcp_checks import inexpressible_sources, serves_tcp, uneven_destinations
+from ._envoy.jwt import selecting
+from ._envoy.tcp_checks import inexpressible_sources, serves_tcp, uneven_destinations
 from ._plan import Datapath, Decision
 from ._traffic import traffic_verdict
 

@@ -30,7 +30,7 @@ import attrs
 from ..model import Service, ServiceRef, Snapshot
 from ._compile import CompileOptions, Compiler, ServicePart
 from ._diff import BpfDiff
-from ._envoy import ProxiedPort
+from ._envoy.ports import ProxiedPort
 from ._plan import BpfService, Plan, sorted_bpf_plan
 
 __all__ = ["CompiledPlan"]

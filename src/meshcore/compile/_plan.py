@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import attrs
 
 from ..model import BackendState, ServiceRef, Source
-from ._envoy_plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
+from ._envoy.plan import EnvoyPlan as EnvoyPlan  # the Plan holds one; defined with its parts
 from ._modes import WorkloadMode
 from ._sidecar import SidecarPlan
 from ._policy_plan import PolicyPlan

@@ -48,8 +48,8 @@ from ..model import (
     Workload,
     WorkloadRef,
 )
-from ._envoy_jwt import listener_jwt
-from ._envoy_plan import (
+from ._envoy.jwt import listener_jwt
+from ._envoy.plan import (
     ClusterWeight,
     Discovery,
     EnvoyCluster,
@@ -63,7 +63,7 @@ from ._envoy_plan import (
     TcpChain,
     cluster_name,
 )
-from ._envoy_rbac import ChainEndpoint, RbacIndex, listener_rbac
+from ._envoy.rbac import ChainEndpoint, RbacIndex, listener_rbac
 from ._policy_l7 import proxy_gates
 from ._tunnel import TunnelDestination, TunnelPlan
 

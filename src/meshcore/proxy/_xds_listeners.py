@@ -1,6 +1,7 @@
 """Envoy Listener JSON: the HTTP connection manager with its filter chain, and TCP proxy chains.
 
-An HTTP listener's filters run CORS, JWT, RBAC, fault, router, in that order, and name
+An HTTP listener's filters run in the order of :data:`._xds_http_filters.HTTP_FILTERS`
+(CORS, JWT, RBAC, fault, router), and name
 its route configuration over RDS; a listener that terminates TLS has those chains once
 per set of server names, each with a TLS transport socket whose certificates come over
 SDS on the ADS stream, and no chain without TLS; a TCP listener has one filter chain per
@@ -19,24 +20,20 @@ from ..compile import EnvoyListener, EnvoyRouteConfig, ServerTls, TcpChain
 from ._access_file import HTTP_FORMAT, TCP_FORMAT
 from ._xds_common import (
     _ALS,
-    _CORS,
     _DOWNSTREAM_TLS,
-    _FAULT,
     _FILE_LOG,
     _HCM,
-    _ROUTER,
     _TCP_ALS,
     _TCP_PROXY,
     _TLS_INSPECTOR,
-    CORS_FILTER,
-    FAULT_FILTER,
     XDS_CLUSTER,
     ProxySettings,
     _duration,
     _sds,
     _stat_prefix,
 )
-from ._xds_filters import _jwt_filter, _network_rbac_filters, _rbac_filters
+from ._xds_filters import _network_rbac_filters
+from ._xds_http_filters import http_filters
 from ._xds_routes import _clusters
 
 #: One log name for every listener, so each Envoy worker keeps a single ALS stream; the
@@ -77,18 +74,8 @@ def _addresses(port: int, settings: ProxySettings) -> dict[str, Any]:
 def _http_listener(listener: EnvoyListener, route_configs: Sequence[EnvoyRouteConfig],
                    settings: ProxySettings) -> dict[str, Any]:
     routes = [r for rc in route_configs for r in rc.routes()]
-    filters: list[dict[str, Any]] = []
-    # CORS first so browsers' preflights are answered before authorization, as they
-    # carry no credentials; then token validation, whose verified claims authorization
-    # reads; fault injection only for allowed requests.
-    if any(r.cors is not None for r in routes):
-        filters.append({"name": CORS_FILTER, "typed_config": {"@type": _CORS}})
-    if listener.jwt is not None:
-        filters.append(_jwt_filter(listener.jwt, routes))
-    filters.extend(_rbac_filters(listener.rbac))
-    if any(r.fault is not None for r in routes):
-        filters.append({"name": FAULT_FILTER, "typed_config": {"@type": _FAULT}})
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
+    # In the one order stated in HTTP_FILTERS (authentication before authorization, router last).
+    filters = http_filters(listener, routes)
 
     def chain(route_config: str) -> dict[str, Any]:
         hcm: dict[str, Any] = {

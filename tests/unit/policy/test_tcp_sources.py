@@ -27,7 +27,7 @@ from meshcore.compile import (
     TcpChain,
     compile_plan,
 )
-from meshcore.compile._envoy_sources import NotASourceSet, SourceSet, admitted_sources
+from meshcore.compile._envoy.sources import NotASourceSet, SourceSet, admitted_sources
 from meshcore.proxy import LISTENER, build_resources
 
 API = m.Workload("api", NS, m.Identity(NS, "api"), addresses=("10.0.1.1", "fd00::1:1"), labels={"app": "api"})

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..model import ClientMatch, Workload
-from ._envoy_plan import ClientView, EnvoyRoute, EnvoyVirtualHost
-from ._envoy_sources import SourceSet
+from ...model import ClientMatch, Workload
+from .plan import ClientView, EnvoyRoute, EnvoyVirtualHost
+from .sources import SourceSet
 
 #: The answers of a client to a listener's client conditions, in condition order.
 _Answers = tuple[bool, ...]

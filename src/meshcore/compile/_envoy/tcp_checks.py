@@ -2,7 +2,7 @@
 
 A TCP filter chain's authorization runs before the TCP proxy picks a backend and is
 decided on the client's address when the connection is accepted (see
-:mod:`._envoy_rbac` and :mod:`._envoy_sources`). That is exact only when every backend a
+:mod:`.rbac` and :mod:`.sources`). That is exact only when every backend a
 chain may send to is governed by the same ingress policies on the same port, and when
 every ALLOW rule reduces to a set of client addresses; compile keeps a port in the
 kernel, with the reason these functions give, when it is not.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from ..model import (
+from ...model import (
     BackendState,
     Direction,
     PolicyAction,
@@ -25,9 +25,9 @@ from ..model import (
     Snapshot,
     Workload,
 )
-from ._envoy_rbac import ChainEndpoint, RbacIndex, address_in, tcp_chain_rbac
-from ._envoy_sources import NotASourceSet, admitted_sources
-from ._traffic import uses_tcp_proxy
+from .rbac import ChainEndpoint, RbacIndex, address_in, tcp_chain_rbac
+from .sources import NotASourceSet, admitted_sources
+from .._traffic import uses_tcp_proxy
 
 __all__ = ["governing", "inexpressible_sources", "serves_tcp", "uneven_destinations"]
 

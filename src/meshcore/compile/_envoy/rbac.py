@@ -14,10 +14,10 @@ The filters run before a backend is picked, so they fail closed across destinati
 DENY and AUDIT policies of all of them are unioned into one filter each, and there is one
 ALLOW filter per group of destinations selected by the same ALLOW policies (Envoy ANDs a
 chain's filters, so a request must satisfy every destination's ALLOW policies). Clients'
-egress policies arrive as ready DENY policies (see :mod:`._envoy_egress`), placed first.
+egress policies arrive as ready DENY policies (see :mod:`.egress`), placed first.
 
 Request principals and ``request.auth.*`` conditions match the payload of the token the
-listener's JWT filter verified (see :mod:`._envoy_jwt`) with :class:`RbacClaim`. Envoy
+listener's JWT filter verified (see :mod:`.jwt`) with :class:`RbacClaim`. Envoy
 has no single field for Istio's request principal ``<iss>/<sub>``, so a principal
 pattern becomes matchers on the ``iss`` and ``sub`` claims that hold exactly when the
 joined string would match it. The verified ``iss`` can only be one of the issuers the
@@ -32,8 +32,8 @@ paths, hosts, request principals, header and ``request.auth.*`` conditions) foll
 Istio's rule for TCP traffic: an ALLOW rule containing any matches no connection, and a
 DENY or AUDIT rule is applied as if they were absent (so it matches more, never less).
 What those filters admit is also each chain's set of client prefixes (see
-:mod:`._envoy_sources`), decided on accept; a port whose chains' ALLOW rules do not
-reduce to client addresses stays in the kernel (see :mod:`._envoy_tcp_checks`).
+:mod:`.sources`), decided on accept; a port whose chains' ALLOW rules do not
+reduce to client addresses stays in the kernel (see :mod:`.tcp_checks`).
 
 A condition the node proxy cannot evaluate, a policy selecting only some of the backends
 a route or TCP chain may send to (the proxy requires every backend's policies: fail
@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import attrs
 
-from ..model import (
+from ...model import (
     AuthorizationPolicy,
     Diagnostic,
     Direction,
@@ -67,8 +67,8 @@ from ..model import (
     Workload,
     WorkloadRef,
 )
-from ._codes import ProxyCode
-from ._envoy_plan import (
+from .._codes import ProxyCode
+from .plan import (
     RBAC_NEVER,
     EnvoyRbac,
     Origin,

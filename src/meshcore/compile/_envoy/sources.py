@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import attrs
 
-from ._envoy_plan import EnvoyRbac, RbacAction, RbacAnd, RbacAny, RbacExpr, RbacNot, RbacOr, RbacSourceIp
+from .plan import EnvoyRbac, RbacAction, RbacAnd, RbacAny, RbacExpr, RbacNot, RbacOr, RbacSourceIp
 
 _V4 = ipaddress.IPv4Network
 _V6 = ipaddress.IPv6Network

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
-from ..model import (
+from ...model import (
     CorsPolicy,
     Diagnostic,
     DirectResponse,
@@ -35,7 +35,7 @@ from ..model import (
     StringMatch,
     TrafficPolicy,
 )
-from ._tunnel import TunnelPlan
+from .._tunnel import TunnelPlan
 
 
 @attrs.frozen(order=True)

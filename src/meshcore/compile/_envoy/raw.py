@@ -26,10 +26,10 @@ from typing import Any
 
 import attrs
 
-from ..model import Diagnostic, EnvoyConfig, Labels, Service, ServiceRef, Severity, Snapshot, TrafficPolicy
-from ._codes import ProxyCode
-from ._ports import PortAllocator
-from ._envoy_plan import Origin, RawOrigin, RawResource
+from ...model import Diagnostic, EnvoyConfig, Labels, Service, ServiceRef, Severity, Snapshot, TrafficPolicy
+from .._codes import ProxyCode
+from .._ports import PortAllocator
+from .plan import Origin, RawOrigin, RawResource
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"

@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 
-from ..model import Diagnostic, RequestAuthentication, Severity, Workload
-from ._codes import ProxyCode
-from ._envoy_plan import EnvoyJwt, JwtProvider, Origin
+from ...model import Diagnostic, RequestAuthentication, Severity, Workload
+from .._codes import ProxyCode
+from .plan import EnvoyJwt, JwtProvider, Origin
 
 #: The key set of a provider whose keys are not available, so every token of its issuer
 #: fails: an RSA public key whose private key was discarded when it was generated (Envoy

@@ -21,11 +21,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from ..model import Direction, PolicyAction, ReservedIdentity, Snapshot, Source, Workload, WorkloadRef
-from ._envoy_plan import Origin, RbacAny, RbacExpr, RbacPolicy
-from ._envoy_rbac import ChainEndpoint
-from ._policy import compile_policy
-from ._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyEntry, PolicyPlan, PolicyVerdict
+from ...model import Direction, PolicyAction, ReservedIdentity, Snapshot, Source, Workload, WorkloadRef
+from .plan import Origin, RbacAny, RbacExpr, RbacPolicy
+from .rbac import ChainEndpoint
+from .._policy import compile_policy
+from .._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyEntry, PolicyPlan, PolicyVerdict
 
 __all__ = ["EgressIndex"]
 
