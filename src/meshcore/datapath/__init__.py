@@ -92,7 +92,7 @@ from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
 from ._policy import EventStats, PolicyEnforcer, PolicyReport
-from ._sidecar import SidecarChange, SidecarPod, SidecarSteering
+from ._sidecar import SidecarChange, SidecarPod, SidecarSteering, netns_cookie
 from ._socket_lb import SocketLB
 from ._tunnel import RefusalLog, TunnelChange, TunnelRefusal, TunnelSteering
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
@@ -101,5 +101,5 @@ __all__ = [
     "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "EventStats", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
     "MirrorMismatch", "ServiceState", "SocketLB", "RefusalLog", "TunnelChange", "TunnelRefusal", "TunnelSteering", "cgroup2_mount", "default_pin_root", "object_path",
-    "resolve_cgroup", "slot_counts", "SidecarChange", "SidecarPod", "SidecarSteering",
+    "resolve_cgroup", "slot_counts", "SidecarChange", "SidecarPod", "SidecarSteering", "netns_cookie",
 ]

@@ -176,8 +176,8 @@ class TunnelSteering:
         return self
 
     def refusal_log(self) -> RefusalLog:
-        """A reader of the calls the kernel refused, with its own handle (it may be used from another thread)."""
-        self.open()
+        """A reader of the calls the kernel refused, with its own handle: it may be used from another thread,
+        and outlives :meth:`close`. The steering must have been opened (by this process or an earlier one)."""
         return RefusalLog(self.root / "maps" / REFUSALS.name)
 
     def exempt(self, cgroups: Iterable[str | os.PathLike[str]]) -> int:
