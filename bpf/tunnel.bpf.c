@@ -8,7 +8,8 @@
  * (sockops TCP_CONNECT_CB), by the client's address and port. The node proxy reads it
  * back with getsockopt(SO_ORIGINAL_DST), answered here from that map, as netfilter
  * would answer it after a REDIRECT. UDP to a destination that refuses clear text is
- * refused. The node proxy's own connections are never steered, nor those of the cgroups in
+ * refused, and so is TCP to one when the node proxy has no address of its family; each refusal
+ * is counted in tun_refusals, which the agent drains into flows. The node proxy's own connections are never steered, nor those of the cgroups in
  * tun_exempt (sidecars, which carry their pods' connections in tunnels of their own).
  */
 #include <linux/bpf.h>
@@ -67,12 +68,22 @@ struct {
 	__type(value, struct tun_orig);
 } tun_origs SEC(".maps");
 
+/* Refusals by client, destination and reason; the agent takes (reads and deletes) them each interval. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tun_refusal_key);
+	__type(value, struct tun_refusal);
+} tun_refusals SEC(".maps");
+
 /* Keep the structs user space mirrors in the object's BTF. */
 struct tun_dest_key *tun_dest_key_anchor __attribute__((unused));
 struct tun_dest_value *tun_dest_value_anchor __attribute__((unused));
 struct tun_config *tun_config_anchor __attribute__((unused));
 struct tun_orig *tun_orig_anchor __attribute__((unused));
 struct tun_peer_key *tun_peer_key_anchor __attribute__((unused));
+struct tun_refusal_key *tun_refusal_key_anchor __attribute__((unused));
+struct tun_refusal *tun_refusal_anchor __attribute__((unused));
 
 static __always_inline struct tun_dest_value *tun_lookup(const __u32 addr[4], __u16 port)
 {
@@ -89,8 +100,66 @@ static __always_inline struct tun_dest_value *tun_lookup(const __u32 addr[4], __
 	return bpf_map_lookup_elem(&tun_dests, &key);
 }
 
-static __always_inline int tun_refuse(void)
+/* Count a refused call under its client, destination and reason (best effort: a full map evicts the oldest). */
+static __always_inline void tun_note_refusal(struct bpf_sock_addr *ctx, const __u32 addr[4], __u16 port,
+					     __u8 proto, __u8 reason)
 {
+	struct tun_refusal_key key;
+	struct tun_refusal one, *val;
+	struct bpf_sock *sk = ctx->sk;
+	__u32 family, ip4, ip6[4], sport;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.netns = bpf_get_netns_cookie(ctx);
+	key.cgroup = bpf_get_current_cgroup_id();
+	addr_copy(key.addr, addr);
+	key.port = port;
+	key.proto = proto;
+	key.reason = reason;
+	__builtin_memset(&one, 0, sizeof(one));
+	one.count = 1;
+	one.last_ns = bpf_ktime_get_ns();
+	if (sk) {
+		/* Every field read once, before any branch: the verifier refuses offset context pointers. */
+		family = sk->family;
+		tun_keep(family);
+		ip4 = sk->src_ip4;
+		tun_keep(ip4);
+		ip6[0] = sk->src_ip6[0];
+		tun_keep(ip6[0]);
+		ip6[1] = sk->src_ip6[1];
+		tun_keep(ip6[1]);
+		ip6[2] = sk->src_ip6[2];
+		tun_keep(ip6[2]);
+		ip6[3] = sk->src_ip6[3];
+		tun_keep(ip6[3]);
+		sport = sk->src_port;
+		tun_keep(sport);
+		if (family == AF_INET) {
+			if (ip4)
+				addr_set_v4(one.saddr, ip4);
+		} else {
+			addr_copy(one.saddr, ip6);
+		}
+		one.sport = (__u16)sport;
+	}
+	val = bpf_map_lookup_elem(&tun_refusals, &key);
+	if (!val && bpf_map_update_elem(&tun_refusals, &key, &one, BPF_NOEXIST) == 0)
+		return;
+	if (!val)
+		val = bpf_map_lookup_elem(&tun_refusals, &key); /* another CPU created it meanwhile */
+	if (!val)
+		return;
+	__sync_fetch_and_add(&val->count, 1);
+	val->last_ns = one.last_ns;
+	addr_copy(val->saddr, one.saddr);
+	val->sport = one.sport;
+}
+
+static __always_inline int tun_refuse(struct bpf_sock_addr *ctx, const __u32 addr[4], __u16 port, __u8 proto,
+				      __u8 reason)
+{
+	tun_note_refusal(ctx, addr, port, proto, reason);
 	bpf_set_retval(-ECONNREFUSED);
 	return 0;
 }
@@ -117,7 +186,7 @@ static __always_inline int tun_steer(struct bpf_sock_addr *ctx, __u32 addr[4], _
 	if (!dest || !(dest->flags & TUN_F_STEER))
 		return 1;
 	if (ctx->protocol == IPPROTO_UDP)
-		return (dest->flags & TUN_F_STRICT) ? tun_refuse() : 1;
+		return (dest->flags & TUN_F_STRICT) ? tun_refuse(ctx, addr, *port, IPPROTO_UDP, TUN_R_UDP_STRICT) : 1;
 
 	__builtin_memset(&orig, 0, sizeof(orig));
 	addr_copy(orig.addr, addr);
@@ -125,11 +194,11 @@ static __always_inline int tun_steer(struct bpf_sock_addr *ctx, __u32 addr[4], _
 	orig.family = addr_is_v4(addr) ? 4 : 6;
 	if (addr_is_v4(addr)) {
 		if (cfg->proxy4 == 0)
-			return (dest->flags & TUN_F_STRICT) ? tun_refuse() : 1;
+			return (dest->flags & TUN_F_STRICT) ? tun_refuse(ctx, addr, *port, IPPROTO_TCP, TUN_R_NO_PROXY) : 1;
 		addr_set_v4(addr, cfg->proxy4);
 	} else {
 		if (v4_only || addr_is_zero(cfg->proxy6))
-			return (dest->flags & TUN_F_STRICT) ? tun_refuse() : 1;
+			return (dest->flags & TUN_F_STRICT) ? tun_refuse(ctx, addr, *port, IPPROTO_TCP, TUN_R_NO_PROXY) : 1;
 		addr[0] = cfg->proxy6[0];
 		addr[1] = cfg->proxy6[1];
 		addr[2] = cfg->proxy6[2];

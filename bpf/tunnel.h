@@ -48,4 +48,28 @@ struct tun_peer_key {
 	__u16 pad;
 };
 
+/* tun_refusal_key.reason: why a call to a STRICT destination was refused at the client's socket. */
+#define TUN_R_UDP_STRICT 1 /* UDP: the tunnel carries TCP only, and clear text is refused */
+#define TUN_R_NO_PROXY 2   /* TCP: the node proxy has no address of the destination's family */
+
+/* Map tun_refusals: refused calls counted by client (network namespace and cgroup), destination and reason. */
+struct tun_refusal_key {
+	__u64 netns;   /* the client's network namespace cookie (its pod) */
+	__u64 cgroup;  /* the client's cgroup id */
+	__u32 addr[4]; /* destination */
+	__u16 port;    /* network order */
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 reason;   /* TUN_R_* */
+	__u32 pad;
+};
+
+struct tun_refusal {
+	__u64 count;    /* calls refused since the agent last took the entry */
+	__u64 last_ns;  /* bpf_ktime_get_ns() of the last one */
+	__u32 saddr[4]; /* the last refused socket's bound address (zero when unbound) */
+	__u16 sport;    /* its bound port, host order (0: none) */
+	__u16 pad;
+	__u32 pad2;
+};
+
 #endif /* MESHCORE_TUNNEL_H */

@@ -10,6 +10,7 @@ import pytest
 from meshcore.datapath import BpfError, BpfObject, DatapathError, MirrorMismatch, SocketLB, object_path
 from meshcore.datapath import _socket_lb
 from meshcore.datapath.maps import ALL_SPECS, MapSpec, services
+from meshcore.datapath.maps import tunnel as tunnel_maps
 
 pytestmark = pytest.mark.root
 
@@ -38,6 +39,26 @@ def test_every_shipped_mirror_matches_the_object() -> None:
     with BpfObject.open(object_path("sock_lb")) as obj:
         for spec in ALL_SPECS:
             obj.check_mirror(spec)
+
+
+def test_every_tunnel_mirror_matches_the_object() -> None:
+    with BpfObject.open(object_path("tunnel")) as obj:
+        for spec in tunnel_maps.TUNNEL_SPECS:
+            obj.check_mirror(spec)
+
+
+class RefusalKeyWithoutCgroup(ctypes.Structure):
+    """TunRefusalKey as it would be had the cgroup id been forgotten: every later member moves."""
+
+    _fields_ = [("netns", ctypes.c_uint64), ("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("reason", ctypes.c_uint8), ("pad", ctypes.c_uint32),
+                ("spare", ctypes.c_uint64)]
+
+
+def test_a_tunnel_refusal_key_out_of_step_is_refused() -> None:
+    with BpfObject.open(object_path("tunnel")) as obj:
+        with pytest.raises(MirrorMismatch, match=r"map tun_refusals: key: struct tun_refusal_key member 'cgroup'"):
+            obj.check_mirror(MapSpec("tun_refusals", RefusalKeyWithoutCgroup, tunnel_maps.TunRefusal))
 
 
 def test_a_member_at_the_wrong_offset_names_map_struct_and_member() -> None:

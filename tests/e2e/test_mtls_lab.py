@@ -29,7 +29,8 @@ from meshcore.lab import Lab
 from meshcore.lab._ca import CA_SOCKET, ca_dir
 from meshcore.lab._state import LabState
 from meshcore.linux._netns import in_netns
-from meshcore.observe import Verdict
+from meshcore.model import WorkloadRef
+from meshcore.observe import Flow, Verdict
 
 pytestmark = pytest.mark.root
 
@@ -153,7 +154,8 @@ _UDP = """
 import json, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 try:
-    s.sendto(b"x", (sys.argv[1], 9001))
+    for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 1):
+        s.sendto(b"x", (sys.argv[1], 9001))
     print(json.dumps("sent"))
 except OSError as exc:
     print(json.dumps(type(exc).__name__))
@@ -268,8 +270,32 @@ def test_a_process_on_the_underlay_forging_a_pods_address_is_refused_by_a_strict
 
 def test_udp_to_a_strict_workload_is_refused_at_the_client_not_sent_in_clear(lab: Lab) -> None:
     pods = _addresses(lab)
-    assert run_python(lab, "client", _UDP, pods["strict"]) == "ConnectionRefusedError"
+    start = datetime.now(UTC)
     assert run_python(lab, "client", _UDP, pods["web"]) == "sent"
+    assert run_python(lab, "client", _UDP, pods["strict"]) == "ConnectionRefusedError"
+    assert run_python(lab, "client", _UDP, pods["strict"]) == "ConnectionRefusedError"
+
+    def refused(flow: Flow) -> bool:
+        return flow.time >= start and flow.verdict is Verdict.DROPPED and flow.reason.startswith("mtls-strict")
+
+    # The client's node says why, once per client, destination and interval, with the calls counted.
+    deadline = time.monotonic() + 8
+    flows = logged(lab, refused, wait=0)
+    while sum(f.count for f in flows) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        flows = logged(lab, refused, wait=0)
+    assert sum(f.count for f in flows) == 2, flows
+    assert {(f.node, f.reason, f.protocol, f.source.workload, f.source.address, f.destination.workload,
+             f.destination.address, f.destination.port) for f in flows} == {
+        ("node-1", "mtls-strict-udp", "UDP", WorkloadRef("default", "client"), pods["client"],
+         WorkloadRef("default", "strict"), pods["strict"], 9001)}, flows
+    # PERMISSIVE web got its datagram (sent before): nothing was refused for it.
+    assert not [f for f in flows if f.destination.address == pods["web"]]
+    # `meshcore observe` shows it among the drops, naming both pods.
+    rows = observed(lab, "--verdict", "dropped", "--pod", "strict",
+                    keep=lambda r: datetime.fromisoformat(r["time"]) >= start and r["reason"] == "mtls-strict-udp")
+    assert rows and {(r["node"], r["enforcer"], r["source"], r["destination"]) for r in rows} == {
+        ("node-1", "kernel", "default/client", "default/strict")}, rows
 
 
 def test_a_node_asking_the_ca_for_another_nodes_identity_is_refused(lab: Lab) -> None:

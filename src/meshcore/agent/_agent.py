@@ -28,6 +28,7 @@ from ._flowserver import FLOWS_SOCKET, FlowServer, read_served
 from ._flowstore import DEFAULT_MEMORY_BYTES, FlowRing, FlowStore
 from ._journal import FLOWS_FILE, FlowJournal, FlowJournalReader, FlowLoss, JournalLimits, policy_names
 from ._pipeline import Generation, Pipeline
+from ._refusals import RefusalFlows
 from ._report import ConfigStatus, GenerationReport, ProxyStatus, Refusal, SidecarStatus, Stage, write_report
 from ._sidecars import RECORDS_FILE as SIDECAR_RECORDS
 from ._sidecars import PodSandbox, Sidecars
@@ -347,8 +348,8 @@ class NodeAgent:
         proxy can run, ports that needed it stay on the kernel datapath and the configs
         that needed it are reported NotServed. What changed since the previous generation
         is found first, so a change costs what it touches (see :meth:`apply_changes`).
-        ``sandboxes`` (workload → where its pod lives) let its sidecar be steered through;
-        left out, the previous ones stay.
+        ``sandboxes`` (workload → where its pod lives) let its sidecar be steered through and
+        name the client of a call the kernel refused for mutual TLS; left out, the previous ones stay.
         """
         with self._lock:
             generation = self._next(generation)
@@ -657,6 +658,8 @@ class NodeAgent:
         self.metrics.reports_from(lambda: enforcer.event_stats().by_outcome())
         lost = enforcer.event_stats().lost
         ring = enforcer.event_ring()
+        mtls = self._mtls
+        refusals = RefusalFlows(node, mtls.refusal_log) if mtls is not None else None
         next_sums = time.monotonic() + _FLOW_SUM_SECONDS
         try:
             while not self._closing.is_set():
@@ -677,10 +680,17 @@ class NodeAgent:
                     if now_lost > lost:
                         self.journal.add_loss(FlowLoss(time.time(), node, now_lost - lost))
                         lost = now_lost
+                    if refusals is not None:
+                        refused = refusals.take(enforcer.decoder.names, self._sandboxes)
+                        for flow in refused:
+                            self.metrics.count(flow)
+                        self.journal.add(refused)
                 # Let records gather: a flood of drops is read in batches, not one wake-up each.
                 self._closing.wait(0.05)
         finally:
             ring.close()
+            if refusals is not None:
+                refusals.close()
 
     # ------------------------------------------------------------------ lifecycle
 

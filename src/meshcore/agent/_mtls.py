@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..compile import EnvoySecret, TunnelPlan
-from ..datapath import TunnelSteering
+from ..datapath import RefusalLog, TunnelSteering
 from ..identity import SvidCache, SvidSource
 from ..model import Redacted
 from ..proxy import bundle_secret_name, svid_secret_name
@@ -48,6 +48,7 @@ class MutualTls:
         self.cache = SvidCache(source)
         self._steering = steering
         self._wanted: tuple[str, ...] = ()
+        self._steered = False
 
     def steering(self) -> TunnelSteering:
         """The kernel's steering (attached on first use), exempting this process's cgroup (the node proxy's)."""
@@ -84,7 +85,13 @@ class MutualTls:
         (sidecars, which tunnel their own); a one-line summary."""
         steering = self.steering()
         steering.exempt(exempt)
-        return steering.apply(tunnel, self.facts.ipv4, self.facts.ipv6).summary()
+        summary = steering.apply(tunnel, self.facts.ipv4, self.facts.ipv6).summary()
+        self._steered = True
+        return summary
+
+    def refusal_log(self) -> RefusalLog | None:
+        """A reader of the calls the kernel refused for mutual TLS, once the steering is attached (else None)."""
+        return self.steering().refusal_log() if self._steered else None
 
     def close(self) -> None:
         """Release the steering's handles (its pins keep steering)."""

@@ -71,6 +71,12 @@ Sidecars: ``SidecarSteering(node, records, pin_root)`` loads bpf/sidecar.bpf.c o
 namespace and turns steering through its sidecar on or off (see :mod:`._sidecar`), and
 ``steer(destinations)`` names what sidecars tunnel themselves.
 
+Mutual TLS: ``TunnelSteering(node, cgroup, pin_root, exempt_cgroup=...)`` loads
+bpf/tunnel.bpf.c on the node's cgroup, ``apply(tunnel_plan, proxy_ipv4, proxy_ipv6)`` steers
+meshed TCP into the node proxy's tunnel, and ``refusal_log()`` reads the calls it refused at
+the client's socket (UDP to a STRICT destination, TCP to one the proxy has no address of
+the family for) as :class:`TunnelRefusal` counts, taking them out of the kernel.
+
 Lower layers, for other datapath parts: :class:`BpfObject` / :class:`BpfLink` (loader
 context managers), :func:`object_path`, :class:`BpfError` (errno + libbpf's log),
 :class:`MirrorMismatch` (a ctypes mirror in :mod:`meshcore.datapath.maps` disagrees with
@@ -86,14 +92,14 @@ from ._libbpf import BpfError
 from ._loader import BpfLink, BpfObject, object_path
 from ._pins import PROGRAMS
 from ._policy import EventStats, PolicyEnforcer, PolicyReport
-from ._sidecar import SidecarChange, SidecarPod, SidecarSteering
+from ._sidecar import SidecarChange, SidecarPod, SidecarSteering, netns_cookie
 from ._socket_lb import SocketLB
-from ._tunnel import TunnelChange, TunnelSteering
+from ._tunnel import RefusalLog, TunnelChange, TunnelRefusal, TunnelSteering
 from ._types import ApplyReport, BackendEntry, DatapathState, LbSettings, ServiceState
 
 __all__ = [
     "MAX_SLOTS_PER_SERVICE", "PROGRAMS", "EventStats", "FlowDecoder", "PolicyEnforcer", "PolicyReport", "ApplyReport", "BackendEntry",
     "BpfError", "BpfLink", "BpfObject", "DatapathError", "DatapathState", "LbSettings",
-    "MirrorMismatch", "ServiceState", "SocketLB", "TunnelChange", "TunnelSteering", "cgroup2_mount", "default_pin_root", "object_path",
-    "resolve_cgroup", "slot_counts", "SidecarChange", "SidecarPod", "SidecarSteering",
+    "MirrorMismatch", "ServiceState", "SocketLB", "RefusalLog", "TunnelChange", "TunnelRefusal", "TunnelSteering", "cgroup2_mount", "default_pin_root", "object_path",
+    "resolve_cgroup", "slot_counts", "SidecarChange", "SidecarPod", "SidecarSteering", "netns_cookie",
 ]

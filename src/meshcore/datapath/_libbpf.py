@@ -126,6 +126,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _P, _P, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, _P]),
+    "bpf_map_lookup_and_delete_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_lookup_batch": (ctypes.c_int, [ctypes.c_int, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_uint32), _P]),
     "bpf_obj_get": (ctypes.c_int, [ctypes.c_char_p]),

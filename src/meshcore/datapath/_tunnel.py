@@ -4,7 +4,9 @@
 the node's cgroup *after* the socket LB's, so they see the backend it chose; they send
 connections to meshed destinations to the node proxy's outbound tunnel listener and answer
 its ``SO_ORIGINAL_DST`` (see bpf/tunnel.bpf.c). Maps and links are pinned under
-``<pin_root>/<node>/tunnel/`` and outlive the agent like the socket LB's.
+``<pin_root>/<node>/tunnel/`` and outlive the agent like the socket LB's. Calls they refuse
+(UDP to a STRICT destination; TCP to one the node proxy has no address for) are counted
+in the kernel and taken as :class:`TunnelRefusal` through a :class:`RefusalLog`.
 """
 
 from __future__ import annotations
@@ -25,20 +27,26 @@ from ._cgroup import cgroup_id, resolve_cgroup
 from ._errors import DatapathError
 from ._loader import BpfLink, BpfObject, map_info, object_path
 from .maps import BpfMap, MapSpec
-from .maps._base import set_addr
+from .maps._base import get_addr, set_addr
 from .maps.tunnel import (
     CONFIG,
     DESTS,
     EXEMPT,
+    REFUSALS,
     TUN_F_STEER,
     TUN_F_STRICT,
+    TUN_R_NO_PROXY,
+    TUN_R_UDP_STRICT,
     TUNNEL_SPECS,
     TunConfig,
     TunDestKey,
     TunDestValue,
 )
 
-__all__ = ["TunnelChange", "TunnelSteering"]
+__all__ = ["REFUSAL_REASONS", "RefusalLog", "TunnelChange", "TunnelRefusal", "TunnelSteering"]
+
+#: Why the kernel refused a call, as flows say it (by TUN_R_* code).
+REFUSAL_REASONS = {TUN_R_UDP_STRICT: "mtls-strict-udp", TUN_R_NO_PROXY: "mtls-strict-no-proxy"}
 
 OBJECT_NAME = "tunnel"
 PROGRAMS = ("tun_connect4", "tun_connect6", "tun_sendmsg4", "tun_sendmsg6", "tun_sockops", "tun_getsockopt")
@@ -60,6 +68,62 @@ class TunnelChange:
     def summary(self) -> str:
         """One line for logs and reports."""
         return f"tunnel destinations +{self.added} ~{self.updated} -{self.removed}"
+
+
+@attrs.frozen
+class TunnelRefusal:
+    """Calls refused at a client's socket since the last take, alike in client, destination, protocol and reason.
+
+    The client is its network namespace cookie (its pod's) and cgroup id; ``source`` and
+    ``source_port`` are the last refused socket's bound address and port (empty and 0
+    when unbound). ``reason`` is one of :data:`REFUSAL_REASONS`' values; ``last_ns`` is the
+    last refusal's time on the kernel's monotonic clock.
+    """
+
+    netns: int
+    cgroup: int
+    address: str
+    port: int
+    protocol: int
+    reason: str
+    count: int
+    last_ns: int
+    source: str = ""
+    source_port: int = 0
+
+
+class RefusalLog:
+    """The kernel's count of refused calls (map ``tun_refusals``), through a handle of its own."""
+
+    def __init__(self, pin: Path) -> None:
+        if not pin.exists():
+            raise DatapathError(f"{pin} is missing: the node's tunnel steering was attached by an older meshcore "
+                                "version; destroy the node's datapath and attach again to record refused calls")
+        self._map = TunnelSteering._open_map(REFUSALS, pin)
+
+    def take(self) -> list[TunnelRefusal]:
+        """Every refusal counted since the last take, removed from the kernel as it is read.
+
+        Each entry is read and deleted in one step; a refusal counted on another CPU in
+        between may be lost, never counted twice.
+        """
+        out = []
+        for key in self._map.keys():
+            value = self._map.take(key)
+            if value is None or not value.count:
+                continue
+            address, _ = get_addr(key.addr)
+            source, _ = get_addr(value.saddr)
+            unbound = not any(value.saddr)
+            out.append(TunnelRefusal(
+                int(key.netns), int(key.cgroup), address, socket.ntohs(key.port), int(key.proto),
+                REFUSAL_REASONS.get(int(key.reason), str(key.reason)), int(value.count), int(value.last_ns),
+                "" if unbound else source, int(value.sport)))
+        return out
+
+    def close(self) -> None:
+        """Close the handle (the map stays pinned)."""
+        self._map.close()
 
 
 def _dest_key(address: str, port: int) -> bytes:
@@ -95,8 +159,8 @@ class TunnelSteering:
             maps_dir.mkdir(parents=True, exist_ok=True)
             links_dir.mkdir(parents=True, exist_ok=True)
             with BpfObject.open(object_path(OBJECT_NAME)) as obj:
-                obj.check_mirror(DESTS)
-                obj.check_mirror(CONFIG)
+                for spec in (DESTS, CONFIG, REFUSALS):
+                    obj.check_mirror(spec)
                 for name in (s.name for s in TUNNEL_SPECS):
                     obj.set_pin_path(name, maps_dir / name)
                 obj.load()
@@ -110,6 +174,11 @@ class TunnelSteering:
         self._maps[CONFIG.name] = self._open_map(CONFIG, maps_dir / CONFIG.name)
         self._maps[EXEMPT.name] = self._open_map(EXEMPT, maps_dir / EXEMPT.name)
         return self
+
+    def refusal_log(self) -> RefusalLog:
+        """A reader of the calls the kernel refused, with its own handle: it may be used from another thread,
+        and outlives :meth:`close`. The steering must have been opened (by this process or an earlier one)."""
+        return RefusalLog(self.root / "maps" / REFUSALS.name)
 
     def exempt(self, cgroups: Iterable[str | os.PathLike[str]]) -> int:
         """Never steer the connections of these cgroups (sidecars, which tunnel their own); entries written."""

@@ -123,7 +123,10 @@ class Flow:
     port, verdict and policy) that the kernel counted instead of reporting one by one: the
     allowed flows past the node's flow event rate, or verdicts the ring buffer had no room
     for. Its time is the end of the interval they were counted in; the remote end has its
-    identity and namespace but no address, and the source no port.
+    identity and namespace but no address, and the source no port. A call refused at the
+    client's socket for mutual TLS (reason ``mtls-strict-udp`` or ``mtls-strict-no-proxy``)
+    is no summary but may stand for ``count`` alike too: one client pod's calls to one
+    destination refused within one interval, timed at the last of them.
     """
 
     time: datetime
@@ -207,6 +210,8 @@ class Flow:
             text = f"{head}  {self.protocol} {self.direction or ''}  {verdict}{mtls}"
             if self.summary:
                 text += f"  x{self.count} (summary)"
+            elif self.count > 1:
+                text += f"  x{self.count}"
             if self.policy:
                 text += f"  by {self.policy}"
                 if self.policy_source:

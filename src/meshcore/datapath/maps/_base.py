@@ -81,6 +81,16 @@ class BpfMap(Generic[K, V]):
             raise _libbpf.BpfError(-ret, f"deleting an entry of map {self.name}")
         return True
 
+    def take(self, key: K) -> V | None:
+        """Remove one entry and return its value (one step, as the kernel sees it), or None if it was not there."""
+        value = self.spec.value()
+        ret = _libbpf.lib.bpf_map_lookup_and_delete_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
+        if ret == -2:
+            return None
+        if ret < 0:
+            raise _libbpf.BpfError(-ret, f"taking an entry of map {self.name}")
+        return value
+
     def keys(self) -> list[K]:
         """All keys, read before returning so callers may delete while iterating."""
         out: list[K] = []
