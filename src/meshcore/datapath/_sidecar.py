@@ -31,6 +31,7 @@ from ._errors import DatapathError
 from ._loader import BpfLink, BpfObject, map_info, object_path
 from .maps import BpfMap, MapSpec
 from .maps._base import set_addr
+from .maps._steer import SteerDestKey
 from .maps.sidecar import (
     INBOUND,
     PODS,
@@ -39,7 +40,6 @@ from .maps.sidecar import (
     SIDECAR_SPECS,
     STEER,
     ScAddrKey,
-    ScDestKey,
     ScInbound,
     ScPod,
 )
@@ -106,7 +106,7 @@ def _addr_key(address: str) -> ScAddrKey:
 
 
 def _dest_key(address: str, port: int) -> bytes:
-    key = ScDestKey()
+    key = SteerDestKey()
     set_addr(key.addr, address)
     key.port = socket.htons(port)
     return bytes(key)
@@ -295,10 +295,10 @@ class SidecarSteering:
         changed = 0
         for key, value in want.items():
             if self._steer.get(key) != value:
-                steer.update(ScDestKey.from_buffer_copy(key), ctypes.c_uint32(value))
+                steer.update(SteerDestKey.from_buffer_copy(key), ctypes.c_uint32(value))
                 changed += 1
         for key in set(self._steer) - set(want):
-            steer.delete(ScDestKey.from_buffer_copy(key))
+            steer.delete(SteerDestKey.from_buffer_copy(key))
             changed += 1
         self._steer = want
         return changed

@@ -26,6 +26,7 @@ from ._errors import DatapathError
 from ._loader import BpfLink, BpfObject, map_info, object_path
 from .maps import BpfMap, MapSpec
 from .maps._base import set_addr
+from .maps._steer import SteerDestKey
 from .maps.tunnel import (
     CONFIG,
     DESTS,
@@ -34,7 +35,6 @@ from .maps.tunnel import (
     TUN_F_STRICT,
     TUNNEL_SPECS,
     TunConfig,
-    TunDestKey,
     TunDestValue,
 )
 
@@ -63,7 +63,7 @@ class TunnelChange:
 
 
 def _dest_key(address: str, port: int) -> bytes:
-    key = TunDestKey()
+    key = SteerDestKey()
     set_addr(key.addr, address)
     key.port = socket.htons(port)
     return bytes(key)
@@ -160,9 +160,9 @@ class TunnelSteering:
             if self._held.get(key) == flags:
                 continue
             added, updated = (added + 1, updated) if key not in self._held else (added, updated + 1)
-            dests.update(TunDestKey.from_buffer_copy(key), TunDestValue(flags))
+            dests.update(SteerDestKey.from_buffer_copy(key), TunDestValue(flags))
         for key in set(self._held) - set(want):
-            dests.delete(TunDestKey.from_buffer_copy(key))
+            dests.delete(SteerDestKey.from_buffer_copy(key))
             removed += 1
         self._held = want
         return TunnelChange(added, updated, removed)

@@ -1,5 +1,7 @@
 """The tunnel steering maps of ``tunnel.bpf.o``; mirrors of the structs in bpf/tunnel.h.
 
+The destination key and the original destination are bpf/lib/steer.h's, mirrored in ``_steer``.
+
 ``tun_dests``: meshed destinations (address, port or 0) → flags (steer TCP, strict);
 ``tun_config``: the node proxy's outbound tunnel listener and the cgroup exempt from
 steering; ``tun_exempt``: other cgroups never steered (sidecars); ``tun_cookies`` / ``tun_origs``: the original destination of steered connections,
@@ -11,18 +13,13 @@ from __future__ import annotations
 import ctypes
 
 from ._base import MapSpec
+from ._steer import SteerDestKey, SteerOrig
 
 __all__ = ["CONFIG", "COOKIES", "DESTS", "EXEMPT", "ORIGS", "TUNNEL_SPECS", "TUN_F_STEER", "TUN_F_STRICT", "TunConfig",
-           "TunDestKey", "TunDestValue", "TunOrig", "TunPeerKey"]
+           "TunDestValue", "TunPeerKey"]
 
 TUN_F_STEER = 0x1
 TUN_F_STRICT = 0x2
-
-
-class TunDestKey(ctypes.Structure):
-    """Mirror of ``struct tun_dest_key``."""
-
-    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
 class TunDestValue(ctypes.Structure):
@@ -38,23 +35,16 @@ class TunConfig(ctypes.Structure):
                 ("pad", ctypes.c_uint16), ("exempt_cgroup", ctypes.c_uint64)]
 
 
-class TunOrig(ctypes.Structure):
-    """Mirror of ``struct tun_orig``."""
-
-    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("family", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8)]
-
-
 class TunPeerKey(ctypes.Structure):
     """Mirror of ``struct tun_peer_key``."""
 
     _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
-DESTS = MapSpec("tun_dests", TunDestKey, TunDestValue)
+DESTS = MapSpec("tun_dests", SteerDestKey, TunDestValue)
 CONFIG = MapSpec("tun_config", ctypes.c_uint32, TunConfig)
-COOKIES = MapSpec("tun_cookies", ctypes.c_uint64, TunOrig)
-ORIGS = MapSpec("tun_origs", TunPeerKey, TunOrig)
+COOKIES = MapSpec("tun_cookies", ctypes.c_uint64, SteerOrig)
+ORIGS = MapSpec("tun_origs", TunPeerKey, SteerOrig)
 #: Cgroup ids never steered (sidecars): value 1.
 EXEMPT = MapSpec("tun_exempt", ctypes.c_uint64, ctypes.c_uint32)
 TUNNEL_SPECS = (DESTS, CONFIG, COOKIES, ORIGS, EXEMPT)
