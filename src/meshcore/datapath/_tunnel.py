@@ -19,14 +19,13 @@ from pathlib import Path
 import attrs
 
 from ..compile import TunnelPlan
-from . import _libbpf
 from ._bpffs import default_pin_root, pins_on_bpffs
 from ._cgroup import cgroup_id, resolve_cgroup
-from ._errors import DatapathError
-from ._loader import BpfLink, BpfObject, map_info, object_path
-from .maps import BpfMap, MapSpec
+from ._loader import BpfObject, object_path
+from ._pinned import detach_pinned_links, open_pinned_map, remove_empty_dirs
+from .maps import BpfMap
 from .maps._base import set_addr
-from .maps._steer import SteerDestKey
+from .maps._steer import SteerDestKey, pack_dest_key
 from .maps.tunnel import (
     CONFIG,
     DESTS,
@@ -60,13 +59,6 @@ class TunnelChange:
     def summary(self) -> str:
         """One line for logs and reports."""
         return f"tunnel destinations +{self.added} ~{self.updated} -{self.removed}"
-
-
-def _dest_key(address: str, port: int) -> bytes:
-    key = SteerDestKey()
-    set_addr(key.addr, address)
-    key.port = socket.htons(port)
-    return bytes(key)
 
 
 class TunnelSteering:
@@ -106,9 +98,8 @@ class TunnelSteering:
                         continue
                     with obj.attach_cgroup(prog, cgroup) as link:
                         link.pin(pin)
-        self._maps[DESTS.name] = self._open_map(DESTS, maps_dir / DESTS.name)
-        self._maps[CONFIG.name] = self._open_map(CONFIG, maps_dir / CONFIG.name)
-        self._maps[EXEMPT.name] = self._open_map(EXEMPT, maps_dir / EXEMPT.name)
+        for spec in (DESTS, CONFIG, EXEMPT):
+            self._maps[spec.name] = open_pinned_map(spec, maps_dir / spec.name)
         return self
 
     def exempt(self, cgroups: Iterable[str | os.PathLike[str]]) -> int:
@@ -122,16 +113,6 @@ class TunnelSteering:
         for cg in held - want:
             exempt.delete(ctypes.c_uint64(cg))
         return len(want ^ held)
-
-    @staticmethod
-    def _open_map(spec: MapSpec, pin: Path) -> BpfMap:  # type: ignore[type-arg]
-        fd = _libbpf.call_int(f"opening pinned map {pin}", _libbpf.lib.bpf_obj_get, os.fsencode(pin))
-        info = map_info(fd)
-        if info.key_size != ctypes.sizeof(spec.key) or info.value_size != ctypes.sizeof(spec.value):
-            os.close(fd)
-            raise DatapathError(f"pinned map {pin} was made by another meshcore version: destroy the node's "
-                                "datapath and attach again")
-        return BpfMap(spec, fd)
 
     def apply(self, plan: TunnelPlan | None, proxy_ipv4: str, proxy_ipv6: str) -> TunnelChange:
         """Steer exactly ``plan``'s destinations to the proxy at ``proxy_ipv4``/``proxy_ipv6`` (None: none)."""
@@ -148,7 +129,7 @@ class TunnelSteering:
         want: dict[bytes, int] = {}
         for d in plan.destinations if plan is not None else ():
             flags = (TUN_F_STEER if d.steer else 0) | (TUN_F_STRICT if d.strict else 0)
-            want[_dest_key(d.address, d.port)] = flags
+            want[pack_dest_key(d.address, d.port)] = flags
         dests = self._maps[DESTS.name]
         if self._held is None:
             self._held = {bytes(k): int(v.flags) for k, v in dests.items()}
@@ -178,19 +159,7 @@ class TunnelSteering:
         """Detach the programs and remove the pins."""
         self.close()
         links_dir = self.root / "links"
-        for prog in PROGRAMS:
-            pin = links_dir / prog
-            if pin.exists():
-                try:
-                    with BpfLink.open_pinned(pin) as link:
-                        link.detach()
-                except _libbpf.BpfError:
-                    pass
-                pin.unlink()
+        detach_pinned_links(links_dir, PROGRAMS)
         for spec in TUNNEL_SPECS:
             (self.root / "maps" / spec.name).unlink(missing_ok=True)
-        for d in (links_dir, self.root / "maps", self.root):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        remove_empty_dirs((links_dir, self.root / "maps", self.root))

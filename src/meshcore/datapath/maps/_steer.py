@@ -8,8 +8,11 @@ is the original destination of a steered connection (``tun_cookies`` / ``tun_ori
 from __future__ import annotations
 
 import ctypes
+import socket
 
-__all__ = ["SteerDestKey", "SteerOrig"]
+from ._base import set_addr
+
+__all__ = ["SteerDestKey", "SteerOrig", "pack_dest_key"]
 
 
 class SteerDestKey(ctypes.Structure):
@@ -23,3 +26,11 @@ class SteerOrig(ctypes.Structure):
 
     _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("family", ctypes.c_uint8),
                 ("pad", ctypes.c_uint8)]
+
+
+def pack_dest_key(address: str, port: int) -> bytes:
+    """The bytes of a ``SteerDestKey`` for ``address`` and ``port`` (host order; 0 for every port)."""
+    key = SteerDestKey()
+    set_addr(key.addr, address)
+    key.port = socket.htons(port)
+    return bytes(key)
