@@ -48,7 +48,7 @@ from l7 import APP_PORT, CONCURRENCY, backend_config, parse_wrk, start_envoy, wa
 from meshcore.identity import CertificateAuthority
 from meshcore.identity._svid import csr_for, key_pem, new_key
 from meshcore.lab import Lab
-from meshcore.lab._observe import node_dirs
+from meshcore.lab._observe_command import node_dirs
 from meshcore.lab._state import LabState
 from meshcore.proxy import find_envoy
 
