@@ -7,6 +7,7 @@ a later run can tell a leftover of a run that was killed outright from a run sti
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -167,6 +168,17 @@ def sweep_stale(prefix: str, release_pins: Callable[[Path], None] | None = None)
 
 
 # --- running with cleanup -------------------------------------------------------------------
+
+
+def lab_bench_parser(description: str, *, duration: str = "seconds per run",
+                     rounds: int = 3) -> argparse.ArgumentParser:
+    """A parser with the options every lab bench takes: --duration, --rounds, --connections (wrk's) and --json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=int, default=5, help=f"{duration} (default 5)")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"interleaved rounds (default {rounds})")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    return parser
 
 
 def require_root(script: str, why: str) -> None:

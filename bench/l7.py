@@ -47,9 +47,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _harness import lab_bench_parser
 from _l7_variants import LISTENER, VARIANTS, Context, OtelSink, headers, variant_config
 
 from meshcore.lab import Lab, LabStatus
@@ -93,6 +95,24 @@ def backend_config() -> dict[str, Any]:
     return {"static_resources": {"listeners": [_listener("app", "::", APP_PORT, [route])]}}
 
 
+def backend_container(backend_cfg: Path) -> str:
+    """The backend's container in a pod's manifest (an item of ``containers:``): the lab's Envoy with ``backend_cfg``."""
+    return f"""  - name: app
+    image: envoyproxy/envoy
+    command: ["{find_envoy()}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
+              "-l", "error"]
+    ports: [{{containerPort: {APP_PORT}}}]"""
+
+
+def lab_files(work: Path, manifests: Callable[[Path], str]) -> Path:
+    """The backend's configuration and the lab's manifests (which name it) written into ``work``; the manifests."""
+    backend = work / "backend.json"
+    backend.write_text(json.dumps(backend_config()))
+    lab_yaml = work / "lab.yaml"
+    lab_yaml.write_text(manifests(backend))
+    return lab_yaml
+
+
 def client_sidecar_config(server_ip: str) -> dict[str, Any]:
     """The client pod's sidecar: outbound traffic redirected to it goes to the server pod."""
     route = {"match": {"prefix": "/api"}, "route": {"cluster": "app"}}
@@ -122,7 +142,6 @@ def bare_config(server_ip: str, port: int = BARE_PORT) -> dict[str, Any]:
 
 def manifests(backend_cfg: Path) -> str:
     """The lab: a client pod, the backend pod (the app Envoy), and an HTTPRoute'd service."""
-    envoy = find_envoy()
     return f"""
 apiVersion: v1
 kind: Pod
@@ -135,11 +154,7 @@ kind: Pod
 metadata: {{name: server, labels: {{app: server}}}}
 spec:
   containers:
-  - name: app
-    image: envoyproxy/envoy
-    command: ["{envoy}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
-              "-l", "error"]
-    ports: [{{containerPort: {APP_PORT}}}]
+{backend_container(backend_cfg)}
 ---
 apiVersion: v1
 kind: Service
@@ -187,9 +202,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def wrk(lab: Lab, url: str, duration: int, connections: int,
-        watch: dict[str, int] | None = None, headers: list[str] | None = None) -> dict[str, float]:
-    """One wrk run from the client pod (in the lab's cgroup, so the socket LB applies).
+def wrk(lab: Lab, url: str, duration: int, connections: int, watch: dict[str, int] | None = None,
+        headers: list[str] | None = None, client: str = "client") -> dict[str, float]:
+    """One wrk run from the ``client`` pod (in the lab's cgroup, so the socket LB applies).
 
     With ``watch`` (name → pid), adds ``us/<name>``: that process's CPU microseconds per request.
     """
@@ -198,7 +213,7 @@ def wrk(lab: Lab, url: str, duration: int, connections: int,
         argv += ["-H", header]
     argv.append(url)
     before = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
-    result = lab.run("client", argv, timeout=duration + 30)
+    result = lab.run(client, argv, timeout=duration + 30)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed: {result.stderr.decode(errors='replace')}")
     out = parse_wrk(result.stdout.decode())
@@ -287,14 +302,10 @@ class Sidecars:
 
 def main(argv: list[str] | None = None) -> int:
     """Set up the lab, measure the paths in interleaved rounds, print figures and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser = lab_bench_parser(__doc__.splitlines()[0], duration="seconds per wrk run")
     parser.add_argument("--variants", default="",
                         help="comma-separated variants of (d) to measure too: "
                              f"{', '.join(VARIANTS)}, or all (default none)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -308,10 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     sink: OtelSink | None = None
     with tempfile.TemporaryDirectory(prefix="mcbench-l7-") as tmp:
         work = Path(tmp)
-        (work / "backend.json").write_text(json.dumps(backend_config()))
-        (work / "lab.yaml").write_text(manifests(work / "backend.json"))
+        lab_yaml = lab_files(work, manifests)
         try:
-            up = lab.up([work / "lab.yaml"], timeout=60)
+            up = lab.up([lab_yaml], timeout=60)
             if up.agent is None or not up.agent.ok or not lab.status().agent.proxy.running:
                 raise RuntimeError(f"the node agent did not start the node proxy: {up.agent}")
             server_ip = lab.pod("server").ipv4

@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from l7 import APP_PORT, CONCURRENCY, backend_config, cpu_seconds, parse_wrk
+from _harness import cpu_seconds, lab_bench_parser, rss_bytes
+from l7 import APP_PORT, backend_container, lab_files, wrk
 
 from meshcore.lab import Lab
-from meshcore.proxy import find_envoy
 
 MODES = {"none": "none", "node": "node", "sidecar": "sidecar"}
 #: Istio 1.24's published figures at 1,000 requests/s (https://istio.io/v1.24/docs/ops/deployment/performance-and-scalability/).
@@ -91,7 +91,6 @@ print(json.dumps({"requests": done[0], "failed": failed[0], "seconds": time.mono
 
 def manifests(backend_cfg: Path) -> str:
     """A client and a server per mode, a service per server; the node and sidecar ones routed."""
-    envoy = find_envoy()
     out = []
     for short, mode in (("none", "none"), ("node", "node"), ("side", "sidecar")):
         out.append(f"""
@@ -106,11 +105,7 @@ kind: Pod
 metadata: {{name: app-{short}, labels: {{app: app-{short}}}, annotations: {{meshcore.io/proxy-mode: {mode}}}}}
 spec:
   containers:
-  - name: app
-    image: envoyproxy/envoy
-    command: ["{envoy}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
-              "-l", "error"]
-    ports: [{{containerPort: {APP_PORT}}}]
+{backend_container(backend_cfg)}
 ---
 apiVersion: v1
 kind: Service
@@ -149,27 +144,10 @@ def proxies(lab: Lab) -> dict[str, dict[str, int]]:
     return {"none": {}, "node": {"node-envoy": status.agent.proxy.pid}, "sidecar": sidecar}
 
 
-def rss_mb(pid: int) -> float:
-    """A process's resident memory in MB (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def wrk(lab: Lab, mode: str, duration: int, connections: int, watch: dict[str, int]) -> dict[str, float]:
+def loaded(lab: Lab, mode: str, duration: int, connections: int, watch: dict[str, int]) -> dict[str, float]:
     """One wrk run from the mode's client: requests/s, p50, p99 and the proxies' CPU µs per request."""
-    before = {name: cpu_seconds(pid) for name, pid in watch.items()}
-    result = lab.run(_client(mode), ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency",
-                                     f"http://{_host(mode)}/api/x"], timeout=duration + 30)
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk failed: {result.stderr.decode(errors='replace')}")
-    out = parse_wrk(result.stdout.decode())
-    requests = max(1.0, out["rps"] * duration)
-    out["proxy_us_per_request"] = sum(cpu_seconds(pid) - before[n] for n, pid in watch.items()) * 1e6 / requests
+    out = wrk(lab, f"http://{_host(mode)}/api/x", duration, connections, watch, client=_client(mode))
+    out["proxy_us_per_request"] = sum(out[f"us/{name}"] for name in watch)
     return out
 
 
@@ -187,7 +165,7 @@ def paced(lab: Lab, mode: str, rate: float, duration: int, watch: dict[str, int]
     out = {"rate": done["requests"] / done["seconds"], "failed": float(done["failed"]),
            "vcpu": cpu / elapsed, "cpu_ms_per_1000": cpu * 1e6 / max(1, done["requests"])}
     for name, pid in watch.items():
-        out[f"rss_mb/{name}"] = rss_mb(pid)
+        out[f"rss_mb/{name}"] = rss_bytes(pid) / 2**20
     return out
 
 
@@ -222,23 +200,17 @@ def report(load: dict[str, list[dict[str, float]]], rated: dict[str, list[dict[s
 
 def main(argv: list[str] | None = None) -> int:
     """Set up the lab, measure the three modes in interleaved rounds, print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser = lab_bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="paced requests per second (default 1000)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/modes.py needs root (network namespaces, cgroups, BPF)", file=sys.stderr)
         return 2
     lab = Lab(f"mo{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="mcbench-modes-") as tmp:
-        work = Path(tmp)
-        (work / "backend.json").write_text(json.dumps(backend_config()))
-        (work / "lab.yaml").write_text(manifests(work / "backend.json"))
+        lab_yaml = lab_files(Path(tmp), manifests)
         try:
-            up = lab.up([work / "lab.yaml"], timeout=90)
+            up = lab.up([lab_yaml], timeout=90)
             if up.warnings or not all(a.ok for a in up.agents):
                 raise RuntimeError(f"the lab is not ready: {up.warnings} {up.agents}")
             watch = proxies(lab)
@@ -247,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
                 order = list(MODES) if r % 2 == 0 else list(reversed(MODES))
                 for mode in order:
-                    result = wrk(lab, mode, args.duration if r else 1, args.connections, watch[mode])
+                    result = loaded(lab, mode, args.duration if r else 1, args.connections, watch[mode])
                     paced_result = paced(lab, mode, args.rate, args.duration if r else 1, watch[mode])
                     if r:
                         load[mode].append(result)

@@ -43,14 +43,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from l7 import APP_PORT, CONCURRENCY, backend_config, parse_wrk, start_envoy, wait_http
+from _harness import lab_bench_parser
+from l7 import APP_PORT, CONCURRENCY, backend_container, lab_files, parse_wrk, start_envoy, wait_http
 
 from meshcore.identity import CertificateAuthority
 from meshcore.identity._svid import csr_for, key_pem, new_key
 from meshcore.lab import Lab
-from meshcore.lab._observe import node_dirs
+from meshcore.lab._observe_command import node_dirs
 from meshcore.lab._state import LabState
-from meshcore.proxy import find_envoy
 
 PATHS = ("tunnel", "clear", "sidecar", "routed")
 SINK_PORT = 9100
@@ -110,7 +110,6 @@ print(json.dumps({"rate": count / seconds, "failed": failed, "p99": lat[int(0.99
 
 def manifests(backend_cfg: Path) -> str:
     """The client on node-1; three backends on node-2 (app Envoy plus sink), two of them DISABLE."""
-    envoy = find_envoy()
     out = ["""
 apiVersion: v1
 kind: Pod
@@ -132,11 +131,7 @@ spec:
   nodeName: node-2
   serviceAccountName: {path}
   containers:
-  - name: app
-    image: envoyproxy/envoy
-    command: ["{envoy}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
-              "-l", "error"]
-    ports: [{{containerPort: {APP_PORT}}}]
+{backend_container(backend_cfg)}
   - name: sink
     image: busybox
     command: {json.dumps([sys.executable, "-S", "-c", SINK])}
@@ -269,11 +264,7 @@ def run_json(lab: Lab, code: str, *args: str, timeout: float) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Set up the lab and the sidecars, measure the paths interleaved, print figures and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser = lab_bench_parser(__doc__.splitlines()[0], duration="seconds per measurement")
     parser.add_argument("--bulk", action="store_true", help="only bulk throughput, tunnel and clear text")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -283,10 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="mcbench-mtls-") as tmp:
         work = Path(tmp)
-        (work / "backend.json").write_text(json.dumps(backend_config()))
-        (work / "lab.yaml").write_text(manifests(work / "backend.json"))
+        lab_yaml = lab_files(work, manifests)
         try:
-            up = lab.up([work / "lab.yaml"], nodes=2, timeout=90, mtls=True)
+            up = lab.up([lab_yaml], nodes=2, timeout=90, mtls=True)
             if not up.agents or not all(a.ok for a in up.agents):
                 raise RuntimeError(f"the node agents did not apply the configuration: {up.agents}")
             pods = {p.name: p for p in lab.status().pods}

@@ -32,18 +32,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _harness import ratio_text
-from l7 import APP_PORT, CONCURRENCY, backend_config, parse_wrk, wait_http
+from _harness import lab_bench_parser, ratio_text
+from l7 import APP_PORT, CONCURRENCY, backend_container, lab_files, wait_http, wrk
 
 from meshcore.lab import Lab
-from meshcore.proxy import find_envoy
 
 PATHS = ("same", "cross")
 
 
 def manifests(backend_cfg: Path) -> str:
     """The client and a backend on node-1, another backend on node-2, a Service for each backend."""
-    envoy = find_envoy()
     backends = "\n---\n".join(f"""
 apiVersion: v1
 kind: Pod
@@ -51,11 +49,7 @@ metadata: {{name: {path}, labels: {{app: {path}}}}}
 spec:
   nodeName: {node}
   containers:
-  - name: app
-    image: envoyproxy/envoy
-    command: ["{envoy}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
-              "-l", "error"]
-    ports: [{{containerPort: {APP_PORT}}}]
+{backend_container(backend_cfg)}
 ---
 apiVersion: v1
 kind: Service
@@ -122,34 +116,19 @@ def connections(lab: Lab, seconds: float, slice_s: float) -> dict[str, Any]:
     return data
 
 
-def wrk(lab: Lab, path: str, duration: int, connections: int) -> dict[str, float]:
-    """One wrk run over kept-alive connections from the client pod to the service of ``path``."""
-    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency", f"http://{path}/"]
-    result = lab.run("client", argv, timeout=duration + 30)
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk failed: {result.stderr.decode(errors='replace')}")
-    return parse_wrk(result.stdout.decode())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Set up the lab, measure both paths interleaved (connections, then requests), print figures and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser = lab_bench_parser(__doc__.splitlines()[0], duration="seconds per wrk run", rounds=5)
     parser.add_argument("--slice", type=float, default=0.2, help="seconds per connection slice (default 0.2)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/nodes.py needs root (network namespaces, cgroups, BPF)", file=sys.stderr)
         return 2
     lab = Lab(f"nb{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="mcbench-nodes-") as tmp:
-        work = Path(tmp)
-        (work / "backend.json").write_text(json.dumps(backend_config()))
-        (work / "lab.yaml").write_text(manifests(work / "backend.json"))
+        lab_yaml = lab_files(Path(tmp), manifests)
         try:
-            up = lab.up([work / "lab.yaml"], nodes=2, timeout=60)
+            up = lab.up([lab_yaml], nodes=2, timeout=60)
             if not up.agents or not all(a.ok for a in up.agents):
                 raise RuntimeError(f"the node agents did not apply the configuration: {up.agents}")
             placed = {p.name: p.node for p in lab.status().pods}
@@ -162,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict[str, float]]] = {p: [] for p in PATHS}
             for r in range(args.rounds + 1):  # round 0 warms both paths up and is not counted
                 for path in PATHS if r % 2 == 0 else PATHS[::-1]:
-                    result = wrk(lab, path, args.duration if r else 1, args.connections)
+                    result = wrk(lab, f"http://{path}/", args.duration if r else 1, args.connections)
                     if r:
                         runs[path].append(result)
             report(conns, runs, args)

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from meshcore.lab import Lab
-from meshcore.proxy import find_envoy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
-from l7 import APP_PORT, CONCURRENCY, backend_config, parse_wrk  # noqa: E402
+from _harness import lab_bench_parser  # noqa: E402
+from l7 import APP_PORT, CONCURRENCY, backend_container, lab_files, parse_wrk  # noqa: E402
 from testcerts import Authority  # noqa: E402
 
 def manifests(backend_cfg: Path, secret: str) -> str:
@@ -50,11 +50,7 @@ kind: Pod
 metadata: {{name: server, labels: {{app: server}}}}
 spec:
   containers:
-  - name: app
-    image: envoyproxy/envoy
-    command: ["{find_envoy()}", "-c", "{backend_cfg}", "--disable-hot-restart", "--concurrency", "{CONCURRENCY}",
-              "-l", "error"]
-    ports: [{{containerPort: {APP_PORT}}}]
+{backend_container(backend_cfg)}
 ---
 apiVersion: v1
 kind: Service
@@ -116,11 +112,7 @@ def new_connections(lab: Lab, duration: int, connections: int) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     """Set up the lab, measure the four paths in interleaved rounds, print medians."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser = lab_bench_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/tls.py needs root (network namespaces, cgroups, BPF)", file=sys.stderr)
@@ -128,11 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(f"tlsb{os.getpid()}")
     secret = Authority().issue(["gw", "gw.default"], rsa_key=True).secret("gw-cert")
     with tempfile.TemporaryDirectory(prefix="mcbench-tls-") as tmp:
-        work = Path(tmp)
-        (work / "backend.json").write_text(json.dumps(backend_config()))
-        (work / "lab.yaml").write_text(manifests(work / "backend.json", secret))
+        lab_yaml = lab_files(Path(tmp), lambda backend: manifests(backend, secret))
         try:
-            up = lab.up([work / "lab.yaml"], timeout=60)
+            up = lab.up([lab_yaml], timeout=60)
             if up.agent is None or not up.agent.ok:
                 raise RuntimeError(f"the node agent did not apply the lab: {up.agent}")
             paths: dict[str, Any] = {

@@ -19,23 +19,17 @@
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
-#include <linux/in6.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "sidecar.h"
 #include "lib/addr.h"
+#include "lib/ctx_addr.h"
+#include "lib/origdst.h"
+#include "lib/steer.h"
 
-#define SOL_IP 0
-#define SOL_IPV6 41
-#define SO_ORIGINAL_DST 80 /* and IP6T_SO_ORIGINAL_DST */
-#define AF_INET 2
-#define AF_INET6 10
 #define SK_DROP 0
 #define SK_PASS 1
-
-/* Keeps clang from merging context reads into one offset pointer, which the verifier refuses. */
-#define sc_keep(var) asm volatile("" : "+r"(var))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -48,21 +42,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct sc_orig);
+	__type(value, struct steer_orig);
 } sc_cookies SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct sc_peer_key);
-	__type(value, struct sc_orig);
+	__type(value, struct steer_orig);
 } sc_origs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct sc_dest_key);
+	__type(key, struct steer_dest_key);
 	__type(value, __u32);
 } sc_steer SEC(".maps");
 
@@ -82,9 +76,9 @@ struct {
 
 /* Keep the structs user space mirrors in the object's BTF. */
 struct sc_pod *sc_pod_anchor __attribute__((unused));
-struct sc_orig *sc_orig_anchor __attribute__((unused));
+struct steer_orig *steer_orig_anchor __attribute__((unused));
 struct sc_peer_key *sc_peer_key_anchor __attribute__((unused));
-struct sc_dest_key *sc_dest_key_anchor __attribute__((unused));
+struct steer_dest_key *steer_dest_key_anchor __attribute__((unused));
 struct sc_addr_key *sc_addr_key_anchor __attribute__((unused));
 struct sc_inbound *sc_inbound_anchor __attribute__((unused));
 
@@ -98,18 +92,9 @@ static __always_inline int sc_is_loopback(const __u32 addr[4])
 /* True when the sidecar holds a tunnel to addr:port (an entry for the port, else for every port). */
 static __always_inline int sc_tunnelled(const __u32 addr[4], __u16 port)
 {
-	struct sc_dest_key key;
-	__u32 *flags;
+	__u32 *tunnelled = steer_dest_lookup(&sc_steer, addr, port);
 
-	__builtin_memset(&key, 0, sizeof(key));
-	addr_copy(key.addr, addr);
-	key.port = port;
-	flags = bpf_map_lookup_elem(&sc_steer, &key);
-	if (!flags) {
-		key.port = 0;
-		flags = bpf_map_lookup_elem(&sc_steer, &key);
-	}
-	return flags && *flags;
+	return tunnelled && *tunnelled;
 }
 
 /*
@@ -119,7 +104,7 @@ static __always_inline int sc_tunnelled(const __u32 addr[4], __u16 port)
 static __always_inline int sc_steer_connect(struct bpf_sock_addr *ctx, __u32 addr[4], __u16 *port)
 {
 	struct sc_pod *pod;
-	struct sc_orig orig;
+	struct steer_orig orig;
 	__u64 netns, cookie;
 
 	if (ctx->protocol != IPPROTO_TCP)
@@ -134,10 +119,7 @@ static __always_inline int sc_steer_connect(struct bpf_sock_addr *ctx, __u32 add
 	} else if (sc_is_loopback(addr) || addr_is_zero(addr)) {
 		return 0;
 	}
-	__builtin_memset(&orig, 0, sizeof(orig));
-	addr_copy(orig.addr, addr);
-	orig.port = *port;
-	orig.family = addr_is_v4(addr) ? 4 : 6;
+	steer_orig_init(&orig, addr, *port);
 	cookie = bpf_get_socket_cookie(ctx);
 	bpf_map_update_elem(&sc_cookies, &cookie, &orig, BPF_ANY);
 	if (addr_is_v4(addr)) {
@@ -172,44 +154,12 @@ int sc_connect6(struct bpf_sock_addr *ctx)
 	__u32 addr[4];
 	__u16 port = (__u16)ctx->user_port;
 
-	addr[0] = ctx->user_ip6[0];
-	addr[1] = ctx->user_ip6[1];
-	addr[2] = ctx->user_ip6[2];
-	addr[3] = ctx->user_ip6[3];
+	ctx_user_ip6(ctx, addr);
 	if (sc_steer_connect(ctx, addr, &port)) {
-		ctx->user_ip6[0] = addr[0];
-		ctx->user_ip6[1] = addr[1];
-		ctx->user_ip6[2] = addr[2];
-		ctx->user_ip6[3] = addr[3];
+		ctx_set_user_ip6(ctx, addr);
 		ctx->user_port = port;
 	}
 	return 1;
-}
-
-/* A connection's local address and port (host order), read once each before any branch. */
-static __always_inline void sc_local(struct bpf_sock_ops *skops, __u32 addr[4], __u32 *port)
-{
-	__u32 family, ip4, ip6[4], local_port;
-
-	family = skops->family;
-	sc_keep(family);
-	ip4 = skops->local_ip4;
-	sc_keep(ip4);
-	ip6[0] = skops->local_ip6[0];
-	sc_keep(ip6[0]);
-	ip6[1] = skops->local_ip6[1];
-	sc_keep(ip6[1]);
-	ip6[2] = skops->local_ip6[2];
-	sc_keep(ip6[2]);
-	ip6[3] = skops->local_ip6[3];
-	sc_keep(ip6[3]);
-	local_port = skops->local_port;
-	sc_keep(local_port);
-	if (family == AF_INET)
-		addr_set_v4(addr, ip4);
-	else
-		addr_copy(addr, ip6);
-	*port = local_port;
 }
 
 /*
@@ -224,13 +174,13 @@ int sc_sockops(struct bpf_sock_ops *skops)
 
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
 		struct sc_peer_key key;
-		struct sc_orig *orig;
+		struct steer_orig *orig;
 		__u64 cookie = bpf_get_socket_cookie(skops);
 
 		orig = bpf_map_lookup_elem(&sc_cookies, &cookie);
 		if (!orig)
 			return 1;
-		sc_local(skops, addr, &port);
+		ctx_sockops_local(skops, addr, &port);
 		__builtin_memset(&key, 0, sizeof(key));
 		key.netns = bpf_get_netns_cookie(skops);
 		addr_copy(key.addr, addr);
@@ -241,7 +191,7 @@ int sc_sockops(struct bpf_sock_ops *skops)
 		struct sc_addr_key key;
 		struct sc_inbound *in;
 
-		sc_local(skops, addr, &port);
+		ctx_sockops_local(skops, addr, &port);
 		__builtin_memset(&key, 0, sizeof(key));
 		addr_copy(key.addr, addr);
 		in = bpf_map_lookup_elem(&sc_inbound, &key);
@@ -262,87 +212,28 @@ int sc_getsockopt(struct bpf_sockopt *ctx)
 	struct bpf_sock *sk = ctx->sk;
 	struct sc_peer_key key;
 	struct sc_addr_key local;
-	struct sc_orig found, *orig;
-	void *optval = ctx->optval;
-	void *end = ctx->optval_end;
-	__u32 family, ip4, ip6[4], port, src4, src6[4], src_port;
+	struct steer_orig found, *orig;
+	__u32 family, addr[4], port, local_port;
 
-	if (ctx->optname != SO_ORIGINAL_DST || (ctx->level != SOL_IP && ctx->level != SOL_IPV6) || !sk)
+	if (!origdst_asked(ctx) || !sk)
 		return 1;
-	family = sk->family;
-	sc_keep(family);
-	ip4 = sk->dst_ip4;
-	sc_keep(ip4);
-	ip6[0] = sk->dst_ip6[0];
-	sc_keep(ip6[0]);
-	ip6[1] = sk->dst_ip6[1];
-	sc_keep(ip6[1]);
-	ip6[2] = sk->dst_ip6[2];
-	sc_keep(ip6[2]);
-	ip6[3] = sk->dst_ip6[3];
-	sc_keep(ip6[3]);
-	port = sk->dst_port;
-	sc_keep(port);
-	src4 = sk->src_ip4;
-	sc_keep(src4);
-	src6[0] = sk->src_ip6[0];
-	sc_keep(src6[0]);
-	src6[1] = sk->src_ip6[1];
-	sc_keep(src6[1]);
-	src6[2] = sk->src_ip6[2];
-	sc_keep(src6[2]);
-	src6[3] = sk->src_ip6[3];
-	sc_keep(src6[3]);
-	src_port = sk->src_port;
-	sc_keep(src_port);
+	family = ctx_sk_remote(sk, addr, &port);
+	ctx_sk_local(sk, family, local.addr, &local_port);
 	__builtin_memset(&key, 0, sizeof(key));
 	key.netns = bpf_get_netns_cookie(ctx);
-	if (family == AF_INET)
-		addr_set_v4(key.addr, ip4);
-	else
-		addr_copy(key.addr, ip6);
+	addr_copy(key.addr, addr);
 	key.port = bpf_ntohs((__u16)port);
 	orig = bpf_map_lookup_elem(&sc_origs, &key);
 	if (!orig) {
-		__builtin_memset(&local, 0, sizeof(local));
-		if (family == AF_INET)
-			addr_set_v4(local.addr, src4);
-		else
-			addr_copy(local.addr, src6);
 		if (!bpf_map_lookup_elem(&sc_inbound, &local))
 			return 1;
 		__builtin_memset(&found, 0, sizeof(found));
 		addr_copy(found.addr, local.addr);
-		found.port = bpf_htons((__u16)src_port);
+		found.port = bpf_htons((__u16)local_port);
 		found.family = family == AF_INET ? 4 : 6;
 		orig = &found;
 	}
-	if (ctx->level == SOL_IP) {
-		struct sockaddr_in *sin = optval;
-
-		if (orig->family != 4 || (void *)(sin + 1) > end)
-			return 1;
-		__builtin_memset(sin, 0, sizeof(*sin));
-		sin->sin_family = AF_INET;
-		sin->sin_port = orig->port;
-		sin->sin_addr.s_addr = orig->addr[3];
-		ctx->optlen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = optval;
-
-		if ((void *)(sin6 + 1) > end)
-			return 1;
-		__builtin_memset(sin6, 0, sizeof(*sin6));
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = orig->port;
-		sin6->sin6_addr.in6_u.u6_addr32[0] = orig->addr[0];
-		sin6->sin6_addr.in6_u.u6_addr32[1] = orig->addr[1];
-		sin6->sin6_addr.in6_u.u6_addr32[2] = orig->addr[2];
-		sin6->sin6_addr.in6_u.u6_addr32[3] = orig->addr[3];
-		ctx->optlen = sizeof(*sin6);
-	}
-	ctx->retval = 0;
-	return 1;
+	return origdst_answer(ctx, orig);
 }
 
 /* TCP to the pod's address from outside the pod: to the sidecar's inbound listener. */
@@ -358,31 +249,31 @@ int sc_lookup(struct bpf_sk_lookup *ctx)
 
 	/* Every field read once, before any branch: the verifier refuses offset context pointers. */
 	protocol = ctx->protocol;
-	sc_keep(protocol);
+	ctx_keep(protocol);
 	family = ctx->family;
-	sc_keep(family);
+	ctx_keep(family);
 	local4 = ctx->local_ip4;
-	sc_keep(local4);
+	ctx_keep(local4);
 	remote4 = ctx->remote_ip4;
-	sc_keep(remote4);
+	ctx_keep(remote4);
 	local6[0] = ctx->local_ip6[0];
-	sc_keep(local6[0]);
+	ctx_keep(local6[0]);
 	local6[1] = ctx->local_ip6[1];
-	sc_keep(local6[1]);
+	ctx_keep(local6[1]);
 	local6[2] = ctx->local_ip6[2];
-	sc_keep(local6[2]);
+	ctx_keep(local6[2]);
 	local6[3] = ctx->local_ip6[3];
-	sc_keep(local6[3]);
+	ctx_keep(local6[3]);
 	remote6[0] = ctx->remote_ip6[0];
-	sc_keep(remote6[0]);
+	ctx_keep(remote6[0]);
 	remote6[1] = ctx->remote_ip6[1];
-	sc_keep(remote6[1]);
+	ctx_keep(remote6[1]);
 	remote6[2] = ctx->remote_ip6[2];
-	sc_keep(remote6[2]);
+	ctx_keep(remote6[2]);
 	remote6[3] = ctx->remote_ip6[3];
-	sc_keep(remote6[3]);
+	ctx_keep(remote6[3]);
 	local_port = ctx->local_port;
-	sc_keep(local_port);
+	ctx_keep(local_port);
 	if (protocol != IPPROTO_TCP)
 		return SK_PASS;
 	__builtin_memset(&key, 0, sizeof(key));

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Map keys and values shared by sidecar.bpf.c and meshcore.datapath (mirrored in
- * src/meshcore/datapath/maps/sidecar.py, checked against this object's BTF at load).
- * Addresses are 16 bytes, network order, IPv4 v4-mapped, as in sock_lb.h.
+ * Map keys and values shared by sidecar.bpf.c and meshcore.datapath: they must match the
+ * mirrors in src/meshcore/datapath/maps/sidecar.py (checked against this object's BTF at
+ * load). The destination key and the original destination are lib/steer.h's, as the
+ * tunnel programs use them. Addresses are 16 bytes, network order, IPv4 v4-mapped, as in
+ * sock_lb.h.
  */
 #ifndef MESHCORE_SIDECAR_H
 #define MESHCORE_SIDECAR_H
 
 #include <linux/types.h>
+
+#include "lib/steer.h"
 
 /* sc_pod.flags */
 #define SC_F_CAPTURE 0x1 /* steering is on (off: the pod's programs let everything pass) */
@@ -25,15 +29,7 @@ struct sc_pod {
 	__u16 pad;
 };
 
-/* The original destination of a connection steered to the sidecar. */
-struct sc_orig {
-	__u32 addr[4];
-	__u16 port;  /* network order */
-	__u8 family; /* 4 or 6 */
-	__u8 pad;
-};
-
-/* Map sc_origs: the steered client's (network namespace, address, port) → its original destination. */
+/* Map sc_origs: the steered client's (network namespace, address, port) → its struct steer_orig. */
 struct sc_peer_key {
 	__u64 netns;    /* network namespace cookie: loopback addresses repeat across pods */
 	__u32 addr[4];
@@ -42,12 +38,7 @@ struct sc_peer_key {
 	__u32 pad2;
 };
 
-/* Map sc_steer: destinations a sidecar tunnels itself (port 0: every port without an entry of its own). */
-struct sc_dest_key {
-	__u32 addr[4];
-	__u16 port; /* network order */
-	__u16 pad;
-};
+/* Map sc_steer (key: struct steer_dest_key; value 1: the sidecar tunnels it itself, 0: an exception). */
 
 /* sc_inbound.flags */
 #define SC_IN_CAPTURE 0x1 /* TCP to this pod address from outside the pod goes to its sidecar */

@@ -17,6 +17,7 @@
 
 #include "sock_lb.h"
 #include "lib/addr.h"
+#include "lib/ctx_addr.h"
 #include "lib/maps.h"
 #include "lib/lb.h"
 
@@ -117,16 +118,10 @@ static __always_inline int lb_forward6(struct bpf_sock_addr *ctx, int udp_msg)
 	__u32 addr[4];
 	__u16 port = (__u16)ctx->user_port;
 
-	addr[0] = ctx->user_ip6[0];
-	addr[1] = ctx->user_ip6[1];
-	addr[2] = ctx->user_ip6[2];
-	addr[3] = ctx->user_ip6[3];
+	ctx_user_ip6(ctx, addr);
 	switch (lb_translate(ctx, addr, &port, 0, udp_msg)) {
 	case LB_TRANSLATED:
-		ctx->user_ip6[0] = addr[0];
-		ctx->user_ip6[1] = addr[1];
-		ctx->user_ip6[2] = addr[2];
-		ctx->user_ip6[3] = addr[3];
+		ctx_set_user_ip6(ctx, addr);
 		ctx->user_port = port;
 		return 1;
 	case LB_REFUSE:
@@ -154,15 +149,9 @@ static __always_inline void lb_reverse6(struct bpf_sock_addr *ctx)
 	__u32 real[4], vip[4];
 	__u16 vip_port;
 
-	real[0] = ctx->user_ip6[0];
-	real[1] = ctx->user_ip6[1];
-	real[2] = ctx->user_ip6[2];
-	real[3] = ctx->user_ip6[3];
+	ctx_user_ip6(ctx, real);
 	if (lb_lookup_vip(bpf_get_socket_cookie(ctx), real, (__u16)ctx->user_port, vip, &vip_port)) {
-		ctx->user_ip6[0] = vip[0];
-		ctx->user_ip6[1] = vip[1];
-		ctx->user_ip6[2] = vip[2];
-		ctx->user_ip6[3] = vip[3];
+		ctx_set_user_ip6(ctx, vip);
 		ctx->user_port = vip_port;
 	}
 }

@@ -15,27 +15,20 @@
 #include <linux/bpf.h>
 #include <linux/errno.h>
 #include <linux/in.h>
-#include <linux/in6.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "tunnel.h"
 #include "lib/addr.h"
-
-#define SOL_IP 0
-#define SOL_IPV6 41
-#define SO_ORIGINAL_DST 80 /* and IP6T_SO_ORIGINAL_DST */
-#define AF_INET 2
-#define AF_INET6 10
-
-/* Keeps clang from merging context reads into one offset pointer, which the verifier refuses. */
-#define tun_keep(var) asm volatile("" : "+r"(var))
+#include "lib/ctx_addr.h"
+#include "lib/origdst.h"
+#include "lib/steer.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct tun_dest_key);
+	__type(key, struct steer_dest_key);
 	__type(value, struct tun_dest_value);
 } tun_dests SEC(".maps");
 
@@ -58,14 +51,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct tun_orig);
+	__type(value, struct steer_orig);
 } tun_cookies SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct tun_peer_key);
-	__type(value, struct tun_orig);
+	__type(value, struct steer_orig);
 } tun_origs SEC(".maps");
 
 /* Refusals by client, destination and reason; the agent takes (reads and deletes) them each interval. */
@@ -77,28 +70,13 @@ struct {
 } tun_refusals SEC(".maps");
 
 /* Keep the structs user space mirrors in the object's BTF. */
-struct tun_dest_key *tun_dest_key_anchor __attribute__((unused));
+struct steer_dest_key *steer_dest_key_anchor __attribute__((unused));
 struct tun_dest_value *tun_dest_value_anchor __attribute__((unused));
 struct tun_config *tun_config_anchor __attribute__((unused));
-struct tun_orig *tun_orig_anchor __attribute__((unused));
+struct steer_orig *steer_orig_anchor __attribute__((unused));
 struct tun_peer_key *tun_peer_key_anchor __attribute__((unused));
 struct tun_refusal_key *tun_refusal_key_anchor __attribute__((unused));
 struct tun_refusal *tun_refusal_anchor __attribute__((unused));
-
-static __always_inline struct tun_dest_value *tun_lookup(const __u32 addr[4], __u16 port)
-{
-	struct tun_dest_key key;
-	struct tun_dest_value *val;
-
-	__builtin_memset(&key, 0, sizeof(key));
-	addr_copy(key.addr, addr);
-	key.port = port;
-	val = bpf_map_lookup_elem(&tun_dests, &key);
-	if (val)
-		return val;
-	key.port = 0;
-	return bpf_map_lookup_elem(&tun_dests, &key);
-}
 
 /* Count a refused call under its client, destination and reason (best effort: a full map evicts the oldest). */
 static __always_inline void tun_note_refusal(struct bpf_sock_addr *ctx, const __u32 addr[4], __u16 port,
@@ -122,19 +100,19 @@ static __always_inline void tun_note_refusal(struct bpf_sock_addr *ctx, const __
 	if (sk) {
 		/* Every field read once, before any branch: the verifier refuses offset context pointers. */
 		family = sk->family;
-		tun_keep(family);
+		ctx_keep(family);
 		ip4 = sk->src_ip4;
-		tun_keep(ip4);
+		ctx_keep(ip4);
 		ip6[0] = sk->src_ip6[0];
-		tun_keep(ip6[0]);
+		ctx_keep(ip6[0]);
 		ip6[1] = sk->src_ip6[1];
-		tun_keep(ip6[1]);
+		ctx_keep(ip6[1]);
 		ip6[2] = sk->src_ip6[2];
-		tun_keep(ip6[2]);
+		ctx_keep(ip6[2]);
 		ip6[3] = sk->src_ip6[3];
-		tun_keep(ip6[3]);
+		ctx_keep(ip6[3]);
 		sport = sk->src_port;
-		tun_keep(sport);
+		ctx_keep(sport);
 		if (family == AF_INET) {
 			if (ip4)
 				addr_set_v4(one.saddr, ip4);
@@ -172,7 +150,7 @@ static __always_inline int tun_steer(struct bpf_sock_addr *ctx, __u32 addr[4], _
 {
 	struct tun_dest_value *dest;
 	struct tun_config *cfg;
-	struct tun_orig orig;
+	struct steer_orig orig;
 	__u32 zero = 0;
 	__u64 cookie, cgroup;
 
@@ -182,16 +160,13 @@ static __always_inline int tun_steer(struct bpf_sock_addr *ctx, __u32 addr[4], _
 	cgroup = bpf_get_current_cgroup_id();
 	if (!cfg || cgroup == cfg->exempt_cgroup || bpf_map_lookup_elem(&tun_exempt, &cgroup))
 		return 1;
-	dest = tun_lookup(addr, *port);
+	dest = steer_dest_lookup(&tun_dests, addr, *port);
 	if (!dest || !(dest->flags & TUN_F_STEER))
 		return 1;
 	if (ctx->protocol == IPPROTO_UDP)
 		return (dest->flags & TUN_F_STRICT) ? tun_refuse(ctx, addr, *port, IPPROTO_UDP, TUN_R_UDP_STRICT) : 1;
 
-	__builtin_memset(&orig, 0, sizeof(orig));
-	addr_copy(orig.addr, addr);
-	orig.port = *port;
-	orig.family = addr_is_v4(addr) ? 4 : 6;
+	steer_orig_init(&orig, addr, *port);
 	if (addr_is_v4(addr)) {
 		if (cfg->proxy4 == 0)
 			return (dest->flags & TUN_F_STRICT) ? tun_refuse(ctx, addr, *port, IPPROTO_TCP, TUN_R_NO_PROXY) : 1;
@@ -233,16 +208,10 @@ int tun_connect6(struct bpf_sock_addr *ctx)
 	__u16 port = (__u16)ctx->user_port;
 	int ok;
 
-	addr[0] = ctx->user_ip6[0];
-	addr[1] = ctx->user_ip6[1];
-	addr[2] = ctx->user_ip6[2];
-	addr[3] = ctx->user_ip6[3];
+	ctx_user_ip6(ctx, addr);
 	ok = tun_steer(ctx, addr, &port, 0);
 	if (ok) {
-		ctx->user_ip6[0] = addr[0];
-		ctx->user_ip6[1] = addr[1];
-		ctx->user_ip6[2] = addr[2];
-		ctx->user_ip6[3] = addr[3];
+		ctx_set_user_ip6(ctx, addr);
 		ctx->user_port = port;
 	}
 	return ok;
@@ -264,10 +233,7 @@ int tun_sendmsg6(struct bpf_sock_addr *ctx)
 	__u32 addr[4];
 	__u16 port = (__u16)ctx->user_port;
 
-	addr[0] = ctx->user_ip6[0];
-	addr[1] = ctx->user_ip6[1];
-	addr[2] = ctx->user_ip6[2];
-	addr[3] = ctx->user_ip6[3];
+	ctx_user_ip6(ctx, addr);
 	return tun_steer(ctx, addr, &port, 0);
 }
 
@@ -276,8 +242,8 @@ SEC("sockops")
 int tun_sockops(struct bpf_sock_ops *skops)
 {
 	struct tun_peer_key key;
-	struct tun_orig *orig;
-	__u32 family, ip4, ip6[4], port;
+	struct steer_orig *orig;
+	__u32 addr[4], port;
 	__u64 cookie;
 
 	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
@@ -286,26 +252,9 @@ int tun_sockops(struct bpf_sock_ops *skops)
 	orig = bpf_map_lookup_elem(&tun_cookies, &cookie);
 	if (!orig)
 		return 1;
-	/* Every field read once, before any branch: the verifier refuses offset context pointers. */
-	family = skops->family;
-	tun_keep(family);
-	ip4 = skops->local_ip4;
-	tun_keep(ip4);
-	ip6[0] = skops->local_ip6[0];
-	tun_keep(ip6[0]);
-	ip6[1] = skops->local_ip6[1];
-	tun_keep(ip6[1]);
-	ip6[2] = skops->local_ip6[2];
-	tun_keep(ip6[2]);
-	ip6[3] = skops->local_ip6[3];
-	tun_keep(ip6[3]);
-	port = skops->local_port;
-	tun_keep(port);
+	ctx_sockops_local(skops, addr, &port);
 	__builtin_memset(&key, 0, sizeof(key));
-	if (family == AF_INET)
-		addr_set_v4(key.addr, ip4);
-	else
-		addr_copy(key.addr, ip6);
+	addr_copy(key.addr, addr);
 	key.port = (__u16)port;
 	bpf_map_update_elem(&tun_origs, &key, orig, BPF_ANY);
 	bpf_map_delete_elem(&tun_cookies, &cookie);
@@ -318,63 +267,19 @@ int tun_getsockopt(struct bpf_sockopt *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct tun_peer_key key;
-	struct tun_orig *orig;
-	void *optval = ctx->optval;
-	void *end = ctx->optval_end;
+	struct steer_orig *orig;
+	__u32 addr[4], port;
 
-	__u32 family, ip4, ip6[4], port;
-
-	if (ctx->optname != SO_ORIGINAL_DST || (ctx->level != SOL_IP && ctx->level != SOL_IPV6) || !sk)
+	if (!origdst_asked(ctx) || !sk)
 		return 1;
-	family = sk->family;
-	tun_keep(family);
-	ip4 = sk->dst_ip4;
-	tun_keep(ip4);
-	ip6[0] = sk->dst_ip6[0];
-	tun_keep(ip6[0]);
-	ip6[1] = sk->dst_ip6[1];
-	tun_keep(ip6[1]);
-	ip6[2] = sk->dst_ip6[2];
-	tun_keep(ip6[2]);
-	ip6[3] = sk->dst_ip6[3];
-	tun_keep(ip6[3]);
-	port = sk->dst_port;
-	tun_keep(port);
+	ctx_sk_remote(sk, addr, &port);
 	__builtin_memset(&key, 0, sizeof(key));
-	if (family == AF_INET)
-		addr_set_v4(key.addr, ip4);
-	else
-		addr_copy(key.addr, ip6);
+	addr_copy(key.addr, addr);
 	key.port = bpf_ntohs((__u16)port);
 	orig = bpf_map_lookup_elem(&tun_origs, &key);
 	if (!orig)
 		return 1;
-	if (ctx->level == SOL_IP) {
-		struct sockaddr_in *sin = optval;
-
-		if (orig->family != 4 || (void *)(sin + 1) > end)
-			return 1;
-		__builtin_memset(sin, 0, sizeof(*sin));
-		sin->sin_family = AF_INET;
-		sin->sin_port = orig->port;
-		sin->sin_addr.s_addr = orig->addr[3];
-		ctx->optlen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = optval;
-
-		if ((void *)(sin6 + 1) > end)
-			return 1;
-		__builtin_memset(sin6, 0, sizeof(*sin6));
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = orig->port;
-		sin6->sin6_addr.in6_u.u6_addr32[0] = orig->addr[0];
-		sin6->sin6_addr.in6_u.u6_addr32[1] = orig->addr[1];
-		sin6->sin6_addr.in6_u.u6_addr32[2] = orig->addr[2];
-		sin6->sin6_addr.in6_u.u6_addr32[3] = orig->addr[3];
-		ctx->optlen = sizeof(*sin6);
-	}
-	ctx->retval = 0;
-	return 1;
+	return origdst_answer(ctx, orig);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

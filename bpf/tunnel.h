@@ -1,25 +1,23 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Map keys and values shared by tunnel.bpf.c and meshcore.datapath (mirrored in
- * src/meshcore/datapath/_tunnel_maps.py, checked against this object's BTF at load).
- * Addresses are 16 bytes, network order, IPv4 v4-mapped, as in sock_lb.h.
+ * Map keys and values shared by tunnel.bpf.c and meshcore.datapath: they must match the
+ * mirrors in src/meshcore/datapath/maps/tunnel.py (checked against this object's BTF at
+ * load). The destination key and the original destination are lib/steer.h's, as the
+ * sidecar programs use them. Addresses are 16 bytes, network order, IPv4 v4-mapped, as in
+ * sock_lb.h.
  */
 #ifndef MESHCORE_TUNNEL_H
 #define MESHCORE_TUNNEL_H
 
 #include <linux/types.h>
 
+#include "lib/steer.h"
+
 /* tun_dest_value.flags */
 #define TUN_F_STEER 0x1  /* TCP to this destination goes to the node proxy's outbound tunnel listener */
 #define TUN_F_STRICT 0x2 /* the destination refuses clear text: UDP to it is refused at the socket */
 
-/* Map tun_dests: a meshed destination (port 0: every port without an entry of its own). */
-struct tun_dest_key {
-	__u32 addr[4];
-	__u16 port; /* network order */
-	__u16 pad;
-};
-
+/* Map tun_dests (key: a meshed destination, struct steer_dest_key): how it is steered. */
 struct tun_dest_value {
 	__u32 flags; /* TUN_F_* */
 };
@@ -33,15 +31,7 @@ struct tun_config {
 	__u64 exempt_cgroup; /* the node proxy's cgroup: its own connections are never steered */
 };
 
-/* The original destination of a steered connection. */
-struct tun_orig {
-	__u32 addr[4];
-	__u16 port;   /* network order */
-	__u8 family;  /* 4 or 6 */
-	__u8 pad;
-};
-
-/* Map tun_origs: the client's (address, port) as the node proxy sees it → original destination. */
+/* Map tun_origs: the client's (address, port) as the node proxy sees it → its struct steer_orig. */
 struct tun_peer_key {
 	__u32 addr[4];
 	__u16 port; /* host order */

@@ -11,6 +11,8 @@ from meshcore.datapath import BpfError, BpfObject, DatapathError, MirrorMismatch
 from meshcore.datapath import _socket_lb
 from meshcore.datapath.maps import ALL_SPECS, MapSpec, services
 from meshcore.datapath.maps import tunnel as tunnel_maps
+from meshcore.datapath.maps.sidecar import SIDECAR_SPECS
+from meshcore.datapath.maps.tunnel import TUNNEL_SPECS
 
 pytestmark = pytest.mark.root
 
@@ -41,9 +43,11 @@ def test_every_shipped_mirror_matches_the_object() -> None:
             obj.check_mirror(spec)
 
 
-def test_every_tunnel_mirror_matches_the_object() -> None:
-    with BpfObject.open(object_path("tunnel")) as obj:
-        for spec in tunnel_maps.TUNNEL_SPECS:
+@pytest.mark.parametrize(("name", "specs"), [("tunnel", TUNNEL_SPECS), ("sidecar", SIDECAR_SPECS)])
+def test_every_steering_mirror_matches_its_object(name: str, specs: tuple[MapSpec, ...]) -> None:  # type: ignore[type-arg]
+    # The destination key and original destination mirrors are shared: both objects must agree with them.
+    with BpfObject.open(object_path(name)) as obj:
+        for spec in specs:
             obj.check_mirror(spec)
 
 

@@ -17,6 +17,7 @@ from . import _libbpf
 from ._cgroup import cgroup_id
 from ._errors import DatapathError
 from ._loader import BpfLink, BpfObject, map_fd_by_id, map_info, prog_fd_by_id, prog_map_ids
+from ._pinned import detach_pinned_links, open_pinned_map, remove_empty_dirs
 from ._types import LbSettings
 from .maps import ALL_SPECS, BpfMap, MapSpec
 
@@ -126,35 +127,11 @@ class NodePins:
 
     def open_map(self, spec: MapSpec) -> BpfMap:  # type: ignore[type-arg]
         """Open a pinned map, refusing one whose key/value sizes differ from the mirror's."""
-        pin = self.maps_dir / spec.name
-        fd = _libbpf.call_int(f"opening pinned map {pin}", _libbpf.lib.bpf_obj_get, os.fsencode(pin))
-        info = map_info(fd)
-        if info.key_size != ctypes.sizeof(spec.key) or info.value_size != ctypes.sizeof(spec.value):
-            os.close(fd)
-            raise DatapathError(
-                f"pinned map {pin} has key/value sizes {info.key_size}/{info.value_size} but "
-                f"{spec.key.__name__}/{spec.value.__name__} are {ctypes.sizeof(spec.key)}/"
-                f"{ctypes.sizeof(spec.value)}: it was created by another meshcore version; "
-                "destroy the node's datapath and attach again"
-            )
-        return BpfMap(spec, fd)
+        return open_pinned_map(spec, self.maps_dir / spec.name)
 
     def destroy(self) -> None:
         """Detach every link now and remove this node's pins and (empty) directories."""
-        for prog in PROGRAMS:
-            pin = self.links_dir / prog
-            if pin.exists():
-                try:
-                    with BpfLink.open_pinned(pin) as link:
-                        link.detach()
-                except _libbpf.BpfError:
-                    pass  # already detached (cgroup gone); removing the pin frees it
-                pin.unlink()
+        detach_pinned_links(self.links_dir, PROGRAMS)
         for spec in ALL_SPECS:
             (self.maps_dir / spec.name).unlink(missing_ok=True)
-        # Other datapath parts may pin under the same node: remove directories only if empty.
-        for d in (self.links_dir, self.maps_dir, self.root, self.root.parent):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        remove_empty_dirs((self.links_dir, self.maps_dir, self.root, self.root.parent))

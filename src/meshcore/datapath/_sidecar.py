@@ -27,10 +27,11 @@ from .. import linux
 from . import _libbpf
 from ._bpffs import default_pin_root, pins_on_bpffs
 from ._cgroup import cgroup_id, resolve_cgroup
-from ._errors import DatapathError
-from ._loader import BpfLink, BpfObject, map_info, object_path
-from .maps import BpfMap, MapSpec
+from ._loader import BpfLink, BpfObject, object_path
+from ._pinned import detach_pinned_links, open_pinned_map, remove_empty_dirs
+from .maps import BpfMap
 from .maps._base import set_addr
+from .maps._steer import SteerDestKey, pack_dest_key
 from .maps.sidecar import (
     INBOUND,
     PODS,
@@ -39,7 +40,6 @@ from .maps.sidecar import (
     SIDECAR_SPECS,
     STEER,
     ScAddrKey,
-    ScDestKey,
     ScInbound,
     ScPod,
 )
@@ -105,13 +105,6 @@ def _addr_key(address: str) -> ScAddrKey:
     return key
 
 
-def _dest_key(address: str, port: int) -> bytes:
-    key = ScDestKey()
-    set_addr(key.addr, address)
-    key.port = socket.htons(port)
-    return bytes(key)
-
-
 def _pod_dir(key: str) -> str:
     namespace, _, name = key.partition("/")
     return f"{namespace}_{name}"  # '_' occurs in neither a namespace nor a pod name
@@ -150,18 +143,8 @@ class SidecarSteering:
             raise
         self._obj = obj
         for spec in SIDECAR_SPECS:
-            self._maps[spec.name] = self._open_map(spec, maps_dir / spec.name)
+            self._maps[spec.name] = open_pinned_map(spec, maps_dir / spec.name)
         return self
-
-    @staticmethod
-    def _open_map(spec: MapSpec, pin: Path) -> BpfMap:  # type: ignore[type-arg]
-        fd = _libbpf.call_int(f"opening pinned map {pin}", _libbpf.lib.bpf_obj_get, os.fsencode(pin))
-        info = map_info(fd)
-        if info.key_size != ctypes.sizeof(spec.key) or info.value_size != ctypes.sizeof(spec.value):
-            os.close(fd)
-            raise DatapathError(f"pinned map {pin} was made by another meshcore version: destroy the node's "
-                                "datapath and attach again")
-        return BpfMap(spec, fd)
 
     # ------------------------------------------------------------------ pods
 
@@ -268,19 +251,8 @@ class SidecarSteering:
     @staticmethod
     def _detach_pins(links: Path) -> None:
         """Detach and unpin every link pinned in ``links``, then remove it."""
-        for prog in (*CGROUP_PROGRAMS, NETNS_PROGRAM):
-            pin = links / prog
-            if pin.exists():
-                try:
-                    with BpfLink.open_pinned(pin) as link:
-                        link.detach()
-                except _libbpf.BpfError:
-                    pass  # its cgroup or namespace is gone: nothing is attached any more
-                pin.unlink()
-        try:
-            links.rmdir()
-        except OSError:
-            pass
+        detach_pinned_links(links, (*CGROUP_PROGRAMS, NETNS_PROGRAM))
+        remove_empty_dirs((links,))
 
     # ------------------------------------------------------------------ tunnels
 
@@ -288,17 +260,17 @@ class SidecarSteering:
         """Make exactly these the destinations sidecars tunnel (address, port or 0 for every port, steered or an
         exception); entries written."""
         self.open()
-        want = {_dest_key(a, p): 1 if steered else 0 for a, p, steered in destinations}
+        want = {pack_dest_key(a, p): 1 if steered else 0 for a, p, steered in destinations}
         steer = self._maps[STEER.name]
         if self._steer is None:
             self._steer = {bytes(k): int(v.value) for k, v in steer.items()}
         changed = 0
         for key, value in want.items():
             if self._steer.get(key) != value:
-                steer.update(ScDestKey.from_buffer_copy(key), ctypes.c_uint32(value))
+                steer.update(SteerDestKey.from_buffer_copy(key), ctypes.c_uint32(value))
                 changed += 1
         for key in set(self._steer) - set(want):
-            steer.delete(ScDestKey.from_buffer_copy(key))
+            steer.delete(SteerDestKey.from_buffer_copy(key))
             changed += 1
         self._steer = want
         return changed
@@ -328,8 +300,5 @@ class SidecarSteering:
         self.records.unlink(missing_ok=True)
         for name in _MAP_NAMES:
             (self.root / "maps" / name).unlink(missing_ok=True)
-        for d in (pods, self.root / "maps", self.root, self.root.parent):
-            try:
-                d.rmdir()  # the node's directory too, once nothing else of the node is pinned there
-            except OSError:
-                pass
+        # The node's directory too, once nothing else of the node is pinned there.
+        remove_empty_dirs((pods, self.root / "maps", self.root, self.root.parent))

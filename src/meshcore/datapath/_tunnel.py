@@ -21,13 +21,14 @@ from pathlib import Path
 import attrs
 
 from ..compile import TunnelPlan
-from . import _libbpf
 from ._bpffs import default_pin_root, pins_on_bpffs
 from ._cgroup import cgroup_id, resolve_cgroup
 from ._errors import DatapathError
-from ._loader import BpfLink, BpfObject, map_info, object_path
-from .maps import BpfMap, MapSpec
+from ._loader import BpfObject, object_path
+from ._pinned import detach_pinned_links, open_pinned_map, remove_empty_dirs
+from .maps import BpfMap
 from .maps._base import get_addr, set_addr
+from .maps._steer import SteerDestKey, pack_dest_key
 from .maps.tunnel import (
     CONFIG,
     DESTS,
@@ -39,7 +40,6 @@ from .maps.tunnel import (
     TUN_R_UDP_STRICT,
     TUNNEL_SPECS,
     TunConfig,
-    TunDestKey,
     TunDestValue,
 )
 
@@ -99,7 +99,7 @@ class RefusalLog:
         if not pin.exists():
             raise DatapathError(f"{pin} is missing: the node's tunnel steering was attached by an older meshcore "
                                 "version; destroy the node's datapath and attach again to record refused calls")
-        self._map = TunnelSteering._open_map(REFUSALS, pin)
+        self._map = open_pinned_map(REFUSALS, pin)
 
     def take(self) -> list[TunnelRefusal]:
         """Every refusal counted since the last take, removed from the kernel as it is read.
@@ -124,13 +124,6 @@ class RefusalLog:
     def close(self) -> None:
         """Close the handle (the map stays pinned)."""
         self._map.close()
-
-
-def _dest_key(address: str, port: int) -> bytes:
-    key = TunDestKey()
-    set_addr(key.addr, address)
-    key.port = socket.htons(port)
-    return bytes(key)
 
 
 class TunnelSteering:
@@ -159,8 +152,8 @@ class TunnelSteering:
             maps_dir.mkdir(parents=True, exist_ok=True)
             links_dir.mkdir(parents=True, exist_ok=True)
             with BpfObject.open(object_path(OBJECT_NAME)) as obj:
-                for spec in (DESTS, CONFIG, REFUSALS):
-                    obj.check_mirror(spec)
+                for checked in (DESTS, CONFIG, REFUSALS):
+                    obj.check_mirror(checked)
                 for name in (s.name for s in TUNNEL_SPECS):
                     obj.set_pin_path(name, maps_dir / name)
                 obj.load()
@@ -170,9 +163,8 @@ class TunnelSteering:
                         continue
                     with obj.attach_cgroup(prog, cgroup) as link:
                         link.pin(pin)
-        self._maps[DESTS.name] = self._open_map(DESTS, maps_dir / DESTS.name)
-        self._maps[CONFIG.name] = self._open_map(CONFIG, maps_dir / CONFIG.name)
-        self._maps[EXEMPT.name] = self._open_map(EXEMPT, maps_dir / EXEMPT.name)
+        for spec in (DESTS, CONFIG, EXEMPT):
+            self._maps[spec.name] = open_pinned_map(spec, maps_dir / spec.name)
         return self
 
     def refusal_log(self) -> RefusalLog:
@@ -192,16 +184,6 @@ class TunnelSteering:
             exempt.delete(ctypes.c_uint64(cg))
         return len(want ^ held)
 
-    @staticmethod
-    def _open_map(spec: MapSpec, pin: Path) -> BpfMap:  # type: ignore[type-arg]
-        fd = _libbpf.call_int(f"opening pinned map {pin}", _libbpf.lib.bpf_obj_get, os.fsencode(pin))
-        info = map_info(fd)
-        if info.key_size != ctypes.sizeof(spec.key) or info.value_size != ctypes.sizeof(spec.value):
-            os.close(fd)
-            raise DatapathError(f"pinned map {pin} was made by another meshcore version: destroy the node's "
-                                "datapath and attach again")
-        return BpfMap(spec, fd)
-
     def apply(self, plan: TunnelPlan | None, proxy_ipv4: str, proxy_ipv6: str) -> TunnelChange:
         """Steer exactly ``plan``'s destinations to the proxy at ``proxy_ipv4``/``proxy_ipv6`` (None: none)."""
         self.open()
@@ -217,7 +199,7 @@ class TunnelSteering:
         want: dict[bytes, int] = {}
         for d in plan.destinations if plan is not None else ():
             flags = (TUN_F_STEER if d.steer else 0) | (TUN_F_STRICT if d.strict else 0)
-            want[_dest_key(d.address, d.port)] = flags
+            want[pack_dest_key(d.address, d.port)] = flags
         dests = self._maps[DESTS.name]
         if self._held is None:
             self._held = {bytes(k): int(v.flags) for k, v in dests.items()}
@@ -229,9 +211,9 @@ class TunnelSteering:
             if self._held.get(key) == flags:
                 continue
             added, updated = (added + 1, updated) if key not in self._held else (added, updated + 1)
-            dests.update(TunDestKey.from_buffer_copy(key), TunDestValue(flags))
+            dests.update(SteerDestKey.from_buffer_copy(key), TunDestValue(flags))
         for key in set(self._held) - set(want):
-            dests.delete(TunDestKey.from_buffer_copy(key))
+            dests.delete(SteerDestKey.from_buffer_copy(key))
             removed += 1
         self._held = want
         return TunnelChange(added, updated, removed)
@@ -247,19 +229,7 @@ class TunnelSteering:
         """Detach the programs and remove the pins."""
         self.close()
         links_dir = self.root / "links"
-        for prog in PROGRAMS:
-            pin = links_dir / prog
-            if pin.exists():
-                try:
-                    with BpfLink.open_pinned(pin) as link:
-                        link.detach()
-                except _libbpf.BpfError:
-                    pass
-                pin.unlink()
+        detach_pinned_links(links_dir, PROGRAMS)
         for spec in TUNNEL_SPECS:
             (self.root / "maps" / spec.name).unlink(missing_ok=True)
-        for d in (links_dir, self.root / "maps", self.root):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        remove_empty_dirs((links_dir, self.root / "maps", self.root))

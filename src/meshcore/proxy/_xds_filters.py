@@ -29,7 +29,7 @@ from ..compile import (
 )
 from ..model import MatchKind
 from ._errors import ProxyConfigError
-from ._xds_common import _JWT_AUTHN, _NETWORK_RBAC, _RBAC, _stat_prefix
+from ._xds_common import _JWT_AUTHN, _NETWORK_RBAC, _RBAC, _RBAC_PER_ROUTE, _stat_prefix
 from ._xds_routes import _header_matcher, _string_matcher
 
 #: The JWT filter's name, which is also the dynamic-metadata namespace it writes to.
@@ -184,7 +184,6 @@ def _rbac_filters(filters: Sequence[EnvoyRbac]) -> list[dict[str, Any]]:
             for rbac, name in zip(filters, _filter_names(filters), strict=True)]
 
 
-_RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 _JWT_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
 _FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 

@@ -29,9 +29,18 @@ import attrs
 from ..compile import EnvoyPlan, EnvoySecret, Origin, SidecarPlan, TunnelDestination, tunnel_sni
 from ._als import TUNNEL_CLUSTER_PREFIX
 from ._resources import CLUSTER, LISTENER, Resource, Resources, _resource, build_resources
-from ._xds_common import _HTTP_OPTIONS, _TCP_PROXY, _UPSTREAM_TLS, ProxySettings, _duration, _sds
+from ._xds_common import (
+    _HTTP_OPTIONS,
+    _ORIGINAL_DST,
+    _TCP_ALS,
+    _TCP_PROXY,
+    _UPSTREAM_TLS,
+    ProxySettings,
+    _duration,
+    _sds,
+)
 from ._xds_listeners import _access_log, _cidr_range, _http_listener, _tcp_listener
-from ._xds_tunnel import CLIENT_HEADER, svid_secret_name
+from ._xds_tunnel import _H2_WINDOWS, CLIENT_HEADER, svid_secret_name
 
 __all__ = ["INBOUND_LISTENER", "OUTBOUND_LISTENER", "PASSTHROUGH_CLUSTER", "sidecar_resources"]
 
@@ -39,10 +48,6 @@ OUTBOUND_LISTENER = "sidecar_outbound"
 INBOUND_LISTENER = "sidecar_inbound"
 #: Connections the sidecar does not serve go on to where they were going.
 PASSTHROUGH_CLUSTER = "passthrough"
-_ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
-_TCP_ALS = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
-#: As the node proxies' tunnels (see :mod:`._xds_tunnel`): HTTP/2 windows that keep a stream's pipe full.
-_H2_WINDOWS = {"initial_stream_window_size": 8 * 1024 * 1024, "initial_connection_window_size": 16 * 1024 * 1024}
 
 
 def _host_range(address: str) -> dict[str, Any]:

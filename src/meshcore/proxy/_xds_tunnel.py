@@ -41,8 +41,11 @@ from ._xds_common import (
     _DOWNSTREAM_TLS,
     _HCM,
     _HTTP_OPTIONS,
+    _ORIGINAL_DST,
     _RBAC,
+    _RBAC_PER_ROUTE,
     _ROUTER,
+    _TCP_ALS,
     _TCP_PROXY,
     _TLS_INSPECTOR,
     _UPSTREAM_TLS,
@@ -66,7 +69,6 @@ DELIVER_CLUSTER = "tunnel_deliver"
 PASSTHROUGH_CLUSTER = "tunnel_passthrough"
 #: Marks a tunnel stream the client's node proxy made for a connection it proxied itself.
 VIA_PROXY_HEADER = "x-meshcore-via-proxy"
-_ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 _SET_FILTER_STATE = "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config"
 _INTERNAL_UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport"
 _RAW_BUFFER = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
@@ -76,11 +78,10 @@ _ORIGINAL_DST_METADATA = "envoy.filters.listener.original_dst"
 _CLIENT_ADDRESS_STATE = "envoy.filters.listener.original_dst.remote_ip"
 #: Endpoint metadata choosing the cluster's tunnel transport socket.
 _TUNNEL_MATCH = "meshcore.tunnel"
-_TCP_ALS = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
-_RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 DENY_FILTER = "meshcore.tunnel.deny"
 #: Bulk transfers through a tunnel stall on HTTP/2 flow control at Envoy's defaults (a 256 KiB
-#: stream window, 1 MiB buffers): larger windows and buffers keep a stream's pipe full.
+#: stream window, 1 MiB buffers): larger windows and buffers keep a stream's pipe full (a
+#: sidecar's tunnels use the same windows).
 _H2_WINDOWS = {"initial_stream_window_size": 8 * 1024 * 1024, "initial_connection_window_size": 16 * 1024 * 1024}
 _BUFFER_BYTES = 4 * 1024 * 1024
 ALLOW_FILTER = "meshcore.tunnel.allow"

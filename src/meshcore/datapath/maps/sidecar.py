@@ -1,5 +1,7 @@
 """The maps of ``sidecar.bpf.o``; mirrors of the structs in bpf/sidecar.h.
 
+The destination key and the original destination are bpf/lib/steer.h's, mirrored in ``_steer``.
+
 ``sc_pods``: a pod's network namespace cookie → its sidecar's cgroup, whether steering is
 on and the outbound listener's port; ``sc_cookies`` / ``sc_origs``: the original
 destination of steered connections, by socket cookie and then by the client's namespace,
@@ -13,9 +15,10 @@ from __future__ import annotations
 import ctypes
 
 from ._base import MapSpec
+from ._steer import SteerDestKey, SteerOrig
 
-__all__ = ["SC_F_CAPTURE", "SC_IN_CAPTURE", "SIDECAR_SPECS", "ScAddrKey", "ScDestKey", "ScInbound", "ScOrig",
-           "ScPeerKey", "ScPod", "INBOUND", "LISTENERS", "ORIGS", "PODS", "STEER"]
+__all__ = ["SC_F_CAPTURE", "SC_IN_CAPTURE", "SIDECAR_SPECS", "ScAddrKey", "ScInbound", "ScPeerKey", "ScPod", "INBOUND",
+           "LISTENERS", "ORIGS", "PODS", "STEER"]
 
 SC_F_CAPTURE = 0x1
 SC_IN_CAPTURE = 0x1
@@ -28,24 +31,11 @@ class ScPod(ctypes.Structure):
                 ("pad", ctypes.c_uint16)]
 
 
-class ScOrig(ctypes.Structure):
-    """Mirror of ``struct sc_orig``."""
-
-    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("family", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8)]
-
-
 class ScPeerKey(ctypes.Structure):
     """Mirror of ``struct sc_peer_key``."""
 
     _fields_ = [("netns", ctypes.c_uint64), ("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16),
                 ("pad", ctypes.c_uint16), ("pad2", ctypes.c_uint32)]
-
-
-class ScDestKey(ctypes.Structure):
-    """Mirror of ``struct sc_dest_key``."""
-
-    _fields_ = [("addr", ctypes.c_uint32 * 4), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
 class ScAddrKey(ctypes.Structure):
@@ -61,8 +51,8 @@ class ScInbound(ctypes.Structure):
 
 
 PODS = MapSpec("sc_pods", ctypes.c_uint64, ScPod)
-ORIGS = MapSpec("sc_origs", ScPeerKey, ScOrig)
-STEER = MapSpec("sc_steer", ScDestKey, ctypes.c_uint32)
+ORIGS = MapSpec("sc_origs", ScPeerKey, SteerOrig)
+STEER = MapSpec("sc_steer", SteerDestKey, ctypes.c_uint32)
 INBOUND = MapSpec("sc_inbound", ScAddrKey, ScInbound)
 #: The listeners' sockets (values are socket cookies when read; written only by the kernel).
 LISTENERS = MapSpec("sc_listeners", ScAddrKey, ctypes.c_uint64)
