@@ -82,6 +82,8 @@ class MissingPod:
 
     ref: WorkloadRef
     reason: str
+    #: The API says it uses the node's network namespace: there is nothing of its own to find.
+    host_network: bool = False
 
 
 @attrs.frozen
@@ -177,7 +179,7 @@ class _Finder:
     def find(self, pod: ScheduledPod) -> FoundPod | MissingPod:
         if pod.host_network:
             return MissingPod(pod.ref, "uses the node's network namespace (hostNetwork): it has no interface of "
-                                       "its own to attach policy to")
+                                       "its own to attach policy to", host_network=True)
         if not pod.uid:
             return MissingPod(pod.ref, "has no metadata.uid")
         cgroup = pod_cgroup(self.root, pod.uid)
