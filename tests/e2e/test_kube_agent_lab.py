@@ -12,6 +12,7 @@ agent itself restarts and finds the kernel already right (0 entries written).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -116,12 +117,17 @@ class KubeNode:
         procs.stop([(agent.pid, agent.start_time)], timeout=10)
         assert not procs.alive(agent.pid, agent.start_time)
 
-    def start_agent(self) -> None:
-        """The lab's agent command line with ``--from kube`` instead of the objects file."""
-        # The lab wired the pods (as a CNI would): their host-side interfaces are given on the command line.
-        interfaces = [f"--interface={r.namespace}/{r.name}={r.host_veth}" for r in self.state.pods.values()]
+    def start_agent(self, *, find_pods: bool = False) -> None:
+        """The lab's agent command line with ``--from kube`` instead of the objects file.
+
+        The lab wired the pods (as a CNI would): their host-side interfaces are given on the
+        command line, unless ``find_pods``: then the agent finds them under the node's cgroup
+        (the kubelet's cgroup root here).
+        """
+        found = ["--pod-cgroups", self.node.cgroup] if find_pods else \
+            [f"--interface={r.namespace}/{r.name}={r.host_veth}" for r in self.state.pods.values()]
         argv = [*self.facts, "--from", "kube",
-                "--kubeconfig", str(self.kubeconfig), "--metrics", "off", *interfaces]
+                "--kubeconfig", str(self.kubeconfig), "--metrics", "off", *found]
         log = str(self.node.agent_log)
         pid, started = procs.spawn(argv, env={"PATH": "/usr/bin:/bin", **python_env()}, cwd=self.node.state_dir,
                                    cgroup=str(Path(self.node.cgroup) / AGENT_CGROUP), log=log,
@@ -183,9 +189,7 @@ def kube_node(tmp_path: Path) -> Iterator[KubeNode]:
             apiserver.stop()
 
 
-def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_node: KubeNode,
-                                                                          tmp_path: Path) -> None:
-    node, lab = kube_node, kube_node.lab
+def _kubectl(node: KubeNode, tmp_path: Path) -> Callable[..., str]:
     env = {"KUBECONFIG": str(node.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
 
     def kubectl(*args: str, input: str | None = None) -> str:
@@ -194,14 +198,28 @@ def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_n
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
         return result.stdout
 
-    # The pods the lab runs (its objects carry the addresses it gave them) go to the API
-    # server with kubectl; their status as a kubelet reports it, through the status subresource.
+    return kubectl
+
+
+def _lab_objects_to_api(lab: Lab, kubectl: Callable[..., str]) -> list[Any]:
+    """The lab's pods (with the addresses it gave them), Deployments and Services, put to the API with kubectl.
+
+    Their status goes through the status subresource, as a kubelet reports it.
+    """
     objects = [o for o in lab.objects() if o.kind in ("Deployment", "Service", "Pod")]
     for obj in objects:
         kubectl("apply", "-f", "-", input=json.dumps(_for_kubectl(dict(obj.body))))
     for pod in (o for o in objects if o.kind == "Pod"):
         kubectl("patch", "pod", pod.name, "--subresource=status", "--type=merge",
                 "-p", json.dumps({"status": pod.body["status"]}))
+    return objects
+
+
+def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_node: KubeNode,
+                                                                          tmp_path: Path) -> None:
+    node, lab = kube_node, kube_node.lab
+    kubectl = _kubectl(node, tmp_path)
+    objects = _lab_objects_to_api(lab, kubectl)
     kubectl("apply", "-f", "-", input=route("v1"))
     assert sorted(kubectl("get", "pods", "-o", "name").split()) == sorted(
         f"pod/{o.name}" for o in objects if o.kind == "Pod")
@@ -251,3 +269,81 @@ def test_agent_from_kube_routes_follows_kubectl_and_survives_api_restarts(kube_n
     kernel = next(c for c in again.changes if c.startswith("kernel "))
     assert "0 entries written, 0 deleted" in kernel, again.changes
     wait_answered_by(lab, {"v2"})
+
+
+DENY_V2 = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: no-one-to-v2}
+spec:
+  podSelector: {matchLabels: {app: web, version: v2}}
+  policyTypes: [Ingress]
+"""
+
+
+def _reaches(lab: Lab, address: str) -> bool:
+    """Whether the client's HTTP request to ``address``:8080 is answered (3 s limit)."""
+    return lab.run("client", ["curl", "-sS", "-m", "3", "-o", "/dev/null", f"http://{address}:8080/"],
+                   timeout=30).returncode == 0
+
+
+def test_agent_from_kube_finds_pods_in_the_kubelet_cgroup_layout_and_enforces_policy_on_them(
+        kube_node: KubeNode, tmp_path: Path) -> None:
+    """No --interface: the agent finds each pod by its uid in kubepods, its namespace and its veth; policy holds."""
+    node, lab = kube_node, kube_node.lab
+    kubectl = _kubectl(node, tmp_path)
+    _lab_objects_to_api(lab, kubectl)
+    kubectl("apply", "-f", "-", input=DENY_V2)
+    # Scheduled here, but no sandbox ever: it must be reported, not guessed.
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ghost", "labels": {"app": "ghost"}},
+        "spec": {"nodeName": node.node.name, "containers": [{"name": "c", "image": "busybox"}]}}))
+    pods = {r.name.split("-")[1] if r.name.startswith("web-") else r.name: r for r in node.state.pods.values()}
+    uids = {key: kubectl("get", "pod", record.name, "-o", "jsonpath={.metadata.uid}") for key, record in pods.items()}
+    ghost_uid = kubectl("get", "pod", "ghost", "-o", "jsonpath={.metadata.uid}")
+    kubepods = Path(node.node.cgroup) / "kubepods"
+    systemd = Path(node.node.cgroup) / "kubepods.slice"
+    moved: dict[str, tuple[Path, Path]] = {}
+
+    def as_kubelet(key: str, cgroup: Path) -> None:
+        """Move the lab pod's processes into the cgroup the kubelet would have made for its uid."""
+        record = pods[key]
+        cgroup.mkdir(parents=True)
+        moved[key] = (Path(record.cgroup), cgroup)
+        for pid in (Path(record.cgroup) / "cgroup.procs").read_text().split():
+            (cgroup / "cgroup.procs").write_text(pid)
+
+    try:
+        as_kubelet("client", kubepods / "besteffort" / f"pod{uids['client']}")
+        as_kubelet("v1", kubepods / "besteffort" / f"pod{uids['v1']}")
+        # web-v2's sandbox does not exist yet (as far as the agent can tell).
+        node.stop_agent()
+        node.start_agent(find_pods=True)
+        first = node.wait_report(lambda r: r.applied)
+        missing = {d.source.name: d.message for d in first.diagnostics if d.code == "MC0501"}
+        assert set(missing) == {pods["v2"].name, "ghost"}, first.diagnostics
+        assert f"no cgroup for pod uid {ghost_uid} under {node.node.cgroup}" in missing["ghost"], missing
+        assert f"no cgroup for pod uid {uids['v2']}" in missing[pods["v2"].name], missing
+        assert _reaches(lab, pods["v1"].ipv4)
+        # Not found is not attached: the policy that refuses everyone is not enforced on web-v2 yet.
+        assert _reaches(lab, pods["v2"].ipv4)
+
+        # The sandbox appears (systemd driver's layout): the agent's next look finds it, and the policy holds.
+        escaped = uids["v2"].replace("-", "_")
+        as_kubelet("v2", systemd / "kubepods-besteffort.slice" / f"kubepods-besteffort-pod{escaped}.slice")
+        found = node.wait_report(lambda r: r.generation > first.generation, timeout=20)
+        assert {d.source.name for d in found.diagnostics if d.code == "MC0501"} == {"ghost"}, found.diagnostics
+        assert not _reaches(lab, pods["v2"].ipv4)  # refused by the kernel on web-v2's host-side veth
+        assert _reaches(lab, pods["v1"].ipv4)
+    finally:
+        node.stop_agent()
+        for back, cgroup in moved.values():  # the lab's pods go back where the lab keeps them
+            for pid in (cgroup / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    (back / "cgroup.procs").write_text(pid)
+        for made in (kubepods, systemd):
+            for directory in sorted((p for p in made.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                                    reverse=True):
+                directory.rmdir()
+            if made.exists():
+                made.rmdir()

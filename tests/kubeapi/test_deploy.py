@@ -230,6 +230,9 @@ def test_the_daemonset_runs_the_agent_with_what_it_needs(monkeypatch: pytest.Mon
 
     # The node's network, the BPF filesystem shared with the host, the host's cgroup v2 root.
     assert pod["spec"]["hostNetwork"] is True
+    # The node's processes: each pod's network namespace is found through one of its processes.
+    assert pod["spec"]["hostPID"] is True
+    assert params["interfaces"] == () and params["pod_cgroups"] == ".", "pods are found under the host's kubepods"
     assert pod["spec"]["serviceAccountName"] == one("ServiceAccount")["metadata"]["name"]
     for binding in (one("ClusterRoleBinding"), one("RoleBinding")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "meshcore-agent", "namespace": namespace}]
@@ -243,7 +246,7 @@ def test_the_daemonset_runs_the_agent_with_what_it_needs(monkeypatch: pytest.Mon
     [init_mount] = init["volumeMounts"]
     assert (init_mount["mountPath"], init_mount["mountPropagation"]) == (str(BPFFS_DEFAULT), "Bidirectional")
     assert init["securityContext"]["privileged"] is True, "Bidirectional propagation needs a privileged container"
-    assert {"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN"} <= set(agent["securityContext"]["capabilities"]["add"])
+    assert {"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"} <= set(agent["securityContext"]["capabilities"]["add"])
     assert agent["resources"]["requests"]["memory"]
 
 

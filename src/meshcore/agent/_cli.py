@@ -107,7 +107,12 @@ def _compile_options(proxy_ports: str) -> CompileOptions:
 @click.option("--lease-name", default=DEFAULT_LEASE_NAME, show_default=True,
               help="Name of the status writers' Lease (coordination.k8s.io/v1).")
 @click.option("--interface", "interfaces", multiple=True, metavar="NAMESPACE/POD=INTERFACE",
-              help="A workload's host-side interface, for policy (with -f or --from kube); repeatable.")
+              help="A workload's host-side interface, for policy (with -f or --from kube); repeatable. With "
+                   "--from kube and none given, the node's pods are found in the kubelet's cgroups instead.")
+@click.option("--pod-cgroups", envvar="MESHCORE_POD_CGROUPS", default=".", show_default=True, metavar="DIR",
+              help="With --from kube: the kubelet's cgroup root, under which its kubepods (cgroupfs driver) or "
+                   "kubepods.slice (systemd driver) holds the pods' cgroups (relative to the cgroup2 mount; '.' "
+                   "is the kubelet's default --cgroup-root /) [env MESHCORE_POD_CGROUPS].")
 @click.option("--metrics", default=DEFAULT_METRICS_ADDRESS, show_default=True,
               help="HOST:PORT for Prometheus metrics, or 'off'.")
 @click.option("--proxy-ports", default=f"{PROXY_PORT_BASE}-{PROXY_PORT_BASE + PROXY_PORT_RANGE - 1}",
@@ -135,7 +140,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
                   netns: str | None, labels: tuple[str, ...], objects_file: Path | None, files: tuple[str, ...],
                   from_source: str | None, context: str | None, kubeconfig: Path | None,
                   write_status: bool | None, lease_namespace: str | None, lease_name: str,
-                  interfaces: tuple[str, ...], metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
+                  interfaces: tuple[str, ...], pod_cgroups: str, metrics: str, proxy_ports: str, poll: float, flows_max_size: str,
                   flows_keep: int, flows_journal: bool, flows_memory: str, flow_events: str,
                   ca_socket: Path | None, ca_token_file: Path | None) -> None:
     """Run the node agent: apply each new configuration to this node's kernel and proxy.
@@ -180,7 +185,7 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
     source: SnapshotSource
     writeback: StatusWriteBack | None = None
     if from_source == "kube":
-        kube = _kube_source(node, context, kubeconfig, _interfaces(interfaces))
+        kube = _kube_source(node, context, kubeconfig, _interfaces(interfaces), pod_cgroups, netns)
         if write_status is not False:
             writeback = _status_writeback(kube, node, lease_namespace, lease_name)
         source = kube
@@ -218,12 +223,24 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
 
 
 def _kube_source(node: str, context: str | None, kubeconfig: Path | None,
-                 interfaces: dict[WorkloadRef, str] | None) -> KubeSource:
-    """The Kubernetes source for this node; a usage error naming what is missing when it cannot be set up."""
-    from ..kubesource import ConfigError, KubeSource  # noqa: PLC0415 - the 'kube' extra only when asked for
+                 interfaces: dict[WorkloadRef, str] | None, pod_cgroups: str, netns: str | None) -> KubeSource:
+    """The Kubernetes source for this node; a usage error naming what is missing when it cannot be set up.
 
+    Without ``interfaces`` it finds the node's pods under the kubelet's cgroup root
+    ``pod_cgroups`` (relative to the cgroup2 mount), their host-side interfaces in ``netns``.
+    """
+    from ..kubesource import ConfigError, KubeSource  # noqa: PLC0415 - the 'kube' extra only when asked for
+    from ..linux import HostError, cgroup2  # noqa: PLC0415
+
+    root = None
+    if interfaces is None:
+        try:
+            root = Path(pod_cgroups) if Path(pod_cgroups).is_absolute() else cgroup2() / pod_cgroups
+        except HostError as exc:
+            raise click.UsageError(f"--pod-cgroups: {exc}") from None
     try:
-        return KubeSource(context=context, kubeconfig=kubeconfig, node=node, interfaces=interfaces)
+        return KubeSource(context=context, kubeconfig=kubeconfig, node=node, interfaces=interfaces,
+                          pods_cgroup=root, host_netns=netns)
     except ConfigError as exc:
         raise click.UsageError(f"--from kube: {exc}") from None
 

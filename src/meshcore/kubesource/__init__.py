@@ -15,6 +15,8 @@ and the in-cluster service account; the list/watch protocol is spoken here)::
   makes none.
 - :func:`read_kube` — the ``kube`` config source of ``meshcore translate|analyze|plan
   --from kube``.
+- :func:`find_pods` — where this node's pods live (cgroup, network namespace, host-side
+  interface), found in the kubelet's cgroup layout and /proc, without a CNI plugin.
 - :func:`connect` — the API server of a kubeconfig context, or the pod's own cluster.
 - :class:`Informer`, :class:`Backoff`, :func:`discover`, :func:`watched_kinds` — the parts.
 
@@ -35,10 +37,22 @@ from ._kinds import (
     watched_kinds,
     without_written_status,
 )
+from ._node_pods import (
+    SIDECAR_CONTAINER,
+    FoundPod,
+    MissingPod,
+    NodePods,
+    ScheduledPod,
+    find_pods,
+    pod_cgroup,
+    pod_cgroup_candidates,
+    scheduled,
+)
 from ._source import KubeSource, not_served, read_kube
 
 __all__ = [
-    "NODE_KIND", "SERVICE_ACCOUNT", "WRITTEN_STATUS_KEYS", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi",
+    "NODE_KIND", "SERVICE_ACCOUNT", "SIDECAR_CONTAINER", "FoundPod", "MissingPod", "NodePods", "ScheduledPod",
+    "find_pods", "pod_cgroup", "pod_cgroup_candidates", "scheduled", "WRITTEN_STATUS_KEYS", "ApiError", "Backoff", "ConfigError", "Informer", "KubeApi",
     "KubeSource", "KubeSourceCode",
     "Resource", "Unreachable", "connect", "discover", "group_version_path", "in_cluster", "node_labels_only",
     "not_served", "read_kube", "status_is_written", "to_object", "version_priority", "watched_kinds",

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..agent import SourceError, Update
@@ -18,6 +19,7 @@ from ._codes import KubeSourceCode
 from ._discovery import Resource, discover
 from ._informer import Informer
 from ._kinds import NODE_KIND, node_labels_only, status_is_written, to_object, watched_kinds, without_written_status
+from ._node_pods import NodePods, find_pods, scheduled
 
 __all__ = ["KubeSource", "not_served", "read_kube"]
 
@@ -57,18 +59,29 @@ class KubeSource:
     Kinds the API server does not serve are skipped with a warning (MC0500) and looked
     for again every ``rediscover`` seconds. With ``node``, that Node's labels are read
     too (the agent compiles for its node). ``interfaces`` are handed out with every
-    update (the CNI wires workloads; the source does not know their interfaces).
+    update when given. Otherwise, with ``node`` and ``pods_cgroup`` (the kubelet's cgroup
+    root on the cgroup v2 hierarchy), each update carries where the node's pods live —
+    host-side interfaces and sandboxes — found by :func:`~._node_pods.find_pods` when the
+    pods change and every ``rescan`` seconds (a sandbox made after its pod was scheduled
+    is picked up then); pods not found are reported (MC0501) and not attached.
+    ``host_netns`` is the namespace of the pods' host-side interfaces (None: this one).
     """
 
     def __init__(self, api: KubeApi | None = None, *, context: str | None = None,
                  kubeconfig: str | os.PathLike[str] | None = None, kinds: Iterable[tuple[str, str]] | None = None,
                  node: str = "", interfaces: Mapping[WorkloadRef, str] | None = None, settle: float = 0.2,
                  max_delay: float = 2.0, rediscover: float = 60.0, watch_seconds: int = 300,
-                 backoff: Callable[[], Backoff] = Backoff) -> None:
+                 backoff: Callable[[], Backoff] = Backoff, pods_cgroup: str | os.PathLike[str] | None = None,
+                 host_netns: str | None = None, rescan: float = 5.0) -> None:
         self.api = api if api is not None else connect(context, kubeconfig)
         self.kinds = sorted(set(kinds if kinds is not None else watched_kinds()) | ({NODE_KIND} if node else set()))
         self.node = node
         self.interfaces = None if interfaces is None else dict(interfaces)
+        #: The kubelet's cgroup root, when the node's pods are looked for there.
+        self.pods_cgroup = Path(pods_cgroup) if pods_cgroup is not None and interfaces is None and node else None
+        self.host_netns = host_netns
+        self.rescan = rescan
+        self._pods_delivered: NodePods | None = None
         self.settle = settle
         self.max_delay = max_delay
         self.rediscover = rediscover
@@ -101,7 +114,10 @@ class KubeSource:
         """Start discovery and the informers in the background (:meth:`poll` does it on first use)."""
         if self._threads:
             return
-        for target, name in ((self._supervise, "kube-discovery"), (self._notify_loop, "kube-notify")):
+        loops = [(self._supervise, "kube-discovery"), (self._notify_loop, "kube-notify")]
+        if self.pods_cgroup is not None and self.rescan > 0:
+            loops.append((self._rescan_loop, "kube-node-pods"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -209,6 +225,44 @@ class KubeSource:
             except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the source
                 log.error("update listener failed: %r", exc)
 
+    # ------------------------------------------------------------------ the node's pods
+
+    def node_pods(self) -> NodePods | None:
+        """Where the cached pods scheduled to this node live; None when they are not looked for."""
+        if self.pods_cgroup is None:
+            return None
+        with self._cond:
+            informer = self._informers.get(("v1", "Pod"))
+        bodies = informer.items() if informer is not None else []
+        return find_pods(scheduled(bodies, self.node), self.pods_cgroup, host_netns=self.host_netns)
+
+    def _rescan_loop(self) -> None:
+        """Look at the node again every ``rescan`` seconds; a difference makes a new update."""
+        while not self._stop.wait(self.rescan):
+            if not self.synced:
+                continue
+            try:
+                found = self.node_pods()
+            except Exception as exc:  # noqa: BLE001 - the next look may succeed; the last update stands
+                log.error("cannot look for this node's pods: %r", exc)
+                continue
+            if found != self._pods_delivered:
+                self._changed()
+
+    def _pod_diagnostics(self, objects: Sequence[KubeObject], found: NodePods) -> list[Diagnostic]:
+        """A warning per scheduled pod not found on the node (host-network pods have nothing to find)."""
+        sources = {(o.namespace, o.name): o.source for o in objects if o.kind == "Pod" and o.api_version == "v1"}
+        out = []
+        for missing in found.missing:
+            if missing.host_network:
+                continue
+            ref = missing.ref
+            source = sources.get((ref.namespace, ref.name), Source(kind="Pod", namespace=ref.namespace, name=ref.name))
+            out.append(Diagnostic(KubeSourceCode.POD_NOT_ON_NODE, Severity.WARNING,
+                                  f"pod {ref} is scheduled to node {self.node} but was not found on it: "
+                                  f"{missing.reason}; no policy is attached for it", source, "metadata.uid"))
+        return out
+
     # ------------------------------------------------------------------ snapshots
 
     @property
@@ -249,11 +303,19 @@ class KubeSource:
         fingerprint = [((o.api_version, o.kind, o.namespace, o.name),
                         without_written_status(dict(o.body)) if status_is_written(o.api_version, o.kind) else o.body)
                        for o in objects]
-        if fingerprint == self._delivered:
+        try:
+            found = self.node_pods()
+        except OSError as exc:
+            raise SourceError(f"cannot look for this node's pods: {exc}") from None
+        if fingerprint == self._delivered and found == self._pods_delivered:
             return None
         self._delivered = fingerprint
+        self._pods_delivered = found
         self._generation += 1
-        return Update(self._generation, tuple(objects), self.interfaces, self.diagnostics())
+        if found is None:
+            return Update(self._generation, tuple(objects), self.interfaces, self.diagnostics())
+        return Update(self._generation, tuple(objects), found.interfaces(),
+                      (*self.diagnostics(), *self._pod_diagnostics(objects, found)), sandboxes=found.sandboxes())
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every served kind is listed; False when ``timeout`` ran out first."""

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from meshcore.agent._cli import agent_command
+from meshcore.agent._cli import _kube_source, agent_command
+from meshcore.model import WorkloadRef
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -35,3 +36,23 @@ def test_a_missing_kubeconfig_is_a_usage_error_naming_it(tmp_path: Path) -> None
 def test_only_kube_is_a_source_name() -> None:
     code, out = run("--from", "istiod")
     assert code == 2 and "'istiod' is not 'kube'" in out
+
+
+def test_without_interfaces_the_node_s_pods_are_looked_for_under_the_kubelet_s_cgroup_root(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("""
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+""")
+    looking = _kube_source("n1", None, kubeconfig, None, "/sys/fs/cgroup/kubelet-root", "nodens")
+    told = _kube_source("n1", None, kubeconfig, {WorkloadRef("shop", "web"): "veth0"}, ".", None)
+    try:
+        assert (looking.pods_cgroup, looking.host_netns) == (Path("/sys/fs/cgroup/kubelet-root"), "nodens")
+        assert told.pods_cgroup is None and told.interfaces == {WorkloadRef("shop", "web"): "veth0"}
+    finally:
+        looking.close()
+        told.close()
