@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from ..compile import EnvoyPlan, EnvoySecret, Origin, SidecarPlan, TunnelDestination, tunnel_sni
+from ..compile import TUNNEL_INBOUND_PORT, EnvoyPlan, EnvoySecret, Origin, SidecarPlan, TunnelDestination, tunnel_sni
 from ._als import TUNNEL_CLUSTER_PREFIX
 from ._resources import CLUSTER, LISTENER, Resource, Resources, _resource, build_resources
 from ._xds_common import (
@@ -40,7 +40,7 @@ from ._xds_common import (
     _sds,
 )
 from ._xds_listeners import _access_log, _cidr_range, _http_listener, _tcp_listener
-from ._xds_tunnel import _H2_WINDOWS, CLIENT_HEADER, svid_secret_name
+from ._xds_tunnel import _BUFFER_BYTES, _H2_WINDOWS, CLIENT_HEADER, svid_secret_name
 
 __all__ = ["INBOUND_LISTENER", "OUTBOUND_LISTENER", "PASSTHROUGH_CLUSTER", "sidecar_resources"]
 
@@ -119,7 +119,9 @@ def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...], settings
         clusters.append({
             "name": name, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_ms),
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"socket_address": {"address": endpoint, "port_value": 15008}}}}]}]},
+                "address": {"socket_address": {"address": endpoint, "port_value": TUNNEL_INBOUND_PORT}}}}]}]},
+            # As the node proxy's tunnels: large enough that flow control, not the buffer, paces a stream.
+            "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
             "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": _H2_WINDOWS}}},
             "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
