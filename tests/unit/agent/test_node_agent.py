@@ -488,3 +488,12 @@ def test_agent_command_refuses_bad_flow_settings_naming_the_option(tmp_path: Pat
     result = CliRunner().invoke(agent_command, ["--node", "n1", "--state-dir", str(tmp_path), "--objects",
                                                 str(tmp_path / "objects.json"), option, value])
     assert result.exit_code == 2 and option in result.output and message in result.output, result.output
+
+
+def test_a_node_without_addresses_is_told_which_facts_the_node_proxy_needs(tmp_path: Path) -> None:
+    facts = NodeFacts("node-a", "meshcore/test", tmp_path)  # no ipv4, no ipv6
+    agent = NodeAgent(facts, load_balancer=FakeLB(), policy=FakePolicy(), adapters=[envoycrd, gateway])
+    report = agent.apply_objects(objects(APP, CEC))
+    assert not report.applied and report.stage is Stage.PROXY
+    assert "NodeFacts(ipv4=...) or ipv6=..." in report.error, report
+    assert "ProxySettings" not in report.summary
