@@ -302,6 +302,15 @@ def test_reports_round_trip_through_json(facts: NodeFacts) -> None:
     assert GenerationReport.from_data(data) == report
 
 
+def test_the_report_file_is_read_back_from_a_str_or_a_path(facts: NodeFacts) -> None:
+    agent, *_ = make_agent(facts)
+    report = agent.apply_objects(objects(APP), generation=3)
+    assert report.summary.startswith("generation 3 applied (whole): 1 frontends; kernel ")
+    assert read_report(str(facts.state_dir / REPORT_FILE)) == report
+    assert read_report(facts.state_dir / REPORT_FILE) == report
+    assert read_report(str(facts.state_dir / "missing.json")) is None
+
+
 def test_runner_applies_an_objects_file_and_reports_a_broken_one(facts: NodeFacts) -> None:
     agent, lb, policy, _ = make_agent(facts)
     path = facts.state_dir / "objects.json"
