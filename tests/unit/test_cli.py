@@ -392,6 +392,50 @@ def test_plan_assign_addresses_gives_clusterips_as_the_lab_does(tmp_path: Path) 
     assert fronts == {("shop/given", "10.96.0.10"), ("shop/web", "10.96.0.11")}
 
 
+WAITING = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: shop, labels: {app: api}}
+spec:
+  containers: [{name: c, image: echo, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: sql, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: gone, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: gone}
+  ports: [{name: http, port: 80}]
+"""
+
+
+def test_plan_says_why_a_port_has_no_backends(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(WAITING)
+    code, stdout, _ = run_both("plan", "-f", str(path), "--assign-addresses")
+    assert code == 0
+    assert {r[0]: r[4] for r in rows(stdout, "Plan")[1:]} == {
+        "shop/api": "(none yet: its pod has no address until running)",  # a manifest's pod, not running yet
+        "shop/db": "(none; headless: no VIP, no frontend)",
+        "shop/gone": "(none: connections are refused)",
+    }
+
+
 def test_translate_names_why_a_service_has_no_vips(tmp_path: Path) -> None:
     path = tmp_path / "app.yaml"
     path.write_text(OFFLINE)
