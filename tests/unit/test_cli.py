@@ -257,6 +257,14 @@ def test_diagnostics_of_objects_passed_as_data_name_the_object_not_a_position() 
     assert out.diagnostic_line(Diagnostic("MC0220", Severity.ERROR, "inconsistent")) == "<input>: error MC0220: inconsistent"
 
 
+def test_a_diagnostic_without_a_file_names_the_input_alike_in_the_cli_and_in_python(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    code, stdout = run("analyze", "-f", missing)
+    [error] = meshcore.translate([missing]).errors
+    assert error.code == "MC0004"
+    assert stdout.splitlines()[0] == str(error) == f"<input>: error MC0004: no such file or directory: {missing}"
+
+
 def test_fail_on_sets_the_exit_status_by_severity(tmp_path: Path, findings: Path) -> None:
     warned = tmp_path / "warned.yaml"
     warned.write_text(FINDINGS.partition("---\n")[2])
