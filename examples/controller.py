@@ -1,6 +1,11 @@
 """An example controller: watch a directory, translate on change, print the plan's diff.
 
     .venv/bin/python examples/controller.py examples/demo/ [--once]
+
+Manifests from a repository have no ClusterIPs (the API server assigns them), so the
+controller assigns them as ``meshcore plan --assign-addresses`` does (given ones are
+kept): every Service port then has a frontend to report. Each pass prints the frontends
+added (+), changed (~) and removed (-), or ``no change``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ def fingerprint(root: Path) -> tuple[tuple[str, float], ...]:
 
 def reconcile(root: Path, running: BpfPlan) -> BpfPlan:
     """Translate and compile; print diagnostics and what would change; keep the old plan on errors."""
-    result = meshcore.translate([root])
+    result = meshcore.translate([root], assign_addresses=True)
     for d in result.diagnostics:
         print(d)
     if not result.ok:
@@ -34,6 +39,8 @@ def reconcile(root: Path, running: BpfPlan) -> BpfPlan:
         print(f"~ {s.service} {s.vip}:{s.port}/{s.protocol} → {len(s.backends)} backends")
     for s in change.removed:
         print(f"- {s.service} {s.vip}:{s.port}/{s.protocol}")
+    if not (change.added or change.changed or change.removed):
+        print(f"no change ({len(plan.bpf.services)} frontends)")
     return plan.bpf
 
 

@@ -176,7 +176,7 @@ def location(source: Source) -> str:
         return source.file  # a whole file (unreadable), or an object read from a server
     if source.object_ref:
         return f"<{source.object_ref}>"
-    return source.file or "<input>"
+    return str(source)  # its file (``<stdin>``), else ``<input>``: as the Python API prints it
 
 
 def diagnostic_line(d: Diagnostic) -> str:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from ._translate import CORE, IGNORED, Parts, Translation, diagnostic_order, route_of, run_adapters
 from .adapter import Adapter
-from .kube import KubeObject, unknown_fields
+from .kube import KubeObject, load_objects, unknown_fields
 from .kube._gc import gc_paused
 from .kube._scoped import CoreChange, apply_scoped
 from .model import Diagnostic, ServiceRef
@@ -51,6 +52,32 @@ def unchanged(old: KubeObject, new: KubeObject) -> bool:
     if version and version == new.metadata.get("resourceVersion"):
         return True
     return old.body == new.body
+
+
+#: What the Translator takes as an object: parsed (a dict, as a controller holds it) or read.
+ObjectInput = KubeObject | Mapping[str, Any]
+
+
+def as_objects(items: Iterable[ObjectInput]) -> list[KubeObject]:
+    """``items`` as KubeObjects: dicts are read as :func:`meshcore.load` reads them.
+
+    Raises TypeError for an item that is neither, and ValueError for a dict without
+    apiVersion, kind or metadata.name (a change cannot name the object it changes).
+    """
+    result: list[KubeObject] = []
+    for index, item in enumerate(items, 1):
+        if isinstance(item, KubeObject):
+            result.append(item)
+        elif isinstance(item, Mapping):
+            read, problems = load_objects([item])
+            if problems:
+                raise ValueError(f"object {index} is missing apiVersion, kind or metadata.name: "
+                                 "a change must name the object it changes")
+            result.extend(read)
+        else:
+            raise TypeError(f"object {index} is a {type(item).__name__}: expected a Kubernetes object as a dict "
+                            "(apiVersion, kind, metadata) or a meshcore.kube.KubeObject")
+    return result
 
 
 class Translator:
@@ -82,9 +109,9 @@ class Translator:
         """The current objects by key, in input order."""
         return self._objects
 
-    def translate(self, objects: Iterable[KubeObject]) -> Translation:
-        """Translate ``objects`` whole; they become the current objects."""
-        listed = list(objects)
+    def translate(self, objects: Iterable[ObjectInput]) -> Translation:
+        """Translate ``objects`` (dicts or KubeObjects) whole; they become the current objects."""
+        listed = as_objects(objects)
         by_key = {object_key(o): o for o in listed}
         self._parts = None
         self.replaced = None
@@ -101,13 +128,13 @@ class Translator:
         self.replaced = None
         return parts.translation
 
-    def changes(self, objects: Iterable[KubeObject]) -> tuple[list[KubeObject], list[ObjectKey]] | None:
-        """What turns the current objects into ``objects``: (added or changed, removed keys).
+    def changes(self, objects: Iterable[ObjectInput]) -> tuple[list[KubeObject], list[ObjectKey]] | None:
+        """What turns the current objects into ``objects`` (dicts or KubeObjects): (added or changed, removed keys).
 
         None when ``objects`` cannot be reached by a change: a key given twice, or objects
         kept from before in another order (the order decides which of two definitions wins).
         """
-        listed = list(objects)
+        listed = as_objects(objects)
         current = self._objects
         position = {k: i for i, k in enumerate(current)}
         upserted: list[KubeObject] = []
@@ -129,19 +156,20 @@ class Translator:
                 upserted.append(obj)
         return upserted, [k for k in current if k not in seen]
 
-    def update(self, upserted: Iterable[KubeObject] = (), deleted: Iterable[ObjectKey] = (),
+    def update(self, upserted: Iterable[ObjectInput] = (), deleted: Iterable[ObjectKey] = (),
                order: Sequence[ObjectKey] | None = None) -> Translation:
-        """Apply a change: ``upserted`` objects added or replacing those of their key, ``deleted`` keys removed.
+        """Apply a change: ``upserted`` objects (dicts or KubeObjects) added or replacing those of their key, ``deleted`` keys removed.
 
         New objects come after the current ones, unless ``order`` (every key of the
         result) says otherwise. On any error the translator forgets what it kept, so the
         next call translates everything.
         """
+        given = as_objects(upserted)  # before anything changes: a bad item leaves the translator as it was
         pairs: dict[ObjectKey, tuple[KubeObject | None, KubeObject | None]] = {}
         for key in deleted:
             if key in self._objects:
                 pairs[key] = (self._objects[key], None)
-        for obj in upserted:
+        for obj in given:
             key = object_key(obj)
             old = self._objects.get(key)
             if old is not None and unchanged(old, obj):

@@ -335,7 +335,8 @@ def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, 
         out.dump({**plan_data(compiled), "diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
     else:
         out.print_table(fmt, "Plan", ("service", "port", "addresses", "datapath", "backends", "reason"),
-                        _plan_rows(result.snapshot, compiled), keep=("service", "port", "datapath"))
+                        _plan_rows(result.snapshot, compiled, _unaddressed_pods(result)),
+                        keep=("service", "port", "datapath"))
         out.print_table(fmt, "Proxy modes", ("workload", "mode", "why"),
                         [(str(m.workload), m.mode.value, m.reason) for m in compiled.modes],
                         keep=("workload", "mode"))
@@ -361,8 +362,34 @@ def _sidecar_rows(compiled: Plan) -> list[tuple[str, ...]]:
     return rows
 
 
-def _plan_rows(snapshot: Snapshot, compiled: Plan) -> list[tuple[str, ...]]:
-    """One row per service port: service, port, addresses (or why none), datapath, backends, reason."""
+def _unaddressed_pods(result: Translation) -> dict[ServiceRef, int]:
+    """Per Service read with a selector: how many of the pods it selects have no address (not running yet)."""
+    waiting = [w for w in result.snapshot.workloads if not w.addresses]
+    found: dict[ServiceRef, int] = {}
+    for obj in result.objects:
+        selector = obj.spec.get("selector") if obj.api_version == "v1" and obj.kind == "Service" else None
+        if not isinstance(selector, dict) or not selector:
+            continue
+        count = sum(1 for w in waiting if w.namespace == obj.namespace
+                    and all(w.labels.get(str(k)) == str(v) for k, v in selector.items()))
+        if count:
+            found[ServiceRef(obj.namespace, obj.name)] = count
+    return found
+
+
+def _no_backends(service: Service | None, unaddressed: int) -> str:
+    """Why a service port lists no backends."""
+    if unaddressed:
+        pods = "its pod has" if unaddressed == 1 else f"its {unaddressed} pods have"
+        return f"(none yet: {pods} no address until running)"
+    if service is not None and service.vip_assignment is VipAssignment.HEADLESS:
+        return "(none; headless: no VIP, no frontend)"
+    return "(none: connections are refused)"
+
+
+def _plan_rows(snapshot: Snapshot, compiled: Plan,
+               unaddressed: dict[ServiceRef, int] | None = None) -> list[tuple[str, ...]]:
+    """One row per service port: service, port, addresses (or why none), datapath, backends (or why none), reason."""
     frontends: dict[tuple[ServiceRef, int, str], list[BpfService]] = {}
     for f in compiled.bpf.services:
         frontends.setdefault((f.service, f.port, f.protocol), []).append(f)
@@ -382,7 +409,7 @@ def _plan_rows(snapshot: Snapshot, compiled: Plan) -> list[tuple[str, ...]]:
             + (f"×{weight}" if weight != 1 else "")
             + ("(terminating)" if state is BackendState.TERMINATING else "")
             for address, number, weight, state in backends
-        ) or "(none: connections are refused)"
+        ) or _no_backends(service, (unaddressed or {}).get(d.service, 0))
         rows.append((str(d.service), f"{d.port}/{d.protocol}", _vips(service) if service else "none",
                      d.datapath.value, shown, d.reason))
     return rows

@@ -257,6 +257,14 @@ def test_diagnostics_of_objects_passed_as_data_name_the_object_not_a_position() 
     assert out.diagnostic_line(Diagnostic("MC0220", Severity.ERROR, "inconsistent")) == "<input>: error MC0220: inconsistent"
 
 
+def test_a_diagnostic_without_a_file_names_the_input_alike_in_the_cli_and_in_python(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    code, stdout = run("analyze", "-f", missing)
+    [error] = meshcore.translate([missing]).errors
+    assert error.code == "MC0004"
+    assert stdout.splitlines()[0] == str(error) == f"<input>: error MC0004: no such file or directory: {missing}"
+
+
 def test_fail_on_sets_the_exit_status_by_severity(tmp_path: Path, findings: Path) -> None:
     warned = tmp_path / "warned.yaml"
     warned.write_text(FINDINGS.partition("---\n")[2])
@@ -390,6 +398,50 @@ def test_plan_assign_addresses_gives_clusterips_as_the_lab_does(tmp_path: Path) 
     code, output = run("plan", "-f", str(path), "--assign-addresses", "-o", "json")
     fronts = {(s["service"], s["vip"]) for s in json.loads(output)["bpf"]["services"]}
     assert fronts == {("shop/given", "10.96.0.10"), ("shop/web", "10.96.0.11")}
+
+
+WAITING = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: shop, labels: {app: api}}
+spec:
+  containers: [{name: c, image: echo, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: sql, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: gone, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: gone}
+  ports: [{name: http, port: 80}]
+"""
+
+
+def test_plan_says_why_a_port_has_no_backends(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(WAITING)
+    code, stdout, _ = run_both("plan", "-f", str(path), "--assign-addresses")
+    assert code == 0
+    assert {r[0]: r[4] for r in rows(stdout, "Plan")[1:]} == {
+        "shop/api": "(none yet: its pod has no address until running)",  # a manifest's pod, not running yet
+        "shop/db": "(none; headless: no VIP, no frontend)",
+        "shop/gone": "(none: connections are refused)",
+    }
 
 
 def test_translate_names_why_a_service_has_no_vips(tmp_path: Path) -> None:

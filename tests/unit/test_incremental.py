@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -286,3 +287,25 @@ def test_an_object_deleted_and_given_again_as_it_was_stays() -> None:
     result = translator.update([listed[11]], [key])
     assert key in translator.objects and translator.replaced == frozenset()
     assert result.snapshot == translate_objects(listed, wrap(ADAPTERS)).snapshot
+
+
+def test_a_controller_passes_objects_as_the_dicts_it_holds() -> None:
+    translator = Translator(ADAPTERS)
+    translator.translate(BASE)
+    a = endpoint_slice("a-1", "a", [("10.1.0.3", True, False, "")])
+    result = translator.update(upserted=[a])
+    assert translator.replaced == {ServiceRef("shop", "a")}
+    service_a = result.snapshot.service(ServiceRef("shop", "a"))
+    assert service_a is not None and [b.address for b in service_a.ports[0].backends] == ["10.1.0.3"]
+    assert translator.changes(list(translator.objects.values())) == ([], [])
+
+
+def test_something_that_is_not_an_object_is_refused_naming_what_is_expected() -> None:
+    translator = Translator(ADAPTERS)
+    translator.translate(BASE)
+    before = translator.translation
+    with pytest.raises(TypeError, match=r"object 1 is a str: expected a Kubernetes object as a dict"):
+        translator.update(upserted=["EndpointSlice a-1"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"object 2 is missing apiVersion, kind or metadata.name"):
+        translator.update(upserted=[BASE[1], {"kind": "EndpointSlice", "metadata": {}}])
+    assert translator.translation is before  # nothing was changed

@@ -189,6 +189,9 @@ class NodeAgent:
             from ._proxy import EnvoyNodeProxy  # noqa: PLC0415 - grpcio and Envoy only when L7 is needed
 
             def envoy(facts: NodeFacts) -> NodeProxy:
+                if not facts.addresses:
+                    raise ValueError("the node proxy listens on the node's addresses and NodeFacts gives none: "
+                                     "give NodeFacts(ipv4=...) or ipv6=... (meshcore agent --ipv4 or --ipv6)")
                 return EnvoyNodeProxy(facts.state_dir, facts.name, facts.ipv4, facts.ipv6, journal=self.journal,
                                       source_ipv4=facts.proxy_ipv4, source_ipv6=facts.proxy_ipv6,
                                       dns_resolvers=facts.dns_resolvers)

@@ -261,10 +261,10 @@ def write_report(path: Path, report: GenerationReport) -> None:
         raise
 
 
-def read_report(path: Path) -> GenerationReport | None:
-    """The report at ``path``; None when there is none or it cannot be read."""
+def read_report(path: str | os.PathLike[str]) -> GenerationReport | None:
+    """The report at ``path`` (a str or a path); None when there is none or it cannot be read."""
     try:
-        return GenerationReport.from_data(json.loads(path.read_text(encoding="utf-8")))
+        return GenerationReport.from_data(json.loads(Path(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
 

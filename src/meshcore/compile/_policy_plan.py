@@ -137,7 +137,7 @@ class PolicyOrigin:
     source: Source = attrs.field(default=Source(), eq=False, order=False)
 
     def __str__(self) -> str:
-        where = f" ({self.source})" if str(self.source) != "<unknown source>" else ""
+        where = f" ({self.source})" if self.source.location or self.source.object_ref else ""
         return f"{self.action} {self.policy} rule {self.rule} [{self.direction}]{where}"
 
 

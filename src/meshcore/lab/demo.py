@@ -3,13 +3,13 @@
 The app (``examples/demo``) has a web tier (three replicas, dual-stack Service), an API
 tier (two replicas, an HTTP port and a UDP port), a client pod, an HTTPRoute on web
 (``/api`` → api) and a NetworkPolicy admitting only client and web to api, plus a
-stranger pod it refuses. The demo shows:
+stranger pod whose connections it drops. The demo shows:
 
 1. the plan: per service port, eBPF or Envoy, and why;
 2. load balancing: a batch of requests from the client to every service address and port,
    each answer naming the pod that sent it;
 3. an L7 route: ``GET /api/...`` on web, answered by an api pod through the node Envoy;
-4. policy: the stranger's connection to api refused by the kernel, with its flow as
+4. policy: the stranger's connection to api dropped by the kernel (it times out), with its flow as
    ``meshcore observe`` shows it.
 
 The lab is removed at the end, also after an error or Ctrl-C.
@@ -167,7 +167,7 @@ def routed_request(lab: Lab, con: Console) -> bool:
 
 
 def refused_connection(lab: Lab, con: Console) -> bool:
-    """The stranger's connection to api must be refused, and its flow logged as dropped."""
+    """The stranger's connection to api must be dropped (it times out), and its flow logged as dropped."""
     from ..observe import FlowFilter  # noqa: PLC0415 - with the reader below
     from ._observe_command import flows  # noqa: PLC0415 - the `observe` command's reader
 
@@ -182,7 +182,7 @@ def refused_connection(lab: Lab, con: Console) -> bool:
     for flow in dropped[-1:]:
         con.print(f"meshcore observe --verdict dropped: {flow}", soft_wrap=True, markup=False)
     if outcome == "connected" or not dropped:
-        con.print("[red]the stranger's connection was not refused by policy[/]")
+        con.print("[red]the stranger's connection was not dropped by policy[/]")
         return False
     return True
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import attrs
 
+#: How a finding without a file or an object is placed: it is about the input as a whole.
+NO_SOURCE = "<input>"
+
 
 @attrs.frozen(order=True)
 class Source:
@@ -35,7 +38,7 @@ class Source:
 
     def __str__(self) -> str:
         parts = [p for p in (self.location, self.object_ref) if p]
-        return " ".join(parts) if parts else "<unknown source>"
+        return " ".join(parts) if parts else NO_SOURCE
 
 
 UNKNOWN = Source()

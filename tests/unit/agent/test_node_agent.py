@@ -302,6 +302,15 @@ def test_reports_round_trip_through_json(facts: NodeFacts) -> None:
     assert GenerationReport.from_data(data) == report
 
 
+def test_the_report_file_is_read_back_from_a_str_or_a_path(facts: NodeFacts) -> None:
+    agent, *_ = make_agent(facts)
+    report = agent.apply_objects(objects(APP), generation=3)
+    assert report.summary.startswith("generation 3 applied (whole): 1 frontends; kernel ")
+    assert read_report(str(facts.state_dir / REPORT_FILE)) == report
+    assert read_report(facts.state_dir / REPORT_FILE) == report
+    assert read_report(str(facts.state_dir / "missing.json")) is None
+
+
 def test_runner_applies_an_objects_file_and_reports_a_broken_one(facts: NodeFacts) -> None:
     agent, lb, policy, _ = make_agent(facts)
     path = facts.state_dir / "objects.json"
@@ -488,3 +497,12 @@ def test_agent_command_refuses_bad_flow_settings_naming_the_option(tmp_path: Pat
     result = CliRunner().invoke(agent_command, ["--node", "n1", "--state-dir", str(tmp_path), "--objects",
                                                 str(tmp_path / "objects.json"), option, value])
     assert result.exit_code == 2 and option in result.output and message in result.output, result.output
+
+
+def test_a_node_without_addresses_is_told_which_facts_the_node_proxy_needs(tmp_path: Path) -> None:
+    facts = NodeFacts("node-a", "meshcore/test", tmp_path)  # no ipv4, no ipv6
+    agent = NodeAgent(facts, load_balancer=FakeLB(), policy=FakePolicy(), adapters=[envoycrd, gateway])
+    report = agent.apply_objects(objects(APP, CEC))
+    assert not report.applied and report.stage is Stage.PROXY
+    assert "NodeFacts(ipv4=...) or ipv6=..." in report.error, report
+    assert "ProxySettings" not in report.summary

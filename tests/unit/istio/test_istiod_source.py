@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -277,3 +279,19 @@ def test_close_from_a_change_callback_ends_the_stream_without_an_error(istiod: R
     assert calls, "the callback never ran"
     assert source._thread is not None and not source._thread.is_alive()
     assert not [e for e in logs if e.get("log_level") == "error"], logs
+
+
+def test_a_program_that_configures_no_logging_sees_no_debug_lines_of_retries() -> None:
+    script = (
+        "import socket, time\n"
+        "from meshcore_istio import IstiodSource\n"
+        "with socket.socket() as s:\n"
+        "    s.bind(('127.0.0.1', 0))\n"
+        "    src = IstiodSource(f'127.0.0.1:{s.getsockname()[1]}', max_backoff=0.05)\n"
+        "    src.start(); time.sleep(0.6); src.close()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "cannot read from istiod; retrying" in lines[0], result.stderr  # said once
+    assert "debug" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,8 +22,14 @@ REJECTIONS = {"INVALID_ARGUMENT", "UNIMPLEMENTED", "NOT_FOUND", "PERMISSION_DENI
 
 
 def log() -> Any:
-    """The source's structlog logger (looked up per call so test log capture sees it)."""
-    return structlog.get_logger("meshcore_istio.istiod")
+    """The source's structlog logger over the standard library's ``meshcore_istio.istiod`` logger.
+
+    Its events go through the standard library, so a program that configures no logging
+    sees warnings and errors only (on stderr), never the debug lines of retries; the
+    ``meshcore`` command renders them with its own (``meshcore.observe.configure_logging``).
+    Looked up per call so test log capture sees it.
+    """
+    return structlog.wrap_logger(logging.getLogger("meshcore_istio.istiod"))
 
 
 def check_address(address: str) -> str:
