@@ -54,7 +54,7 @@ from ._state import (
 )
 from ._status import LabStatus, UpResult, lab_status
 
-#: The lab name used when none is given and no lab is up.
+#: The lab name used when none is given to a command that changes a lab.
 DEFAULT_LAB = "lab"
 
 Progress = Callable[[str], None]
@@ -104,8 +104,11 @@ class Lab:
         return labs_up()
 
     @classmethod
-    def select(cls, name: str | None, *, default: str | None = None) -> Lab:
-        """The named lab, else the only lab up, else ``default``; an error when ambiguous."""
+    def select(cls, name: str | None) -> Lab:
+        """The lab a command that only reads one looks at: the named lab, else the only lab up.
+
+        An error when none or several are up (see :meth:`to_change` for commands that change one).
+        """
         if name:
             return cls(name)
         names = labs_up()
@@ -113,9 +116,26 @@ class Lab:
             return cls(names[0])
         if len(names) > 1:
             raise LabError(f"several labs are up ({', '.join(names)}); choose one with --name")
-        if default is not None:
-            return cls(default)
         raise LabError("no lab is up; start one with `meshcore lab up -f FILES`")
+
+    @classmethod
+    def to_change(cls, name: str | None) -> Lab:
+        """The lab a command that changes or removes one acts on: the named lab, else the one named ``lab``.
+
+        Without a name it never picks a lab of another name: when ``lab`` is not up but
+        others are, it raises :class:`LabError` naming them (so nothing is changed).
+        """
+        if name:
+            return cls(name)
+        target = cls(DEFAULT_LAB)
+        others = [n for n in labs_up() if n != DEFAULT_LAB]
+        if target.is_up or not others:
+            return target
+        if len(others) == 1:
+            raise LabError(f"no lab named {DEFAULT_LAB!r} is up; the lab up is {others[0]!r}: "
+                           f"pass --name {others[0]}")
+        raise LabError(f"no lab named {DEFAULT_LAB!r} is up; the labs up are {', '.join(map(repr, others))}: "
+                       "pass --name with one of them")
 
     @property
     def is_up(self) -> bool:

@@ -29,6 +29,11 @@ _name_option = click.option(
     "--name", default=None, metavar="NAME",
     help="The lab's name (default: the only lab that is up).",
 )
+#: For the commands that change or remove a lab: without --name they act on the lab named `lab` only.
+_changed_name_option = click.option(
+    "--name", default=None, metavar="NAME",
+    help=f"The lab's name (default: {DEFAULT_LAB}; never another lab that happens to be up).",
+)
 
 
 def _reporting(func: F) -> F:
@@ -68,7 +73,7 @@ def lab() -> None:
 
 
 @lab.command("up")
-@_name_option
+@_changed_name_option
 @click.option("-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
               help="A file, a directory (read recursively) or '-' for standard input; repeatable.")
 @click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
@@ -87,7 +92,7 @@ def lab() -> None:
 def up(name: str | None, files: tuple[str, ...], pod_cidrs: tuple[str, ...], service_cidrs: tuple[str, ...],
        nodes: int | None, timeout: float, mtls: bool | None) -> None:
     """Bring a lab up from Kubernetes YAML, or reconcile a lab that is up to these files."""
-    target = Lab.select(name, default=DEFAULT_LAB)
+    target = Lab.to_change(name)
     ranges = _ranges(pod_cidrs, service_cidrs)
     err = out.console(stderr=True)
     result = target.up(files, ranges=ranges, nodes=nodes, timeout=timeout,
@@ -215,14 +220,14 @@ def exec_cmd(name: str | None, namespace: str, target: str, command: tuple[str, 
 
 
 @lab.command("down")
-@_name_option
+@_changed_name_option
 @_reporting
 def down(name: str | None) -> None:
     """Remove everything the lab created: processes, namespaces, cgroups, pins, files."""
     if name is None and not Lab.names():
         click.echo("no lab is up")
         return
-    target = Lab.select(name)
+    target = Lab.to_change(name)
     if not target.dir.exists():
         click.echo(f"lab {target.name} is not up")
         return
@@ -236,27 +241,27 @@ def node() -> None:
 
 
 @node.command("down")
-@_name_option
+@_changed_name_option
 @click.argument("node_name", metavar="NODE")
 @click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the other nodes' agents to apply.")
 @_reporting
 def node_down(name: str | None, node_name: str, timeout: float) -> None:
     """Take NODE down: its agent, proxy and pods stop, its link goes down, its pods leave every service."""
-    target = Lab.select(name)
+    target = Lab.to_change(name)
     target.node_down(node_name, timeout=timeout)
     click.echo(f"node {node_name} of lab {target.name} is down; its pods are not ready and unreachable")
 
 
 @node.command("up")
-@_name_option
+@_changed_name_option
 @click.argument("node_name", metavar="NODE")
 @click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
               help="How long to wait for pods to serve their ports and for the agents to apply.")
 @_reporting
 def node_up(name: str | None, node_name: str, timeout: float) -> None:
     """Bring NODE back: its link and routes, its pods' containers and its agent."""
-    target = Lab.select(name)
+    target = Lab.to_change(name)
     target.node_up(node_name, timeout=timeout)
     click.echo(f"node {node_name} of lab {target.name} is up")
 

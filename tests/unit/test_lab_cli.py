@@ -1,0 +1,96 @@
+"""The `lab` commands and `observe` as a user types them: which lab they act on, the hints they print, their
+options and their tables (labs recorded in a state root of the test's own, nothing of them running)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from meshcore.lab import DEFAULT_LAB, Lab, LabError, LabRanges
+from meshcore.lab._ipam import lone_node_ranges, node_ranges
+from meshcore.lab._state import LabState, NodeRecord, PodRecord, ProcRecord, lab_dir
+from meshcore.lab.cli import lab
+
+
+@pytest.fixture(autouse=True)
+def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state root of the test's own: the labs other runs have up on this machine are not seen."""
+    root = tmp_path / "labs"
+    monkeypatch.setenv("MESHCORE_LAB_STATE_ROOT", str(root))
+    return root
+
+
+def unique(stem: str) -> str:
+    """A lab name no lab on this machine has: were a command to act on the recorded lab after all, the
+    namespaces it removes by name are nobody's."""
+    return f"{stem}-{secrets.token_hex(4)}"
+
+
+def record_lab(name: str, *, nodes: int = 1, down: tuple[str, ...] = (), pods: tuple[PodRecord, ...] = ()) -> Path:
+    """Record lab ``name`` as up (its state file only; its cgroups and namespaces are paths nothing made)."""
+    directory = lab_dir(name)
+    directory.mkdir(parents=True)
+    ranges = LabRanges()
+    cgroup = directory / "cgroup"
+    state = LabState(name=name, dir=directory, cgroup_root=str(cgroup), ranges=ranges.to_data())
+    if nodes == 1:
+        state.nodes[f"lab-{name}"] = NodeRecord(f"lab-{name}", f"mc-{name}-node", str(cgroup), str(directory),
+                                                str(directory / "pins"), lone_node_ranges(ranges), setup="ready")
+    else:
+        for number in range(1, nodes + 1):
+            node = f"node-{number}"
+            state.nodes[node] = NodeRecord(node, f"mc-{name}-{node}", str(cgroup / node), str(directory / node),
+                                           str(directory / "pins"), node_ranges(ranges, number), setup="ready",
+                                           down=node in down)
+    state.pods = {p.key: p for p in pods}
+    state.save()
+    return directory
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(lab, list(args))
+    return result.exit_code, result.output
+
+
+# ---------------------------------------------------------------- which lab a command acts on
+
+
+@pytest.mark.parametrize("command", [("up", "-f", "app.yaml"), ("up", "--nodes", "2", "-f", "app.yaml"), ("down",),
+                                     ("node", "down", "node-1"), ("node", "up", "node-1")])
+def test_without_a_name_a_changing_command_never_acts_on_a_lab_of_another_name(command: tuple[str, ...]) -> None:
+    name = unique("demo")
+    demo = record_lab(name, nodes=2)
+    code, output = invoke(*command)
+    assert code == 1, output
+    assert f"no lab named 'lab' is up; the lab up is '{name}': pass --name {name}" in output
+    assert (demo / "state.json").is_file() and LabState.load(demo).nodes["node-1"].down is False
+
+
+def test_with_several_other_labs_up_a_changing_command_names_them_all() -> None:
+    names = sorted((unique("demo"), unique("shop")))
+    for name in names:
+        record_lab(name)
+    code, output = invoke("down")
+    assert code == 1 and f"the labs up are '{names[0]}', '{names[1]}': pass --name with one of them" in output, output
+
+
+def test_without_a_name_a_changing_command_acts_on_the_lab_named_lab_even_beside_others() -> None:
+    assert Lab.to_change(None).name == DEFAULT_LAB  # none up: `lab up` makes it
+    record_lab(unique("demo"))
+    record_lab(DEFAULT_LAB)
+    assert Lab.to_change(None).name == DEFAULT_LAB
+    assert Lab.to_change("demo").name == "demo"
+
+
+def test_a_reading_command_still_takes_the_only_lab_up_whatever_its_name() -> None:
+    name = unique("demo")
+    record_lab(name)
+    assert Lab.select(None).name == name
+    code, output = invoke("status", "-o", "json")
+    assert code == 0 and f'"name": "{name}"' in output, output
+    record_lab(unique("shop"))
+    with pytest.raises(LabError, match="several labs are up"):
+        Lab.select(None)
