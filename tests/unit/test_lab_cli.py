@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from meshcore.lab import DEFAULT_LAB, Lab, LabError, LabRanges
 from meshcore.lab._ipam import lone_node_ranges, node_ranges
-from meshcore.lab._state import LabState, NodeRecord, PodRecord, ProcRecord, lab_dir
+from meshcore.lab._state import FabricRecord, LabState, NodeRecord, PodRecord, ProcRecord, lab_dir
 from meshcore.lab.cli import lab
 
 
@@ -40,6 +40,7 @@ def record_lab(name: str, *, nodes: int = 1, down: tuple[str, ...] = (), pods: t
         state.nodes[f"lab-{name}"] = NodeRecord(f"lab-{name}", f"mc-{name}-node", str(cgroup), str(directory),
                                                 str(directory / "pins"), lone_node_ranges(ranges), setup="ready")
     else:
+        state.fabric = FabricRecord(f"mc-{name}-fabric", "fabric", setup="ready")
         for number in range(1, nodes + 1):
             node = f"node-{number}"
             state.nodes[node] = NodeRecord(node, f"mc-{name}-{node}", str(cgroup / node), str(directory / node),
@@ -94,3 +95,20 @@ def test_a_reading_command_still_takes_the_only_lab_up_whatever_its_name() -> No
     record_lab(unique("shop"))
     with pytest.raises(LabError, match="several labs are up"):
         Lab.select(None)
+
+
+# ---------------------------------------------------------------- hints work as printed
+
+
+def test_the_commands_the_lab_suggests_name_the_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = unique("demo")
+    record_lab(name, nodes=2, down=("node-2",))
+    code, output = invoke("status", "--name", name, "-o", "text")
+    assert code == 0 and f"node-2 node agent: node down (`meshcore lab node up --name {name} node-2`)" in output, output
+    # Refused before anything changes: it needs neither root nor the machine's tools.
+    monkeypatch.setattr("meshcore.lab._lab.require_root", lambda: None)
+    (tmp_path / "app.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+    code, output = invoke("up", "--name", name, "--nodes", "3", "-f", str(tmp_path / "app.yaml"))
+    assert code == 1 and f"run `meshcore lab down --name {name}` first to change --nodes" in output, output
+    code, output = invoke("up", "--name", name, "--mtls", "-f", str(tmp_path / "app.yaml"))
+    assert code == 1 and f"run `meshcore lab down --name {name}` first to change --mtls" in output, output

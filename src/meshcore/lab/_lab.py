@@ -16,7 +16,7 @@ from . import _cgroups as cgroups
 from . import _fabric as fabric
 from . import _netns as netns
 from . import _procs as procs
-from ._errors import LabError
+from ._errors import LabError, lab_command
 from ._exec import ignoring_interrupts, joiner, pod_command
 from ._gateways import assign_gateway_addresses, our_gateways, our_ingresses
 from ._outside import ensure_outside, remove_outside, run_outside
@@ -195,14 +195,14 @@ class Lab:
             state = LabState.load(self.dir)
             if mtls is not None and mtls != state.mtls:
                 raise LabError(f"lab {self.name!r} is up {'with' if state.mtls else 'without'} mutual TLS; run "
-                               "`meshcore lab down` first to change --mtls")
+                               f"`{lab_command(self.name, 'down')}` first to change --mtls")
             if ranges is not None and ranges.to_data() != state.ranges:
                 raise LabError(f"lab {self.name!r} is up with ranges {state.ranges}; run "
-                               "`meshcore lab down` first to change them")
+                               f"`{lab_command(self.name, 'down')}` first to change them")
             if nodes is not None and (state.fabric is None or nodes != len(state.nodes)):
                 has = f"{len(state.nodes)} nodes" if state.fabric is not None else f"one node ({state.first_node.name})"
-                raise LabError(f"lab {self.name!r} is up with {has}; run `meshcore lab down` first to "
-                               f"change --nodes")
+                raise LabError(f"lab {self.name!r} is up with {has}; run `{lab_command(self.name, 'down')}` "
+                               "first to change --nodes")
             return state
         ranges = ranges or LabRanges()
         cgroup_parent = cgroup2_mount() / "meshcore"
@@ -317,7 +317,8 @@ class Lab:
             for record in leaving:
                 say(f"removing pod {record.key}")
                 teardown_pod(state, record, network(record.node))
-        warnings += [f"node {n.name} is down: its pods do not run until `meshcore lab node up {n.name}`"
+        warnings += [f"node {n.name} is down: its pods do not run until "
+                     f"`{lab_command(self.name, 'node', 'up', n.name)}`"
                      for n in state.nodes.values() if n.down and any(r.node == n.name for r in state.pods.values())]
         notes = sorted({n for key in wanted for n in state.pods[key].notes})
         state.notes = notes
@@ -425,7 +426,7 @@ class Lab:
     def _node(self, state: LabState, name: str) -> NodeRecord:
         if state.fabric is None:
             raise LabError(f"lab {self.name!r} has one node; taking nodes down needs a lab of several "
-                           "(`meshcore lab up --nodes N`)")
+                           "(made by `meshcore lab up --name NAME --nodes N -f FILES`)")
         node = state.nodes.get(name)
         if node is None:
             raise LabError(f"lab {self.name!r} has no node {name!r} (its nodes: {', '.join(state.nodes)})")
@@ -551,7 +552,7 @@ class Lab:
         node = LabState.load(self.dir).nodes.get(record.node)
         if node is not None and node.down:
             raise LabError(f"pod {record.key} is on node {node.name}, which is down "
-                           f"(`meshcore lab node up {node.name}`)")
+                           f"(`{lab_command(self.name, 'node', 'up', node.name)}`)")
         return record
 
     def exec(self, target: str, argv: Sequence[str], *, namespace: str | None = None) -> int:

@@ -16,7 +16,7 @@ from rich.markup import escape
 from ..agent import ResourceError
 
 from .. import _output as out
-from ._errors import LabError
+from ._errors import LabError, lab_command
 from ._ipam import LabRanges
 from ._ipam import MAX_NODES
 from ._lab import DEFAULT_LAB, Lab, LabInputError
@@ -40,6 +40,7 @@ def _reporting(func: F) -> F:
     """Turn lab errors into a message and exit status 1 (no traceback)."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        name = kwargs.get("name") or DEFAULT_LAB
         try:
             return func(*args, **kwargs)
         except LabInputError as exc:
@@ -50,8 +51,8 @@ def _reporting(func: F) -> F:
             click.echo(f"lab: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("lab: interrupted; what was created is recorded: run `lab up` again or `lab down`",
-                       err=True)
+            click.echo(f"lab: interrupted; what was created is recorded: run `{lab_command(name, 'up', '-f', 'FILES')}` "
+                       f"again or `{lab_command(name, 'down')}`", err=True)
             sys.exit(130)
     return wrapper  # type: ignore[return-value]
 
@@ -164,16 +165,16 @@ def _print_status(current: LabStatus, fmt: str) -> None:
         for s in current.services
     ))
     for node in current.nodes:
-        _print_agent(node.agent, fmt, f"{node.name} " if several else "", node.up)
+        _print_agent(node.agent, fmt, f"{node.name} " if several else "", node.up, current.name)
     for note in current.notes:
         con.print(f"[cyan]note:[/] {note}")
 
 
-def _print_agent(agent: AgentStatus, fmt: str, prefix: str, up: bool) -> None:
+def _print_agent(agent: AgentStatus, fmt: str, prefix: str, up: bool, lab_name: str) -> None:
     """One node's agent, its node proxy and the raw Envoy configs it serves."""
     con = out.console()
     if not up:
-        con.print(f"{prefix}node agent: [red]node down[/] (`meshcore lab node up {agent.node}`)")
+        con.print(f"{prefix}node agent: [red]node down[/] (`{lab_command(lab_name, 'node', 'up', agent.node)}`)")
         return
     state = "running" if agent.running else "[red]not running[/]"
     applied = (f"applied generation {agent.applied_generation} of {agent.wanted_generation}, "
