@@ -4,15 +4,20 @@ options and their tables (labs recorded in a state root of the test's own, nothi
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from meshcore.agent import FLOWS_FILE, FlowJournal
 from meshcore.lab import DEFAULT_LAB, Lab, LabError, LabRanges
 from meshcore.lab._ipam import lone_node_ranges, node_ranges
 from meshcore.lab._state import FabricRecord, LabState, NodeRecord, PodRecord, ProcRecord, lab_dir
+from meshcore.lab._observe_command import observe
 from meshcore.lab.cli import lab
+from meshcore.model import Direction, WorkloadRef
+from meshcore.observe import Enforcer, Flow, Layer, Peer, Verdict
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +117,42 @@ def test_the_commands_the_lab_suggests_name_the_lab(tmp_path: Path, monkeypatch:
     assert code == 1 and f"run `meshcore lab down --name {name}` first to change --nodes" in output, output
     code, output = invoke("up", "--name", name, "--mtls", "-f", str(tmp_path / "app.yaml"))
     assert code == 1 and f"run `meshcore lab down --name {name}` first to change --mtls" in output, output
+
+
+# ---------------------------------------------------------------- observe
+
+
+def journal(node: str, state_dir: Path, second: int) -> None:
+    """One kernel verdict in ``node``'s flow journal, ``second`` seconds into the day."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    when = datetime(2026, 5, 1, 12, 0, second, tzinfo=UTC)
+    flow = Flow(when, node, Layer.L4, Verdict.DROPPED, Enforcer.KERNEL,
+                Peer("10.244.1.7", 5000, WorkloadRef("shop", "client"), "shop", 1001),
+                Peer("10.244.2.9", 8080, WorkloadRef("shop", "web-1"), "shop", 1002), "TCP", Direction.INGRESS,
+                "default-deny")
+    writer = FlowJournal(state_dir / FLOWS_FILE)
+    writer.add([flow])
+    writer.close()
+
+
+def observe_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(observe, list(args))
+    return result.exit_code, result.output
+
+
+def test_observe_text_lines_name_the_node_in_a_lab_of_several() -> None:
+    several = unique("two")
+    directory = record_lab(several, nodes=2)
+    for number in (1, 2):
+        journal(f"node-{number}", directory / f"node-{number}", number)
+    code, output = observe_cli("--name", several)
+    lines = output.splitlines()
+    assert code == 0 and len(lines) == 2, output
+    assert [line.split()[1] for line in lines] == ["node-1", "node-2"], output
+    assert lines[0].split()[2].startswith("shop/client:5000"), output
+    # A lab of one node says nothing of it: the line is as before.
+    one = unique("one")
+    directory = record_lab(one)
+    journal(f"lab-{one}", directory, 1)
+    code, output = observe_cli("--name", one)
+    assert code == 0 and output.split()[1].startswith("shop/client:5000") and f"lab-{one}" not in output, output
