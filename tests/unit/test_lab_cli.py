@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from meshcore.agent import FLOWS_FILE, FlowJournal
@@ -156,3 +157,19 @@ def test_observe_text_lines_name_the_node_in_a_lab_of_several() -> None:
     journal(f"lab-{one}", directory, 1)
     code, output = observe_cli("--name", one)
     assert code == 0 and output.split()[1].startswith("shop/client:5000") and f"lab-{one}" not in output, output
+
+
+def test_observe_refuses_an_unknown_node_naming_the_lab_s_nodes_and_takes_o_as_other_commands() -> None:
+    name = unique("two")
+    directory = record_lab(name, nodes=2)
+    journal("node-2", directory / "node-2", 1)
+    code, output = observe_cli("--name", name, "--node", "nope")
+    assert code == 2, output
+    assert f"Invalid value for '--node': lab '{name}' has no node 'nope' (its nodes: node-1, node-2)" in output
+    code, output = observe_cli("--name", name, "--node", "node-2")
+    assert code == 0 and "node-2  shop/client:5000" in output, output
+    for fmt in ("table", "text"):
+        code, text = observe_cli("--name", name, "-o", fmt)
+        assert code == 0 and text == output, text
+    code, output = observe_cli("--name", name, "-o", "yaml")
+    assert code == 0 and next(yaml.safe_load_all(output))["node"] == "node-2", output
