@@ -3,6 +3,7 @@ options and their tables (labs recorded in a state root of the test's own, nothi
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from meshcore.lab._ipam import lone_node_ranges, node_ranges
 from meshcore.lab._state import FabricRecord, LabState, NodeRecord, PodRecord, ProcRecord, lab_dir
 from meshcore.lab._observe_command import observe
 from meshcore.lab.cli import lab
+from meshcore.linux import start_time
 from meshcore.model import Direction, WorkloadRef
 from meshcore.observe import Enforcer, Flow, Layer, Peer, Verdict
 
@@ -173,3 +175,33 @@ def test_observe_refuses_an_unknown_node_naming_the_lab_s_nodes_and_takes_o_as_o
         assert code == 0 and text == output, text
     code, output = observe_cli("--name", name, "-o", "yaml")
     assert code == 0 and next(yaml.safe_load_all(output))["node"] == "node-2", output
+
+
+# ---------------------------------------------------------------- status
+
+
+def pod(lab_name: str, name: str, index: int, sidecar: ProcRecord | None = None) -> PodRecord:
+    return PodRecord("shop", name, f"mc-{lab_name}.shop.{name}", f"veth{index}", f"/nowhere/{name}",
+                     f"/nowhere/etc/{name}", f"/nowhere/{name}", index, f"10.244.0.{index}", f"fd00:10:244::{index}",
+                     "hash", setup="ready", node=f"lab-{lab_name}", sidecar=sidecar)
+
+
+def test_status_tables_show_each_pod_s_sidecar_when_any_pod_has_one() -> None:
+    name = unique("shop")
+    me = ProcRecord("sidecar", os.getpid(), start_time(os.getpid()), ("envoy",))
+    gone = ProcRecord("sidecar", me.pid, me.start_time + 1, ("envoy",))  # a pid the kernel recycled
+    record_lab(name, pods=(pod(name, "a", 2, me), pod(name, "b", 3, gone), pod(name, "c", 4)))
+    code, output = invoke("status", "--name", name, "-o", "text")
+    assert code == 0, output
+    lines = output.splitlines()
+    header = next(line for line in lines if line.startswith("NAMESPACE"))
+    assert header.split()[:6] == ["NAMESPACE", "NAME", "PHASE", "READY", "SIDECAR", "ADDRESSES"], output
+    rows = {line.split()[1]: line for line in lines if line.startswith("shop ")}
+    assert f"running (pid {me.pid})" in rows["a"] and "not running" in rows["b"], output
+    assert rows["c"].split()[4] == "-", output
+    code, output = invoke("status", "--name", name, "-o", "table")
+    assert code == 0 and "SIDECAR" in output.upper() and f"running (pid {me.pid})" in output, output
+    # Without sidecars the table is as it was.
+    plain = unique("plain")
+    record_lab(plain, pods=(pod(plain, "c", 4),))
+    assert "SIDECAR" not in invoke("status", "--name", plain, "-o", "text")[1]

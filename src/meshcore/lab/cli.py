@@ -21,7 +21,7 @@ from ._ipam import LabRanges
 from ._ipam import MAX_NODES
 from ._lab import DEFAULT_LAB, Lab, LabInputError
 from ._agents import AgentStatus
-from ._status import LabStatus, UpResult
+from ._status import ContainerStatus, LabStatus, UpResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,9 +152,12 @@ def _print_status(current: LabStatus, fmt: str) -> None:
     else:
         con.print(f"lab [bold]{current.name}[/]: node {current.node} (netns {current.node_netns}), "
                   f"cgroup {current.cgroup}")
-    columns = ("namespace", "name", *(("node",) if several else ()), "phase", "ready", "addresses", "labels", "owner")
+    sidecars = any(p.sidecar is not None for p in current.pods)
+    columns = ("namespace", "name", *(("node",) if several else ()), "phase", "ready",
+               *(("sidecar",) if sidecars else ()), "addresses", "labels", "owner")
     out.print_table(fmt, "Pods", columns, (
         (p.namespace, p.name, *((p.node,) if several else ()), p.phase, "yes" if p.ready else "no",
+         *((_sidecar(p.sidecar),) if sidecars else ()),
          " ".join(p.addresses), ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())), p.owner)
         for p in current.pods
     ))
@@ -168,6 +171,13 @@ def _print_status(current: LabStatus, fmt: str) -> None:
         _print_agent(node.agent, fmt, f"{node.name} " if several else "", node.up, current.name)
     for note in current.notes:
         con.print(f"[cyan]note:[/] {note}")
+
+
+def _sidecar(sidecar: ContainerStatus | None) -> str:
+    """A pod's sidecar Envoy in the pods table: ``running (pid N)``, ``not running``, or ``-`` for none."""
+    if sidecar is None:
+        return "-"
+    return f"running (pid {sidecar.pid})" if sidecar.running else "not running"
 
 
 def _print_agent(agent: AgentStatus, fmt: str, prefix: str, up: bool, lab_name: str) -> None:
