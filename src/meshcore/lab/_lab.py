@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 
 from .. import translate
+from .._codes import TranslateCode
 from ..kube import KubeObject, load_paths
 from ..model import Diagnostic, ProxyMode, Severity
 from . import _cgroups as cgroups
@@ -181,6 +182,9 @@ class Lab:
         checked = translate(objects=objects)
         desired = desired_state(objects)
         found = _dedupe([*diagnostics, *checked.diagnostics, *desired.diagnostics])
+        if self._with_mtls(mtls):
+            # The agents will run mutual TLS, so PeerAuthentication STRICT is enforced: no warning that it may not be.
+            found = [d for d in found if d.code != TranslateCode.STRICT_WITHOUT_MTLS]
         errors = [d for d in found if d.severity is Severity.ERROR]
         if errors:
             raise LabInputError(errors)
@@ -189,6 +193,12 @@ class Lab:
             state = self._load_or_init(ranges, nodes, mtls)
             given = [f if str(f) == "-" else Path(f).resolve() for f in files]
             return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say, modes)
+
+    def _with_mtls(self, mtls: bool | None) -> bool:
+        """Whether the lab runs mutual TLS after this `up`: as asked, else as it is up (a new lab: without)."""
+        if mtls is not None:
+            return mtls
+        return self.is_up and LabState.load(self.dir).mtls
 
     def _load_or_init(self, ranges: LabRanges | None, nodes: int | None, mtls: bool | None = None) -> LabState:
         if self.is_up:
