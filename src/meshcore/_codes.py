@@ -38,6 +38,13 @@ class TranslateCode(DiagnosticCode):
         "ClusterIPs were not assigned because a service range is full: Services without ClusterIPs keep "
         "none (give larger ranges).",
     )
+    STRICT_WITHOUT_MTLS = (
+        "MC0260", Severity.WARNING,
+        "Mutual TLS required (PeerAuthentication STRICT, of the mesh, a namespace, a workload or a port) in a "
+        "translation that does not know whether the node agents run mutual TLS: STRICT is enforced only where "
+        "they do (`meshcore agent --ca-socket`, `meshcore lab up --mtls`); elsewhere workloads still accept "
+        "plain text. One per object; a lab with mutual TLS does not report it.",
+    )
     ADAPTER_FAILED = (
         "MC0300", Severity.ERROR,
         "An adapter failed (raised an exception or returned something other than a fragment): none of its "

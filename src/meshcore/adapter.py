@@ -146,5 +146,5 @@ def unsupported(adapter: str, objects: Sequence[KubeObject], what: str = "not ye
 __all__ = [
     "unsupported",
     "GROUP", "Adapter", "ApiKind", "ObjectStatus", "FieldError", "Fields", "Fragment", "Inventory",
-    "KubeObject", "field_diagnostic",
+    "KubeObject", "TranslateCode", "field_diagnostic",
 ]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from _lab_support import client_pod, curl_json, logged, meshcore_cli, observed, run_python, running_lab, write
 
+from meshcore import TranslateCode, translate
 from meshcore.identity import CaClient, CaError
 from meshcore.lab import Lab
 from meshcore.lab._ca import CA_SOCKET, ca_dir
@@ -390,3 +391,21 @@ def test_the_client_nodes_proxy_routes_l7_to_a_strict_pod_of_another_node_throug
                        keep=lambda r: r["path"] == f"/{marker}" and r["status"] == 200)
     assert request and all(r["mtls"] and r["peerPrincipal"] == "spiffe://cluster.local/ns/default/sa/site"
                            and r["destination"] == "default/site" for r in request), request
+
+
+def test_a_lab_running_mutual_tls_does_not_warn_that_strict_may_not_be_enforced(lab: Lab, tmp_path: Path) -> None:
+    app = write(tmp_path, "app.yaml", APP)
+    # Translation alone cannot know: it warns, once per object declaring STRICT.
+    offline = [d.source.name for d in translate([app]).diagnostics if d.code == TranslateCode.STRICT_WITHOUT_MTLS]
+    assert {"strict", "site"} <= set(offline) and len(offline) == len(set(offline)), offline
+    # The lab runs mutual TLS, so it enforces STRICT, and says nothing of it (a reconcile: nothing changes).
+    result = lab.up([app], timeout=60)
+    assert not result.created and not result.removed and not result.restarted, result
+    assert not [d for d in result.diagnostics if d.code == TranslateCode.STRICT_WITHOUT_MTLS], result.diagnostics
+    # Its flows' text lines name the node (a lab of two), and a node it does not have is a usage error.
+    curl_json(lab, "client", "http://site/")
+    assert observed(lab, "--node", "node-2", keep=lambda r: True)
+    text = meshcore_cli("observe", "--name", lab.name, "--node", "node-2").stdout.decode()
+    assert text and all(line.split()[1] == "node-2" for line in text.splitlines()), text[-2000:]
+    unknown = meshcore_cli("observe", "--name", lab.name, "--node", "node-3")
+    assert unknown.returncode == 2 and b"its nodes: node-1, node-2" in unknown.stderr, unknown

@@ -244,7 +244,8 @@ def test_pods_are_placed_by_name_selector_and_spread_and_status_names_nodes_and_
             assert pod["addresses"][0].rsplit(".", 1)[0] == node["podCIDRs"][0].rsplit(".", 1)[0], (pod, node)
     # The number of nodes is fixed while the lab is up: nothing is changed.
     refused = meshcore_cli("lab", "up", "--name", lab.name, "--nodes", "3", "-f", *LabState.load(lab.dir).files)
-    assert refused.returncode == 1 and b"up with 2 nodes; run `meshcore lab down` first" in refused.stderr, refused
+    assert refused.returncode == 1 and f"up with 2 nodes; run `meshcore lab down --name {lab.name}` first".encode() \
+        in refused.stderr, refused
     assert [n.name for n in lab.status().nodes] == ["node-1", "node-2"]
     # `lab exec` reaches pods on either node; each runs on the node it is placed on.
     for pod, node in (("client", "node-1"), ("client-2", "node-2")):

@@ -95,6 +95,14 @@ def test_text_line_shows_ends_verdict_and_policy() -> None:
     assert "[fd00::5]:41000 -> shop/web-1:8080" in unknown
 
 
+def test_text_line_names_the_node_after_the_time_when_asked() -> None:
+    flow = l4()
+    time = f"{WHEN.astimezone():%H:%M:%S.%f}"[:-3]
+    assert flow.line(node=True).startswith(f"{time}  node-a  shop/client:40000 (ID:1001) -> ")
+    assert str(flow) == flow.line() == flow.line(node=True).replace("  node-a", "", 1)
+    assert l7().line(node=True).startswith(f"{time}  node-a  shop/client:40000")
+
+
 def test_a_mutually_authenticated_flow_names_its_peer_in_text_and_json() -> None:
     peer = "spiffe://cluster.local/ns/shop/sa/client"
     tunnelled = l7(protocol="TCP", mtls=True, peer_principal=peer)

@@ -10,13 +10,14 @@ from pathlib import Path
 import attrs
 
 from .. import translate
+from .._codes import TranslateCode
 from ..kube import KubeObject, load_paths
 from ..model import Diagnostic, ProxyMode, Severity
 from . import _cgroups as cgroups
 from . import _fabric as fabric
 from . import _netns as netns
 from . import _procs as procs
-from ._errors import LabError
+from ._errors import LabError, lab_command
 from ._exec import ignoring_interrupts, joiner, pod_command
 from ._gateways import assign_gateway_addresses, our_gateways, our_ingresses
 from ._outside import ensure_outside, remove_outside, run_outside
@@ -54,7 +55,7 @@ from ._state import (
 )
 from ._status import LabStatus, UpResult, lab_status
 
-#: The lab name used when none is given and no lab is up.
+#: The lab name used when none is given to a command that changes a lab.
 DEFAULT_LAB = "lab"
 
 Progress = Callable[[str], None]
@@ -104,8 +105,11 @@ class Lab:
         return labs_up()
 
     @classmethod
-    def select(cls, name: str | None, *, default: str | None = None) -> Lab:
-        """The named lab, else the only lab up, else ``default``; an error when ambiguous."""
+    def select(cls, name: str | None) -> Lab:
+        """The lab a command that only reads one looks at: the named lab, else the only lab up.
+
+        An error when none or several are up (see :meth:`to_change` for commands that change one).
+        """
         if name:
             return cls(name)
         names = labs_up()
@@ -113,9 +117,26 @@ class Lab:
             return cls(names[0])
         if len(names) > 1:
             raise LabError(f"several labs are up ({', '.join(names)}); choose one with --name")
-        if default is not None:
-            return cls(default)
         raise LabError("no lab is up; start one with `meshcore lab up -f FILES`")
+
+    @classmethod
+    def to_change(cls, name: str | None) -> Lab:
+        """The lab a command that changes or removes one acts on: the named lab, else the one named ``lab``.
+
+        Without a name it never picks a lab of another name: when ``lab`` is not up but
+        others are, it raises :class:`LabError` naming them (so nothing is changed).
+        """
+        if name:
+            return cls(name)
+        target = cls(DEFAULT_LAB)
+        others = [n for n in labs_up() if n != DEFAULT_LAB]
+        if target.is_up or not others:
+            return target
+        if len(others) == 1:
+            raise LabError(f"no lab named {DEFAULT_LAB!r} is up; the lab up is {others[0]!r}: "
+                           f"pass --name {others[0]}")
+        raise LabError(f"no lab named {DEFAULT_LAB!r} is up; the labs up are {', '.join(map(repr, others))}: "
+                       "pass --name with one of them")
 
     @property
     def is_up(self) -> bool:
@@ -161,6 +182,9 @@ class Lab:
         checked = translate(objects=objects)
         desired = desired_state(objects)
         found = _dedupe([*diagnostics, *checked.diagnostics, *desired.diagnostics])
+        if self._with_mtls(mtls):
+            # The agents will run mutual TLS, so PeerAuthentication STRICT is enforced: no warning that it may not be.
+            found = [d for d in found if d.code != TranslateCode.STRICT_WITHOUT_MTLS]
         errors = [d for d in found if d.severity is Severity.ERROR]
         if errors:
             raise LabInputError(errors)
@@ -170,19 +194,25 @@ class Lab:
             given = [f if str(f) == "-" else Path(f).resolve() for f in files]
             return self._reconcile(state, desired, [str(f) for f in given], found, timeout, say, modes)
 
+    def _with_mtls(self, mtls: bool | None) -> bool:
+        """Whether the lab runs mutual TLS after this `up`: as asked, else as it is up (a new lab: without)."""
+        if mtls is not None:
+            return mtls
+        return self.is_up and LabState.load(self.dir).mtls
+
     def _load_or_init(self, ranges: LabRanges | None, nodes: int | None, mtls: bool | None = None) -> LabState:
         if self.is_up:
             state = LabState.load(self.dir)
             if mtls is not None and mtls != state.mtls:
                 raise LabError(f"lab {self.name!r} is up {'with' if state.mtls else 'without'} mutual TLS; run "
-                               "`meshcore lab down` first to change --mtls")
+                               f"`{lab_command(self.name, 'down')}` first to change --mtls")
             if ranges is not None and ranges.to_data() != state.ranges:
                 raise LabError(f"lab {self.name!r} is up with ranges {state.ranges}; run "
-                               "`meshcore lab down` first to change them")
+                               f"`{lab_command(self.name, 'down')}` first to change them")
             if nodes is not None and (state.fabric is None or nodes != len(state.nodes)):
                 has = f"{len(state.nodes)} nodes" if state.fabric is not None else f"one node ({state.first_node.name})"
-                raise LabError(f"lab {self.name!r} is up with {has}; run `meshcore lab down` first to "
-                               f"change --nodes")
+                raise LabError(f"lab {self.name!r} is up with {has}; run `{lab_command(self.name, 'down')}` "
+                               "first to change --nodes")
             return state
         ranges = ranges or LabRanges()
         cgroup_parent = cgroup2_mount() / "meshcore"
@@ -297,7 +327,8 @@ class Lab:
             for record in leaving:
                 say(f"removing pod {record.key}")
                 teardown_pod(state, record, network(record.node))
-        warnings += [f"node {n.name} is down: its pods do not run until `meshcore lab node up {n.name}`"
+        warnings += [f"node {n.name} is down: its pods do not run until "
+                     f"`{lab_command(self.name, 'node', 'up', n.name)}`"
                      for n in state.nodes.values() if n.down and any(r.node == n.name for r in state.pods.values())]
         notes = sorted({n for key in wanted for n in state.pods[key].notes})
         state.notes = notes
@@ -405,7 +436,7 @@ class Lab:
     def _node(self, state: LabState, name: str) -> NodeRecord:
         if state.fabric is None:
             raise LabError(f"lab {self.name!r} has one node; taking nodes down needs a lab of several "
-                           "(`meshcore lab up --nodes N`)")
+                           "(made by `meshcore lab up --name NAME --nodes N -f FILES`)")
         node = state.nodes.get(name)
         if node is None:
             raise LabError(f"lab {self.name!r} has no node {name!r} (its nodes: {', '.join(state.nodes)})")
@@ -531,7 +562,7 @@ class Lab:
         node = LabState.load(self.dir).nodes.get(record.node)
         if node is not None and node.down:
             raise LabError(f"pod {record.key} is on node {node.name}, which is down "
-                           f"(`meshcore lab node up {node.name}`)")
+                           f"(`{lab_command(self.name, 'node', 'up', node.name)}`)")
         return record
 
     def exec(self, target: str, argv: Sequence[str], *, namespace: str | None = None) -> int:

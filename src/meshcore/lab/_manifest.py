@@ -33,7 +33,7 @@ from ..model import Diagnostic, Source, WorkloadRef
 from . import _netns as netns
 from . import _procs as procs
 from ._ca import write_ca_objects
-from ._errors import LabError
+from ._errors import LabError, lab_command
 from ._gateways import enrich_gateway, enrich_ingress, our_gateways, our_ingresses
 from ._ipam import LabRanges
 from ._state import LabState, NodeRecord, PodRecord, ServiceRecord
@@ -292,7 +292,8 @@ def last_objects(state: LabState) -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return list(data["objects"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise LabError(f"cannot read the objects of lab {state.name!r} ({path}: {exc}); run `lab up` again") from exc
+        raise LabError(f"cannot read the objects of lab {state.name!r} ({path}: {exc}); run "
+                       f"`{lab_command(state.name, 'up', '-f', 'FILES')}` again") from exc
 
 
 def rewrite_statuses(state: LabState) -> int:

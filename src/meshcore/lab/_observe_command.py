@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from .. import _output as out
 from ..agent import FLOWS_FILE, FlowJournalReader, FlowLoss
 from ..agent._flowserver import FLOWS_SOCKET, read_served
 from ..observe import Flow, FlowFilter, Layer, Verdict
@@ -95,11 +96,21 @@ def _served(state_dir: Path, follow: bool, wanted: FlowFilter) -> Iterator[Flow]
         raise LabError(f"cannot read the lab's flows from its agent: {exc}") from exc
 
 
+def _shown(flow: Flow, fmt: str | None, *, several: bool) -> str:
+    """The flow as ``-o`` says; a text line names the node when the lab has several."""
+    if fmt == "json":
+        return json.dumps(flow.to_data())
+    if fmt == "yaml":
+        return "---\n" + out.to_yaml(flow.to_data())
+    return flow.line(node=several)
+
+
 @click.command()
 @click.option("--name", "lab_name", default=None, help="The lab (default: the only lab that is up).")
 @click.option("--follow", is_flag=True, help="Keep printing new flows as they are logged (Ctrl-C stops).")
-@click.option("-o", "--output", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
-              help="Text lines, or one JSON object per flow.")
+@click.option("-o", "--output", "fmt", type=click.Choice(("table", "text", *out.DATA_FORMATS)), default=None,
+              help="table or text (the default; the same: one line per flow), json (one JSON object per line) "
+                   "or yaml (one document per flow).")
 @click.option("--pod", default=None, help="Only flows from or to this pod (name or namespace/name).")
 @click.option("--node", default=None, help="Only flows a given node's agent saw (node-1, ...).")
 @click.option("--namespace", default=None, help="Only flows from or to pods of this namespace.")
@@ -107,16 +118,20 @@ def _served(state_dir: Path, follow: bool, wanted: FlowFilter) -> Iterator[Flow]
               help="Only flows with this verdict (audit: forwarded, and an AUDIT policy matched it).")
 @click.option("--layer", "--kind", "layer", type=click.Choice(LAYERS, case_sensitive=False), default=None,
               help="Only L3/L4 verdicts of the kernel (l4) or only flows through the node proxy (l7).")
-def observe(lab_name: str | None, follow: bool, fmt: str, pod: str | None, node: str | None, namespace: str | None,
+def observe(lab_name: str | None, follow: bool, fmt: str | None, pod: str | None, node: str | None, namespace: str | None,
             verdict: str | None, layer: str | None) -> None:
     """Show the lab's flows (every node's): L3/L4 verdicts (identities, ports, verdict, reason, policy) and L7 requests."""
     try:
         lab = Lab.select(lab_name)
         if not lab.is_up:
             raise LabError(f"lab {lab.name!r} is not up")
+        nodes = list(node_dirs(lab))
+        if node is not None and node not in nodes:
+            raise click.BadParameter(f"lab {lab.name!r} has no node {node!r} (its nodes: {', '.join(nodes)})",
+                                     param_hint="'--node'")
         keep = FlowFilter(pod=pod, node=node, namespace=namespace, verdict=verdict, layer=layer)
         for flow in flows(lab, follow=follow, keep=keep, on_loss=lambda loss: click.echo(str(loss), err=True)):
-            click.echo(json.dumps(flow.to_data()) if fmt == "json" else str(flow))
+            click.echo(_shown(flow, fmt, several=len(nodes) > 1), nl=fmt != "yaml")
     except LabError as exc:
         click.echo(f"meshcore observe: {exc}", err=True)
         sys.exit(1)

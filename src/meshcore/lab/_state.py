@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import LabError
+from ._errors import LabError, lab_command
 from ._machine import DEFAULT_STATE_ROOT, state_root
 from ._ipam import NodeRanges
 
@@ -314,7 +314,7 @@ class LabState:
         if version not in (1, STATE_VERSION):
             raise LabError(f"{path} was written by another meshcore version (state version "
                            f"{version!r}, expected {STATE_VERSION}); remove that lab with the meshcore "
-                           "that made it (`meshcore lab down`)")
+                           f"that made it (`{lab_command(directory.name, 'down')}`)")
         try:
             if version == 1:
                 data = _from_version_1(data, directory)

@@ -16,12 +16,12 @@ from rich.markup import escape
 from ..agent import ResourceError
 
 from .. import _output as out
-from ._errors import LabError
+from ._errors import LabError, lab_command
 from ._ipam import LabRanges
 from ._ipam import MAX_NODES
 from ._lab import DEFAULT_LAB, Lab, LabInputError
 from ._agents import AgentStatus
-from ._status import LabStatus, UpResult
+from ._status import ContainerStatus, LabStatus, UpResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,12 +29,18 @@ _name_option = click.option(
     "--name", default=None, metavar="NAME",
     help="The lab's name (default: the only lab that is up).",
 )
+#: For the commands that change or remove a lab: without --name they act on the lab named `lab` only.
+_changed_name_option = click.option(
+    "--name", default=None, metavar="NAME",
+    help=f"The lab's name (default: {DEFAULT_LAB}; never another lab that happens to be up).",
+)
 
 
 def _reporting(func: F) -> F:
     """Turn lab errors into a message and exit status 1 (no traceback)."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        name = kwargs.get("name") or DEFAULT_LAB
         try:
             return func(*args, **kwargs)
         except LabInputError as exc:
@@ -45,8 +51,8 @@ def _reporting(func: F) -> F:
             click.echo(f"lab: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("lab: interrupted; what was created is recorded: run `lab up` again or `lab down`",
-                       err=True)
+            click.echo(f"lab: interrupted; what was created is recorded: run `{lab_command(name, 'up', '-f', 'FILES')}` "
+                       f"again or `{lab_command(name, 'down')}`", err=True)
             sys.exit(130)
     return wrapper  # type: ignore[return-value]
 
@@ -68,7 +74,7 @@ def lab() -> None:
 
 
 @lab.command("up")
-@_name_option
+@_changed_name_option
 @click.option("-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
               help="A file, a directory (read recursively) or '-' for standard input; repeatable.")
 @click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
@@ -87,7 +93,7 @@ def lab() -> None:
 def up(name: str | None, files: tuple[str, ...], pod_cidrs: tuple[str, ...], service_cidrs: tuple[str, ...],
        nodes: int | None, timeout: float, mtls: bool | None) -> None:
     """Bring a lab up from Kubernetes YAML, or reconcile a lab that is up to these files."""
-    target = Lab.select(name, default=DEFAULT_LAB)
+    target = Lab.to_change(name)
     ranges = _ranges(pod_cidrs, service_cidrs)
     err = out.console(stderr=True)
     result = target.up(files, ranges=ranges, nodes=nodes, timeout=timeout,
@@ -146,9 +152,12 @@ def _print_status(current: LabStatus, fmt: str) -> None:
     else:
         con.print(f"lab [bold]{current.name}[/]: node {current.node} (netns {current.node_netns}), "
                   f"cgroup {current.cgroup}")
-    columns = ("namespace", "name", *(("node",) if several else ()), "phase", "ready", "addresses", "labels", "owner")
+    sidecars = any(p.sidecar is not None for p in current.pods)
+    columns = ("namespace", "name", *(("node",) if several else ()), "phase", "ready",
+               *(("sidecar",) if sidecars else ()), "addresses", "labels", "owner")
     out.print_table(fmt, "Pods", columns, (
         (p.namespace, p.name, *((p.node,) if several else ()), p.phase, "yes" if p.ready else "no",
+         *((_sidecar(p.sidecar),) if sidecars else ()),
          " ".join(p.addresses), ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())), p.owner)
         for p in current.pods
     ))
@@ -159,16 +168,23 @@ def _print_status(current: LabStatus, fmt: str) -> None:
         for s in current.services
     ))
     for node in current.nodes:
-        _print_agent(node.agent, fmt, f"{node.name} " if several else "", node.up)
+        _print_agent(node.agent, fmt, f"{node.name} " if several else "", node.up, current.name)
     for note in current.notes:
         con.print(f"[cyan]note:[/] {note}")
 
 
-def _print_agent(agent: AgentStatus, fmt: str, prefix: str, up: bool) -> None:
+def _sidecar(sidecar: ContainerStatus | None) -> str:
+    """A pod's sidecar Envoy in the pods table: ``running (pid N)``, ``not running``, or ``-`` for none."""
+    if sidecar is None:
+        return "-"
+    return f"running (pid {sidecar.pid})" if sidecar.running else "not running"
+
+
+def _print_agent(agent: AgentStatus, fmt: str, prefix: str, up: bool, lab_name: str) -> None:
     """One node's agent, its node proxy and the raw Envoy configs it serves."""
     con = out.console()
     if not up:
-        con.print(f"{prefix}node agent: [red]node down[/] (`meshcore lab node up {agent.node}`)")
+        con.print(f"{prefix}node agent: [red]node down[/] (`{lab_command(lab_name, 'node', 'up', agent.node)}`)")
         return
     state = "running" if agent.running else "[red]not running[/]"
     applied = (f"applied generation {agent.applied_generation} of {agent.wanted_generation}, "
@@ -215,14 +231,14 @@ def exec_cmd(name: str | None, namespace: str, target: str, command: tuple[str, 
 
 
 @lab.command("down")
-@_name_option
+@_changed_name_option
 @_reporting
 def down(name: str | None) -> None:
     """Remove everything the lab created: processes, namespaces, cgroups, pins, files."""
     if name is None and not Lab.names():
         click.echo("no lab is up")
         return
-    target = Lab.select(name)
+    target = Lab.to_change(name)
     if not target.dir.exists():
         click.echo(f"lab {target.name} is not up")
         return
@@ -236,27 +252,27 @@ def node() -> None:
 
 
 @node.command("down")
-@_name_option
+@_changed_name_option
 @click.argument("node_name", metavar="NODE")
 @click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the other nodes' agents to apply.")
 @_reporting
 def node_down(name: str | None, node_name: str, timeout: float) -> None:
     """Take NODE down: its agent, proxy and pods stop, its link goes down, its pods leave every service."""
-    target = Lab.select(name)
+    target = Lab.to_change(name)
     target.node_down(node_name, timeout=timeout)
     click.echo(f"node {node_name} of lab {target.name} is down; its pods are not ready and unreachable")
 
 
 @node.command("up")
-@_name_option
+@_changed_name_option
 @click.argument("node_name", metavar="NODE")
 @click.option("--timeout", default=20.0, show_default=True, metavar="SECONDS",
               help="How long to wait for pods to serve their ports and for the agents to apply.")
 @_reporting
 def node_up(name: str | None, node_name: str, timeout: float) -> None:
     """Bring NODE back: its link and routes, its pods' containers and its agent."""
-    target = Lab.select(name)
+    target = Lab.to_change(name)
     target.node_up(node_name, timeout=timeout)
     click.echo(f"node {node_name} of lab {target.name} is up")
 

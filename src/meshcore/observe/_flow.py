@@ -200,8 +200,12 @@ class Flow:
         )
 
     def __str__(self) -> str:
-        """One line, as ``meshcore observe`` prints it (local time)."""
-        head = (f"{self.time.astimezone():%H:%M:%S.%f}"[:-3]
+        """One line, as ``meshcore observe`` prints it for one node (local time)."""
+        return self.line()
+
+    def line(self, *, node: bool = False) -> str:
+        """One line, as ``meshcore observe`` prints it (local time); with ``node``, the node follows the time."""
+        head = (f"{self.time.astimezone():%H:%M:%S.%f}"[:-3] + (f"  {self.node}" if node else "")
                 + f"  {_end(self.source, self.source.name)} -> {_end(self.destination, self.destination_name)}")
         verdict = f"{self.verdict} ({self.reason})" if self.reason and self.verdict is Verdict.DROPPED \
             else str(self.verdict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from _istio_support import find, istio, translate
+from meshcore import TranslateCode
 from meshcore.model import PeerAuthMode, PolicyAction
 
 SEC = "security.istio.io/v1"
@@ -103,20 +104,26 @@ def test_oldest_namespace_wide_peer_authentication_wins() -> None:
     assert find(result, "MC7016").source.name == "b"
 
 
-def test_strict_is_reported_not_enforced_where_declared() -> None:
-    # Mutual TLS is not implemented: each STRICT an object declares is a warning at its field;
-    # inheriting STRICT, PERMISSIVE and DISABLE say nothing (plain text is accepted, as they allow).
+def test_strict_is_reported_not_enforced_where_declared_once_per_object() -> None:
+    # Translation cannot know whether the node agents run mutual TLS: an object declaring STRICT is
+    # one warning at its first STRICT field, naming the others; inheriting STRICT, PERMISSIVE and
+    # DISABLE say nothing (plain text is accepted, as they allow).
     result = translate(
         _peer("mesh", "mtls: {mode: STRICT}", "istio-system"),
         _peer("ns", "mtls: {mode: PERMISSIVE}", "legacy"),
         _peer("wl", "selector: {matchLabels: {app: db}}\nportLevelMtls: {'5432': {mode: STRICT}, '80': {mode: DISABLE}}",
               "legacy"),
+        _peer("both", "selector: {matchLabels: {app: api}}\nmtls: {mode: STRICT}\n"
+              "portLevelMtls: {'8080': {mode: STRICT}, '9090': {mode: STRICT}}", "legacy"),
         _peer("inherits", "selector: {matchLabels: {app: web}}", "shop"),
     )
-    found = [(d.source.name, d.field, d.severity.value) for d in result.diagnostics if d.code == "MC7014"]
-    assert found == [("mesh", "spec.mtls.mode", "warning"), ("wl", "spec.portLevelMtls.5432.mode", "warning")]
-    assert all("enforced only where the node agents run mutual TLS" in d.message for d in result.diagnostics
-               if d.code == "MC7014")
+    strict = [d for d in result.diagnostics if d.code == TranslateCode.STRICT_WITHOUT_MTLS]
+    assert [(d.source.name, d.field, d.severity.value) for d in strict] == [
+        ("mesh", "spec.mtls.mode", "warning"), ("wl", "spec.portLevelMtls.5432.mode", "warning"),
+        ("both", "spec.mtls.mode", "warning")]
+    assert all("enforced only where the node agents run mutual TLS" in d.message for d in strict)
+    assert "also at spec.portLevelMtls.8080.mode, spec.portLevelMtls.9090.mode" in strict[2].message
+    assert not any(d.code == "MC7014" for d in result.diagnostics)
 
 
 def test_target_ref_only_policy_is_not_applied_mesh_wide() -> None:

@@ -64,8 +64,7 @@ class IstioCode(DiagnosticCode):
         "MC7014", Severity.WARNING,
         "A kind or feature recognised but not supported yet: Sidecar egressProxy, targetRef policies, CUSTOM "
         "authorization, Gateway servers with MUTUAL TLS, TLS termination on a TLS server, certificates from "
-        "files, AUTO_PASSTHROUGH, PeerAuthentication STRICT (mutual TLS is not implemented: plain text is "
-        "still accepted), ServiceEntries without ports, partial wildcard hosts, unix socket or network-only "
+        "files, AUTO_PASSTHROUGH, ServiceEntries without ports, partial wildcard hosts, unix socket or network-only "
         "addresses, hostname WorkloadEntries no DNS ServiceEntry selects, retryBudget, spaceDelimitedClaims.",
     )
     NOT_EXPRESSIBLE = (

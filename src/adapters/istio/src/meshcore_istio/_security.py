@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from meshcore.adapter import TranslateCode
 from meshcore.kube import FieldError, Fields, Inventory, KubeObject, Report, field_diagnostic
 from meshcore.model import (
     AuthorizationPolicy,
@@ -267,13 +268,19 @@ def _mode(fields: Fields) -> PeerAuthMode:
 
 def _warn_strict_not_enforced(obj: KubeObject, mode: PeerAuthMode, port_modes: tuple[PortMode, ...],
                               report: Report) -> None:
-    """Warn where the object itself asks for STRICT: it is enforced only where the node agents run mutual TLS."""
+    """Warn once where the object itself asks for STRICT: it is enforced only where the node agents run mutual TLS.
+
+    The translation cannot know whether they do, so the code is one its consumers that know (a lab with
+    mutual TLS) leave out; one warning per object, at its first STRICT field, names the others.
+    """
     paths = (["spec.mtls.mode"] if mode is PeerAuthMode.STRICT else []) + [
         f"spec.portLevelMtls.{p.port}.mode" for p in port_modes if p.mode is PeerAuthMode.STRICT]
-    for path in paths:
-        report.warn(obj, IstioCode.NOT_SUPPORTED, "mode STRICT is enforced only where the node agents run mutual TLS "
-                    "(`meshcore agent --ca-socket`, `meshcore lab up --mtls`); elsewhere workloads still accept "
-                    "plain-text connections", path)
+    if not paths:
+        return
+    what = "mode STRICT" if len(paths) == 1 else f"mode STRICT (also at {', '.join(paths[1:])})"
+    report.warn(obj, TranslateCode.STRICT_WITHOUT_MTLS, f"{what} is enforced only where the node agents run mutual "
+                "TLS (`meshcore agent --ca-socket`, `meshcore lab up --mtls`); elsewhere workloads still accept "
+                "plain-text connections", paths[0])
 
 
 def read_peer_authentications(objects: list[KubeObject], report: Report, errors: list[KubeObject],
