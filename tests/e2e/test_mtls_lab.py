@@ -402,6 +402,10 @@ def test_a_lab_running_mutual_tls_does_not_warn_that_strict_may_not_be_enforced(
     result = lab.up([app], timeout=60)
     assert not result.created and not result.removed and not result.restarted, result
     assert not [d for d in result.diagnostics if d.code == TranslateCode.STRICT_WITHOUT_MTLS], result.diagnostics
+    # Nor do the node agents, which run it, in their reports.
+    reports = [a.report for a in result.agents if a.report is not None]
+    assert reports and not [d for r in reports for d in r.diagnostics
+                            if d.code == TranslateCode.STRICT_WITHOUT_MTLS], reports
     # Its flows' text lines name the node (a lab of two), and a node it does not have is a usage error.
     curl_json(lab, "client", "http://site/")
     assert observed(lab, "--node", "node-2", keep=lambda r: True)
