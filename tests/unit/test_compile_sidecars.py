@@ -123,9 +123,13 @@ def test_sidecar_resources_steer_by_virtual_ip_and_port_and_pass_the_rest_throug
     inbound = found["Listener"]["sidecar_inbound"]
     assert inbound["address"]["socket_address"] == {"address": "10.244.1.1", "port_value": 15006}
     assert inbound["enable_reuse_port"] is False
-    trusted, checked = inbound["filter_chains"]
+    trusted, trusted_here, checked = inbound["filter_chains"]
     assert [r["address_prefix"] for r in trusted["filter_chain_match"]["source_prefix_ranges"]] == [
         "10.0.0.2", "10.0.1.2"]
+    # Envoy chooses by destination port before source: the node proxies pass on the checked port too
+    # (they applied its checks already, and consumed the tokens they validated).
+    assert trusted_here["filter_chain_match"] == {**trusted["filter_chain_match"], "destination_port": 8080}
+    assert trusted_here["filters"][0]["typed_config"]["cluster"] == "passthrough"
     assert checked["filter_chain_match"] == {"destination_port": 8080}
     filters = [f["name"] for f in checked["filters"][0]["typed_config"]["http_filters"]]
     assert filters == ["meshcore.rbac.allow", "envoy.filters.http.router"]
@@ -233,7 +237,7 @@ def test_a_sidecar_fetches_key_sets_a_mesh_service_serves_itself(tmp_path: Path)
     # A host outside the mesh is not fetched: its issuer's tokens are refused, never accepted unchecked.
     assert not elsewhere.jwks_cluster and elsewhere.jwks and not elsewhere.jwks_uri
     found = _resources(plan)
-    checked = found["Listener"]["sidecar_inbound"]["filter_chains"][1]
+    checked = found["Listener"]["sidecar_inbound"]["filter_chains"][-1]
     jwt = next(f for f in checked["filters"][0]["typed_config"]["http_filters"]
                if f["name"] == "envoy.filters.http.jwt_authn")
     remote = jwt["typed_config"]["providers"]["tenant/tokens[0]"]["remote_jwks"]["http_uri"]
