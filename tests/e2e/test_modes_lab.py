@@ -6,19 +6,23 @@ server runs the echo server on HTTP 8080 (service port 80) and TCP 9000, and the
 ``servers`` admits only ``/public*`` on its HTTP port (an L7 rule) and anything on its TCP
 port. ``plain-a`` (node-1, node mode) and ``plain-b`` (node-2, sidecar) are not guarded;
 the HTTPRoute of ``routed`` sends ``x-to: b`` to plain-b, the rest to plain-a, and adds a
-response header. One lab serves the module; each client runs every request of a test in
-one go.
+response header. ``s-jwt`` (node-1, sidecar, HTTP only) admits only requests with a token
+whose keys the ``keys`` pod (node-2, node mode) serves by URI; a CiliumEnvoyConfig
+redirects service ``raw`` (plain-a) to a listener of its own that adds a response header.
+One lab serves the module; each client runs every request of a test in one go.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from _lab_support import logged, run_python, running_lab, write
+from test_istio_jwt import KEY, KEYS_CODE, MESH_ISSUER, MESH_KEY, token
 from test_mtls_lab import MARKER, _Capture
 
 from meshcore.lab import Lab
@@ -94,11 +98,94 @@ spec:
     backendRefs: [{name: plain-a, port: 80}]
 """
 
+# The sidecar of s-jwt fetches the key set from the keys pod on the other node itself.
+TOKENS = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: s-jwt, labels: {{app: s-jwt}}, annotations: {{meshcore.io/proxy-mode: sidecar}}}}
+spec:
+  nodeName: node-1
+  containers: [{{name: echo, image: meshcore/echo, args: ["--http", "8080"], ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: s-jwt}}
+spec:
+  selector: {{app: s-jwt}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: keys, labels: {{app: keys}}}}
+spec:
+  nodeName: node-2
+  containers:
+  - name: keys
+    image: python
+    command: ["{sys.executable}", "-S", "-c", {json.dumps(KEYS_CODE)}]
+    ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: keys}}
+spec:
+  selector: {{app: keys}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: s-jwt}}
+spec:
+  selector: {{matchLabels: {{app: s-jwt}}}}
+  jwtRules: [{{issuer: "{MESH_ISSUER}", jwksUri: "http://keys.default.svc.cluster.local/jwks.json"}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: s-jwt}}
+spec:
+  selector: {{matchLabels: {{app: s-jwt}}}}
+  rules: [{{from: [{{source: {{requestPrincipals: ["*"]}}}}]}}]
+"""
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+RAW = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: raw}}
+spec:
+  selector: {{app: plain-a}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumEnvoyConfig
+metadata: {{name: raw}}
+spec:
+  services: [{{name: raw, ports: [80]}}]
+  resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: raw
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {_HCM}
+          stat_prefix: raw
+          http_filters:
+          - {{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}
+          route_config:
+            name: raw
+            virtual_hosts:
+            - name: raw
+              domains: ["*"]
+              response_headers_to_add: [{{header: {{key: x-routed, value: raw}}}}]
+              routes: [{{match: {{prefix: /}}, route: {{cluster: default/raw:80}}}}]
+"""
+
 APP = "\n---\n".join([
     *(_client(f"c-{m}", mode) for m, mode in MODES.items()),
     *(_server(f"s-{m}-{n}", f"node-{n}", mode, "role: server") for n in (1, 2) for m, mode in MODES.items()),
     _server("plain-a", "node-1", "node", "plain: a"), _server("plain-b", "node-2", "sidecar", "plain: b"),
-    POLICY, ROUTED,
+    POLICY, ROUTED, TOKENS, RAW,
 ])
 
 #: Requests given as JSON [[key, kind, host, port, path or payload, headers], ...]: each answer by key.
@@ -153,7 +240,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def test_every_sidecar_serves_and_the_plan_says_why(lab: Lab) -> None:
     sidecars = {s.workload: s for n in lab.status().nodes for s in (n.agent.report.sidecars if n.agent.report else ())}
-    assert set(sidecars) == {"default/c-side", "default/s-side-1", "default/s-side-2", "default/plain-b"}
+    assert set(sidecars) == {"default/c-side", "default/s-side-1", "default/s-side-2", "default/plain-b",
+                             "default/s-jwt"}
     assert all(s.serving and s.connected and s.synced for s in sidecars.values()), sidecars
 
 
@@ -243,3 +331,32 @@ def test_a_sidecar_client_tunnels_with_its_own_identity(lab: Lab) -> None:
                   and f.destination.port == 9000 and f.mtls
                   and f.peer_principal == "spiffe://cluster.local/ns/default/sa/default")
     assert logged(lab, lambda f: f.node == "node-2" and f.source.address == pods["c-side"])
+
+
+def test_a_sidecar_validates_tokens_with_keys_a_mesh_service_serves(lab: Lab) -> None:
+    pods = _pods(lab)
+    bearer = {"authorization": f"Bearer {token('carol', iss=MESH_ISSUER, key=MESH_KEY)}"}
+    forged = {"authorization": f"Bearer {token('carol', iss=MESH_ISSUER, key=KEY)}"}
+    for client in CLIENTS:
+        direct, service = [pods["s-jwt"], 8080], ["s-jwt", 80]
+        got = _ask(lab, client, [
+            ["direct valid", "http", *direct, "/tokens", bearer], ["direct none", "http", *direct, "/tokens", {}],
+            ["direct forged", "http", *direct, "/tokens", forged],
+            ["service valid", "http", *service, "/tokens", bearer], ["service none", "http", *service, "/tokens", {}]])
+        # The same answers straight to the pod (its sidecar checks) as through the service (the node proxy does).
+        assert got["direct valid"][:2] == [200, "s-jwt"] and got["service valid"][:2] == [200, "s-jwt"], (client, got)
+        assert got["direct none"][0] == 403 and got["service none"][0] == 403, (client, got)
+        assert got["direct forged"][0] == 401, (client, got)
+    # The pod's own sidecar accepted a token whose keys it fetched from the keys pod (another node).
+    assert logged(lab, lambda f: f.node == "sidecar/default/s-jwt" and f.l7 is not None and f.l7.status == 200
+                  and f.l7.path == "/tokens" and f.source.address == pods["c-side"])
+
+
+def test_a_port_a_raw_envoy_config_redirects_gets_its_listener_for_every_client_mode(lab: Lab) -> None:
+    for client in CLIENTS:
+        got = _ask(lab, client, [["raw", "http", "raw", 80, "/", {}]])
+        assert got == {"raw": [200, "plain-a", "raw"]}, (client, got)
+    # The sidecar client's Envoy passed it on to the node proxy, whose raw listener answered.
+    vips = set(LabState.load(lab.dir).services["default/raw"].cluster_ips)
+    assert logged(lab, lambda f: f.node == "sidecar/default/c-side" and f.l7 is not None
+                  and f.l7.cluster == "passthrough" and f.destination.address in vips and f.destination.port == 80)

@@ -123,9 +123,13 @@ def test_sidecar_resources_steer_by_virtual_ip_and_port_and_pass_the_rest_throug
     inbound = found["Listener"]["sidecar_inbound"]
     assert inbound["address"]["socket_address"] == {"address": "10.244.1.1", "port_value": 15006}
     assert inbound["enable_reuse_port"] is False
-    trusted, checked = inbound["filter_chains"]
+    trusted, trusted_here, checked = inbound["filter_chains"]
     assert [r["address_prefix"] for r in trusted["filter_chain_match"]["source_prefix_ranges"]] == [
         "10.0.0.2", "10.0.1.2"]
+    # Envoy chooses by destination port before source: the node proxies pass on the checked port too
+    # (they applied its checks already, and consumed the tokens they validated).
+    assert trusted_here["filter_chain_match"] == {**trusted["filter_chain_match"], "destination_port": 8080}
+    assert trusted_here["filters"][0]["typed_config"]["cluster"] == "passthrough"
     assert checked["filter_chain_match"] == {"destination_port": 8080}
     filters = [f["name"] for f in checked["filters"][0]["typed_config"]["http_filters"]]
     assert filters == ["meshcore.rbac.allow", "envoy.filters.http.router"]
@@ -160,3 +164,97 @@ def test_sidecar_tunnels_present_its_own_svid_on_every_port_the_service_chains_u
     assert not [c for c in _resources(plan)["Listener"]["sidecar_outbound"]["filter_chains"]
                 if c["name"].startswith("tunnel|")]
     json.dumps(found)  # the whole is plain JSON
+
+
+KEYS = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: keys-1, namespace: shop, labels: {app: keys}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: echo, ports: [{name: http, containerPort: 8080}]}]
+status: {podIPs: [{ip: 10.244.2.5}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: keys, namespace: shop}
+spec:
+  selector: {app: keys}
+  clusterIP: 10.96.1.5
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: tokens, namespace: tenant}
+spec:
+  selector: {matchLabels: {app: client}}
+  jwtRules:
+  - {issuer: https://idp.test, jwksUri: "http://keys.shop.svc.cluster.local/jwks.json"}
+  - {issuer: https://elsewhere.test, jwksUri: "https://keys.elsewhere.test/jwks.json"}
+"""
+
+REDIRECT = """
+---
+apiVersion: cilium.io/v2
+kind: CiliumEnvoyConfig
+metadata: {name: canary, namespace: shop}
+spec:
+  services: [{name: web-v2, ports: [80]}]
+  resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: canary
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: canary
+          cluster: shop/web:80
+"""
+
+
+def _plan_with(tmp_path: Path, extra: str, options: CompileOptions | None = None) -> Plan:
+    case = tmp_path / "case.yaml"
+    case.write_text(CASE.read_text() + extra)
+    result = meshcore.translate([case])
+    assert not [d for d in result.diagnostics if d.severity.value == "error"], result.diagnostics
+    return compile_plan(result.snapshot, "node-1", options)
+
+
+def test_a_sidecar_fetches_key_sets_a_mesh_service_serves_itself(tmp_path: Path) -> None:
+    plan = _plan_with(tmp_path, KEYS)
+    (sidecar,) = plan.sidecars
+    (inbound,) = sidecar.inbound
+    assert inbound.jwt is not None
+    mesh, elsewhere = inbound.jwt.providers
+    # Through the keys service's cluster, which the sidecar has: the same one its own connections there use.
+    assert (mesh.jwks_uri, mesh.jwks_cluster, mesh.jwks) == (
+        "http://keys.shop.svc.cluster.local/jwks.json", "shop/keys:80", "")
+    keys = next(c for c in sidecar.clusters if c.name == "shop/keys:80")
+    assert [(e.address, e.port) for e in keys.endpoints] == [("10.244.2.5", 8080)]
+    assert [c.name for c in sidecar.clusters].count("shop/keys:80") == 1
+    # A host outside the mesh is not fetched: its issuer's tokens are refused, never accepted unchecked.
+    assert not elsewhere.jwks_cluster and elsewhere.jwks and not elsewhere.jwks_uri
+    found = _resources(plan)
+    checked = found["Listener"]["sidecar_inbound"]["filter_chains"][-1]
+    jwt = next(f for f in checked["filters"][0]["typed_config"]["http_filters"]
+               if f["name"] == "envoy.filters.http.jwt_authn")
+    remote = jwt["typed_config"]["providers"]["tenant/tokens[0]"]["remote_jwks"]["http_uri"]
+    assert (remote["uri"], remote["cluster"]) == ("http://keys.shop.svc.cluster.local/jwks.json", "shop/keys:80")
+    assert "shop/keys:80" in found["Cluster"]
+
+
+def test_a_sidecar_leaves_a_port_a_raw_envoy_config_redirects_to_the_node_proxy(tmp_path: Path) -> None:
+    plan = _plan_with(tmp_path, REDIRECT)
+    (sidecar,) = plan.sidecars
+    passed = {(str(p.service), p.port): p.reason for p in sidecar.passed}
+    # The raw listener runs on the node proxy only: the sidecar passes such connections on, so they get its behaviour.
+    assert passed[("shop/web-v2", 80)] == ("redirected to Envoy listener shop/canary/canary by CiliumEnvoyConfig "
+                                           "shop/canary, which the node proxy runs")
+    assert ("shop/web-v2", 80) not in {(str(o.service), o.port) for o in sidecar.outbound}
+    chains = _resources(plan)["Listener"]["sidecar_outbound"]["filter_chains"]
+    assert not [c for c in chains if "10.96.1.2" in json.dumps(c.get("filter_chain_match", {}))]
+    # Without a node proxy nothing is redirected: the sidecar balances the port as the kernel would.
+    (alone,) = _plan_with(tmp_path, REDIRECT, CompileOptions(proxy_enabled=False)).sidecars
+    assert ("shop/web-v2", 80) in {(str(o.service), o.port) for o in alone.outbound}

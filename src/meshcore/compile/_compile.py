@@ -196,7 +196,8 @@ class Compiler:
 
     def sidecars(self, bpf: BpfPlan, envoy: EnvoyPlan, tunnel: TunnelPlan | None) -> tuple[SidecarPlan, ...]:
         """The plans of the node's sidecars, from the node's frontends and node proxy plan."""
-        return compile_sidecars(self.snapshot, self.node, bpf, envoy, tunnel, self.options.sidecars_serving)
+        return compile_sidecars(self.snapshot, self.node, bpf, envoy, tunnel, self.options.sidecars_serving,
+                                self.raw.redirects)
 
     def envoy(self, proxied: Sequence[ProxiedPort]) -> EnvoyPlan:
         """The node proxy's plan for the proxied ports and the node's raw configs."""

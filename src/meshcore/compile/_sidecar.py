@@ -20,7 +20,8 @@ of its connections both ways (see bpf/sidecar.bpf.c):
   listener on those addresses (:data:`SIDECAR_INBOUND_PORT`), keeping its destination. The
   HTTP ports that L7 authorization policies or request authentications select are checked
   there (the kernel no longer admits only the node proxy on them), with the client's
-  address as the kernel proved it; the rest, and connections from node proxies — which
+  address as the kernel proved it — key sets a mesh service serves (``jwks_uri``) the
+  sidecar fetches itself, as the node proxy does; the rest, and connections from node proxies — which
   applied the workload's policies already (a routed request) or refuse its checked ports
   (a tunnel they deliver) — pass to the application.
 
@@ -32,7 +33,7 @@ until it serves: make before break.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -48,6 +49,7 @@ from ..model import (
     Workload,
     WorkloadRef,
 )
+from ._envoy.clusters import Clusters
 from ._envoy.jwt import listener_jwt
 from ._envoy.plan import (
     ClusterWeight,
@@ -63,6 +65,7 @@ from ._envoy.plan import (
     TcpChain,
     cluster_name,
 )
+from ._envoy.raw import Redirect
 from ._envoy.rbac import ChainEndpoint, RbacIndex, listener_rbac
 from ._policy_l7 import proxy_gates
 from ._tunnel import TunnelDestination, TunnelPlan
@@ -191,6 +194,7 @@ def _l4_cluster(name: str, service: ServiceRef, port: int, fronts: Sequence[BpfS
 
 
 def _outbound(workload: Workload, bpf: BpfPlan, envoy: EnvoyPlan, snapshot: Snapshot,
+              redirects: Mapping[tuple[ServiceRef, int], Redirect],
               ) -> tuple[list[SidecarService], list[SidecarPassed], list[EnvoyRouteConfig], list[EnvoyCluster]]:
     by_port: dict[tuple[ServiceRef, int], list[BpfService]] = {}
     for front in bpf.services:
@@ -209,9 +213,14 @@ def _outbound(workload: Workload, bpf: BpfPlan, envoy: EnvoyPlan, snapshot: Snap
             clusters[name] = _l4_cluster(name, ref, port, fronts, origin)
             served.append(SidecarService(ref, port, vips, _l4_listener(ref, port, name, origin)))
             continue
+        redirect = redirects.get((ref, port))
+        if redirect is not None:
+            # A raw config programs the node proxy as written: its listener is the node's to run.
+            passed.append(SidecarPassed(ref, port, f"{redirect.reason}, which the node proxy runs"))
+            continue
         listener = envoy.listener(name)
         if listener is None:
-            passed.append(SidecarPassed(ref, port, "a raw Envoy config of the node proxy serves it"))
+            passed.append(SidecarPassed(ref, port, "the node proxy has no listener of its own for it"))
             continue
         why = _why_not(listener, envoy)
         if why:
@@ -241,12 +250,17 @@ def sidecar_gates(snapshot: Snapshot) -> dict[WorkloadRef, set[int]]:
 
 def _inbound(workload: Workload, ports: Iterable[int], index: RbacIndex, snapshot: Snapshot,
              warnings: list[Diagnostic]) -> tuple[list[EnvoyListener], list[EnvoyRouteConfig], list[EnvoyCluster]]:
-    """An HTTP listener per checked port, applying the workload's policies and token checks, to the application."""
+    """An HTTP listener per checked port, applying the workload's policies and token checks, to the application.
+
+    Key sets given by the URI of a mesh service are fetched by the sidecar itself, through
+    that service port's cluster (made as the node proxy's), among the returned clusters.
+    """
     listeners, configs, clusters = [], [], []
+    keys = Clusters(snapshot, index.workloads, warnings)
     for port in sorted(ports):
         name = f"inbound|{port}"
         endpoints = [ChainEndpoint(str(workload.ref), a, port) for a in workload.addresses]
-        jwt = listener_jwt(snapshot.request_authentications, [workload], 1, warnings)
+        jwt = listener_jwt(snapshot.request_authentications, [workload], 1, warnings, key_clusters=keys.key_cluster)
         issuers = tuple(p.issuer for p in jwt.providers) if jwt is not None else ()
         rbac = listener_rbac(index, endpoints, warnings, issuers)
         origin = Origin(f"port {port} of {workload.ref}", workload.source)
@@ -258,7 +272,7 @@ def _inbound(workload: Workload, ports: Iterable[int], index: RbacIndex, snapsho
         listeners.append(EnvoyListener(
             name, ServiceRef(workload.namespace, workload.name), port, Protocol.HTTP, port, route_config=name,
             rbac=rbac, jwt=jwt, origins=(origin, *(o for f in rbac for p in f.policies for o in p.origins))))
-    return listeners, configs, clusters
+    return listeners, configs, [*clusters, *keys.by_name.values()]
 
 
 def _tunnel(workload: Workload, tunnel: TunnelPlan | None) -> tuple[TunnelDestination, ...]:
@@ -269,9 +283,22 @@ def _tunnel(workload: Workload, tunnel: TunnelPlan | None) -> tuple[TunnelDestin
     return tuple(d for d in tunnel.destinations if d.address not in own)
 
 
+def _merged(outbound: Iterable[EnvoyCluster], inbound: Iterable[EnvoyCluster]) -> list[EnvoyCluster]:
+    """Every cluster once by name, sorted; the outbound one wins (a key set's service port the sidecar serves
+    is fetched through the cluster its own connections there use)."""
+    by_name: dict[str, EnvoyCluster] = {}
+    for cluster in (*outbound, *inbound):
+        by_name.setdefault(cluster.name, cluster)
+    return sorted(by_name.values(), key=lambda c: c.name)
+
+
 def compile_sidecars(snapshot: Snapshot, node: str, bpf: BpfPlan, envoy: EnvoyPlan, tunnel: TunnelPlan | None,
-                     serving: frozenset[WorkloadRef] | None) -> tuple[SidecarPlan, ...]:
-    """A plan for each workload of ``node`` in sidecar mode (``serving`` None: every one serves)."""
+                     serving: frozenset[WorkloadRef] | None,
+                     redirects: Mapping[tuple[ServiceRef, int], Redirect] | None = None) -> tuple[SidecarPlan, ...]:
+    """A plan for each workload of ``node`` in sidecar mode (``serving`` None: every one serves).
+
+    ``redirects`` are the service ports the node's raw Envoy configs redirect to their listeners.
+    """
     mine = [w for w in snapshot.workloads
             if w.proxy_mode is ProxyMode.SIDECAR and w.addresses and (not node or w.node == node)]
     if not mine:
@@ -282,13 +309,13 @@ def compile_sidecars(snapshot: Snapshot, node: str, bpf: BpfPlan, envoy: EnvoyPl
     out = []
     for w in mine:
         warnings: list[Diagnostic] = []
-        served, passed, configs, clusters = _outbound(w, bpf, envoy, snapshot)
+        served, passed, configs, clusters = _outbound(w, bpf, envoy, snapshot, redirects or {})
         inbound, in_configs, in_clusters = _inbound(w, gates.get(w.ref, ()), index, snapshot, warnings)
         out.append(SidecarPlan(
             w.ref, w.addresses, w.identity.spiffe_id, serving is None or w.ref in serving,
             outbound=tuple(served), passed=tuple(passed), inbound=tuple(inbound),
             route_configs=tuple(sorted([*configs, *in_configs], key=lambda c: c.name)),
-            clusters=tuple(sorted([*clusters, *in_clusters], key=lambda c: c.name)),
+            clusters=tuple(_merged(clusters, in_clusters)),
             trusted=trusted, tunnel=_tunnel(w, tunnel), warnings=tuple(warnings),
         ))
     return tuple(out)

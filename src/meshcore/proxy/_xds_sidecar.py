@@ -169,11 +169,18 @@ def _service_chains(plan: SidecarPlan, envoy: EnvoyPlan, settings: ProxySettings
 
 
 def _inbound_chains(plan: SidecarPlan, envoy: EnvoyPlan, settings: ProxySettings) -> list[dict[str, Any]]:
-    """Node proxies pass; each checked port gets its HTTP connection manager."""
+    """Node proxies pass; each checked port gets its HTTP connection manager.
+
+    Envoy picks among the chains of a connection's destination port before it looks at
+    sources, so each checked port gets its own copy of the node proxies' chain.
+    """
     chains: list[dict[str, Any]] = []
     if plan.trusted:
-        chains.append({**_passthrough("node proxies"), "filter_chain_match": {
-            "source_prefix_ranges": [_host_range(a) for a in plan.trusted]}})
+        trusted = [_host_range(a) for a in plan.trusted]
+        chains.append({**_passthrough("node proxies"), "filter_chain_match": {"source_prefix_ranges": trusted}})
+        for listener in plan.inbound:
+            chains.append({**_passthrough(f"node proxies|{listener.port}"), "filter_chain_match": {
+                "destination_port": listener.port, "source_prefix_ranges": trusted}})
     for listener in plan.inbound:
         configs = [c for n in listener.route_configs if (c := envoy.route_config(n)) is not None]
         chain = dict(_http_listener(listener, configs, settings)["filter_chains"][-1])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from ...model import RouteTable, Service, ServicePort
-from .._plan import Decision
+
+if TYPE_CHECKING:  # the Plan's sidecars are compiled with the node proxy's clusters, which import this module
+    from .._plan import Decision
 
 
 @attrs.frozen
