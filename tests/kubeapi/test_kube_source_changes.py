@@ -118,7 +118,8 @@ def source(apiserver: StandInApiServer, kubeconfig: Path) -> Iterator[KubeSource
 def test_folding_every_update_onto_the_first_full_set_gives_what_the_informers_and_server_hold(
         apiserver: StandInApiServer, source: KubeSource, kubectl: Kubectl, seed: int) -> None:
     rng = random.Random(seed)
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
+    kubectl("apply", "-f", "-", input=as_yaml([{"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": "shop"}}]))
     names = [(make, name, namespace) for make in (service, route) for name in ("a", "b", "c")
              for namespace in ("default", "shop")]
     live: dict[tuple[str, str, str], int] = {}

@@ -109,7 +109,7 @@ class Informer:
             return [self._cache[k] for k in sorted(self._cache)]
 
     def take_changes(self) -> dict[Key, dict[str, Any] | None] | None:
-        """Each object changed since the last take, as cached now (None: deleted); None when only :meth:`take_items` can tell.
+        """Each object changed since the last take, as cached now (None: deleted); None when only a full read can tell.
 
         That is before the first take and after a list that changed the cache. A change
         undone before the take (an object added then deleted) is still named here: the

@@ -1,4 +1,4 @@
-"""The Kubernetes source: informers for every kind meshcore reads, handed out as snapshots."""
+"""The Kubernetes source: informers for every kind meshcore reads, handed out as a first snapshot, then changes."""
 
 from __future__ import annotations
 
@@ -55,8 +55,11 @@ class KubeSource:
     Each kind is listed, then watched from the list's resourceVersion with bookmarks;
     410 Gone relists, errors back off (capped, exponential). A burst of events becomes
     one :class:`~meshcore.agent.Update`: :meth:`poll` waits until no event came for
-    ``settle`` seconds, or ``max_delay`` seconds after the first. A relist that finds
-    the same objects (an API server restart, an expired watch) makes no new generation.
+    ``settle`` seconds, or ``max_delay`` seconds after the first. The first update holds
+    every object, later ones only the :class:`~meshcore.agent.Changes` since the previous
+    one (a relist that changed objects, or a kind read for the first time, hands out every
+    object again). A relist that finds the same objects (an API server restart, an expired
+    watch) makes no new generation.
 
     The status controllers write on the adapters' kinds (conditions, route parents,
     listeners: :data:`~._kinds.WRITTEN_STATUS_KEYS`) is kept but is no change: writing
