@@ -87,7 +87,7 @@ class Agent:
     def _took(self, update: Update, report: GenerationReport) -> None:
         assert report.applied, report
         self.generations.append(update.generation)
-        self.writeback.submit(update.objects)
+        self.writeback.submit(update.objects if update.changes is None else self.source.objects)
 
     @property
     def leading(self) -> bool:

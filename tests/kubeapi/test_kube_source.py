@@ -1,8 +1,9 @@
 """meshcore's Kubernetes source against the stand-in API server (which replaces kube-apiserver here).
 
-What the agent relies on: one update per settled burst of changes, no new generation when
-a relist (API server restart, expired watch) finds nothing new, kinds not served skipped
-with a warning and picked up once their CRD appears.
+What the agent relies on: one update per settled burst of changes (every object first, then
+only what changed: test_kube_source_changes.py), no new generation when a relist (API
+server restart, expired watch) finds nothing new, kinds not served skipped with a warning
+and picked up once their CRD appears.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def test_a_burst_of_changes_is_one_update(apiserver: StandInApiServer, source: K
     assert woken.wait(5), "the source did not say an update was ready"
     updates = quiet(source, 1.0)
     assert [u.generation for u in updates] == [2]
-    assert sorted(o.body["status"]["podIP"] for o in updates[0].objects if o.kind == "Pod") == [
+    changes = updates[0].changes
+    assert changes is not None and changes.deleted == ()
+    assert sorted(o.body["status"]["podIP"] for o in changes.upserted if o.kind == "Pod") == [
         f"10.244.0.{n + 10}" for n in range(10)]
 
 
@@ -115,8 +118,8 @@ def test_an_api_server_restart_relists_without_a_new_generation(apiserver: Stand
     apiserver.store.replace(pods, "default", "web-0", {**apiserver.store.get(pods, "default", "web-0"),
                                                        "status": {"podIP": "10.244.0.6"}}, subresource="status")
     update = wait_for(source.poll)
-    assert update.generation == 2
-    assert next(o for o in update.objects if o.name == "web-0").body["status"]["podIP"] == "10.244.0.6"
+    assert update.generation == 2 and update.changes is not None
+    assert [o.body["status"]["podIP"] for o in update.changes.upserted] == ["10.244.0.6"]
 
 
 def test_the_nodes_labels_are_read_and_its_status_is_not(apiserver: StandInApiServer, source: KubeSource) -> None:
@@ -131,7 +134,8 @@ def test_the_nodes_labels_are_read_and_its_status_is_not(apiserver: StandInApiSe
     relabelled = apiserver.store.get(nodes, "", "node-1")
     relabelled["metadata"]["labels"] = {"zone": "c"}
     apiserver.store.replace(nodes, "", "node-1", relabelled)
-    assert [o.labels for o in wait_for(source.poll).objects if o.kind == "Node"] == [{"zone": "c"}]
+    changes = wait_for(source.poll).changes
+    assert changes is not None and [(o.kind, o.labels) for o in changes.upserted] == [("Node", {"zone": "c"})]
 
 
 def test_a_kind_whose_crd_appears_later_is_read_then(apiserver: StandInApiServer, source: KubeSource) -> None:
@@ -144,6 +148,7 @@ def test_a_kind_whose_crd_appears_later_is_read_then(apiserver: StandInApiServer
     store.create(store.kind(f"{GATEWAY}/v1", "httproutes"), "default",
                  {"metadata": {"name": "web"}, "spec": {"rules": []}})
     update = wait_for(source.poll)
+    assert update.changes is None  # a kind read for the first time: every object again
     assert [(o.kind, o.api_version) for o in update.objects if o.kind == "HTTPRoute"] == [("HTTPRoute",
                                                                                           f"{GATEWAY}/v1")]
     assert "HTTPRoute" not in update.diagnostics[0].message

@@ -200,8 +200,8 @@ def agent_command(node: str, cgroup: str, ipv4: str, ipv6: str, proxy_ipv4: str,
                       flow_event_rate=None if rate is None else int(rate), flow_memory=memory, svids=svids)
 
     def hand_over(update: Update, report: GenerationReport) -> None:
-        if writeback is not None:
-            writeback.submit(update.objects)
+        if writeback is not None:  # an update of changes names only those: the leader reads every object
+            writeback.submit(update.objects if update.changes is None else kube.objects)
 
     runner = AgentRunner(agent, source, poll=poll, metrics_address=metrics, settle_heap=True,
                          on_update=hand_over if writeback is not None else None)

@@ -11,8 +11,8 @@ and the in-cluster service account; the list/watch protocol is spoken here)::
 
 - :class:`KubeSource` — informers (list, watch with bookmarks, relist on 410 Gone,
   capped exponential backoff) for the core kinds and every installed adapter's; bursts
-  of events become one :class:`~meshcore.agent.Update`; a relist that finds nothing new
-  makes none.
+  of events become one :class:`~meshcore.agent.Update`, every object first and then only
+  the changes (:class:`~meshcore.agent.Changes`); a relist that finds nothing new makes none.
 - :func:`read_kube` — the ``kube`` config source of ``meshcore translate|analyze|plan
   --from kube``.
 - :func:`find_pods` — where this node's pods live (cgroup, network namespace, host-side

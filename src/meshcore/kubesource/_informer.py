@@ -52,7 +52,9 @@ class Informer:
     """A local cache of one resource, kept current by list and watch on a thread of its own.
 
     ``on_change`` is called (on the informer's thread) after the first list and whenever
-    the cache content changed; a relist that finds what the cache holds is no change. Bodies are stored without
+    the cache content changed; a relist that finds what the cache holds is no change.
+    :meth:`take_changes` says which objects changed since it was last asked (or
+    :meth:`take_items` read them all), so a reader can pass on only those. Bodies are stored without
     ``metadata.resourceVersion`` and ``metadata.managedFields``, which change without
     meaning anything to the mesh. With ``significant``, only a change of what it returns
     for a body counts (the cache still keeps the whole new body): e.g. the status meshcore
@@ -80,6 +82,9 @@ class Informer:
         #: The last error met, "" after a success.
         self.last_error = ""
         self._cache: dict[Key, dict[str, Any]] = {}
+        #: Keys whose content changed since the last take; None once a list changed the cache
+        #: (what changed in between is not known event by event).
+        self._touched: set[Key] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -96,6 +101,30 @@ class Informer:
         """The cached object ``namespace/name`` (namespace "" when cluster-scoped), or None."""
         with self._lock:
             return self._cache.get((namespace, name))
+
+    def take_items(self) -> list[dict[str, Any]]:
+        """:meth:`items`, and from now on :meth:`take_changes` counts from them."""
+        with self._lock:
+            self._touched = set()
+            return [self._cache[k] for k in sorted(self._cache)]
+
+    def take_changes(self) -> dict[Key, dict[str, Any] | None] | None:
+        """Each object changed since the last take, as cached now (None: deleted); None when only a full read can tell.
+
+        That is before the first take and after a list that changed the cache. A change
+        undone before the take (an object added then deleted) is still named here: the
+        caller compares with what it passed on. Changes ``significant`` ignores are not named.
+        """
+        with self._lock:
+            touched = self._touched
+            if touched is None:
+                return None
+            self._touched = set()
+            return {k: self._cache.get(k) for k in sorted(touched)}
+
+    def _touch(self, key: Key) -> None:
+        if self._touched is not None:
+            self._touched.add(key)
 
     def _differ(self, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
         if old is None or self.significant is None:
@@ -117,11 +146,17 @@ class Informer:
         with self._lock:
             changed = self._differ(self._cache.get(key), stored)
             self._cache[key] = stored
+            if changed:
+                self._touch(key)
         return changed
 
     def _drop(self, body: Mapping[str, Any]) -> bool:
+        key = _key(body)
         with self._lock:
-            return self._cache.pop(_key(body), None) is not None
+            if self._cache.pop(key, None) is None:
+                return False
+            self._touch(key)
+            return True
 
     # ------------------------------------------------------------------ list
 
@@ -149,6 +184,8 @@ class Informer:
             changed = (not self.synced.is_set() or items.keys() != self._cache.keys()
                        or any(self._differ(self._cache[k], body) for k, body in items.items()))
             self._cache = items
+            if changed:
+                self._touched = None
         self.resource_version = version
         self.lists += 1
         self.synced.set()

@@ -1,4 +1,4 @@
-"""The Kubernetes source: informers for every kind meshcore reads, handed out as snapshots."""
+"""The Kubernetes source: informers for every kind meshcore reads, handed out as a first snapshot, then changes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..agent import SourceError, Update
+from .._translator import ObjectKey
+from ..agent import Changes, SourceError, Update
 from ..kube import KubeObject
 from ..model import Diagnostic, Severity, Source, WorkloadRef
 from ._api import ApiError, ConfigError, KubeApi, Unreachable, connect
@@ -43,14 +44,22 @@ def not_served(origin: str, missing: Iterable[tuple[str, str]]) -> list[Diagnost
     return out
 
 
+def _significant(resource: Resource, body: dict[str, Any]) -> Mapping[str, Any]:
+    """What of a cached body counts as a change: all of it, but the status controllers write on the adapters' kinds."""
+    return without_written_status(dict(body)) if status_is_written(resource.api_version, resource.kind) else body
+
+
 class KubeSource:
     """Every object of the watched kinds, kept current by informers; a :class:`~meshcore.agent.SnapshotSource`.
 
     Each kind is listed, then watched from the list's resourceVersion with bookmarks;
     410 Gone relists, errors back off (capped, exponential). A burst of events becomes
     one :class:`~meshcore.agent.Update`: :meth:`poll` waits until no event came for
-    ``settle`` seconds, or ``max_delay`` seconds after the first. A relist that finds
-    the same objects (an API server restart, an expired watch) makes no new generation.
+    ``settle`` seconds, or ``max_delay`` seconds after the first. The first update holds
+    every object, later ones only the :class:`~meshcore.agent.Changes` since the previous
+    one (a relist that changed objects, or a kind read for the first time, hands out every
+    object again). A relist that finds the same objects (an API server restart, an expired
+    watch) makes no new generation.
 
     The status controllers write on the adapters' kinds (conditions, route parents,
     listeners: :data:`~._kinds.WRITTEN_STATUS_KEYS`) is kept but is no change: writing
@@ -99,7 +108,8 @@ class KubeSource:
         self._notified = False
         self._first_change = 0.0
         self._last_change = 0.0
-        self._delivered: list[tuple[tuple[str, str, str, str], Mapping[str, object]]] | None = None
+        #: What the last update handed out, by object key: the content that counts (None before the first).
+        self._delivered: dict[ObjectKey, Mapping[str, Any]] | None = None
         self._generation = 0
         self._listeners: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
@@ -249,15 +259,18 @@ class KubeSource:
             if found != self._pods_delivered:
                 self._changed()
 
-    def _pod_diagnostics(self, objects: Sequence[KubeObject], found: NodePods) -> list[Diagnostic]:
+    def _pod_diagnostics(self, found: NodePods) -> list[Diagnostic]:
         """A warning per scheduled pod not found on the node (host-network pods have nothing to find)."""
-        sources = {(o.namespace, o.name): o.source for o in objects if o.kind == "Pod" and o.api_version == "v1"}
+        with self._cond:
+            pods = self._informers.get(("v1", "Pod"))
         out = []
         for missing in found.missing:
             if missing.host_network:
                 continue
             ref = missing.ref
-            source = sources.get((ref.namespace, ref.name), Source(kind="Pod", namespace=ref.namespace, name=ref.name))
+            body = pods.get(ref.namespace, ref.name) if pods is not None else None
+            source = (to_object(body, pods.resource, self.api.origin).source if body is not None and pods is not None
+                      else Source(kind="Pod", namespace=ref.namespace, name=ref.name))
             out.append(Diagnostic(KubeSourceCode.POD_NOT_ON_NODE, Severity.WARNING,
                                   f"pod {ref} is scheduled to node {self.node} but was not found on it: "
                                   f"{missing.reason}; no policy is attached for it", source, "metadata.uid"))
@@ -282,11 +295,15 @@ class KubeSource:
         return out
 
     def poll(self) -> Update | None:
-        """All objects when they changed since the last update and the changes have settled; else None.
+        """What changed since the last update, once the changes have settled; else None.
 
-        Before the first complete list it returns None, or raises
-        :class:`~meshcore.agent.SourceError` once for each new reason the API server
-        cannot be read.
+        The first update (and the first after a relist that changed the cache) holds
+        every object; later ones carry only :class:`~meshcore.agent.Changes`: the objects
+        added or modified and the keys deleted since the previous update, folded per
+        object (added then deleted is nothing, modified twice is the latest). An update
+        whose only news is where the node's pods live carries empty changes. Before the
+        first complete list it returns None, or raises :class:`~meshcore.agent.SourceError`
+        once for each new reason the API server cannot be read.
         """
         self.start()
         with self._cond:
@@ -299,23 +316,66 @@ class KubeSource:
             if not self._dirty or (self._delivered is not None and time.monotonic() < self._due()):
                 return None
             self._dirty = False
-        objects = self.objects()
-        fingerprint = [((o.api_version, o.kind, o.namespace, o.name),
-                        without_written_status(dict(o.body)) if status_is_written(o.api_version, o.kind) else o.body)
-                       for o in objects]
         try:
-            found = self.node_pods()
+            found = self.node_pods()  # before the changes are taken: an error here loses none of them
         except OSError as exc:
             raise SourceError(f"cannot look for this node's pods: {exc}") from None
-        if fingerprint == self._delivered and found == self._pods_delivered:
+        informers = self.informers
+        changes = self._changes(informers) if self._delivered is not None else None
+        if changes is None:
+            objects = self._everything(informers)
+        elif not changes.upserted and not changes.deleted and found == self._pods_delivered:
             return None
-        self._delivered = fingerprint
         self._pods_delivered = found
         self._generation += 1
-        if found is None:
-            return Update(self._generation, tuple(objects), self.interfaces, self.diagnostics())
-        return Update(self._generation, tuple(objects), found.interfaces(),
-                      (*self.diagnostics(), *self._pod_diagnostics(objects, found)), sandboxes=found.sandboxes())
+        diagnostics = self.diagnostics()
+        interfaces = self.interfaces
+        sandboxes = None
+        if found is not None:
+            diagnostics = (*diagnostics, *self._pod_diagnostics(found))
+            interfaces, sandboxes = found.interfaces(), found.sandboxes()
+        if changes is None:
+            return Update(self._generation, tuple(objects), interfaces, diagnostics, sandboxes=sandboxes)
+        return Update(self._generation, (), interfaces, diagnostics, changes, sandboxes)
+
+    def _everything(self, informers: Sequence[Informer]) -> list[KubeObject]:
+        """Every cached object; what is handed out is remembered as delivered."""
+        objects: list[KubeObject] = []
+        delivered: dict[ObjectKey, Mapping[str, Any]] = {}
+        for informer in informers:
+            resource = informer.resource
+            for body in informer.take_items():
+                obj = to_object(body, resource, self.api.origin)
+                objects.append(obj)
+                delivered[(resource.api_version, resource.kind, obj.namespace, obj.name)] = _significant(
+                    resource, body)
+        self._delivered = delivered
+        return objects
+
+    def _changes(self, informers: Sequence[Informer]) -> Changes | None:
+        """What changed since the last update, folded per object; None when only every object can tell."""
+        delivered = self._delivered
+        assert delivered is not None
+        taken = []
+        for informer in informers:
+            found = informer.take_changes()
+            if found is None:
+                return None  # a list changed the cache: every object is read again (and every journal reset)
+            taken.append((informer.resource, found))
+        upserted: list[KubeObject] = []
+        deleted: list[ObjectKey] = []
+        for resource, found in taken:
+            for (namespace, name), body in found.items():
+                key = (resource.api_version, resource.kind, namespace, name)
+                if body is None:
+                    if delivered.pop(key, None) is not None:
+                        deleted.append(key)
+                    continue
+                significant = _significant(resource, body)
+                if delivered.get(key) != significant:
+                    delivered[key] = significant
+                    upserted.append(to_object(body, resource, self.api.origin))
+        return Changes(tuple(upserted), tuple(deleted))
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every served kind is listed; False when ``timeout`` ran out first."""

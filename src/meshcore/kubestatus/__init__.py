@@ -9,7 +9,7 @@ Needs the ``kube`` extra, as :mod:`meshcore.kubesource` (whose connection and ca
         election = LeaderElection(source.api, "meshcore-system", "meshcore-status", "node-1-4f2a")
         with StatusWriteBack(source, election) as writeback:
             ...
-            writeback.submit(update.objects)   # after each generation
+            writeback.submit(source.objects)   # after each generation: read when written
 
 - :class:`LeaderElection` — a coordination.k8s.io/v1 Lease: acquire, renew, take over
   once it lapsed, release on the way out.

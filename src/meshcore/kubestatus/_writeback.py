@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .._translate import translate
 from ..adapter import Adapter
@@ -22,8 +22,8 @@ class StatusWriteBack:
     """Writes the status adapters compute for their objects, from one agent of the cluster at a time.
 
     Every agent runs one; only the holder of the Lease (``election``) writes. Hand it each
-    generation's objects with :meth:`submit` (the agent's runner does, after applying
-    them); a thread of its own translates the latest ones (to the adapters' statuses:
+    generation's objects, or what reads them, with :meth:`submit` (the agent's runner does,
+    after applying them); a thread of its own translates the latest ones (to the adapters' statuses:
     Gateway API conditions, raw Envoy configs' ``Accepted``) and writes what differs
     (:class:`StatusWriter`). When it becomes the leader it does so at once for the objects
     it has, and every ``resync`` seconds while leading (a status someone else changed is
@@ -39,7 +39,7 @@ class StatusWriteBack:
         #: Passes made while leading, and the last one's result.
         self.passes = 0
         self.last_result: WriteResult | None = None
-        self._objects: Sequence[KubeObject] | None = None
+        self._objects: Sequence[KubeObject] | Callable[[], Sequence[KubeObject]] | None = None
         self._pending = False
         self._due = 0.0
         self._cond = threading.Condition()
@@ -78,8 +78,12 @@ class StatusWriteBack:
 
     # ------------------------------------------------------------------ input
 
-    def submit(self, objects: Sequence[KubeObject]) -> None:
-        """The objects of the newest generation (only the latest is written; older ones are dropped)."""
+    def submit(self, objects: Sequence[KubeObject] | Callable[[], Sequence[KubeObject]]) -> None:
+        """The objects of the newest generation (only the latest is written; older ones are dropped).
+
+        A callable (e.g. :meth:`KubeSource.objects <meshcore.kubesource.KubeSource.objects>`,
+        when the update carried only changes) is called when they are written, and only by the leader.
+        """
         with self._cond:
             self._objects = objects
             self._pending = True
@@ -95,7 +99,7 @@ class StatusWriteBack:
 
     # ------------------------------------------------------------------ writing
 
-    def _next(self, stop: threading.Event) -> Sequence[KubeObject] | None:
+    def _next(self, stop: threading.Event) -> Sequence[KubeObject] | Callable[[], Sequence[KubeObject]] | None:
         """The objects to write next, once leading and something is due; None when stopped."""
         with self._cond:
             while not stop.is_set():
@@ -116,7 +120,7 @@ class StatusWriteBack:
             if objects is None:
                 return
             try:
-                self.write(objects)
+                self.write(objects() if callable(objects) else objects)
             except Exception as exc:  # noqa: BLE001 - a bug must not end write-back; the next pass retries
                 log.error("status write-back failed: %s: %s", type(exc).__name__, exc)
 

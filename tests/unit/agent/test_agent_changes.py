@@ -80,9 +80,11 @@ class ChangingLB:
 @attrs.define
 class Policy:
     applied: list[PolicyPlan] = attrs.field(factory=list)
+    attached: list[dict[WorkloadRef, str] | None] = attrs.field(factory=list)
 
     def apply(self, plan: PolicyPlan, interfaces: Mapping[WorkloadRef, str]) -> Written:
         self.applied.append(plan)
+        self.attached.append(None if interfaces is None else dict(interfaces))
         return Written("policy")
 
     def flows(self, timeout: float, *, follow: bool) -> Iterator[object]:
@@ -165,6 +167,15 @@ def test_a_node_label_change_compiles_everything_for_the_new_labels(facts: NodeF
     # A Node is part of the model (its addresses are identities) and raw Envoy configs select
     # nodes by label: the change is translated and compiled again, as a whole.
     assert report.applied and report.scope == "whole" and not lb.told
+
+
+def test_an_empty_change_with_new_interfaces_attaches_policy_to_them(facts: NodeFacts) -> None:
+    agent, lb, policy = agent_for(facts)
+    web = WorkloadRef("shop", "web-0")
+    assert agent.apply_objects(objects(*CLUSTER), interfaces={}).applied
+    report = agent.apply_changes(interfaces={web: "veth1"})  # a pod found on the node, no object changed
+    assert report.applied and len(lb.applied) == 1
+    assert policy.attached[-1] == {web: "veth1"}
 
 
 @attrs.define
