@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from _gateway_support import CLASS, gateway, names, service, status, table, tables, tls_secret, translate
 from meshcore.model import Protocol, RouteKind, ServiceRef
+from meshcore_gateway import GatewayCode
 
 
 def test_a_gateway_is_a_service_with_one_port_per_listener_port() -> None:
@@ -82,3 +83,42 @@ def test_an_invalid_object_contributes_nothing_and_the_rest_translates() -> None
     assert names(table(result, "default", "gw", 80).http) == ["default/good.rules[0].matches[0]"]
     bad_status = [s for s in result.statuses if s.name == "bad"][0].status["parents"][0]["conditions"][0]
     assert (bad_status["status"], bad_status["reason"]) == ("False", "UnsupportedValue")
+
+
+def _with_spec(extra: str, listeners: str) -> str:
+    """A Gateway of meshcore's class with ``extra`` (YAML lines at spec level) added."""
+    return gateway(listeners=listeners).replace("      listeners:", f"{extra}\n      listeners:")
+
+
+def test_listeners_asked_to_verify_client_certificates_are_closed_not_served_without_it() -> None:
+    listeners = """
+      - {name: secure, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+      - {name: other, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+      - {name: web, port: 80, protocol: HTTP}
+    """
+    per_port = """      tls:
+        frontend:
+          perPort:
+          - {port: 443, tls: {validation: {caCertificateRefs: [{kind: ConfigMap, group: "", name: ca}]}}}"""
+    result = translate(CLASS, _with_spec(per_port, listeners), tls_secret("cert"))
+    closed = [d for d in result.diagnostics if d.code == GatewayCode.LISTENER_NOT_ACCEPTED and "spec.tls.frontend" in d.message]
+    assert [d.field for d in closed] == ["spec.listeners[0]"], result.diagnostics
+    svc = result.snapshot.service(ServiceRef("default", "gw"))
+    assert svc is not None and sorted(p.port for p in svc.ports) == [80, 8443]
+    # A default validation closes every listener terminating TLS; plain HTTP still serves.
+    default = """      tls:
+        frontend:
+          default: {validation: {caCertificateRefs: [{kind: ConfigMap, group: "", name: ca}]}}"""
+    result = translate(CLASS, _with_spec(default, listeners), tls_secret("cert"))
+    svc = result.snapshot.service(ServiceRef("default", "gw"))
+    assert svc is not None and [p.port for p in svc.ports] == [80]
+
+
+def test_gateway_fields_not_applied_are_warnings_naming_them() -> None:
+    extra = """      tls:
+        backend: {clientCertificateRef: {name: client-cert}}
+      infrastructure: {labels: {team: a}}"""
+    result = translate(CLASS, _with_spec(extra, "[{name: web, port: 80, protocol: HTTP}]"))
+    found = {d.field: d.message for d in result.diagnostics if d.code == GatewayCode.UNSUPPORTED_FEATURE}
+    assert set(found) == {"spec.tls.backend", "spec.infrastructure"}, result.diagnostics
+    assert "presents no client certificate" in found["spec.tls.backend"]

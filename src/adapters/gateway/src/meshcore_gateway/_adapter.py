@@ -206,6 +206,16 @@ class _Translation:
 
     def _gateway_findings(self, info: GatewayInfo) -> None:
         obj = info.obj
+        spec = obj.body.get("spec") or {}
+        backend = (spec.get("tls") or {}).get("backend") if isinstance(spec.get("tls"), dict) else None
+        if backend:
+            self.report.warn(obj, GatewayCode.UNSUPPORTED_FEATURE, "spec.tls.backend is not applied: the Gateway "
+                             "presents no client certificate to backends", "spec.tls.backend")
+        for field, what in (("infrastructure", "labels, annotations and parametersRef for the Gateway's own "
+                             "resources"), ("allowedListeners", "ListenerSets")):
+            if spec.get(field):
+                self.report.warn(obj, GatewayCode.UNSUPPORTED_FEATURE, f"spec.{field} is not applied ({what} are not "
+                                 "supported)", f"spec.{field}")
         if not info.accepted[0]:
             self.report.warn(obj, GatewayCode.LISTENER_NOT_ACCEPTED, f"Gateway not accepted ({info.accepted[1]}): "
                              f"{info.accepted[2]}", "spec")

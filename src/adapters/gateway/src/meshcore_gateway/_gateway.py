@@ -326,6 +326,30 @@ def _assigned_addresses(status: Fields) -> tuple[str, ...]:
     return tuple(dict.fromkeys(vips))
 
 
+#: Why a listener asked to verify client certificates is closed.
+UNVERIFIED_CLIENTS = ("client certificate validation (spec.tls.frontend) is not supported yet: the listener is "
+                      "closed rather than served without verifying clients")
+
+
+def _validated_ports(spec: Fields) -> set[int] | None:
+    """The ports whose TLS listeners ``spec.tls.frontend`` asks to verify client certificates (None: every port)."""
+    frontend = spec.map("tls").map("frontend")
+    if frontend.map("default").has("validation"):
+        return None
+    return {entry.int("port", 0) or 0 for entry in frontend.maps("perPort") if entry.map("tls").has("validation")}
+
+
+def _close_unverified(listeners: list[Listener], ports: set[int] | None) -> list[Listener]:
+    """Close the listeners terminating TLS on ``ports`` (None: all): meshcore cannot verify their clients."""
+    out = []
+    for listener in listeners:
+        terminating = listener.protocol == "HTTPS" or (listener.protocol == "TLS" and listener.tls_mode == "Terminate")
+        if terminating and (ports is None or listener.port in ports):
+            listener = attrs.evolve(listener, accepted=(False, "UnsupportedValue", UNVERIFIED_CLIENTS))
+        out.append(listener)
+    return out
+
+
 def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGrants,
                  inventory: Inventory) -> GatewayInfo:
     """Read and validate a Gateway of one of our classes (``inventory`` holds the certificates)."""
@@ -345,7 +369,7 @@ def read_gateway(obj: KubeObject, gateway_class: ClassInfo, grants: ReferenceGra
         listeners.append(listener)
     if not listeners:
         raise FieldError("spec.listeners", "at least one listener is required", FieldCode.MISSING)
-    listeners = _mark_conflicts(listeners)
+    listeners = _close_unverified(_mark_conflicts(listeners), _validated_ports(spec))
     addresses, address_problem = _addresses(spec)
     if not addresses and address_problem is None:
         addresses = _assigned_addresses(Fields.of(obj).map("status"))
