@@ -18,6 +18,7 @@ from meshcore.model import (
     WorkloadSelector,
 )
 from meshcore.proxy import ProxySettings, build_resources
+from meshcore.proxy._als import TUNNEL_CLUSTER_PREFIX as CLUSTER_PREFIX
 
 NODES = (Node("node-1", addresses=("10.0.1.1",)), Node("node-2", addresses=("10.0.2.1",)))
 MTLS = CompileOptions(mtls=True)
@@ -262,7 +263,8 @@ def _egress(name: str, action: str, *rules: Any, app: str = "client") -> Any:
     from meshcore.model import AuthorizationPolicy, Direction, Source
 
     return AuthorizationPolicy(name, "default", WorkloadSelector("default", {"app": app}), action, list(rules),
-                               direction=Direction.EGRESS, source=Source(f"{name}.yaml", 3))
+                               direction=Direction.EGRESS,
+                               source=Source("AuthorizationPolicy", "default", name, f"{name}.yaml", 3, 1))
 
 
 def _to(app: str | None = None, *ports: tuple[int, int]) -> Any:
@@ -336,3 +338,41 @@ def test_without_an_egress_policy_nothing_is_refused_and_a_changed_policy_is_rec
     assert changed.plan.tunnel is not None
     client = next(w for w in changed.plan.tunnel.workloads if w.workload.name == "client")
     assert [(r.address, r.policy) for r in client.egress] == [("10.1.2.6", "default/to-db")]
+
+
+def test_the_outbound_listener_refuses_what_a_clients_egress_policy_refuses_naming_it() -> None:
+    from meshcore.proxy._names import plan_names
+
+    snapshot = _egress_snapshot(_egress("only-web", "ALLOW", _to("web", (9000, 9000))))
+    plan = compile_plan(snapshot, "node-1", MTLS)
+    client = "spiffe://cluster.local/ns/default/sa/client"
+    secrets = (EnvoySecret(f"svid/{client}", "CHAIN", Redacted("KEY")),
+               EnvoySecret("bundle/cluster.local@abc", "", Redacted(""), trusted_ca="CA"))
+    resources = build_resources(plan.envoy.__class__(tunnel=plan.tunnel, secrets=secrets),
+                                ProxySettings(listen_ipv4="10.0.1.1")).to_json()
+    name = f"{CLUSTER_PREFIX}{client}|spiffe://cluster.local/ns/default/sa/db|node-2"
+    web = f"{CLUSTER_PREFIX}{client}|spiffe://cluster.local/ns/default/sa/web|node-2"
+    chains = {c["name"]: c for c in resources["Listener"]["tunnel_outbound"]["filter_chains"]}
+    # peer (same SPIFFE ID, no egress policy) keeps the plain chains; client gets its own.
+    assert chains[name]["filter_chain_match"]["source_prefix_ranges"] == [{"address_prefix": "10.1.1.7", "prefix_len": 32}]
+    assert [f["name"] for f in chains[name]["filters"]] == ["envoy.filters.network.tcp_proxy"]
+    # db: refused on every port, so the chain never connects and names the policy at the first byte.
+    refused = chains[f"{name}|egress-0|refused"]
+    assert refused["filter_chain_match"] == {"source_prefix_ranges": [{"address_prefix": "10.1.1.5", "prefix_len": 32}],
+                                             "prefix_ranges": [{"address_prefix": "10.1.2.5", "prefix_len": 32}]}
+    marker, rbac, proxy = (f["typed_config"] for f in refused["filters"])
+    # The connection's flow names the destination dialled (the TCP proxy names no cluster before connecting).
+    assert marker["on_new_connection"][0]["object_key"] == "meshcore.tunnel.refused"
+    assert rbac["rules"] == {"action": "DENY", "policies": {"default/only-web": {
+        "permissions": [{"destination_ip": {"address_prefix": "10.1.2.5", "prefix_len": 32}}],
+        "principals": [{"any": True}]}}}
+    assert proxy["upstream_connect_mode"] == "ON_DOWNSTREAM_DATA"
+    # web: only 9000 is admitted, every other port refused (port ranges, not a list of ports).
+    rbac, proxy = (f["typed_config"] for f in chains[f"{web}|egress-0"]["filters"])
+    assert rbac["rules"]["policies"]["default/only-web"]["permissions"] == [
+        {"and_rules": {"rules": [{"destination_ip": {"address_prefix": "10.1.2.6", "prefix_len": 32}},
+                                 {"destination_port_range": {"start": p, "end": e}}]}}
+        for p, e in ((1, 9000), (9001, 65536))]
+    assert "upstream_connect_mode" not in proxy
+    # Flows of the refused connections name where the policy was written.
+    assert plan_names(plan.envoy)["policies"]["default/only-web"].startswith("only-web.yaml:3")
