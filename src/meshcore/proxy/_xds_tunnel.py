@@ -67,7 +67,7 @@ from ._als import (
 from ._xds_clusters import _bind_config
 from ._xds_listeners import _access_log, _addresses, _cidr_range
 
-__all__ = ["ALLOW_FILTER", "DELIVER_CLUSTER", "DENY_FILTER", "EGRESS_FILTER", "INBOUND_LISTENER", "INTERNAL_LISTENER",
+__all__ = ["ALLOW_FILTER", "DELIVER_CLUSTER", "DENY_FILTER", "EGRESS_FILTER", "egress_filters", "logging_refusals", "INBOUND_LISTENER", "INTERNAL_LISTENER",
            "OUTBOUND_LISTENER", "PASSTHROUGH_CLUSTER", "VIA_PROXY_HEADER", "bundle_secret_name", "port_regex",
            "svid_secret_name", "tunnel_resources", "tunnelled_upstreams"]
 
@@ -165,16 +165,7 @@ def _tunnel_chain(name: str, sources: list[str], dests: list[TunnelDestination],
         "@type": _TCP_PROXY, "stat_prefix": stat_prefix, "cluster": name,
         "tunneling_config": {"hostname": "%DOWNSTREAM_LOCAL_ADDRESS%", "headers_to_add": headers},
     }
-    if closed:
-        proxy["upstream_connect_mode"] = "ON_DOWNSTREAM_DATA"
-        proxy["max_early_data_bytes"] = 65536
-    filters = [_egress_filter(name, refused)] if refused else []
-    if closed:
-        # The TCP proxy names no cluster before it connects: the flow's destination is recorded here.
-        filters.insert(0, {"name": "envoy.filters.network.set_filter_state", "typed_config": {
-            "@type": _SET_FILTER_STATE, "on_new_connection": [{
-                "object_key": TUNNEL_REFUSED_STATE, "factory_key": "envoy.string",
-                "format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_LOCAL_ADDRESS%"}}}]}})
+    filters = egress_filters(proxy, refused, closed)
     filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy})
     return {
         "name": name,
@@ -182,6 +173,32 @@ def _tunnel_chain(name: str, sources: list[str], dests: list[TunnelDestination],
                                "prefix_ranges": _destinations_match(dests)},
         "filters": filters,
     }
+
+
+def egress_filters(proxy: dict[str, Any], refused: tuple[TunnelRefusal, ...], closed: bool) -> list[dict[str, Any]]:
+    """The filters before the TCP proxy ``proxy`` (changed in place) refusing ``refused`` (see :func:`_tunnel_chain`)."""
+    filters = [_egress_filter(refused)] if refused else []
+    if closed:
+        proxy["upstream_connect_mode"] = "ON_DOWNSTREAM_DATA"
+        proxy["max_early_data_bytes"] = 65536
+        # The TCP proxy names no cluster before it connects: the flow's destination is recorded here.
+        filters.insert(0, {"name": "envoy.filters.network.set_filter_state", "typed_config": {
+            "@type": _SET_FILTER_STATE, "on_new_connection": [{
+                "object_key": TUNNEL_REFUSED_STATE, "factory_key": "envoy.string",
+                "format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_LOCAL_ADDRESS%"}}}]}})
+    return filters
+
+
+def logging_refusals(access_log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``access_log`` with its gRPC logs naming the destination of a connection refused before connecting."""
+    out = []
+    for log in access_log:
+        config = log["typed_config"]
+        if "common_config" in config:  # the file format names it itself
+            config = {**config, "common_config": {**config["common_config"],
+                                                  "filter_state_objects_to_log": [TUNNEL_REFUSED_STATE]}}
+        out.append({**log, "typed_config": config})
+    return out
 
 
 def _refusal_permission(refusal: TunnelRefusal) -> dict[str, Any]:
@@ -193,7 +210,7 @@ def _refusal_permission(refusal: TunnelRefusal) -> dict[str, Any]:
     return {"and_rules": {"rules": [target, port]}}
 
 
-def _egress_filter(chain: str, refused: tuple[TunnelRefusal, ...]) -> dict[str, Any]:
+def _egress_filter(refused: tuple[TunnelRefusal, ...]) -> dict[str, Any]:
     """Network RBAC denying the refused destinations, one policy per egress policy (rule), named as flows name it."""
     policies: dict[str, dict[str, Any]] = {}
     for r in refused:
@@ -274,11 +291,7 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
                               "typed_config": {"@type": _ORIGINAL_DST}}],
         "filter_chains": chains,
     }
-    access_log = _access_log(settings, _TCP_ALS)
-    for log in access_log:
-        common = log["typed_config"].get("common_config")
-        if common is not None:  # a gRPC log: the file format names the refused destination itself
-            common["filter_state_objects_to_log"] = [TUNNEL_REFUSED_STATE]
+    access_log = logging_refusals(_access_log(settings, _TCP_ALS))
     if access_log:
         listener["access_log"] = access_log
     return listener, clusters
