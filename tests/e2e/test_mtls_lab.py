@@ -3,7 +3,8 @@
 node-1 holds ``client``; node-2 holds ``strict`` (PeerAuthentication STRICT), ``web`` (no
 PeerAuthentication: PERMISSIVE) and ``plain`` (DISABLE), each an echo server, and ``site``
 (STRICT, HTTP behind an HTTPRoute and an AuthorizationPolicy with an HTTP part, so node-1's
-proxy routes and authorizes its requests). A raw AF_PACKET socket on node-1's port of the
+proxy routes and authorizes its requests). ``fenced`` (node-1, client's service account) may
+only send to web (an egress NetworkPolicy). A raw AF_PACKET socket on node-1's port of the
 fabric bridge records every frame between the nodes while the client sends a marker; only
 DISABLE may show it.
 """
@@ -130,7 +131,20 @@ spec:
     to: [{operation: {methods: [GET]}}]
 """
 
-APP = "\n---\n".join([SITE, 
+FENCED = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: fenced-egress}
+spec:
+  podSelector: {matchLabels: {app: fenced}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 9000}]
+"""
+
+APP = "\n---\n".join([SITE, FENCED,
+    client_pod("fenced", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
     "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: client}",
     client_pod("client", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
     client_pod("other", account="client").replace("spec:", "spec:\n  nodeName: node-1", 1),
@@ -149,6 +163,11 @@ for host in json.loads(sys.argv[1]):
     except OSError as exc:
         out[host] = type(exc).__name__
 print(json.dumps(out))
+"""
+
+_RESOLVE = """
+import json, socket, sys
+print(json.dumps({name: socket.gethostbyname(name) for name in json.loads(sys.argv[1])}))
 """
 
 _UDP = """
@@ -413,3 +432,24 @@ def test_a_lab_running_mutual_tls_does_not_warn_that_strict_may_not_be_enforced(
     assert text and all(line.split()[1] == "node-2" for line in text.splitlines()), text[-2000:]
     unknown = meshcore_cli("observe", "--name", lab.name, "--node", "node-3")
     assert unknown.returncode == 2 and b"its nodes: node-1, node-2" in unknown.stderr, unknown
+
+
+def test_a_clients_egress_policy_refuses_its_tunnelled_connections_naming_the_policy(lab: Lab) -> None:
+    # The kernel sees fenced connect to its node proxy (exempt): the proxy applies fenced's egress policy.
+    pods = _addresses(lab)
+    vips = run_python(lab, "client", _RESOLVE, json.dumps(["web", "strict"]))
+    start = datetime.now(UTC)
+    targets = [pods["web"], vips["web"], pods["strict"], vips["strict"]]
+    got = run_python(lab, "fenced", _SEND, json.dumps(targets), "fenced")
+    assert got[pods["web"]] == got[vips["web"]] == "fenced", got  # allowed: web on 9000, by pod and by service
+    # Refused: strict on node-2, by pod and by service; closed at the client's first byte, never answered.
+    assert got[pods["strict"]] in ("", "ConnectionResetError"), got
+    assert got[vips["strict"]] in ("", "ConnectionResetError"), got
+    # client shares fenced's SPIFFE ID but no egress policy selects it: it still reaches strict.
+    assert run_python(lab, "client", _SEND, json.dumps([pods["strict"]]), "free") == {pods["strict"]: "free"}
+    drops = logged(lab, lambda f: f.time >= start and f.node == "node-1" and f.verdict is Verdict.DROPPED
+                   and f.source.address == pods["fenced"], at_least=2)
+    assert {f.destination.address for f in drops} == {pods["strict"]}, drops
+    assert all(f.reason == "policy-denied" and "fenced-egress" in f.policy and f.policy_source for f in drops), drops
+    assert not logged(lab, lambda f: f.time >= start and f.node == "node-2" and f.source.address == pods["fenced"]
+                      and f.destination.address == pods["strict"], wait=0)

@@ -46,10 +46,10 @@ def http(path: str = "/api?x=1", *, client: str = "10.244.0.5:40000", upstream: 
 
 
 def tcp(*, flags: str = "-", cluster: str = "shop/db:5432", details: str = "-", upstream: str = "10.244.0.9:8080",
-        local: str = "10.0.1.1:15002", uri_san: str = "-", subject: str = "-") -> str:
+        local: str = "10.0.1.1:15002", uri_san: str = "-", subject: str = "-", refused: str = "-") -> str:
     """One TCP line as Envoy writes it with TCP_FORMAT."""
     fields = ["T", "1790000001.000000", "10.244.0.5:40001", "15002", upstream, flags, "1500", "120", "4000",
-              cluster, details, local, uri_san, subject, "-"]
+              cluster, details, local, uri_san, subject, "-", refused]
     assert len(fields) == TCP_FORMAT.count("\t") + 1
     return "\t".join(fields) + "\n"
 
@@ -114,6 +114,14 @@ def test_a_tcp_line_and_a_client_no_chain_admitted() -> None:
     assert refused.l7 is not None and (refused.l7.details, refused.l7.flags) == (NO_CHAIN_DETAILS, ("NR",))
     assert refused.verdict is Verdict.DROPPED and refused.reason == "policy-denied" and refused.policy == ""
     assert (denied.verdict, denied.policy) == (Verdict.DROPPED, "shop/no-admin")
+
+
+def test_a_connection_the_tunnel_refused_on_the_clients_egress_policy_names_the_destination_dialled() -> None:
+    [refused] = decode_lines(tcp(upstream="-", cluster="-", local="10.244.0.9:8080", refused="10.244.0.9:8080",
+                                 details="rbac_access_denied_matched_policy[shop/only-web]").encode(), NODE, names())
+    assert (refused.verdict, refused.reason, refused.policy) == (Verdict.DROPPED, "policy-denied", "shop/only-web")
+    assert (refused.destination.address, refused.destination.port, refused.destination.workload) == (
+        "10.244.0.9", 8080, WorkloadRef("shop", "web-1"))
 
 
 def test_line_consumers_get_bytes_and_subscribers_get_flows() -> None:

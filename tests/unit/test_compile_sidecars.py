@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 import meshcore
 from meshcore.compile import CompileOptions, EnvoySecret, Plan, PolicyVerdict, compile_plan
 from meshcore.model import Direction, ProxyMode, Redacted, ReservedIdentity, WorkloadRef
@@ -258,3 +260,39 @@ def test_a_sidecar_leaves_a_port_a_raw_envoy_config_redirects_to_the_node_proxy(
     # Without a node proxy nothing is redirected: the sidecar balances the port as the kernel would.
     (alone,) = _plan_with(tmp_path, REDIRECT, CompileOptions(proxy_enabled=False)).sidecars
     assert ("shop/web-v2", 80) in {(str(o.service), o.port) for o in alone.outbound}
+
+
+def test_sidecar_tunnels_refuse_what_the_workloads_egress_policy_refuses() -> None:
+    from meshcore.model import AuthorizationPolicy, Operation, PolicyRule, PortRange, WorkloadSelector
+
+    result = meshcore.translate([CASE])
+    # An ALLOW egress policy admitting only port 80: every other port of every steered pod is refused.
+    only_80 = AuthorizationPolicy("only-80", "tenant", WorkloadSelector("tenant", {}), "ALLOW",
+                                  [PolicyRule(operations=[Operation(ports=[PortRange(80, 80)])])],
+                                  direction=Direction.EGRESS)
+    snapshot = attrs.evolve(result.snapshot, policies=(*result.snapshot.policies, only_80))
+    plan = compile_plan(snapshot, "node-1", CompileOptions(mtls=True))
+    (sidecar,) = plan.sidecars
+    steered = sorted({d.address for d in sidecar.tunnel if d.steer and d.port == 0})
+    assert steered and {(r.address, r.first, r.last, r.policy) for r in sidecar.egress} == {
+        (a, first, last, "tenant/only-80") for a in steered for first, last in ((1, 79), (81, 65535))}
+    spiffe = sidecar.spiffe_id
+    secrets = (EnvoySecret(f"svid/{spiffe}", "CHAIN", Redacted("KEY")),
+               EnvoySecret("bundle/cluster.local", "", Redacted(""), trusted_ca="CA"))
+    chains = _resources(plan, secrets)["Listener"]["sidecar_outbound"]["filter_chains"]
+    tunnels = [c for c in chains if c["name"].startswith("tunnel|")]
+    assert tunnels
+    for chain in tunnels:
+        rbac = next(f["typed_config"] for f in chain["filters"] if f["name"] == "meshcore.tunnel.egress")
+        assert rbac["rules"]["action"] == "DENY" and list(rbac["rules"]["policies"]) == ["tenant/only-80"]
+        ranges = [r["and_rules"]["rules"][1] for r in rbac["rules"]["policies"]["tenant/only-80"]["permissions"]]
+        assert {(r["destination_port_range"]["start"], r["destination_port_range"]["end"]) for r in ranges} == {
+            (1, 80), (81, 65536)}
+    # An ALLOW egress policy without rules admits nothing: the tunnel chains never connect.
+    nothing = attrs.evolve(only_80, name="nothing", rules=())
+    plan = compile_plan(attrs.evolve(snapshot, policies=(*result.snapshot.policies, nothing)), "node-1",
+                        CompileOptions(mtls=True))
+    chains = _resources(plan, secrets)["Listener"]["sidecar_outbound"]["filter_chains"]
+    tunnels = [c for c in chains if c["name"].startswith("tunnel|")]
+    assert tunnels and all(c["name"].endswith("|refused") for c in tunnels)
+    assert all(c["filters"][-1]["typed_config"]["upstream_connect_mode"] == "ON_DOWNSTREAM_DATA" for c in tunnels)

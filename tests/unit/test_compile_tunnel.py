@@ -18,6 +18,7 @@ from meshcore.model import (
     WorkloadSelector,
 )
 from meshcore.proxy import ProxySettings, build_resources
+from meshcore.proxy._als import TUNNEL_CLUSTER_PREFIX as CLUSTER_PREFIX
 
 NODES = (Node("node-1", addresses=("10.0.1.1",)), Node("node-2", addresses=("10.0.2.1",)))
 MTLS = CompileOptions(mtls=True)
@@ -256,3 +257,122 @@ def test_a_chain_for_everyone_records_only_this_nodes_meshed_clients_others_keep
         ("chain-1|meshed|ipv4", [{"address_prefix": "10.1.1.5", "prefix_len": 32}], True),
         ("chain-1", None, False),
     ]
+
+
+def _egress(name: str, action: str, *rules: Any, app: str = "client") -> Any:
+    from meshcore.model import AuthorizationPolicy, Direction, Source
+
+    return AuthorizationPolicy(name, "default", WorkloadSelector("default", {"app": app}), action, list(rules),
+                               direction=Direction.EGRESS,
+                               source=Source("AuthorizationPolicy", "default", name, f"{name}.yaml", 3, 1))
+
+
+def _to(app: str | None = None, *ports: tuple[int, int]) -> Any:
+    from meshcore.model import Operation, PeerSelector, PolicyRule, PortRange
+
+    peers = [PeerSelector(workload_labels={"app": app})] if app else []
+    return PolicyRule(sources=peers, operations=[Operation(ports=[PortRange(a, b) for a, b in ports])] if ports else [])
+
+
+def _egress_snapshot(*policies: Any, pas: tuple[PeerAuthentication, ...] = ()) -> Snapshot:
+    workloads = (*_snapshot().workloads, _w("web", "node-2", "10.1.2.6"), _w("peer", "node-1", "10.1.1.7", sa="client"))
+    return Snapshot(nodes=NODES, workloads=workloads, policies=policies, peer_authentications=pas)
+
+
+def _refusals(snapshot: Snapshot, name: str = "client") -> list[tuple[str, int, int, str]]:
+    tunnel = compile_plan(snapshot, "node-1", MTLS).tunnel
+    assert tunnel is not None
+    workload = next(w for w in tunnel.workloads if w.workload.name == name)
+    return [(r.address, r.first, r.last, r.policy) for r in workload.egress]
+
+
+def test_a_clients_egress_default_deny_refuses_every_steered_destination_but_what_it_allows() -> None:
+    # client may reach web on 9000 only; db (another node) and its other ports are refused, port range by port range.
+    snapshot = _egress_snapshot(_egress("only-web", "ALLOW", _to("web", (9000, 9000))))
+    assert _refusals(snapshot) == [("10.1.2.5", 1, 65535, "default/only-web"),
+                                   ("10.1.2.6", 1, 8999, "default/only-web"),
+                                   ("10.1.2.6", 9001, 65535, "default/only-web")]
+    # peer shares client's SPIFFE ID but no egress policy selects it: it may reach everything.
+    assert _refusals(snapshot, "peer") == []
+    # The policy's source travels with the refusal (flows name where it was written).
+    tunnel = compile_plan(snapshot, "node-1", MTLS).tunnel
+    assert tunnel is not None
+    client = next(w for w in tunnel.workloads if w.workload.name == "client")
+    assert {str(r.source) for r in client.egress} == {str(_egress("only-web", "ALLOW").source)}
+
+
+def test_an_egress_allow_of_one_pod_on_every_port_leaves_it_reachable() -> None:
+    snapshot = _egress_snapshot(_egress("to-db", "ALLOW", _to("db")))
+    assert _refusals(snapshot) == [("10.1.2.6", 1, 65535, "default/to-db")]
+
+
+def test_an_egress_deny_rule_refuses_its_ports_and_names_the_rule() -> None:
+    snapshot = _egress_snapshot(_egress("no-db-admin", "DENY", _to("db", (5000, 5999))))
+    assert _refusals(snapshot) == [("10.1.2.5", 5000, 5999, "default/no-db-admin[0]")]
+    # DENY wins over an ALLOW of the same pod.
+    both = _egress_snapshot(_egress("no-db-admin", "DENY", _to("db", (5000, 5999))), _egress("to-db", "ALLOW", _to("db")))
+    assert _refusals(both) == [("10.1.2.5", 5000, 5999, "default/no-db-admin[0]"),
+                               ("10.1.2.6", 1, 65535, "default/to-db")]
+
+
+def test_an_address_steered_on_some_ports_only_is_refused_on_those_ports_only() -> None:
+    # db is DISABLE but for port 5432 (STRICT): only 5432 goes through the tunnel; the kernel judges the rest.
+    snapshot = _egress_snapshot(_egress("only-web", "ALLOW", _to("web")),
+                                pas=(_pa("db", "DISABLE", app="db", ports={5432: "STRICT"}),))
+    assert _dests(snapshot)[("10.1.2.5", 0)] == (False, False)
+    assert _refusals(snapshot) == [("10.1.2.5", 5432, 5432, "default/only-web")]
+
+
+def test_a_same_node_strict_destination_reached_through_the_proxy_is_judged_too() -> None:
+    snapshot = _egress_snapshot(_egress("only-web", "ALLOW", _to("web")), pas=(_pa("cache", "STRICT", app="cache"),))
+    assert ("10.1.1.6", 1, 65535, "default/only-web") in _refusals(snapshot)
+
+
+def test_without_an_egress_policy_nothing_is_refused_and_a_changed_policy_is_recompiled() -> None:
+    from meshcore.compile import CompiledPlan
+
+    compiled = CompiledPlan.compile(_egress_snapshot(), "node-1", MTLS)
+    assert compiled.plan.tunnel is not None
+    assert all(w.egress == () for w in compiled.plan.tunnel.workloads)
+    changed = compiled.recompile(_egress_snapshot(_egress("to-db", "ALLOW", _to("db"))))
+    assert changed.plan.tunnel is not None
+    client = next(w for w in changed.plan.tunnel.workloads if w.workload.name == "client")
+    assert [(r.address, r.policy) for r in client.egress] == [("10.1.2.6", "default/to-db")]
+
+
+def test_the_outbound_listener_refuses_what_a_clients_egress_policy_refuses_naming_it() -> None:
+    from meshcore.proxy._names import plan_names
+
+    snapshot = _egress_snapshot(_egress("only-web", "ALLOW", _to("web", (9000, 9000))))
+    plan = compile_plan(snapshot, "node-1", MTLS)
+    client = "spiffe://cluster.local/ns/default/sa/client"
+    secrets = (EnvoySecret(f"svid/{client}", "CHAIN", Redacted("KEY")),
+               EnvoySecret("bundle/cluster.local@abc", "", Redacted(""), trusted_ca="CA"))
+    resources = build_resources(plan.envoy.__class__(tunnel=plan.tunnel, secrets=secrets),
+                                ProxySettings(listen_ipv4="10.0.1.1")).to_json()
+    name = f"{CLUSTER_PREFIX}{client}|spiffe://cluster.local/ns/default/sa/db|node-2"
+    web = f"{CLUSTER_PREFIX}{client}|spiffe://cluster.local/ns/default/sa/web|node-2"
+    chains = {c["name"]: c for c in resources["Listener"]["tunnel_outbound"]["filter_chains"]}
+    # peer (same SPIFFE ID, no egress policy) keeps the plain chains; client gets its own.
+    assert chains[name]["filter_chain_match"]["source_prefix_ranges"] == [{"address_prefix": "10.1.1.7", "prefix_len": 32}]
+    assert [f["name"] for f in chains[name]["filters"]] == ["envoy.filters.network.tcp_proxy"]
+    # db: refused on every port, so the chain never connects and names the policy at the first byte.
+    refused = chains[f"{name}|egress-0|refused"]
+    assert refused["filter_chain_match"] == {"source_prefix_ranges": [{"address_prefix": "10.1.1.5", "prefix_len": 32}],
+                                             "prefix_ranges": [{"address_prefix": "10.1.2.5", "prefix_len": 32}]}
+    marker, rbac, proxy = (f["typed_config"] for f in refused["filters"])
+    # The connection's flow names the destination dialled (the TCP proxy names no cluster before connecting).
+    assert marker["on_new_connection"][0]["object_key"] == "meshcore.tunnel.refused"
+    assert rbac["rules"] == {"action": "DENY", "policies": {"default/only-web": {
+        "permissions": [{"destination_ip": {"address_prefix": "10.1.2.5", "prefix_len": 32}}],
+        "principals": [{"any": True}]}}}
+    assert proxy["upstream_connect_mode"] == "ON_DOWNSTREAM_DATA"
+    # web: only 9000 is admitted, every other port refused (port ranges, not a list of ports).
+    rbac, proxy = (f["typed_config"] for f in chains[f"{web}|egress-0"]["filters"])
+    assert rbac["rules"]["policies"]["default/only-web"]["permissions"] == [
+        {"and_rules": {"rules": [{"destination_ip": {"address_prefix": "10.1.2.6", "prefix_len": 32}},
+                                 {"destination_port_range": {"start": p, "end": e}}]}}
+        for p, e in ((1, 9000), (9001, 65536))]
+    assert "upstream_connect_mode" not in proxy
+    # Flows of the refused connections name where the policy was written.
+    assert plan_names(plan.envoy)["policies"]["default/only-web"].startswith("only-web.yaml:3")

@@ -58,6 +58,7 @@ from ._tunnel import (
     TUNNEL_OUTBOUND_PORT,
     TunnelDestination,
     TunnelPlan,
+    TunnelRefusal,
     TunnelRule,
     TunnelWorkload,
     tunnel_sni,
@@ -75,7 +76,8 @@ from ._sidecar import (
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
 __all__ = [
-    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
+    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRefusal", "TunnelRule",
+    "TunnelWorkload",
     "tunnel_sni",
     "WorkloadMode", "mode_reason", "workload_modes",
     "SIDECAR_INBOUND_PORT", "SIDECAR_OUTBOUND_PORT", "SidecarPassed", "SidecarPlan", "SidecarService",

@@ -22,7 +22,7 @@ from ._modes import workload_modes
 from ._sidecar import SidecarPlan, compile_sidecars, serving_sidecars, sidecar_gates
 from ._policy import compile_policy
 from ._policy_l7 import proxy_only_ports
-from ._tunnel import TunnelPlan, compile_tunnel, strict_gates, with_access
+from ._tunnel import TunnelPlan, compile_tunnel, strict_gates, with_access, with_egress
 from ._ports import PROXY_PORT_BASE, PROXY_PORT_RANGE, PortAllocator
 from ._plan import BpfBackend, BpfPlan, BpfService, Datapath, Decision, EnvoyPlan, Plan
 
@@ -180,6 +180,7 @@ class Compiler:
             if tunnel is not None:
                 tunnel = with_access(tunnel, policy, {r: p for r, p in sidecar_gates(self.snapshot).items()
                                                       if r in serving})
+                tunnel = with_egress(tunnel, policy)
             envoy = self.envoy([i for p in chosen for i in p.proxied])
             bpf = BpfPlan([f for p in chosen for f in p.frontends])
             return Plan(

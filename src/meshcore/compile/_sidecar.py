@@ -68,7 +68,7 @@ from ._envoy.plan import (
 from ._envoy.raw import Redirect
 from ._envoy.rbac import ChainEndpoint, RbacIndex, listener_rbac
 from ._policy_l7 import proxy_gates
-from ._tunnel import TunnelDestination, TunnelPlan
+from ._tunnel import TunnelDestination, TunnelPlan, TunnelRefusal
 
 if TYPE_CHECKING:  # the Plan holds sidecar plans: its module imports this one
     from ._plan import BpfPlan, BpfService
@@ -115,7 +115,9 @@ class SidecarPlan:
     ``outbound`` are the service ports it serves itself (``passed`` those it leaves to the
     node proxy); ``inbound`` one HTTP listener per port of its own it checks (named
     ``inbound|<port>``, ``port`` the workload's port); ``trusted`` the node proxies'
-    addresses; ``tunnel`` the destinations it carries in its own HBONE tunnels.
+    addresses; ``tunnel`` the destinations it carries in its own HBONE tunnels, ``egress``
+    those of them its workload's egress policy refuses (the kernel sees only the tunnel's
+    connection to the destination's node).
     """
 
     workload: WorkloadRef
@@ -129,6 +131,7 @@ class SidecarPlan:
     clusters: tuple[EnvoyCluster, ...] = ()
     trusted: tuple[str, ...] = ()
     tunnel: tuple[TunnelDestination, ...] = ()
+    egress: tuple[TunnelRefusal, ...] = ()
     inbound_port: int = SIDECAR_INBOUND_PORT
     outbound_port: int = SIDECAR_OUTBOUND_PORT
     warnings: tuple[Diagnostic, ...] = attrs.field(default=(), eq=False)
@@ -283,6 +286,15 @@ def _tunnel(workload: Workload, tunnel: TunnelPlan | None) -> tuple[TunnelDestin
     return tuple(d for d in tunnel.destinations if d.address not in own)
 
 
+def _egress(workload: Workload, tunnel: TunnelPlan | None) -> tuple[TunnelRefusal, ...]:
+    """What the workload's egress policy refuses among the destinations its sidecar tunnels."""
+    if tunnel is None:
+        return ()
+    own = set(workload.addresses)
+    mine = next((w for w in tunnel.workloads if w.workload == workload.ref), None)
+    return tuple(r for r in mine.egress if r.address not in own) if mine is not None else ()
+
+
 def _merged(outbound: Iterable[EnvoyCluster], inbound: Iterable[EnvoyCluster]) -> list[EnvoyCluster]:
     """Every cluster once by name, sorted; the outbound one wins (a key set's service port the sidecar serves
     is fetched through the cluster its own connections there use)."""
@@ -316,7 +328,8 @@ def compile_sidecars(snapshot: Snapshot, node: str, bpf: BpfPlan, envoy: EnvoyPl
             outbound=tuple(served), passed=tuple(passed), inbound=tuple(inbound),
             route_configs=tuple(sorted([*configs, *in_configs], key=lambda c: c.name)),
             clusters=tuple(_merged(clusters, in_clusters)),
-            trusted=trusted, tunnel=_tunnel(w, tunnel), warnings=tuple(warnings),
+            trusted=trusted, tunnel=_tunnel(w, tunnel), egress=_egress(w, tunnel),
+            warnings=tuple(warnings),
         ))
     return tuple(out)
 

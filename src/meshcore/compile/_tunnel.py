@@ -14,6 +14,10 @@ Peer authentication modes follow Istio: the most specific PeerAuthentication sel
 workload wins (workload selector, then its namespace's, then the mesh-wide one), a port
 mode overrides the workload's; without any the mode is PERMISSIVE (meshed clients tunnel,
 clear text is still accepted). DISABLE destinations are never tunnelled.
+
+The kernel judges a client's steered connection as one to the node proxy, which its egress
+policy exempts: each client's egress policy is decided here instead (:func:`with_egress`,
+the kernel's own lookup over its entries) and applied by the proxy's outbound listener.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import attrs
 
 from ..model import Direction, PeerAuthentication, PeerAuthMode, PortRange, Snapshot, Source, Workload, WorkloadRef
 
+from ._egress import EgressLookup
 from ._policy_plan import ANY_IDENTITY, ANY_PROTOCOL, PolicyPlan, PolicyVerdict
 
 _TCP = 6
 
 __all__ = [
-    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRule", "TunnelWorkload",
-    "compile_tunnel", "peer_auth_modes", "strict_port_ranges", "tunnel_sni", "with_access",
+    "TUNNEL_INBOUND_PORT", "TUNNEL_OUTBOUND_PORT", "TunnelDestination", "TunnelPlan", "TunnelRefusal", "TunnelRule",
+    "TunnelWorkload", "compile_tunnel", "peer_auth_modes", "strict_port_ranges", "tunnel_sni", "with_access",
+    "with_egress",
 ]
 
 #: The HBONE port: every node proxy terminates tunnels here.
@@ -50,13 +56,36 @@ class TunnelRule:
 
 
 @attrs.frozen(order=True)
+class TunnelRefusal:
+    """Connections a client may not send through the tunnels: TCP to ``address`` on ports ``first``..``last``.
+
+    ``policy`` names the egress policy refusing them as flows name it: ``<ns>/<name>[<rule>]``
+    for a DENY rule, ``<ns>/<name>`` for an ALLOW policy none of whose rules admits them;
+    ``source`` is where that policy was written.
+    """
+
+    address: str
+    first: int
+    last: int
+    policy: str
+    source: Source = attrs.field(default=Source(), eq=False, order=False)
+
+    @property
+    def every_port(self) -> bool:
+        """True when every port of the address is refused."""
+        return (self.first, self.last) == (1, 65535)
+
+
+@attrs.frozen(order=True)
 class TunnelWorkload:
-    """A meshed workload of this node: its SPIFFE ID, addresses, peer-authentication modes and ingress policy.
+    """A meshed workload of this node: its SPIFFE ID, addresses, peer-authentication modes and policies.
 
     ``deny`` and ``allow`` are the workload's kernel ingress policy for TCP (see
     :func:`with_access`), which the node proxy applies to connections it delivers from a
     tunnel (the kernel sees only the proxy there): refused when any ``deny`` rule matches,
     else admitted when ``allow`` is None (no ALLOW policy selects it) or any rule matches.
+    ``egress`` are the steered destinations its own egress policy refuses (see
+    :func:`with_egress`), which the node proxy refuses as the client's connections reach it.
     """
 
     workload: WorkloadRef
@@ -66,6 +95,7 @@ class TunnelWorkload:
     port_modes: tuple[tuple[int, PeerAuthMode], ...] = ()
     deny: tuple[TunnelRule, ...] = ()
     allow: tuple[TunnelRule, ...] | None = None
+    egress: tuple[TunnelRefusal, ...] = ()
 
 
 @attrs.frozen(order=True)
@@ -224,6 +254,50 @@ def with_access(tunnel: TunnelPlan, policy: PolicyPlan,
             deny.append(TunnelRule((), port, port))
         workloads.append(attrs.evolve(w, deny=_merged(deny), allow=_merged(allow) if endpoint.ingress_default_deny
                                       else None))
+    return attrs.evolve(tunnel, workloads=tuple(workloads))
+
+
+def with_egress(tunnel: TunnelPlan, policy: PolicyPlan) -> TunnelPlan:
+    """``tunnel`` with, per client workload, the steered destinations its kernel egress policy refuses.
+
+    The kernel sees a steered connection go to the node proxy, which egress policy exempts,
+    so the proxy must refuse what the kernel would have: per client and steered address,
+    the kernel's verdict (``policy``'s entries, the kernel's lookup, towards the address's
+    identity, on TCP) for every port the tunnel carries there (an address steered on every
+    port, ``port`` 0, is decided port range by port range). The refusals cover every port
+    the kernel refuses, so the proxy admits exactly what the kernel would (a client the
+    lookup cannot tell admitted is refused).
+    """
+    default_deny: dict[int, str] = {}
+    for ep in policy.endpoints:
+        if ep.egress_default_deny and ep.egress_allow_policies:
+            default_deny.setdefault(ep.identity, ep.egress_allow_policies[0])
+    lookup = EgressLookup(policy, default_deny)
+    sources: dict[str, Source] = {}
+    for o in policy.origins:
+        if o.direction is Direction.EGRESS:
+            sources.setdefault(o.policy, o.source)
+    steered: dict[str, set[int]] = {}
+    for d in tunnel.destinations:
+        if d.steer:
+            steered.setdefault(d.address, set()).add(d.port)
+    workloads = []
+    for w in tunnel.workloads:
+        endpoint = policy.endpoint(w.workload)
+        if endpoint is None or not lookup.governs(endpoint.identity):
+            workloads.append(w)
+            continue
+        refused: list[TunnelRefusal] = []
+        for address, ports in sorted(steered.items()):
+            remote = lookup.remote(address)
+            for first, last, why in lookup.refused_ports(endpoint.identity, remote):
+                if 0 not in ports:  # only some ports of it are steered: the kernel decides the others
+                    spans = [(p, p) for p in sorted(ports) if first <= p <= last]
+                else:
+                    spans = [(first, last)]
+                refused += [TunnelRefusal(address, a, b, why.name, sources.get(why.policy, Source()))
+                            for a, b in spans]
+        workloads.append(attrs.evolve(w, egress=tuple(sorted(refused))))
     return attrs.evolve(tunnel, workloads=tuple(workloads))
 
 

@@ -20,7 +20,8 @@ Line layout (fields in this order; Envoy writes ``-`` for an empty value):
 - ``T`` (a TCP connection): start, client, proxy port, upstream host, response flags,
   duration in milliseconds, bytes received and sent, cluster, connection termination
   details, the proxy's local address, the client certificate's URI SAN and subject, the
-  tunnel client.
+  tunnel client, and the destination of a connection the outbound tunnel listener refused
+  on its client's egress policy (:data:`~._als.TUNNEL_REFUSED_STATE`).
 
 Mutual TLS is read as from the gRPC access log: a verified client certificate, or an
 upstream reached through a tunnel (a ``tunnel|`` cluster, or an internal endpoint
@@ -50,6 +51,7 @@ from ._als import (
     TUNNEL_CLIENT_STATE,
     TUNNEL_CLUSTER_PREFIX,
     TUNNEL_ENDPOINT_SEPARATOR,
+    TUNNEL_REFUSED_STATE,
     TUNNEL_ROUTE_PREFIX,
     Resolver,
     _decision,
@@ -76,7 +78,7 @@ TCP_FORMAT = "\t".join((
     "%UPSTREAM_HOST%", "%RESPONSE_FLAGS%", "%DURATION%", "%BYTES_RECEIVED%", "%BYTES_SENT%",
     "%UPSTREAM_CLUSTER_RAW%", "%CONNECTION_TERMINATION_DETAILS%",
     "%DOWNSTREAM_LOCAL_ADDRESS%", "%DOWNSTREAM_PEER_URI_SAN%", "%DOWNSTREAM_PEER_SUBJECT%",
-    f"%FILTER_STATE({TUNNEL_CLIENT_STATE}:PLAIN)%",
+    f"%FILTER_STATE({TUNNEL_CLIENT_STATE}:PLAIN)%", f"%FILTER_STATE({TUNNEL_REFUSED_STATE}:PLAIN)%",
 )) + "\n"
 _HTTP_FIELDS = HTTP_FORMAT.count("\t") + 1
 _TCP_FIELDS = TCP_FORMAT.count("\t") + 1
@@ -167,7 +169,7 @@ def _http(fields: list[str], node: str, resolver: Resolver | None) -> Flow:
 
 def _tcp(fields: list[str], node: str, resolver: Resolver | None) -> Flow:
     (_, start, client, port, upstream, flags, duration_ms, received, sent, cluster, details, local,
-     uri_san, subject, tunnel_client) = fields
+     uri_san, subject, tunnel_client, refused) = fields
     upstream, server = _upstream(upstream)
     flag_codes, cluster, details = _flags(flags), _cluster(cluster, upstream), _text(details)
     if not details and "NR" in flag_codes and not cluster:
@@ -176,8 +178,8 @@ def _tcp(fields: list[str], node: str, resolver: Resolver | None) -> Flow:
     verdict, reason, policy, policy_source = _decision(details, False, node, resolver)
     mtls, principal = _mutual_tls(uri_san, subject, cluster, server, tunnel_client, flag_codes)
     listener = _listener(port, node, resolver)
-    if cluster.startswith(TUNNEL_CLUSTER_PREFIX):
-        # The upstream is the server's node; the connection's destination is what the client dialled.
+    if cluster.startswith(TUNNEL_CLUSTER_PREFIX) or _text(refused):
+        # The upstream is the server's node (or none: refused); the connection's destination is what the client dialled.
         upstream, listener = local, ""
     return Flow(
         time=datetime.fromtimestamp(float(start), UTC), node=node, layer=Layer.L7, verdict=verdict,

@@ -63,6 +63,9 @@ TUNNEL_ENDPOINT_SEPARATOR = " "
 #: Filter state (logged) naming a client the node proxy's tunnels act for: only its
 #: requests to such an endpoint go through the tunnel, anyone else's in clear text.
 TUNNEL_CLIENT_STATE = "meshcore.tunnel.client"
+#: Filter state (logged) of a connection the outbound tunnel listener refuses on its client's
+#: egress policy before choosing a tunnel: the destination the client dialled.
+TUNNEL_REFUSED_STATE = "meshcore.tunnel.refused"
 # Response flags saying no upstream connection was made.
 _NOT_CONNECTED = frozenset({"UF", "UH", "UO", "NC", "NR", "DF"})
 _RBAC_POLICY = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>[^\[\]]+)(?:\[\d+\])?\]")
@@ -214,8 +217,8 @@ def decode_tcp_entry(entry: Any, node: str, resolver: Resolver | None = None) ->
     time, source, upstream, listener = _common(common, node, resolver)
     verdict, reason, policy, policy_source = _decision(details, False, node, resolver)
     mtls, principal = _mutual_tls(common, flags)
-    if common.upstream_cluster.startswith(TUNNEL_CLUSTER_PREFIX):
-        # The upstream is the server's node; the connection's destination is what the client dialled.
+    if common.upstream_cluster.startswith(TUNNEL_CLUSTER_PREFIX) or TUNNEL_REFUSED_STATE in common.filter_state_objects:
+        # The upstream is the server's node (or none: refused); the connection's destination is what the client dialled.
         upstream, listener = _peer(common.downstream_local_address, node, resolver), ""
     duration = common.duration
     return Flow(

@@ -144,6 +144,11 @@ def plan_names(plan: EnvoyPlan) -> dict[str, Any]:
         _policy_sources(listener.rbac, policies)
         for chain in listener.tcp:
             _policy_sources(chain.rbac, policies)
+    if plan.tunnel is not None:  # the tunnels refuse what clients' egress policies refuse
+        for workload in plan.tunnel.workloads:
+            for refusal in workload.egress:
+                if refusal.source.location or refusal.source.object_ref:
+                    policies.setdefault(refusal.policy.partition("[")[0], str(refusal.source))
     for raw in plan.raw:
         if raw.proxy_port is not None:
             listeners[str(raw.proxy_port)] = raw.name

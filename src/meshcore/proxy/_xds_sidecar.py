@@ -26,7 +26,16 @@ from typing import Any
 
 import attrs
 
-from ..compile import TUNNEL_INBOUND_PORT, EnvoyPlan, EnvoySecret, Origin, SidecarPlan, TunnelDestination, tunnel_sni
+from ..compile import (
+    TUNNEL_INBOUND_PORT,
+    EnvoyPlan,
+    EnvoySecret,
+    Origin,
+    SidecarPlan,
+    TunnelDestination,
+    TunnelRefusal,
+    tunnel_sni,
+)
 from ._als import TUNNEL_CLUSTER_PREFIX
 from ._resources import CLUSTER, LISTENER, Resource, Resources, _resource, build_resources
 from ._xds_common import (
@@ -40,7 +49,7 @@ from ._xds_common import (
     _sds,
 )
 from ._xds_listeners import _access_log, _cidr_range, _http_listener, _tcp_listener
-from ._xds_tunnel import _BUFFER_BYTES, _H2_WINDOWS, CLIENT_HEADER, svid_secret_name
+from ._xds_tunnel import _BUFFER_BYTES, _H2_WINDOWS, CLIENT_HEADER, egress_filters, logging_refusals, svid_secret_name
 
 __all__ = ["INBOUND_LISTENER", "OUTBOUND_LISTENER", "PASSTHROUGH_CLUSTER", "sidecar_resources"]
 
@@ -102,18 +111,15 @@ def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...], settings
         # A port with an entry of its own: tunnelled or not (DISABLE) as that entry says.
         specific = {(d.address, d.port): d.steer for d in dests if d.port}
         for (address, port), steer in sorted(specific.items()):
-            match = {"prefix_ranges": [_host_range(address)], "destination_port": port}
-            chain = _tunnel_chain(f"{name}|{address}:{port}", name, plan, address) if steer else \
-                _passthrough(f"{name}|{address}:{port}")
-            chains.append({**chain, "filter_chain_match": match})
+            chains += _guarded(f"{name}|{address}:{port}", name, plan, [address], {"destination_port": port}) \
+                if steer else [{**_passthrough(f"{name}|{address}:{port}"), "filter_chain_match": {
+                    "prefix_ranges": [_host_range(address)], "destination_port": port}}]
         if steered:
-            chains.append({**_tunnel_chain(name, name, plan, steered[0]),
-                           "filter_chain_match": {"prefix_ranges": [_host_range(a) for a in steered]}})
+            chains += _guarded(name, name, plan, steered, {})
         for port in sorted(service_ports):
             here = [a for a in steered if (a, port) not in specific]
             if here:
-                chains.append({**_tunnel_chain(f"{name}|:{port}", name, plan, here[0]), "filter_chain_match": {
-                    "prefix_ranges": [_host_range(a) for a in here], "destination_port": port}})
+                chains += _guarded(f"{name}|:{port}", name, plan, here, {"destination_port": port})
         target = dests[0].node_addresses
         endpoint = next((a for a in target if ":" not in a), target[0])
         clusters.append({
@@ -139,15 +145,36 @@ def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...], settings
     return chains, clusters
 
 
-def _tunnel_chain(name: str, cluster: str, plan: SidecarPlan, sample: str) -> dict[str, Any]:
+def _guarded(name: str, cluster: str, plan: SidecarPlan, addresses: list[str],
+             match: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tunnel chains to ``addresses`` (and ``match``), refusing what the workload's egress policy refuses there.
+
+    Addresses refused on every port get a chain of their own that never connects (see
+    :func:`~._xds_tunnel.egress_filters`).
+    """
+    refused = [r for r in plan.egress if r.address in addresses]
+    closed = sorted({r.address for r in refused if r.every_port})
+    out = []
+    for part, suffix in (([a for a in addresses if a not in closed], ""), (closed, "|refused")):
+        if part:
+            chain = _tunnel_chain(f"{name}{suffix}", cluster, plan, part[0],
+                                  tuple(r for r in refused if r.address in part), closed=bool(suffix))
+            out.append({**chain, "filter_chain_match": {"prefix_ranges": [_host_range(a) for a in part], **match}})
+    return out
+
+
+def _tunnel_chain(name: str, cluster: str, plan: SidecarPlan, sample: str,
+                  refused: tuple[TunnelRefusal, ...] = (), closed: bool = False) -> dict[str, Any]:
     """A TCP proxy into the tunnel ``cluster``, naming the workload's own address as the client."""
     family = ipaddress.ip_address(sample).version
     client = next((a for a in plan.addresses if ipaddress.ip_address(a).version == family), plan.addresses[0])
-    return {"name": name, "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+    proxy: dict[str, Any] = {
         "@type": _TCP_PROXY, "stat_prefix": "sidecar_tunnel", "cluster": cluster,
         "tunneling_config": {"hostname": "%DOWNSTREAM_LOCAL_ADDRESS%",
                              "headers_to_add": [{"header": {"key": CLIENT_HEADER, "value": client}}]},
-    }}]}
+    }
+    filters = egress_filters(proxy, refused, closed)
+    return {"name": name, "filters": [*filters, {"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
 
 
 def _service_chains(plan: SidecarPlan, envoy: EnvoyPlan, settings: ProxySettings) -> list[dict[str, Any]]:
@@ -226,7 +253,7 @@ def sidecar_resources(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...] = (),
     }
     access_log = _access_log(settings, _TCP_ALS)
     if access_log:
-        outbound["access_log"] = access_log
+        outbound["access_log"] = logging_refusals(access_log)
         inbound["access_log"] = access_log
     needs_out = tuple(n for listener in (s.listener for s in plan.outbound) for n in listener.route_configs)
     needs_in = tuple(n for listener in plan.inbound for n in listener.route_configs)

@@ -7,7 +7,10 @@ per (client identity, server identity, server node), matched on the client's and
 destination's addresses, proxies the connection as a CONNECT stream to ``<dst ip>:<port>``
 over a cluster presenting the *client workload's* SVID and accepting only the *server
 workload's* SPIFFE ID; HTTP/2 pools the streams, so one TLS session carries many
-connections. The client's address travels in ``x-forwarded-for``.
+connections. The client's address travels in ``x-forwarded-for``. The kernel saw the
+client connect to the node proxy, which its egress policy exempts, so the chains refuse
+what that policy refuses (the tunnel plan's per-client egress refusals, see
+:func:`_client_chains`), naming the policy as flows do.
 
 Internal (``tunnel_internal``, an Envoy internal listener): the node proxy's own upstream
 connections (its L7 and TCP listeners') to an endpoint the kernel would steer are made to
@@ -36,11 +39,12 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from ..compile import EnvoySecret, TunnelDestination, TunnelPlan, TunnelRule, TunnelWorkload, tunnel_sni
+from ..compile import EnvoySecret, TunnelDestination, TunnelPlan, TunnelRefusal, TunnelRule, TunnelWorkload, tunnel_sni
 from ._xds_common import (
     _DOWNSTREAM_TLS,
     _HCM,
     _HTTP_OPTIONS,
+    _NETWORK_RBAC,
     _ORIGINAL_DST,
     _RBAC,
     _RBAC_PER_ROUTE,
@@ -53,11 +57,17 @@ from ._xds_common import (
     _duration,
     _sds,
 )
-from ._als import TUNNEL_CLIENT_STATE, TUNNEL_CLUSTER_PREFIX, TUNNEL_ENDPOINT_SEPARATOR, TUNNEL_ROUTE_PREFIX
+from ._als import (
+    TUNNEL_CLIENT_STATE,
+    TUNNEL_CLUSTER_PREFIX,
+    TUNNEL_ENDPOINT_SEPARATOR,
+    TUNNEL_REFUSED_STATE,
+    TUNNEL_ROUTE_PREFIX,
+)
 from ._xds_clusters import _bind_config
 from ._xds_listeners import _access_log, _addresses, _cidr_range
 
-__all__ = ["ALLOW_FILTER", "DELIVER_CLUSTER", "DENY_FILTER", "INBOUND_LISTENER", "INTERNAL_LISTENER",
+__all__ = ["ALLOW_FILTER", "DELIVER_CLUSTER", "DENY_FILTER", "EGRESS_FILTER", "egress_filters", "logging_refusals", "INBOUND_LISTENER", "INTERNAL_LISTENER",
            "OUTBOUND_LISTENER", "PASSTHROUGH_CLUSTER", "VIA_PROXY_HEADER", "bundle_secret_name", "port_regex",
            "svid_secret_name", "tunnel_resources", "tunnelled_upstreams"]
 
@@ -85,6 +95,8 @@ DENY_FILTER = "meshcore.tunnel.deny"
 _H2_WINDOWS = {"initial_stream_window_size": 8 * 1024 * 1024, "initial_connection_window_size": 16 * 1024 * 1024}
 _BUFFER_BYTES = 4 * 1024 * 1024
 ALLOW_FILTER = "meshcore.tunnel.allow"
+#: The outbound chains' filter refusing what the clients' own egress policy refuses.
+EGRESS_FILTER = "meshcore.tunnel.egress"
 #: Who the client is, as its own node proxy saw it (the kernel proved it on that node).
 CLIENT_HEADER = "x-forwarded-for"
 
@@ -138,20 +150,110 @@ def _destinations_match(dests: list[TunnelDestination]) -> list[dict[str, Any]]:
 
 
 def _tunnel_chain(name: str, sources: list[str], dests: list[TunnelDestination], stat_prefix: str,
-                  via_proxy: bool) -> dict[str, Any]:
-    """A chain carrying connections from ``sources`` to ``dests`` as CONNECT streams over the tunnel cluster ``name``."""
+                  via_proxy: bool, refused: tuple[TunnelRefusal, ...] = (), closed: bool = False) -> dict[str, Any]:
+    """A chain carrying connections from ``sources`` to ``dests`` as CONNECT streams over the tunnel cluster ``name``.
+
+    ``refused`` (the clients' egress refusals) are denied by a network RBAC filter, which
+    decides at the client's first byte, naming the policy; ``closed`` (every port of every
+    destination refused) waits for that byte before connecting, so nothing reaches the
+    destination, not even the connection.
+    """
     headers = [{"header": {"key": CLIENT_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]
     if via_proxy:
         headers.append({"header": {"key": VIA_PROXY_HEADER, "value": "1"}})
+    proxy: dict[str, Any] = {
+        "@type": _TCP_PROXY, "stat_prefix": stat_prefix, "cluster": name,
+        "tunneling_config": {"hostname": "%DOWNSTREAM_LOCAL_ADDRESS%", "headers_to_add": headers},
+    }
+    filters = egress_filters(proxy, refused, closed)
+    filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy})
     return {
         "name": name,
         "filter_chain_match": {"source_prefix_ranges": [_host_cidr(a) for a in sources],
                                "prefix_ranges": _destinations_match(dests)},
-        "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-            "@type": _TCP_PROXY, "stat_prefix": stat_prefix, "cluster": name,
-            "tunneling_config": {"hostname": "%DOWNSTREAM_LOCAL_ADDRESS%", "headers_to_add": headers},
-        }}],
+        "filters": filters,
     }
+
+
+def egress_filters(proxy: dict[str, Any], refused: tuple[TunnelRefusal, ...], closed: bool) -> list[dict[str, Any]]:
+    """The filters before the TCP proxy ``proxy`` (changed in place) refusing ``refused`` (see :func:`_tunnel_chain`)."""
+    filters = [_egress_filter(refused)] if refused else []
+    if closed:
+        proxy["upstream_connect_mode"] = "ON_DOWNSTREAM_DATA"
+        proxy["max_early_data_bytes"] = 65536
+        # The TCP proxy names no cluster before it connects: the flow's destination is recorded here.
+        filters.insert(0, {"name": "envoy.filters.network.set_filter_state", "typed_config": {
+            "@type": _SET_FILTER_STATE, "on_new_connection": [{
+                "object_key": TUNNEL_REFUSED_STATE, "factory_key": "envoy.string",
+                "format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_LOCAL_ADDRESS%"}}}]}})
+    return filters
+
+
+def logging_refusals(access_log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``access_log`` with its gRPC logs naming the destination of a connection refused before connecting."""
+    out = []
+    for log in access_log:
+        config = log["typed_config"]
+        if "common_config" in config:  # the file format names it itself
+            config = {**config, "common_config": {**config["common_config"],
+                                                  "filter_state_objects_to_log": [TUNNEL_REFUSED_STATE]}}
+        out.append({**log, "typed_config": config})
+    return out
+
+
+def _refusal_permission(refusal: TunnelRefusal) -> dict[str, Any]:
+    target = {"destination_ip": _host_cidr(refusal.address)}
+    if refusal.every_port:
+        return target
+    port: dict[str, Any] = ({"destination_port": refusal.first} if refusal.first == refusal.last
+                            else {"destination_port_range": {"start": refusal.first, "end": refusal.last + 1}})
+    return {"and_rules": {"rules": [target, port]}}
+
+
+def _egress_filter(refused: tuple[TunnelRefusal, ...]) -> dict[str, Any]:
+    """Network RBAC denying the refused destinations, one policy per egress policy (rule), named as flows name it."""
+    policies: dict[str, dict[str, Any]] = {}
+    for r in refused:
+        policies.setdefault(r.policy, {"permissions": [], "principals": [{"any": True}]})["permissions"].append(
+            _refusal_permission(r))
+    return {"name": EGRESS_FILTER, "typed_config": {
+        "@type": _NETWORK_RBAC, "stat_prefix": f"{OUTBOUND_LISTENER}.egress.",
+        "rules": {"action": "DENY", "policies": dict(sorted(policies.items()))}}}
+
+
+def _client_chains(name: str, plan: TunnelPlan, client: str, sources: list[str],
+                   dests: list[TunnelDestination]) -> list[dict[str, Any]]:
+    """The outbound chains of one client identity to one destination group, per its clients' egress refusals.
+
+    Clients refused nothing there share the chain ``name``. Clients with the same refusals
+    share a chain denying them (``<name>|egress-<n>``), and one for the destinations they
+    may not reach on any port (``…|refused``), which never connects.
+    """
+    addresses = {d.address for d in dests}
+    refusals: dict[str, tuple[TunnelRefusal, ...]] = {}
+    for w in plan.workloads:
+        if w.spiffe_id == client:
+            for a in w.addresses:
+                refusals[a] = tuple(r for r in w.egress if r.address in addresses)
+    by_refusals: dict[tuple[TunnelRefusal, ...], list[str]] = defaultdict(list)
+    for a in sources:
+        by_refusals[refusals.get(a, ())].append(a)
+    chains = []
+    if () in by_refusals:
+        chains.append(_tunnel_chain(name, by_refusals.pop(()), dests, OUTBOUND_LISTENER, via_proxy=False))
+    for n, (refused, clients) in enumerate(sorted(by_refusals.items())):
+        closed = {r.address for r in refused if r.every_port}
+        open_dests = [d for d in dests if d.address not in closed]
+        if open_dests:
+            chains.append({**_tunnel_chain(name, clients, open_dests, OUTBOUND_LISTENER, via_proxy=False,
+                                           refused=tuple(r for r in refused if r.address not in closed)),
+                           "name": f"{name}|egress-{n}"})
+        if closed:
+            chains.append({**_tunnel_chain(name, clients, [d for d in dests if d.address in closed],
+                                           OUTBOUND_LISTENER, via_proxy=False,
+                                           refused=tuple(r for r in refused if r.address in closed), closed=True),
+                           "name": f"{name}|egress-{n}|refused"})
+    return chains
 
 
 def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
@@ -163,7 +265,7 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
             continue  # no SVID (refused or not yet issued): its connections match no chain and are closed
         for (server, node), dests in _groups(plan).items():
             name = _cluster_name(client, server, node)
-            chains.append(_tunnel_chain(name, sources, dests, OUTBOUND_LISTENER, via_proxy=False))
+            chains += _client_chains(name, plan, client, sources, dests)
             target = dests[0].node_addresses
             endpoint = next((a for a in target if ":" not in a), target[0])
             clusters.append({
@@ -189,7 +291,7 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
                               "typed_config": {"@type": _ORIGINAL_DST}}],
         "filter_chains": chains,
     }
-    access_log = _access_log(settings, _TCP_ALS)
+    access_log = logging_refusals(_access_log(settings, _TCP_ALS))
     if access_log:
         listener["access_log"] = access_log
     return listener, clusters
