@@ -85,7 +85,7 @@ static __always_inline void tun_note_refusal(struct bpf_sock_addr *ctx, const __
 	struct tun_refusal_key key;
 	struct tun_refusal one, *val;
 	struct bpf_sock *sk = ctx->sk;
-	__u32 family, ip4, ip6[4], sport;
+	__u32 family, local[4], sport;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.netns = bpf_get_netns_cookie(ctx);
@@ -98,27 +98,11 @@ static __always_inline void tun_note_refusal(struct bpf_sock_addr *ctx, const __
 	one.count = 1;
 	one.last_ns = bpf_ktime_get_ns();
 	if (sk) {
-		/* Every field read once, before any branch: the verifier refuses offset context pointers. */
 		family = sk->family;
 		ctx_keep(family);
-		ip4 = sk->src_ip4;
-		ctx_keep(ip4);
-		ip6[0] = sk->src_ip6[0];
-		ctx_keep(ip6[0]);
-		ip6[1] = sk->src_ip6[1];
-		ctx_keep(ip6[1]);
-		ip6[2] = sk->src_ip6[2];
-		ctx_keep(ip6[2]);
-		ip6[3] = sk->src_ip6[3];
-		ctx_keep(ip6[3]);
-		sport = sk->src_port;
-		ctx_keep(sport);
-		if (family == AF_INET) {
-			if (ip4)
-				addr_set_v4(one.saddr, ip4);
-		} else {
-			addr_copy(one.saddr, ip6);
-		}
+		ctx_sk_local(sk, family, local, &sport);
+		if (family != AF_INET || local[3]) /* an unbound IPv4 socket: no source yet */
+			addr_copy(one.saddr, local);
 		one.sport = (__u16)sport;
 	}
 	val = bpf_map_lookup_elem(&tun_refusals, &key);
