@@ -9,13 +9,16 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import click
 from rich.markup import escape
 
 from . import _extras
 from . import _output as out
+from . import _plan_tunnel
+from ._codes import TranslateCode
 from ._translate import Translation, translate
-from .compile import BpfService, CompileOptions, Plan, compile_plan
+from .compile import BpfService, CompileOptions, Plan, TunnelPlan, compile_plan
 from .kube import ServiceRanges
 from .model import BackendState, Service, ServiceRef, Severity, Snapshot, VipAssignment, to_data
 from .observe import configure_logging
@@ -280,8 +283,8 @@ def _conditions(status: Any) -> str:
 
 
 def plan_data(plan: Plan) -> dict[str, Any]:
-    """A plan as plain data."""
-    return {
+    """A plan as plain data (with ``mtls``, its tunnels, when compiled with mutual TLS)."""
+    data = {
         "node": plan.node,
         "snapshot": plan.snapshot_hash,
         "decisions": [
@@ -307,6 +310,9 @@ def plan_data(plan: Plan) -> dict[str, Any]:
             for sc in plan.sidecars
         ],
     }
+    if plan.tunnel is not None:
+        data["mtls"] = _plan_tunnel.tunnel_data(plan.tunnel)
+    return data
 
 
 @cli.command()
@@ -320,16 +326,28 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 @click.option("--assign-addresses", is_flag=True,
               help="Give Services without ClusterIPs addresses first, as the lab does "
                    f"(from {ServiceRanges().ipv4} and {ServiceRanges().ipv6}).")
+@click.option("--mtls", is_flag=True,
+              help="Compile as a node agent running mutual TLS does (--ca-socket): show identities, "
+                   "peer-authentication modes, the destinations tunnelled and the egress refused in the tunnels. "
+                   "Needs --node.")
 def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, kubeconfig: str | None,
-         source_timeout: float, fmt: str | None, fail_on: str, node: str, assign_addresses: bool) -> None:
+         source_timeout: float, fmt: str | None, fail_on: str, node: str, assign_addresses: bool,
+         mtls: bool) -> None:
     """Show what a node with the node proxy would do: per service port, eBPF or Envoy and why, and the backends;
     per workload, its proxy mode and why.
 
     Services read from files have no ClusterIPs until the API server assigns them; their
     ports are listed without frontends unless --assign-addresses assigns them here.
     """
+    if mtls and not node:
+        raise click.UsageError("--mtls needs --node NAME: tunnels run between nodes, so the plan is that of one node "
+                               "(its workloads, and the destinations on other nodes its clients reach)")
     result = _run_translate(files, sources, source_timeout, assign_addresses, context, kubeconfig)
-    compiled = compile_plan(result.snapshot, node, CompileOptions())
+    if mtls:
+        # Mutual TLS enforces STRICT, so no warning that it may not be (as the agents and the lab do).
+        result = attrs.evolve(result, diagnostics=tuple(d for d in result.diagnostics
+                                                        if d.code != TranslateCode.STRICT_WITHOUT_MTLS))
+    compiled = compile_plan(result.snapshot, node, CompileOptions(mtls=mtls))
     fmt = out.choose_format(fmt)
     if fmt in out.DATA_FORMATS:
         out.dump({**plan_data(compiled), "diagnostics": [out.diagnostic_data(d) for d in result.diagnostics]}, fmt)
@@ -347,8 +365,29 @@ def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, 
         if pending:
             out.remark(fmt, f"{len(pending)} service(s) have no ClusterIPs yet, so no frontends: "
                             "--assign-addresses assigns them as the lab does")
+        if compiled.tunnel is not None:
+            _print_tunnel(fmt, result.snapshot, compiled.tunnel, node)
         out.print_diagnostics(result.diagnostics, fmt, stderr=True)
     sys.exit(1 if out.fails(result.diagnostics, fail_on) else 0)
+
+
+def _print_tunnel(fmt: str, snapshot: Snapshot, tunnel: TunnelPlan, node: str) -> None:
+    """The Mutual TLS section: the node's identities and modes, the destinations tunnelled, the egress refused."""
+    if tunnel.workloads:
+        out.print_table(fmt, "Mutual TLS", ("workload", "identity", "ports", "mode", "set by"),
+                        _plan_tunnel.mode_rows(tunnel), keep=("workload", "ports", "mode"))
+    else:
+        out.remark(fmt, f"Mutual TLS: no meshed workload with an address runs on node {escape(node)}")
+    if tunnel.destinations:
+        out.print_table(fmt, "Tunnels", ("destination", "ports", "workload", "path"),
+                        _plan_tunnel.destination_rows(tunnel, node), keep=("destination", "ports", "path"))
+    refusals = _plan_tunnel.refusal_rows(tunnel)
+    if refusals:
+        out.print_table(fmt, "Egress refused in the tunnels", ("client", "destination", "ports", "policy", "written at"),
+                        refusals, keep=("client", "destination", "ports"))
+    for other in _plan_tunnel.untunnelled_nodes(snapshot):
+        out.remark(fmt, f"node {escape(other)} has no addresses (no Node object in the input): "
+                        "its meshed workloads are not reached through tunnels")
 
 
 def _sidecar_rows(compiled: Plan) -> list[tuple[str, ...]]:

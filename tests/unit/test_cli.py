@@ -478,6 +478,123 @@ def test_plan_of_a_routed_port_without_clusterips_says_envoy(tmp_path: Path) -> 
     assert web[5] == "route 0 (shop/web-api.rules[0].matches[0]) matches on path PathPrefix:/api"
 
 
+MTLS_MESH = """\
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+status: {addresses: [{type: InternalIP, address: 10.0.1.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2}
+status: {addresses: [{type: InternalIP, address: 10.0.2.1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1, serviceAccountName: client, containers: [{name: c, image: curl}]}
+status: {podIPs: [{ip: 10.244.1.5}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-2, containers: [{name: c, image: echo, ports: [{containerPort: 8080}]}]}
+status: {podIPs: [{ip: 10.244.2.5}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: shop, labels: {app: db}}
+spec: {nodeName: node-2, containers: [{name: c, image: pg, ports: [{containerPort: 5432}]}]}
+status: {podIPs: [{ip: 10.244.2.6}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: client-strict, namespace: shop}
+spec:
+  selector: {matchLabels: {app: client}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {9090: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: db-disable, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  mtls: {mode: DISABLE}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 8080}]
+"""
+
+
+def test_plan_mtls_shows_identities_modes_tunnels_and_egress_refused_in_them(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(MTLS_MESH)
+    code, stdout, stderr = run_both("plan", "-f", str(path), "--node", "node-1", "--mtls")
+    assert code == 0
+    assert "MC0260" not in stderr  # STRICT is enforced with mutual TLS: no warning that it may not be
+    assert rows(stdout, "Mutual TLS") == [
+        ["WORKLOAD", "IDENTITY", "PORTS", "MODE", "SET BY"],
+        ["shop/client", "spiffe://cluster.local/ns/shop/sa/client", "other ports", "STRICT",
+         f"PeerAuthentication shop/client-strict ({path}:29)"],
+        ["shop/client", "spiffe://cluster.local/ns/shop/sa/client", "9090", "PERMISSIVE",
+         f"PeerAuthentication shop/client-strict ({path}:29)"],
+    ]
+    # web on node-2 is tunnelled; db (DISABLE) is not; the client itself only through the proxy where STRICT.
+    assert rows(stdout, "Tunnels") == [
+        ["DESTINATION", "PORTS", "WORKLOAD", "PATH"],
+        ["10.244.1.5", "other ports", "shop/client", "tunnel to this node's proxy; clear text refused (STRICT)"],
+        ["10.244.1.5", "9090", "shop/client", "direct: same node"],
+        ["10.244.2.5", "every port", "shop/web", "tunnel to node-2 (10.0.2.1)"],
+    ]
+    assert rows(stdout, "Egress refused in the tunnels") == [
+        ["CLIENT", "DESTINATION", "PORTS", "POLICY", "WRITTEN AT"],
+        ["shop/client", "10.244.1.5 (shop/client)", "every port", "shop/client-to-web", f"{path}:44"],
+        ["shop/client", "10.244.2.5 (shop/web)", "1-8079", "shop/client-to-web", f"{path}:44"],
+        ["shop/client", "10.244.2.5 (shop/web)", "8081-65535", "shop/client-to-web", f"{path}:44"],
+    ]
+    code, output = run("plan", "-f", str(path), "--node", "node-1", "--mtls", "-o", "json")
+    mtls = json.loads(output)["mtls"]
+    (client,) = mtls["workloads"]
+    assert (client["spiffe_id"], client["mode"], client["ports"]) == (
+        "spiffe://cluster.local/ns/shop/sa/client", "STRICT", [{"port": 9090, "mode": "PERMISSIVE"}])
+    assert client["source"] == f"{path}:29 PeerAuthentication shop/client-strict"
+    assert client["egress_refused"][1] == {"address": "10.244.2.5", "first": 1, "last": 8079,
+                                           "policy": "shop/client-to-web",
+                                           "source": f"{path}:44 NetworkPolicy shop/client-to-web"}
+    assert [(d["address"], d["port"], d["tunnelled"]) for d in mtls["destinations"]] == [
+        ("10.244.1.5", 0, True), ("10.244.1.5", 9090, False), ("10.244.2.5", 0, True)]
+
+
+def test_plan_without_mtls_has_no_tunnels_and_mtls_needs_a_node(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(MTLS_MESH)
+    code, stdout, stderr = run_both("plan", "-f", str(path), "--node", "node-1")
+    assert code == 0
+    assert "Mutual TLS" not in stdout and "Tunnels" not in stdout
+    assert "MC0260" in stderr  # without mutual TLS, STRICT may not be enforced: said so
+    code, output = run("plan", "-f", str(path), "--node", "node-1", "-o", "json")
+    assert "mtls" not in json.loads(output)
+    code, stdout, stderr = run_both("plan", "-f", str(path), "--mtls")
+    assert code == 2 and "--mtls needs --node NAME" in stderr
+
+
+def test_plan_mtls_says_which_nodes_no_tunnel_reaches(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(MTLS_MESH.split("---\n", 2)[2])  # no Node objects: no node addresses known
+    code, stdout, stderr = run_both("plan", "-f", str(path), "--node", "node-1", "--mtls")
+    assert code == 0
+    assert "Tunnels" not in stdout
+    assert "node node-2 has no addresses (no Node object in the input)" in stderr
+
+
 def test_misspelt_field_is_reported_with_file_line_and_the_name_meant(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -86,6 +86,8 @@ class TunnelWorkload:
     else admitted when ``allow`` is None (no ALLOW policy selects it) or any rule matches.
     ``egress`` are the steered destinations its own egress policy refuses (see
     :func:`with_egress`), which the node proxy refuses as the client's connections reach it.
+    ``peer_authentication`` names (``<ns>/<name>``) the PeerAuthentication deciding its modes,
+    empty when none selects it (PERMISSIVE); ``peer_authentication_source`` is where it was written.
     """
 
     workload: WorkloadRef
@@ -96,6 +98,8 @@ class TunnelWorkload:
     deny: tuple[TunnelRule, ...] = ()
     allow: tuple[TunnelRule, ...] | None = None
     egress: tuple[TunnelRefusal, ...] = ()
+    peer_authentication: str = attrs.field(default="", eq=False, order=False)
+    peer_authentication_source: Source = attrs.field(default=Source(), eq=False, order=False)
 
 
 @attrs.frozen(order=True)
@@ -189,10 +193,12 @@ def compile_tunnel(snapshot: Snapshot, node: str) -> TunnelPlan:
     local: list[TunnelWorkload] = []
     dests: list[TunnelDestination] = []
     for w in _meshed(snapshot.workloads):
-        mode, ports, _ = peer_auth_modes(snapshot, w)
+        mode, ports, pa = peer_auth_modes(snapshot, w)
         here = w.node == node
         if here:
-            local.append(TunnelWorkload(w.ref, w.identity.spiffe_id, w.addresses, mode, tuple(sorted(ports.items()))))
+            local.append(TunnelWorkload(w.ref, w.identity.spiffe_id, w.addresses, mode, tuple(sorted(ports.items())),
+                                        peer_authentication=f"{pa.namespace}/{pa.name}" if pa is not None else "",
+                                        peer_authentication_source=pa.source if pa is not None else Source()))
         where = node_addresses.get(w.node, ())
         if not w.node or not where:
             continue  # no node to tunnel to: it stays in the kernel
