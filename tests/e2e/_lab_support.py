@@ -406,3 +406,25 @@ def response_header(lab: Lab, pod: str, namespace: str, url: str, name: str) -> 
     lines = result.stdout.decode(errors="replace").lower().splitlines()
     return int(lines[0].split()[1]), next((x.split(":", 1)[1].strip() for x in lines
                                            if x.startswith(f"{name.lower()}:")), None)
+
+
+# Runs in a pod: one `whoami` per target over TCP or UDP; the pod that answered and the
+# address the answer came from (for UDP: the VIP, after reverse translation).
+WHOAMI = r"""
+import json, socket, sys
+out = []
+for host, port, proto in json.loads(sys.argv[1]):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM if proto == "UDP" else socket.SOCK_STREAM)
+    s.settimeout(3)
+    if proto == "UDP":
+        s.sendto(b"whoami", (host, port))
+        data, peer = s.recvfrom(4096)
+    else:
+        s.connect((host, port))
+        s.sendall(b"whoami\n")
+        data, peer = s.recv(4096), s.getpeername()
+    s.close()
+    out.append({"pod": json.loads(data)["pod"], "peer": peer[0]})
+print(json.dumps(out))
+"""

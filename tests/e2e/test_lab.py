@@ -25,6 +25,7 @@ from meshcore.lab._procs import alive
 from _lab_support import (
     ECHO_APP,
     SRC,
+    WHOAMI,
     leftovers,
     meshcore_cli,
     node_processes,
@@ -50,26 +51,6 @@ for host, port, path, headers in json.loads(sys.argv[1]):
 print(json.dumps(out))
 """
 
-# Runs in a pod: one `whoami` per target over TCP or UDP; the pod that answered and the
-# address the answer came from (for UDP: the VIP, after reverse translation).
-WHOAMI = r"""
-import json, socket, sys
-out = []
-for host, port, proto in json.loads(sys.argv[1]):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM if proto == "UDP" else socket.SOCK_STREAM)
-    s.settimeout(3)
-    if proto == "UDP":
-        s.sendto(b"whoami", (host, port))
-        data, peer = s.recvfrom(4096)
-    else:
-        s.connect((host, port))
-        s.sendall(b"whoami\n")
-        data, peer = s.recv(4096), s.getpeername()
-    s.close()
-    out.append({"pod": json.loads(data)["pod"], "peer": peer[0]})
-print(json.dumps(out))
-"""
 
 # Runs in a pod or the node: connect to each address; how it failed and how fast.
 CONNECT = r"""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _lab_support import client_pod, curl_json, meshcore_cli, observed, run_python, running_lab, write
+from _lab_support import WHOAMI, client_pod, curl_json, meshcore_cli, observed, run_python, running_lab, write
 
 from meshcore.lab import Lab
 from meshcore.lab._state import LabState
@@ -164,25 +164,6 @@ for host, port in targets:
 print(json.dumps(out))
 """
 
-# Runs in a pod: one `whoami` per (host, port, protocol); the pod that answered and the peer address.
-WHOAMI = r"""
-import json, socket, sys
-out = []
-for host, port, proto in json.loads(sys.argv[1]):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM if proto == "UDP" else socket.SOCK_STREAM)
-    s.settimeout(3)
-    if proto == "UDP":
-        s.sendto(b"whoami", (host, port))
-        data, peer = s.recvfrom(4096)
-    else:
-        s.connect((host, port))
-        s.sendall(b"whoami\n")
-        data, peer = s.recv(4096), s.getpeername()
-    s.close()
-    out.append({"pod": json.loads(data)["pod"], "peer": peer[0]})
-print(json.dumps(out))
-"""
 
 
 @pytest.fixture(scope="module")

@@ -34,22 +34,18 @@ from ..compile import (
     SidecarPlan,
     TunnelDestination,
     TunnelRefusal,
-    tunnel_sni,
 )
 from ._als import TUNNEL_CLUSTER_PREFIX
 from ._resources import CLUSTER, LISTENER, Resource, Resources, _resource, build_resources
 from ._xds_common import (
-    _HTTP_OPTIONS,
     _ORIGINAL_DST,
     _TCP_ALS,
     _TCP_PROXY,
-    _UPSTREAM_TLS,
     ProxySettings,
     _duration,
-    _sds,
 )
 from ._xds_listeners import _access_log, _cidr_range, _http_listener, _tcp_listener
-from ._xds_tunnel import _BUFFER_BYTES, _H2_WINDOWS, CLIENT_HEADER, egress_filters, logging_refusals, svid_secret_name
+from ._xds_tunnel import CLIENT_HEADER, egress_filters, logging_refusals, svid_secret_name, tunnel_cluster
 
 __all__ = ["INBOUND_LISTENER", "OUTBOUND_LISTENER", "PASSTHROUGH_CLUSTER", "sidecar_resources"]
 
@@ -120,28 +116,7 @@ def _tunnel_chains(plan: SidecarPlan, secrets: tuple[EnvoySecret, ...], settings
             here = [a for a in steered if (a, port) not in specific]
             if here:
                 chains += _guarded(f"{name}|:{port}", name, plan, here, {"destination_port": port})
-        target = dests[0].node_addresses
-        endpoint = next((a for a in target if ":" not in a), target[0])
-        clusters.append({
-            "name": name, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_ms),
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"socket_address": {"address": endpoint, "port_value": TUNNEL_INBOUND_PORT}}}}]}]},
-            # As the node proxy's tunnels: large enough that flow control, not the buffer, paces a stream.
-            "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": _H2_WINDOWS}}},
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": _UPSTREAM_TLS, "sni": tunnel_sni(server),
-                "common_tls_context": {
-                    "alpn_protocols": ["h2"],
-                    "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(plan.spiffe_id))],
-                    "combined_validation_context": {
-                        "default_validation_context": {"match_typed_subject_alt_names": [
-                            {"san_type": "URI", "matcher": {"exact": server}}]},
-                        "validation_context_sds_secret_config": _sds(bundle)},
-                },
-            }},
-        })
+        clusters.append(tunnel_cluster(name, dests, plan.spiffe_id, server, bundle, TUNNEL_INBOUND_PORT, settings))
     return chains, clusters
 
 

@@ -115,6 +115,30 @@ def _host_cidr(address: str) -> dict[str, Any]:
     return _cidr_range(str(ipaddress.ip_network(address)))
 
 
+def tunnel_cluster(name: str, dests: list[TunnelDestination], client: str, server: str, bundle: str, port: int,
+                   settings: ProxySettings) -> dict[str, Any]:
+    """A cluster of HBONE tunnels to the node of ``dests``: ``client``'s SVID presented, ``server``'s verified."""
+    target = dests[0].node_addresses
+    endpoint = next((a for a in target if ":" not in a), target[0])
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_ms),
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": endpoint, "port_value": port}}}}]}]},
+        # Large enough that flow control, not the buffer, paces a stream.
+        "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": _H2_WINDOWS}}},
+        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": _UPSTREAM_TLS, "sni": tunnel_sni(server),
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(client))],
+                "combined_validation_context": _validation(bundle, [_uri_san({"exact": server})]),
+            },
+        }},
+    }
+
+
 def _validation(bundle: str, sans: list[dict[str, Any]]) -> dict[str, Any]:
     return {"default_validation_context": {"match_typed_subject_alt_names": sans},
             "validation_context_sds_secret_config": _sds(bundle)}
@@ -266,24 +290,7 @@ def _outbound(plan: TunnelPlan, settings: ProxySettings, available: set[str],
         for (server, node), dests in _groups(plan).items():
             name = _cluster_name(client, server, node)
             chains += _client_chains(name, plan, client, sources, dests)
-            target = dests[0].node_addresses
-            endpoint = next((a for a in target if ":" not in a), target[0])
-            clusters.append({
-                "name": name, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_ms),
-                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": endpoint, "port_value": plan.inbound_port}}}}]}]},
-                "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
-                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": _H2_WINDOWS}}},
-                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                    "@type": _UPSTREAM_TLS, "sni": tunnel_sni(server),
-                    "common_tls_context": {
-                        "alpn_protocols": ["h2"],
-                        "tls_certificate_sds_secret_configs": [_sds(svid_secret_name(client))],
-                        "combined_validation_context": _validation(bundle, [_uri_san({"exact": server})]),
-                    },
-                }},
-            })
+            clusters.append(tunnel_cluster(name, dests, client, server, bundle, plan.inbound_port, settings))
     listener = {
         "name": OUTBOUND_LISTENER, **_addresses(plan.outbound_port, settings),
         "per_connection_buffer_limit_bytes": _BUFFER_BYTES,
