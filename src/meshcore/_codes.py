@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .model import DiagnosticCode, Severity
+from collections.abc import Iterable
+
+from .model import Diagnostic, DiagnosticCode, Severity
 
 
 class TranslateCode(DiagnosticCode):
@@ -55,3 +57,8 @@ class TranslateCode(DiagnosticCode):
         "An object of a kind that is recognised but not supported (by its adapter, or by the lab, which "
         "runs only Pods and Deployments): it has no effect.",
     )
+
+
+def with_mtls(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """``diagnostics`` for a node that runs mutual TLS: it enforces STRICT, so no warning that it may not."""
+    return [d for d in diagnostics if d.code != TranslateCode.STRICT_WITHOUT_MTLS]

@@ -16,7 +16,7 @@ from rich.markup import escape
 from . import _extras
 from . import _output as out
 from . import _plan_tunnel
-from ._codes import TranslateCode
+from ._codes import with_mtls
 from ._translate import Translation, translate
 from .compile import BpfService, CompileOptions, Plan, TunnelPlan, compile_plan
 from .kube import ServiceRanges
@@ -344,9 +344,7 @@ def plan(files: tuple[str, ...], sources: tuple[str, ...], context: str | None, 
                                "(its workloads, and the destinations on other nodes its clients reach)")
     result = _run_translate(files, sources, source_timeout, assign_addresses, context, kubeconfig)
     if mtls:
-        # Mutual TLS enforces STRICT, so no warning that it may not be (as the agents and the lab do).
-        result = attrs.evolve(result, diagnostics=tuple(d for d in result.diagnostics
-                                                        if d.code != TranslateCode.STRICT_WITHOUT_MTLS))
+        result = attrs.evolve(result, diagnostics=tuple(with_mtls(result.diagnostics)))
     compiled = compile_plan(result.snapshot, node, CompileOptions(mtls=mtls))
     fmt = out.choose_format(fmt)
     if fmt in out.DATA_FORMATS:

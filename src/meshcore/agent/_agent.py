@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._codes import TranslateCode
+from .._codes import with_mtls
 from .._translate import load
 from .._translator import ObjectKey
 from ..adapter import Adapter
@@ -399,9 +399,8 @@ class NodeAgent:
                           given: list[Diagnostic]) -> GenerationReport:
         plan = result.compiled.plan
         translation = result.translation
-        found = [*given, *(d for d in translation.diagnostics if d.severity is not Severity.INFO
-                           and not (self._mtls is not None and d.code == TranslateCode.STRICT_WITHOUT_MTLS)),
-                 *plan.envoy.warnings]
+        translated = [d for d in translation.diagnostics if d.severity is not Severity.INFO]
+        found = [*given, *(translated if self._mtls is None else with_mtls(translated)), *plan.envoy.warnings]
         wanted = _interfaces(self._interfaces if interfaces is None else interfaces)
         return self._apply_snapshot(generation, translation.snapshot, plan, result.compiled.options, result.labels,
                                     wanted, found, result.bpf_change, result.scope)

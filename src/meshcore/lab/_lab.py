@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 
 from .. import translate
-from .._codes import TranslateCode
+from .._codes import with_mtls
 from ..kube import KubeObject, load_paths
 from ..model import Diagnostic, ProxyMode, Severity
 from . import _cgroups as cgroups
@@ -183,8 +183,7 @@ class Lab:
         desired = desired_state(objects)
         found = _dedupe([*diagnostics, *checked.diagnostics, *desired.diagnostics])
         if self._with_mtls(mtls):
-            # The agents will run mutual TLS, so PeerAuthentication STRICT is enforced: no warning that it may not be.
-            found = [d for d in found if d.code != TranslateCode.STRICT_WITHOUT_MTLS]
+            found = with_mtls(found)  # the agents will run it
         errors = [d for d in found if d.severity is Severity.ERROR]
         if errors:
             raise LabInputError(errors)
